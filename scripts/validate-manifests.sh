@@ -1,0 +1,171 @@
+#!/usr/bin/env bash
+# Validate the deployment files without a Kubernetes cluster (none can run here):
+#   1. every manifest in deploy/k8s against the schemas of a current Kubernetes version
+#      (`kubernetes-validate --strict`, installed from PyPI if missing; unknown fields fail);
+#   2. the kustomize-rendered output, the same way, when kubectl or kustomize is present
+#      (said loudly when neither is);
+#   3. the kustomization lists every manifest in the directory (none forgotten);
+#   4. the compose file parses (`docker compose config`), when a compose tool is present;
+#   5. the `raftkv server` flags that the StatefulSet and the compose file pass really parse,
+#      with `raftkv server --dry-run`, and the subcommand the client Job runs exists.
+# Needs no cargo: give it the binary with RAFTKV_BIN, or it looks in target*/{release,dist}.
+# Env: RAFTKV_K8S_VERSION (default: the newest version kubernetes-validate knows).
+# Exit status non-zero on the first failed check; the last line says how many checks passed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+K8S_DIR=deploy/k8s
+COMPOSE_FILE=deploy/compose/compose.yaml
+
+passed=0
+ok() { passed=$((passed + 1)); printf 'ok   %s\n' "$*"; }
+fail() { printf 'FAIL %s\n' "$*" >&2; printf '%d passed, 1 failed\n' "$passed"; exit 1; }
+note() { printf '==> %s\n' "$*"; }
+
+PY=${PYTHON:-python3}
+command -v "$PY" >/dev/null || fail "python3 is needed (kubernetes-validate is a Python tool)"
+
+if ! command -v kubernetes-validate >/dev/null; then
+  note "installing kubernetes-validate from PyPI"
+  "$PY" -m pip install --quiet --disable-pip-version-check kubernetes-validate >/dev/null ||
+    fail "pip could not install kubernetes-validate"
+fi
+KV=(kubernetes-validate)
+command -v kubernetes-validate >/dev/null || KV=("$PY" -m kubernetes_validate)
+K8S_VERSION_ARGS=()
+if [ -n "${RAFTKV_K8S_VERSION:-}" ]; then K8S_VERSION_ARGS=(-k "$RAFTKV_K8S_VERSION"); fi
+note "kubernetes-validate $("${KV[@]}" --version) (${RAFTKV_K8S_VERSION:-its newest Kubernetes version})"
+
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/raftkv-validate.XXXXXX")
+trap 'rm -rf "$TMP"' EXIT
+
+# 1. Each manifest on its own (the kustomization itself has no Kubernetes schema).
+mapfile -t manifests < <(find "$K8S_DIR" -maxdepth 1 -name '*.yaml' ! -name kustomization.yaml | sort)
+[ "${#manifests[@]}" -gt 0 ] || fail "no manifests found in $K8S_DIR"
+for f in "${manifests[@]}"; do
+  out=$("${KV[@]}" --strict --quiet "${K8S_VERSION_ARGS[@]}" "$f" 2>&1) || fail "$f: $out"
+  ok "schema: $f"
+done
+
+# 2. What `kubectl apply -k` would send.
+if command -v kubectl >/dev/null; then RENDER=(kubectl kustomize "$K8S_DIR")
+elif command -v kustomize >/dev/null; then RENDER=(kustomize build "$K8S_DIR")
+else RENDER=(); fi
+if [ "${#RENDER[@]}" -gt 0 ]; then
+  "${RENDER[@]}" >"$TMP/rendered.yaml" 2>"$TMP/render.err" || fail "${RENDER[*]}: $(cat "$TMP/render.err")"
+  out=$("${KV[@]}" --strict --quiet "${K8S_VERSION_ARGS[@]}" "$TMP/rendered.yaml" 2>&1) || fail "rendered kustomization: $out"
+  ok "schema: kustomize output of $K8S_DIR (${RENDER[*]})"
+else
+  note "NOT CHECKED: kustomize rendering (neither kubectl nor kustomize is installed); each file was validated instead"
+fi
+
+# 3 and 5 read YAML; PyYAML comes with kubernetes-validate.
+"$PY" - "$K8S_DIR" >"$TMP/extract.out" 2>&1 <<'PYEOF' || fail "manifest inspection: $(cat "$TMP/extract.out")"
+import os, sys, shlex, yaml
+k8s = sys.argv[1]
+kust = yaml.safe_load(open(os.path.join(k8s, "kustomization.yaml")))
+listed = set(kust.get("resources", []))
+present = {f for f in os.listdir(k8s) if f.endswith(".yaml") and f != "kustomization.yaml"}
+if listed != present:
+    sys.exit(f"kustomization resources {sorted(listed)} != manifests present {sorted(present)}")
+print("KUSTOMIZATION_OK")
+
+def containers_of(kind):
+    for f in sorted(present):
+        for doc in yaml.safe_load_all(open(os.path.join(k8s, f))):
+            if doc and doc.get("kind") == kind:
+                yield f, doc["spec"]["template"]["spec"]["containers"]
+
+# Kubernetes expands $(VAR) in args from the container's env; use what pod raftkv-0 in
+# namespace "default" would get.
+subst = {"POD_NAME": "raftkv-0", "POD_NAMESPACE": "default"}
+def expand(arg):
+    for k, v in subst.items():
+        arg = arg.replace(f"$({k})", v)
+    if "$(" in arg:
+        sys.exit(f"unexpanded variable in argument {arg!r}")
+    return arg
+
+found = False
+for f, cs in containers_of("StatefulSet"):
+    for c in cs:
+        args = [expand(a) for a in c.get("args", [])]
+        if args[:1] == ["server"]:
+            found = True
+            print("SERVER " + shlex.join(args[1:]))
+if not found:
+    sys.exit("no StatefulSet container runs `raftkv server`")
+for f, cs in containers_of("Job"):
+    for c in cs:
+        args = c.get("args", [])
+        print("JOBCMD " + shlex.quote(args[0]))
+PYEOF
+grep -q KUSTOMIZATION_OK "$TMP/extract.out" && ok "kustomization lists every manifest in $K8S_DIR"
+
+# 4. The compose file.
+if docker compose version >/dev/null 2>&1; then COMPOSE=(docker compose)
+elif command -v docker-compose >/dev/null; then COMPOSE=(docker-compose)
+else COMPOSE=(); fi
+if [ "${#COMPOSE[@]}" -gt 0 ]; then
+  out=$(RAFTKV_IMAGE=raftkv:validate "${COMPOSE[@]}" -p raftkv-validate -f "$COMPOSE_FILE" config -q 2>&1) ||
+    fail "$COMPOSE_FILE: $out"
+  ok "compose: $COMPOSE_FILE parses (${COMPOSE[*]})"
+else
+  note "NOT CHECKED: $COMPOSE_FILE (no docker compose / docker-compose installed)"
+fi
+
+# 5. The flags, with the real binary.
+BIN=${RAFTKV_BIN:-}
+if [ -z "$BIN" ]; then
+  for cand in "${CARGO_TARGET_DIR:-$ROOT/target}"/{release,dist}/raftkv "$ROOT"/target/{release,dist}/raftkv; do
+    if [ -x "$cand" ] && { [ -z "$BIN" ] || [ "$cand" -nt "$BIN" ]; }; then BIN=$cand; fi
+  done
+fi
+[ -n "$BIN" ] && [ -x "$BIN" ] ||
+  fail "no raftkv binary to check the manifests' flags with: set RAFTKV_BIN or run 'cargo build --release -p raftkv'"
+note "checking flags with $BIN"
+
+while IFS= read -r line; do
+  case $line in
+    SERVER\ *)
+      eval "set -- ${line#SERVER }"
+      out=$(env -i PATH="$PATH" "$BIN" server --dry-run "$@" 2>&1) || fail "StatefulSet flags rejected by 'raftkv server --dry-run': $out"
+      ok "StatefulSet server flags parse (raftkv server --dry-run: $(tail -n1 <<<"$out"))" ;;
+    JOBCMD\ *)
+      eval "set -- ${line#JOBCMD }"
+      out=$("$BIN" "$1" --help 2>&1) || fail "the client Job runs 'raftkv $1', which does not exist: $out"
+      ok "client Job subcommand 'raftkv $1' exists" ;;
+  esac
+done <"$TMP/extract.out"
+
+# The compose members: flags from `command`, the rest from RAFTKV_* environment variables.
+if [ "${#COMPOSE[@]}" -gt 0 ]; then
+  RAFTKV_IMAGE=raftkv:validate "${COMPOSE[@]}" -p raftkv-validate -f "$COMPOSE_FILE" config >"$TMP/compose.yaml"
+  "$PY" - "$TMP/compose.yaml" >"$TMP/compose.out" 2>&1 <<'PYEOF' || fail "compose inspection: $(cat "$TMP/compose.out")"
+import shlex, sys, yaml
+doc = yaml.safe_load(open(sys.argv[1]))
+n = 0
+for name, svc in sorted(doc["services"].items()):
+    cmd = svc.get("command") or []
+    if cmd[:1] != ["server"]:
+        continue
+    env = svc.get("environment") or {}
+    if isinstance(env, list):
+        env = dict(e.split("=", 1) for e in env)
+    n += 1
+    print(shlex.join([name] + [f"{k}={v}" for k, v in sorted(env.items())] + ["--"] + cmd[1:]))
+if n != 3:
+    sys.exit(f"expected 3 compose services running `raftkv server`, found {n}")
+PYEOF
+  while IFS= read -r line; do
+    eval "set -- $line"
+    svc=$1; shift
+    envs=()
+    while [ "$1" != -- ]; do envs+=("$1"); shift; done
+    shift
+    out=$(env -i PATH="$PATH" "${envs[@]}" "$BIN" server --dry-run "$@" 2>&1) || fail "compose service $svc: flags/env rejected by 'raftkv server --dry-run': $out"
+    ok "compose service $svc: server flags and env parse"
+  done <"$TMP/compose.out"
+fi
+
+printf '%d passed, 0 failed\n' "$passed"
