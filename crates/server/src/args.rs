@@ -33,7 +33,11 @@ pub struct ServerArgs {
     pub data_dir: Option<String>,
 
     /// Comma-separated URLs to listen on for client traffic (gRPC and HTTP).
-    #[arg(long, env = "RAFTKV_LISTEN_CLIENT_URLS", default_value = "http://localhost:2379")]
+    #[arg(
+        long,
+        env = "RAFTKV_LISTEN_CLIENT_URLS",
+        default_value = "http://localhost:2379"
+    )]
     pub listen_client_urls: String,
 
     /// Comma-separated client URLs advertised to the rest of the cluster
@@ -42,7 +46,11 @@ pub struct ServerArgs {
     pub advertise_client_urls: Option<String>,
 
     /// Comma-separated URLs to listen on for peer (Raft) traffic.
-    #[arg(long, env = "RAFTKV_LISTEN_PEER_URLS", default_value = "http://localhost:2380")]
+    #[arg(
+        long,
+        env = "RAFTKV_LISTEN_PEER_URLS",
+        default_value = "http://localhost:2380"
+    )]
     pub listen_peer_urls: String,
 
     /// Comma-separated peer URLs this member advertises (must match its --initial-cluster
@@ -60,11 +68,20 @@ pub struct ServerArgs {
     pub initial_cluster: Option<String>,
 
     /// "new" to bootstrap a cluster, "existing" to join one.
-    #[arg(long, env = "RAFTKV_INITIAL_CLUSTER_STATE", value_enum, default_value = "new")]
+    #[arg(
+        long,
+        env = "RAFTKV_INITIAL_CLUSTER_STATE",
+        value_enum,
+        default_value = "new"
+    )]
     pub initial_cluster_state: ClusterState,
 
     /// Token mixed into the member and cluster IDs; use a unique value per cluster.
-    #[arg(long, env = "RAFTKV_INITIAL_CLUSTER_TOKEN", default_value = "etcd-cluster")]
+    #[arg(
+        long,
+        env = "RAFTKV_INITIAL_CLUSTER_TOKEN",
+        default_value = "etcd-cluster"
+    )]
     pub initial_cluster_token: String,
 
     /// Time (in milliseconds) of a heartbeat interval (one Raft tick).
@@ -99,7 +116,9 @@ pub struct ServerArgs {
 impl ServerArgs {
     /// The data directory, defaulting to "<name>.etcd" as etcd does.
     pub fn data_dir(&self) -> String {
-        self.data_dir.clone().unwrap_or_else(|| format!("{}.etcd", self.name))
+        self.data_dir
+            .clone()
+            .unwrap_or_else(|| format!("{}.etcd", self.name))
     }
 }
 

@@ -9,6 +9,8 @@
 //! flags), [`validate`] (a dry run) and [`run`] (serve until SIGINT/SIGTERM).
 
 pub mod args;
+pub mod config;
+pub mod ids;
 
 pub use args::ServerArgs;
 
@@ -16,8 +18,8 @@ pub use args::ServerArgs;
 /// `--initial-cluster` is consistent with `--name` and the advertised peer URLs, and the
 /// listen addresses can be bound. Returns a one-line error on the first problem.
 pub fn validate(args: &ServerArgs) -> anyhow::Result<()> {
-    let _ = args;
-    Ok(())
+    let config = config::Config::from_args(args)?;
+    config.check_bindable()
 }
 
 /// Run a member until SIGINT or SIGTERM, then shut down cleanly. Builds its own tokio

@@ -1,0 +1,425 @@
+//! The validated form of [`ServerArgs`]: parsed URLs, the initial membership with its IDs,
+//! and the timing in Raft ticks. Everything the flags can get wrong is caught here, with a
+//! one-line message naming the flag, before anything is bound or written.
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+
+use crate::args::{ClusterState, LogFormat, ServerArgs};
+use crate::ids;
+
+/// One member of the initial configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InitialMember {
+    pub id: u64,
+    pub name: String,
+    /// Normalised (`scheme://host:port`), sorted peer URLs.
+    pub peer_urls: Vec<String>,
+}
+
+/// A listen URL reduced to what we bind: host and port (the host may be a DNS name).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListenAddr {
+    pub url: String,
+    pub host: String,
+    pub port: u16,
+}
+
+impl ListenAddr {
+    /// Resolve to socket addresses. `localhost` prefers IPv4 loopback, as most tools dial it.
+    pub fn resolve(&self) -> anyhow::Result<Vec<SocketAddr>> {
+        let mut addrs: Vec<SocketAddr> = (self.host.as_str(), self.port)
+            .to_socket_addrs()
+            .with_context(|| format!("cannot resolve listen address {}", self.url))?
+            .collect();
+        if self.host == "localhost" {
+            addrs.retain(|a| a.is_ipv4());
+        }
+        addrs.dedup();
+        if addrs.is_empty() {
+            bail!("listen address {} resolves to nothing", self.url);
+        }
+        Ok(addrs)
+    }
+}
+
+/// A member's full, validated configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub name: String,
+    pub data_dir: PathBuf,
+    pub member_id: u64,
+    pub cluster_id: u64,
+    pub token: String,
+    pub cluster_state: ClusterState,
+    /// All initial members, sorted by name, this member included.
+    pub initial_members: Vec<InitialMember>,
+    pub listen_client: Vec<ListenAddr>,
+    pub advertise_client_urls: Vec<String>,
+    pub listen_peer: Vec<ListenAddr>,
+    pub advertise_peer_urls: Vec<String>,
+    pub listen_metrics: Vec<ListenAddr>,
+    pub heartbeat: Duration,
+    /// Election timeout expressed in heartbeat ticks.
+    pub election_ticks: u32,
+    pub election_timeout: Duration,
+    pub snapshot_count: u64,
+    pub max_request_bytes: usize,
+    pub max_txn_ops: usize,
+    pub log_format: LogFormat,
+}
+
+impl Config {
+    /// The other members, with their peer URLs.
+    pub fn peers(&self) -> impl Iterator<Item = &InitialMember> {
+        self.initial_members
+            .iter()
+            .filter(move |m| m.id != self.member_id)
+    }
+
+    /// How long a client request may wait for commit and apply before "request timed
+    /// out": etcd's 5 s plus two election timeouts.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_secs(5) + 2 * self.election_timeout
+    }
+
+    /// Parse and check the flags. Does not touch the network or the disk.
+    pub fn from_args(args: &ServerArgs) -> anyhow::Result<Config> {
+        if args.name.is_empty() {
+            bail!("--name must not be empty");
+        }
+        if args.heartbeat_interval == 0 {
+            bail!("--heartbeat-interval must be > 0 ms");
+        }
+        if args.election_timeout < 5 * args.heartbeat_interval {
+            bail!(
+                "--election-timeout[{}ms] should be at least 5 times as --heartbeat-interval[{}ms]",
+                args.election_timeout,
+                args.heartbeat_interval
+            );
+        }
+        if args.election_timeout > 50_000 {
+            bail!(
+                "--election-timeout[{}ms] is too long, and should be set less than 50000ms",
+                args.election_timeout
+            );
+        }
+        if args.snapshot_count == 0 {
+            bail!("--snapshot-count must be > 0");
+        }
+        if args.max_request_bytes == 0 {
+            bail!("--max-request-bytes must be > 0");
+        }
+        if args.max_txn_ops == 0 {
+            bail!("--max-txn-ops must be > 0");
+        }
+
+        let listen_client = parse_listen_urls("--listen-client-urls", &args.listen_client_urls)?;
+        let listen_peer = parse_listen_urls("--listen-peer-urls", &args.listen_peer_urls)?;
+        let listen_metrics = match &args.listen_metrics_urls {
+            Some(s) if !s.trim().is_empty() => parse_listen_urls("--listen-metrics-urls", s)?,
+            _ => Vec::new(),
+        };
+        let advertise_client_urls = match &args.advertise_client_urls {
+            Some(s) => parse_url_list("--advertise-client-urls", s)?,
+            None => listen_client.iter().map(|l| l.url.clone()).collect(),
+        };
+        let mut advertise_peer_urls = parse_url_list(
+            "--initial-advertise-peer-urls",
+            &args.initial_advertise_peer_urls,
+        )?;
+        advertise_peer_urls.sort();
+        advertise_peer_urls.dedup();
+
+        let initial_cluster = match &args.initial_cluster {
+            Some(s) => s.clone(),
+            None => advertise_peer_urls
+                .iter()
+                .map(|u| format!("{}={}", args.name, u))
+                .collect::<Vec<_>>()
+                .join(","),
+        };
+        let by_name = parse_initial_cluster(&initial_cluster)?;
+        let Some(own_urls) = by_name.get(&args.name) else {
+            bail!(
+                "--initial-cluster has no member named {:?} (--name); it lists {}",
+                args.name,
+                by_name.keys().cloned().collect::<Vec<_>>().join(", ")
+            );
+        };
+        if *own_urls != advertise_peer_urls {
+            bail!(
+                "--initial-cluster gives {:?} the peer URLs {} but --initial-advertise-peer-urls is {}",
+                args.name,
+                own_urls.join(","),
+                advertise_peer_urls.join(",")
+            );
+        }
+
+        let token = args.initial_cluster_token.clone();
+        let initial_members: Vec<InitialMember> = by_name
+            .iter()
+            .map(|(name, urls)| InitialMember {
+                id: ids::member_id(name, urls, &token),
+                name: name.clone(),
+                peer_urls: urls.clone(),
+            })
+            .collect();
+        let member_ids: Vec<u64> = initial_members.iter().map(|m| m.id).collect();
+        let member_id = ids::member_id(&args.name, &advertise_peer_urls, &token);
+        let cluster_id = ids::cluster_id(&member_ids, &token);
+
+        Ok(Config {
+            name: args.name.clone(),
+            data_dir: PathBuf::from(args.data_dir()),
+            member_id,
+            cluster_id,
+            token,
+            cluster_state: args.initial_cluster_state,
+            initial_members,
+            listen_client,
+            advertise_client_urls,
+            listen_peer,
+            advertise_peer_urls,
+            listen_metrics,
+            heartbeat: Duration::from_millis(args.heartbeat_interval),
+            election_ticks: (args.election_timeout / args.heartbeat_interval).max(2) as u32,
+            election_timeout: Duration::from_millis(args.election_timeout),
+            snapshot_count: args.snapshot_count,
+            max_request_bytes: args.max_request_bytes,
+            max_txn_ops: args.max_txn_ops,
+            log_format: args.log_format,
+        })
+    }
+
+    /// Check that every listen address resolves and can be bound right now (then release
+    /// it). Used by the dry run; `run` reports the same errors when it binds for real.
+    pub fn check_bindable(&self) -> anyhow::Result<()> {
+        let all = self
+            .listen_client
+            .iter()
+            .chain(&self.listen_peer)
+            .chain(&self.listen_metrics);
+        for l in all {
+            for addr in l.resolve()? {
+                TcpListener::bind(addr)
+                    .with_context(|| format!("cannot listen on {} ({addr})", l.url))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Parse `scheme://host:port` into a normalised URL string and its parts. Only plain
+/// `http` is served for now (TLS is a later issue).
+fn parse_url(flag: &str, raw: &str) -> anyhow::Result<(String, String, u16)> {
+    let raw = raw.trim();
+    let url =
+        url::Url::parse(raw).map_err(|e| anyhow::anyhow!("{flag}: invalid URL {raw:?}: {e}"))?;
+    match url.scheme() {
+        "http" => {}
+        "https" | "unixs" => bail!("{flag}: {raw:?}: TLS is not supported yet; use http://"),
+        other => bail!("{flag}: {raw:?}: unsupported URL scheme {other:?}; use http://"),
+    }
+    let host = url
+        .host_str()
+        .filter(|h| !h.is_empty())
+        .ok_or_else(|| anyhow::anyhow!("{flag}: {raw:?} has no host"))?;
+    let port = url
+        .port()
+        .ok_or_else(|| anyhow::anyhow!("{flag}: {raw:?} has no port"))?;
+    if url.path() != "/" && !url.path().is_empty() {
+        bail!("{flag}: {raw:?}: a URL here must not have a path");
+    }
+    // Url keeps IPv6 brackets in host_str for formatting; strip them for resolution.
+    let bare = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    Ok((format!("http://{host}:{port}"), bare, port))
+}
+
+fn parse_url_list(flag: &str, raw: &str) -> anyhow::Result<Vec<String>> {
+    let urls: Vec<String> = raw
+        .split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| parse_url(flag, s).map(|(u, _, _)| u))
+        .collect::<anyhow::Result<_>>()?;
+    if urls.is_empty() {
+        bail!("{flag} must list at least one URL");
+    }
+    Ok(urls)
+}
+
+fn parse_listen_urls(flag: &str, raw: &str) -> anyhow::Result<Vec<ListenAddr>> {
+    let mut out: Vec<ListenAddr> = Vec::new();
+    for s in raw.split(',').filter(|s| !s.trim().is_empty()) {
+        let (url, host, port) = parse_url(flag, s)?;
+        if out.iter().any(|l| l.url == url) {
+            bail!("{flag}: {url} is listed twice");
+        }
+        out.push(ListenAddr { url, host, port });
+    }
+    if out.is_empty() {
+        bail!("{flag} must list at least one URL");
+    }
+    Ok(out)
+}
+
+/// Parse `name=url,name=url,...`. A name may repeat to give a member several URLs; a URL
+/// given to two different members is an error.
+fn parse_initial_cluster(raw: &str) -> anyhow::Result<BTreeMap<String, Vec<String>>> {
+    let mut by_name: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut owner: BTreeMap<String, String> = BTreeMap::new();
+    for part in raw.split(',').filter(|s| !s.trim().is_empty()) {
+        let Some((name, url)) = part.split_once('=') else {
+            bail!("--initial-cluster: {part:?} is not of the form name=http://host:port");
+        };
+        let name = name.trim();
+        if name.is_empty() {
+            bail!("--initial-cluster: {part:?} has an empty member name");
+        }
+        let (url, _, _) = parse_url("--initial-cluster", url)?;
+        if let Some(prev) = owner.get(&url) {
+            if prev == name {
+                bail!("--initial-cluster: duplicate URL {url} for member {name:?}");
+            }
+            bail!("--initial-cluster: URL {url} is given to both {prev:?} and {name:?}");
+        }
+        owner.insert(url.clone(), name.to_string());
+        by_name.entry(name.to_string()).or_default().push(url);
+    }
+    if by_name.is_empty() {
+        bail!("--initial-cluster must list at least one member");
+    }
+    for urls in by_name.values_mut() {
+        urls.sort();
+    }
+    Ok(by_name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: ServerArgs,
+    }
+
+    fn args(extra: &[&str]) -> ServerArgs {
+        let mut v = vec!["raftkv"];
+        v.extend_from_slice(extra);
+        Cli::try_parse_from(v).unwrap().args
+    }
+
+    const CLUSTER: &str =
+        "a=http://127.0.0.1:12380,b=http://127.0.0.1:22380,c=http://127.0.0.1:32380";
+
+    fn member(name: &str, port: u16) -> ServerArgs {
+        let url = format!("http://127.0.0.1:{port}");
+        args(&[
+            "--name",
+            name,
+            "--initial-advertise-peer-urls",
+            &url,
+            "--listen-peer-urls",
+            &url,
+            "--initial-cluster",
+            CLUSTER,
+        ])
+    }
+
+    #[test]
+    fn defaults_form_a_single_member_cluster() {
+        let c = Config::from_args(&args(&[])).unwrap();
+        assert_eq!(c.initial_members.len(), 1);
+        assert_eq!(c.initial_members[0].id, c.member_id);
+        assert_eq!(
+            c.advertise_client_urls,
+            vec!["http://localhost:2379".to_string()]
+        );
+        assert_eq!(c.election_ticks, 10);
+    }
+
+    #[test]
+    fn every_member_derives_the_same_ids() {
+        let a = Config::from_args(&member("a", 12380)).unwrap();
+        let b = Config::from_args(&member("b", 22380)).unwrap();
+        assert_eq!(a.cluster_id, b.cluster_id);
+        assert_eq!(a.initial_members, b.initial_members);
+        assert_ne!(a.member_id, b.member_id);
+        assert_eq!(a.peers().count(), 2);
+        assert!(a.peers().all(|m| m.id != a.member_id));
+    }
+
+    #[test]
+    fn missing_name_is_rejected() {
+        let e = Config::from_args(&member("d", 12380))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no member named \"d\""), "{e}");
+    }
+
+    #[test]
+    fn advertise_mismatch_is_rejected() {
+        let e = Config::from_args(&member("a", 22380))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--initial-advertise-peer-urls"), "{e}");
+    }
+
+    #[test]
+    fn url_given_to_two_members_is_rejected() {
+        let a = args(&[
+            "--name",
+            "a",
+            "--initial-advertise-peer-urls",
+            "http://127.0.0.1:1",
+            "--initial-cluster",
+            "a=http://127.0.0.1:1,b=http://127.0.0.1:1",
+        ]);
+        let e = Config::from_args(&a).unwrap_err().to_string();
+        assert!(e.contains("given to both"), "{e}");
+    }
+
+    #[test]
+    fn bad_urls_and_timings_are_rejected() {
+        for bad in [
+            vec!["--listen-client-urls", "localhost:2379"],
+            vec!["--listen-client-urls", "https://127.0.0.1:2379"],
+            vec!["--listen-client-urls", "http://127.0.0.1"],
+            vec!["--initial-cluster", "default"],
+            vec!["--election-timeout", "200"],
+            vec!["--heartbeat-interval", "0"],
+            vec!["--snapshot-count", "0"],
+        ] {
+            assert!(
+                Config::from_args(&args(&bad)).is_err(),
+                "{bad:?} was accepted"
+            );
+        }
+    }
+
+    #[test]
+    fn a_taken_port_is_not_bindable() {
+        let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = taken.local_addr().unwrap().port();
+        let url = format!("http://127.0.0.1:{port}");
+        let c = Config::from_args(&args(&[
+            "--listen-client-urls",
+            &url,
+            "--listen-peer-urls",
+            "http://127.0.0.1:0",
+        ]))
+        .unwrap();
+        let e = c.check_bindable().unwrap_err();
+        assert!(format!("{e:#}").contains("cannot listen on"), "{e:#}");
+    }
+}
