@@ -1,0 +1,276 @@
+//! One etcd v3 key with revisions: Range (get), Put, DeleteRange, and compare-and-set as a Txn
+//! comparing the value or the mod_revision. Check histories partitioned by key.
+//!
+//! The store revision is global, so from one key's point of view a write takes *some* revision
+//! larger than the key's previous one. When the history recorded it (the response header of a
+//! write is the new mod_revision), the state knows it exactly; when it did not (indeterminate
+//! write), the state keeps only a lower bound, pinned later by a read that returns it. Because
+//! a Txn comparing mod_revision against a merely bounded revision may go either way, the model
+//! is nondeterministic and is used through [`Powerset`].
+//!
+//! Recording etcd responses into it (for the harness):
+//! - `Range` → [`EtcdOutput::Get`] with the kv's value and `mod_revision` (`None`/0 if no kv)
+//!   and the header revision.
+//! - `Put` → [`EtcdOutput::Put`] with the header revision.
+//! - `DeleteRange` → [`EtcdOutput::Delete`] with `deleted > 0` and the header revision.
+//! - `Txn{compare, success:[put|delete], failure:[]}` → [`EtcdOutput::Txn`] with `succeeded` and
+//!   the header revision.
+//!
+//! A header revision of 0 means "not recorded" (etcd revisions start at 1): the model then
+//! skips the revision constraints of that response.
+
+use crate::model::{NondetModel, Powerset};
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum EtcdInput {
+    Get,
+    Put {
+        value: String,
+    },
+    Delete,
+    /// `Txn If(value == expected) Then(Put(new))`; `expected: None` compares "key absent"
+    /// (etcd: `create_revision == 0` or `version == 0`).
+    CasValue {
+        expected: Option<String>,
+        new: String,
+    },
+    /// `Txn If(mod_revision == expected) Then(Put(new))`, or `Then(DeleteRange)` when `new`
+    /// is `None`. `expected == 0` compares "key absent".
+    CasModRevision {
+        expected: u64,
+        new: Option<String>,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum EtcdOutput {
+    Get {
+        value: Option<String>,
+        mod_revision: u64,
+        revision: u64,
+    },
+    Put {
+        revision: u64,
+    },
+    Delete {
+        deleted: bool,
+        revision: u64,
+    },
+    Txn {
+        succeeded: bool,
+        revision: u64,
+    },
+}
+
+/// What is known of the revision of the key's last change (put or delete).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Revision {
+    Exact(u64),
+    /// Unknown, but at least this.
+    AtLeast(u64),
+}
+
+impl Revision {
+    fn lower(self) -> u64 {
+        match self {
+            Revision::Exact(r) | Revision::AtLeast(r) => r,
+        }
+    }
+
+    /// The revision of a change made after this one, given the response's header revision
+    /// (0 = not recorded). `None` if the recorded revision is impossible.
+    fn advance(self, recorded: u64) -> Option<Revision> {
+        if recorded == 0 {
+            return Some(Revision::AtLeast(self.lower() + 1));
+        }
+        (recorded > self.lower()).then_some(Revision::Exact(recorded))
+    }
+
+    /// Whether a header revision read now is possible (it cannot be older than this change).
+    fn header_ok(self, header: u64) -> bool {
+        header == 0 || header >= self.lower()
+    }
+}
+
+/// One possible state of a key.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EtcdKeyState {
+    pub value: Option<String>,
+    pub revision: Revision,
+}
+
+/// The nondeterministic etcd key model; use [`etcd_model`] to get the checkable [`Powerset`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct EtcdKeyModel;
+
+/// The etcd key-with-revisions model, ready for [`crate::check`].
+pub fn etcd_model() -> Powerset<EtcdKeyModel> {
+    Powerset(EtcdKeyModel)
+}
+
+impl EtcdKeyModel {
+    /// Applies the write branch of an operation (`new: None` = delete) to `s`.
+    fn write(s: &EtcdKeyState, new: &Option<String>, recorded: u64) -> Option<EtcdKeyState> {
+        if new.is_none() && s.value.is_none() {
+            // Deleting nothing changes nothing; etcd does not bump the revision for it.
+            return s.revision.header_ok(recorded).then(|| s.clone());
+        }
+        Some(EtcdKeyState {
+            value: new.clone(),
+            revision: s.revision.advance(recorded)?,
+        })
+    }
+}
+
+impl NondetModel for EtcdKeyModel {
+    type State = EtcdKeyState;
+    type Input = EtcdInput;
+    type Output = EtcdOutput;
+
+    fn init(&self) -> EtcdKeyState {
+        EtcdKeyState {
+            value: None,
+            revision: Revision::Exact(0),
+        }
+    }
+
+    fn step_into(
+        &self,
+        s: &EtcdKeyState,
+        input: &EtcdInput,
+        output: Option<&EtcdOutput>,
+        next: &mut Vec<EtcdKeyState>,
+    ) {
+        use EtcdInput as I;
+        use EtcdOutput as O;
+        match (input, output) {
+            (I::Get, None) => next.push(s.clone()),
+            (
+                I::Get,
+                Some(O::Get {
+                    value,
+                    mod_revision,
+                    revision,
+                }),
+            ) => {
+                if value != &s.value || !s.revision.header_ok(*revision) {
+                    return;
+                }
+                if value.is_none() {
+                    if *mod_revision == 0 {
+                        next.push(s.clone());
+                    }
+                    return;
+                }
+                match s.revision {
+                    Revision::Exact(m) if m == *mod_revision => next.push(s.clone()),
+                    Revision::AtLeast(lb) if *mod_revision >= lb => next.push(EtcdKeyState {
+                        value: s.value.clone(),
+                        revision: Revision::Exact(*mod_revision),
+                    }),
+                    _ => {}
+                }
+            }
+            (I::Put { value }, None) => next.extend(Self::write(s, &Some(value.clone()), 0)),
+            (I::Put { value }, Some(O::Put { revision })) => {
+                next.extend(Self::write(s, &Some(value.clone()), *revision))
+            }
+            (I::Delete, None) => next.extend(Self::write(s, &None, 0)),
+            (I::Delete, Some(O::Delete { deleted, revision })) => {
+                if *deleted == s.value.is_some() {
+                    next.extend(Self::write(s, &None, *revision));
+                }
+            }
+            (I::CasValue { expected, new }, out) => {
+                let holds = &s.value == expected;
+                let new = Some(new.clone());
+                match out {
+                    None if holds => next.extend(Self::write(s, &new, 0)),
+                    None => next.push(s.clone()),
+                    Some(O::Txn {
+                        succeeded,
+                        revision,
+                    }) if *succeeded == holds => {
+                        if holds {
+                            next.extend(Self::write(s, &new, *revision));
+                        } else if s.revision.header_ok(*revision) {
+                            next.push(s.clone());
+                        }
+                    }
+                    Some(_) => {}
+                }
+            }
+            (I::CasModRevision { expected, new }, out) => {
+                // Which outcomes of the comparison are possible, and the state each assumes.
+                let mut branches: Vec<(bool, EtcdKeyState)> = Vec::with_capacity(2);
+                match (&s.value, s.revision) {
+                    (None, _) => branches.push((*expected == 0, s.clone())),
+                    (Some(_), Revision::Exact(m)) => branches.push((m == *expected, s.clone())),
+                    (Some(_), Revision::AtLeast(lb)) => {
+                        if *expected != 0 && *expected >= lb {
+                            let pinned = EtcdKeyState {
+                                value: s.value.clone(),
+                                revision: Revision::Exact(*expected),
+                            };
+                            branches.push((true, pinned));
+                        }
+                        // Failing keeps the bound (the fact "≠ expected" is dropped: permissive).
+                        branches.push((false, s.clone()));
+                    }
+                }
+                for (holds, assumed) in branches {
+                    match out {
+                        None if holds => next.extend(Self::write(&assumed, new, 0)),
+                        None => next.push(assumed),
+                        Some(O::Txn {
+                            succeeded,
+                            revision,
+                        }) if *succeeded == holds => {
+                            if holds {
+                                next.extend(Self::write(&assumed, new, *revision));
+                            } else if assumed.revision.header_ok(*revision) {
+                                next.push(assumed);
+                            }
+                        }
+                        Some(_) => {}
+                    }
+                }
+            }
+            // An output of the wrong kind can never be explained.
+            (I::Get | I::Put { .. } | I::Delete, Some(_)) => {}
+        }
+    }
+
+    fn describe_op(&self, input: &EtcdInput, output: Option<&EtcdOutput>) -> String {
+        let inp = match input {
+            EtcdInput::Get => "get".to_string(),
+            EtcdInput::Put { value } => format!("put {value:?}"),
+            EtcdInput::Delete => "delete".to_string(),
+            EtcdInput::CasValue { expected, new } => format!("cas value {expected:?}->{new:?}"),
+            EtcdInput::CasModRevision { expected, new } => {
+                format!("cas mod_rev {expected}->{new:?}")
+            }
+        };
+        let out = match output {
+            None => "? (indeterminate)".to_string(),
+            Some(EtcdOutput::Get {
+                value,
+                mod_revision,
+                revision,
+            }) => {
+                format!("{value:?} mod_rev {mod_revision} (rev {revision})")
+            }
+            Some(EtcdOutput::Put { revision }) => format!("ok rev {revision}"),
+            Some(EtcdOutput::Delete { deleted, revision }) => {
+                format!("deleted={deleted} rev {revision}")
+            }
+            Some(EtcdOutput::Txn {
+                succeeded,
+                revision,
+            }) => {
+                format!("succeeded={succeeded} rev {revision}")
+            }
+        };
+        format!("{inp} -> {out}")
+    }
+}
