@@ -1,0 +1,88 @@
+//! Seed sweeps from the command line (see docs/simulator.md).
+//!
+//! ```text
+//! sim-sweep --start 0 --count 100000 [--threads 2] [--fault-ticks 150]
+//! sim-sweep --seed 1234 [--trace]       # replay one seed, print its trace on failure
+//! ```
+//! Exits 1 if any seed fails, after printing each failure with its replay command.
+
+use std::process::ExitCode;
+
+use sim::fuzz::{run_seed, FuzzOptions};
+use sim::sweep::sweep;
+
+struct Args {
+    start: u64,
+    count: u64,
+    threads: usize,
+    seed: Option<u64>,
+    options: FuzzOptions,
+}
+
+fn parse() -> Result<Args, String> {
+    let mut args = Args {
+        start: 0,
+        count: 100_000,
+        threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        seed: None,
+        options: FuzzOptions::default(),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = |name: &str| -> Result<u64, String> {
+            it.next()
+                .ok_or(format!("{name} needs a value"))?
+                .parse()
+                .map_err(|e| format!("{name}: {e}"))
+        };
+        match flag.as_str() {
+            "--start" => args.start = value("--start")?,
+            "--count" => args.count = value("--count")?,
+            "--threads" => args.threads = value("--threads")? as usize,
+            "--seed" => args.seed = Some(value("--seed")?),
+            "--fault-ticks" => args.options.fault_ticks = value("--fault-ticks")?,
+            "--trace" => args.options.trace = true,
+            other => return Err(format!("unknown argument {other}")),
+        }
+    }
+    Ok(args)
+}
+
+fn main() -> ExitCode {
+    let args = match parse() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("sim-sweep: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(seed) = args.seed {
+        let report = run_seed(seed, &args.options);
+        if args.options.trace {
+            for line in &report.trace {
+                println!("{line}");
+            }
+        }
+        println!("seed {seed}: plan {:?}", report.plan);
+        return match report.failure {
+            None => {
+                println!("seed {seed}: ok ({} ticks, {} proposals)", report.ticks, report.proposals);
+                ExitCode::SUCCESS
+            }
+            Some(f) => {
+                println!("{f}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let summary = sweep(args.start, args.count, args.threads, &args.options);
+    for f in &summary.failures {
+        println!("FAILED seed {}:\n{}", f.seed, f.failure.as_deref().unwrap_or(""));
+    }
+    println!("{}", summary.headline());
+    if summary.failures.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}

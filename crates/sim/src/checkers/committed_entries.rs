@@ -1,0 +1,146 @@
+//! A committed entry is never lost or changed.
+//!
+//! The ledger records every entry some member has declared committed (its durable commit
+//! index covers it, or it arrived inside a snapshot). From then on: no member may write a
+//! different entry at that index, no member's durable commit may point past its durable log
+//! (a restart would then commit entries it does not have), and every new leader must hold
+//! the ledger (see `leader_completeness`).
+
+use bytes::Bytes;
+use raft::{EntryKind, Index, NodeId, Term};
+
+use super::Violation;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CommittedEntry {
+    pub term: Term,
+    pub kind: EntryKind,
+    pub data: Bytes,
+}
+
+#[derive(Debug, Default)]
+pub struct CommittedLedger {
+    /// `slots[i]` is index `i + 1`; `None` where no member has shown us the entry yet.
+    slots: Vec<Option<CommittedEntry>>,
+}
+
+impl CommittedLedger {
+    /// The highest index known committed anywhere.
+    pub fn max_index(&self) -> Index {
+        self.slots.len() as Index
+    }
+
+    pub fn get(&self, index: Index) -> Option<&CommittedEntry> {
+        if index == 0 {
+            return None;
+        }
+        self.slots.get((index - 1) as usize).and_then(|s| s.as_ref())
+    }
+
+    /// `node` considers `(index, term, kind, data)` committed.
+    pub fn record(
+        &mut self,
+        node: NodeId,
+        index: Index,
+        entry: CommittedEntry,
+    ) -> Result<(), Violation> {
+        if index == 0 {
+            return Err(Violation::new(
+                "committed-entries",
+                format!("node {node} committed index 0"),
+            ));
+        }
+        let slot = (index - 1) as usize;
+        if self.slots.len() <= slot {
+            self.slots.resize(slot + 1, None);
+        }
+        match &self.slots[slot] {
+            None => {
+                self.slots[slot] = Some(entry);
+                Ok(())
+            }
+            Some(old) if *old != entry => Err(Violation::new(
+                "committed-entries",
+                format!(
+                    "index {index} was committed as {:?}/{:?}/{:?}, node {node} commits {:?}/{:?}/{:?}",
+                    old.term, old.kind, old.data, entry.term, entry.kind, entry.data
+                ),
+            )),
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// `node` durably wrote an entry at `index` (committed or not): if the index is known
+    /// committed, the entry must be the committed one.
+    pub fn check_written(
+        &self,
+        node: NodeId,
+        index: Index,
+        term: Term,
+        data: &Bytes,
+    ) -> Result<(), Violation> {
+        match self.get(index) {
+            Some(c) if c.term != term || c.data != *data => Err(Violation::new(
+                "committed-entries",
+                format!(
+                    "node {node} overwrote committed entry {index} (term {}) with term {term} {data:?}",
+                    c.term
+                ),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// A durable commit index must be covered by the durable log (or snapshot).
+    pub fn check_commit_covered(
+        node: NodeId,
+        durable_commit: Index,
+        durable_last: Index,
+    ) -> Result<(), Violation> {
+        if durable_commit > durable_last {
+            return Err(Violation::new(
+                "committed-entries",
+                format!(
+                    "node {node} durably committed {durable_commit} but its durable log ends at {durable_last}"
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn c(term: Term, data: &'static str) -> CommittedEntry {
+        CommittedEntry {
+            term,
+            kind: EntryKind::Normal,
+            data: Bytes::from_static(data.as_bytes()),
+        }
+    }
+
+    #[test]
+    fn a_changed_committed_entry_is_caught() {
+        let mut l = CommittedLedger::default();
+        l.record(1, 1, c(1, "a")).unwrap();
+        l.record(2, 1, c(1, "a")).unwrap();
+        assert!(l.record(3, 1, c(2, "b")).is_err());
+    }
+
+    #[test]
+    fn overwriting_a_committed_index_in_a_log_is_caught() {
+        let mut l = CommittedLedger::default();
+        l.record(1, 3, c(2, "x")).unwrap();
+        l.check_written(2, 3, 2, &Bytes::from_static(b"x")).unwrap();
+        l.check_written(2, 4, 9, &Bytes::from_static(b"y")).unwrap();
+        assert!(l.check_written(2, 3, 3, &Bytes::from_static(b"x")).is_err());
+    }
+
+    #[test]
+    fn a_commit_past_the_durable_log_is_caught() {
+        CommittedLedger::check_commit_covered(1, 5, 5).unwrap();
+        assert!(CommittedLedger::check_commit_covered(1, 6, 5).is_err());
+    }
+}

@@ -1,0 +1,1100 @@
+//! The simulated cluster: N members of the real core on a virtual-time network, with the
+//! simulator playing the node runtime exactly as the Ready contract prescribes.
+//!
+//! Virtual time advances in units; every `UNITS_PER_TICK` units each live member gets one
+//! `tick()`. Messages are delivered when their (seeded, random) delay has elapsed. After
+//! every input to a member (a tick, a delivered message, a client call) the simulator drains
+//! its Ready bundles and then runs every invariant checker on it. One ChaCha RNG, seeded from
+//! the run seed, decides every random choice, so a seed replays bit for bit.
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use raft::{
+    Config, Entry, Index, Message, NodeId, ProposeError, Proposed, RaftNode, ReadState, Ready,
+    Role, Snapshot, SnapshotMeta, SoftState, Status, Term,
+};
+
+use crate::checkers::{
+    applied_within_commit, committed_entries::CommittedEntry, CommittedLedger, Checkers,
+    Violation,
+};
+use crate::network::{kind_name, NetConfig, NetStats, Network, SendFate};
+use crate::state_machine::{AppliedRecord, StateMachine};
+use crate::store::DurableStore;
+
+/// Virtual time units per core tick. Network delays are counted in units, so a message
+/// normally takes a fraction of a tick.
+pub const UNITS_PER_TICK: u64 = 10;
+
+/// Where, inside the processing of one Ready, an armed crash strikes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CrashPoint {
+    /// The early messages left, nothing was written.
+    BeforePersist,
+    /// The write is durable, but the messages that depend on it never left.
+    AfterPersist,
+    /// Everything was sent, but nothing was applied and `advance` never happened.
+    BeforeApply,
+}
+
+/// Everything that shapes one simulated run.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    pub seed: u64,
+    pub nodes: usize,
+    pub election_tick: u32,
+    pub heartbeat_tick: u32,
+    pub pre_vote: bool,
+    pub check_quorum: bool,
+    pub max_size_per_msg: usize,
+    pub max_inflight_msgs: usize,
+    /// Apply-side snapshot (then `compact`) whenever this many entries were applied since
+    /// the last snapshot. `None`: never compact.
+    pub compact_every: Option<u64>,
+    pub net: NetConfig,
+    /// Keep the full event trace (for replays and the determinism test).
+    pub trace: bool,
+    /// The command that replays this run; printed with every failure.
+    pub replay: String,
+    /// Panic (with seed and replay command) on the first violation. Scenario tests want this;
+    /// the seed sweep collects violations instead.
+    pub panic_on_violation: bool,
+}
+
+impl SimConfig {
+    /// A reliable network, default core tunables, no compaction.
+    pub fn new(nodes: usize, seed: u64) -> SimConfig {
+        let defaults = Config::new(1);
+        SimConfig {
+            seed,
+            nodes,
+            election_tick: defaults.election_tick,
+            heartbeat_tick: defaults.heartbeat_tick,
+            pre_vote: defaults.pre_vote,
+            check_quorum: defaults.check_quorum,
+            max_size_per_msg: defaults.max_size_per_msg,
+            max_inflight_msgs: defaults.max_inflight_msgs,
+            compact_every: None,
+            net: NetConfig::reliable(),
+            trace: std::env::var_os("RAFTKV_SIM_TRACE").is_some(),
+            replay: format!("RAFTKV_SIM_SEED={seed} cargo test -p raftkv-sim --release"),
+            panic_on_violation: true,
+        }
+    }
+}
+
+/// Counters of what happened during a run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ClusterStats {
+    pub crashes: u64,
+    pub restarts: u64,
+    pub snapshots_taken: u64,
+    pub snapshots_installed: u64,
+    pub readies: u64,
+}
+
+/// One member: the core (absent while crashed), its disk and its state machine.
+pub struct SimNode {
+    id: NodeId,
+    raft: Option<RaftNode>,
+    store: DurableStore,
+    sm: StateMachine,
+    incarnation: u32,
+    crash_at: Option<CrashPoint>,
+    read_states: Vec<ReadState>,
+    soft: Option<SoftState>,
+    /// Highest durable commit index already copied into the committed ledger.
+    ledger_mark: Index,
+}
+
+pub struct Cluster {
+    config: SimConfig,
+    rng: ChaCha8Rng,
+    now: u64,
+    nodes: Vec<SimNode>,
+    voters: Vec<NodeId>,
+    net: Network,
+    checks: Checkers,
+    trace: Option<Vec<String>>,
+    violation: Option<Violation>,
+    payload_index: HashMap<Bytes, Index>,
+    stats: ClusterStats,
+}
+
+macro_rules! trace {
+    ($c:expr, $($arg:tt)*) => {
+        if let Some(t) = $c.trace.as_mut() {
+            t.push(format!("{:>7} {}", $c.now, format_args!($($arg)*)));
+        }
+    };
+}
+
+impl Cluster {
+    pub fn new(config: SimConfig) -> Cluster {
+        let rng = ChaCha8Rng::seed_from_u64(config.seed);
+        Cluster::with_rng(config, rng)
+    }
+
+    /// A cluster that continues drawing from `rng` (already seeded from `config.seed`), so a
+    /// caller that drew its own choices first still has one RNG drive the whole run.
+    pub fn with_rng(config: SimConfig, rng: ChaCha8Rng) -> Cluster {
+        let voters: Vec<NodeId> = (1..=config.nodes as NodeId).collect();
+        let net = Network::new(config.net.clone());
+        let mut cluster = Cluster {
+            trace: config.trace.then(Vec::new),
+            config,
+            rng,
+            now: 0,
+            nodes: Vec::new(),
+            voters,
+            net,
+            checks: Checkers::default(),
+            violation: None,
+            payload_index: HashMap::new(),
+            stats: ClusterStats::default(),
+        };
+        trace!(cluster, "config {:?}", cluster.config);
+        for &id in &cluster.voters.clone() {
+            cluster.nodes.push(SimNode {
+                id,
+                raft: None,
+                store: DurableStore::default(),
+                sm: StateMachine::default(),
+                incarnation: 0,
+                crash_at: None,
+                read_states: Vec::new(),
+                soft: None,
+                ledger_mark: 0,
+            });
+            cluster.boot(id);
+        }
+        cluster
+    }
+
+    // ----- time -------------------------------------------------------------------------
+
+    /// Advances virtual time by one unit: ticks members on tick boundaries, then delivers
+    /// every message that is due.
+    pub fn step_unit(&mut self) {
+        self.now += 1;
+        if self.now % UNITS_PER_TICK == 0 {
+            for idx in 0..self.nodes.len() {
+                if let Some(raft) = self.nodes[idx].raft.as_mut() {
+                    raft.tick();
+                    self.after_input(idx);
+                }
+            }
+        }
+        while let Some(msg) = self.net.pop_due(self.now) {
+            let Some(idx) = self.index_of(msg.to) else {
+                continue;
+            };
+            if self.nodes[idx].raft.is_none() {
+                continue;
+            }
+            trace!(self, "deliver {}", describe(&msg));
+            let raft = self.nodes[idx].raft.as_mut().expect("checked alive");
+            if let Err(e) = raft.step(msg.clone()) {
+                self.violate(
+                    "ready-contract",
+                    format!("node {} refused a well-formed message {msg:?}: {e:?}", idx + 1),
+                );
+            }
+            self.after_input(idx);
+        }
+    }
+
+    /// Runs for `ticks` ticks (stops early only on a violation when not panicking).
+    pub fn run_ticks(&mut self, ticks: u64) {
+        for _ in 0..ticks * UNITS_PER_TICK {
+            self.step_unit();
+            if self.violation.is_some() {
+                return;
+            }
+        }
+    }
+
+    /// Runs until `done` holds (checked after every unit) or `max_ticks` pass. Returns
+    /// whether it held.
+    pub fn run_until(&mut self, max_ticks: u64, mut done: impl FnMut(&Cluster) -> bool) -> bool {
+        if done(self) {
+            return true;
+        }
+        for _ in 0..max_ticks * UNITS_PER_TICK {
+            self.step_unit();
+            if self.violation.is_some() {
+                return false;
+            }
+            if done(self) {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Virtual time in whole ticks.
+    pub fn now_ticks(&self) -> u64 {
+        self.now / UNITS_PER_TICK
+    }
+
+    // ----- faults -----------------------------------------------------------------------
+
+    /// Crashes `id` now: its core and state machine vanish, its disk stays, and messages on
+    /// their way to it are lost.
+    pub fn crash(&mut self, id: NodeId) {
+        let Some(idx) = self.index_of(id) else { return };
+        if self.nodes[idx].raft.is_none() {
+            return;
+        }
+        trace!(self, "crash node {id}");
+        let node = &mut self.nodes[idx];
+        node.raft = None;
+        node.sm = StateMachine::default();
+        node.crash_at = None;
+        node.read_states.clear();
+        node.soft = None;
+        self.net.drop_addressed_to(id);
+        self.stats.crashes += 1;
+    }
+
+    /// Arms a crash that strikes `id` at `point` while it processes its next Ready.
+    pub fn crash_at_next_ready(&mut self, id: NodeId, point: CrashPoint) {
+        if let Some(idx) = self.index_of(id) {
+            if self.nodes[idx].raft.is_some() {
+                trace!(self, "arm crash of node {id} at {point:?}");
+                self.nodes[idx].crash_at = Some(point);
+            }
+        }
+    }
+
+    /// Cancels every armed crash (the liveness phase heals everything).
+    pub fn disarm_crashes(&mut self) {
+        for node in &mut self.nodes {
+            node.crash_at = None;
+        }
+    }
+
+    /// Restarts a crashed member from its disk alone.
+    pub fn restart(&mut self, id: NodeId) {
+        let Some(idx) = self.index_of(id) else { return };
+        if self.nodes[idx].raft.is_some() {
+            return;
+        }
+        self.nodes[idx].incarnation += 1;
+        self.stats.restarts += 1;
+        trace!(self, "restart node {id}");
+        self.boot(id);
+    }
+
+    fn boot(&mut self, id: NodeId) {
+        let idx = (id - 1) as usize;
+        let initial = self.nodes[idx].store.initial_state(&self.voters);
+        let records = match self.nodes[idx].store.snapshot() {
+            Some(s) => match StateMachine::decode(&s.data) {
+                Ok(r) => r,
+                Err(e) => {
+                    self.violate("ready-contract", format!("node {id}: own snapshot: {e}"));
+                    return;
+                }
+            },
+            None => Vec::new(),
+        };
+        self.nodes[idx].sm.restore(records);
+        let config = self.raft_config(id);
+        match RaftNode::new(config, initial) {
+            Ok(raft) => {
+                self.nodes[idx].raft = Some(raft);
+                self.after_input(idx);
+            }
+            Err(e) => self.violate(
+                "ready-contract",
+                format!("node {id} cannot restart from its own disk: {e:?}"),
+            ),
+        }
+    }
+
+    fn raft_config(&mut self, id: NodeId) -> Config {
+        let mut c = Config::new(id);
+        c.election_tick = self.config.election_tick;
+        c.heartbeat_tick = self.config.heartbeat_tick;
+        c.pre_vote = self.config.pre_vote;
+        c.check_quorum = self.config.check_quorum;
+        c.max_size_per_msg = self.config.max_size_per_msg;
+        c.max_inflight_msgs = self.config.max_inflight_msgs;
+        c.seed = self.rng.gen();
+        c
+    }
+
+    /// Cuts `id` off from everyone (both directions), like the MIT tester's disconnect.
+    pub fn disconnect(&mut self, id: NodeId) {
+        trace!(self, "disconnect node {id}");
+        self.net.isolate(id);
+    }
+
+    pub fn connect(&mut self, id: NodeId) {
+        trace!(self, "connect node {id}");
+        self.net.rejoin(id);
+    }
+
+    pub fn is_connected(&self, id: NodeId) -> bool {
+        !self.net.is_isolated(id)
+    }
+
+    /// Splits the members into groups that only talk within themselves. Members in no
+    /// group are alone.
+    pub fn partition(&mut self, groups: &[&[NodeId]]) {
+        trace!(self, "partition {groups:?}");
+        let group_of = |id: NodeId| groups.iter().position(|g| g.contains(&id));
+        for &a in &self.voters {
+            for &b in &self.voters {
+                if a != b && (group_of(a).is_none() || group_of(a) != group_of(b)) {
+                    self.net.block(a, b);
+                }
+            }
+        }
+    }
+
+    /// Cuts the one-way link `from → to`.
+    pub fn block_link(&mut self, from: NodeId, to: NodeId) {
+        trace!(self, "block {from} -> {to}");
+        self.net.block(from, to);
+    }
+
+    /// `left` and `right` cannot talk to each other; `bridge` talks to both.
+    pub fn bridge(&mut self, left: &[NodeId], bridge: NodeId, right: &[NodeId]) {
+        trace!(self, "bridge {left:?} <-> {bridge} <-> {right:?}");
+        for &a in left {
+            for &b in right {
+                self.net.block(a, b);
+                self.net.block(b, a);
+            }
+        }
+    }
+
+    /// Removes all partitions (not loss or delay).
+    pub fn heal(&mut self) {
+        trace!(self, "heal partitions");
+        self.net.heal();
+    }
+
+    pub fn set_net(&mut self, config: NetConfig) {
+        trace!(self, "network {config:?}");
+        self.net.config = config;
+    }
+
+    // ----- client calls -----------------------------------------------------------------
+
+    pub fn propose(&mut self, id: NodeId, data: Bytes) -> Result<Proposed, ProposeError> {
+        self.propose_batch(id, vec![data])
+    }
+
+    pub fn propose_batch(
+        &mut self,
+        id: NodeId,
+        data: Vec<Bytes>,
+    ) -> Result<Proposed, ProposeError> {
+        let Some(idx) = self.alive_index(id) else {
+            return Err(ProposeError::NotLeader { leader: None });
+        };
+        let n = data.len();
+        let result = self.nodes[idx].raft.as_mut().expect("alive").propose(data);
+        trace!(self, "propose {n} to node {id}: {result:?}");
+        self.after_input(idx);
+        result
+    }
+
+    /// Asks `id` for a linearizable read point; remembers what was committed at this moment
+    /// so the answer can be checked.
+    pub fn read_index(&mut self, id: NodeId, ctx: Bytes) -> Result<(), ProposeError> {
+        let Some(idx) = self.alive_index(id) else {
+            return Err(ProposeError::NotLeader { leader: None });
+        };
+        let floor = self.checks.committed.max_index();
+        self.checks.reads.requested(ctx.clone(), floor);
+        let result = self.nodes[idx].raft.as_mut().expect("alive").read_index(ctx.clone());
+        trace!(self, "read_index {ctx:?} at node {id} (floor {floor}): {result:?}");
+        self.after_input(idx);
+        result
+    }
+
+    pub fn transfer_leader(&mut self, from: NodeId, to: NodeId) -> Result<(), ProposeError> {
+        let Some(idx) = self.alive_index(from) else {
+            return Err(ProposeError::NotLeader { leader: None });
+        };
+        let result = self.nodes[idx].raft.as_mut().expect("alive").transfer_leader(to);
+        trace!(self, "transfer leader {from} -> {to}: {result:?}");
+        self.after_input(idx);
+        result
+    }
+
+    pub fn campaign(&mut self, id: NodeId) {
+        if let Some(idx) = self.alive_index(id) {
+            trace!(self, "campaign node {id}");
+            self.nodes[idx].raft.as_mut().expect("alive").campaign();
+            self.after_input(idx);
+        }
+    }
+
+    // ----- observation ------------------------------------------------------------------
+
+    pub fn ids(&self) -> Vec<NodeId> {
+        self.voters.clone()
+    }
+
+    pub fn seed(&self) -> u64 {
+        self.config.seed
+    }
+
+    pub fn config(&self) -> &SimConfig {
+        &self.config
+    }
+
+    pub fn rng(&mut self) -> &mut ChaCha8Rng {
+        &mut self.rng
+    }
+
+    pub fn is_alive(&self, id: NodeId) -> bool {
+        self.alive_index(id).is_some()
+    }
+
+    pub fn status(&self, id: NodeId) -> Option<Status> {
+        self.alive_index(id)
+            .map(|idx| self.nodes[idx].raft.as_ref().expect("alive").status())
+    }
+
+    pub fn term(&self, id: NodeId) -> Option<Term> {
+        self.status(id).map(|s| s.hard_state.term)
+    }
+
+    /// The leader among live, connected members (the highest term wins if a stale leader
+    /// has not noticed yet), like the MIT tester's `checkOneLeader`.
+    pub fn leader(&self) -> Option<NodeId> {
+        self.voters
+            .iter()
+            .filter(|&&id| self.is_connected(id))
+            .filter_map(|&id| self.status(id))
+            .filter(|s| s.role == Role::Leader)
+            .max_by_key(|s| s.hard_state.term)
+            .map(|s| s.id)
+    }
+
+    /// All live, connected members that believe they lead, with their terms.
+    pub fn leaders(&self) -> Vec<(NodeId, Term)> {
+        self.voters
+            .iter()
+            .filter(|&&id| self.is_connected(id))
+            .filter_map(|&id| self.status(id))
+            .filter(|s| s.role == Role::Leader)
+            .map(|s| (s.id, s.hard_state.term))
+            .collect()
+    }
+
+    /// Waits up to `max_ticks` for a leader; fails the test (with the seed) if none appears.
+    pub fn wait_for_leader(&mut self, max_ticks: u64) -> NodeId {
+        if !self.run_until(max_ticks, |c| c.leader().is_some()) {
+            self.fail(&format!("no leader within {max_ticks} ticks"));
+        }
+        self.leader().expect("checked")
+    }
+
+    /// The applied history of `id`'s current incarnation.
+    pub fn applied(&self, id: NodeId) -> &[AppliedRecord] {
+        self.index_of(id)
+            .map_or(&[], |idx| self.nodes[idx].sm.records())
+    }
+
+    pub fn applied_index(&self, id: NodeId) -> Index {
+        self.index_of(id)
+            .map_or(0, |idx| self.nodes[idx].sm.applied_index())
+    }
+
+    pub fn durable(&self, id: NodeId) -> &DurableStore {
+        &self.nodes[(id - 1) as usize].store
+    }
+
+    pub fn read_states(&self, id: NodeId) -> &[ReadState] {
+        self.index_of(id)
+            .map_or(&[], |idx| &self.nodes[idx].read_states)
+    }
+
+    /// How many members have applied `index`, and what (the checkers guarantee they agree).
+    pub fn n_committed(&self, index: Index) -> (usize, Option<AppliedRecord>) {
+        let mut count = 0;
+        let mut what = None;
+        for node in &self.nodes {
+            if let Some(r) = node.sm.record(index) {
+                count += 1;
+                what = Some(r.clone());
+            }
+        }
+        (count, what)
+    }
+
+    /// Where a client payload was first applied anywhere (its commit point).
+    pub fn committed_index_of(&self, payload: &Bytes) -> Option<Index> {
+        self.payload_index.get(payload).copied()
+    }
+
+    /// The highest index known committed anywhere.
+    pub fn max_committed(&self) -> Index {
+        self.checks.committed.max_index()
+    }
+
+    /// Read states that passed the ReadIndex check so far.
+    pub fn reads_confirmed(&self) -> u64 {
+        self.checks.reads.confirmed()
+    }
+
+    pub fn net_stats(&self) -> NetStats {
+        self.net.stats
+    }
+
+    pub fn stats(&self) -> ClusterStats {
+        self.stats
+    }
+
+    pub fn violation(&self) -> Option<&Violation> {
+        self.violation.as_ref()
+    }
+
+    pub fn trace(&self) -> &[String] {
+        self.trace.as_deref().unwrap_or(&[])
+    }
+
+    /// Submits `data` to whoever claims leadership until `expected` members have applied
+    /// it, like the MIT tester's `one()`. Returns its index; fails the test (printing the
+    /// seed) if that takes longer than 10 election timeouts.
+    pub fn one(&mut self, data: &[u8], expected: usize, retry: bool) -> Index {
+        let data = Bytes::copy_from_slice(data);
+        let election = self.config.election_tick as u64;
+        let deadline = self.now_ticks() + 10 * 2 * election;
+        let mut next = 0usize;
+        while self.now_ticks() < deadline {
+            let mut index = None;
+            for _ in 0..self.nodes.len() {
+                next = (next + 1) % self.nodes.len();
+                let id = self.voters[next];
+                if !self.is_connected(id) {
+                    continue;
+                }
+                if let Ok(p) = self.propose(id, data.clone()) {
+                    index = Some(p.last);
+                    break;
+                }
+            }
+            if let Some(index) = index {
+                let agreed = self.run_until(4 * election, |c| {
+                    let (n, rec) = c.n_committed(index);
+                    n >= expected && rec.is_some_and(|r| r.data == data)
+                });
+                if agreed {
+                    return index;
+                }
+                if !retry {
+                    self.fail(&format!("one({data:?}) at index {index} did not reach {expected} members"));
+                }
+            } else {
+                self.run_ticks(election / 2);
+            }
+        }
+        self.fail(&format!("one({data:?}) failed to reach agreement on {expected} members"))
+    }
+
+    /// Panics with the seed, the replay command and the end of the trace.
+    pub fn fail(&self, message: &str) -> ! {
+        panic!("{}", self.report(message))
+    }
+
+    /// A failure report: what broke, the seed, how to replay it, the last trace events.
+    pub fn report(&self, message: &str) -> String {
+        let mut out = format!(
+            "raftkv-sim failure: {message}\n  seed: {}\n  at tick: {}\n  replay: {}\n",
+            self.config.seed,
+            self.now_ticks(),
+            self.config.replay
+        );
+        match &self.trace {
+            Some(t) => {
+                out.push_str("  last events:\n");
+                for line in t.iter().rev().take(60).rev() {
+                    out.push_str("    ");
+                    out.push_str(line);
+                    out.push('\n');
+                }
+            }
+            None => out.push_str("  (set RAFTKV_SIM_TRACE=1 when replaying to see the event trace)\n"),
+        }
+        out
+    }
+
+    // ----- the node runtime role --------------------------------------------------------
+
+    fn index_of(&self, id: NodeId) -> Option<usize> {
+        (id >= 1 && id as usize <= self.nodes.len()).then(|| (id - 1) as usize)
+    }
+
+    fn alive_index(&self, id: NodeId) -> Option<usize> {
+        self.index_of(id).filter(|&i| self.nodes[i].raft.is_some())
+    }
+
+    fn after_input(&mut self, idx: usize) {
+        self.handle_ready(idx);
+        self.check_node(idx);
+    }
+
+    fn violate(&mut self, checker: &'static str, detail: String) {
+        self.record(Violation::new(checker, detail));
+    }
+
+    fn record(&mut self, v: Violation) {
+        if self.violation.is_some() {
+            return;
+        }
+        trace!(self, "VIOLATION {v}");
+        self.violation = Some(v.clone());
+        if self.config.panic_on_violation {
+            self.fail(&v.to_string());
+        }
+    }
+
+    fn check(&mut self, result: Result<(), Violation>) -> bool {
+        match result {
+            Ok(()) => true,
+            Err(v) => {
+                self.record(v);
+                false
+            }
+        }
+    }
+
+    /// Drains `idx`'s Ready bundles in the order the contract prescribes.
+    fn handle_ready(&mut self, idx: usize) {
+        let id = idx as NodeId + 1;
+        for _ in 0..10_000 {
+            let rd = match self.nodes[idx].raft.as_mut() {
+                Some(raft) if raft.has_ready() => raft.ready(),
+                _ => return,
+            };
+            self.stats.readies += 1;
+            let ack = rd.ack();
+            if let Some(ss) = rd.soft_state {
+                trace!(self, "node {id} soft state {ss:?}");
+                self.nodes[idx].soft = Some(ss);
+            }
+            for m in &rd.messages {
+                self.send(id, m);
+            }
+            if self.crash_strikes(idx, CrashPoint::BeforePersist) {
+                return;
+            }
+            if !self.persist(idx, &rd) {
+                return;
+            }
+            if self.crash_strikes(idx, CrashPoint::AfterPersist) {
+                return;
+            }
+            for m in &rd.persisted_messages {
+                self.send(id, m);
+            }
+            if self.crash_strikes(idx, CrashPoint::BeforeApply) {
+                return;
+            }
+            if !self.apply(idx, &rd) {
+                return;
+            }
+            self.nodes[idx].raft.as_mut().expect("alive").advance(ack);
+            self.maybe_compact(idx);
+            if self.violation.is_some() {
+                return;
+            }
+        }
+        self.violate(
+            "ready-contract",
+            format!("node {id} still has work after 10000 Ready rounds"),
+        );
+    }
+
+    fn crash_strikes(&mut self, idx: usize, point: CrashPoint) -> bool {
+        if self.nodes[idx].crash_at == Some(point) {
+            self.crash(idx as NodeId + 1);
+            true
+        } else {
+            false
+        }
+    }
+
+    fn send(&mut self, id: NodeId, m: &Message) {
+        if m.from != id || self.index_of(m.to).is_none() || m.to == id {
+            self.violate(
+                "ready-contract",
+                format!("node {id} emitted a misaddressed message {m:?}"),
+            );
+            return;
+        }
+        let fate = self.net.send(m.clone(), self.now, &mut self.rng);
+        if self.trace.is_some() {
+            let text = describe(m);
+            let fate = match fate {
+                SendFate::Queued { copies: 1, first_at } => format!("due {first_at}"),
+                SendFate::Queued { copies, first_at } => format!("x{copies} first due {first_at}"),
+                SendFate::DroppedByFault => "lost".to_string(),
+                SendFate::DroppedByPartition => "cut".to_string(),
+            };
+            trace!(self, "send {text} [{fate}]");
+        }
+    }
+
+    /// The "fsync": snapshot, entries and hard state become durable together.
+    fn persist(&mut self, idx: usize, rd: &Ready) -> bool {
+        let id = idx as NodeId + 1;
+        if let Some(snap) = &rd.snapshot {
+            if !self.persist_snapshot(idx, snap) {
+                return false;
+            }
+        }
+        if !rd.entries.is_empty() {
+            trace!(
+                self,
+                "node {id} persists entries {}..={} (terms {}..={})",
+                rd.entries[0].index,
+                rd.entries[rd.entries.len() - 1].index,
+                rd.entries[0].term,
+                rd.entries[rd.entries.len() - 1].term
+            );
+            if let Err(e) = self.nodes[idx].store.append(&rd.entries) {
+                self.violate("ready-contract", format!("node {id}: {e}"));
+                return false;
+            }
+            for e in &rd.entries {
+                let store = &self.nodes[idx].store;
+                let Some(prev_term) = store.term_at(e.index - 1) else {
+                    self.violate(
+                        "ready-contract",
+                        format!("node {id}: no term for index {} before a new entry", e.index - 1),
+                    );
+                    return false;
+                };
+                let r1 = self.checks.log_matching.observe_entry(id, e, prev_term);
+                let r2 = self.checks.committed.check_written(id, e.index, e.term, &e.data);
+                if !(self.check(r1) && self.check(r2)) {
+                    return false;
+                }
+            }
+        }
+        if let Some(hs) = rd.hard_state {
+            trace!(self, "node {id} persists {hs:?}");
+            self.nodes[idx].store.set_hard_state(hs);
+        }
+        let store = &self.nodes[idx].store;
+        let (hs, snap_index, last) = (store.hard_state(), store.snapshot_index(), store.last_index());
+        let r = self.checks.monotonic.observe_durable(id, hs, snap_index);
+        if !self.check(r) {
+            return false;
+        }
+        let r = CommittedLedger::check_commit_covered(id, hs.commit, last);
+        if !self.check(r) {
+            return false;
+        }
+        // Everything up to the durable commit is now committed: put it in the ledger.
+        let from = self.nodes[idx].ledger_mark.max(snap_index) + 1;
+        for index in from..=hs.commit {
+            let e = self.nodes[idx].store.entry(index).expect("covered").clone();
+            let r = self.checks.committed.record(id, index, committed(&e));
+            if !self.check(r) {
+                return false;
+            }
+        }
+        let mark = &mut self.nodes[idx].ledger_mark;
+        *mark = (*mark).max(hs.commit);
+        true
+    }
+
+    fn persist_snapshot(&mut self, idx: usize, snap: &Snapshot) -> bool {
+        let id = idx as NodeId + 1;
+        let applied = self.nodes[idx].sm.applied_index();
+        trace!(
+            self,
+            "node {id} installs snapshot {}/{} (applied {applied})",
+            snap.meta.index,
+            snap.meta.term
+        );
+        if snap.meta.index < applied {
+            self.violate(
+                "snapshot-install",
+                format!(
+                    "node {id} was handed snapshot {} although it already applied {applied}",
+                    snap.meta.index
+                ),
+            );
+            return false;
+        }
+        let records = match StateMachine::decode(&snap.data) {
+            Ok(r) => r,
+            Err(e) => {
+                self.violate("snapshot-install", format!("node {id}: {e}"));
+                return false;
+            }
+        };
+        let last = records.last().map(|r| (r.index, r.term));
+        if last != Some((snap.meta.index, snap.meta.term)) && snap.meta.index != 0 {
+            self.violate(
+                "snapshot-install",
+                format!(
+                    "node {id}: snapshot meta {}/{} does not match its contents ending at {last:?}",
+                    snap.meta.index, snap.meta.term
+                ),
+            );
+            return false;
+        }
+        for r in &records {
+            let entry = CommittedEntry {
+                term: r.term,
+                kind: r.kind,
+                data: r.data.clone(),
+            };
+            let res = self.checks.committed.record(id, r.index, entry);
+            if !self.check(res) {
+                return false;
+            }
+        }
+        self.nodes[idx].store.install_snapshot(snap.clone());
+        let mark = &mut self.nodes[idx].ledger_mark;
+        *mark = (*mark).max(snap.meta.index);
+        true
+    }
+
+    /// Loads a received snapshot, then applies committed entries, checking each.
+    fn apply(&mut self, idx: usize, rd: &Ready) -> bool {
+        let id = idx as NodeId + 1;
+        if let Some(snap) = &rd.snapshot {
+            let records = StateMachine::decode(&snap.data).expect("decoded at persist");
+            for r in &records {
+                let res = self.checks.state_machine.observe_apply(id, r.index - 1, r);
+                if !self.observe_first_apply(res, r) {
+                    return false;
+                }
+            }
+            self.nodes[idx].sm.restore(records);
+            self.stats.snapshots_installed += 1;
+        }
+        for e in &rd.committed_entries {
+            let durable_commit = self.nodes[idx].store.hard_state().commit;
+            let r = applied_within_commit::check(id, e.index, durable_commit);
+            if !self.check(r) {
+                return false;
+            }
+            let durable_term = self.nodes[idx].store.term_at(e.index);
+            if durable_term != Some(e.term) {
+                self.violate(
+                    "ready-contract",
+                    format!(
+                        "node {id} was told to apply {}/{} but its durable log has {durable_term:?} there",
+                        e.index, e.term
+                    ),
+                );
+                return false;
+            }
+            let rec = AppliedRecord::from(e);
+            let before = self.nodes[idx].sm.applied_index();
+            let res = self.checks.state_machine.observe_apply(id, before, &rec);
+            if !self.observe_first_apply(res, &rec) {
+                return false;
+            }
+            self.nodes[idx].sm.push(rec);
+        }
+        for rs in &rd.read_states {
+            trace!(self, "node {id} read state {rs:?}");
+            let r = self.checks.reads.observe_read_state(id, rs);
+            if !self.check(r) {
+                return false;
+            }
+            self.nodes[idx].read_states.push(rs.clone());
+        }
+        true
+    }
+
+    fn observe_first_apply(&mut self, res: Result<bool, Violation>, rec: &AppliedRecord) -> bool {
+        match res {
+            Ok(true) => {
+                if rec.kind == raft::EntryKind::Normal {
+                    self.payload_index.entry(rec.data.clone()).or_insert(rec.index);
+                }
+                true
+            }
+            Ok(false) => true,
+            Err(v) => {
+                self.record(v);
+                false
+            }
+        }
+    }
+
+    /// The application snapshots its state machine every `compact_every` entries and tells
+    /// the core, which then drops its log prefix (and may ship the snapshot to laggards).
+    fn maybe_compact(&mut self, idx: usize) {
+        let Some(every) = self.config.compact_every else {
+            return;
+        };
+        let id = idx as NodeId + 1;
+        let node = &self.nodes[idx];
+        let applied = node.sm.applied_index();
+        if applied < node.store.snapshot_index() + every.max(1) {
+            return;
+        }
+        let term = node.sm.record(applied).expect("applied").term;
+        if node.store.term_at(applied) != Some(term) {
+            self.violate(
+                "ready-contract",
+                format!("node {id}: applied entry {applied} is not in its durable log"),
+            );
+            return;
+        }
+        let raft = node.raft.as_ref().expect("alive");
+        let snapshot = Snapshot {
+            meta: SnapshotMeta {
+                index: applied,
+                term,
+                conf_state: raft.status().conf_state,
+            },
+            data: node.sm.encode(),
+        };
+        trace!(self, "node {id} compacts to {applied}/{term}");
+        let res = self.nodes[idx]
+            .raft
+            .as_mut()
+            .expect("alive")
+            .compact(snapshot.clone());
+        if let Err(e) = res {
+            self.violate(
+                "ready-contract",
+                format!("node {id} refused a snapshot at its applied index {applied}: {e:?}"),
+            );
+            return;
+        }
+        self.nodes[idx].store.install_snapshot(snapshot);
+        self.stats.snapshots_taken += 1;
+        let store = &self.nodes[idx].store;
+        let r = self
+            .checks
+            .monotonic
+            .observe_durable(id, store.hard_state(), store.snapshot_index());
+        self.check(r);
+    }
+
+    /// The per-step checks on one member, after its Ready work is done.
+    fn check_node(&mut self, idx: usize) {
+        if self.violation.is_some() {
+            return;
+        }
+        let node = &self.nodes[idx];
+        let Some(raft) = node.raft.as_ref() else {
+            return;
+        };
+        let id = node.id;
+        let s = raft.status();
+        let store = &node.store;
+        let durable = store.hard_state();
+        let mut problems = Vec::new();
+        if s.id != id {
+            problems.push(format!("node {id} reports id {}", s.id));
+        }
+        if s.hard_state.term != durable.term || s.hard_state.vote != durable.vote {
+            problems.push(format!(
+                "node {id} runs with term/vote {}/{:?} but only {}/{:?} was handed out to persist",
+                s.hard_state.term, s.hard_state.vote, durable.term, durable.vote
+            ));
+        }
+        if s.last_index != store.last_index() {
+            problems.push(format!(
+                "node {id} has last index {} in memory but {} was handed out to persist",
+                s.last_index,
+                store.last_index()
+            ));
+        }
+        if s.applied != node.sm.applied_index() {
+            problems.push(format!(
+                "node {id} reports applied {} but handed out {} to apply",
+                s.applied,
+                node.sm.applied_index()
+            ));
+        }
+        if let Some(p) = problems.into_iter().next() {
+            self.violate("ready-contract", p);
+            return;
+        }
+        let term = s.hard_state.term;
+        let mut results = Vec::with_capacity(4);
+        if s.role == Role::Leader {
+            results.push(self.checks.election.observe_leader(id, term));
+            results.push(self.checks.completeness.observe_leader(
+                id,
+                term,
+                &self.checks.committed,
+                store.snapshot_index(),
+                |i| store.term_at(i),
+            ));
+        }
+        results.push(self.checks.monotonic.observe_status(
+            id,
+            node.incarnation,
+            term,
+            s.hard_state.commit,
+            s.applied,
+        ));
+        results.push(applied_within_commit::check(id, s.applied, durable.commit));
+        for r in results {
+            if !self.check(r) {
+                return;
+            }
+        }
+    }
+}
+
+fn committed(e: &Entry) -> CommittedEntry {
+    CommittedEntry {
+        term: e.term,
+        kind: e.kind,
+        data: e.data.clone(),
+    }
+}
+
+/// One line per message for the trace.
+fn describe(m: &Message) -> String {
+    use raft::MessageBody as B;
+    let detail = match &m.body {
+        B::Append {
+            prev_index,
+            prev_term,
+            entries,
+            commit,
+        } => format!(
+            "prev {prev_index}/{prev_term} entries {} commit {commit}",
+            entries.len()
+        ),
+        B::InstallSnapshot { snapshot } => {
+            format!("snapshot {}/{}", snapshot.meta.index, snapshot.meta.term)
+        }
+        other => format!("{other:?}"),
+    };
+    format!(
+        "{}->{} t{} {} {detail}",
+        m.from,
+        m.to,
+        m.term,
+        kind_name(&m.body)
+    )
+}
+
+/// The seed to use: `RAFTKV_SIM_SEED` if set (to replay a failure), else `default`.
+pub fn seed_from_env_or(default: u64) -> u64 {
+    match std::env::var("RAFTKV_SIM_SEED") {
+        Ok(s) => s
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("RAFTKV_SIM_SEED={s:?} is not a u64")),
+        Err(_) => default,
+    }
+}

@@ -1,0 +1,378 @@
+//! Randomised runs: one seed → one cluster, one fault schedule, one client workload.
+//!
+//! A run has two phases. The **fault phase** runs with every fault on: lossy, duplicating,
+//! reordering network; partitions of every shape; crashes (some in the middle of a Ready);
+//! restarts; leader transfers; forced campaigns; reads; compaction. The **liveness phase**
+//! then heals everything (all members up, no partitions, reliable network) and demands that
+//! within stated bounds a leader appears and every client proposal ever made is applied on
+//! every member. Clients behave like real ones: each proposal is retried, redirected to the
+//! leader a refusal names, until it is committed.
+
+use bytes::Bytes;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use raft::{NodeId, ProposeError};
+
+use crate::cluster::{ClusterStats, CrashPoint};
+use crate::network::{NetConfig, NetStats};
+use crate::{Cluster, SimConfig};
+
+/// How long a run lasts.
+#[derive(Clone, Debug)]
+pub struct FuzzOptions {
+    /// Ticks with faults on.
+    pub fault_ticks: u64,
+    /// Keep the full event trace.
+    pub trace: bool,
+}
+
+impl Default for FuzzOptions {
+    fn default() -> Self {
+        FuzzOptions {
+            fault_ticks: 150,
+            trace: false,
+        }
+    }
+}
+
+/// After healing: a leader within this many election timeouts…
+pub const LEADER_BOUND_ELECTIONS: u64 = 10;
+/// …and every client proposal applied on every member within this many.
+pub const COMMIT_BOUND_ELECTIONS: u64 = 40;
+
+/// The per-seed choices: cluster shape, fault intensities, workload.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    pub nodes: usize,
+    pub election_tick: u32,
+    pub pre_vote: bool,
+    pub check_quorum: bool,
+    pub max_size_per_msg: usize,
+    pub max_inflight_msgs: usize,
+    pub compact_every: Option<u64>,
+    pub net: NetConfig,
+    pub p_propose: f64,
+    pub p_crash: f64,
+    pub p_restart: f64,
+    pub p_partition: f64,
+    pub p_read: f64,
+    pub p_transfer: f64,
+    pub p_campaign: f64,
+}
+
+impl Plan {
+    fn draw(rng: &mut ChaCha8Rng) -> Plan {
+        let nodes = *[1, 2, 3, 3, 3, 3, 4, 5, 5, 5].choose(rng).expect("non-empty");
+        let small = rng.gen_bool(0.3);
+        Plan {
+            nodes,
+            election_tick: *[5, 10, 10, 20].choose(rng).expect("non-empty"),
+            pre_vote: rng.gen_bool(0.8),
+            check_quorum: rng.gen_bool(0.8),
+            max_size_per_msg: if small { 60 } else { 1024 * 1024 },
+            max_inflight_msgs: if small { rng.gen_range(1..=4) } else { 256 },
+            compact_every: if rng.gen_bool(0.7) {
+                Some(rng.gen_range(2..=20))
+            } else {
+                None
+            },
+            net: NetConfig {
+                drop_prob: rng.gen_range(0.0..0.2),
+                dup_prob: rng.gen_range(0.0..0.1),
+                min_delay: 1,
+                max_delay: rng.gen_range(1..=15),
+                long_delay_prob: rng.gen_range(0.0..0.1),
+                long_delay_max: rng.gen_range(20..=150),
+            },
+            p_propose: rng.gen_range(0.1..0.6),
+            p_crash: rng.gen_range(0.0..0.03),
+            p_restart: rng.gen_range(0.02..0.15),
+            p_partition: rng.gen_range(0.0..0.04),
+            p_read: rng.gen_range(0.0..0.2),
+            p_transfer: rng.gen_range(0.0..0.02),
+            p_campaign: rng.gen_range(0.0..0.01),
+        }
+    }
+}
+
+/// What one seed did.
+#[derive(Clone, Debug)]
+pub struct FuzzReport {
+    pub seed: u64,
+    pub plan: Plan,
+    /// `None` if every invariant held and the liveness phase passed.
+    pub failure: Option<String>,
+    pub ticks: u64,
+    pub proposals: usize,
+    pub committed_index: u64,
+    pub reads_confirmed: u64,
+    pub stats: ClusterStats,
+    pub net: NetStats,
+    pub trace: Vec<String>,
+}
+
+/// The command that replays `seed` with its event trace.
+pub fn replay_command(seed: u64) -> String {
+    format!(
+        "RAFTKV_SIM_SEED={seed} RAFTKV_SIM_TRACE=1 cargo test -p raftkv-sim --release --test sweep replay_one_seed -- --nocapture"
+    )
+}
+
+/// A client proposal not yet known committed.
+struct Pending {
+    payload: Bytes,
+    next_try: u64,
+    target: NodeId,
+}
+
+struct Clients {
+    all: Vec<Bytes>,
+    pending: Vec<Pending>,
+    retry_ticks: u64,
+}
+
+impl Clients {
+    fn submit(&mut self, c: &mut Cluster) {
+        let payload = Bytes::from(format!("op-{}", self.all.len()));
+        let target = random_node(c);
+        self.all.push(payload.clone());
+        self.pending.push(Pending {
+            payload,
+            next_try: c.now_ticks(),
+            target,
+        });
+    }
+
+    /// Retries what is due; forgets what is committed.
+    fn drive(&mut self, c: &mut Cluster) {
+        let now = c.now_ticks();
+        self.pending
+            .retain(|p| c.committed_index_of(&p.payload).is_none());
+        for i in 0..self.pending.len() {
+            if self.pending[i].next_try > now {
+                continue;
+            }
+            let (payload, target) = (self.pending[i].payload.clone(), self.pending[i].target);
+            match c.propose(target, payload) {
+                Ok(_) => self.pending[i].next_try = now + self.retry_ticks,
+                Err(ProposeError::NotLeader { leader: Some(l) }) if l != target => {
+                    self.pending[i].target = l;
+                    self.pending[i].next_try = now + 1;
+                }
+                Err(_) => {
+                    self.pending[i].target = random_node(c);
+                    self.pending[i].next_try = now + 2;
+                }
+            }
+        }
+    }
+}
+
+fn random_node(c: &mut Cluster) -> NodeId {
+    let n = c.ids().len() as NodeId;
+    c.rng().gen_range(1..=n)
+}
+
+/// Runs one seed: fault phase, then liveness phase. Never panics on a protocol failure; the
+/// report says what broke.
+pub fn run_seed(seed: u64, options: &FuzzOptions) -> FuzzReport {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let plan = Plan::draw(&mut rng);
+    let mut config = SimConfig::new(plan.nodes, seed);
+    config.election_tick = plan.election_tick;
+    config.heartbeat_tick = 1;
+    config.pre_vote = plan.pre_vote;
+    config.check_quorum = plan.check_quorum;
+    config.max_size_per_msg = plan.max_size_per_msg;
+    config.max_inflight_msgs = plan.max_inflight_msgs;
+    config.compact_every = plan.compact_every;
+    config.net = plan.net.clone();
+    config.trace = options.trace;
+    config.replay = replay_command(seed);
+    config.panic_on_violation = false;
+    let mut c = Cluster::with_rng(config, rng);
+    let mut clients = Clients {
+        all: Vec::new(),
+        pending: Vec::new(),
+        retry_ticks: 2 * plan.election_tick as u64,
+    };
+    let failure = fault_phase(&mut c, &plan, &mut clients, options.fault_ticks)
+        .and_then(|()| liveness_phase(&mut c, &plan, &mut clients))
+        .err();
+    FuzzReport {
+        seed,
+        failure: failure.map(|f| c.report(&f)),
+        ticks: c.now_ticks(),
+        proposals: clients.all.len(),
+        committed_index: c.max_committed(),
+        reads_confirmed: c.reads_confirmed(),
+        stats: c.stats(),
+        net: c.net_stats(),
+        trace: c.trace().to_vec(),
+        plan,
+    }
+}
+
+fn violation(c: &Cluster) -> Result<(), String> {
+    match c.violation() {
+        Some(v) => Err(v.to_string()),
+        None => Ok(()),
+    }
+}
+
+fn fault_phase(
+    c: &mut Cluster,
+    plan: &Plan,
+    clients: &mut Clients,
+    ticks: u64,
+) -> Result<(), String> {
+    let ids = c.ids();
+    let mut reads = 0u64;
+    for _ in 0..ticks {
+        if c.rng().gen_bool(plan.p_propose) {
+            clients.submit(c);
+        }
+        clients.drive(c);
+        if c.rng().gen_bool(plan.p_crash) {
+            let alive: Vec<NodeId> = ids.iter().copied().filter(|&i| c.is_alive(i)).collect();
+            if let Some(&victim) = alive.choose(c.rng()) {
+                match c.rng().gen_range(0..6) {
+                    0 => c.crash_at_next_ready(victim, CrashPoint::BeforePersist),
+                    1 => c.crash_at_next_ready(victim, CrashPoint::AfterPersist),
+                    2 => c.crash_at_next_ready(victim, CrashPoint::BeforeApply),
+                    _ => c.crash(victim),
+                }
+            }
+        }
+        if c.rng().gen_bool(plan.p_restart) {
+            let dead: Vec<NodeId> = ids.iter().copied().filter(|&i| !c.is_alive(i)).collect();
+            if let Some(&back) = dead.choose(c.rng()) {
+                c.restart(back);
+            }
+        }
+        if c.rng().gen_bool(plan.p_partition) {
+            repartition(c, &ids);
+        }
+        if c.rng().gen_bool(plan.p_read) {
+            let at = random_node(c);
+            reads += 1;
+            let _ = c.read_index(at, Bytes::from(format!("read-{reads}")));
+        }
+        if c.rng().gen_bool(plan.p_transfer) {
+            if let Some(leader) = c.leader() {
+                let to = random_node(c);
+                if to != leader {
+                    let _ = c.transfer_leader(leader, to);
+                }
+            }
+        }
+        if c.rng().gen_bool(plan.p_campaign) {
+            let who = random_node(c);
+            c.campaign(who);
+        }
+        c.run_ticks(1);
+        violation(c)?;
+    }
+    Ok(())
+}
+
+/// Picks a new network shape: healed, one member isolated, a random split, extra one-way
+/// cuts, or a bridge.
+fn repartition(c: &mut Cluster, ids: &[NodeId]) {
+    let mut shuffled = ids.to_vec();
+    shuffled.shuffle(c.rng());
+    match c.rng().gen_range(0..5) {
+        0 => c.heal(),
+        1 => {
+            c.heal();
+            c.disconnect(shuffled[0]);
+        }
+        2 => {
+            c.heal();
+            let cut = c.rng().gen_range(1..=shuffled.len());
+            let (a, b) = shuffled.split_at(cut);
+            c.partition(&[a, b]);
+        }
+        3 => {
+            for _ in 0..c.rng().gen_range(1..=3) {
+                let from = random_node(c);
+                let to = random_node(c);
+                if from != to {
+                    c.block_link(from, to);
+                }
+            }
+        }
+        _ => {
+            c.heal();
+            if shuffled.len() >= 3 {
+                let cut = c.rng().gen_range(1..shuffled.len() - 1);
+                let (left, rest) = shuffled.split_at(cut);
+                c.bridge(left, rest[0], &rest[1..]);
+            }
+        }
+    }
+}
+
+fn liveness_phase(c: &mut Cluster, plan: &Plan, clients: &mut Clients) -> Result<(), String> {
+    c.heal();
+    c.set_net(NetConfig::reliable());
+    c.disarm_crashes();
+    for id in c.ids() {
+        c.restart(id);
+    }
+    violation(c)?;
+    let healed_at = c.now_ticks();
+    let election = plan.election_tick as u64;
+    let leader_deadline = healed_at + LEADER_BOUND_ELECTIONS * election;
+    let commit_deadline = healed_at + COMMIT_BOUND_ELECTIONS * election;
+    let mut leader_seen = false;
+    loop {
+        leader_seen |= c.leader().is_some();
+        if leader_seen && everything_applied_everywhere(c, clients) {
+            return Ok(());
+        }
+        let now = c.now_ticks();
+        if !leader_seen && now >= leader_deadline {
+            return Err(format!(
+                "liveness: no leader within {LEADER_BOUND_ELECTIONS} election timeouts ({} ticks) after healing at tick {healed_at}",
+                LEADER_BOUND_ELECTIONS * election
+            ));
+        }
+        if now >= commit_deadline {
+            return Err(format!(
+                "liveness: {} client proposals not applied on every member within {COMMIT_BOUND_ELECTIONS} election timeouts ({} ticks) after healing at tick {healed_at}; leader {:?}; applied per member {:?}; still pending {:?}",
+                unapplied_count(c, clients),
+                COMMIT_BOUND_ELECTIONS * election,
+                c.leader(),
+                c.ids().iter().map(|&i| c.applied_index(i)).collect::<Vec<_>>(),
+                clients.pending.iter().map(|p| &p.payload).take(5).collect::<Vec<_>>()
+            ));
+        }
+        clients.drive(c);
+        c.run_ticks(1);
+        violation(c)?;
+    }
+}
+
+fn unapplied_count(c: &Cluster, clients: &Clients) -> usize {
+    clients
+        .all
+        .iter()
+        .filter(|p| match c.committed_index_of(p) {
+            None => true,
+            Some(i) => c.ids().iter().any(|&id| c.applied_index(id) < i),
+        })
+        .count()
+}
+
+fn everything_applied_everywhere(c: &Cluster, clients: &Clients) -> bool {
+    let mut highest = 0;
+    for p in &clients.all {
+        match c.committed_index_of(p) {
+            Some(i) => highest = highest.max(i),
+            None => return false,
+        }
+    }
+    c.ids().iter().all(|&id| c.applied_index(id) >= highest)
+}

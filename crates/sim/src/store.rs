@@ -1,0 +1,198 @@
+//! The durable half of a simulated member: exactly what survives a crash.
+//!
+//! The simulator writes a Ready's snapshot, entries and hard state here in one atomic step
+//! (the model of one fsync). Anything the core held only in memory is gone after a crash; a
+//! restart rebuilds the core from this store alone.
+
+use raft::{ConfState, Entry, HardState, Index, InitialState, Snapshot, Term};
+
+/// One member's disk: hard state, the latest snapshot and the log after it.
+#[derive(Clone, Debug, Default)]
+pub struct DurableStore {
+    hard_state: HardState,
+    snapshot: Option<Snapshot>,
+    /// Contiguous entries, the first at `snapshot_index() + 1`.
+    entries: Vec<Entry>,
+}
+
+impl DurableStore {
+    pub fn hard_state(&self) -> HardState {
+        self.hard_state
+    }
+
+    pub fn set_hard_state(&mut self, hard_state: HardState) {
+        self.hard_state = hard_state;
+    }
+
+    pub fn snapshot(&self) -> Option<&Snapshot> {
+        self.snapshot.as_ref()
+    }
+
+    pub fn snapshot_index(&self) -> Index {
+        self.snapshot.as_ref().map_or(0, |s| s.meta.index)
+    }
+
+    pub fn snapshot_term(&self) -> Term {
+        self.snapshot.as_ref().map_or(0, |s| s.meta.term)
+    }
+
+    pub fn last_index(&self) -> Index {
+        self.entries.last().map_or(self.snapshot_index(), |e| e.index)
+    }
+
+    pub fn entries(&self) -> &[Entry] {
+        &self.entries
+    }
+
+    /// The entry at `index`, if it is in the (uncompacted) log.
+    pub fn entry(&self, index: Index) -> Option<&Entry> {
+        let first = self.snapshot_index() + 1;
+        if index < first {
+            return None;
+        }
+        self.entries.get((index - first) as usize)
+    }
+
+    /// The term at `index`: 0 for index 0, the snapshot's term at its index, else the entry's.
+    pub fn term_at(&self, index: Index) -> Option<Term> {
+        if index == 0 {
+            return Some(0);
+        }
+        if index == self.snapshot_index() {
+            return Some(self.snapshot_term());
+        }
+        self.entry(index).map(|e| e.term)
+    }
+
+    /// Writes `entries`, first truncating everything from `entries[0].index` on (a follower
+    /// resolving a conflict). Refuses a write that would leave a hole or reach into the
+    /// compacted prefix: the core must never ask for either.
+    pub fn append(&mut self, entries: &[Entry]) -> Result<(), String> {
+        let Some(first) = entries.first() else {
+            return Ok(());
+        };
+        for pair in entries.windows(2) {
+            if pair[1].index != pair[0].index + 1 {
+                return Err(format!(
+                    "entries to persist are not contiguous: {} then {}",
+                    pair[0].index, pair[1].index
+                ));
+            }
+        }
+        if first.index > self.last_index() + 1 {
+            return Err(format!(
+                "entries to persist start at {} but the durable log ends at {}",
+                first.index,
+                self.last_index()
+            ));
+        }
+        if first.index <= self.snapshot_index() {
+            return Err(format!(
+                "entries to persist start at {}, inside the snapshot (index {})",
+                first.index,
+                self.snapshot_index()
+            ));
+        }
+        let keep = (first.index - self.snapshot_index() - 1) as usize;
+        self.entries.truncate(keep);
+        self.entries.extend_from_slice(entries);
+        Ok(())
+    }
+
+    /// Replaces the log prefix up to `snapshot` with it. If the log holds the snapshot's
+    /// last entry (same index and term) the entries after it are kept; otherwise the whole
+    /// log conflicts with the snapshot and is discarded (safety rule 8).
+    pub fn install_snapshot(&mut self, snapshot: Snapshot) {
+        let index = snapshot.meta.index;
+        let keep_suffix = self.entry(index).map(|e| e.term) == Some(snapshot.meta.term);
+        if keep_suffix {
+            let drop = (index - self.snapshot_index()) as usize;
+            self.entries.drain(..drop);
+        } else {
+            self.entries.clear();
+        }
+        self.snapshot = Some(snapshot);
+    }
+
+    /// What a restarted member recovers. The state machine is volatile in the simulator
+    /// except for its snapshot, so `applied` restarts at the snapshot index.
+    pub fn initial_state(&self, bootstrap_voters: &[u64]) -> InitialState {
+        let conf_state = match &self.snapshot {
+            Some(s) => s.meta.conf_state.clone(),
+            None => ConfState {
+                voters: bootstrap_voters.to_vec(),
+                learners: Vec::new(),
+            },
+        };
+        InitialState {
+            hard_state: self.hard_state,
+            conf_state,
+            snapshot: self.snapshot.as_ref().map(|s| s.meta.clone()),
+            entries: self.entries.clone(),
+            applied: self.snapshot_index(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use raft::{EntryKind, SnapshotMeta};
+
+    fn entry(index: Index, term: Term) -> Entry {
+        Entry {
+            term,
+            index,
+            kind: EntryKind::Normal,
+            data: Bytes::new(),
+        }
+    }
+
+    fn snapshot(index: Index, term: Term) -> Snapshot {
+        Snapshot {
+            meta: SnapshotMeta {
+                index,
+                term,
+                conf_state: ConfState::default(),
+            },
+            data: Bytes::new(),
+        }
+    }
+
+    #[test]
+    fn append_truncates_a_conflicting_suffix() {
+        let mut store = DurableStore::default();
+        store
+            .append(&[entry(1, 1), entry(2, 1), entry(3, 1)])
+            .unwrap();
+        store.append(&[entry(2, 2)]).unwrap();
+        assert_eq!(store.last_index(), 2);
+        assert_eq!(store.term_at(2), Some(2));
+    }
+
+    #[test]
+    fn append_refuses_holes_and_compacted_indexes() {
+        let mut store = DurableStore::default();
+        assert!(store.append(&[entry(2, 1)]).is_err());
+        store.append(&[entry(1, 1), entry(2, 1)]).unwrap();
+        store.install_snapshot(snapshot(2, 1));
+        assert!(store.append(&[entry(2, 1)]).is_err());
+    }
+
+    #[test]
+    fn snapshot_keeps_a_matching_suffix_and_drops_a_conflicting_log() {
+        let mut store = DurableStore::default();
+        store
+            .append(&[entry(1, 1), entry(2, 1), entry(3, 1)])
+            .unwrap();
+        store.install_snapshot(snapshot(2, 1));
+        assert_eq!((store.snapshot_index(), store.last_index()), (2, 3));
+
+        let mut other = DurableStore::default();
+        other.append(&[entry(1, 1), entry(2, 1)]).unwrap();
+        other.install_snapshot(snapshot(2, 3));
+        assert_eq!((other.snapshot_index(), other.last_index()), (2, 2));
+        assert!(other.entries().is_empty());
+    }
+}
