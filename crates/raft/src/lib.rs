@@ -7,8 +7,18 @@
 //! the same outputs, which is what lets the simulator explore millions of fault schedules.
 //!
 //! Where this deviates from the paper, `docs/raft-deviations.md` says so.
+//!
+//! Module map: `node` (public API, term rules, Ready), `election`, `replication`,
+//! `read_index`, `log` (in-memory log and its persistence cursors), `progress` (per-follower
+//! flow control), `quorum` (majority arithmetic).
 
+mod election;
+mod log;
 mod node;
+mod progress;
+mod quorum;
+mod read_index;
+mod replication;
 pub mod types;
 
 pub use node::*;

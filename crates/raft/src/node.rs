@@ -19,9 +19,21 @@
 //!
 //! `rd.entries` may start at an index ≤ the last stored index: the store then truncates its
 //! log from `entries[0].index` before appending (a follower resolving a conflict).
+//! `rd.snapshot`, when present, replaces the stored log entirely: the store drops every
+//! entry it holds, then appends `rd.entries` (which follow the snapshot).
+//!
+//! After a restart from a snapshot, hand that snapshot to [`RaftNode::compact`] so a leader
+//! can send it to followers that need compacted entries.
+
+use std::collections::BTreeMap;
 
 use bytes::Bytes;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 
+use crate::log::RaftLog;
+use crate::progress::Progress;
+use crate::read_index::ReadIndexQueue;
 use crate::types::*;
 
 /// Tunables. Times are in ticks; the runtime decides how long a tick is.
@@ -154,7 +166,20 @@ impl Ready {
     /// The acknowledgement to hand to [`RaftNode::advance`] once everything in this Ready
     /// is durable and the committed entries are applied.
     pub fn ack(&self) -> ReadyAck {
-        todo!("core issue")
+        let (persisted_index, persisted_term) =
+            self.entries.last().map_or((0, 0), |e| (e.index, e.term));
+        ReadyAck {
+            persisted_index,
+            persisted_term,
+            applied_index: self.committed_entries.last().map_or(0, |e| e.index),
+            snapshot_index: self.snapshot.as_ref().map(|s| s.meta.index),
+        }
+    }
+
+    /// True if this Ready changes durable state (the caller must fsync before sending
+    /// `persisted_messages`); false means `persisted_messages` may be sent at once.
+    pub fn must_sync(&self) -> bool {
+        self.hard_state.is_some() || !self.entries.is_empty() || self.snapshot.is_some()
     }
 }
 
@@ -174,75 +199,468 @@ pub struct Status {
 }
 
 /// One Raft member's consensus state machine. Pure: no I/O, clock, threads or logging.
+///
+/// The behaviour is split by topic: `election.rs` (timeouts, pre-vote, votes, leader
+/// transfer), `replication.rs` (appends, heartbeats, snapshots, commit), `read_index.rs`
+/// (linearizable reads). This file holds the state, the public entry points, the term rules
+/// every message passes through, and the Ready/advance bookkeeping.
 pub struct RaftNode {
-    _private: (),
+    pub(crate) id: NodeId,
+    pub(crate) config: Config,
+    pub(crate) term: Term,
+    pub(crate) vote: Option<NodeId>,
+    pub(crate) role: Role,
+    pub(crate) leader: Option<NodeId>,
+    pub(crate) log: RaftLog,
+    pub(crate) conf_state: ConfState,
+    /// Leader only: replication state of every member (self included; its match is our
+    /// durable last index).
+    pub(crate) progress: BTreeMap<NodeId, Progress>,
+    /// (Pre-)candidate only: the answers received in this election.
+    pub(crate) votes: BTreeMap<NodeId, bool>,
+    /// Ticks since we last heard from a leader (follower), or since the last check-quorum
+    /// round (leader).
+    pub(crate) election_elapsed: u32,
+    pub(crate) heartbeat_elapsed: u32,
+    /// This round's election timeout, drawn from `[election_tick, 2 * election_tick)`.
+    pub(crate) randomized_timeout: u32,
+    pub(crate) rng: ChaCha8Rng,
+    pub(crate) msgs: Vec<Message>,
+    pub(crate) persisted_msgs: Vec<Message>,
+    pub(crate) read_states: Vec<ReadState>,
+    pub(crate) reads: ReadIndexQueue,
+    /// Leader only: the member we are handing leadership to.
+    pub(crate) transferee: Option<NodeId>,
+    /// The latest snapshot given to `compact`, sent to followers behind the compaction.
+    pub(crate) snapshot_to_send: Option<Snapshot>,
+    /// A snapshot received from the leader, to hand out in the next Ready.
+    pub(crate) pending_snapshot: Option<Snapshot>,
+    pub(crate) reported_soft: SoftState,
+    pub(crate) reported_hard: HardState,
 }
 
 impl RaftNode {
     /// Build a node from its configuration and what its storage recovered.
-    pub fn new(_config: Config, _initial: InitialState) -> Result<RaftNode, ConfigError> {
-        todo!("core issue")
+    pub fn new(config: Config, initial: InitialState) -> Result<RaftNode, ConfigError> {
+        validate(&config)?;
+        let invalid = ConfigError::Invalid;
+        let log = RaftLog::recover(
+            initial.snapshot.as_ref(),
+            initial.entries,
+            initial.hard_state.commit,
+            initial.applied,
+        )
+        .map_err(invalid)?;
+        let conf_state = match &initial.snapshot {
+            Some(meta) if initial.conf_state == ConfState::default() => meta.conf_state.clone(),
+            _ => initial.conf_state,
+        };
+        if conf_state.voters.contains(&0) || conf_state.learners.contains(&0) {
+            return Err(ConfigError::Invalid("member id 0 is reserved".into()));
+        }
+        let hard = HardState {
+            term: initial.hard_state.term,
+            vote: initial.hard_state.vote,
+            commit: log.committed,
+        };
+        let soft = SoftState {
+            leader: None,
+            role: Role::Follower,
+        };
+        let mut node = RaftNode {
+            id: config.id,
+            rng: ChaCha8Rng::seed_from_u64(config.seed),
+            config,
+            term: hard.term,
+            vote: hard.vote,
+            role: Role::Follower,
+            leader: None,
+            log,
+            conf_state,
+            progress: BTreeMap::new(),
+            votes: BTreeMap::new(),
+            election_elapsed: 0,
+            heartbeat_elapsed: 0,
+            randomized_timeout: 0,
+            msgs: Vec::new(),
+            persisted_msgs: Vec::new(),
+            read_states: Vec::new(),
+            reads: ReadIndexQueue::default(),
+            transferee: None,
+            snapshot_to_send: None,
+            pending_snapshot: None,
+            reported_soft: soft,
+            reported_hard: hard,
+        };
+        node.reset_election_timeout();
+        Ok(node)
     }
 
     /// Advance logical time by one tick (elections, heartbeats, check-quorum).
     pub fn tick(&mut self) {
-        todo!("core issue")
+        if self.role == Role::Leader {
+            self.tick_leader();
+        } else {
+            self.tick_election();
+        }
     }
 
     /// Deliver a message from another member.
-    pub fn step(&mut self, _msg: Message) -> Result<(), StepError> {
-        todo!("core issue")
+    ///
+    /// Term rules live here so every message passes them exactly once: a higher term makes
+    /// us a follower of it (except pre-vote traffic, which must change no state, and vote
+    /// requests refused under leader stickiness, which must not disturb us at all); a lower
+    /// term is stale and is dropped, answering just enough for its sender to catch up.
+    pub fn step(&mut self, msg: Message) -> Result<(), StepError> {
+        if msg.to != self.id || msg.from == 0 || msg.from == self.id || !self.is_member(msg.from) {
+            return Err(StepError::Misrouted);
+        }
+        if msg.term > self.term {
+            let vote_request = match msg.body {
+                MessageBody::PreVote { .. } => Some(false),
+                MessageBody::Vote { transfer, .. } => Some(transfer),
+                _ => None,
+            };
+            if let Some(transfer) = vote_request {
+                if self.in_leader_lease() && !transfer {
+                    // Leader stickiness: a member that heard from a live leader within the
+                    // election timeout neither votes nor lets the candidate bump its term.
+                    return Ok(());
+                }
+            }
+            match msg.body {
+                MessageBody::PreVote { .. } => {}
+                MessageBody::PreVoteResponse { granted: true } => {}
+                MessageBody::Append { .. }
+                | MessageBody::Heartbeat { .. }
+                | MessageBody::InstallSnapshot { .. } => {
+                    self.become_follower(msg.term, Some(msg.from));
+                }
+                _ => self.become_follower(msg.term, None),
+            }
+        } else if msg.term < self.term {
+            self.answer_stale(msg);
+            return Ok(());
+        }
+
+        match msg.body {
+            MessageBody::PreVote {
+                last_index,
+                last_term,
+            } => self.handle_vote_request(msg.from, msg.term, true, last_index, last_term),
+            MessageBody::Vote {
+                last_index,
+                last_term,
+                ..
+            } => self.handle_vote_request(msg.from, msg.term, false, last_index, last_term),
+            MessageBody::PreVoteResponse { granted } => {
+                self.handle_vote_response(msg.from, msg.term, true, granted)
+            }
+            MessageBody::VoteResponse { granted } => {
+                self.handle_vote_response(msg.from, msg.term, false, granted)
+            }
+            MessageBody::Append {
+                prev_index,
+                prev_term,
+                entries,
+                commit,
+            } => {
+                self.hear_from_leader(msg.from);
+                self.handle_append(msg.from, prev_index, prev_term, entries, commit);
+            }
+            MessageBody::Heartbeat { commit, read_seq } => {
+                self.hear_from_leader(msg.from);
+                self.handle_heartbeat(msg.from, commit, read_seq);
+            }
+            MessageBody::InstallSnapshot { snapshot } => {
+                self.hear_from_leader(msg.from);
+                self.handle_snapshot(msg.from, snapshot);
+            }
+            MessageBody::AppendResponse {
+                rejected,
+                match_index,
+            } => self.handle_append_response(msg.from, rejected, match_index),
+            MessageBody::HeartbeatResponse { read_seq } => {
+                self.handle_heartbeat_response(msg.from, read_seq)
+            }
+            MessageBody::TimeoutNow => self.handle_timeout_now(msg.from),
+            MessageBody::ReadIndex { ctx } => self.handle_read_index_request(msg.from, ctx),
+            MessageBody::ReadIndexResponse { ctx, index } => {
+                self.handle_read_index_response(msg.from, ctx, index)
+            }
+        }
+        Ok(())
     }
 
     /// Append `data` entries to the log (leader only). Many proposals may share one Ready.
-    pub fn propose(&mut self, _data: Vec<Bytes>) -> Result<Proposed, ProposeError> {
-        todo!("core issue")
+    /// An empty `data` appends nothing (`first` is then `last + 1`).
+    pub fn propose(&mut self, data: Vec<Bytes>) -> Result<Proposed, ProposeError> {
+        if self.role != Role::Leader {
+            return Err(ProposeError::NotLeader {
+                leader: self.leader,
+            });
+        }
+        if self.transferee.is_some() {
+            return Err(ProposeError::TransferInProgress);
+        }
+        let first = self.log.last_index() + 1;
+        let term = self.term;
+        let entries = data.into_iter().enumerate().map(|(i, data)| Entry {
+            term,
+            index: first + i as u64,
+            kind: EntryKind::Normal,
+            data,
+        });
+        self.log.append_new(entries);
+        let last = self.log.last_index();
+        if last >= first {
+            self.broadcast_append(false);
+        }
+        Ok(Proposed { first, last, term })
     }
 
     /// Ask for a linearizable read point. On a leader that has committed an entry of its
     /// term, it is confirmed by a heartbeat round; on a follower it is forwarded to the
     /// leader. The answer arrives as a [`ReadState`] with the same `ctx`.
-    pub fn read_index(&mut self, _ctx: Bytes) -> Result<(), ProposeError> {
-        todo!("core issue")
+    pub fn read_index(&mut self, ctx: Bytes) -> Result<(), ProposeError> {
+        match (self.role, self.leader) {
+            (Role::Leader, _) => {
+                self.leader_read(ctx, None);
+                Ok(())
+            }
+            (_, Some(leader)) => {
+                self.send(leader, MessageBody::ReadIndex { ctx });
+                Ok(())
+            }
+            (_, None) => Err(ProposeError::NotLeader { leader: None }),
+        }
     }
 
     /// Hand leadership to `to` (leader only): bring it up to date, then send TimeoutNow.
-    pub fn transfer_leader(&mut self, _to: NodeId) -> Result<(), ProposeError> {
-        todo!("core issue")
+    /// A target that is this node or not a voter is ignored.
+    pub fn transfer_leader(&mut self, to: NodeId) -> Result<(), ProposeError> {
+        if self.role != Role::Leader {
+            return Err(ProposeError::NotLeader {
+                leader: self.leader,
+            });
+        }
+        self.start_transfer(to);
+        Ok(())
     }
 
     /// Campaign now, as if the election timeout had elapsed (used by tests and tooling).
     pub fn campaign(&mut self) {
-        todo!("core issue")
+        if self.role != Role::Leader {
+            self.start_campaign(false);
+        }
     }
 
     /// The state machine has been snapshotted at `snapshot.meta.index` (≤ applied): drop
     /// the log up to it, and send this snapshot to followers that need compacted entries.
-    pub fn compact(&mut self, _snapshot: Snapshot) -> Result<(), ConfigError> {
-        todo!("core issue")
+    pub fn compact(&mut self, snapshot: Snapshot) -> Result<(), ConfigError> {
+        let meta = &snapshot.meta;
+        self.log
+            .compact(meta.index, meta.term)
+            .map_err(ConfigError::Invalid)?;
+        self.snapshot_to_send = Some(snapshot);
+        Ok(())
     }
 
     pub fn has_ready(&self) -> bool {
-        todo!("core issue")
+        self.soft_state() != self.reported_soft
+            || self.hard_state() != self.reported_hard
+            || self.pending_snapshot.is_some()
+            || self.log.has_unstable()
+            || !self.msgs.is_empty()
+            || !self.persisted_msgs.is_empty()
+            || self.log.has_next_committed()
+            || !self.read_states.is_empty()
+            || self.reads.round_needed()
     }
 
     /// Take the pending work. Call [`RaftNode::advance`] with its ack before the next one.
     pub fn ready(&mut self) -> Ready {
-        todo!("core issue")
+        self.flush_read_round();
+        let soft = self.soft_state();
+        let hard = self.hard_state();
+        let rd = Ready {
+            soft_state: (soft != self.reported_soft).then_some(soft),
+            hard_state: (hard != self.reported_hard).then_some(hard),
+            snapshot: self.pending_snapshot.take(),
+            entries: self.log.take_unstable(),
+            messages: std::mem::take(&mut self.msgs),
+            persisted_messages: std::mem::take(&mut self.persisted_msgs),
+            committed_entries: self.log.take_committed(),
+            read_states: std::mem::take(&mut self.read_states),
+        };
+        self.reported_soft = soft;
+        self.reported_hard = hard;
+        rd
     }
 
     /// Everything in the Ready that produced `ack` is durable and applied.
-    pub fn advance(&mut self, _ack: ReadyAck) {
-        todo!("core issue")
+    pub fn advance(&mut self, ack: ReadyAck) {
+        if let Some(index) = ack.snapshot_index {
+            // The snapshot is durable and loaded into the state machine.
+            if index == self.log.snapshot_index() || index <= self.log.applying {
+                self.log.applied = self.log.applied.max(index);
+            }
+        }
+        if ack.persisted_index > 0 {
+            self.log
+                .persisted_to(ack.persisted_index, ack.persisted_term);
+        }
+        self.log.applied_to(ack.applied_index);
+        if self.role == Role::Leader && self.maybe_commit() {
+            self.broadcast_append(true);
+        }
     }
 
     pub fn status(&self) -> Status {
-        todo!("core issue")
+        Status {
+            id: self.id,
+            role: self.role,
+            leader: self.leader,
+            hard_state: self.hard_state(),
+            first_index: self.log.first_index(),
+            last_index: self.log.last_index(),
+            applied: self.log.applied,
+            conf_state: self.conf_state.clone(),
+        }
     }
 
     /// Log entries in `[lo, hi)` still held in memory (for tests, the simulator and the
-    /// server's HashKV / debugging); `None` if any of them was compacted.
-    pub fn entries(&self, _lo: Index, _hi: Index) -> Option<Vec<Entry>> {
-        todo!("core issue")
+    /// server's HashKV / debugging); `None` if any of them was compacted. `hi` is clamped
+    /// to the end of the log.
+    pub fn entries(&self, lo: Index, hi: Index) -> Option<Vec<Entry>> {
+        self.log.slice(lo.max(1), hi, usize::MAX)
     }
+
+    /// The commit index this node knows (possibly ahead of what the caller has persisted).
+    pub fn commit_index(&self) -> Index {
+        self.log.committed
+    }
+
+    // ----- shared helpers used by the topic modules -----
+
+    pub(crate) fn soft_state(&self) -> SoftState {
+        SoftState {
+            leader: self.leader,
+            role: self.role,
+        }
+    }
+
+    pub(crate) fn hard_state(&self) -> HardState {
+        HardState {
+            term: self.term,
+            vote: self.vote,
+            commit: self.log.committed,
+        }
+    }
+
+    pub(crate) fn is_voter(&self, id: NodeId) -> bool {
+        self.conf_state.voters.contains(&id)
+    }
+
+    pub(crate) fn is_member(&self, id: NodeId) -> bool {
+        self.is_voter(id) || self.conf_state.learners.contains(&id)
+    }
+
+    /// Everyone we replicate to or ask for votes: voters then learners, without ourselves.
+    pub(crate) fn peers(&self) -> Vec<NodeId> {
+        let mut ids: Vec<NodeId> = self
+            .conf_state
+            .voters
+            .iter()
+            .chain(self.conf_state.learners.iter())
+            .copied()
+            .filter(|&id| id != self.id)
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    }
+
+    /// Queue a message. Whether it may leave before this Ready's write is decided by what it
+    /// says: answers that vouch for our term, vote or log (vote grants, append and heartbeat
+    /// acks) and a candidate's vote requests (it voted for itself) wait for the fsync.
+    pub(crate) fn send(&mut self, to: NodeId, body: MessageBody) {
+        let term = self.term;
+        self.send_with_term(to, term, body);
+    }
+
+    pub(crate) fn send_with_term(&mut self, to: NodeId, term: Term, body: MessageBody) {
+        let after_persist = matches!(
+            body,
+            MessageBody::Vote { .. }
+                | MessageBody::VoteResponse { .. }
+                | MessageBody::PreVoteResponse { .. }
+                | MessageBody::AppendResponse { .. }
+                | MessageBody::HeartbeatResponse { .. }
+        );
+        let msg = Message {
+            from: self.id,
+            to,
+            term,
+            body,
+        };
+        if after_persist {
+            self.persisted_msgs.push(msg);
+        } else {
+            self.msgs.push(msg);
+        }
+    }
+
+    pub(crate) fn reset_election_timeout(&mut self) {
+        let base = self.config.election_tick;
+        self.randomized_timeout = self.rng.gen_range(base..2 * base);
+    }
+
+    /// A message at our term from the leader: remember it and restart the election clock.
+    fn hear_from_leader(&mut self, from: NodeId) {
+        if self.role != Role::Follower {
+            self.become_follower(self.term, Some(from));
+        }
+        self.leader = Some(from);
+        self.election_elapsed = 0;
+    }
+
+    /// A message from an older term. Drop it, but let its sender learn our term when that
+    /// unblocks it: a stale leader must step down (otherwise a member stranded at a higher
+    /// term would reject it forever), and a stale pre-candidate must learn it is behind.
+    fn answer_stale(&mut self, msg: Message) {
+        let checks = self.config.check_quorum || self.config.pre_vote;
+        match msg.body {
+            MessageBody::Append { .. } | MessageBody::Heartbeat { .. } if checks => {
+                self.send(
+                    msg.from,
+                    MessageBody::AppendResponse {
+                        rejected: None,
+                        match_index: 0,
+                    },
+                );
+            }
+            MessageBody::PreVote { .. } => {
+                self.send(msg.from, MessageBody::PreVoteResponse { granted: false });
+            }
+            _ => {}
+        }
+    }
+}
+
+fn validate(config: &Config) -> Result<(), ConfigError> {
+    let fail = |why: &str| Err(ConfigError::Invalid(why.to_string()));
+    if config.id == 0 {
+        return fail("id 0 is reserved");
+    }
+    if config.heartbeat_tick == 0 || config.heartbeat_tick >= config.election_tick {
+        return fail("need 0 < heartbeat_tick < election_tick");
+    }
+    if config.max_inflight_msgs == 0 || config.max_inflight_bytes == 0 {
+        return fail("in-flight limits must be positive");
+    }
+    if config.max_size_per_msg == 0 {
+        return fail("max_size_per_msg must be positive");
+    }
+    Ok(())
 }

@@ -99,28 +99,59 @@ pub struct RejectHint {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum MessageBody {
     /// Ask whether the receiver *would* vote for us; granting changes no state.
-    PreVote { last_index: Index, last_term: Term },
-    PreVoteResponse { granted: bool },
+    PreVote {
+        last_index: Index,
+        last_term: Term,
+    },
+    PreVoteResponse {
+        granted: bool,
+    },
     /// A real vote request. `transfer` is set when a leader asked us to campaign
     /// (TimeoutNow): receivers then ignore leader stickiness.
-    Vote { last_index: Index, last_term: Term, transfer: bool },
-    VoteResponse { granted: bool },
+    Vote {
+        last_index: Index,
+        last_term: Term,
+        transfer: bool,
+    },
+    VoteResponse {
+        granted: bool,
+    },
     /// Replicate `entries` after (`prev_index`, `prev_term`); `commit` is the leader's commit.
-    Append { prev_index: Index, prev_term: Term, entries: Vec<Entry>, commit: Index },
+    Append {
+        prev_index: Index,
+        prev_term: Term,
+        entries: Vec<Entry>,
+        commit: Index,
+    },
     /// `Ok(match_index)` on success; `Err(hint)` on a log mismatch at `rejected`.
-    AppendResponse { rejected: Option<(Index, RejectHint)>, match_index: Index },
+    AppendResponse {
+        rejected: Option<(Index, RejectHint)>,
+        match_index: Index,
+    },
     /// Leader liveness and commit propagation. `read_seq` is the leader's ReadIndex round
     /// (strictly increasing within a term); followers echo it back.
-    Heartbeat { commit: Index, read_seq: u64 },
-    HeartbeatResponse { read_seq: u64 },
+    Heartbeat {
+        commit: Index,
+        read_seq: u64,
+    },
+    HeartbeatResponse {
+        read_seq: u64,
+    },
     /// The leader's state-machine image for a follower that needs compacted entries.
-    InstallSnapshot { snapshot: Snapshot },
+    InstallSnapshot {
+        snapshot: Snapshot,
+    },
     /// Sent by a leader to its chosen successor: campaign now (leader transfer).
     TimeoutNow,
     /// A follower asks the leader for a read index on behalf of a client request.
-    ReadIndex { ctx: Bytes },
+    ReadIndex {
+        ctx: Bytes,
+    },
     /// The leader's answer: `index` is None if the leader cannot serve reads yet.
-    ReadIndexResponse { ctx: Bytes, index: Option<Index> },
+    ReadIndexResponse {
+        ctx: Bytes,
+        index: Option<Index>,
+    },
 }
 
 /// The role a node currently plays.

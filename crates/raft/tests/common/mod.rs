@@ -1,0 +1,269 @@
+//! A tiny deterministic test cluster: in-memory "disks", a FIFO network with cuttable links,
+//! and helpers that drive the Ready loop exactly as the node runtime must (send `messages`,
+//! persist, send `persisted_messages`, apply, advance). Tests read like transcripts on top.
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use bytes::Bytes;
+use raft::*;
+
+/// What a node has made durable.
+#[derive(Clone, Debug, Default)]
+pub struct Disk {
+    pub hard_state: HardState,
+    pub snapshot: Option<Snapshot>,
+    pub entries: Vec<Entry>,
+}
+
+impl Disk {
+    pub fn write(&mut self, rd: &Ready) {
+        if let Some(snapshot) = &rd.snapshot {
+            self.entries.clear();
+            self.snapshot = Some(snapshot.clone());
+        }
+        if let Some(first) = rd.entries.first() {
+            let offset = self.snapshot.as_ref().map_or(0, |s| s.meta.index);
+            let keep = (first.index - offset - 1) as usize;
+            self.entries.truncate(keep);
+            self.entries.extend(rd.entries.iter().cloned());
+        }
+        if let Some(hs) = rd.hard_state {
+            self.hard_state = hs;
+        }
+    }
+}
+
+pub fn config(id: NodeId) -> Config {
+    let mut c = Config::new(id);
+    c.seed = 1000 + id;
+    c
+}
+
+pub struct Cluster {
+    pub nodes: BTreeMap<NodeId, RaftNode>,
+    pub disks: BTreeMap<NodeId, Disk>,
+    /// What each node's state machine applied, in order (Normal entries only).
+    pub applied: BTreeMap<NodeId, Vec<Entry>>,
+    pub read_states: BTreeMap<NodeId, Vec<ReadState>>,
+    pub network: VecDeque<Message>,
+    /// Directed links that drop everything.
+    pub cut: BTreeSet<(NodeId, NodeId)>,
+    /// Stopped nodes: they neither receive nor act.
+    pub down: BTreeSet<NodeId>,
+    pub configs: BTreeMap<NodeId, Config>,
+    /// Every message ever sent, for assertions about traffic.
+    pub sent: Vec<Message>,
+}
+
+impl Cluster {
+    pub fn new(n: u64) -> Cluster {
+        Self::with_config(n, config)
+    }
+
+    pub fn with_config(n: u64, make: impl Fn(NodeId) -> Config) -> Cluster {
+        let voters: Vec<NodeId> = (1..=n).collect();
+        let mut c = Cluster {
+            nodes: BTreeMap::new(),
+            disks: BTreeMap::new(),
+            applied: BTreeMap::new(),
+            read_states: BTreeMap::new(),
+            network: VecDeque::new(),
+            cut: BTreeSet::new(),
+            down: BTreeSet::new(),
+            configs: BTreeMap::new(),
+            sent: Vec::new(),
+        };
+        for &id in &voters {
+            let cfg = make(id);
+            let initial = InitialState {
+                conf_state: ConfState {
+                    voters: voters.clone(),
+                    learners: vec![],
+                },
+                ..Default::default()
+            };
+            c.nodes
+                .insert(id, RaftNode::new(cfg.clone(), initial).unwrap());
+            c.configs.insert(id, cfg);
+            c.disks.insert(id, Disk::default());
+            c.applied.insert(id, vec![]);
+            c.read_states.insert(id, vec![]);
+        }
+        c
+    }
+
+    pub fn node(&self, id: NodeId) -> &RaftNode {
+        &self.nodes[&id]
+    }
+
+    pub fn node_mut(&mut self, id: NodeId) -> &mut RaftNode {
+        self.nodes.get_mut(&id).unwrap()
+    }
+
+    fn post(&mut self, msg: Message) {
+        self.sent.push(msg.clone());
+        if !self.cut.contains(&(msg.from, msg.to)) {
+            self.network.push_back(msg);
+        }
+    }
+
+    /// Run one Ready cycle on `id`, the way the runtime must.
+    pub fn process(&mut self, id: NodeId) -> bool {
+        if self.down.contains(&id) || !self.nodes[&id].has_ready() {
+            return false;
+        }
+        let rd = self.node_mut(id).ready();
+        for m in rd.messages.clone() {
+            self.post(m);
+        }
+        self.disks.get_mut(&id).unwrap().write(&rd);
+        for m in rd.persisted_messages.clone() {
+            self.post(m);
+        }
+        let applied = self.applied.get_mut(&id).unwrap();
+        if let Some(s) = &rd.snapshot {
+            applied.retain(|e| e.index <= s.meta.index);
+            applied.push(Entry {
+                term: s.meta.term,
+                index: s.meta.index,
+                kind: EntryKind::Noop,
+                data: s.data.clone(),
+            });
+        }
+        applied.extend(rd.committed_entries.iter().cloned());
+        self.read_states
+            .get_mut(&id)
+            .unwrap()
+            .extend(rd.read_states.iter().cloned());
+        self.node_mut(id).advance(rd.ack());
+        true
+    }
+
+    /// Deliver one queued message. Returns false when the network is empty.
+    pub fn deliver_one(&mut self) -> bool {
+        let Some(m) = self.network.pop_front() else {
+            return false;
+        };
+        if !self.down.contains(&m.to) {
+            self.node_mut(m.to).step(m).unwrap();
+        }
+        true
+    }
+
+    /// Process and deliver until nothing moves.
+    pub fn stabilize(&mut self) {
+        for _ in 0..100_000 {
+            let mut moved = false;
+            let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
+            for id in ids {
+                moved |= self.process(id);
+            }
+            while self.deliver_one() {
+                moved = true;
+            }
+            if !moved {
+                return;
+            }
+        }
+        panic!("cluster did not stabilize");
+    }
+
+    pub fn tick_all(&mut self, ticks: u32) {
+        for _ in 0..ticks {
+            let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
+            for id in ids {
+                if !self.down.contains(&id) {
+                    self.node_mut(id).tick();
+                }
+            }
+            self.stabilize();
+        }
+    }
+
+    /// Make `id` campaign and settle.
+    pub fn elect(&mut self, id: NodeId) {
+        self.node_mut(id).campaign();
+        self.stabilize();
+        assert_eq!(
+            self.node(id).status().role,
+            Role::Leader,
+            "{id} not elected"
+        );
+    }
+
+    pub fn leader(&self) -> Option<NodeId> {
+        self.nodes
+            .iter()
+            .filter(|(id, _)| !self.down.contains(id))
+            .find(|(_, n)| n.status().role == Role::Leader)
+            .map(|(&id, _)| id)
+    }
+
+    pub fn propose(&mut self, id: NodeId, payloads: &[&str]) -> Proposed {
+        let data = payloads
+            .iter()
+            .map(|p| Bytes::from(p.to_string()))
+            .collect();
+        self.node_mut(id).propose(data).unwrap()
+    }
+
+    /// Payloads of the Normal entries `id` applied.
+    pub fn applied_data(&self, id: NodeId) -> Vec<String> {
+        self.applied[&id]
+            .iter()
+            .filter(|e| e.kind == EntryKind::Normal)
+            .map(|e| String::from_utf8_lossy(&e.data).into_owned())
+            .collect()
+    }
+
+    pub fn isolate(&mut self, id: NodeId) {
+        for &other in self.nodes.keys() {
+            if other != id {
+                self.cut.insert((id, other));
+                self.cut.insert((other, id));
+            }
+        }
+    }
+
+    pub fn heal(&mut self) {
+        self.cut.clear();
+    }
+
+    /// Crash `id`: it loses everything not on its disk and its queued inbound messages.
+    pub fn crash(&mut self, id: NodeId) {
+        self.down.insert(id);
+        self.network.retain(|m| m.to != id && m.from != id);
+    }
+
+    /// Restart `id` from its disk.
+    pub fn restart(&mut self, id: NodeId) {
+        let disk = self.disks[&id].clone();
+        let voters: Vec<NodeId> = self.nodes.keys().copied().collect();
+        let snapshot_meta = disk.snapshot.as_ref().map(|s| s.meta.clone());
+        let applied = snapshot_meta.as_ref().map_or(0, |m| m.index);
+        let initial = InitialState {
+            hard_state: disk.hard_state,
+            conf_state: ConfState {
+                voters,
+                learners: vec![],
+            },
+            snapshot: snapshot_meta,
+            entries: disk.entries.clone(),
+            applied,
+        };
+        let mut node = RaftNode::new(self.configs[&id].clone(), initial).unwrap();
+        if let Some(s) = disk.snapshot {
+            node.compact(s).unwrap();
+        }
+        let applied_log = self.applied.get_mut(&id).unwrap();
+        applied_log.retain(|e| e.index <= applied);
+        self.nodes.insert(id, node);
+        self.down.remove(&id);
+    }
+
+    /// Messages of the given kind ever sent.
+    pub fn count_sent(&self, pred: impl Fn(&Message) -> bool) -> usize {
+        self.sent.iter().filter(|m| pred(m)).count()
+    }
+}
