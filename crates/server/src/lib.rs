@@ -11,6 +11,7 @@
 pub mod args;
 pub mod config;
 pub mod ids;
+pub mod transport;
 
 pub use args::ServerArgs;
 

@@ -1,0 +1,694 @@
+//! The peer wire format: length-prefixed frames, each one [`Frame`].
+//!
+//! ```text
+//! frame   := len:u32-le  kind:u8  body            (len counts kind + body)
+//! integer := u64 little-endian (u32 for lengths, u8 for tags and booleans)
+//! bytes   := len:u32  raw
+//! ```
+//!
+//! Our own encoding rather than protobuf because `raft::Message` is a Rust enum that
+//! changes with the core; a hand-written codec keeps the mapping explicit, allocation-light
+//! (entry payloads decode as slices of one `Bytes` frame buffer, no copies) and fully
+//! checked: a malformed or truncated frame is an error, never a panic.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use raft::{ConfState, Entry, EntryKind, Message, MessageBody, RejectHint, Snapshot, SnapshotMeta};
+
+/// Frames larger than this are refused (a snapshot of a large store still fits).
+pub const MAX_FRAME: usize = 1 << 30;
+
+/// Bumped on any incompatible change of this format; checked in the handshake.
+pub const PROTOCOL_VERSION: u64 = 1;
+
+/// The first frame on a connection: who is dialling, and into which cluster.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Hello {
+    pub version: u64,
+    pub cluster_id: u64,
+    pub from: u64,
+    pub to: u64,
+    /// Random number chosen when the sender's data dir was created: a change means the
+    /// member lost its data and must not rejoin under its old identity.
+    pub incarnation: u64,
+    pub name: String,
+    pub client_urls: Vec<String>,
+}
+
+/// The answer to a [`Hello`]: accepted (with the acceptor's own details) or refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HelloReply {
+    Accepted {
+        name: String,
+        client_urls: Vec<String>,
+        commit: u64,
+    },
+    Refused {
+        reason: String,
+    },
+}
+
+/// Why a forwarded proposal was not placed in the log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ForwardError {
+    NotLeader,
+    TooManyRequests,
+}
+
+/// Everything that travels between members.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Frame {
+    Hello(Hello),
+    HelloReply(HelloReply),
+    Raft(Message),
+    /// A follower asks the leader to propose `data` (an encoded InternalRequest).
+    Forward {
+        req_id: u64,
+        data: Bytes,
+    },
+    /// The leader's answer: where the entry landed, so the follower can wait for its own
+    /// apply of (index, term), or why it was not proposed.
+    ForwardResult {
+        req_id: u64,
+        result: Result<(u64, u64), ForwardError>,
+    },
+}
+
+/// A frame could not be decoded.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DecodeError {
+    #[error("truncated frame")]
+    Truncated,
+    #[error("unknown {0} tag {1}")]
+    UnknownTag(&'static str, u8),
+    #[error("invalid utf-8 in a string field")]
+    BadString,
+    #[error("frame of {0} bytes exceeds the limit")]
+    TooLarge(usize),
+}
+
+// ---- encoding -------------------------------------------------------------------------
+
+/// Append `frame`, length prefix included, to `out`.
+pub fn encode(frame: &Frame, out: &mut BytesMut) {
+    let start = out.len();
+    out.put_u32_le(0);
+    match frame {
+        Frame::Hello(h) => {
+            out.put_u8(1);
+            out.put_u64_le(h.version);
+            out.put_u64_le(h.cluster_id);
+            out.put_u64_le(h.from);
+            out.put_u64_le(h.to);
+            out.put_u64_le(h.incarnation);
+            put_str(out, &h.name);
+            put_strs(out, &h.client_urls);
+        }
+        Frame::HelloReply(HelloReply::Accepted {
+            name,
+            client_urls,
+            commit,
+        }) => {
+            out.put_u8(2);
+            put_str(out, name);
+            put_strs(out, client_urls);
+            out.put_u64_le(*commit);
+        }
+        Frame::HelloReply(HelloReply::Refused { reason }) => {
+            out.put_u8(3);
+            put_str(out, reason);
+        }
+        Frame::Raft(m) => {
+            out.put_u8(4);
+            put_message(out, m);
+        }
+        Frame::Forward { req_id, data } => {
+            out.put_u8(5);
+            out.put_u64_le(*req_id);
+            put_bytes(out, data);
+        }
+        Frame::ForwardResult { req_id, result } => {
+            out.put_u8(6);
+            out.put_u64_le(*req_id);
+            match result {
+                Ok((index, term)) => {
+                    out.put_u8(0);
+                    out.put_u64_le(*index);
+                    out.put_u64_le(*term);
+                }
+                Err(ForwardError::NotLeader) => out.put_u8(1),
+                Err(ForwardError::TooManyRequests) => out.put_u8(2),
+            }
+        }
+    }
+    let len = (out.len() - start - 4) as u32;
+    out[start..start + 4].copy_from_slice(&len.to_le_bytes());
+}
+
+fn put_str(out: &mut BytesMut, s: &str) {
+    put_bytes(out, s.as_bytes());
+}
+
+fn put_strs(out: &mut BytesMut, v: &[String]) {
+    out.put_u32_le(v.len() as u32);
+    for s in v {
+        put_str(out, s);
+    }
+}
+
+fn put_bytes(out: &mut BytesMut, b: &[u8]) {
+    out.put_u32_le(b.len() as u32);
+    out.put_slice(b);
+}
+
+fn put_entry(out: &mut BytesMut, e: &Entry) {
+    out.put_u64_le(e.term);
+    out.put_u64_le(e.index);
+    out.put_u8(match e.kind {
+        EntryKind::Normal => 0,
+        EntryKind::Noop => 1,
+        EntryKind::ConfChange => 2,
+    });
+    put_bytes(out, &e.data);
+}
+
+fn put_ids(out: &mut BytesMut, ids: &[u64]) {
+    out.put_u32_le(ids.len() as u32);
+    for id in ids {
+        out.put_u64_le(*id);
+    }
+}
+
+fn put_message(out: &mut BytesMut, m: &Message) {
+    out.put_u64_le(m.from);
+    out.put_u64_le(m.to);
+    out.put_u64_le(m.term);
+    match &m.body {
+        MessageBody::PreVote {
+            last_index,
+            last_term,
+        } => {
+            out.put_u8(1);
+            out.put_u64_le(*last_index);
+            out.put_u64_le(*last_term);
+        }
+        MessageBody::PreVoteResponse { granted } => {
+            out.put_u8(2);
+            out.put_u8(*granted as u8);
+        }
+        MessageBody::Vote {
+            last_index,
+            last_term,
+            transfer,
+        } => {
+            out.put_u8(3);
+            out.put_u64_le(*last_index);
+            out.put_u64_le(*last_term);
+            out.put_u8(*transfer as u8);
+        }
+        MessageBody::VoteResponse { granted } => {
+            out.put_u8(4);
+            out.put_u8(*granted as u8);
+        }
+        MessageBody::Append {
+            prev_index,
+            prev_term,
+            entries,
+            commit,
+        } => {
+            out.put_u8(5);
+            out.put_u64_le(*prev_index);
+            out.put_u64_le(*prev_term);
+            out.put_u64_le(*commit);
+            out.put_u32_le(entries.len() as u32);
+            for e in entries {
+                put_entry(out, e);
+            }
+        }
+        MessageBody::AppendResponse {
+            rejected,
+            match_index,
+        } => {
+            out.put_u8(6);
+            out.put_u64_le(*match_index);
+            match rejected {
+                None => out.put_u8(0),
+                Some((at, hint)) => {
+                    out.put_u8(1);
+                    out.put_u64_le(*at);
+                    out.put_u64_le(hint.index);
+                    out.put_u64_le(hint.term);
+                }
+            }
+        }
+        MessageBody::Heartbeat { commit, read_seq } => {
+            out.put_u8(7);
+            out.put_u64_le(*commit);
+            out.put_u64_le(*read_seq);
+        }
+        MessageBody::HeartbeatResponse { read_seq } => {
+            out.put_u8(8);
+            out.put_u64_le(*read_seq);
+        }
+        MessageBody::InstallSnapshot { snapshot } => {
+            out.put_u8(9);
+            out.put_u64_le(snapshot.meta.index);
+            out.put_u64_le(snapshot.meta.term);
+            put_ids(out, &snapshot.meta.conf_state.voters);
+            put_ids(out, &snapshot.meta.conf_state.learners);
+            put_bytes(out, &snapshot.data);
+        }
+        MessageBody::TimeoutNow => out.put_u8(10),
+        MessageBody::ReadIndex { ctx } => {
+            out.put_u8(11);
+            put_bytes(out, ctx);
+        }
+        MessageBody::ReadIndexResponse { ctx, index } => {
+            out.put_u8(12);
+            put_bytes(out, ctx);
+            match index {
+                None => out.put_u8(0),
+                Some(i) => {
+                    out.put_u8(1);
+                    out.put_u64_le(*i);
+                }
+            }
+        }
+    }
+}
+
+// ---- decoding -------------------------------------------------------------------------
+
+/// If `buf` starts with a whole frame, remove it and return its body (kind + fields).
+pub fn split_frame(buf: &mut BytesMut) -> Result<Option<Bytes>, DecodeError> {
+    if buf.len() < 4 {
+        return Ok(None);
+    }
+    let len = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+    if len > MAX_FRAME {
+        return Err(DecodeError::TooLarge(len));
+    }
+    if buf.len() < 4 + len {
+        buf.reserve(4 + len - buf.len());
+        return Ok(None);
+    }
+    buf.advance(4);
+    Ok(Some(buf.split_to(len).freeze()))
+}
+
+/// Decode one frame body as returned by [`split_frame`].
+pub fn decode(body: Bytes) -> Result<Frame, DecodeError> {
+    let mut r = Reader(body);
+    let frame = match r.u8()? {
+        1 => Frame::Hello(Hello {
+            version: r.u64()?,
+            cluster_id: r.u64()?,
+            from: r.u64()?,
+            to: r.u64()?,
+            incarnation: r.u64()?,
+            name: r.string()?,
+            client_urls: r.strings()?,
+        }),
+        2 => Frame::HelloReply(HelloReply::Accepted {
+            name: r.string()?,
+            client_urls: r.strings()?,
+            commit: r.u64()?,
+        }),
+        3 => Frame::HelloReply(HelloReply::Refused {
+            reason: r.string()?,
+        }),
+        4 => Frame::Raft(r.message()?),
+        5 => Frame::Forward {
+            req_id: r.u64()?,
+            data: r.bytes()?,
+        },
+        6 => {
+            let req_id = r.u64()?;
+            let result = match r.u8()? {
+                0 => Ok((r.u64()?, r.u64()?)),
+                1 => Err(ForwardError::NotLeader),
+                2 => Err(ForwardError::TooManyRequests),
+                t => return Err(DecodeError::UnknownTag("forward result", t)),
+            };
+            Frame::ForwardResult { req_id, result }
+        }
+        t => return Err(DecodeError::UnknownTag("frame", t)),
+    };
+    Ok(frame)
+}
+
+/// A bounds-checked cursor over one frame body.
+struct Reader(Bytes);
+
+impl Reader {
+    fn need(&self, n: usize) -> Result<(), DecodeError> {
+        if self.0.remaining() < n {
+            Err(DecodeError::Truncated)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn u8(&mut self) -> Result<u8, DecodeError> {
+        self.need(1)?;
+        Ok(self.0.get_u8())
+    }
+
+    fn bool(&mut self) -> Result<bool, DecodeError> {
+        Ok(self.u8()? != 0)
+    }
+
+    fn u32(&mut self) -> Result<u32, DecodeError> {
+        self.need(4)?;
+        Ok(self.0.get_u32_le())
+    }
+
+    fn u64(&mut self) -> Result<u64, DecodeError> {
+        self.need(8)?;
+        Ok(self.0.get_u64_le())
+    }
+
+    fn bytes(&mut self) -> Result<Bytes, DecodeError> {
+        let n = self.u32()? as usize;
+        self.need(n)?;
+        Ok(self.0.split_to(n))
+    }
+
+    fn string(&mut self) -> Result<String, DecodeError> {
+        let b = self.bytes()?;
+        String::from_utf8(b.to_vec()).map_err(|_| DecodeError::BadString)
+    }
+
+    /// A count of items each at least `min_item` bytes long: refuses counts the remaining
+    /// bytes cannot hold, so a hostile count cannot make us allocate wildly.
+    fn count(&mut self, min_item: usize) -> Result<usize, DecodeError> {
+        let n = self.u32()? as usize;
+        self.need(n.saturating_mul(min_item))?;
+        Ok(n)
+    }
+
+    fn strings(&mut self) -> Result<Vec<String>, DecodeError> {
+        let n = self.count(4)?;
+        (0..n).map(|_| self.string()).collect()
+    }
+
+    fn ids(&mut self) -> Result<Vec<u64>, DecodeError> {
+        let n = self.count(8)?;
+        (0..n).map(|_| self.u64()).collect()
+    }
+
+    fn entry(&mut self) -> Result<Entry, DecodeError> {
+        let term = self.u64()?;
+        let index = self.u64()?;
+        let kind = match self.u8()? {
+            0 => EntryKind::Normal,
+            1 => EntryKind::Noop,
+            2 => EntryKind::ConfChange,
+            t => return Err(DecodeError::UnknownTag("entry kind", t)),
+        };
+        Ok(Entry {
+            term,
+            index,
+            kind,
+            data: self.bytes()?,
+        })
+    }
+
+    fn message(&mut self) -> Result<Message, DecodeError> {
+        let from = self.u64()?;
+        let to = self.u64()?;
+        let term = self.u64()?;
+        let body = match self.u8()? {
+            1 => MessageBody::PreVote {
+                last_index: self.u64()?,
+                last_term: self.u64()?,
+            },
+            2 => MessageBody::PreVoteResponse {
+                granted: self.bool()?,
+            },
+            3 => MessageBody::Vote {
+                last_index: self.u64()?,
+                last_term: self.u64()?,
+                transfer: self.bool()?,
+            },
+            4 => MessageBody::VoteResponse {
+                granted: self.bool()?,
+            },
+            5 => {
+                let prev_index = self.u64()?;
+                let prev_term = self.u64()?;
+                let commit = self.u64()?;
+                let n = self.count(21)?;
+                let entries = (0..n).map(|_| self.entry()).collect::<Result<_, _>>()?;
+                MessageBody::Append {
+                    prev_index,
+                    prev_term,
+                    entries,
+                    commit,
+                }
+            }
+            6 => {
+                let match_index = self.u64()?;
+                let rejected = match self.u8()? {
+                    0 => None,
+                    1 => Some((
+                        self.u64()?,
+                        RejectHint {
+                            index: self.u64()?,
+                            term: self.u64()?,
+                        },
+                    )),
+                    t => return Err(DecodeError::UnknownTag("append rejection", t)),
+                };
+                MessageBody::AppendResponse {
+                    rejected,
+                    match_index,
+                }
+            }
+            7 => MessageBody::Heartbeat {
+                commit: self.u64()?,
+                read_seq: self.u64()?,
+            },
+            8 => MessageBody::HeartbeatResponse {
+                read_seq: self.u64()?,
+            },
+            9 => {
+                let index = self.u64()?;
+                let term = self.u64()?;
+                let voters = self.ids()?;
+                let learners = self.ids()?;
+                let data = self.bytes()?;
+                MessageBody::InstallSnapshot {
+                    snapshot: Snapshot {
+                        meta: SnapshotMeta {
+                            index,
+                            term,
+                            conf_state: ConfState { voters, learners },
+                        },
+                        data,
+                    },
+                }
+            }
+            10 => MessageBody::TimeoutNow,
+            11 => MessageBody::ReadIndex { ctx: self.bytes()? },
+            12 => {
+                let ctx = self.bytes()?;
+                let index = match self.u8()? {
+                    0 => None,
+                    1 => Some(self.u64()?),
+                    t => return Err(DecodeError::UnknownTag("read index", t)),
+                };
+                MessageBody::ReadIndexResponse { ctx, index }
+            }
+            t => return Err(DecodeError::UnknownTag("message", t)),
+        };
+        Ok(Message {
+            from,
+            to,
+            term,
+            body,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(index: u64, data: &'static [u8]) -> Entry {
+        Entry {
+            term: 3,
+            index,
+            kind: EntryKind::Normal,
+            data: Bytes::from_static(data),
+        }
+    }
+
+    fn samples() -> Vec<Frame> {
+        let msg = |body| {
+            Frame::Raft(Message {
+                from: 1,
+                to: 2,
+                term: 7,
+                body,
+            })
+        };
+        vec![
+            Frame::Hello(Hello {
+                version: PROTOCOL_VERSION,
+                cluster_id: 9,
+                from: 1,
+                to: 2,
+                incarnation: 42,
+                name: "m1".into(),
+                client_urls: vec!["http://127.0.0.1:2379".into()],
+            }),
+            Frame::HelloReply(HelloReply::Accepted {
+                name: "m2".into(),
+                client_urls: vec![],
+                commit: 5,
+            }),
+            Frame::HelloReply(HelloReply::Refused {
+                reason: "wiped".into(),
+            }),
+            msg(MessageBody::PreVote {
+                last_index: 4,
+                last_term: 2,
+            }),
+            msg(MessageBody::PreVoteResponse { granted: true }),
+            msg(MessageBody::Vote {
+                last_index: 4,
+                last_term: 2,
+                transfer: true,
+            }),
+            msg(MessageBody::VoteResponse { granted: false }),
+            msg(MessageBody::Append {
+                prev_index: 4,
+                prev_term: 2,
+                entries: vec![
+                    entry(5, b"x"),
+                    Entry {
+                        kind: EntryKind::Noop,
+                        ..entry(6, b"")
+                    },
+                ],
+                commit: 4,
+            }),
+            msg(MessageBody::AppendResponse {
+                rejected: None,
+                match_index: 6,
+            }),
+            msg(MessageBody::AppendResponse {
+                rejected: Some((5, RejectHint { index: 3, term: 1 })),
+                match_index: 0,
+            }),
+            msg(MessageBody::Heartbeat {
+                commit: 6,
+                read_seq: 11,
+            }),
+            msg(MessageBody::HeartbeatResponse { read_seq: 11 }),
+            msg(MessageBody::InstallSnapshot {
+                snapshot: Snapshot {
+                    meta: SnapshotMeta {
+                        index: 100,
+                        term: 4,
+                        conf_state: ConfState {
+                            voters: vec![1, 2, 3],
+                            learners: vec![4],
+                        },
+                    },
+                    data: Bytes::from_static(b"image"),
+                },
+            }),
+            msg(MessageBody::TimeoutNow),
+            msg(MessageBody::ReadIndex {
+                ctx: Bytes::from_static(b"c"),
+            }),
+            msg(MessageBody::ReadIndexResponse {
+                ctx: Bytes::from_static(b"c"),
+                index: Some(9),
+            }),
+            msg(MessageBody::ReadIndexResponse {
+                ctx: Bytes::new(),
+                index: None,
+            }),
+            Frame::Forward {
+                req_id: 77,
+                data: Bytes::from_static(b"req"),
+            },
+            Frame::ForwardResult {
+                req_id: 77,
+                result: Ok((10, 3)),
+            },
+            Frame::ForwardResult {
+                req_id: 78,
+                result: Err(ForwardError::NotLeader),
+            },
+            Frame::ForwardResult {
+                req_id: 79,
+                result: Err(ForwardError::TooManyRequests),
+            },
+        ]
+    }
+
+    #[test]
+    fn every_frame_round_trips_through_one_buffer() {
+        let frames = samples();
+        let mut buf = BytesMut::new();
+        for f in &frames {
+            encode(f, &mut buf);
+        }
+        let mut decoded = Vec::new();
+        while let Some(body) = split_frame(&mut buf).unwrap() {
+            decoded.push(decode(body).unwrap());
+        }
+        assert_eq!(decoded, frames);
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn partial_frames_wait_for_more_bytes() {
+        let mut whole = BytesMut::new();
+        encode(&samples()[7], &mut whole);
+        let mut buf = BytesMut::from(&whole[..whole.len() - 1]);
+        assert_eq!(split_frame(&mut buf).unwrap(), None);
+        buf.extend_from_slice(&whole[whole.len() - 1..]);
+        assert!(split_frame(&mut buf).unwrap().is_some());
+    }
+
+    #[test]
+    fn every_truncation_is_an_error_not_a_panic() {
+        for f in samples() {
+            let mut buf = BytesMut::new();
+            encode(&f, &mut buf);
+            let body = split_frame(&mut buf).unwrap().unwrap();
+            for cut in 0..body.len() {
+                assert!(
+                    decode(body.slice(..cut)).is_err(),
+                    "{f:?} cut at {cut} decoded"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn hostile_lengths_are_refused() {
+        let mut buf = BytesMut::new();
+        buf.put_u32_le(u32::MAX);
+        assert!(matches!(
+            split_frame(&mut buf),
+            Err(DecodeError::TooLarge(_))
+        ));
+        // An Append claiming 4 billion entries in a few bytes.
+        let mut body = BytesMut::new();
+        body.put_u8(4);
+        body.put_slice(&[0; 24]);
+        body.put_u8(5);
+        body.put_slice(&[0; 24]);
+        body.put_u32_le(u32::MAX);
+        assert_eq!(decode(body.freeze()), Err(DecodeError::Truncated));
+        assert!(matches!(
+            decode(Bytes::from_static(&[99])),
+            Err(DecodeError::UnknownTag(..))
+        ));
+    }
+}
