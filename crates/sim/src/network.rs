@@ -95,6 +95,8 @@ pub struct NetStats {
     pub dropped: u64,
     pub appends_sent: u64,
     pub append_entries_sent: u64,
+    /// Append responses that reject (log mismatch): the backtracking cost.
+    pub append_rejections: u64,
 }
 
 #[derive(Debug)]
@@ -163,6 +165,12 @@ impl Network {
         if let MessageBody::Append { entries, .. } = &msg.body {
             self.stats.appends_sent += 1;
             self.stats.append_entries_sent += entries.len() as u64;
+        }
+        if let MessageBody::AppendResponse {
+            rejected: Some(_), ..
+        } = &msg.body
+        {
+            self.stats.append_rejections += 1;
         }
         if !self.link_up(msg.from, msg.to) {
             self.stats.dropped += 1;

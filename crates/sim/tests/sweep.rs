@@ -1,0 +1,56 @@
+//! The seed sweep: thousands of random runs with every fault on (see `sim::fuzz`). Each
+//! failing seed is printed with its replay command.
+
+use sim::fuzz::{replay_command, run_seed, FuzzOptions};
+use sim::sweep::sweep;
+
+/// Seeds swept by default; `RAFTKV_SIM_SWEEP_START` / `RAFTKV_SIM_SWEEP_COUNT` override.
+const DEFAULT_COUNT: u64 = 2_000;
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .map(|v| v.parse().unwrap_or_else(|_| panic!("{name}={v:?} is not a number")))
+        .unwrap_or(default)
+}
+
+#[test]
+fn sweep_random_seeds_with_all_faults() {
+    let start = env_u64("RAFTKV_SIM_SWEEP_START", 0);
+    let count = env_u64("RAFTKV_SIM_SWEEP_COUNT", DEFAULT_COUNT);
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let summary = sweep(start, count, threads, &FuzzOptions::default());
+    println!("{}", summary.headline());
+    for f in summary.failures.iter().take(5) {
+        println!("{}", f.failure.as_deref().unwrap_or(""));
+    }
+    let failed: Vec<u64> = summary.failures.iter().map(|f| f.seed).collect();
+    assert!(
+        failed.is_empty(),
+        "{}\nfailing seeds: {failed:?}\nreplay the first: {}",
+        summary.headline(),
+        replay_command(failed[0])
+    );
+}
+
+/// Replays `RAFTKV_SIM_SEED` (default 0) with its trace printed on failure.
+#[test]
+fn replay_one_seed() {
+    let seed = sim::seed_from_env_or(0);
+    let options = FuzzOptions {
+        trace: std::env::var_os("RAFTKV_SIM_TRACE").is_some(),
+        ..FuzzOptions::default()
+    };
+    let report = run_seed(seed, &options);
+    println!("seed {seed}: plan {:?}", report.plan);
+    if let Some(f) = &report.failure {
+        for line in &report.trace {
+            println!("{line}");
+        }
+        panic!("{f}");
+    }
+    println!(
+        "seed {seed}: ok after {} ticks, {} proposals, commit index {}, {} reads confirmed",
+        report.ticks, report.proposals, report.committed_index, report.reads_confirmed
+    );
+}
