@@ -131,6 +131,16 @@ impl Cluster {
                 data: s.data.clone(),
             });
         }
+        // Safety rule 10: nothing is applied beyond the commit index already on disk.
+        let durable_commit = self.disks[&id].hard_state.commit;
+        if let Some(last) = rd.committed_entries.last() {
+            assert!(
+                last.index <= durable_commit,
+                "node {id} applies {} beyond durable commit {durable_commit}",
+                last.index
+            );
+        }
+        let applied = self.applied.get_mut(&id).unwrap();
         applied.extend(rd.committed_entries.iter().cloned());
         self.read_states
             .get_mut(&id)
@@ -266,4 +276,96 @@ impl Cluster {
     pub fn count_sent(&self, pred: impl Fn(&Message) -> bool) -> usize {
         self.sent.iter().filter(|m| pred(m)).count()
     }
+}
+
+// ----- helpers for scripted single-node transcripts -----
+
+/// A node of a `voters`-sized cluster, with pre-vote off unless asked (scripts are shorter).
+pub fn scripted(id: NodeId, voters: &[NodeId], pre_vote: bool) -> RaftNode {
+    let mut cfg = config(id);
+    cfg.pre_vote = pre_vote;
+    let initial = InitialState {
+        conf_state: ConfState {
+            voters: voters.to_vec(),
+            learners: vec![],
+        },
+        ..Default::default()
+    };
+    RaftNode::new(cfg, initial).unwrap()
+}
+
+/// A node recovered with the given log (terms by index) and hard state.
+pub fn recovered(id: NodeId, voters: &[NodeId], terms: &[Term], hs: HardState) -> RaftNode {
+    let mut cfg = config(id);
+    cfg.pre_vote = false;
+    let initial = InitialState {
+        hard_state: hs,
+        conf_state: ConfState {
+            voters: voters.to_vec(),
+            learners: vec![],
+        },
+        snapshot: None,
+        entries: terms
+            .iter()
+            .enumerate()
+            .map(|(i, &t)| entry(i as u64 + 1, t))
+            .collect(),
+        applied: 0,
+    };
+    RaftNode::new(cfg, initial).unwrap()
+}
+
+pub fn entry(index: Index, term: Term) -> Entry {
+    Entry {
+        term,
+        index,
+        kind: EntryKind::Normal,
+        data: Bytes::from(format!("{index}@{term}")),
+    }
+}
+
+pub fn msg(from: NodeId, to: NodeId, term: Term, body: MessageBody) -> Message {
+    Message {
+        from,
+        to,
+        term,
+        body,
+    }
+}
+
+/// Take a Ready and acknowledge it at once (as if written and applied instantly).
+pub fn flush(node: &mut RaftNode) -> Ready {
+    let rd = node.ready();
+    node.advance(rd.ack());
+    rd
+}
+
+/// All messages of a Ready, both kinds.
+pub fn all_messages(rd: &Ready) -> Vec<Message> {
+    rd.messages
+        .iter()
+        .chain(rd.persisted_messages.iter())
+        .cloned()
+        .collect()
+}
+
+/// Make a scripted node the leader of `term - 1 + 1` by granting it votes (pre-vote off).
+pub fn make_leader(node: &mut RaftNode, voters: &[NodeId]) {
+    node.campaign();
+    let term = node.status().hard_state.term;
+    flush(node);
+    let me = node.status().id;
+    for &v in voters.iter().filter(|&&v| v != me) {
+        if node.status().role == Role::Leader {
+            break;
+        }
+        node.step(msg(
+            v,
+            me,
+            term,
+            MessageBody::VoteResponse { granted: true },
+        ))
+        .unwrap();
+    }
+    assert_eq!(node.status().role, Role::Leader);
 }
