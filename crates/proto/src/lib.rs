@@ -1,0 +1,33 @@
+//! The wire protocol of raftkv.
+//!
+//! * [`etcdserverpb`], [`mvccpb`], [`authpb`]: etcd's v3 API, so that `etcdctl` and etcd
+//!   client libraries talk to raftkv unchanged. Every service has a generated client
+//!   (`kv_client::KvClient`, ...) and server (`kv_server::KvServer` + the `kv_server::Kv`
+//!   trait, ...). Server traits come with default methods answering `UNIMPLEMENTED`, so a
+//!   server only implements what it supports.
+//! * [`raftkvpb`]: raftkv's own messages, chiefly [`raftkvpb::InternalRequest`], the
+//!   payload of a Raft log entry that every member applies to its MVCC store.
+//!
+//! All `bytes` fields are [`bytes::Bytes`]. Build them with `Bytes::from(vec)`,
+//! `Bytes::from_static(b"..")` or `Bytes::copy_from_slice(..)`.
+
+#![allow(clippy::all, clippy::pedantic)]
+#![allow(missing_docs)]
+
+pub use prost;
+
+pub mod mvccpb {
+    include!(concat!(env!("OUT_DIR"), "/mvccpb.rs"));
+}
+
+pub mod authpb {
+    include!(concat!(env!("OUT_DIR"), "/authpb.rs"));
+}
+
+pub mod etcdserverpb {
+    include!(concat!(env!("OUT_DIR"), "/etcdserverpb.rs"));
+}
+
+pub mod raftkvpb {
+    include!(concat!(env!("OUT_DIR"), "/raftkvpb.rs"));
+}
