@@ -1,0 +1,335 @@
+//! Snapshot files: one state-machine image per file, `<term>-<index>.snap` (16 hex digits
+//! each) in the `snap/` directory.
+//!
+//! A snapshot is written to `<name>.tmp`, fsynced, renamed to its final name, and the
+//! directory fsynced: a final name therefore always holds a complete file, and only a
+//! WAL marker record makes a snapshot *current* (see `Storage::compact_to`). A file with a
+//! final name but no marker (a crash between the two) is an orphan and is deleted at start.
+//!
+//! File layout (all integers little-endian):
+//!
+//! ```text
+//! "RKVSNAP1" | meta_len: u32 | meta (as in WAL snapshot markers) | data ... |
+//! data_len: u64 | crc32c(everything before this field): u32
+//! ```
+//!
+//! The length and checksum trail the data so an image can be streamed from a reader of
+//! unknown length, on a background thread, without holding it all in memory.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use raft::{Index, Snapshot, SnapshotMeta, Term};
+
+use crate::codec;
+use crate::error::{Result, StorageError};
+use crate::fs::{join, FileSystem, FsFile};
+
+const MAGIC: &[u8; 8] = b"RKVSNAP1";
+const TRAILER: usize = 12;
+const CHUNK: usize = 1 << 20;
+
+pub(crate) fn snapshot_name(term: Term, index: Index) -> String {
+    format!("{term:016x}-{index:016x}.snap")
+}
+
+/// `(term, index)` of a final snapshot file name.
+pub(crate) fn parse_snapshot_name(name: &str) -> Option<(Term, Index)> {
+    let stem = name.strip_suffix(".snap")?;
+    let (t, i) = stem.split_once('-')?;
+    if t.len() != 16 || i.len() != 16 {
+        return None;
+    }
+    Some((
+        u64::from_str_radix(t, 16).ok()?,
+        u64::from_str_radix(i, 16).ok()?,
+    ))
+}
+
+/// A snapshot file that is complete and durable under its final name, but not yet made
+/// current: hand it to `Storage::compact_to`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WrittenSnapshot {
+    pub meta: SnapshotMeta,
+    pub path: PathBuf,
+    /// Size of the file in bytes.
+    pub file_size: u64,
+}
+
+/// Writes snapshot files. Cheap to clone and `Send`: move it to the thread that serialises
+/// the state machine; it never touches the WAL, so appends go on while it writes.
+#[derive(Clone, Debug)]
+pub struct SnapshotWriter {
+    fs: Arc<dyn FileSystem>,
+    dir: PathBuf,
+}
+
+impl SnapshotWriter {
+    pub(crate) fn new(fs: Arc<dyn FileSystem>, dir: PathBuf) -> SnapshotWriter {
+        SnapshotWriter { fs, dir }
+    }
+
+    /// Write the image produced by `data` as the snapshot described by `meta`.
+    pub fn write(&self, meta: &SnapshotMeta, data: &mut dyn Read) -> Result<WrittenSnapshot> {
+        let name = snapshot_name(meta.term, meta.index);
+        let path = join(&self.dir, &name);
+        let tmp = join(&self.dir, &format!("{name}.tmp"));
+        let mut file = self
+            .fs
+            .create(&tmp)
+            .map_err(|e| StorageError::io("create", &tmp, e))?;
+        match write_contents(&mut *file, &tmp, meta, data) {
+            Ok(size) => {
+                drop(file);
+                self.fs
+                    .rename(&tmp, &path)
+                    .map_err(|e| StorageError::io("rename", &tmp, e))?;
+                self.fs
+                    .sync_dir(&self.dir)
+                    .map_err(|e| StorageError::io("fsync dir", &self.dir, e))?;
+                Ok(WrittenSnapshot {
+                    meta: meta.clone(),
+                    path,
+                    file_size: size,
+                })
+            }
+            Err(e) => {
+                drop(file);
+                let _ = self.fs.remove_file(&tmp);
+                Err(e)
+            }
+        }
+    }
+
+    /// [`SnapshotWriter::write`] for an image already in memory.
+    pub fn write_bytes(&self, meta: &SnapshotMeta, data: &[u8]) -> Result<WrittenSnapshot> {
+        self.write(meta, &mut std::io::Cursor::new(data))
+    }
+}
+
+/// Streams header, data and trailer into `file` and fsyncs it. Returns the file size.
+fn write_contents(
+    file: &mut dyn FsFile,
+    path: &Path,
+    meta: &SnapshotMeta,
+    data: &mut dyn Read,
+) -> Result<u64> {
+    let io = |op| move |e| StorageError::io(op, path, e);
+    let mut head = Vec::with_capacity(64);
+    head.extend_from_slice(MAGIC);
+    let mut meta_bytes = Vec::new();
+    codec::encode_snapshot_meta(&mut meta_bytes, meta);
+    head.extend_from_slice(&(meta_bytes.len() as u32).to_le_bytes());
+    head.extend_from_slice(&meta_bytes);
+    let mut crc = crc32c::crc32c(&head);
+    file.write_all(&head).map_err(io("write"))?;
+
+    let mut chunk = vec![0u8; CHUNK];
+    let mut data_len = 0u64;
+    loop {
+        let n = match data.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(StorageError::io("read snapshot image", path, e)),
+        };
+        crc = crc32c::crc32c_append(crc, &chunk[..n]);
+        file.write_all(&chunk[..n]).map_err(io("write"))?;
+        data_len += n as u64;
+    }
+    let len_bytes = data_len.to_le_bytes();
+    crc = crc32c::crc32c_append(crc, &len_bytes);
+    let mut trailer = Vec::with_capacity(TRAILER);
+    trailer.extend_from_slice(&len_bytes);
+    trailer.extend_from_slice(&crc.to_le_bytes());
+    file.write_all(&trailer).map_err(io("write"))?;
+    file.sync_data().map_err(io("fdatasync"))?;
+    Ok(head.len() as u64 + data_len + TRAILER as u64)
+}
+
+/// Reads and verifies the snapshot file for `meta`.
+pub(crate) fn load(fs: &dyn FileSystem, dir: &Path, meta: &SnapshotMeta) -> Result<Snapshot> {
+    let path = join(dir, &snapshot_name(meta.term, meta.index));
+    let bad = |reason: String| StorageError::CorruptSnapshot {
+        path: path.clone(),
+        reason,
+    };
+    let raw = match fs.read(&path) {
+        Ok(raw) => raw,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(bad(format!(
+                "the WAL says snapshot (index {}, term {}) is durable, but its file is missing",
+                meta.index, meta.term
+            )))
+        }
+        Err(e) => return Err(StorageError::io("read", &path, e)),
+    };
+    let raw = Bytes::from(raw);
+    let (found, data) = parse(&raw).map_err(bad)?;
+    if found.index != meta.index || found.term != meta.term {
+        return Err(bad(format!(
+            "file holds snapshot (index {}, term {}), the WAL expects (index {}, term {})",
+            found.index, found.term, meta.index, meta.term
+        )));
+    }
+    Ok(Snapshot { meta: found, data })
+}
+
+/// Splits and verifies a snapshot file: its metadata and a zero-copy slice of its image.
+fn parse(raw: &Bytes) -> std::result::Result<(SnapshotMeta, Bytes), String> {
+    let min = MAGIC.len() + 4 + TRAILER;
+    if raw.len() < min {
+        return Err(format!(
+            "file is {} bytes, shorter than the smallest snapshot ({min})",
+            raw.len()
+        ));
+    }
+    if &raw[..MAGIC.len()] != MAGIC {
+        return Err("bad magic at offset 0 (not a raftkv snapshot)".into());
+    }
+    let crc_at = raw.len() - 4;
+    let stored = u32::from_le_bytes(raw[crc_at..].try_into().expect("4 bytes"));
+    let actual = crc32c::crc32c(&raw[..crc_at]);
+    if stored != actual {
+        return Err(format!(
+            "checksum mismatch at offset {crc_at} (stored {stored:#010x}, computed {actual:#010x})"
+        ));
+    }
+    let meta_len = u32::from_le_bytes(raw[8..12].try_into().expect("4 bytes")) as usize;
+    let meta_end = 12usize
+        .checked_add(meta_len)
+        .filter(|&e| e <= raw.len() - TRAILER)
+        .ok_or("metadata length runs past the end of the file")?;
+    let meta = codec::decode_snapshot_meta(&raw[12..meta_end])?;
+    let data_len = u64::from_le_bytes(
+        raw[raw.len() - TRAILER..crc_at]
+            .try_into()
+            .expect("8 bytes"),
+    );
+    let data_end = raw.len() - TRAILER;
+    if data_len != (data_end - meta_end) as u64 {
+        return Err(format!(
+            "data length {data_len} disagrees with the file size"
+        ));
+    }
+    Ok((meta, raw.slice(meta_end..data_end)))
+}
+
+/// Deletes temp files, orphans newer than the current snapshot, and all but the newest
+/// `keep` snapshots at or below it.
+pub(crate) fn tidy(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    current: Option<&SnapshotMeta>,
+    keep: usize,
+) -> Result<()> {
+    let names = fs
+        .list_dir(dir)
+        .map_err(|e| StorageError::io("list", dir, e))?;
+    let current_index = current.map(|m| m.index).unwrap_or(0);
+    let mut kept: Vec<(Index, Term, String)> = Vec::new();
+    let mut doomed = Vec::new();
+    for name in names {
+        if name.ends_with(".snap.tmp") {
+            doomed.push(name);
+        } else if let Some((term, index)) = parse_snapshot_name(&name) {
+            let is_current = current.is_some_and(|m| m.index == index && m.term == term);
+            if index > current_index || (index == current_index && !is_current) {
+                tracing::warn!(file = %name, "deleting a snapshot file that the WAL never made current (crash before its marker)");
+                doomed.push(name);
+            } else {
+                kept.push((index, term, name));
+            }
+        }
+    }
+    kept.sort();
+    let excess = kept.len().saturating_sub(keep.max(1));
+    doomed.extend(kept.into_iter().take(excess).map(|(_, _, n)| n));
+    if doomed.is_empty() {
+        return Ok(());
+    }
+    for name in &doomed {
+        let path = join(dir, name);
+        fs.remove_file(&path)
+            .map_err(|e| StorageError::io("remove", &path, e))?;
+    }
+    fs.sync_dir(dir)
+        .map_err(|e| StorageError::io("fsync dir", dir, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lazy_fs::LazyFs;
+    use raft::ConfState;
+
+    fn setup() -> (Arc<LazyFs>, PathBuf) {
+        let fs = Arc::new(LazyFs::new());
+        let dir = PathBuf::from("/snap");
+        fs.create_dir_all(&dir).unwrap();
+        (fs, dir)
+    }
+
+    fn meta(index: u64, term: u64) -> SnapshotMeta {
+        SnapshotMeta {
+            index,
+            term,
+            conf_state: ConfState {
+                voters: vec![1, 2, 3],
+                learners: vec![],
+            },
+        }
+    }
+
+    #[test]
+    fn written_snapshots_load_back_and_damage_is_detected() {
+        let (fs, dir) = setup();
+        let w = SnapshotWriter::new(fs.clone(), dir.clone());
+        let image: Vec<u8> = (0..3 * CHUNK + 17).map(|i| (i * 7) as u8).collect();
+        let written = w.write_bytes(&meta(10, 2), &image).unwrap();
+        let snap = load(&*fs, &dir, &meta(10, 2)).unwrap();
+        assert_eq!(snap.meta, meta(10, 2));
+        assert_eq!(&snap.data[..], &image[..]);
+
+        for offset in [
+            0usize,
+            9,
+            40,
+            image.len() / 2,
+            written.file_size as usize - 1,
+        ] {
+            let (fs2, dir2) = setup();
+            SnapshotWriter::new(fs2.clone(), dir2.clone())
+                .write_bytes(&meta(10, 2), &image)
+                .unwrap();
+            fs2.corrupt_durably(&written.path, |b| b[offset] ^= 0x10)
+                .unwrap();
+            let err = load(&*fs2, &dir2, &meta(10, 2)).unwrap_err().to_string();
+            assert!(
+                err.contains("0000000000000002-000000000000000a.snap"),
+                "{err}"
+            );
+        }
+        assert!(load(&*fs, &dir, &meta(11, 2))
+            .unwrap_err()
+            .to_string()
+            .contains("missing"));
+    }
+
+    #[test]
+    fn tidy_keeps_the_newest_and_drops_orphans_and_temps() {
+        let (fs, dir) = setup();
+        let w = SnapshotWriter::new(fs.clone(), dir.clone());
+        for i in 1..=4 {
+            w.write_bytes(&meta(i * 10, 1), b"x").unwrap();
+        }
+        fs.create(&dir.join("0000000000000001-0000000000000099.snap.tmp"))
+            .unwrap();
+        tidy(&*fs, &dir, Some(&meta(30, 1)), 2).unwrap();
+        let mut names = fs.list_dir(&dir).unwrap();
+        names.sort();
+        assert_eq!(names, vec![snapshot_name(1, 20), snapshot_name(1, 30)]);
+    }
+}

@@ -1,0 +1,705 @@
+//! The segmented write-ahead log.
+//!
+//! The WAL is a directory of segment files `<seq as 16 hex digits>.wal`, numbered without
+//! gaps. Only the newest segment is written; when it reaches the configured size the next
+//! batch starts a new one. Every segment begins with a header record, then a copy of the
+//! current hard state and snapshot marker, so that older segments can be deleted without
+//! losing either.
+//!
+//! Truncating a conflicting suffix is *logical*: an entry record at index `i` replaces every
+//! earlier-written entry at `i` and above. That keeps a conflict and its replacement in one
+//! append-only batch (one fsync, no window in which the log is shorter than both) and never
+//! cuts through a hard-state record written after the conflicting entries.
+//!
+//! Recovery (`Wal::open`) replays every record in order. A record that fails its checks is a
+//! *torn tail* only if it is in the last segment and no valid record follows it; then it was
+//! never acknowledged (acknowledgement comes after the fsync of the whole batch) and is cut
+//! off with a warning. Anything else is corruption and stops the member.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use raft::{Entry, HardState, Index, SnapshotMeta};
+
+use crate::codec::{self, Frame, Record};
+use crate::error::{Result, StorageError};
+use crate::fs::{join, FileSystem, FsFile};
+
+/// The WAL format this code writes and the newest it can read.
+pub(crate) const WAL_FORMAT: u32 = 1;
+/// Default segment size (64 MiB, like etcd).
+pub const DEFAULT_SEGMENT_SIZE: u64 = 64 << 20;
+
+/// A segment that exists on disk.
+#[derive(Debug)]
+struct Segment {
+    seq: u64,
+    path: PathBuf,
+    /// Highest entry index written into this segment (0 if none). A segment can be deleted
+    /// once a snapshot covers this index (and every older segment can be deleted too).
+    max_index: Index,
+}
+
+fn segment_name(seq: u64) -> String {
+    format!("{seq:016x}.wal")
+}
+
+fn parse_segment_name(name: &str) -> Option<u64> {
+    let hex = name.strip_suffix(".wal")?;
+    if hex.len() != 16 {
+        return None;
+    }
+    u64::from_str_radix(hex, 16).ok()
+}
+
+/// What replaying the WAL recovered.
+#[derive(Debug, Default)]
+pub(crate) struct Replayed {
+    pub hard_state: HardState,
+    /// The newest snapshot marker: a snapshot at this index is durable.
+    pub snapshot: Option<SnapshotMeta>,
+    /// Entries after the snapshot, contiguous.
+    pub entries: Vec<Entry>,
+}
+
+impl Replayed {
+    fn last_index(&self) -> Index {
+        self.entries.last().map(|e| e.index).unwrap_or(0)
+    }
+
+    /// Applies one record, as the log semantics define it. Errors are described for the
+    /// caller to wrap with the file and offset.
+    pub(crate) fn apply(&mut self, record: Record) -> std::result::Result<(), String> {
+        match record {
+            Record::SegmentHeader { .. } => {
+                return Err("segment header in the middle of a segment".into())
+            }
+            Record::HardState(hs) => self.hard_state = hs,
+            Record::Snapshot(meta) => self.apply_snapshot(meta),
+            Record::Entry(e) => {
+                match self.entries.first().map(|f| f.index) {
+                    None => {}
+                    Some(first) if e.index <= first => self.entries.clear(),
+                    Some(first) => {
+                        let last = self.last_index();
+                        if e.index > last + 1 {
+                            return Err(format!(
+                                "entry {} follows entry {last}: entries {}..{} are missing",
+                                e.index,
+                                last + 1,
+                                e.index - 1
+                            ));
+                        }
+                        self.entries.truncate((e.index - first) as usize);
+                    }
+                }
+                self.entries.push(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// A snapshot at `meta.index` replaces the log up to it. If our entry at that index has
+    /// another term (a snapshot installed from the leader over a divergent log), the
+    /// whole log is replaced (Raft's InstallSnapshot rule).
+    fn apply_snapshot(&mut self, meta: SnapshotMeta) {
+        if self.snapshot.as_ref().is_some_and(|s| s.index > meta.index) {
+            return; // An older marker copied into a newer segment: already superseded.
+        }
+        match self.entries.first().map(|f| f.index) {
+            Some(first) if meta.index >= first && meta.index <= self.last_index() => {
+                let pos = (meta.index - first) as usize;
+                if self.entries[pos].term == meta.term {
+                    self.entries.drain(..=pos);
+                } else {
+                    self.entries.clear();
+                }
+            }
+            Some(_) if meta.index > self.last_index() => self.entries.clear(),
+            _ => {}
+        }
+        self.snapshot = Some(meta);
+    }
+}
+
+/// The open WAL: replayed state lives in the caller; the WAL only appends and purges.
+pub(crate) struct Wal {
+    fs: Arc<dyn FileSystem>,
+    dir: PathBuf,
+    segment_size: u64,
+    segments: Vec<Segment>,
+    active: Box<dyn FsFile>,
+    active_len: u64,
+    /// What a new segment starts with, so old segments can go.
+    hard_state: HardState,
+    snapshot: Option<SnapshotMeta>,
+    /// Set after a failed fsync or a failed rollback: the state on disk is unknown.
+    failed: Option<String>,
+    buf: Vec<u8>,
+}
+
+impl std::fmt::Debug for Wal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Wal")
+            .field("dir", &self.dir)
+            .field("segments", &self.segments)
+            .field("active_len", &self.active_len)
+            .finish()
+    }
+}
+
+/// One thing to write in a batch.
+enum Item<'a> {
+    Snapshot(&'a SnapshotMeta),
+    Entry(&'a Entry),
+    HardState(&'a HardState),
+}
+
+impl Wal {
+    /// Create an empty WAL in `dir` (which must exist and hold no segments).
+    pub(crate) fn create(fs: Arc<dyn FileSystem>, dir: &Path, segment_size: u64) -> Result<Wal> {
+        let (active, active_len, seg) = new_segment(&*fs, dir, 1, &HardState::default(), None)?;
+        let mut active = active;
+        sync(&mut active, &seg.path)?;
+        fs.sync_dir(dir)
+            .map_err(|e| StorageError::io("fsync dir", dir, e))?;
+        Ok(Wal {
+            fs,
+            dir: dir.to_path_buf(),
+            segment_size,
+            segments: vec![seg],
+            active,
+            active_len,
+            hard_state: HardState::default(),
+            snapshot: None,
+            failed: None,
+            buf: Vec::new(),
+        })
+    }
+
+    /// Does `dir` hold any segment?
+    pub(crate) fn exists(fs: &dyn FileSystem, dir: &Path) -> Result<bool> {
+        if !fs
+            .exists(dir)
+            .map_err(|e| StorageError::io("stat", dir, e))?
+        {
+            return Ok(false);
+        }
+        let names = fs
+            .list_dir(dir)
+            .map_err(|e| StorageError::io("list", dir, e))?;
+        Ok(names.iter().any(|n| parse_segment_name(n).is_some()))
+    }
+
+    /// Open and replay the WAL in `dir`, cutting off a torn tail.
+    pub(crate) fn open(
+        fs: Arc<dyn FileSystem>,
+        dir: &Path,
+        segment_size: u64,
+    ) -> Result<(Wal, Replayed)> {
+        let names = fs
+            .list_dir(dir)
+            .map_err(|e| StorageError::io("list", dir, e))?;
+        let mut seqs: Vec<u64> = names.iter().filter_map(|n| parse_segment_name(n)).collect();
+        seqs.sort_unstable();
+        if seqs.is_empty() {
+            return Err(StorageError::MissingWal {
+                dir: dir.to_path_buf(),
+                reason: "no WAL segment files".into(),
+            });
+        }
+        for pair in seqs.windows(2) {
+            if pair[1] != pair[0] + 1 {
+                return Err(StorageError::MissingWal {
+                    dir: dir.to_path_buf(),
+                    reason: format!(
+                        "segment {} is followed by {}: segment(s) {}..{} are missing",
+                        segment_name(pair[0]),
+                        segment_name(pair[1]),
+                        pair[0] + 1,
+                        pair[1] - 1
+                    ),
+                });
+            }
+        }
+
+        let mut replayed = Replayed::default();
+        let mut segments = Vec::with_capacity(seqs.len());
+        let mut active_len = 0;
+        for (i, &seq) in seqs.iter().enumerate() {
+            let path = join(dir, &segment_name(seq));
+            let is_last = i + 1 == seqs.len();
+            let data = Bytes::from(
+                fs.read(&path)
+                    .map_err(|e| StorageError::io("read", &path, e))?,
+            );
+            let (valid_len, max_index) = replay_segment(&data, seq, &path, is_last, &mut replayed)?;
+            if is_last && (valid_len as usize) < data.len() {
+                tracing::warn!(
+                    file = %path.display(),
+                    offset = valid_len,
+                    dropped_bytes = data.len() - valid_len as usize,
+                    "WAL ends with a torn (incomplete or damaged) record that was never \
+                     acknowledged; cutting it off"
+                );
+                cut_tail(&*fs, &path, valid_len)?;
+            }
+            if is_last {
+                active_len = valid_len;
+            }
+            segments.push(Segment {
+                seq,
+                path,
+                max_index,
+            });
+        }
+        check_replayed(dir, &replayed)?;
+
+        let last = segments.last().expect("at least one segment");
+        let mut active = fs
+            .open_append(&last.path)
+            .map_err(|e| StorageError::io("open", &last.path, e))?;
+        if active_len == 0 {
+            // The crash came before the segment header was durable: write it again.
+            let mut head = Vec::new();
+            codec::encode_segment_header(&mut head, WAL_FORMAT, last.seq);
+            codec::encode_hard_state(&mut head, &replayed.hard_state);
+            if let Some(s) = &replayed.snapshot {
+                codec::encode_snapshot_marker(&mut head, s);
+            }
+            active
+                .write_all(&head)
+                .map_err(|e| StorageError::io("write", &last.path, e))?;
+            sync(&mut active, &last.path)?;
+            active_len = head.len() as u64;
+        }
+        let wal = Wal {
+            fs,
+            dir: dir.to_path_buf(),
+            segment_size,
+            segments,
+            active,
+            active_len,
+            hard_state: replayed.hard_state,
+            snapshot: replayed.snapshot.clone(),
+            failed: None,
+            buf: Vec::new(),
+        };
+        Ok((wal, replayed))
+    }
+
+    /// Durably append, in this order: a snapshot marker, entries, the hard state. One
+    /// `fdatasync` for the whole batch (more only if it crosses into a new segment). On
+    /// return `Ok`, everything is durable; on `Err(NoSpace)` nothing was changed.
+    pub(crate) fn append(
+        &mut self,
+        snapshot: Option<&SnapshotMeta>,
+        entries: &[Entry],
+        hard_state: Option<&HardState>,
+    ) -> Result<()> {
+        if let Some(why) = &self.failed {
+            return Err(StorageError::Failed(why.clone()));
+        }
+        let items = snapshot
+            .map(Item::Snapshot)
+            .into_iter()
+            .chain(entries.iter().map(Item::Entry))
+            .chain(hard_state.map(Item::HardState));
+
+        let start_len = self.active_len;
+        let start_segments = self.segments.len();
+        let start_max = self.segments.last().map(|s| s.max_index).unwrap_or(0);
+        let mut sealed: Vec<(Box<dyn FsFile>, PathBuf)> = Vec::new();
+        let mut hs_now = self.hard_state;
+        let mut snap_now = self.snapshot.clone();
+
+        let result = (|| -> Result<()> {
+            self.buf.clear();
+            for item in items {
+                let before = self.buf.len();
+                match item {
+                    Item::Snapshot(m) => codec::encode_snapshot_marker(&mut self.buf, m),
+                    Item::Entry(e) => codec::encode_entry(&mut self.buf, e),
+                    Item::HardState(h) => codec::encode_hard_state(&mut self.buf, h),
+                }
+                let full = self.active_len + self.buf.len() as u64 > self.segment_size;
+                if full && self.active_len + before as u64 > self.header_len_hint() {
+                    // Seal the active segment with the records before this one, start a new
+                    // segment and carry this record over.
+                    let carried = self.buf.split_off(before);
+                    self.write_active(&self.buf.clone())?;
+                    self.buf = Vec::new();
+                    let seq = self.segments.last().expect("active").seq + 1;
+                    let (file, len, seg) =
+                        new_segment(&*self.fs, &self.dir, seq, &hs_now, snap_now.as_ref())?;
+                    let old = std::mem::replace(&mut self.active, file);
+                    sealed.push((old, self.segments.last().expect("active").path.clone()));
+                    self.segments.push(seg);
+                    self.active_len = len;
+                    self.buf = carried;
+                }
+                match item {
+                    Item::Snapshot(m) => snap_now = Some(m.clone()),
+                    Item::Entry(e) => {
+                        let seg = self.segments.last_mut().expect("active");
+                        seg.max_index = seg.max_index.max(e.index);
+                    }
+                    Item::HardState(h) => hs_now = *h,
+                }
+            }
+            let tail = std::mem::take(&mut self.buf);
+            let written = self.write_active(&tail);
+            self.buf = tail;
+            written
+        })();
+
+        if let Err(e) = result {
+            self.rollback(start_len, start_segments, start_max, sealed, &e);
+            return Err(e);
+        }
+
+        // Durability point: sealed segments first, then the active one, then the directory
+        // if this batch created segments.
+        let synced = (|| -> Result<()> {
+            for (file, path) in sealed.iter_mut() {
+                sync(file, path)?;
+            }
+            let active_path = self.segments.last().expect("active").path.clone();
+            sync(&mut self.active, &active_path)?;
+            if self.segments.len() > start_segments {
+                self.fs
+                    .sync_dir(&self.dir)
+                    .map_err(|e| StorageError::io("fsync dir", &self.dir, e))?;
+            }
+            Ok(())
+        })();
+        if let Err(e) = synced {
+            // After a failed fsync the kernel may have dropped the dirty pages: we no longer
+            // know what is on disk. Fail-stop; a restart recovers from the disk.
+            self.failed = Some(e.to_string());
+            return Err(e);
+        }
+        self.hard_state = hs_now;
+        self.snapshot = snap_now;
+        Ok(())
+    }
+
+    /// A segment's header, hard state and marker take roughly this much; a segment never
+    /// seals before holding at least one record after them.
+    fn header_len_hint(&self) -> u64 {
+        64 + self
+            .snapshot
+            .as_ref()
+            .map(|s| 8 * (s.conf_state.voters.len() + s.conf_state.learners.len()) as u64 + 32)
+            .unwrap_or(0)
+    }
+
+    fn write_active(&mut self, bytes: &[u8]) -> Result<()> {
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        let path = &self.segments.last().expect("active").path;
+        self.active
+            .write_all(bytes)
+            .map_err(|e| StorageError::io("write", path, e))?;
+        self.active_len += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Undo a batch that failed before its fsync: delete the segments it created and cut
+    /// the segment it started in back to where the batch began. If that fails too, the WAL
+    /// is marked failed.
+    fn rollback(
+        &mut self,
+        start_len: u64,
+        start_segments: usize,
+        start_max: Index,
+        mut sealed: Vec<(Box<dyn FsFile>, PathBuf)>,
+        cause: &StorageError,
+    ) {
+        let undo = (|| -> std::io::Result<()> {
+            let created: Vec<Segment> = self.segments.drain(start_segments..).collect();
+            if let Some((first_file, _)) = (!sealed.is_empty()).then(|| sealed.remove(0)) {
+                self.active = first_file;
+            }
+            self.active.set_len(start_len)?;
+            if !created.is_empty() {
+                for seg in created.iter().rev() {
+                    self.fs.remove_file(&seg.path)?;
+                }
+                self.fs.sync_dir(&self.dir)?;
+            }
+            Ok(())
+        })();
+        self.active_len = start_len;
+        if let Some(seg) = self.segments.last_mut() {
+            seg.max_index = start_max;
+        }
+        if let Err(e) = undo {
+            self.failed = Some(format!("{cause}; then rolling the batch back failed: {e}"));
+        } else if !cause.is_no_space() {
+            self.failed = Some(cause.to_string());
+        }
+    }
+
+    /// Delete whole segments whose entries are all covered by a durable snapshot at
+    /// `snapshot_index`. Never the active segment (it holds the newest marker). Oldest
+    /// first, one directory fsync per deletion, so the survivors are always a gap-free run.
+    pub(crate) fn purge(&mut self, snapshot_index: Index) -> Result<usize> {
+        let mut removed = 0;
+        while self.segments.len() > 1 && self.segments[0].max_index <= snapshot_index {
+            let seg = &self.segments[0];
+            self.fs
+                .remove_file(&seg.path)
+                .map_err(|e| StorageError::io("remove", &seg.path, e))?;
+            self.fs
+                .sync_dir(&self.dir)
+                .map_err(|e| StorageError::io("fsync dir", &self.dir, e))?;
+            self.segments.remove(0);
+            removed += 1;
+        }
+        Ok(removed)
+    }
+
+    /// Refuse all further writes (the caller found memory and disk out of step).
+    pub(crate) fn fail(&mut self, why: String) {
+        self.failed.get_or_insert(why);
+    }
+
+    /// Number of segment files.
+    pub(crate) fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+/// Create segment `seq` with its header, hard state and snapshot marker (not yet synced).
+fn new_segment(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    seq: u64,
+    hs: &HardState,
+    snapshot: Option<&SnapshotMeta>,
+) -> Result<(Box<dyn FsFile>, u64, Segment)> {
+    let path = join(dir, &segment_name(seq));
+    let mut head = Vec::new();
+    codec::encode_segment_header(&mut head, WAL_FORMAT, seq);
+    codec::encode_hard_state(&mut head, hs);
+    if let Some(s) = snapshot {
+        codec::encode_snapshot_marker(&mut head, s);
+    }
+    let mut file = fs
+        .create(&path)
+        .map_err(|e| StorageError::io("create", &path, e))?;
+    if let Err(e) = file.write_all(&head) {
+        let _ = fs.remove_file(&path);
+        return Err(StorageError::io("write", &path, e));
+    }
+    let len = head.len() as u64;
+    Ok((
+        file,
+        len,
+        Segment {
+            seq,
+            path,
+            max_index: 0,
+        },
+    ))
+}
+
+fn sync(file: &mut Box<dyn FsFile>, path: &Path) -> Result<()> {
+    file.sync_data()
+        .map_err(|e| StorageError::io("fdatasync", path, e))
+}
+
+fn cut_tail(fs: &dyn FileSystem, path: &Path, len: u64) -> Result<()> {
+    let mut f = fs
+        .open_append(path)
+        .map_err(|e| StorageError::io("open", path, e))?;
+    f.set_len(len)
+        .map_err(|e| StorageError::io("truncate", path, e))?;
+    sync(&mut f, path)
+}
+
+/// Replays one segment into `replayed`. Returns the length of its valid prefix and the
+/// highest entry index in it.
+fn replay_segment(
+    data: &Bytes,
+    seq: u64,
+    path: &Path,
+    is_last: bool,
+    replayed: &mut Replayed,
+) -> Result<(u64, Index)> {
+    let corrupt = |offset: usize, reason: String| StorageError::CorruptWal {
+        path: path.to_path_buf(),
+        offset: offset as u64,
+        reason,
+    };
+    let mut at = 0usize;
+    let mut max_index = 0;
+    loop {
+        match codec::read_frame(data, at) {
+            Frame::End if at == 0 && !is_last => {
+                return Err(corrupt(
+                    0,
+                    "sealed (not the newest) segment is empty".into(),
+                ));
+            }
+            Frame::End => return Ok((at as u64, max_index)),
+            Frame::Valid { body_start, end } => {
+                let record =
+                    codec::decode_body(data, body_start, end).map_err(|r| corrupt(at, r))?;
+                if at == 0 {
+                    match record {
+                        Record::SegmentHeader { format, seq: found } => {
+                            if format > WAL_FORMAT {
+                                return Err(corrupt(0, format!("segment has WAL format {format}, newer than the supported {WAL_FORMAT}; run a newer raftkv")));
+                            }
+                            if found != seq {
+                                return Err(corrupt(0, format!("segment header says sequence {found}, file name says {seq}")));
+                            }
+                        }
+                        other => {
+                            return Err(corrupt(
+                                0,
+                                format!("segment does not start with a header but with {other:?}"),
+                            ))
+                        }
+                    }
+                } else {
+                    if let Record::Entry(e) = &record {
+                        max_index = max_index.max(e.index);
+                    }
+                    replayed.apply(record).map_err(|r| corrupt(at, r))?;
+                }
+                at = end;
+            }
+            Frame::Truncated | Frame::Bad(_) if is_last && !valid_frame_after(data, at + 1) => {
+                return Ok((at as u64, max_index));
+            }
+            Frame::Truncated => {
+                let why = if is_last {
+                    "incomplete record followed by valid records"
+                } else {
+                    "incomplete record in a sealed (not the newest) segment"
+                };
+                return Err(corrupt(at, why.into()));
+            }
+            Frame::Bad(reason) => {
+                let why = if is_last {
+                    "followed by valid records, so this is damage, not a torn write"
+                } else {
+                    "in a sealed (not the newest) segment"
+                };
+                return Err(corrupt(at, format!("{reason}, {why}")));
+            }
+        }
+    }
+}
+
+/// Is there a checksum-valid, decodable frame anywhere at or after `from`? Used only on
+/// the error path, to tell a torn tail (nothing valid after it) from damage.
+fn valid_frame_after(data: &Bytes, from: usize) -> bool {
+    (from..data.len()).any(|at| match codec::read_frame(data, at) {
+        Frame::Valid { body_start, end } => codec::decode_body(data, body_start, end).is_ok(),
+        _ => false,
+    })
+}
+
+/// Checks that must hold after a full replay.
+fn check_replayed(dir: &Path, r: &Replayed) -> Result<()> {
+    let snap_index = r.snapshot.as_ref().map(|s| s.index).unwrap_or(0);
+    if let Some(first) = r.entries.first() {
+        if first.index > snap_index + 1 {
+            return Err(StorageError::MissingWal {
+                dir: dir.to_path_buf(),
+                reason: format!(
+                    "the log starts at entry {} but the snapshot only covers up to {snap_index}",
+                    first.index
+                ),
+            });
+        }
+    }
+    let durable_last = r.last_index().max(snap_index);
+    if r.hard_state.commit > durable_last {
+        return Err(StorageError::MissingWal {
+            dir: dir.to_path_buf(),
+            reason: format!(
+                "the hard state says entries up to {} are committed, but the log ends at {durable_last}",
+                r.hard_state.commit
+            ),
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use raft::EntryKind;
+
+    fn e(index: u64, term: u64) -> Entry {
+        Entry {
+            term,
+            index,
+            kind: EntryKind::Normal,
+            data: Bytes::from(format!("{index}/{term}")),
+        }
+    }
+
+    #[test]
+    fn replay_applies_conflicts_and_snapshots() {
+        let mut r = Replayed::default();
+        for i in 1..=5 {
+            r.apply(Record::Entry(e(i, 1))).unwrap();
+        }
+        r.apply(Record::Entry(e(4, 2))).unwrap();
+        assert_eq!(r.entries, vec![e(1, 1), e(2, 1), e(3, 1), e(4, 2)]);
+        assert!(
+            r.apply(Record::Entry(e(6, 2))).is_err(),
+            "a gap is an error"
+        );
+        r.apply(Record::Snapshot(SnapshotMeta {
+            index: 2,
+            term: 1,
+            ..Default::default()
+        }))
+        .unwrap();
+        assert_eq!(r.entries, vec![e(3, 1), e(4, 2)]);
+        // A snapshot that disagrees with our entry at its index replaces the log.
+        r.apply(Record::Snapshot(SnapshotMeta {
+            index: 3,
+            term: 5,
+            ..Default::default()
+        }))
+        .unwrap();
+        assert!(r.entries.is_empty());
+        // An older marker (copied into a new segment) changes nothing.
+        r.apply(Record::Entry(e(4, 5))).unwrap();
+        r.apply(Record::Snapshot(SnapshotMeta {
+            index: 2,
+            term: 1,
+            ..Default::default()
+        }))
+        .unwrap();
+        assert_eq!(r.entries, vec![e(4, 5)]);
+        assert_eq!(r.snapshot.as_ref().unwrap().index, 3);
+    }
+
+    #[test]
+    fn segment_names_round_trip_and_reject_junk() {
+        assert_eq!(parse_segment_name(&segment_name(0xabc)), Some(0xabc));
+        for junk in [
+            "x.wal",
+            "0000000000000001.wal.tmp",
+            "000000000000001.wal",
+            "zzzzzzzzzzzzzzzz.wal",
+        ] {
+            assert_eq!(parse_segment_name(junk), None, "{junk}");
+        }
+    }
+}
