@@ -116,12 +116,11 @@ pub fn check<M: Model>(
 ) -> CheckResult {
     let start = Instant::now();
     let deadline = start + options.budget;
-    let mut by_key: BTreeMap<&str, Vec<&Operation<M::Input, M::Output>>> = BTreeMap::new();
+    let mut by_key: BTreeMap<&str, Vec<&OpOf<M>>> = BTreeMap::new();
     for op in ops {
         by_key.entry(op.key.as_str()).or_default().push(op);
     }
-    let mut partitions: Vec<(&str, Vec<&Operation<M::Input, M::Output>>)> =
-        by_key.into_iter().collect();
+    let mut partitions: Vec<(&str, Vec<&OpOf<M>>)> = by_key.into_iter().collect();
     // Small partitions first, so one hard key does not eat the budget of all the easy ones.
     partitions.sort_by_key(|(_, p)| p.len());
     let mut result = CheckResult {
@@ -162,6 +161,9 @@ pub fn check<M: Model>(
 }
 
 type Failure<S> = (Vec<usize>, S, Option<usize>);
+type OpOf<M> = Operation<<M as Model>::Input, <M as Model>::Output>;
+/// A failing cut: its time, its operations, and how the search failed on it.
+type FailingCut<M> = (u64, Vec<OpOf<M>>, Failure<<M as Model>::State>);
 
 /// The partition cut at `t`: operations invoked after `t` dropped, those completing after `t`
 /// made indeterminate.
@@ -196,7 +198,7 @@ fn witness<M: Model>(
         .collect();
     times.sort_unstable();
     times.dedup();
-    let mut chosen: Option<(u64, Vec<Operation<M::Input, M::Output>>, Failure<M::State>)> = None;
+    let mut chosen: Option<FailingCut<M>> = None;
     if minimise && !times.is_empty() {
         let (mut lo, mut hi) = (0usize, times.len() - 1);
         // Invariant: cuts at indices > hi fail (the full partition fails); find the first.

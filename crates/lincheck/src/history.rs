@@ -269,7 +269,7 @@ mod tests {
             h.invoke(11, 1, "k", ()),
             Err(HistoryError::ProcessBusy { process: 1 })
         );
-        assert!(matches!(h.complete(a, 9, Completion::Ok(())), Err(_)));
+        assert!(h.complete(a, 9, Completion::Ok(())).is_err());
         h.complete(a, 12, Completion::Ok(())).unwrap();
         assert_eq!(
             h.complete(a, 13, Completion::Ok(())),
