@@ -1,0 +1,98 @@
+//! The compose cluster of deploy/compose/compose.yaml under a unique project name, torn down
+//! (containers, network, volumes) on drop.
+
+use crate::docker::container_pid;
+use crate::exec::{run, Output};
+use crate::{image_under_test, unique_prefix};
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+pub struct ComposeProject {
+    pub project: String,
+    pub image: String,
+    file: PathBuf,
+    tool: Vec<String>,
+}
+
+/// `docker compose` (v2) if present, else `docker-compose` (1.x).
+fn compose_tool() -> Vec<String> {
+    let v2 = run(
+        Command::new("docker").args(["compose", "version"]),
+        Duration::from_secs(10),
+    );
+    if v2.success() {
+        return vec!["docker".into(), "compose".into()];
+    }
+    let v1 = run(
+        Command::new("docker-compose").arg("version"),
+        Duration::from_secs(10),
+    );
+    assert!(
+        v1.success(),
+        "neither `docker compose` nor `docker-compose` is installed"
+    );
+    vec!["docker-compose".into()]
+}
+
+impl ComposeProject {
+    pub fn new(test: &str) -> ComposeProject {
+        crate::docker::require_environment();
+        let file = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/compose/compose.yaml");
+        assert!(file.exists(), "{} is missing", file.display());
+        ComposeProject {
+            project: unique_prefix(test),
+            image: image_under_test(),
+            file,
+            tool: compose_tool(),
+        }
+    }
+
+    /// `<compose> -p <project> -f <file> <args>`, bounded by `limit`.
+    pub fn run(&self, args: &[&str], limit: Duration) -> Output {
+        let mut cmd = Command::new(&self.tool[0]);
+        cmd.args(&self.tool[1..])
+            .args(["-p", &self.project, "-f"])
+            .arg(&self.file)
+            .args(args)
+            .env("RAFTKV_IMAGE", &self.image)
+            .env("RAFTKV_CLUSTER_TOKEN", &self.project);
+        run(&mut cmd, limit)
+    }
+
+    /// PID of a service's container (for nsenter).
+    pub fn service_pid(&self, service: &str) -> Result<u32, String> {
+        let out = self
+            .run(&["ps", "-q", service], Duration::from_secs(20))
+            .into_result("compose ps")?;
+        let id = out.trim();
+        if id.is_empty() {
+            return Err(format!("service {service} has no container"));
+        }
+        container_pid(id)
+    }
+}
+
+impl Drop for ComposeProject {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let out = self.run(&["logs", "--tail", "40"], Duration::from_secs(30));
+            eprintln!("---- compose logs ----\n{}{}", out.stdout, out.stderr);
+        }
+        let out = self.run(
+            &[
+                "--profile",
+                "client",
+                "down",
+                "-v",
+                "--remove-orphans",
+                "-t",
+                "10",
+            ],
+            Duration::from_secs(120),
+        );
+        if !out.success() {
+            eprintln!("compose down failed: {}", out.stderr);
+        }
+    }
+}

@@ -1,0 +1,49 @@
+//! Reading a member's TCP sockets from inside its network namespace, to know (without
+//! sleeping) that a client's connection has reached it.
+
+use crate::exec::run;
+use std::process::Command;
+use std::time::Duration;
+
+/// Number of ESTABLISHED IPv4 TCP connections touching `port` in `pid`'s network namespace.
+pub fn established_on_port(pid: u32, port: u16) -> Result<usize, String> {
+    let out = run(
+        Command::new("nsenter").args(["-t", &pid.to_string(), "-n", "cat", "/proc/net/tcp"]),
+        Duration::from_secs(5),
+    )
+    .into_result("read /proc/net/tcp")?;
+    Ok(count_established(&out, port))
+}
+
+/// Counts ESTABLISHED (state 01) sockets whose local or remote port is `port` in the text of
+/// /proc/net/tcp.
+pub fn count_established(proc_net_tcp: &str, port: u16) -> usize {
+    let hex_port = format!(":{port:04X}");
+    proc_net_tcp
+        .lines()
+        .skip(1)
+        .filter(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() > 3 && f[3] == "01" && (f[1].ends_with(&hex_port) || f[2].ends_with(&hex_port))
+        })
+        .count()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_only_established_sockets_on_the_port() {
+        let text = "  sl  local_address rem_address   st tx_queue rx_queue\n\
+   0: 00000000:094B 00000000:0000 0A 00000000:00000000\n\
+   1: 0100007F:094B 0100007F:C350 01 00000000:00000000\n\
+   2: 0100007F:C350 0100007F:094B 01 00000000:00000000\n\
+   3: 0100007F:094C 0100007F:C351 01 00000000:00000000\n\
+   4: 0100007F:C352 0100007F:094B 06 00000000:00000000\n";
+        // The listener (0A), the peer-port socket and the TIME_WAIT one (06) do not count.
+        assert_eq!(count_established(text, 2379), 2);
+        assert_eq!(count_established(text, 2380), 1);
+        assert_eq!(count_established("header only\n", 2379), 0);
+    }
+}
