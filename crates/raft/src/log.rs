@@ -72,10 +72,10 @@ impl RaftLog {
             return Err(format!("commit {commit} beyond last index {last}"));
         }
         let commit = commit.max(snapshot_index);
-        if applied > commit || applied < snapshot_index {
-            return Err(format!(
-                "applied {applied} outside [snapshot {snapshot_index}, commit {commit}]"
-            ));
+        // The state machine was loaded from the snapshot, so it has applied at least that.
+        let applied = applied.max(snapshot_index);
+        if applied > commit {
+            return Err(format!("applied {applied} beyond commit {commit}"));
         }
         Ok(RaftLog {
             snapshot_index,

@@ -502,9 +502,7 @@ impl RaftNode {
     pub fn advance(&mut self, ack: ReadyAck) {
         if let Some(index) = ack.snapshot_index {
             // The snapshot is durable and loaded into the state machine.
-            if index == self.log.snapshot_index() || index <= self.log.applying {
-                self.log.applied = self.log.applied.max(index);
-            }
+            self.log.applied_to(index);
         }
         if ack.persisted_index > 0 {
             self.log
