@@ -124,12 +124,19 @@ fi
 [ -n "$BIN" ] && [ -x "$BIN" ] ||
   fail "no raftkv binary to check the manifests' flags with: set RAFTKV_BIN or run 'cargo build --release -p raftkv'"
 note "checking flags with $BIN"
+# The dry run also checks that the listen addresses (0.0.0.0:2379/2380) can be bound. Run it
+# in a network namespace of its own when we can make one, so that whatever listens on the
+# host's 2379 (a system etcd, another cluster) cannot fail it.
+ISOLATE=()
+if unshare -n true 2>/dev/null; then ISOLATE=(unshare -n)
+elif unshare -rn true 2>/dev/null; then ISOLATE=(unshare -rn)
+else note "no private network namespace available: the dry run binds the host's ports 2379/2380"; fi
 
 while IFS= read -r line; do
   case $line in
     SERVER\ *)
       eval "set -- ${line#SERVER }"
-      out=$(env -i PATH="$PATH" "$BIN" server --dry-run "$@" 2>&1) || fail "StatefulSet flags rejected by 'raftkv server --dry-run': $out"
+      out=$(env -i PATH="$PATH" "${ISOLATE[@]}" "$BIN" server --dry-run "$@" 2>&1) || fail "StatefulSet flags rejected by 'raftkv server --dry-run': $out"
       ok "StatefulSet server flags parse (raftkv server --dry-run: $(tail -n1 <<<"$out"))" ;;
     JOBCMD\ *)
       eval "set -- ${line#JOBCMD }"
@@ -163,7 +170,7 @@ PYEOF
     envs=()
     while [ "$1" != -- ]; do envs+=("$1"); shift; done
     shift
-    out=$(env -i PATH="$PATH" "${envs[@]}" "$BIN" server --dry-run "$@" 2>&1) || fail "compose service $svc: flags/env rejected by 'raftkv server --dry-run': $out"
+    out=$(env -i PATH="$PATH" "${envs[@]}" "${ISOLATE[@]}" "$BIN" server --dry-run "$@" 2>&1) || fail "compose service $svc: flags/env rejected by 'raftkv server --dry-run': $out"
     ok "compose service $svc: server flags and env parse"
   done <"$TMP/compose.out"
 fi
