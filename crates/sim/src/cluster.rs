@@ -305,7 +305,18 @@ impl Cluster {
         self.nodes[idx].sm.restore(records);
         let config = self.raft_config(id);
         match RaftNode::new(config, initial) {
-            Ok(raft) => {
+            Ok(mut raft) => {
+                // The contract: after a restart from a snapshot, hand it to `compact` so this
+                // member can ship it to followers that need compacted entries.
+                if let Some(snapshot) = self.nodes[idx].store.snapshot() {
+                    if let Err(e) = raft.compact(snapshot.clone()) {
+                        self.violate(
+                            "ready-contract",
+                            format!("node {id} refused its own recovered snapshot: {e:?}"),
+                        );
+                        return;
+                    }
+                }
                 self.nodes[idx].raft = Some(raft);
                 self.after_input(idx);
             }
@@ -764,6 +775,9 @@ impl Cluster {
                 rd.entries[0].term,
                 rd.entries[rd.entries.len() - 1].term
             );
+            if !self.check_overwrites(idx, &rd.entries) {
+                return false;
+            }
             if let Err(e) = self.nodes[idx].store.append(&rd.entries) {
                 self.violate("ready-contract", format!("node {id}: {e}"));
                 return false;
@@ -777,9 +791,8 @@ impl Cluster {
                     );
                     return false;
                 };
-                let r1 = self.checks.log_matching.observe_entry(id, e, prev_term);
-                let r2 = self.checks.committed.check_written(id, e.index, e.term, &e.data);
-                if !(self.check(r1) && self.check(r2)) {
+                let r = self.checks.log_matching.observe_entry(id, e, prev_term);
+                if !self.check(r) {
                     return false;
                 }
             }
@@ -810,6 +823,29 @@ impl Cluster {
         let mark = &mut self.nodes[idx].ledger_mark;
         *mark = (*mark).max(hs.commit);
         true
+    }
+
+    /// Before a write that truncates the durable log: no durable copy of a committed entry
+    /// may be replaced or cut off.
+    fn check_overwrites(&mut self, idx: usize, entries: &[Entry]) -> bool {
+        let id = idx as NodeId + 1;
+        let store = &self.nodes[idx].store;
+        let first = entries[0].index;
+        let mut result = Ok(());
+        for index in first.max(store.snapshot_index() + 1)..=store.last_index() {
+            let old = store.entry(index).expect("within the log");
+            let new = entries
+                .get((index - first) as usize)
+                .map(|e| (e.term, &e.data));
+            result = self
+                .checks
+                .committed
+                .check_replaced(id, index, old.term, &old.data, new);
+            if result.is_err() {
+                break;
+            }
+        }
+        self.check(result)
     }
 
     fn persist_snapshot(&mut self, idx: usize, snap: &Snapshot) -> bool {
@@ -859,6 +895,24 @@ impl Cluster {
             if !self.check(res) {
                 return false;
             }
+        }
+        // The snapshot replaces the whole stored log: none of the entries past it may be a
+        // durable copy of a committed entry (a stale, duplicated InstallSnapshot must not
+        // wipe entries this member already acknowledged).
+        let store = &self.nodes[idx].store;
+        let mut result = Ok(());
+        for index in (snap.meta.index + 1).max(store.snapshot_index() + 1)..=store.last_index() {
+            let old = store.entry(index).expect("within the log");
+            result = self
+                .checks
+                .committed
+                .check_replaced(id, index, old.term, &old.data, None);
+            if result.is_err() {
+                break;
+            }
+        }
+        if !self.check(result) {
+            return false;
         }
         self.nodes[idx].store.install_snapshot(snap.clone());
         let mark = &mut self.nodes[idx].ledger_mark;
@@ -974,7 +1028,7 @@ impl Cluster {
             );
             return;
         }
-        self.nodes[idx].store.install_snapshot(snapshot);
+        self.nodes[idx].store.compact_to(snapshot);
         self.stats.snapshots_taken += 1;
         let store = &self.nodes[idx].store;
         let r = self

@@ -52,6 +52,7 @@ pub struct Plan {
     pub max_inflight_msgs: usize,
     pub compact_every: Option<u64>,
     pub net: NetConfig,
+    pub clients: usize,
     pub p_propose: f64,
     pub p_crash: f64,
     pub p_restart: f64,
@@ -85,7 +86,8 @@ impl Plan {
                 long_delay_prob: rng.gen_range(0.0..0.1),
                 long_delay_max: rng.gen_range(20..=150),
             },
-            p_propose: rng.gen_range(0.1..0.6),
+            clients: rng.gen_range(1..=5),
+            p_propose: rng.gen_range(0.1..0.8),
             p_crash: rng.gen_range(0.0..0.03),
             p_restart: rng.gen_range(0.02..0.15),
             p_partition: rng.gen_range(0.0..0.04),
@@ -119,53 +121,95 @@ pub fn replay_command(seed: u64) -> String {
     )
 }
 
-/// A client proposal not yet known committed.
-struct Pending {
-    payload: Bytes,
-    next_try: u64,
+/// One client: at most one operation outstanding, like a real client waiting for its
+/// answer. It retries with exponential backoff and follows leader redirects.
+struct Client {
+    /// The operation in flight, if any.
+    op: Option<Bytes>,
     target: NodeId,
+    next_try: u64,
+    backoff: u64,
 }
 
 struct Clients {
     all: Vec<Bytes>,
-    pending: Vec<Pending>,
-    retry_ticks: u64,
+    clients: Vec<Client>,
+    min_backoff: u64,
+    max_backoff: u64,
 }
 
 impl Clients {
-    fn submit(&mut self, c: &mut Cluster) {
-        let payload = Bytes::from(format!("op-{}", self.all.len()));
-        let target = random_node(c);
-        self.all.push(payload.clone());
-        self.pending.push(Pending {
-            payload,
-            next_try: c.now_ticks(),
-            target,
-        });
+    fn new(count: usize, election: u64) -> Clients {
+        Clients {
+            all: Vec::new(),
+            clients: (0..count)
+                .map(|_| Client {
+                    op: None,
+                    target: 1,
+                    next_try: 0,
+                    backoff: 0,
+                })
+                .collect(),
+            min_backoff: 2 * election,
+            max_backoff: 8 * election,
+        }
     }
 
-    /// Retries what is due; forgets what is committed.
+    /// A random idle client starts a new operation.
+    fn submit(&mut self, c: &mut Cluster) {
+        let idle: Vec<usize> = (0..self.clients.len())
+            .filter(|&i| self.clients[i].op.is_none())
+            .collect();
+        let Some(&k) = idle.choose(c.rng()) else {
+            return;
+        };
+        let payload = Bytes::from(format!("op-{}", self.all.len()));
+        self.all.push(payload.clone());
+        let target = random_node(c);
+        let now = c.now_ticks();
+        let min_backoff = self.min_backoff;
+        let client = &mut self.clients[k];
+        client.op = Some(payload);
+        client.target = target;
+        client.next_try = now;
+        client.backoff = min_backoff;
+    }
+
+    /// Each client with an operation due (re)sends it; committed operations complete.
     fn drive(&mut self, c: &mut Cluster) {
         let now = c.now_ticks();
-        self.pending
-            .retain(|p| c.committed_index_of(&p.payload).is_none());
-        for i in 0..self.pending.len() {
-            if self.pending[i].next_try > now {
+        for k in 0..self.clients.len() {
+            let Some(payload) = self.clients[k].op.clone() else {
+                continue;
+            };
+            if c.committed_index_of(&payload).is_some() {
+                self.clients[k].op = None;
                 continue;
             }
-            let (payload, target) = (self.pending[i].payload.clone(), self.pending[i].target);
+            if self.clients[k].next_try > now {
+                continue;
+            }
+            let target = self.clients[k].target;
             match c.propose(target, payload) {
-                Ok(_) => self.pending[i].next_try = now + self.retry_ticks,
+                Ok(_) => {
+                    let client = &mut self.clients[k];
+                    client.next_try = now + client.backoff;
+                    client.backoff = (client.backoff * 2).min(self.max_backoff);
+                }
                 Err(ProposeError::NotLeader { leader: Some(l) }) if l != target => {
-                    self.pending[i].target = l;
-                    self.pending[i].next_try = now + 1;
+                    self.clients[k].target = l;
+                    self.clients[k].next_try = now + 1;
                 }
                 Err(_) => {
-                    self.pending[i].target = random_node(c);
-                    self.pending[i].next_try = now + 2;
+                    self.clients[k].target = random_node(c);
+                    self.clients[k].next_try = now + 2;
                 }
             }
         }
+    }
+
+    fn pending(&self) -> Vec<&Bytes> {
+        self.clients.iter().filter_map(|c| c.op.as_ref()).collect()
     }
 }
 
@@ -192,11 +236,7 @@ pub fn run_seed(seed: u64, options: &FuzzOptions) -> FuzzReport {
     config.replay = replay_command(seed);
     config.panic_on_violation = false;
     let mut c = Cluster::with_rng(config, rng);
-    let mut clients = Clients {
-        all: Vec::new(),
-        pending: Vec::new(),
-        retry_ticks: 2 * plan.election_tick as u64,
-    };
+    let mut clients = Clients::new(plan.clients, plan.election_tick as u64);
     let failure = fault_phase(&mut c, &plan, &mut clients, options.fault_ticks)
         .and_then(|()| liveness_phase(&mut c, &plan, &mut clients))
         .err();
@@ -346,7 +386,7 @@ fn liveness_phase(c: &mut Cluster, plan: &Plan, clients: &mut Clients) -> Result
                 COMMIT_BOUND_ELECTIONS * election,
                 c.leader(),
                 c.ids().iter().map(|&i| c.applied_index(i)).collect::<Vec<_>>(),
-                clients.pending.iter().map(|p| &p.payload).take(5).collect::<Vec<_>>()
+                clients.pending()
             ));
         }
         clients.drive(c);

@@ -99,18 +99,19 @@ impl DurableStore {
         Ok(())
     }
 
-    /// Replaces the log prefix up to `snapshot` with it. If the log holds the snapshot's
-    /// last entry (same index and term) the entries after it are kept; otherwise the whole
-    /// log conflicts with the snapshot and is discarded (safety rule 8).
+    /// Installs a snapshot received from the leader. Per the Ready contract the snapshot
+    /// replaces the stored log entirely: every entry goes, the Ready's entries follow it.
     pub fn install_snapshot(&mut self, snapshot: Snapshot) {
-        let index = snapshot.meta.index;
-        let keep_suffix = self.entry(index).map(|e| e.term) == Some(snapshot.meta.term);
-        if keep_suffix {
-            let drop = (index - self.snapshot_index()) as usize;
-            self.entries.drain(..drop);
-        } else {
-            self.entries.clear();
-        }
+        self.entries.clear();
+        self.snapshot = Some(snapshot);
+    }
+
+    /// Our own compaction: the snapshot replaces the log prefix up to its index; the
+    /// entries after it stay. The caller has checked that the log holds the snapshot's last
+    /// entry.
+    pub fn compact_to(&mut self, snapshot: Snapshot) {
+        let drop = (snapshot.meta.index - self.snapshot_index()) as usize;
+        self.entries.drain(..drop.min(self.entries.len()));
         self.snapshot = Some(snapshot);
     }
 
@@ -181,17 +182,19 @@ mod tests {
     }
 
     #[test]
-    fn snapshot_keeps_a_matching_suffix_and_drops_a_conflicting_log() {
+    fn compaction_keeps_the_suffix_but_an_installed_snapshot_replaces_the_log() {
         let mut store = DurableStore::default();
         store
             .append(&[entry(1, 1), entry(2, 1), entry(3, 1)])
             .unwrap();
-        store.install_snapshot(snapshot(2, 1));
+        store.compact_to(snapshot(2, 1));
         assert_eq!((store.snapshot_index(), store.last_index()), (2, 3));
 
         let mut other = DurableStore::default();
-        other.append(&[entry(1, 1), entry(2, 1)]).unwrap();
-        other.install_snapshot(snapshot(2, 3));
+        other
+            .append(&[entry(1, 1), entry(2, 1), entry(3, 1)])
+            .unwrap();
+        other.install_snapshot(snapshot(2, 1));
         assert_eq!((other.snapshot_index(), other.last_index()), (2, 2));
         assert!(other.entries().is_empty());
     }

@@ -16,6 +16,20 @@ pub struct SweepSummary {
     pub elapsed: Duration,
     pub total_ticks: u64,
     pub total_messages: u64,
+    /// Summed over all seeds: how much of each fault and feature the sweep exercised.
+    pub totals: Totals,
+}
+
+/// Sums over a sweep, to show the faults really happened.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Totals {
+    pub crashes: u64,
+    pub restarts: u64,
+    pub snapshots_taken: u64,
+    pub snapshots_installed: u64,
+    pub proposals: u64,
+    pub reads_confirmed: u64,
+    pub committed_entries: u64,
 }
 
 impl SweepSummary {
@@ -25,8 +39,10 @@ impl SweepSummary {
 
     /// One line: range, result and speed.
     pub fn headline(&self) -> String {
+        let t = &self.totals;
         format!(
-            "swept seeds {}..{} ({} seeds): {} failed, {:.1}s, {:.0} seeds/s, {} virtual ticks, {} messages",
+            "swept seeds {}..{} ({} seeds): {} failed, {:.1}s, {:.0} seeds/s; {} virtual ticks, {} messages, \
+             {} crashes, {} restarts, {} snapshots taken, {} installed, {} proposals, {} entries committed, {} reads confirmed",
             self.start,
             self.start + self.count,
             self.count,
@@ -34,7 +50,14 @@ impl SweepSummary {
             self.elapsed.as_secs_f64(),
             self.seeds_per_second(),
             self.total_ticks,
-            self.total_messages
+            self.total_messages,
+            t.crashes,
+            t.restarts,
+            t.snapshots_taken,
+            t.snapshots_installed,
+            t.proposals,
+            t.committed_entries,
+            t.reads_confirmed
         )
     }
 }
@@ -47,6 +70,7 @@ pub fn sweep(start: u64, count: u64, threads: usize, options: &FuzzOptions) -> S
     let failures = Mutex::new(Vec::new());
     let ticks = AtomicU64::new(0);
     let messages = AtomicU64::new(0);
+    let totals = Mutex::new(Totals::default());
     std::thread::scope(|s| {
         for _ in 0..threads.max(1) {
             s.spawn(|| loop {
@@ -57,6 +81,16 @@ pub fn sweep(start: u64, count: u64, threads: usize, options: &FuzzOptions) -> S
                 let report = run_seed(seed, options);
                 ticks.fetch_add(report.ticks, Ordering::Relaxed);
                 messages.fetch_add(report.net.sent, Ordering::Relaxed);
+                {
+                    let mut t = totals.lock().expect("no panics while locked");
+                    t.crashes += report.stats.crashes;
+                    t.restarts += report.stats.restarts;
+                    t.snapshots_taken += report.stats.snapshots_taken;
+                    t.snapshots_installed += report.stats.snapshots_installed;
+                    t.proposals += report.proposals as u64;
+                    t.reads_confirmed += report.reads_confirmed;
+                    t.committed_entries += report.committed_index;
+                }
                 if report.failure.is_some() {
                     failures.lock().expect("no panics while locked").push(report);
                 }
@@ -72,5 +106,6 @@ pub fn sweep(start: u64, count: u64, threads: usize, options: &FuzzOptions) -> S
         elapsed: began.elapsed(),
         total_ticks: ticks.into_inner(),
         total_messages: messages.into_inner(),
+        totals: totals.into_inner().expect("no panics while locked"),
     }
 }

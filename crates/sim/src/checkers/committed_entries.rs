@@ -70,25 +70,34 @@ impl CommittedLedger {
         }
     }
 
-    /// `node` durably wrote an entry at `index` (committed or not): if the index is known
-    /// committed, the entry must be the committed one.
-    pub fn check_written(
+    /// `node` replaces (or truncates away, `new` = `None`) its durable entry `old` at
+    /// `index`. A durable copy of a committed entry must never go: the leader of any later
+    /// term holds that very entry, so no legitimate conflict can reach it. (A stale member
+    /// writing something else at a committed index it never held is fine: its entry is
+    /// uncommitted and will be overwritten.)
+    pub fn check_replaced(
         &self,
         node: NodeId,
         index: Index,
-        term: Term,
-        data: &Bytes,
+        old_term: Term,
+        old_data: &Bytes,
+        new: Option<(Term, &Bytes)>,
     ) -> Result<(), Violation> {
-        match self.get(index) {
-            Some(c) if c.term != term || c.data != *data => Err(Violation::new(
+        let Some(c) = self.get(index) else {
+            return Ok(());
+        };
+        let old_is_committed = c.term == old_term && c.data == *old_data;
+        let new_is_committed = new.is_some_and(|(t, d)| c.term == t && c.data == *d);
+        if old_is_committed && !new_is_committed {
+            return Err(Violation::new(
                 "committed-entries",
                 format!(
-                    "node {node} overwrote committed entry {index} (term {}) with term {term} {data:?}",
+                    "node {node} dropped its copy of committed entry {index} (term {}), replacing it with {new:?}",
                     c.term
                 ),
-            )),
-            _ => Ok(()),
+            ));
         }
+        Ok(())
     }
 
     /// A durable commit index must be covered by the durable log (or snapshot).
@@ -130,12 +139,17 @@ mod tests {
     }
 
     #[test]
-    fn overwriting_a_committed_index_in_a_log_is_caught() {
+    fn dropping_a_durable_copy_of_a_committed_entry_is_caught() {
         let mut l = CommittedLedger::default();
+        let (x, y) = (Bytes::from_static(b"x"), Bytes::from_static(b"y"));
         l.record(1, 3, c(2, "x")).unwrap();
-        l.check_written(2, 3, 2, &Bytes::from_static(b"x")).unwrap();
-        l.check_written(2, 4, 9, &Bytes::from_static(b"y")).unwrap();
-        assert!(l.check_written(2, 3, 3, &Bytes::from_static(b"x")).is_err());
+        // Rewriting the same entry, or replacing an uncommitted one, is fine.
+        l.check_replaced(2, 3, 2, &x, Some((2, &x))).unwrap();
+        l.check_replaced(2, 3, 1, &y, Some((3, &y))).unwrap();
+        l.check_replaced(2, 4, 9, &y, None).unwrap();
+        // Replacing or truncating the committed copy is not.
+        assert!(l.check_replaced(2, 3, 2, &x, Some((3, &x))).is_err());
+        assert!(l.check_replaced(2, 3, 2, &x, None).is_err());
     }
 
     #[test]
