@@ -74,16 +74,23 @@ impl RaftNode {
             self.term = term;
             self.vote = None;
         }
+        // Figure 2: the election timer restarts only on hearing from a leader or granting a
+        // vote. Adopting a higher term from a vote request we refuse must not restart it,
+        // or members with stale logs could keep the up-to-date ones from ever campaigning.
+        // (A leader's clock counts check-quorum rounds instead, so it does start afresh.)
+        let restart_timer = self.role == Role::Leader;
         self.role = Role::Follower;
         self.leader = leader;
-        self.reset_role_state();
+        self.reset_role_state(restart_timer);
     }
 
     /// Clear everything that belongs to one role in one term.
-    fn reset_role_state(&mut self) {
-        self.election_elapsed = 0;
+    fn reset_role_state(&mut self, restart_timer: bool) {
+        if restart_timer {
+            self.election_elapsed = 0;
+            self.reset_election_timeout();
+        }
         self.heartbeat_elapsed = 0;
-        self.reset_election_timeout();
         self.votes.clear();
         self.progress.clear();
         self.transferee = None;
@@ -99,7 +106,7 @@ impl RaftNode {
         if self.config.pre_vote && !transfer {
             self.role = Role::PreCandidate;
             self.leader = None;
-            self.reset_role_state();
+            self.reset_role_state(true);
             self.votes.insert(self.id, true);
             if self.election_outcome() == VoteOutcome::Won {
                 self.start_election(false);
@@ -129,7 +136,7 @@ impl RaftNode {
         self.vote = Some(self.id);
         self.role = Role::Candidate;
         self.leader = None;
-        self.reset_role_state();
+        self.reset_role_state(true);
         self.votes.insert(self.id, true);
         if self.election_outcome() == VoteOutcome::Won {
             self.become_leader();
@@ -168,7 +175,7 @@ impl RaftNode {
     pub(crate) fn become_leader(&mut self) {
         self.role = Role::Leader;
         self.leader = Some(self.id);
-        self.reset_role_state();
+        self.reset_role_state(true);
         let next = self.log.last_index() + 1;
         let (max_msgs, max_bytes) = (
             self.config.max_inflight_msgs,

@@ -509,8 +509,8 @@ impl RaftNode {
                 .persisted_to(ack.persisted_index, ack.persisted_term);
         }
         self.log.applied_to(ack.applied_index);
-        if self.role == Role::Leader && self.maybe_commit() {
-            self.broadcast_append(true);
+        if self.role == Role::Leader {
+            self.maybe_commit();
         }
     }
 

@@ -96,6 +96,9 @@ pub(crate) struct Progress {
     pub(crate) read_ack: u64,
     /// Ticks spent in the Snapshot state (to resend a snapshot presumed lost).
     pub(crate) snapshot_ticks: u32,
+    /// `match_index` when the previous heartbeat answer arrived: if a whole heartbeat round
+    /// passes without progress while entries are outstanding, they are presumed lost.
+    pub(crate) match_at_last_heartbeat: Index,
 }
 
 impl Progress {
@@ -109,6 +112,7 @@ impl Progress {
             recent_active: false,
             read_ack: 0,
             snapshot_ticks: 0,
+            match_at_last_heartbeat: 0,
         }
     }
 

@@ -73,6 +73,10 @@ impl RaftNode {
         let Some(snapshot) = self.snapshot_to_send.clone() else {
             return false;
         };
+        if snapshot.meta.index < self.log.snapshot_index() {
+            // It would not cover the gap; sending it would loop forever.
+            return false;
+        }
         if let Some(pr) = self.progress.get_mut(&to) {
             pr.become_snapshot(snapshot.meta.index);
         }
@@ -197,8 +201,10 @@ impl RaftNode {
                     }
                     _ => {}
                 }
-                if advanced && self.maybe_commit() {
-                    self.broadcast_append(true);
+                // A new commit index reaches followers with the next Append or heartbeat;
+                // announcing it at once would double the messages per proposal.
+                if advanced {
+                    self.maybe_commit();
                 }
                 self.replicate_to(from, false);
                 if advanced {
@@ -234,10 +240,14 @@ impl RaftNode {
             }
             _ => {}
         }
+        let stalled = pr.match_index == pr.match_at_last_heartbeat;
+        pr.match_at_last_heartbeat = pr.match_index;
         if pr.match_index < last {
-            // Even with nothing new to send, an (empty) Append at `next_index` makes a
-            // follower that lost our earlier Appends reject it, which restarts probing.
-            self.replicate_to(from, true);
+            // No progress over a whole heartbeat round: send an Append at `next_index` even
+            // if empty, so a follower that lost earlier ones rejects it and probing restarts.
+            // (Sending it on every heartbeat answer would double the traffic of a pipeline.)
+            let probe = stalled || pr.state == ProgressState::Probe;
+            self.replicate_to(from, probe);
         }
         self.on_read_ack(from, read_seq);
     }
@@ -263,6 +273,9 @@ impl RaftNode {
         if !snapshot.meta.conf_state.voters.is_empty() {
             self.conf_state = snapshot.meta.conf_state.clone();
         }
+        // This is now the newest image we hold: if we lead later, it is what followers behind
+        // our log's start must receive (the one we compacted to earlier is too old).
+        self.snapshot_to_send = Some(snapshot.clone());
         self.pending_snapshot = Some(snapshot);
         self.send_append_ack(from, index);
     }

@@ -295,6 +295,7 @@ fn replicate_window_bounds_messages_and_bytes_in_flight() {
     );
     c.network.extend(all_messages(&rd));
     c.stabilize();
+    c.tick_all(1); // the heartbeat carries the final commit index
     assert_eq!(
         c.applied_data(2).len(),
         10,
