@@ -9,9 +9,11 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 
 use crate::checker::{check, CheckOptions, CheckResult, Verdict};
+use crate::elle::{self, ElleOptions, ElleResult};
+use crate::models::etcd::{etcd_model, revision_anomalies, EtcdInput, EtcdOutput, RevisionAnomaly};
 use crate::models::kv::KvModel;
 use crate::models::register::RegisterModel;
-use crate::{parse, report};
+use crate::{jsonl, parse, report};
 
 /// The history formats the command reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -20,6 +22,12 @@ pub enum Format {
     JepsenEtcd,
     /// MIT KV lab logs, checked with the get/put/append model partitioned by key.
     Kv,
+    /// raftkv JSON lines of single-key etcd operations ([`crate::jsonl::Event`]), checked with
+    /// the etcd model per key plus the cross-key revision order.
+    EtcdJsonl,
+    /// raftkv JSON lines of list-append transactions ([`crate::jsonl::TxnEvent`]), checked
+    /// with the Elle-style checker (real-time edges on).
+    AppendJsonl,
 }
 
 impl std::str::FromStr for Format {
@@ -28,7 +36,11 @@ impl std::str::FromStr for Format {
         match s {
             "jepsen-etcd" => Ok(Format::JepsenEtcd),
             "kv" => Ok(Format::Kv),
-            other => bail!("unknown format {other:?} (expected jepsen-etcd or kv)"),
+            "etcd-jsonl" => Ok(Format::EtcdJsonl),
+            "append-jsonl" => Ok(Format::AppendJsonl),
+            other => bail!(
+                "unknown format {other:?} (expected jepsen-etcd, kv, etcd-jsonl or append-jsonl)"
+            ),
         }
     }
 }
@@ -37,18 +49,76 @@ impl std::str::FromStr for Format {
 #[derive(Clone, Debug, Default)]
 pub struct Options {
     pub check: CheckOptions,
-    /// Where to write `<file name>.txt` and `<file name>.svg` for each violation.
+    /// Where to write `<file name>.txt` (and `.svg` for a linearizability witness) for each
+    /// violation.
     pub report_dir: Option<PathBuf>,
     /// Also print the text report of each violation.
     pub verbose: bool,
 }
 
-/// The verdict on one file.
+/// What was found in one file.
+#[derive(Clone, Debug)]
+pub enum Detail {
+    Linearizability {
+        result: CheckResult,
+        revision_anomalies: Vec<RevisionAnomaly>,
+    },
+    ListAppend(ElleResult),
+}
+
+/// The verdict on one file. For list-append histories, `Linearizable` stands for "no anomaly"
+/// (strict serializability) and `NotLinearizable` for "some anomaly".
 #[derive(Clone, Debug)]
 pub struct FileVerdict {
     pub path: PathBuf,
     pub verdict: Verdict,
-    pub result: CheckResult,
+    pub detail: Detail,
+}
+
+impl FileVerdict {
+    /// The linearizability result, if this was a linearizability check.
+    pub fn result(&self) -> Option<&CheckResult> {
+        match &self.detail {
+            Detail::Linearizability { result, .. } => Some(result),
+            Detail::ListAppend(_) => None,
+        }
+    }
+
+    /// What the command prints after the file name.
+    pub fn summary(&self) -> String {
+        match &self.detail {
+            Detail::Linearizability { .. } => self.verdict.to_string(),
+            Detail::ListAppend(r) if r.is_valid() => "valid".to_string(),
+            Detail::ListAppend(r) => {
+                let mut names: Vec<&str> = r.anomalies.iter().map(|a| a.name()).collect();
+                names.sort_unstable();
+                names.dedup();
+                format!("invalid: {}", names.join(","))
+            }
+        }
+    }
+
+    /// The full text report ("" when nothing is wrong).
+    pub fn report(&self) -> String {
+        match &self.detail {
+            Detail::Linearizability {
+                result,
+                revision_anomalies,
+            } => {
+                let mut s = result
+                    .violation
+                    .as_ref()
+                    .map(report::text)
+                    .unwrap_or_default();
+                for a in revision_anomalies {
+                    s.push_str(&format!("revision order: {a}\n"));
+                }
+                s
+            }
+            Detail::ListAppend(r) if r.is_valid() => String::new(),
+            Detail::ListAppend(r) => r.report(),
+        }
+    }
 }
 
 /// Checks each file with default options, printing `<name> <verdict>` per file.
@@ -57,20 +127,54 @@ pub fn run(format: &str, files: &[PathBuf], out: &mut dyn Write) -> Result<Vec<F
 }
 
 /// Checks one file.
-pub fn check_file(format: Format, path: &Path, options: &CheckOptions) -> Result<CheckResult> {
+pub fn check_file(format: Format, path: &Path, options: &CheckOptions) -> Result<FileVerdict> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let result = match format {
-        Format::JepsenEtcd => {
-            let ops = parse::jepsen_etcd(&text).with_context(|| path.display().to_string())?;
-            check(&RegisterModel, &ops, options)
-        }
-        Format::Kv => {
-            let ops = parse::kv(&text).with_context(|| path.display().to_string())?;
-            check(&KvModel, &ops, options)
+    let name = || path.display().to_string();
+    let linearizability = |result: CheckResult, revision_anomalies: Vec<RevisionAnomaly>| {
+        let verdict = if revision_anomalies.is_empty() {
+            result.verdict
+        } else {
+            Verdict::NotLinearizable
+        };
+        FileVerdict {
+            path: path.to_path_buf(),
+            verdict,
+            detail: Detail::Linearizability {
+                result,
+                revision_anomalies,
+            },
         }
     };
-    Ok(result)
+    Ok(match format {
+        Format::JepsenEtcd => {
+            let ops = parse::jepsen_etcd(&text).with_context(name)?;
+            linearizability(check(&RegisterModel, &ops, options), Vec::new())
+        }
+        Format::Kv => {
+            let ops = parse::kv(&text).with_context(name)?;
+            linearizability(check(&KvModel, &ops, options), Vec::new())
+        }
+        Format::EtcdJsonl => {
+            let ops = jsonl::parse_events::<EtcdInput, EtcdOutput>(&text).with_context(name)?;
+            let anomalies = revision_anomalies(&ops);
+            linearizability(check(&etcd_model(), &ops, options), anomalies)
+        }
+        Format::AppendJsonl => {
+            let txns = jsonl::parse_txns(&text).with_context(name)?;
+            let r = elle::check(&txns, &ElleOptions::default());
+            let verdict = if r.is_valid() {
+                Verdict::Linearizable
+            } else {
+                Verdict::NotLinearizable
+            };
+            FileVerdict {
+                path: path.to_path_buf(),
+                verdict,
+                detail: Detail::ListAppend(r),
+            }
+        }
+    })
 }
 
 /// Checks each file, printing `<name> <verdict>` per file (and reports, as asked).
@@ -82,32 +186,31 @@ pub fn run_with(
 ) -> Result<Vec<FileVerdict>> {
     let mut verdicts = Vec::with_capacity(files.len());
     for path in files {
-        let result = check_file(format, path, &options.check)?;
-        writeln!(out, "{} {}", path.display(), result.verdict)?;
-        if let Some(v) = &result.violation {
+        let verdict = check_file(format, path, &options.check)?;
+        writeln!(out, "{} {}", path.display(), verdict.summary())?;
+        let text = verdict.report();
+        if !text.is_empty() {
             if options.verbose {
-                write!(out, "{}", report::text(v))?;
+                write!(out, "{text}")?;
             }
             if let Some(dir) = &options.report_dir {
                 std::fs::create_dir_all(dir)?;
                 let name = path
                     .file_name()
                     .map_or("history".into(), |n| n.to_string_lossy());
-                std::fs::write(dir.join(format!("{name}.txt")), report::text(v))?;
-                report::write_svg(v, &dir.join(format!("{name}.svg")))?;
+                std::fs::write(dir.join(format!("{name}.txt")), &text)?;
+                if let Some(v) = verdict.result().and_then(|r| r.violation.as_ref()) {
+                    report::write_svg(v, &dir.join(format!("{name}.svg")))?;
+                }
             }
         }
-        verdicts.push(FileVerdict {
-            path: path.clone(),
-            verdict: result.verdict,
-            result,
-        });
+        verdicts.push(verdict);
     }
     Ok(verdicts)
 }
 
-pub const USAGE: &str = "usage: lincheck --format jepsen-etcd|kv [--budget SECONDS] \
-[--report DIR] [--verbose] FILE...
+pub const USAGE: &str = "usage: lincheck --format jepsen-etcd|kv|etcd-jsonl|append-jsonl \
+[--budget SECONDS] [--report DIR] [--verbose] FILE...
 exit status: 0 all linearizable, 1 some not linearizable, 2 some unknown (none violating)";
 
 /// Parses command-line arguments (without the program name), runs, and returns the exit code.

@@ -12,6 +12,7 @@ pub mod checker;
 pub mod cli;
 pub mod elle;
 pub mod history;
+pub mod jsonl;
 pub mod model;
 pub mod models;
 pub mod parse;

@@ -444,3 +444,76 @@ fn etcd_indeterminate_writes_get_their_revision_from_later_reads() {
     bad.push(etcd_op(10, 11, EtcdInput::Get, get(Some("b"), 3, 6)));
     assert_eq!(check(&m, &bad, &opts()).verdict, Verdict::NotLinearizable);
 }
+
+#[test]
+fn etcd_revisions_must_follow_real_time_across_keys() {
+    use lincheck::models::etcd::{revision_anomalies, RevisionAnomaly};
+    let on = |key: &str, call: u64, ret: u64, i: EtcdInput, o: EtcdOutput| Operation {
+        process: call,
+        key: key.into(),
+        input: i,
+        output: Some(o),
+        call,
+        ret,
+    };
+    let ok = vec![
+        on("a", 0, 1, put("x"), EtcdOutput::Put { revision: 2 }),
+        on("b", 2, 3, put("y"), EtcdOutput::Put { revision: 3 }),
+        on(
+            "a",
+            2,
+            5,
+            EtcdInput::Get,
+            EtcdOutput::Get {
+                value: Some("x".into()),
+                mod_revision: 2,
+                revision: 3,
+            },
+        ),
+        on(
+            "c",
+            6,
+            7,
+            EtcdInput::Get,
+            EtcdOutput::Get {
+                value: None,
+                mod_revision: 0,
+                revision: 3,
+            },
+        ),
+    ];
+    assert_eq!(revision_anomalies(&ok), vec![]);
+    // Each key on its own is fine, but a read on key c began after revision 3 was acknowledged
+    // on key b and reports revision 2: a stale read across keys.
+    let mut stale = ok.clone();
+    stale[3] = on(
+        "c",
+        6,
+        7,
+        EtcdInput::Get,
+        EtcdOutput::Get {
+            value: None,
+            mod_revision: 0,
+            revision: 2,
+        },
+    );
+    assert_eq!(
+        check(&etcd_model(), &stale, &opts()).verdict,
+        Verdict::Linearizable
+    );
+    assert!(matches!(
+        revision_anomalies(&stale).as_slice(),
+        [RevisionAnomaly::RevisionWentBack {
+            earlier: 1,
+            later: 3,
+            ..
+        }]
+    ));
+    // Two writes on different keys cannot share a revision.
+    let mut dup = ok.clone();
+    dup[1] = on("b", 2, 3, put("y"), EtcdOutput::Put { revision: 2 });
+    assert!(revision_anomalies(&dup).iter().any(|a| matches!(
+        a,
+        RevisionAnomaly::DuplicateWriteRevision { revision: 2, .. }
+    )));
+}

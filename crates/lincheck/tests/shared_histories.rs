@@ -120,11 +120,11 @@ fn kv_logs_match_their_suffix() {
         };
         assert_eq!(v.verdict, want, "{name}");
         assert!(
-            v.result.partitions > 1 || name.starts_with("c01"),
+            v.result().unwrap().partitions > 1 || name.starts_with("c01"),
             "{name} is checked per key"
         );
         if want == Verdict::NotLinearizable {
-            let violation = v.result.violation.as_ref().expect("a witness");
+            let violation = v.result().unwrap().violation.as_ref().expect("a witness");
             assert!(!violation.window.is_empty());
         }
     }

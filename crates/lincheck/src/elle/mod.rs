@@ -27,13 +27,18 @@ mod graph;
 use std::collections::HashMap;
 use std::fmt;
 
+use serde::{Deserialize, Serialize};
+
 pub use graph::EdgeKind;
 use graph::Graph;
 
 use crate::history::INFINITY;
 
-/// One operation inside a transaction.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// One operation inside a transaction. Serialized (JSON lines, see [`crate::jsonl`]) as
+/// `{"append":{"key":"k","element":3}}` and `{"read":{"key":"k","list":[1,3]}}` (`list` null or
+/// absent when not observed).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum MicroOp {
     Append {
         key: String,
@@ -42,6 +47,7 @@ pub enum MicroOp {
     /// `list: None` when the transaction's outcome is not known (its reads were not observed).
     Read {
         key: String,
+        #[serde(default)]
         list: Option<Vec<u64>>,
     },
 }

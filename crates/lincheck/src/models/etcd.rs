@@ -19,9 +19,18 @@
 //! A header revision of 0 means "not recorded" (etcd revisions start at 1): the model then
 //! skips the revision constraints of that response.
 
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::history::Operation;
 use crate::model::{NondetModel, Powerset};
 
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+/// Serialized (JSON lines, see [`crate::jsonl`]) as `"get"`, `{"put":{"value":"v"}}`,
+/// `"delete"`, `{"cas_value":{"expected":null,"new":"v"}}`,
+/// `{"cas_mod_revision":{"expected":7,"new":"v"}}`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum EtcdInput {
     Get,
     Put {
@@ -42,7 +51,11 @@ pub enum EtcdInput {
     },
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+/// Serialized as `{"get":{"value":"v","mod_revision":7,"revision":9}}`,
+/// `{"put":{"revision":9}}`, `{"delete":{"deleted":true,"revision":9}}`,
+/// `{"txn":{"succeeded":false,"revision":9}}`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum EtcdOutput {
     Get {
         value: Option<String>,
@@ -273,4 +286,119 @@ impl NondetModel for EtcdKeyModel {
         };
         format!("{inp} -> {out}")
     }
+}
+
+/// A violation of the global revision order, which the per-key search cannot see: etcd has one
+/// revision counter for all keys, so revisions must agree with real time across keys too.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RevisionAnomaly {
+    /// Two different successful writes reported the same revision (indices into the ops).
+    DuplicateWriteRevision { revision: u64, a: usize, b: usize },
+    /// `later` was invoked after `earlier` completed, yet reported an older revision (or, being
+    /// a write, not a newer one).
+    RevisionWentBack {
+        earlier: usize,
+        earlier_revision: u64,
+        later: usize,
+        later_revision: u64,
+    },
+}
+
+impl std::fmt::Display for RevisionAnomaly {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RevisionAnomaly::DuplicateWriteRevision { revision, a, b } => {
+                write!(f, "ops #{a} and #{b} both wrote revision {revision}")
+            }
+            RevisionAnomaly::RevisionWentBack {
+                earlier,
+                earlier_revision,
+                later,
+                later_revision,
+            } => {
+                write!(
+                    f,
+                    "op #{later} began after op #{earlier} (revision {earlier_revision}) completed, \
+                     yet reported revision {later_revision}"
+                )
+            }
+        }
+    }
+}
+
+/// The header revision an operation reported (0 = not recorded) and whether it made a change.
+fn observed_revision(op: &Operation<EtcdInput, EtcdOutput>) -> Option<(u64, bool)> {
+    let (revision, wrote) = match (&op.input, op.output.as_ref()?) {
+        (_, EtcdOutput::Get { revision, .. }) => (*revision, false),
+        (_, EtcdOutput::Put { revision }) => (*revision, true),
+        (_, EtcdOutput::Delete { deleted, revision }) => (*revision, *deleted),
+        (
+            EtcdInput::CasModRevision {
+                expected: 0,
+                new: None,
+            },
+            EtcdOutput::Txn { revision, .. },
+        ) => (*revision, false),
+        (
+            _,
+            EtcdOutput::Txn {
+                succeeded,
+                revision,
+            },
+        ) => (*revision, *succeeded),
+    };
+    (revision != 0).then_some((revision, wrote))
+}
+
+/// Checks the revisions of a whole etcd history (all keys) against real time, in
+/// O(n log n): every operation must report a revision at least as new as any operation that
+/// completed before it was invoked (strictly newer for a write), and no two writes share one.
+pub fn revision_anomalies(ops: &[Operation<EtcdInput, EtcdOutput>]) -> Vec<RevisionAnomaly> {
+    let mut anomalies = Vec::new();
+    let known: Vec<(usize, u64, bool)> = ops
+        .iter()
+        .enumerate()
+        .filter_map(|(i, op)| observed_revision(op).map(|(r, w)| (i, r, w)))
+        .collect();
+    let mut writers: HashMap<u64, usize> = HashMap::new();
+    for &(i, r, wrote) in &known {
+        if wrote {
+            if let Some(&other) = writers.get(&r) {
+                anomalies.push(RevisionAnomaly::DuplicateWriteRevision {
+                    revision: r,
+                    a: other,
+                    b: i,
+                });
+            } else {
+                writers.insert(r, i);
+            }
+        }
+    }
+    let mut by_ret = known.clone();
+    by_ret.sort_by_key(|&(i, _, _)| ops[i].ret);
+    let mut by_call = known;
+    by_call.sort_by_key(|&(i, _, _)| ops[i].call);
+    let mut done = 0;
+    let mut newest: Option<(u64, usize)> = None;
+    for &(i, r, wrote) in &by_call {
+        while done < by_ret.len() && ops[by_ret[done].0].ret < ops[i].call {
+            let (j, rj, _) = by_ret[done];
+            match newest {
+                Some((m, _)) if m >= rj => {}
+                _ => newest = Some((rj, j)),
+            }
+            done += 1;
+        }
+        if let Some((m, j)) = newest {
+            if r < m || (wrote && r == m) {
+                anomalies.push(RevisionAnomaly::RevisionWentBack {
+                    earlier: j,
+                    earlier_revision: m,
+                    later: i,
+                    later_revision: r,
+                });
+            }
+        }
+    }
+    anomalies
 }
