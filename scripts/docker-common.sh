@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared by scripts/docker-{up,scenario,down}.sh; sourced, not run.
 # Finds the compose tool (Compose v2 plugin or docker-compose 1.x), fixes the project name and
 # the image reference so that the three scripts agree on what they created.

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared by scripts/kind-*.sh; sourced, not run. These scripts are for a user's own machine
 # with internet access (kind pulls its node image and the registry image); they mirror the
 # course's workflow: a kind cluster with a local registry and 4 workers, build and push the
@@ -9,10 +10,12 @@ need() { command -v "$1" >/dev/null || die "$1 is not installed ($2)"; }
 
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CLUSTER=${RAFTKV_KIND_CLUSTER:-raftkv}
+# shellcheck disable=SC2034 # used by the scripts that source this file
 REG_NAME=${RAFTKV_KIND_REGISTRY:-raftkv-registry}
 REG_PORT=${RAFTKV_KIND_REGISTRY_PORT:-5001}
 NS=${RAFTKV_NAMESPACE:-raftkv}
 VERSION=$(awk '/^\[workspace\.package\]/{p=1;next} /^\[/{p=0} p && /^version *=/{gsub(/.*= *"|".*/,"");print;exit}' "$REPO_ROOT/Cargo.toml")
+# shellcheck disable=SC2034
 IMAGE=localhost:$REG_PORT/raftkv:$VERSION
 KCTX=kind-$CLUSTER
 
