@@ -74,6 +74,10 @@ else
   export RAFTKV_IMAGE=$BUILT_IMAGE
 fi
 
+log "tests-docker: cargo fmt --check and clippy"
+cargo fmt --manifest-path tests-docker/Cargo.toml -- --check
+cargo clippy --release --manifest-path tests-docker/Cargo.toml --all-targets -- -D warnings
+
 log "container fault tests against $RAFTKV_IMAGE (run id $RUN_ID)"
 set +e
 timeout -k 15 "${RAFTKV_DOCKER_TIMEOUT:-1500}" \
