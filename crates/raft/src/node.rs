@@ -654,6 +654,9 @@ fn validate(config: &Config) -> Result<(), ConfigError> {
     if config.heartbeat_tick == 0 || config.heartbeat_tick >= config.election_tick {
         return fail("need 0 < heartbeat_tick < election_tick");
     }
+    if config.election_tick > u32::MAX / 2 {
+        return fail("election_tick too large");
+    }
     if config.max_inflight_msgs == 0 || config.max_inflight_bytes == 0 {
         return fail("in-flight limits must be positive");
     }

@@ -190,7 +190,7 @@ impl Progress {
                 true
             }
             ProgressState::Probe => {
-                if rejected + 1 != self.next_index {
+                if rejected.checked_add(1) != Some(self.next_index) {
                     return false;
                 }
                 self.next_index = (retry_from + 1).max(self.match_index + 1).min(rejected);

@@ -104,6 +104,13 @@ impl RaftNode {
         mut entries: Vec<Entry>,
         leader_commit: Index,
     ) {
+        let contiguous = entries
+            .iter()
+            .enumerate()
+            .all(|(i, e)| Some(e.index) == prev_index.checked_add(1 + i as u64));
+        if !contiguous {
+            return; // malformed: a correct leader never sends this
+        }
         let committed = self.log.committed;
         let (mut prev_index, mut prev_term) = (prev_index, prev_term);
         if prev_index < committed {
@@ -177,6 +184,7 @@ impl RaftNode {
         if self.role != Role::Leader {
             return;
         }
+        let last = self.log.last_index();
         // Where our log may match the follower's, computed before borrowing its progress.
         let retry_from = rejected.map(|(rejected_index, hint)| {
             let bound = hint.index.min(rejected_index.saturating_sub(1));
@@ -193,7 +201,8 @@ impl RaftNode {
                 }
             }
             _ => {
-                let advanced = pr.acked(match_index);
+                // A correct follower never acknowledges more than we sent it.
+                let advanced = pr.acked(match_index.min(last));
                 match pr.state {
                     ProgressState::Probe if advanced => pr.become_replicate(),
                     ProgressState::Snapshot { pending_index } if match_index >= pending_index => {
