@@ -10,16 +10,15 @@
 use std::collections::HashMap;
 
 use bytes::Bytes;
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
 use raft::{
     Config, Entry, Index, Message, NodeId, ProposeError, Proposed, RaftNode, ReadState, Ready,
     Role, Snapshot, SnapshotMeta, SoftState, Status, Term,
 };
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 
 use crate::checkers::{
-    applied_within_commit, committed_entries::CommittedEntry, CommittedLedger, Checkers,
-    Violation,
+    applied_within_commit, committed_entries::CommittedEntry, Checkers, CommittedLedger, Violation,
 };
 use crate::network::{kind_name, NetConfig, NetStats, Network, SendFate};
 use crate::state_machine::{AppliedRecord, StateMachine};
@@ -38,6 +37,16 @@ pub enum CrashPoint {
     AfterPersist,
     /// Everything was sent, but nothing was applied and `advance` never happened.
     BeforeApply,
+}
+
+/// Deliberate runtime bugs, to prove the checkers catch what they claim to: a sweep with a
+/// sabotaged runtime must fail. Never set outside such tests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sabotage {
+    /// The "fsync" lies: a crash loses the last write although its acknowledgements left.
+    LoseLastWriteOnCrash,
+    /// A restart forgets whom the member voted for in its current term.
+    ForgetVoteOnRestart,
 }
 
 /// Everything that shapes one simulated run.
@@ -62,6 +71,8 @@ pub struct SimConfig {
     /// Panic (with seed and replay command) on the first violation. Scenario tests want this;
     /// the seed sweep collects violations instead.
     pub panic_on_violation: bool,
+    /// A deliberately broken runtime (checker self-tests only).
+    pub sabotage: Option<Sabotage>,
 }
 
 impl SimConfig {
@@ -82,6 +93,7 @@ impl SimConfig {
             trace: std::env::var_os("RAFTKV_SIM_TRACE").is_some(),
             replay: format!("RAFTKV_SIM_SEED={seed} cargo test -p raftkv-sim --release"),
             panic_on_violation: true,
+            sabotage: None,
         }
     }
 }
@@ -108,6 +120,8 @@ pub struct SimNode {
     soft: Option<SoftState>,
     /// Highest durable commit index already copied into the committed ledger.
     ledger_mark: Index,
+    /// The disk before the last write (kept only under `Sabotage::LoseLastWriteOnCrash`).
+    before_last_write: Option<DurableStore>,
 }
 
 pub struct Cluster {
@@ -168,6 +182,7 @@ impl Cluster {
                 read_states: Vec::new(),
                 soft: None,
                 ledger_mark: 0,
+                before_last_write: None,
             });
             cluster.boot(id);
         }
@@ -180,7 +195,7 @@ impl Cluster {
     /// every message that is due.
     pub fn step_unit(&mut self) {
         self.now += 1;
-        if self.now % UNITS_PER_TICK == 0 {
+        if self.now.is_multiple_of(UNITS_PER_TICK) {
             for idx in 0..self.nodes.len() {
                 if let Some(raft) = self.nodes[idx].raft.as_mut() {
                     raft.tick();
@@ -200,7 +215,10 @@ impl Cluster {
             if let Err(e) = raft.step(msg.clone()) {
                 self.violate(
                     "ready-contract",
-                    format!("node {} refused a well-formed message {msg:?}: {e:?}", idx + 1),
+                    format!(
+                        "node {} refused a well-formed message {msg:?}: {e:?}",
+                        idx + 1
+                    ),
                 );
             }
             self.after_input(idx);
@@ -251,6 +269,9 @@ impl Cluster {
         }
         trace!(self, "crash node {id}");
         let node = &mut self.nodes[idx];
+        if let Some(older) = node.before_last_write.take() {
+            node.store = older;
+        }
         node.raft = None;
         node.sm = StateMachine::default();
         node.crash_at = None;
@@ -291,6 +312,11 @@ impl Cluster {
 
     fn boot(&mut self, id: NodeId) {
         let idx = (id - 1) as usize;
+        if self.config.sabotage == Some(Sabotage::ForgetVoteOnRestart) {
+            let mut hs = self.nodes[idx].store.hard_state();
+            hs.vote = None;
+            self.nodes[idx].store.set_hard_state(hs);
+        }
         let initial = self.nodes[idx].store.initial_state(&self.voters);
         let records = match self.nodes[idx].store.snapshot() {
             Some(s) => match StateMachine::decode(&s.data) {
@@ -425,8 +451,15 @@ impl Cluster {
         };
         let floor = self.checks.committed.max_index();
         self.checks.reads.requested(ctx.clone(), floor);
-        let result = self.nodes[idx].raft.as_mut().expect("alive").read_index(ctx.clone());
-        trace!(self, "read_index {ctx:?} at node {id} (floor {floor}): {result:?}");
+        let result = self.nodes[idx]
+            .raft
+            .as_mut()
+            .expect("alive")
+            .read_index(ctx.clone());
+        trace!(
+            self,
+            "read_index {ctx:?} at node {id} (floor {floor}): {result:?}"
+        );
         self.after_input(idx);
         result
     }
@@ -435,7 +468,11 @@ impl Cluster {
         let Some(idx) = self.alive_index(from) else {
             return Err(ProposeError::NotLeader { leader: None });
         };
-        let result = self.nodes[idx].raft.as_mut().expect("alive").transfer_leader(to);
+        let result = self.nodes[idx]
+            .raft
+            .as_mut()
+            .expect("alive")
+            .transfer_leader(to);
         trace!(self, "transfer leader {from} -> {to}: {result:?}");
         self.after_input(idx);
         result
@@ -605,13 +642,17 @@ impl Cluster {
                     return index;
                 }
                 if !retry {
-                    self.fail(&format!("one({data:?}) at index {index} did not reach {expected} members"));
+                    self.fail(&format!(
+                        "one({data:?}) at index {index} did not reach {expected} members"
+                    ));
                 }
             } else {
                 self.run_ticks(election / 2);
             }
         }
-        self.fail(&format!("one({data:?}) failed to reach agreement on {expected} members"))
+        self.fail(&format!(
+            "one({data:?}) failed to reach agreement on {expected} members"
+        ))
     }
 
     /// Panics with the seed, the replay command and the end of the trace.
@@ -636,7 +677,9 @@ impl Cluster {
                     out.push('\n');
                 }
             }
-            None => out.push_str("  (set RAFTKV_SIM_TRACE=1 when replaying to see the event trace)\n"),
+            None => {
+                out.push_str("  (set RAFTKV_SIM_TRACE=1 when replaying to see the event trace)\n")
+            }
         }
         out
     }
@@ -749,7 +792,10 @@ impl Cluster {
         if self.trace.is_some() {
             let text = describe(m);
             let fate = match fate {
-                SendFate::Queued { copies: 1, first_at } => format!("due {first_at}"),
+                SendFate::Queued {
+                    copies: 1,
+                    first_at,
+                } => format!("due {first_at}"),
                 SendFate::Queued { copies, first_at } => format!("x{copies} first due {first_at}"),
                 SendFate::DroppedByFault => "lost".to_string(),
                 SendFate::DroppedByPartition => "cut".to_string(),
@@ -761,6 +807,11 @@ impl Cluster {
     /// The "fsync": snapshot, entries and hard state become durable together.
     fn persist(&mut self, idx: usize, rd: &Ready) -> bool {
         let id = idx as NodeId + 1;
+        if self.config.sabotage == Some(Sabotage::LoseLastWriteOnCrash)
+            && (rd.hard_state.is_some() || !rd.entries.is_empty() || rd.snapshot.is_some())
+        {
+            self.nodes[idx].before_last_write = Some(self.nodes[idx].store.clone());
+        }
         if let Some(snap) = &rd.snapshot {
             if !self.persist_snapshot(idx, snap) {
                 return false;
@@ -787,7 +838,10 @@ impl Cluster {
                 let Some(prev_term) = store.term_at(e.index - 1) else {
                     self.violate(
                         "ready-contract",
-                        format!("node {id}: no term for index {} before a new entry", e.index - 1),
+                        format!(
+                            "node {id}: no term for index {} before a new entry",
+                            e.index - 1
+                        ),
                     );
                     return false;
                 };
@@ -802,7 +856,11 @@ impl Cluster {
             self.nodes[idx].store.set_hard_state(hs);
         }
         let store = &self.nodes[idx].store;
-        let (hs, snap_index, last) = (store.hard_state(), store.snapshot_index(), store.last_index());
+        let (hs, snap_index, last) = (
+            store.hard_state(),
+            store.snapshot_index(),
+            store.last_index(),
+        );
         let r = self.checks.monotonic.observe_durable(id, hs, snap_index);
         if !self.check(r) {
             return false;
@@ -974,7 +1032,9 @@ impl Cluster {
         match res {
             Ok(true) => {
                 if rec.kind == raft::EntryKind::Normal {
-                    self.payload_index.entry(rec.data.clone()).or_insert(rec.index);
+                    self.payload_index
+                        .entry(rec.data.clone())
+                        .or_insert(rec.index);
                 }
                 true
             }
@@ -1031,10 +1091,10 @@ impl Cluster {
         self.nodes[idx].store.compact_to(snapshot);
         self.stats.snapshots_taken += 1;
         let store = &self.nodes[idx].store;
-        let r = self
-            .checks
-            .monotonic
-            .observe_durable(id, store.hard_state(), store.snapshot_index());
+        let r =
+            self.checks
+                .monotonic
+                .observe_durable(id, store.hard_state(), store.snapshot_index());
         self.check(r);
     }
 

@@ -9,29 +9,32 @@
 //! leader a refusal names, until it is committed.
 
 use bytes::Bytes;
+use raft::{NodeId, ProposeError};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use raft::{NodeId, ProposeError};
 
-use crate::cluster::{ClusterStats, CrashPoint};
+use crate::cluster::{ClusterStats, CrashPoint, Sabotage};
 use crate::network::{NetConfig, NetStats};
 use crate::{Cluster, SimConfig};
 
 /// How long a run lasts.
 #[derive(Clone, Debug)]
 pub struct FuzzOptions {
-    /// Ticks with faults on.
+    /// Mean length of the fault phase in ticks (each seed draws 0.5× to 1.5× of it).
     pub fault_ticks: u64,
     /// Keep the full event trace.
     pub trace: bool,
+    /// A deliberately broken runtime (checker self-tests only).
+    pub sabotage: Option<Sabotage>,
 }
 
 impl Default for FuzzOptions {
     fn default() -> Self {
         FuzzOptions {
-            fault_ticks: 150,
+            fault_ticks: 400,
             trace: false,
+            sabotage: None,
         }
     }
 }
@@ -44,6 +47,8 @@ pub const COMMIT_BOUND_ELECTIONS: u64 = 40;
 /// The per-seed choices: cluster shape, fault intensities, workload.
 #[derive(Clone, Debug)]
 pub struct Plan {
+    /// Ticks of the fault phase (drawn around `FuzzOptions::fault_ticks`).
+    pub fault_ticks: u64,
     pub nodes: usize,
     pub election_tick: u32,
     pub pre_vote: bool,
@@ -63,10 +68,14 @@ pub struct Plan {
 }
 
 impl Plan {
-    fn draw(rng: &mut ChaCha8Rng) -> Plan {
-        let nodes = *[1, 2, 3, 3, 3, 3, 4, 5, 5, 5].choose(rng).expect("non-empty");
+    fn draw(rng: &mut ChaCha8Rng, mean_fault_ticks: u64) -> Plan {
+        let fault_ticks = rng.gen_range(mean_fault_ticks / 2..=mean_fault_ticks * 3 / 2);
+        let nodes = *[1, 2, 3, 3, 3, 3, 4, 5, 5, 5]
+            .choose(rng)
+            .expect("non-empty");
         let small = rng.gen_bool(0.3);
         Plan {
+            fault_ticks,
             nodes,
             election_tick: *[5, 10, 10, 20].choose(rng).expect("non-empty"),
             pre_vote: rng.gen_bool(0.8),
@@ -102,6 +111,8 @@ impl Plan {
 #[derive(Clone, Debug)]
 pub struct FuzzReport {
     pub seed: u64,
+    /// The checker that failed (`None` for a liveness failure or success).
+    pub violation: Option<crate::Violation>,
     pub plan: Plan,
     /// `None` if every invariant held and the liveness phase passed.
     pub failure: Option<String>,
@@ -114,10 +125,15 @@ pub struct FuzzReport {
     pub trace: Vec<String>,
 }
 
-/// The command that replays `seed` with its event trace.
-pub fn replay_command(seed: u64) -> String {
+/// The command that replays `seed` (run with `options`) with its event trace.
+pub fn replay_command(seed: u64, options: &FuzzOptions) -> String {
+    let ticks = if options.fault_ticks == FuzzOptions::default().fault_ticks {
+        String::new()
+    } else {
+        format!("RAFTKV_SIM_FAULT_TICKS={} ", options.fault_ticks)
+    };
     format!(
-        "RAFTKV_SIM_SEED={seed} RAFTKV_SIM_TRACE=1 cargo test -p raftkv-sim --release --test sweep replay_one_seed -- --nocapture"
+        "RAFTKV_SIM_SEED={seed} {ticks}RAFTKV_SIM_TRACE=1 cargo test -p raftkv-sim --release --test sweep replay_one_seed -- --nocapture"
     )
 }
 
@@ -222,7 +238,7 @@ fn random_node(c: &mut Cluster) -> NodeId {
 /// report says what broke.
 pub fn run_seed(seed: u64, options: &FuzzOptions) -> FuzzReport {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let plan = Plan::draw(&mut rng);
+    let plan = Plan::draw(&mut rng, options.fault_ticks);
     let mut config = SimConfig::new(plan.nodes, seed);
     config.election_tick = plan.election_tick;
     config.heartbeat_tick = 1;
@@ -233,15 +249,17 @@ pub fn run_seed(seed: u64, options: &FuzzOptions) -> FuzzReport {
     config.compact_every = plan.compact_every;
     config.net = plan.net.clone();
     config.trace = options.trace;
-    config.replay = replay_command(seed);
+    config.replay = replay_command(seed, options);
     config.panic_on_violation = false;
+    config.sabotage = options.sabotage;
     let mut c = Cluster::with_rng(config, rng);
     let mut clients = Clients::new(plan.clients, plan.election_tick as u64);
-    let failure = fault_phase(&mut c, &plan, &mut clients, options.fault_ticks)
+    let failure = fault_phase(&mut c, &plan, &mut clients, plan.fault_ticks)
         .and_then(|()| liveness_phase(&mut c, &plan, &mut clients))
         .err();
     FuzzReport {
         seed,
+        violation: c.violation().cloned(),
         failure: failure.map(|f| c.report(&f)),
         ticks: c.now_ticks(),
         proposals: clients.all.len(),

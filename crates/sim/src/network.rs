@@ -8,9 +8,9 @@
 use std::cmp::{Ordering, Reverse};
 use std::collections::{BinaryHeap, HashSet};
 
+use raft::{Message, MessageBody, NodeId};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
-use raft::{Message, MessageBody, NodeId};
 
 /// How the wire behaves. Delays are in virtual time units (see `cluster::UNITS_PER_TICK`).
 #[derive(Clone, Debug, PartialEq)]
@@ -285,7 +285,10 @@ mod tests {
         let mut rng = ChaCha8Rng::seed_from_u64(1);
         let mut net = Network::new(NetConfig::reliable());
         net.block(1, 2);
-        assert_eq!(net.send(msg(1, 2), 0, &mut rng), SendFate::DroppedByPartition);
+        assert_eq!(
+            net.send(msg(1, 2), 0, &mut rng),
+            SendFate::DroppedByPartition
+        );
         net.send(msg(2, 1), 0, &mut rng);
         assert_eq!(net.pop_due(100), Some(msg(2, 1)));
     }

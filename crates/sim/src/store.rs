@@ -37,7 +37,9 @@ impl DurableStore {
     }
 
     pub fn last_index(&self) -> Index {
-        self.entries.last().map_or(self.snapshot_index(), |e| e.index)
+        self.entries
+            .last()
+            .map_or(self.snapshot_index(), |e| e.index)
     }
 
     pub fn entries(&self) -> &[Entry] {

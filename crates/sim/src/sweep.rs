@@ -92,7 +92,10 @@ pub fn sweep(start: u64, count: u64, threads: usize, options: &FuzzOptions) -> S
                     t.committed_entries += report.committed_index;
                 }
                 if report.failure.is_some() {
-                    failures.lock().expect("no panics while locked").push(report);
+                    failures
+                        .lock()
+                        .expect("no panics while locked")
+                        .push(report);
                 }
             });
         }

@@ -15,9 +15,21 @@ fn start_and_stop_report_the_initial_state() {
     for id in c.ids() {
         let s = c.status(id).expect("every member starts alive");
         ensure(&c, s.id == id, "a member reports another id");
-        ensure(&c, s.hard_state.term == 0, "term is not 0 before any election");
-        ensure(&c, s.role != Role::Leader, "a member leads before any election");
-        ensure(&c, s.leader.is_none(), "a leader is known before any election");
+        ensure(
+            &c,
+            s.hard_state.term == 0,
+            "term is not 0 before any election",
+        );
+        ensure(
+            &c,
+            s.role != Role::Leader,
+            "a member leads before any election",
+        );
+        ensure(
+            &c,
+            s.leader.is_none(),
+            "a leader is known before any election",
+        );
     }
     for id in c.ids() {
         c.crash(id);
@@ -26,7 +38,11 @@ fn start_and_stop_report_the_initial_state() {
     for id in c.ids() {
         c.restart(id);
         let s = c.status(id).expect("restarted");
-        ensure(&c, s.id == id && s.hard_state.term == 0, "restart changed id or term");
+        ensure(
+            &c,
+            s.id == id && s.hard_state.term == 0,
+            "restart changed id or term",
+        );
     }
 }
 
@@ -42,19 +58,32 @@ fn a_first_leader_is_elected_within_a_bound() {
     ensure(&c, term >= 1, "leader elected in term 0");
     for id in c.ids() {
         let s = c.status(id).unwrap();
-        ensure(&c, s.leader == Some(leader), &format!("member {id} does not know the leader"));
+        ensure(
+            &c,
+            s.leader == Some(leader),
+            &format!("member {id} does not know the leader"),
+        );
     }
 }
 
 #[test]
 fn a_failed_leader_is_replaced_by_another_member() {
-    let mut c = cluster(3, FILE, "a_failed_leader_is_replaced_by_another_member", 103);
+    let mut c = cluster(
+        3,
+        FILE,
+        "a_failed_leader_is_replaced_by_another_member",
+        103,
+    );
     let first = c.wait_for_leader(5 * election(&c));
     let first_term = c.term(first).unwrap();
     c.crash(first);
     let second = c.wait_for_leader(5 * election(&c));
     ensure(&c, second != first, "the crashed member still leads");
-    ensure(&c, c.term(second).unwrap() > first_term, "new leader without a new term");
+    ensure(
+        &c,
+        c.term(second).unwrap() > first_term,
+        "new leader without a new term",
+    );
 }
 
 #[test]
@@ -70,7 +99,12 @@ fn three_operations_commit_in_a_stable_cluster() {
 
 #[test]
 fn a_stopped_follower_does_not_block_agreement_and_catches_up() {
-    let mut c = cluster(3, FILE, "a_stopped_follower_does_not_block_agreement_and_catches_up", 105);
+    let mut c = cluster(
+        3,
+        FILE,
+        "a_stopped_follower_does_not_block_agreement_and_catches_up",
+        105,
+    );
     let leader = c.wait_for_leader(5 * election(&c));
     c.one(b"before", 3, false);
     let follower = c.ids().into_iter().find(|&i| i != leader).unwrap();
@@ -86,17 +120,28 @@ fn a_stopped_follower_does_not_block_agreement_and_catches_up() {
 
 #[test]
 fn no_agreement_without_a_majority_then_agreement_when_it_returns() {
-    let mut c = cluster(3, FILE, "no_agreement_without_a_majority_then_agreement_when_it_returns", 106);
+    let mut c = cluster(
+        3,
+        FILE,
+        "no_agreement_without_a_majority_then_agreement_when_it_returns",
+        106,
+    );
     let leader = c.wait_for_leader(5 * election(&c));
     c.one(b"first", 3, false);
     let others: Vec<_> = c.ids().into_iter().filter(|&i| i != leader).collect();
     for &o in &others {
         c.crash(o);
     }
-    let stuck = c.propose(leader, b("lonely")).expect("still leader right after the crashes");
+    let stuck = c
+        .propose(leader, b("lonely"))
+        .expect("still leader right after the crashes");
     c.run_ticks(5 * election(&c));
     let (n, _) = c.n_committed(stuck.last);
-    ensure(&c, n == 0, "an entry committed with only one of three members up");
+    ensure(
+        &c,
+        n == 0,
+        "an entry committed with only one of three members up",
+    );
     for &o in &others {
         c.restart(o);
     }
@@ -107,11 +152,18 @@ fn no_agreement_without_a_majority_then_agreement_when_it_returns() {
 
 #[test]
 fn five_concurrent_submissions_all_commit_with_identical_logs() {
-    let mut c = cluster(3, FILE, "five_concurrent_submissions_all_commit_with_identical_logs", 107);
+    let mut c = cluster(
+        3,
+        FILE,
+        "five_concurrent_submissions_all_commit_with_identical_logs",
+        107,
+    );
     let leader = c.wait_for_leader(5 * election(&c));
     let mut indexes = Vec::new();
     for k in 0..5 {
-        let p = c.propose(leader, b(&format!("concurrent-{k}"))).expect("leader accepts");
+        let p = c
+            .propose(leader, b(&format!("concurrent-{k}")))
+            .expect("leader accepts");
         indexes.push(p.last);
     }
     let ok = c.run_until(5 * election(&c), |c| {

@@ -12,8 +12,15 @@ fn one_seed_run_twice_gives_identical_traces() {
     for seed in [3u64, 17, 12_345] {
         let first = run_seed(seed, &options);
         let second = run_seed(seed, &options);
-        assert!(first.trace.len() > 100, "seed {seed}: trace too short to mean anything");
-        assert_eq!(first.trace.len(), second.trace.len(), "seed {seed}: traces differ in length");
+        assert!(
+            first.trace.len() > 100,
+            "seed {seed}: trace too short to mean anything"
+        );
+        assert_eq!(
+            first.trace.len(),
+            second.trace.len(),
+            "seed {seed}: traces differ in length"
+        );
         for (i, (a, b)) in first.trace.iter().zip(&second.trace).enumerate() {
             assert_eq!(a, b, "seed {seed}: traces diverge at event {i}");
         }

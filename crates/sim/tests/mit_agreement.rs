@@ -18,13 +18,21 @@ fn basic_agreement_on_consecutive_indexes() {
     // Only the new leader's no-op may be committed before the first command.
     for index in 1..=c.max_committed() {
         let (_, rec) = c.n_committed(index);
-        ensure(&c, rec.is_none_or(|r| r.kind == EntryKind::Noop), "a command committed before any was submitted");
+        ensure(
+            &c,
+            rec.is_none_or(|r| r.kind == EntryKind::Noop),
+            "a command committed before any was submitted",
+        );
     }
     let mut last: Option<Index> = None;
     for k in 1..=3 {
         let index = c.one(format!("cmd-{k}").as_bytes(), 3, false);
         if let Some(prev) = last {
-            ensure(&c, index == prev + 1, &format!("command {k} at {index}, expected {}", prev + 1));
+            ensure(
+                &c,
+                index == prev + 1,
+                &format!("command {k} at {index}, expected {}", prev + 1),
+            );
         }
         last = Some(index);
     }
@@ -32,7 +40,12 @@ fn basic_agreement_on_consecutive_indexes() {
 
 #[test]
 fn agreement_continues_without_one_follower_who_then_catches_up() {
-    let mut c = cluster(3, FILE, "agreement_continues_without_one_follower_who_then_catches_up", 302);
+    let mut c = cluster(
+        3,
+        FILE,
+        "agreement_continues_without_one_follower_who_then_catches_up",
+        302,
+    );
     c.wait_for_leader(5 * election(&c));
     c.one(b"101", 3, false);
     let leader = c.leader().unwrap();
@@ -60,14 +73,25 @@ fn no_agreement_when_three_of_five_are_gone() {
     }
     let stuck = c.propose(leader, b("20")).expect("leader accepts");
     c.run_ticks(2 * e);
-    ensure(&c, c.n_committed(stuck.last).0 == 0, "committed without a majority");
+    ensure(
+        &c,
+        c.n_committed(stuck.last).0 == 0,
+        "committed without a majority",
+    );
     for &g in &gone {
         c.connect(g);
     }
     // Whoever leads now may or may not have kept "20"; the next command lands right after
     // it (at most one new leader no-op in between).
     let index2 = c.one(b"30", 5, true);
-    ensure(&c, index2 <= stuck.last + 2, &format!("command after healing at {index2}, stuck one was at {}", stuck.last));
+    ensure(
+        &c,
+        index2 <= stuck.last + 2,
+        &format!(
+            "command after healing at {index2}, stuck one was at {}",
+            stuck.last
+        ),
+    );
     c.one(b"1000", 5, true);
 }
 
@@ -96,7 +120,12 @@ fn concurrent_starts_in_one_term_all_commit() {
 
 #[test]
 fn partitioned_old_leader_rejoins_and_its_entries_are_overwritten() {
-    let mut c = cluster(3, FILE, "partitioned_old_leader_rejoins_and_its_entries_are_overwritten", 305);
+    let mut c = cluster(
+        3,
+        FILE,
+        "partitioned_old_leader_rejoins_and_its_entries_are_overwritten",
+        305,
+    );
     let e = election(&c);
     c.wait_for_leader(5 * e);
     c.one(b"101", 3, true);
@@ -119,7 +148,12 @@ fn partitioned_old_leader_rejoins_and_its_entries_are_overwritten() {
 
 #[test]
 fn backup_with_fast_backtracking_needs_few_rejections() {
-    let mut c = cluster(5, FILE, "backup_with_fast_backtracking_needs_few_rejections", 306);
+    let mut c = cluster(
+        5,
+        FILE,
+        "backup_with_fast_backtracking_needs_few_rejections",
+        306,
+    );
     let e = election(&c);
     let payload = |tag: &str, k: usize| b(&format!("{tag}-{k}"));
     c.wait_for_leader(5 * e);
@@ -187,7 +221,11 @@ fn message_counts_stay_bounded() {
     // Electing the first leader: a handful of (pre)vote rounds.
     c.wait_for_leader(5 * e);
     let election_msgs = c.net_stats().sent;
-    ensure(&c, election_msgs <= 30, &format!("{election_msgs} messages to elect a leader"));
+    ensure(
+        &c,
+        election_msgs <= 30,
+        &format!("{election_msgs} messages to elect a leader"),
+    );
 
     c.run_ticks(e);
     // Agreeing on 10 commands, one after another: MIT's budget is (10 + 1 + 3) RPCs per
@@ -197,7 +235,11 @@ fn message_counts_stay_bounded() {
         c.one(format!("count-{k}").as_bytes(), 3, false);
     }
     let used = c.net_stats().sent - before.sent;
-    ensure(&c, used <= 2 * 14 * 3, &format!("{used} messages to agree on 10 commands"));
+    ensure(
+        &c,
+        used <= 2 * 14 * 3,
+        &format!("{used} messages to agree on 10 commands"),
+    );
 
     // Idle: heartbeats only, no appends, and a bounded rate.
     c.run_ticks(e);
@@ -206,7 +248,15 @@ fn message_counts_stay_bounded() {
     let idle = c.net_stats();
     let appends = idle.appends_sent - before.appends_sent;
     let per_election = (idle.sent - before.sent) / 10;
-    ensure(&c, appends == 0, &format!("{appends} appends sent while idle"));
+    ensure(
+        &c,
+        appends == 0,
+        &format!("{appends} appends sent while idle"),
+    );
     // MIT allows 60 RPCs per idle second (one election timeout): 120 messages.
-    ensure(&c, per_election <= 120, &format!("{per_election} messages per idle election timeout"));
+    ensure(
+        &c,
+        per_election <= 120,
+        &format!("{per_election} messages per idle election timeout"),
+    );
 }

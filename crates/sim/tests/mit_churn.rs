@@ -42,7 +42,11 @@ fn churn(c: &mut Cluster, unreliable: bool) {
             c.connect(victim);
         }
         // Keep a majority around most of the time.
-        let down: Vec<_> = c.ids().into_iter().filter(|&i| !c.is_alive(i) || !c.is_connected(i)).collect();
+        let down: Vec<_> = c
+            .ids()
+            .into_iter()
+            .filter(|&i| !c.is_alive(i) || !c.is_connected(i))
+            .collect();
         if down.len() > 2 {
             let back = down[c.rng().gen_range(0..down.len())];
             c.restart(back);
@@ -63,12 +67,23 @@ fn churn(c: &mut Cluster, unreliable: bool) {
     }
     c.one(b"final", 5, true);
     wait_converged(c, 10);
-    ensure(c, seen_committed.len() >= 10, &format!("only {} values committed during churn", seen_committed.len()));
+    ensure(
+        c,
+        seen_committed.len() >= 10,
+        &format!(
+            "only {} values committed during churn",
+            seen_committed.len()
+        ),
+    );
     for v in &seen_committed {
         let index = c.committed_index_of(v).unwrap();
         for id in c.ids() {
             let rec = c.applied(id).get(index as usize - 1);
-            ensure(c, rec.is_some_and(|r| &r.data == v), &format!("{v:?} seen committed but missing on {id}"));
+            ensure(
+                c,
+                rec.is_some_and(|r| r.data == v),
+                &format!("{v:?} seen committed but missing on {id}"),
+            );
         }
     }
     check_logs_identical(c, &c.ids());

@@ -115,7 +115,12 @@ fn figure8_unreliable_with_disconnections() {
 
 #[test]
 fn unreliable_agreement_of_concurrent_and_sequential_commands() {
-    let mut c = cluster(5, FILE, "unreliable_agreement_of_concurrent_and_sequential_commands", 503);
+    let mut c = cluster(
+        5,
+        FILE,
+        "unreliable_agreement_of_concurrent_and_sequential_commands",
+        503,
+    );
     let e = election(&c);
     c.set_net(NetConfig::unreliable());
     c.wait_for_leader(10 * e);

@@ -11,7 +11,12 @@ const FILE: &str = "mit_persist";
 
 #[test]
 fn persist1_restarts_of_all_leader_and_followers_keep_commits() {
-    let mut c = cluster(3, FILE, "persist1_restarts_of_all_leader_and_followers_keep_commits", 401);
+    let mut c = cluster(
+        3,
+        FILE,
+        "persist1_restarts_of_all_leader_and_followers_keep_commits",
+        401,
+    );
     let e = election(&c);
     c.wait_for_leader(5 * e);
     c.one(b"11", 3, true);
@@ -78,7 +83,12 @@ fn persist2_repeated_crashes_of_subsets_of_five() {
 
 #[test]
 fn persist3_a_restarted_leader_and_a_partitioned_follower_continue() {
-    let mut c = cluster(3, FILE, "persist3_a_restarted_leader_and_a_partitioned_follower_continue", 403);
+    let mut c = cluster(
+        3,
+        FILE,
+        "persist3_a_restarted_leader_and_a_partitioned_follower_continue",
+        403,
+    );
     let e = election(&c);
     c.wait_for_leader(5 * e);
     c.one(b"101", 3, false);
@@ -101,7 +111,12 @@ fn persist3_a_restarted_leader_and_a_partitioned_follower_continue() {
 /// role, and checks nothing committed is lost and the cluster goes on.
 #[test]
 fn crashes_inside_a_ready_lose_nothing_committed() {
-    let mut c = cluster(3, FILE, "crashes_inside_a_ready_lose_nothing_committed", 404);
+    let mut c = cluster(
+        3,
+        FILE,
+        "crashes_inside_a_ready_lose_nothing_committed",
+        404,
+    );
     let e = election(&c);
     c.wait_for_leader(5 * e);
     c.one(b"base", 3, true);
@@ -114,14 +129,22 @@ fn crashes_inside_a_ready_lose_nothing_committed() {
     for point in points {
         for victim_is_leader in [false, true] {
             let leader = c.wait_for_leader(5 * e);
-            let victim = if victim_is_leader { leader } else { leader % 3 + 1 };
+            let victim = if victim_is_leader {
+                leader
+            } else {
+                leader % 3 + 1
+            };
             c.crash_at_next_ready(victim, point);
             k += 1;
             // The victim's next Ready carries this proposal (leader) or its replication
             // (follower); it crashes partway through it.
             let _ = c.propose(leader, b(&format!("mid-ready-{k}")));
             c.run_ticks(2);
-            ensure(&c, !c.is_alive(victim), &format!("armed crash at {point:?} never struck"));
+            ensure(
+                &c,
+                !c.is_alive(victim),
+                &format!("armed crash at {point:?} never struck"),
+            );
             c.one(format!("survivors-{k}").as_bytes(), 2, true);
             c.restart(victim);
             c.one(format!("all-{k}").as_bytes(), 3, true);
@@ -136,7 +159,12 @@ fn crashes_inside_a_ready_lose_nothing_committed() {
 /// the durable vote; election safety watches the outcome).
 #[test]
 fn a_candidate_crashing_after_persisting_its_vote_does_not_vote_twice() {
-    let mut c = cluster(3, FILE, "a_candidate_crashing_after_persisting_its_vote_does_not_vote_twice", 405);
+    let mut c = cluster(
+        3,
+        FILE,
+        "a_candidate_crashing_after_persisting_its_vote_does_not_vote_twice",
+        405,
+    );
     let e = election(&c);
     c.wait_for_leader(5 * e);
     for round in 0..6 {

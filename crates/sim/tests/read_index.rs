@@ -19,26 +19,41 @@ fn a_leader_read_covers_every_earlier_commit() {
         c.one(format!("w{k}").as_bytes(), 3, true);
     }
     let committed = c.max_committed();
-    c.read_index(leader, b("read-1")).expect("a leader accepts reads");
+    c.read_index(leader, b("read-1"))
+        .expect("a leader accepts reads");
     let got = c.run_until(2 * e, |c| !c.read_states(leader).is_empty());
     ensure(&c, got, "the leader never confirmed the read");
     let rs = c.read_states(leader)[0].clone();
-    ensure(&c, rs.ctx == b("read-1") && rs.index >= committed, &format!("read {rs:?} below commit {committed}"));
+    ensure(
+        &c,
+        rs.ctx == b("read-1") && rs.index >= committed,
+        &format!("read {rs:?} below commit {committed}"),
+    );
 }
 
 #[test]
 fn a_follower_read_is_confirmed_through_the_leader() {
-    let mut c = cluster(3, FILE, "a_follower_read_is_confirmed_through_the_leader", 802);
+    let mut c = cluster(
+        3,
+        FILE,
+        "a_follower_read_is_confirmed_through_the_leader",
+        802,
+    );
     let e = election(&c);
     let leader = c.wait_for_leader(5 * e);
     c.one(b"w", 3, true);
     let follower = leader % 3 + 1;
     let committed = c.max_committed();
-    c.read_index(follower, b("via-follower")).expect("followers forward reads");
+    c.read_index(follower, b("via-follower"))
+        .expect("followers forward reads");
     let got = c.run_until(2 * e, |c| !c.read_states(follower).is_empty());
     ensure(&c, got, "the follower never got its read confirmed");
     let rs = c.read_states(follower)[0].clone();
-    ensure(&c, rs.index >= committed, "follower read below the commit index");
+    ensure(
+        &c,
+        rs.index >= committed,
+        "follower read below the commit index",
+    );
 }
 
 #[test]
@@ -55,14 +70,23 @@ fn an_isolated_old_leader_confirms_no_read() {
         c.one(format!("after-{k}").as_bytes(), 2, true);
     }
     c.run_ticks(3 * e);
-    ensure(&c, c.read_states(old).is_empty(), "an isolated leader confirmed a read");
+    ensure(
+        &c,
+        c.read_states(old).is_empty(),
+        "an isolated leader confirmed a read",
+    );
     c.connect(old);
     c.one(b"healed", 3, true);
 }
 
 #[test]
 fn reads_stay_linearizable_on_a_lossy_network_with_leader_changes() {
-    let mut c = cluster(5, FILE, "reads_stay_linearizable_on_a_lossy_network_with_leader_changes", 804);
+    let mut c = cluster(
+        5,
+        FILE,
+        "reads_stay_linearizable_on_a_lossy_network_with_leader_changes",
+        804,
+    );
     let e = election(&c);
     c.set_net(NetConfig::unreliable());
     c.wait_for_leader(10 * e);
@@ -83,5 +107,9 @@ fn reads_stay_linearizable_on_a_lossy_network_with_leader_changes() {
     }
     c.set_net(NetConfig::reliable());
     c.run_ticks(3 * e);
-    ensure(&c, c.reads_confirmed() >= 10, &format!("only {} reads confirmed", c.reads_confirmed()));
+    ensure(
+        &c,
+        c.reads_confirmed() >= 10,
+        &format!("only {} reads confirmed", c.reads_confirmed()),
+    );
 }

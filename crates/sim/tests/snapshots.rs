@@ -22,21 +22,36 @@ fn check_log_bounded(c: &Cluster) {
     for id in c.ids() {
         let d = c.durable(id);
         let tail = d.last_index() - d.snapshot_index();
-        ensure(c, tail <= 3 * EVERY, &format!("member {id} keeps {tail} entries after its snapshot"));
+        ensure(
+            c,
+            tail <= 3 * EVERY,
+            &format!("member {id} keeps {tail} entries after its snapshot"),
+        );
     }
 }
 
 #[test]
 fn snapshots_keep_logs_short_and_need_no_install_when_all_keep_up() {
-    let mut c = compacting_cluster("snapshots_keep_logs_short_and_need_no_install_when_all_keep_up", 701);
+    let mut c = compacting_cluster(
+        "snapshots_keep_logs_short_and_need_no_install_when_all_keep_up",
+        701,
+    );
     c.wait_for_leader(5 * election(&c));
     for k in 0..60 {
         c.one(format!("v{k}").as_bytes(), 3, true);
     }
     wait_converged(&mut c, 10);
     check_log_bounded(&c);
-    ensure(&c, c.stats().snapshots_taken >= 3 * 5, "members did not compact");
-    ensure(&c, c.stats().snapshots_installed == 0, "a snapshot was shipped although every follower kept up");
+    ensure(
+        &c,
+        c.stats().snapshots_taken >= 3 * 5,
+        "members did not compact",
+    );
+    ensure(
+        &c,
+        c.stats().snapshots_installed == 0,
+        "a snapshot was shipped although every follower kept up",
+    );
 }
 
 fn install_after_falling_behind(c: &mut Cluster, crash: bool) {
@@ -57,7 +72,11 @@ fn install_after_falling_behind(c: &mut Cluster, crash: bool) {
     let survivors: Vec<_> = c.ids().into_iter().filter(|&i| i != victim).collect();
     for &s in &survivors {
         let behind = c.durable(victim).last_index();
-        ensure(c, c.durable(s).snapshot_index() > behind, "the survivors did not compact past the victim");
+        ensure(
+            c,
+            c.durable(s).snapshot_index() > behind,
+            "the survivors did not compact past the victim",
+        );
     }
     let installed_before = c.stats().snapshots_installed;
     if crash {
@@ -67,20 +86,30 @@ fn install_after_falling_behind(c: &mut Cluster, crash: bool) {
     }
     c.one(b"back", 3, true);
     wait_converged(c, 20);
-    ensure(c, c.stats().snapshots_installed > installed_before, "the victim caught up without a snapshot");
+    ensure(
+        c,
+        c.stats().snapshots_installed > installed_before,
+        "the victim caught up without a snapshot",
+    );
     check_logs_identical(c, &c.ids());
     check_log_bounded(c);
 }
 
 #[test]
 fn a_disconnected_follower_behind_the_compaction_gets_a_snapshot() {
-    let mut c = compacting_cluster("a_disconnected_follower_behind_the_compaction_gets_a_snapshot", 702);
+    let mut c = compacting_cluster(
+        "a_disconnected_follower_behind_the_compaction_gets_a_snapshot",
+        702,
+    );
     install_after_falling_behind(&mut c, false);
 }
 
 #[test]
 fn a_crashed_follower_behind_the_compaction_gets_a_snapshot() {
-    let mut c = compacting_cluster("a_crashed_follower_behind_the_compaction_gets_a_snapshot", 703);
+    let mut c = compacting_cluster(
+        "a_crashed_follower_behind_the_compaction_gets_a_snapshot",
+        703,
+    );
     install_after_falling_behind(&mut c, true);
 }
 
@@ -104,7 +133,10 @@ fn snapshot_install_on_an_unreliable_network() {
 
 #[test]
 fn all_crash_after_snapshots_and_nothing_committed_is_lost() {
-    let mut c = compacting_cluster("all_crash_after_snapshots_and_nothing_committed_is_lost", 705);
+    let mut c = compacting_cluster(
+        "all_crash_after_snapshots_and_nothing_committed_is_lost",
+        705,
+    );
     let e = election(&c);
     c.wait_for_leader(5 * e);
     let mut last = 0;
@@ -119,7 +151,11 @@ fn all_crash_after_snapshots_and_nothing_committed_is_lost() {
             c.restart(id);
         }
         let next = c.one(format!("after-restart-{round}").as_bytes(), 3, true);
-        ensure(&c, next > last, &format!("index went back from {last} to {next} after restarting all"));
+        ensure(
+            &c,
+            next > last,
+            &format!("index went back from {last} to {next} after restarting all"),
+        );
         last = next;
     }
 }
@@ -143,6 +179,10 @@ fn restarting_twice_after_a_snapshot_keeps_it() {
         last = index;
     }
     for id in c.ids() {
-        ensure(&c, c.durable(id).snapshot_index() >= EVERY, "snapshot missing from disk");
+        ensure(
+            &c,
+            c.durable(id).snapshot_index() >= EVERY,
+            "snapshot missing from disk",
+        );
     }
 }

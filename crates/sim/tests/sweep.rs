@@ -10,7 +10,10 @@ const DEFAULT_COUNT: u64 = 2_000;
 fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name)
         .ok()
-        .map(|v| v.parse().unwrap_or_else(|_| panic!("{name}={v:?} is not a number")))
+        .map(|v| {
+            v.parse()
+                .unwrap_or_else(|_| panic!("{name}={v:?} is not a number"))
+        })
         .unwrap_or(default)
 }
 
@@ -29,17 +32,18 @@ fn sweep_random_seeds_with_all_faults() {
         failed.is_empty(),
         "{}\nfailing seeds: {failed:?}\nreplay the first: {}",
         summary.headline(),
-        replay_command(failed[0])
+        replay_command(failed[0], &FuzzOptions::default())
     );
 }
 
-/// Replays `RAFTKV_SIM_SEED` (default 0) with its trace printed on failure.
+/// Replays `RAFTKV_SIM_SEED` (default 0; `RAFTKV_SIM_FAULT_TICKS` if the sweep changed the
+/// run length) with its trace printed on failure.
 #[test]
 fn replay_one_seed() {
     let seed = sim::seed_from_env_or(0);
     let options = FuzzOptions {
         trace: std::env::var_os("RAFTKV_SIM_TRACE").is_some(),
-        ..FuzzOptions::default()
+        fault_ticks: env_u64("RAFTKV_SIM_FAULT_TICKS", FuzzOptions::default().fault_ticks),
     };
     let report = run_seed(seed, &options);
     println!("seed {seed}: plan {:?}", report.plan);

@@ -66,7 +66,10 @@ fn main() -> ExitCode {
         println!("seed {seed}: plan {:?}", report.plan);
         return match report.failure {
             None => {
-                println!("seed {seed}: ok ({} ticks, {} proposals)", report.ticks, report.proposals);
+                println!(
+                    "seed {seed}: ok ({} ticks, {} proposals)",
+                    report.ticks, report.proposals
+                );
                 ExitCode::SUCCESS
             }
             Some(f) => {
@@ -77,7 +80,11 @@ fn main() -> ExitCode {
     }
     let summary = sweep(args.start, args.count, args.threads, &args.options);
     for f in &summary.failures {
-        println!("FAILED seed {}:\n{}", f.seed, f.failure.as_deref().unwrap_or(""));
+        println!(
+            "FAILED seed {}:\n{}",
+            f.seed,
+            f.failure.as_deref().unwrap_or("")
+        );
     }
     println!("{}", summary.headline());
     if summary.failures.is_empty() {

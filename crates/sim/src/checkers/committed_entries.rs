@@ -34,7 +34,9 @@ impl CommittedLedger {
         if index == 0 {
             return None;
         }
-        self.slots.get((index - 1) as usize).and_then(|s| s.as_ref())
+        self.slots
+            .get((index - 1) as usize)
+            .and_then(|s| s.as_ref())
     }
 
     /// `node` considers `(index, term, kind, data)` committed.

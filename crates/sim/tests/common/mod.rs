@@ -37,7 +37,11 @@ pub fn ensure(c: &Cluster, cond: bool, what: &str) {
 pub fn check_no_leader(c: &mut Cluster, ticks: u64) {
     c.run_ticks(ticks);
     let leaders = c.leaders();
-    ensure(c, leaders.is_empty(), &format!("expected no leader, found {leaders:?}"));
+    ensure(
+        c,
+        leaders.is_empty(),
+        &format!("expected no leader, found {leaders:?}"),
+    );
 }
 
 /// The term every live, connected member agrees on (fails if they disagree).
@@ -70,7 +74,10 @@ pub fn check_logs_identical(c: &Cluster, ids: &[NodeId]) {
         ensure(
             c,
             a.last_index() == b.last_index(),
-            &format!("durable logs of {} and {id} end at different indexes", ids[0]),
+            &format!(
+                "durable logs of {} and {id} end at different indexes",
+                ids[0]
+            ),
         );
         for index in a.snapshot_index().max(b.snapshot_index()) + 1..=a.last_index() {
             ensure(
@@ -88,13 +95,24 @@ pub fn wait_converged(c: &mut Cluster, elections: u64) {
     let max_ticks = elections * election(c);
     let ok = c.run_until(max_ticks, |c| {
         let live: Vec<NodeId> = c.ids().into_iter().filter(|&i| c.is_alive(i)).collect();
-        let Some(target) = live.iter().filter_map(|&i| c.status(i)).map(|s| s.hard_state.commit).max() else {
+        let Some(target) = live
+            .iter()
+            .filter_map(|&i| c.status(i))
+            .map(|s| s.hard_state.commit)
+            .max()
+        else {
             return false;
         };
         live.iter().all(|&i| c.applied_index(i) == target)
-            && live.iter().all(|&i| c.durable(i).last_index() == c.durable(live[0]).last_index())
+            && live
+                .iter()
+                .all(|&i| c.durable(i).last_index() == c.durable(live[0]).last_index())
     });
-    ensure(c, ok, &format!("members did not converge within {max_ticks} ticks"));
+    ensure(
+        c,
+        ok,
+        &format!("members did not converge within {max_ticks} ticks"),
+    );
 }
 
 pub fn role(c: &Cluster, id: NodeId) -> Option<Role> {

@@ -1,0 +1,40 @@
+//! The checkers must catch a broken runtime, not only pass a correct one: sweeps with a
+//! deliberately sabotaged simulator (a lying fsync, a forgotten vote) must report safety
+//! violations. If these tests ever pass a sabotaged sweep, the checkers have gone blind.
+
+use std::collections::BTreeSet;
+
+use sim::fuzz::{run_seed, FuzzOptions};
+use sim::Sabotage;
+
+/// Sweeps `count` seeds with `sabotage` and returns the checkers that fired.
+fn checkers_that_fire(sabotage: Sabotage, count: u64) -> BTreeSet<&'static str> {
+    let options = FuzzOptions {
+        sabotage: Some(sabotage),
+        ..FuzzOptions::default()
+    };
+    (0..count)
+        .filter_map(|seed| run_seed(seed, &options).violation)
+        .map(|v| v.checker)
+        .collect()
+}
+
+#[test]
+fn a_lying_fsync_is_caught() {
+    let fired = checkers_that_fire(Sabotage::LoseLastWriteOnCrash, 300);
+    println!("checkers that caught a lying fsync: {fired:?}");
+    assert!(
+        fired.iter().any(|c| *c != "ready-contract"),
+        "300 seeds with a lying fsync and no invariant checker fired"
+    );
+}
+
+#[test]
+fn a_forgotten_vote_is_caught() {
+    let fired = checkers_that_fire(Sabotage::ForgetVoteOnRestart, 300);
+    println!("checkers that caught a forgotten vote: {fired:?}");
+    assert!(
+        fired.iter().any(|c| *c != "ready-contract"),
+        "300 seeds forgetting votes and no invariant checker fired"
+    );
+}
