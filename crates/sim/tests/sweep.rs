@@ -44,6 +44,7 @@ fn replay_one_seed() {
     let options = FuzzOptions {
         trace: std::env::var_os("RAFTKV_SIM_TRACE").is_some(),
         fault_ticks: env_u64("RAFTKV_SIM_FAULT_TICKS", FuzzOptions::default().fault_ticks),
+        sabotage: None,
     };
     let report = run_seed(seed, &options);
     println!("seed {seed}: plan {:?}", report.plan);
