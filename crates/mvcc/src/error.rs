@@ -1,0 +1,181 @@
+//! Errors of the store, with the exact gRPC code and message etcd returns for each.
+//!
+//! etcd's Go client turns a server error back into a typed error by matching the whole
+//! message string, so both the code and the text must be byte-for-byte etcd's.
+
+use std::fmt;
+
+/// The gRPC status codes the store can produce. The discriminants are the gRPC wire values,
+/// so `tonic::Code::from_i32(code as i32)` converts without a lookup table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(i32)]
+pub enum Code {
+    InvalidArgument = 3,
+    NotFound = 5,
+    FailedPrecondition = 9,
+    OutOfRange = 11,
+    Internal = 13,
+}
+
+/// Everything that can go wrong when validating, applying or reading a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MvccError {
+    /// A request (or a txn operation or compare) named an empty key.
+    EmptyKey,
+    /// `ignore_value`/`ignore_lease` on a key that does not exist, or an empty `RequestOp`.
+    KeyNotFound,
+    /// `ignore_value` together with a non-empty value.
+    ValueProvided,
+    /// `ignore_lease` together with a non-zero lease.
+    LeaseProvided,
+    /// A txn has more compares or operations in one branch than allowed.
+    TooManyOps,
+    /// Two writes of one txn branch touch the same key.
+    DuplicateKey,
+    /// `sort_order` or `sort_target` is not one of the enum's values.
+    InvalidSortOption,
+    /// The requested revision is below the compaction point.
+    Compacted,
+    /// The requested revision is above the current revision.
+    FutureRevision,
+    /// A put named a lease that does not exist (leases are not implemented yet, so any
+    /// non-zero lease).
+    LeaseNotFound,
+    /// The Raft entry carried no request. Only a bug in the proposer produces this.
+    EmptyRequest,
+    /// An internal invariant broke while applying; the store rolled the request back.
+    Internal(String),
+}
+
+impl MvccError {
+    /// The gRPC code and message etcd uses for this error.
+    pub fn to_status(&self) -> (Code, String) {
+        let code = self.code();
+        let message = match self {
+            MvccError::Internal(detail) => format!("etcdserver: mvcc: internal error: {detail}"),
+            other => other.static_message().to_string(),
+        };
+        (code, message)
+    }
+
+    /// The gRPC code alone.
+    pub fn code(&self) -> Code {
+        match self {
+            MvccError::EmptyKey
+            | MvccError::KeyNotFound
+            | MvccError::ValueProvided
+            | MvccError::LeaseProvided
+            | MvccError::TooManyOps
+            | MvccError::DuplicateKey
+            | MvccError::InvalidSortOption
+            | MvccError::EmptyRequest => Code::InvalidArgument,
+            MvccError::Compacted | MvccError::FutureRevision => Code::OutOfRange,
+            MvccError::LeaseNotFound => Code::NotFound,
+            MvccError::Internal(_) => Code::Internal,
+        }
+    }
+
+    fn static_message(&self) -> &'static str {
+        match self {
+            MvccError::EmptyKey => "etcdserver: key is not provided",
+            // etcd answers an empty RequestOp with the key-not-found error as well.
+            MvccError::KeyNotFound | MvccError::EmptyRequest => "etcdserver: key not found",
+            MvccError::ValueProvided => "etcdserver: value is provided",
+            MvccError::LeaseProvided => "etcdserver: lease is provided",
+            MvccError::TooManyOps => "etcdserver: too many operations in txn request",
+            MvccError::DuplicateKey => "etcdserver: duplicate key given in txn request",
+            MvccError::InvalidSortOption => "etcdserver: invalid sort option",
+            MvccError::Compacted => "etcdserver: mvcc: required revision has been compacted",
+            MvccError::FutureRevision => "etcdserver: mvcc: required revision is a future revision",
+            MvccError::LeaseNotFound => "etcdserver: requested lease not found",
+            MvccError::Internal(_) => "etcdserver: mvcc: internal error",
+        }
+    }
+}
+
+impl fmt::Display for MvccError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_status().1)
+    }
+}
+
+impl std::error::Error for MvccError {}
+
+#[cfg(feature = "tonic")]
+impl From<MvccError> for tonic::Status {
+    fn from(err: MvccError) -> Self {
+        let (code, message) = err.to_status();
+        tonic::Status::new(tonic::Code::from_i32(code as i32), message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_and_codes_match_etcd() {
+        let cases = [
+            (
+                MvccError::EmptyKey,
+                Code::InvalidArgument,
+                "etcdserver: key is not provided",
+            ),
+            (
+                MvccError::KeyNotFound,
+                Code::InvalidArgument,
+                "etcdserver: key not found",
+            ),
+            (
+                MvccError::ValueProvided,
+                Code::InvalidArgument,
+                "etcdserver: value is provided",
+            ),
+            (
+                MvccError::LeaseProvided,
+                Code::InvalidArgument,
+                "etcdserver: lease is provided",
+            ),
+            (
+                MvccError::TooManyOps,
+                Code::InvalidArgument,
+                "etcdserver: too many operations in txn request",
+            ),
+            (
+                MvccError::DuplicateKey,
+                Code::InvalidArgument,
+                "etcdserver: duplicate key given in txn request",
+            ),
+            (
+                MvccError::InvalidSortOption,
+                Code::InvalidArgument,
+                "etcdserver: invalid sort option",
+            ),
+            (
+                MvccError::Compacted,
+                Code::OutOfRange,
+                "etcdserver: mvcc: required revision has been compacted",
+            ),
+            (
+                MvccError::FutureRevision,
+                Code::OutOfRange,
+                "etcdserver: mvcc: required revision is a future revision",
+            ),
+            (
+                MvccError::LeaseNotFound,
+                Code::NotFound,
+                "etcdserver: requested lease not found",
+            ),
+        ];
+        for (err, code, message) in cases {
+            assert_eq!(err.to_status(), (code, message.to_string()), "{err:?}");
+        }
+    }
+
+    #[test]
+    fn codes_have_grpc_wire_values() {
+        assert_eq!(Code::InvalidArgument as i32, 3);
+        assert_eq!(Code::NotFound as i32, 5);
+        assert_eq!(Code::OutOfRange as i32, 11);
+    }
+}

@@ -1,0 +1,30 @@
+//! raftkv's replicated state machine: a multi-version key-value store with etcd v3's
+//! semantics (revisions, ranges at old revisions, txns, compaction), deterministic and free
+//! of I/O so that every Raft member that applies the same entries ends in the same state.
+//!
+//! * [`Store::apply`] applies one committed [`proto::raftkvpb::InternalRequest`].
+//! * [`Store::range`] serves reads.
+//! * [`validate`] holds the checks etcd makes before proposing a request.
+//! * [`Store::hash_kv`], [`Store::snapshot`] and [`Store::restore`] compare and transfer
+//!   replicas.
+//! * [`Store::last_events`] / [`Store::events_between`] feed watchers.
+//!
+//! docs/mvcc.md explains the design and lists etcd's quirks that we reproduce.
+
+mod error;
+mod hash;
+mod key_history;
+pub mod key_range;
+mod range;
+mod revision;
+mod snapshot;
+mod store;
+mod txn;
+pub mod validate;
+
+pub use error::{Code, MvccError};
+pub use hash::HashKv;
+pub use revision::Revision;
+pub use snapshot::SnapshotError;
+pub use store::{Response, Store};
+pub use validate::{Limits, DEFAULT_MAX_TXN_OPS};

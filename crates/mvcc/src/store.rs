@@ -1,0 +1,421 @@
+//! The store: every key's history, the revision counter, and the apply entry point.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use proto::etcdserverpb::{
+    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest,
+    PutResponse, RangeRequest, RangeResponse, ResponseHeader, TxnResponse,
+};
+use proto::mvccpb::{event::EventType, Event, KeyValue};
+use proto::raftkvpb::{internal_request, InternalRequest};
+
+use crate::error::MvccError;
+use crate::key_history::{Entry, KeyHistory, Live, State};
+use crate::key_range::KeyRange;
+use crate::revision::Revision;
+use crate::validate;
+
+/// The result of applying one Raft entry. Header fields other than `revision` are left at
+/// zero for the server to fill in.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Response {
+    Put(PutResponse),
+    DeleteRange(DeleteRangeResponse),
+    Txn(TxnResponse),
+    Compaction(CompactionResponse),
+}
+
+/// The replicated key-value state machine with etcd's MVCC semantics.
+///
+/// Deterministic: the same sequence of `apply` calls on two stores yields identical
+/// responses, events, hashes and snapshots. It does no I/O and keeps everything in memory;
+/// durability comes from the Raft log and [`Store::snapshot`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Store {
+    /// The revision of the latest change; 1 for an empty store, so the first write is 2.
+    pub(crate) current: i64,
+    /// The revision of the last compaction, -1 before the first one (as etcd reports it).
+    pub(crate) compacted: i64,
+    pub(crate) keys: BTreeMap<Bytes, KeyHistory>,
+    /// Every entry of every history, by revision: the order watchers and the hash see.
+    pub(crate) by_revision: BTreeMap<Revision, Bytes>,
+    /// Rough bytes held, for the server's `dbSize` figure.
+    pub(crate) stored_bytes: u64,
+    /// Events produced by the last `apply`.
+    pub(crate) last_events: Vec<Event>,
+}
+
+impl Default for Store {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Fixed per-entry overhead counted in [`Store::approximate_size`].
+const ENTRY_OVERHEAD: u64 = 64;
+
+impl Store {
+    pub fn new() -> Self {
+        Store {
+            current: 1,
+            compacted: -1,
+            keys: BTreeMap::new(),
+            by_revision: BTreeMap::new(),
+            stored_bytes: 0,
+            last_events: Vec::new(),
+        }
+    }
+
+    /// The revision of the latest change (1 when nothing was ever written).
+    pub fn current_revision(&self) -> i64 {
+        self.current
+    }
+
+    /// The revision of the last compaction, or -1 if the store was never compacted.
+    pub fn compact_revision(&self) -> i64 {
+        self.compacted
+    }
+
+    /// Number of keys that currently exist.
+    pub fn key_count(&self) -> usize {
+        self.keys
+            .values()
+            .filter(|h| h.live_at(self.current).is_some())
+            .count()
+    }
+
+    /// Approximate bytes of keys, values and bookkeeping held, history included. Never 0,
+    /// since etcdctl divides by the `dbSize` the server derives from it.
+    pub fn approximate_size(&self) -> u64 {
+        self.stored_bytes.max(1)
+    }
+
+    /// The watch events produced by the most recent [`Store::apply`], in revision order
+    /// (empty if it changed nothing or failed). Put events carry `prev_kv` when the key
+    /// existed before; a watcher that did not ask for it should clear it.
+    pub fn last_events(&self) -> &[Event] {
+        &self.last_events
+    }
+
+    /// Applies one committed Raft entry. Errors are results too: every replica returns the
+    /// same error for the same entry, and a failed request changes nothing.
+    pub fn apply(&mut self, req: &InternalRequest) -> Result<Response, MvccError> {
+        self.last_events.clear();
+        let Some(request) = &req.request else {
+            return Err(MvccError::EmptyRequest);
+        };
+        match request {
+            internal_request::Request::Put(put) => self.apply_put(put).map(Response::Put),
+            internal_request::Request::DeleteRange(del) => {
+                self.apply_delete_range(del).map(Response::DeleteRange)
+            }
+            internal_request::Request::Txn(txn) => self.apply_txn(txn).map(Response::Txn),
+            internal_request::Request::Compaction(c) => self.compact(c).map(Response::Compaction),
+        }
+    }
+
+    /// Serves a read at the current revision (or at `req.revision`). The `serializable`
+    /// flag is the server's business and ignored here.
+    pub fn range(&self, req: &RangeRequest) -> Result<RangeResponse, MvccError> {
+        validate::check_range(req)?;
+        self.range_at_view(req, self.current)
+    }
+
+    fn apply_put(&mut self, req: &PutRequest) -> Result<PutResponse, MvccError> {
+        validate::check_put(req)?;
+        // Plain puts check the lease before the key; txns the other way round (etcd 3.4).
+        if req.lease != 0 {
+            return Err(MvccError::LeaseNotFound);
+        }
+        let mut writer = Writer::begin(self);
+        match writer.put(req) {
+            Ok(mut resp) => {
+                let rev = writer.commit();
+                set_revision(&mut resp.header, rev);
+                Ok(resp)
+            }
+            Err(err) => {
+                writer.roll_back();
+                Err(err)
+            }
+        }
+    }
+
+    fn apply_delete_range(
+        &mut self,
+        req: &DeleteRangeRequest,
+    ) -> Result<DeleteRangeResponse, MvccError> {
+        validate::check_delete_range(req)?;
+        let mut writer = Writer::begin(self);
+        let mut resp = writer.delete_range(req);
+        let rev = writer.commit();
+        set_revision(&mut resp.header, rev);
+        Ok(resp)
+    }
+
+    /// Drops history below `req.revision`; `physical` makes no difference to an in-memory
+    /// store.
+    fn compact(&mut self, req: &CompactionRequest) -> Result<CompactionResponse, MvccError> {
+        let rev = req.revision;
+        if rev <= self.compacted {
+            return Err(MvccError::Compacted);
+        }
+        if rev > self.current {
+            return Err(MvccError::FutureRevision);
+        }
+        let touched: Vec<Bytes> = {
+            let mut keys: Vec<Bytes> = self
+                .by_revision
+                .range(..Revision::start_of(rev + 1))
+                .map(|(_, k)| k.clone())
+                .collect();
+            keys.sort();
+            keys.dedup();
+            keys
+        };
+        for key in touched {
+            let Some(history) = self.keys.get_mut(&key) else {
+                continue;
+            };
+            for dropped in history.compact(rev) {
+                self.stored_bytes = self
+                    .stored_bytes
+                    .saturating_sub(entry_size(&dropped) + key.len() as u64);
+                self.by_revision.remove(&dropped.rev);
+            }
+            if history.is_empty() {
+                self.keys.remove(&key);
+            }
+        }
+        self.compacted = rev;
+        Ok(CompactionResponse {
+            header: Some(ResponseHeader {
+                revision: self.current,
+                ..Default::default()
+            }),
+        })
+    }
+
+    /// Events for every change with main revision in `[from_rev, to_rev]`, in order, with
+    /// `prev_kv` filled where the previous state is still known. For a watcher catching up
+    /// from history. Fails with `Compacted` when `from_rev` is below the compaction point.
+    pub fn events_between(&self, from_rev: i64, to_rev: i64) -> Result<Vec<Event>, MvccError> {
+        if from_rev < self.compacted {
+            return Err(MvccError::Compacted);
+        }
+        if from_rev > to_rev {
+            return Ok(Vec::new());
+        }
+        let mut events = Vec::new();
+        let upper = Revision::start_of(to_rev.saturating_add(1));
+        for (rev, key) in self.by_revision.range(Revision::start_of(from_rev)..upper) {
+            let Some(history) = self.keys.get(key) else {
+                continue;
+            };
+            let Some(entry) = history.entries.iter().find(|e| e.rev == *rev) else {
+                continue;
+            };
+            let prev = match history.entry_before(*rev) {
+                Some(Entry {
+                    rev: prev_rev,
+                    state: State::Live(live),
+                }) => Some(key_value(key, *prev_rev, live)),
+                _ => None,
+            };
+            events.push(event_for(key, entry, prev));
+        }
+        Ok(events)
+    }
+}
+
+fn set_revision(header: &mut Option<ResponseHeader>, rev: i64) {
+    header.get_or_insert_with(ResponseHeader::default).revision = rev;
+}
+
+pub(crate) fn entry_size(entry: &Entry) -> u64 {
+    ENTRY_OVERHEAD
+        + match &entry.state {
+            State::Live(live) => live.value.len() as u64,
+            State::Tombstone => 0,
+        }
+}
+
+/// The client-visible record of `key` as set at revision `at`.
+pub(crate) fn key_value(key: &Bytes, at: Revision, live: &Live) -> KeyValue {
+    KeyValue {
+        key: key.clone(),
+        create_revision: live.create_revision,
+        mod_revision: at.main,
+        version: live.version,
+        value: live.value.clone(),
+        lease: live.lease,
+    }
+}
+
+pub(crate) fn event_for(key: &Bytes, entry: &Entry, prev_kv: Option<KeyValue>) -> Event {
+    match &entry.state {
+        State::Live(live) => Event {
+            r#type: EventType::Put as i32,
+            kv: Some(key_value(key, entry.rev, live)),
+            prev_kv,
+        },
+        State::Tombstone => Event {
+            r#type: EventType::Delete as i32,
+            kv: Some(KeyValue {
+                key: key.clone(),
+                mod_revision: entry.rev.main,
+                ..Default::default()
+            }),
+            prev_kv,
+        },
+    }
+}
+
+/// One mutating request in progress. All its writes get main revision `current + 1` and
+/// increasing sub-revisions; reads made through it see those writes. `commit` makes the new
+/// revision current if anything changed, `roll_back` removes every trace of the request.
+pub(crate) struct Writer<'s> {
+    pub(crate) store: &'s mut Store,
+    pub(crate) main: i64,
+    next_sub: i64,
+    events: Vec<Event>,
+    touched: Vec<Bytes>,
+}
+
+impl<'s> Writer<'s> {
+    pub(crate) fn begin(store: &'s mut Store) -> Self {
+        let main = store.current + 1;
+        Writer {
+            store,
+            main,
+            next_sub: 0,
+            events: Vec::new(),
+            touched: Vec::new(),
+        }
+    }
+
+    pub(crate) fn changed(&self) -> bool {
+        self.next_sub > 0
+    }
+
+    /// The revision reads inside this request see: the pending one once something changed.
+    pub(crate) fn view_rev(&self) -> i64 {
+        if self.changed() {
+            self.main
+        } else {
+            self.store.current
+        }
+    }
+
+    fn record(&mut self, key: &Bytes, state: State, prev_kv: Option<KeyValue>) -> Revision {
+        let rev = Revision::new(self.main, self.next_sub);
+        self.next_sub += 1;
+        let entry = Entry { rev, state };
+        self.events.push(event_for(key, &entry, prev_kv));
+        self.store.stored_bytes += entry_size(&entry) + key.len() as u64;
+        self.store.keys.entry(key.clone()).or_default().push(entry);
+        self.store.by_revision.insert(rev, key.clone());
+        self.touched.push(key.clone());
+        rev
+    }
+
+    /// The key's current value as this request sees it.
+    fn visible(&self, key: &[u8]) -> Option<KeyValue> {
+        let (stored_key, history) = self.store.keys.get_key_value(key)?;
+        let (at, live) = history.live_at(self.view_rev())?;
+        Some(key_value(stored_key, at, live))
+    }
+
+    pub(crate) fn put(&mut self, req: &PutRequest) -> Result<PutResponse, MvccError> {
+        let prev = self.visible(&req.key);
+        if (req.ignore_value || req.ignore_lease) && prev.is_none() {
+            return Err(MvccError::KeyNotFound);
+        }
+        if req.lease != 0 {
+            // Leases are not implemented yet, so no lease exists.
+            return Err(MvccError::LeaseNotFound);
+        }
+        let live = Live {
+            create_revision: prev.as_ref().map_or(self.main, |p| p.create_revision),
+            version: prev.as_ref().map_or(1, |p| p.version + 1),
+            lease: match (&prev, req.ignore_lease) {
+                (Some(p), true) => p.lease,
+                _ => req.lease,
+            },
+            // Copied so the store does not pin the (possibly large) buffer the request was
+            // decoded from.
+            value: match (&prev, req.ignore_value) {
+                (Some(p), true) => p.value.clone(),
+                _ => Bytes::copy_from_slice(&req.value),
+            },
+        };
+        let key = match &prev {
+            Some(p) => p.key.clone(),
+            None => self
+                .store
+                .keys
+                .get_key_value(req.key.as_ref())
+                .map(|(k, _)| k.clone())
+                .unwrap_or_else(|| Bytes::copy_from_slice(&req.key)),
+        };
+        self.record(&key, State::Live(live), prev.clone());
+        Ok(PutResponse {
+            header: Some(ResponseHeader {
+                revision: self.main,
+                ..Default::default()
+            }),
+            prev_kv: if req.prev_kv { prev } else { None },
+        })
+    }
+
+    pub(crate) fn delete_range(&mut self, req: &DeleteRangeRequest) -> DeleteRangeResponse {
+        let range = KeyRange::new(&req.key, &req.range_end);
+        let (doomed, _) = self
+            .store
+            .collect(range, self.view_rev(), usize::MAX, false);
+        for prev in &doomed {
+            self.record(&prev.key, State::Tombstone, Some(prev.clone()));
+        }
+        DeleteRangeResponse {
+            header: Some(ResponseHeader {
+                revision: self.view_rev(),
+                ..Default::default()
+            }),
+            deleted: doomed.len() as i64,
+            prev_kvs: if req.prev_kv { doomed } else { Vec::new() },
+        }
+    }
+
+    /// Makes the request's changes current and publishes its events. Returns the revision
+    /// the request's response header carries.
+    pub(crate) fn commit(self) -> i64 {
+        if self.changed() {
+            self.store.current = self.main;
+        }
+        self.store.last_events = self.events;
+        self.store.current
+    }
+
+    /// Removes everything this request wrote.
+    pub(crate) fn roll_back(self) {
+        let main = self.main;
+        for key in &self.touched {
+            if let Some(history) = self.store.keys.get_mut(key) {
+                while history.latest().is_some_and(|e| e.rev.main == main) {
+                    if let Some(entry) = history.entries.pop() {
+                        self.store.stored_bytes = self
+                            .store
+                            .stored_bytes
+                            .saturating_sub(entry_size(&entry) + key.len() as u64);
+                    }
+                }
+                if history.is_empty() {
+                    self.store.keys.remove(key);
+                }
+            }
+        }
+        let _ = self.store.by_revision.split_off(&Revision::start_of(main));
+        self.store.last_events.clear();
+    }
+}
