@@ -55,9 +55,10 @@ impl Bench {
             if !node.has_ready() {
                 continue;
             }
-            let rd = node.ready();
-            self.inbox.extend(rd.messages.iter().cloned());
-            self.inbox.extend(rd.persisted_messages.iter().cloned());
+            let mut rd = node.ready();
+            let ack = rd.ack();
+            self.inbox.append(&mut rd.messages);
+            self.inbox.append(&mut rd.persisted_messages);
             if i == 0 {
                 self.committed_on_leader += rd
                     .committed_entries
@@ -65,7 +66,7 @@ impl Bench {
                     .filter(|e| e.kind == EntryKind::Normal)
                     .count() as u64;
             }
-            node.advance(rd.ack());
+            node.advance(ack);
             let st = node.status();
             if st.applied >= st.first_index + COMPACT_EVERY {
                 let term = node.entries(st.applied, st.applied + 1).expect("in memory")[0].term;
