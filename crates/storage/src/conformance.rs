@@ -86,7 +86,7 @@ pub fn entry(index: u64, term: u64) -> Entry {
     let data: Vec<u8> = (0..len)
         .map(|i| (index as usize + i * term as usize) as u8)
         .collect();
-    let kind = if index % 17 == 0 {
+    let kind = if index.is_multiple_of(17) {
         EntryKind::Noop
     } else {
         EntryKind::Normal
