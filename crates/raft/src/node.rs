@@ -198,6 +198,20 @@ pub struct Status {
     pub conf_state: ConfState,
 }
 
+/// How a leader sees one member's replication (for status pages, metrics and the dashboard's
+/// replication lag). See `progress.rs` for what the states mean.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerProgress {
+    pub id: NodeId,
+    /// Highest index known replicated and durable on that member.
+    pub match_index: Index,
+    pub next_index: Index,
+    /// "probe", "replicate" or "snapshot".
+    pub state: &'static str,
+    /// Heard from during the current check-quorum period.
+    pub recent_active: bool,
+}
+
 /// One Raft member's consensus state machine. Pure: no I/O, clock, threads or logging.
 ///
 /// The behaviour is split by topic: `election.rs` (timeouts, pre-vote, votes, leader
@@ -532,6 +546,26 @@ impl RaftNode {
     /// to the end of the log.
     pub fn entries(&self, lo: Index, hi: Index) -> Option<Vec<Entry>> {
         self.log.slice(lo.max(1), hi, usize::MAX)
+    }
+
+    /// Leader only (empty otherwise): the replication state of every other member.
+    pub fn progress(&self) -> Vec<PeerProgress> {
+        use crate::progress::ProgressState;
+        self.progress
+            .iter()
+            .filter(|(&id, _)| id != self.id)
+            .map(|(&id, pr)| PeerProgress {
+                id,
+                match_index: pr.match_index,
+                next_index: pr.next_index,
+                state: match pr.state {
+                    ProgressState::Probe => "probe",
+                    ProgressState::Replicate => "replicate",
+                    ProgressState::Snapshot { .. } => "snapshot",
+                },
+                recent_active: pr.recent_active,
+            })
+            .collect()
     }
 
     /// The commit index this node knows (possibly ahead of what the caller has persisted).

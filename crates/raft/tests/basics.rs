@@ -145,3 +145,17 @@ fn same_seed_same_history() {
     };
     assert_eq!(run(), run());
 }
+
+#[test]
+fn leader_reports_follower_progress() {
+    let mut c = Cluster::new(3);
+    c.elect(1);
+    c.propose(1, &["a"]);
+    c.stabilize();
+    let progress = c.node(1).progress();
+    assert_eq!(progress.len(), 2);
+    for p in &progress {
+        assert_eq!((p.match_index, p.next_index, p.state), (2, 3, "replicate"));
+    }
+    assert!(c.node(2).progress().is_empty());
+}
