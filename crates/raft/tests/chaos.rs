@@ -4,7 +4,8 @@
 //! safety, state-machine safety (no two nodes apply different entries at one index), leader
 //! completeness and monotonic durable term/commit; then the faults heal and every proposal
 //! made to a stable leader must commit. A failure prints the seed:
-//! `RAFT_CHAOS_SEED=<n> cargo test -p raftkv-raft --test chaos`.
+//! `RAFT_CHAOS_SEED=<n> cargo test -p raftkv-raft --test chaos`; a longer sweep:
+//! `RAFT_CHAOS_SEEDS=20000 cargo test --release -p raftkv-raft --test chaos`.
 
 mod common;
 
@@ -40,6 +41,9 @@ impl World {
             c.max_inflight_msgs = 4;
             c.election_tick = 6;
             c.heartbeat_tick = 2;
+            // Exercise every combination of the liveness features.
+            c.pre_vote = (seed / 2) % 2 == 0;
+            c.check_quorum = (seed / 4) % 2 == 0;
             c.max_size_per_msg = 200;
             c
         };
@@ -332,9 +336,12 @@ fn run(seed: u64) {
 
 #[test]
 fn random_fault_schedules_keep_safety_and_heal() {
+    let count: u64 = std::env::var("RAFT_CHAOS_SEEDS")
+        .map(|s| s.parse().expect("RAFT_CHAOS_SEEDS must be a number"))
+        .unwrap_or(150);
     let seeds: Vec<u64> = match std::env::var("RAFT_CHAOS_SEED") {
         Ok(s) => vec![s.parse().expect("RAFT_CHAOS_SEED must be a number")],
-        Err(_) => (1..=150).collect(),
+        Err(_) => (1..=count).collect(),
     };
     for seed in seeds {
         let result = std::panic::catch_unwind(|| run(seed));
