@@ -42,8 +42,8 @@ impl World {
             c.election_tick = 6;
             c.heartbeat_tick = 2;
             // Exercise every combination of the liveness features.
-            c.pre_vote = (seed / 2) % 2 == 0;
-            c.check_quorum = (seed / 4) % 2 == 0;
+            c.pre_vote = (seed / 2).is_multiple_of(2);
+            c.check_quorum = (seed / 4).is_multiple_of(2);
             c.max_size_per_msg = 200;
             c
         };
