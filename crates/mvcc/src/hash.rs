@@ -37,10 +37,7 @@ impl Store {
             hasher.update(&at.sub.to_be_bytes());
             hasher.update(&(key.len() as u64).to_be_bytes());
             hasher.update(key);
-            let entry = self
-                .keys
-                .get(key)
-                .and_then(|h| h.entries.iter().find(|e| e.rev == *at));
+            let entry = self.keys.get(key).and_then(|h| h.entry_exactly_at(*at));
             match entry.map(|e| &e.state) {
                 Some(State::Live(live)) => {
                     hasher.update(&[1]);

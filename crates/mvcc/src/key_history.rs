@@ -58,12 +58,23 @@ impl KeyHistory {
         at.checked_sub(1).map(|i| &self.entries[i])
     }
 
+    /// The entry written at exactly `rev`.
+    pub fn entry_exactly_at(&self, rev: Revision) -> Option<&Entry> {
+        self.entries
+            .binary_search_by_key(&rev, |e| e.rev)
+            .ok()
+            .map(|i| &self.entries[i])
+    }
+
     pub fn latest(&self) -> Option<&Entry> {
         self.entries.last()
     }
 
     pub fn push(&mut self, entry: Entry) {
-        debug_assert!(self.entries.last().is_none_or(|last| last.rev < entry.rev));
+        debug_assert!(self
+            .entries
+            .last()
+            .map_or(true, |last| last.rev < entry.rev));
         self.entries.push(entry);
     }
 

@@ -2,6 +2,9 @@
 
 use std::ops::Bound;
 
+/// Start and end bounds of a key range, as `BTreeMap::range` takes them.
+pub type KeyBounds<'a> = (Bound<&'a [u8]>, Bound<&'a [u8]>);
+
 /// Which keys a request addresses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeyRange<'a> {
@@ -32,7 +35,7 @@ impl<'a> KeyRange<'a> {
 
     /// Bounds for `BTreeMap::range`, or `None` when the range is empty (a `BTreeMap` panics
     /// on inverted bounds, so those must never reach it).
-    pub fn bounds(&self) -> Option<(Bound<&'a [u8]>, Bound<&'a [u8]>)> {
+    pub fn bounds(&self) -> Option<KeyBounds<'a>> {
         match *self {
             KeyRange::Single(key) => Some((Bound::Included(key), Bound::Included(key))),
             KeyRange::FromKey(start) => Some((Bound::Included(start), Bound::Unbounded)),

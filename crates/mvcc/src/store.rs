@@ -226,7 +226,7 @@ impl Store {
             let Some(history) = self.keys.get(key) else {
                 continue;
             };
-            let Some(entry) = history.entries.iter().find(|e| e.rev == *rev) else {
+            let Some(entry) = history.entry_exactly_at(*rev) else {
                 continue;
             };
             let prev = match history.entry_before(*rev) {

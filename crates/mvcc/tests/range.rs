@@ -14,8 +14,14 @@ fn single_key_span_prefix_from_key_and_all() {
     assert_eq!(keys(&store.range(&get("b", "d")).unwrap()), ["b", "c"]);
     let end = String::from_utf8(prefix_end(b"a")).unwrap();
     assert_eq!(keys(&store.range(&get("a", &end)).unwrap()), ["a", "ab"]);
-    assert_eq!(keys(&store.range(&get("c", "\0")).unwrap()), ["c", "d", "e"]);
-    assert_eq!(keys(&store.range(&get("\0", "\0")).unwrap()), ["a", "ab", "b", "c", "d", "e"]);
+    assert_eq!(
+        keys(&store.range(&get("c", "\0")).unwrap()),
+        ["c", "d", "e"]
+    );
+    assert_eq!(
+        keys(&store.range(&get("\0", "\0")).unwrap()),
+        ["a", "ab", "b", "c", "d", "e"]
+    );
     assert!(store.range(&get("zz", "")).unwrap().kvs.is_empty());
 }
 
@@ -38,22 +44,43 @@ fn an_empty_key_is_rejected() {
 #[test]
 fn limit_sets_more_and_count_ignores_limit() {
     let store = abcde();
-    let resp = store.range(&RangeRequest { limit: 2, ..get("a", "\0") }).unwrap();
+    let resp = store
+        .range(&RangeRequest {
+            limit: 2,
+            ..get("a", "\0")
+        })
+        .unwrap();
     assert_eq!(keys(&resp), ["a", "b"]);
     assert!(resp.more);
     assert_eq!(resp.count, 5);
-    let exact = store.range(&RangeRequest { limit: 5, ..get("a", "\0") }).unwrap();
+    let exact = store
+        .range(&RangeRequest {
+            limit: 5,
+            ..get("a", "\0")
+        })
+        .unwrap();
     assert!(!exact.more);
     assert_eq!(exact.kvs.len(), 5);
     // A negative limit means no limit, as in etcd.
-    let negative = store.range(&RangeRequest { limit: -1, ..get("a", "\0") }).unwrap();
+    let negative = store
+        .range(&RangeRequest {
+            limit: -1,
+            ..get("a", "\0")
+        })
+        .unwrap();
     assert_eq!(negative.kvs.len(), 5);
 }
 
 #[test]
 fn count_only_returns_only_the_count_and_never_more() {
     let store = abcde();
-    let resp = store.range(&RangeRequest { count_only: true, limit: 1, ..get("a", "\0") }).unwrap();
+    let resp = store
+        .range(&RangeRequest {
+            count_only: true,
+            limit: 1,
+            ..get("a", "\0")
+        })
+        .unwrap();
     assert!(resp.kvs.is_empty());
     assert!(!resp.more);
     assert_eq!(resp.count, 5);
@@ -88,17 +115,30 @@ fn sorting_by_each_target() {
     let sorted = |target: SortTarget, order: SortOrder| {
         keys(
             &store
-                .range(&RangeRequest { sort_target: target as i32, sort_order: order as i32, ..get("a", "\0") })
+                .range(&RangeRequest {
+                    sort_target: target as i32,
+                    sort_order: order as i32,
+                    ..get("a", "\0")
+                })
                 .unwrap(),
         )
     };
     assert_eq!(sorted(SortTarget::Key, SortOrder::Descend), ["c", "b", "a"]);
     assert_eq!(sorted(SortTarget::Key, SortOrder::Ascend), ["a", "b", "c"]);
-    assert_eq!(sorted(SortTarget::Create, SortOrder::Ascend), ["c", "a", "b"]);
+    assert_eq!(
+        sorted(SortTarget::Create, SortOrder::Ascend),
+        ["c", "a", "b"]
+    );
     assert_eq!(sorted(SortTarget::Mod, SortOrder::Descend), ["c", "b", "a"]);
-    assert_eq!(sorted(SortTarget::Value, SortOrder::Ascend), ["c", "b", "a"]);
+    assert_eq!(
+        sorted(SortTarget::Value, SortOrder::Ascend),
+        ["c", "b", "a"]
+    );
     // Equal versions keep ascending key order in both directions.
-    assert_eq!(sorted(SortTarget::Version, SortOrder::Descend), ["c", "a", "b"]);
+    assert_eq!(
+        sorted(SortTarget::Version, SortOrder::Descend),
+        ["c", "a", "b"]
+    );
     // A non-key target with order NONE sorts ascending.
     assert_eq!(sorted(SortTarget::Create, SortOrder::None), ["c", "a", "b"]);
 }
@@ -116,7 +156,11 @@ fn etcd_observed_sort_target_without_order_sorts_only_the_first_limit_plus_one_k
     must_put(&mut store, "c", "0"); // c: version 3
     must_put(&mut store, "d", "9"); // d: version 1
     let resp = store
-        .range(&RangeRequest { limit: 2, sort_target: SortTarget::Version as i32, ..get("a", "z") })
+        .range(&RangeRequest {
+            limit: 2,
+            sort_target: SortTarget::Version as i32,
+            ..get("a", "z")
+        })
         .unwrap();
     // Sorted among a, b, c only: b(1), a(2); d (version 1) is not considered.
     assert_eq!(keys(&resp), ["b", "a"]);
@@ -137,25 +181,56 @@ fn etcd_observed_sort_target_without_order_sorts_only_the_first_limit_plus_one_k
 #[test]
 fn invalid_sort_options_are_rejected() {
     let store = abcde();
-    assert_eq!(store.range(&RangeRequest { sort_order: 7, ..get("a", "") }), Err(MvccError::InvalidSortOption));
-    assert_eq!(store.range(&RangeRequest { sort_target: 9, ..get("a", "") }), Err(MvccError::InvalidSortOption));
+    assert_eq!(
+        store.range(&RangeRequest {
+            sort_order: 7,
+            ..get("a", "")
+        }),
+        Err(MvccError::InvalidSortOption)
+    );
+    assert_eq!(
+        store.range(&RangeRequest {
+            sort_target: 9,
+            ..get("a", "")
+        }),
+        Err(MvccError::InvalidSortOption)
+    );
 }
 
 #[test]
 fn revision_filters_prune_but_count_is_unfiltered() {
     let store = abcde(); // a..e at revisions 2..6
     let resp = store
-        .range(&RangeRequest { min_mod_revision: 3, max_mod_revision: 5, ..get("a", "\0") })
+        .range(&RangeRequest {
+            min_mod_revision: 3,
+            max_mod_revision: 5,
+            ..get("a", "\0")
+        })
         .unwrap();
     assert_eq!(keys(&resp), ["b", "c", "d"]);
     assert_eq!(resp.count, 5);
-    let resp = store.range(&RangeRequest { min_create_revision: 5, ..get("a", "\0") }).unwrap();
+    let resp = store
+        .range(&RangeRequest {
+            min_create_revision: 5,
+            ..get("a", "\0")
+        })
+        .unwrap();
     assert_eq!(keys(&resp), ["d", "e"]);
-    let resp = store.range(&RangeRequest { max_create_revision: 3, ..get("a", "\0") }).unwrap();
+    let resp = store
+        .range(&RangeRequest {
+            max_create_revision: 3,
+            ..get("a", "\0")
+        })
+        .unwrap();
     assert_eq!(keys(&resp), ["a", "b"]);
     // With a limit, `more` reflects the filtered rows.
     let resp = store
-        .range(&RangeRequest { min_mod_revision: 4, max_mod_revision: 5, limit: 1, ..get("a", "\0") })
+        .range(&RangeRequest {
+            min_mod_revision: 4,
+            max_mod_revision: 5,
+            limit: 1,
+            ..get("a", "\0")
+        })
         .unwrap();
     assert_eq!(keys(&resp), ["c"]);
     assert!(resp.more);
@@ -168,7 +243,14 @@ fn reads_at_old_revisions_see_old_values_and_header_is_current() {
     must_put(&mut store, "a", "2"); // 3
     do_del(&mut store, del("a", "")).unwrap(); // 4
     must_put(&mut store, "b", "1"); // 5
-    let at = |rev: i64| store.range(&RangeRequest { revision: rev, ..get("a", "\0") }).unwrap();
+    let at = |rev: i64| {
+        store
+            .range(&RangeRequest {
+                revision: rev,
+                ..get("a", "\0")
+            })
+            .unwrap()
+    };
     assert!(at(1).kvs.is_empty());
     assert_eq!(values(&at(2)), ["1"]);
     assert_eq!(values(&at(3)), ["2"]);
@@ -181,12 +263,18 @@ fn reads_at_old_revisions_see_old_values_and_header_is_current() {
 #[test]
 fn future_and_compacted_revisions_fail() {
     let mut store = abcde(); // at 6
-    let req = |rev| RangeRequest { revision: rev, ..get("a", "") };
+    let req = |rev| RangeRequest {
+        revision: rev,
+        ..get("a", "")
+    };
     assert_eq!(store.range(&req(7)), Err(MvccError::FutureRevision));
     assert!(store.range(&req(6)).is_ok());
     do_compact(&mut store, 4).unwrap();
     assert_eq!(store.range(&req(3)), Err(MvccError::Compacted));
-    assert!(store.range(&req(4)).is_ok(), "reading at the compaction revision works");
+    assert!(
+        store.range(&req(4)).is_ok(),
+        "reading at the compaction revision works"
+    );
     assert!(store.range(&req(0)).is_ok());
     assert!(store.range(&req(-3)).is_ok(), "revision <= 0 means latest");
 }

@@ -58,7 +58,9 @@ fn a_range_delete_is_one_revision_for_all_keys() {
     assert_eq!(store.current_revision(), 7);
     let events = store.last_events();
     assert_eq!(events.len(), 3);
-    assert!(events.iter().all(|e| e.kv.as_ref().unwrap().mod_revision == 7));
+    assert!(events
+        .iter()
+        .all(|e| e.kv.as_ref().unwrap().mod_revision == 7));
 }
 
 #[test]
@@ -66,7 +68,15 @@ fn a_txn_with_writes_is_one_revision_however_many_writes() {
     let mut store = Store::new();
     let resp = do_txn(
         &mut store,
-        txn(vec![], vec![op_put(put("a", "1")), op_put(put("b", "1")), op_del(del("zz", ""))], vec![]),
+        txn(
+            vec![],
+            vec![
+                op_put(put("a", "1")),
+                op_put(put("b", "1")),
+                op_del(del("zz", "")),
+            ],
+            vec![],
+        ),
     )
     .unwrap();
     assert_eq!(resp.header.unwrap().revision, 2);
@@ -76,7 +86,11 @@ fn a_txn_with_writes_is_one_revision_however_many_writes() {
     assert_eq!(a.mod_revision, 2);
     assert_eq!(b_kv.mod_revision, 2);
     // Events in txn order (the sub-revision order).
-    let keys: Vec<_> = store.last_events().iter().map(|e| e.kv.clone().unwrap().key).collect();
+    let keys: Vec<_> = store
+        .last_events()
+        .iter()
+        .map(|e| e.kv.clone().unwrap().key)
+        .collect();
     assert_eq!(keys, vec![b("a"), b("b")]);
 }
 
@@ -86,12 +100,20 @@ fn read_only_txns_and_txns_deleting_nothing_do_not_bump() {
     must_put(&mut store, "a", "1"); // 2
     let r = do_txn(&mut store, txn(vec![], vec![op_get(get("a", ""))], vec![])).unwrap();
     assert_eq!(r.header.unwrap().revision, 2);
-    let r = do_txn(&mut store, txn(vec![], vec![op_del(del("nope", ""))], vec![])).unwrap();
+    let r = do_txn(
+        &mut store,
+        txn(vec![], vec![op_del(del("nope", ""))], vec![]),
+    )
+    .unwrap();
     assert_eq!(r.header.unwrap().revision, 2);
     // A failed compare that selects an empty else-branch changes nothing either.
     let r = do_txn(
         &mut store,
-        txn(vec![cmp("a", Equal, T::Version(99))], vec![op_put(put("a", "x"))], vec![]),
+        txn(
+            vec![cmp("a", Equal, T::Version(99))],
+            vec![op_put(put("a", "x"))],
+            vec![],
+        ),
     )
     .unwrap();
     assert!(!r.succeeded);
@@ -105,13 +127,26 @@ fn failed_requests_change_nothing() {
     must_put(&mut store, "a", "1");
     let before = store.clone();
     assert!(do_put(&mut store, put("", "v")).is_err());
-    assert!(do_put(&mut store, proto::etcdserverpb::PutRequest { lease: 7, ..put("a", "v") }).is_err());
+    assert!(do_put(
+        &mut store,
+        proto::etcdserverpb::PutRequest {
+            lease: 7,
+            ..put("a", "v")
+        }
+    )
+    .is_err());
     // A txn that writes and then fails on a read of a future revision rolls back whole.
     let r = do_txn(
         &mut store,
         txn(
             vec![],
-            vec![op_put(put("b", "1")), op_get(proto::etcdserverpb::RangeRequest { revision: 50, ..get("a", "") })],
+            vec![
+                op_put(put("b", "1")),
+                op_get(proto::etcdserverpb::RangeRequest {
+                    revision: 50,
+                    ..get("a", "")
+                }),
+            ],
             vec![],
         ),
     );

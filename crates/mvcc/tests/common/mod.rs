@@ -1,5 +1,5 @@
 //! Request builders and small helpers shared by the store's tests.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 use bytes::Bytes;
 use mvcc::{validate, Limits, MvccError, Response, Store};
@@ -18,15 +18,27 @@ pub fn b(s: &str) -> Bytes {
 }
 
 pub fn put(k: &str, v: &str) -> PutRequest {
-    PutRequest { key: b(k), value: b(v), ..Default::default() }
+    PutRequest {
+        key: b(k),
+        value: b(v),
+        ..Default::default()
+    }
 }
 
 pub fn get(k: &str, end: &str) -> RangeRequest {
-    RangeRequest { key: b(k), range_end: b(end), ..Default::default() }
+    RangeRequest {
+        key: b(k),
+        range_end: b(end),
+        ..Default::default()
+    }
 }
 
 pub fn del(k: &str, end: &str) -> DeleteRangeRequest {
-    DeleteRangeRequest { key: b(k), range_end: b(end), prev_kv: false }
+    DeleteRangeRequest {
+        key: b(k),
+        range_end: b(end),
+        prev_kv: false,
+    }
 }
 
 pub fn cmp(k: &str, result: compare::CompareResult, target: T) -> Compare {
@@ -47,26 +59,41 @@ pub fn cmp(k: &str, result: compare::CompareResult, target: T) -> Compare {
 }
 
 pub fn op_put(p: PutRequest) -> RequestOp {
-    RequestOp { request: Some(request_op::Request::RequestPut(p)) }
+    RequestOp {
+        request: Some(request_op::Request::RequestPut(p)),
+    }
 }
 pub fn op_get(r: RangeRequest) -> RequestOp {
-    RequestOp { request: Some(request_op::Request::RequestRange(r)) }
+    RequestOp {
+        request: Some(request_op::Request::RequestRange(r)),
+    }
 }
 pub fn op_del(d: DeleteRangeRequest) -> RequestOp {
-    RequestOp { request: Some(request_op::Request::RequestDeleteRange(d)) }
+    RequestOp {
+        request: Some(request_op::Request::RequestDeleteRange(d)),
+    }
 }
 pub fn op_txn(t: TxnRequest) -> RequestOp {
-    RequestOp { request: Some(request_op::Request::RequestTxn(t)) }
+    RequestOp {
+        request: Some(request_op::Request::RequestTxn(t)),
+    }
 }
 
 pub fn txn(compare: Vec<Compare>, success: Vec<RequestOp>, failure: Vec<RequestOp>) -> TxnRequest {
-    TxnRequest { compare, success, failure }
+    TxnRequest {
+        compare,
+        success,
+        failure,
+    }
 }
 
 /// Validates like the API layer (default limits), then applies: what a server does.
 pub fn submit(store: &mut Store, request: Request) -> Result<Response, MvccError> {
     validate::check_request(&request, &Limits::default())?;
-    store.apply(&InternalRequest { id: 1, request: Some(request) })
+    store.apply(&InternalRequest {
+        id: 1,
+        request: Some(request),
+    })
 }
 
 pub fn do_put(store: &mut Store, p: PutRequest) -> Result<PutResponse, MvccError> {
@@ -77,7 +104,11 @@ pub fn do_put(store: &mut Store, p: PutRequest) -> Result<PutResponse, MvccError
 }
 
 pub fn must_put(store: &mut Store, k: &str, v: &str) -> i64 {
-    do_put(store, put(k, v)).expect("put").header.expect("header").revision
+    do_put(store, put(k, v))
+        .expect("put")
+        .header
+        .expect("header")
+        .revision
 }
 
 pub fn do_del(store: &mut Store, d: DeleteRangeRequest) -> Result<DeleteRangeResponse, MvccError> {
@@ -95,15 +126,28 @@ pub fn do_txn(store: &mut Store, t: TxnRequest) -> Result<TxnResponse, MvccError
 }
 
 pub fn do_compact(store: &mut Store, revision: i64) -> Result<(), MvccError> {
-    submit(store, Request::Compaction(CompactionRequest { revision, physical: false })).map(|_| ())
+    submit(
+        store,
+        Request::Compaction(CompactionRequest {
+            revision,
+            physical: false,
+        }),
+    )
+    .map(|_| ())
 }
 
 pub fn keys(resp: &RangeResponse) -> Vec<String> {
-    resp.kvs.iter().map(|kv| String::from_utf8_lossy(&kv.key).into_owned()).collect()
+    resp.kvs
+        .iter()
+        .map(|kv| String::from_utf8_lossy(&kv.key).into_owned())
+        .collect()
 }
 
 pub fn values(resp: &RangeResponse) -> Vec<String> {
-    resp.kvs.iter().map(|kv| String::from_utf8_lossy(&kv.value).into_owned()).collect()
+    resp.kvs
+        .iter()
+        .map(|kv| String::from_utf8_lossy(&kv.value).into_owned())
+        .collect()
 }
 
 pub fn header_rev(resp: &RangeResponse) -> i64 {
@@ -113,7 +157,9 @@ pub fn header_rev(resp: &RangeResponse) -> i64 {
 /// The value of `k` now, or None.
 pub fn value_of(store: &Store, k: &str) -> Option<String> {
     let resp = store.range(&get(k, "")).expect("range");
-    resp.kvs.first().map(|kv| String::from_utf8_lossy(&kv.value).into_owned())
+    resp.kvs
+        .first()
+        .map(|kv| String::from_utf8_lossy(&kv.value).into_owned())
 }
 
 pub fn range_of(r: &response_op::Response) -> &RangeResponse {
