@@ -495,3 +495,56 @@ fn compact_refuses_what_is_not_applied() {
     assert!(c.node_mut(1).compact(snapshot(5)).is_err());
     assert!(c.node_mut(1).compact(snapshot(1)).is_ok());
 }
+
+#[test]
+fn leader_moves_on_when_a_snapshot_is_answered() {
+    let mut l = recovered(1, V3, &[1, 1, 1, 1], hs(1, None, 4));
+    flush(&mut l); // applies 1..=4
+    let meta = SnapshotMeta {
+        index: 4,
+        term: 1,
+        conf_state: ConfState {
+            voters: V3.to_vec(),
+            learners: vec![],
+        },
+    };
+    l.compact(Snapshot {
+        meta,
+        data: "image".into(),
+    })
+    .unwrap();
+    make_leader(&mut l, V3);
+    flush(&mut l);
+    // Follower 2 has nothing: its rejection sends it the snapshot, and nothing else.
+    let reject = MessageBody::AppendResponse {
+        rejected: Some((4, RejectHint { index: 0, term: 0 })),
+        match_index: 0,
+    };
+    l.step(msg(2, 1, 2, reject)).unwrap();
+    let rd = flush(&mut l);
+    assert_eq!(rd.messages.len(), 1);
+    assert!(matches!(
+        rd.messages[0].body,
+        MessageBody::InstallSnapshot { .. }
+    ));
+    assert_eq!(l.progress()[0].state, "snapshot");
+    l.propose(vec!["x".into()]).unwrap();
+    assert!(
+        appends_to(&flush(&mut l), 2).is_empty(),
+        "paused while the snapshot travels"
+    );
+    // The follower answers with an append ack at (or beyond) the snapshot index — also what
+    // it does when it refuses a snapshot older than its commit index.
+    let ack = MessageBody::AppendResponse {
+        rejected: None,
+        match_index: 4,
+    };
+    l.step(msg(2, 1, 2, ack)).unwrap();
+    let rd = flush(&mut l);
+    assert_eq!(
+        appends_to(&rd, 2),
+        vec![(4, 2)],
+        "no-op and x follow at once"
+    );
+    assert_eq!(l.progress()[0].state, "replicate");
+}
