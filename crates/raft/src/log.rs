@@ -278,6 +278,9 @@ impl RaftLog {
         let Some(term) = self.term(index) else {
             return index;
         };
+        if index <= self.snapshot_index {
+            return index;
+        }
         // Smallest j in [first, index] with term(j) >= term; terms are sorted by index.
         let (mut lo, mut hi) = (self.first_index(), index);
         while lo < hi {
