@@ -812,8 +812,11 @@ impl Cluster {
         {
             self.nodes[idx].before_last_write = Some(self.nodes[idx].store.clone());
         }
+        let as_of = rd
+            .hard_state
+            .map_or(self.nodes[idx].store.hard_state().term, |h| h.term);
         if let Some(snap) = &rd.snapshot {
-            if !self.persist_snapshot(idx, snap) {
+            if !self.persist_snapshot(idx, snap, as_of) {
                 return false;
             }
         }
@@ -873,7 +876,10 @@ impl Cluster {
         let from = self.nodes[idx].ledger_mark.max(snap_index) + 1;
         for index in from..=hs.commit {
             let e = self.nodes[idx].store.entry(index).expect("covered").clone();
-            let r = self.checks.committed.record(id, index, committed(&e));
+            let r = self
+                .checks
+                .committed
+                .record(id, index, committed(&e), hs.term);
             if !self.check(r) {
                 return false;
             }
@@ -906,7 +912,8 @@ impl Cluster {
         self.check(result)
     }
 
-    fn persist_snapshot(&mut self, idx: usize, snap: &Snapshot) -> bool {
+    /// `as_of` is the member's term once this write is durable.
+    fn persist_snapshot(&mut self, idx: usize, snap: &Snapshot, as_of: Term) -> bool {
         let id = idx as NodeId + 1;
         let applied = self.nodes[idx].sm.applied_index();
         trace!(
@@ -949,7 +956,7 @@ impl Cluster {
                 kind: r.kind,
                 data: r.data.clone(),
             };
-            let res = self.checks.committed.record(id, r.index, entry);
+            let res = self.checks.committed.record(id, r.index, entry, as_of);
             if !self.check(res) {
                 return false;
             }

@@ -20,8 +20,9 @@ pub struct CommittedEntry {
 
 #[derive(Debug, Default)]
 pub struct CommittedLedger {
-    /// `slots[i]` is index `i + 1`; `None` where no member has shown us the entry yet.
-    slots: Vec<Option<CommittedEntry>>,
+    /// `slots[i]` is index `i + 1`: the entry and the lowest term by which some member knew
+    /// it committed; `None` where no member has shown us the entry yet.
+    slots: Vec<Option<(CommittedEntry, Term)>>,
 }
 
 impl CommittedLedger {
@@ -37,14 +38,29 @@ impl CommittedLedger {
         self.slots
             .get((index - 1) as usize)
             .and_then(|s| s.as_ref())
+            .map(|(e, _)| e)
     }
 
-    /// `node` considers `(index, term, kind, data)` committed.
+    /// The lowest term in which some member already knew `index` committed. Leaders of
+    /// this term or later must hold the entry (leader completeness); a stale leader of an
+    /// older term need not.
+    pub fn known_committed_in(&self, index: Index) -> Option<Term> {
+        if index == 0 {
+            return None;
+        }
+        self.slots
+            .get((index - 1) as usize)
+            .and_then(|s| s.as_ref())
+            .map(|(_, t)| *t)
+    }
+
+    /// `node`, in term `as_of`, considers `(index, term, kind, data)` committed.
     pub fn record(
         &mut self,
         node: NodeId,
         index: Index,
         entry: CommittedEntry,
+        as_of: Term,
     ) -> Result<(), Violation> {
         if index == 0 {
             return Err(Violation::new(
@@ -56,19 +72,22 @@ impl CommittedLedger {
         if self.slots.len() <= slot {
             self.slots.resize(slot + 1, None);
         }
-        match &self.slots[slot] {
+        match &mut self.slots[slot] {
             None => {
-                self.slots[slot] = Some(entry);
+                self.slots[slot] = Some((entry, as_of));
                 Ok(())
             }
-            Some(old) if *old != entry => Err(Violation::new(
+            Some((old, _)) if *old != entry => Err(Violation::new(
                 "committed-entries",
                 format!(
                     "index {index} was committed as {:?}/{:?}/{:?}, node {node} commits {:?}/{:?}/{:?}",
                     old.term, old.kind, old.data, entry.term, entry.kind, entry.data
                 ),
             )),
-            Some(_) => Ok(()),
+            Some((_, known_in)) => {
+                *known_in = (*known_in).min(as_of);
+                Ok(())
+            }
         }
     }
 
@@ -135,16 +154,17 @@ mod tests {
     #[test]
     fn a_changed_committed_entry_is_caught() {
         let mut l = CommittedLedger::default();
-        l.record(1, 1, c(1, "a")).unwrap();
-        l.record(2, 1, c(1, "a")).unwrap();
-        assert!(l.record(3, 1, c(2, "b")).is_err());
+        l.record(1, 1, c(1, "a"), 1).unwrap();
+        l.record(2, 1, c(1, "a"), 2).unwrap();
+        assert!(l.record(3, 1, c(2, "b"), 2).is_err());
+        assert_eq!(l.known_committed_in(1), Some(1));
     }
 
     #[test]
     fn dropping_a_durable_copy_of_a_committed_entry_is_caught() {
         let mut l = CommittedLedger::default();
         let (x, y) = (Bytes::from_static(b"x"), Bytes::from_static(b"y"));
-        l.record(1, 3, c(2, "x")).unwrap();
+        l.record(1, 3, c(2, "x"), 2).unwrap();
         // Rewriting the same entry, or replacing an uncommitted one, is fine.
         l.check_replaced(2, 3, 2, &x, Some((2, &x))).unwrap();
         l.check_replaced(2, 3, 1, &y, Some((3, &y))).unwrap();

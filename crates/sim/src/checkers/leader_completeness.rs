@@ -1,6 +1,8 @@
-//! Leader completeness (Raft §5.4): a leader's log holds every entry committed before its
-//! term. Checked once per (leader, term), the first time we see it lead, against the ledger
-//! of everything known committed so far.
+//! Leader completeness (Raft §5.4): a leader's log holds every entry committed in an
+//! earlier term. Checked once per (leader, term), the first time we see it lead, against the
+//! ledger of everything known committed so far — but only entries some member already knew
+//! committed by the leader's own term: a stale leader whose election finished late (a newer
+//! term has meanwhile committed more) need not hold what was committed after its term.
 
 use std::collections::HashSet;
 
@@ -31,6 +33,9 @@ impl LeaderCompleteness {
             let Some(committed) = ledger.get(index) else {
                 continue;
             };
+            if ledger.known_committed_in(index).is_some_and(|t| t > term) {
+                continue;
+            }
             match term_at(index) {
                 Some(t) if t == committed.term => {}
                 found => {
@@ -55,6 +60,7 @@ mod tests {
     use bytes::Bytes;
     use raft::EntryKind;
 
+    /// A ledger where entry i+1 has term `terms[i]` and was known committed in that term.
     fn ledger_with(terms: &[Term]) -> CommittedLedger {
         let mut l = CommittedLedger::default();
         for (i, t) in terms.iter().enumerate() {
@@ -66,10 +72,22 @@ mod tests {
                     kind: EntryKind::Normal,
                     data: Bytes::new(),
                 },
+                *t,
             )
             .unwrap();
         }
         l
+    }
+
+    #[test]
+    fn a_stale_leader_need_not_hold_entries_committed_after_its_term() {
+        // Index 3 was committed in term 6; a leader of term 5 whose election finished late
+        // does not have it, and that is fine. A leader of term 6 or later must have it.
+        let ledger = ledger_with(&[1, 1, 6]);
+        let log = |i: Index| [None, Some(1), Some(1), Some(5)].get(i as usize).copied()?;
+        let mut c = LeaderCompleteness::default();
+        c.observe_leader(1, 5, &ledger, 0, log).unwrap();
+        assert!(c.observe_leader(1, 7, &ledger, 0, log).is_err());
     }
 
     #[test]
