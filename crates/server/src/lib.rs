@@ -10,7 +10,14 @@
 
 pub mod args;
 pub mod config;
+pub mod errors;
+pub mod grpc;
+pub mod http;
 pub mod ids;
+pub mod kv;
+pub mod logging;
+pub mod node;
+pub mod server;
 pub mod transport;
 
 pub use args::ServerArgs;
@@ -26,6 +33,39 @@ pub fn validate(args: &ServerArgs) -> anyhow::Result<()> {
 /// Run a member until SIGINT or SIGTERM, then shut down cleanly. Builds its own tokio
 /// runtime, so the caller needs none.
 pub fn run(args: ServerArgs) -> anyhow::Result<()> {
-    validate(&args)?;
-    anyhow::bail!("the member runtime is not built yet")
+    let config = config::Config::from_args(&args)?;
+    logging::init(config.log_format);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("raftkv-io")
+        .build()?;
+    runtime.block_on(async move {
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let on_signal = shutdown.clone();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            on_signal.cancel();
+        });
+        server::serve(config, shutdown).await
+    })
+}
+
+/// SIGINT (Ctrl-C) or SIGTERM (docker stop, Kubernetes).
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = match signal(SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => return std::future::pending().await,
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }

@@ -130,6 +130,14 @@ impl Transport {
         }
     }
 
+    /// Whether our connection to `peer` is up right now.
+    pub fn is_connected(&self, peer: u64) -> bool {
+        self.directory
+            .lock()
+            .map(|d| d.get(&peer).is_some_and(|p| p.connected))
+            .unwrap_or(false)
+    }
+
     /// What each peer told us about itself (name, client URLs, connection state).
     pub fn directory(&self) -> HashMap<u64, PeerInfo> {
         self.directory.lock().map(|d| d.clone()).unwrap_or_default()

@@ -1,0 +1,31 @@
+//! A bare member executable (`raftkv-member`, same flags as `raftkv server`), so this
+//! crate's own tests can start, SIGKILL and restart real member processes without
+//! depending on the `raftkv` binary crate.
+
+use clap::Parser;
+
+#[derive(Parser)]
+#[command(
+    name = "raftkv-member",
+    about = "Run one raftkv member (same flags as `raftkv server`)"
+)]
+struct Cli {
+    #[command(flatten)]
+    args: server::ServerArgs,
+    /// Check the configuration and exit.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = if cli.dry_run {
+        server::validate(&cli.args)
+    } else {
+        server::run(cli.args)
+    };
+    if let Err(e) = result {
+        eprintln!("raftkv-member: {e:#}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,61 @@
+//! Errors a client request can meet inside the server (not in the state machine), with
+//! etcd's exact gRPC codes and messages: the Go client recognises errors by their text, and
+//! retries only `UNAVAILABLE`, so transient conditions must keep that code.
+
+use tonic::{Code, Status};
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ServerError {
+    #[error("etcdserver: no leader")]
+    NoLeader,
+    #[error("etcdserver: leader changed")]
+    LeaderChanged,
+    #[error("etcdserver: request timed out")]
+    Timeout,
+    #[error("etcdserver: request is too large")]
+    TooLarge,
+    #[error("etcdserver: too many requests")]
+    TooManyRequests,
+    #[error("etcdserver: server stopped")]
+    Stopped,
+}
+
+impl From<ServerError> for Status {
+    fn from(e: ServerError) -> Status {
+        let code = match e {
+            ServerError::TooLarge => Code::InvalidArgument,
+            ServerError::TooManyRequests => Code::ResourceExhausted,
+            _ => Code::Unavailable,
+        };
+        Status::new(code, e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_and_messages_are_etcds() {
+        let s = Status::from(ServerError::NoLeader);
+        assert_eq!(
+            (s.code(), s.message()),
+            (Code::Unavailable, "etcdserver: no leader")
+        );
+        let s = Status::from(ServerError::TooLarge);
+        assert_eq!(
+            (s.code(), s.message()),
+            (Code::InvalidArgument, "etcdserver: request is too large")
+        );
+        let s = Status::from(ServerError::Timeout);
+        assert_eq!(
+            (s.code(), s.message()),
+            (Code::Unavailable, "etcdserver: request timed out")
+        );
+        let s = Status::from(ServerError::LeaderChanged);
+        assert_eq!(
+            (s.code(), s.message()),
+            (Code::Unavailable, "etcdserver: leader changed")
+        );
+    }
+}

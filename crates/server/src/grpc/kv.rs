@@ -1,0 +1,142 @@
+//! `etcdserverpb.KV`.
+
+use bytes::Bytes;
+use mvcc::{MvccError, Response as Applied};
+use prost::Message as _;
+use proto::etcdserverpb::kv_server::Kv;
+use proto::etcdserverpb::{
+    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest,
+    PutResponse, RangeRequest, RangeResponse, TxnRequest, TxnResponse,
+};
+use proto::raftkvpb::{internal_request::Request as Internal, InternalRequest};
+use tonic::{Request, Response, Status};
+
+use super::Context;
+use crate::errors::ServerError;
+
+pub struct KvService(pub Context);
+
+fn mvcc_status(e: MvccError) -> Status {
+    Status::from(e)
+}
+
+impl KvService {
+    /// Validate, encode, size-check and replicate one write; return what applying it gave.
+    async fn write(&self, request: Internal) -> Result<Applied, Status> {
+        let limits = mvcc::Limits {
+            max_txn_ops: self.0.max_txn_ops,
+        };
+        mvcc::validate::check_request(&request, &limits).map_err(mvcc_status)?;
+        static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let id = NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let entry = InternalRequest {
+            id,
+            request: Some(request),
+        };
+        let data = entry.encode_to_vec();
+        if data.len() > self.0.max_request_bytes {
+            return Err(ServerError::TooLarge.into());
+        }
+        match self.0.node.propose(Bytes::from(data)).await {
+            Ok(Ok(applied)) => Ok(applied),
+            Ok(Err(e)) => Err(mvcc_status(e)),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn unexpected(what: &str) -> Status {
+        Status::internal(format!("etcdserver: unexpected apply result for {what}"))
+    }
+}
+
+#[tonic::async_trait]
+impl Kv for KvService {
+    async fn range(
+        &self,
+        request: Request<RangeRequest>,
+    ) -> Result<Response<RangeResponse>, Status> {
+        let req = request.into_inner();
+        mvcc::validate::check_range(&req).map_err(mvcc_status)?;
+        if !req.serializable {
+            self.0.node.read_barrier().await?;
+        }
+        let mut resp = {
+            let sm = self
+                .0
+                .node
+                .state
+                .read()
+                .map_err(|_| Status::internal("state lock poisoned"))?;
+            sm.store.range(&req).map_err(mvcc_status)?
+        };
+        self.0.stamp(&mut resp.header);
+        Ok(Response::new(resp))
+    }
+
+    async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
+        match self.write(Internal::Put(request.into_inner())).await? {
+            Applied::Put(mut r) => {
+                self.0.stamp(&mut r.header);
+                Ok(Response::new(r))
+            }
+            _ => Err(Self::unexpected("put")),
+        }
+    }
+
+    async fn delete_range(
+        &self,
+        request: Request<DeleteRangeRequest>,
+    ) -> Result<Response<DeleteRangeResponse>, Status> {
+        match self
+            .write(Internal::DeleteRange(request.into_inner()))
+            .await?
+        {
+            Applied::DeleteRange(mut r) => {
+                self.0.stamp(&mut r.header);
+                Ok(Response::new(r))
+            }
+            _ => Err(Self::unexpected("delete")),
+        }
+    }
+
+    async fn txn(&self, request: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
+        match self.write(Internal::Txn(request.into_inner())).await? {
+            Applied::Txn(mut r) => {
+                stamp_txn(&self.0, &mut r);
+                Ok(Response::new(r))
+            }
+            _ => Err(Self::unexpected("txn")),
+        }
+    }
+
+    async fn compact(
+        &self,
+        request: Request<CompactionRequest>,
+    ) -> Result<Response<CompactionResponse>, Status> {
+        match self
+            .write(Internal::Compaction(request.into_inner()))
+            .await?
+        {
+            Applied::Compaction(mut r) => {
+                self.0.stamp(&mut r.header);
+                Ok(Response::new(r))
+            }
+            _ => Err(Self::unexpected("compaction")),
+        }
+    }
+}
+
+/// etcd stamps the full header on a txn's inner responses too.
+fn stamp_txn(ctx: &Context, r: &mut TxnResponse) {
+    use proto::etcdserverpb::response_op::Response as Op;
+    ctx.stamp(&mut r.header);
+    for op in &mut r.responses {
+        match &mut op.response {
+            Some(Op::ResponseRange(x)) => ctx.stamp(&mut x.header),
+            Some(Op::ResponsePut(x)) => ctx.stamp(&mut x.header),
+            Some(Op::ResponseDeleteRange(x)) => ctx.stamp(&mut x.header),
+            Some(Op::ResponseTxn(x)) => stamp_txn(ctx, x),
+            None => {}
+        }
+    }
+}

@@ -1,0 +1,65 @@
+//! The etcd v3 gRPC services on the client URL.
+//!
+//! * `KV`: writes become `InternalRequest` log entries and are answered from the local
+//!   apply of that entry (on whichever member received them: followers forward the
+//!   proposal to the leader and wait for their own apply); reads are served from the local
+//!   store, after a ReadIndex round unless `serializable`.
+//! * `Maintenance`: Status, Alarm GET, HashKV. `Cluster`: MemberList.
+//! * Everything else (Watch, Lease, Auth, the rest of Maintenance and Cluster) answers
+//!   `UNIMPLEMENTED` through the generated traits' defaults.
+
+mod kv;
+mod maintenance;
+
+use std::sync::Arc;
+
+use proto::etcdserverpb::ResponseHeader;
+
+use crate::kv::MvccMachine;
+use crate::node::NodeHandle;
+use crate::transport::Transport;
+
+pub use kv::KvService;
+pub use maintenance::{ClusterService, MaintenanceService, Membership, UnimplementedService};
+
+/// The version string Status and /version report: etcd 3.4's API level.
+pub const ETCD_VERSION: &str = "3.4.0";
+pub const CLUSTER_VERSION: &str = "3.4.0";
+
+/// What every service needs.
+#[derive(Clone)]
+pub struct Context {
+    pub node: NodeHandle<MvccMachine>,
+    pub max_request_bytes: usize,
+    pub max_txn_ops: usize,
+    pub membership: Arc<Membership>,
+    pub transport: Transport,
+}
+
+impl Context {
+    /// A header stamped with this member's identity, the term and `revision` (the store's
+    /// current revision when 0, as etcd's header filler does).
+    pub fn header(&self, revision: i64) -> ResponseHeader {
+        let revision = if revision == 0 {
+            self.node
+                .state
+                .read()
+                .map(|s| s.store.current_revision())
+                .unwrap_or(0)
+        } else {
+            revision
+        };
+        ResponseHeader {
+            cluster_id: self.node.cluster_id,
+            member_id: self.node.id,
+            revision,
+            raft_term: self.node.status.term(),
+        }
+    }
+
+    /// Fill in the identity parts of a header the store produced (it sets the revision).
+    pub fn stamp(&self, header: &mut Option<ResponseHeader>) {
+        let rev = header.as_ref().map(|h| h.revision).unwrap_or(0);
+        *header = Some(self.header(rev));
+    }
+}

@@ -1,0 +1,109 @@
+//! Plain HTTP endpoints, served on the client URLs (next to gRPC, same port) and on
+//! `--listen-metrics-urls`: `/health` (etcd's JSON shape), `/livez`, `/readyz`, `/version`.
+
+use std::time::Duration;
+
+use axum::extract::{Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+
+use crate::grpc::{Context, CLUSTER_VERSION, ETCD_VERSION};
+
+/// How long /health waits for a linearizable read round.
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
+
+pub fn router(ctx: Context) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/livez", get(livez))
+        .route("/readyz", get(readyz))
+        .route("/version", get(version))
+        .with_state(ctx)
+}
+
+fn json(status: StatusCode, body: String) -> Response {
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+/// Healthy when a leader is known and (unless `?serializable=true`) a linearizable read
+/// round completes, as etcd checks.
+async fn health(
+    State(ctx): State<Context>,
+    Query(q): Query<std::collections::HashMap<String, String>>,
+) -> Response {
+    let unhealthy = |reason: &str| {
+        json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("{{\"health\":\"false\",\"reason\":\"{reason}\"}}"),
+        )
+    };
+    if ctx
+        .node
+        .status
+        .failed
+        .load(std::sync::atomic::Ordering::Relaxed)
+    {
+        return unhealthy("RAFT NODE STOPPED");
+    }
+    if ctx.node.status.leader().is_none() {
+        return unhealthy("RAFT NO LEADER");
+    }
+    let serializable = q.get("serializable").map(|v| v == "true").unwrap_or(false);
+    if !serializable {
+        match tokio::time::timeout(HEALTH_TIMEOUT, ctx.node.read_barrier()).await {
+            Ok(Ok(())) => {}
+            _ => return unhealthy("QGET ERROR"),
+        }
+    }
+    json(StatusCode::OK, "{\"health\":\"true\"}".to_string())
+}
+
+/// Alive while the node thread runs.
+async fn livez(State(ctx): State<Context>) -> Response {
+    if ctx
+        .node
+        .status
+        .failed
+        .load(std::sync::atomic::Ordering::Relaxed)
+    {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "[-]raft node stopped\nlivez check failed\n",
+        )
+            .into_response();
+    }
+    (StatusCode::OK, "ok").into_response()
+}
+
+/// Ready when alive and a leader is known (this member can serve linearizable requests).
+async fn readyz(State(ctx): State<Context>) -> Response {
+    if ctx
+        .node
+        .status
+        .failed
+        .load(std::sync::atomic::Ordering::Relaxed)
+    {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "[-]raft node stopped\nreadyz check failed\n",
+        )
+            .into_response();
+    }
+    if ctx.node.status.leader().is_none() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "[-]leader: no leader\nreadyz check failed\n",
+        )
+            .into_response();
+    }
+    (StatusCode::OK, "ok").into_response()
+}
+
+async fn version() -> Response {
+    json(
+        StatusCode::OK,
+        format!("{{\"etcdserver\":\"{ETCD_VERSION}\",\"etcdcluster\":\"{CLUSTER_VERSION}\"}}"),
+    )
+}

@@ -1,0 +1,24 @@
+//! What the node runtime needs from the replicated state machine. The runtime is generic
+//! over it so that it can be exercised with a trivial machine in tests, and so that the
+//! etcd MVCC store plugs in through one small adapter (`crate::kv::MvccMachine`).
+
+use bytes::Bytes;
+use raft::Entry;
+
+pub trait StateMachine: Send + Sync + 'static {
+    /// The result of applying one entry, handed to the client call that proposed it.
+    type Output: Send + 'static;
+
+    /// Apply one committed entry (in log order, each exactly once per incarnation of the
+    /// state). Returns `None` for entries that carry no client request (no-ops).
+    fn apply(&mut self, entry: &Entry) -> Option<Self::Output>;
+
+    /// A serialised image of the whole state, for a snapshot.
+    fn snapshot(&self) -> Bytes;
+
+    /// Replace the whole state with a snapshot image.
+    fn restore(&mut self, image: &Bytes) -> anyhow::Result<()>;
+
+    /// Bytes the state occupies (reported as `dbSize`; must be > 0 for etcdctl).
+    fn size(&self) -> u64;
+}

@@ -1,0 +1,270 @@
+//! Assembling a member: bind the listeners, recover the data dir, start the transport, the
+//! node thread and the client servers, and take everything down again in order.
+
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+
+use anyhow::Context as _;
+use raft::{ConfState, RaftNode};
+use storage::{RealFs, Storage, StorageOptions};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::args::ClusterState;
+use crate::config::{Config, ListenAddr};
+use crate::grpc::{
+    ClusterService, Context, KvService, MaintenanceService, Membership, UnimplementedService,
+};
+use crate::kv::MvccMachine;
+use crate::node::{self, NodeParams, StateMachine};
+use crate::transport::{Acceptor, Incarnations, LocalIdentity, Transport};
+
+/// File in the data dir holding this member's incarnation (see `transport::incarnations`).
+const INCARNATION_FILE: &str = "raftkv.incarnation";
+/// File in the data dir recording the incarnations of peers we accepted.
+const PEERS_FILE: &str = "raftkv.peers";
+
+/// gRPC accepts this much more than --max-request-bytes on the wire, so that a request just
+/// over the limit gets etcd's "request is too large" rather than a transport error.
+const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
+
+async fn bind_all(addrs: &[ListenAddr]) -> anyhow::Result<Vec<(String, TcpListener)>> {
+    let mut out = Vec::new();
+    for l in addrs {
+        for a in l.resolve()? {
+            let listener = TcpListener::bind(a)
+                .await
+                .with_context(|| format!("cannot listen on {} ({a})", l.url))?;
+            out.push((l.url.clone(), listener));
+        }
+    }
+    Ok(out)
+}
+
+/// Read this member's incarnation, or make one if the data dir was just created.
+fn incarnation(dir: &Path) -> anyhow::Result<u64> {
+    let path = dir.join(INCARNATION_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(s) => u64::from_str_radix(s.trim(), 16)
+            .with_context(|| format!("{}: malformed", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut h = RandomState::new().build_hasher();
+            h.write_u128(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_nanos(),
+            );
+            h.write_u32(std::process::id());
+            let inc = h.finish();
+            let tmp = path.with_extension("tmp");
+            std::fs::write(&tmp, format!("{inc:x}\n"))?;
+            std::fs::File::open(&tmp)?.sync_all()?;
+            std::fs::rename(&tmp, &path)?;
+            std::fs::File::open(dir)?.sync_all()?;
+            Ok(inc)
+        }
+        Err(e) => Err(anyhow::anyhow!("{}: {e}", path.display())),
+    }
+}
+
+/// Serve one member until `shutdown` is cancelled or the node fails.
+pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    info!(
+        name = %config.name,
+        member_id = format_args!("{:x}", config.member_id),
+        cluster_id = format_args!("{:x}", config.cluster_id),
+        data_dir = %config.data_dir.display(),
+        "starting raftkv member"
+    );
+    let peer_listeners = bind_all(&config.listen_peer).await?;
+    let client_listeners = bind_all(&config.listen_client).await?;
+    let metrics_listeners = bind_all(&config.listen_metrics).await?;
+
+    // Recover the data dir.
+    let opts = StorageOptions::new(config.member_id, config.cluster_id);
+    let (storage, recovered) = Storage::open(Arc::new(RealFs), &config.data_dir, &opts)
+        .map_err(|e| anyhow::anyhow!("cannot open data dir {}: {e}", config.data_dir.display()))?;
+    let incarnation = incarnation(&config.data_dir)?;
+    let incarnations = Arc::new(Incarnations::load(&config.data_dir.join(PEERS_FILE))?);
+    if recovered.created {
+        info!(
+            incarnation = format_args!("{incarnation:x}"),
+            "initialised a new data dir"
+        );
+        if config.cluster_state == ClusterState::Existing {
+            warn!("--initial-cluster-state=existing with an empty data dir: joining with the listed membership; the leader will send this member the log or a snapshot");
+        }
+    }
+    let mut machine = MvccMachine::default();
+    let (applied, applied_term) = match &recovered.snapshot {
+        Some(s) => {
+            machine.restore(&s.data)?;
+            (s.meta.index, s.meta.term)
+        }
+        None => (0, 0),
+    };
+    if !recovered.created {
+        info!(
+            term = recovered.hard_state.term,
+            commit = recovered.hard_state.commit,
+            snapshot_index = applied,
+            entries = recovered.entries.len(),
+            "recovered from the data dir"
+        );
+    }
+    let bootstrap = ConfState {
+        voters: config.initial_members.iter().map(|m| m.id).collect(),
+        learners: vec![],
+    };
+    let initial = recovered.initial_state(bootstrap);
+    let mut raft_cfg = raft::Config::new(config.member_id);
+    raft_cfg.election_tick = config.election_ticks;
+    raft_cfg.heartbeat_tick = 1;
+    raft_cfg.seed = config.member_id ^ incarnation;
+    let raft = RaftNode::new(raft_cfg, initial)
+        .map_err(|e| anyhow::anyhow!("cannot start the raft core: {e:?}"))?;
+
+    let state = Arc::new(RwLock::new(machine));
+    let (handle, inbox) = node::channel(
+        config.member_id,
+        config.cluster_id,
+        state.clone(),
+        config.request_timeout(),
+    );
+    let local = LocalIdentity {
+        cluster_id: config.cluster_id,
+        member_id: config.member_id,
+        incarnation,
+        name: config.name.clone(),
+        client_urls: config.advertise_client_urls.clone(),
+    };
+    let peers: Vec<(u64, Vec<String>)> = config
+        .peers()
+        .map(|m| (m.id, m.peer_urls.clone()))
+        .collect();
+    let transport = Transport::start(local.clone(), &peers, handle.peer_sink(), shutdown.clone());
+    let acceptor = Arc::new(Acceptor {
+        local,
+        members: config.initial_members.iter().map(|m| m.id).collect(),
+        incarnations,
+        sink: handle.peer_sink(),
+        commit: handle.status.commit.clone(),
+    });
+    for (url, l) in peer_listeners {
+        info!(%url, "listening for peers");
+        tokio::spawn(acceptor.clone().serve(l, shutdown.clone()));
+    }
+
+    let params = NodeParams {
+        id: config.member_id,
+        cluster_id: config.cluster_id,
+        raft,
+        storage,
+        state,
+        applied,
+        applied_term,
+        heartbeat: config.heartbeat,
+        election_timeout: config.election_timeout,
+        request_timeout: config.request_timeout(),
+        snapshot_count: config.snapshot_count,
+    };
+    let node_thread = node::spawn(params, &handle, inbox, transport.clone())?;
+    let (node_done_tx, node_done) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let r = node_thread
+            .join()
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("node thread panicked")));
+        let _ = node_done_tx.send(r);
+    });
+
+    let ctx = Context {
+        node: handle.clone(),
+        max_request_bytes: config.max_request_bytes,
+        max_txn_ops: config.max_txn_ops,
+        membership: Arc::new(Membership {
+            members: config.initial_members.clone(),
+            self_id: config.member_id,
+            self_client_urls: config.advertise_client_urls.clone(),
+        }),
+        transport,
+    };
+    let mut servers = Vec::new();
+    for (url, l) in client_listeners {
+        info!(%url, "serving client requests (gRPC and HTTP)");
+        servers.push(tokio::spawn(serve_client(
+            ctx.clone(),
+            l,
+            config.max_request_bytes,
+            shutdown.clone(),
+        )));
+    }
+    for (url, l) in metrics_listeners {
+        info!(%url, "serving HTTP health endpoints");
+        let router = crate::http::router(ctx.clone());
+        let stop = shutdown.clone();
+        servers.push(tokio::spawn(async move {
+            axum::serve(l, router)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await
+                .map_err(anyhow::Error::from)
+        }));
+    }
+
+    let result = tokio::select! {
+        _ = shutdown.cancelled() => {
+            info!("shutting down");
+            handle.shutdown();
+            None
+        }
+        r = node_done => Some(r.unwrap_or_else(|_| Err(anyhow::anyhow!("node thread vanished")))),
+    };
+    shutdown.cancel();
+    handle.shutdown();
+    for s in servers {
+        let _ = s.await;
+    }
+    info!("member stopped");
+    match result {
+        Some(r) => r,
+        None => Ok(()),
+    }
+}
+
+/// gRPC and HTTP/1 on one listener: tonic serves HTTP/2 and HTTP/1.1, and routes the plain
+/// HTTP paths to the axum router.
+async fn serve_client(
+    ctx: Context,
+    listener: TcpListener,
+    max_request_bytes: usize,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    use proto::etcdserverpb::{
+        auth_server::AuthServer, cluster_server::ClusterServer, kv_server::KvServer,
+        lease_server::LeaseServer, maintenance_server::MaintenanceServer,
+        watch_server::WatchServer,
+    };
+    let limit = max_request_bytes + GRPC_OVERHEAD_BYTES;
+    let routes = tonic::service::Routes::from(crate::http::router(ctx.clone()))
+        .add_service(KvServer::new(KvService(ctx.clone())).max_decoding_message_size(limit))
+        .add_service(
+            MaintenanceServer::new(MaintenanceService(ctx.clone()))
+                .max_decoding_message_size(limit),
+        )
+        .add_service(
+            ClusterServer::new(ClusterService(ctx.clone())).max_decoding_message_size(limit),
+        )
+        .add_service(WatchServer::new(UnimplementedService))
+        .add_service(LeaseServer::new(UnimplementedService))
+        .add_service(AuthServer::new(UnimplementedService));
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    tonic::transport::Server::builder()
+        .accept_http1(true)
+        .add_routes(routes)
+        .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
+        .await?;
+    Ok(())
+}
