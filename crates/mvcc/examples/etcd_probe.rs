@@ -51,9 +51,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut etcd = KvClient::connect(endpoint).await?;
     let mut store = Store::new();
     let mut differences = 0;
+    let (mut oks, mut errors) = (0, std::collections::BTreeMap::<String, usize>::new());
     for (i, op) in ops.iter().enumerate() {
         let theirs = run_etcd(&mut etcd, op).await;
         let ours = run_store(&mut store, op);
+        match &theirs {
+            Ok(_) => oks += 1,
+            Err((_, message)) => *errors.entry(message.clone()).or_default() += 1,
+        }
         if theirs != ours {
             differences += 1;
             println!("#{i} DIFFERS: {op:?}\n  etcd:  {theirs:?}\n  store: {ours:?}");
@@ -61,6 +66,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             println!("#{i} same: {theirs:?}");
         }
     }
+    println!("etcd answered {oks} ok; errors: {errors:?}");
+    println!("final revision {}", store.current_revision());
     println!("{} operations, {differences} differences", ops.len());
     if differences > 0 {
         std::process::exit(1);
@@ -578,16 +585,70 @@ fn scripted() -> Vec<Op> {
     ops
 }
 
-fn random_ops(seed: u64, count: usize) -> Vec<Op> {
-    use compare::CompareResult as R;
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let keys = ["a", "b", "c", "d", "e", "f"];
-    let key = |rng: &mut ChaCha8Rng| keys[rng.gen_range(0..keys.len())].to_string();
-    let end = |rng: &mut ChaCha8Rng| match rng.gen_range(0..4) {
+const RANDOM_KEYS: [&str; 6] = ["a", "b", "c", "d", "e", "f"];
+
+fn random_key(rng: &mut ChaCha8Rng) -> String {
+    RANDOM_KEYS[rng.gen_range(0..RANDOM_KEYS.len())].to_string()
+}
+
+fn random_end(rng: &mut ChaCha8Rng) -> String {
+    match rng.gen_range(0..4) {
         0 => String::new(),
         1 => "\0".to_string(),
-        _ => keys[rng.gen_range(0..keys.len())].to_string() + "z",
+        _ => random_key(rng) + "z",
+    }
+}
+
+/// A txn of up to 3 compares and up to 3 operations per branch, nested up to two levels.
+fn random_txn(rng: &mut ChaCha8Rng, depth: u32, rev_hint: i64) -> TxnRequest {
+    use compare::CompareResult as R;
+    let branch = |rng: &mut ChaCha8Rng| -> Vec<RequestOp> {
+        (0..rng.gen_range(0..4))
+            .map(|_| match rng.gen_range(0..if depth < 2 { 5 } else { 4 }) {
+                0 | 1 => op_put(PutRequest {
+                    key: b(&random_key(rng)),
+                    value: b(&rng.gen_range(0..5).to_string()),
+                    prev_kv: rng.gen_bool(0.3),
+                    ..Default::default()
+                }),
+                2 => op_del(DeleteRangeRequest {
+                    key: b(&random_key(rng)),
+                    range_end: b(&random_end(rng)),
+                    prev_kv: rng.gen_bool(0.5),
+                }),
+                3 => op_get(RangeRequest {
+                    revision: if rng.gen_bool(0.2) { rng.gen_range(0..=rev_hint) } else { 0 },
+                    limit: rng.gen_range(0..3),
+                    ..get(&random_key(rng), &random_end(rng))
+                }),
+                _ => op_txn(random_txn(rng, depth + 1, rev_hint)),
+            })
+            .collect()
     };
+    let compares = (0..rng.gen_range(0..3))
+        .map(|_| {
+            let result = [R::Equal, R::Greater, R::Less, R::NotEqual][rng.gen_range(0..4)];
+            let target = match rng.gen_range(0..5) {
+                0 => compare::TargetUnion::Version(rng.gen_range(0..3)),
+                1 => compare::TargetUnion::CreateRevision(rng.gen_range(0..rev_hint + 1)),
+                2 => compare::TargetUnion::ModRevision(rng.gen_range(0..rev_hint + 1)),
+                3 => compare::TargetUnion::Lease(0),
+                _ => compare::TargetUnion::Value(b(&rng.gen_range(0..5).to_string())),
+            };
+            let k = random_key(rng);
+            let e = if rng.gen_bool(0.2) { random_end(rng) } else { String::new() };
+            cmp(&k, &e, result, target)
+        })
+        .collect();
+    let success = branch(rng);
+    let failure = branch(rng);
+    txn(compares, success, failure)
+}
+
+fn random_ops(seed: u64, count: usize) -> Vec<Op> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let key = random_key;
+    let end = random_end;
     let mut ops = Vec::new();
     // Track an upper bound of the revision so reads and compactions hit interesting values.
     let mut rev_hint: i64 = 1;
@@ -595,11 +656,18 @@ fn random_ops(seed: u64, count: usize) -> Vec<Op> {
         let op = match rng.gen_range(0..100) {
             0..=34 => {
                 rev_hint += 1;
+                let ignore_value = rng.gen_bool(0.1);
+                // Mostly valid ignore_value puts (empty value), sometimes the invalid kind.
+                let value = if ignore_value && rng.gen_bool(0.8) {
+                    String::new()
+                } else {
+                    rng.gen_range(0..5).to_string()
+                };
                 w(Request::Put(PutRequest {
                     key: b(&key(&mut rng)),
-                    value: b(&rng.gen_range(0..5).to_string()),
+                    value: b(&value),
                     prev_kv: rng.gen_bool(0.3),
-                    ignore_value: rng.gen_bool(0.05),
+                    ignore_value,
                     ..Default::default()
                 }))
             }
@@ -639,43 +707,7 @@ fn random_ops(seed: u64, count: usize) -> Vec<Op> {
             }),
             75..=96 => {
                 rev_hint += 1;
-                let branch = |rng: &mut ChaCha8Rng| -> Vec<RequestOp> {
-                    (0..rng.gen_range(0..3))
-                        .map(|_| match rng.gen_range(0..3) {
-                            0 => op_put(put(&key(rng), &rng.gen_range(0..5).to_string())),
-                            1 => op_del(DeleteRangeRequest {
-                                key: b(&key(rng)),
-                                range_end: b(&end(rng)),
-                                prev_kv: true,
-                            }),
-                            _ => op_get(get(&key(rng), &end(rng))),
-                        })
-                        .collect()
-                };
-                let compares = (0..rng.gen_range(0..3))
-                    .map(|_| {
-                        let result =
-                            [R::Equal, R::Greater, R::Less, R::NotEqual][rng.gen_range(0..4)];
-                        let target = match rng.gen_range(0..4) {
-                            0 => compare::TargetUnion::Version(rng.gen_range(0..3)),
-                            1 => {
-                                compare::TargetUnion::CreateRevision(rng.gen_range(0..rev_hint + 1))
-                            }
-                            2 => compare::TargetUnion::ModRevision(rng.gen_range(0..rev_hint + 1)),
-                            _ => compare::TargetUnion::Value(b(&rng.gen_range(0..5).to_string())),
-                        };
-                        let k = key(&mut rng);
-                        let e = if rng.gen_bool(0.2) {
-                            end(&mut rng)
-                        } else {
-                            String::new()
-                        };
-                        cmp(&k, &e, result, target)
-                    })
-                    .collect();
-                let success = branch(&mut rng);
-                let failure = branch(&mut rng);
-                w(Request::Txn(txn(compares, success, failure)))
+                w(Request::Txn(random_txn(&mut rng, 0, rev_hint)))
             }
             _ => w(Request::Compaction(CompactionRequest {
                 revision: rng.gen_range((rev_hint - 5).max(0)..=rev_hint),
