@@ -548,3 +548,51 @@ fn leader_moves_on_when_a_snapshot_is_answered() {
     );
     assert_eq!(l.progress()[0].state, "replicate");
 }
+
+// ----- membership comes from ConfState -----
+
+fn with_learner(id: NodeId) -> RaftNode {
+    let mut cfg = config(id);
+    cfg.pre_vote = false;
+    let initial = InitialState {
+        conf_state: ConfState {
+            voters: V3.to_vec(),
+            learners: vec![4],
+        },
+        ..Default::default()
+    };
+    RaftNode::new(cfg, initial).unwrap()
+}
+
+#[test]
+fn learners_replicate_but_never_vote_or_campaign() {
+    let mut learner = with_learner(4);
+    for _ in 0..100 {
+        learner.tick();
+    }
+    assert_eq!(
+        learner.status().role,
+        Role::Follower,
+        "a learner never campaigns"
+    );
+    assert!(!learner.has_ready());
+
+    let mut l = with_learner(1);
+    make_leader(&mut l, V3);
+    let rd = flush(&mut l);
+    assert_eq!(
+        appends_to(&rd, 4),
+        vec![(0, 1)],
+        "the learner gets the log too"
+    );
+    // The learner's acknowledgement does not count toward commit: 1 (leader) + learner is
+    // not a majority of the three voters.
+    let ack = MessageBody::AppendResponse {
+        rejected: None,
+        match_index: 1,
+    };
+    l.step(msg(4, 1, 1, ack.clone())).unwrap();
+    assert_eq!(l.commit_index(), 0);
+    l.step(msg(2, 1, 1, ack)).unwrap();
+    assert_eq!(l.commit_index(), 1);
+}
