@@ -190,7 +190,10 @@ impl Progress {
                 true
             }
             ProgressState::Probe => {
-                if rejected.checked_add(1) != Some(self.next_index) {
+                // Only the outstanding probe's answer counts, and never one contradicting
+                // what the follower already acknowledged.
+                if rejected.checked_add(1) != Some(self.next_index) || rejected <= self.match_index
+                {
                     return false;
                 }
                 self.next_index = (retry_from + 1).max(self.match_index + 1).min(rejected);
