@@ -20,7 +20,11 @@ fn cpu_secs() -> f64 {
 fn rates(n: u64, wall: Instant, cpu: f64) -> String {
     let wall_secs = wall.elapsed().as_secs_f64();
     let cpu_used = cpu_secs() - cpu;
-    format!("{:.0}/s wall, {:.0}/s per CPU-second", n as f64 / wall_secs, n as f64 / cpu_used.max(1e-9))
+    format!(
+        "{:.0}/s wall, {:.0}/s per CPU-second",
+        n as f64 / wall_secs,
+        n as f64 / cpu_used.max(1e-9)
+    )
 }
 
 use bytes::Bytes;
@@ -54,7 +58,10 @@ fn main() {
     for req in &requests {
         store.apply(req).expect("put");
     }
-    println!("apply put ({puts} puts over {key_space} keys, {value_bytes} B values): {}", rates(puts, start, cpu));
+    println!(
+        "apply put ({puts} puts over {key_space} keys, {value_bytes} B values): {}",
+        rates(puts, start, cpu)
+    );
 
     let reads = 500_000u64;
     let (start, cpu) = (Instant::now(), cpu_secs());
@@ -80,7 +87,11 @@ fn main() {
     for i in 0..scans {
         let first = (i * 7919) % key_space.saturating_sub(100).max(1);
         let resp = store
-            .range(&RangeRequest { key: key(first), range_end: key(first + 100), ..Default::default() })
+            .range(&RangeRequest {
+                key: key(first),
+                range_end: key(first + 100),
+                ..Default::default()
+            })
             .expect("range");
         assert_eq!(resp.kvs.len(), 100);
     }
@@ -99,7 +110,10 @@ fn main() {
             })
             .expect("range");
     }
-    println!("range limit 100 to the end of the keyspace (count walks the rest): {}", rates(scans, start, cpu));
+    println!(
+        "range limit 100 to the end of the keyspace (count walks the rest): {}",
+        rates(scans, start, cpu)
+    );
 
     let start = Instant::now();
     let rev = store.current_revision();

@@ -617,7 +617,11 @@ fn random_txn(rng: &mut ChaCha8Rng, depth: u32, rev_hint: i64) -> TxnRequest {
                     prev_kv: rng.gen_bool(0.5),
                 }),
                 3 => op_get(RangeRequest {
-                    revision: if rng.gen_bool(0.2) { rng.gen_range(0..=rev_hint) } else { 0 },
+                    revision: if rng.gen_bool(0.2) {
+                        rng.gen_range(0..=rev_hint)
+                    } else {
+                        0
+                    },
                     limit: rng.gen_range(0..3),
                     ..get(&random_key(rng), &random_end(rng))
                 }),
@@ -636,7 +640,11 @@ fn random_txn(rng: &mut ChaCha8Rng, depth: u32, rev_hint: i64) -> TxnRequest {
                 _ => compare::TargetUnion::Value(b(&rng.gen_range(0..5).to_string())),
             };
             let k = random_key(rng);
-            let e = if rng.gen_bool(0.2) { random_end(rng) } else { String::new() };
+            let e = if rng.gen_bool(0.2) {
+                random_end(rng)
+            } else {
+                String::new()
+            };
             cmp(&k, &e, result, target)
         })
         .collect();

@@ -3,7 +3,8 @@
 //! of I/O so that every Raft member that applies the same entries ends in the same state.
 //!
 //! * [`Store::apply`] applies one committed [`proto::raftkvpb::InternalRequest`].
-//! * [`Store::range`] serves reads.
+//! * [`Store::range`] serves reads; [`Store::read_txn`] serves txns that cannot write
+//!   (check with [`txn::is_read_only`]) without a trip through the log.
 //! * [`validate`] holds the checks etcd makes before proposing a request.
 //! * [`Store::hash_kv`], [`Store::snapshot`] and [`Store::restore`] compare and transfer
 //!   replicas.
@@ -19,7 +20,7 @@ mod range;
 mod revision;
 mod snapshot;
 mod store;
-mod txn;
+pub mod txn;
 pub mod validate;
 
 pub use error::{Code, MvccError};

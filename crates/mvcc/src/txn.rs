@@ -58,6 +58,64 @@ impl Store {
         }
     }
 
+    /// Serves a txn that cannot write (see [`is_read_only`]) without going through the log,
+    /// as etcd does for read-only txns: same validation, same compares, same responses as
+    /// applying it would give, and the store is not touched. Fails with `Internal` if the
+    /// txn can write.
+    pub fn read_txn(&self, req: &TxnRequest) -> Result<TxnResponse, MvccError> {
+        if !is_read_only(req) {
+            return Err(MvccError::Internal(
+                "read_txn given a txn that writes".into(),
+            ));
+        }
+        validate::check_txn(
+            req,
+            &Limits {
+                max_txn_ops: usize::MAX,
+            },
+        )?;
+        let plan = self.plan(req);
+        self.check_ranges(req, &plan)?;
+        let mut resp = self.execute_reads(req, &plan)?;
+        resp.header = Some(ResponseHeader {
+            revision: self.current,
+            ..Default::default()
+        });
+        Ok(resp)
+    }
+
+    fn execute_reads(&self, req: &TxnRequest, plan: &Plan) -> Result<TxnResponse, MvccError> {
+        let mut nested = plan.nested.iter();
+        let mut responses = Vec::new();
+        for op in chosen(req, plan.succeeded) {
+            let response = match &op.request {
+                Some(request_op::Request::RequestRange(r)) => {
+                    response_op::Response::ResponseRange(self.range_at_view(r, self.current)?)
+                }
+                Some(request_op::Request::RequestTxn(t)) => {
+                    let Some(p) = nested.next() else {
+                        return Err(MvccError::Internal(
+                            "txn plan does not match request".into(),
+                        ));
+                    };
+                    let mut inner = self.execute_reads(t, p)?;
+                    inner.header = Some(ResponseHeader::default());
+                    response_op::Response::ResponseTxn(inner)
+                }
+                Some(_) => return Err(MvccError::Internal("write in a read-only txn".into())),
+                None => return Err(MvccError::KeyNotFound),
+            };
+            responses.push(ResponseOp {
+                response: Some(response),
+            });
+        }
+        Ok(TxnResponse {
+            header: None,
+            succeeded: plan.succeeded,
+            responses,
+        })
+    }
+
     fn plan(&self, req: &TxnRequest) -> Plan {
         let succeeded = req.compare.iter().all(|c| self.compare_holds(c));
         let nested = chosen(req, succeeded)
@@ -131,6 +189,20 @@ impl Store {
             .get(key)
             .is_some_and(|h| h.live_at(self.current).is_some())
     }
+}
+
+/// True when no branch of the txn, at any nesting depth, contains a put or a delete: such a
+/// txn cannot change the store and may be served like a read (etcd's `isTxnReadonly`).
+pub fn is_read_only(req: &TxnRequest) -> bool {
+    req.success
+        .iter()
+        .chain(&req.failure)
+        .all(|op| match &op.request {
+            Some(request_op::Request::RequestPut(_))
+            | Some(request_op::Request::RequestDeleteRange(_)) => false,
+            Some(request_op::Request::RequestTxn(t)) => is_read_only(t),
+            Some(request_op::Request::RequestRange(_)) | None => true,
+        })
 }
 
 fn chosen(req: &TxnRequest, succeeded: bool) -> &[RequestOp] {

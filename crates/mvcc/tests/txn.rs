@@ -495,3 +495,59 @@ fn a_txn_checks_puts_and_reads_of_the_chosen_path_before_writing() {
     );
     assert_eq!(r, Err(MvccError::Compacted));
 }
+
+#[test]
+fn read_only_txns_served_without_the_log_answer_like_applied_ones() {
+    let mut store = abcde();
+    let reads = txn(
+        vec![cmp("a", Equal, T::Version(1))],
+        vec![
+            op_get(RangeRequest {
+                limit: 2,
+                ..get("a", "\0")
+            }),
+            op_txn(txn(
+                vec![cmp("zz", Equal, T::Version(1))],
+                vec![],
+                vec![op_get(RangeRequest {
+                    revision: 3,
+                    ..get("b", "")
+                })],
+            )),
+        ],
+        vec![op_get(get("e", ""))],
+    );
+    assert!(mvcc::txn::is_read_only(&reads));
+    let served = store.read_txn(&reads).unwrap();
+    let applied = do_txn(&mut store, reads).unwrap();
+    assert_eq!(served, applied);
+    assert_eq!(store.current_revision(), 6);
+}
+
+#[test]
+fn read_txn_refuses_writes_anywhere_and_keeps_read_errors() {
+    let store = abcde();
+    let nested_write = txn(
+        vec![],
+        vec![],
+        vec![op_txn(txn(vec![], vec![op_del(del("a", ""))], vec![]))],
+    );
+    assert!(!mvcc::txn::is_read_only(&nested_write));
+    assert!(matches!(
+        store.read_txn(&nested_write),
+        Err(MvccError::Internal(_))
+    ));
+    let future = txn(
+        vec![],
+        vec![op_get(RangeRequest {
+            revision: 7,
+            ..get("a", "")
+        })],
+        vec![],
+    );
+    assert_eq!(store.read_txn(&future), Err(MvccError::FutureRevision));
+    assert_eq!(
+        store.read_txn(&txn(vec![], vec![op_get(get("", ""))], vec![])),
+        Err(MvccError::EmptyKey)
+    );
+}
