@@ -70,6 +70,8 @@ pub struct ClusterSpec {
     pub election_ms: u64,
     /// Extra flags given to every member (e.g. `--max-txn-ops=16`).
     pub extra_args: Vec<String>,
+    /// Fixed `(client, peer)` ports per member; `None` picks free ports.
+    pub ports: Option<Vec<(u16, u16)>>,
 }
 
 impl ClusterSpec {
@@ -83,6 +85,7 @@ impl ClusterSpec {
             heartbeat_ms: 100,
             election_ms: 1000,
             extra_args: Vec::new(),
+            ports: None,
         }
     }
 }
@@ -154,7 +157,13 @@ impl LocalCluster {
                 (Some(dir), path)
             }
         };
-        let ports = free_loopback_ports(spec.names.len() * 2)?;
+        let ports = match &spec.ports {
+            Some(fixed) if fixed.len() == spec.names.len() => {
+                fixed.iter().flat_map(|&(client, peer)| [client, peer]).collect()
+            }
+            Some(_) => bail!("give exactly one (client, peer) port pair per member"),
+            None => free_loopback_ports(spec.names.len() * 2)?,
+        };
         let members = spec
             .names
             .iter()

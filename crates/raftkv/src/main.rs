@@ -1,1 +1,78 @@
-fn main() {}
+//! `raftkv`: one executable for the server, the client commands, the demo and a local cluster.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use raftkv::cli::{Cli, Command};
+use raftkv::{cluster_cmd, commands, demo};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("Error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A single-threaded runtime: the client commands make a handful of calls, and the demo and
+/// the local cluster spawn their member processes from this thread, which the members'
+/// parent-death signal is tied to (a runtime worker thread could exit and take them along).
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread().enable_all().build()?)
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let global = cli.global;
+    match cli.command {
+        #[cfg(not(feature = "server"))]
+        Command::Server(_) => anyhow::bail!("this raftkv was built without the server feature"),
+        #[cfg(feature = "server")]
+        Command::Server(cmd) => {
+            if cmd.dry_run {
+                server::validate(&cmd.args)?;
+                println!("ok");
+            } else {
+                // The server builds and owns its runtime.
+                server::run(cmd.args)?;
+            }
+        }
+        Command::Lincheck(cmd) => {
+            let mut stdout = std::io::stdout();
+            let code = lincheck::cli::main(cmd.args, &mut stdout)?;
+            return Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)));
+        }
+        Command::Demo(cmd) => {
+            let options = demo::DemoOptions {
+                data_dir: cmd.data_dir,
+                heartbeat_ms: cmd.heartbeat_interval,
+                election_ms: cmd.election_timeout,
+                etcd_binary: cmd.with_etcd,
+                endpoints: global.endpoints.clone(),
+                timeouts: global.timeouts(),
+            };
+            let held = runtime()?.block_on(async {
+                tokio::select! {
+                    result = demo::run(options) => result,
+                    _ = cluster_cmd::shutdown_signal() => {
+                        // Dropping the demo future drops its cluster, which kills the members.
+                        anyhow::bail!("interrupted; the demo's members were stopped")
+                    }
+                }
+            })?;
+            return Ok(if held { ExitCode::SUCCESS } else { ExitCode::FAILURE });
+        }
+        Command::Cluster(cmd) => runtime()?.block_on(cluster_cmd::run(cmd.data_dir, cmd.free_ports))?,
+        Command::Put(cmd) => runtime()?.block_on(commands::put(&global, &cmd))?,
+        Command::Get(cmd) => runtime()?.block_on(commands::get(&global, &cmd))?,
+        Command::Del(cmd) => runtime()?.block_on(commands::del(&global, &cmd))?,
+        Command::Txn(cmd) => runtime()?.block_on(commands::txn(&global, &cmd))?,
+        Command::Compact(cmd) => runtime()?.block_on(commands::compact(&global, &cmd))?,
+        Command::Status => runtime()?.block_on(commands::status(&global))?,
+        Command::Members => runtime()?.block_on(commands::members(&global))?,
+        Command::Hashkv(cmd) => runtime()?.block_on(commands::hashkv(&global, &cmd))?,
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,299 @@
+//! A small etcd v3 client over the generated tonic stubs, with endpoint failover.
+//!
+//! Every member accepts every request (followers forward to the leader), so the client does
+//! not look for the leader: it tries the endpoints in the order given and moves on only when
+//! one answers `UNAVAILABLE` (which covers "connection refused", "no leader" and timeouts
+//! the server reports as transient). Any other error is the cluster's answer and is returned
+//! as is, so callers see etcd's exact code and message.
+
+use std::future::Future;
+use std::time::Duration;
+
+use proto::etcdserverpb::{
+    cluster_client::ClusterClient, kv_client::KvClient, maintenance_client::MaintenanceClient,
+    AlarmRequest, AlarmResponse, CompactionRequest, CompactionResponse, DeleteRangeRequest,
+    DeleteRangeResponse, HashKvRequest, HashKvResponse, MemberListRequest, MemberListResponse,
+    PutRequest, PutResponse, RangeRequest, RangeResponse, StatusRequest, StatusResponse,
+    TxnRequest, TxnResponse,
+};
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status};
+
+/// Dial and per-call limits, as etcdctl's `--dial-timeout` and `--command-timeout`.
+#[derive(Clone, Copy, Debug)]
+pub struct Timeouts {
+    pub dial: Duration,
+    pub call: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            dial: Duration::from_secs(2),
+            call: Duration::from_secs(5),
+        }
+    }
+}
+
+/// An error from the cluster: which endpoint gave it and the gRPC status (code + message).
+#[derive(Clone, Debug)]
+pub struct CallError {
+    pub endpoint: String,
+    pub status: Status,
+}
+
+impl CallError {
+    pub fn code(&self) -> Code {
+        self.status.code()
+    }
+
+    pub fn message(&self) -> &str {
+        self.status.message()
+    }
+}
+
+impl std::fmt::Display for CallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} (code {:?}, endpoint {})",
+            self.status.message(),
+            self.status.code(),
+            self.endpoint
+        )
+    }
+}
+
+impl std::error::Error for CallError {}
+
+/// One endpoint: its address as given and a lazily connected channel.
+#[derive(Clone)]
+struct Target {
+    address: String,
+    channel: Channel,
+}
+
+/// A client for one or more endpoints of the same cluster.
+#[derive(Clone)]
+pub struct Client {
+    targets: Vec<Target>,
+    timeouts: Timeouts,
+}
+
+/// `host:port` or a URL; returns the URL tonic needs.
+fn endpoint_url(address: &str) -> String {
+    if address.contains("://") {
+        address.to_string()
+    } else {
+        format!("http://{address}")
+    }
+}
+
+/// Splits a `--endpoints` value (comma-separated, blanks ignored).
+pub fn parse_endpoints(list: &str) -> Vec<String> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+impl Client {
+    /// Builds channels for `endpoints`; nothing is dialled until the first call.
+    pub fn new(endpoints: &[String], timeouts: Timeouts) -> anyhow::Result<Self> {
+        if endpoints.is_empty() {
+            anyhow::bail!("no endpoints given");
+        }
+        let targets = endpoints
+            .iter()
+            .map(|address| {
+                let endpoint = Endpoint::from_shared(endpoint_url(address))
+                    .map_err(|e| anyhow::anyhow!("invalid endpoint {address:?}: {e}"))?
+                    .connect_timeout(timeouts.dial)
+                    .tcp_nodelay(true);
+                Ok(Target {
+                    address: address.clone(),
+                    channel: endpoint.connect_lazy(),
+                })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok(Client { targets, timeouts })
+    }
+
+    /// The endpoints, in the order they are tried.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.targets.iter().map(|t| t.address.clone()).collect()
+    }
+
+    /// A client that talks only to endpoint `index` (for per-member calls such as Status).
+    pub fn only(&self, index: usize) -> Client {
+        Client {
+            targets: vec![self.targets[index].clone()],
+            timeouts: self.timeouts,
+        }
+    }
+
+    /// One client per endpoint, in order.
+    pub fn each(&self) -> Vec<Client> {
+        (0..self.targets.len()).map(|i| self.only(i)).collect()
+    }
+
+    /// Runs `call` against each endpoint in turn until one answers something other than
+    /// `UNAVAILABLE`; the call is bounded by the call timeout (reported as
+    /// `DEADLINE_EXCEEDED`, not retried elsewhere because the request may have been applied).
+    async fn with_failover<T, F, Fut>(&self, mut call: F) -> Result<T, CallError>
+    where
+        F: FnMut(Channel) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, Status>>,
+    {
+        let mut last = None;
+        for target in &self.targets {
+            let outcome = tokio::time::timeout(self.timeouts.call, call(target.channel.clone())).await;
+            let status = match outcome {
+                Ok(Ok(response)) => return Ok(response.into_inner()),
+                Ok(Err(status)) => status,
+                Err(_) => Status::deadline_exceeded("context deadline exceeded"),
+            };
+            let error = CallError {
+                endpoint: target.address.clone(),
+                status,
+            };
+            if error.code() != Code::Unavailable {
+                return Err(error);
+            }
+            last = Some(error);
+        }
+        Err(last.expect("at least one endpoint"))
+    }
+
+    pub async fn range(&self, request: RangeRequest) -> Result<RangeResponse, CallError> {
+        self.with_failover(|ch| {
+            let request = request.clone();
+            async move { KvClient::new(ch).range(request).await }
+        })
+        .await
+    }
+
+    pub async fn put(&self, request: PutRequest) -> Result<PutResponse, CallError> {
+        self.with_failover(|ch| {
+            let request = request.clone();
+            async move { KvClient::new(ch).put(request).await }
+        })
+        .await
+    }
+
+    pub async fn delete_range(&self, request: DeleteRangeRequest) -> Result<DeleteRangeResponse, CallError> {
+        self.with_failover(|ch| {
+            let request = request.clone();
+            async move { KvClient::new(ch).delete_range(request).await }
+        })
+        .await
+    }
+
+    pub async fn txn(&self, request: TxnRequest) -> Result<TxnResponse, CallError> {
+        self.with_failover(|ch| {
+            let request = request.clone();
+            async move { KvClient::new(ch).txn(request).await }
+        })
+        .await
+    }
+
+    pub async fn compact(&self, request: CompactionRequest) -> Result<CompactionResponse, CallError> {
+        self.with_failover(|ch| {
+            let request = request.clone();
+            async move { KvClient::new(ch).compact(request).await }
+        })
+        .await
+    }
+
+    pub async fn status(&self) -> Result<StatusResponse, CallError> {
+        self.with_failover(|ch| async move { MaintenanceClient::new(ch).status(StatusRequest {}).await })
+            .await
+    }
+
+    pub async fn hash_kv(&self, revision: i64) -> Result<HashKvResponse, CallError> {
+        self.with_failover(|ch| async move {
+            MaintenanceClient::new(ch).hash_kv(HashKvRequest { revision }).await
+        })
+        .await
+    }
+
+    pub async fn alarms(&self) -> Result<AlarmResponse, CallError> {
+        self.with_failover(|ch| async move {
+            MaintenanceClient::new(ch).alarm(AlarmRequest::default()).await
+        })
+        .await
+    }
+
+    pub async fn member_list(&self, linearizable: bool) -> Result<MemberListResponse, CallError> {
+        self.with_failover(|ch| async move {
+            ClusterClient::new(ch)
+                .member_list(MemberListRequest { linearizable })
+                .await
+        })
+        .await
+    }
+
+    /// Put a UTF-8 key and value (convenience for the demo and tests).
+    pub async fn put_str(&self, key: &str, value: &str) -> Result<PutResponse, CallError> {
+        self.put(PutRequest {
+            key: key.as_bytes().to_vec().into(),
+            value: value.as_bytes().to_vec().into(),
+            ..Default::default()
+        })
+        .await
+    }
+
+    /// Linearizable (or serializable) single-key read; `None` if absent.
+    pub async fn get_str(&self, key: &str, serializable: bool) -> Result<Option<String>, CallError> {
+        let response = self
+            .range(RangeRequest {
+                key: key.as_bytes().to_vec().into(),
+                serializable,
+                ..Default::default()
+            })
+            .await?;
+        Ok(response
+            .kvs
+            .first()
+            .map(|kv| String::from_utf8_lossy(&kv.value).into_owned()))
+    }
+}
+
+/// The `range_end` that makes `[prefix, range_end)` cover every key starting with `prefix`,
+/// as etcd's clients compute it: increment the last byte below 0xff, dropping trailing 0xff
+/// bytes; an empty prefix (or all 0xff) means "every key", written `"\0"`.
+pub fn prefix_range_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(&last) = end.last() {
+        if last < 0xff {
+            *end.last_mut().expect("non-empty") += 1;
+            return end;
+        }
+        end.pop();
+    }
+    vec![0]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_end_increments_last_byte() {
+        assert_eq!(prefix_range_end(b"abc"), b"abd");
+        assert_eq!(prefix_range_end(b"a\xff"), b"b");
+        assert_eq!(prefix_range_end(b"\xff\xff"), b"\0");
+        assert_eq!(prefix_range_end(b""), b"\0");
+    }
+
+    #[test]
+    fn endpoints_are_split_and_trimmed() {
+        assert_eq!(
+            parse_endpoints(" 127.0.0.1:1, http://h:2 ,,"),
+            vec!["127.0.0.1:1".to_string(), "http://h:2".to_string()]
+        );
+        assert_eq!(endpoint_url("127.0.0.1:2379"), "http://127.0.0.1:2379");
+        assert_eq!(endpoint_url("http://a:1"), "http://a:1");
+    }
+}

@@ -1,0 +1,180 @@
+//! The etcdctl-like client commands: build the request from the flags, send it with
+//! failover, print the response in the chosen format.
+
+use std::io::{Read, Write};
+
+use anyhow::{bail, Context, Result};
+use proto::etcdserverpb::{
+    range_request::{SortOrder, SortTarget},
+    CompactionRequest, DeleteRangeRequest, PutRequest, RangeRequest,
+};
+use proto::prost::bytes::Bytes;
+
+use crate::cli::{
+    CompactCommand, Consistency, DelCommand, GetCommand, GlobalOptions, HashKvCommand, Order,
+    PutCommand, SortBy, TxnCommand,
+};
+use crate::client::{prefix_range_end, Client};
+use crate::output::{self, RangePrint};
+use crate::txn_script;
+
+fn client(global: &GlobalOptions) -> Result<Client> {
+    Client::new(&global.endpoints_or_default(), global.timeouts())
+}
+
+fn emit(text: &str) -> Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(text.as_bytes())?;
+    stdout.flush()?;
+    Ok(())
+}
+
+/// `[key, end)` for the range flags shared by get and del.
+fn key_range(key: &str, range_end: Option<&str>, prefix: bool, from_key: bool) -> (Bytes, Bytes) {
+    let key_bytes = key.as_bytes().to_vec();
+    let end = if prefix {
+        prefix_range_end(&key_bytes)
+    } else if from_key {
+        vec![0]
+    } else {
+        range_end.map(|e| e.as_bytes().to_vec()).unwrap_or_default()
+    };
+    (Bytes::from(key_bytes), Bytes::from(end))
+}
+
+pub async fn put(global: &GlobalOptions, cmd: &PutCommand) -> Result<()> {
+    let value = match (&cmd.value, cmd.ignore_value) {
+        (Some(_), true) => bail!("put with --ignore-value takes no value"),
+        (None, false) => bail!("put needs a key and a value"),
+        (v, _) => v.clone().unwrap_or_default(),
+    };
+    let lease = cmd
+        .lease
+        .as_deref()
+        .map(txn_script::parse_lease)
+        .transpose()?
+        .unwrap_or(0);
+    let response = client(global)?
+        .put(PutRequest {
+            key: Bytes::from(cmd.key.clone().into_bytes()),
+            value: Bytes::from(value.into_bytes()),
+            lease,
+            prev_kv: cmd.prev_kv,
+            ignore_value: cmd.ignore_value,
+            ignore_lease: cmd.ignore_lease,
+        })
+        .await?;
+    emit(&output::put(global.write_out, &response))
+}
+
+pub async fn get(global: &GlobalOptions, cmd: &GetCommand) -> Result<()> {
+    let (key, range_end) = key_range(&cmd.key, cmd.range_end.as_deref(), cmd.prefix, cmd.from_key);
+    let sort_target = match cmd.sort_by {
+        None | Some(SortBy::Key) => SortTarget::Key,
+        Some(SortBy::Version) => SortTarget::Version,
+        Some(SortBy::Create) => SortTarget::Create,
+        Some(SortBy::Modify) => SortTarget::Mod,
+        Some(SortBy::Value) => SortTarget::Value,
+    };
+    // As etcd's client: ascending by key is the natural order, sent as NONE.
+    let sort_order = match (cmd.order, sort_target) {
+        (Some(Order::Descend), _) => SortOrder::Descend,
+        (Some(Order::Ascend), SortTarget::Key) | (None, SortTarget::Key) => SortOrder::None,
+        (_, _) => SortOrder::Ascend,
+    };
+    let request = RangeRequest {
+        key,
+        range_end,
+        limit: cmd.limit,
+        revision: cmd.rev,
+        sort_order: sort_order as i32,
+        sort_target: sort_target as i32,
+        serializable: cmd.consistency == Consistency::S,
+        keys_only: cmd.keys_only,
+        count_only: cmd.count_only,
+        ..Default::default()
+    };
+    let response = client(global)?.range(request).await?;
+    let how = RangePrint {
+        keys_only: cmd.keys_only,
+        count_only: cmd.count_only,
+        print_value_only: cmd.print_value_only,
+    };
+    emit(&output::range(global.write_out, &response, how))
+}
+
+pub async fn del(global: &GlobalOptions, cmd: &DelCommand) -> Result<()> {
+    let (key, range_end) = key_range(&cmd.key, cmd.range_end.as_deref(), cmd.prefix, cmd.from_key);
+    let response = client(global)?
+        .delete_range(DeleteRangeRequest {
+            key,
+            range_end,
+            prev_kv: cmd.prev_kv,
+        })
+        .await?;
+    emit(&output::delete(global.write_out, &response))
+}
+
+pub async fn txn(global: &GlobalOptions, cmd: &TxnCommand) -> Result<()> {
+    if cmd.interactive {
+        eprintln!("compares, then success requests, then failure requests; each block ends with an empty line:");
+    }
+    let mut script = String::new();
+    std::io::stdin()
+        .read_to_string(&mut script)
+        .context("cannot read the transaction from stdin")?;
+    let request = txn_script::parse_txn(&script)?;
+    let response = client(global)?.txn(request).await?;
+    emit(&output::txn(global.write_out, &response))
+}
+
+pub async fn compact(global: &GlobalOptions, cmd: &CompactCommand) -> Result<()> {
+    let response = client(global)?
+        .compact(CompactionRequest {
+            revision: cmd.revision,
+            physical: cmd.physical,
+        })
+        .await?;
+    emit(&output::compact(global.write_out, cmd.revision, &response))
+}
+
+/// Status of every endpoint. Unreachable endpoints are reported on stderr and make the
+/// command fail after the reachable ones are printed (as etcdctl does).
+pub async fn status(global: &GlobalOptions) -> Result<()> {
+    let client = client(global)?;
+    let mut rows = Vec::new();
+    let mut failures = Vec::new();
+    for (endpoint, one) in client.endpoints().into_iter().zip(client.each()) {
+        match one.status().await {
+            Ok(s) => rows.push((endpoint, s)),
+            Err(e) => failures.push(format!("{endpoint}: {}", e.message())),
+        }
+    }
+    emit(&output::status(global.write_out, &rows))?;
+    if !failures.is_empty() {
+        bail!("failed to get the status of {}", failures.join("; "));
+    }
+    Ok(())
+}
+
+pub async fn hashkv(global: &GlobalOptions, cmd: &HashKvCommand) -> Result<()> {
+    let client = client(global)?;
+    let mut rows = Vec::new();
+    let mut failures = Vec::new();
+    for (endpoint, one) in client.endpoints().into_iter().zip(client.each()) {
+        match one.hash_kv(cmd.rev).await {
+            Ok(h) => rows.push((endpoint, h)),
+            Err(e) => failures.push(format!("{endpoint}: {}", e.message())),
+        }
+    }
+    emit(&output::hash_kv(global.write_out, &rows))?;
+    if !failures.is_empty() {
+        bail!("failed to get the hash of {}", failures.join("; "));
+    }
+    Ok(())
+}
+
+pub async fn members(global: &GlobalOptions) -> Result<()> {
+    let response = client(global)?.member_list(true).await?;
+    emit(&output::members(global.write_out, &response.members, response.header.as_ref()))
+}
