@@ -1,6 +1,8 @@
 //! The seed sweep: thousands of random runs with every fault on (see `sim::fuzz`). Each
 //! failing seed is printed with its replay command.
 
+use std::io::Write;
+
 use sim::fuzz::{replay_command, run_seed, FuzzOptions};
 use sim::sweep::sweep;
 
@@ -23,7 +25,9 @@ fn sweep_random_seeds_with_all_faults() {
     let count = env_u64("RAFTKV_SIM_SWEEP_COUNT", DEFAULT_COUNT);
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let summary = sweep(start, count, threads, &FuzzOptions::default());
-    println!("{}", summary.headline());
+    // Written straight to the process's stderr (not through the test harness's capture) so
+    // the swept range and speed show up in every test log, passing or not.
+    let _ = writeln!(std::io::stderr(), "sim sweep: {}", summary.headline());
     for f in summary.failures.iter().take(5) {
         println!("{}", f.failure.as_deref().unwrap_or(""));
     }
