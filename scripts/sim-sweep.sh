@@ -7,6 +7,7 @@
 # JOBS contiguous slices, one sim-sweep process each (every seed is independent, so the split
 # changes nothing but wall time). Extra knobs via the environment:
 #   RAFTKV_SIM_FAULT_TICKS  mean fault-phase length per seed (default: the binary's, 400)
+#   RAFTKV_SIM_INTENSE=1    the intense profile (up to 7 members, 3x the faults)
 #   RAFTKV_SIM_SWEEP_LOG    directory for per-slice logs (default: target/sim-sweep)
 # Exits non-zero if any seed failed; every failure is printed with its replay command.
 set -euo pipefail
@@ -17,6 +18,9 @@ count=${2:-100000}
 jobs=${3:-$(nproc)}
 logdir=${RAFTKV_SIM_SWEEP_LOG:-target/sim-sweep}
 extra=()
+if [[ -n "${RAFTKV_SIM_INTENSE:-}" ]]; then
+  extra+=(--intense)
+fi
 if [[ -n "${RAFTKV_SIM_FAULT_TICKS:-}" ]]; then
   extra+=(--fault-ticks "$RAFTKV_SIM_FAULT_TICKS")
 fi

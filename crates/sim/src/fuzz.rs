@@ -27,6 +27,8 @@ pub struct FuzzOptions {
     pub trace: bool,
     /// A deliberately broken runtime (checker self-tests only).
     pub sabotage: Option<Sabotage>,
+    /// The intense fault profile (see `Plan`): a different seed space from the normal one.
+    pub intense: bool,
 }
 
 impl Default for FuzzOptions {
@@ -35,6 +37,7 @@ impl Default for FuzzOptions {
             fault_ticks: 400,
             trace: false,
             sabotage: None,
+            intense: false,
         }
     }
 }
@@ -68,7 +71,7 @@ pub struct Plan {
 }
 
 impl Plan {
-    fn draw(rng: &mut ChaCha8Rng, mean_fault_ticks: u64) -> Plan {
+    fn draw(rng: &mut ChaCha8Rng, mean_fault_ticks: u64, intense: bool) -> Plan {
         let fault_ticks = rng.gen_range(mean_fault_ticks / 2..=mean_fault_ticks * 3 / 2);
         let nodes = *[1, 2, 3, 3, 3, 3, 4, 5, 5, 5]
             .choose(rng)
@@ -104,6 +107,22 @@ impl Plan {
             p_transfer: rng.gen_range(0.0..0.02),
             p_campaign: rng.gen_range(0.0..0.01),
         }
+        .intensified(intense, rng)
+    }
+
+    /// The intense profile: bigger clusters (up to 7), and three times the crashes,
+    /// partitions, transfers and forced campaigns, on a lossier network.
+    fn intensified(mut self, intense: bool, rng: &mut ChaCha8Rng) -> Plan {
+        if intense {
+            self.nodes = *[3, 5, 5, 7, 7].choose(rng).expect("non-empty");
+            self.net.drop_prob = (self.net.drop_prob * 1.5).min(0.3);
+            self.p_crash *= 3.0;
+            self.p_restart = (self.p_restart * 2.0).min(0.5);
+            self.p_partition *= 3.0;
+            self.p_transfer *= 3.0;
+            self.p_campaign *= 3.0;
+        }
+        self
     }
 }
 
@@ -131,6 +150,11 @@ pub fn replay_command(seed: u64, options: &FuzzOptions) -> String {
         String::new()
     } else {
         format!("RAFTKV_SIM_FAULT_TICKS={} ", options.fault_ticks)
+    };
+    let ticks = if options.intense {
+        format!("{ticks}RAFTKV_SIM_INTENSE=1 ")
+    } else {
+        ticks
     };
     format!(
         "RAFTKV_SIM_SEED={seed} {ticks}RAFTKV_SIM_TRACE=1 cargo test -p raftkv-sim --release --test sweep replay_one_seed -- --nocapture"
@@ -238,7 +262,7 @@ fn random_node(c: &mut Cluster) -> NodeId {
 /// report says what broke.
 pub fn run_seed(seed: u64, options: &FuzzOptions) -> FuzzReport {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let plan = Plan::draw(&mut rng, options.fault_ticks);
+    let plan = Plan::draw(&mut rng, options.fault_ticks, options.intense);
     let mut config = SimConfig::new(plan.nodes, seed);
     config.election_tick = plan.election_tick;
     config.heartbeat_tick = 1;

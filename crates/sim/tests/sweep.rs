@@ -40,6 +40,34 @@ fn sweep_random_seeds_with_all_faults() {
     );
 }
 
+/// A shorter sweep of the intense profile: up to 7 members, three times the faults.
+#[test]
+fn sweep_intense_profile() {
+    let start = env_u64("RAFTKV_SIM_SWEEP_START", 0);
+    let count = env_u64("RAFTKV_SIM_SWEEP_COUNT", DEFAULT_COUNT) / 4;
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let options = FuzzOptions {
+        intense: true,
+        ..FuzzOptions::default()
+    };
+    let summary = sweep(start, count, threads, &options);
+    let _ = writeln!(
+        std::io::stderr(),
+        "sim sweep (intense): {}",
+        summary.headline()
+    );
+    for f in summary.failures.iter().take(5) {
+        println!("{}", f.failure.as_deref().unwrap_or(""));
+    }
+    let failed: Vec<u64> = summary.failures.iter().map(|f| f.seed).collect();
+    assert!(
+        failed.is_empty(),
+        "{}\nfailing seeds: {failed:?}\nreplay the first: {}",
+        summary.headline(),
+        replay_command(failed[0], &options)
+    );
+}
+
 /// Replays `RAFTKV_SIM_SEED` (default 0; `RAFTKV_SIM_FAULT_TICKS` if the sweep changed the
 /// run length) with its trace printed on failure.
 #[test]
@@ -49,6 +77,7 @@ fn replay_one_seed() {
         trace: std::env::var_os("RAFTKV_SIM_TRACE").is_some(),
         fault_ticks: env_u64("RAFTKV_SIM_FAULT_TICKS", FuzzOptions::default().fault_ticks),
         sabotage: None,
+        intense: std::env::var_os("RAFTKV_SIM_INTENSE").is_some(),
     };
     let report = run_seed(seed, &options);
     println!("seed {seed}: plan {:?}", report.plan);

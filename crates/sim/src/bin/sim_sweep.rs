@@ -1,7 +1,7 @@
 //! Seed sweeps from the command line (see docs/simulator.md).
 //!
 //! ```text
-//! sim-sweep --start 0 --count 100000 [--threads 2] [--fault-ticks 150]
+//! sim-sweep --start 0 --count 100000 [--threads 2] [--fault-ticks 400] [--intense]
 //! sim-sweep --seed 1234 [--trace]       # replay one seed, print its trace on failure
 //! ```
 //! Exits 1 if any seed fails, after printing each failure with its replay command.
@@ -42,6 +42,7 @@ fn parse() -> Result<Args, String> {
             "--seed" => args.seed = Some(value("--seed")?),
             "--fault-ticks" => args.options.fault_ticks = value("--fault-ticks")?,
             "--trace" => args.options.trace = true,
+            "--intense" => args.options.intense = true,
             other => return Err(format!("unknown argument {other}")),
         }
     }
