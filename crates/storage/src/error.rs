@@ -104,6 +104,13 @@ pub enum StorageError {
     )]
     ForeignDir { dir: PathBuf, reason: String },
 
+    /// Another process has this data dir open.
+    #[error(
+        "data dir {dir} is in use by another process (lock file {lock} is held): two members \
+         must never share a data dir; stop the other process or use another --data-dir"
+    )]
+    Locked { dir: PathBuf, lock: PathBuf },
+
     /// A caller asked for something impossible (a gap in appended entries, a range that
     /// is not in the log, ...).
     #[error("invalid storage request: {0}")]

@@ -55,6 +55,11 @@ pub trait FileSystem: Send + Sync + std::fmt::Debug {
     fn remove_file(&self, path: &Path) -> io::Result<()>;
     /// Make the directory's entries (creations, renames, removals) durable.
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+    /// Take an exclusive lock on the file `path` (created if missing), held until the
+    /// returned guard is dropped (or the process dies). Fails with
+    /// `io::ErrorKind::WouldBlock` if someone else holds it. Keeps two processes from
+    /// writing one data dir.
+    fn lock(&self, path: &Path) -> io::Result<Box<dyn std::any::Any + Send + Sync>>;
 }
 
 /// The real filesystem, through `std::fs`.
@@ -141,6 +146,24 @@ impl FileSystem for RealFs {
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         // On Linux a directory opened read-only can be fsynced; that persists its entries.
         File::open(dir)?.sync_all()
+    }
+
+    fn lock(&self, path: &Path) -> io::Result<Box<dyn std::any::Any + Send + Sync>> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)?;
+        // flock(2): released by the kernel when the process dies, however it dies.
+        match file.try_lock() {
+            Ok(()) => Ok(Box::new(file)),
+            Err(std::fs::TryLockError::WouldBlock) => Err(io::Error::new(
+                io::ErrorKind::WouldBlock,
+                "locked by another process",
+            )),
+            Err(std::fs::TryLockError::Error(e)) => Err(e),
+        }
     }
 }
 

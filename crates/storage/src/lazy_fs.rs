@@ -59,6 +59,8 @@ struct State {
     /// The power is off: every call fails until `power_loss` is called.
     crashed: bool,
     syncs: u64,
+    /// Paths locked by a live guard, with the epoch that took the lock.
+    locks: BTreeMap<PathBuf, u64>,
 }
 
 /// The LazyFS-like test filesystem. Cheap to clone: clones share one state.
@@ -163,6 +165,7 @@ impl LazyFs {
         let live: BTreeSet<u64> = st.names.values().copied().collect();
         st.inodes.retain(|id, _| live.contains(id));
         st.epoch += 1;
+        st.locks.clear(); // A reboot ends every process, and with them their locks.
         st.crashed = false;
         st.crash_countdown = None;
     }
@@ -204,6 +207,22 @@ impl SplitMix {
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         z ^ (z >> 31)
+    }
+}
+
+/// Releases a `LazyFs` lock when dropped (unless a power loss already did).
+struct LazyLock {
+    fs: LazyFs,
+    path: PathBuf,
+    epoch: u64,
+}
+
+impl Drop for LazyLock {
+    fn drop(&mut self) {
+        let mut st = self.fs.lock();
+        if st.locks.get(&self.path) == Some(&self.epoch) {
+            st.locks.remove(&self.path);
+        }
     }
 }
 
@@ -345,6 +364,25 @@ impl FileSystem for LazyFs {
         st.mutating_call()?;
         st.names.remove(path).ok_or_else(|| not_found(path))?;
         Ok(())
+    }
+
+    fn lock(&self, path: &Path) -> io::Result<Box<dyn std::any::Any + Send + Sync>> {
+        let mut st = self.lock();
+        st.check_power()?;
+        st.parent_exists(path)?;
+        if st.locks.contains_key(path) {
+            return Err(io::Error::new(
+                io::ErrorKind::WouldBlock,
+                "locked by another process",
+            ));
+        }
+        let epoch = st.epoch;
+        st.locks.insert(path.to_path_buf(), epoch);
+        Ok(Box::new(LazyLock {
+            fs: self.clone(),
+            path: path.to_path_buf(),
+            epoch,
+        }))
     }
 
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {

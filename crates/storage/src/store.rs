@@ -11,6 +11,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use raft::{ConfState, Entry, HardState, Index, InitialState, Snapshot, SnapshotMeta, Term};
 
@@ -21,6 +22,8 @@ use crate::snapshot::{self, SnapshotWriter, WrittenSnapshot};
 use crate::wal::{Replayed, Wal, DEFAULT_SEGMENT_SIZE};
 
 const WAL_DIR: &str = "wal";
+/// Lock file held while a `Storage` is open (not part of the durable state).
+const LOCK_FILE: &str = "raftkv.lock";
 const SNAP_DIR: &str = "snap";
 
 /// How to open a data dir.
@@ -38,6 +41,9 @@ pub struct StorageOptions {
     pub segment_size: u64,
     /// Snapshot files to keep (default 2; at least 1).
     pub keep_snapshots: usize,
+    /// How long to wait for another holder of the data dir's lock to let go (a previous
+    /// instance still exiting) before failing with [`StorageError::Locked`]. Default 2 s.
+    pub lock_wait: Duration,
 }
 
 impl StorageOptions {
@@ -48,6 +54,7 @@ impl StorageOptions {
             expect_existing: false,
             segment_size: DEFAULT_SEGMENT_SIZE,
             keep_snapshots: 2,
+            lock_wait: Duration::from_secs(2),
         }
     }
 }
@@ -93,9 +100,38 @@ pub struct Storage {
     keep_snapshots: usize,
     opts: StorageOptions,
     wal: Wal,
+    /// Held for the life of this store (see `FileSystem::lock`).
+    _lock: Box<dyn std::any::Any + Send + Sync>,
     /// Hard state, newest snapshot marker, entries after it: the same state a replay
     /// of the WAL would produce.
     log: Replayed,
+}
+
+/// Lock the data dir, waiting up to `wait` for a previous holder to go away. (A holder
+/// can also be a child process forked by someone else in this process, for the instant
+/// between its fork and exec: the lock lives on the open file description.)
+fn take_lock(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    wait: Duration,
+) -> Result<Box<dyn std::any::Any + Send + Sync>> {
+    let path = join(dir, LOCK_FILE);
+    let deadline = Instant::now() + wait;
+    loop {
+        match fs.lock(&path) {
+            Ok(guard) => return Ok(guard),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                if Instant::now() >= deadline {
+                    return Err(StorageError::Locked {
+                        dir: dir.to_path_buf(),
+                        lock: path,
+                    });
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => return Err(StorageError::io("lock", &path, e)),
+        }
+    }
 }
 
 impl Storage {
@@ -108,16 +144,22 @@ impl Storage {
         let dir = dir.as_ref().to_path_buf();
         let wal_dir = join(&dir, WAL_DIR);
         let snap_dir = join(&dir, SNAP_DIR);
-        let found = if fs
+        if !fs
             .exists(&dir)
             .map_err(|e| StorageError::io("stat", &dir, e))?
         {
-            meta::read(&*fs, &dir)?
-        } else {
-            None
-        };
-        let Some(found) = found else {
-            return Self::initialise(fs, dir, opts);
+            if opts.expect_existing {
+                return Err(StorageError::MissingState {
+                    dir,
+                    reason: "the directory does not exist".into(),
+                });
+            }
+            fs.create_dir_all(&dir)
+                .map_err(|e| StorageError::io("mkdir", &dir, e))?;
+        }
+        let lock = take_lock(&*fs, &dir, opts.lock_wait)?;
+        let Some(found) = meta::read(&*fs, &dir)? else {
+            return Self::initialise(fs, dir, opts, lock);
         };
         meta::check(&dir, &found, opts.member_id, opts.cluster_id)?;
         if !Wal::exists(&*fs, &wal_dir)? {
@@ -152,6 +194,7 @@ impl Storage {
             keep_snapshots: opts.keep_snapshots,
             opts: opts.clone(),
             wal,
+            _lock: lock,
             log: replayed,
         };
         Ok((storage, recovered))
@@ -162,6 +205,7 @@ impl Storage {
         fs: Arc<dyn FileSystem>,
         dir: PathBuf,
         opts: &StorageOptions,
+        lock: Box<dyn std::any::Any + Send + Sync>,
     ) -> Result<(Storage, Recovered)> {
         let wal_dir = join(&dir, WAL_DIR);
         let snap_dir = join(&dir, SNAP_DIR);
@@ -179,7 +223,7 @@ impl Storage {
         // a metadata temp file. Anything else means this dir holds data we did not write.
         let foreign: Vec<&String> = top
             .iter()
-            .filter(|n| n.as_str() != "raftkv.meta.tmp")
+            .filter(|n| !matches!(n.as_str(), "raftkv.meta.tmp" | LOCK_FILE))
             .chain(snaps.iter())
             .chain(
                 segments
@@ -239,6 +283,7 @@ impl Storage {
             keep_snapshots: opts.keep_snapshots,
             opts: opts.clone(),
             wal,
+            _lock: lock,
             log: Replayed::default(),
         };
         Ok((storage, recovered))

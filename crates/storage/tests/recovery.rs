@@ -324,3 +324,44 @@ fn identity_and_missing_state_are_checked() {
     assert!(matches!(err, StorageError::ForeignDir { .. }), "{err}");
     assert_eq!(fs::read(foreign.join("important.db")).unwrap(), b"not ours");
 }
+
+#[test]
+fn a_data_dir_is_used_by_one_store_at_a_time() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("d");
+    let (first, _) = Storage::open(Arc::new(RealFs), &dir, &opts()).unwrap();
+    let mut impatient = opts();
+    impatient.lock_wait = std::time::Duration::from_millis(50);
+    let err = Storage::open(Arc::new(RealFs), &dir, &impatient).unwrap_err();
+    assert!(matches!(err, StorageError::Locked { .. }), "{err}");
+    assert!(
+        err.to_string().contains(&dir.display().to_string()),
+        "{err}"
+    );
+    drop(first);
+    Storage::open(Arc::new(RealFs), &dir, &opts()).unwrap();
+
+    // Across processes: while the writer runs, the dir is locked; once it is killed
+    // (SIGKILL: no chance to clean up) the kernel releases the lock.
+    use std::io::{BufRead, BufReader};
+    let wdir = root.path().join("w");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_wal-crash-writer"))
+        .arg(&wdir)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first_ack = lines.find(|l| l.as_ref().map(|l| l.starts_with("acked")).unwrap_or(true));
+    assert!(
+        matches!(first_ack, Some(Ok(_))),
+        "the writer acknowledged a batch"
+    );
+    let mut wopts = StorageOptions::new(1, 0xc4a5);
+    wopts.segment_size = 16 * 1024;
+    wopts.lock_wait = std::time::Duration::from_millis(50);
+    let err = Storage::open(Arc::new(RealFs), &wdir, &wopts).unwrap_err();
+    assert!(matches!(err, StorageError::Locked { .. }), "{err}");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    Storage::open(Arc::new(RealFs), &wdir, &wopts).unwrap();
+}
