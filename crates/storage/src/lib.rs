@@ -30,6 +30,9 @@
 //! // store.load_snapshot() reads the current one back (to send to a follower).
 //! ```
 //!
+//! `open` also locks the data dir (`raftkv.lock`, flock): a second process gets
+//! `StorageError::Locked` after waiting `opts.lock_wait` (2 s) for the first to exit.
+//!
 //! Reads: `hard_state()`, `first_index()`, `last_index()`, `entries(lo, hi)` (`[lo, hi)`),
 //! `term(i)`, `snapshot_meta()`. Errors: [`StorageError`]; `is_no_space()` errors leave the
 //! store usable (the batch was rolled back), any other write error makes it refuse further
