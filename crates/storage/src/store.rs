@@ -333,7 +333,7 @@ impl Storage {
             return Ok(());
         };
         for pair in entries.windows(2) {
-            if pair[1].index != pair[0].index + 1 {
+            if pair[1].index != pair[0].index.saturating_add(1) {
                 return Err(StorageError::Invalid(format!(
                     "entries are not contiguous: {} follows {}",
                     pair[1].index, pair[0].index
@@ -363,7 +363,7 @@ impl Storage {
                 first.index
             )));
         }
-        if first.index > last + 1 {
+        if first.index > last.saturating_add(1) {
             return Err(StorageError::Invalid(format!(
                 "entry {} would leave a gap after the last index {last}",
                 first.index
@@ -459,7 +459,7 @@ impl Storage {
 
     /// First index still in the log (snapshot index + 1).
     pub fn first_index(&self) -> Index {
-        self.snapshot_index() + 1
+        self.snapshot_index().saturating_add(1)
     }
 
     /// Last index in the log (the snapshot index if the log is empty).
@@ -476,7 +476,7 @@ impl Storage {
         if lo < self.first_index() {
             return Err(StorageError::Compacted(self.snapshot_index()));
         }
-        if lo > hi || hi > self.last_index() + 1 {
+        if lo > hi || hi > self.last_index().saturating_add(1) {
             return Err(StorageError::Invalid(format!(
                 "range [{lo}, {hi}) is outside the log [{}, {}]",
                 self.first_index(),

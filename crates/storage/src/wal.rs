@@ -83,11 +83,11 @@ impl Replayed {
                     Some(first) if e.index <= first => self.entries.clear(),
                     Some(first) => {
                         let last = self.last_index();
-                        if e.index > last + 1 {
+                        if e.index > last.saturating_add(1) {
                             return Err(format!(
                                 "entry {} follows entry {last}: entries {}..{} are missing",
                                 e.index,
-                                last + 1,
+                                last.saturating_add(1),
                                 e.index - 1
                             ));
                         }
@@ -450,9 +450,12 @@ impl Wal {
         let mut removed = 0;
         while self.segments.len() > 1 && self.segments[0].max_index <= snapshot_index {
             let seg = &self.segments[0];
-            self.fs
-                .remove_file(&seg.path)
-                .map_err(|e| StorageError::io("remove", &seg.path, e))?;
+            match self.fs.remove_file(&seg.path) {
+                Ok(()) => {}
+                // Removed by an earlier purge whose directory fsync failed: finish the job.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(StorageError::io("remove", &seg.path, e)),
+            }
             self.fs
                 .sync_dir(&self.dir)
                 .map_err(|e| StorageError::io("fsync dir", &self.dir, e))?;
@@ -614,7 +617,7 @@ fn valid_frame_after(data: &Bytes, from: usize) -> bool {
 fn check_replayed(dir: &Path, r: &Replayed) -> Result<()> {
     let snap_index = r.snapshot.as_ref().map(|s| s.index).unwrap_or(0);
     if let Some(first) = r.entries.first() {
-        if first.index > snap_index + 1 {
+        if first.index > snap_index.saturating_add(1) {
             return Err(StorageError::MissingWal {
                 dir: dir.to_path_buf(),
                 reason: format!(
