@@ -11,6 +11,7 @@
 pub mod args;
 pub mod config;
 pub mod errors;
+pub mod fault_hooks;
 pub mod grpc;
 pub mod http;
 pub mod ids;

@@ -176,6 +176,7 @@ impl<S: StateMachine> Runtime<S> {
             let now = Instant::now();
             if now >= next_tick {
                 self.p.raft.tick();
+                let hb = crate::fault_hooks::tick_interval(hb);
                 next_tick += hb;
                 if next_tick < now {
                     next_tick = now + hb;
@@ -324,16 +325,12 @@ impl<S: StateMachine> Runtime<S> {
         }
         let ctx = self.next_read_ctx;
         self.next_read_ctx += 1;
-        match self
-            .p
-            .raft
-            .read_index(Bytes::copy_from_slice(&ctx.to_be_bytes()))
-        {
-            Ok(()) => {
-                let waiters = std::mem::take(&mut self.reads_unsent);
-                self.reads_inflight.insert(ctx, (waiters, Instant::now()));
-            }
-            Err(_) => {} // no leader after all: keep them until one appears or they expire
+        // On error (no leader after all) the reads stay queued until one appears or they
+        // expire.
+        let ctx_bytes = Bytes::copy_from_slice(&ctx.to_be_bytes());
+        if self.p.raft.read_index(ctx_bytes).is_ok() {
+            let waiters = std::mem::take(&mut self.reads_unsent);
+            self.reads_inflight.insert(ctx, (waiters, Instant::now()));
         }
     }
 
