@@ -2,11 +2,10 @@
 //! real files. (The suite's own soundness — the reference store passes, deliberately buggy
 //! stores fail — is tested inside the crate, in `conformance::tests`.)
 
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
-use storage::{LazyFs, RealFs, Storage, StorageOptions};
+use raft::{Entry, HardState, Index, Snapshot, SnapshotMeta, Term};
+use storage::{LazyFs, LogStore, RealFs, Result, Storage, StorageOptions};
 
 /// Small segments so that the boundary checks cross many segment files.
 fn options() -> StorageOptions {
@@ -21,14 +20,52 @@ fn wal_on_lazy_fs() -> Storage {
     store
 }
 
-fn wal_on_real_files() -> Storage {
-    static ROOT: OnceLock<tempfile::TempDir> = OnceLock::new();
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let root = ROOT.get_or_init(|| tempfile::tempdir().unwrap());
-    let dir: PathBuf = root
-        .path()
-        .join(format!("store-{}", NEXT.fetch_add(1, Ordering::SeqCst)));
-    Storage::open(Arc::new(RealFs), dir, &options()).unwrap().0
+/// The WAL store on real files, owning its temp dir so it is removed after the check.
+struct OnRealFiles {
+    store: Storage,
+    _dir: tempfile::TempDir,
+}
+
+impl LogStore for OnRealFiles {
+    fn save(&mut self, hs: Option<&HardState>, e: &[Entry], s: Option<&Snapshot>) -> Result<()> {
+        self.store.save(hs, e, s)
+    }
+    fn compact(&mut self, s: &Snapshot) -> Result<()> {
+        LogStore::compact(&mut self.store, s)
+    }
+    fn hard_state(&self) -> HardState {
+        self.store.hard_state()
+    }
+    fn snapshot_meta(&self) -> Option<SnapshotMeta> {
+        self.store.snapshot_meta().cloned()
+    }
+    fn first_index(&self) -> Index {
+        self.store.first_index()
+    }
+    fn last_index(&self) -> Index {
+        self.store.last_index()
+    }
+    fn entries(&self, lo: Index, hi: Index) -> Result<Vec<Entry>> {
+        self.store.entries(lo, hi)
+    }
+    fn term(&self, index: Index) -> Result<Term> {
+        self.store.term(index)
+    }
+    fn reopen(self) -> Result<Self> {
+        let store = self.store.reopen()?.0;
+        Ok(OnRealFiles {
+            store,
+            _dir: self._dir,
+        })
+    }
+}
+
+fn wal_on_real_files() -> OnRealFiles {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Storage::open(Arc::new(RealFs), dir.path().join("data"), &options())
+        .unwrap()
+        .0;
+    OnRealFiles { store, _dir: dir }
 }
 
 storage::conformance_tests!(wal_lazy_fs, wal_on_lazy_fs);
