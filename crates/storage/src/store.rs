@@ -168,7 +168,7 @@ impl Storage {
                 reason: "the metadata file exists but there is no WAL segment".into(),
             });
         }
-        let (wal, replayed) = Wal::open(fs.clone(), &wal_dir, opts.segment_size)?;
+        let (mut wal, replayed) = Wal::open(fs.clone(), &wal_dir, opts.segment_size)?;
         fs.create_dir_all(&snap_dir)
             .map_err(|e| StorageError::io("mkdir", &snap_dir, e))?;
         let snapshot = match &replayed.snapshot {
@@ -181,6 +181,10 @@ impl Storage {
             replayed.snapshot.as_ref(),
             opts.keep_snapshots,
         )?;
+        if let Some(m) = &replayed.snapshot {
+            // Finish a purge that a crash interrupted (the snapshot is verified above).
+            wal.purge(m.index)?;
+        }
         let recovered = Recovered {
             hard_state: replayed.hard_state,
             snapshot,
