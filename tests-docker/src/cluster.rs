@@ -30,6 +30,7 @@ impl Cluster {
     pub fn start(test: &str, size: usize) -> Cluster {
         crate::docker::require_environment();
         etcd::require_etcdctl();
+        etcd::require_raftkv_client();
         let image = image_under_test();
         let prefix = unique_prefix(test);
         let cluster = Cluster {

@@ -1,8 +1,13 @@
 //! A member's client API, reached from the host through the member's own network namespace:
-//! `nsenter -t <pid> -n etcdctl --endpoints http://127.0.0.1:2379 ...`. Traffic stays on the
+//! `nsenter -t <pid> -n <client> --endpoints 127.0.0.1:2379 ...`. Traffic stays on the
 //! container's loopback, and it works while the container is cut off from its network.
-//! etcdctl speaks the etcd v3 API that raftkv implements, so these calls also check that
-//! compatibility on real containers.
+//!
+//! Two etcd v3 clients are used. Key-value calls go through `etcdctl` (etcd's own client, so
+//! they also check raftkv's API compatibility on real containers). `Status` and `HashKV` go
+//! through the `raftkv` client (same JSON as etcdctl): etcdctl 3.4's `endpoint` commands
+//! dial with the URL scheme in the HTTP/2 :authority, which the server's HTTP/2 stack rejects
+//! (a known server limit). `RAFTKV_CLIENT_BIN` names that binary (run.sh extracts it from the
+//! image under test, so it is always the same build).
 
 use crate::exec::{run, wait_with_deadline, Output};
 use std::collections::BTreeMap;
@@ -44,15 +49,46 @@ pub fn require_etcdctl() {
     );
 }
 
-fn command(pid: u32, timeout: Duration, args: &[&str]) -> Command {
+fn raftkv_client_bin() -> String {
+    std::env::var("RAFTKV_CLIENT_BIN").unwrap_or_else(|_| {
+        panic!("RAFTKV_CLIENT_BIN (the raftkv client binary) is not set: run tests-docker/run.sh")
+    })
+}
+
+/// Checks that the raftkv client binary runs; panics with the fix otherwise.
+pub fn require_raftkv_client() {
+    let out = run(
+        Command::new(raftkv_client_bin()).arg("--version"),
+        Duration::from_secs(10),
+    );
+    assert!(
+        out.success(),
+        "the raftkv client binary does not run: {}",
+        out.stderr.trim()
+    );
+}
+
+/// `raftkv <args>` against the member in `pid`'s network namespace.
+fn raftkv_client(pid: u32, timeout: Duration, args: &[&str]) -> Output {
     let mut cmd = Command::new("nsenter");
-    cmd.args(["-t", &pid.to_string(), "-n", &etcdctl_bin()])
+    cmd.args(["-t", &pid.to_string(), "-n", &raftkv_client_bin()])
+        .args(args)
         .args([
+            "-w",
+            "json",
             "--endpoints",
-            "http://127.0.0.1:2379",
+            "127.0.0.1:2379",
             "--dial-timeout",
             "1s",
         ])
+        .arg(format!("--command-timeout={}ms", timeout.as_millis()));
+    run(&mut cmd, timeout + Duration::from_secs(3))
+}
+
+fn command(pid: u32, timeout: Duration, args: &[&str]) -> Command {
+    let mut cmd = Command::new("nsenter");
+    cmd.args(["-t", &pid.to_string(), "-n", &etcdctl_bin()])
+        .args(["--endpoints", "127.0.0.1:2379", "--dial-timeout", "1s"])
         .arg(format!("--command-timeout={}ms", timeout.as_millis()))
         .args(args)
         .env("ETCDCTL_API", "3");
@@ -81,12 +117,7 @@ fn field_u64(v: &serde_json::Value, path: &[&str]) -> Result<u64, String> {
 
 /// `etcdctl endpoint status` of the member in `pid`'s network namespace.
 pub fn status(pid: u32) -> Result<Status, String> {
-    let out = etcdctl(
-        pid,
-        Duration::from_millis(800),
-        &["endpoint", "status", "-w", "json"],
-    )
-    .into_result("endpoint status")?;
+    let out = raftkv_client(pid, Duration::from_millis(800), &["status"]).into_result("status")?;
     parse_status(&out)
 }
 
@@ -166,21 +197,17 @@ pub fn parse_listing(out: &str) -> Result<BTreeMap<String, String>, String> {
 
 /// `(hash, revision)` of the member's whole key space at its latest revision (etcd's HashKV).
 pub fn hashkv(pid: u32) -> Result<(u64, i64), String> {
-    let out = etcdctl(
-        pid,
-        Duration::from_secs(5),
-        &["endpoint", "hashkv", "-w", "json"],
-    )
-    .into_result("endpoint hashkv")?;
+    let out = raftkv_client(pid, Duration::from_secs(5), &["hashkv"]).into_result("hashkv")?;
     let json: serde_json::Value =
         serde_json::from_str(out.trim()).map_err(|e| format!("hashkv is not JSON ({e}): {out}"))?;
     let h = json
         .get(0)
         .and_then(|e| e.get("HashKV"))
         .ok_or_else(|| format!("unexpected hashkv output: {out}"))?;
+    // Zero-valued fields may be left out of the JSON (an empty store has revision 0).
     Ok((
-        field_u64(h, &["hash"])?,
-        field_u64(h, &["header", "revision"])? as i64,
+        field_u64(h, &["hash"]).unwrap_or(0),
+        field_u64(h, &["header", "revision"]).unwrap_or(0) as i64,
     ))
 }
 
