@@ -16,10 +16,11 @@ start=$(date +%s.%N)
 compose up -d raftkv-0 raftkv-1 raftkv-2
 
 deadline=$(( $(date +%s) + ${RAFTKV_UP_TIMEOUT:-60} ))
+declare -A EP
 for m in raftkv-0 raftkv-1 raftkv-2; do
-  while :; do
-    ep=$(member_endpoint "$m")
-    if [ -n "$ep" ] && curl -fsS --max-time 1 "http://$ep/readyz" >/dev/null 2>&1; then break; fi
+  EP[$m]=$(member_endpoint "$m")
+  [ -n "${EP[$m]}" ] || die "$m has no published client port (is it running? 'compose ps' tells)"
+  until curl -fsS --max-time 1 "http://${EP[$m]}/readyz" >/dev/null 2>&1; do
     if [ "$(date +%s)" -ge "$deadline" ]; then
       compose logs --tail 30 "$m" >&2 || true
       die "$m did not become ready within ${RAFTKV_UP_TIMEOUT:-60}s (logs above); scripts/docker-down.sh cleans up"
@@ -30,6 +31,7 @@ done
 elapsed=$(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN{printf "%.2f", b-a}')
 log "all 3 members ready ${elapsed}s after 'up'"
 for m in raftkv-0 raftkv-1 raftkv-2; do
-  printf '   %s  client endpoint http://%s\n' "$m" "$(member_endpoint "$m")"
+  printf '   %s  client endpoint http://%s\n' "$m" "${EP[$m]}"
 done
-echo "   e.g. etcdctl --endpoints $(member_endpoint raftkv-0) endpoint status -w table"
+echo "   e.g. etcdctl --endpoints ${EP[raftkv-0]} put greeting hello"
+echo "        raftkv status -w table --endpoints ${EP[raftkv-0]},${EP[raftkv-1]},${EP[raftkv-2]}"
