@@ -284,7 +284,11 @@ pub fn run_seed(seed: u64, options: &FuzzOptions) -> FuzzReport {
     FuzzReport {
         seed,
         violation: c.violation().cloned(),
-        failure: failure.map(|f| c.report(&f)),
+        failure: failure.map(|f| {
+            c.report(&format!(
+                "{f}\n  plan (every choice drawn from the seed): {plan:?}"
+            ))
+        }),
         ticks: c.now_ticks(),
         proposals: clients.all.len(),
         committed_index: c.max_committed(),
