@@ -14,6 +14,7 @@ pub mod checkers;
 pub mod cluster;
 pub mod fuzz;
 pub mod network;
+mod runtime;
 pub mod state_machine;
 pub mod store;
 pub mod sweep;
