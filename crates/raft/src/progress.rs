@@ -169,8 +169,10 @@ impl Progress {
         let advanced = index > self.match_index;
         if advanced {
             self.match_index = index;
-            self.next_index = self.next_index.max(index + 1);
         }
+        // Whatever happened before, never offer the follower what it already acknowledged:
+        // re-sending from below `match_index` can loop forever (raftkv-sim seed 108686).
+        self.next_index = self.next_index.max(self.match_index + 1);
         self.probe_sent = false;
         self.inflights.free_up_to(index);
         advanced
@@ -252,6 +254,19 @@ mod tests {
         assert!(!p.rejected(3, 0)); // probe: not the outstanding one
         assert!(p.rejected(6, 2));
         assert_eq!(p.next_index, 6); // never below match + 1
+    }
+
+    #[test]
+    fn probe_rejection_at_or_below_match_is_stale() {
+        let mut p = Progress::new(1, 4, 1000);
+        p.acked(5);
+        assert_eq!(p.next_index, 6);
+        assert!(!p.rejected(5, 3)); // the follower already acknowledged 5
+        assert_eq!(p.next_index, 6);
+        // And an ack can always repair a next_index that fell behind.
+        p.next_index = 2;
+        p.acked(3);
+        assert_eq!(p.next_index, 6);
     }
 
     #[test]

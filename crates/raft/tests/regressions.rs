@@ -148,3 +148,67 @@ fn heartbeat_answers_do_not_duplicate_a_healthy_pipeline() {
         MessageBody::Append { prev_index: 2, .. }
     ));
 }
+
+/// raftkv-sim seed 108686 (fault ticks 2000): a long-delayed rejection of an old probe arrived
+/// after the follower had acknowledged more. It moved `next_index` to or below `match_index`;
+/// with one entry per message every answer was then an ack that did not advance `match_index`,
+/// `next_index` never moved, and the leader re-sent the same entry forever.
+#[test]
+fn stale_probe_rejection_cannot_trap_the_leader_in_a_resend_loop() {
+    let mut cfg = config(1);
+    cfg.pre_vote = false;
+    cfg.max_size_per_msg = 1; // one entry per Append
+    let initial = InitialState {
+        conf_state: ConfState {
+            voters: V3.to_vec(),
+            learners: vec![],
+        },
+        ..Default::default()
+    };
+    let mut l = RaftNode::new(cfg, initial).unwrap();
+    make_leader(&mut l, V3);
+    l.propose(vec!["a".into(), "b".into(), "c".into()]).unwrap();
+    flush(&mut l);
+    let ack = |m| MessageBody::AppendResponse {
+        rejected: None,
+        match_index: m,
+    };
+    let reject = |r, i, t| MessageBody::AppendResponse {
+        rejected: Some((r, RejectHint { index: i, term: t })),
+        match_index: 0,
+    };
+    l.step(msg(2, 1, 1, ack(1))).unwrap(); // replicate from 2 on
+                                           // A later Append was lost: the follower rejects prev 2, and we fall back to probing at 2.
+    l.step(msg(2, 1, 1, reject(2, 1, 1))).unwrap();
+    flush(&mut l);
+    // Now a delayed rejection of prev 1 — an index the follower already acknowledged.
+    l.step(msg(2, 1, 1, reject(1, 0, 0))).unwrap();
+    let p = &l.progress()[0];
+    assert!(p.next_index > p.match_index, "{p:?}");
+    // Play the follower honestly from here: it holds index 1 only.
+    // (Messages sent so far were lost; heartbeats make the leader probe again.)
+    let mut follower_last = 1;
+    for _ in 0..20 {
+        l.tick();
+        let rd = flush(&mut l);
+        for m in rd.messages.into_iter().filter(|m| m.to == 2) {
+            let answer = match m.body {
+                MessageBody::Append {
+                    prev_index,
+                    entries,
+                    ..
+                } if prev_index <= follower_last => {
+                    follower_last = follower_last.max(prev_index + entries.len() as u64);
+                    ack(follower_last)
+                }
+                MessageBody::Append { prev_index, .. } => reject(prev_index, follower_last, 1),
+                MessageBody::Heartbeat { read_seq, .. } => {
+                    MessageBody::HeartbeatResponse { read_seq }
+                }
+                _ => continue,
+            };
+            l.step(msg(2, 1, 1, answer)).unwrap();
+        }
+    }
+    assert_eq!(follower_last, 4, "the follower received every entry");
+}
