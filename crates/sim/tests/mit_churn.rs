@@ -91,12 +91,29 @@ fn churn(c: &mut Cluster, unreliable: bool) {
 
 #[test]
 fn reliable_churn_keeps_every_committed_value() {
-    let mut c = cluster(5, FILE, "reliable_churn_keeps_every_committed_value", 601);
+    for seed in seeds(601 * 100, 20) {
+        reliable_churn(seed);
+    }
+}
+
+fn reliable_churn(seed: u64) {
+    let mut c = cluster(5, FILE, "reliable_churn_keeps_every_committed_value", seed);
     churn(&mut c, false);
 }
 
 #[test]
 fn unreliable_churn_keeps_every_committed_value() {
-    let mut c = cluster(5, FILE, "unreliable_churn_keeps_every_committed_value", 602);
+    for seed in seeds(602 * 100, 20) {
+        unreliable_churn(seed);
+    }
+}
+
+fn unreliable_churn(seed: u64) {
+    let mut c = cluster(
+        5,
+        FILE,
+        "unreliable_churn_keeps_every_committed_value",
+        seed,
+    );
     churn(&mut c, true);
 }

@@ -19,7 +19,13 @@ fn random_payload(c: &mut sim::Cluster) -> Bytes {
 
 #[test]
 fn figure8_reliable_with_crashes() {
-    let mut c = cluster(5, FILE, "figure8_reliable_with_crashes", 501);
+    for seed in seeds(501 * 100, 20) {
+        figure8_reliable(seed);
+    }
+}
+
+fn figure8_reliable(seed: u64) {
+    let mut c = cluster(5, FILE, "figure8_reliable_with_crashes", seed);
     let e = election(&c);
     c.wait_for_leader(5 * e);
     let first = random_payload(&mut c);
@@ -62,7 +68,13 @@ fn figure8_reliable_with_crashes() {
 
 #[test]
 fn figure8_unreliable_with_disconnections() {
-    let mut c = cluster(5, FILE, "figure8_unreliable_with_disconnections", 502);
+    for seed in seeds(502 * 100, 20) {
+        figure8_unreliable(seed);
+    }
+}
+
+fn figure8_unreliable(seed: u64) {
+    let mut c = cluster(5, FILE, "figure8_unreliable_with_disconnections", seed);
     let e = election(&c);
     c.set_net(NetConfig::unreliable());
     c.wait_for_leader(10 * e);
@@ -115,11 +127,17 @@ fn figure8_unreliable_with_disconnections() {
 
 #[test]
 fn unreliable_agreement_of_concurrent_and_sequential_commands() {
+    for seed in seeds(503 * 100, 20) {
+        unreliable_agreement(seed);
+    }
+}
+
+fn unreliable_agreement(seed: u64) {
     let mut c = cluster(
         5,
         FILE,
         "unreliable_agreement_of_concurrent_and_sequential_commands",
-        503,
+        seed,
     );
     let e = election(&c);
     c.set_net(NetConfig::unreliable());

@@ -7,6 +7,15 @@ use bytes::Bytes;
 use raft::{NodeId, Role};
 use sim::{seed_from_env_or, Cluster, SimConfig};
 
+/// The seeds a multi-seed scenario runs: just `RAFTKV_SIM_SEED` when replaying a failure,
+/// else `first..first + count`.
+pub fn seeds(first: u64, count: u64) -> Vec<u64> {
+    match std::env::var("RAFTKV_SIM_SEED") {
+        Ok(_) => vec![seed_from_env_or(first)],
+        Err(_) => (first..first + count).collect(),
+    }
+}
+
 /// A cluster for test `test` in test file `file`, seeded from `RAFTKV_SIM_SEED` if set.
 pub fn config(nodes: usize, file: &str, test: &str, default_seed: u64) -> SimConfig {
     let seed = seed_from_env_or(default_seed);
