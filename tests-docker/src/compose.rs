@@ -1,11 +1,13 @@
 //! The compose cluster of deploy/compose/compose.yaml under a unique project name, torn down
 //! (containers, network, volumes) on drop.
 
-use crate::docker::container_pid;
+use crate::docker::{container_pid, docker};
 use crate::exec::{run, Output};
 use crate::{image_under_test, unique_prefix};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::Command;
+use std::sync::Mutex;
 use std::time::Duration;
 
 pub struct ComposeProject {
@@ -13,6 +15,8 @@ pub struct ComposeProject {
     pub image: String,
     file: PathBuf,
     tool: Vec<String>,
+    /// Container id of each service, looked up once per service.
+    containers: Mutex<HashMap<String, String>>,
 }
 
 /// `docker compose` (v2) if present, else `docker-compose` (1.x).
@@ -45,6 +49,7 @@ impl ComposeProject {
             image: image_under_test(),
             file,
             tool: compose_tool(),
+            containers: Mutex::new(HashMap::new()),
         }
     }
 
@@ -62,14 +67,32 @@ impl ComposeProject {
 
     /// PID of a service's container (for nsenter).
     pub fn service_pid(&self, service: &str) -> Result<u32, String> {
-        let out = self
-            .run(&["ps", "-q", service], Duration::from_secs(20))
-            .into_result("compose ps")?;
-        let id = out.trim();
-        if id.is_empty() {
-            return Err(format!("service {service} has no container"));
-        }
-        container_pid(id)
+        let cached = self
+            .containers
+            .lock()
+            .map_err(|e| e.to_string())?
+            .get(service)
+            .cloned();
+        let id = match cached {
+            Some(id) => id,
+            None => {
+                // Compose labels its containers; asking the docker CLI is fast, unlike
+                // docker-compose 1.x itself (about a second per invocation).
+                let project = format!("label=com.docker.compose.project={}", self.project);
+                let svc = format!("label=com.docker.compose.service={service}");
+                let out = docker(&["ps", "-q", "--filter", &project, "--filter", &svc])?;
+                let id = out.lines().next().unwrap_or("").trim().to_string();
+                if id.is_empty() {
+                    return Err(format!("service {service} has no running container"));
+                }
+                self.containers
+                    .lock()
+                    .map_err(|e| e.to_string())?
+                    .insert(service.to_string(), id.clone());
+                id
+            }
+        };
+        container_pid(&id)
     }
 }
 
