@@ -61,6 +61,8 @@ struct State {
     syncs: u64,
     /// Paths locked by a live guard, with the epoch that took the lock.
     locks: BTreeMap<PathBuf, u64>,
+    /// Simulated volume size: writes past it fail with ENOSPC (after writing what fits).
+    capacity: Option<u64>,
 }
 
 /// The LazyFS-like test filesystem. Cheap to clone: clones share one state.
@@ -100,6 +102,25 @@ impl State {
             Err(power_is_off())
         } else {
             Ok(())
+        }
+    }
+
+    /// Bytes held by the files that currently have a name (what `df` would count).
+    fn used_bytes(&self) -> u64 {
+        self.names
+            .values()
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .filter_map(|id| self.inodes.get(id))
+            .map(|i| i.current.len() as u64)
+            .sum()
+    }
+
+    /// How many of `wanted` more bytes fit on the volume (capped at `wanted`).
+    fn room_for(&self, wanted: usize) -> usize {
+        match self.capacity {
+            None => wanted,
+            Some(cap) => (cap.saturating_sub(self.used_bytes()) as usize).min(wanted),
         }
     }
 
@@ -170,6 +191,12 @@ impl LazyFs {
         st.crash_countdown = None;
     }
 
+    /// Limit the volume to `bytes` (None: unlimited). Writes that do not fit write what
+    /// fits and fail with ENOSPC, like a full disk.
+    pub fn set_capacity(&self, bytes: Option<u64>) {
+        self.lock().capacity = bytes;
+    }
+
     /// Number of `sync_data` + `sync_dir` calls so far (for tests that count fsyncs).
     pub fn sync_count(&self) -> u64 {
         self.lock().syncs
@@ -236,7 +263,7 @@ impl LazyFile {
     fn with_inode<T>(
         &self,
         mutating: bool,
-        f: impl FnOnce(&mut Inode, &mut u64) -> T,
+        f: impl FnOnce(&mut Inode, &mut u64, usize) -> T,
     ) -> io::Result<T> {
         let mut st = self.fs.lock();
         if mutating {
@@ -247,33 +274,49 @@ impl LazyFile {
         if st.epoch != self.epoch {
             return Err(io::Error::other("file handle from before a power loss"));
         }
+        let room = st.room_for(usize::MAX);
         let st = &mut *st;
         let inode = st
             .inodes
             .get_mut(&self.inode)
             .ok_or_else(|| io::Error::other("stale inode"))?;
-        Ok(f(inode, &mut st.syncs))
+        Ok(f(inode, &mut st.syncs, room))
     }
 }
 
 impl FsFile for LazyFile {
     fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
-        self.with_inode(true, |inode, _| inode.current.extend_from_slice(buf))
+        self.with_inode(true, |inode, _, room| {
+            let fits = room.min(buf.len());
+            inode.current.extend_from_slice(&buf[..fits]);
+            if fits < buf.len() {
+                Err(io::Error::from_raw_os_error(28)) // ENOSPC
+            } else {
+                Ok(())
+            }
+        })?
     }
 
     fn sync_data(&mut self) -> io::Result<()> {
-        self.with_inode(true, |inode, syncs| {
+        self.with_inode(true, |inode, syncs, _| {
             *syncs += 1;
             inode.durable = inode.current.clone();
         })
     }
 
     fn set_len(&mut self, len: u64) -> io::Result<()> {
-        self.with_inode(true, |inode, _| inode.current.resize(len as usize, 0))
+        self.with_inode(true, |inode, _, room| {
+            let grow = (len as usize).saturating_sub(inode.current.len());
+            if grow > room {
+                return Err(io::Error::from_raw_os_error(28));
+            }
+            inode.current.resize(len as usize, 0);
+            Ok(())
+        })?
     }
 
     fn len(&self) -> io::Result<u64> {
-        self.with_inode(false, |inode, _| inode.current.len() as u64)
+        self.with_inode(false, |inode, _, _| inode.current.len() as u64)
     }
 }
 
