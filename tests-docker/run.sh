@@ -88,9 +88,14 @@ cargo fmt --manifest-path tests-docker/Cargo.toml -- --check
 cargo clippy --release --manifest-path tests-docker/Cargo.toml --all-targets -- -D warnings
 
 log "container fault tests against $RAFTKV_IMAGE (run id $RUN_ID)"
+# In a process group of its own, so that an interrupt stops cargo, the test binary and the
+# docker commands it runs together, before the cleanup above removes what they created.
 set +e
-timeout -k 15 "${RAFTKV_DOCKER_TIMEOUT:-1500}" \
-  cargo test --release --manifest-path tests-docker/Cargo.toml -- --test-threads=1 --nocapture "$@"
+setsid timeout -k 15 "${RAFTKV_DOCKER_TIMEOUT:-1500}" \
+  cargo test --release --manifest-path tests-docker/Cargo.toml -- --test-threads=1 --nocapture "$@" &
+TEST_PID=$!
+trap 'kill -TERM -- "-$TEST_PID" 2>/dev/null; wait "$TEST_PID"; exit 130' INT TERM
+wait "$TEST_PID"
 status=$?
 set -e
 [ "$status" = 124 ] && echo "tests-docker: the run exceeded ${RAFTKV_DOCKER_TIMEOUT:-1500}s and was stopped" >&2
