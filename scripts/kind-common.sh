@@ -21,11 +21,11 @@ KCTX=kind-$CLUSTER
 
 k() { kubectl --context "$KCTX" -n "$NS" "$@"; }
 
-# Renders deploy/k8s for this cluster: our namespace and the image in our local registry.
-# (The base kustomization names the image localhost:5001/raftkv:<version>; the overlay
-# re-points that name, so another registry port or version also works.)
+# Renders deploy/k8s for this cluster: our namespace and the image $IMAGE_REF (default
+# $IMAGE) in our local registry. (The base kustomization names the image
+# localhost:5001/raftkv:<version>; the overlay re-points that name.)
 render() {
-  local tmp rel
+  local tmp rel ref=${IMAGE_REF:-$IMAGE}
   tmp=$(mktemp -d)
   rel=$(realpath --relative-to="$tmp" "$REPO_ROOT/deploy/k8s")
   cat >"$tmp/kustomization.yaml" <<KEOF
@@ -36,8 +36,8 @@ resources:
   - $rel
 images:
   - name: localhost:5001/raftkv
-    newName: localhost:$REG_PORT/raftkv
-    newTag: "$VERSION"
+    newName: ${ref%:*}
+    newTag: "${ref##*:}"
 KEOF
   kubectl kustomize "$tmp"
   rm -rf "$tmp"

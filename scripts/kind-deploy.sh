@@ -9,9 +9,12 @@ kubectl config get-contexts "$KCTX" >/dev/null 2>&1 || die "no kind cluster $CLU
 
 log "building the image"
 RAFTKV_IMAGE=raftkv RAFTKV_TAG=$VERSION "$REPO_ROOT/scripts/docker-build.sh" >/dev/null
-docker tag "raftkv:$VERSION" "$IMAGE"
-log "pushing $IMAGE"
-docker push -q "$IMAGE" >/dev/null
+# Tag with the image's own id too: nodes cache images by tag (imagePullPolicy IfNotPresent),
+# so a rebuilt image must get a new tag to be pulled, and the changed tag rolls the pods.
+IMAGE_REF=$IMAGE-$(docker image inspect -f '{{.Id}}' "raftkv:$VERSION" | cut -d: -f2 | cut -c1-12)
+docker tag "raftkv:$VERSION" "$IMAGE_REF"
+log "pushing $IMAGE_REF"
+docker push -q "$IMAGE_REF" >/dev/null
 
 kubectl --context "$KCTX" get namespace "$NS" >/dev/null 2>&1 || kubectl --context "$KCTX" create namespace "$NS"
 # A finished Job cannot be updated in place: replace it.

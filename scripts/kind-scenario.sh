@@ -51,6 +51,8 @@ k rollout status statefulset/raftkv --timeout=300s
 k get pods -o wide -l app.kubernetes.io/component=member
 
 log "1. the client Job: raftkv demo from inside the cluster"
+# The client runs the same image as the members (kind-deploy.sh tags each build uniquely).
+IMAGE_REF=$(k get statefulset raftkv -o jsonpath='{.spec.template.spec.containers[0].image}')
 k delete job raftkv-scenario --ignore-not-found >/dev/null
 render | kubectl --context "$KCTX" apply -f - -l app.kubernetes.io/component=client >/dev/null
 if ! k wait --for=condition=complete job/raftkv-scenario --timeout=300s; then
