@@ -37,15 +37,19 @@ pub async fn run(data_dir: Option<PathBuf>, free_ports: bool) -> Result<()> {
     for m in cluster.members() {
         println!("  {:<8} client {}  peer {}  log {}", m.name, m.client_url(), m.peer_url(), m.log_path.display());
     }
-    let client = Client::new(&cluster.endpoints(), Timeouts::default())?;
-    let mut ledger = TermLedger::default();
-    let waiting = wait_for_leader(&client, &mut ledger, Duration::from_secs(30), |_| true);
-    tokio::select! {
-        leader = waiting => match leader {
-            Ok(l) => println!("leader: {} (term {})", cluster.member(l.endpoint_index).name, l.term),
-            Err(e) => println!("warning: {e}"),
-        },
-        _ = shutdown_signal() => return stop(&mut cluster),
+    {
+        // Scoped: the client's connections must be closed before the members are asked to
+        // stop, or a member's graceful shutdown may wait for them.
+        let client = Client::new(&cluster.endpoints(), Timeouts::default())?;
+        let mut ledger = TermLedger::default();
+        let waiting = wait_for_leader(&client, &mut ledger, Duration::from_secs(30), |_| true);
+        tokio::select! {
+            leader = waiting => match leader {
+                Ok(l) => println!("leader: {} (term {})", cluster.member(l.endpoint_index).name, l.term),
+                Err(e) => println!("warning: {e}"),
+            },
+            _ = shutdown_signal() => return stop(&mut cluster),
+        }
     }
     println!("\ntry:\n  ETCDCTL_API=3 etcdctl --endpoints={endpoints} put hello world");
     println!("  raftkv --endpoints={endpoints} get hello");

@@ -329,10 +329,9 @@ impl LocalCluster {
         }
     }
 
-    /// Stops every member (SIGTERM, then SIGKILL after `grace`). Returns the names of members
-    /// that had to be killed.
+    /// Stops every member (SIGTERM to all, then SIGKILL to those still running after
+    /// `grace`). Returns the names of members that had to be killed.
     pub fn stop_all(&mut self, grace: Duration) -> Result<Vec<String>> {
-        // Signal all first so they shut down in parallel.
         for member in &self.members {
             if let Some(child) = &member.child {
                 // SAFETY: as in stop_member.
@@ -341,10 +340,23 @@ impl LocalCluster {
                 }
             }
         }
+        let deadline = Instant::now() + grace;
         let mut killed = Vec::new();
-        for i in 0..self.members.len() {
-            if self.members[i].child.is_some() && self.stop_member(i, grace)?.is_none() {
-                killed.push(self.members[i].name.clone());
+        for member in &mut self.members {
+            let Some(mut child) = member.child.take() else {
+                continue;
+            };
+            loop {
+                if child.try_wait()?.is_some() {
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    let _ = child.kill();
+                    child.wait()?;
+                    killed.push(member.name.clone());
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
             }
         }
         Ok(killed)
