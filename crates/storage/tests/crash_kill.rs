@@ -73,7 +73,7 @@ fn acknowledged_entries_survive_repeated_sigkill() {
             .spawn()
             .expect("spawn wal-crash-writer");
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let wait_for_acks = rng.gen_range(0..24u32);
+        let wait_for_acks = rng.gen_range(0..16u32);
         let mut acked_now = 0;
         let mut writer_exited = false;
         while acked_now < wait_for_acks {
