@@ -26,6 +26,22 @@ pub trait Model {
         output: Option<&Self::Output>,
     ) -> Option<Self::State>;
 
+    /// The value a write-like operation stores, when the workload writes unique values. Used
+    /// only to bound indeterminate writes (see [`Model::observed_value`]); `None` disables that.
+    fn written_value(&self, _input: &Self::Input) -> Option<String> {
+        None
+    }
+
+    /// The value a completed operation proves was stored when it took effect (a read's result,
+    /// a successful compare's expected value). If exactly one operation of a partition writes
+    /// that value, it must have taken effect before this operation completed, so the checker
+    /// gives an indeterminate writer this completion time instead of +infinity. This is sound
+    /// only for values that no initial state holds; it turns histories with many timed-out
+    /// writes from exponential back into tractable ones.
+    fn observed_value(&self, _input: &Self::Input, _output: &Self::Output) -> Option<String> {
+        None
+    }
+
     /// Human-readable operation, for reports.
     fn describe_op(&self, input: &Self::Input, output: Option<&Self::Output>) -> String {
         match output {
@@ -48,6 +64,14 @@ pub trait NondetModel {
     type Input: Clone + Debug;
     type Output: Clone + Debug;
     fn init(&self) -> Self::State;
+    /// See [`Model::written_value`].
+    fn written_value(&self, _input: &Self::Input) -> Option<String> {
+        None
+    }
+    /// See [`Model::observed_value`].
+    fn observed_value(&self, _input: &Self::Input, _output: &Self::Output) -> Option<String> {
+        None
+    }
     /// Pushes every state `input` can lead to from `state` given `output` into `next`.
     fn step_into(
         &self,
@@ -94,6 +118,14 @@ impl<N: NondetModel> Model for Powerset<N> {
         next.sort();
         next.dedup();
         Some(next)
+    }
+
+    fn written_value(&self, input: &Self::Input) -> Option<String> {
+        self.0.written_value(input)
+    }
+
+    fn observed_value(&self, input: &Self::Input, output: &Self::Output) -> Option<String> {
+        self.0.observed_value(input, output)
     }
 
     fn describe_op(&self, input: &Self::Input, output: Option<&Self::Output>) -> String {

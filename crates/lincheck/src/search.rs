@@ -1,11 +1,12 @@
 //! The Wing–Gong search with Lowe's memoisation, for one partition (one key).
 //!
 //! Call and return entries of all operations are kept in one doubly linked list sorted by time.
-//! Walking the list, at a call entry we try to linearize that operation now (the model must
-//! accept its output in the current state); on success both of its entries are unlinked and the
-//! walk restarts at the head. Reaching a return entry means that operation had to be linearized
-//! already: undo the last choice and try the next candidate. An empty list of determinate
-//! operations means success; undoing past the first choice means failure.
+//! In a configuration, the operations that may be linearized next are those whose call entry
+//! comes before the first remaining return entry (that operation must be linearized before
+//! anything invoked after its completion). Each candidate is tried in turn: the model must
+//! accept its output in the current state; then both of its entries are unlinked and the search
+//! goes one level deeper. When all candidates fail, the last choice is undone. Linearizing every
+//! determinate operation means success; exhausting the root's candidates means failure.
 //!
 //! Lowe's memoisation prunes a configuration (set of linearized operations, model state) that
 //! was already explored through another order: its outcome cannot differ.
@@ -14,10 +15,10 @@
 //! a backtrack, and since the model accepts them in any state, the search may stop as soon as
 //! every determinate operation is linearized (the rest go at the end).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::time::Instant;
 
-use crate::history::Operation;
+use crate::history::{Operation, INFINITY};
 use crate::model::Model;
 
 const END: usize = usize::MAX;
@@ -49,14 +50,15 @@ struct LinkedEntries {
 }
 
 impl LinkedEntries {
-    fn new<I, O>(ops: &[&Operation<I, O>]) -> Self {
+    /// `ret[i]` is the completion time the search uses for op i ([`INFINITY`]: no return entry).
+    fn new<I, O>(ops: &[&Operation<I, O>], ret: &[u64]) -> Self {
         // Sort key: time, then calls before returns at equal times (treating a tie as overlap is
         // the permissive choice: it can never produce a false violation), then op index.
         let mut entries: Vec<(u64, u8, usize)> = Vec::with_capacity(ops.len() * 2);
         for (i, op) in ops.iter().enumerate() {
             entries.push((op.call, 0, i));
-            if !op.is_indeterminate() {
-                entries.push((op.ret, 1, i));
+            if ret[i] != INFINITY {
+                entries.push((ret[i], 1, i));
             }
         }
         entries.sort_unstable();
@@ -136,6 +138,133 @@ impl<S: Clone + Eq + std::hash::Hash> StateTable<S> {
     }
 }
 
+/// Completion times for the search: an indeterminate write whose (unique) value a completed
+/// operation observed must have taken effect before that operation completed.
+fn effective_returns<M: Model>(model: &M, ops: &[&Operation<M::Input, M::Output>]) -> Vec<u64> {
+    let mut ret: Vec<u64> = ops.iter().map(|o| o.ret).collect();
+    if !ops.iter().any(|o| o.is_indeterminate()) {
+        return ret;
+    }
+    // value -> its only writer (None once a second writer shows up).
+    let mut writer: HashMap<String, Option<usize>> = HashMap::new();
+    for (i, op) in ops.iter().enumerate() {
+        if let Some(v) = model.written_value(&op.input) {
+            writer.entry(v).and_modify(|w| *w = None).or_insert(Some(i));
+        }
+    }
+    for (i, op) in ops.iter().enumerate() {
+        let Some(out) = op.output.as_ref() else {
+            continue;
+        };
+        let Some(v) = model.observed_value(&op.input, out) else {
+            continue;
+        };
+        if let Some(&Some(w)) = writer.get(&v) {
+            if w != i && ops[w].is_indeterminate() {
+                ret[w] = ret[w].min(op.ret);
+            }
+        }
+    }
+    ret
+}
+
+type Bits = Box<[u64]>;
+
+/// Lowe's memo of explored configurations, with subsumption for unbounded indeterminate ops.
+///
+/// A configuration is (linearized set, state). Split the set into the "core" (operations with
+/// a return entry) and the "free" part (indeterminate operations with none). If (core, I', s)
+/// was explored, then (core, I, s) with I' ⊆ I cannot succeed where it did not: every
+/// continuation of the latter is one of the former, which merely leaves the extra free
+/// operations for the end. So a configuration is pruned when a visited one with the same core
+/// and state has a subset of its free operations. Without this, each open timed-out write
+/// doubled the configurations the search could visit.
+struct Memo {
+    core: Vec<u64>,
+    free: Vec<u64>,
+    is_free: Vec<bool>,
+    seen: HashMap<(Bits, usize), Vec<Bits>>,
+}
+
+impl Memo {
+    fn new(n: usize, ret: &[u64]) -> Self {
+        let words = n.div_ceil(64);
+        Memo {
+            core: vec![0; words],
+            free: vec![0; words],
+            is_free: ret.iter().map(|&r| r == INFINITY).collect(),
+            seen: HashMap::new(),
+        }
+    }
+
+    fn bits(&mut self, op: usize) -> &mut Vec<u64> {
+        if self.is_free[op] {
+            &mut self.free
+        } else {
+            &mut self.core
+        }
+    }
+
+    fn set(&mut self, op: usize) {
+        self.bits(op)[op / 64] |= 1 << (op % 64);
+    }
+
+    fn clear(&mut self, op: usize) {
+        self.bits(op)[op / 64] &= !(1 << (op % 64));
+    }
+
+    /// Records the current configuration with `state`; false if it is dominated by one seen.
+    fn visit(&mut self, state: usize) -> bool {
+        let key = (self.core.clone().into_boxed_slice(), state);
+        let entry = self.seen.entry(key).or_default();
+        let free = &self.free;
+        if entry
+            .iter()
+            .any(|seen| seen.iter().zip(free).all(|(s, f)| s & !f == 0))
+        {
+            return false;
+        }
+        entry.push(free.clone().into_boxed_slice());
+        true
+    }
+}
+
+/// One level of the depth-first search: the operations that may be linearized next in this
+/// configuration (every call entry before the first return entry).
+struct Frame {
+    candidates: Vec<usize>,
+    next: usize,
+    /// The operation whose linearization led here, and the state before it (none at the root).
+    via: Option<(usize, usize)>,
+}
+
+/// The candidates of the current configuration and the return entry that bounds them.
+///
+/// Operations with a return entry are tried before unbounded indeterminate ones: the set tried
+/// is the same (the search stays complete), but configurations with fewer free operations are
+/// explored first, and those dominate (see [`Memo`]) the ones with more.
+fn candidates(list: &LinkedEntries, is_free: &[bool]) -> (Vec<usize>, Option<usize>) {
+    let mut bounded = Vec::new();
+    let mut free = Vec::new();
+    let mut entry = list.next[0];
+    let mut bound = None;
+    while entry != END {
+        let (op, is_call) = list.node_op[entry];
+        if !is_call {
+            bound = Some(op);
+            break;
+        }
+        if is_free[op] {
+            free.push(op);
+        } else {
+            bounded.push(op);
+        }
+        entry = list.next[entry];
+    }
+    bounded.append(&mut free);
+    (bounded, bound)
+}
+
 /// Runs the search over `ops` (all of one partition). Checks the clock every few thousand
 /// steps and gives up with `Timeout` after `deadline`.
 pub(crate) fn search<M: Model>(
@@ -147,79 +276,93 @@ pub(crate) fn search<M: Model>(
     if n_det == 0 {
         return SearchOutcome::Linearizable;
     }
-    let mut list = LinkedEntries::new(ops);
+    let ret = effective_returns(model, ops);
+    let mut list = LinkedEntries::new(ops, &ret);
     let mut table = StateTable {
         ids: HashMap::new(),
         states: Vec::new(),
     };
     let mut state = table.intern(model.init());
-    let mut linearized = vec![0u64; ops.len().div_ceil(64)];
-    let mut cache: HashSet<(Box<[u64]>, usize)> = HashSet::new();
-    let mut stack: Vec<(usize, usize)> = Vec::new();
+    let mut memo = Memo::new(ops.len(), &ret);
     let mut det_done = 0usize;
+    // Longest partial linearization seen, for the witness.
     let mut best: Vec<usize> = Vec::new();
     let mut best_state = state;
-    let mut blocking = None;
-    let mut at_best = false;
+    let (first, mut blocking) = candidates(&list, &memo.is_free);
+    let mut stack = vec![Frame {
+        candidates: first,
+        next: 0,
+        via: None,
+    }];
+    let mut path: Vec<usize> = Vec::new();
     let mut steps: u64 = 0;
 
-    let mut entry = list.next[0];
-    loop {
+    while let Some(frame) = stack.last_mut() {
         steps += 1;
         if steps & 0xfff == 0 && Instant::now() > deadline {
             return SearchOutcome::Timeout;
         }
-        let is_call = entry != END && list.node_op[entry].1;
-        if is_call {
-            let op_idx = list.node_op[entry].0;
-            let op = ops[op_idx];
-            if let Some(next_state) =
-                model.step(&table.states[state], &op.input, op.output.as_ref())
-            {
-                let next_id = table.intern(next_state);
-                linearized[op_idx / 64] |= 1 << (op_idx % 64);
-                if cache.insert((linearized.clone().into_boxed_slice(), next_id)) {
-                    stack.push((op_idx, state));
-                    state = next_id;
-                    list.lift(op_idx);
-                    if !op.is_indeterminate() {
-                        det_done += 1;
-                        if det_done == n_det {
-                            return SearchOutcome::Linearizable;
-                        }
-                    }
-                    if stack.len() > best.len() {
-                        best = stack.iter().map(|&(o, _)| o).collect();
-                        best_state = state;
-                        blocking = None;
-                        at_best = true;
-                    }
-                    entry = list.next[0];
-                    continue;
+        let Some(&op_idx) = frame.candidates.get(frame.next) else {
+            // Every candidate of this configuration failed: undo the step that led here.
+            let frame = stack.pop().unwrap_or(Frame {
+                candidates: Vec::new(),
+                next: 0,
+                via: None,
+            });
+            if let Some((op, prev_state)) = frame.via {
+                state = prev_state;
+                memo.clear(op);
+                list.unlift(op);
+                path.pop();
+                if !ops[op].is_indeterminate() {
+                    det_done -= 1;
                 }
-                linearized[op_idx / 64] &= !(1 << (op_idx % 64));
             }
-            entry = list.next[entry];
-        } else {
-            // A return entry (or, defensively, the end): backtrack.
-            if at_best && entry != END {
-                blocking = Some(list.node_op[entry].0);
-            }
-            let Some((op_idx, prev_state)) = stack.pop() else {
-                return SearchOutcome::Illegal {
-                    best_state: table.states[best_state].clone(),
-                    best,
-                    blocking,
-                };
-            };
-            at_best = false;
-            state = prev_state;
-            linearized[op_idx / 64] &= !(1 << (op_idx % 64));
-            list.unlift(op_idx);
-            if !ops[op_idx].is_indeterminate() {
-                det_done -= 1;
-            }
-            entry = list.next[list.call_node[op_idx]];
+            continue;
+        };
+        frame.next += 1;
+        let op = ops[op_idx];
+        let Some(next_state) = model.step(&table.states[state], &op.input, op.output.as_ref())
+        else {
+            continue;
+        };
+        let next_id = table.intern(next_state);
+        if next_id == state && ret[op_idx] == INFINITY {
+            // An unbounded indeterminate op that changes nothing here (e.g. a timed-out read):
+            // linearizing it now is the same as placing it at the end, so do not branch on it.
+            continue;
         }
+        memo.set(op_idx);
+        if !memo.visit(next_id) {
+            memo.clear(op_idx);
+            continue;
+        }
+        list.lift(op_idx);
+        path.push(op_idx);
+        let prev_state = state;
+        state = next_id;
+        if !op.is_indeterminate() {
+            det_done += 1;
+            if det_done == n_det {
+                // The indeterminate operations left may all be placed at the end (or never).
+                return SearchOutcome::Linearizable;
+            }
+        }
+        let (next_candidates, bound) = candidates(&list, &memo.is_free);
+        if path.len() > best.len() {
+            best.clone_from(&path);
+            best_state = state;
+            blocking = bound;
+        }
+        stack.push(Frame {
+            candidates: next_candidates,
+            next: 0,
+            via: Some((op_idx, prev_state)),
+        });
+    }
+    SearchOutcome::Illegal {
+        best_state: table.states[best_state].clone(),
+        best,
+        blocking,
     }
 }

@@ -254,6 +254,29 @@ impl NondetModel for EtcdKeyModel {
         }
     }
 
+    fn written_value(&self, input: &EtcdInput) -> Option<String> {
+        match input {
+            EtcdInput::Put { value } | EtcdInput::CasValue { new: value, .. } => {
+                Some(value.clone())
+            }
+            EtcdInput::CasModRevision { new, .. } => new.clone(),
+            EtcdInput::Get | EtcdInput::Delete => None,
+        }
+    }
+
+    fn observed_value(&self, input: &EtcdInput, output: &EtcdOutput) -> Option<String> {
+        match (input, output) {
+            (_, EtcdOutput::Get { value, .. }) => value.clone(),
+            (
+                EtcdInput::CasValue { expected, .. },
+                EtcdOutput::Txn {
+                    succeeded: true, ..
+                },
+            ) => expected.clone(),
+            _ => None,
+        }
+    }
+
     fn describe_op(&self, input: &EtcdInput, output: Option<&EtcdOutput>) -> String {
         let inp = match input {
             EtcdInput::Get => "get".to_string(),

@@ -60,6 +60,23 @@ impl Model for RegisterModel {
         }
     }
 
+    fn written_value(&self, input: &RegisterInput) -> Option<String> {
+        match input {
+            RegisterInput::Write(v) | RegisterInput::Cas { new: v, .. } => Some(v.to_string()),
+            RegisterInput::Read => None,
+        }
+    }
+
+    fn observed_value(&self, input: &RegisterInput, output: &RegisterOutput) -> Option<String> {
+        match (input, output) {
+            (_, RegisterOutput::Read(v)) => v.map(|v| v.to_string()),
+            (RegisterInput::Cas { expected, .. }, RegisterOutput::Cas(true)) => {
+                Some(expected.to_string())
+            }
+            _ => None,
+        }
+    }
+
     fn describe_op(&self, input: &RegisterInput, output: Option<&RegisterOutput>) -> String {
         let show = |v: &Option<i64>| v.map_or("nil".to_string(), |x| x.to_string());
         match (input, output) {
