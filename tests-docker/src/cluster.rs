@@ -23,11 +23,58 @@ pub struct Cluster {
     pub network: String,
     pub members: Vec<Member>,
     token: String,
+    /// When set, members run as the Kubernetes StatefulSet would run them.
+    pod: Option<PodLike>,
+}
+
+/// Running a member the way the StatefulSet's pod template does: its `args` (with
+/// `$(POD_NAME)` and `$(POD_NAMESPACE)` expanded), the headless Service's DNS names, and the
+/// pod's security context (read-only root, no capabilities, no privilege escalation, uid
+/// 65532, an in-memory /tmp).
+#[derive(Clone, Debug)]
+pub struct PodLike {
+    /// The container's args from the manifest, unexpanded.
+    pub args: Vec<String>,
+    pub namespace: String,
+}
+
+impl PodLike {
+    /// `raftkv-N.raftkv.<ns>.svc.cluster.local`, the record the headless Service creates.
+    pub fn dns_name(&self, pod: &str) -> String {
+        format!("{pod}.raftkv.{}.svc.cluster.local", self.namespace)
+    }
+
+    pub fn expand(&self, arg: &str, pod: &str) -> String {
+        arg.replace("$(POD_NAME)", pod)
+            .replace("$(POD_NAMESPACE)", &self.namespace)
+    }
+
+    /// Docker flags matching the pods' securityContext.
+    pub const HARDENING: [&'static str; 9] = [
+        "--read-only",
+        "--tmpfs",
+        "/tmp:size=64m",
+        "--cap-drop",
+        "ALL",
+        "--security-opt",
+        "no-new-privileges",
+        "--user",
+        "65532:65532",
+    ];
 }
 
 impl Cluster {
     /// Creates the network and volumes and starts `size` members.
     pub fn start(test: &str, size: usize) -> Cluster {
+        Cluster::start_with(test, size, None)
+    }
+
+    /// Like [`Cluster::start`], with members run as the StatefulSet's pods would be.
+    pub fn start_as_pods(test: &str, pod: PodLike) -> Cluster {
+        Cluster::start_with(test, 3, Some(pod))
+    }
+
+    fn start_with(test: &str, size: usize, pod: Option<PodLike>) -> Cluster {
         crate::docker::require_environment();
         etcd::require_etcdctl();
         etcd::require_raftkv_client();
@@ -45,6 +92,7 @@ impl Cluster {
             token: prefix.clone(),
             image,
             prefix,
+            pod,
         };
         let label = run_label();
         let mine = cluster.own_label();
@@ -92,6 +140,9 @@ impl Cluster {
 
     /// `docker run -d` member `i` with the same flags as the compose file.
     pub fn run_member(&self, i: usize) {
+        if let Some(pod) = &self.pod {
+            return self.run_member_as_pod(i, pod);
+        }
         let m = &self.members[i];
         let label = run_label();
         let mine = self.own_label();
@@ -143,6 +194,49 @@ impl Cluster {
             "--election-timeout",
             "1000",
         ]);
+    }
+
+    fn run_member_as_pod(&self, i: usize, pod: &PodLike) {
+        let m = &self.members[i];
+        let (label, mine) = (run_label(), self.own_label());
+        let volume = format!("{}:/data", m.volume);
+        let alias = pod.dns_name(&m.name);
+        let mut cmd: Vec<String> = [
+            "run",
+            "-d",
+            "--name",
+            &m.container,
+            "--hostname",
+            &m.name,
+            "--network",
+            &self.network,
+            "--network-alias",
+            &alias,
+            "--label",
+            &label,
+            "--label",
+            &mine,
+            "-v",
+            &volume,
+            "--stop-timeout",
+            "10",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        cmd.extend(PodLike::HARDENING.iter().map(|s| s.to_string()));
+        cmd.push(self.image.clone());
+        cmd.extend(pod.args.iter().map(|a| pod.expand(a, &m.name)));
+        let refs: Vec<&str> = cmd.iter().map(String::as_str).collect();
+        docker_ok(&refs);
+    }
+
+    /// Runs a client container with the pods' security context (see [`PodLike::HARDENING`]).
+    pub fn hardened_client(&self, args: &[&str], limit: Duration) -> Output {
+        let mut full: Vec<&str> = PodLike::HARDENING.to_vec();
+        full.push("--");
+        full.extend_from_slice(args);
+        self.client_with(&full, limit)
     }
 
     pub fn pid(&self, i: usize) -> Result<u32, String> {
@@ -227,6 +321,18 @@ impl Cluster {
     /// Runs the image once as a client container on the cluster network (`--rm`), like the
     /// course's client pod; bounded by `limit`.
     pub fn client(&self, args: &[&str], limit: Duration) -> Output {
+        let mut full = vec!["--"];
+        full.extend_from_slice(args);
+        self.client_with(&full, limit)
+    }
+
+    /// `flags -- args`: docker flags before the image, then, after the first `--`, the
+    /// client's arguments.
+    fn client_with(&self, flags_and_args: &[&str], limit: Duration) -> Output {
+        let (flags, args) = match flags_and_args.iter().position(|a| *a == "--") {
+            Some(p) => (&flags_and_args[..p], &flags_and_args[p + 1..]),
+            None => (&[][..], flags_and_args),
+        };
         let name = format!("{}-client-{}", self.prefix, client_seq());
         let (label, mine) = (run_label(), self.own_label());
         let mut full = vec![
@@ -240,8 +346,9 @@ impl Cluster {
             &label,
             "--label",
             &mine,
-            &self.image,
         ];
+        full.extend_from_slice(flags);
+        full.push(&self.image);
         full.extend_from_slice(args);
         let out = crate::exec::run(std::process::Command::new("docker").args(&full), limit);
         if out.timed_out {
