@@ -9,7 +9,10 @@
 //! is set when the member starts. Production builds (`cargo build -p raftkv`) never enable the
 //! feature.
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use storage::{FileSystem, RealFs};
 
 /// `1` = serve linearizable Range requests from the local state machine, skipping ReadIndex.
 /// Deliberately breaks linearizability (the harness's negative control).
@@ -19,6 +22,22 @@ pub const STALE_READS_ENV: &str = "RAFTKV_FAULT_STALE_READS";
 /// fast as configured, `0.5` = half as fast). Re-read while running, so the harness can skew
 /// and unskew a live member. Missing or unreadable file = rate 1.
 pub const CLOCK_RATE_FILE_ENV: &str = "RAFTKV_FAULT_CLOCK_RATE_FILE";
+
+/// `1` = keep every written byte in process memory until its file is fsynced, so a SIGKILL
+/// loses exactly the un-fsynced writes (as a power loss would; a real SIGKILL keeps the page
+/// cache). Directory entries are not deferred: only file data is lost.
+pub const LOSE_UNSYNCED_ENV: &str = "RAFTKV_FAULT_LOSE_UNSYNCED";
+
+/// The filesystem the member's storage runs on.
+pub fn file_system() -> Arc<dyn FileSystem> {
+    #[cfg(feature = "fault-injection")]
+    {
+        if std::env::var(LOSE_UNSYNCED_ENV).is_ok_and(|v| v.trim() == "1") {
+            return Arc::new(enabled::DeferredSyncFs);
+        }
+    }
+    Arc::new(RealFs)
+}
 
 /// Whether linearizable reads must skip the ReadIndex barrier (broken on purpose).
 pub fn skip_read_index() -> bool {
@@ -47,8 +66,97 @@ pub fn tick_interval(heartbeat: Duration) -> Duration {
 
 #[cfg(feature = "fault-injection")]
 mod enabled {
+    use std::io::{self, Read};
+    use std::path::Path;
     use std::sync::{Mutex, OnceLock};
     use std::time::{Duration, Instant};
+
+    use storage::{FileSystem, FsFile, RealFs};
+
+    /// Real files whose appended bytes stay in memory until `sync_data`.
+    #[derive(Debug)]
+    pub struct DeferredSyncFs;
+
+    struct DeferredFile {
+        inner: Box<dyn FsFile>,
+        /// Bytes appended after the file's durable end, not yet written to the kernel.
+        pending: Vec<u8>,
+    }
+
+    impl FsFile for DeferredFile {
+        fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+            self.pending.extend_from_slice(buf);
+            Ok(())
+        }
+
+        fn sync_data(&mut self) -> io::Result<()> {
+            if !self.pending.is_empty() {
+                self.inner.write_all(&self.pending)?;
+                self.pending.clear();
+            }
+            self.inner.sync_data()
+        }
+
+        fn set_len(&mut self, len: u64) -> io::Result<()> {
+            let written = self.inner.len()?;
+            if len >= written {
+                let keep = usize::try_from(len - written)
+                    .map_err(|_| io::Error::other("length overflow"))?;
+                self.pending.resize(keep, 0);
+                Ok(())
+            } else {
+                self.pending.clear();
+                self.inner.set_len(len)
+            }
+        }
+
+        fn len(&self) -> io::Result<u64> {
+            Ok(self.inner.len()? + self.pending.len() as u64)
+        }
+    }
+
+    impl FileSystem for DeferredSyncFs {
+        fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+            RealFs.create_dir_all(dir)
+        }
+        fn list_dir(&self, dir: &Path) -> io::Result<Vec<String>> {
+            RealFs.list_dir(dir)
+        }
+        fn exists(&self, path: &Path) -> io::Result<bool> {
+            RealFs.exists(path)
+        }
+        // Files are only read at recovery, before anything is pending.
+        fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
+            RealFs.read(path)
+        }
+        fn open_read(&self, path: &Path) -> io::Result<Box<dyn Read + Send>> {
+            RealFs.open_read(path)
+        }
+        fn create(&self, path: &Path) -> io::Result<Box<dyn FsFile>> {
+            Ok(Box::new(DeferredFile {
+                inner: RealFs.create(path)?,
+                pending: Vec::new(),
+            }))
+        }
+        fn open_append(&self, path: &Path) -> io::Result<Box<dyn FsFile>> {
+            Ok(Box::new(DeferredFile {
+                inner: RealFs.open_append(path)?,
+                pending: Vec::new(),
+            }))
+        }
+        fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+            RealFs.rename(from, to)
+        }
+        fn remove_file(&self, path: &Path) -> io::Result<()> {
+            RealFs.remove_file(path)
+        }
+        fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+            RealFs.sync_dir(dir)
+        }
+        fn lock(&self, path: &Path) -> io::Result<Box<dyn std::any::Any + Send + Sync>> {
+            RealFs.lock(path)
+        }
+    }
 
     pub fn stale_reads() -> bool {
         static ON: OnceLock<bool> = OnceLock::new();

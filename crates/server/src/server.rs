@@ -8,7 +8,7 @@ use std::sync::{Arc, RwLock};
 
 use anyhow::Context as _;
 use raft::{ConfState, RaftNode};
-use storage::{RealFs, Storage, StorageOptions};
+use storage::{Storage, StorageOptions};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -86,8 +86,10 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Resul
 
     // Recover the data dir.
     let opts = StorageOptions::new(config.member_id, config.cluster_id);
-    let (storage, recovered) = Storage::open(Arc::new(RealFs), &config.data_dir, &opts)
-        .map_err(|e| anyhow::anyhow!("cannot open data dir {}: {e}", config.data_dir.display()))?;
+    let (storage, recovered) =
+        Storage::open(crate::fault_hooks::file_system(), &config.data_dir, &opts).map_err(|e| {
+            anyhow::anyhow!("cannot open data dir {}: {e}", config.data_dir.display())
+        })?;
     let incarnation = incarnation(&config.data_dir)?;
     let incarnations = Arc::new(Incarnations::load(&config.data_dir.join(PEERS_FILE))?);
     if recovered.created {
