@@ -229,40 +229,60 @@ impl Memo {
     }
 }
 
-/// One level of the depth-first search: the operations that may be linearized next in this
-/// configuration (every call entry before the first return entry).
+/// One level of the depth-first search. Its candidates are the call entries before the first
+/// remaining return entry, walked lazily in two passes: operations with a return entry first,
+/// then unbounded indeterminate ones. The set tried is the same either way (the search stays
+/// complete), but configurations with fewer free operations are explored first, and those
+/// dominate (see [`Memo`]) the ones with more. The list below a frame is restored before the
+/// frame resumes, so its cursor stays valid.
 struct Frame {
-    candidates: Vec<usize>,
-    next: usize,
+    /// The last entry tried (0, the head, before the first).
+    cursor: usize,
+    /// 0: bounded operations; 1: free ones; 2: exhausted.
+    pass: u8,
     /// The operation whose linearization led here, and the state before it (none at the root).
     via: Option<(usize, usize)>,
 }
 
-/// The candidates of the current configuration and the return entry that bounds them.
-///
-/// Operations with a return entry are tried before unbounded indeterminate ones: the set tried
-/// is the same (the search stays complete), but configurations with fewer free operations are
-/// explored first, and those dominate (see [`Memo`]) the ones with more.
-fn candidates(list: &LinkedEntries, is_free: &[bool]) -> (Vec<usize>, Option<usize>) {
-    let mut bounded = Vec::new();
-    let mut free = Vec::new();
+impl Frame {
+    fn new(via: Option<(usize, usize)>) -> Frame {
+        Frame {
+            cursor: 0,
+            pass: 0,
+            via,
+        }
+    }
+
+    /// The next candidate to try, if any.
+    fn advance(&mut self, list: &LinkedEntries, is_free: &[bool]) -> Option<usize> {
+        while self.pass < 2 {
+            let entry = list.next[self.cursor];
+            if entry == END || !list.node_op[entry].1 {
+                self.pass += 1;
+                self.cursor = 0;
+                continue;
+            }
+            self.cursor = entry;
+            let op = list.node_op[entry].0;
+            if is_free[op] == (self.pass == 1) {
+                return Some(op);
+            }
+        }
+        None
+    }
+}
+
+/// The operation whose return entry bounds the current candidates, if any.
+fn first_return(list: &LinkedEntries) -> Option<usize> {
     let mut entry = list.next[0];
-    let mut bound = None;
     while entry != END {
         let (op, is_call) = list.node_op[entry];
         if !is_call {
-            bound = Some(op);
-            break;
-        }
-        if is_free[op] {
-            free.push(op);
-        } else {
-            bounded.push(op);
+            return Some(op);
         }
         entry = list.next[entry];
     }
-    bounded.append(&mut free);
-    (bounded, bound)
+    None
 }
 
 /// Runs the search over `ops` (all of one partition). Checks the clock every few thousand
@@ -288,12 +308,8 @@ pub(crate) fn search<M: Model>(
     // Longest partial linearization seen, for the witness.
     let mut best: Vec<usize> = Vec::new();
     let mut best_state = state;
-    let (first, mut blocking) = candidates(&list, &memo.is_free);
-    let mut stack = vec![Frame {
-        candidates: first,
-        next: 0,
-        via: None,
-    }];
+    let mut blocking = first_return(&list);
+    let mut stack = vec![Frame::new(None)];
     let mut path: Vec<usize> = Vec::new();
     let mut steps: u64 = 0;
 
@@ -302,13 +318,9 @@ pub(crate) fn search<M: Model>(
         if steps & 0xfff == 0 && Instant::now() > deadline {
             return SearchOutcome::Timeout;
         }
-        let Some(&op_idx) = frame.candidates.get(frame.next) else {
+        let Some(op_idx) = frame.advance(&list, &memo.is_free) else {
             // Every candidate of this configuration failed: undo the step that led here.
-            let frame = stack.pop().unwrap_or(Frame {
-                candidates: Vec::new(),
-                next: 0,
-                via: None,
-            });
+            let frame = stack.pop().unwrap_or(Frame::new(None));
             if let Some((op, prev_state)) = frame.via {
                 state = prev_state;
                 memo.clear(op);
@@ -320,7 +332,6 @@ pub(crate) fn search<M: Model>(
             }
             continue;
         };
-        frame.next += 1;
         let op = ops[op_idx];
         let Some(next_state) = model.step(&table.states[state], &op.input, op.output.as_ref())
         else {
@@ -348,17 +359,12 @@ pub(crate) fn search<M: Model>(
                 return SearchOutcome::Linearizable;
             }
         }
-        let (next_candidates, bound) = candidates(&list, &memo.is_free);
         if path.len() > best.len() {
             best.clone_from(&path);
             best_state = state;
-            blocking = bound;
+            blocking = first_return(&list);
         }
-        stack.push(Frame {
-            candidates: next_candidates,
-            next: 0,
-            via: Some((op_idx, prev_state)),
-        });
+        stack.push(Frame::new(Some((op_idx, prev_state))));
     }
     SearchOutcome::Illegal {
         best_state: table.states[best_state].clone(),
