@@ -140,3 +140,52 @@ async fn errors_use_etcds_codes_and_messages() {
     let mut m = c.maintenance(leader).await;
     assert!(m.status(StatusRequest {}).await.is_ok());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_majority_means_no_leader_then_recovery() {
+    let mut c = Cluster::start(3, &[]);
+    let leader = c.leader().await;
+    put_retrying(&c, leader, "before", "1").await;
+    let survivor = (leader + 1) % 3;
+    for i in 0..3 {
+        if i != survivor {
+            c.kill(i);
+        }
+    }
+    let mut kv = c.kv(survivor).await;
+    // Without a majority nothing commits; the answer is etcd's UNAVAILABLE "no leader" (or a
+    // time-out), never success.
+    let started = std::time::Instant::now();
+    let e = kv.put(put("during", "x")).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unavailable, "{e:?}");
+    assert!(
+        e.message() == "etcdserver: no leader" || e.message() == "etcdserver: request timed out",
+        "{e:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
+    // With hasleader set, a member that knows no leader refuses at once.
+    poll(
+        "survivor sees no leader",
+        Duration::from_secs(10),
+        || async { (c.status(survivor).await?.leader == 0).then_some(()) },
+    )
+    .await;
+    let mut req = tonic::Request::new(put("during", "y"));
+    req.metadata_mut()
+        .insert("hasleader", "true".parse().unwrap());
+    let e = kv.put(req).await.unwrap_err();
+    assert_eq!(
+        (e.code(), e.message()),
+        (tonic::Code::Unavailable, "etcdserver: no leader")
+    );
+
+    // Bring one member back: a majority again, writes commit, earlier data intact.
+    let back = (survivor + 1) % 3;
+    c.spawn(back);
+    put_retrying(&c, survivor, "after", "2").await;
+    assert_eq!(value(&c, back, "before", false).await.as_deref(), Some("1"));
+    assert_eq!(
+        value(&c, survivor, "during", false).await.as_deref(),
+        Some("")
+    );
+}

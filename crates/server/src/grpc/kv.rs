@@ -55,6 +55,7 @@ impl Kv for KvService {
         &self,
         request: Request<RangeRequest>,
     ) -> Result<Response<RangeResponse>, Status> {
+        self.0.require_leader(request.metadata())?;
         let req = request.into_inner();
         mvcc::validate::check_range(&req).map_err(mvcc_status)?;
         if !req.serializable && !crate::fault_hooks::skip_read_index() {
@@ -74,6 +75,7 @@ impl Kv for KvService {
     }
 
     async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
+        self.0.require_leader(request.metadata())?;
         match self.write(Internal::Put(request.into_inner())).await? {
             Applied::Put(mut r) => {
                 self.0.stamp(&mut r.header);
@@ -87,6 +89,7 @@ impl Kv for KvService {
         &self,
         request: Request<DeleteRangeRequest>,
     ) -> Result<Response<DeleteRangeResponse>, Status> {
+        self.0.require_leader(request.metadata())?;
         match self
             .write(Internal::DeleteRange(request.into_inner()))
             .await?
@@ -100,6 +103,7 @@ impl Kv for KvService {
     }
 
     async fn txn(&self, request: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
+        self.0.require_leader(request.metadata())?;
         match self.write(Internal::Txn(request.into_inner())).await? {
             Applied::Txn(mut r) => {
                 stamp_txn(&self.0, &mut r);
@@ -113,6 +117,7 @@ impl Kv for KvService {
         &self,
         request: Request<CompactionRequest>,
     ) -> Result<Response<CompactionResponse>, Status> {
+        self.0.require_leader(request.metadata())?;
         match self
             .write(Internal::Compaction(request.into_inner()))
             .await?

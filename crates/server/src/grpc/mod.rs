@@ -57,6 +57,19 @@ impl Context {
         }
     }
 
+    /// etcd's `hasleader` metadata: a client that set it (`WithRequireLeader`) wants an
+    /// immediate "no leader" rather than a wait when this member knows of no leader.
+    pub fn require_leader(&self, md: &tonic::metadata::MetadataMap) -> Result<(), tonic::Status> {
+        let wants = md
+            .get("hasleader")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v == "true");
+        if wants && self.node.status.leader().is_none() {
+            return Err(crate::errors::ServerError::NoLeader.into());
+        }
+        Ok(())
+    }
+
     /// Fill in the identity parts of a header the store produced (it sets the revision).
     pub fn stamp(&self, header: &mut Option<ResponseHeader>) {
         let rev = header.as_ref().map(|h| h.revision).unwrap_or(0);

@@ -72,6 +72,7 @@ pub fn spawn<S: StateMachine>(
         applied_term: params.applied_term,
         last_snapshot: params.applied,
         snapshot_running: false,
+        announced_commit: 0,
         pending: BTreeMap::new(),
         to_propose: Vec::new(),
         parked: Vec::new(),
@@ -117,6 +118,8 @@ struct Runtime<S: StateMachine> {
     applied_term: u64,
     last_snapshot: u64,
     snapshot_running: bool,
+    /// The highest commit index we made sure followers hear about (see `announce_commit`).
+    announced_commit: u64,
 
     /// Proposals in the log, by index: answered when that index is applied.
     pending: BTreeMap<u64, (u64, Responder<S::Output>)>,
@@ -183,8 +186,12 @@ impl<S: StateMachine> Runtime<S> {
                 }
                 self.housekeeping(now);
             }
-            self.flush_proposals();
+            let proposed = self.flush_proposals();
             self.flush_reads();
+            while self.p.raft.has_ready() {
+                self.process_ready()?;
+            }
+            self.announce_commit(proposed);
             while self.p.raft.has_ready() {
                 self.process_ready()?;
             }
@@ -249,16 +256,37 @@ impl<S: StateMachine> Runtime<S> {
         }
     }
 
+    /// Tell followers about a commit index that advanced while no new entries are going
+    /// out to carry it.
+    ///
+    /// Why: the core announces a new commit index only with the next Append or heartbeat,
+    /// so an idle follower would learn it up to one heartbeat interval late — and a write or
+    /// linearizable read served by that follower waits for exactly that. A ReadIndex round
+    /// is the core's way to broadcast a heartbeat (carrying the commit index) now; its
+    /// answer is ignored. When proposals were placed this round, the Appends carrying them
+    /// also carry the commit index, so nothing extra is sent.
+    fn announce_commit(&mut self, proposed: bool) {
+        let commit = self.shared.commit();
+        if self.role != Role::Leader || proposed || commit <= self.announced_commit {
+            return;
+        }
+        self.announced_commit = commit;
+        let _ = self
+            .p
+            .raft
+            .read_index(Bytes::from_static(b"commit-announce"));
+    }
+
     /// Place this round's proposals: in our log if we lead, with the leader otherwise, or
-    /// parked until a leader is known.
-    fn flush_proposals(&mut self) {
+    /// parked until a leader is known. Returns whether entries were added to our log.
+    fn flush_proposals(&mut self) -> bool {
         if self.leader.is_some() && !self.parked.is_empty() {
             for (data, resp, since) in std::mem::take(&mut self.parked) {
                 self.to_propose.push((data, Origin::Local(resp, since)));
             }
         }
         if self.to_propose.is_empty() {
-            return;
+            return false;
         }
         let batch = std::mem::take(&mut self.to_propose);
         if self.role == Role::Leader {
@@ -280,7 +308,7 @@ impl<S: StateMachine> Runtime<S> {
                             ),
                         }
                     }
-                    return;
+                    return true;
                 }
                 Err(ProposeError::NotLeader { leader }) => self.leader = leader,
                 Err(ProposeError::TransferInProgress) => {}
@@ -316,6 +344,7 @@ impl<S: StateMachine> Runtime<S> {
                 },
             }
         }
+        false
     }
 
     /// Hand this round's reads to the core as one ReadIndex request.
