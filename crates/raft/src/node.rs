@@ -462,6 +462,20 @@ impl RaftNode {
         Ok(())
     }
 
+    /// Leader only: send a heartbeat round now, so idle followers learn the current commit
+    /// index at once instead of with the next Append or scheduled heartbeat. The core does not
+    /// do this by itself on every commit (it would double the messages per proposal); a
+    /// runtime that serves reads or writes on followers calls it when the commit index moved
+    /// and no proposal is going out to carry it. Returns false (and sends nothing) on a
+    /// non-leader.
+    pub fn announce_commit(&mut self) -> bool {
+        if self.role != Role::Leader {
+            return false;
+        }
+        self.broadcast_heartbeat();
+        true
+    }
+
     /// Campaign now, as if the election timeout had elapsed (used by tests and tooling).
     pub fn campaign(&mut self) {
         if self.role != Role::Leader {

@@ -596,3 +596,24 @@ fn learners_replicate_but_never_vote_or_campaign() {
     l.step(msg(2, 1, 1, ack)).unwrap();
     assert_eq!(l.commit_index(), 1);
 }
+
+#[test]
+fn announce_commit_tells_idle_followers_at_once() {
+    let mut c = Cluster::new(3);
+    c.elect(1);
+    c.propose(1, &["a"]);
+    c.stabilize();
+    assert_eq!(c.applied_data(1), ["a"]);
+    assert!(
+        c.applied_data(2).is_empty(),
+        "followers learn the commit later by default"
+    );
+    assert!(c.node_mut(1).announce_commit());
+    c.stabilize();
+    assert_eq!(c.applied_data(2), ["a"]);
+    assert_eq!(c.applied_data(3), ["a"]);
+    assert!(
+        !c.node_mut(2).announce_commit(),
+        "followers have nothing to announce"
+    );
+}
