@@ -40,7 +40,7 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
         .enable_all()
         .thread_name("raftkv-io")
         .build()?;
-    runtime.block_on(async move {
+    let result = runtime.block_on(async move {
         let shutdown = tokio_util::sync::CancellationToken::new();
         let on_signal = shutdown.clone();
         tokio::spawn(async move {
@@ -48,7 +48,10 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
             on_signal.cancel();
         });
         server::serve(config, shutdown).await
-    })
+    });
+    // Tasks still holding connections are dropped, not awaited.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(500));
+    result
 }
 
 /// SIGINT (Ctrl-C) or SIGTERM (docker stop, Kubernetes).

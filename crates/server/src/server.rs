@@ -31,6 +31,9 @@ const PEERS_FILE: &str = "raftkv.peers";
 /// over the limit gets etcd's "request is too large" rather than a transport error.
 const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
 
+/// How long a shutdown waits for client connections to close by themselves.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
 async fn bind_all(addrs: &[ListenAddr]) -> anyhow::Result<Vec<(String, TcpListener)>> {
     let mut out = Vec::new();
     for l in addrs {
@@ -226,8 +229,18 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     };
     shutdown.cancel();
     handle.shutdown();
-    for s in servers {
-        let _ = s.await;
+    // Graceful close waits for clients to hang up; an idle HTTP/2 client never does.
+    // Give in-flight calls a moment, then drop the connections.
+    let drain = async {
+        for s in &mut servers {
+            let _ = s.await;
+        }
+    };
+    if tokio::time::timeout(SHUTDOWN_GRACE, drain).await.is_err() {
+        info!("closing remaining client connections");
+        for s in &servers {
+            s.abort();
+        }
     }
     info!("member stopped");
     match result {
