@@ -230,3 +230,12 @@ fn scales_linearly() {
         "20k: {ts:?}, 80k: {tb:?}"
     );
 }
+
+#[test]
+fn list_values_round_trip() {
+    assert_eq!(elle::encode_list(&[1, 5, 9]), "1,5,9");
+    assert_eq!(elle::decode_list("1,5,9"), Some(vec![1, 5, 9]));
+    assert_eq!(elle::decode_list(&elle::encode_list(&[])), Some(vec![]));
+    assert_eq!(elle::decode_list("1,x"), None);
+    assert_eq!(elle::decode_list("1,,2"), None);
+}
