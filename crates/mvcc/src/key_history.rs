@@ -71,10 +71,7 @@ impl KeyHistory {
     }
 
     pub fn push(&mut self, entry: Entry) {
-        debug_assert!(self
-            .entries
-            .last()
-            .map_or(true, |last| last.rev < entry.rev));
+        debug_assert!(self.entries.last().is_none_or(|last| last.rev < entry.rev));
         self.entries.push(entry);
     }
 
