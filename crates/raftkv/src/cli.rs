@@ -33,7 +33,13 @@ pub struct GlobalOptions {
     pub endpoints: Option<Vec<String>>,
 
     /// Output format.
-    #[arg(short = 'w', long = "write-out", global = true, value_enum, default_value = "simple")]
+    #[arg(
+        short = 'w',
+        long = "write-out",
+        global = true,
+        value_enum,
+        default_value = "simple"
+    )]
     pub write_out: OutputFormat,
 
     /// Time allowed to connect to an endpoint (e.g. 2s, 500ms).
@@ -64,14 +70,22 @@ impl GlobalOptions {
 /// `2s`, `500ms`, `1m` or a bare number of seconds.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let value: f64 = number.parse().map_err(|_| format!("{text:?} is not a duration (e.g. 5s, 500ms)"))?;
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration (e.g. 5s, 500ms)"))?;
     let seconds = match unit {
         "" | "s" => value,
         "ms" => value / 1000.0,
         "m" => value * 60.0,
-        _ => return Err(format!("unknown unit {unit:?} in {text:?} (use ms, s or m)")),
+        _ => {
+            return Err(format!(
+                "unknown unit {unit:?} in {text:?} (use ms, s or m)"
+            ))
+        }
     };
     if !seconds.is_finite() || seconds < 0.0 {
         return Err(format!("{text:?} is not a valid duration"));
@@ -318,7 +332,9 @@ mod tests {
         .unwrap();
         assert_eq!(cli.global.endpoints_or_default(), ["a:1", "b:2"]);
         assert_eq!(cli.global.write_out, OutputFormat::Json);
-        let Command::Get(get) = cli.command else { panic!("not get") };
+        let Command::Get(get) = cli.command else {
+            panic!("not get")
+        };
         assert!(get.prefix);
         assert_eq!(get.limit, 3);
         assert_eq!(get.consistency, Consistency::S);
@@ -328,7 +344,9 @@ mod tests {
     #[test]
     fn lincheck_arguments_pass_through() {
         let cli = Cli::try_parse_from(["raftkv", "lincheck", "--format", "kv", "a.txt"]).unwrap();
-        let Command::Lincheck(l) = cli.command else { panic!("not lincheck") };
+        let Command::Lincheck(l) = cli.command else {
+            panic!("not lincheck")
+        };
         assert_eq!(l.args, ["--format", "kv", "a.txt"]);
     }
 }

@@ -148,7 +148,8 @@ impl Client {
     {
         let mut last = None;
         for target in &self.targets {
-            let outcome = tokio::time::timeout(self.timeouts.call, call(target.channel.clone())).await;
+            let outcome =
+                tokio::time::timeout(self.timeouts.call, call(target.channel.clone())).await;
             let status = match outcome {
                 Ok(Ok(response)) => return Ok(response.into_inner()),
                 Ok(Err(status)) => status,
@@ -182,7 +183,10 @@ impl Client {
         .await
     }
 
-    pub async fn delete_range(&self, request: DeleteRangeRequest) -> Result<DeleteRangeResponse, CallError> {
+    pub async fn delete_range(
+        &self,
+        request: DeleteRangeRequest,
+    ) -> Result<DeleteRangeResponse, CallError> {
         self.with_failover(|ch| {
             let request = request.clone();
             async move { KvClient::new(ch).delete_range(request).await }
@@ -198,7 +202,10 @@ impl Client {
         .await
     }
 
-    pub async fn compact(&self, request: CompactionRequest) -> Result<CompactionResponse, CallError> {
+    pub async fn compact(
+        &self,
+        request: CompactionRequest,
+    ) -> Result<CompactionResponse, CallError> {
         self.with_failover(|ch| {
             let request = request.clone();
             async move { KvClient::new(ch).compact(request).await }
@@ -207,20 +214,26 @@ impl Client {
     }
 
     pub async fn status(&self) -> Result<StatusResponse, CallError> {
-        self.with_failover(|ch| async move { MaintenanceClient::new(ch).status(StatusRequest {}).await })
-            .await
+        self.with_failover(
+            |ch| async move { MaintenanceClient::new(ch).status(StatusRequest {}).await },
+        )
+        .await
     }
 
     pub async fn hash_kv(&self, revision: i64) -> Result<HashKvResponse, CallError> {
         self.with_failover(|ch| async move {
-            MaintenanceClient::new(ch).hash_kv(HashKvRequest { revision }).await
+            MaintenanceClient::new(ch)
+                .hash_kv(HashKvRequest { revision })
+                .await
         })
         .await
     }
 
     pub async fn alarms(&self) -> Result<AlarmResponse, CallError> {
         self.with_failover(|ch| async move {
-            MaintenanceClient::new(ch).alarm(AlarmRequest::default()).await
+            MaintenanceClient::new(ch)
+                .alarm(AlarmRequest::default())
+                .await
         })
         .await
     }
@@ -245,7 +258,11 @@ impl Client {
     }
 
     /// Linearizable (or serializable) single-key read; `None` if absent.
-    pub async fn get_str(&self, key: &str, serializable: bool) -> Result<Option<String>, CallError> {
+    pub async fn get_str(
+        &self,
+        key: &str,
+        serializable: bool,
+    ) -> Result<Option<String>, CallError> {
         let response = self
             .range(RangeRequest {
                 key: key.as_bytes().to_vec().into(),

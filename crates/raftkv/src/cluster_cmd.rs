@@ -24,7 +24,9 @@ pub async fn run(data_dir: Option<PathBuf>, free_ports: bool) -> Result<()> {
             .filter(|&port| std::net::TcpListener::bind(("127.0.0.1", port)).is_err())
             .collect();
         if !busy.is_empty() {
-            bail!("ports {busy:?} are in use on 127.0.0.1; stop what uses them or pass --free-ports");
+            bail!(
+                "ports {busy:?} are in use on 127.0.0.1; stop what uses them or pass --free-ports"
+            );
         }
         spec.ports = Some(CONVENTIONAL_PORTS.to_vec());
     } else {
@@ -33,9 +35,18 @@ pub async fn run(data_dir: Option<PathBuf>, free_ports: bool) -> Result<()> {
     }
     let mut cluster = LocalCluster::start(spec)?;
     let endpoints = cluster.endpoints().join(",");
-    println!("raftkv cluster: 3 members on 127.0.0.1, data and logs in {}", cluster.data_root().display());
+    println!(
+        "raftkv cluster: 3 members on 127.0.0.1, data and logs in {}",
+        cluster.data_root().display()
+    );
     for m in cluster.members() {
-        println!("  {:<8} client {}  peer {}  log {}", m.name, m.client_url(), m.peer_url(), m.log_path.display());
+        println!(
+            "  {:<8} client {}  peer {}  log {}",
+            m.name,
+            m.client_url(),
+            m.peer_url(),
+            m.log_path.display()
+        );
     }
     {
         // Scoped: the client's connections must be closed before the members are asked to

@@ -120,12 +120,18 @@ pub fn agreed_leader(states: &[Result<MemberState, CallError>]) -> Result<Agreed
         ));
     }
     let Some(index) = ok.iter().position(|s| s.member_id == first.leader) else {
-        return Err(format!("the leader {:x} is not among the polled members", first.leader));
+        return Err(format!(
+            "the leader {:x} is not among the polled members",
+            first.leader
+        ));
     };
     let leader = ok[index];
     let max_term = ok.iter().map(|s| s.term).max().unwrap_or(0);
     if !leader.is_leader() || leader.term != max_term {
-        return Err(format!("{:x} is not (yet) leader of term {max_term}", leader.member_id));
+        return Err(format!(
+            "{:x} is not (yet) leader of term {max_term}",
+            leader.member_id
+        ));
     }
     Ok(AgreedLeader {
         member_id: leader.member_id,
@@ -145,11 +151,17 @@ pub async fn wait_for_leader(
     let deadline = Instant::now() + limit;
     loop {
         let states = poll_states(client).await;
-        let answered: Vec<MemberState> = states.iter().filter_map(|s| s.as_ref().ok().cloned()).collect();
+        let answered: Vec<MemberState> = states
+            .iter()
+            .filter_map(|s| s.as_ref().ok().cloned())
+            .collect();
         ledger.record(&answered)?;
         let last = match agreed_leader(&states) {
             Ok(leader) if accept(&leader) => return Ok(leader),
-            Ok(leader) => format!("leader {:x} (term {}) is not the one awaited", leader.member_id, leader.term),
+            Ok(leader) => format!(
+                "leader {:x} (term {}) is not the one awaited",
+                leader.member_id, leader.term
+            ),
             Err(reason) => reason,
         };
         if Instant::now() >= deadline {
@@ -178,7 +190,9 @@ mod tests {
     #[test]
     fn ledger_catches_two_leaders_in_one_term() {
         let mut ledger = TermLedger::default();
-        ledger.record(&[state("a", 1, 1, 2), state("b", 2, 1, 2)]).unwrap();
+        ledger
+            .record(&[state("a", 1, 1, 2), state("b", 2, 1, 2)])
+            .unwrap();
         ledger.record(&[state("b", 2, 2, 3)]).unwrap();
         let err = ledger.record(&[state("c", 3, 3, 3)]).unwrap_err();
         assert!(err.contains("term 3 has two leaders"), "{err}");
@@ -187,15 +201,30 @@ mod tests {
 
     #[test]
     fn agreement_needs_everyone_and_a_self_declared_leader() {
-        let all = vec![Ok(state("a", 1, 2, 5)), Ok(state("b", 2, 2, 5)), Ok(state("c", 3, 2, 5))];
+        let all = vec![
+            Ok(state("a", 1, 2, 5)),
+            Ok(state("b", 2, 2, 5)),
+            Ok(state("c", 3, 2, 5)),
+        ];
         assert_eq!(
             agreed_leader(&all),
-            Ok(AgreedLeader { member_id: 2, term: 5, endpoint_index: 1 })
+            Ok(AgreedLeader {
+                member_id: 2,
+                term: 5,
+                endpoint_index: 1
+            })
         );
-        let split = vec![Ok(state("a", 1, 2, 5)), Ok(state("b", 2, 2, 5)), Ok(state("c", 3, 0, 6))];
+        let split = vec![
+            Ok(state("a", 1, 2, 5)),
+            Ok(state("b", 2, 2, 5)),
+            Ok(state("c", 3, 0, 6)),
+        ];
         assert!(agreed_leader(&split).is_err());
         let stale = vec![Ok(state("a", 1, 2, 6)), Ok(state("b", 2, 2, 5))];
-        assert!(agreed_leader(&stale).is_err(), "leader's term is behind a follower's");
+        assert!(
+            agreed_leader(&stale).is_err(),
+            "leader's term is behind a follower's"
+        );
         let absent = vec![Ok(state("a", 1, 9, 5))];
         assert!(agreed_leader(&absent).is_err());
     }

@@ -176,5 +176,9 @@ pub async fn hashkv(global: &GlobalOptions, cmd: &HashKvCommand) -> Result<()> {
 
 pub async fn members(global: &GlobalOptions) -> Result<()> {
     let response = client(global)?.member_list(true).await?;
-    emit(&output::members(global.write_out, &response.members, response.header.as_ref()))
+    emit(&output::members(
+        global.write_out,
+        &response.members,
+        response.header.as_ref(),
+    ))
 }

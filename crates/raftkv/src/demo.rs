@@ -72,7 +72,10 @@ impl Narrator {
             Ok(d) => (true, d),
             Err(d) => (false, d),
         };
-        self.say(&format!("{} {name}: {detail}", if ok { "ok  " } else { "FAIL" }));
+        self.say(&format!(
+            "{} {name}: {detail}",
+            if ok { "ok  " } else { "FAIL" }
+        ));
         self.steps.push(StepResult {
             name: name.to_string(),
             ok,
@@ -198,7 +201,10 @@ async fn check_acknowledged(
     if seen == wanted {
         Ok(())
     } else {
-        let missing: Vec<&String> = wanted.keys().filter(|k| seen.get(*k) != wanted.get(*k)).collect();
+        let missing: Vec<&String> = wanted
+            .keys()
+            .filter(|k| seen.get(*k) != wanted.get(*k))
+            .collect();
         Err(format!(
             "{} acknowledged keys, {} read back; missing or wrong: {missing:?}",
             wanted.len(),
@@ -209,7 +215,10 @@ async fn check_acknowledged(
 
 /// Polls until every client's HashKV at the same revision equals the first client's.
 /// The revision is the first client's current one when the step starts.
-async fn wait_for_equal_hashes(clients: &[(String, Client)], limit: Duration) -> Result<String, String> {
+async fn wait_for_equal_hashes(
+    clients: &[(String, Client)],
+    limit: Duration,
+) -> Result<String, String> {
     let deadline = Instant::now() + limit;
     let reference = &clients[0].1;
     let revision = reference
@@ -231,20 +240,33 @@ async fn wait_for_equal_hashes(clients: &[(String, Client)], limit: Duration) ->
             }
         }
         if hashes.len() == clients.len() {
-            if hashes.iter().all(|h| (h.1, h.2) == (hashes[0].1, hashes[0].2)) {
-                return Ok(format!("HashKV at revision {revision} = {:08x} on all of {}", hashes[0].1, names(clients)));
+            if hashes
+                .iter()
+                .all(|h| (h.1, h.2) == (hashes[0].1, hashes[0].2))
+            {
+                return Ok(format!(
+                    "HashKV at revision {revision} = {:08x} on all of {}",
+                    hashes[0].1,
+                    names(clients)
+                ));
             }
             last = format!("hashes differ: {hashes:?}");
         }
         if Instant::now() >= deadline {
-            return Err(format!("replicas did not converge at revision {revision} within {limit:?}: {last}"));
+            return Err(format!(
+                "replicas did not converge at revision {revision} within {limit:?}: {last}"
+            ));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
 fn names(clients: &[(String, Client)]) -> String {
-    clients.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", ")
+    clients
+        .iter()
+        .map(|(n, _)| n.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 const LOCAL_STEPS: &[&str] = &[
@@ -293,7 +315,10 @@ async fn run_local(options: DemoOptions) -> Result<bool> {
     let (summary, all) = n.summary(LOCAL_STEPS);
     print!("{summary}");
     if !all {
-        println!("\nlast log lines of the members:\n{}", cluster.log_tails(15));
+        println!(
+            "\nlast log lines of the members:\n{}",
+            cluster.log_tails(15)
+        );
     }
     let _ = cluster.stop_all(Duration::from_secs(5));
     Ok(all)
@@ -301,7 +326,11 @@ async fn run_local(options: DemoOptions) -> Result<bool> {
 
 /// The destructive scenario. Returns early (Err) at the first failed step; every step's
 /// result is already in the narrator.
-async fn local_steps(cluster: &mut LocalCluster, n: &mut Narrator, timeouts: Timeouts) -> Result<(), String> {
+async fn local_steps(
+    cluster: &mut LocalCluster,
+    n: &mut Narrator,
+    timeouts: Timeouts,
+) -> Result<(), String> {
     let all = Client::new(&cluster.endpoints(), timeouts).map_err(|e| e.to_string())?;
     let name_of = |index: usize, cluster: &LocalCluster| cluster.member(index).name.clone();
     let mut ledger = TermLedger::default();
@@ -332,7 +361,11 @@ async fn local_steps(cluster: &mut LocalCluster, n: &mut Narrator, timeouts: Tim
         match wait_for_leader(&all, &mut ledger, STEP_LIMIT, |_| true).await {
             Ok(l) => {
                 leader = l;
-                Ok(format!("{} leads term {}", name_of(leader.endpoint_index, cluster), leader.term))
+                Ok(format!(
+                    "{} leads term {}",
+                    name_of(leader.endpoint_index, cluster),
+                    leader.term
+                ))
             }
             Err(e) => Err(e),
         }
@@ -347,13 +380,17 @@ async fn local_steps(cluster: &mut LocalCluster, n: &mut Narrator, timeouts: Tim
                     .await
                     .map_err(|e| format!("through {}: {e}", name_of(i, cluster)))?;
             }
-            Ok(format!("revisions {revisions:?}, read back linearizably through all 3 members"))
+            Ok(format!(
+                "revisions {revisions:?}, read back linearizably through all 3 members"
+            ))
         }
         .await
     });
 
     // 3. Kill a follower.
-    let follower = (0..cluster.len()).find(|&i| i != leader.endpoint_index).expect("3 members");
+    let follower = (0..cluster.len())
+        .find(|&i| i != leader.endpoint_index)
+        .expect("3 members");
     step!(LOCAL_STEPS[2], {
         cluster
             .kill_member(follower)
@@ -368,7 +405,11 @@ async fn local_steps(cluster: &mut LocalCluster, n: &mut Narrator, timeouts: Tim
         async {
             let revisions = write_batch(&two, &mut acked, prefix, 4..=6, true).await?;
             check_acknowledged(&two, &acked, prefix, false).await?;
-            Ok(format!("revisions {revisions:?} committed by {} and {}", name_of(survivors[0], cluster), name_of(survivors[1], cluster)))
+            Ok(format!(
+                "revisions {revisions:?} committed by {} and {}",
+                name_of(survivors[0], cluster),
+                name_of(survivors[1], cluster)
+            ))
         }
         .await
     });
@@ -378,7 +419,10 @@ async fn local_steps(cluster: &mut LocalCluster, n: &mut Narrator, timeouts: Tim
         async {
             cluster.start_member(follower).map_err(|e| e.to_string())?;
             let pair = vec![
-                (name_of(leader.endpoint_index, cluster), all.only(leader.endpoint_index)),
+                (
+                    name_of(leader.endpoint_index, cluster),
+                    all.only(leader.endpoint_index),
+                ),
                 (name_of(follower, cluster), all.only(follower)),
             ];
             let hashes = wait_for_equal_hashes(&pair, STEP_LIMIT).await?;
@@ -392,11 +436,15 @@ async fn local_steps(cluster: &mut LocalCluster, n: &mut Narrator, timeouts: Tim
 
     // 6. Kill the leader; a new one must be elected among the other two.
     let old_leader = leader.clone();
-    let others: Vec<usize> = (0..cluster.len()).filter(|&i| i != old_leader.endpoint_index).collect();
+    let others: Vec<usize> = (0..cluster.len())
+        .filter(|&i| i != old_leader.endpoint_index)
+        .collect();
     let rest = client_for(cluster, &others, timeouts)?;
     step!(LOCAL_STEPS[5], {
         async {
-            cluster.kill_member(old_leader.endpoint_index).map_err(|e| e.to_string())?;
+            cluster
+                .kill_member(old_leader.endpoint_index)
+                .map_err(|e| e.to_string())?;
             let killed_at = Instant::now();
             let new = wait_for_leader(&rest, &mut ledger, STEP_LIMIT, |l| {
                 l.member_id != old_leader.member_id && l.term > old_leader.term
@@ -434,7 +482,10 @@ async fn local_steps(cluster: &mut LocalCluster, n: &mut Narrator, timeouts: Tim
                     .await
                     .map_err(|e| format!("through {}: {e}", name_of(others[i], cluster)))?;
             }
-            Ok(format!("all {} acknowledged writes read back linearizably through both members", acked.len()))
+            Ok(format!(
+                "all {} acknowledged writes read back linearizably through both members",
+                acked.len()
+            ))
         }
         .await
     });
@@ -442,8 +493,13 @@ async fn local_steps(cluster: &mut LocalCluster, n: &mut Narrator, timeouts: Tim
     // 9. The old leader comes back (as Kubernetes recreates a deleted pod) and catches up.
     step!(LOCAL_STEPS[8], {
         async {
-            cluster.start_member(old_leader.endpoint_index).map_err(|e| e.to_string())?;
-            let mut trio = vec![(name_of(leader.endpoint_index, cluster), all.only(leader.endpoint_index))];
+            cluster
+                .start_member(old_leader.endpoint_index)
+                .map_err(|e| e.to_string())?;
+            let mut trio = vec![(
+                name_of(leader.endpoint_index, cluster),
+                all.only(leader.endpoint_index),
+            )];
             trio.extend(
                 (0..cluster.len())
                     .filter(|&i| i != leader.endpoint_index)
@@ -472,8 +528,15 @@ async fn local_steps(cluster: &mut LocalCluster, n: &mut Narrator, timeouts: Tim
     Ok(())
 }
 
-fn client_for(cluster: &LocalCluster, members: &[usize], timeouts: Timeouts) -> Result<Client, String> {
-    let endpoints: Vec<String> = members.iter().map(|&i| cluster.member(i).endpoint()).collect();
+fn client_for(
+    cluster: &LocalCluster,
+    members: &[usize],
+    timeouts: Timeouts,
+) -> Result<Client, String> {
+    let endpoints: Vec<String> = members
+        .iter()
+        .map(|&i| cluster.member(i).endpoint())
+        .collect();
     Client::new(&endpoints, timeouts).map_err(|e| e.to_string())
 }
 
@@ -488,7 +551,10 @@ const REMOTE_STEPS: &[&str] = &[
 async fn run_against_existing(endpoints: Vec<String>, timeouts: Timeouts) -> Result<bool> {
     let client = Client::new(&endpoints, timeouts)?;
     let mut n = Narrator::new();
-    println!("raftkv demo: non-destructive checks against {}", endpoints.join(", "));
+    println!(
+        "raftkv demo: non-destructive checks against {}",
+        endpoints.join(", ")
+    );
     let outcome = remote_steps(&client, &mut n).await;
     if let Err(e) = &outcome {
         n.say(&format!("stopped: {e}"));
@@ -520,7 +586,14 @@ async fn remote_steps(client: &Client, n: &mut Narrator) -> Result<(), String> {
     step!(REMOTE_STEPS[0], {
         wait_for_leader(client, &mut ledger, STEP_LIMIT, |_| true)
             .await
-            .map(|l| format!("{:x} leads term {} ({})", l.member_id, l.term, client.endpoints()[l.endpoint_index]))
+            .map(|l| {
+                format!(
+                    "{:x} leads term {} ({})",
+                    l.member_id,
+                    l.term,
+                    client.endpoints()[l.endpoint_index]
+                )
+            })
     });
     step!(REMOTE_STEPS[1], {
         async {
@@ -536,7 +609,8 @@ async fn remote_steps(client: &Client, n: &mut Narrator) -> Result<(), String> {
         .await
     });
     step!(REMOTE_STEPS[2], {
-        let each: Vec<(String, Client)> = client.endpoints().into_iter().zip(client.each()).collect();
+        let each: Vec<(String, Client)> =
+            client.endpoints().into_iter().zip(client.each()).collect();
         wait_for_equal_hashes(&each, STEP_LIMIT).await
     });
     step!(REMOTE_STEPS[3], {

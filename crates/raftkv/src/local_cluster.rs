@@ -158,9 +158,10 @@ impl LocalCluster {
             }
         };
         let ports = match &spec.ports {
-            Some(fixed) if fixed.len() == spec.names.len() => {
-                fixed.iter().flat_map(|&(client, peer)| [client, peer]).collect()
-            }
+            Some(fixed) if fixed.len() == spec.names.len() => fixed
+                .iter()
+                .flat_map(|&(client, peer)| [client, peer])
+                .collect(),
             Some(_) => bail!("give exactly one (client, peer) port pair per member"),
             None => free_loopback_ports(spec.names.len() * 2)?,
         };
@@ -283,9 +284,12 @@ impl LocalCluster {
                 Ok(())
             });
         }
-        let child = command
-            .spawn()
-            .with_context(|| format!("cannot start member {} ({:?})", member.name, self.spec.program))?;
+        let child = command.spawn().with_context(|| {
+            format!(
+                "cannot start member {} ({:?})",
+                member.name, self.spec.program
+            )
+        })?;
         self.members[index].child = Some(child);
         Ok(())
     }
@@ -384,7 +388,11 @@ impl LocalCluster {
     pub fn log_tails(&self, lines: usize) -> String {
         let mut out = String::new();
         for member in &self.members {
-            out.push_str(&format!("--- {} ({}) ---\n", member.name, member.log_path.display()));
+            out.push_str(&format!(
+                "--- {} ({}) ---\n",
+                member.name,
+                member.log_path.display()
+            ));
             out.push_str(&log_tail(&member.log_path, lines));
         }
         out

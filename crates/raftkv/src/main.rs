@@ -21,7 +21,9 @@ fn main() -> ExitCode {
 /// the local cluster spawn their member processes from this thread, which the members'
 /// parent-death signal is tied to (a runtime worker thread could exit and take them along).
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_current_thread().enable_all().build()?)
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -62,9 +64,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     }
                 }
             })?;
-            return Ok(if held { ExitCode::SUCCESS } else { ExitCode::FAILURE });
+            return Ok(if held {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            });
         }
-        Command::Cluster(cmd) => runtime()?.block_on(cluster_cmd::run(cmd.data_dir, cmd.free_ports))?,
+        Command::Cluster(cmd) => {
+            runtime()?.block_on(cluster_cmd::run(cmd.data_dir, cmd.free_ports))?
+        }
         Command::Put(cmd) => runtime()?.block_on(commands::put(&global, &cmd))?,
         Command::Get(cmd) => runtime()?.block_on(commands::get(&global, &cmd))?,
         Command::Del(cmd) => runtime()?.block_on(commands::del(&global, &cmd))?,

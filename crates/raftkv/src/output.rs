@@ -70,7 +70,11 @@ pub fn kv_json(kv: &KeyValue) -> Value {
 pub fn range_json(r: &RangeResponse) -> Value {
     let mut map = Map::new();
     map.insert("header".into(), header_json(r.header.as_ref()));
-    put_nonzero(&mut map, "kvs", Value::Array(r.kvs.iter().map(kv_json).collect()));
+    put_nonzero(
+        &mut map,
+        "kvs",
+        Value::Array(r.kvs.iter().map(kv_json).collect()),
+    );
     put_nonzero(&mut map, "more", json!(r.more));
     put_nonzero(&mut map, "count", json!(r.count));
     Value::Object(map)
@@ -89,7 +93,11 @@ pub fn delete_json(r: &DeleteRangeResponse) -> Value {
     let mut map = Map::new();
     map.insert("header".into(), header_json(r.header.as_ref()));
     put_nonzero(&mut map, "deleted", json!(r.deleted));
-    put_nonzero(&mut map, "prev_kvs", Value::Array(r.prev_kvs.iter().map(kv_json).collect()));
+    put_nonzero(
+        &mut map,
+        "prev_kvs",
+        Value::Array(r.prev_kvs.iter().map(kv_json).collect()),
+    );
     Value::Object(map)
 }
 
@@ -98,12 +106,18 @@ pub fn txn_json(r: &TxnResponse) -> Value {
         .responses
         .iter()
         .map(|op| match &op.response {
-            Some(Response::ResponseRange(x)) => json!({ "Response": { "response_range": range_json(x) } }),
-            Some(Response::ResponsePut(x)) => json!({ "Response": { "response_put": put_json(x) } }),
+            Some(Response::ResponseRange(x)) => {
+                json!({ "Response": { "response_range": range_json(x) } })
+            }
+            Some(Response::ResponsePut(x)) => {
+                json!({ "Response": { "response_put": put_json(x) } })
+            }
             Some(Response::ResponseDeleteRange(x)) => {
                 json!({ "Response": { "response_delete_range": delete_json(x) } })
             }
-            Some(Response::ResponseTxn(x)) => json!({ "Response": { "response_txn": txn_json(x) } }),
+            Some(Response::ResponseTxn(x)) => {
+                json!({ "Response": { "response_txn": txn_json(x) } })
+            }
             None => json!({}),
         })
         .collect();
@@ -165,7 +179,9 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
         s
     };
     let mut out = rule.clone();
-    out.push_str(&line(&headers.iter().map(|h| h.to_string()).collect::<Vec<_>>()));
+    out.push_str(&line(
+        &headers.iter().map(|h| h.to_string()).collect::<Vec<_>>(),
+    ));
     out.push_str(&rule);
     for row in rows {
         out.push_str(&line(row));
@@ -199,7 +215,10 @@ pub struct RangePrint {
 pub fn range(format: OutputFormat, r: &RangeResponse, how: RangePrint) -> String {
     match format {
         OutputFormat::Json => format!("{}\n", range_json(r)),
-        OutputFormat::Table => table(&["KEY", "VALUE", "CREATE", "MOD", "VERSION"], &kv_rows(&r.kvs)),
+        OutputFormat::Table => table(
+            &["KEY", "VALUE", "CREATE", "MOD", "VERSION"],
+            &kv_rows(&r.kvs),
+        ),
         OutputFormat::Simple => {
             if how.count_only {
                 return format!("{}\n", r.count);
@@ -226,7 +245,10 @@ pub fn put(format: OutputFormat, r: &PutResponse) -> String {
         OutputFormat::Table => {
             let mut out = table(&["RESULT"], &[vec!["OK".to_string()]]);
             if let Some(prev) = &r.prev_kv {
-                out.push_str(&table(&["KEY", "VALUE", "CREATE", "MOD", "VERSION"], &kv_rows(std::slice::from_ref(prev))));
+                out.push_str(&table(
+                    &["KEY", "VALUE", "CREATE", "MOD", "VERSION"],
+                    &kv_rows(std::slice::from_ref(prev)),
+                ));
             }
             out
         }
@@ -246,7 +268,10 @@ pub fn delete(format: OutputFormat, r: &DeleteRangeResponse) -> String {
         OutputFormat::Table => {
             let mut out = table(&["DELETED"], &[vec![r.deleted.to_string()]]);
             if !r.prev_kvs.is_empty() {
-                out.push_str(&table(&["KEY", "VALUE", "CREATE", "MOD", "VERSION"], &kv_rows(&r.prev_kvs)));
+                out.push_str(&table(
+                    &["KEY", "VALUE", "CREATE", "MOD", "VERSION"],
+                    &kv_rows(&r.prev_kvs),
+                ));
             }
             out
         }
@@ -264,11 +289,17 @@ pub fn txn(format: OutputFormat, r: &TxnResponse) -> String {
     if format == OutputFormat::Json {
         return format!("{}\n", txn_json(r));
     }
-    let mut out = String::from(if r.succeeded { "SUCCESS\n" } else { "FAILURE\n" });
+    let mut out = String::from(if r.succeeded {
+        "SUCCESS\n"
+    } else {
+        "FAILURE\n"
+    });
     for op in &r.responses {
         out.push('\n');
         match &op.response {
-            Some(Response::ResponseRange(x)) => out.push_str(&range(format, x, RangePrint::default())),
+            Some(Response::ResponseRange(x)) => {
+                out.push_str(&range(format, x, RangePrint::default()))
+            }
             Some(Response::ResponsePut(x)) => out.push_str(&put(format, x)),
             Some(Response::ResponseDeleteRange(x)) => out.push_str(&delete(format, x)),
             Some(Response::ResponseTxn(x)) => out.push_str(&txn(format, x)),
@@ -363,11 +394,20 @@ pub fn status(format: OutputFormat, rows: &[(String, StatusResponse)]) -> String
     }
 }
 
-pub fn members(format: OutputFormat, members: &[Member], header: Option<&ResponseHeader>) -> String {
+pub fn members(
+    format: OutputFormat,
+    members: &[Member],
+    header: Option<&ResponseHeader>,
+) -> String {
     let cells = |m: &Member| {
         vec![
             format!("{:x}", m.id),
-            if m.name.is_empty() { "unstarted" } else { "started" }.to_string(),
+            if m.name.is_empty() {
+                "unstarted"
+            } else {
+                "started"
+            }
+            .to_string(),
             m.name.clone(),
             m.peer_ur_ls.join(","),
             m.client_ur_ls.join(","),
@@ -380,10 +420,20 @@ pub fn members(format: OutputFormat, members: &[Member], header: Option<&Respons
             json!({ "header": header_json(header), "members": members.iter().map(member_json).collect::<Vec<_>>() })
         ),
         OutputFormat::Table => table(
-            &["ID", "STATUS", "NAME", "PEER ADDRS", "CLIENT ADDRS", "IS LEARNER"],
+            &[
+                "ID",
+                "STATUS",
+                "NAME",
+                "PEER ADDRS",
+                "CLIENT ADDRS",
+                "IS LEARNER",
+            ],
             &members.iter().map(cells).collect::<Vec<_>>(),
         ),
-        OutputFormat::Simple => members.iter().map(|m| format!("{}\n", cells(m).join(", "))).collect(),
+        OutputFormat::Simple => members
+            .iter()
+            .map(|m| format!("{}\n", cells(m).join(", ")))
+            .collect(),
     }
 }
 
@@ -425,26 +475,44 @@ mod tests {
             count: 2,
             ..Default::default()
         };
-        assert_eq!(range(OutputFormat::Simple, &r, RangePrint::default()), "a\n1\nb\n2\n");
-        let keys = RangePrint { keys_only: true, ..Default::default() };
+        assert_eq!(
+            range(OutputFormat::Simple, &r, RangePrint::default()),
+            "a\n1\nb\n2\n"
+        );
+        let keys = RangePrint {
+            keys_only: true,
+            ..Default::default()
+        };
         assert_eq!(range(OutputFormat::Simple, &r, keys), "a\nb\n");
-        let count = RangePrint { count_only: true, ..Default::default() };
+        let count = RangePrint {
+            count_only: true,
+            ..Default::default()
+        };
         assert_eq!(range(OutputFormat::Simple, &r, count), "2\n");
     }
 
     #[test]
     fn json_matches_etcdctl_shape() {
         let r = RangeResponse {
-            header: Some(ResponseHeader { cluster_id: 1, member_id: 2, revision: 3, raft_term: 4 }),
+            header: Some(ResponseHeader {
+                cluster_id: 1,
+                member_id: 2,
+                revision: 3,
+                raft_term: 4,
+            }),
             kvs: vec![kv("k", "v", 3)],
             more: false,
             count: 1,
         };
-        let v: Value = serde_json::from_str(&range(OutputFormat::Json, &r, RangePrint::default())).unwrap();
+        let v: Value =
+            serde_json::from_str(&range(OutputFormat::Json, &r, RangePrint::default())).unwrap();
         assert_eq!(v["header"]["revision"], 3);
         assert_eq!(v["kvs"][0]["key"], "aw==");
         assert_eq!(v["kvs"][0]["value"], "dg==");
-        assert!(v.get("more").is_none(), "false is omitted like Go's omitempty");
+        assert!(
+            v.get("more").is_none(),
+            "false is omitted like Go's omitempty"
+        );
         assert!(v["kvs"][0].get("lease").is_none());
     }
 
@@ -453,7 +521,12 @@ mod tests {
         let t = table(&["A", "LONGER"], &[vec!["xyz".into(), "1".into()]]);
         let lines: Vec<&str> = t.lines().collect();
         assert_eq!(lines.len(), 5);
-        assert!(lines.iter().all(|l| l.chars().count() == lines[0].chars().count()), "{t}");
+        assert!(
+            lines
+                .iter()
+                .all(|l| l.chars().count() == lines[0].chars().count()),
+            "{t}"
+        );
     }
 
     #[test]

@@ -8,12 +8,12 @@
 //! spaces, and the same flags as the top-level commands).
 
 use anyhow::{bail, Context, Result};
-use proto::prost::bytes::Bytes;
 use proto::etcdserverpb::{
     compare::{CompareResult, CompareTarget, TargetUnion},
     request_op::Request,
     Compare, DeleteRangeRequest, PutRequest, RangeRequest, RequestOp, TxnRequest,
 };
+use proto::prost::bytes::Bytes;
 
 use crate::client::prefix_range_end;
 
@@ -58,7 +58,9 @@ pub fn parse_compare(line: &str) -> Result<Compare> {
     let rest = &line[open + 1..];
     let (key, rest) = quoted(rest.trim_start()).context("the key must be in double quotes")?;
     let rest = rest.trim_start();
-    let rest = rest.strip_prefix(')').context("expected ')' after the key")?;
+    let rest = rest
+        .strip_prefix(')')
+        .context("expected ')' after the key")?;
     let rest = rest.trim_start();
     let op_len = rest
         .find(|c: char| !matches!(c, '=' | '!' | '<' | '>'))
@@ -83,14 +85,22 @@ pub fn parse_compare(line: &str) -> Result<Compare> {
     };
     let (target, union) = match target_name {
         "ver" | "version" => (CompareTarget::Version, TargetUnion::Version(number()?)),
-        "c" | "create" => (CompareTarget::Create, TargetUnion::CreateRevision(number()?)),
+        "c" | "create" => (
+            CompareTarget::Create,
+            TargetUnion::CreateRevision(number()?),
+        ),
         "m" | "mod" => (CompareTarget::Mod, TargetUnion::ModRevision(number()?)),
         "val" | "value" => (
             CompareTarget::Value,
             TargetUnion::Value(Bytes::from(value.clone().into_bytes())),
         ),
-        "lease" => (CompareTarget::Lease, TargetUnion::Lease(parse_lease(&value)?)),
-        other => bail!("unknown compare target {other:?} (use version, create, mod, value or lease)"),
+        "lease" => (
+            CompareTarget::Lease,
+            TargetUnion::Lease(parse_lease(&value)?),
+        ),
+        other => {
+            bail!("unknown compare target {other:?} (use version, create, mod, value or lease)")
+        }
     };
     Ok(Compare {
         result: result as i32,
@@ -104,7 +114,8 @@ pub fn parse_compare(line: &str) -> Result<Compare> {
 /// A lease id as etcdctl writes it: hexadecimal.
 pub fn parse_lease(text: &str) -> Result<i64> {
     let digits = text.trim_start_matches("0x");
-    i64::from_str_radix(digits, 16).with_context(|| format!("{text:?} is not a hexadecimal lease id"))
+    i64::from_str_radix(digits, 16)
+        .with_context(|| format!("{text:?} is not a hexadecimal lease id"))
 }
 
 /// A double-quoted string at the start of `text` (with `\"` and `\\` escapes); returns the
@@ -162,20 +173,30 @@ pub fn parse_op(line: &str) -> Result<RequestOp> {
     let flag_value = |name: &str| -> Result<Option<i64>> {
         for f in &flags {
             if let Some(v) = f.strip_prefix(&format!("--{name}=")) {
-                return Ok(Some(v.parse().with_context(|| format!("--{name} needs an integer"))?));
+                return Ok(Some(
+                    v.parse()
+                        .with_context(|| format!("--{name} needs an integer"))?,
+                ));
             }
         }
         Ok(None)
     };
     let has = |name: &str| flags.iter().any(|f| *f == format!("--{name}"));
     let key_range = |positional: &[&str]| -> Result<(Bytes, Bytes)> {
-        let key = positional.first().context("missing key")?.as_bytes().to_vec();
+        let key = positional
+            .first()
+            .context("missing key")?
+            .as_bytes()
+            .to_vec();
         let end = if has("prefix") {
             prefix_range_end(&key)
         } else if has("from-key") {
             vec![0]
         } else {
-            positional.get(1).map(|e| e.as_bytes().to_vec()).unwrap_or_default()
+            positional
+                .get(1)
+                .map(|e| e.as_bytes().to_vec())
+                .unwrap_or_default()
         };
         Ok((Bytes::from(key), Bytes::from(end)))
     };
@@ -237,7 +258,10 @@ mod tests {
         assert_eq!(c.target_union, Some(TargetUnion::ModRevision(0)));
 
         let c = parse_compare(r#"value("k") = "hello world""#).unwrap();
-        assert_eq!(c.target_union, Some(TargetUnion::Value(Bytes::from_static(b"hello world"))));
+        assert_eq!(
+            c.target_union,
+            Some(TargetUnion::Value(Bytes::from_static(b"hello world")))
+        );
         let c = parse_compare(r#"ver("k") != "3""#).unwrap();
         assert_eq!(c.result, CompareResult::NotEqual as i32);
         assert_eq!(c.target_union, Some(TargetUnion::Version(3)));
@@ -265,16 +289,22 @@ mod tests {
     #[test]
     fn operations_parse_with_quotes_and_flags() {
         let op = parse_op(r#"put k "a value""#).unwrap();
-        let Some(Request::RequestPut(put)) = op.request else { panic!() };
+        let Some(Request::RequestPut(put)) = op.request else {
+            panic!()
+        };
         assert_eq!(&put.value[..], b"a value");
 
         let op = parse_op("get p --prefix --limit=2").unwrap();
-        let Some(Request::RequestRange(range)) = op.request else { panic!() };
+        let Some(Request::RequestRange(range)) = op.request else {
+            panic!()
+        };
         assert_eq!(&range.range_end[..], b"q");
         assert_eq!(range.limit, 2);
 
         let op = parse_op("del a --from-key --prev-kv").unwrap();
-        let Some(Request::RequestDeleteRange(del)) = op.request else { panic!() };
+        let Some(Request::RequestDeleteRange(del)) = op.request else {
+            panic!()
+        };
         assert_eq!(&del.range_end[..], b"\0");
         assert!(del.prev_kv);
 
@@ -286,11 +316,20 @@ mod tests {
     #[test]
     fn script_has_three_blank_separated_blocks() {
         let txn = parse_txn("mod(\"k\") > \"0\"\n\nput k v\nget k\n\nput k w\n\n").unwrap();
-        assert_eq!((txn.compare.len(), txn.success.len(), txn.failure.len()), (1, 2, 1));
+        assert_eq!(
+            (txn.compare.len(), txn.success.len(), txn.failure.len()),
+            (1, 2, 1)
+        );
         // Missing trailing blocks are empty, not errors.
         let txn = parse_txn("value(\"k\") = \"v\"\n").unwrap();
-        assert_eq!((txn.compare.len(), txn.success.len(), txn.failure.len()), (1, 0, 0));
+        assert_eq!(
+            (txn.compare.len(), txn.success.len(), txn.failure.len()),
+            (1, 0, 0)
+        );
         let txn = parse_txn("\nput k v\n").unwrap();
-        assert_eq!((txn.compare.len(), txn.success.len(), txn.failure.len()), (0, 1, 0));
+        assert_eq!(
+            (txn.compare.len(), txn.success.len(), txn.failure.len()),
+            (0, 1, 0)
+        );
     }
 }

@@ -26,7 +26,9 @@ const TEST_LIMIT: Duration = Duration::from_secs(150);
 
 /// Runs `body` under the global lock and an overall time limit.
 fn bounded<F: Future<Output = ()>>(name: &str, body: impl FnOnce() -> F) {
-    let _guard = ONE_CLUSTER_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _guard = ONE_CLUSTER_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -39,7 +41,10 @@ fn bounded<F: Future<Output = ()>>(name: &str, body: impl FnOnce() -> F) {
 }
 
 fn client(cluster: &LocalCluster, members: &[usize]) -> Client {
-    let endpoints: Vec<String> = members.iter().map(|&i| cluster.member(i).endpoint()).collect();
+    let endpoints: Vec<String> = members
+        .iter()
+        .map(|&i| cluster.member(i).endpoint())
+        .collect();
     Client::new(&endpoints, Timeouts::default()).expect("client")
 }
 
@@ -47,7 +52,11 @@ fn all_client(cluster: &LocalCluster) -> Client {
     Client::new(&cluster.endpoints(), Timeouts::default()).expect("client")
 }
 
-async fn leader_of(cluster: &LocalCluster, client: &Client, ledger: &mut TermLedger) -> AgreedLeader {
+async fn leader_of(
+    cluster: &LocalCluster,
+    client: &Client,
+    ledger: &mut TermLedger,
+) -> AgreedLeader {
     match wait_for_leader(client, ledger, LEADER_LIMIT, |_| true).await {
         Ok(leader) => leader,
         Err(e) => panic!("{e}\n{}", cluster.log_tails(20)),
@@ -73,7 +82,13 @@ async fn put(client: &Client, key: &str, value: &str) -> i64 {
 async fn wait_converged(cluster: &LocalCluster, members: &[usize]) -> (i64, u32) {
     let deadline = Instant::now() + Duration::from_secs(30);
     let reference = client(cluster, &members[..1]);
-    let revision = reference.hash_kv(0).await.expect("HashKV").header.expect("header").revision;
+    let revision = reference
+        .hash_kv(0)
+        .await
+        .expect("HashKV")
+        .header
+        .expect("header")
+        .revision;
     let mut last = String::new();
     loop {
         let mut hashes = BTreeSet::new();
@@ -129,18 +144,31 @@ fn t1_start_and_stop() {
         let mut ledger = TermLedger::default();
         leader_of(&cluster, &all, &mut ledger).await;
         let states = poll_states(&all).await;
-        let ids: BTreeSet<u64> = states.iter().map(|s| s.as_ref().expect("status").member_id).collect();
+        let ids: BTreeSet<u64> = states
+            .iter()
+            .map(|s| s.as_ref().expect("status").member_id)
+            .collect();
         assert_eq!(ids.len(), 3, "three distinct member ids: {states:?}");
         let clusters: BTreeSet<u64> = {
             let mut set = BTreeSet::new();
             for one in all.each() {
-                set.insert(one.status().await.expect("status").header.expect("header").cluster_id);
+                set.insert(
+                    one.status()
+                        .await
+                        .expect("status")
+                        .header
+                        .expect("header")
+                        .cluster_id,
+                );
             }
             set
         };
         assert_eq!(clusters.len(), 1, "one cluster id");
         let killed = cluster.stop_all(Duration::from_secs(15)).expect("stop");
-        assert!(killed.is_empty(), "members ignored SIGTERM and had to be killed: {killed:?}");
+        assert!(
+            killed.is_empty(),
+            "members ignored SIGTERM and had to be killed: {killed:?}"
+        );
     });
 }
 
@@ -197,8 +225,14 @@ fn t4_three_operations_committed() {
         for (k, v) in [("t4/a", "1"), ("t4/b", "2"), ("t4/c", "3")] {
             revisions.push(put(&via_leader, k, v).await);
         }
-        assert_eq!(revisions, vec![revisions[0], revisions[0] + 1, revisions[0] + 2]);
-        assert_eq!(revisions[0], 2, "a fresh store is at revision 1, so the first write is 2");
+        assert_eq!(
+            revisions,
+            vec![revisions[0], revisions[0] + 1, revisions[0] + 2]
+        );
+        assert_eq!(
+            revisions[0], 2,
+            "a fresh store is at revision 1, so the first write is 2"
+        );
         for m in 0..3 {
             for (k, v) in [("t4/a", "1"), ("t4/b", "2"), ("t4/c", "3")] {
                 wait_local_value(&cluster, m, k, v).await;
@@ -219,7 +253,9 @@ fn t5a_agreement_despite_failed_follower() {
         let mut ledger = TermLedger::default();
         let leader = leader_of(&cluster, &all, &mut ledger).await;
         put(&all, "t5a/0", "before").await;
-        let follower = (0..3).find(|&i| i != leader.endpoint_index).expect("a follower");
+        let follower = (0..3)
+            .find(|&i| i != leader.endpoint_index)
+            .expect("a follower");
         cluster.kill_member(follower).expect("kill");
         let rest: Vec<usize> = (0..3).filter(|&i| i != follower).collect();
         let two = client(&cluster, &rest);
@@ -260,18 +296,29 @@ fn t5b_no_agreement_without_majority() {
         )
         .expect("client");
         for i in 1..=3 {
-            let outcome = lone.put_str(&format!("t5b/minority-{i}"), "must-not-commit").await;
-            assert!(outcome.is_err(), "a write was acknowledged by a minority: {outcome:?}");
+            let outcome = lone
+                .put_str(&format!("t5b/minority-{i}"), "must-not-commit")
+                .await;
+            assert!(
+                outcome.is_err(),
+                "a write was acknowledged by a minority: {outcome:?}"
+            );
         }
         let read = lone.get_str("t5b/0", false).await;
-        assert!(read.is_err(), "a linearizable read was served by a minority: {read:?}");
+        assert!(
+            read.is_err(),
+            "a linearizable read was served by a minority: {read:?}"
+        );
         // Recovery.
         for &f in &followers {
             cluster.start_member(f).expect("restart");
         }
         leader_of(&cluster, &all, &mut ledger).await;
         put(&all, "t5b/after", "recovered").await;
-        assert_eq!(all.get_str("t5b/0", false).await.expect("read"), Some("committed".to_string()));
+        assert_eq!(
+            all.get_str("t5b/0", false).await.expect("read"),
+            Some("committed".to_string())
+        );
         wait_converged(&cluster, &[0, 1, 2]).await;
     });
 }
@@ -294,17 +341,27 @@ fn t5c_concurrent_submissions() {
         let revisions: BTreeSet<i64> = futures_join_all(submissions).await.into_iter().collect();
         assert_eq!(revisions.len(), 5, "five distinct revisions: {revisions:?}");
         let expected: BTreeSet<i64> = (first + 1..=first + 5).collect();
-        assert_eq!(revisions, expected, "the five writes take the next five revisions");
+        assert_eq!(
+            revisions, expected,
+            "the five writes take the next five revisions"
+        );
         wait_converged(&cluster, &[0, 1, 2]).await;
         // Same applied index everywhere once converged.
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let states = poll_states(&all).await;
-            let applied: BTreeSet<u64> = states.iter().filter_map(|s| s.as_ref().ok()).map(|s| s.applied_index).collect();
+            let applied: BTreeSet<u64> = states
+                .iter()
+                .filter_map(|s| s.as_ref().ok())
+                .map(|s| s.applied_index)
+                .collect();
             if applied.len() == 1 && states.iter().all(|s| s.is_ok()) {
                 break;
             }
-            assert!(Instant::now() < deadline, "applied indexes differ: {states:?}");
+            assert!(
+                Instant::now() < deadline,
+                "applied indexes differ: {states:?}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     });

@@ -41,10 +41,16 @@ fn demo_runs_the_course_scenario_and_exits_zero() {
 fn demo_against_existing_cluster_is_non_destructive() {
     let cluster = common::start_cluster("demo-remote");
     let mut command = Command::new(env!("CARGO_BIN_EXE_raftkv"));
-    command.arg(format!("--endpoints={}", cluster.endpoints().join(","))).arg("demo");
+    command
+        .arg(format!("--endpoints={}", cluster.endpoints().join(",")))
+        .arg("demo");
     let out = common::run_with_timeout(command, None, Duration::from_secs(120));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "raftkv demo --endpoints failed:\n{stdout}\n{}", cluster.log_tails(20));
+    assert!(
+        out.status.success(),
+        "raftkv demo --endpoints failed:\n{stdout}\n{}",
+        cluster.log_tails(20)
+    );
     assert!(stdout.contains("result: 5 of 5 checks held"), "{stdout}");
     for m in cluster.members() {
         assert!(m.is_running(), "{} must still run", m.name);

@@ -6,21 +6,32 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use etcd_client::{Client, Compare, CompareOp, DeleteOptions, GetOptions, PutOptions, Txn, TxnOp, TxnOpResponse};
+use etcd_client::{
+    Client, Compare, CompareOp, DeleteOptions, GetOptions, PutOptions, Txn, TxnOp, TxnOpResponse,
+};
 
 #[test]
 fn etcd_client_crate_basics() {
     let cluster = common::start_cluster("ecc");
     let endpoints = cluster.endpoints();
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     runtime.block_on(async {
         let limit = Duration::from_secs(90);
         let run = tokio::time::timeout(limit, basics(&endpoints, &cluster));
-        assert!(run.await.is_ok(), "etcd-client basics did not finish within {limit:?}");
+        assert!(
+            run.await.is_ok(),
+            "etcd-client basics did not finish within {limit:?}"
+        );
     });
 }
 
-async fn connect_when_ready(endpoints: &[String], cluster: &raftkv::local_cluster::LocalCluster) -> Client {
+async fn connect_when_ready(
+    endpoints: &[String],
+    cluster: &raftkv::local_cluster::LocalCluster,
+) -> Client {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let attempt = async {
@@ -65,7 +76,10 @@ async fn basics(endpoints: &[String], cluster: &raftkv::local_cluster::LocalClus
         .expect("get at old revision");
     assert_eq!(old.kvs()[0].value_str().unwrap(), "1");
 
-    let all = client.get("crate/", Some(GetOptions::new().with_prefix())).await.expect("prefix get");
+    let all = client
+        .get("crate/", Some(GetOptions::new().with_prefix()))
+        .await
+        .expect("prefix get");
     let keys: Vec<&str> = all.kvs().iter().map(|kv| kv.key_str().unwrap()).collect();
     assert_eq!(keys, ["crate/a", "crate/b"]);
     assert_eq!(all.count(), 2);
@@ -87,14 +101,30 @@ async fn basics(endpoints: &[String], cluster: &raftkv::local_cluster::LocalClus
     }
 
     let deleted = client
-        .delete("crate/", Some(DeleteOptions::new().with_prefix().with_prev_key()))
+        .delete(
+            "crate/",
+            Some(DeleteOptions::new().with_prefix().with_prev_key()),
+        )
         .await
         .expect("delete");
     assert_eq!(deleted.deleted(), 2);
     assert_eq!(deleted.prev_kvs().len(), 2);
-    assert_eq!(client.get("crate/", Some(GetOptions::new().with_prefix())).await.expect("get").count(), 0);
+    assert_eq!(
+        client
+            .get("crate/", Some(GetOptions::new().with_prefix()))
+            .await
+            .expect("get")
+            .count(),
+        0
+    );
 
     // An etcd error arrives with etcd's message.
-    let err = client.put("", "v", None).await.expect_err("empty key must fail");
-    assert!(err.to_string().contains("etcdserver: key is not provided"), "{err}");
+    let err = client
+        .put("", "v", None)
+        .await
+        .expect_err("empty key must fail");
+    assert!(
+        err.to_string().contains("etcdserver: key is not provided"),
+        "{err}"
+    );
 }

@@ -64,7 +64,8 @@ impl Etcdctl {
         let mut all = args.to_vec();
         all.push("-w=json");
         let text = self.ok(&all);
-        serde_json::from_str(&text).unwrap_or_else(|e| panic!("etcdctl {args:?} -w json gave invalid JSON ({e}): {text}"))
+        serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("etcdctl {args:?} -w json gave invalid JSON ({e}): {text}"))
     }
 
     /// Current store revision, from the header of a (serializable-free) read.
@@ -136,11 +137,19 @@ fn put_and_get(ctl: &Etcdctl) {
     );
 
     // --prev-kv on put prints the old pair after OK.
-    assert_eq!(ctl.ok(&["put", "basic/foo", "qux", "--prev-kv"]), "OK\nbasic/foo\nbaz\n");
+    assert_eq!(
+        ctl.ok(&["put", "basic/foo", "qux", "--prev-kv"]),
+        "OK\nbasic/foo\nbaz\n"
+    );
 }
 
 fn get_prefix_from_key_limit(ctl: &Etcdctl) {
-    for (k, v) in [("range/a", "1"), ("range/b", "2"), ("range/c", "3"), ("rangf", "x")] {
+    for (k, v) in [
+        ("range/a", "1"),
+        ("range/b", "2"),
+        ("range/c", "3"),
+        ("rangf", "x"),
+    ] {
         ctl.ok(&["put", k, v]);
     }
     assert_eq!(
@@ -155,21 +164,30 @@ fn get_prefix_from_key_limit(ctl: &Etcdctl) {
         .collect::<Vec<_>>();
     assert_eq!(from, ["range/b", "range/c", "rangf"]);
     // An explicit [key, end) range.
-    assert_eq!(lines(&ctl.ok(&["get", "range/a", "range/c", "--keys-only"])), ["range/a", "range/b"]);
+    assert_eq!(
+        lines(&ctl.ok(&["get", "range/a", "range/c", "--keys-only"])),
+        ["range/a", "range/b"]
+    );
 
     let limited = ctl.json(&["get", "range/", "--prefix", "--limit=2"]);
     assert_eq!(limited["kvs"].as_array().unwrap().len(), 2);
     assert_eq!(limited["more"], true);
     assert_eq!(limited["count"], 3, "count ignores the limit");
     let exact = ctl.json(&["get", "range/", "--prefix", "--limit=3"]);
-    assert!(exact["more"].is_null() || exact["more"] == false, "no more keys: {exact}");
+    assert!(
+        exact["more"].is_null() || exact["more"] == false,
+        "no more keys: {exact}"
+    );
 }
 
 fn keys_only_count_only_serializable(ctl: &Etcdctl) {
     for k in ["ko/1", "ko/2", "ko/3"] {
         ctl.ok(&["put", k, "value"]);
     }
-    assert_eq!(lines(&ctl.ok(&["get", "ko/", "--prefix", "--keys-only"])), ["ko/1", "ko/2", "ko/3"]);
+    assert_eq!(
+        lines(&ctl.ok(&["get", "ko/", "--prefix", "--keys-only"])),
+        ["ko/1", "ko/2", "ko/3"]
+    );
     let keys_only = ctl.json(&["get", "ko/", "--prefix", "--keys-only"]);
     for kv in keys_only["kvs"].as_array().unwrap() {
         assert!(kv["value"].is_null(), "keys-only returned a value: {kv}");
@@ -181,11 +199,18 @@ fn keys_only_count_only_serializable(ctl: &Etcdctl) {
     if help.contains("--count-only") {
         let count_only = ctl.json(&["get", "ko/", "--prefix", "--count-only"]);
         assert_eq!(count_only["count"], 3);
-        assert!(count_only["kvs"].is_null(), "count-only returned kvs: {count_only}");
+        assert!(
+            count_only["kvs"].is_null(),
+            "count-only returned kvs: {count_only}"
+        );
     } else {
         let limited = ctl.json(&["get", "ko/", "--prefix", "--limit=1"]);
         assert_eq!(limited["count"], 3, "{limited}");
-        assert_eq!(limited["kvs"].as_array().map(Vec::len), Some(1), "{limited}");
+        assert_eq!(
+            limited["kvs"].as_array().map(Vec::len),
+            Some(1),
+            "{limited}"
+        );
     }
 
     // A serializable read from each member eventually shows the write (it is served locally).
@@ -193,14 +218,18 @@ fn keys_only_count_only_serializable(ctl: &Etcdctl) {
         let one = Etcdctl {
             endpoints: endpoint.to_string(),
         };
-        poll_until("a serializable read to see ko/3", Duration::from_secs(10), || {
-            let out = one.ok(&["get", "ko/3", "--consistency=s"]);
-            if out == "ko/3\nvalue\n" {
-                Ok(())
-            } else {
-                Err(out)
-            }
-        });
+        poll_until(
+            "a serializable read to see ko/3",
+            Duration::from_secs(10),
+            || {
+                let out = one.ok(&["get", "ko/3", "--consistency=s"]);
+                if out == "ko/3\nvalue\n" {
+                    Ok(())
+                } else {
+                    Err(out)
+                }
+            },
+        );
     }
 }
 
@@ -209,13 +238,22 @@ fn get_at_old_revision(ctl: &Etcdctl) {
     let first = ctl.revision();
     ctl.ok(&["put", "rev/k", "v2"]);
     let rev = first.to_string();
-    assert_eq!(ctl.ok(&["get", "rev/k", &format!("--rev={rev}")]), "rev/k\nv1\n");
+    assert_eq!(
+        ctl.ok(&["get", "rev/k", &format!("--rev={rev}")]),
+        "rev/k\nv1\n"
+    );
     assert_eq!(ctl.ok(&["get", "rev/k"]), "rev/k\nv2\n");
     let old = ctl.json(&["get", "rev/k", &format!("--rev={rev}")]);
-    assert!(old["header"]["revision"].as_i64().unwrap() > first, "header is the current revision");
+    assert!(
+        old["header"]["revision"].as_i64().unwrap() > first,
+        "header is the current revision"
+    );
     let future = format!("--rev={}", ctl.revision() + 100);
     let err = ctl.fails(&["get", "rev/k", &future]);
-    assert!(err.contains("etcdserver: mvcc: required revision is a future revision"), "{err}");
+    assert!(
+        err.contains("etcdserver: mvcc: required revision is a future revision"),
+        "{err}"
+    );
 }
 
 fn delete(ctl: &Etcdctl) {
@@ -233,17 +271,24 @@ fn delete(ctl: &Etcdctl) {
 fn txn_interactive(ctl: &Etcdctl) {
     ctl.ok(&["put", "txn/flag", "on"]);
     // Compares, blank line, success ops, blank line, failure ops, blank line.
-    let script = "value(\"txn/flag\") = \"on\"\n\nput txn/result yes\nget txn/flag\n\nput txn/result no\n\n";
+    let script =
+        "value(\"txn/flag\") = \"on\"\n\nput txn/result yes\nget txn/flag\n\nput txn/result no\n\n";
     let out = ctl.ok_with_stdin(&["txn", "-i"], Some(script));
     let out_lines = lines(&out);
-    let start = out_lines.iter().position(|l| *l == "SUCCESS").unwrap_or_else(|| panic!("no SUCCESS in {out}"));
+    let start = out_lines
+        .iter()
+        .position(|l| *l == "SUCCESS")
+        .unwrap_or_else(|| panic!("no SUCCESS in {out}"));
     assert_eq!(&out_lines[start..], ["SUCCESS", "OK", "txn/flag", "on"]);
     assert_eq!(ctl.ok(&["get", "txn/result"]), "txn/result\nyes\n");
 
     let failing = "mod(\"txn/flag\") = \"0\"\n\nput txn/result yes\n\nput txn/result no\n\n";
     let out = ctl.ok_with_stdin(&["txn", "-i"], Some(failing));
     let out_lines = lines(&out);
-    let start = out_lines.iter().position(|l| *l == "FAILURE").unwrap_or_else(|| panic!("no FAILURE in {out}"));
+    let start = out_lines
+        .iter()
+        .position(|l| *l == "FAILURE")
+        .unwrap_or_else(|| panic!("no FAILURE in {out}"));
     assert_eq!(&out_lines[start..], ["FAILURE", "OK"]);
     assert_eq!(ctl.ok(&["get", "txn/result"]), "txn/result\nno\n");
 
@@ -258,18 +303,32 @@ fn compaction(ctl: &Etcdctl) {
     let old = ctl.revision();
     ctl.ok(&["put", "compact/k", "new"]);
     let current = ctl.revision();
-    assert_eq!(ctl.ok(&["compaction", &current.to_string()]), format!("compacted revision {current}\n"));
+    assert_eq!(
+        ctl.ok(&["compaction", &current.to_string()]),
+        format!("compacted revision {current}\n")
+    );
     let err = ctl.fails(&["get", "compact/k", &format!("--rev={old}")]);
-    assert!(err.contains("etcdserver: mvcc: required revision has been compacted"), "{err}");
+    assert!(
+        err.contains("etcdserver: mvcc: required revision has been compacted"),
+        "{err}"
+    );
     // Reading exactly at the compaction revision still works.
-    assert_eq!(ctl.ok(&["get", "compact/k", &format!("--rev={current}")]), "compact/k\nnew\n");
+    assert_eq!(
+        ctl.ok(&["get", "compact/k", &format!("--rev={current}")]),
+        "compact/k\nnew\n"
+    );
     let err = ctl.fails(&["compaction", &current.to_string()]);
-    assert!(err.contains("etcdserver: mvcc: required revision has been compacted"), "{err}");
+    assert!(
+        err.contains("etcdserver: mvcc: required revision has been compacted"),
+        "{err}"
+    );
 }
 
 fn endpoint_status_and_health(ctl: &Etcdctl, cluster: &raftkv::local_cluster::LocalCluster) {
     let status = ctl.json(&["endpoint", "status"]);
-    let entries = status.as_array().expect("endpoint status -w json is an array");
+    let entries = status
+        .as_array()
+        .expect("endpoint status -w json is an array");
     assert_eq!(entries.len(), cluster.len());
     let mut leaders = std::collections::BTreeSet::new();
     let mut member_ids = std::collections::BTreeSet::new();
@@ -283,24 +342,52 @@ fn endpoint_status_and_health(ctl: &Etcdctl, cluster: &raftkv::local_cluster::Lo
         if leader == member_id {
             leader_count += 1;
         }
-        assert!(s["dbSize"].as_i64().unwrap_or(0) > 0, "dbSize must be > 0: {s}");
+        assert!(
+            s["dbSize"].as_i64().unwrap_or(0) > 0,
+            "dbSize must be > 0: {s}"
+        );
         assert!(s["raftTerm"].as_u64().unwrap_or(0) >= 1, "raftTerm: {s}");
         assert!(s["raftIndex"].as_u64().unwrap_or(0) >= 1, "raftIndex: {s}");
-        assert!(s["header"]["revision"].as_i64().unwrap_or(0) > 1, "header.revision: {s}");
+        assert!(
+            s["header"]["revision"].as_i64().unwrap_or(0) > 1,
+            "header.revision: {s}"
+        );
     }
-    assert_eq!(member_ids.len(), cluster.len(), "member ids must be distinct: {status}");
-    assert_eq!(leaders.len(), 1, "all members must agree on the leader: {status}");
+    assert_eq!(
+        member_ids.len(),
+        cluster.len(),
+        "member ids must be distinct: {status}"
+    );
+    assert_eq!(
+        leaders.len(),
+        1,
+        "all members must agree on the leader: {status}"
+    );
     assert_eq!(leader_count, 1, "exactly one member is leader: {status}");
     assert!(member_ids.is_superset(&leaders));
 
     let table = ctl.ok(&["endpoint", "status", "-w=table"]);
-    assert!(table.contains("IS LEADER") && table.contains("true"), "{table}");
+    assert!(
+        table.contains("IS LEADER") && table.contains("true"),
+        "{table}"
+    );
 
     let out = ctl.run_raw(&["endpoint", "health"], None);
-    assert!(out.status.success(), "endpoint health failed: {}", String::from_utf8_lossy(&out.stderr));
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "endpoint health failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     for endpoint in cluster.endpoints() {
-        assert!(text.contains(&format!("{endpoint} is healthy")), "{endpoint} not healthy: {text}");
+        assert!(
+            text.contains(&format!("{endpoint} is healthy")),
+            "{endpoint} not healthy: {text}"
+        );
     }
 }
 

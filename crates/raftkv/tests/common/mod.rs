@@ -30,12 +30,20 @@ pub fn etcdctl_binary() -> PathBuf {
 fn find_binary(env: &str, name: &str) -> PathBuf {
     if let Ok(path) = std::env::var(env) {
         let path = PathBuf::from(path);
-        assert!(path.is_file(), "${env} points to {} which does not exist", path.display());
+        assert!(
+            path.is_file(),
+            "${env} points to {} which does not exist",
+            path.display()
+        );
         return path;
     }
     let candidates = std::iter::once(PathBuf::from(format!("/usr/bin/{name}"))).chain(
         std::env::var_os("PATH")
-            .map(|p| std::env::split_paths(&p).map(|d| d.join(name)).collect::<Vec<_>>())
+            .map(|p| {
+                std::env::split_paths(&p)
+                    .map(|d| d.join(name))
+                    .collect::<Vec<_>>()
+            })
             .unwrap_or_default(),
     );
     for candidate in candidates {
@@ -77,13 +85,20 @@ pub fn start_cluster_of(program: MemberProgram, prefix: &str, extra: Vec<String>
 /// Runs a command with a hard time limit, feeding `stdin`. Never hangs a test.
 pub fn run_with_timeout(mut command: Command, stdin: Option<&str>, limit: Duration) -> Output {
     command
-        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let mut child = command.spawn().unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
+    let mut child = command
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
     if let Some(input) = stdin {
         let mut pipe = child.stdin.take().expect("stdin is piped");
-        pipe.write_all(input.as_bytes()).expect("cannot write stdin");
+        pipe.write_all(input.as_bytes())
+            .expect("cannot write stdin");
     }
     let deadline = Instant::now() + limit;
     // Drain the pipes on threads so a chatty child cannot block on a full pipe.
@@ -119,7 +134,11 @@ pub fn run_with_timeout(mut command: Command, stdin: Option<&str>, limit: Durati
 
 /// Polls `check` every 50 ms until it returns `Ok`, or panics with the last error after
 /// `limit`. This is the only way tests wait: on a condition, with a deadline.
-pub fn poll_until<T>(what: &str, limit: Duration, mut check: impl FnMut() -> Result<T, String>) -> T {
+pub fn poll_until<T>(
+    what: &str,
+    limit: Duration,
+    mut check: impl FnMut() -> Result<T, String>,
+) -> T {
     let deadline = Instant::now() + limit;
     loop {
         match check() {
