@@ -206,11 +206,8 @@ impl Client {
         &self,
         request: CompactionRequest,
     ) -> Result<CompactionResponse, CallError> {
-        self.with_failover(|ch| {
-            let request = request.clone();
-            async move { KvClient::new(ch).compact(request).await }
-        })
-        .await
+        self.with_failover(|ch| async move { KvClient::new(ch).compact(request).await })
+            .await
     }
 
     pub async fn status(&self) -> Result<StatusResponse, CallError> {
