@@ -9,6 +9,7 @@
 //! flags), [`validate`] (a dry run) and [`run`] (serve until SIGINT/SIGTERM).
 
 pub mod args;
+pub mod authority_fix;
 pub mod config;
 pub mod errors;
 pub mod fault_hooks;

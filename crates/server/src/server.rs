@@ -275,7 +275,10 @@ async fn serve_client(
         .add_service(WatchServer::new(UnimplementedService))
         .add_service(LeaseServer::new(UnimplementedService))
         .add_service(AuthServer::new(UnimplementedService));
-    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    use futures_util::StreamExt;
+    let incoming = tonic::transport::server::TcpIncoming::from(listener)
+        .with_nodelay(Some(true))
+        .map(|conn| conn.map(crate::authority_fix::AuthorityFix::new));
     tonic::transport::Server::builder()
         .accept_http1(true)
         .add_routes(routes)
