@@ -366,6 +366,40 @@ fn endpoint_status_and_health(ctl: &Etcdctl, cluster: &raftkv::local_cluster::Lo
     assert_eq!(leader_count, 1, "exactly one member is leader: {status}");
     assert!(member_ids.is_superset(&leaders));
 
+    // --cluster: etcdctl learns the client URLs from MemberList and dials each one.
+    let first = Etcdctl {
+        endpoints: cluster.endpoints()[0].clone(),
+    };
+    let via_cluster = first.json(&["endpoint", "status", "--cluster"]);
+    assert_eq!(
+        via_cluster.as_array().map(Vec::len),
+        Some(cluster.len()),
+        "{via_cluster}"
+    );
+
+    // Every replica has the same history: equal HashKV at the same revision.
+    // (HashKV at exactly the compaction revision is "compacted", so write once more first.)
+    ctl.ok(&["put", "hash/after-compaction", "x"]);
+    let rev = ctl.revision().to_string();
+    poll_until(
+        "equal hashes on every member",
+        Duration::from_secs(15),
+        || {
+            let hashes = ctl.json(&["endpoint", "hashkv", &format!("--rev={rev}")]);
+            let values: std::collections::BTreeSet<String> = hashes
+                .as_array()
+                .expect("hashkv -w json is an array")
+                .iter()
+                .map(|h| h["HashKV"]["hash"].to_string())
+                .collect();
+            if values.len() == 1 && hashes.as_array().map(Vec::len) == Some(cluster.len()) {
+                Ok(())
+            } else {
+                Err(hashes.to_string())
+            }
+        },
+    );
+
     let table = ctl.ok(&["endpoint", "status", "-w=table"]);
     assert!(
         table.contains("IS LEADER") && table.contains("true"),
