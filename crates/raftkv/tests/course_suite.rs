@@ -135,6 +135,12 @@ async fn wait_local_value(cluster: &LocalCluster, member: usize, key: &str, valu
     }
 }
 
+/// The member id a member reports in its Status header.
+async fn member_id(cluster: &LocalCluster, member: usize) -> u64 {
+    let status = client(cluster, &[member]).status().await.expect("status");
+    status.header.expect("header").member_id
+}
+
 /// T1: members start, answer, and stop cleanly when asked (SIGTERM).
 #[test]
 fn t1_start_and_stop() {
@@ -256,6 +262,7 @@ fn t5a_agreement_despite_failed_follower() {
         let follower = (0..3)
             .find(|&i| i != leader.endpoint_index)
             .expect("a follower");
+        let id_before = member_id(&cluster, follower).await;
         cluster.kill_member(follower).expect("kill");
         let rest: Vec<usize> = (0..3).filter(|&i| i != follower).collect();
         let two = client(&cluster, &rest);
@@ -264,6 +271,11 @@ fn t5a_agreement_despite_failed_follower() {
         }
         cluster.start_member(follower).expect("restart");
         wait_local_value(&cluster, follower, "t5a/3", "with-two").await;
+        assert_eq!(
+            member_id(&cluster, follower).await,
+            id_before,
+            "a member restarted from its data dir keeps its id"
+        );
         wait_converged(&cluster, &[leader.endpoint_index, follower]).await;
         // More agreements with all three back.
         for i in 4..=5 {

@@ -487,7 +487,7 @@ fn env_number(name: &str, default: u64) -> u64 {
 #[test]
 fn same_responses_as_etcd() {
     let seed = env_number("RAFTKV_DIFF_SEED", 20_260_525);
-    let ops = env_number("RAFTKV_DIFF_OPS", 1500) as usize;
+    let ops = env_number("RAFTKV_DIFF_OPS", 2500) as usize;
     let keep_going = std::env::var("RAFTKV_DIFF_KEEP_GOING").is_ok();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
