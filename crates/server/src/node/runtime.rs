@@ -73,6 +73,7 @@ pub fn spawn<S: StateMachine>(
         last_snapshot: params.applied,
         snapshot_running: false,
         announced_commit: 0,
+        acks_seen: false,
         pending: BTreeMap::new(),
         to_propose: Vec::new(),
         parked: Vec::new(),
@@ -120,6 +121,8 @@ struct Runtime<S: StateMachine> {
     snapshot_running: bool,
     /// The highest commit index we made sure followers hear about (see `announce_commit`).
     announced_commit: u64,
+    /// Append acknowledgements were stepped since the last `announce_commit`.
+    acks_seen: bool,
 
     /// Proposals in the log, by index: answered when that index is applied.
     pending: BTreeMap<u64, (u64, Responder<S::Output>)>,
@@ -222,6 +225,9 @@ impl<S: StateMachine> Runtime<S> {
     fn on_frame(&mut self, from: u64, frame: Frame) {
         match frame {
             Frame::Raft(m) => {
+                if matches!(m.body, raft::MessageBody::AppendResponse { .. }) {
+                    self.acks_seen = true;
+                }
                 if let Err(e) = self.p.raft.step(m) {
                     debug!(?e, "core refused a message");
                 }
@@ -265,9 +271,14 @@ impl<S: StateMachine> Runtime<S> {
     /// is the core's way to broadcast a heartbeat (carrying the commit index) now; its
     /// answer is ignored. When proposals were placed this round, the Appends carrying them
     /// also carry the commit index, so nothing extra is sent.
+    ///
+    /// A follower is only told a commit index up to what it is known to hold, so a follower
+    /// whose acknowledgement arrives after the commit (made by a faster follower) needs an
+    /// announcement too: hence also after any append acknowledgement.
     fn announce_commit(&mut self, proposed: bool) {
         let commit = self.shared.commit();
-        if self.role != Role::Leader || proposed || commit <= self.announced_commit {
+        let acks = std::mem::take(&mut self.acks_seen);
+        if self.role != Role::Leader || proposed || (commit <= self.announced_commit && !acks) {
             return;
         }
         self.announced_commit = commit;
