@@ -1,0 +1,171 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark of etcd and raftkv on this machine.
+#
+# Starts a 3-member etcd and a 3-member raftkv on loopback (fsync on for both, the same
+# flags, their own temp dirs and ports), runs the same workloads against each, alternating
+# etcd, raftkv, etcd, raftkv, ... so slow drift in machine load hits both alike, then:
+#   * etcdctl check perf --load=l and --load=xl against both (PASS/FAIL lines);
+#   * resident memory of every member after a put load with compaction (scaled down);
+#   * leader failover: SIGKILL of the leader -> first successful write, N trials each.
+# Writes bench/results/compare.md and bench/results/compare.svg; raw results go to bench/out/.
+# A script, not a test: one run takes about 10-12 minutes on the 2-core dev machine.
+#
+# Knobs (environment): DURATION (s per load run, 6), ROUNDS (2), FAILOVER_TRIALS (10),
+# RSS_PUTS (50000), RSS_KEYS (5000), PERF_LOADS ("l xl"), SKIP_BUILD=1, ETCD, ETCDCTL.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+export ETCDCTL_API=3
+DURATION=${DURATION:-6}
+ROUNDS=${ROUNDS:-2}
+FAILOVER_TRIALS=${FAILOVER_TRIALS:-10}
+RSS_PUTS=${RSS_PUTS:-50000}
+RSS_KEYS=${RSS_KEYS:-5000}
+PERF_LOADS=${PERF_LOADS:-"l xl"}
+ETCD=${ETCD:-$(command -v etcd || echo /usr/bin/etcd)}
+ETCDCTL=${ETCDCTL:-$(command -v etcdctl || echo /usr/bin/etcdctl)}
+OUT=$ROOT/bench/out/$(date -u +%Y%m%dT%H%M%SZ)
+WORK=$(mktemp -d /tmp/raftkv-compare.XXXXXX)
+mkdir -p "$OUT/load" "$OUT/logs"
+
+log() { echo "[$(date -u +%H:%M:%S)] $*" >&2; }
+
+[[ -x $ETCD && -x $ETCDCTL ]] || { echo "etcd/etcdctl not found (set ETCD, ETCDCTL)" >&2; exit 1; }
+if [[ ${SKIP_BUILD:-0} != 1 ]]; then
+  log "building raftkv-member and raftkv-bench with --profile dist"
+  (cd "$ROOT" && cargo build --profile dist -p raftkv-server -p raftkv-bench)
+fi
+MEMBER=$CARGO_TARGET_DIR/dist/raftkv-member
+BENCH=$CARGO_TARGET_DIR/dist/raftkv-bench
+
+declare -A PID         # "<system>-<i>" -> pid of a member this script started
+cleanup() {
+  for k in "${!PID[@]}"; do kill -9 "${PID[$k]}" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT INT TERM
+
+# Ports: etcd 42381-42383 (client) / 42481-42483 (peer); raftkv 43381-43383 / 43481-43483.
+base_port() { [[ $1 == etcd ]] && echo 42380 || echo 43380; }
+client_url() { echo "http://127.0.0.1:$(( $(base_port "$1") + $2 ))"; }
+peer_url() { echo "http://127.0.0.1:$(( $(base_port "$1") + 100 + $2 ))"; }
+endpoints() { echo "127.0.0.1:$(( $(base_port "$1") + 1 )),127.0.0.1:$(( $(base_port "$1") + 2 )),127.0.0.1:$(( $(base_port "$1") + 3 ))"; }
+
+start_member() { # system index
+  local sys=$1 i=$2 bin cluster=""
+  [[ $sys == etcd ]] && bin=$ETCD || bin=$MEMBER
+  for j in 1 2 3; do cluster+="${sys}$j=$(peer_url "$sys" $j),"; done
+  "$bin" --name "${sys}$i" --data-dir "$WORK/$sys/m$i" \
+    --listen-client-urls "$(client_url "$sys" "$i")" --advertise-client-urls "$(client_url "$sys" "$i")" \
+    --listen-peer-urls "$(peer_url "$sys" "$i")" --initial-advertise-peer-urls "$(peer_url "$sys" "$i")" \
+    --initial-cluster "${cluster%,}" --initial-cluster-token "compare-$sys" --initial-cluster-state new \
+    --heartbeat-interval 100 --election-timeout 1000 \
+    >>"$OUT/logs/$sys-m$i.log" 2>&1 &
+  PID[$sys-$i]=$!
+}
+
+# Index (1-3) of the current leader of a system, polled until every member answers.
+leader_of() {
+  local sys=$1 deadline=$((SECONDS + 30))
+  while ((SECONDS < deadline)); do
+    for i in 1 2 3; do
+      local f
+      f=$("$ETCDCTL" --endpoints="$(client_url "$sys" "$i")" --command-timeout=2s endpoint status -w fields 2>/dev/null) || continue
+      local id leader
+      id=$(awk -F' : ' '/"MemberID"/ {print $2}' <<<"$f")
+      leader=$(awk -F' : ' '/"Leader"/ {print $2}' <<<"$f")
+      if [[ -n $id && $id == "$leader" ]]; then echo "$i"; return 0; fi
+    done
+    sleep 0.2
+  done
+  echo "no leader in $sys after 30s" >&2; return 1
+}
+
+# Waits until a put through every member succeeds.
+wait_ready() {
+  local sys=$1 deadline=$((SECONDS + 60))
+  for i in 1 2 3; do
+    until "$ETCDCTL" --endpoints="$(client_url "$sys" "$i")" --command-timeout=2s put compare-ready x >/dev/null 2>&1; do
+      ((SECONDS < deadline)) || { echo "$sys member $i not ready after 60s; see $OUT/logs" >&2; return 1; }
+      sleep 0.2
+    done
+  done
+}
+
+leader_endpoint() { local l; l=$(leader_of "$1"); echo "127.0.0.1:$(( $(base_port "$1") + l ))"; }
+
+rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
+
+{
+  echo "Machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo) RAM; load average at start: $(cut -d' ' -f1-3 /proc/loadavg)."
+  echo "Versions: $("$ETCD" --version | head -1); raftkv $(cd "$ROOT" && git rev-parse --short HEAD) (profile dist)."
+  echo "Both clusters: 3 members on 127.0.0.1, fsync on (defaults), --heartbeat-interval 100 --election-timeout 1000, started together and left running."
+  echo "Load runs: ${DURATION}s each, ${ROUNDS} rounds, client = raftkv-bench (same binary for both), requests sent to the leader's endpoint; keys 8 B, values 256 B."
+} >"$OUT/notes.md"
+
+log "starting both clusters (work dir $WORK)"
+for sys in etcd raftkv; do for i in 1 2 3; do start_member "$sys" "$i"; done; done
+for sys in etcd raftkv; do wait_ready "$sys"; done
+
+# --- Resident memory (fresh clusters first, so only this load is in them) -------------------
+log "RSS: $RSS_PUTS puts of 1 KiB over $RSS_KEYS keys with compaction every 2 s"
+for sys in etcd raftkv; do
+  "$BENCH" --endpoints "$(leader_endpoint "$sys")" --conns 10 --clients 100 --total "$RSS_PUTS" --no-progress -w json \
+    put --key-size 8 --val-size 1024 --key-space-size "$RSS_KEYS" --compact-interval 2 \
+    >"$OUT/rss-load-$sys.json" 2>>"$OUT/logs/bench.log" || log "RSS load against $sys failed"
+  for i in 1 2 3; do echo "${sys}$i $(rss_kb "${PID[$sys-$i]}")"; done >"$OUT/rss-$sys.txt"
+done
+echo "Memory: RSS read from /proc after ${RSS_PUTS} puts of 1 KiB values over ${RSS_KEYS} keys with compaction every 2 s (the target's 1,000,000 puts over 100,000 keys scaled down 20x to fit the time)." >>"$OUT/notes.md"
+
+# --- Load cases --------------------------------------------------------------------------
+"$ETCDCTL" --endpoints="$(endpoints etcd)" put foo bar >/dev/null
+"$ETCDCTL" --endpoints="$(endpoints raftkv)" put foo bar >/dev/null
+declare -a CASES=(
+  "put-c1|--conns 1 --clients 1|put --key-size 8 --val-size 256 --key-space-size 100000"
+  "put-c100|--conns 10 --clients 100|put --key-size 8 --val-size 256 --key-space-size 100000"
+  "put-c1000|--conns 100 --clients 1000|put --key-size 8 --val-size 256 --key-space-size 100000"
+  "range-l|--conns 100 --clients 1000|range foo --consistency l"
+  "range-s|--conns 100 --clients 1000|range foo --consistency s"
+  "txn-mixed|--conns 10 --clients 100|txn-mixed --key-size 8 --val-size 256 --key-space-size 10000 --read-ratio 0.5"
+)
+for round in $(seq 1 "$ROUNDS"); do
+  for c in "${CASES[@]}"; do
+    IFS='|' read -r name global workload <<<"$c"
+    for sys in etcd raftkv; do
+      log "round $round: $name against $sys"
+      # shellcheck disable=SC2086
+      "$BENCH" --endpoints "$(leader_endpoint "$sys")" $global --duration "$DURATION" --no-progress -w json $workload \
+        >"$OUT/load/$sys-$name-r$round.json" 2>>"$OUT/logs/bench.log" || log "$name against $sys failed"
+    done
+  done
+done
+
+# --- etcdctl check perf ------------------------------------------------------------------
+for load in $PERF_LOADS; do
+  for sys in etcd raftkv; do
+    log "etcdctl check perf --load=$load against $sys (60 s)"
+    "$ETCDCTL" --endpoints="$(endpoints "$sys")" check perf --load="$load" >"$OUT/perf-$sys-$load.txt" 2>&1 || true
+  done
+done
+
+# --- Leader failover ---------------------------------------------------------------------
+for trial in $(seq 1 "$FAILOVER_TRIALS"); do
+  for sys in etcd raftkv; do
+    l=$(leader_of "$sys")
+    others=""
+    for i in 1 2 3; do [[ $i == "$l" ]] || others+="127.0.0.1:$(( $(base_port "$sys") + i )),"; done
+    log "failover trial $trial: killing $sys member $l"
+    "$BENCH" --endpoints "${others%,}" -w json failover --kill-pid "${PID[$sys-$l]}" --give-up-after 30 \
+      >>"$OUT/failover-$sys.jsonl" 2>>"$OUT/logs/bench.log" || log "failover trial against $sys failed"
+    wait "${PID[$sys-$l]}" 2>/dev/null || true
+    start_member "$sys" "$l"
+    wait_ready "$sys"
+  done
+done
+
+echo "Machine load average at the end: $(cut -d' ' -f1-3 /proc/loadavg). Other engineers' builds and tests were running on the same 2 cores, so figures are noisy; the A/B alternation spreads that noise over both systems." >>"$OUT/notes.md"
+"$BENCH" compare-report --dir "$OUT" --markdown "$ROOT/bench/results/compare.md" --svg "$ROOT/bench/results/compare.svg" \
+  --command "bench/compare.sh (DURATION=$DURATION ROUNDS=$ROUNDS FAILOVER_TRIALS=$FAILOVER_TRIALS RSS_PUTS=$RSS_PUTS RSS_KEYS=$RSS_KEYS); raw results in bench/out/$(basename "$OUT")"
+cat "$ROOT/bench/results/compare.md"

@@ -1,0 +1,272 @@
+//! Command-line arguments of the bench tool and their validation.
+//!
+//! The flag names follow etcd's `tools/benchmark` so a command line written for one tool
+//! reads naturally for the other; the compare script relies on that.
+
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+use clap::{Args, Subcommand, ValueEnum};
+
+/// Arguments of `raftkv bench` (and of the standalone `raftkv-bench` binary).
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// Comma-separated client endpoints (`host:port` or `http://host:port`).
+    #[arg(
+        long,
+        global = true,
+        default_value = "127.0.0.1:2379",
+        value_delimiter = ','
+    )]
+    pub endpoints: Vec<String>,
+
+    /// Number of gRPC (HTTP/2) connections, spread round-robin over the endpoints.
+    #[arg(long, global = true, default_value_t = 1)]
+    pub conns: usize,
+
+    /// Number of concurrent clients, spread round-robin over the connections.
+    #[arg(long, global = true, default_value_t = 1)]
+    pub clients: usize,
+
+    /// Total number of requests (ignored when --duration is given).
+    #[arg(long, global = true, default_value_t = 10_000)]
+    pub total: u64,
+
+    /// Run for this many seconds instead of a fixed number of requests.
+    #[arg(long, global = true)]
+    pub duration: Option<f64>,
+
+    /// Overall request rate limit in requests/s (0 = as fast as possible).
+    #[arg(long, global = true, default_value_t = 0.0)]
+    pub rate: f64,
+
+    /// Per-request deadline in milliseconds; a request that takes longer counts as an error.
+    #[arg(long, global = true, default_value_t = 10_000)]
+    pub request_timeout_ms: u64,
+
+    /// Output format of the report.
+    #[arg(short = 'w', long = "write-out", global = true, value_enum, default_value_t = OutputFormat::Text)]
+    pub write_out: OutputFormat,
+
+    /// Hide the progress bar (it is also hidden when stderr is not a terminal).
+    #[arg(long, global = true)]
+    pub no_progress: bool,
+
+    #[command(subcommand)]
+    pub workload: Workload,
+}
+
+/// Report format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Text,
+    Json,
+}
+
+/// Read consistency, as etcd's benchmark spells it: `l` (linearizable) or `s` (serializable).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Consistency {
+    #[value(name = "l")]
+    Linearizable,
+    #[value(name = "s")]
+    Serializable,
+}
+
+/// How keys are chosen for write workloads.
+#[derive(Debug, Clone, Args)]
+pub struct KeyArgs {
+    /// Size of each key in bytes.
+    #[arg(long, default_value_t = 8)]
+    pub key_size: usize,
+    /// Size of each value in bytes.
+    #[arg(long, default_value_t = 8)]
+    pub val_size: usize,
+    /// Number of distinct keys written.
+    #[arg(long, default_value_t = 1)]
+    pub key_space_size: u64,
+    /// Walk the key space in order instead of choosing keys at random.
+    #[arg(long)]
+    pub sequential_keys: bool,
+}
+
+/// The workload to run.
+#[derive(Debug, Clone, Subcommand)]
+pub enum Workload {
+    /// Put requests.
+    Put {
+        #[command(flatten)]
+        keys: KeyArgs,
+        /// Every this many seconds, compact the store at its current revision (0 = never).
+        #[arg(long, default_value_t = 0.0)]
+        compact_interval: f64,
+    },
+    /// Range requests on one key (or `[key, end)`).
+    Range {
+        /// The key to read.
+        key: String,
+        /// Optional range end (exclusive).
+        end: Option<String>,
+        /// Read consistency: l (linearizable) or s (serializable).
+        #[arg(long, value_enum, default_value_t = Consistency::Linearizable)]
+        consistency: Consistency,
+    },
+    /// One-operation Txn requests, each a Range or a Put chosen at random.
+    TxnMixed {
+        #[command(flatten)]
+        keys: KeyArgs,
+        /// Fraction of requests that are reads, between 0 and 1.
+        #[arg(long, default_value_t = 0.5)]
+        read_ratio: f64,
+        /// Consistency of the reads.
+        #[arg(long, value_enum, default_value_t = Consistency::Linearizable)]
+        consistency: Consistency,
+    },
+    /// Failover probe: SIGKILL a process, then put until a write succeeds on the remaining
+    /// endpoints and report the time from the kill to that success.
+    #[command(hide = true)]
+    Failover {
+        /// The process to kill (the current leader).
+        #[arg(long)]
+        kill_pid: u32,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 30.0)]
+        give_up_after: f64,
+    },
+    /// Build the side-by-side compare report from a directory of results (used by compare.sh).
+    #[command(hide = true)]
+    CompareReport {
+        /// Directory written by bench/compare.sh.
+        #[arg(long)]
+        dir: std::path::PathBuf,
+        /// Markdown table output.
+        #[arg(long)]
+        markdown: std::path::PathBuf,
+        /// SVG chart output.
+        #[arg(long)]
+        svg: std::path::PathBuf,
+        /// The command line to record in the report.
+        #[arg(long, default_value = "bench/compare.sh")]
+        command: String,
+    },
+}
+
+/// When the run stops.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum StopAt {
+    Total(u64),
+    Duration(Duration),
+}
+
+impl BenchArgs {
+    /// Rejects combinations that cannot run, with a message that names the flag.
+    pub fn validate(&self) -> Result<()> {
+        if self.endpoints.iter().all(|e| e.trim().is_empty()) {
+            bail!("--endpoints must name at least one endpoint");
+        }
+        if self.conns == 0 {
+            bail!("--conns must be at least 1");
+        }
+        if self.clients == 0 {
+            bail!("--clients must be at least 1");
+        }
+        if self.conns > self.clients {
+            bail!(
+                "--conns ({}) must not exceed --clients ({}): a connection without a client sends nothing",
+                self.conns,
+                self.clients
+            );
+        }
+        match self.duration {
+            Some(d) if !(d.is_finite() && d > 0.0) => {
+                bail!("--duration must be a positive number of seconds")
+            }
+            None if self.total == 0 => bail!("--total must be at least 1"),
+            _ => {}
+        }
+        if !(self.rate.is_finite() && self.rate >= 0.0) {
+            bail!("--rate must be 0 (unlimited) or a positive number");
+        }
+        if self.request_timeout_ms == 0 {
+            bail!("--request-timeout-ms must be at least 1");
+        }
+        match &self.workload {
+            Workload::Put {
+                keys,
+                compact_interval,
+            } => {
+                keys.validate()?;
+                if !(compact_interval.is_finite() && *compact_interval >= 0.0) {
+                    bail!("--compact-interval must be 0 (never) or a positive number of seconds");
+                }
+            }
+            Workload::Range { key, .. } => {
+                if key.is_empty() {
+                    bail!("range needs a non-empty key");
+                }
+            }
+            Workload::TxnMixed {
+                keys, read_ratio, ..
+            } => {
+                keys.validate()?;
+                if !(0.0..=1.0).contains(read_ratio) {
+                    bail!("--read-ratio must be between 0 and 1, got {read_ratio}");
+                }
+            }
+            Workload::Failover { give_up_after, .. } => {
+                if !(give_up_after.is_finite() && *give_up_after > 0.0) {
+                    bail!("--give-up-after must be a positive number of seconds");
+                }
+            }
+            Workload::CompareReport { .. } => {}
+        }
+        Ok(())
+    }
+
+    /// The stop condition: --duration wins over --total.
+    pub fn stop_at(&self) -> StopAt {
+        match self.duration {
+            Some(d) => StopAt::Duration(Duration::from_secs_f64(d)),
+            None => StopAt::Total(self.total),
+        }
+    }
+
+    /// Endpoints as URLs tonic can dial (`http://` added when no scheme is given).
+    pub fn endpoint_urls(&self) -> Vec<String> {
+        self.endpoints
+            .iter()
+            .map(|e| e.trim())
+            .filter(|e| !e.is_empty())
+            .map(|e| {
+                if e.contains("://") {
+                    e.to_string()
+                } else {
+                    format!("http://{e}")
+                }
+            })
+            .collect()
+    }
+}
+
+impl KeyArgs {
+    fn validate(&self) -> Result<()> {
+        if self.key_size == 0 {
+            bail!("--key-size must be at least 1");
+        }
+        if self.key_space_size == 0 {
+            bail!("--key-space-size must be at least 1");
+        }
+        // A key of n bytes can tell apart at most 256^n keys; refuse a key space that
+        // would silently collapse onto fewer keys than asked for.
+        if self.key_size < 8 && self.key_space_size > 1u64 << (8 * self.key_size as u32) {
+            bail!(
+                "--key-space-size {} does not fit in --key-size {} bytes",
+                self.key_space_size,
+                self.key_size
+            );
+        }
+        if self.val_size > 1536 * 1024 {
+            bail!("--val-size must be at most 1.5 MiB (etcd's request limit)");
+        }
+        Ok(())
+    }
+}

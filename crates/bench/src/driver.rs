@@ -1,0 +1,368 @@
+//! Runs a load workload: opens the connections, drives the clients, collects the report.
+//!
+//! Each client is one task issuing one request at a time (closed loop, like etcd's
+//! benchmark); with --rate the requests are spread on a fixed global schedule instead.
+//! Every client keeps its own histogram so the hot path shares nothing but two atomics.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use bytes::Bytes;
+use hdrhistogram::Histogram;
+use indicatif::{ProgressBar, ProgressStyle};
+use proto::etcdserverpb::{
+    kv_client::KvClient, request_op, CompactionRequest, PutRequest, RangeRequest, RequestOp,
+    TxnRequest,
+};
+use rand::{rngs::SmallRng, Rng, SeedableRng};
+use tonic::transport::{Channel, Endpoint};
+
+use crate::args::{BenchArgs, Consistency, StopAt, Workload};
+use crate::keys::{make_value, KeyPicker};
+use crate::report::{self, Report};
+
+/// Opens one HTTP/2 connection to `url`.
+pub async fn connect(url: &str) -> Result<Channel> {
+    Endpoint::from_shared(url.to_string())
+        .with_context(|| format!("bad endpoint {url}"))?
+        .connect_timeout(Duration::from_secs(5))
+        .tcp_nodelay(true)
+        .connect()
+        .await
+        .with_context(|| format!("cannot connect to {url}"))
+}
+
+/// What one client sends.
+enum Job {
+    Put {
+        keys: KeyPicker,
+        value: Bytes,
+    },
+    Range {
+        key: Bytes,
+        end: Bytes,
+        serializable: bool,
+    },
+    TxnMixed {
+        keys: KeyPicker,
+        value: Bytes,
+        read_ratio: f64,
+        serializable: bool,
+    },
+}
+
+impl Job {
+    fn new(workload: &Workload, client: u64) -> Option<Self> {
+        Some(match workload {
+            Workload::Put { keys, .. } => Job::Put {
+                keys: KeyPicker::new(keys, client),
+                value: make_value(keys.val_size),
+            },
+            Workload::Range {
+                key,
+                end,
+                consistency,
+            } => Job::Range {
+                key: Bytes::from(key.clone().into_bytes()),
+                end: end
+                    .clone()
+                    .map(|e| Bytes::from(e.into_bytes()))
+                    .unwrap_or_default(),
+                serializable: *consistency == Consistency::Serializable,
+            },
+            Workload::TxnMixed {
+                keys,
+                read_ratio,
+                consistency,
+            } => Job::TxnMixed {
+                keys: KeyPicker::new(keys, client),
+                value: make_value(keys.val_size),
+                read_ratio: *read_ratio,
+                serializable: *consistency == Consistency::Serializable,
+            },
+            Workload::Failover { .. } | Workload::CompareReport { .. } => return None,
+        })
+    }
+
+    async fn issue(
+        &mut self,
+        kv: &mut KvClient<Channel>,
+        rng: &mut SmallRng,
+    ) -> Result<(), tonic::Status> {
+        match self {
+            Job::Put { keys, value } => {
+                let req = PutRequest {
+                    key: keys.next_key(rng),
+                    value: value.clone(),
+                    ..Default::default()
+                };
+                kv.put(req).await.map(drop)
+            }
+            Job::Range {
+                key,
+                end,
+                serializable,
+            } => {
+                let req = RangeRequest {
+                    key: key.clone(),
+                    range_end: end.clone(),
+                    serializable: *serializable,
+                    ..Default::default()
+                };
+                kv.range(req).await.map(drop)
+            }
+            Job::TxnMixed {
+                keys,
+                value,
+                read_ratio,
+                serializable,
+            } => {
+                let key = keys.next_key(rng);
+                let op = if rng.gen_bool(*read_ratio) {
+                    request_op::Request::RequestRange(RangeRequest {
+                        key,
+                        serializable: *serializable,
+                        ..Default::default()
+                    })
+                } else {
+                    request_op::Request::RequestPut(PutRequest {
+                        key,
+                        value: value.clone(),
+                        ..Default::default()
+                    })
+                };
+                let req = TxnRequest {
+                    success: vec![RequestOp { request: Some(op) }],
+                    ..Default::default()
+                };
+                kv.txn(req).await.map(drop)
+            }
+        }
+    }
+}
+
+/// State shared by all clients of one run.
+struct Shared {
+    /// Request slots handed out so far (for --total and the --rate schedule).
+    issued: AtomicU64,
+    /// Requests finished, ok or not (for the progress bar).
+    done: AtomicU64,
+    start: Instant,
+    stop: StopAt,
+    rate: f64,
+    timeout: Duration,
+}
+
+impl Shared {
+    /// The next request slot, or None when the run is over.
+    fn next_slot(&self) -> Option<u64> {
+        let slot = self.issued.fetch_add(1, Ordering::Relaxed);
+        match self.stop {
+            StopAt::Total(n) if slot >= n => None,
+            StopAt::Duration(d) if self.start.elapsed() >= d => None,
+            _ => Some(slot),
+        }
+    }
+
+    /// When slot `n` may start under --rate (None = immediately).
+    fn scheduled(&self, slot: u64) -> Option<Instant> {
+        (self.rate > 0.0).then(|| self.start + Duration::from_secs_f64(slot as f64 / self.rate))
+    }
+}
+
+struct ClientResult {
+    hist: Histogram<u64>,
+    errors: BTreeMap<String, u64>,
+}
+
+async fn client_loop(
+    mut kv: KvClient<Channel>,
+    mut job: Job,
+    shared: Arc<Shared>,
+    seed: u64,
+) -> ClientResult {
+    let mut rng = SmallRng::seed_from_u64(seed);
+    let mut hist = report::new_histogram();
+    let mut errors = BTreeMap::new();
+    while let Some(slot) = shared.next_slot() {
+        if let Some(at) = shared.scheduled(slot) {
+            if let StopAt::Duration(d) = shared.stop {
+                if at >= shared.start + d {
+                    break;
+                }
+            }
+            tokio::time::sleep_until(at.into()).await;
+        }
+        let began = Instant::now();
+        let outcome = match tokio::time::timeout(shared.timeout, job.issue(&mut kv, &mut rng)).await
+        {
+            Ok(r) => r,
+            Err(_) => Err(tonic::Status::deadline_exceeded(
+                "client-side request timeout",
+            )),
+        };
+        match outcome {
+            Ok(()) => report::record(&mut hist, began.elapsed()),
+            Err(status) => *errors.entry(format!("{:?}", status.code())).or_insert(0) += 1,
+        }
+        shared.done.fetch_add(1, Ordering::Relaxed);
+    }
+    ClientResult { hist, errors }
+}
+
+/// Compacts at the current revision every `every`, until `stop` is set. Keeps the store's
+/// history bounded during long put loads, as an operator's auto-compaction would.
+async fn compactor(mut kv: KvClient<Channel>, every: Duration, stop: Arc<AtomicBool>) {
+    let mut tick = tokio::time::interval(every);
+    tick.tick().await;
+    let mut warned = false;
+    while !stop.load(Ordering::Relaxed) {
+        tick.tick().await;
+        let probe = RangeRequest {
+            key: Bytes::from_static(b"\0"),
+            limit: 1,
+            ..Default::default()
+        };
+        let rev = match kv.range(probe).await {
+            Ok(r) => r.into_inner().header.map(|h| h.revision).unwrap_or(0),
+            Err(_) => 0,
+        };
+        if rev > 0 {
+            if let Err(e) = kv
+                .compact(CompactionRequest {
+                    revision: rev,
+                    physical: false,
+                })
+                .await
+            {
+                if !warned {
+                    eprintln!("compaction at revision {rev} failed: {e}");
+                    warned = true;
+                }
+            }
+        }
+    }
+}
+
+fn progress_bar(args: &BenchArgs) -> ProgressBar {
+    if args.no_progress {
+        return ProgressBar::hidden();
+    }
+    match args.stop_at() {
+        StopAt::Total(n) => ProgressBar::new(n).with_style(
+            ProgressStyle::with_template("{bar:40} {pos}/{len} req  {per_sec}  eta {eta}")
+                .expect("static template"),
+        ),
+        StopAt::Duration(d) => ProgressBar::new(d.as_millis() as u64)
+            .with_style(
+                ProgressStyle::with_template("{bar:40} {elapsed}/{msg}  {prefix} req")
+                    .expect("static template"),
+            )
+            .with_message(format!("{}s", d.as_secs_f64())),
+    }
+}
+
+/// Runs the load workload in `args` and returns its report.
+pub async fn run_load(args: &BenchArgs) -> Result<Report> {
+    let urls = args.endpoint_urls();
+    let mut channels = Vec::with_capacity(args.conns);
+    for i in 0..args.conns {
+        channels.push(connect(&urls[i % urls.len()]).await?);
+    }
+    let start = Instant::now();
+    let shared = Arc::new(Shared {
+        issued: AtomicU64::new(0),
+        done: AtomicU64::new(0),
+        start,
+        stop: args.stop_at(),
+        rate: args.rate,
+        timeout: Duration::from_millis(args.request_timeout_ms),
+    });
+    let stop_compactor = Arc::new(AtomicBool::new(false));
+    if let Workload::Put {
+        compact_interval, ..
+    } = &args.workload
+    {
+        if *compact_interval > 0.0 {
+            let kv = KvClient::new(channels[0].clone());
+            tokio::spawn(compactor(
+                kv,
+                Duration::from_secs_f64(*compact_interval),
+                stop_compactor.clone(),
+            ));
+        }
+    }
+    let mut tasks = Vec::with_capacity(args.clients);
+    for c in 0..args.clients {
+        let kv = KvClient::new(channels[c % channels.len()].clone());
+        let job = Job::new(&args.workload, c as u64).context("not a load workload")?;
+        tasks.push(tokio::spawn(client_loop(
+            kv,
+            job,
+            shared.clone(),
+            0x5eed ^ c as u64,
+        )));
+    }
+
+    let bar = progress_bar(args);
+    let ticker = {
+        let (bar, shared) = (bar.clone(), shared.clone());
+        tokio::spawn(async move {
+            loop {
+                let done = shared.done.load(Ordering::Relaxed);
+                match shared.stop {
+                    StopAt::Total(_) => bar.set_position(done),
+                    StopAt::Duration(_) => {
+                        bar.set_position(shared.start.elapsed().as_millis() as u64);
+                        bar.set_prefix(done.to_string());
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+
+    let mut hist = report::new_histogram();
+    let mut errors: BTreeMap<String, u64> = BTreeMap::new();
+    for t in tasks {
+        let r = t.await.context("a client task panicked")?;
+        hist.add(&r.hist).context("merging histograms")?;
+        for (code, n) in r.errors {
+            *errors.entry(code).or_insert(0) += n;
+        }
+    }
+    let elapsed = start.elapsed();
+    ticker.abort();
+    stop_compactor.store(true, Ordering::Relaxed);
+    bar.finish_and_clear();
+    Ok(Report::new(
+        workload_name(&args.workload),
+        urls,
+        args.conns,
+        args.clients,
+        &hist,
+        errors,
+        elapsed,
+    ))
+}
+
+/// The short name used in reports.
+pub fn workload_name(w: &Workload) -> &'static str {
+    match w {
+        Workload::Put { .. } => "put",
+        Workload::Range {
+            consistency: Consistency::Linearizable,
+            ..
+        } => "range-l",
+        Workload::Range {
+            consistency: Consistency::Serializable,
+            ..
+        } => "range-s",
+        Workload::TxnMixed { .. } => "txn-mixed",
+        Workload::Failover { .. } => "failover",
+        Workload::CompareReport { .. } => "compare-report",
+    }
+}
