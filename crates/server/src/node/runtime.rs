@@ -433,7 +433,7 @@ impl<S: StateMachine> Runtime<S> {
             self.install_snapshot(snap)?;
         }
         if !rd.committed_entries.is_empty() {
-            self.apply(&rd.committed_entries);
+            self.apply(&rd.committed_entries)?;
         }
         self.on_read_states(&rd.read_states);
         self.p.raft.advance(rd.ack());
@@ -497,13 +497,17 @@ impl<S: StateMachine> Runtime<S> {
         Ok(())
     }
 
-    fn apply(&mut self, entries: &[Entry]) {
+    /// Apply committed entries in order. A poisoned lock means a reader or an earlier apply
+    /// panicked: stopping is the only safe answer (acknowledging entries we did not apply
+    /// would silently diverge this replica).
+    fn apply(&mut self, entries: &[Entry]) -> anyhow::Result<()> {
         let mut outputs = Vec::new();
         {
-            let Ok(mut sm) = self.p.state.write() else {
-                error!("state machine lock poisoned; cannot apply");
-                return;
-            };
+            let mut sm = self
+                .p
+                .state
+                .write()
+                .map_err(|_| anyhow::anyhow!("state machine lock poisoned; cannot apply"))?;
             for e in entries {
                 if e.index <= self.applied {
                     continue; // already reflected (e.g. by a snapshot)
@@ -525,6 +529,7 @@ impl<S: StateMachine> Runtime<S> {
             let _ = resp.send(answer);
         }
         self.release_reads();
+        Ok(())
     }
 
     fn on_read_states(&mut self, states: &[ReadState]) {
