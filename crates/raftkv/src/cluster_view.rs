@@ -48,36 +48,52 @@ pub async fn poll_states(client: &Client) -> Vec<Result<MemberState, CallError>>
     out
 }
 
-/// Every leader ever seen, by term. Feeding it all observations turns any two members that
+/// Every leader seen, by term. Feeding it all observations turns any two members that
 /// claimed leadership of the same term into an error.
+///
+/// A claim counts once the same member makes it in two consecutive rounds. `Status` reads a
+/// member's leader and term separately — etcd even reports the term of the last *applied*
+/// entry, so a freshly elected etcd leader briefly shows the previous term — and a single
+/// round can pair the new leader with the old term. Real split leadership persists until
+/// the stale leader hears of the newer term, so it is still caught.
 #[derive(Debug, Default)]
 pub struct TermLedger {
     leaders: BTreeMap<u64, u64>,
+    /// Claims `(member, term)` seen in the previous round, awaiting confirmation.
+    pending: BTreeMap<u64, u64>,
     samples: usize,
 }
 
 impl TermLedger {
     /// Records the self-declared leaders among `states`; an error names the term that had
-    /// two different leaders.
+    /// two different (confirmed) leaders.
     pub fn record(&mut self, states: &[MemberState]) -> Result<(), String> {
         self.samples += 1;
-        for state in states.iter().filter(|s| s.is_leader()) {
-            match self.leaders.get(&state.term) {
-                Some(&other) if other != state.member_id => {
+        let claims: BTreeMap<u64, u64> = states
+            .iter()
+            .filter(|s| s.is_leader())
+            .map(|s| (s.member_id, s.term))
+            .collect();
+        for (&member, &term) in &claims {
+            if self.pending.get(&member) != Some(&term) {
+                continue;
+            }
+            match self.leaders.get(&term) {
+                Some(&other) if other != member => {
                     return Err(format!(
-                        "term {} has two leaders: {:x} and {:x}",
-                        state.term, other, state.member_id
+                        "term {term} has two leaders: {other:x} and {member:x}"
                     ))
                 }
                 _ => {
-                    self.leaders.insert(state.term, state.member_id);
+                    self.leaders.insert(term, member);
                 }
             }
         }
+        self.pending = claims;
         Ok(())
     }
 
-    /// `(term, leader)` pairs seen so far.
+    /// `(term, leader)` pairs confirmed so far.
     pub fn leaders(&self) -> &BTreeMap<u64, u64> {
         &self.leaders
     }
@@ -190,13 +206,32 @@ mod tests {
     #[test]
     fn ledger_catches_two_leaders_in_one_term() {
         let mut ledger = TermLedger::default();
-        ledger
-            .record(&[state("a", 1, 1, 2), state("b", 2, 1, 2)])
-            .unwrap();
-        ledger.record(&[state("b", 2, 2, 3)]).unwrap();
+        for _ in 0..2 {
+            ledger
+                .record(&[state("a", 1, 1, 2), state("b", 2, 1, 2)])
+                .unwrap();
+        }
+        for _ in 0..2 {
+            ledger.record(&[state("b", 2, 2, 3)]).unwrap();
+        }
+        ledger.record(&[state("c", 3, 3, 3)]).unwrap();
         let err = ledger.record(&[state("c", 3, 3, 3)]).unwrap_err();
         assert!(err.contains("term 3 has two leaders"), "{err}");
         assert_eq!(ledger.leaders().len(), 2);
+    }
+
+    #[test]
+    fn ledger_ignores_a_single_torn_observation() {
+        let mut ledger = TermLedger::default();
+        for _ in 0..2 {
+            ledger.record(&[state("a", 1, 1, 2)]).unwrap();
+        }
+        // The new leader once reported with the previous term, then with its own.
+        ledger.record(&[state("b", 2, 2, 2)]).unwrap();
+        for _ in 0..2 {
+            ledger.record(&[state("b", 2, 2, 3)]).unwrap();
+        }
+        assert_eq!(ledger.leaders().len(), 2, "{:?}", ledger.leaders());
     }
 
     #[test]
