@@ -25,6 +25,9 @@ use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
 use crate::client::{compare_mod_revision, put_op, range_op, EtcdClient, Outcome};
+/// Pause after a failed operation before the next one.
+const FAIL_BACKOFF: std::time::Duration = std::time::Duration::from_millis(100);
+
 use crate::recorder::{OpCounts, ProcessIds, Recorder};
 
 pub fn delete_op(key: &str) -> RequestOp {
@@ -241,7 +244,11 @@ pub async fn client_loop(
             .collect();
         match appends.run_txn(&mut client, process, &plan).await {
             Outcome::Ok(_) => counts.ok += 1,
-            Outcome::Fail(_) => counts.fail += 1,
+            Outcome::Fail(_) => {
+                counts.fail += 1;
+                // Typically the member is down or leaderless: do not spin on it.
+                tokio::time::sleep(FAIL_BACKOFF).await;
+            }
             Outcome::Unknown(_) => {
                 counts.indeterminate += 1;
                 process = appends.processes.next();

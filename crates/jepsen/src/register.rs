@@ -16,6 +16,9 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::client::{compare_mod_revision, compare_value, put_op, txn_revision, EtcdClient};
 use crate::client::{Outcome, Read};
+/// Pause after a failed operation before the next one.
+const FAIL_BACKOFF: std::time::Duration = std::time::Duration::from_millis(100);
+
 use crate::recorder::{OpCounts, ProcessIds, Recorder};
 
 pub type RegisterEvent = Event<EtcdInput, EtcdOutput>;
@@ -243,7 +246,11 @@ pub async fn client_loop(
                     seen.by_key.insert(key, (value, mod_revision));
                 }
             }
-            Outcome::Fail(_) => counts.fail += 1,
+            Outcome::Fail(_) => {
+                counts.fail += 1;
+                // Typically the member is down or leaderless: do not spin on it.
+                tokio::time::sleep(FAIL_BACKOFF).await;
+            }
             Outcome::Unknown(_) => {
                 counts.indeterminate += 1;
                 process = regs.processes.next();
