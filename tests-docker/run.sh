@@ -31,6 +31,7 @@ fi
 
 RUN_ID=$(printf '%x%x' "$(date +%s)" "$$" | tail -c 8)
 export RAFTKV_DOCKER_RUN_ID=$RUN_ID
+export RAFTKV_REPO_ROOT=$ROOT
 RESULTS=$(mktemp "${TMPDIR:-/tmp}/raftkv-docker-results.XXXXXX")
 export RAFTKV_DOCKER_RESULTS=$RESULTS
 BUILT_IMAGE=""

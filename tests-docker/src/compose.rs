@@ -42,7 +42,7 @@ fn compose_tool() -> Vec<String> {
 impl ComposeProject {
     pub fn new(test: &str) -> ComposeProject {
         crate::docker::require_environment();
-        let file = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/compose/compose.yaml");
+        let file = crate::repo_root().join("deploy/compose/compose.yaml");
         assert!(file.exists(), "{} is missing", file.display());
         ComposeProject {
             project: unique_prefix(test),

@@ -50,3 +50,13 @@ pub fn run_label() -> String {
         std::env::var("RAFTKV_DOCKER_RUN_ID").unwrap_or_else(|_| "adhoc".into())
     )
 }
+
+/// The repository's root: `RAFTKV_REPO_ROOT` (run.sh sets it) or, failing that, the parent
+/// of this crate as it was when compiled. Read at run time because a test binary may be
+/// reused from a build of another checkout with identical sources.
+pub fn repo_root() -> std::path::PathBuf {
+    match std::env::var_os("RAFTKV_REPO_ROOT") {
+        Some(root) => root.into(),
+        None => std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".."),
+    }
+}

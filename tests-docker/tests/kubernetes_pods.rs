@@ -9,13 +9,12 @@ use raftkv_docker_tests::cluster::{Cluster, PodLike};
 use raftkv_docker_tests::etcd;
 use raftkv_docker_tests::report::measure_duration;
 use raftkv_docker_tests::wait::{wait_for_leader, wait_ready};
-use std::path::PathBuf;
 use std::time::Duration;
 
 /// The items of the first `args:` list in a manifest (our own files: one `- item` per line).
 fn manifest_args(file: &str) -> Vec<String> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../deploy/k8s")
+    let path = raftkv_docker_tests::repo_root()
+        .join("deploy/k8s")
         .join(file);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let mut lines = text.lines().skip_while(|l| l.trim() != "args:").skip(1);
