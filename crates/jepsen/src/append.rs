@@ -257,3 +257,18 @@ pub async fn client_loop(
     }
     counts
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lists_round_trip_and_garbage_is_refused() {
+        assert_eq!(parse_list(b""), Some(vec![]));
+        assert_eq!(
+            parse_list(format_list(&[3, 1, 2]).as_bytes()),
+            Some(vec![3, 1, 2])
+        );
+        assert_eq!(parse_list(b"1 x"), None);
+    }
+}

@@ -541,3 +541,57 @@ async fn compare_hashes(eps: &[String]) -> (bool, Vec<String>) {
     }
     (distinct.len() == 1, hashes)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn workloads() -> (Registers, Appends) {
+        let start = Instant::now();
+        let ids = Arc::new(ProcessIds::default());
+        (
+            Registers::new(Arc::new(Recorder::new(start)), ids.clone(), 1),
+            Appends::new(Arc::new(Recorder::new(start)), ids, 1),
+        )
+    }
+
+    #[test]
+    fn durability_flags_lost_and_unexpected_writes_only() {
+        let (regs, appends) = workloads();
+        crate::register::lock(&regs.acked_puts).insert("r0-0".into(), 10);
+        crate::register::lock(&appends.acked).push(("a0".into(), 5));
+        crate::register::lock(&appends.failed).push(("a0".into(), 6));
+        let good = Finals {
+            registers: vec![HashMap::from([("r0-0".into(), (Some("v".into()), 12))])],
+            lists: vec![HashMap::from([("a0".into(), vec![1, 5])])],
+            complete: true,
+        };
+        let (lost, unexpected, acked) = durability(&regs, &appends, &good);
+        assert!(
+            lost.is_empty() && unexpected.is_empty(),
+            "{lost:?} {unexpected:?}"
+        );
+        assert_eq!(acked, 1);
+
+        // A member whose register went back to an older write, and whose list lost the
+        // acknowledged element but shows the failed one.
+        let bad = Finals {
+            registers: vec![HashMap::from([("r0-0".into(), (Some("old".into()), 9))])],
+            lists: vec![HashMap::from([("a0".into(), vec![1, 6])])],
+            complete: true,
+        };
+        let (lost, unexpected, _) = durability(&regs, &appends, &bad);
+        assert_eq!(lost.len(), 2, "{lost:?}");
+        assert_eq!(unexpected.len(), 1, "{unexpected:?}");
+
+        // An absent key is only acceptable if a delete was attempted on it.
+        let absent = Finals {
+            registers: vec![HashMap::from([("r0-0".into(), (None, 0))])],
+            lists: vec![HashMap::from([("a0".into(), vec![5])])],
+            complete: true,
+        };
+        assert_eq!(durability(&regs, &appends, &absent).0.len(), 1);
+        crate::register::lock(&regs.maybe_deleted).insert("r0-0".into());
+        assert!(durability(&regs, &appends, &absent).0.is_empty());
+    }
+}
