@@ -11,6 +11,8 @@ log() { printf '\n==> %s\n' "$*"; }
 need_apt=()
 command -v etcd >/dev/null || need_apt+=(etcd-server)
 command -v etcdctl >/dev/null || need_apt+=(etcd-client)
+# The etcd-client crate (a dev-dependency of the CLI tests) runs protoc in its build script.
+command -v protoc >/dev/null || need_apt+=(protobuf-compiler)
 if ((${#need_apt[@]})); then
   log "installing ${need_apt[*]} (Debian packages used by the etcd comparison tests)"
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
@@ -27,3 +29,6 @@ cargo clippy --workspace --all-targets --release -- -D warnings
 
 log "cargo test (release)"
 cargo test --workspace --release -- --test-threads="${RAFTKV_TEST_THREADS:-2}"
+
+log "container and Kubernetes-manifest tests (Docker, real containers)"
+bash scripts/docker-tests.sh

@@ -133,14 +133,26 @@ impl Kv for KvService {
 
 /// etcd stamps the full header on a txn's inner responses too.
 fn stamp_txn(ctx: &Context, r: &mut TxnResponse) {
-    use proto::etcdserverpb::response_op::Response as Op;
     ctx.stamp(&mut r.header);
+    stamp_txn_ops(ctx, r);
+}
+
+fn stamp_txn_ops(ctx: &Context, r: &mut TxnResponse) {
+    use proto::etcdserverpb::response_op::Response as Op;
     for op in &mut r.responses {
         match &mut op.response {
             Some(Op::ResponseRange(x)) => ctx.stamp(&mut x.header),
             Some(Op::ResponsePut(x)) => ctx.stamp(&mut x.header),
             Some(Op::ResponseDeleteRange(x)) => ctx.stamp(&mut x.header),
-            Some(Op::ResponseTxn(x)) => stamp_txn(ctx, x),
+            Some(Op::ResponseTxn(x)) => {
+                // A nested txn's own header keeps the revision the store gave it (0, as
+                // etcd leaves it); only the identity fields are filled in.
+                let rev = x.header.as_ref().map_or(0, |h| h.revision);
+                let mut header = ctx.header(1);
+                header.revision = rev;
+                x.header = Some(header);
+                stamp_txn_ops(ctx, x);
+            }
             None => {}
         }
     }
