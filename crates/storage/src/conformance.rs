@@ -4,7 +4,7 @@
 //! behaviour that differs from the log semantics the Raft core relies on. Run them all with
 //! [`run_all`], or get one `#[test]` per check with [`conformance_tests!`]:
 //!
-//! ```ignore
+//! ```text
 //! storage::conformance_tests!(wal_store, || my_fresh_store());
 //! ```
 //!

@@ -8,7 +8,7 @@
 //!
 //! ## API in one screen
 //!
-//! ```ignore
+//! ```text
 //! use std::sync::Arc;
 //! use storage::{RealFs, Storage, StorageOptions};
 //!
