@@ -11,7 +11,8 @@
 # A script, not a test: one run takes about 10-12 minutes on the 2-core dev machine.
 #
 # Knobs (environment): DURATION (s per load run, 6), ROUNDS (2), FAILOVER_TRIALS (10),
-# RSS_PUTS (50000), RSS_KEYS (5000), PERF_LOADS ("l xl"), SKIP_BUILD=1, ETCD, ETCDCTL.
+# RSS_PUTS (50000), RSS_KEYS (5000), PERF_LOADS ("l xl"), SKIP_BUILD=1, ETCD, ETCDCTL,
+# MEMBER and BENCH (prebuilt binaries, with SKIP_BUILD=1), PROFILE_NOTE (how they were built).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -36,8 +37,9 @@ if [[ ${SKIP_BUILD:-0} != 1 ]]; then
   log "building raftkv-member and raftkv-bench with --profile dist"
   (cd "$ROOT" && cargo build --profile dist -p raftkv-server -p raftkv-bench)
 fi
-MEMBER=$CARGO_TARGET_DIR/dist/raftkv-member
-BENCH=$CARGO_TARGET_DIR/dist/raftkv-bench
+MEMBER=${MEMBER:-$CARGO_TARGET_DIR/dist/raftkv-member}
+BENCH=${BENCH:-$CARGO_TARGET_DIR/dist/raftkv-bench}
+PROFILE_NOTE=${PROFILE_NOTE:-"profile dist"}
 
 declare -A PID         # "<system>-<i>" -> pid of a member this script started
 cleanup() {
@@ -47,8 +49,8 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-# Ports: etcd 42381-42383 (client) / 42481-42483 (peer); raftkv 43381-43383 / 43481-43483.
-base_port() { [[ $1 == etcd ]] && echo 42380 || echo 43380; }
+# Ports (below the ephemeral range): etcd 27381-27383 client / 27481-27483 peer; raftkv 28381-28383 / 28481-28483.
+base_port() { [[ $1 == etcd ]] && echo 27380 || echo 28380; }
 client_url() { echo "http://127.0.0.1:$(( $(base_port "$1") + $2 ))"; }
 peer_url() { echo "http://127.0.0.1:$(( $(base_port "$1") + 100 + $2 ))"; }
 endpoints() { echo "127.0.0.1:$(( $(base_port "$1") + 1 )),127.0.0.1:$(( $(base_port "$1") + 2 )),127.0.0.1:$(( $(base_port "$1") + 3 ))"; }
@@ -100,7 +102,7 @@ rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 
 {
   echo "Machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo) RAM; load average at start: $(cut -d' ' -f1-3 /proc/loadavg)."
-  echo "Versions: $("$ETCD" --version | head -1); raftkv $(cd "$ROOT" && git rev-parse --short HEAD) (profile dist)."
+  echo "Versions: $("$ETCD" --version | head -1); raftkv $(cd "$ROOT" && git rev-parse --short HEAD) ($PROFILE_NOTE)."
   echo "Both clusters: 3 members on 127.0.0.1, fsync on (defaults), --heartbeat-interval 100 --election-timeout 1000, started together and left running."
   echo "Load runs: ${DURATION}s each, ${ROUNDS} rounds, client = raftkv-bench (same binary for both), requests sent to the leader's endpoint; keys 8 B, values 256 B."
 } >"$OUT/notes.md"

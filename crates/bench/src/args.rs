@@ -270,3 +270,64 @@ impl KeyArgs {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: BenchArgs,
+    }
+
+    fn parse(line: &str) -> Result<BenchArgs> {
+        let argv = std::iter::once("bench").chain(line.split_whitespace());
+        Ok(Cli::try_parse_from(argv)?.args)
+    }
+
+    fn rejects(line: &str, needle: &str) {
+        let err = parse(line).and_then(|a| a.validate()).expect_err(line);
+        assert!(format!("{err:#}").contains(needle), "{line}: {err:#}");
+    }
+
+    #[test]
+    fn a_typical_command_line_parses_and_validates() {
+        let a = parse("--endpoints 127.0.0.1:1,http://127.0.0.1:2 --conns 2 --clients 10 --duration 3 -w json put --val-size 256 --key-space-size 100").unwrap();
+        a.validate().unwrap();
+        assert_eq!(
+            a.endpoint_urls(),
+            vec!["http://127.0.0.1:1", "http://127.0.0.1:2"]
+        );
+        assert_eq!(a.stop_at(), StopAt::Duration(Duration::from_secs(3)));
+        assert_eq!(a.write_out, OutputFormat::Json);
+        let r = parse("--total 5 range foo --consistency s").unwrap();
+        assert_eq!(r.stop_at(), StopAt::Total(5));
+        assert!(matches!(
+            r.workload,
+            Workload::Range {
+                consistency: Consistency::Serializable,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn impossible_combinations_are_rejected_with_the_flag_name() {
+        rejects("--clients 0 put", "--clients");
+        rejects("--conns 0 put", "--conns");
+        rejects(
+            "--conns 5 --clients 2 put",
+            "--conns (5) must not exceed --clients (2)",
+        );
+        rejects("--total 0 put", "--total");
+        rejects("--duration 0 put", "--duration");
+        rejects("--rate NaN put", "--rate");
+        rejects("put --key-size 0", "--key-size");
+        rejects("put --key-size 1 --key-space-size 300", "does not fit");
+        rejects("txn-mixed --read-ratio 1.5", "--read-ratio");
+        rejects("--endpoints , put", "--endpoints");
+        rejects("range foo --consistency x", "invalid value");
+    }
+}

@@ -224,7 +224,11 @@ fn render_markdown(
             let lines: Vec<String> = std::fs::read_to_string(&path)
                 .map(|t| {
                     t.lines()
-                        .filter(|l| l.contains("PASS") || l.contains("FAIL") || l.contains("Error"))
+                        .filter(|l| {
+                            ["PASS", "FAIL", "too ", "Error"]
+                                .iter()
+                                .any(|w| l.contains(w))
+                        })
                         .map(str::to_string)
                         .collect()
                 })
