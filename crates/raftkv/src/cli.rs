@@ -119,6 +119,8 @@ pub enum Command {
     Hashkv(HashKvCommand),
     /// Check histories for linearizability: --format jepsen-etcd|kv FILE...
     Lincheck(LincheckCommand),
+    /// Load-test an etcd-v3 endpoint (raftkv or etcd): put | range | txn-mixed.
+    Bench(BenchCommand),
     /// Run the course scenario (leader election, failures, recovery) and check it.
     Demo(DemoCommand),
     /// Run a local 3-member cluster in the foreground (Ctrl-C stops it).
@@ -266,6 +268,15 @@ pub struct HashKvCommand {
 #[derive(Args, Debug)]
 pub struct LincheckCommand {
     /// Arguments passed to the checker: --format jepsen-etcd|kv [--budget S] [--report DIR] FILE...
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub args: Vec<String>,
+}
+
+/// `raftkv bench` hands its arguments to the bench crate's own parser, which has its own
+/// `--endpoints` (the global one, if given, is passed on in front).
+#[derive(Args, Debug)]
+pub struct BenchCommand {
+    /// Arguments of the bench tool: [--endpoints ..] [--clients N] ... put|range|txn-mixed
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     pub args: Vec<String>,
 }

@@ -46,6 +46,23 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let code = lincheck::cli::main(cmd.args, &mut stdout)?;
             return Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)));
         }
+        Command::Bench(cmd) => {
+            /// The bench tool's own command line, parsed after `raftkv bench`.
+            #[derive(clap::Parser)]
+            #[command(name = "raftkv bench")]
+            struct BenchCli {
+                #[command(flatten)]
+                args: bench::BenchArgs,
+            }
+            let mut argv = vec!["raftkv bench".to_string()];
+            if let Some(endpoints) = &global.endpoints {
+                argv.push(format!("--endpoints={}", endpoints.join(",")));
+            }
+            argv.extend(cmd.args);
+            let parsed =
+                <BenchCli as clap::Parser>::try_parse_from(argv).unwrap_or_else(|e| e.exit());
+            bench::run(parsed.args)?;
+        }
         Command::Demo(cmd) => {
             let options = demo::DemoOptions {
                 data_dir: cmd.data_dir,
