@@ -17,6 +17,19 @@ fn random_payload(c: &mut sim::Cluster) -> Bytes {
     b(&format!("f8-{v}"))
 }
 
+/// Figure 8's pacing: usually under a tick, sometimes up to half an election timeout (`e` ticks),
+/// so leaders are crashed or cut off both before and after they replicate.
+fn let_time_pass(c: &mut sim::Cluster, e: u64) {
+    let pause = if c.rng().gen_bool(0.1) {
+        c.rng().gen_range(0..=e / 2 * sim::UNITS_PER_TICK)
+    } else {
+        c.rng().gen_range(0..=sim::UNITS_PER_TICK)
+    };
+    for _ in 0..pause {
+        c.step_unit();
+    }
+}
+
 #[test]
 fn figure8_reliable_with_crashes() {
     for seed in seeds(501 * 100, 20) {
@@ -39,14 +52,7 @@ fn figure8_reliable(seed: u64) {
                 leader = Some(id);
             }
         }
-        let pause = if c.rng().gen_bool(0.1) {
-            c.rng().gen_range(0..=e / 2 * sim::UNITS_PER_TICK)
-        } else {
-            c.rng().gen_range(0..=sim::UNITS_PER_TICK)
-        };
-        for _ in 0..pause {
-            c.step_unit();
-        }
+        let_time_pass(&mut c, e);
         if let Some(l) = leader {
             c.crash(l);
             up -= 1;
@@ -96,14 +102,7 @@ fn figure8_unreliable(seed: u64) {
                 leader = Some(id);
             }
         }
-        let pause = if c.rng().gen_bool(0.1) {
-            c.rng().gen_range(0..=e / 2 * sim::UNITS_PER_TICK)
-        } else {
-            c.rng().gen_range(0..=sim::UNITS_PER_TICK)
-        };
-        for _ in 0..pause {
-            c.step_unit();
-        }
+        let_time_pass(&mut c, e);
         if let Some(l) = leader {
             if c.rng().gen_bool(0.5) {
                 c.disconnect(l);
