@@ -6,10 +6,20 @@
 //! HTTP/2 stack (h2) rejects it as malformed and resets the stream (`PROTOCOL_ERROR`).
 //!
 //! This adapter sits between the socket and the HTTP server, on the client-to-server
-//! direction only. For an HTTP/2 connection it decodes every header block (HPACK, keeping
-//! the client's dynamic table in step), strips a scheme from `:authority`, and re-encodes
-//! the block with literal, never-indexed fields — so the server's own decoder never needs a
-//! dynamic table and stays consistent. All other frames, the server-to-client direction and
+//! direction only. For an HTTP/2 connection it decodes the *first* header block (HPACK).
+//! gRPC clients send one `:authority` for every call of a channel, so the first block
+//! decides the connection:
+//! - no scheme in `:authority` (every client but etcdctl 3.4's endpoint commands): the block
+//!   is forwarded byte for byte and the rest of the connection passes straight through, at
+//!   no cost per request (decoding every block cost a third of a busy leader's CPU);
+//! - a scheme: from then on every header block is decoded (keeping the client's dynamic
+//!   table in step), the scheme is stripped from `:authority`, and the block is re-encoded
+//!   with literal, never-indexed fields — so the server's own decoder never needs a dynamic
+//!   table and stays consistent.
+//!
+//! A client that changed `:authority` to a scheme-carrying one later on a passed-through
+//! connection would see the HTTP/2 server's own `PROTOCOL_ERROR` for that stream, i.e. what
+//! it would get without this adapter. All other frames, the server-to-client direction and
 //! HTTP/1.1 connections pass through untouched. A malformed header block closes the
 //! connection, as the HTTP/2 server itself would.
 
@@ -36,7 +46,10 @@ const MAX_BLOCK: usize = 1 << 20;
 enum Mode {
     /// Not yet known whether the client speaks HTTP/2 with prior knowledge.
     Detect,
-    Http2,
+    /// HTTP/2, first header block not complete yet: frames are held until it is.
+    Http2Probe,
+    /// HTTP/2 with a scheme in `:authority`: every header block is rewritten.
+    Http2Fix,
     Passthrough,
 }
 
@@ -55,6 +68,9 @@ pub struct AuthorityFix<S> {
     out: BytesMut,
     decoder: hpack::Decoder<'static>,
     pending: Option<PendingBlock>,
+    /// While probing: the raw frames of the first header block, forwarded as they came if
+    /// the block needs no fix.
+    held: Vec<u8>,
     eof: bool,
 }
 
@@ -67,6 +83,7 @@ impl<S> AuthorityFix<S> {
             out: BytesMut::new(),
             decoder: hpack::Decoder::new(),
             pending: None,
+            held: Vec::new(),
             eof: false,
         }
     }
@@ -83,7 +100,7 @@ impl<S> AuthorityFix<S> {
                 self.mode = Mode::Passthrough;
             } else if n == PREFACE.len() {
                 self.out.extend_from_slice(&self.raw.split_to(n));
-                self.mode = Mode::Http2;
+                self.mode = Mode::Http2Probe;
             } else if self.eof {
                 self.mode = Mode::Passthrough;
             }
@@ -95,8 +112,13 @@ impl<S> AuthorityFix<S> {
                 self.out.extend_from_slice(&all);
                 Ok(())
             }
-            Mode::Http2 => {
+            Mode::Http2Probe | Mode::Http2Fix => {
                 while self.raw.len() >= FRAME_HEADER {
+                    if let Mode::Passthrough = self.mode {
+                        let all = self.raw.split();
+                        self.out.extend_from_slice(&all);
+                        break;
+                    }
                     let len = (usize::from(self.raw[0]) << 16)
                         | (usize::from(self.raw[1]) << 8)
                         | usize::from(self.raw[2]);
@@ -112,6 +134,11 @@ impl<S> AuthorityFix<S> {
     }
 
     fn frame(&mut self, frame: &[u8]) -> io::Result<()> {
+        if let Mode::Http2Probe = self.mode {
+            if self.pending.is_some() || frame[3] == HEADERS {
+                self.held.extend_from_slice(frame);
+            }
+        }
         let kind = frame[3];
         let flags = frame[4];
         let stream_id = u32::from_be_bytes([frame[5], frame[6], frame[7], frame[8]]) & 0x7fff_ffff;
@@ -171,13 +198,26 @@ impl<S> AuthorityFix<S> {
         }
     }
 
-    /// Decode a complete block, fix `:authority`, and emit it re-encoded.
+    /// Decode a complete block; emit it re-encoded with `:authority` fixed, or — for a
+    /// first block that needs no fix — as it came, switching the connection to passthrough.
     fn finish(&mut self, p: PendingBlock) -> io::Result<()> {
         let decoder = &mut self.decoder;
         let fields =
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| decoder.decode(&p.block)))
                 .map_err(|_| bad("undecodable header block"))?
                 .map_err(|e| bad(&format!("undecodable header block: {e:?}")))?;
+        if let Mode::Http2Probe = self.mode {
+            let held = std::mem::take(&mut self.held);
+            let has_scheme = fields
+                .iter()
+                .any(|(n, v)| n.as_slice() == b":authority" && strip_scheme(v).len() != v.len());
+            if !has_scheme {
+                self.out.extend_from_slice(&held);
+                self.mode = Mode::Passthrough;
+                return Ok(());
+            }
+            self.mode = Mode::Http2Fix;
+        }
         let mut block = Vec::with_capacity(p.block.len() * 2);
         for (name, value) in &fields {
             let value = if name.as_slice() == b":authority" {
@@ -279,6 +319,10 @@ impl<S: AsyncRead + Unpin> AsyncRead for AuthorityFix<S> {
             }
             if this.eof {
                 return Poll::Ready(Ok(()));
+            }
+            if matches!(this.mode, Mode::Passthrough) && this.raw.is_empty() {
+                // Decided and drained: read straight into the caller's buffer.
+                return Pin::new(&mut this.inner).poll_read(cx, buf);
             }
             let mut tmp = [0u8; 16 * 1024];
             let mut rb = ReadBuf::new(&mut tmp);
@@ -410,6 +454,69 @@ mod tests {
         }
         // Non-header frames are untouched.
         assert!(out.windows(4).any(|w| w == b"data"));
+    }
+
+    /// A reader that hands out at most 3 bytes per read, so frames arrive in pieces.
+    struct Trickle<'a>(&'a [u8]);
+
+    impl AsyncRead for Trickle<'_> {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            let n = self.0.len().min(3).min(buf.remaining());
+            buf.put_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_connection_without_a_scheme_passes_through_byte_for_byte() {
+        let mut enc = hpack::Encoder::new();
+        let req = [
+            (b":method".to_vec(), b"POST".to_vec()),
+            (b":authority".to_vec(), b"127.0.0.1:2379".to_vec()),
+        ];
+        let b1 = enc.encode(req.iter().map(|(n, v)| (&n[..], &v[..])));
+        // A later block with a scheme is not looked at: the first block decided.
+        let b2 = enc.encode([(&b":authority"[..], &b"http://h:1"[..])]);
+        let mut input = PREFACE.to_vec();
+        input.extend(frame(0x4, 0, 0, &[])); // SETTINGS before the first block
+        let (h, c) = b1.split_at(b1.len() / 2);
+        input.extend(frame(HEADERS, 0, 1, h));
+        input.extend(frame(CONTINUATION, END_HEADERS, 1, c));
+        input.extend(frame(0x0, END_STREAM, 1, b"data"));
+        input.extend(frame(HEADERS, END_HEADERS | END_STREAM, 3, &b2));
+        assert_eq!(pass(input.clone()).await.unwrap(), input);
+        let mut out = Vec::new();
+        AuthorityFix::new(Trickle(&input))
+            .read_to_end(&mut out)
+            .await
+            .unwrap();
+        assert_eq!(out, input, "same bytes when frames arrive in pieces");
+    }
+
+    #[tokio::test]
+    async fn a_scheme_in_the_first_block_is_fixed_even_when_frames_arrive_in_pieces() {
+        let mut enc = hpack::Encoder::new();
+        let req = [(&b":authority"[..], &b"http://127.0.0.1:2379"[..])];
+        let b1 = enc.encode(req);
+        let b2 = enc.encode(req);
+        let mut input = PREFACE.to_vec();
+        input.extend(frame(HEADERS, END_HEADERS, 1, &b1));
+        input.extend(frame(HEADERS, END_HEADERS, 3, &b2));
+        let mut out = Vec::new();
+        AuthorityFix::new(Trickle(&input))
+            .read_to_end(&mut out)
+            .await
+            .unwrap();
+        let blocks = headers_of(&out);
+        assert_eq!(blocks.len(), 2);
+        for b in &blocks {
+            assert_eq!(b[0], (b":authority".to_vec(), b"127.0.0.1:2379".to_vec()));
+        }
     }
 
     #[tokio::test]

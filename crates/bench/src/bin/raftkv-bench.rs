@@ -12,6 +12,10 @@ struct Cli {
     args: bench::BenchArgs,
 }
 
+/// mimalloc instead of glibc malloc: allocation was ~12 % of a busy member's CPU (docs/performance.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let cli = Cli::parse();
     if let Err(e) = bench::run(cli.args) {
