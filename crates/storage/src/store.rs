@@ -330,6 +330,37 @@ impl Storage {
         Ok(())
     }
 
+    /// Record a hard state that differs from the stored one only in its commit index,
+    /// *without* waiting for it to be durable: it is written now and becomes durable with
+    /// the next durable write (`save` or `compact_to`), which flushes everything written
+    /// before it. After a crash before then, the previous commit index is recovered.
+    ///
+    /// Why this is safe: the commit index is volatile state in Raft (it is re-learnt from
+    /// the leader, and every committed entry is durable on a majority whatever any member
+    /// recorded about it); persisting it only lets a restarted member re-apply its committed
+    /// prefix before it hears from a leader. Why it matters: a commit-only `save` costs one
+    /// fsync on every member for every write, and on the leader that fsync sits between the
+    /// last acknowledgement and the answer to the client.
+    ///
+    /// A change of term or vote must be durable before it is acted on: it is refused here
+    /// (`Invalid`), use `save`.
+    pub fn save_commit(&mut self, hard_state: &HardState) -> Result<()> {
+        let current = self.log.hard_state;
+        if hard_state.term != current.term || hard_state.vote != current.vote {
+            return Err(StorageError::Invalid(format!(
+                "save_commit with term {} vote {:?}, but the stored hard state has term {} \
+                 vote {:?}: a term or vote change must be saved durably",
+                hard_state.term, hard_state.vote, current.term, current.vote
+            )));
+        }
+        if *hard_state == current {
+            return Ok(());
+        }
+        self.wal.append_unsynced_hard_state(hard_state)?;
+        self.apply_to_memory(None, &[], Some(hard_state));
+        Ok(())
+    }
+
     /// Entries must be contiguous, start at most one past our last index, and not reach
     /// into what the (new) snapshot covers.
     fn check_entries(&self, entries: &[Entry], snapshot: Option<&SnapshotMeta>) -> Result<()> {

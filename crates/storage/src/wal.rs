@@ -385,6 +385,34 @@ impl Wal {
         Ok(())
     }
 
+    /// Write a hard-state record without syncing it (see `Storage::save_commit`). It is
+    /// flushed by the next synced batch: a later fdatasync of the active segment covers every
+    /// byte written to it before, and a batch that rolls to a new segment syncs the segment
+    /// it seals. A record that would not fit in the active segment goes through the synced
+    /// `append` instead (rolling segments is rare; keeping it in one place keeps it right).
+    pub(crate) fn append_unsynced_hard_state(&mut self, hard_state: &HardState) -> Result<()> {
+        if let Some(why) = &self.failed {
+            return Err(StorageError::Failed(why.clone()));
+        }
+        self.buf.clear();
+        codec::encode_hard_state(&mut self.buf, hard_state);
+        if self.active_len + self.buf.len() as u64 > self.segment_size {
+            return self.append(None, &[], Some(hard_state));
+        }
+        let start_len = self.active_len;
+        let start_segments = self.segments.len();
+        let start_max = self.segments.last().map(|s| s.max_index).unwrap_or(0);
+        let record = std::mem::take(&mut self.buf);
+        let written = self.write_active(&record);
+        self.buf = record;
+        if let Err(e) = written {
+            self.rollback(start_len, start_segments, start_max, Vec::new(), &e);
+            return Err(e);
+        }
+        self.hard_state = *hard_state;
+        Ok(())
+    }
+
     /// A segment's header, hard state and marker take roughly this much; a segment never
     /// seals before holding at least one record after them.
     fn header_len_hint(&self) -> u64 {

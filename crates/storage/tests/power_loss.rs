@@ -38,6 +38,8 @@ enum Op {
         snapshot: Option<Snapshot>,
     },
     Compact(Snapshot),
+    /// A commit-index-only hard state, written without an fsync (`save_commit`).
+    Commit(HardState),
 }
 
 fn entry(index: u64, term: u64, rng: &mut ChaCha8Rng) -> Entry {
@@ -114,6 +116,10 @@ fn next_op(m: &MemLogStore, rng: &mut ChaCha8Rng) -> Op {
             entries: vec![],
             snapshot: None,
         },
+        80..=86 if last > hs.commit => Op::Commit(HardState {
+            commit: rng.gen_range(hs.commit + 1..=last),
+            ..hs
+        }),
         80..=92 if hs.commit > snap_index => {
             let index = rng.gen_range(snap_index + 1..=hs.commit);
             Op::Compact(snapshot(index, m.term(index).unwrap()))
@@ -146,14 +152,33 @@ fn apply(m: &mut MemLogStore, op: &Op) {
             snapshot,
         } => m.save(hs.as_ref(), entries, snapshot.as_ref()).unwrap(),
         Op::Compact(s) => m.compact(s).unwrap(),
+        Op::Commit(h) => m.save(Some(h), &[], None).unwrap(),
     }
 }
 
-/// Every state an interrupted `op` can leave durable: none, or a prefix of its WAL
-/// records (snapshot marker, entries one by one, hard state).
-fn candidates(before: &MemLogStore, op: &Op) -> Vec<MemLogStore> {
-    let mut out = vec![before.clone()];
+/// Every state an interrupted `op` can leave durable. `durable` is the state after the
+/// last synced operation and `pending` the commit-only hard states acknowledged since
+/// (written, not synced): a prefix of those may survive, and if all of them did, a prefix of
+/// `op`'s WAL records (snapshot marker, entries one by one, hard state).
+fn candidates(
+    durable: &MemLogStore,
+    pending: &[HardState],
+    before: &MemLogStore,
+    op: &Op,
+) -> Vec<MemLogStore> {
+    let mut out = vec![durable.clone()];
+    let mut m = durable.clone();
+    for h in pending {
+        m.save(Some(h), &[], None).unwrap();
+        out.push(m.clone());
+    }
+    out.push(before.clone());
     match op {
+        Op::Commit(h) => {
+            let mut m = before.clone();
+            m.save(Some(h), &[], None).unwrap();
+            out.push(m);
+        }
         Op::Compact(s) => {
             let mut m = before.clone();
             m.compact(s).unwrap();
@@ -208,6 +233,9 @@ fn run(seed: u64, crashes: usize, torn: bool) -> (u64, u64) {
     let fs = Arc::new(LazyFs::new());
     let (mut store, _) = Storage::open(fs.clone(), DIR, &opts(false)).unwrap();
     let mut model = MemLogStore::new();
+    // The state after the last synced operation, and the unsynced commits acknowledged since.
+    let mut durable = model.clone();
+    let mut pending: Vec<HardState> = Vec::new();
     let mut acked_ops = 0u64;
     for crash in 0..crashes {
         fs.crash_after_ops(rng.gen_range(0..300));
@@ -227,11 +255,19 @@ fn run(seed: u64, crashes: usize, torn: bool) -> (u64, u64) {
                         .write_bytes(&s.meta, &s.data)
                         .and_then(|w| store.compact_to(&w))
                 }
+                Op::Commit(h) => store.save_commit(h),
             };
             match result {
                 Ok(()) => {
                     apply(&mut model, &op);
                     acked_ops += 1;
+                    match &op {
+                        Op::Commit(h) => pending.push(*h),
+                        _ => {
+                            durable = model.clone();
+                            pending.clear();
+                        }
+                    }
                     assert!(
                         same(&store, &model),
                         "seed {seed}: store diverged from the model before any crash"
@@ -255,7 +291,7 @@ fn run(seed: u64, crashes: usize, torn: bool) -> (u64, u64) {
         fs.power_loss(mode);
         let (reopened, rec) = Storage::open(fs.clone(), DIR, &opts(true))
             .unwrap_or_else(|e| panic!("seed {seed} crash {crash}: recovery failed: {e}"));
-        let options = candidates(&before, &op);
+        let options = candidates(&durable, &pending, &before, &op);
         let Some(matched) = options.iter().find(|m| same(&reopened, m)) else {
             panic!(
                 "seed {seed} crash {crash}: recovered {} matches no durable state; in flight: {op:?}; \
@@ -274,6 +310,8 @@ fn run(seed: u64, crashes: usize, torn: bool) -> (u64, u64) {
             );
         }
         model = matched.clone();
+        durable = model.clone();
+        pending.clear();
         store = reopened;
     }
     (acked_ops, fs.sync_count())
@@ -346,10 +384,65 @@ fn the_checker_rejects_a_state_that_lost_an_acknowledged_write() {
     let (mut other, _) = Storage::open(fs2, DIR, &opts(false)).unwrap();
     other.save(None, &e1[..2], None).unwrap();
     assert!(
-        !candidates(&model, &op).iter().any(|m| same(&other, m)),
+        !candidates(&model, &[], &model, &op)
+            .iter()
+            .any(|m| same(&other, m)),
         "losing entry 3 must not match"
     );
     // ...while the honest recovered states do match.
     other.save(None, &e1[2..], None).unwrap();
-    assert!(candidates(&model, &op).iter().any(|m| same(&other, m)));
+    assert!(candidates(&model, &[], &model, &op)
+        .iter()
+        .any(|m| same(&other, m)));
+}
+
+/// `save_commit` costs no fsync, its commit index is lost by a power cut before the next
+/// durable write and kept by one after it, and it refuses a term or vote change.
+#[test]
+fn a_commit_only_hard_state_is_durable_with_the_next_synced_write() {
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    let fs = Arc::new(LazyFs::new());
+    let (mut store, _) = Storage::open(fs.clone(), DIR, &opts(false)).unwrap();
+    let hs = |commit| HardState {
+        term: 2,
+        vote: Some(1),
+        commit,
+    };
+    let e: Vec<Entry> = (1..=4).map(|i| entry(i, 2, &mut rng)).collect();
+    store.save(Some(&hs(1)), &e[..2], None).unwrap();
+
+    let syncs = fs.sync_count();
+    store.save_commit(&hs(2)).unwrap();
+    assert_eq!(fs.sync_count(), syncs, "save_commit must not fsync");
+    assert_eq!(
+        store.hard_state(),
+        hs(2),
+        "the new commit is visible at once"
+    );
+    let refused = store.save_commit(&HardState { term: 3, ..hs(2) });
+    assert!(
+        matches!(refused, Err(storage::StorageError::Invalid(_))),
+        "{refused:?}"
+    );
+    drop(store);
+    fs.power_loss(LossMode::DropUnsynced);
+    let (mut store, rec) = Storage::open(fs.clone(), DIR, &opts(true)).unwrap();
+    assert_eq!(
+        rec.hard_state,
+        hs(1),
+        "an unsynced commit is lost by a power cut"
+    );
+    assert_eq!(rec.entries.len(), 2);
+
+    store.save_commit(&hs(2)).unwrap();
+    store.save(None, &e[2..], None).unwrap();
+    drop(store);
+    fs.power_loss(LossMode::DropUnsynced);
+    let (_, rec) = Storage::open(fs.clone(), DIR, &opts(true)).unwrap();
+    assert_eq!(
+        rec.hard_state,
+        hs(2),
+        "the next synced write carries the commit"
+    );
+    assert_eq!(rec.entries.len(), 4);
 }
