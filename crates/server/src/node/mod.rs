@@ -6,6 +6,7 @@
 //! by, or starve, the gRPC tasks. Inputs arrive on one channel and are drained in batches,
 //! so many proposals share one `Ready` and one fsync (group commit).
 
+pub mod probe;
 mod runtime;
 pub mod state_machine;
 
@@ -95,15 +96,18 @@ impl<S: StateMachine> Clone for NodeHandle<S> {
 impl<S: StateMachine> NodeHandle<S> {
     /// Replicate `data` through the log and return what applying it produced.
     pub async fn propose(&self, data: Bytes) -> ProposeResult<S::Output> {
+        probe::mark("rpc_in", 0);
         let (tx, rx) = oneshot::channel();
         self.tx
             .send(Input::Propose(data, tx))
             .map_err(|_| ServerError::Stopped)?;
-        match tokio::time::timeout(self.timeout, rx).await {
+        let r = match tokio::time::timeout(self.timeout, rx).await {
             Ok(Ok(r)) => r,
             Ok(Err(_)) => Err(ServerError::Stopped),
             Err(_) => Err(ServerError::Timeout),
-        }
+        };
+        probe::mark("rpc_out", 0);
+        r
     }
 
     /// Wait until the local state machine reflects every write committed before this call

@@ -12,7 +12,7 @@ use storage::Storage;
 use tokio::sync::oneshot;
 use tracing::{debug, error, info, warn};
 
-use super::{Input, NodeHandle, ProposeResult, SharedStatus, StateMachine};
+use super::{probe, Input, NodeHandle, ProposeResult, SharedStatus, StateMachine};
 use crate::errors::ServerError;
 use crate::transport::{ForwardError, Frame, PeerEvent, Transport};
 
@@ -212,9 +212,11 @@ impl<S: StateMachine> Runtime<S> {
                 }
                 debug!(peer = format_args!("{peer:x}"), %reason, "peer refused our connection");
             }
-            Input::Propose(data, resp) => self
-                .to_propose
-                .push((data, Origin::Local(resp, Instant::now()))),
+            Input::Propose(data, resp) => {
+                probe::mark("node_in", 0);
+                self.to_propose
+                    .push((data, Origin::Local(resp, Instant::now())))
+            }
             Input::Read(w) => self.reads_unsent.push((w, Instant::now())),
             Input::SnapshotWritten(r) => self.on_snapshot_written(r)?,
             Input::Shutdown => return Ok(false),
@@ -225,8 +227,15 @@ impl<S: StateMachine> Runtime<S> {
     fn on_frame(&mut self, from: u64, frame: Frame) {
         match frame {
             Frame::Raft(m) => {
-                if matches!(m.body, raft::MessageBody::AppendResponse { .. }) {
-                    self.acks_seen = true;
+                match &m.body {
+                    raft::MessageBody::AppendResponse { match_index, .. } => {
+                        probe::mark("ack_step", *match_index);
+                        self.acks_seen = true;
+                    }
+                    raft::MessageBody::Append { entries, .. } if !entries.is_empty() => {
+                        probe::mark("f_node", entries[entries.len() - 1].index);
+                    }
+                    _ => {}
                 }
                 if let Err(e) = self.p.raft.step(m) {
                     debug!(?e, "core refused a message");
@@ -304,6 +313,7 @@ impl<S: StateMachine> Runtime<S> {
             let datas: Vec<Bytes> = batch.iter().map(|(d, _)| d.clone()).collect();
             match self.p.raft.propose(datas) {
                 Ok(placed) => {
+                    probe::mark("placed", placed.last);
                     for (i, (_, origin)) in batch.into_iter().enumerate() {
                         let index = placed.first + i as u64;
                         match origin {
@@ -424,11 +434,37 @@ impl<S: StateMachine> Runtime<S> {
             }
         }
         self.send_all(&rd.messages);
-        self.p
-            .storage
-            .save(rd.hard_state.as_ref(), &rd.entries, rd.snapshot.as_ref())
-            .map_err(|e| anyhow::anyhow!("cannot persist the raft log: {e}"))?;
+        let last = rd.entries.last().map_or(0, |e| e.index);
+        if last > 0 {
+            probe::mark("sent", last);
+        }
+        // A Ready that only moves the commit index (the usual one after the acknowledgements
+        // of a write, on every member) is written without an fsync: the commit index is
+        // volatile in Raft and waiting for it would put a second fsync on every write's path
+        // (see `Storage::save_commit`). Term, vote, entries and snapshots stay durable first.
+        let stored = self.p.storage.hard_state();
+        let saved = match rd.hard_state {
+            Some(hs)
+                if rd.entries.is_empty()
+                    && rd.snapshot.is_none()
+                    && hs.term == stored.term
+                    && hs.vote == stored.vote =>
+            {
+                self.p.storage.save_commit(&hs)
+            }
+            _ => self
+                .p
+                .storage
+                .save(rd.hard_state.as_ref(), &rd.entries, rd.snapshot.as_ref()),
+        };
+        saved.map_err(|e| anyhow::anyhow!("cannot persist the raft log: {e}"))?;
+        if last > 0 {
+            probe::mark("saved", last);
+        }
         self.send_all(&rd.persisted_messages);
+        if last > 0 && !rd.persisted_messages.is_empty() {
+            probe::mark("ack_sent", last);
+        }
         if let Some(snap) = &rd.snapshot {
             self.install_snapshot(snap)?;
         }
@@ -442,8 +478,8 @@ impl<S: StateMachine> Runtime<S> {
     }
 
     fn send_all(&self, msgs: &[Message]) {
-        for m in msgs {
-            self.transport.send(m.to, Frame::Raft(m.clone()));
+        if !msgs.is_empty() {
+            self.transport.send_raft(msgs);
         }
     }
 
@@ -502,6 +538,7 @@ impl<S: StateMachine> Runtime<S> {
     /// would silently diverge this replica).
     fn apply(&mut self, entries: &[Entry]) -> anyhow::Result<()> {
         let mut outputs = Vec::new();
+        probe::mark("commit", entries.last().map_or(0, |e| e.index));
         {
             let mut sm = self
                 .p
@@ -521,12 +558,16 @@ impl<S: StateMachine> Runtime<S> {
             }
         }
         self.shared.applied.store(self.applied, Ordering::Relaxed);
+        let outputs_empty = outputs.is_empty();
         for (same_term, out, resp) in outputs {
             let answer = match (same_term, out) {
                 (true, Some(o)) => Ok(o),
                 _ => Err(ServerError::LeaderChanged),
             };
             let _ = resp.send(answer);
+        }
+        if !outputs_empty {
+            probe::mark("answered", self.applied);
         }
         self.release_reads();
         Ok(())

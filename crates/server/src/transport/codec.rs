@@ -118,8 +118,8 @@ pub fn encode(frame: &Frame, out: &mut BytesMut) {
             put_str(out, reason);
         }
         Frame::Raft(m) => {
-            out.put_u8(4);
-            put_message(out, m);
+            out.truncate(start);
+            return encode_raft(m, out);
         }
         Frame::Forward { req_id, data } => {
             out.put_u8(5);
@@ -140,6 +140,17 @@ pub fn encode(frame: &Frame, out: &mut BytesMut) {
             }
         }
     }
+    let len = (out.len() - start - 4) as u32;
+    out[start..start + 4].copy_from_slice(&len.to_le_bytes());
+}
+
+/// Append a `Frame::Raft` carrying `m`, length prefix included, to `out` — without the
+/// caller having to clone the message into a frame.
+pub fn encode_raft(m: &Message, out: &mut BytesMut) {
+    let start = out.len();
+    out.put_u32_le(0);
+    out.put_u8(4);
+    put_message(out, m);
     let len = (out.len() - start - 4) as u32;
     out[start..start + 4].copy_from_slice(&len.to_le_bytes());
 }
