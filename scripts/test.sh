@@ -8,20 +8,11 @@ cd "$(dirname "$0")/.."
 
 log() { printf '\n==> %s\n' "$*"; }
 
-need_apt=()
-command -v etcd >/dev/null || need_apt+=(etcd-server)
-command -v etcdctl >/dev/null || need_apt+=(etcd-client)
-# The etcd-client crate (a dev-dependency of the CLI tests) runs protoc in its build script.
-command -v protoc >/dev/null || need_apt+=(protobuf-compiler)
-# The Jepsen-style harness builds its own network namespaces and partitions them.
-command -v ip >/dev/null || need_apt+=(iproute2)
-command -v iptables >/dev/null || need_apt+=(iptables)
-if ((${#need_apt[@]})); then
-  log "installing ${need_apt[*]} (Debian packages the tests use)"
-  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
-fi
+# etcd and etcdctl: the differential, etcdctl and benchmark-side tests. protoc: the etcd-client
+# crate (a dev-dependency of the CLI tests) runs it in its build script. ip and iptables: the
+# Jepsen-style harness builds its own network namespaces and partitions them.
+scripts/ensure-packages.sh etcd:etcd-server etcdctl:etcd-client protoc:protobuf-compiler \
+  ip:iproute2 iptables:iptables
 # The Debian package may start a system etcd on 2379; our tests use their own ports only.
 
 log "cargo fmt --check"

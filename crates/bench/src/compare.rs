@@ -225,7 +225,7 @@ fn render_markdown(
                 .map(|t| {
                     t.lines()
                         .filter(|l| {
-                            ["PASS", "FAIL", "too ", "Error"]
+                            ["PASS", "FAIL", "too ", "Error", "CPU"]
                                 .iter()
                                 .any(|w| l.contains(w))
                         })
@@ -552,7 +552,7 @@ mod tests {
         std::fs::write(dir.join("rss-raftkv.txt"), "m1 10240\n").unwrap();
         std::fs::write(
             dir.join("perf-raftkv-xl.txt"),
-            "noise\nPASS: Throughput is 15000 writes/s\n",
+            "noise\nPASS: Throughput is 15000 writes/s\nCPU (s, user+sys): etcdctl 61.2, members 80.1\n",
         )
         .unwrap();
         let (md, svg) = (dir.join("out.md"), dir.join("out.svg"));
@@ -569,6 +569,8 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("PASS: Throughput is 15000 writes/s"));
+        assert!(text.contains("CPU (s, user+sys): etcdctl 61.2, members 80.1"));
+        assert!(!text.contains("noise"));
         assert!(
             text.contains("| raftkv | 2 | 900 | 1200 | 1200 |"),
             "{text}"
