@@ -42,8 +42,16 @@ pub struct Config {
     /// This node's id (non-zero).
     pub id: NodeId,
     /// A follower that hears no leader for a random time in
-    /// `[election_tick, 2 * election_tick)` campaigns.
+    /// `[election_tick, election_tick + jitter)` campaigns (`jitter`: see
+    /// `election_jitter_tick`). It is also the leader lease: no (pre)vote is granted while a
+    /// leader was heard within `election_tick` ticks.
     pub election_tick: u32,
+    /// Width of the range the election timeout is drawn from. `None` means `election_tick`,
+    /// the paper's `[T, 2T)`. The spread only has to be wide compared with one vote round
+    /// trip to make split votes rare (Raft paper §9.3); the wider it is, the longer the
+    /// slowest follower waits for a dead leader, so a runtime with fast links may narrow
+    /// it (docs/raft-deviations.md). Must be at least 1.
+    pub election_jitter_tick: Option<u32>,
     /// A leader sends heartbeats every `heartbeat_tick` ticks. Must be < `election_tick`.
     pub heartbeat_tick: u32,
     /// Upper bound on the entry bytes of one Append message (at least one entry is always sent).
@@ -68,6 +76,7 @@ impl Config {
         Config {
             id,
             election_tick: 10,
+            election_jitter_tick: None,
             heartbeat_tick: 1,
             max_size_per_msg: 1024 * 1024,
             max_inflight_msgs: 256,
@@ -236,7 +245,7 @@ pub struct RaftNode {
     /// round (leader).
     pub(crate) election_elapsed: u32,
     pub(crate) heartbeat_elapsed: u32,
-    /// This round's election timeout, drawn from `[election_tick, 2 * election_tick)`.
+    /// This round's election timeout, drawn from `[election_tick, election_tick + jitter)`.
     pub(crate) randomized_timeout: u32,
     pub(crate) rng: ChaCha8Rng,
     pub(crate) msgs: Vec<Message>,
@@ -659,7 +668,8 @@ impl RaftNode {
 
     pub(crate) fn reset_election_timeout(&mut self) {
         let base = self.config.election_tick;
-        self.randomized_timeout = self.rng.gen_range(base..2 * base);
+        let jitter = self.config.election_jitter_tick.unwrap_or(base);
+        self.randomized_timeout = self.rng.gen_range(base..base + jitter);
     }
 
     /// A message at our term from the leader: remember it and restart the election clock.
@@ -704,6 +714,11 @@ fn validate(config: &Config) -> Result<(), ConfigError> {
     }
     if config.election_tick > u32::MAX / 2 {
         return fail("election_tick too large");
+    }
+    match config.election_jitter_tick {
+        Some(0) => return fail("election_jitter_tick must be at least 1"),
+        Some(j) if j > u32::MAX / 2 => return fail("election_jitter_tick too large"),
+        _ => {}
     }
     if config.max_inflight_msgs == 0 || config.max_inflight_bytes == 0 {
         return fail("in-flight limits must be positive");

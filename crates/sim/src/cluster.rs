@@ -54,6 +54,8 @@ pub struct SimConfig {
     pub seed: u64,
     pub nodes: usize,
     pub election_tick: u32,
+    /// Width of the election-timeout range (`raft::Config::election_jitter_tick`).
+    pub election_jitter_tick: Option<u32>,
     pub heartbeat_tick: u32,
     pub pre_vote: bool,
     pub check_quorum: bool,
@@ -72,6 +74,11 @@ pub struct SimConfig {
     pub panic_on_violation: bool,
     /// A deliberately broken runtime (checker self-tests only).
     pub sabotage: Option<Sabotage>,
+    /// Give each member its own tick phase (a seeded offset of 0 to `UNITS_PER_TICK - 1`
+    /// units), as real members, each ticking on its own clock, have. Off, every member ticks
+    /// at the same instant, so two members that draw the same timeout campaign at exactly
+    /// the same moment: a worst case for split votes.
+    pub staggered_ticks: bool,
 }
 
 impl SimConfig {
@@ -82,6 +89,7 @@ impl SimConfig {
             seed,
             nodes,
             election_tick: defaults.election_tick,
+            election_jitter_tick: defaults.election_jitter_tick,
             heartbeat_tick: defaults.heartbeat_tick,
             pre_vote: defaults.pre_vote,
             check_quorum: defaults.check_quorum,
@@ -93,6 +101,7 @@ impl SimConfig {
             replay: format!("RAFTKV_SIM_SEED={seed} cargo test -p raftkv-sim --release"),
             panic_on_violation: true,
             sabotage: None,
+            staggered_ticks: false,
         }
     }
 }
@@ -135,6 +144,8 @@ pub struct Cluster {
     pub(crate) violation: Option<Violation>,
     pub(crate) payload_index: HashMap<Bytes, Index>,
     pub(crate) stats: ClusterStats,
+    /// Per member (by index): the unit offset of its ticks (all 0 unless `staggered_ticks`).
+    pub(crate) tick_phase: Vec<u64>,
 }
 
 macro_rules! trace {
@@ -169,7 +180,18 @@ impl Cluster {
             violation: None,
             payload_index: HashMap::new(),
             stats: ClusterStats::default(),
+            tick_phase: Vec::new(),
         };
+        // Drawn only when asked for, so runs without it keep their RNG sequence.
+        cluster.tick_phase = (0..cluster.voters.len())
+            .map(|_| {
+                if cluster.config.staggered_ticks {
+                    cluster.rng.gen_range(0..UNITS_PER_TICK)
+                } else {
+                    0
+                }
+            })
+            .collect();
         trace!(cluster, "config {:?}", cluster.config);
         for &id in &cluster.voters.clone() {
             cluster.nodes.push(SimNode {
@@ -195,8 +217,11 @@ impl Cluster {
     /// every message that is due.
     pub fn step_unit(&mut self) {
         self.now += 1;
-        if self.now.is_multiple_of(UNITS_PER_TICK) {
+        if self.config.staggered_ticks || self.now.is_multiple_of(UNITS_PER_TICK) {
             for idx in 0..self.nodes.len() {
+                if !(self.now + self.tick_phase[idx]).is_multiple_of(UNITS_PER_TICK) {
+                    continue;
+                }
                 if let Some(raft) = self.nodes[idx].raft.as_mut() {
                     raft.tick();
                     self.after_input(idx);
@@ -256,6 +281,12 @@ impl Cluster {
     /// Virtual time in whole ticks.
     pub fn now_ticks(&self) -> u64 {
         self.now / UNITS_PER_TICK
+    }
+
+    /// Virtual time in units (`UNITS_PER_TICK` to a tick), for measuring durations finer
+    /// than a tick.
+    pub fn now_units(&self) -> u64 {
+        self.now
     }
 
     // ----- faults -----------------------------------------------------------------------
@@ -356,6 +387,7 @@ impl Cluster {
     fn raft_config(&mut self, id: NodeId) -> Config {
         let mut c = Config::new(id);
         c.election_tick = self.config.election_tick;
+        c.election_jitter_tick = self.config.election_jitter_tick;
         c.heartbeat_tick = self.config.heartbeat_tick;
         c.pre_vote = self.config.pre_vote;
         c.check_quorum = self.config.check_quorum;

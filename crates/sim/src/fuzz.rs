@@ -29,6 +29,11 @@ pub struct FuzzOptions {
     pub sabotage: Option<Sabotage>,
     /// The intense fault profile (see `Plan`): a different seed space from the normal one.
     pub intense: bool,
+    /// Narrow the election-timeout spread to this percentage of `election_tick` (at least
+    /// `MIN_NARROW_JITTER_TICKS`), as the server does with 30 (docs/raft-deviations.md). `None`: the
+    /// paper's `[T, 2T)`. Draws nothing from the RNG, so a seed's faults and workload are
+    /// the same either way; only the members' timeouts differ.
+    pub election_jitter_percent: Option<u32>,
 }
 
 impl Default for FuzzOptions {
@@ -38,9 +43,15 @@ impl Default for FuzzOptions {
             trace: false,
             sabotage: None,
             intense: false,
+            election_jitter_percent: None,
         }
     }
 }
+
+/// A narrowed spread is never below this many ticks (the server's floor too): with a
+/// single possible timeout, members that lost their leader together campaign together
+/// forever.
+pub const MIN_NARROW_JITTER_TICKS: u32 = 3;
 
 /// After healing: a leader within this many election timeouts…
 pub const LEADER_BOUND_ELECTIONS: u64 = 10;
@@ -54,6 +65,8 @@ pub struct Plan {
     pub fault_ticks: u64,
     pub nodes: usize,
     pub election_tick: u32,
+    /// `None`: the core's default spread, `election_tick`.
+    pub election_jitter_tick: Option<u32>,
     pub pre_vote: bool,
     pub check_quorum: bool,
     pub max_size_per_msg: usize,
@@ -81,6 +94,7 @@ impl Plan {
             fault_ticks,
             nodes,
             election_tick: *[5, 10, 10, 20].choose(rng).expect("non-empty"),
+            election_jitter_tick: None,
             pre_vote: rng.gen_bool(0.8),
             check_quorum: rng.gen_bool(0.8),
             max_size_per_msg: if small { 60 } else { 1024 * 1024 },
@@ -155,6 +169,10 @@ pub fn replay_command(seed: u64, options: &FuzzOptions) -> String {
         format!("{ticks}RAFTKV_SIM_INTENSE=1 ")
     } else {
         ticks
+    };
+    let ticks = match options.election_jitter_percent {
+        Some(percent) => format!("{ticks}RAFTKV_SIM_JITTER_PERCENT={percent} "),
+        None => ticks,
     };
     format!(
         "RAFTKV_SIM_SEED={seed} {ticks}RAFTKV_SIM_TRACE=1 cargo test -p raftkv-sim --release --test sweep replay_one_seed -- --nocapture"
@@ -262,9 +280,13 @@ fn random_node(c: &mut Cluster) -> NodeId {
 /// report says what broke.
 pub fn run_seed(seed: u64, options: &FuzzOptions) -> FuzzReport {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let plan = Plan::draw(&mut rng, options.fault_ticks, options.intense);
+    let mut plan = Plan::draw(&mut rng, options.fault_ticks, options.intense);
+    plan.election_jitter_tick = options
+        .election_jitter_percent
+        .map(|percent| (plan.election_tick * percent / 100).max(MIN_NARROW_JITTER_TICKS));
     let mut config = SimConfig::new(plan.nodes, seed);
     config.election_tick = plan.election_tick;
+    config.election_jitter_tick = plan.election_jitter_tick;
     config.heartbeat_tick = 1;
     config.pre_vote = plan.pre_vote;
     config.check_quorum = plan.check_quorum;

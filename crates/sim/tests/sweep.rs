@@ -69,7 +69,8 @@ fn sweep_intense_profile() {
 }
 
 /// Replays `RAFTKV_SIM_SEED` (default 0; `RAFTKV_SIM_FAULT_TICKS` if the sweep changed the
-/// run length) with its trace printed on failure.
+/// run length, `RAFTKV_SIM_JITTER_PERCENT` if it narrowed the election spread) with its
+/// trace printed on failure.
 #[test]
 fn replay_one_seed() {
     let seed = sim::seed_from_env_or(0);
@@ -78,6 +79,8 @@ fn replay_one_seed() {
         fault_ticks: env_u64("RAFTKV_SIM_FAULT_TICKS", FuzzOptions::default().fault_ticks),
         sabotage: None,
         intense: std::env::var_os("RAFTKV_SIM_INTENSE").is_some(),
+        election_jitter_percent: std::env::var_os("RAFTKV_SIM_JITTER_PERCENT")
+            .map(|_| env_u64("RAFTKV_SIM_JITTER_PERCENT", 0) as u32),
     };
     let report = run_seed(seed, &options);
     println!("seed {seed}: plan {:?}", report.plan);
