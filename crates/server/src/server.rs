@@ -128,7 +128,8 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     let initial = recovered.initial_state(bootstrap);
     let mut raft_cfg = raft::Config::new(config.member_id);
     raft_cfg.election_tick = config.election_ticks;
-    raft_cfg.heartbeat_tick = 1;
+    raft_cfg.election_jitter_tick = Some(config.election_jitter_ticks);
+    raft_cfg.heartbeat_tick = config.heartbeat_ticks;
     raft_cfg.seed = config.member_id ^ incarnation;
     let raft = RaftNode::new(raft_cfg, initial)
         .map_err(|e| anyhow::anyhow!("cannot start the raft core: {e:?}"))?;
@@ -172,7 +173,9 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         state,
         applied,
         applied_term,
-        heartbeat: config.heartbeat,
+        // The node thread ticks the core every `heartbeat` of its params: that is the
+        // tick, a tenth of the heartbeat interval (config::TICKS_PER_HEARTBEAT).
+        heartbeat: config.tick,
         election_timeout: config.election_timeout,
         request_timeout: config.request_timeout(),
         snapshot_count: config.snapshot_count,
