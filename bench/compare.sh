@@ -10,7 +10,7 @@
 # Writes bench/results/compare.md and bench/results/compare.svg; raw results go to bench/out/.
 # A script, not a test: one run takes about 10-12 minutes on the 2-core dev machine.
 #
-# Knobs (environment): DURATION (s per load run, 6), ROUNDS (2), FAILOVER_TRIALS (10),
+# Knobs (environment): DURATION (s per load run, 6), ROUNDS (2), FAILOVER_TRIALS (20),
 # RSS_PUTS (50000; 0 skips the memory step), RSS_KEYS (5000), PERF_LOADS ("l xl"; "" skips),
 # CASES_ONLY (space-separated load-case names to run, e.g. "put-c1 range-l"; default all), SKIP_BUILD=1, ETCD, ETCDCTL,
 # MEMBER and BENCH (prebuilt binaries, with SKIP_BUILD=1), PROFILE_NOTE (how they were built).
@@ -21,7 +21,7 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 export ETCDCTL_API=3
 DURATION=${DURATION:-6}
 ROUNDS=${ROUNDS:-2}
-FAILOVER_TRIALS=${FAILOVER_TRIALS:-10}
+FAILOVER_TRIALS=${FAILOVER_TRIALS:-20}
 RSS_PUTS=${RSS_PUTS:-50000}
 RSS_KEYS=${RSS_KEYS:-5000}
 PERF_LOADS=${PERF_LOADS:-"l xl"}

@@ -1,11 +1,18 @@
 //! Leader-failover probe: kills a process (the leader) and measures the time until a write
 //! succeeds on any remaining endpoint.
 //!
-//! The connections are opened before the kill so that dialing is not counted. One prober
-//! per endpoint keeps retrying a put with a short deadline; the first success ends the
-//! measurement, so whichever member becomes leader (or forwards first) is observed.
+//! The connections are opened before the kill so that dialing is not counted. The clock
+//! starts just before `kill -9` is spawned, so the figure can only err high (by the
+//! fork+exec of `kill`, about a millisecond). Each endpoint then gets a fresh put every
+//! [`ATTEMPT_INTERVAL`], without waiting for the earlier ones: a put can hang until its
+//! deadline (etcd holds a proposal forwarded to a dead leader until the request times out),
+//! and retrying only after that deadline would round the result up to it. With overlapping
+//! attempts the first success is observed within one interval of the cluster accepting
+//! writes again, whichever member becomes leader (or forwards first).
 
 use std::process::Command;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -15,10 +22,16 @@ use serde::Serialize;
 
 use crate::driver::connect;
 
-/// Deadline of one probe put; short so a put stuck on a dead leader is retried soon.
-const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
-/// Pause after a failed probe that returned at once, so a refusing member is not spun on.
-const RETRY_PAUSE: Duration = Duration::from_millis(10);
+/// A new probe put per endpoint this often: the resolution of the measurement.
+const ATTEMPT_INTERVAL: Duration = Duration::from_millis(10);
+/// Deadline of one probe put. Long enough that a put merely waiting for the new leader's
+/// first commit is not abandoned; the overlapping attempts make its length irrelevant to
+/// the result.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(1);
+/// At most this many probe puts outstanding per endpoint (`ATTEMPT_TIMEOUT /
+/// ATTEMPT_INTERVAL`, so the cap only bites if puts hang for their whole deadline), well
+/// under the 200 concurrent streams an HTTP/2 server grants by default.
+const MAX_IN_FLIGHT: u64 = 100;
 
 /// The outcome of one failover trial.
 #[derive(Debug, Clone, Serialize)]
@@ -36,37 +49,50 @@ pub async fn run(urls: &[String], pid: u32, give_up_after: Duration) -> Result<F
         clients.push((url.clone(), KvClient::new(connect(url).await?)));
     }
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, Instant, u64)>();
+    let killed_at = Instant::now();
     let status = Command::new("kill")
         .arg("-9")
         .arg(pid.to_string())
         .status()
         .context("running kill")?;
-    let killed_at = Instant::now();
     if !status.success() {
         bail!("kill -9 {pid} failed ({status})");
     }
     let mut probers = Vec::new();
-    for (url, mut kv) in clients {
+    for (url, kv) in clients {
         let tx = tx.clone();
         probers.push(tokio::spawn(async move {
-            let mut failed = 0u64;
+            let failed = Arc::new(AtomicU64::new(0));
+            let in_flight = Arc::new(AtomicU64::new(0));
+            let mut attempts = tokio::task::JoinSet::new();
+            let mut every = tokio::time::interval(ATTEMPT_INTERVAL);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                let req = PutRequest {
-                    key: Bytes::from_static(b"raftkv-bench-failover"),
-                    value: Bytes::from(url.clone()),
-                    ..Default::default()
-                };
-                let began = Instant::now();
-                match tokio::time::timeout(PROBE_TIMEOUT, kv.put(req)).await {
-                    Ok(Ok(_)) => {
-                        let _ = tx.send((url, Instant::now(), failed));
-                        return;
+                every.tick().await;
+                if in_flight.load(Ordering::Relaxed) >= MAX_IN_FLIGHT {
+                    continue;
+                }
+                in_flight.fetch_add(1, Ordering::Relaxed);
+                let (mut kv, url, tx) = (kv.clone(), url.clone(), tx.clone());
+                let (failed, in_flight) = (failed.clone(), in_flight.clone());
+                attempts.spawn(async move {
+                    let req = PutRequest {
+                        key: Bytes::from_static(b"raftkv-bench-failover"),
+                        value: Bytes::from(url.clone()),
+                        ..Default::default()
+                    };
+                    match tokio::time::timeout(ATTEMPT_TIMEOUT, kv.put(req)).await {
+                        Ok(Ok(_)) => {
+                            let _ = tx.send((url, Instant::now(), failed.load(Ordering::Relaxed)));
+                        }
+                        _ => {
+                            failed.fetch_add(1, Ordering::Relaxed);
+                        }
                     }
-                    _ => failed += 1,
-                }
-                if began.elapsed() < RETRY_PAUSE {
-                    tokio::time::sleep(RETRY_PAUSE).await;
-                }
+                    in_flight.fetch_sub(1, Ordering::Relaxed);
+                });
+                // Reap finished attempts so the set does not grow for the whole trial.
+                while attempts.try_join_next().is_some() {}
             }
         }));
     }
