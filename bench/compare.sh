@@ -13,7 +13,9 @@
 # Knobs (environment): DURATION (s per load run, 6), ROUNDS (2), FAILOVER_TRIALS (20),
 # RSS_PUTS (50000; 0 skips the memory step), RSS_KEYS (5000), PERF_LOADS ("l xl"; "" skips),
 # CASES_ONLY (space-separated load-case names to run, e.g. "put-c1 range-l"; default all), SKIP_BUILD=1, ETCD, ETCDCTL,
-# MEMBER and BENCH (prebuilt binaries, with SKIP_BUILD=1), PROFILE_NOTE (how they were built).
+# MEMBER and BENCH (prebuilt binaries, with SKIP_BUILD=1), PROFILE_NOTE (how they were built),
+# REPORT_NAME (compare: writes bench/results/<name>.md and .svg; use another name for partial runs).
+# etcd and etcdctl come from Debian's etcd-server / etcd-client, installed if missing.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -25,6 +27,8 @@ FAILOVER_TRIALS=${FAILOVER_TRIALS:-20}
 RSS_PUTS=${RSS_PUTS:-50000}
 RSS_KEYS=${RSS_KEYS:-5000}
 PERF_LOADS=${PERF_LOADS:-"l xl"}
+REPORT_NAME=${REPORT_NAME:-compare}
+[[ -n ${ETCD:-} && -n ${ETCDCTL:-} ]] || "$ROOT/scripts/ensure-packages.sh" etcd:etcd-server etcdctl:etcd-client
 ETCD=${ETCD:-$(command -v etcd || echo /usr/bin/etcd)}
 ETCDCTL=${ETCDCTL:-$(command -v etcdctl || echo /usr/bin/etcdctl)}
 OUT=$ROOT/bench/out/$(date -u +%Y%m%dT%H%M%SZ)
@@ -99,6 +103,13 @@ wait_ready() {
 
 leader_endpoint() { local l; l=$(leader_of "$1"); echo "127.0.0.1:$(( $(base_port "$1") + l ))"; }
 
+# CPU time (clock ticks, user+sys) used so far by the three members of a system.
+members_cpu_ticks() {
+  local t=0 i
+  for i in 1 2 3; do t=$((t + $(awk '{print $14 + $15}' "/proc/${PID[$1-$i]}/stat" 2>/dev/null || echo 0))); done
+  echo "$t"
+}
+
 rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 
 {
@@ -152,7 +163,17 @@ done
 for load in $PERF_LOADS; do
   for sys in etcd raftkv; do
     log "etcdctl check perf --load=$load against $sys (60 s)"
-    "$ETCDCTL" --endpoints="$(endpoints "$sys")" check perf --load="$load" >"$OUT/perf-$sys-$load.txt" 2>&1 || true
+    before=$(members_cpu_ticks "$sys")
+    { TIMEFORMAT='%U %S'; time "$ETCDCTL" --endpoints="$(endpoints "$sys")" check perf --load="$load" >"$OUT/perf-$sys-$load.txt" 2>&1 || true; } 2>"$OUT/perf-$sys-$load.time"
+    after=$(members_cpu_ticks "$sys")
+    # Where the CPU went: on 2 cores the client's own share bounds what any server can reach.
+    read -r cu cs <"$OUT/perf-$sys-$load.time" || true
+    wps=$(grep -o '[0-9]* writes/s' "$OUT/perf-$sys-$load.txt" | head -1 | cut -d' ' -f1)
+    awk -v u="${cu:-0}" -v s="${cs:-0}" -v m=$((after - before)) -v w="${wps:-0}" 'BEGIN {
+      c = u + s; ms = m / 100; n = w * 60
+      printf "CPU (s, user+sys) during the 60 s run: etcdctl %.1f, the 3 members %.1f", c, ms
+      if (n > 0) printf " (per write: etcdctl %.0f us, members %.0f us)", c * 1e6 / n, ms * 1e6 / n
+      printf "\n" }' >>"$OUT/perf-$sys-$load.txt"
   done
 done
 
@@ -172,6 +193,6 @@ for trial in $(seq 1 "$FAILOVER_TRIALS"); do
 done
 
 echo "Machine load average at the end: $(cut -d' ' -f1-3 /proc/loadavg) (the bench client and all six members share these cores; the A/B alternation spreads load drift over both systems)." >>"$OUT/notes.md"
-"$BENCH" compare-report --dir "$OUT" --markdown "$ROOT/bench/results/compare.md" --svg "$ROOT/bench/results/compare.svg" \
+"$BENCH" compare-report --dir "$OUT" --markdown "$ROOT/bench/results/$REPORT_NAME.md" --svg "$ROOT/bench/results/$REPORT_NAME.svg" \
   --command "bench/compare.sh (DURATION=$DURATION ROUNDS=$ROUNDS FAILOVER_TRIALS=$FAILOVER_TRIALS RSS_PUTS=$RSS_PUTS RSS_KEYS=$RSS_KEYS); raw results in bench/out/$(basename "$OUT")"
-cat "$ROOT/bench/results/compare.md"
+cat "$ROOT/bench/results/$REPORT_NAME.md"
