@@ -26,11 +26,14 @@ ROUNDS=${ROUNDS:-2}
 FAILOVER_TRIALS=${FAILOVER_TRIALS:-20}
 RSS_PUTS=${RSS_PUTS:-50000}
 RSS_KEYS=${RSS_KEYS:-5000}
-PERF_LOADS=${PERF_LOADS:-"l xl"}
+PERF_LOADS=${PERF_LOADS-"l xl"}
 REPORT_NAME=${REPORT_NAME:-compare}
 [[ -n ${ETCD:-} && -n ${ETCDCTL:-} ]] || "$ROOT/scripts/ensure-packages.sh" etcd:etcd-server etcdctl:etcd-client
 ETCD=${ETCD:-$(command -v etcd || echo /usr/bin/etcd)}
 ETCDCTL=${ETCDCTL:-$(command -v etcdctl || echo /usr/bin/etcdctl)}
+# The clusters use fixed ports: two runs at once would measure each other.
+exec 9>/tmp/raftkv-compare.lock
+flock -n 9 || { echo "another bench/compare.sh is running (lock /tmp/raftkv-compare.lock)" >&2; exit 1; }
 OUT=$ROOT/bench/out/$(date -u +%Y%m%dT%H%M%SZ)
 WORK=$(mktemp -d /tmp/raftkv-compare.XXXXXX)
 mkdir -p "$OUT/load" "$OUT/logs"
