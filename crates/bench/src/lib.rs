@@ -31,7 +31,12 @@ pub fn run(args: BenchArgs) -> Result<()> {
     {
         return compare::write_report(dir, markdown, svg, command);
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    // Same scheduling as the server (see server::run): without the LIFO slot, a connection
+    // task woken by many finishing requests writes their frames together.
+    #[cfg(tokio_unstable)]
+    builder.disable_lifo_slot();
+    let runtime = builder
         .enable_all()
         .build()
         .context("starting the tokio runtime")?;

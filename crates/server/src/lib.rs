@@ -37,10 +37,13 @@ pub fn validate(args: &ServerArgs) -> anyhow::Result<()> {
 pub fn run(args: ServerArgs) -> anyhow::Result<()> {
     let config = config::Config::from_args(&args)?;
     logging::init(config.log_format);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("raftkv-io")
-        .build()?;
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    // Without the LIFO slot, a connection task woken by many finishing requests runs after
+    // them and writes all their responses at once, instead of one write per response
+    // (.cargo/config.toml sets the cfg; docs/performance.md has the figures).
+    #[cfg(tokio_unstable)]
+    builder.disable_lifo_slot();
+    let runtime = builder.enable_all().thread_name("raftkv-io").build()?;
     let result = runtime.block_on(async move {
         let shutdown = tokio_util::sync::CancellationToken::new();
         let on_signal = shutdown.clone();
