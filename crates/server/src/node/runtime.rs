@@ -16,6 +16,18 @@ use super::{probe, Input, NodeHandle, ProposeResult, SharedStatus, StateMachine}
 use crate::errors::ServerError;
 use crate::transport::{ForwardError, Frame, PeerEvent, Transport};
 
+/// Most ticks counted at once after a slow iteration: one heartbeat interval (a tick is a
+/// tenth of `--heartbeat-interval`), far below an election timeout.
+const MAX_CATCH_UP_TICKS: u32 = 10;
+
+/// How many ticks to count at `now` when the next one was due at `due_at` (`now >= due_at`),
+/// and when the following one is due.
+fn ticks_due(now: Instant, due_at: Instant, interval: Duration) -> (u32, Instant) {
+    let late = (now - due_at).as_nanos() / interval.as_nanos().max(1);
+    let count = u32::try_from(late).unwrap_or(u32::MAX).saturating_add(1);
+    let next = due_at + interval.saturating_mul(count);
+    (count.min(MAX_CATCH_UP_TICKS), next)
+}
 /// Inputs handled per loop iteration before the core is drained (bounds latency).
 const MAX_INPUTS_PER_ROUND: usize = 8192;
 
@@ -181,12 +193,18 @@ impl<S: StateMachine> Runtime<S> {
             }
             let now = Instant::now();
             if now >= next_tick {
-                self.p.raft.tick();
                 let hb = crate::fault_hooks::tick_interval(hb);
-                next_tick += hb;
-                if next_tick < now {
-                    next_tick = now + hb;
+                // Every tick interval that passed counts, up to a heartbeat's worth. A long
+                // iteration (a slow fsync, a burst of input) must not slow the Raft clock:
+                // a leader whose clock runs slow sends heartbeats late and its followers
+                // time out (seen under `check perf --load=xl` on an overloaded machine). A
+                // stall of seconds is not replayed in full, though: many election timeouts
+                // at once would make check-quorum step a healthy leader down.
+                let (due, next) = ticks_due(now, next_tick, hb);
+                for _ in 0..due {
+                    self.p.raft.tick();
                 }
+                next_tick = next;
                 self.housekeeping(now);
             }
             let proposed = self.flush_proposals();
@@ -707,5 +725,24 @@ impl<S: StateMachine> Runtime<S> {
                 let _ = w.send(Err(e.clone()));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_late_loop_counts_the_missed_ticks_up_to_a_heartbeat() {
+        let ms = Duration::from_millis;
+        let t0 = Instant::now();
+        // On time: one tick, the next one interval later.
+        assert_eq!(ticks_due(t0, t0, ms(10)), (1, t0 + ms(10)));
+        // 35 ms late: the due tick and three missed ones; the clock keeps its phase.
+        assert_eq!(ticks_due(t0 + ms(35), t0, ms(10)), (4, t0 + ms(40)));
+        // A 5 s stall counts as one heartbeat interval, not as several election timeouts.
+        let (n, next) = ticks_due(t0 + ms(5000), t0, ms(10));
+        assert_eq!(n, MAX_CATCH_UP_TICKS);
+        assert!(next > t0 + ms(5000) && next <= t0 + ms(5010));
     }
 }
