@@ -120,33 +120,6 @@ mod enabled {
         }
     }
 
-    #[cfg(test)]
-    mod tests {
-        use super::*;
-
-        #[test]
-        fn records_wait_for_sync_and_survive_the_cut_that_seals_a_segment() {
-            let dir = tempfile::tempdir().unwrap();
-            let path = dir.path().join("segment");
-            let mut f = DeferredSyncFs.create(&path).unwrap();
-            f.extend_zeroed(4096).unwrap();
-            f.write_all(b"record-1").unwrap();
-            assert_eq!(RealFs.read(&path).unwrap(), vec![0u8; 4096], "held back");
-            f.sync_data().unwrap();
-            assert_eq!(&RealFs.read(&path).unwrap()[..8], b"record-1");
-            // Sealing: the WAL cuts the segment back to its last record, then syncs it.
-            f.write_all(b"record-2").unwrap();
-            f.set_len(16).unwrap();
-            f.sync_data().unwrap();
-            assert_eq!(RealFs.read(&path).unwrap(), b"record-1record-2");
-            // A record never synced is gone when the process dies.
-            let mut g = DeferredSyncFs.open_append(&path).unwrap();
-            g.write_all(b"lost").unwrap();
-            drop(g);
-            assert_eq!(RealFs.read(&path).unwrap(), b"record-1record-2");
-        }
-    }
-
     impl FileSystem for DeferredSyncFs {
         fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
             RealFs.create_dir_all(dir)
@@ -227,5 +200,32 @@ mod enabled {
 
     pub fn scaled_tick(heartbeat: Duration) -> Duration {
         heartbeat.div_f64(current_rate())
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn records_wait_for_sync_and_survive_the_cut_that_seals_a_segment() {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("segment");
+            let mut f = DeferredSyncFs.create(&path).unwrap();
+            f.extend_zeroed(4096).unwrap();
+            f.write_all(b"record-1").unwrap();
+            assert_eq!(RealFs.read(&path).unwrap(), vec![0u8; 4096], "held back");
+            f.sync_data().unwrap();
+            assert_eq!(&RealFs.read(&path).unwrap()[..8], b"record-1");
+            // Sealing: the WAL cuts the segment back to its last record, then syncs it.
+            f.write_all(b"record-2").unwrap();
+            f.set_len(16).unwrap();
+            f.sync_data().unwrap();
+            assert_eq!(RealFs.read(&path).unwrap(), b"record-1record-2");
+            // A record never synced is gone when the process dies.
+            let mut g = DeferredSyncFs.open_append(&path).unwrap();
+            g.write_all(b"lost").unwrap();
+            drop(g);
+            assert_eq!(RealFs.read(&path).unwrap(), b"record-1record-2");
+        }
     }
 }
