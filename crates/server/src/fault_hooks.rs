@@ -97,17 +97,10 @@ mod enabled {
             self.inner.sync_data()
         }
 
-        fn extend_zeroed(&mut self, len: u64) -> io::Result<()> {
-            // The WAL's zero-filled window goes to the kernel at once (as if it flushed
-            // those pages early, which it may): only records are held back until sync.
-            self.inner.extend_zeroed(len)
-        }
-
         fn set_len(&mut self, len: u64) -> io::Result<()> {
-            // Hand the held-back records to the kernel first, so a cut lands after them:
-            // the WAL cuts a sealed segment back to its last record (dropping the zeros
-            // beyond it), and a rolled-back batch to where it began. Writing them early
-            // only makes this fault lose less, never something a real kernel would keep.
+            // Hand the held-back records to the kernel first, so a cut lands after them (the
+            // WAL cuts a rolled-back batch back to where it began). Writing them early only
+            // makes this fault lose less, never something a real kernel would keep.
             if !self.pending.is_empty() {
                 self.inner.write_all(&self.pending)?;
                 self.pending.clear();
@@ -207,25 +200,26 @@ mod enabled {
         use super::*;
 
         #[test]
-        fn records_wait_for_sync_and_survive_the_cut_that_seals_a_segment() {
+        fn records_wait_for_sync_and_a_rollback_cut_lands_after_them() {
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("segment");
             let mut f = DeferredSyncFs.create(&path).unwrap();
-            f.extend_zeroed(4096).unwrap();
             f.write_all(b"record-1").unwrap();
-            assert_eq!(RealFs.read(&path).unwrap(), vec![0u8; 4096], "held back");
+            assert_eq!(RealFs.read(&path).unwrap(), b"", "held back until sync");
+            assert_eq!(f.len().unwrap(), 8);
             f.sync_data().unwrap();
-            assert_eq!(&RealFs.read(&path).unwrap()[..8], b"record-1");
-            // Sealing: the WAL cuts the segment back to its last record, then syncs it.
-            f.write_all(b"record-2").unwrap();
-            f.set_len(16).unwrap();
+            assert_eq!(RealFs.read(&path).unwrap(), b"record-1");
+            // A batch that failed before its fsync is cut back to where it began.
+            f.write_all(b"batch-2").unwrap();
+            f.set_len(8).unwrap();
+            f.write_all(b"record-3").unwrap();
             f.sync_data().unwrap();
-            assert_eq!(RealFs.read(&path).unwrap(), b"record-1record-2");
+            assert_eq!(RealFs.read(&path).unwrap(), b"record-1record-3");
             // A record never synced is gone when the process dies.
             let mut g = DeferredSyncFs.open_append(&path).unwrap();
             g.write_all(b"lost").unwrap();
             drop(g);
-            assert_eq!(RealFs.read(&path).unwrap(), b"record-1record-2");
+            assert_eq!(RealFs.read(&path).unwrap(), b"record-1record-3");
         }
     }
 }

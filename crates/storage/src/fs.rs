@@ -18,15 +18,8 @@ use std::path::{Path, PathBuf};
 
 /// An open file being written. Writes go to the end of the file.
 pub trait FsFile: Send {
-    /// Write all of `buf` at the write position (the end of the file when it was opened,
-    /// created or last `set_len`), overwriting what is there and moving the position past
-    /// it. On failure a prefix of `buf` may have been written.
+    /// Append all of `buf` to the file. On failure a prefix of `buf` may have been written.
     fn write_all(&mut self, buf: &[u8]) -> io::Result<()>;
-    /// Grow the file to `len` bytes by *writing* zeros (not a sparse hole), without moving
-    /// the write position. Durable with the next `sync_data`. Why: writing later records
-    /// over already-allocated, already-sized bytes lets their `fdatasync` skip the inode
-    /// update (size, block allocation) that an append needs — about half its cost here.
-    fn extend_zeroed(&mut self, len: u64) -> io::Result<()>;
     /// Make the file's data (and its size) durable: `fdatasync(2)`.
     fn sync_data(&mut self) -> io::Result<()>;
     /// Cut (or extend with zeros) the file to `len` bytes; later writes go to the new end.
@@ -84,19 +77,6 @@ impl FsFile for RealFile {
 
     fn sync_data(&mut self) -> io::Result<()> {
         self.file.sync_data()
-    }
-
-    fn extend_zeroed(&mut self, len: u64) -> io::Result<()> {
-        use std::os::unix::fs::FileExt;
-        let mut at = self.file.metadata()?.len();
-        let zeros = [0u8; 64 * 1024];
-        while at < len {
-            let n = (len - at).min(zeros.len() as u64) as usize;
-            // pwrite(2): leaves the file position where it is.
-            self.file.write_all_at(&zeros[..n], at)?;
-            at += n as u64;
-        }
-        Ok(())
     }
 
     fn set_len(&mut self, len: u64) -> io::Result<()> {

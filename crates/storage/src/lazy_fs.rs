@@ -166,35 +166,21 @@ impl LazyFs {
         ids.sort_unstable();
         for id in ids {
             let inode = st.inodes.get_mut(&id).expect("listed above");
-            // Unsynced writes that only appended, or overwrote bytes from some offset on
-            // (records written into preallocated zeros): a torn write keeps a prefix of the
-            // changed bytes, in file order. Anything else (a shrink) keeps only the durable
-            // contents.
-            let grown = inode.current.len() >= inode.durable.len();
-            let first_change = inode
-                .durable
-                .iter()
-                .zip(&inode.current)
-                .position(|(a, b)| a != b)
-                .unwrap_or(inode.durable.len().min(inode.current.len()));
-            let changed = grown && inode.current != inode.durable;
-            let keep = match (&mut rng, changed) {
+            let appended_only = inode.current.len() > inode.durable.len()
+                && inode.current.starts_with(&inode.durable);
+            let keep_extra = match (&mut rng, appended_only) {
                 (Some(rng), true) => {
-                    let extra = (inode.current.len() - first_change) as u64;
-                    first_change + (rng.next() % (extra + 1)) as usize
+                    let extra = (inode.current.len() - inode.durable.len()) as u64;
+                    (rng.next() % (extra + 1)) as usize
                 }
-                _ => first_change,
+                _ => 0,
             };
-            if changed {
-                let mut survived = inode.current[..keep].to_vec();
-                if keep < inode.durable.len() {
-                    survived.extend_from_slice(&inode.durable[keep..]);
-                }
-                inode.current = survived;
+            if appended_only {
+                inode.current.truncate(inode.durable.len() + keep_extra);
+                inode.durable = inode.current.clone();
             } else {
                 inode.current = inode.durable.clone();
             }
-            inode.durable = inode.current.clone();
         }
         st.names = st.durable_names.clone();
         let live: BTreeSet<u64> = st.names.values().copied().collect();
@@ -271,8 +257,6 @@ struct LazyFile {
     fs: LazyFs,
     inode: u64,
     epoch: u64,
-    /// Write position.
-    pos: usize,
 }
 
 impl LazyFile {
@@ -302,34 +286,11 @@ impl LazyFile {
 
 impl FsFile for LazyFile {
     fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
-        let pos = self.pos;
-        let written = self.with_inode(true, |inode, _, room| {
-            let end = inode.current.len();
-            let overwrite = end.saturating_sub(pos).min(buf.len());
-            let fits = overwrite + room.min(buf.len() - overwrite);
-            if pos > end {
-                inode.current.resize(pos, 0);
-            }
-            inode.current[pos..pos + overwrite].copy_from_slice(&buf[..overwrite]);
-            inode.current.extend_from_slice(&buf[overwrite..fits]);
-            (fits, fits < buf.len())
-        })?;
-        self.pos += written.0;
-        if written.1 {
-            Err(io::Error::from_raw_os_error(28)) // ENOSPC
-        } else {
-            Ok(())
-        }
-    }
-
-    fn extend_zeroed(&mut self, len: u64) -> io::Result<()> {
         self.with_inode(true, |inode, _, room| {
-            let grow = (len as usize).saturating_sub(inode.current.len());
-            let fits = grow.min(room);
-            let new_len = inode.current.len() + fits;
-            inode.current.resize(new_len, 0);
-            if fits < grow {
-                Err(io::Error::from_raw_os_error(28))
+            let fits = room.min(buf.len());
+            inode.current.extend_from_slice(&buf[..fits]);
+            if fits < buf.len() {
+                Err(io::Error::from_raw_os_error(28)) // ENOSPC
             } else {
                 Ok(())
             }
@@ -351,9 +312,7 @@ impl FsFile for LazyFile {
             }
             inode.current.resize(len as usize, 0);
             Ok(())
-        })??;
-        self.pos = len as usize;
-        Ok(())
+        })?
     }
 
     fn len(&self) -> io::Result<u64> {
@@ -420,7 +379,6 @@ impl FileSystem for LazyFs {
             fs: self.clone(),
             inode: id,
             epoch,
-            pos: 0,
         }))
     }
 
@@ -429,12 +387,10 @@ impl FileSystem for LazyFs {
         st.check_power()?;
         let id = *st.names.get(path).ok_or_else(|| not_found(path))?;
         let epoch = st.epoch;
-        let pos = st.inodes.get(&id).map_or(0, |i| i.current.len());
         Ok(Box::new(LazyFile {
             fs: self.clone(),
             inode: id,
             epoch,
-            pos,
         }))
     }
 

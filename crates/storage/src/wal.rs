@@ -30,9 +30,6 @@ use crate::fs::{join, FileSystem, FsFile};
 pub(crate) const WAL_FORMAT: u32 = 1;
 /// Default segment size (64 MiB, like etcd).
 pub const DEFAULT_SEGMENT_SIZE: u64 = 64 << 20;
-/// How far ahead of the last record the active segment is filled with zeros (see
-/// `FsFile::extend_zeroed`): one extension, and one larger fsync, per this many bytes of log.
-const PREALLOC_STEP: u64 = 1 << 20;
 
 /// A segment that exists on disk.
 #[derive(Debug)]
@@ -134,8 +131,6 @@ pub(crate) struct Wal {
     segments: Vec<Segment>,
     active: Box<dyn FsFile>,
     active_len: u64,
-    /// Length of the active segment's file: records end at `active_len`, zeros follow.
-    prealloc_end: u64,
     /// What a new segment starts with, so old segments can go.
     hard_state: HardState,
     snapshot: Option<SnapshotMeta>,
@@ -176,7 +171,6 @@ impl Wal {
             segments: vec![seg],
             active,
             active_len,
-            prealloc_end: active_len,
             hard_state: HardState::default(),
             snapshot: None,
             failed: None,
@@ -241,12 +235,7 @@ impl Wal {
                     .map_err(|e| StorageError::io("read", &path, e))?,
             );
             let (valid_len, max_index) = replay_segment(&data, seq, &path, is_last, &mut replayed)?;
-            let zero_tail = data[valid_len as usize..].iter().all(|&b| b == 0);
-            if is_last && (valid_len as usize) < data.len() && zero_tail && valid_len > 0 {
-                // Preallocated space after the last record (see `PREALLOC_STEP`): the
-                // clean end. Cut it so the file ends at the last record again.
-                cut_tail(&*fs, &path, valid_len)?;
-            } else if is_last && (valid_len as usize) < data.len() {
+            if is_last && (valid_len as usize) < data.len() {
                 tracing::warn!(
                     file = %path.display(),
                     offset = valid_len,
@@ -292,7 +281,6 @@ impl Wal {
             segments,
             active,
             active_len,
-            prealloc_end: active_len,
             hard_state: replayed.hard_state,
             snapshot: replayed.snapshot.clone(),
             failed: None,
@@ -322,7 +310,7 @@ impl Wal {
         let start_len = self.active_len;
         let start_segments = self.segments.len();
         let start_max = self.segments.last().map(|s| s.max_index).unwrap_or(0);
-        let mut sealed: Vec<(Box<dyn FsFile>, PathBuf, u64)> = Vec::new();
+        let mut sealed: Vec<(Box<dyn FsFile>, PathBuf)> = Vec::new();
         let mut hs_now = self.hard_state;
         let mut snap_now = self.snapshot.clone();
 
@@ -342,25 +330,13 @@ impl Wal {
                     let carried = self.buf.split_off(before);
                     self.write_active(&self.buf.clone())?;
                     self.buf = Vec::new();
-                    // A sealed segment ends at its last record: only the newest segment may
-                    // have a zero-filled tail, so zeros anywhere else are still damage. Cut
-                    // before the next segment exists, so no crash sees both.
-                    let sealed_path = &self.segments.last().expect("active").path;
-                    self.active
-                        .set_len(self.active_len)
-                        .map_err(|e| StorageError::io("truncate", sealed_path, e))?;
                     let seq = self.segments.last().expect("active").seq + 1;
                     let (file, len, seg) =
                         new_segment(&*self.fs, &self.dir, seq, &hs_now, snap_now.as_ref())?;
                     let old = std::mem::replace(&mut self.active, file);
-                    sealed.push((
-                        old,
-                        self.segments.last().expect("active").path.clone(),
-                        self.active_len,
-                    ));
+                    sealed.push((old, self.segments.last().expect("active").path.clone()));
                     self.segments.push(seg);
                     self.active_len = len;
-                    self.prealloc_end = len;
                     self.buf = carried;
                 }
                 match item {
@@ -386,7 +362,7 @@ impl Wal {
         // Durability point: sealed segments first, then the active one, then the directory
         // if this batch created segments.
         let synced = (|| -> Result<()> {
-            for (file, path, _) in sealed.iter_mut() {
+            for (file, path) in sealed.iter_mut() {
                 sync(file, path)?;
             }
             let active_path = self.segments.last().expect("active").path.clone();
@@ -452,16 +428,6 @@ impl Wal {
             return Ok(());
         }
         let path = &self.segments.last().expect("active").path;
-        let needed = self.active_len + bytes.len() as u64;
-        if needed > self.prealloc_end {
-            let target = needed.max((self.active_len + PREALLOC_STEP).min(self.segment_size));
-            // Best effort: on a full disk the record may still fit where zeros did not.
-            if self.active.extend_zeroed(target).is_ok() {
-                self.prealloc_end = target;
-            } else {
-                self.prealloc_end = self.active.len().unwrap_or(self.active_len);
-            }
-        }
         self.active
             .write_all(bytes)
             .map_err(|e| StorageError::io("write", path, e))?;
@@ -477,12 +443,12 @@ impl Wal {
         start_len: u64,
         start_segments: usize,
         start_max: Index,
-        mut sealed: Vec<(Box<dyn FsFile>, PathBuf, u64)>,
+        mut sealed: Vec<(Box<dyn FsFile>, PathBuf)>,
         cause: &StorageError,
     ) {
         let undo = (|| -> std::io::Result<()> {
             let created: Vec<Segment> = self.segments.drain(start_segments..).collect();
-            if let Some((first_file, _, _)) = (!sealed.is_empty()).then(|| sealed.remove(0)) {
+            if let Some((first_file, _)) = (!sealed.is_empty()).then(|| sealed.remove(0)) {
                 self.active = first_file;
             }
             self.active.set_len(start_len)?;
@@ -495,7 +461,6 @@ impl Wal {
             Ok(())
         })();
         self.active_len = start_len;
-        self.prealloc_end = start_len;
         if let Some(seg) = self.segments.last_mut() {
             seg.max_index = start_max;
         }
