@@ -11,7 +11,7 @@
 # A script, not a test: one run takes about 10-12 minutes on the 2-core dev machine.
 #
 # Knobs (environment): DURATION (s per load run, 6), ROUNDS (2), FAILOVER_TRIALS (20),
-# RSS_PUTS (50000; 0 skips the memory step), RSS_KEYS (5000), PERF_LOADS ("l xl"; "" skips),
+# RSS_PUTS (50000; 0 skips the memory step), RSS_KEYS (5000), SNAPSHOT_COUNT (100000, both systems), PERF_LOADS ("l xl"; "" skips),
 # CASES_ONLY (space-separated load-case names to run, e.g. "put-c1 range-l"; default all), SKIP_BUILD=1, ETCD, ETCDCTL,
 # MEMBER and BENCH (prebuilt binaries, with SKIP_BUILD=1), PROFILE_NOTE (how they were built),
 # REPORT_NAME (compare: writes bench/results/<name>.md and .svg; use another name for partial runs).
@@ -26,6 +26,9 @@ ROUNDS=${ROUNDS:-2}
 FAILOVER_TRIALS=${FAILOVER_TRIALS:-20}
 RSS_PUTS=${RSS_PUTS:-50000}
 RSS_KEYS=${RSS_KEYS:-5000}
+# Both systems get the same --snapshot-count: etcd 3.4's default (100,000). raftkv's own default
+# is 3.6's 10,000, and each snapshot serialises the whole store on the node thread.
+SNAPSHOT_COUNT=${SNAPSHOT_COUNT:-100000}
 PERF_LOADS=${PERF_LOADS-"l xl"}
 REPORT_NAME=${REPORT_NAME:-compare}
 [[ -n ${ETCD:-} && -n ${ETCDCTL:-} ]] || "$ROOT/scripts/ensure-packages.sh" etcd:etcd-server etcdctl:etcd-client
@@ -71,7 +74,7 @@ start_member() { # system index
     --listen-client-urls "$(client_url "$sys" "$i")" --advertise-client-urls "$(client_url "$sys" "$i")" \
     --listen-peer-urls "$(peer_url "$sys" "$i")" --initial-advertise-peer-urls "$(peer_url "$sys" "$i")" \
     --initial-cluster "${cluster%,}" --initial-cluster-token "compare-$sys" --initial-cluster-state new \
-    --heartbeat-interval 100 --election-timeout 1000 \
+    --heartbeat-interval 100 --election-timeout 1000 --snapshot-count "$SNAPSHOT_COUNT" \
     >>"$OUT/logs/$sys-m$i.log" 2>&1 &
   PID[$sys-$i]=$!
 }
@@ -118,7 +121,7 @@ rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 {
   echo "Machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo) RAM; load average at start: $(cut -d' ' -f1-3 /proc/loadavg)."
   echo "Versions: $("$ETCD" --version | head -1); raftkv $(cd "$ROOT" && git rev-parse --short HEAD) ($PROFILE_NOTE)."
-  echo "Both clusters: 3 members on 127.0.0.1, fsync on (defaults), --heartbeat-interval 100 --election-timeout 1000, started together and left running."
+  echo "Both clusters: 3 members on 127.0.0.1, fsync on (defaults), --heartbeat-interval 100 --election-timeout 1000 --snapshot-count $SNAPSHOT_COUNT, started together and left running."
   echo "Load runs: ${DURATION}s each, ${ROUNDS} rounds, client = raftkv-bench (same binary for both), requests sent to the leader's endpoint (cases named *-all: spread over all three members); keys 8 B, values 256 B unless the case says otherwise."
 } >"$OUT/notes.md"
 
