@@ -153,9 +153,10 @@ declare -a CASES=(
   "range-l|--conns 100 --clients 1000|range foo --consistency l"
   "range-s|--conns 100 --clients 1000|range foo --consistency s"
   "txn-mixed|--conns 10 --clients 100|txn-mixed --key-size 8 --val-size 256 --key-space-size 10000 --read-ratio 0.5"
-  # check perf's l and xl loads, driven by raftkv-bench instead of etcdctl: etcdctl's one
-  # token-bucket goroutine (burst 1) tops out at ~2.5-3.5k writes/s on this VM for any server.
-  # Same shape: one connection per client over all three members, 276 B keys, 1 KiB values.
+  # check perf's l and xl loads, driven by raftkv-bench instead of etcdctl: etcdctl itself
+  # spends 114-136 us of CPU per write here (see the CPU lines of check perf), so on 2 cores
+  # it alone would need 1.5-1.8 cores for xl's 13,500 writes/s. Same shape: one connection
+  # per client over all three members, 276 B keys, 1 KiB values, the same target rate.
   "perf-l-all|--conns 500 --clients 500 --rate 8000|put --key-size 276 --val-size 1024 --key-space-size 1000000000"
   "perf-xl-all|--conns 1000 --clients 1000 --rate 15000|put --key-size 276 --val-size 1024 --key-space-size 1000000000"
 )
