@@ -35,10 +35,14 @@ async fn connect_when_ready(
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let attempt = async {
-            let mut client = Client::connect(endpoints, None).await?;
-            // A linearizable read succeeds only once there is a leader.
-            client.get("ready-probe", None).await?;
-            Ok::<_, etcd_client::Error>(client)
+            // Every member must answer on its own first: the balanced client below sends
+            // each request to any endpoint, and a member still binding its port refuses it.
+            for ep in endpoints {
+                let mut one = Client::connect([ep], None).await?;
+                // A linearizable read succeeds only once there is a leader.
+                one.get("ready-probe", None).await?;
+            }
+            Client::connect(endpoints, None).await
         };
         match attempt.await {
             Ok(client) => return client,
