@@ -31,7 +31,7 @@ const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(1);
 /// At most this many probe puts outstanding per endpoint (`ATTEMPT_TIMEOUT /
 /// ATTEMPT_INTERVAL`, so the cap only bites if puts hang for their whole deadline), well
 /// under the 200 concurrent streams an HTTP/2 server grants by default.
-const MAX_IN_FLIGHT: u64 = 100;
+const MAX_IN_FLIGHT: usize = 100;
 
 /// The outcome of one failover trial.
 #[derive(Debug, Clone, Serialize)]
@@ -63,18 +63,18 @@ pub async fn run(urls: &[String], pid: u32, give_up_after: Duration) -> Result<F
         let tx = tx.clone();
         probers.push(tokio::spawn(async move {
             let failed = Arc::new(AtomicU64::new(0));
-            let in_flight = Arc::new(AtomicU64::new(0));
             let mut attempts = tokio::task::JoinSet::new();
             let mut every = tokio::time::interval(ATTEMPT_INTERVAL);
             every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 every.tick().await;
-                if in_flight.load(Ordering::Relaxed) >= MAX_IN_FLIGHT {
+                // Reap finished attempts: what is left in the set is in flight.
+                while attempts.try_join_next().is_some() {}
+                if attempts.len() >= MAX_IN_FLIGHT {
                     continue;
                 }
-                in_flight.fetch_add(1, Ordering::Relaxed);
-                let (mut kv, url, tx) = (kv.clone(), url.clone(), tx.clone());
-                let (failed, in_flight) = (failed.clone(), in_flight.clone());
+                let (mut kv, url, tx, failed) =
+                    (kv.clone(), url.clone(), tx.clone(), failed.clone());
                 attempts.spawn(async move {
                     let req = PutRequest {
                         key: Bytes::from_static(b"raftkv-bench-failover"),
@@ -89,10 +89,7 @@ pub async fn run(urls: &[String], pid: u32, give_up_after: Duration) -> Result<F
                             failed.fetch_add(1, Ordering::Relaxed);
                         }
                     }
-                    in_flight.fetch_sub(1, Ordering::Relaxed);
                 });
-                // Reap finished attempts so the set does not grow for the whole trial.
-                while attempts.try_join_next().is_some() {}
             }
         }));
     }

@@ -16,9 +16,9 @@ use super::{probe, Input, NodeHandle, ProposeResult, SharedStatus, StateMachine}
 use crate::errors::ServerError;
 use crate::transport::{ForwardError, Frame, PeerEvent, Transport};
 
-/// Most ticks counted at once after a slow iteration: one heartbeat interval (a tick is a
-/// tenth of `--heartbeat-interval`), far below an election timeout.
-const MAX_CATCH_UP_TICKS: u32 = 10;
+/// Most ticks counted at once after a slow iteration: one heartbeat interval, far below an
+/// election timeout.
+const MAX_CATCH_UP_TICKS: u32 = crate::config::TICKS_PER_HEARTBEAT as u32;
 
 /// How many ticks to count at `now` when the next one was due at `due_at` (`now >= due_at`),
 /// and when the following one is due.
@@ -28,6 +28,7 @@ fn ticks_due(now: Instant, due_at: Instant, interval: Duration) -> (u32, Instant
     let next = due_at + interval.saturating_mul(count);
     (count.min(MAX_CATCH_UP_TICKS), next)
 }
+
 /// Inputs handled per loop iteration before the core is drained (bounds latency).
 const MAX_INPUTS_PER_ROUND: usize = 8192;
 
