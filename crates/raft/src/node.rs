@@ -184,12 +184,6 @@ impl Ready {
             snapshot_index: self.snapshot.as_ref().map(|s| s.meta.index),
         }
     }
-
-    /// True if this Ready changes durable state (the caller must fsync before sending
-    /// `persisted_messages`); false means `persisted_messages` may be sent at once.
-    pub fn must_sync(&self) -> bool {
-        self.hard_state.is_some() || !self.entries.is_empty() || self.snapshot.is_some()
-    }
 }
 
 /// A summary of the node's state, for status endpoints, tests and the simulator's checks.

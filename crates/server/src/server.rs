@@ -173,9 +173,7 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         state,
         applied,
         applied_term,
-        // The node thread ticks the core every `heartbeat` of its params: that is the
-        // tick, a tenth of the heartbeat interval (config::TICKS_PER_HEARTBEAT).
-        heartbeat: config.tick,
+        tick: config.tick,
         election_timeout: config.election_timeout,
         request_timeout: config.request_timeout(),
         snapshot_count: config.snapshot_count,

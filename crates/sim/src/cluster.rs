@@ -7,18 +7,20 @@
 //! its Ready bundles and then runs every invariant checker on it. One ChaCha RNG, seeded from
 //! the run seed, decides every random choice, so a seed replays bit for bit.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::Duration;
 
 use bytes::Bytes;
+use node::{Driver, DriverConfig, NodeError, RequestId};
 use raft::{
-    Config, Index, NodeId, ProposeError, Proposed, RaftNode, ReadState, Role, SoftState, Status,
-    Term,
+    Config, Index, NodeId, ProposeError, Proposed, RaftNode, ReadState, Role, Snapshot, SoftState,
+    Status, Term,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::checkers::{Checkers, Violation};
-use crate::network::{NetConfig, NetStats, Network};
+use crate::network::{NetConfig, NetStats, Network, Packet};
 use crate::runtime::describe;
 use crate::state_machine::{AppliedRecord, StateMachine};
 use crate::store::DurableStore;
@@ -46,6 +48,50 @@ pub enum Sabotage {
     LoseLastWriteOnCrash,
     /// A restart forgets whom the member voted for in its current term.
     ForgetVoteOnRestart,
+    /// A write the durability rule says to fsync is not: new entries stay volatile until
+    /// the next write of a term or vote, and a crash before then loses them.
+    SkipRequiredSync,
+    /// A follower answers a forwarded write as soon as the leader says where it landed,
+    /// before it is committed.
+    AckForwardedWriteEarly,
+}
+
+/// The outcome of a client call made through a member's driver.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CallResult {
+    /// The write was applied as the entry at this index.
+    Written(Index),
+    /// The read was served from a state machine at this applied index.
+    Read(Index),
+    Failed(NodeError),
+    /// The member crashed before answering: the outcome is unknown.
+    Lost,
+}
+
+/// A client call a member has not answered yet.
+#[derive(Clone, Debug)]
+pub(crate) struct Call {
+    pub(crate) node: NodeId,
+    /// The payload of a write; `None` for a read.
+    pub(crate) write: Option<Bytes>,
+    /// For a read: the least index it must reflect.
+    pub(crate) floor: Index,
+}
+
+/// An input that reached a stalled member, handled when the stall ends.
+#[derive(Clone, Debug)]
+pub(crate) enum Queued {
+    Packet(Packet),
+    Propose(RequestId, Bytes),
+    Read(RequestId),
+}
+
+/// A snapshot being written in the background.
+#[derive(Clone, Debug)]
+pub(crate) struct SnapshotInProgress {
+    pub(crate) incarnation: u32,
+    pub(crate) due: u64,
+    pub(crate) snapshot: Snapshot,
 }
 
 /// Everything that shapes one simulated run.
@@ -74,6 +120,10 @@ pub struct SimConfig {
     pub panic_on_violation: bool,
     /// A deliberately broken runtime (checker self-tests only).
     pub sabotage: Option<Sabotage>,
+    /// Most ticks a member counts at once after a stall (the server's: one heartbeat).
+    pub max_catch_up_ticks: u32,
+    /// A client call unanswered for this many ticks is answered with a timeout.
+    pub request_timeout_ticks: u64,
     /// Give each member its own tick phase (a seeded offset of 0 to `UNITS_PER_TICK - 1`
     /// units), as real members, each ticking on its own clock, have. Off, every member ticks
     /// at the same instant, so two members that draw the same timeout campaign at exactly
@@ -102,8 +152,15 @@ impl SimConfig {
             panic_on_violation: true,
             sabotage: None,
             staggered_ticks: false,
+            max_catch_up_ticks: defaults.heartbeat_tick,
+            request_timeout_ticks: 8 * defaults.election_tick as u64,
         }
     }
+}
+
+/// Virtual time as the drivers see it: one unit is one millisecond.
+pub(crate) fn time(units: u64) -> Duration {
+    Duration::from_millis(units)
 }
 
 /// Counters of what happened during a run.
@@ -114,12 +171,16 @@ pub struct ClusterStats {
     pub snapshots_taken: u64,
     pub snapshots_installed: u64,
     pub readies: u64,
+    /// Restarts that recovered a commit index below what the member had applied before it
+    /// crashed (its last commit index was written without an fsync and lost).
+    pub restarts_below_applied: u64,
+    pub stalls: u64,
 }
 
-/// One member: the core (absent while crashed), its disk and its state machine.
+/// One member: its driver and core (absent while crashed), its disk and its state machine.
 pub struct SimNode {
     pub(crate) id: NodeId,
-    pub(crate) raft: Option<RaftNode>,
+    pub(crate) driver: Option<Driver>,
     pub(crate) store: DurableStore,
     pub(crate) sm: StateMachine,
     pub(crate) incarnation: u32,
@@ -128,8 +189,16 @@ pub struct SimNode {
     pub(crate) soft: Option<SoftState>,
     /// Highest durable commit index already copied into the committed ledger.
     pub(crate) ledger_mark: Index,
-    /// The disk before the last write (kept only under `Sabotage::LoseLastWriteOnCrash`).
+    /// The disk before the last write (kept only under `Sabotage::LoseLastWriteOnCrash`
+    /// and `Sabotage::SkipRequiredSync`).
     pub(crate) before_last_write: Option<DurableStore>,
+    /// The peers the driver was told it is connected to.
+    pub(crate) links: BTreeSet<NodeId>,
+    /// While stalled: until when, and the inputs that arrived meanwhile (with their time).
+    pub(crate) stalled_until: Option<u64>,
+    pub(crate) stall_queue: Vec<(u64, Queued)>,
+    /// The highest index this member applied in any incarnation.
+    pub(crate) max_applied: Index,
 }
 
 pub struct Cluster {
@@ -146,6 +215,14 @@ pub struct Cluster {
     pub(crate) stats: ClusterStats,
     /// Per member (by index): the unit offset of its ticks (all 0 unless `staggered_ticks`).
     pub(crate) tick_phase: Vec<u64>,
+    /// Client calls not answered yet, and the answers not yet collected.
+    pub(crate) calls: BTreeMap<RequestId, Call>,
+    pub(crate) results: BTreeMap<RequestId, CallResult>,
+    pub(crate) next_request: RequestId,
+    pub(crate) snapshots_in_progress: BTreeMap<usize, SnapshotInProgress>,
+    /// Under `Sabotage::AckForwardedWriteEarly`: the payload of each forward, by sender
+    /// and forward id.
+    pub(crate) forwarded_payloads: HashMap<(NodeId, u64), Bytes>,
 }
 
 macro_rules! trace {
@@ -181,6 +258,11 @@ impl Cluster {
             payload_index: HashMap::new(),
             stats: ClusterStats::default(),
             tick_phase: Vec::new(),
+            calls: BTreeMap::new(),
+            results: BTreeMap::new(),
+            next_request: 1,
+            snapshots_in_progress: BTreeMap::new(),
+            forwarded_payloads: HashMap::new(),
         };
         // Drawn only when asked for, so runs without it keep their RNG sequence.
         cluster.tick_phase = (0..cluster.voters.len())
@@ -196,7 +278,7 @@ impl Cluster {
         for &id in &cluster.voters.clone() {
             cluster.nodes.push(SimNode {
                 id,
-                raft: None,
+                driver: None,
                 store: DurableStore::default(),
                 sm: StateMachine::default(),
                 incarnation: 0,
@@ -205,6 +287,10 @@ impl Cluster {
                 soft: None,
                 ledger_mark: 0,
                 before_last_write: None,
+                links: BTreeSet::new(),
+                stalled_until: None,
+                stall_queue: Vec::new(),
+                max_applied: 0,
             });
             cluster.boot(id);
         }
@@ -213,41 +299,129 @@ impl Cluster {
 
     // ----- time -------------------------------------------------------------------------
 
-    /// Advances virtual time by one unit: ticks members on tick boundaries, then delivers
-    /// every message that is due.
+    /// Advances virtual time by one unit: each member's driver sees the new time (and
+    /// ticks its core when a tick is due), stalls that end are worked off, background
+    /// snapshots that are due complete, then every message that is due is delivered.
     pub fn step_unit(&mut self) {
         self.now += 1;
-        if self.config.staggered_ticks || self.now.is_multiple_of(UNITS_PER_TICK) {
-            for idx in 0..self.nodes.len() {
-                if !(self.now + self.tick_phase[idx]).is_multiple_of(UNITS_PER_TICK) {
+        for idx in 0..self.nodes.len() {
+            if self.nodes[idx].driver.is_none() {
+                continue;
+            }
+            if let Some(until) = self.nodes[idx].stalled_until {
+                if self.now < until {
                     continue;
                 }
-                if let Some(raft) = self.nodes[idx].raft.as_mut() {
-                    raft.tick();
-                    self.after_input(idx);
+                self.end_stall(idx);
+                continue;
+            }
+            let t = self.local_time(idx, self.now);
+            let driver = self.nodes[idx].driver.as_mut().expect("alive");
+            let due = driver.next_tick_due();
+            driver.tick(t);
+            if driver.next_tick_due() != due {
+                self.after_input(idx);
+            }
+        }
+        self.complete_snapshots();
+        while let Some(packet) = self.net.pop_due(self.now) {
+            let Some(idx) = self.index_of(packet.to()) else {
+                continue;
+            };
+            if self.nodes[idx].driver.is_none() {
+                continue;
+            }
+            if self.nodes[idx].stalled_until.is_some() {
+                let now = self.now;
+                self.nodes[idx]
+                    .stall_queue
+                    .push((now, Queued::Packet(packet)));
+                continue;
+            }
+            self.deliver(idx, packet);
+            self.after_input(idx);
+        }
+    }
+
+    /// A member's own clock: virtual time shifted by its tick phase.
+    pub(crate) fn local_time(&self, idx: usize, units: u64) -> Duration {
+        time(units + self.tick_phase[idx])
+    }
+
+    fn deliver(&mut self, idx: usize, packet: Packet) {
+        match packet {
+            Packet::Raft(msg) => {
+                trace!(self, "deliver {}", describe(&msg));
+                let driver = self.nodes[idx].driver.as_mut().expect("checked alive");
+                if let Err(e) = driver.step(msg.clone()) {
+                    self.violate(
+                        "ready-contract",
+                        format!(
+                            "node {} refused a well-formed message {msg:?}: {e:?}",
+                            idx + 1
+                        ),
+                    );
+                }
+            }
+            Packet::Frame { from, to, frame } => {
+                trace!(self, "deliver frame {from}->{to} {frame:?}");
+                if self.config.sabotage == Some(Sabotage::AckForwardedWriteEarly) {
+                    self.ack_forwarded_early(idx, &frame);
+                }
+                let driver = self.nodes[idx].driver.as_mut().expect("checked alive");
+                driver.step_frame(from, frame);
+            }
+        }
+    }
+
+    /// Stalls member `id` for `units` of virtual time: it neither ticks nor handles
+    /// anything; what reaches it waits, stamped with its arrival time, like the input
+    /// queue of a member whose loop is stuck in a slow fsync.
+    pub fn stall(&mut self, id: NodeId, units: u64) {
+        let Some(idx) = self.alive_index(id) else {
+            return;
+        };
+        if self.nodes[idx].stalled_until.is_some() {
+            return;
+        }
+        trace!(self, "stall node {id} for {units} units");
+        self.stats.stalls += 1;
+        self.nodes[idx].stalled_until = Some(self.now + units.max(1));
+    }
+
+    /// The stall is over: hand over what arrived, each after ticking to its arrival time.
+    fn end_stall(&mut self, idx: usize) {
+        self.nodes[idx].stalled_until = None;
+        let queued = std::mem::take(&mut self.nodes[idx].stall_queue);
+        trace!(
+            self,
+            "node {} resumes with {} queued inputs",
+            idx + 1,
+            queued.len()
+        );
+        for (at, input) in queued {
+            let t = self.local_time(idx, at);
+            let Some(driver) = self.nodes[idx].driver.as_mut() else {
+                return;
+            };
+            driver.tick(t);
+            match input {
+                Queued::Packet(p) => self.deliver(idx, p),
+                Queued::Propose(req, data) => {
+                    let driver = self.nodes[idx].driver.as_mut().expect("alive");
+                    driver.propose(req, data);
+                }
+                Queued::Read(req) => {
+                    let driver = self.nodes[idx].driver.as_mut().expect("alive");
+                    driver.read(req);
                 }
             }
         }
-        while let Some(msg) = self.net.pop_due(self.now) {
-            let Some(idx) = self.index_of(msg.to) else {
-                continue;
-            };
-            if self.nodes[idx].raft.is_none() {
-                continue;
-            }
-            trace!(self, "deliver {}", describe(&msg));
-            let raft = self.nodes[idx].raft.as_mut().expect("checked alive");
-            if let Err(e) = raft.step(msg.clone()) {
-                self.violate(
-                    "ready-contract",
-                    format!(
-                        "node {} refused a well-formed message {msg:?}: {e:?}",
-                        idx + 1
-                    ),
-                );
-            }
-            self.after_input(idx);
+        let t = self.local_time(idx, self.now);
+        if let Some(driver) = self.nodes[idx].driver.as_mut() {
+            driver.tick(t);
         }
+        self.after_input(idx);
     }
 
     /// Runs for `ticks` ticks (stops early only on a violation when not panicking).
@@ -291,11 +465,12 @@ impl Cluster {
 
     // ----- faults -----------------------------------------------------------------------
 
-    /// Crashes `id` now: its core and state machine vanish, its disk stays, and messages on
-    /// their way to it are lost.
+    /// Crashes `id` now: its driver, core and state machine vanish, its disk keeps only
+    /// what was durable, and messages on their way to it are lost. Its unanswered client
+    /// calls end with an unknown outcome.
     pub fn crash(&mut self, id: NodeId) {
         let Some(idx) = self.index_of(id) else { return };
-        if self.nodes[idx].raft.is_none() {
+        if self.nodes[idx].driver.is_none() {
             return;
         }
         trace!(self, "crash node {id}");
@@ -303,19 +478,39 @@ impl Cluster {
         if let Some(older) = node.before_last_write.take() {
             node.store = older;
         }
-        node.raft = None;
+        if node.store.lose_unsynced() {
+            trace!(self, "node {id} loses its unsynced commit index");
+        }
+        let node = &mut self.nodes[idx];
+        node.max_applied = node.max_applied.max(node.sm.applied_index());
+        node.driver = None;
         node.sm = StateMachine::default();
         node.crash_at = None;
         node.read_states.clear();
         node.soft = None;
+        node.links.clear();
+        node.stalled_until = None;
+        node.stall_queue.clear();
+        self.snapshots_in_progress.remove(&idx);
+        let lost: Vec<RequestId> = self
+            .calls
+            .iter()
+            .filter(|(_, c)| c.node == id)
+            .map(|(r, _)| *r)
+            .collect();
+        for req in lost {
+            self.calls.remove(&req);
+            self.results.insert(req, CallResult::Lost);
+        }
         self.net.drop_addressed_to(id);
         self.stats.crashes += 1;
+        self.refresh_links();
     }
 
     /// Arms a crash that strikes `id` at `point` while it processes its next Ready.
     pub fn crash_at_next_ready(&mut self, id: NodeId, point: CrashPoint) {
         if let Some(idx) = self.index_of(id) {
-            if self.nodes[idx].raft.is_some() {
+            if self.nodes[idx].driver.is_some() {
                 trace!(self, "arm crash of node {id} at {point:?}");
                 self.nodes[idx].crash_at = Some(point);
             }
@@ -332,7 +527,7 @@ impl Cluster {
     /// Restarts a crashed member from its disk alone.
     pub fn restart(&mut self, id: NodeId) {
         let Some(idx) = self.index_of(id) else { return };
-        if self.nodes[idx].raft.is_some() {
+        if self.nodes[idx].driver.is_some() {
             return;
         }
         self.nodes[idx].incarnation += 1;
@@ -360,7 +555,17 @@ impl Cluster {
             None => Vec::new(),
         };
         self.nodes[idx].sm.restore(records);
+        let (commit, applied) = (initial.hard_state.commit, initial.applied);
+        let r = crate::checkers::recovery::check_restart(id, commit, applied);
+        if !self.check(r) {
+            return;
+        }
+        if commit < self.nodes[idx].max_applied {
+            self.stats.restarts_below_applied += 1;
+        }
+        let applied_term = self.nodes[idx].store.snapshot_term();
         let config = self.raft_config(id);
+        let driver_config = self.driver_config();
         match RaftNode::new(config, initial) {
             Ok(mut raft) => {
                 // The contract: after a restart from a snapshot, hand it to `compact` so this
@@ -374,13 +579,56 @@ impl Cluster {
                         return;
                     }
                 }
-                self.nodes[idx].raft = Some(raft);
+                // Start the clock on a tick boundary of the member's own phase, so members
+                // without staggered ticks tick at the same instants.
+                let aligned = (self.now + self.tick_phase[idx]) / UNITS_PER_TICK * UNITS_PER_TICK;
+                let driver =
+                    Driver::new(raft, driver_config, (applied, applied_term), time(aligned));
+                self.nodes[idx].driver = Some(driver);
+                self.refresh_links();
                 self.after_input(idx);
             }
             Err(e) => self.violate(
                 "ready-contract",
                 format!("node {id} cannot restart from its own disk: {e:?}"),
             ),
+        }
+    }
+
+    fn driver_config(&mut self) -> DriverConfig {
+        let tick = time(UNITS_PER_TICK);
+        DriverConfig {
+            tick_interval: tick,
+            max_catch_up_ticks: self.config.max_catch_up_ticks,
+            election_timeout: tick * self.config.election_tick,
+            request_timeout: tick * self.config.request_timeout_ticks as u32,
+            snapshot_count: self.config.compact_every.map_or(0, |n| n.max(1)),
+            max_apply_gap: node::MAX_APPLY_GAP,
+            forward_id_base: self.rng.gen(),
+        }
+    }
+
+    /// Tells every live member's driver which peers it can reach now (a live member over
+    /// a link that is up), as the transport reports connections coming and going.
+    pub(crate) fn refresh_links(&mut self) {
+        for idx in 0..self.nodes.len() {
+            if self.nodes[idx].driver.is_none() {
+                continue;
+            }
+            let a = idx as NodeId + 1;
+            for b in self.voters.clone() {
+                if b == a {
+                    continue;
+                }
+                let up = self.alive_index(b).is_some() && self.net.link_up(a, b);
+                let node = &mut self.nodes[idx];
+                let driver = node.driver.as_mut().expect("alive");
+                if up && node.links.insert(b) {
+                    driver.peer_connected(b);
+                } else if !up && node.links.remove(&b) {
+                    driver.peer_lost(b);
+                }
+            }
         }
     }
 
@@ -401,11 +649,13 @@ impl Cluster {
     pub fn disconnect(&mut self, id: NodeId) {
         trace!(self, "disconnect node {id}");
         self.net.isolate(id);
+        self.refresh_links();
     }
 
     pub fn connect(&mut self, id: NodeId) {
         trace!(self, "connect node {id}");
         self.net.rejoin(id);
+        self.refresh_links();
     }
 
     pub fn is_connected(&self, id: NodeId) -> bool {
@@ -424,12 +674,14 @@ impl Cluster {
                 }
             }
         }
+        self.refresh_links();
     }
 
     /// Cuts the one-way link `from → to`.
     pub fn block_link(&mut self, from: NodeId, to: NodeId) {
         trace!(self, "block {from} -> {to}");
         self.net.block(from, to);
+        self.refresh_links();
     }
 
     /// `left` and `right` cannot talk to each other; `bridge` talks to both.
@@ -441,12 +693,14 @@ impl Cluster {
                 self.net.block(b, a);
             }
         }
+        self.refresh_links();
     }
 
     /// Removes all partitions (not loss or delay).
     pub fn heal(&mut self) {
         trace!(self, "heal partitions");
         self.net.heal();
+        self.refresh_links();
     }
 
     pub fn set_net(&mut self, config: NetConfig) {
@@ -455,6 +709,78 @@ impl Cluster {
     }
 
     // ----- client calls -----------------------------------------------------------------
+
+    pub(crate) fn core(&self, idx: usize) -> &RaftNode {
+        self.nodes[idx].driver.as_ref().expect("alive").core()
+    }
+
+    pub(crate) fn core_mut(&mut self, idx: usize) -> &mut RaftNode {
+        self.nodes[idx].driver.as_mut().expect("alive").core_mut()
+    }
+
+    /// A client asks member `id` to write `data`, as a gRPC call would: through the
+    /// member's driver, which places it, forwards it to the leader or parks it. `None` if
+    /// the member is down (the client cannot connect). Collect the answer with
+    /// [`Cluster::take_result`].
+    pub fn client_write(&mut self, id: NodeId, data: Bytes) -> Option<RequestId> {
+        let idx = self.alive_index(id)?;
+        let req = self.new_call(id, Some(data.clone()), 0);
+        trace!(self, "client write {data:?} at node {id} (call {req})");
+        if self.nodes[idx].stalled_until.is_some() {
+            let now = self.now;
+            self.nodes[idx]
+                .stall_queue
+                .push((now, Queued::Propose(req, data)));
+            return Some(req);
+        }
+        self.nodes[idx]
+            .driver
+            .as_mut()
+            .expect("alive")
+            .propose(req, data);
+        self.after_input(idx);
+        Some(req)
+    }
+
+    /// A client asks member `id` for a linearizable read. Its answer must reflect every
+    /// write committed or acknowledged before now (checked when it is served).
+    pub fn client_read(&mut self, id: NodeId) -> Option<RequestId> {
+        let idx = self.alive_index(id)?;
+        let floor = self
+            .checks
+            .clients
+            .read_floor(self.checks.committed.max_index());
+        let req = self.new_call(id, None, floor);
+        trace!(self, "client read at node {id} (call {req}, floor {floor})");
+        if self.nodes[idx].stalled_until.is_some() {
+            let now = self.now;
+            self.nodes[idx].stall_queue.push((now, Queued::Read(req)));
+            return Some(req);
+        }
+        self.nodes[idx].driver.as_mut().expect("alive").read(req);
+        self.after_input(idx);
+        Some(req)
+    }
+
+    fn new_call(&mut self, node: NodeId, write: Option<Bytes>, floor: Index) -> RequestId {
+        let req = self.next_request;
+        self.next_request += 1;
+        self.calls.insert(req, Call { node, write, floor });
+        req
+    }
+
+    /// The answer to call `req`, once there is one (taken: asked again, `None`).
+    pub fn take_result(&mut self, req: RequestId) -> Option<CallResult> {
+        self.results.remove(&req)
+    }
+
+    /// Acknowledged writes and served reads so far.
+    pub fn client_calls_answered(&self) -> (u64, u64) {
+        (
+            self.checks.clients.writes_acked(),
+            self.checks.clients.reads_served(),
+        )
+    }
 
     pub fn propose(&mut self, id: NodeId, data: Bytes) -> Result<Proposed, ProposeError> {
         self.propose_batch(id, vec![data])
@@ -469,7 +795,7 @@ impl Cluster {
             return Err(ProposeError::NotLeader { leader: None });
         };
         let n = data.len();
-        let result = self.nodes[idx].raft.as_mut().expect("alive").propose(data);
+        let result = self.core_mut(idx).propose(data);
         trace!(self, "propose {n} to node {id}: {result:?}");
         self.after_input(idx);
         result
@@ -483,11 +809,7 @@ impl Cluster {
         };
         let floor = self.checks.committed.max_index();
         self.checks.reads.requested(ctx.clone(), floor);
-        let result = self.nodes[idx]
-            .raft
-            .as_mut()
-            .expect("alive")
-            .read_index(ctx.clone());
+        let result = self.core_mut(idx).read_index(ctx.clone());
         trace!(
             self,
             "read_index {ctx:?} at node {id} (floor {floor}): {result:?}"
@@ -500,11 +822,7 @@ impl Cluster {
         let Some(idx) = self.alive_index(from) else {
             return Err(ProposeError::NotLeader { leader: None });
         };
-        let result = self.nodes[idx]
-            .raft
-            .as_mut()
-            .expect("alive")
-            .transfer_leader(to);
+        let result = self.core_mut(idx).transfer_leader(to);
         trace!(self, "transfer leader {from} -> {to}: {result:?}");
         self.after_input(idx);
         result
@@ -513,7 +831,7 @@ impl Cluster {
     pub fn campaign(&mut self, id: NodeId) {
         if let Some(idx) = self.alive_index(id) {
             trace!(self, "campaign node {id}");
-            self.nodes[idx].raft.as_mut().expect("alive").campaign();
+            self.core_mut(idx).campaign();
             self.after_input(idx);
         }
     }
@@ -541,8 +859,7 @@ impl Cluster {
     }
 
     pub fn status(&self, id: NodeId) -> Option<Status> {
-        self.alive_index(id)
-            .map(|idx| self.nodes[idx].raft.as_ref().expect("alive").status())
+        self.alive_index(id).map(|idx| self.core(idx).status())
     }
 
     pub fn term(&self, id: NodeId) -> Option<Term> {

@@ -5,16 +5,19 @@
 //! restarts; leader transfers; forced campaigns; reads; compaction. The **liveness phase**
 //! then heals everything (all members up, no partitions, reliable network) and demands that
 //! within stated bounds a leader appears and every client proposal ever made is applied on
-//! every member. Clients behave like real ones: each proposal is retried, redirected to the
-//! leader a refusal names, until it is committed.
+//! every member. Clients behave like real ones: they call any member (whose driver forwards
+//! to the leader or parks the write), wait for its answer, and retry a write that failed or
+//! whose outcome is unknown until it is committed. Reads go through the drivers' read
+//! barriers too, and every answer is checked (`checkers::client_calls`).
 
 use bytes::Bytes;
-use raft::{NodeId, ProposeError};
+use node::RequestId;
+use raft::NodeId;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::cluster::{ClusterStats, CrashPoint, Sabotage};
+use crate::cluster::{CallResult, ClusterStats, CrashPoint, Sabotage};
 use crate::network::{NetConfig, NetStats};
 use crate::{Cluster, SimConfig};
 
@@ -81,6 +84,8 @@ pub struct Plan {
     pub p_read: f64,
     pub p_transfer: f64,
     pub p_campaign: f64,
+    /// Chance per tick that a member stalls (its loop stuck, inputs queueing up).
+    pub p_stall: f64,
 }
 
 impl Plan {
@@ -120,6 +125,7 @@ impl Plan {
             p_read: rng.gen_range(0.0..0.2),
             p_transfer: rng.gen_range(0.0..0.02),
             p_campaign: rng.gen_range(0.0..0.01),
+            p_stall: rng.gen_range(0.0..0.01),
         }
         .intensified(intense, rng)
     }
@@ -153,6 +159,9 @@ pub struct FuzzReport {
     pub proposals: usize,
     pub committed_index: u64,
     pub reads_confirmed: u64,
+    /// Client writes acknowledged and linearizable reads served through the drivers.
+    pub writes_acked: u64,
+    pub reads_served: u64,
     pub stats: ClusterStats,
     pub net: NetStats,
     pub trace: Vec<String>,
@@ -180,11 +189,13 @@ pub fn replay_command(seed: u64, options: &FuzzOptions) -> String {
 }
 
 /// One client: at most one operation outstanding, like a real client waiting for its
-/// answer. It retries with exponential backoff and follows leader redirects.
+/// answer. It calls a random member and retries with exponential backoff after a failure
+/// or an unknown outcome.
 struct Client {
-    /// The operation in flight, if any.
+    /// The operation to complete, if any.
     op: Option<Bytes>,
-    target: NodeId,
+    /// The call in flight for it, if any.
+    call: Option<RequestId>,
     next_try: u64,
     backoff: u64,
 }
@@ -203,13 +214,13 @@ impl Clients {
             clients: (0..count)
                 .map(|_| Client {
                     op: None,
-                    target: 1,
+                    call: None,
                     next_try: 0,
                     backoff: 0,
                 })
                 .collect(),
-            min_backoff: 2 * election,
-            max_backoff: 8 * election,
+            min_backoff: (election / 2).max(1),
+            max_backoff: 4 * election,
         }
     }
 
@@ -223,23 +234,39 @@ impl Clients {
         };
         let payload = Bytes::from(format!("op-{}", self.all.len()));
         self.all.push(payload.clone());
-        let target = random_node(c);
         let now = c.now_ticks();
         let min_backoff = self.min_backoff;
         let client = &mut self.clients[k];
         client.op = Some(payload);
-        client.target = target;
+        client.call = None;
         client.next_try = now;
         client.backoff = min_backoff;
     }
 
-    /// Each client with an operation due (re)sends it; committed operations complete.
+    /// Each client collects its answer, or (re)sends its operation when due.
     fn drive(&mut self, c: &mut Cluster) {
         let now = c.now_ticks();
         for k in 0..self.clients.len() {
             let Some(payload) = self.clients[k].op.clone() else {
                 continue;
             };
+            if let Some(req) = self.clients[k].call {
+                let client = &mut self.clients[k];
+                match c.take_result(req) {
+                    None => continue,
+                    Some(CallResult::Written(_)) => {
+                        client.op = None;
+                        client.call = None;
+                        continue;
+                    }
+                    Some(_) => {
+                        client.call = None;
+                        client.next_try = now + client.backoff;
+                        client.backoff = (client.backoff * 2).min(self.max_backoff);
+                    }
+                }
+            }
+            // A retried write whose earlier attempt did land is done too.
             if c.committed_index_of(&payload).is_some() {
                 self.clients[k].op = None;
                 continue;
@@ -247,21 +274,10 @@ impl Clients {
             if self.clients[k].next_try > now {
                 continue;
             }
-            let target = self.clients[k].target;
-            match c.propose(target, payload) {
-                Ok(_) => {
-                    let client = &mut self.clients[k];
-                    client.next_try = now + client.backoff;
-                    client.backoff = (client.backoff * 2).min(self.max_backoff);
-                }
-                Err(ProposeError::NotLeader { leader: Some(l) }) if l != target => {
-                    self.clients[k].target = l;
-                    self.clients[k].next_try = now + 1;
-                }
-                Err(_) => {
-                    self.clients[k].target = random_node(c);
-                    self.clients[k].next_try = now + 2;
-                }
+            let target = random_node(c);
+            match c.client_write(target, payload) {
+                Some(req) => self.clients[k].call = Some(req),
+                None => self.clients[k].next_try = now + 1,
             }
         }
     }
@@ -315,6 +331,8 @@ pub fn run_seed(seed: u64, options: &FuzzOptions) -> FuzzReport {
         proposals: clients.all.len(),
         committed_index: c.max_committed(),
         reads_confirmed: c.reads_confirmed(),
+        writes_acked: c.client_calls_answered().0,
+        reads_served: c.client_calls_answered().1,
         stats: c.stats(),
         net: c.net_stats(),
         trace: c.trace().to_vec(),
@@ -365,7 +383,20 @@ fn fault_phase(
         if c.rng().gen_bool(plan.p_read) {
             let at = random_node(c);
             reads += 1;
-            let _ = c.read_index(at, Bytes::from(format!("read-{reads}")));
+            // Half through the driver's read barrier (a client's linearizable read), half
+            // straight to the core's ReadIndex (its read points checked on their own).
+            if c.rng().gen_bool(0.5) {
+                let _ = c.client_read(at);
+            } else {
+                let _ = c.read_index(at, Bytes::from(format!("read-{reads}")));
+            }
+        }
+        if c.rng().gen_bool(plan.p_stall) {
+            let who = random_node(c);
+            let units = c
+                .rng()
+                .gen_range(1..=5 * plan.election_tick as u64 * crate::UNITS_PER_TICK);
+            c.stall(who, units);
         }
         if c.rng().gen_bool(plan.p_transfer) {
             if let Some(leader) = c.leader() {

@@ -20,6 +20,8 @@ pub mod store;
 pub mod sweep;
 
 pub use checkers::Violation;
-pub use cluster::{seed_from_env_or, Cluster, CrashPoint, Sabotage, SimConfig, UNITS_PER_TICK};
+pub use cluster::{
+    seed_from_env_or, CallResult, Cluster, CrashPoint, Sabotage, SimConfig, UNITS_PER_TICK,
+};
 pub use fuzz::{run_seed, FuzzOptions, FuzzReport};
 pub use network::NetConfig;

@@ -8,6 +8,7 @@
 use std::cmp::{Ordering, Reverse};
 use std::collections::{BinaryHeap, HashSet};
 
+use node::PeerFrame;
 use raft::{Message, MessageBody, NodeId};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
@@ -55,11 +56,39 @@ impl NetConfig {
     }
 }
 
+/// What travels between simulated members: the core's messages and the drivers'
+/// forwarding frames, on the same links (as on the real transport).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Packet {
+    Raft(Message),
+    Frame {
+        from: NodeId,
+        to: NodeId,
+        frame: PeerFrame,
+    },
+}
+
+impl Packet {
+    pub fn from(&self) -> NodeId {
+        match self {
+            Packet::Raft(m) => m.from,
+            Packet::Frame { from, .. } => *from,
+        }
+    }
+
+    pub fn to(&self) -> NodeId {
+        match self {
+            Packet::Raft(m) => m.to,
+            Packet::Frame { to, .. } => *to,
+        }
+    }
+}
+
 #[derive(Debug)]
 struct InFlight {
     deliver_at: u64,
     seq: u64,
-    msg: Message,
+    msg: Packet,
 }
 
 impl PartialEq for InFlight {
@@ -160,19 +189,21 @@ impl Network {
     }
 
     /// Puts `msg` on the wire at time `now`.
-    pub fn send(&mut self, msg: Message, now: u64, rng: &mut ChaCha8Rng) -> SendFate {
+    pub fn send(&mut self, msg: Packet, now: u64, rng: &mut ChaCha8Rng) -> SendFate {
         self.stats.sent += 1;
-        if let MessageBody::Append { entries, .. } = &msg.body {
-            self.stats.appends_sent += 1;
-            self.stats.append_entries_sent += entries.len() as u64;
+        if let Packet::Raft(m) = &msg {
+            if let MessageBody::Append { entries, .. } = &m.body {
+                self.stats.appends_sent += 1;
+                self.stats.append_entries_sent += entries.len() as u64;
+            }
+            if let MessageBody::AppendResponse {
+                rejected: Some(_), ..
+            } = &m.body
+            {
+                self.stats.append_rejections += 1;
+            }
         }
-        if let MessageBody::AppendResponse {
-            rejected: Some(_), ..
-        } = &msg.body
-        {
-            self.stats.append_rejections += 1;
-        }
-        if !self.link_up(msg.from, msg.to) {
+        if !self.link_up(msg.from(), msg.to()) {
             self.stats.dropped += 1;
             return SendFate::DroppedByPartition;
         }
@@ -210,13 +241,13 @@ impl Network {
 
     /// The next message due at or before `now` whose link is still up; messages whose link
     /// went down while they were on the wire are dropped on the way.
-    pub fn pop_due(&mut self, now: u64) -> Option<Message> {
+    pub fn pop_due(&mut self, now: u64) -> Option<Packet> {
         while let Some(Reverse(top)) = self.queue.peek() {
             if top.deliver_at > now {
                 return None;
             }
             let Reverse(item) = self.queue.pop().expect("peeked");
-            if self.link_up(item.msg.from, item.msg.to) {
+            if self.link_up(item.msg.from(), item.msg.to()) {
                 self.stats.delivered += 1;
                 return Some(item.msg);
             }
@@ -231,7 +262,7 @@ impl Network {
         let kept: Vec<_> = self
             .queue
             .drain()
-            .filter(|Reverse(m)| m.msg.to != node)
+            .filter(|Reverse(m)| m.msg.to() != node)
             .collect();
         self.stats.dropped += (before - kept.len()) as u64;
         self.queue = kept.into_iter().collect();
@@ -261,13 +292,13 @@ mod tests {
     use super::*;
     use rand::SeedableRng;
 
-    fn msg(from: NodeId, to: NodeId) -> Message {
-        Message {
+    fn msg(from: NodeId, to: NodeId) -> Packet {
+        Packet::Raft(Message {
             from,
             to,
             term: 1,
             body: MessageBody::TimeoutNow,
-        }
+        })
     }
 
     #[test]

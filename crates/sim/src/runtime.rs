@@ -1,16 +1,20 @@
-//! The simulator in the node-runtime role: draining each member's Ready bundles exactly in
-//! the order the contract prescribes (send, persist, send dependent messages, apply,
-//! advance), compacting on the application's behalf, and running the per-step checks.
-//! Every check that needs the runtime's view (what was handed out to persist or apply)
-//! lives here; the pure invariants live in `checkers`.
+//! The simulator in the server's place: it runs the production node driver
+//! (`crates/node`) and carries out its effects exactly in the order the contract
+//! prescribes (send, persist — durably only where the driver asks for an fsync — send
+//! dependent messages, apply, answer, advance), writes snapshots in the background on the
+//! application's behalf, and runs the per-step checks. Every check that needs the shell's
+//! view (what was handed out to persist, apply or answer) lives here; the pure invariants
+//! live in `checkers`.
 
-use raft::{Entry, Message, NodeId, Ready, Role, Snapshot, SnapshotMeta, Term};
+use node::{Effects, Outcome, PeerFrame, PersistBatch, Reply};
+use raft::{Entry, Message, NodeId, Role, Snapshot, Term};
+use rand::Rng;
 
 use crate::checkers::{
     applied_within_commit, committed_entries::CommittedEntry, CommittedLedger, Violation,
 };
-use crate::cluster::{trace, Cluster, CrashPoint, Sabotage};
-use crate::network::{kind_name, SendFate};
+use crate::cluster::{trace, CallResult, Cluster, CrashPoint, Sabotage, SnapshotInProgress};
+use crate::network::{kind_name, Packet, SendFate};
 use crate::state_machine::{AppliedRecord, StateMachine};
 
 impl Cluster {
@@ -19,7 +23,8 @@ impl Cluster {
     }
 
     pub(crate) fn alive_index(&self, id: NodeId) -> Option<usize> {
-        self.index_of(id).filter(|&i| self.nodes[i].raft.is_some())
+        self.index_of(id)
+            .filter(|&i| self.nodes[i].driver.is_some())
     }
 
     pub(crate) fn after_input(&mut self, idx: usize) {
@@ -52,50 +57,63 @@ impl Cluster {
         }
     }
 
-    /// Drains `idx`'s Ready bundles in the order the contract prescribes.
+    /// Polls `idx`'s driver and carries out each batch of effects in the order the
+    /// contract prescribes (docs/node-driver.md).
     pub(crate) fn handle_ready(&mut self, idx: usize) {
         let id = idx as NodeId + 1;
         for _ in 0..10_000 {
-            let rd = match self.nodes[idx].raft.as_mut() {
-                Some(raft) if raft.has_ready() => raft.ready(),
-                _ => return,
+            let fx = match self.nodes[idx].driver.as_mut() {
+                Some(driver) => driver.poll(),
+                None => return,
             };
+            let Some(fx) = fx else { return };
             self.stats.readies += 1;
-            let ack = rd.ack();
-            if let Some(ss) = rd.soft_state {
+            if let Some(ss) = fx.soft_state {
                 trace!(self, "node {id} soft state {ss:?}");
                 self.nodes[idx].soft = Some(ss);
             }
-            for m in &rd.messages {
+            for m in &fx.messages {
                 self.send(id, m);
+            }
+            for (to, frame) in &fx.frames {
+                self.send_frame(id, *to, frame);
             }
             if self.crash_strikes(idx, CrashPoint::BeforePersist) {
                 return;
             }
-            if !self.persist(idx, &rd) {
-                return;
+            if let Some(batch) = &fx.persist {
+                if !self.persist(idx, batch) {
+                    return;
+                }
             }
             if self.crash_strikes(idx, CrashPoint::AfterPersist) {
                 return;
             }
-            for m in &rd.persisted_messages {
+            for m in &fx.persisted_messages {
                 self.send(id, m);
             }
             if self.crash_strikes(idx, CrashPoint::BeforeApply) {
                 return;
             }
-            if !self.apply(idx, &rd) {
+            if !self.apply(idx, &fx) {
                 return;
             }
-            self.nodes[idx].raft.as_mut().expect("alive").advance(ack);
-            self.maybe_compact(idx);
+            for r in &fx.replies {
+                if !self.answer(idx, r) {
+                    return;
+                }
+            }
+            self.nodes[idx].driver.as_mut().expect("alive").advance();
+            if let Some(meta) = fx.start_snapshot {
+                self.start_snapshot(idx, meta);
+            }
             if self.violation.is_some() {
                 return;
             }
         }
         self.violate(
             "ready-contract",
-            format!("node {id} still has work after 10000 Ready rounds"),
+            format!("node {id} still has work after 10000 batches"),
         );
     }
 
@@ -116,7 +134,9 @@ impl Cluster {
             );
             return;
         }
-        let fate = self.net.send(m.clone(), self.now, &mut self.rng);
+        let fate = self
+            .net
+            .send(Packet::Raft(m.clone()), self.now, &mut self.rng);
         if self.trace.is_some() {
             let text = describe(m);
             let fate = match fate {
@@ -132,13 +152,41 @@ impl Cluster {
         }
     }
 
-    /// The "fsync": snapshot, entries and hard state become durable together.
-    pub(crate) fn persist(&mut self, idx: usize, rd: &Ready) -> bool {
+    /// One write: snapshot, entries and hard state together — durable at once if the
+    /// batch says `sync` (the model of one fsync), else only until a crash comes first.
+    pub(crate) fn persist(&mut self, idx: usize, rd: &PersistBatch) -> bool {
         let id = idx as NodeId + 1;
-        if self.config.sabotage == Some(Sabotage::LoseLastWriteOnCrash)
-            && (rd.hard_state.is_some() || !rd.entries.is_empty() || rd.snapshot.is_some())
-        {
-            self.nodes[idx].before_last_write = Some(self.nodes[idx].store.clone());
+        if !rd.sync {
+            // The contract: only a write that changes nothing but the commit index may
+            // skip the fsync.
+            let durable = self.nodes[idx].store.hard_state();
+            let commit_only = rd.entries.is_empty()
+                && rd.snapshot.is_none()
+                && rd
+                    .hard_state
+                    .is_some_and(|h| h.term == durable.term && h.vote == durable.vote);
+            if !commit_only {
+                self.violate(
+                    "ready-contract",
+                    format!("node {id} was told to write {rd:?} without an fsync"),
+                );
+                return false;
+            }
+        }
+        match self.config.sabotage {
+            Some(Sabotage::LoseLastWriteOnCrash) => {
+                self.nodes[idx].before_last_write = Some(self.nodes[idx].store.clone());
+            }
+            Some(Sabotage::SkipRequiredSync) if !rd.entries.is_empty() => {
+                let node = &mut self.nodes[idx];
+                if node.before_last_write.is_none() {
+                    node.before_last_write = Some(node.store.clone());
+                }
+            }
+            Some(Sabotage::SkipRequiredSync) if rd.sync => {
+                self.nodes[idx].before_last_write = None;
+            }
+            _ => {}
         }
         let as_of = rd
             .hard_state
@@ -182,9 +230,16 @@ impl Cluster {
                 }
             }
         }
+        let store = &mut self.nodes[idx].store;
+        match (rd.hard_state, rd.sync) {
+            (Some(hs), true) => store.set_hard_state(hs),
+            (Some(hs), false) => store.set_hard_state_unsynced(hs),
+            (None, true) => store.synced(),
+            (None, false) => {}
+        }
         if let Some(hs) = rd.hard_state {
-            trace!(self, "node {id} persists {hs:?}");
-            self.nodes[idx].store.set_hard_state(hs);
+            let how = if rd.sync { "" } else { " (no fsync)" };
+            trace!(self, "node {id} persists {hs:?}{how}");
         }
         let store = &self.nodes[idx].store;
         let (hs, snap_index, last) = (
@@ -192,7 +247,11 @@ impl Cluster {
             store.snapshot_index(),
             store.last_index(),
         );
-        let r = self.checks.monotonic.observe_durable(id, hs, snap_index);
+        let durable = store.durable_hard_state();
+        let r = self
+            .checks
+            .monotonic
+            .observe_durable(id, durable, snap_index);
         if !self.check(r) {
             return false;
         }
@@ -313,10 +372,11 @@ impl Cluster {
         true
     }
 
-    /// Loads a received snapshot, then applies committed entries, checking each.
-    pub(crate) fn apply(&mut self, idx: usize, rd: &Ready) -> bool {
+    /// Loads a received snapshot, then applies committed entries, checking each and
+    /// answering the client call it carries.
+    pub(crate) fn apply(&mut self, idx: usize, rd: &Effects) -> bool {
         let id = idx as NodeId + 1;
-        if let Some(snap) = &rd.snapshot {
+        if let Some(snap) = &rd.install_snapshot {
             let records = StateMachine::decode(&snap.data).expect("decoded at persist");
             for r in &records {
                 let res = self.checks.state_machine.observe_apply(id, r.index - 1, r);
@@ -327,7 +387,8 @@ impl Cluster {
             self.nodes[idx].sm.restore(records);
             self.stats.snapshots_installed += 1;
         }
-        for e in &rd.committed_entries {
+        for item in &rd.apply {
+            let e = &item.entry;
             let durable_commit = self.nodes[idx].store.hard_state().commit;
             let r = applied_within_commit::check(id, e.index, durable_commit);
             if !self.check(r) {
@@ -351,6 +412,15 @@ impl Cluster {
                 return false;
             }
             self.nodes[idx].sm.push(rec);
+            let r = self.checks.clients.observe_apply(id, e.index, &e.data);
+            if !self.check(r) {
+                return false;
+            }
+            if let Some(req) = item.answers {
+                if !self.answer_write(idx, req, e) {
+                    return false;
+                }
+            }
         }
         for rs in &rd.read_states {
             trace!(self, "node {id} read state {rs:?}");
@@ -385,56 +455,236 @@ impl Cluster {
         }
     }
 
-    /// The application snapshots its state machine every `compact_every` entries and tells
-    /// the core, which then drops its log prefix (and may ship the snapshot to laggards).
-    pub(crate) fn maybe_compact(&mut self, idx: usize) {
-        let Some(every) = self.config.compact_every else {
-            return;
-        };
+    /// The driver asked for a snapshot: serialise the state machine now (it is at
+    /// `meta.index`) and let the write take a random while, as the server's background
+    /// writer does; the member may crash before it completes.
+    pub(crate) fn start_snapshot(&mut self, idx: usize, meta: raft::SnapshotMeta) {
         let id = idx as NodeId + 1;
         let node = &self.nodes[idx];
         let applied = node.sm.applied_index();
-        if applied < node.store.snapshot_index() + every.max(1) {
-            return;
-        }
-        let term = node.sm.record(applied).expect("applied").term;
-        if node.store.term_at(applied) != Some(term) {
+        if meta.index != applied || node.sm.record(applied).map(|r| r.term) != Some(meta.term) {
             self.violate(
                 "ready-contract",
-                format!("node {id}: applied entry {applied} is not in its durable log"),
+                format!(
+                    "node {id} was asked for a snapshot at {}/{} but its state machine is at {applied}",
+                    meta.index, meta.term
+                ),
             );
             return;
         }
-        let raft = node.raft.as_ref().expect("alive");
         let snapshot = Snapshot {
-            meta: SnapshotMeta {
-                index: applied,
-                term,
-                conf_state: raft.status().conf_state,
-            },
+            meta,
             data: node.sm.encode(),
         };
-        trace!(self, "node {id} compacts to {applied}/{term}");
-        let res = self.nodes[idx]
-            .raft
-            .as_mut()
-            .expect("alive")
-            .compact(snapshot.clone());
-        if let Err(e) = res {
+        let due = self.now + self.rng.gen_range(0..=2 * crate::cluster::UNITS_PER_TICK);
+        trace!(
+            self,
+            "node {id} starts a snapshot at {}/{} (done at {due})",
+            snapshot.meta.index,
+            snapshot.meta.term
+        );
+        let incarnation = node.incarnation;
+        self.snapshots_in_progress.insert(
+            idx,
+            SnapshotInProgress {
+                incarnation,
+                due,
+                snapshot,
+            },
+        );
+    }
+
+    /// Background snapshot writes that are done: tell the driver, and compact the stored
+    /// log to the snapshot if it says so.
+    pub(crate) fn complete_snapshots(&mut self) {
+        let done: Vec<usize> = self
+            .snapshots_in_progress
+            .iter()
+            .filter(|(_, s)| s.due <= self.now)
+            .map(|(i, _)| *i)
+            .collect();
+        for idx in done {
+            let Some(w) = self.snapshots_in_progress.remove(&idx) else {
+                continue;
+            };
+            if self.nodes[idx].driver.is_none() || self.nodes[idx].incarnation != w.incarnation {
+                continue;
+            }
+            if self.nodes[idx].stalled_until.is_some() {
+                // Delivered when the stall ends, like any input.
+                let mut w = w;
+                w.due = self.nodes[idx].stalled_until.unwrap_or(self.now);
+                self.snapshots_in_progress.insert(idx, w);
+                continue;
+            }
+            self.complete_snapshot(idx, w.snapshot);
+            self.after_input(idx);
+        }
+    }
+
+    fn complete_snapshot(&mut self, idx: usize, snapshot: Snapshot) {
+        let id = idx as NodeId + 1;
+        let (index, term) = (snapshot.meta.index, snapshot.meta.term);
+        let driver = self.nodes[idx].driver.as_mut().expect("alive");
+        if !driver.snapshot_written(Ok(snapshot.clone())) {
+            trace!(self, "node {id}: snapshot {index}/{term} no longer needed");
+            return;
+        }
+        if self.nodes[idx].store.term_at(index) != Some(term) {
             self.violate(
                 "ready-contract",
-                format!("node {id} refused a snapshot at its applied index {applied}: {e:?}"),
+                format!("node {id}: snapshot {index}/{term} is not in its durable log"),
             );
             return;
         }
-        self.nodes[idx].store.compact_to(snapshot);
+        trace!(self, "node {id} compacts to {index}/{term}");
+        let store = &mut self.nodes[idx].store;
+        store.compact_to(snapshot);
+        store.synced();
         self.stats.snapshots_taken += 1;
         let store = &self.nodes[idx].store;
-        let r =
-            self.checks
-                .monotonic
-                .observe_durable(id, store.hard_state(), store.snapshot_index());
+        let r = self.checks.monotonic.observe_durable(
+            id,
+            store.durable_hard_state(),
+            store.snapshot_index(),
+        );
         self.check(r);
+    }
+
+    /// Sends a driver's forwarding frame over the simulated network.
+    pub(crate) fn send_frame(&mut self, from: NodeId, to: NodeId, frame: &PeerFrame) {
+        if self.index_of(to).is_none() || to == from {
+            self.violate(
+                "ready-contract",
+                format!("node {from} sent a misaddressed frame to {to}: {frame:?}"),
+            );
+            return;
+        }
+        let packet = Packet::Frame {
+            from,
+            to,
+            frame: frame.clone(),
+        };
+        if let PeerFrame::Forward { req_id, data } = frame {
+            if self.config.sabotage == Some(Sabotage::AckForwardedWriteEarly) {
+                self.forwarded_payloads
+                    .insert((from, *req_id), data.clone());
+            }
+        }
+        let fate = self.net.send(packet, self.now, &mut self.rng);
+        trace!(self, "send frame {from}->{to} {frame:?} [{fate:?}]");
+    }
+
+    /// The driver answered call `req` with the entry `e` it applied.
+    fn answer_write(&mut self, idx: usize, req: node::RequestId, e: &Entry) -> bool {
+        let id = idx as NodeId + 1;
+        let Some(call) = self.calls.remove(&req) else {
+            if self.config.sabotage == Some(Sabotage::AckForwardedWriteEarly) {
+                return true; // answered early by the sabotaged shell
+            }
+            self.violate(
+                "client-calls",
+                format!("node {id} answered call {req}, which is not waiting"),
+            );
+            return false;
+        };
+        let Some(asked) = call.write.as_ref().filter(|_| call.node == id) else {
+            self.violate(
+                "client-calls",
+                format!("node {id} answered call {req} ({call:?}) with a write result"),
+            );
+            return false;
+        };
+        let r = self
+            .checks
+            .clients
+            .observe_write_ack(id, e.index, asked, &e.data);
+        if !self.check(r) {
+            return false;
+        }
+        trace!(self, "node {id} acknowledges call {req} at {}", e.index);
+        self.results.insert(req, CallResult::Written(e.index));
+        true
+    }
+
+    /// A reply from the driver: a read served, or a call failed.
+    fn answer(&mut self, idx: usize, reply: &Reply) -> bool {
+        let id = idx as NodeId + 1;
+        let Some(call) = self.calls.remove(&reply.req) else {
+            if self.config.sabotage == Some(Sabotage::AckForwardedWriteEarly) {
+                return true; // answered early by the sabotaged shell
+            }
+            self.violate(
+                "client-calls",
+                format!(
+                    "node {id} answered call {}, which is not waiting",
+                    reply.req
+                ),
+            );
+            return false;
+        };
+        if call.node != id {
+            self.violate(
+                "client-calls",
+                format!(
+                    "node {id} answered call {} made at node {}",
+                    reply.req, call.node
+                ),
+            );
+            return false;
+        }
+        let result = match reply.outcome {
+            Outcome::ReadReady => {
+                if call.write.is_some() {
+                    self.violate(
+                        "client-calls",
+                        format!("node {id} answered write call {} as a read", reply.req),
+                    );
+                    return false;
+                }
+                let applied = self.nodes[idx].sm.applied_index();
+                let r = self.checks.clients.observe_read(id, call.floor, applied);
+                if !self.check(r) {
+                    return false;
+                }
+                CallResult::Read(applied)
+            }
+            Outcome::Failed(e) => CallResult::Failed(e),
+        };
+        trace!(self, "node {id} answers call {}: {result:?}", reply.req);
+        self.results.insert(reply.req, result);
+        true
+    }
+
+    /// `Sabotage::AckForwardedWriteEarly`: the follower tells its client "done" as soon as
+    /// the leader says where the write landed.
+    pub(crate) fn ack_forwarded_early(&mut self, idx: usize, frame: &PeerFrame) {
+        let id = idx as NodeId + 1;
+        let PeerFrame::ForwardResult {
+            req_id,
+            result: Ok((index, _)),
+        } = frame
+        else {
+            return;
+        };
+        let Some(data) = self.forwarded_payloads.remove(&(id, *req_id)) else {
+            return;
+        };
+        let Some((&req, _)) = self
+            .calls
+            .iter()
+            .find(|(_, c)| c.node == id && c.write.as_ref() == Some(&data))
+        else {
+            return;
+        };
+        let call = self.calls.remove(&req).expect("found");
+        let data = call.write.expect("a write");
+        let r = self
+            .checks
+            .clients
+            .observe_write_ack(id, *index, &data, &data);
+        self.check(r);
+        self.results.insert(req, CallResult::Written(*index));
     }
 
     /// The per-step checks on one member, after its Ready work is done.
@@ -443,9 +693,10 @@ impl Cluster {
             return;
         }
         let node = &self.nodes[idx];
-        let Some(raft) = node.raft.as_ref() else {
+        let Some(driver) = node.driver.as_ref() else {
             return;
         };
+        let raft = driver.core();
         let id = node.id;
         let s = raft.status();
         let store = &node.store;
@@ -471,6 +722,13 @@ impl Cluster {
             problems.push(format!(
                 "node {id} reports applied {} but handed out {} to apply",
                 s.applied,
+                node.sm.applied_index()
+            ));
+        }
+        if driver.status().applied != node.sm.applied_index() {
+            problems.push(format!(
+                "node {id}'s driver counts applied {} but handed out {} to apply",
+                driver.status().applied,
                 node.sm.applied_index()
             ));
         }

@@ -1,8 +1,11 @@
 //! The durable half of a simulated member: exactly what survives a crash.
 //!
-//! The simulator writes a Ready's snapshot, entries and hard state here in one atomic step
-//! (the model of one fsync). Anything the core held only in memory is gone after a crash; a
-//! restart rebuilds the core from this store alone.
+//! The simulator writes a batch's snapshot, entries and hard state here in one atomic step
+//! (the model of one fsync). A batch the driver marks as not needing an fsync (a
+//! commit-only hard state) is written but not yet durable, exactly as the server's
+//! `Storage::save_commit`: the next durable write makes it durable, a crash before then
+//! loses it. Anything the core held only in memory is gone after a crash; a restart
+//! rebuilds the core from this store alone.
 
 use raft::{ConfState, Entry, HardState, Index, InitialState, Snapshot, Term};
 
@@ -10,6 +13,8 @@ use raft::{ConfState, Entry, HardState, Index, InitialState, Snapshot, Term};
 #[derive(Clone, Debug, Default)]
 pub struct DurableStore {
     hard_state: HardState,
+    /// The hard state as of the last durable write, while a later one is not durable yet.
+    synced_hard_state: Option<HardState>,
     snapshot: Option<Snapshot>,
     /// Contiguous entries, the first at `snapshot_index() + 1`.
     entries: Vec<Entry>,
@@ -20,8 +25,39 @@ impl DurableStore {
         self.hard_state
     }
 
+    /// Record a hard state durably (and with it everything written before).
     pub fn set_hard_state(&mut self, hard_state: HardState) {
         self.hard_state = hard_state;
+        self.synced_hard_state = None;
+    }
+
+    /// Record a hard state without an fsync: a crash before the next durable write loses it.
+    pub fn set_hard_state_unsynced(&mut self, hard_state: HardState) {
+        if self.synced_hard_state.is_none() {
+            self.synced_hard_state = Some(self.hard_state);
+        }
+        self.hard_state = hard_state;
+    }
+
+    /// The hard state a crash now would leave.
+    pub fn durable_hard_state(&self) -> HardState {
+        self.synced_hard_state.unwrap_or(self.hard_state)
+    }
+
+    /// A durable write happened: everything written before it is durable too.
+    pub fn synced(&mut self) {
+        self.synced_hard_state = None;
+    }
+
+    /// The member crashed: what was not durable is gone. Returns whether anything was lost.
+    pub fn lose_unsynced(&mut self) -> bool {
+        match self.synced_hard_state.take() {
+            Some(hs) => {
+                self.hard_state = hs;
+                true
+            }
+            None => false,
+        }
     }
 
     pub fn snapshot(&self) -> Option<&Snapshot> {

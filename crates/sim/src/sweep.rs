@@ -30,6 +30,10 @@ pub struct Totals {
     pub proposals: u64,
     pub reads_confirmed: u64,
     pub committed_entries: u64,
+    pub writes_acked: u64,
+    pub reads_served: u64,
+    pub stalls: u64,
+    pub restarts_below_applied: u64,
 }
 
 impl SweepSummary {
@@ -42,7 +46,8 @@ impl SweepSummary {
         let t = &self.totals;
         format!(
             "swept seeds {}..{} ({} seeds): {} failed, {:.1}s, {:.0} seeds/s; {} virtual ticks, {} messages, \
-             {} crashes, {} restarts, {} snapshots taken, {} installed, {} proposals, {} entries committed, {} reads confirmed",
+             {} crashes ({} restarts, {} below their applied index), {} stalls, {} snapshots taken, {} installed, {} proposals, \
+             {} entries committed, {} writes acknowledged, {} reads confirmed by the core, {} linearizable reads served",
             self.start,
             self.start + self.count,
             self.count,
@@ -53,11 +58,15 @@ impl SweepSummary {
             self.total_messages,
             t.crashes,
             t.restarts,
+            t.restarts_below_applied,
+            t.stalls,
             t.snapshots_taken,
             t.snapshots_installed,
             t.proposals,
             t.committed_entries,
-            t.reads_confirmed
+            t.writes_acked,
+            t.reads_confirmed,
+            t.reads_served
         )
     }
 }
@@ -90,6 +99,10 @@ pub fn sweep(start: u64, count: u64, threads: usize, options: &FuzzOptions) -> S
                     t.proposals += report.proposals as u64;
                     t.reads_confirmed += report.reads_confirmed;
                     t.committed_entries += report.committed_index;
+                    t.writes_acked += report.writes_acked;
+                    t.reads_served += report.reads_served;
+                    t.stalls += report.stats.stalls;
+                    t.restarts_below_applied += report.stats.restarts_below_applied;
                 }
                 if report.failure.is_some() {
                     failures

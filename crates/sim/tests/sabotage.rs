@@ -38,3 +38,23 @@ fn a_forgotten_vote_is_caught() {
         "300 seeds forgetting votes and no invariant checker fired"
     );
 }
+
+#[test]
+fn a_skipped_required_fsync_is_caught() {
+    let fired = checkers_that_fire(Sabotage::SkipRequiredSync, 300);
+    println!("checkers that caught a skipped fsync: {fired:?}");
+    assert!(
+        fired.iter().any(|c| *c != "ready-contract"),
+        "300 seeds skipping required fsyncs and no invariant checker fired"
+    );
+}
+
+#[test]
+fn a_forwarded_write_answered_before_it_commits_is_caught() {
+    let fired = checkers_that_fire(Sabotage::AckForwardedWriteEarly, 300);
+    println!("checkers that caught an early answer: {fired:?}");
+    assert!(
+        fired.contains("client-calls"),
+        "300 seeds answering forwarded writes before commit and the client-call checker never fired"
+    );
+}

@@ -1,10 +1,11 @@
-//! The node runtime: one OS thread owns the Raft core and the storage and drives the
-//! core's `Ready` contract; everything else talks to it through [`NodeHandle`].
+//! The node thread: one OS thread owns the node driver (`crates/node`), the storage and
+//! the state machine, and carries out what the driver decides; everything else talks to
+//! it through [`NodeHandle`].
 //!
 //! Why a dedicated thread rather than a tokio task: the loop does blocking work (the WAL
 //! fsync, applying to the state machine) on every iteration, and it must never be starved
-//! by, or starve, the gRPC tasks. Inputs arrive on one channel and are drained in batches,
-//! so many proposals share one `Ready` and one fsync (group commit).
+//! by, or starve, the gRPC tasks. Inputs arrive on one bounded channel and are drained in
+//! batches, so many proposals share one `Ready` and one fsync (group commit).
 
 pub mod probe;
 mod runtime;
@@ -12,7 +13,7 @@ pub mod state_machine;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{mpsc, Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::sync::oneshot;
@@ -24,6 +25,15 @@ pub use state_machine::StateMachine;
 
 /// The answer to a proposal: the state machine's output, or why it did not apply.
 pub type ProposeResult<O> = Result<O, ServerError>;
+
+/// Inputs the node thread's queue holds at most. When it is full, a client proposal is
+/// refused at once with `etcdserver: too many requests` and a peer frame is dropped (Raft
+/// retransmits): a member that cannot keep up must push back, not queue without bound.
+pub const INPUT_QUEUE: usize = 32 * 1024;
+
+/// Work for the node thread, stamped with when it arrived (the driver ticks to that time
+/// before taking it).
+pub struct Stamped<O>(pub Instant, pub Input<O>);
 
 /// Work for the node thread.
 pub enum Input<O> {
@@ -74,7 +84,7 @@ impl SharedStatus {
 pub struct NodeHandle<S: StateMachine> {
     pub id: u64,
     pub cluster_id: u64,
-    tx: mpsc::Sender<Input<S::Output>>,
+    tx: mpsc::SyncSender<Stamped<S::Output>>,
     pub status: Arc<SharedStatus>,
     pub state: Arc<RwLock<S>>,
     timeout: Duration,
@@ -98,9 +108,7 @@ impl<S: StateMachine> NodeHandle<S> {
     pub async fn propose(&self, data: Bytes) -> ProposeResult<S::Output> {
         probe::mark("rpc_in", 0);
         let (tx, rx) = oneshot::channel();
-        self.tx
-            .send(Input::Propose(data, tx))
-            .map_err(|_| ServerError::Stopped)?;
+        self.submit(Input::Propose(data, tx))?;
         let r = match tokio::time::timeout(self.timeout, rx).await {
             Ok(Ok(r)) => r,
             Ok(Err(_)) => Err(ServerError::Stopped),
@@ -114,9 +122,7 @@ impl<S: StateMachine> NodeHandle<S> {
     /// (ReadIndex through the leader).
     pub async fn read_barrier(&self) -> Result<(), ServerError> {
         let (tx, rx) = oneshot::channel();
-        self.tx
-            .send(Input::Read(tx))
-            .map_err(|_| ServerError::Stopped)?;
+        self.submit(Input::Read(tx))?;
         match tokio::time::timeout(self.timeout, rx).await {
             Ok(Ok(r)) => r,
             Ok(Err(_)) => Err(ServerError::Stopped),
@@ -124,16 +130,27 @@ impl<S: StateMachine> NodeHandle<S> {
         }
     }
 
-    /// Ask the node thread to stop (it answers pending requests with "server stopped").
-    pub fn shutdown(&self) {
-        let _ = self.tx.send(Input::Shutdown);
+    /// Queue a client call; a full queue refuses it (see [`INPUT_QUEUE`]).
+    fn submit(&self, input: Input<S::Output>) -> Result<(), ServerError> {
+        match self.tx.try_send(Stamped(Instant::now(), input)) {
+            Ok(()) => Ok(()),
+            Err(mpsc::TrySendError::Full(_)) => Err(ServerError::TooManyRequests),
+            Err(mpsc::TrySendError::Disconnected(_)) => Err(ServerError::Stopped),
+        }
     }
 
-    /// The sender the transport uses to deliver peer frames.
+    /// Ask the node thread to stop (it answers pending requests with "server stopped").
+    /// Waits for room in the queue: a stop must not be lost.
+    pub fn shutdown(&self) {
+        let _ = self.tx.send(Stamped(Instant::now(), Input::Shutdown));
+    }
+
+    /// The sender the transport uses to deliver peer events. A full queue drops a frame
+    /// (Raft retransmits); never blocks the transport's task.
     pub fn peer_sink(&self) -> crate::transport::Sink {
         let tx = self.tx.clone();
         Arc::new(move |ev| {
-            let _ = tx.send(Input::Peer(ev));
+            let _ = tx.try_send(Stamped(Instant::now(), Input::Peer(ev)));
         })
     }
 }

@@ -47,12 +47,8 @@ pub enum HelloReply {
     },
 }
 
-/// Why a forwarded proposal was not placed in the log.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ForwardError {
-    NotLeader,
-    TooManyRequests,
-}
+/// Why a forwarded proposal was not placed in the log (the node driver's vocabulary).
+pub use node::ForwardError;
 
 /// Everything that travels between members.
 #[derive(Clone, Debug, PartialEq)]

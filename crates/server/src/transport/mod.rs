@@ -57,6 +57,10 @@ pub enum PeerEvent {
     Frame { from: u64, frame: Frame },
     /// `peer` refused our handshake; `reason` says why (for example: our data was wiped).
     Refused { peer: u64, reason: String },
+    /// Our connection to `peer` is up: frames sent to it now reach it.
+    Connected { peer: u64 },
+    /// Our connection to `peer` broke; frames sent to it are dropped until it is back.
+    Disconnected { peer: u64 },
 }
 
 /// Where received frames go.
@@ -344,6 +348,12 @@ impl Dialer {
         if let Ok(mut d) = self.directory.lock() {
             d.entry(self.peer).or_default().connected = connected;
         }
+        let peer = self.peer;
+        (self.sink)(if connected {
+            PeerEvent::Connected { peer }
+        } else {
+            PeerEvent::Disconnected { peer }
+        });
     }
 
     /// Publish the connection for direct writes, then write the backlog whenever it has
@@ -376,6 +386,8 @@ impl Dialer {
             st.writing = false;
         }
         let _unpublish = Unpublish(&self.outbox);
+        // Only now do frames sent to this peer reach it: tell the node.
+        self.set_connected(true);
         let (mut rd, mut wr) = stream.into_split();
         let mut scratch = [0u8; 64];
         loop {

@@ -5,14 +5,17 @@
 use std::fmt;
 
 pub mod applied_within_commit;
+pub mod client_calls;
 pub mod committed_entries;
 pub mod election_safety;
 pub mod leader_completeness;
 pub mod log_matching;
 pub mod monotonic;
 pub mod read_index;
+pub mod recovery;
 pub mod state_machine_safety;
 
+pub use client_calls::ClientCalls;
 pub use committed_entries::CommittedLedger;
 pub use election_safety::ElectionSafety;
 pub use leader_completeness::LeaderCompleteness;
@@ -53,4 +56,5 @@ pub struct Checkers {
     pub state_machine: StateMachineSafety,
     pub monotonic: Monotonic,
     pub reads: ReadIndexChecker,
+    pub clients: ClientCalls,
 }

@@ -1,0 +1,447 @@
+//! The driver: inputs in, [`Effects`] out. See the crate documentation for the loop and
+//! `docs/node-driver.md` for the contract.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use bytes::Bytes;
+use raft::{HardState, Index, NodeId, RaftNode, ReadyAck, Role, Snapshot, Status, Term};
+
+use crate::clock::TickClock;
+use crate::effects::{
+    ApplyItem, Effects, NodeError, Outcome, PeerFrame, PersistBatch, Reply, RequestId,
+    SnapshotRequest,
+};
+use crate::reads::Reads;
+use crate::routing::Routing;
+
+/// The driver's tunables. Times are wall-clock durations; the core counts ticks.
+#[derive(Clone, Debug)]
+pub struct DriverConfig {
+    /// One core tick.
+    pub tick_interval: Duration,
+    /// Most ticks counted at once after a stall (see [`TickClock`]).
+    pub max_catch_up_ticks: u32,
+    /// The election timeout: a call waits at most twice this for a leader to be known,
+    /// and a read round unanswered for half of it is asked again.
+    pub election_timeout: Duration,
+    /// A call not answered within this is answered with [`NodeError::Timeout`].
+    pub request_timeout: Duration,
+    /// Take a snapshot every this many applied entries (0: never).
+    pub snapshot_count: u64,
+    /// Refuse proposals while applying lags committing by more than this.
+    pub max_apply_gap: u64,
+    /// First id of the forwarded proposals this incarnation sends. Give each incarnation
+    /// a different (random) one: a leader's answer to a previous incarnation's forward
+    /// must never be taken for an answer to a new one.
+    pub forward_id_base: u64,
+}
+
+/// What the driver knows about itself, for status endpoints and checks.
+#[derive(Clone, Debug)]
+pub struct DriverStatus {
+    pub core: Status,
+    /// The index the caller's state machine reflects once the last batch is carried out.
+    pub applied: Index,
+    pub applied_term: Term,
+}
+
+/// The node driver. See the crate documentation.
+pub struct Driver {
+    pub(crate) raft: RaftNode,
+    pub(crate) cfg: DriverConfig,
+    pub(crate) id: NodeId,
+    clock: TickClock,
+    pub(crate) now: Duration,
+
+    pub(crate) leader: Option<NodeId>,
+    pub(crate) role: Role,
+    /// The peers we hold a live connection to (forwarding goes only over one).
+    pub(crate) connected: BTreeSet<NodeId>,
+
+    pub(crate) applied: Index,
+    applied_term: Term,
+    /// The hard state as of the last fsynced write (the durability rule compares to it).
+    durable: HardState,
+
+    last_snapshot: Index,
+    snapshot_running: bool,
+
+    /// The highest commit index followers were told about by `announce_commit`.
+    announced_commit: Index,
+    /// A follower acknowledged entries beyond what it had acknowledged before, since the
+    /// last announcement.
+    pub(crate) acks_seen: bool,
+    /// The highest index each follower acknowledged (successful appends only).
+    acked: BTreeMap<NodeId, Index>,
+
+    pub(crate) routing: Routing,
+    pub(crate) reads: Reads,
+
+    /// Answers produced by inputs, delivered with the next batch.
+    pub(crate) replies: Vec<Reply>,
+    /// Forwarding frames produced by inputs, sent with the next batch.
+    pub(crate) frames: Vec<(NodeId, PeerFrame)>,
+
+    /// The round (inputs, then polls until `None`) placed entries in our log.
+    round_proposed: bool,
+    round_flushed: bool,
+    round_announced: bool,
+    /// The ack of the batch handed out and not yet `advance`d.
+    unacked: Option<ReadyAck>,
+}
+
+impl Driver {
+    /// Wrap a core built from the member's recovered state. `applied`/`applied_term`: what
+    /// the state machine reflects at start (the recovered snapshot); `durable`: the hard
+    /// state recovered from disk; `now`: the current time.
+    pub fn new(raft: RaftNode, cfg: DriverConfig, applied: (Index, Term), now: Duration) -> Driver {
+        let status = raft.status();
+        let clock = TickClock::new(cfg.tick_interval, now, cfg.max_catch_up_ticks);
+        let routing = Routing::new(cfg.forward_id_base);
+        Driver {
+            id: status.id,
+            leader: None,
+            role: Role::Follower,
+            connected: BTreeSet::new(),
+            applied: applied.0,
+            applied_term: applied.1,
+            durable: status.hard_state,
+            last_snapshot: applied.0,
+            snapshot_running: false,
+            announced_commit: 0,
+            acks_seen: false,
+            acked: BTreeMap::new(),
+            routing,
+            reads: Reads::default(),
+            replies: Vec::new(),
+            frames: Vec::new(),
+            round_proposed: false,
+            round_flushed: false,
+            round_announced: false,
+            unacked: None,
+            clock,
+            now,
+            raft,
+            cfg,
+        }
+    }
+
+    // ----- inputs ------------------------------------------------------------------------
+
+    /// The time is `now`: count the core ticks due and do the time-based duties (expire
+    /// calls that waited too long, retry read rounds that were probably lost). Call it
+    /// with each input's arrival time before handing the input over, and with the current
+    /// time once per loop iteration.
+    pub fn tick(&mut self, now: Duration) {
+        if now <= self.now {
+            return;
+        }
+        self.now = now;
+        let due = self.clock.due(now);
+        if due == 0 {
+            return;
+        }
+        for _ in 0..due {
+            self.raft.tick();
+        }
+        self.expire();
+    }
+
+    /// When the next tick is due: the caller need not call [`Driver::tick`] before then
+    /// unless an input arrives.
+    pub fn next_tick_due(&self) -> Duration {
+        self.clock.next_due()
+    }
+
+    /// A Raft message from a peer. A message the core refuses (misrouted, from a
+    /// stranger) changes nothing; the error is for the caller's logs and checks.
+    pub fn step(&mut self, msg: raft::Message) -> Result<(), raft::StepError> {
+        if let raft::MessageBody::AppendResponse {
+            rejected: None,
+            match_index,
+        } = msg.body
+        {
+            // Only news counts: a repeated acknowledgement (an answer to a heartbeat-driven
+            // resend) must not trigger another announcement, or a lagging follower and
+            // the leader would ping-pong heartbeats at network speed.
+            let known = self.acked.entry(msg.from).or_insert(0);
+            if match_index > *known {
+                *known = match_index;
+                self.acks_seen = true;
+            }
+        }
+        self.raft.step(msg)
+    }
+
+    /// A forwarding frame from peer `from`.
+    pub fn step_frame(&mut self, from: NodeId, frame: PeerFrame) {
+        match frame {
+            PeerFrame::Forward { req_id, data } => self.on_forward(from, req_id, data),
+            PeerFrame::ForwardResult { req_id, result } => {
+                self.on_forward_result(from, req_id, result)
+            }
+        }
+    }
+
+    /// A client proposal: answered through the [`ApplyItem`] of its entry once applied
+    /// here, or with a [`Reply`] saying why not.
+    pub fn propose(&mut self, req: RequestId, data: Bytes) {
+        if self.apply_lags() {
+            self.reply(req, Outcome::Failed(NodeError::TooManyRequests));
+            return;
+        }
+        self.routing.queue_local(req, data, self.now);
+    }
+
+    /// A linearizable read: answered with [`Outcome::ReadReady`] once the local state
+    /// machine reflects every write committed before this call.
+    pub fn read(&mut self, req: RequestId) {
+        self.reads.queue(req, self.now);
+    }
+
+    /// Our connection to `peer` is up.
+    pub fn peer_connected(&mut self, peer: NodeId) {
+        self.connected.insert(peer);
+    }
+
+    /// Our connection to `peer` is down.
+    pub fn peer_lost(&mut self, peer: NodeId) {
+        self.connected.remove(&peer);
+    }
+
+    /// The snapshot asked for by [`Effects::start_snapshot`] is durable (`Ok`) or could not
+    /// be written (`Err`). Returns true when the caller must now compact its stored log to
+    /// it; false when it is no longer useful (a newer snapshot arrived from the leader
+    /// meanwhile) or failed (another is attempted after `snapshot_count` more entries).
+    pub fn snapshot_written(&mut self, written: Result<Snapshot, ()>) -> bool {
+        self.snapshot_running = false;
+        let Ok(snapshot) = written else {
+            self.last_snapshot = self.applied;
+            return false;
+        };
+        let index = snapshot.meta.index;
+        if index < self.raft.status().first_index || self.raft.compact(snapshot).is_err() {
+            self.last_snapshot = self.last_snapshot.max(index);
+            return false;
+        }
+        self.last_snapshot = index;
+        true
+    }
+
+    // ----- effects -----------------------------------------------------------------------
+
+    /// The next batch of work, or `None` when this round is done. Call [`Driver::advance`]
+    /// after carrying out each batch, before polling again.
+    pub fn poll(&mut self) -> Option<Effects> {
+        assert!(
+            self.unacked.is_none(),
+            "Driver::poll called before the previous batch was advanced"
+        );
+        if !self.round_flushed {
+            self.round_flushed = true;
+            self.round_proposed = self.flush_proposals();
+            self.flush_reads();
+        }
+        if !self.raft.has_ready() && !self.round_announced {
+            self.round_announced = true;
+            self.announce_commit();
+        }
+        if self.raft.has_ready() {
+            return Some(self.take_ready());
+        }
+        let start_snapshot = self.maybe_snapshot();
+        if start_snapshot.is_some() || !self.replies.is_empty() || !self.frames.is_empty() {
+            return Some(Effects {
+                frames: std::mem::take(&mut self.frames),
+                replies: std::mem::take(&mut self.replies),
+                start_snapshot,
+                ..Effects::default()
+            });
+        }
+        self.round_flushed = false;
+        self.round_announced = false;
+        self.round_proposed = false;
+        None
+    }
+
+    /// The last batch from [`Driver::poll`] is carried out: written (and synced if it
+    /// said so), sent, applied, answered.
+    pub fn advance(&mut self) {
+        if let Some(ack) = self.unacked.take() {
+            self.raft.advance(ack);
+        }
+    }
+
+    fn take_ready(&mut self) -> Effects {
+        let rd = self.raft.ready();
+        self.unacked = Some(rd.ack());
+        if let Some(ss) = rd.soft_state {
+            self.on_soft_state(ss.leader, ss.role);
+        }
+        let persist = if rd.hard_state.is_some() || !rd.entries.is_empty() || rd.snapshot.is_some()
+        {
+            let sync = crate::must_sync(
+                rd.hard_state.as_ref(),
+                &rd.entries,
+                rd.snapshot.as_ref(),
+                &self.durable,
+            );
+            if sync {
+                if let Some(hs) = rd.hard_state {
+                    self.durable = hs;
+                }
+            }
+            Some(PersistBatch {
+                hard_state: rd.hard_state,
+                entries: rd.entries,
+                snapshot: rd.snapshot.clone(),
+                sync,
+            })
+        } else {
+            None
+        };
+        if let Some(snap) = &rd.snapshot {
+            self.on_snapshot_installed(snap);
+        }
+        let mut apply = Vec::with_capacity(rd.committed_entries.len());
+        for entry in rd.committed_entries {
+            if entry.index <= self.applied {
+                continue; // already reflected (by a snapshot)
+            }
+            self.applied = entry.index;
+            self.applied_term = entry.term;
+            let answers = self
+                .routing
+                .take_waiter(entry.index, entry.term, &mut self.replies);
+            apply.push(ApplyItem { entry, answers });
+        }
+        let read_states = self.on_read_states(rd.read_states);
+        Effects {
+            soft_state: rd.soft_state,
+            messages: rd.messages,
+            frames: std::mem::take(&mut self.frames),
+            persist,
+            persisted_messages: rd.persisted_messages,
+            install_snapshot: rd.snapshot,
+            apply,
+            replies: std::mem::take(&mut self.replies),
+            read_states,
+            start_snapshot: None,
+        }
+    }
+
+    fn on_soft_state(&mut self, leader: Option<NodeId>, role: Role) {
+        if leader != self.leader {
+            // Proposals forwarded to the previous leader may or may not be in the log, and
+            // we will not hear where they landed: answer now rather than at the timeout.
+            self.routing
+                .fail_forwarded(NodeError::LeaderChanged, &mut self.replies);
+        }
+        self.leader = leader;
+        self.role = role;
+    }
+
+    fn on_snapshot_installed(&mut self, snap: &Snapshot) {
+        self.applied = snap.meta.index;
+        self.applied_term = snap.meta.term;
+        self.last_snapshot = snap.meta.index;
+        // Proposals at or below the snapshot: their results are inside the image, unknown.
+        self.routing
+            .fail_waiters_through(snap.meta.index, NodeError::Timeout, &mut self.replies);
+    }
+
+    /// Tell followers about a commit index that advanced while no new entries are going
+    /// out to carry it.
+    ///
+    /// Why: the core announces a new commit index only with the next Append or heartbeat,
+    /// so an idle follower would learn it up to one heartbeat interval late — and a write or
+    /// linearizable read served by that follower waits for exactly that. When proposals
+    /// were placed this round, the Appends carrying them carry the commit index too. A
+    /// follower is told a commit index only up to what it is known to hold, so a follower
+    /// whose acknowledgement arrives after the commit (made by a faster follower) needs an
+    /// announcement too: hence also after any append acknowledgement.
+    fn announce_commit(&mut self) {
+        let commit = self.raft.commit_index();
+        let acks = std::mem::take(&mut self.acks_seen);
+        if self.role != Role::Leader
+            || self.round_proposed
+            || (commit <= self.announced_commit && !acks)
+        {
+            return;
+        }
+        self.announced_commit = commit;
+        self.raft.announce_commit();
+    }
+
+    /// Every `snapshot_count` applied entries, ask for a snapshot (one at a time).
+    fn maybe_snapshot(&mut self) -> Option<SnapshotRequest> {
+        let count = self.cfg.snapshot_count;
+        if count == 0 || self.snapshot_running || self.applied < self.last_snapshot + count {
+            return None;
+        }
+        self.snapshot_running = true;
+        Some(SnapshotRequest {
+            index: self.applied,
+            term: self.applied_term,
+            conf_state: self.raft.status().conf_state,
+        })
+    }
+
+    /// Time-based duties, once per tick.
+    fn expire(&mut self) {
+        let now = self.now;
+        let no_leader = 2 * self.cfg.election_timeout;
+        let timeout = self.cfg.request_timeout;
+        self.routing
+            .expire(now, no_leader, timeout, &mut self.replies);
+        let retry_after = (self.cfg.election_timeout / 2).max(3 * self.clock.interval());
+        self.reads
+            .expire(now, no_leader, timeout, retry_after, &mut self.replies);
+    }
+
+    pub(crate) fn apply_lags(&self) -> bool {
+        self.raft.commit_index().saturating_sub(self.applied) > self.cfg.max_apply_gap
+    }
+
+    pub(crate) fn reply(&mut self, req: RequestId, outcome: Outcome) {
+        self.replies.push(Reply { req, outcome });
+    }
+
+    // ----- observation -------------------------------------------------------------------
+
+    pub fn status(&self) -> DriverStatus {
+        DriverStatus {
+            core: self.raft.status(),
+            applied: self.applied,
+            applied_term: self.applied_term,
+        }
+    }
+
+    /// The core, for observation.
+    pub fn core(&self) -> &RaftNode {
+        &self.raft
+    }
+
+    /// The core, for tests and tools that drive it directly (the simulator's scripted
+    /// scenarios campaign, transfer leadership and propose through it). Whatever they
+    /// cause still leaves through [`Driver::poll`]; the driver ignores read states and
+    /// entries it did not ask for.
+    pub fn core_mut(&mut self) -> &mut RaftNode {
+        &mut self.raft
+    }
+
+    /// Calls waiting for an answer (for tests and status).
+    pub fn waiting_calls(&self) -> usize {
+        self.routing.waiting() + self.reads.waiting()
+    }
+
+    /// Every call still waiting, failed with `error` (the member is stopping). The
+    /// caller delivers the returned replies.
+    pub fn fail_all(&mut self, error: NodeError) -> Vec<Reply> {
+        let mut out = std::mem::take(&mut self.replies);
+        self.routing.fail_all(error, &mut out);
+        self.reads.fail_all(error, &mut out);
+        out
+    }
+}

@@ -1,0 +1,133 @@
+//! What the driver asks its caller to do, and the vocabulary of its inputs.
+
+use bytes::Bytes;
+use raft::{
+    Entry, HardState, Index, Message, NodeId, ReadState, Snapshot, SnapshotMeta, SoftState, Term,
+};
+
+/// The caller's name for one client call (a proposal or a read). Unique among the calls
+/// a driver has not answered yet; the driver answers each exactly once.
+pub type RequestId = u64;
+
+/// Why a client call failed. Each maps to one of etcd's errors.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NodeError {
+    /// No leader was known for long enough (`etcdserver: no leader`).
+    NoLeader,
+    /// The proposal may or may not have been applied: leadership moved while it was in
+    /// flight (`etcdserver: leader changed`).
+    LeaderChanged,
+    /// No outcome within the request timeout (`etcdserver: request timed out`).
+    Timeout,
+    /// Applying lags committing by more than [`crate::MAX_APPLY_GAP`]
+    /// (`etcdserver: too many requests`).
+    TooManyRequests,
+}
+
+/// The outcome of a client call that is not carried by an applied entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// A read barrier passed: the local state machine now reflects every write committed
+    /// before the read was asked for. Serve the read from it.
+    ReadReady,
+    Failed(NodeError),
+}
+
+/// An answer for a waiting client call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Reply {
+    pub req: RequestId,
+    pub outcome: Outcome,
+}
+
+/// Why a leader did not place a forwarded proposal. Carried back to the follower.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ForwardError {
+    /// The receiver does not lead (any more). Nothing was appended: retrying is safe.
+    NotLeader,
+    /// The leader's applying lags its committing too far: the client should back off.
+    TooManyRequests,
+}
+
+/// Messages between drivers that are not Raft's own: forwarding a proposal from a
+/// follower to the leader and telling the follower where it landed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PeerFrame {
+    /// A client proposal made on a follower, for the leader to place in its log.
+    Forward { req_id: u64, data: Bytes },
+    /// Where the forwarded proposal `req_id` landed (index, term), or why it did not.
+    ForwardResult {
+        req_id: u64,
+        result: Result<(Index, Term), ForwardError>,
+    },
+}
+
+/// One durable write: the snapshot (if any) replaces the stored log, then `entries` are
+/// appended (truncating from `entries[0].index` if the store holds that index), then the
+/// hard state is recorded.
+#[derive(Clone, Debug, Default)]
+pub struct PersistBatch {
+    pub hard_state: Option<HardState>,
+    pub entries: Vec<Entry>,
+    pub snapshot: Option<Snapshot>,
+    /// Fsync before going on (see [`crate::must_sync`]). False only for a write that
+    /// changes nothing but the commit index: a crash may lose it.
+    pub sync: bool,
+}
+
+/// One committed entry to apply, and whom its result answers.
+#[derive(Clone, Debug)]
+pub struct ApplyItem {
+    pub entry: Entry,
+    /// The local client call that proposed this entry (same index, same term). Answer it
+    /// with the result of applying the entry; an entry that yields no result (a no-op)
+    /// answers it with [`NodeError::LeaderChanged`].
+    pub answers: Option<RequestId>,
+}
+
+/// A snapshot the driver wants taken: serialise the state machine as it is now (it is
+/// at `meta.index`), write it durably in the background, then call
+/// [`crate::Driver::snapshot_written`].
+pub type SnapshotRequest = SnapshotMeta;
+
+/// Work for the caller, to be carried out in field order (see `docs/node-driver.md`),
+/// then acknowledged with [`crate::Driver::advance`].
+#[derive(Clone, Debug, Default)]
+pub struct Effects {
+    /// Changed leader or role, if any (for logs and status).
+    pub soft_state: Option<SoftState>,
+    /// Raft messages that may leave before `persist` is durable.
+    pub messages: Vec<Message>,
+    /// Forwarding frames, which never depend on `persist`.
+    pub frames: Vec<(NodeId, PeerFrame)>,
+    /// The durable write, if any.
+    pub persist: Option<PersistBatch>,
+    /// Raft messages that may leave only once `persist` is durable (votes, append acks).
+    pub persisted_messages: Vec<Message>,
+    /// A snapshot from the leader to load into the state machine (it is in `persist`).
+    pub install_snapshot: Option<Snapshot>,
+    /// Committed entries to apply, in order, after `install_snapshot`.
+    pub apply: Vec<ApplyItem>,
+    /// Answers to deliver once `apply` is done (a read released here relies on it).
+    pub replies: Vec<Reply>,
+    /// Read points the core confirmed for contexts the driver did not ask for (a test
+    /// that called the core's `read_index` directly). Nothing to do for a server.
+    pub read_states: Vec<ReadState>,
+    /// Start a snapshot of the state machine, after `advance`.
+    pub start_snapshot: Option<SnapshotRequest>,
+}
+
+impl Effects {
+    pub fn is_empty(&self) -> bool {
+        self.soft_state.is_none()
+            && self.messages.is_empty()
+            && self.frames.is_empty()
+            && self.persist.is_none()
+            && self.persisted_messages.is_empty()
+            && self.install_snapshot.is_none()
+            && self.apply.is_empty()
+            && self.replies.is_empty()
+            && self.read_states.is_empty()
+            && self.start_snapshot.is_none()
+    }
+}
