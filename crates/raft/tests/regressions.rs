@@ -1,5 +1,5 @@
-//! Regression tests for bugs found by the simulator (see /work/notes/core-bugs.md) or by
-//! our own chaos test. Each names the seed that found it.
+//! Regression tests for bugs found by the simulator (docs/simulator.md says how to replay a
+//! seed) or by our own chaos test. Each names the seed that found it.
 
 mod common;
 
