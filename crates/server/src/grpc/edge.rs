@@ -105,7 +105,7 @@ const TONIC_TOO_LARGE: &str = "Error, decoded message length too large: found ";
 /// grpc-go's status for tonic's "message too large" status; `None` for any other status.
 /// tonic says `found N bytes, the limit is: M bytes`, N and M being what grpc-go reports too
 /// (the message's length prefix and the configured limit).
-fn too_large(status: &Status) -> Option<Status> {
+pub(crate) fn too_large(status: &Status) -> Option<Status> {
     if status.code() != Code::OutOfRange {
         return None;
     }
@@ -121,6 +121,9 @@ fn too_large(status: &Status) -> Option<Status> {
 
 /// Rewrites a trailers-only answer (status in the headers, as tonic sends every error that
 /// happens before a handler runs, decoding included) carrying tonic's "too large" status.
+/// That covers every method whose request is one message. In a client stream (Watch and
+/// LeaseKeepAlive, once built) a later oversized message reaches the handler as an error
+/// instead; such a handler should end the stream with [`too_large`]'s status.
 fn rewrite_too_large(response: &mut Response<Body>) {
     // Fast path: only OUT_OF_RANGE (11) can need a rewrite.
     if response.headers().get("grpc-status") != Some(&HeaderValue::from_static("11")) {
