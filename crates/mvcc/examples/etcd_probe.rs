@@ -300,8 +300,15 @@ fn scripted() -> Vec<Op> {
             max_create_revision: 4,
             ..get("a", "\0")
         }),
-        // Not probed: an out-of-range sort_order is ignored by etcd 3.4 and an out-of-range
-        // sort_target crashes it (nil sorter); we answer "invalid sort option" like etcd 3.5+.
+        // An out-of-range sort_order means "no sort" to etcd 3.4, as to us.
+        Op::Read(RangeRequest {
+            sort_order: 5,
+            sort_target: SortTarget::Value as i32,
+            limit: 2,
+            ..get("a", "\0")
+        }),
+        // Not probed: an out-of-range sort_target crashes etcd 3.4 (nil sorter); we answer
+        // "invalid sort option" like etcd 3.5+.
         Op::Read(get("d", "b")),
         Op::Read(get("\0", "\0")),
         Op::Read(get("", "")),

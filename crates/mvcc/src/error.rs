@@ -32,7 +32,8 @@ pub enum MvccError {
     TooManyOps,
     /// Two writes of one txn branch touch the same key.
     DuplicateKey,
-    /// `sort_order` or `sort_target` is not one of the enum's values.
+    /// `sort_target` is not one of the enum's values (`sort_order` is never checked, as in
+    /// etcd 3.4).
     InvalidSortOption,
     /// The requested revision is below the compaction point.
     Compacted,

@@ -39,8 +39,11 @@ impl Store {
         view_rev: i64,
     ) -> Result<RangeResponse, MvccError> {
         let rev = self.resolve_read_revision(req.revision, view_rev)?;
-        let sort_order =
-            SortOrder::try_from(req.sort_order).map_err(|_| MvccError::InvalidSortOption)?;
+        // etcd 3.4 never validates `sort_order`: a value outside the enum is "some order"
+        // when deciding what to fetch (everything, like ASCEND/DESCEND) and no order when
+        // sorting, so the keys come back in key order. Observed on etcd 3.4.23; clients
+        // built against a newer enum get answers rather than errors.
+        let sort_order = SortOrder::try_from(req.sort_order).ok();
         let sort_target =
             SortTarget::try_from(req.sort_target).map_err(|_| MvccError::InvalidSortOption)?;
 
@@ -51,13 +54,14 @@ impl Store {
         // etcd decides on the raw sort_order: a non-KEY target with order NONE is sorted
         // ascending below but still fetched with the limit, so it sorts only the first
         // limit+1 keys. We reproduce that.
-        let fetch_limit = if sort_order != SortOrder::None || has_filters || req.limit <= 0 {
-            usize::MAX
-        } else {
-            usize::try_from(req.limit)
-                .unwrap_or(usize::MAX)
-                .saturating_add(1)
-        };
+        let fetch_limit =
+            if req.sort_order != SortOrder::None as i32 || has_filters || req.limit <= 0 {
+                usize::MAX
+            } else {
+                usize::try_from(req.limit)
+                    .unwrap_or(usize::MAX)
+                    .saturating_add(1)
+            };
 
         let (mut kvs, count) = self.collect(
             KeyRange::new(&req.key, &req.range_end),
@@ -70,9 +74,10 @@ impl Store {
             kvs.retain(|kv| passes_revision_filters(req, kv));
         }
         let effective_order = match (sort_target, sort_order) {
-            (SortTarget::Key, order) => order,
-            (_, SortOrder::None) => SortOrder::Ascend,
-            (_, order) => order,
+            (_, None) => SortOrder::None,
+            (SortTarget::Key, Some(order)) => order,
+            (_, Some(SortOrder::None)) => SortOrder::Ascend,
+            (_, Some(order)) => order,
         };
         sort_kvs(&mut kvs, sort_target, effective_order);
 

@@ -10,8 +10,8 @@ use std::collections::HashSet;
 
 use bytes::Bytes;
 use proto::etcdserverpb::{
-    range_request::{SortOrder, SortTarget},
-    request_op, DeleteRangeRequest, PutRequest, RangeRequest, RequestOp, TxnRequest,
+    range_request::SortTarget, request_op, DeleteRangeRequest, PutRequest, RangeRequest, RequestOp,
+    TxnRequest,
 };
 use proto::raftkvpb::internal_request;
 
@@ -52,9 +52,10 @@ pub fn check_range(req: &RangeRequest) -> Result<(), MvccError> {
     if req.key.is_empty() {
         return Err(MvccError::EmptyKey);
     }
-    if SortOrder::try_from(req.sort_order).is_err()
-        || SortTarget::try_from(req.sort_target).is_err()
-    {
+    // Only the target is checked. etcd 3.4 accepts any `sort_order` (see `range_at_view`)
+    // but dereferences a missing sorter for an unknown target and crashes; we answer what
+    // etcd 3.5+ answers instead (docs/etcd-compatibility.md).
+    if SortTarget::try_from(req.sort_target).is_err() {
         return Err(MvccError::InvalidSortOption);
     }
     Ok(())

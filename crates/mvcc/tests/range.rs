@@ -178,16 +178,61 @@ fn etcd_observed_sort_target_without_order_sorts_only_the_first_limit_plus_one_k
     assert_eq!(keys(&resp), ["c", "a"]);
 }
 
+/// Observed on etcd 3.4.23 (keys v1=c, v2=b, v3=a): `sort_order` 5 or -1 with target KEY or
+/// VALUE answers v1, v2, v3 — no sort, every key fetched, then `limit` applied.
 #[test]
-fn invalid_sort_options_are_rejected() {
-    let store = abcde();
-    assert_eq!(
-        store.range(&RangeRequest {
-            sort_order: 7,
-            ..get("a", "")
-        }),
-        Err(MvccError::InvalidSortOption)
+fn etcd_observed_an_unknown_sort_order_is_no_order() {
+    let mut store = Store::new();
+    must_put(&mut store, "v1", "c");
+    must_put(&mut store, "v2", "b");
+    must_put(&mut store, "v3", "a");
+    for order in [5, -1, 7] {
+        for target in [SortTarget::Key, SortTarget::Value, SortTarget::Version] {
+            let resp = store
+                .range(&RangeRequest {
+                    sort_order: order,
+                    sort_target: target as i32,
+                    ..get("v1", "v4")
+                })
+                .unwrap();
+            assert_eq!(keys(&resp), ["v1", "v2", "v3"], "order {order} {target:?}");
+            let resp = store
+                .range(&RangeRequest {
+                    sort_order: order,
+                    sort_target: target as i32,
+                    limit: 2,
+                    ..get("v1", "v4")
+                })
+                .unwrap();
+            assert_eq!(keys(&resp), ["v1", "v2"], "order {order} {target:?}");
+            assert!(resp.more);
+            assert_eq!(resp.count, 3);
+        }
+    }
+    // The same inside a txn: validated before proposing and again when applied.
+    let read = txn(
+        vec![],
+        vec![op_get(RangeRequest {
+            sort_order: 5,
+            sort_target: SortTarget::Value as i32,
+            ..get("v1", "v4")
+        })],
+        vec![],
     );
+    assert!(mvcc::validate::check_txn(&read, &mvcc::Limits::default()).is_ok());
+    let resp = store.read_txn(&read).unwrap();
+    let Some(proto::etcdserverpb::response_op::Response::ResponseRange(r)) =
+        &resp.responses[0].response
+    else {
+        panic!("not a range response: {resp:?}");
+    };
+    assert_eq!(keys(r), ["v1", "v2", "v3"]);
+}
+
+/// etcd 3.4.23 crashes on an unknown `sort_target`; we answer like etcd 3.5+.
+#[test]
+fn an_unknown_sort_target_is_rejected() {
+    let store = abcde();
     assert_eq!(
         store.range(&RangeRequest {
             sort_target: 9,

@@ -173,11 +173,12 @@ impl Generator {
             r.limit = self.rng.gen_range(1..5);
         }
         if self.rng.gen_bool(0.3) {
-            r.sort_order = self.rng.gen_range(0..3);
+            // Now and then an order outside the enum, which etcd 3.4 takes as "no sort".
+            r.sort_order = [-1, 0, 0, 1, 1, 2, 2, 5][self.rng.gen_range(0..8)];
             r.sort_target = self.rng.gen_range(0..5);
         }
-        // No invalid sort enum here: etcd 3.4 (the reference binary) ignores it while 3.5+
-        // answers "etcdserver: invalid sort option", as raftkv does.
+        // No invalid sort target: etcd 3.4 (the reference binary) crashes on one, while
+        // raftkv answers "etcdserver: invalid sort option" as etcd 3.5+ does.
         r.keys_only = self.rng.gen_bool(0.15);
         r.count_only = self.rng.gen_bool(0.1);
         if self.rng.gen_bool(0.15) {
@@ -360,6 +361,16 @@ fn edge_cases() -> Vec<Request> {
         Request::Delete(DeleteRangeRequest::default()),
         Request::Put(put("edge/a", "1")),
         Request::Put(put("edge/a", "2")),
+        Request::Put(put("edge/b", "1")),
+        // An order outside the enum: no sort (key order, not by value), then the limit.
+        Request::Range(RangeRequest {
+            key: b("edge/"),
+            range_end: Bytes::from(prefix_range_end(b"edge/")),
+            sort_order: 5,
+            sort_target: SortTarget::Value as i32,
+            limit: 1,
+            ..Default::default()
+        }),
         // Over --max-request-bytes (1.5 MiB) but under the gRPC frame limit.
         Request::Put(PutRequest {
             key: b("edge/big"),

@@ -1,5 +1,6 @@
 //! Plain HTTP endpoints, served on the client URLs (next to gRPC, same port) and on
 //! `--listen-metrics-urls`: `/health` (etcd's JSON shape), `/livez`, `/readyz`, `/version`.
+//! On the client URLs these are all an HTTP/1.x request can reach (`grpc/edge.rs`).
 
 use std::time::Duration;
 
@@ -20,7 +21,22 @@ pub fn router(ctx: Context) -> Router {
         .route("/livez", get(livez))
         .route("/readyz", get(readyz))
         .route("/version", get(version))
+        .fallback(not_found)
         .with_state(ctx)
+}
+
+/// Go's `http.NotFound`, which etcd's HTTP mux answers for any other path (including a gRPC
+/// method path reached over HTTP/1.1, see `grpc/edge.rs`).
+async fn not_found() -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        [
+            (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
+        "404 page not found\n",
+    )
+        .into_response()
 }
 
 fn json(status: StatusCode, body: String) -> Response {

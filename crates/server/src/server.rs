@@ -250,8 +250,10 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     }
 }
 
-/// gRPC and HTTP/1 on one listener: tonic serves HTTP/2 and HTTP/1.1, and routes the plain
-/// HTTP paths to the axum router.
+/// gRPC and HTTP/1 on one listener, split as etcd's cmux splits them: HTTP/1.x requests
+/// reach only the plain HTTP endpoints, HTTP/2 requests the gRPC services (and, when they
+/// are not gRPC, the HTTP endpoints too). `ClientEdge` makes the split and answers unknown
+/// methods and oversized messages as grpc-go does.
 async fn serve_client(
     ctx: Context,
     listener: TcpListener,
@@ -264,7 +266,8 @@ async fn serve_client(
         watch_server::WatchServer,
     };
     let limit = max_request_bytes + GRPC_OVERHEAD_BYTES;
-    let routes = tonic::service::Routes::from(crate::http::router(ctx.clone()))
+    let http = crate::http::router(ctx.clone());
+    let routes = tonic::service::Routes::from(http.clone())
         .add_service(KvServer::new(KvService(ctx.clone())).max_decoding_message_size(limit))
         .add_service(
             MaintenanceServer::new(MaintenanceService(ctx.clone()))
@@ -273,17 +276,21 @@ async fn serve_client(
         .add_service(
             ClusterServer::new(ClusterService(ctx.clone())).max_decoding_message_size(limit),
         )
-        .add_service(WatchServer::new(UnimplementedService))
-        .add_service(LeaseServer::new(UnimplementedService))
-        .add_service(AuthServer::new(UnimplementedService));
+        // Same receive limit everywhere, as grpc-go's is per server.
+        .add_service(WatchServer::new(UnimplementedService).max_decoding_message_size(limit))
+        .add_service(LeaseServer::new(UnimplementedService).max_decoding_message_size(limit))
+        .add_service(AuthServer::new(UnimplementedService).max_decoding_message_size(limit));
     use futures_util::StreamExt;
     let incoming = tonic::transport::server::TcpIncoming::from(listener)
         .with_nodelay(Some(true))
         .map(|conn| conn.map(crate::authority_fix::AuthorityFix::new));
     tonic::transport::Server::builder()
         .accept_http1(true)
-        .add_routes(routes)
-        .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
+        .serve_with_incoming_shutdown(
+            crate::grpc::ClientEdge::new(routes, http),
+            incoming,
+            shutdown.cancelled_owned(),
+        )
         .await?;
     Ok(())
 }

@@ -7,9 +7,13 @@
 //! * `Maintenance`: Status, Alarm GET, HashKV. `Cluster`: MemberList.
 //! * Everything else (Watch, Lease, Auth, the rest of Maintenance and Cluster) answers
 //!   `UNIMPLEMENTED` through the generated traits' defaults.
+//! * [`ClientEdge`] sits in front of them all: HTTP/1.x only reaches the HTTP endpoints, and
+//!   unknown methods and oversized messages get grpc-go's answers (`edge.rs`).
 
+mod edge;
 mod kv;
 mod maintenance;
+mod methods;
 
 use std::sync::Arc;
 
@@ -19,6 +23,7 @@ use crate::kv::MvccMachine;
 use crate::node::NodeHandle;
 use crate::transport::Transport;
 
+pub use edge::ClientEdge;
 pub use kv::KvService;
 pub use maintenance::{ClusterService, MaintenanceService, Membership, UnimplementedService};
 
