@@ -343,7 +343,10 @@ impl Storage {
     /// last acknowledgement and the answer to the client.
     ///
     /// A change of term or vote must be durable before it is acted on: it is refused here
-    /// (`Invalid`), use `save`.
+    /// (`Invalid`), use `save`. So is a commit index past the last index (it would claim
+    /// entries this member does not have, and a restart would fail with `MissingWal`) or
+    /// below the saved one (the commit index never moves back; a caller that tries has lost
+    /// track of what it applied). Both are refused before anything is written.
     pub fn save_commit(&mut self, hard_state: &HardState) -> Result<()> {
         let current = self.log.hard_state;
         if hard_state.term != current.term || hard_state.vote != current.vote {
@@ -351,6 +354,21 @@ impl Storage {
                 "save_commit with term {} vote {:?}, but the stored hard state has term {} \
                  vote {:?}: a term or vote change must be saved durably",
                 hard_state.term, hard_state.vote, current.term, current.vote
+            )));
+        }
+        if hard_state.commit > self.last_index() {
+            return Err(StorageError::Invalid(format!(
+                "save_commit with commit index {}, past the last log index {}: a member can \
+                 only record as committed entries it holds",
+                hard_state.commit,
+                self.last_index()
+            )));
+        }
+        if hard_state.commit < current.commit {
+            return Err(StorageError::Invalid(format!(
+                "save_commit with commit index {}, below the saved commit index {}: the \
+                 commit index never moves back",
+                hard_state.commit, current.commit
             )));
         }
         if *hard_state == current {
