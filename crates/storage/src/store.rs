@@ -150,8 +150,11 @@ impl Storage {
         {
             if opts.expect_existing {
                 return Err(StorageError::MissingState {
+                    reason: format!(
+                        "the directory does not exist, so neither does its metadata file {}",
+                        join(&dir, meta::META_FILE).display()
+                    ),
                     dir,
-                    reason: "the directory does not exist".into(),
                 });
             }
             fs.create_dir_all(&dir)
@@ -165,7 +168,10 @@ impl Storage {
         if !Wal::exists(&*fs, &wal_dir)? {
             return Err(StorageError::MissingWal {
                 dir: wal_dir,
-                reason: "the metadata file exists but there is no WAL segment".into(),
+                reason: format!(
+                    "the metadata file {} exists but there is no WAL segment",
+                    join(&dir, meta::META_FILE).display()
+                ),
             });
         }
         let (mut wal, replayed) = Wal::open(fs.clone(), &wal_dir, opts.segment_size)?;
@@ -244,14 +250,21 @@ impl Storage {
         };
         if !foreign.is_empty() || leftover_has_records {
             return Err(StorageError::ForeignDir {
+                reason: format!(
+                    "{} is missing; found {:?}",
+                    join(&dir, meta::META_FILE).display(),
+                    foreign.iter().take(5).collect::<Vec<_>>()
+                ),
                 dir,
-                reason: format!("found {:?}", foreign.iter().take(5).collect::<Vec<_>>()),
             });
         }
         if opts.expect_existing {
             return Err(StorageError::MissingState {
+                reason: format!(
+                    "metadata file {} is missing and there is no WAL",
+                    join(&dir, meta::META_FILE).display()
+                ),
                 dir,
-                reason: "no metadata file and no WAL".into(),
             });
         }
         for d in [&dir, &wal_dir, &snap_dir] {
