@@ -225,10 +225,10 @@ impl<S: StateMachine> Runtime<S> {
     fn handle(&mut self, input: Input<S::Output>) -> anyhow::Result<bool> {
         match input {
             Input::Peer(PeerEvent::Frame { from, frame }) => self.on_frame(from, frame),
+            Input::Peer(PeerEvent::IdentityRefused { peer, reason }) => {
+                anyhow::bail!("member {peer:x} refuses this member: {reason}");
+            }
             Input::Peer(PeerEvent::Refused { peer, reason }) => {
-                if reason.contains("lost its data dir") {
-                    anyhow::bail!("member {peer:x} refuses this member: {reason}");
-                }
                 debug!(peer = format_args!("{peer:x}"), %reason, "peer refused our connection");
             }
             Input::Propose(data, resp) => {
