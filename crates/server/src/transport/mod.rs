@@ -618,6 +618,25 @@ mod tests {
         }
     }
 
+    /// A loopback listener on a port below 32768, where the kernel's ephemeral range
+    /// starts: test listeners stay out of it so they never collide with outgoing
+    /// connections' ports. The first port tried differs per process and per call; a port in
+    /// use (another test, another process) is skipped.
+    async fn bind_below_ephemeral() -> TcpListener {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        const LOW: u32 = 20_000;
+        const SPAN: u32 = 12_000;
+        let base = std::process::id().wrapping_mul(7919);
+        for _ in 0..SPAN {
+            let port = LOW + base.wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed)) % SPAN;
+            if let Ok(l) = TcpListener::bind(("127.0.0.1", port as u16)).await {
+                return l;
+            }
+        }
+        panic!("no free loopback port in {LOW}..{}", LOW + SPAN);
+    }
+
     /// Start an acceptor for member 2 and return its address and what it received.
     async fn acceptor(
         incs: Arc<Incarnations>,
@@ -637,7 +656,7 @@ mod tests {
             sink,
             commit: Arc::new(AtomicU64::new(17)),
         });
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = bind_below_ephemeral().await;
         let url = format!("http://{}", listener.local_addr().unwrap());
         let stop = CancellationToken::new();
         tokio::spawn(acc.serve(listener, stop.clone()));
