@@ -6,10 +6,10 @@
 //! bytes   := len:u32  raw
 //! ```
 //!
-//! Frame kinds: 1 `Hello`, 2 `HelloReply::Accepted`, 7 `HelloReply::Refused`
-//! (`code:u8 reason:bytes`, see [`RefusalKind`]), 4 `Raft`, 5 `Forward`, 6 `ForwardResult`.
-//! Kind 3 is the refusal of the first version of this format (`reason:bytes`, no code); it
-//! is still decoded, as [`RefusalKind::Other`], and never sent.
+//! Frame kinds: 1 `Hello`, 2 `HelloReply::Accepted`, 4 `Raft`, 5 `Forward`,
+//! 6 `ForwardResult`, 7 `HelloReply::Refused` (`code:u8 reason:bytes`, see
+//! [`RefusalKind`]). Kind 3 was the refusal before it carried a code (`reason:bytes`): it is
+//! still decoded, as [`RefusalKind::Other`], and never sent.
 //!
 //! Our own encoding rather than protobuf because `raft::Message` is a Rust enum that
 //! changes with the core; a hand-written codec keeps the mapping explicit, allocation-light
