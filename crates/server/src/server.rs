@@ -1,9 +1,6 @@
 //! Assembling a member: bind the listeners, recover the data dir, start the transport, the
 //! node thread and the client servers, and take everything down again in order.
 
-use std::collections::hash_map::RandomState;
-use std::hash::{BuildHasher, Hasher};
-use std::path::Path;
 use std::sync::{Arc, RwLock};
 
 use anyhow::Context as _;
@@ -20,7 +17,7 @@ use crate::grpc::{
 };
 use crate::kv::MvccMachine;
 use crate::node::{self, NodeParams, StateMachine};
-use crate::transport::{Acceptor, Incarnations, LocalIdentity, Transport};
+use crate::transport::{own_incarnation, Acceptor, Incarnations, LocalIdentity, Transport};
 
 /// File in the data dir holding this member's incarnation (see `transport::incarnations`).
 const INCARNATION_FILE: &str = "raftkv.incarnation";
@@ -47,33 +44,6 @@ async fn bind_all(addrs: &[ListenAddr]) -> anyhow::Result<Vec<(String, TcpListen
     Ok(out)
 }
 
-/// Read this member's incarnation, or make one if the data dir was just created.
-fn incarnation(dir: &Path) -> anyhow::Result<u64> {
-    let path = dir.join(INCARNATION_FILE);
-    match std::fs::read_to_string(&path) {
-        Ok(s) => u64::from_str_radix(s.trim(), 16)
-            .with_context(|| format!("{}: malformed", path.display())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let mut h = RandomState::new().build_hasher();
-            h.write_u128(
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .unwrap_or_default()
-                    .as_nanos(),
-            );
-            h.write_u32(std::process::id());
-            let inc = h.finish();
-            let tmp = path.with_extension("tmp");
-            std::fs::write(&tmp, format!("{inc:x}\n"))?;
-            std::fs::File::open(&tmp)?.sync_all()?;
-            std::fs::rename(&tmp, &path)?;
-            std::fs::File::open(dir)?.sync_all()?;
-            Ok(inc)
-        }
-        Err(e) => Err(anyhow::anyhow!("{}: {e}", path.display())),
-    }
-}
-
 /// Serve one member until `shutdown` is cancelled or the node fails.
 pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     info!(
@@ -89,12 +59,16 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Resul
 
     // Recover the data dir.
     let opts = StorageOptions::new(config.member_id, config.cluster_id);
-    let (storage, recovered) =
-        Storage::open(crate::fault_hooks::file_system(), &config.data_dir, &opts).map_err(|e| {
-            anyhow::anyhow!("cannot open data dir {}: {e}", config.data_dir.display())
-        })?;
-    let incarnation = incarnation(&config.data_dir)?;
-    let incarnations = Arc::new(Incarnations::load(&config.data_dir.join(PEERS_FILE))?);
+    // One filesystem for the storage and the incarnation files, so both get the same
+    // durability code (and the same fault injection in tests).
+    let fs = crate::fault_hooks::file_system();
+    let (storage, recovered) = Storage::open(fs.clone(), &config.data_dir, &opts)
+        .map_err(|e| anyhow::anyhow!("cannot open data dir {}: {e}", config.data_dir.display()))?;
+    let incarnation = own_incarnation(&*fs, &config.data_dir.join(INCARNATION_FILE))?;
+    let incarnations = Arc::new(Incarnations::load(
+        fs.clone(),
+        &config.data_dir.join(PEERS_FILE),
+    )?);
     if recovered.created {
         info!(
             incarnation = format_args!("{incarnation:x}"),

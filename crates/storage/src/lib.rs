@@ -54,7 +54,7 @@ mod store;
 mod wal;
 
 pub use error::{Result, StorageError};
-pub use fs::{FileSystem, FsFile, RealFs};
+pub use fs::{write_file_atomically, FileSystem, FsFile, RealFs};
 pub use lazy_fs::{LazyFs, LossMode};
 pub use log_store::{LogStore, MemLogStore};
 pub use meta::FORMAT_VERSION;

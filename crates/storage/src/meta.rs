@@ -15,7 +15,7 @@
 use std::path::Path;
 
 use crate::error::{Result, StorageError};
-use crate::fs::{join, FileSystem};
+use crate::fs::{join, write_file_atomically, FileSystem};
 
 pub(crate) const META_FILE: &str = "raftkv.meta";
 /// The data-dir format this code writes and the newest it can open.
@@ -98,20 +98,7 @@ pub(crate) fn read(fs: &dyn FileSystem, dir: &Path) -> Result<Option<Metadata>> 
 
 /// Durably writes the metadata file.
 pub(crate) fn write(fs: &dyn FileSystem, dir: &Path, m: &Metadata) -> Result<()> {
-    let path = join(dir, META_FILE);
-    let tmp = join(dir, &format!("{META_FILE}.tmp"));
-    let mut f = fs
-        .create(&tmp)
-        .map_err(|e| StorageError::io("create", &tmp, e))?;
-    f.write_all(render(m).as_bytes())
-        .map_err(|e| StorageError::io("write", &tmp, e))?;
-    f.sync_data()
-        .map_err(|e| StorageError::io("fdatasync", &tmp, e))?;
-    drop(f);
-    fs.rename(&tmp, &path)
-        .map_err(|e| StorageError::io("rename", &tmp, e))?;
-    fs.sync_dir(dir)
-        .map_err(|e| StorageError::io("fsync dir", dir, e))
+    write_file_atomically(fs, &join(dir, META_FILE), render(m).as_bytes())
 }
 
 /// Checks that `found` may be opened by member `member_id` of cluster `cluster_id`.

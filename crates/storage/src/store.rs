@@ -150,8 +150,11 @@ impl Storage {
         {
             if opts.expect_existing {
                 return Err(StorageError::MissingState {
+                    reason: format!(
+                        "the directory does not exist, so neither does its metadata file {}",
+                        join(&dir, meta::META_FILE).display()
+                    ),
                     dir,
-                    reason: "the directory does not exist".into(),
                 });
             }
             fs.create_dir_all(&dir)
@@ -165,7 +168,10 @@ impl Storage {
         if !Wal::exists(&*fs, &wal_dir)? {
             return Err(StorageError::MissingWal {
                 dir: wal_dir,
-                reason: "the metadata file exists but there is no WAL segment".into(),
+                reason: format!(
+                    "the metadata file {} exists but there is no WAL segment",
+                    join(&dir, meta::META_FILE).display()
+                ),
             });
         }
         let (mut wal, replayed) = Wal::open(fs.clone(), &wal_dir, opts.segment_size)?;
@@ -244,14 +250,21 @@ impl Storage {
         };
         if !foreign.is_empty() || leftover_has_records {
             return Err(StorageError::ForeignDir {
+                reason: format!(
+                    "{} is missing; found {:?}",
+                    join(&dir, meta::META_FILE).display(),
+                    foreign.iter().take(5).collect::<Vec<_>>()
+                ),
                 dir,
-                reason: format!("found {:?}", foreign.iter().take(5).collect::<Vec<_>>()),
             });
         }
         if opts.expect_existing {
             return Err(StorageError::MissingState {
+                reason: format!(
+                    "metadata file {} is missing and there is no WAL",
+                    join(&dir, meta::META_FILE).display()
+                ),
                 dir,
-                reason: "no metadata file and no WAL".into(),
             });
         }
         for d in [&dir, &wal_dir, &snap_dir] {
@@ -343,7 +356,10 @@ impl Storage {
     /// last acknowledgement and the answer to the client.
     ///
     /// A change of term or vote must be durable before it is acted on: it is refused here
-    /// (`Invalid`), use `save`.
+    /// (`Invalid`), use `save`. So is a commit index past the last index (it would claim
+    /// entries this member does not have, and a restart would fail with `MissingWal`) or
+    /// below the saved one (the commit index never moves back; a caller that tries has lost
+    /// track of what it applied). Both are refused before anything is written.
     pub fn save_commit(&mut self, hard_state: &HardState) -> Result<()> {
         let current = self.log.hard_state;
         if hard_state.term != current.term || hard_state.vote != current.vote {
@@ -351,6 +367,21 @@ impl Storage {
                 "save_commit with term {} vote {:?}, but the stored hard state has term {} \
                  vote {:?}: a term or vote change must be saved durably",
                 hard_state.term, hard_state.vote, current.term, current.vote
+            )));
+        }
+        if hard_state.commit > self.last_index() {
+            return Err(StorageError::Invalid(format!(
+                "save_commit with commit index {}, past the last log index {}: a member can \
+                 only record as committed entries it holds",
+                hard_state.commit,
+                self.last_index()
+            )));
+        }
+        if hard_state.commit < current.commit {
+            return Err(StorageError::Invalid(format!(
+                "save_commit with commit index {}, below the saved commit index {}: the \
+                 commit index never moves back",
+                hard_state.commit, current.commit
             )));
         }
         if *hard_state == current {

@@ -12,9 +12,11 @@
 //! cuts through a hard-state record written after the conflicting entries.
 //!
 //! Recovery (`Wal::open`) replays every record in order. A record that fails its checks is a
-//! *torn tail* only if it is in the last segment and no valid record follows it; then it was
-//! never acknowledged (acknowledgement comes after the fsync of the whole batch) and is cut
-//! off with a warning. Anything else is corruption and stops the member.
+//! *torn tail* only if it is in the last segment and no valid record follows it; it is cut
+//! off with a warning. That is what a crash during an append leaves (such a batch was never
+//! acknowledged: acknowledgement comes after the fsync of the whole batch), but damage to
+//! the final records of fsynced data looks the same, so the warning does not claim to know
+//! which it was. Anything else is corruption and stops the member.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -234,14 +236,28 @@ impl Wal {
                 fs.read(&path)
                     .map_err(|e| StorageError::io("read", &path, e))?,
             );
-            let (valid_len, max_index) = replay_segment(&data, seq, &path, is_last, &mut replayed)?;
-            if is_last && (valid_len as usize) < data.len() {
+            let (valid_len, max_index, torn) =
+                replay_segment(&data, seq, &path, is_last, &mut replayed)?;
+            if let Some(why) = torn {
+                let tail = TornTail {
+                    path: &path,
+                    offset: valid_len,
+                    dropped_bytes: data.len() as u64 - valid_len,
+                    why: &why,
+                    last_index: replayed
+                        .entries
+                        .last()
+                        .map(|e| e.index)
+                        .or(replayed.snapshot.as_ref().map(|s| s.index))
+                        .unwrap_or(0),
+                };
                 tracing::warn!(
                     file = %path.display(),
-                    offset = valid_len,
-                    dropped_bytes = data.len() - valid_len as usize,
-                    "WAL ends with a torn (incomplete or damaged) record that was never \
-                     acknowledged; cutting it off"
+                    offset = tail.offset,
+                    dropped_bytes = tail.dropped_bytes,
+                    last_index = tail.last_index,
+                    "{}",
+                    tail.describe()
                 );
                 cut_tail(&*fs, &path, valid_len)?;
             }
@@ -558,13 +574,53 @@ fn cut_tail(fs: &dyn FileSystem, path: &Path, len: u64) -> Result<()> {
 
 /// Replays one segment into `replayed`. Returns the length of its valid prefix and the
 /// highest entry index in it.
+/// What start-up cut off the end of the newest segment, for the warning it logs.
+struct TornTail<'a> {
+    path: &'a Path,
+    /// Where the last intact record ends (the file is cut back to this length).
+    offset: u64,
+    dropped_bytes: u64,
+    /// Why the first dropped record is not intact (incomplete, bad checksum, …).
+    why: &'a str,
+    /// The last log index that was recovered.
+    last_index: Index,
+}
+
+impl TornTail<'_> {
+    /// The warning text. It says only what the storage knows. A crash in the middle of an
+    /// append leaves exactly this behind (and such a batch was never acknowledged, as
+    /// acknowledgements wait for the fsync), but damage to the final records of data that
+    /// *was* fsynced looks the same, so the text must not promise that nothing
+    /// acknowledged was lost; it says where such entries still exist.
+    fn describe(&self) -> String {
+        format!(
+            "WAL segment {} ends with {} byte(s) past the last intact record (which ends at \
+             byte offset {}; the last recovered log index is {}) that do not form a valid \
+             record ({}), and no intact record follows them: cutting them off. This is what \
+             a crash in the middle of a write leaves, but damage to the final records looks \
+             the same, so whether these bytes held acknowledged entries cannot be known \
+             here. If they did, the cluster's other members hold them (an entry is \
+             acknowledged only once a majority has it durably) and the leader sends them \
+             again; a single-member cluster has no other copy",
+            self.path.display(),
+            self.dropped_bytes,
+            self.offset,
+            self.last_index,
+            self.why
+        )
+    }
+}
+
+/// Replays one segment into `replayed`. Returns where its intact records end, the highest
+/// entry index in it and, if the newest segment ends in a torn tail, what is wrong with
+/// the first record cut off.
 fn replay_segment(
     data: &Bytes,
     seq: u64,
     path: &Path,
     is_last: bool,
     replayed: &mut Replayed,
-) -> Result<(u64, Index)> {
+) -> Result<(u64, Index, Option<String>)> {
     let corrupt = |offset: usize, reason: String| StorageError::CorruptWal {
         path: path.to_path_buf(),
         offset: offset as u64,
@@ -580,7 +636,7 @@ fn replay_segment(
                     "sealed (not the newest) segment is empty".into(),
                 ));
             }
-            Frame::End => return Ok((at as u64, max_index)),
+            Frame::End => return Ok((at as u64, max_index, None)),
             Frame::Valid { body_start, end } => {
                 let record =
                     codec::decode_body(data, body_start, end).map_err(|r| corrupt(at, r))?;
@@ -609,8 +665,12 @@ fn replay_segment(
                 }
                 at = end;
             }
-            Frame::Truncated | Frame::Bad(_) if is_last && !valid_frame_after(data, at + 1) => {
-                return Ok((at as u64, max_index));
+            Frame::Truncated if is_last && !valid_frame_after(data, at + 1) => {
+                let why = "the record runs past the end of the file".to_string();
+                return Ok((at as u64, max_index, Some(why)));
+            }
+            Frame::Bad(reason) if is_last && !valid_frame_after(data, at + 1) => {
+                return Ok((at as u64, max_index, Some(reason)));
             }
             Frame::Truncated => {
                 let why = if is_last {

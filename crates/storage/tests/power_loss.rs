@@ -446,3 +446,54 @@ fn a_commit_only_hard_state_is_durable_with_the_next_synced_write() {
     );
     assert_eq!(rec.entries.len(), 4);
 }
+
+/// `save_commit` refuses a commit index past the last log index or behind the saved one,
+/// with an error that says which, and writes nothing: the store stays usable, and a power
+/// cut followed by a synced write recovers only what was accepted.
+#[test]
+fn save_commit_refuses_a_commit_past_the_log_or_behind_the_saved_one() {
+    let mut rng = ChaCha8Rng::seed_from_u64(12);
+    let fs = Arc::new(LazyFs::new());
+    let (mut store, _) = Storage::open(fs.clone(), DIR, &opts(false)).unwrap();
+    let hs = |commit| HardState {
+        term: 2,
+        vote: Some(1),
+        commit,
+    };
+    let e: Vec<Entry> = (1..=4).map(|i| entry(i, 2, &mut rng)).collect();
+    store.save(Some(&hs(2)), &e, None).unwrap();
+
+    let before = fs.unsynced_bytes(&store.wal_dir().join("0000000000000001.wal"));
+    match store.save_commit(&hs(5)) {
+        Err(storage::StorageError::Invalid(why)) => {
+            assert!(why.contains("past the last log index 4"), "{why}")
+        }
+        other => panic!("a commit past the log was not refused: {other:?}"),
+    }
+    match store.save_commit(&hs(1)) {
+        Err(storage::StorageError::Invalid(why)) => {
+            assert!(why.contains("below the saved commit index 2"), "{why}")
+        }
+        other => panic!("a commit moving back was not refused: {other:?}"),
+    }
+    assert_eq!(
+        store.hard_state(),
+        hs(2),
+        "a refused commit changes nothing"
+    );
+    assert_eq!(
+        fs.unsynced_bytes(&store.wal_dir().join("0000000000000001.wal")),
+        before,
+        "a refused commit writes nothing"
+    );
+
+    // The store is not failed by a refusal: the edge cases that are allowed still work.
+    store.save_commit(&hs(2)).unwrap();
+    store.save_commit(&hs(4)).unwrap();
+    store.save(Some(&hs(4)), &[], None).unwrap();
+    drop(store);
+    fs.power_loss(LossMode::DropUnsynced);
+    let (_, rec) = Storage::open(fs.clone(), DIR, &opts(true)).unwrap();
+    assert_eq!(rec.hard_state, hs(4));
+    assert_eq!(rec.entries.len(), 4);
+}

@@ -137,6 +137,69 @@ fn zeroed_or_garbled_tail_is_torn_not_corrupt() {
     }
 }
 
+/// Everything `f` logs through `tracing`, as text.
+fn logged_by<T>(f: impl FnOnce() -> T) -> (T, String) {
+    #[derive(Clone, Default)]
+    struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let out = tracing::subscriber::with_default(subscriber, f);
+    let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    (out, text)
+}
+
+/// The warning for a cut tail says what is known (file, offset, bytes, last index kept,
+/// where acknowledged entries would still be) and does not claim the dropped bytes were
+/// never acknowledged: damage to fsynced final records looks exactly like a torn write.
+#[test]
+fn a_cut_tail_is_reported_with_what_is_known_and_no_claim_about_acknowledgement() {
+    let root = tempfile::tempdir().unwrap();
+    let (orig, n, final_offset, last_seg) = build(root.path());
+    let dir = root.path().join("cut");
+    copy_dir(&orig, &dir);
+    let seg = dir.join("wal").join(last_seg.file_name().unwrap());
+    let len = fs::metadata(&seg).unwrap().len();
+    let dropped = 7;
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&seg)
+        .unwrap()
+        .set_len(len - dropped)
+        .unwrap();
+
+    let (opened, log) = logged_by(|| Storage::open(Arc::new(RealFs), &dir, &opts()));
+    let (store, _) = opened.unwrap();
+    assert_eq!(store.last_index(), n - 1);
+    for expected in [
+        format!("WAL segment {}", seg.display()),
+        format!(
+            "{} byte(s) past the last intact record",
+            len - dropped - final_offset
+        ),
+        format!("byte offset {final_offset}"),
+        format!("last recovered log index is {}", n - 1),
+        "runs past the end of the file".to_string(),
+        "cluster's other members hold them".to_string(),
+    ] {
+        assert!(log.contains(&expected), "missing {expected:?} in:\n{log}");
+    }
+    assert!(log.contains("WARN"), "{log}");
+    assert!(!log.contains("never acknowledged"), "{log}");
+}
+
 fn open_err(dir: &Path) -> StorageError {
     match Storage::open(Arc::new(RealFs), dir, &opts()) {
         Ok(_) => panic!("opening {} should have failed", dir.display()),
@@ -306,15 +369,31 @@ fn identity_and_missing_state_are_checked() {
     let err = Storage::open(fs_.clone(), &empty, &restarting).unwrap_err();
     assert!(matches!(err, StorageError::MissingState { .. }), "{err}");
     assert!(err.to_string().contains("new member id"), "{err}");
+    // The message names the missing file by its full path.
+    let missing = format!(
+        "metadata file {} is missing",
+        empty.join("raftkv.meta").display()
+    );
+    assert!(err.to_string().contains(&missing), "{err}");
+    let gone = root.path().join("gone");
+    let err = Storage::open(fs_.clone(), &gone, &restarting).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains(&gone.join("raftkv.meta").display().to_string()),
+        "{err}"
+    );
 
     // Metadata present but the WAL gone.
     let d2 = root.path().join("d2");
     Storage::open(fs_.clone(), &d2, &opts()).unwrap();
     fs::remove_dir_all(d2.join("wal")).unwrap();
-    assert!(matches!(
-        Storage::open(fs_.clone(), &d2, &opts()),
-        Err(StorageError::MissingWal { .. })
-    ));
+    let err = Storage::open(fs_.clone(), &d2, &opts()).unwrap_err();
+    assert!(matches!(err, StorageError::MissingWal { .. }), "{err}");
+    assert!(
+        err.to_string()
+            .contains(&d2.join("raftkv.meta").display().to_string()),
+        "{err}"
+    );
 
     // Someone else's files and no metadata.
     let foreign = root.path().join("foreign");
@@ -322,6 +401,8 @@ fn identity_and_missing_state_are_checked() {
     fs::write(foreign.join("important.db"), b"not ours").unwrap();
     let err = Storage::open(fs_.clone(), &foreign, &opts()).unwrap_err();
     assert!(matches!(err, StorageError::ForeignDir { .. }), "{err}");
+    let missing = format!("{} is missing", foreign.join("raftkv.meta").display());
+    assert!(err.to_string().contains(&missing), "{err}");
     assert_eq!(fs::read(foreign.join("important.db")).unwrap(), b"not ours");
 }
 

@@ -291,10 +291,10 @@ impl<S: StateMachine> Shell<S> {
             },
             PeerEvent::Connected { peer } => self.driver.peer_connected(peer),
             PeerEvent::Disconnected { peer } => self.driver.peer_lost(peer),
+            PeerEvent::IdentityRefused { peer, reason } => {
+                anyhow::bail!("member {peer:x} refuses this member: {reason}");
+            }
             PeerEvent::Refused { peer, reason } => {
-                if reason.contains("lost its data dir") {
-                    anyhow::bail!("member {peer:x} refuses this member: {reason}");
-                }
                 debug!(peer = format_args!("{peer:x}"), %reason, "peer refused our connection");
             }
         }

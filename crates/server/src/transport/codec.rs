@@ -6,6 +6,11 @@
 //! bytes   := len:u32  raw
 //! ```
 //!
+//! Frame kinds: 1 `Hello`, 2 `HelloReply::Accepted`, 4 `Raft`, 5 `Forward`,
+//! 6 `ForwardResult`, 7 `HelloReply::Refused` (`code:u8 reason:bytes`, see
+//! [`RefusalKind`]). Kind 3 was the refusal before it carried a code (`reason:bytes`): it is
+//! still decoded, as [`RefusalKind::Other`], and never sent.
+//!
 //! Our own encoding rather than protobuf because `raft::Message` is a Rust enum that
 //! changes with the core; a hand-written codec keeps the mapping explicit, allocation-light
 //! (entry payloads decode as slices of one `Bytes` frame buffer, no copies) and fully
@@ -18,6 +23,12 @@ use raft::{ConfState, Entry, EntryKind, Message, MessageBody, RejectHint, Snapsh
 pub const MAX_FRAME: usize = 1 << 30;
 
 /// Bumped on any incompatible change of this format; checked in the handshake.
+///
+/// Still 1 after the coded refusal (frame kind 7) was added: a dialler only ever receives
+/// a refusal in reply to its own Hello, and an older dialler that cannot decode kind 7
+/// fails that handshake and retries, which is what a refusal makes it do anyway. Bumping
+/// the version would instead make old and new members refuse each other outright, so a
+/// rolling upgrade would split the cluster.
 pub const PROTOCOL_VERSION: u64 = 1;
 
 /// The first frame on a connection: who is dialling, and into which cluster.
@@ -43,8 +54,59 @@ pub enum HelloReply {
         commit: u64,
     },
     Refused {
+        kind: RefusalKind,
         reason: String,
     },
+}
+
+/// Why a handshake was refused, as the dialler must act on it. The human-readable reason
+/// travels next to it for the logs; decisions are made on this code alone, so rewording a
+/// message can never change what a member does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RefusalKind {
+    /// Not one of the kinds below, or a code from a newer peer that this build does not
+    /// know: treated as transient (retry later).
+    Other,
+    /// The dialler speaks another protocol version.
+    ProtocolVersion,
+    /// The dialler belongs to another cluster.
+    WrongCluster,
+    /// The dialler is not a member of this cluster, or dialled the wrong member.
+    UnknownMember,
+    /// The acceptor knows the dialler's member ID under another incarnation: the dialler's
+    /// data dir was wiped, and it must stop rather than rejoin under its old identity.
+    /// The only refusal that is not transient.
+    IdentityWiped,
+    /// The acceptor cannot admit anyone new right now (it failed to record the dialler's
+    /// incarnation durably); try again later.
+    Unavailable,
+}
+
+impl RefusalKind {
+    /// The code on the wire. Codes are never reused for another meaning.
+    pub fn code(self) -> u8 {
+        match self {
+            RefusalKind::Other => 0,
+            RefusalKind::ProtocolVersion => 1,
+            RefusalKind::WrongCluster => 2,
+            RefusalKind::UnknownMember => 3,
+            RefusalKind::IdentityWiped => 4,
+            RefusalKind::Unavailable => 5,
+        }
+    }
+
+    /// The kind for a code; an unknown code is `Other` (transient), never an error: a newer
+    /// peer may add kinds, and a refusal must still be understood as one.
+    pub fn from_code(code: u8) -> RefusalKind {
+        match code {
+            1 => RefusalKind::ProtocolVersion,
+            2 => RefusalKind::WrongCluster,
+            3 => RefusalKind::UnknownMember,
+            4 => RefusalKind::IdentityWiped,
+            5 => RefusalKind::Unavailable,
+            _ => RefusalKind::Other,
+        }
+    }
 }
 
 /// Why a forwarded proposal was not placed in the log (the node driver's vocabulary).
@@ -109,8 +171,9 @@ pub fn encode(frame: &Frame, out: &mut BytesMut) {
             put_strs(out, client_urls);
             out.put_u64_le(*commit);
         }
-        Frame::HelloReply(HelloReply::Refused { reason }) => {
-            out.put_u8(3);
+        Frame::HelloReply(HelloReply::Refused { kind, reason }) => {
+            out.put_u8(7);
+            out.put_u8(kind.code());
             put_str(out, reason);
         }
         Frame::Raft(m) => {
@@ -321,6 +384,11 @@ pub fn decode(body: Bytes) -> Result<Frame, DecodeError> {
             commit: r.u64()?,
         }),
         3 => Frame::HelloReply(HelloReply::Refused {
+            kind: RefusalKind::Other,
+            reason: r.string()?,
+        }),
+        7 => Frame::HelloReply(HelloReply::Refused {
+            kind: RefusalKind::from_code(r.u8()?),
             reason: r.string()?,
         }),
         4 => Frame::Raft(r.message()?),
@@ -555,7 +623,12 @@ mod tests {
                 commit: 5,
             }),
             Frame::HelloReply(HelloReply::Refused {
+                kind: RefusalKind::IdentityWiped,
                 reason: "wiped".into(),
+            }),
+            Frame::HelloReply(HelloReply::Refused {
+                kind: RefusalKind::Unavailable,
+                reason: String::new(),
             }),
             msg(MessageBody::PreVote {
                 last_index: 4,
@@ -697,5 +770,56 @@ mod tests {
             decode(Bytes::from_static(&[99])),
             Err(DecodeError::UnknownTag(..))
         ));
+    }
+
+    #[test]
+    fn every_refusal_kind_round_trips_and_unknown_codes_are_transient() {
+        let kinds = [
+            RefusalKind::Other,
+            RefusalKind::ProtocolVersion,
+            RefusalKind::WrongCluster,
+            RefusalKind::UnknownMember,
+            RefusalKind::IdentityWiped,
+            RefusalKind::Unavailable,
+        ];
+        for kind in kinds {
+            assert_eq!(RefusalKind::from_code(kind.code()), kind);
+            let frame = Frame::HelloReply(HelloReply::Refused {
+                kind,
+                reason: format!("{kind:?}"),
+            });
+            let mut buf = BytesMut::new();
+            encode(&frame, &mut buf);
+            assert_eq!(decode(split_frame(&mut buf).unwrap().unwrap()), Ok(frame));
+        }
+        // Codes are distinct.
+        let mut codes: Vec<u8> = kinds.iter().map(|k| k.code()).collect();
+        codes.sort_unstable();
+        codes.dedup();
+        assert_eq!(codes.len(), kinds.len());
+
+        // A code from a newer peer: still a refusal, of the transient kind.
+        let mut body = BytesMut::new();
+        body.put_u8(7);
+        body.put_u8(200);
+        put_str(&mut body, "something new");
+        assert_eq!(
+            decode(body.freeze()),
+            Ok(Frame::HelloReply(HelloReply::Refused {
+                kind: RefusalKind::Other,
+                reason: "something new".into(),
+            }))
+        );
+        // The first version's refusal (kind 3, no code) still decodes, as transient.
+        let mut body = BytesMut::new();
+        body.put_u8(3);
+        put_str(&mut body, "member 2 lost its data dir");
+        assert_eq!(
+            decode(body.freeze()),
+            Ok(Frame::HelloReply(HelloReply::Refused {
+                kind: RefusalKind::Other,
+                reason: "member 2 lost its data dir".into(),
+            }))
+        );
     }
 }

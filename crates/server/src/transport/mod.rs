@@ -10,6 +10,10 @@
 //!   was created). The acceptor refuses a wrong cluster, an unknown member, or a known
 //!   member whose incarnation changed: that member lost its data dir and must not rejoin
 //!   under its old identity (it may have voted or acknowledged entries it no longer has).
+//!   A refusal carries a [`RefusalKind`]: the dialler stops its member on
+//!   `IdentityWiped` ([`PeerEvent::IdentityRefused`]) and retries on any other kind. A new
+//!   member's incarnation is written to disk (on a blocking thread, not a runtime worker)
+//!   before it is admitted; if that fails it is refused as `Unavailable` and retries.
 //! * **Direct writes, batching and pipelining.** The sender (the node thread) encodes the
 //!   frames of one `Ready` for a peer into one buffer and writes it straight into that peer's
 //!   socket, non-blocking. Why: handing frames to a tokio task cost a thread wake-up per hop
@@ -40,8 +44,8 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-pub use codec::{ForwardError, Frame, Hello, HelloReply};
-pub use incarnations::Incarnations;
+pub use codec::{ForwardError, Frame, Hello, HelloReply, RefusalKind};
+pub use incarnations::{own_incarnation, Incarnations, Refusal};
 
 /// Bytes a peer's backlog may hold before further frames are dropped (Raft's in-flight
 /// limits keep a healthy peer far below this; a stuck one must not eat the memory).
@@ -55,8 +59,13 @@ const BACKOFF_MAX: Duration = Duration::from_secs(1);
 pub enum PeerEvent {
     /// A frame from `from` (already checked to come from a member of our cluster).
     Frame { from: u64, frame: Frame },
-    /// `peer` refused our handshake; `reason` says why (for example: our data was wiped).
+    /// `peer` refused our handshake for a reason that may pass (it is unreachable for us
+    /// for now, cannot record us yet, is misconfigured, ...): the dialler keeps retrying.
     Refused { peer: u64, reason: String },
+    /// `peer` says our identity is invalid: it knows our member ID under another
+    /// incarnation, so our data dir was wiped. This member must stop; it may only come back
+    /// under a new member ID.
+    IdentityRefused { peer: u64, reason: String },
     /// Our connection to `peer` is up: frames sent to it now reach it.
     Connected { peer: u64 },
     /// Our connection to `peer` broke; frames sent to it are dropped until it is back.
@@ -333,12 +342,19 @@ impl Dialer {
                 }
                 Ok(stream)
             }
-            Some(Frame::HelloReply(HelloReply::Refused { reason })) => {
-                (self.sink)(PeerEvent::Refused {
-                    peer: self.peer,
-                    reason: reason.clone(),
+            Some(Frame::HelloReply(HelloReply::Refused { kind, reason })) => {
+                let peer = self.peer;
+                (self.sink)(match kind {
+                    RefusalKind::IdentityWiped => PeerEvent::IdentityRefused {
+                        peer,
+                        reason: reason.clone(),
+                    },
+                    _ => PeerEvent::Refused {
+                        peer,
+                        reason: reason.clone(),
+                    },
                 });
-                anyhow::bail!("peer refused us: {reason}")
+                anyhow::bail!("peer refused us ({kind:?}): {reason}")
             }
             other => anyhow::bail!("unexpected handshake reply {other:?}"),
         }
@@ -494,31 +510,51 @@ impl Acceptor {
         }
     }
 
-    /// Check a dialler's Hello; `Err(reason)` refuses it.
-    fn admit(&self, h: &Hello) -> Result<(), String> {
+    /// Check a dialler's Hello; `Err` refuses it.
+    async fn admit(&self, h: &Hello) -> Result<(), Refusal> {
+        let refuse = |kind, reason| Err(Refusal { kind, reason });
         if h.version != codec::PROTOCOL_VERSION {
-            return Err(format!(
-                "peer protocol version {} is not ours ({})",
-                h.version,
-                codec::PROTOCOL_VERSION
-            ));
+            return refuse(
+                RefusalKind::ProtocolVersion,
+                format!(
+                    "peer protocol version {} is not ours ({})",
+                    h.version,
+                    codec::PROTOCOL_VERSION
+                ),
+            );
         }
         if h.cluster_id != self.local.cluster_id {
-            return Err(format!(
-                "cluster ID mismatch: member {:x} belongs to cluster {:x}, this is cluster {:x}",
-                h.from, h.cluster_id, self.local.cluster_id
-            ));
+            return refuse(
+                RefusalKind::WrongCluster,
+                format!(
+                    "cluster ID mismatch: member {:x} belongs to cluster {:x}, this is cluster {:x}",
+                    h.from, h.cluster_id, self.local.cluster_id
+                ),
+            );
         }
         if h.to != self.local.member_id {
-            return Err(format!(
-                "this is member {:x}, not {:x}",
-                self.local.member_id, h.to
-            ));
+            return refuse(
+                RefusalKind::UnknownMember,
+                format!("this is member {:x}, not {:x}", self.local.member_id, h.to),
+            );
         }
         if !self.members.contains(&h.from) || h.from == self.local.member_id {
-            return Err(format!("member {:x} is not in this cluster", h.from));
+            return refuse(
+                RefusalKind::UnknownMember,
+                format!("member {:x} is not in this cluster", h.from),
+            );
         }
-        self.incarnations.check(h.from, h.incarnation)
+        // The first sighting of a peer writes and fsyncs the record: keep that off the
+        // runtime's worker threads, which serve every other connection meanwhile.
+        let incarnations = self.incarnations.clone();
+        let (from, incarnation) = (h.from, h.incarnation);
+        match tokio::task::spawn_blocking(move || incarnations.check(from, incarnation)).await {
+            Ok(verdict) => verdict,
+            Err(e) => refuse(
+                RefusalKind::Unavailable,
+                format!("checking the incarnation of member {from:x} failed: {e}"),
+            ),
+        }
     }
 
     async fn handle(&self, mut stream: TcpStream) -> anyhow::Result<()> {
@@ -532,15 +568,15 @@ impl Acceptor {
             Ok(Err(e)) => return Err(e),
             Err(_) => anyhow::bail!("handshake timed out"),
         };
-        let reply = match self.admit(&hello) {
+        let reply = match self.admit(&hello).await {
             Ok(()) => HelloReply::Accepted {
                 name: self.local.name.clone(),
                 client_urls: self.local.client_urls.clone(),
                 commit: self.commit.load(std::sync::atomic::Ordering::Relaxed),
             },
-            Err(reason) => {
-                warn!(peer = format_args!("{:x}", hello.from), %reason, "refusing peer");
-                HelloReply::Refused { reason }
+            Err(Refusal { kind, reason }) => {
+                warn!(peer = format_args!("{:x}", hello.from), ?kind, %reason, "refusing peer");
+                HelloReply::Refused { kind, reason }
             }
         };
         let refused = matches!(reply, HelloReply::Refused { .. });
@@ -594,6 +630,25 @@ mod tests {
         }
     }
 
+    /// A loopback listener on a port below 32768, where the kernel's ephemeral range
+    /// starts: test listeners stay out of it so they never collide with outgoing
+    /// connections' ports. The first port tried differs per process and per call; a port in
+    /// use (another test, another process) is skipped.
+    async fn bind_below_ephemeral() -> TcpListener {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        const LOW: u32 = 20_000;
+        const SPAN: u32 = 12_000;
+        let base = std::process::id().wrapping_mul(7919);
+        for _ in 0..SPAN {
+            let port = LOW + base.wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed)) % SPAN;
+            if let Ok(l) = TcpListener::bind(("127.0.0.1", port as u16)).await {
+                return l;
+            }
+        }
+        panic!("no free loopback port in {LOW}..{}", LOW + SPAN);
+    }
+
     /// Start an acceptor for member 2 and return its address and what it received.
     async fn acceptor(
         incs: Arc<Incarnations>,
@@ -613,7 +668,7 @@ mod tests {
             sink,
             commit: Arc::new(AtomicU64::new(17)),
         });
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = bind_below_ephemeral().await;
         let url = format!("http://{}", listener.local_addr().unwrap());
         let stop = CancellationToken::new();
         tokio::spawn(acc.serve(listener, stop.clone()));
@@ -742,13 +797,191 @@ mod tests {
         assert_eq!((info.name.as_str(), info.commit), ("m2", 17));
         stop1.cancel();
 
-        // Same member id, new incarnation: refused, and the dialler is told why.
+        // Same member id, new incarnation: refused as a wiped identity, and the dialler
+        // is told why.
         let (_t2, mut events2, _stop2) = dial(6, &url);
         match next(&mut events2).await {
-            PeerEvent::Refused { peer: 2, reason } => {
+            PeerEvent::IdentityRefused { peer: 2, reason } => {
                 assert!(reason.contains("lost its data dir"), "{reason}")
             }
             other => panic!("unexpected {other:?}"),
         }
+    }
+
+    async fn wait_connected(t: &Transport, peer: u64) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !t.is_connected(peer) {
+            assert!(tokio::time::Instant::now() < deadline, "never connected");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// An acceptor that cannot record a new peer's incarnation refuses it (transiently: the
+    /// dialler is not told to stop) instead of admitting it unrecorded; once the disk works
+    /// again the retrying dialler is recorded, durably, and admitted.
+    #[tokio::test]
+    async fn a_peer_whose_incarnation_cannot_be_recorded_is_refused_until_it_can() {
+        let fs = Arc::new(storage::LazyFs::new());
+        let path = std::path::Path::new("/data/raftkv.peers");
+        storage::FileSystem::create_dir_all(&*fs, path.parent().unwrap()).unwrap();
+        let incs = Arc::new(Incarnations::load(fs.clone(), path).unwrap());
+        let (url, _got, _stop) = acceptor(incs).await;
+        fs.crash_after_ops(0); // every file operation fails from now on
+
+        let (t, mut events, _stop1) = dial(5, &url);
+        match next(&mut events).await {
+            PeerEvent::Refused { peer: 2, reason } => {
+                assert!(reason.contains("cannot record"), "{reason}")
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(!t.is_connected(2));
+
+        fs.power_loss(storage::LossMode::DropUnsynced); // the disk works again
+        wait_connected(&t, 2).await;
+        // Admitted means recorded durably: a power cut now keeps it.
+        fs.power_loss(storage::LossMode::DropUnsynced);
+        let reloaded = Incarnations::load(fs.clone(), path).unwrap();
+        assert!(reloaded.check(1, 5).is_ok());
+        assert_eq!(
+            reloaded.check(1, 6).unwrap_err().kind,
+            RefusalKind::IdentityWiped
+        );
+    }
+
+    /// A filesystem whose directory fsync waits at a gate, to catch a handshake that fsyncs
+    /// on a runtime worker thread.
+    #[derive(Debug, Default)]
+    struct GatedFs {
+        inner: storage::LazyFs,
+        gate: Arc<(Mutex<Gate>, std::sync::Condvar)>,
+    }
+
+    #[derive(Debug, Default)]
+    struct Gate {
+        open: bool,
+        parked: bool,
+    }
+
+    impl GatedFs {
+        fn open_gate(&self) {
+            self.gate.0.lock().unwrap().open = true;
+            self.gate.1.notify_all();
+        }
+
+        fn parked(&self) -> bool {
+            self.gate.0.lock().unwrap().parked
+        }
+    }
+
+    impl storage::FileSystem for GatedFs {
+        fn create_dir_all(&self, dir: &std::path::Path) -> std::io::Result<()> {
+            self.inner.create_dir_all(dir)
+        }
+        fn list_dir(&self, dir: &std::path::Path) -> std::io::Result<Vec<String>> {
+            self.inner.list_dir(dir)
+        }
+        fn exists(&self, path: &std::path::Path) -> std::io::Result<bool> {
+            self.inner.exists(path)
+        }
+        fn read(&self, path: &std::path::Path) -> std::io::Result<Vec<u8>> {
+            self.inner.read(path)
+        }
+        fn open_read(
+            &self,
+            path: &std::path::Path,
+        ) -> std::io::Result<Box<dyn std::io::Read + Send>> {
+            self.inner.open_read(path)
+        }
+        fn create(&self, path: &std::path::Path) -> std::io::Result<Box<dyn storage::FsFile>> {
+            self.inner.create(path)
+        }
+        fn open_append(&self, path: &std::path::Path) -> std::io::Result<Box<dyn storage::FsFile>> {
+            self.inner.open_append(path)
+        }
+        fn rename(&self, from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()> {
+            self.inner.rename(from, to)
+        }
+        fn remove_file(&self, path: &std::path::Path) -> std::io::Result<()> {
+            self.inner.remove_file(path)
+        }
+        fn sync_dir(&self, dir: &std::path::Path) -> std::io::Result<()> {
+            let mut g = self.gate.0.lock().unwrap();
+            g.parked = true;
+            while !g.open {
+                g = self.gate.1.wait(g).unwrap();
+            }
+            drop(g);
+            self.inner.sync_dir(dir)
+        }
+        fn lock(
+            &self,
+            path: &std::path::Path,
+        ) -> std::io::Result<Box<dyn std::any::Any + Send + Sync>> {
+            self.inner.lock(path)
+        }
+    }
+
+    /// Recording a new peer's incarnation (which fsyncs) must not block the runtime: on a
+    /// single-threaded runtime, while that fsync is stuck, this test's own task still runs
+    /// and the acceptor still answers another dialler. Were the fsync on the runtime
+    /// thread, nothing would run until the watchdog opened the gate, and the test fails.
+    #[tokio::test(flavor = "current_thread")]
+    async fn recording_an_incarnation_does_not_block_the_runtime() {
+        let fs = Arc::new(GatedFs::default());
+        let path = std::path::Path::new("/data/raftkv.peers");
+        storage::FileSystem::create_dir_all(&*fs, path.parent().unwrap()).unwrap();
+        let incs = Arc::new(Incarnations::load(fs.clone(), path).unwrap());
+        let (url, _got, _stop) = acceptor(incs).await;
+
+        let watchdog_fired = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        {
+            let (fs, fired) = (fs.clone(), watchdog_fired.clone());
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_secs(20));
+                fired.store(true, std::sync::atomic::Ordering::SeqCst);
+                fs.open_gate();
+            });
+        }
+
+        let (t, _events, _stop1) = dial(5, &url);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        while !fs.parked() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "never reached the fsync"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // A stranger dials meanwhile: the acceptor answers it at once.
+        let (tx, mut strangers) = mpsc::unbounded_channel();
+        let sink: Sink = Arc::new(move |ev| {
+            let _ = tx.send(ev);
+        });
+        let stop3 = CancellationToken::new();
+        let _t3 = Transport::start(
+            identity(3, 1),
+            &[(2, vec![url.clone()])],
+            sink,
+            stop3.clone(),
+        );
+        match next(&mut strangers).await {
+            PeerEvent::Refused { peer: 2, reason } => {
+                assert!(reason.contains("not in this cluster"), "{reason}")
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        stop3.cancel();
+        assert!(
+            !watchdog_fired.load(std::sync::atomic::Ordering::SeqCst),
+            "the runtime was blocked until the watchdog opened the gate"
+        );
+        assert!(
+            !t.is_connected(2),
+            "admitted before its incarnation was durable"
+        );
+
+        fs.open_gate();
+        wait_connected(&t, 2).await;
     }
 }
