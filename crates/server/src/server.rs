@@ -15,6 +15,7 @@ use tracing::{info, warn};
 
 use crate::args::ClusterState;
 use crate::config::{Config, ListenAddr};
+use crate::hooks::Hooks;
 use crate::grpc::{
     ClusterService, Context, KvService, MaintenanceService, Membership, UnimplementedService,
 };
@@ -74,8 +75,13 @@ fn incarnation(dir: &Path) -> anyhow::Result<u64> {
     }
 }
 
-/// Serve one member until `shutdown` is cancelled or the node fails.
-pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+/// Serve one member until `shutdown` is cancelled or the node fails. `hooks` is
+/// [`Hooks::default`] except in the Jepsen harness's member.
+pub async fn serve(
+    config: Config,
+    hooks: Hooks,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     info!(
         name = %config.name,
         member_id = format_args!("{:x}", config.member_id),
@@ -90,7 +96,7 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     // Recover the data dir.
     let opts = StorageOptions::new(config.member_id, config.cluster_id);
     let (storage, recovered) =
-        Storage::open(crate::fault_hooks::file_system(), &config.data_dir, &opts).map_err(|e| {
+        Storage::open(hooks.file_system.clone(), &config.data_dir, &opts).map_err(|e| {
             anyhow::anyhow!("cannot open data dir {}: {e}", config.data_dir.display())
         })?;
     let incarnation = incarnation(&config.data_dir)?;
@@ -179,6 +185,7 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         election_timeout: config.election_timeout,
         request_timeout: config.request_timeout(),
         snapshot_count: config.snapshot_count,
+        tick_interval: hooks.tick_interval.clone(),
     };
     let node_thread = node::spawn(params, &handle, inbox, transport.clone())?;
     let (node_done_tx, node_done) = tokio::sync::oneshot::channel();
@@ -199,6 +206,7 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Resul
             self_client_urls: config.advertise_client_urls.clone(),
         }),
         transport,
+        skip_read_index: hooks.skip_read_index,
     };
     let mut servers = Vec::new();
     for (url, l) in client_listeners {
