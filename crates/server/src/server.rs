@@ -15,10 +15,10 @@ use tracing::{info, warn};
 
 use crate::args::ClusterState;
 use crate::config::{Config, ListenAddr};
-use crate::hooks::Hooks;
 use crate::grpc::{
     ClusterService, Context, KvService, MaintenanceService, Membership, UnimplementedService,
 };
+use crate::hooks::Hooks;
 use crate::kv::MvccMachine;
 use crate::node::{self, NodeParams, StateMachine};
 use crate::transport::{Acceptor, Incarnations, LocalIdentity, Transport};
@@ -95,10 +95,8 @@ pub async fn serve(
 
     // Recover the data dir.
     let opts = StorageOptions::new(config.member_id, config.cluster_id);
-    let (storage, recovered) =
-        Storage::open(hooks.file_system.clone(), &config.data_dir, &opts).map_err(|e| {
-            anyhow::anyhow!("cannot open data dir {}: {e}", config.data_dir.display())
-        })?;
+    let (storage, recovered) = Storage::open(hooks.file_system.clone(), &config.data_dir, &opts)
+        .map_err(|e| anyhow::anyhow!("cannot open data dir {}: {e}", config.data_dir.display()))?;
     let incarnation = incarnation(&config.data_dir)?;
     let incarnations = Arc::new(Incarnations::load(&config.data_dir.join(PEERS_FILE))?);
     if recovered.created {
