@@ -53,6 +53,8 @@ cp "$BIN" "$CTX/rootfs/raftkv"
 # Symbols are of no use in the image; stripping the copy roughly halves it.
 if command -v strip >/dev/null; then strip --strip-all "$CTX/rootfs/raftkv"; fi
 chmod 0755 "$CTX/rootfs/raftkv"
+# The image is what we ship: refuse one whose binary carries the Jepsen harness's fault code.
+scripts/check-fault-hooks.sh absent "$CTX/rootfs/raftkv" >&2
 
 # Every library ldd lists, copied (symlinks resolved) to the very path the loader will look at.
 # Lines look like "libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)" or

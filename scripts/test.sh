@@ -24,5 +24,13 @@ cargo clippy --workspace --all-targets --release -- -D warnings
 log "cargo test (release)"
 cargo test --workspace --release -- --test-threads="${RAFTKV_TEST_THREADS:-2}"
 
+# Issue 11: the fault injection of the Jepsen harness must be in its member binary and in no
+# binary we ship or run the integration tests against, as this very test run built them
+# (feature unification once slipped it into all of them). `present` keeps the check honest.
+log "fault injection only in the Jepsen member"
+RELEASE_DIR=${CARGO_TARGET_DIR:-target}/release
+scripts/check-fault-hooks.sh present "$RELEASE_DIR/raftkv-jepsen-member"
+scripts/check-fault-hooks.sh absent "$RELEASE_DIR/raftkv" "$RELEASE_DIR/raftkv-member"
+
 log "container and Kubernetes-manifest tests (Docker, real containers)"
 bash scripts/docker-tests.sh

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
+use crate::faults::FaultArgs;
 use crate::netns::Net;
 
 pub const CLIENT_PORT: u16 = 2379;
@@ -33,7 +34,8 @@ impl Default for Timing {
     }
 }
 
-/// Test-only behaviours of the member build (see `server::fault_hooks`).
+/// Faults injected inside the members of a run (see [`crate::faults`]). The clock rate is
+/// always injectable: every member gets a rate file, at rate 1 until the nemesis skews it.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct MemberFaults {
     /// Serve linearizable reads locally, without ReadIndex (the negative control).
@@ -134,6 +136,11 @@ impl Cluster {
         let peer = format!("http://{ip}:{PEER_PORT}");
         let cluster = self.initial_cluster();
         let m = &self.members[i];
+        let faults = FaultArgs {
+            stale_reads: self.faults.stale_reads,
+            lose_unsynced: self.faults.lose_unsynced,
+            clock_rate_file: Some(m.clock_file.clone()),
+        };
         let log = OpenOptions::new()
             .create(true)
             .append(true)
@@ -157,15 +164,7 @@ impl Cluster {
                 &self.timing.heartbeat_ms.to_string(),
             ])
             .args(["--election-timeout", &self.timing.election_ms.to_string()])
-            .env(server::fault_hooks::CLOCK_RATE_FILE_ENV, &m.clock_file)
-            .env(
-                server::fault_hooks::STALE_READS_ENV,
-                if self.faults.stale_reads { "1" } else { "0" },
-            )
-            .env(
-                server::fault_hooks::LOSE_UNSYNCED_ENV,
-                if self.faults.lose_unsynced { "1" } else { "0" },
-            )
+            .args(faults.to_flags())
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log2);

@@ -13,6 +13,7 @@
 pub mod append;
 pub mod client;
 pub mod cluster;
+pub mod faults;
 pub mod nemesis;
 pub mod netns;
 pub mod recorder;

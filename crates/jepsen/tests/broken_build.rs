@@ -1,4 +1,4 @@
-//! Negative control: the member built with the `fault-injection` hooks and told to serve
+//! Negative control: the harness's member (`raftkv-jepsen-member`) told to serve
 //! linearizable reads from its local state machine (no ReadIndex) must be caught. Clients stay
 //! connected to a leader that gets partitioned away, so it keeps answering reads while the
 //! majority moves on; the checker must say `not-linearizable`.

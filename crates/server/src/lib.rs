@@ -6,14 +6,15 @@
 //! `Ready` contract, and the client-facing etcd v3 gRPC and HTTP services.
 //!
 //! The binary crate (`raftkv`) only calls three things from here: [`ServerArgs`] (the
-//! flags), [`validate`] (a dry run) and [`run`] (serve until SIGINT/SIGTERM).
+//! flags), [`validate`] (a dry run) and [`run`] (serve until SIGINT/SIGTERM). The Jepsen
+//! harness's member calls [`run_with_hooks`] instead, with its faults in [`Hooks`].
 
 pub mod args;
 pub mod authority_fix;
 pub mod config;
 pub mod errors;
-pub mod fault_hooks;
 pub mod grpc;
+pub mod hooks;
 pub mod http;
 pub mod ids;
 pub mod kv;
@@ -23,6 +24,7 @@ pub mod server;
 pub mod transport;
 
 pub use args::ServerArgs;
+pub use hooks::Hooks;
 
 /// Check a configuration without serving: flags parse, URLs are well formed, the
 /// `--initial-cluster` is consistent with `--name` and the advertised peer URLs, and the
@@ -35,6 +37,12 @@ pub fn validate(args: &ServerArgs) -> anyhow::Result<()> {
 /// Run a member until SIGINT or SIGTERM, then shut down cleanly. Builds its own tokio
 /// runtime, so the caller needs none.
 pub fn run(args: ServerArgs) -> anyhow::Result<()> {
+    run_with_hooks(args, Hooks::default())
+}
+
+/// [`run`], with other behaviour at the injection points of [`Hooks`]. Only a test harness
+/// has a reason to call this; every shipped binary calls [`run`].
+pub fn run_with_hooks(args: ServerArgs, hooks: Hooks) -> anyhow::Result<()> {
     let config = config::Config::from_args(&args)?;
     logging::init(config.log_format);
     let mut builder = tokio::runtime::Builder::new_multi_thread();
@@ -51,7 +59,7 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
             wait_for_signal().await;
             on_signal.cancel();
         });
-        server::serve(config, shutdown).await
+        server::serve(config, hooks, shutdown).await
     });
     // Tasks still holding connections are dropped, not awaited.
     runtime.shutdown_timeout(std::time::Duration::from_millis(500));

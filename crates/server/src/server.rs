@@ -15,6 +15,7 @@ use crate::config::{Config, ListenAddr};
 use crate::grpc::{
     ClusterService, Context, KvService, MaintenanceService, Membership, UnimplementedService,
 };
+use crate::hooks::Hooks;
 use crate::kv::MvccMachine;
 use crate::node::{self, NodeParams, StateMachine};
 use crate::transport::{own_incarnation, Acceptor, Incarnations, LocalIdentity, Transport};
@@ -44,8 +45,13 @@ async fn bind_all(addrs: &[ListenAddr]) -> anyhow::Result<Vec<(String, TcpListen
     Ok(out)
 }
 
-/// Serve one member until `shutdown` is cancelled or the node fails.
-pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+/// Serve one member until `shutdown` is cancelled or the node fails. `hooks` is
+/// [`Hooks::default`] except in the Jepsen harness's member.
+pub async fn serve(
+    config: Config,
+    hooks: Hooks,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     info!(
         name = %config.name,
         member_id = format_args!("{:x}", config.member_id),
@@ -61,7 +67,7 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     let opts = StorageOptions::new(config.member_id, config.cluster_id);
     // One filesystem for the storage and the incarnation files, so both get the same
     // durability code (and the same fault injection in tests).
-    let fs = crate::fault_hooks::file_system();
+    let fs = hooks.file_system.clone();
     let (storage, recovered) = Storage::open(fs.clone(), &config.data_dir, &opts)
         .map_err(|e| anyhow::anyhow!("cannot open data dir {}: {e}", config.data_dir.display()))?;
     let incarnation = own_incarnation(&*fs, &config.data_dir.join(INCARNATION_FILE))?;
@@ -151,6 +157,7 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         election_timeout: config.election_timeout,
         request_timeout: config.request_timeout(),
         snapshot_count: config.snapshot_count,
+        tick_interval: hooks.tick_interval.clone(),
     };
     let node_thread = node::spawn(params, &handle, inbox, transport.clone())?;
     let (node_done_tx, node_done) = tokio::sync::oneshot::channel();
@@ -171,6 +178,7 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Resul
             self_client_urls: config.advertise_client_urls.clone(),
         }),
         transport,
+        skip_read_index: hooks.skip_read_index,
     };
     let mut servers = Vec::new();
     for (url, l) in client_listeners {

@@ -58,7 +58,7 @@ impl Kv for KvService {
         self.0.require_leader(request.metadata())?;
         let req = request.into_inner();
         mvcc::validate::check_range(&req).map_err(mvcc_status)?;
-        if !req.serializable && !crate::fault_hooks::skip_read_index() {
+        if !req.serializable && !self.0.skip_read_index {
             self.0.node.read_barrier().await?;
         } else {
             // Let the other requests that arrived with this one run first, so their

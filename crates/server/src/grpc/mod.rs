@@ -39,6 +39,9 @@ pub struct Context {
     pub max_txn_ops: usize,
     pub membership: Arc<Membership>,
     pub transport: Transport,
+    /// Linearizable reads without ReadIndex: the Jepsen harness's negative control only
+    /// (`crate::hooks::Hooks::skip_read_index`); false in every shipped binary.
+    pub skip_read_index: bool,
 }
 
 impl Context {

@@ -37,6 +37,9 @@ pub struct NodeParams<S: StateMachine> {
     pub election_timeout: Duration,
     pub request_timeout: Duration,
     pub snapshot_count: u64,
+    /// The wait for one tick, given `tick` (the identity except under the Jepsen
+    /// harness, which skews one member's clock: `crate::hooks`).
+    pub tick_interval: Arc<dyn Fn(Duration) -> Duration + Send + Sync>,
 }
 
 /// Create the node's input queue and a handle on it. The queue exists before the thread
@@ -84,6 +87,7 @@ pub fn spawn<S: StateMachine>(
         applied,
         applied_term,
         tick,
+        tick_interval,
         ..
     } = params;
     let driver = Driver::new(raft, cfg, (applied, applied_term), Duration::ZERO);
@@ -91,7 +95,7 @@ pub fn spawn<S: StateMachine>(
         driver,
         storage,
         state,
-        clock: ShellClock::new(epoch, tick),
+        clock: ShellClock::new(epoch, tick, tick_interval),
         role: Role::Follower,
         leader: None,
         proposals: HashMap::new(),
@@ -128,15 +132,22 @@ struct ShellClock {
     base_real: Instant,
     base_virtual: Duration,
     tick: Duration,
+    /// The hook: the configured tick to the one to wait (identity in production).
+    tick_interval: Arc<dyn Fn(Duration) -> Duration + Send + Sync>,
     rate: f64,
 }
 
 impl ShellClock {
-    fn new(epoch: Instant, tick: Duration) -> ShellClock {
+    fn new(
+        epoch: Instant,
+        tick: Duration,
+        tick_interval: Arc<dyn Fn(Duration) -> Duration + Send + Sync>,
+    ) -> ShellClock {
         ShellClock {
             base_real: epoch,
             base_virtual: Duration::ZERO,
             tick,
+            tick_interval,
             rate: 1.0,
         }
     }
@@ -153,7 +164,7 @@ impl ShellClock {
 
     /// Re-read the clock rate (cheap when the hook is off).
     fn resample(&mut self, now: Instant) {
-        let scaled = crate::fault_hooks::tick_interval(self.tick);
+        let scaled = (self.tick_interval)(self.tick);
         let rate = self.tick.as_secs_f64() / scaled.as_secs_f64().max(1e-9);
         if rate != self.rate {
             self.base_virtual = self.at(now);

@@ -1,0 +1,67 @@
+//! Injection points: the few places where a test harness may swap in other behaviour.
+//!
+//! Why they exist: some faults cannot be made from outside the process on one shared kernel
+//! (a member whose clock runs faster or slower than the others, a SIGKILL that loses the
+//! writes that were never fsynced), and the Jepsen harness must prove it can catch a broken
+//! build (reads served without ReadIndex). The *faults* themselves are not here: they live in
+//! the harness (`crates/jepsen`, module `faults`), whose own member binary passes them to
+//! [`crate::run_with_hooks`]. This crate only knows how to accept them, so no binary that
+//! does not link the harness can ever carry fault code — there is no cargo feature to flip
+//! and no environment variable that switches anything on. `raftkv`, `raftkv-member` and the
+//! container image run with [`Hooks::default`], which is the real behaviour.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use storage::{FileSystem, RealFs};
+
+/// Maps the configured tick interval to the one the node thread waits for before the next
+/// Raft tick. Called once per tick, so an implementation can change its answer while the
+/// member runs (a clock that drifts).
+pub type TickInterval = Arc<dyn Fn(Duration) -> Duration + Send + Sync>;
+
+/// What a member is built from, beyond its flags. The default is the production member.
+#[derive(Clone)]
+pub struct Hooks {
+    /// The filesystem the storage (WAL, snapshots, metadata) runs on.
+    pub file_system: Arc<dyn FileSystem>,
+    /// The node thread's tick interval, given the configured one.
+    pub tick_interval: TickInterval,
+    /// Serve linearizable Range requests from the local state machine without the ReadIndex
+    /// barrier. Breaks linearizability on purpose: only the harness's negative control sets it.
+    pub skip_read_index: bool,
+}
+
+impl Default for Hooks {
+    fn default() -> Self {
+        Hooks {
+            file_system: Arc::new(RealFs),
+            tick_interval: Arc::new(|configured| configured),
+            skip_read_index: false,
+        }
+    }
+}
+
+impl std::fmt::Debug for Hooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hooks")
+            .field("file_system", &self.file_system)
+            .field("tick_interval", &"<fn>")
+            .field("skip_read_index", &self.skip_read_index)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_is_the_production_member() {
+        let hooks = Hooks::default();
+        assert!(!hooks.skip_read_index);
+        let tick = Duration::from_millis(10);
+        assert_eq!((hooks.tick_interval)(tick), tick);
+        assert_eq!(format!("{:?}", hooks.file_system), format!("{RealFs:?}"));
+    }
+}
