@@ -16,7 +16,7 @@
 //!   (timeouts, broken connections, `UNAVAILABLE` after sending) leaves the outcome unknown.
 
 use std::future::Future;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tonic::{Code, Status};
 
@@ -80,10 +80,11 @@ impl RetryPolicy {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, CallError>>,
     {
-        let deadline = Instant::now() + self.limit;
+        // tokio's clock (the real one outside tests) so paused-time tests see the limit.
+        let deadline = tokio::time::Instant::now() + self.limit;
         loop {
             match attempt().await {
-                Err(e) if retry_if(&e) && Instant::now() < deadline => {
+                Err(e) if retry_if(&e) && tokio::time::Instant::now() < deadline => {
                     tokio::time::sleep(self.backoff).await;
                 }
                 outcome => return outcome,
