@@ -71,6 +71,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_body_run_in_a_namespace_reaches_that_namespaces_loopback() {
+        // Our own namespace: the listener below is on its loopback, so the body reaches it
+        // only if it runs (to completion, with its result returned) where it was sent.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let reached = in_netns(std::process::id(), || async move {
+            std::net::TcpStream::connect(addr).map(|s| s.peer_addr().unwrap())
+        })
+        .unwrap();
+        assert_eq!(reached.unwrap(), addr);
+        let gone = in_netns(u32::MAX, || async {});
+        assert!(gone.unwrap_err().contains("/proc/4294967295/ns/net"));
+    }
+
+    #[test]
     fn counts_only_established_sockets_on_the_port() {
         let text = "  sl  local_address rem_address   st tx_queue rx_queue\n\
    0: 00000000:094B 00000000:0000 0A 00000000:00000000\n\
