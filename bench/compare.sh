@@ -13,7 +13,7 @@
 # Knobs (environment): DURATION (s per load run, 6), ROUNDS (2), FAILOVER_TRIALS (20),
 # RSS_PUTS (50000; 0 skips the memory step), RSS_KEYS (5000), SNAPSHOT_COUNT (100000, both systems), PERF_LOADS ("l xl"; "" skips),
 # CASES_ONLY (space-separated load-case names to run, e.g. "put-c1 range-l"; default all), SKIP_BUILD=1, ETCD, ETCDCTL,
-# MEMBER and BENCH (prebuilt binaries, with SKIP_BUILD=1), PROFILE_NOTE (how they were built),
+# RAFTKV and BENCH (prebuilt binaries, with SKIP_BUILD=1), PROFILE_NOTE (how they were built),
 # REPORT_NAME (compare: writes bench/results/<name>.md and .svg; use another name for partial runs).
 # etcd and etcdctl come from Debian's etcd-server / etcd-client, installed if missing.
 set -euo pipefail
@@ -45,10 +45,11 @@ log() { echo "[$(date -u +%H:%M:%S)] $*" >&2; }
 
 [[ -x $ETCD && -x $ETCDCTL ]] || { echo "etcd/etcdctl not found (set ETCD, ETCDCTL)" >&2; exit 1; }
 if [[ ${SKIP_BUILD:-0} != 1 ]]; then
-  log "building raftkv-member and raftkv-bench with --profile dist"
-  (cd "$ROOT" && cargo build --profile dist -p raftkv-server -p raftkv-bench)
+  log "building raftkv and raftkv-bench with --profile dist"
+  (cd "$ROOT" && cargo build --profile dist -p raftkv -p raftkv-bench)
 fi
-MEMBER=${MEMBER:-$CARGO_TARGET_DIR/dist/raftkv-member}
+# The members run the executable users run: `raftkv server`.
+RAFTKV=${RAFTKV:-$CARGO_TARGET_DIR/dist/raftkv}
 BENCH=${BENCH:-$CARGO_TARGET_DIR/dist/raftkv-bench}
 PROFILE_NOTE=${PROFILE_NOTE:-"profile dist"}
 
@@ -67,10 +68,10 @@ peer_url() { echo "http://127.0.0.1:$(( $(base_port "$1") + 100 + $2 ))"; }
 endpoints() { echo "127.0.0.1:$(( $(base_port "$1") + 1 )),127.0.0.1:$(( $(base_port "$1") + 2 )),127.0.0.1:$(( $(base_port "$1") + 3 ))"; }
 
 start_member() { # system index
-  local sys=$1 i=$2 bin cluster=""
-  [[ $sys == etcd ]] && bin=$ETCD || bin=$MEMBER
+  local sys=$1 i=$2 cmd cluster=""
+  if [[ $sys == etcd ]]; then cmd=("$ETCD"); else cmd=("$RAFTKV" server); fi
   for j in 1 2 3; do cluster+="${sys}$j=$(peer_url "$sys" $j),"; done
-  "$bin" --name "${sys}$i" --data-dir "$WORK/$sys/m$i" \
+  "${cmd[@]}" --name "${sys}$i" --data-dir "$WORK/$sys/m$i" \
     --listen-client-urls "$(client_url "$sys" "$i")" --advertise-client-urls "$(client_url "$sys" "$i")" \
     --listen-peer-urls "$(peer_url "$sys" "$i")" --initial-advertise-peer-urls "$(peer_url "$sys" "$i")" \
     --initial-cluster "${cluster%,}" --initial-cluster-token "compare-$sys" --initial-cluster-state new \

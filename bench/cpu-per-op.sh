@@ -6,24 +6,25 @@
 # Usage: bench/cpu-per-op.sh etcd|raftkv "GLOBAL BENCH FLAGS" "WORKLOAD" [all]
 #   e.g. bench/cpu-per-op.sh raftkv "--conns 100 --clients 1000 --duration 5" "put --val-size 256"
 #   With "all" as the 4th argument the load is spread over every member instead of the leader.
-# MEMBER and BENCH name the binaries (default: the dist build in target/). Ports 29381-29383
+# RAFTKV and BENCH name the binaries (default: the dist build in target/); raftkv members run
+# as `raftkv server`, the executable users run. Ports 29381-29383
 # and 29481-29483 (raftkv), 29581-29583 and 29681-29683 (etcd).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 SYS=$1 GLOBAL=$2 WORKLOAD=$3 SPREAD=${4:-leader}
-MEMBER=${MEMBER:-${CARGO_TARGET_DIR:-$ROOT/target}/dist/raftkv-member}
+RAFTKV=${RAFTKV:-${CARGO_TARGET_DIR:-$ROOT/target}/dist/raftkv}
 BENCH=${BENCH:-${CARGO_TARGET_DIR:-$ROOT/target}/dist/raftkv-bench}
 [[ $SYS == etcd || $SYS == raftkv ]] || { echo "first argument: etcd or raftkv" >&2; exit 2; }
 "$ROOT/scripts/ensure-packages.sh" etcd:etcd-server etcdctl:etcd-client
-base=29380 bin=$MEMBER
-[[ $SYS == etcd ]] && base=29580 bin=$(command -v etcd)
+base=29380 cmd=("$RAFTKV" server)
+[[ $SYS == etcd ]] && base=29580 cmd=("$(command -v etcd)")
 WORK=$(mktemp -d /tmp/raftkv-cpu.XXXXXX)
 pids=()
 trap 'kill -9 "${pids[@]}" 2>/dev/null; wait 2>/dev/null; rm -rf "$WORK"' EXIT
 cluster=""
 for j in 1 2 3; do cluster+="m$j=http://127.0.0.1:$((base + 100 + j)),"; done
 for i in 1 2 3; do
-  "$bin" --name "m$i" --data-dir "$WORK/m$i" \
+  "${cmd[@]}" --name "m$i" --data-dir "$WORK/m$i" \
     --listen-client-urls "http://127.0.0.1:$((base + i))" --advertise-client-urls "http://127.0.0.1:$((base + i))" \
     --listen-peer-urls "http://127.0.0.1:$((base + 100 + i))" --initial-advertise-peer-urls "http://127.0.0.1:$((base + 100 + i))" \
     --initial-cluster "${cluster%,}" --initial-cluster-token cpu --initial-cluster-state new \

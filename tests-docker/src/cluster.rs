@@ -5,9 +5,10 @@
 //! compose file and the StatefulSet use as well), and from the host through nsenter.
 
 use crate::docker::{container_pid, container_state, docker, docker_ok, docker_output};
-use crate::etcd::{self, Status};
+use crate::etcd;
 use crate::exec::Output;
 use crate::{image_under_test, run_label, unique_prefix};
+use raftkv_client::leader::MemberState;
 use std::time::{Duration, Instant};
 
 pub struct Member {
@@ -77,7 +78,6 @@ impl Cluster {
     fn start_with(test: &str, size: usize, pod: Option<PodLike>) -> Cluster {
         crate::docker::require_environment();
         etcd::require_etcdctl();
-        etcd::require_raftkv_client();
         let image = image_under_test();
         let prefix = unique_prefix(test);
         let cluster = Cluster {
@@ -243,7 +243,7 @@ impl Cluster {
         container_pid(&self.members[i].container)
     }
 
-    pub fn status(&self, i: usize) -> Result<Status, String> {
+    pub fn status(&self, i: usize) -> Result<MemberState, String> {
         etcd::status(self.pid(i)?)
     }
 

@@ -1,36 +1,24 @@
-//! A member's client API, reached from the host through the member's own network namespace:
-//! `nsenter -t <pid> -n <client> --endpoints 127.0.0.1:2379 ...`. Traffic stays on the
-//! container's loopback, and it works while the container is cut off from its network.
+//! A member's client API, reached from the host through the member's own network namespace
+//! on the container's loopback (127.0.0.1:2379), so it works while the container is cut off
+//! from its network.
 //!
-//! Two etcd v3 clients are used. Key-value calls go through `etcdctl` (etcd's own client, so
-//! they also check raftkv's API compatibility on real containers). `Status` and `HashKV` go
-//! through the `raftkv` client (same JSON as etcdctl): etcdctl 3.4's `endpoint` commands
-//! dial with the URL scheme in the HTTP/2 :authority, which the server's HTTP/2 stack rejects
-//! (a known server limit). `RAFTKV_CLIENT_BIN` names that binary (run.sh extracts it from the
-//! image under test, so it is always the same build).
+//! Two etcd v3 clients are used. Key-value calls go through `etcdctl` (etcd's own client, run
+//! with `nsenter -t <pid> -n`, so they also check raftkv's API compatibility on real
+//! containers). `Status` and `HashKV` go through `raftkv_client`, the client the CLI, the
+//! demo and the other test suites use, from a thread inside the namespace
+//! ([`crate::netns::in_netns`]): etcdctl 3.4's `endpoint` commands dial with the URL scheme
+//! in the HTTP/2 :authority, which the server's HTTP/2 stack rejects (a known server limit).
 
 use crate::exec::{run, wait_with_deadline, Output};
+use crate::netns::in_netns;
+use raftkv_client::leader::MemberState;
+use raftkv_client::{Client, Timeouts};
 use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-/// One member's view of the cluster (etcd's Maintenance.Status).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Status {
-    pub member_id: u64,
-    /// Member id of the leader it knows, 0 if none.
-    pub leader: u64,
-    pub term: u64,
-    pub raft_index: u64,
-    pub applied_index: u64,
-    pub revision: i64,
-}
-
-impl Status {
-    pub fn is_leader(&self) -> bool {
-        self.leader != 0 && self.leader == self.member_id
-    }
-}
+/// Where a member serves clients, seen from inside its network namespace.
+const MEMBER_ENDPOINT: &str = "127.0.0.1:2379";
 
 fn etcdctl_bin() -> String {
     std::env::var("ETCDCTL_BIN").unwrap_or_else(|_| "etcdctl".into())
@@ -47,42 +35,6 @@ pub fn require_etcdctl() {
         "etcdctl is needed by the container tests (Debian package etcd-client): {}",
         out.stderr.trim()
     );
-}
-
-fn raftkv_client_bin() -> String {
-    std::env::var("RAFTKV_CLIENT_BIN").unwrap_or_else(|_| {
-        panic!("RAFTKV_CLIENT_BIN (the raftkv client binary) is not set: run tests-docker/run.sh")
-    })
-}
-
-/// Checks that the raftkv client binary runs; panics with the fix otherwise.
-pub fn require_raftkv_client() {
-    let out = run(
-        Command::new(raftkv_client_bin()).arg("--version"),
-        Duration::from_secs(10),
-    );
-    assert!(
-        out.success(),
-        "the raftkv client binary does not run: {}",
-        out.stderr.trim()
-    );
-}
-
-/// `raftkv <args>` against the member in `pid`'s network namespace.
-fn raftkv_client(pid: u32, timeout: Duration, args: &[&str]) -> Output {
-    let mut cmd = Command::new("nsenter");
-    cmd.args(["-t", &pid.to_string(), "-n", &raftkv_client_bin()])
-        .args(args)
-        .args([
-            "-w",
-            "json",
-            "--endpoints",
-            "127.0.0.1:2379",
-            "--dial-timeout",
-            "1s",
-        ])
-        .arg(format!("--command-timeout={}ms", timeout.as_millis()));
-    run(&mut cmd, timeout + Duration::from_secs(3))
 }
 
 fn command(pid: u32, timeout: Duration, args: &[&str]) -> Command {
@@ -103,39 +55,32 @@ fn etcdctl(pid: u32, timeout: Duration, args: &[&str]) -> Output {
     )
 }
 
-fn field_u64(v: &serde_json::Value, path: &[&str]) -> Result<u64, String> {
-    let mut cur = v;
-    for p in path {
-        cur = cur
-            .get(p)
-            .ok_or_else(|| format!("status JSON lacks {}", path.join(".")))?;
-    }
-    cur.as_u64()
-        .or_else(|| cur.as_i64().map(|i| i.max(0) as u64))
-        .ok_or_else(|| format!("status JSON field {} is not a number", path.join(".")))
+/// Runs `call` with a client for the member in `pid`'s network namespace (dial limit 1 s, as
+/// etcdctl's `--dial-timeout` here; `limit` per call).
+fn with_member_client<T: Send, Fut: std::future::Future<Output = Result<T, String>>>(
+    pid: u32,
+    limit: Duration,
+    call: impl FnOnce(Client) -> Fut + Send,
+) -> Result<T, String> {
+    in_netns(pid, || async move {
+        let timeouts = Timeouts {
+            dial: Duration::from_secs(1),
+            call: limit,
+        };
+        let client =
+            Client::new(&[MEMBER_ENDPOINT.to_string()], timeouts).map_err(|e| e.to_string())?;
+        call(client).await
+    })?
 }
 
-/// `etcdctl endpoint status` of the member in `pid`'s network namespace.
-pub fn status(pid: u32) -> Result<Status, String> {
-    let out = raftkv_client(pid, Duration::from_millis(800), &["status"]).into_result("status")?;
-    parse_status(&out)
-}
-
-/// Parses `etcdctl endpoint status -w json` output (one endpoint).
-pub fn parse_status(out: &str) -> Result<Status, String> {
-    let json: serde_json::Value =
-        serde_json::from_str(out.trim()).map_err(|e| format!("status is not JSON ({e}): {out}"))?;
-    let s = json
-        .get(0)
-        .and_then(|e| e.get("Status"))
-        .ok_or_else(|| format!("unexpected status output: {out}"))?;
-    Ok(Status {
-        member_id: field_u64(s, &["header", "member_id"])?,
-        leader: field_u64(s, &["leader"]).unwrap_or(0),
-        term: field_u64(s, &["raftTerm"]).unwrap_or(0),
-        raft_index: field_u64(s, &["raftIndex"]).unwrap_or(0),
-        applied_index: field_u64(s, &["raftAppliedIndex"]).unwrap_or(0),
-        revision: field_u64(s, &["header", "revision"]).unwrap_or(0) as i64,
+/// Maintenance.Status of the member in `pid`'s network namespace.
+pub fn status(pid: u32) -> Result<MemberState, String> {
+    with_member_client(pid, Duration::from_millis(800), |client| async move {
+        let status = client.status().await.map_err(|e| format!("status: {e}"))?;
+        Ok(MemberState::from_status(
+            MEMBER_ENDPOINT.to_string(),
+            status,
+        ))
     })
 }
 
@@ -197,18 +142,16 @@ pub fn parse_listing(out: &str) -> Result<BTreeMap<String, String>, String> {
 
 /// `(hash, revision)` of the member's whole key space at its latest revision (etcd's HashKV).
 pub fn hashkv(pid: u32) -> Result<(u64, i64), String> {
-    let out = raftkv_client(pid, Duration::from_secs(5), &["hashkv"]).into_result("hashkv")?;
-    let json: serde_json::Value =
-        serde_json::from_str(out.trim()).map_err(|e| format!("hashkv is not JSON ({e}): {out}"))?;
-    let h = json
-        .get(0)
-        .and_then(|e| e.get("HashKV"))
-        .ok_or_else(|| format!("unexpected hashkv output: {out}"))?;
-    // Zero-valued fields may be left out of the JSON (an empty store has revision 0).
-    Ok((
-        field_u64(h, &["hash"]).unwrap_or(0),
-        field_u64(h, &["header", "revision"]).unwrap_or(0) as i64,
-    ))
+    with_member_client(pid, Duration::from_secs(5), |client| async move {
+        let response = client
+            .hash_kv(0)
+            .await
+            .map_err(|e| format!("hashkv: {e}"))?;
+        Ok((
+            u64::from(response.hash),
+            response.header.map_or(0, |h| h.revision),
+        ))
+    })
 }
 
 /// HTTP status of GET /readyz (or another path) on the member's client port.
@@ -242,29 +185,6 @@ pub fn http_status(pid: u32, path: &str) -> Result<u16, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn status_json_is_read_including_ids_above_2_pow_53() {
-        let out = r#"[{"Endpoint":"http://127.0.0.1:2379","Status":{"header":{"cluster_id":1,"member_id":17858266911734186401,"revision":7,"raft_term":3},"version":"3.4.23","dbSize":20480,"leader":17858266911734186401,"raftIndex":12,"raftTerm":3,"raftAppliedIndex":12,"dbSizeInUse":20480}}]"#;
-        let s = parse_status(out).unwrap();
-        assert_eq!(s.member_id, 17858266911734186401);
-        assert!(s.is_leader());
-        assert_eq!(
-            (s.term, s.raft_index, s.applied_index, s.revision),
-            (3, 12, 12, 7)
-        );
-    }
-
-    #[test]
-    fn status_of_a_follower_is_not_leader_and_garbage_is_an_error() {
-        let out = r#"[{"Status":{"header":{"member_id":5},"leader":9,"raftTerm":2}}]"#;
-        assert!(!parse_status(out).unwrap().is_leader());
-        assert!(parse_status("Error: context deadline exceeded").is_err());
-        assert!(
-            parse_status(r#"[{"Status":{"leader":9}}]"#).is_err(),
-            "a status without member id"
-        );
-    }
 
     #[test]
     fn listings_pair_keys_with_values_and_reject_a_torn_listing() {

@@ -1,6 +1,7 @@
 //! Waiting for conditions by polling with a deadline (never a bare sleep as synchronisation).
 
-use crate::etcd::{self, Status};
+use crate::etcd;
+use raftkv_client::leader::{self, MemberState};
 use std::collections::BTreeMap;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -53,20 +54,26 @@ pub struct Leader {
     pub term: u64,
 }
 
-/// One round: every member in `among` answers, all name the same leader in the same term,
-/// that leader is in `among` and says it is the leader, and it is not `exclude`.
+/// One round: every member in `among` answers and they agree on a leader, as
+/// `raftkv_client::leader::agreed_leader` defines it (the rule the demo and the other test
+/// suites use), that leader is in `among`, and it is not `exclude`.
 pub fn agreed_leader(
     cluster: &impl Members,
     among: &[usize],
     exclude: Option<u64>,
 ) -> Result<Leader, String> {
-    let mut views: Vec<(usize, Status)> = Vec::new();
+    let mut views: Vec<(usize, MemberState)> = Vec::new();
     for &i in among {
         views.push((
             i,
             cluster
                 .pid(i)
                 .and_then(etcd::status)
+                .map(|state| MemberState {
+                    // Every member answers on its own 127.0.0.1: name it for the messages.
+                    endpoint: format!("raftkv-{i}"),
+                    ..state
+                })
                 .map_err(|e| format!("raftkv-{i}: {e}"))?,
         ));
     }
@@ -74,31 +81,19 @@ pub fn agreed_leader(
 }
 
 /// The leader that all `views` (member index, its status) agree on, if they do.
-pub fn agreement(views: &[(usize, Status)], exclude: Option<u64>) -> Result<Leader, String> {
-    let (first_index, first) = *views.first().ok_or("no member asked")?;
-    if first.leader == 0 {
-        return Err(format!("raftkv-{first_index} knows no leader"));
-    }
-    if let Some((i, s)) = views
-        .iter()
-        .find(|(_, s)| s.leader != first.leader || s.term != first.term)
-    {
+pub fn agreement(views: &[(usize, MemberState)], exclude: Option<u64>) -> Result<Leader, String> {
+    let states: Vec<_> = views.iter().map(|(_, s)| Ok(s.clone())).collect();
+    let agreed = leader::agreed_leader(&states)?;
+    if exclude == Some(agreed.member_id) {
         return Err(format!(
-            "no agreement yet: raftkv-{first_index} says leader {:x} term {}, raftkv-{i} says {:x} term {}",
-            first.leader, first.term, s.leader, s.term
+            "still led by the old leader {:x}",
+            agreed.member_id
         ));
     }
-    if exclude == Some(first.leader) {
-        return Err(format!("still led by the old leader {:x}", first.leader));
-    }
-    let (index, _) = views
-        .iter()
-        .find(|(_, s)| s.is_leader() && s.member_id == first.leader)
-        .ok_or_else(|| format!("leader {:x} is not among the members asked", first.leader))?;
     Ok(Leader {
-        index: *index,
-        id: first.leader,
-        term: first.term,
+        index: views[agreed.endpoint_index].0,
+        id: agreed.member_id,
+        term: agreed.term,
     })
 }
 
@@ -198,8 +193,9 @@ pub fn same_contents(
 mod tests {
     use super::*;
 
-    fn st(member_id: u64, leader: u64, term: u64) -> Status {
-        Status {
+    fn st(member_id: u64, leader: u64, term: u64) -> MemberState {
+        MemberState {
+            endpoint: format!("m{member_id}"),
             member_id,
             leader,
             term,
@@ -218,8 +214,9 @@ mod tests {
 
     #[test]
     fn agreement_rejects_split_views_no_leader_an_excluded_or_an_absent_leader() {
-        let split_term = [(0, st(10, 11, 2)), (1, st(11, 11, 3))];
-        assert!(agreement(&split_term, None).is_err());
+        // The named leader is a term behind a follower: it is not (yet) that term's leader.
+        let stale_leader = [(0, st(10, 11, 3)), (1, st(11, 11, 2))];
+        assert!(agreement(&stale_leader, None).is_err());
         let split_leader = [(0, st(10, 10, 2)), (1, st(11, 11, 2))];
         assert!(
             agreement(&split_leader, None).is_err(),

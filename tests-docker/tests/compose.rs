@@ -12,7 +12,6 @@ const ENDPOINTS: &str = "http://raftkv-0:2379,http://raftkv-1:2379,http://raftkv
 #[test]
 fn t1_compose_up_and_course_validation_from_client_container() {
     raftkv_docker_tests::etcd::require_etcdctl();
-    raftkv_docker_tests::etcd::require_raftkv_client();
     let p = ComposeProject::new("compose");
 
     let t = Instant::now();

@@ -236,13 +236,7 @@ impl BenchArgs {
             .iter()
             .map(|e| e.trim())
             .filter(|e| !e.is_empty())
-            .map(|e| {
-                if e.contains("://") {
-                    e.to_string()
-                } else {
-                    format!("http://{e}")
-                }
-            })
+            .map(raftkv_client::endpoint::endpoint_url)
             .collect()
     }
 }

@@ -17,23 +17,16 @@ use proto::etcdserverpb::{
     kv_client::KvClient, request_op, CompactionRequest, PutRequest, RangeRequest, RequestOp,
     TxnRequest,
 };
+use raftkv_client::endpoint::connect;
 use rand::{rngs::SmallRng, Rng, SeedableRng};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::args::{BenchArgs, Consistency, StopAt, Workload};
 use crate::keys::{make_value, KeyPicker};
 use crate::report::{self, Report};
 
-/// Opens one HTTP/2 connection to `url`.
-pub async fn connect(url: &str) -> Result<Channel> {
-    Endpoint::from_shared(url.to_string())
-        .with_context(|| format!("bad endpoint {url}"))?
-        .connect_timeout(Duration::from_secs(5))
-        .tcp_nodelay(true)
-        .connect()
-        .await
-        .with_context(|| format!("cannot connect to {url}"))
-}
+/// Dial limit of the load's connections (opened before the clock starts).
+pub const DIAL_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What one client sends.
 enum Job {
@@ -270,7 +263,7 @@ pub async fn run_load(args: &BenchArgs) -> Result<Report> {
     let urls = args.endpoint_urls();
     let mut channels = Vec::with_capacity(args.conns);
     for i in 0..args.conns {
-        channels.push(connect(&urls[i % urls.len()]).await?);
+        channels.push(connect(&urls[i % urls.len()], DIAL_TIMEOUT).await?);
     }
     let start = Instant::now();
     let shared = Arc::new(Shared {

@@ -20,7 +20,9 @@ use bytes::Bytes;
 use proto::etcdserverpb::{kv_client::KvClient, PutRequest};
 use serde::Serialize;
 
-use crate::driver::connect;
+use raftkv_client::endpoint::connect;
+
+use crate::driver::DIAL_TIMEOUT;
 
 /// A new probe put per endpoint this often: the resolution of the measurement.
 const ATTEMPT_INTERVAL: Duration = Duration::from_millis(10);
@@ -46,7 +48,10 @@ pub struct FailoverResult {
 pub async fn run(urls: &[String], pid: u32, give_up_after: Duration) -> Result<FailoverResult> {
     let mut clients = Vec::new();
     for url in urls {
-        clients.push((url.clone(), KvClient::new(connect(url).await?)));
+        clients.push((
+            url.clone(),
+            KvClient::new(connect(url, DIAL_TIMEOUT).await?),
+        ));
     }
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, Instant, u64)>();
     let killed_at = Instant::now();

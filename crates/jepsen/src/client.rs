@@ -1,26 +1,29 @@
 //! One etcd client connection with a per-attempt deadline and honest outcomes.
 //!
 //! Nothing here retries: a write is sent once. Its outcome is `Ok`, `Fail` only when the error
-//! proves the request was not executed (it was refused before reaching the server, or the
-//! server rejected it as invalid), and `Unknown` otherwise (timeout, broken connection,
-//! `UNAVAILABLE` after sending...). A read's error can always be treated as a failure: a read
-//! that did not return changed nothing.
+//! proves the request was not executed (`raftkv_client::retry::proves_not_executed`: refused
+//! before reaching the server, or rejected as invalid), and `Unknown` otherwise (timeout,
+//! broken connection, `UNAVAILABLE` after sending...). A read's error can always be treated
+//! as a failure: a read that did not return changed nothing.
+//!
+//! Unlike `raftkv_client::Client`, a client here talks to exactly one member and never fails
+//! over: each history process is pinned to one member so the nemesis's faults hit it.
 
 use std::future::Future;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use bytes::Bytes;
 use proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use proto::etcdserverpb::kv_client::KvClient;
-use proto::etcdserverpb::maintenance_client::MaintenanceClient;
 use proto::etcdserverpb::request_op::Request as Op;
 use proto::etcdserverpb::{
-    Compare, DeleteRangeRequest, HashKvRequest, PutRequest, RangeRequest, RequestOp, StatusRequest,
-    StatusResponse, TxnRequest, TxnResponse,
+    Compare, DeleteRangeRequest, PutRequest, RangeRequest, RequestOp, TxnRequest, TxnResponse,
 };
-use tonic::transport::{Channel, Endpoint};
-use tonic::{Code, Status};
+use raftkv_client::endpoint::lazy_channel;
+use raftkv_client::retry::proves_not_executed;
+use tonic::transport::Channel;
+use tonic::Status;
 
 /// How an attempt ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -30,23 +33,6 @@ pub enum Outcome<T> {
     Fail(String),
     /// May or may not have been executed.
     Unknown(String),
-}
-
-/// Whether an error status proves the request had no effect.
-fn proves_not_executed(status: &Status) -> bool {
-    match status.code() {
-        // Rejected by validation before anything was proposed.
-        Code::InvalidArgument
-        | Code::OutOfRange
-        | Code::FailedPrecondition
-        | Code::Unimplemented
-        | Code::PermissionDenied
-        | Code::Unauthenticated
-        | Code::ResourceExhausted => true,
-        // The TCP connection could not even be opened: nothing was sent.
-        Code::Unavailable => status.message().contains("tcp connect error"),
-        _ => false,
-    }
 }
 
 /// Runs one attempt under `deadline` and classifies its result.
@@ -89,7 +75,6 @@ fn header_revision(h: &Option<proto::etcdserverpb::ResponseHeader>) -> u64 {
 #[derive(Clone)]
 pub struct EtcdClient {
     kv: KvClient<Channel>,
-    maintenance: MaintenanceClient<Channel>,
     pub deadline: Duration,
 }
 
@@ -97,14 +82,9 @@ impl EtcdClient {
     /// A lazily connected client: the connection is opened by the first request, and
     /// re-opened after it breaks (that is a new attempt's business, not a retry).
     pub fn new(endpoint: &str, deadline: Duration) -> Result<EtcdClient> {
-        let channel = Endpoint::from_shared(endpoint.to_string())
-            .with_context(|| format!("bad endpoint {endpoint}"))?
-            .connect_timeout(deadline)
-            .timeout(deadline)
-            .connect_lazy();
+        let channel = lazy_channel(endpoint, deadline, Some(deadline))?;
         Ok(EtcdClient {
-            kv: KvClient::new(channel.clone()),
-            maintenance: MaintenanceClient::new(channel),
+            kv: KvClient::new(channel),
             deadline,
         })
     }
@@ -166,23 +146,6 @@ impl EtcdClient {
     pub async fn txn(&mut self, req: TxnRequest) -> Outcome<TxnResponse> {
         let mut kv = self.kv.clone();
         attempt(self.deadline, kv.txn(req)).await
-    }
-
-    /// Maintenance Status of the member this client talks to.
-    pub async fn status(&mut self) -> Outcome<StatusResponse> {
-        let mut m = self.maintenance.clone();
-        attempt(self.deadline, m.status(StatusRequest {})).await
-    }
-
-    /// HashKV at `revision`: (hash, hashed revision).
-    pub async fn hash_kv(&mut self, revision: u64) -> Outcome<(u32, u64)> {
-        let mut m = self.maintenance.clone();
-        let req = HashKvRequest {
-            revision: i64::try_from(revision).unwrap_or(0),
-        };
-        map(attempt(self.deadline, m.hash_kv(req)).await, |r| {
-            (r.hash, rev(r.hash_revision))
-        })
     }
 }
 

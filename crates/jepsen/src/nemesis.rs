@@ -16,7 +16,9 @@ use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
-use crate::client::{EtcdClient, Outcome};
+use raftkv_client::leader::poll_states;
+use raftkv_client::{Client, Timeouts};
+
 use crate::cluster::Cluster;
 use crate::recorder::Recorder;
 
@@ -111,31 +113,35 @@ pub struct Nemesis {
     pub config: NemesisConfig,
     pub rng: ChaCha8Rng,
     pub stop: Arc<AtomicBool>,
-    /// Status clients, one per member (short deadline).
-    pub status: Vec<EtcdClient>,
+    /// Status of every member (short deadlines: a partitioned member must not stall a fault).
+    pub status: Client,
     pub runtime: tokio::runtime::Runtime,
     pub timeline: Vec<TimelineEntry>,
     ids: HashMap<u64, usize>,
 }
 
 /// Who leads, as far as the members that answer agree (highest term wins).
-pub async fn find_leader(
-    status: &mut [EtcdClient],
-    ids: &mut HashMap<u64, usize>,
-) -> Option<usize> {
+///
+/// Unlike `raftkv_client::leader::agreed_leader` this does not wait for every member: during
+/// a fault some never answer, and the nemesis only needs its best guess to pick a victim.
+pub async fn find_leader(status: &Client, ids: &mut HashMap<u64, usize>) -> Option<usize> {
     let mut best: Option<(u64, u64)> = None;
-    for (i, c) in status.iter_mut().enumerate() {
-        if let Outcome::Ok(s) = c.status().await {
-            if let Some(h) = &s.header {
-                ids.insert(h.member_id, i);
-            }
-            if s.leader != 0 && best.is_none_or(|(t, _)| s.raft_term > t) {
-                best = Some((s.raft_term, s.leader));
+    for (i, state) in poll_states(status).await.into_iter().enumerate() {
+        if let Ok(s) = state {
+            ids.insert(s.member_id, i);
+            if s.leader != 0 && best.is_none_or(|(t, _)| s.term > t) {
+                best = Some((s.term, s.leader));
             }
         }
     }
     best.and_then(|(_, l)| ids.get(&l).copied())
 }
+
+/// Deadlines of the nemesis's Status calls.
+pub const STATUS_TIMEOUTS: Timeouts = Timeouts {
+    dial: Duration::from_millis(700),
+    call: Duration::from_millis(700),
+};
 
 impl Nemesis {
     pub fn new(
@@ -154,10 +160,7 @@ impl Nemesis {
             .build()?;
         let status = {
             let _guard = runtime.enter();
-            endpoints
-                .iter()
-                .map(|e| EtcdClient::new(e, Duration::from_millis(700)))
-                .collect::<Result<Vec<_>>>()?
+            Client::new(&endpoints, STATUS_TIMEOUTS)?
         };
         Ok(Nemesis {
             cluster,
@@ -173,7 +176,7 @@ impl Nemesis {
     }
 
     fn leader(&mut self) -> Option<usize> {
-        let (status, ids) = (&mut self.status, &mut self.ids);
+        let (status, ids) = (&self.status, &mut self.ids);
         self.runtime.block_on(find_leader(status, ids))
     }
 
@@ -374,9 +377,9 @@ impl Nemesis {
                     // Wait (bounded) until the restarted member answers and knows a leader.
                     let deadline = Instant::now() + Duration::from_secs(15);
                     while Instant::now() < deadline && !self.stop.load(Ordering::Relaxed) {
-                        let (rt, status) = (&self.runtime, &mut self.status);
-                        let knows = rt.block_on(async {
-                            matches!(status[v].status().await, Outcome::Ok(s) if s.leader != 0)
+                        let member = self.status.only(v);
+                        let knows = self.runtime.block_on(async {
+                            matches!(member.status().await, Ok(s) if s.leader != 0)
                         });
                         if knows {
                             rejoined += 1;

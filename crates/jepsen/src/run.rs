@@ -24,6 +24,9 @@ use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
 use crate::append::{self, Appends};
+use raftkv_client::leader::poll_states;
+use raftkv_client::{Client, Timeouts};
+
 use crate::client::{EtcdClient, Outcome};
 use crate::cluster::{Cluster, MemberFaults, Timing};
 use crate::nemesis::{self, fault_counts, lock, Fault, Nemesis, NemesisConfig};
@@ -191,22 +194,13 @@ fn endpoints(cluster: &Mutex<Cluster>) -> Vec<String> {
 /// index as the leader's commit (the cluster converged).
 async fn wait_converged(eps: &[String], deadline: Duration, all: bool) -> Result<()> {
     let until = Instant::now() + deadline;
-    let mut clients: Vec<EtcdClient> = eps
-        .iter()
-        .map(|e| EtcdClient::new(e, Duration::from_millis(700)))
-        .collect::<Result<_>>()?;
+    let status = Client::new(eps, nemesis::STATUS_TIMEOUTS)?;
     let mut last = String::new();
     while Instant::now() < until {
-        let mut statuses = Vec::new();
-        for c in clients.iter_mut() {
-            statuses.push(match c.status().await {
-                Outcome::Ok(s) => Some(s),
-                _ => None,
-            });
-        }
-        let answered: Vec<_> = statuses.iter().flatten().collect();
+        let states = poll_states(&status).await;
+        let answered: Vec<_> = states.iter().flatten().collect();
         let leader = answered.iter().map(|s| s.leader).find(|&l| l != 0);
-        let applied: HashSet<u64> = answered.iter().map(|s| s.raft_applied_index).collect();
+        let applied: HashSet<u64> = answered.iter().map(|s| s.applied_index).collect();
         last = format!(
             "{} of {} answered, leader {leader:?}, applied {applied:?}",
             answered.len(),
@@ -514,27 +508,28 @@ fn durability(
 
 /// HashKV of every member at one common revision (the highest all have applied).
 async fn compare_hashes(eps: &[String]) -> (bool, Vec<String>) {
-    let mut clients: Vec<EtcdClient> = eps
-        .iter()
-        .filter_map(|e| EtcdClient::new(e, Duration::from_secs(3)).ok())
-        .collect();
-    if clients.len() != eps.len() {
+    let timeouts = Timeouts {
+        dial: Duration::from_secs(3),
+        call: Duration::from_secs(3),
+    };
+    let Ok(all) = Client::new(eps, timeouts) else {
         return (false, vec!["bad endpoint".into()]);
-    }
+    };
     // hash at revision 0 = the member's current revision; converged members share it.
     let mut hashes = Vec::new();
     let mut distinct = HashSet::new();
-    for (i, c) in clients.iter_mut().enumerate() {
-        match c.hash_kv(0).await {
-            Outcome::Ok((hash, revision)) => {
+    for (i, member) in all.each().iter().enumerate() {
+        match member.hash_kv(0).await {
+            Ok(r) => {
+                let (hash, revision) = (r.hash, u64::try_from(r.hash_revision).unwrap_or(0));
                 hashes.push(format!(
                     "m{}: hash {hash:08x} at revision {revision}",
                     i + 1
                 ));
                 distinct.insert((hash, revision));
             }
-            Outcome::Fail(e) | Outcome::Unknown(e) => {
-                hashes.push(format!("m{}: error {e}", i + 1));
+            Err(e) => {
+                hashes.push(format!("m{}: error {:?}: {}", i + 1, e.code(), e.message()));
                 distinct.insert((0, u64::MAX - i as u64));
             }
         }

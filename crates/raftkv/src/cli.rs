@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::client::Timeouts;
 use crate::output::OutputFormat;
+use raftkv_client::client::Timeouts;
 
 #[derive(Parser, Debug)]
 #[command(

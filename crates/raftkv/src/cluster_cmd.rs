@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use anyhow::{bail, Result};
 
-use crate::client::{Client, Timeouts};
-use crate::cluster_view::{wait_for_leader, TermLedger};
-use crate::local_cluster::{free_loopback_ports, ClusterSpec, LocalCluster, MemberProgram};
+use raftkv_client::client::{Client, Timeouts};
+use raftkv_client::leader::{wait_for_leader, TermLedger};
+use raftkv_client::local_cluster::{free_loopback_ports, ClusterSpec, LocalCluster, MemberProgram};
 
 /// etcd's conventional local ports (its Procfile): clients 2379/22379/32379, peers +1.
 const CONVENTIONAL_PORTS: [(u16, u16); 3] = [(2379, 2380), (22379, 22380), (32379, 32380)];

@@ -14,9 +14,9 @@ use crate::cli::{
     CompactCommand, Consistency, DelCommand, GetCommand, GlobalOptions, HashKvCommand, Order,
     PutCommand, SortBy, TxnCommand,
 };
-use crate::client::{prefix_range_end, Client};
 use crate::output::{self, RangePrint};
 use crate::txn_script;
+use raftkv_client::client::{prefix_range_end, Client};
 
 fn client(global: &GlobalOptions) -> Result<Client> {
     Client::new(&global.endpoints_or_default(), global.timeouts())

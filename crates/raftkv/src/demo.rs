@@ -19,11 +19,11 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use proto::etcdserverpb::{DeleteRangeRequest, RangeRequest};
 use proto::prost::bytes::Bytes;
-use tonic::Code;
 
-use crate::client::{prefix_range_end, CallError, Client, Timeouts};
-use crate::cluster_view::{wait_for_leader, AgreedLeader, TermLedger};
-use crate::local_cluster::{ClusterSpec, LocalCluster, MemberProgram};
+use raftkv_client::client::{prefix_range_end, Client, Timeouts};
+use raftkv_client::converge;
+use raftkv_client::leader::{wait_for_leader, AgreedLeader, TermLedger};
+use raftkv_client::local_cluster::{ClusterSpec, LocalCluster, MemberProgram};
 
 /// How long one step may take before the demo calls it failed.
 const STEP_LIMIT: Duration = Duration::from_secs(30);
@@ -126,20 +126,10 @@ pub async fn run(options: DemoOptions) -> Result<bool> {
 /// Puts `key=value`, retrying while the cluster is transiently unavailable (an election in
 /// progress). Returns the revision of the acknowledged write.
 async fn put_acknowledged(client: &Client, key: &str, value: &str) -> Result<i64, String> {
-    let deadline = Instant::now() + STEP_LIMIT;
-    loop {
-        match client.put_str(key, value).await {
-            Ok(r) => return Ok(r.header.map_or(0, |h| h.revision)),
-            Err(e) if retryable(&e) && Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            Err(e) => return Err(format!("put {key} failed: {e}")),
-        }
+    match client.put_retrying(key, value, STEP_LIMIT).await {
+        Ok(r) => Ok(r.header.map_or(0, |h| h.revision)),
+        Err(e) => Err(format!("put {key} failed: {e}")),
     }
-}
-
-fn retryable(e: &CallError) -> bool {
-    matches!(e.code(), Code::Unavailable | Code::DeadlineExceeded)
 }
 
 /// Writes `count` keys `<prefix><n>` and checks their revisions are consecutive (each write
@@ -213,52 +203,18 @@ async fn check_acknowledged(
     }
 }
 
-/// Polls until every client's HashKV at the same revision equals the first client's.
-/// The revision is the first client's current one when the step starts.
+/// Polls until every member's HashKV equals the first one's, and says so in the narration.
 async fn wait_for_equal_hashes(
     clients: &[(String, Client)],
     limit: Duration,
 ) -> Result<String, String> {
-    let deadline = Instant::now() + limit;
-    let reference = &clients[0].1;
-    let revision = reference
-        .hash_kv(0)
-        .await
-        .map_err(|e| format!("HashKV on {} failed: {e}", clients[0].0))?
-        .header
-        .map_or(0, |h| h.revision);
-    let mut last = String::new();
-    loop {
-        let mut hashes = Vec::new();
-        for (name, client) in clients {
-            match client.hash_kv(revision).await {
-                Ok(h) => hashes.push((name.clone(), h.hash, h.compact_revision)),
-                Err(e) => {
-                    last = format!("{name}: {}", e.message());
-                    break;
-                }
-            }
-        }
-        if hashes.len() == clients.len() {
-            if hashes
-                .iter()
-                .all(|h| (h.1, h.2) == (hashes[0].1, hashes[0].2))
-            {
-                return Ok(format!(
-                    "HashKV at revision {revision} = {:08x} on all of {}",
-                    hashes[0].1,
-                    names(clients)
-                ));
-            }
-            last = format!("hashes differ: {hashes:?}");
-        }
-        if Instant::now() >= deadline {
-            return Err(format!(
-                "replicas did not converge at revision {revision} within {limit:?}: {last}"
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let converged = converge::wait_for_equal_hashes(clients, limit).await?;
+    Ok(format!(
+        "HashKV at revision {} = {:08x} on all of {}",
+        converged.revision,
+        converged.hash,
+        names(clients)
+    ))
 }
 
 fn names(clients: &[(String, Client)]) -> String {

@@ -15,7 +15,7 @@ use proto::etcdserverpb::{
 };
 use proto::prost::bytes::Bytes;
 
-use crate::client::prefix_range_end;
+use raftkv_client::client::prefix_range_end;
 
 /// Parses a whole txn script (all three blocks) into a request.
 pub fn parse_txn(input: &str) -> Result<TxnRequest> {

@@ -49,7 +49,7 @@ impl Cli {
 fn client_commands_against_a_cluster() {
     let cluster = start_cluster("cli");
     // A dead endpoint first: every command must fail over to the live ones.
-    let dead = raftkv::local_cluster::free_loopback_ports(1).expect("port")[0];
+    let dead = raftkv_client::local_cluster::free_loopback_ports(1).expect("port")[0];
     let cli = Cli {
         endpoints: format!("127.0.0.1:{dead},{}", cluster.endpoints().join(",")),
     };

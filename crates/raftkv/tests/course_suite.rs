@@ -14,9 +14,10 @@ use std::future::Future;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use raftkv::client::{Client, Timeouts};
-use raftkv::cluster_view::{poll_states, wait_for_leader, AgreedLeader, TermLedger};
-use raftkv::local_cluster::LocalCluster;
+use raftkv_client::client::{Client, Timeouts};
+use raftkv_client::converge::wait_for_equal_hashes;
+use raftkv_client::leader::{poll_states, wait_for_leader, AgreedLeader, TermLedger};
+use raftkv_client::local_cluster::LocalCluster;
 
 /// One cluster at a time: the machine is small and elections are timing-sensitive.
 static ONE_CLUSTER_AT_A_TIME: Mutex<()> = Mutex::new(());
@@ -65,55 +66,28 @@ async fn leader_of(
 
 /// Puts and returns the write's revision, retrying transient unavailability (elections).
 async fn put(client: &Client, key: &str, value: &str) -> i64 {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        match client.put_str(key, value).await {
-            Ok(r) => return r.header.expect("header").revision,
-            Err(e) if e.code() == tonic::Code::Unavailable && Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            Err(e) => panic!("put {key}={value} failed: {e}"),
-        }
+    match client
+        .put_retrying(key, value, Duration::from_secs(20))
+        .await
+    {
+        Ok(r) => r.header.expect("header").revision,
+        Err(e) => panic!("put {key}={value} failed: {e}"),
     }
 }
 
 /// Polls until every member in `members` reports the same HashKV as the first one at the
 /// first one's current revision.
 async fn wait_converged(cluster: &LocalCluster, members: &[usize]) -> (i64, u32) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let reference = client(cluster, &members[..1]);
-    let revision = reference
-        .hash_kv(0)
-        .await
-        .expect("HashKV")
-        .header
-        .expect("header")
-        .revision;
-    let mut last = String::new();
-    loop {
-        let mut hashes = BTreeSet::new();
-        let mut answered = 0;
-        for &m in members {
-            match client(cluster, &[m]).hash_kv(revision).await {
-                Ok(h) => {
-                    answered += 1;
-                    hashes.insert((h.hash, h.compact_revision));
-                }
-                Err(e) => last = format!("{}: {}", cluster.member(m).name, e.message()),
-            }
-        }
-        if answered == members.len() && hashes.len() == 1 {
-            return (revision, hashes.into_iter().next().expect("one").0);
-        }
-        if answered == members.len() {
-            last = format!("different hashes {hashes:?}");
-        }
-        assert!(
-            Instant::now() < deadline,
-            "members {members:?} did not converge at revision {revision}: {last}\n{}",
+    let each: Vec<(String, Client)> = members
+        .iter()
+        .map(|&m| (cluster.member(m).name.clone(), client(cluster, &[m])))
+        .collect();
+    match wait_for_equal_hashes(&each, Duration::from_secs(30)).await {
+        Ok(converged) => (converged.revision, converged.hash),
+        Err(e) => panic!(
+            "members {members:?} did not converge: {e}\n{}",
             cluster.log_tails(20)
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        ),
     }
 }
 

@@ -19,9 +19,9 @@ use proto::etcdserverpb::{
     RangeRequest, RequestOp, ResponseHeader, TxnRequest,
 };
 use proto::prost::bytes::Bytes;
-use raftkv::client::{prefix_range_end, CallError, Client, Timeouts};
-use raftkv::cluster_view::{wait_for_leader, TermLedger};
-use raftkv::local_cluster::{LocalCluster, MemberProgram};
+use raftkv_client::client::{prefix_range_end, CallError, Client, Timeouts};
+use raftkv_client::leader::{wait_for_leader, TermLedger};
+use raftkv_client::local_cluster::{LocalCluster, MemberProgram};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 

@@ -30,7 +30,7 @@ fn etcd_client_crate_basics() {
 
 async fn connect_when_ready(
     endpoints: &[String],
-    cluster: &raftkv::local_cluster::LocalCluster,
+    cluster: &raftkv_client::local_cluster::LocalCluster,
 ) -> Client {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -56,7 +56,7 @@ async fn connect_when_ready(
     }
 }
 
-async fn basics(endpoints: &[String], cluster: &raftkv::local_cluster::LocalCluster) {
+async fn basics(endpoints: &[String], cluster: &raftkv_client::local_cluster::LocalCluster) {
     let mut client = connect_when_ready(endpoints, cluster).await;
 
     let put = client.put("crate/a", "1", None).await.expect("put");

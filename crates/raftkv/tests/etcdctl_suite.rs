@@ -324,7 +324,7 @@ fn compaction(ctl: &Etcdctl) {
     );
 }
 
-fn endpoint_status_and_health(ctl: &Etcdctl, cluster: &raftkv::local_cluster::LocalCluster) {
+fn endpoint_status_and_health(ctl: &Etcdctl, cluster: &raftkv_client::local_cluster::LocalCluster) {
     let status = ctl.json(&["endpoint", "status"]);
     let entries = status
         .as_array()
@@ -425,7 +425,7 @@ fn endpoint_status_and_health(ctl: &Etcdctl, cluster: &raftkv::local_cluster::Lo
     }
 }
 
-fn member_list(ctl: &Etcdctl, cluster: &raftkv::local_cluster::LocalCluster) {
+fn member_list(ctl: &Etcdctl, cluster: &raftkv_client::local_cluster::LocalCluster) {
     let list = ctl.json(&["member", "list"]);
     let members = list["members"].as_array().expect("members");
     assert_eq!(members.len(), cluster.len());

@@ -128,10 +128,9 @@ async fn errors_use_etcds_codes_and_messages() {
     assert_eq!(d.get_ref().deleted, 0);
 
     // Services not built yet answer UNIMPLEMENTED, and the member survives all of the above.
-    let mut lease =
-        proto::etcdserverpb::lease_client::LeaseClient::connect(c.members[leader].endpoint())
-            .await
-            .unwrap();
+    let mut lease = proto::etcdserverpb::lease_client::LeaseClient::connect(c.endpoint(leader))
+        .await
+        .unwrap();
     let e = lease
         .lease_grant(proto::etcdserverpb::LeaseGrantRequest { ttl: 5, id: 0 })
         .await

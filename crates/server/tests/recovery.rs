@@ -66,10 +66,9 @@ async fn a_member_with_a_wiped_data_dir_is_refused() {
     )
     .await;
     c.kill(victim);
-    std::fs::remove_dir_all(&c.members[victim].data_dir).unwrap();
+    std::fs::remove_dir_all(c.data_dir(victim)).unwrap();
     c.spawn(victim);
-    let mut child = c.members[victim].child.take().unwrap();
-    let status = wait_with_deadline(&mut child, Duration::from_secs(30));
+    let status = c.wait_for_exit(victim, Duration::from_secs(30));
     assert!(!status.success(), "a wiped member must not keep running");
     let log = c.log(victim);
     assert!(log.contains("lost its data dir"), "{log}");

@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use raftkv::local_cluster::{ClusterSpec, LocalCluster, MemberProgram};
+use raftkv_client::local_cluster::{ClusterSpec, LocalCluster, MemberProgram};
 
 /// The etcd binary (`$ETCD_BIN`, else `/usr/bin/etcd`, else `etcd` on `$PATH`).
 pub fn etcd_binary() -> PathBuf {

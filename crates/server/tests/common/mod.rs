@@ -1,231 +1,129 @@
-//! A real 3-member cluster of `raftkv-member` processes on 127.0.0.1 with random ports and
-//! temporary data dirs, plus polling helpers (no sleeps as synchronisation).
+//! A real cluster of `raftkv-member` processes on 127.0.0.1 with free ports and temporary
+//! data dirs (`raftkv_client::local_cluster`, the same launcher the `raftkv` tests and the demo
+//! use), plus the raw gRPC stubs these tests need to check the server's wire behaviour, and
+//! polling helpers (no sleeps as synchronisation).
 
 #![allow(dead_code)]
 
-use std::net::TcpListener;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
 use proto::etcdserverpb::kv_client::KvClient;
 use proto::etcdserverpb::maintenance_client::MaintenanceClient;
-use proto::etcdserverpb::{HashKvRequest, PutRequest, RangeRequest, StatusRequest, StatusResponse};
+use proto::etcdserverpb::{PutRequest, RangeRequest, StatusResponse};
+use raftkv_client::endpoint::connect;
+use raftkv_client::leader::{wait_for_leader, TermLedger};
+use raftkv_client::local_cluster::{ClusterSpec, LocalCluster, MemberProgram};
+use raftkv_client::{Client, Timeouts};
 use tonic::transport::Channel;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_raftkv-member");
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-pub struct Member {
-    pub name: String,
-    pub client_port: u16,
-    pub peer_port: u16,
-    pub data_dir: PathBuf,
-    pub log: PathBuf,
-    pub child: Option<Child>,
-}
-
-impl Member {
-    pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
-    }
-}
-
+/// The members, with the short timings that keep these tests quick.
 pub struct Cluster {
-    pub dir: tempfile::TempDir,
-    pub members: Vec<Member>,
-    pub initial_cluster: String,
-    pub extra_args: Vec<String>,
+    pub local: LocalCluster,
 }
 
 impl Cluster {
     /// Start `n` members; `extra` flags go to every member.
     pub fn start(n: usize, extra: &[&str]) -> Cluster {
-        let dir = tempfile::tempdir().unwrap();
-        let mut members = Vec::new();
-        for i in 1..=n {
-            members.push(Member {
-                name: format!("m{i}"),
-                client_port: free_port(),
-                peer_port: free_port(),
-                data_dir: dir.path().join(format!("m{i}.etcd")),
-                log: dir.path().join(format!("m{i}.log")),
-                child: None,
-            });
+        let mut spec = ClusterSpec::new(MemberProgram::BareMember(PathBuf::from(BIN)), "m", n);
+        spec.token = "server-tests".to_string();
+        spec.heartbeat_ms = 50;
+        spec.election_ms = 500;
+        spec.extra_args = extra.iter().map(|s| s.to_string()).collect();
+        Cluster {
+            local: LocalCluster::start(spec).expect("cannot start raftkv-member processes"),
         }
-        let initial_cluster = members
-            .iter()
-            .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer_port))
-            .collect::<Vec<_>>()
-            .join(",");
-        let mut c = Cluster {
-            dir,
-            members,
-            initial_cluster,
-            extra_args: extra.iter().map(|s| s.to_string()).collect(),
-        };
-        for i in 0..n {
-            c.spawn(i);
-        }
-        c
+    }
+
+    /// `http://127.0.0.1:<client port>` of member `i`.
+    pub fn endpoint(&self, i: usize) -> String {
+        self.local.member(i).client_url()
+    }
+
+    /// Member `i`'s data directory.
+    pub fn data_dir(&self, i: usize) -> PathBuf {
+        self.local.member(i).data_dir.clone()
     }
 
     /// (Re)start member `i` from its data dir.
     pub fn spawn(&mut self, i: usize) {
-        let m = &self.members[i];
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&m.log)
-            .unwrap();
-        let child = Command::new(BIN)
-            .args(["--name", &m.name])
-            .args(["--data-dir", m.data_dir.to_str().unwrap()])
-            .args(["--listen-client-urls", &m.endpoint()])
-            .args(["--advertise-client-urls", &m.endpoint()])
-            .args([
-                "--listen-peer-urls",
-                &format!("http://127.0.0.1:{}", m.peer_port),
-            ])
-            .args([
-                "--initial-advertise-peer-urls",
-                &format!("http://127.0.0.1:{}", m.peer_port),
-            ])
-            .args(["--initial-cluster", &self.initial_cluster])
-            .args(["--initial-cluster-token", "server-tests"])
-            .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
-            .args(&self.extra_args)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("cannot start raftkv-member");
-        self.members[i].child = Some(child);
+        self.local.start_member(i).expect("cannot start a member");
     }
 
     /// SIGKILL member `i` and wait for it to be gone.
     pub fn kill(&mut self, i: usize) {
-        if let Some(mut c) = self.members[i].child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
+        if self.local.member(i).is_running() {
+            self.local.kill_member(i).expect("cannot kill a member");
         }
     }
 
     /// SIGTERM member `i` and return its exit status.
-    pub fn terminate(&mut self, i: usize) -> std::process::ExitStatus {
-        let mut c = self.members[i].child.take().expect("member not running");
-        unsafe_kill_term(c.id());
-        wait_with_deadline(&mut c, Duration::from_secs(20))
+    pub fn terminate(&mut self, i: usize) -> ExitStatus {
+        self.local
+            .stop_member(i, Duration::from_secs(20))
+            .expect("cannot stop a member")
+            .expect("member did not exit within 20s of SIGTERM")
+    }
+
+    /// Waits for member `i` to exit by itself.
+    pub fn wait_for_exit(&mut self, i: usize, limit: Duration) -> ExitStatus {
+        self.local
+            .wait_for_exit(i, limit)
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 
     pub fn log(&self, i: usize) -> String {
-        std::fs::read_to_string(&self.members[i].log).unwrap_or_default()
+        std::fs::read_to_string(&self.local.member(i).log_path).unwrap_or_default()
+    }
+
+    /// A failover-free client for member `i` alone.
+    pub fn client(&self, i: usize) -> Client {
+        Client::new(&[self.local.member(i).endpoint()], Timeouts::default()).expect("client")
     }
 
     pub async fn kv(&self, i: usize) -> KvClient<Channel> {
-        let ep = self.members[i].endpoint();
-        poll("connect", Duration::from_secs(20), || {
-            let ep = ep.clone();
-            async move { KvClient::connect(ep).await.ok() }
-        })
-        .await
+        KvClient::new(self.channel(i).await)
     }
 
     pub async fn maintenance(&self, i: usize) -> MaintenanceClient<Channel> {
-        let ep = self.members[i].endpoint();
+        MaintenanceClient::new(self.channel(i).await)
+    }
+
+    async fn channel(&self, i: usize) -> Channel {
+        let ep = self.endpoint(i);
         poll("connect", Duration::from_secs(20), || {
             let ep = ep.clone();
-            async move { MaintenanceClient::connect(ep).await.ok() }
+            async move { connect(&ep, Duration::from_secs(2)).await.ok() }
         })
         .await
     }
 
     pub async fn status(&self, i: usize) -> Option<StatusResponse> {
-        let mut m = MaintenanceClient::connect(self.members[i].endpoint())
-            .await
-            .ok()?;
-        m.status(StatusRequest {})
-            .await
-            .ok()
-            .map(|r| r.into_inner())
+        self.client(i).status().await.ok()
     }
 
     /// Wait until the running members agree on one leader; return its index.
     pub async fn leader(&self) -> usize {
-        poll(
-            "a leader agreed by all running members",
-            Duration::from_secs(30),
-            || async {
-                let mut leader = None;
-                let mut running = 0;
-                for (i, m) in self.members.iter().enumerate() {
-                    if m.child.is_none() {
-                        continue;
-                    }
-                    running += 1;
-                    let st = self.status(i).await?;
-                    if st.leader == 0 || leader.is_some_and(|l| l != st.leader) {
-                        return None;
-                    }
-                    leader = Some(st.leader);
-                }
-                let id = leader?;
-                for (i, _) in self.members.iter().enumerate() {
-                    if self.members[i].child.is_some()
-                        && self.status(i).await?.header?.member_id == id
-                    {
-                        return Some(i);
-                    }
-                }
-                let _ = running;
-                None
-            },
-        )
-        .await
+        let running: Vec<usize> = (0..self.local.len())
+            .filter(|&i| self.local.member(i).is_running())
+            .collect();
+        let endpoints: Vec<String> = running
+            .iter()
+            .map(|&i| self.local.member(i).endpoint())
+            .collect();
+        let client = Client::new(&endpoints, Timeouts::default()).expect("client");
+        let mut ledger = TermLedger::default();
+        match wait_for_leader(&client, &mut ledger, Duration::from_secs(30), |_| true).await {
+            Ok(leader) => running[leader.endpoint_index],
+            Err(e) => panic!("{e}\n{}", self.local.log_tails(20)),
+        }
     }
 
     pub async fn hash(&self, i: usize) -> Option<u32> {
-        let mut m = MaintenanceClient::connect(self.members[i].endpoint())
-            .await
-            .ok()?;
-        m.hash_kv(HashKvRequest { revision: 0 })
-            .await
-            .ok()
-            .map(|r| r.into_inner().hash)
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        for i in 0..self.members.len() {
-            self.kill(i);
-        }
-    }
-}
-
-fn unsafe_kill_term(pid: u32) {
-    let _ = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status();
-}
-
-pub fn wait_with_deadline(c: &mut Child, limit: Duration) -> std::process::ExitStatus {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(st) = c.try_wait().unwrap() {
-            return st;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "process did not exit in {limit:?}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
+        self.client(i).hash_kv(0).await.ok().map(|r| r.hash)
     }
 }
 
@@ -260,36 +158,20 @@ pub fn get(key: &str) -> RangeRequest {
     }
 }
 
-/// Put through member `i`, retrying transient (UNAVAILABLE) errors; returns the revision.
+/// Put through member `i`, retrying transient errors (elections); returns the revision.
 pub async fn put_retrying(c: &Cluster, i: usize, key: &str, value: &str) -> i64 {
-    let kv = c.kv(i).await;
-    poll(
-        &format!("put {key} via m{}", i + 1),
-        Duration::from_secs(30),
-        || {
-            let mut kv = kv.clone();
-            async move {
-                match kv.put(put(key, value)).await {
-                    Ok(r) => Some(r.into_inner().header.unwrap().revision),
-                    Err(s) if s.code() == tonic::Code::Unavailable => None,
-                    Err(s) => panic!("put {key} failed: {s:?}"),
-                }
-            }
-        },
-    )
-    .await
+    match c
+        .client(i)
+        .put_retrying(key, value, Duration::from_secs(30))
+        .await
+    {
+        Ok(r) => r.header.expect("header").revision,
+        Err(e) => panic!("put {key} via m-{i} failed: {e}"),
+    }
 }
 
 /// The value of `key` read through member `i` (linearizable unless `serializable`).
 pub async fn value(c: &Cluster, i: usize, key: &str, serializable: bool) -> Option<String> {
-    let mut kv = c.kv(i).await;
-    let mut req = get(key);
-    req.serializable = serializable;
-    let r = kv.range(req).await.ok()?.into_inner();
-    Some(
-        r.kvs
-            .first()
-            .map(|kv| String::from_utf8_lossy(&kv.value).into_owned())
-            .unwrap_or_default(),
-    )
+    let got = c.client(i).get_str(key, serializable).await.ok()?;
+    Some(got.unwrap_or_default())
 }

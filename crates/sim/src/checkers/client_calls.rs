@@ -44,7 +44,7 @@ impl ClientCalls {
             ));
         }
         if let Some(before) = self.acked.insert(index, asked.clone()) {
-            if &before != asked {
+            if before != asked {
                 return Err(Violation::new(
                     "client-calls",
                     format!("index {index} acknowledged for {before:?} and then for {asked:?}"),

@@ -2,9 +2,10 @@
 //!
 //! Every member accepts every request (followers forward to the leader), so the client does
 //! not look for the leader: it tries the endpoints in the order given and moves on only when
-//! one answers `UNAVAILABLE` (which covers "connection refused", "no leader" and timeouts
-//! the server reports as transient). Any other error is the cluster's answer and is returned
-//! as is, so callers see etcd's exact code and message.
+//! [`retry::try_next_endpoint`] says so (`UNAVAILABLE`: "connection refused", "no leader",
+//! timeouts the server reports as transient). Any other error is the cluster's answer and is
+//! returned as is, so callers see etcd's exact code and message. It never retries the same
+//! endpoint by itself: whether that is safe depends on the request ([`crate::retry`]).
 
 use std::future::Future;
 use std::time::Duration;
@@ -16,8 +17,11 @@ use proto::etcdserverpb::{
     PutRequest, PutResponse, RangeRequest, RangeResponse, StatusRequest, StatusResponse,
     TxnRequest, TxnResponse,
 };
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Code, Status};
+
+use crate::endpoint::lazy_channel;
+use crate::retry::{self, RetryPolicy};
 
 /// Dial and per-call limits, as etcdctl's `--dial-timeout` and `--command-timeout`.
 #[derive(Clone, Copy, Debug)]
@@ -80,24 +84,6 @@ pub struct Client {
     timeouts: Timeouts,
 }
 
-/// `host:port` or a URL; returns the URL tonic needs.
-fn endpoint_url(address: &str) -> String {
-    if address.contains("://") {
-        address.to_string()
-    } else {
-        format!("http://{address}")
-    }
-}
-
-/// Splits a `--endpoints` value (comma-separated, blanks ignored).
-pub fn parse_endpoints(list: &str) -> Vec<String> {
-    list.split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_string)
-        .collect()
-}
-
 impl Client {
     /// Builds channels for `endpoints`; nothing is dialled until the first call.
     pub fn new(endpoints: &[String], timeouts: Timeouts) -> anyhow::Result<Self> {
@@ -107,13 +93,9 @@ impl Client {
         let targets = endpoints
             .iter()
             .map(|address| {
-                let endpoint = Endpoint::from_shared(endpoint_url(address))
-                    .map_err(|e| anyhow::anyhow!("invalid endpoint {address:?}: {e}"))?
-                    .connect_timeout(timeouts.dial)
-                    .tcp_nodelay(true);
                 Ok(Target {
                     address: address.clone(),
-                    channel: endpoint.connect_lazy(),
+                    channel: lazy_channel(address, timeouts.dial, None)?,
                 })
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
@@ -138,8 +120,8 @@ impl Client {
         (0..self.targets.len()).map(|i| self.only(i)).collect()
     }
 
-    /// Runs `call` against each endpoint in turn until one answers something other than
-    /// `UNAVAILABLE`; the call is bounded by the call timeout (reported as
+    /// Runs `call` against each endpoint in turn until one answers with something that is not
+    /// a reason to try the next endpoint; the call is bounded by the call timeout (reported as
     /// `DEADLINE_EXCEEDED`, not retried elsewhere because the request may have been applied).
     async fn with_failover<T, F, Fut>(&self, mut call: F) -> Result<T, CallError>
     where
@@ -159,7 +141,7 @@ impl Client {
                 endpoint: target.address.clone(),
                 status,
             };
-            if error.code() != Code::Unavailable {
+            if !retry::try_next_endpoint(error.code()) {
                 return Err(error);
             }
             last = Some(error);
@@ -254,6 +236,23 @@ impl Client {
         .await
     }
 
+    /// Puts `key=value`, retrying while the cluster is transiently unavailable (an election in
+    /// progress) for up to `limit`. A write that timed out may have been applied and is then
+    /// applied twice, which callers that write fresh values tolerate.
+    pub async fn put_retrying(
+        &self,
+        key: &str,
+        value: &str,
+        limit: Duration,
+    ) -> Result<PutResponse, CallError> {
+        RetryPolicy::transient_for(limit)
+            .run(
+                |e| retry::is_transient(e.code()),
+                || self.put_str(key, value),
+            )
+            .await
+    }
+
     /// Linearizable (or serializable) single-key read; `None` if absent.
     pub async fn get_str(
         &self,
@@ -299,15 +298,5 @@ mod tests {
         assert_eq!(prefix_range_end(b"a\xff"), b"b");
         assert_eq!(prefix_range_end(b"\xff\xff"), b"\0");
         assert_eq!(prefix_range_end(b""), b"\0");
-    }
-
-    #[test]
-    fn endpoints_are_split_and_trimmed() {
-        assert_eq!(
-            parse_endpoints(" 127.0.0.1:1, http://h:2 ,,"),
-            vec!["127.0.0.1:1".to_string(), "http://h:2".to_string()]
-        );
-        assert_eq!(endpoint_url("127.0.0.1:2379"), "http://127.0.0.1:2379");
-        assert_eq!(endpoint_url("http://a:1"), "http://a:1");
     }
 }

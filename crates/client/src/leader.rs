@@ -2,10 +2,14 @@
 //! and whether Raft's election safety ("at most one leader per term") ever looked violated.
 //!
 //! This is the etcd-API equivalent of the course's `pruebaUnLider`: ask every member for its
-//! state, group self-declared leaders by term, and fail if a term has two.
+//! state, group self-declared leaders by term, and fail if a term has two. The demo, the test
+//! suites and the container tests decide "who leads" with [`agreed_leader`], so a leader means
+//! the same thing everywhere.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
+
+use proto::etcdserverpb::StatusResponse;
 
 use crate::client::{CallError, Client};
 
@@ -23,6 +27,20 @@ pub struct MemberState {
 }
 
 impl MemberState {
+    /// The parts of `endpoint`'s Status answer that leadership checks use.
+    pub fn from_status(endpoint: String, status: StatusResponse) -> Self {
+        let header = status.header.unwrap_or_default();
+        MemberState {
+            endpoint,
+            member_id: header.member_id,
+            leader: status.leader,
+            term: status.raft_term,
+            raft_index: status.raft_index,
+            applied_index: status.raft_applied_index,
+            revision: header.revision,
+        }
+    }
+
     pub fn is_leader(&self) -> bool {
         self.leader != 0 && self.leader == self.member_id
     }
@@ -32,18 +50,11 @@ impl MemberState {
 pub async fn poll_states(client: &Client) -> Vec<Result<MemberState, CallError>> {
     let mut out = Vec::new();
     for (endpoint, one) in client.endpoints().into_iter().zip(client.each()) {
-        out.push(one.status().await.map(|s| {
-            let header = s.header.unwrap_or_default();
-            MemberState {
-                endpoint,
-                member_id: header.member_id,
-                leader: s.leader,
-                term: s.raft_term,
-                raft_index: s.raft_index,
-                applied_index: s.raft_applied_index,
-                revision: header.revision,
-            }
-        }));
+        out.push(
+            one.status()
+                .await
+                .map(|s| MemberState::from_status(endpoint, s)),
+        );
     }
     out
 }

@@ -1,17 +1,18 @@
 //! A cluster of real member processes on 127.0.0.1, owned by this process.
 //!
-//! `raftkv demo`, `raftkv cluster` and the integration tests all need the same thing: start N
-//! members with etcd's flags on free loopback ports, kill one with SIGKILL, restart it from its
-//! own data directory, and be certain that no member outlives us. Because `raftkv server` takes
-//! exactly etcd's flags, the same code starts a real etcd cluster too, which is what the
-//! differential tests compare against.
+//! `raftkv demo`, `raftkv cluster`, the `raftkv` integration tests and the server crate's own
+//! tests all need the same thing: start N members with etcd's flags on free loopback ports,
+//! kill one with SIGKILL, restart it from its own data directory, and be certain that no member
+//! outlives us. Because `raftkv server` takes exactly etcd's flags, the same code starts a real
+//! etcd cluster too, which is what the differential tests compare against. (The Jepsen harness
+//! starts its members inside network namespaces and keeps its own launcher for that.)
 //!
 //! Children are killed when the [`LocalCluster`] is dropped (so also on panic and on Ctrl-C when
 //! the owner is dropped), and additionally ask the kernel to SIGKILL them if the thread that
 //! spawned them dies, so a SIGKILLed test runner does not leave members holding ports.
 
 use std::fs::{self, File};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -26,6 +27,9 @@ pub enum MemberProgram {
     Raftkv(PathBuf),
     /// An `etcd` executable, started as `etcd <flags>`.
     Etcd(PathBuf),
+    /// The server crate's bare member executable (`raftkv-member <flags>`): what that crate's
+    /// own tests run, since they cannot depend on the `raftkv` binary crate.
+    BareMember(PathBuf),
 }
 
 impl MemberProgram {
@@ -39,7 +43,7 @@ impl MemberProgram {
     /// A short name for reports ("raftkv" or "etcd").
     pub fn label(&self) -> &'static str {
         match self {
-            MemberProgram::Raftkv(_) => "raftkv",
+            MemberProgram::Raftkv(_) | MemberProgram::BareMember(_) => "raftkv",
             MemberProgram::Etcd(_) => "etcd",
         }
     }
@@ -51,7 +55,7 @@ impl MemberProgram {
                 command.arg("server");
                 command
             }
-            MemberProgram::Etcd(path) => Command::new(path),
+            MemberProgram::Etcd(path) | MemberProgram::BareMember(path) => Command::new(path),
         }
     }
 }
@@ -319,17 +323,29 @@ impl LocalCluster {
         unsafe {
             libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
         }
-        let deadline = Instant::now() + grace;
-        loop {
-            if let Some(status) = child.try_wait()? {
-                return Ok(Some(status));
-            }
-            if Instant::now() >= deadline {
+        match reap_within(&mut child, Instant::now() + grace)? {
+            Some(status) => Ok(Some(status)),
+            None => {
                 let _ = child.kill();
                 child.wait()?;
-                return Ok(None);
+                Ok(None)
             }
-            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits up to `limit` for member `index` to exit by itself (a member expected to refuse
+    /// to run, e.g. after losing its data); fails if it is still running then.
+    pub fn wait_for_exit(&mut self, index: usize, limit: Duration) -> Result<ExitStatus> {
+        let member = &mut self.members[index];
+        let Some(child) = member.child.as_mut() else {
+            bail!("member {} is not running", member.name);
+        };
+        match reap_within(child, Instant::now() + limit)? {
+            Some(status) => {
+                member.child = None;
+                Ok(status)
+            }
+            None => bail!("member {} still runs after {limit:?}", member.name),
         }
     }
 
@@ -350,17 +366,10 @@ impl LocalCluster {
             let Some(mut child) = member.child.take() else {
                 continue;
             };
-            loop {
-                if child.try_wait()?.is_some() {
-                    break;
-                }
-                if Instant::now() >= deadline {
-                    let _ = child.kill();
-                    child.wait()?;
-                    killed.push(member.name.clone());
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
+            if reap_within(&mut child, deadline)?.is_none() {
+                let _ = child.kill();
+                child.wait()?;
+                killed.push(member.name.clone());
             }
         }
         Ok(killed)
@@ -410,6 +419,19 @@ impl Drop for LocalCluster {
     }
 }
 
+/// Polls `child` until it exits (its status) or `deadline` passes (`None`, still running).
+fn reap_within(child: &mut Child, deadline: Instant) -> Result<Option<ExitStatus>> {
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(Some(status));
+        }
+        if Instant::now() >= deadline {
+            return Ok(None);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// The last `lines` lines of a file, or a note saying it cannot be read.
 pub fn log_tail(path: &Path, lines: usize) -> String {
     match fs::read_to_string(path) {
@@ -437,18 +459,4 @@ pub fn free_loopback_ports(count: usize) -> Result<Vec<u16>> {
         .iter()
         .map(|l| Ok(l.local_addr()?.port()))
         .collect()
-}
-
-/// Polls until something accepts TCP connections on `addr`, or the deadline passes.
-pub fn wait_for_port(addr: SocketAddr, timeout: Duration) -> Result<()> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-            return Ok(());
-        }
-        if Instant::now() >= deadline {
-            bail!("nothing listens on {addr} after {timeout:?}");
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
 }
