@@ -61,6 +61,10 @@ impl Cluster {
     /// contract prescribes (docs/node-driver.md).
     pub(crate) fn handle_ready(&mut self, idx: usize) {
         let id = idx as NodeId + 1;
+        // After a violation the run is over: a batch may have been left half carried out.
+        if self.violation.is_some() {
+            return;
+        }
         for _ in 0..10_000 {
             let fx = match self.nodes[idx].driver.as_mut() {
                 Some(driver) => driver.poll(),
