@@ -45,7 +45,6 @@ fn main() {
 
     let requests: Vec<InternalRequest> = (0..puts)
         .map(|i| InternalRequest {
-            id: i,
             request: Some(Request::Put(PutRequest {
                 key: key(i),
                 value: value.clone(),
@@ -119,7 +118,6 @@ fn main() {
     let rev = store.current_revision();
     store
         .apply(&InternalRequest {
-            id: 0,
             request: Some(Request::Compaction(CompactionRequest {
                 revision: rev,
                 physical: false,

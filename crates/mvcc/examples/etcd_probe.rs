@@ -110,7 +110,6 @@ fn run_store(store: &mut Store, op: &Op) -> Outcome {
         Op::Write(request) => validate::check_request(request, &Limits::default())
             .and_then(|()| {
                 store.apply(&InternalRequest {
-                    id: 0,
                     request: Some(request.clone()),
                 })
             })

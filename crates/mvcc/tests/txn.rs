@@ -281,7 +281,6 @@ fn apply_does_not_enforce_the_per_member_op_limit() {
         vec![],
     );
     let req = proto::raftkvpb::InternalRequest {
-        id: 1,
         request: Some(proto::raftkvpb::internal_request::Request::Txn(big)),
     };
     assert!(store.apply(&req).is_ok());

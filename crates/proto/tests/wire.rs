@@ -53,7 +53,6 @@ fn internal_request_round_trips_a_nested_txn() {
         failure: vec![],
     };
     let entry = InternalRequest {
-        id: 42,
         request: Some(internal_request::Request::Txn(txn)),
     };
     let bytes = entry.encode_to_vec();

@@ -58,7 +58,6 @@ mod tests {
 
     fn put_entry(index: u64, key: &'static [u8]) -> Entry {
         let req = InternalRequest {
-            id: index,
             request: Some(Request::Put(PutRequest {
                 key: Bytes::from_static(key),
                 value: Bytes::from_static(b"v"),

@@ -91,7 +91,6 @@ pub fn txn(compare: Vec<Compare>, success: Vec<RequestOp>, failure: Vec<RequestO
 pub fn submit(store: &mut Store, request: Request) -> Result<Response, MvccError> {
     validate::check_request(&request, &Limits::default())?;
     store.apply(&InternalRequest {
-        id: 1,
         request: Some(request),
     })
 }

@@ -27,10 +27,7 @@ impl KvService {
             max_txn_ops: self.0.max_txn_ops,
         };
         mvcc::validate::check_request(&request, &limits).map_err(mvcc_status)?;
-        static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-        let id = NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let entry = InternalRequest {
-            id,
             request: Some(request),
         };
         let data = entry.encode_to_vec();
