@@ -430,18 +430,4 @@ impl Driver {
     pub fn core_mut(&mut self) -> &mut RaftNode {
         &mut self.raft
     }
-
-    /// Calls waiting for an answer (for tests and status).
-    pub fn waiting_calls(&self) -> usize {
-        self.routing.waiting() + self.reads.waiting()
-    }
-
-    /// Every call still waiting, failed with `error` (the member is stopping). The
-    /// caller delivers the returned replies.
-    pub fn fail_all(&mut self, error: NodeError) -> Vec<Reply> {
-        let mut out = std::mem::take(&mut self.replies);
-        self.routing.fail_all(error, &mut out);
-        self.reads.fail_all(error, &mut out);
-        out
-    }
 }

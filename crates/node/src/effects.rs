@@ -116,18 +116,3 @@ pub struct Effects {
     /// Start a snapshot of the state machine, after `advance`.
     pub start_snapshot: Option<SnapshotRequest>,
 }
-
-impl Effects {
-    pub fn is_empty(&self) -> bool {
-        self.soft_state.is_none()
-            && self.messages.is_empty()
-            && self.frames.is_empty()
-            && self.persist.is_none()
-            && self.persisted_messages.is_empty()
-            && self.install_snapshot.is_none()
-            && self.apply.is_empty()
-            && self.replies.is_empty()
-            && self.read_states.is_empty()
-            && self.start_snapshot.is_none()
-    }
-}

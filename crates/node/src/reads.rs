@@ -34,12 +34,6 @@ impl Reads {
         self.unsent.push((req, now));
     }
 
-    pub(crate) fn waiting(&self) -> usize {
-        self.unsent.len()
-            + self.inflight.values().map(|(r, _)| r.len()).sum::<usize>()
-            + self.confirmed.values().map(Vec::len).sum::<usize>()
-    }
-
     pub(crate) fn expire(
         &mut self,
         now: Duration,
@@ -79,20 +73,6 @@ impl Reads {
             });
         }
         self.confirmed.retain(|_, reqs| !reqs.is_empty());
-    }
-
-    pub(crate) fn fail_all(&mut self, e: NodeError, replies: &mut Vec<Reply>) {
-        let all = std::mem::take(&mut self.unsent)
-            .into_iter()
-            .chain(
-                std::mem::take(&mut self.inflight)
-                    .into_values()
-                    .flat_map(|(r, _)| r),
-            )
-            .chain(std::mem::take(&mut self.confirmed).into_values().flatten());
-        for (req, _) in all {
-            fail(replies, req, e);
-        }
     }
 }
 

@@ -139,30 +139,6 @@ impl Routing {
             keep
         });
     }
-
-    pub(crate) fn waiting(&self) -> usize {
-        self.parked.len()
-            + self.forwarded.len()
-            + self.in_log.len()
-            + self
-                .to_propose
-                .iter()
-                .filter(|(_, o)| matches!(o, Origin::Local(..)))
-                .count()
-    }
-
-    pub(crate) fn fail_all(&mut self, e: NodeError, replies: &mut Vec<Reply>) {
-        for (_, o) in std::mem::take(&mut self.to_propose) {
-            if let Origin::Local(req, _) = o {
-                fail(replies, req, e);
-            }
-        }
-        for (req, _, _) in std::mem::take(&mut self.parked) {
-            fail(replies, req, e);
-        }
-        self.fail_forwarded(e, replies);
-        self.fail_waiters_through(Index::MAX - 1, e, replies);
-    }
 }
 
 fn fail(replies: &mut Vec<Reply>, req: RequestId, e: NodeError) {
