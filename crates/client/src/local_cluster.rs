@@ -446,15 +446,37 @@ pub fn log_tail(path: &Path, lines: usize) -> String {
     }
 }
 
-/// `count` distinct loopback ports that were free a moment ago.
+/// `count` distinct loopback ports below 32768 that were free a moment ago.
 ///
-/// All listeners are held open until every port is chosen so the kernel cannot hand out the
-/// same port twice; there is still a short window before the members bind them.
+/// Why below 32768: the kernel hands out 32768–60999 to client sockets, so a port taken from
+/// there (port 0) can be grabbed by any outgoing connection before the member binds it.
+/// Each process starts at its own offset in [20000, 32000) and walks on from where its last
+/// call stopped, skipping ports in use. All listeners are held open until every port is
+/// chosen; there is still a short window before the members bind them.
 pub fn free_loopback_ports(count: usize) -> Result<Vec<u16>> {
-    let listeners = (0..count)
-        .map(|_| TcpListener::bind("127.0.0.1:0"))
-        .collect::<std::io::Result<Vec<_>>>()
-        .context("cannot reserve a free loopback port")?;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        std::process::id().wrapping_mul(7_919) % SPAN,
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    );
+    let mut listeners = Vec::with_capacity(count);
+    for _ in 0..SPAN {
+        if listeners.len() == count {
+            break;
+        }
+        let port = (LOW + NEXT.fetch_add(1, Ordering::Relaxed) % SPAN) as u16;
+        if let Ok(l) = TcpListener::bind(("127.0.0.1", port)) {
+            listeners.push(l);
+        }
+    }
+    if listeners.len() < count {
+        bail!("cannot reserve {count} free loopback ports below 32768");
+    }
     listeners
         .iter()
         .map(|l| Ok(l.local_addr()?.port()))

@@ -9,7 +9,6 @@
 mod common;
 
 use std::io::{self, Read};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -106,11 +105,7 @@ struct Flags {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    raftkv_client::local_cluster::free_loopback_ports(1).unwrap()[0]
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
