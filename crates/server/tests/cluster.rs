@@ -231,3 +231,72 @@ async fn concurrent_writes_through_every_member_get_distinct_revisions() {
         assert_eq!(value(&c, i, "c/29/9", false).await.as_deref(), Some("29-9"));
     }
 }
+
+/// A txn that cannot write is served from the member's own store after a read barrier, as
+/// etcd serves it: it sees every write acknowledged before it (even through a follower), it
+/// answers exactly as applying it would, and it adds nothing to the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_only_txns_are_linearizable_and_stay_out_of_the_log() {
+    use proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
+    use proto::etcdserverpb::request_op::Request as Op;
+    use proto::etcdserverpb::response_op::Response as OpResponse;
+    use proto::etcdserverpb::{Compare, RequestOp, TxnRequest};
+
+    let c = Cluster::start(3, &[]);
+    let leader = c.leader().await;
+    let follower = (leader + 1) % 3;
+    let read_txn = |expected: &str, serializable: bool| TxnRequest {
+        compare: vec![Compare {
+            key: "k".into(),
+            target: CompareTarget::Value as i32,
+            result: CompareResult::Equal as i32,
+            target_union: Some(TargetUnion::Value(expected.as_bytes().to_vec().into())),
+            ..Default::default()
+        }],
+        success: vec![RequestOp {
+            request: Some(Op::RequestRange(RangeRequest {
+                serializable,
+                ..get("k")
+            })),
+        }],
+        failure: vec![],
+    };
+
+    for round in 0..5 {
+        let value = format!("v{round}");
+        let rev = put_retrying(&c, leader, "k", &value).await;
+        let index_before = c.status(leader).await.unwrap().raft_index;
+        for member in [follower, leader] {
+            // Linearizable: the write acknowledged just before is visible at once, through
+            // the follower too, with no polling.
+            let resp = c
+                .kv(member)
+                .await
+                .txn(read_txn(&value, false))
+                .await
+                .unwrap()
+                .into_inner();
+            assert!(resp.succeeded, "round {round}, member {member}: {resp:?}");
+            assert!(resp.header.as_ref().unwrap().revision >= rev);
+            let Some(OpResponse::ResponseRange(range)) = &resp.responses[0].response else {
+                panic!("not a range response: {resp:?}");
+            };
+            assert_eq!(range.kvs[0].value, value.as_bytes());
+            assert_eq!(range.kvs[0].mod_revision, rev);
+            // A compare that fails takes the (empty) failure branch, as applying would.
+            let miss = c
+                .kv(member)
+                .await
+                .txn(read_txn("no such value", true))
+                .await
+                .unwrap()
+                .into_inner();
+            assert!(!miss.succeeded && miss.responses.is_empty(), "{miss:?}");
+        }
+        let index_after = c.status(leader).await.unwrap().raft_index;
+        assert_eq!(
+            index_before, index_after,
+            "read-only txns must not be proposed through the log"
+        );
+    }
+}

@@ -41,6 +41,30 @@ impl KvService {
         }
     }
 
+    /// A txn that cannot write is served from the local store, as etcd serves it: after a
+    /// read barrier, unless every top-level operation is a serializable range (etcd's
+    /// `isTxnSerializable`), and with the same validation and answers as the log would give.
+    async fn read_only_txn(&self, req: TxnRequest) -> Result<Response<TxnResponse>, Status> {
+        let limits = mvcc::Limits {
+            max_txn_ops: self.0.max_txn_ops,
+        };
+        mvcc::validate::check_txn(&req, &limits).map_err(mvcc_status)?;
+        if !is_txn_serializable(&req) && !self.0.skip_read_index {
+            self.0.node.read_barrier().await?;
+        }
+        let mut resp = {
+            let sm = self
+                .0
+                .node
+                .state
+                .read()
+                .map_err(|_| Status::internal("state lock poisoned"))?;
+            sm.store.read_txn(&req).map_err(mvcc_status)?
+        };
+        stamp_txn(&self.0, &mut resp);
+        Ok(Response::new(resp))
+    }
+
     fn unexpected(what: &str) -> Status {
         Status::internal(format!("etcdserver: unexpected apply result for {what}"))
     }
@@ -105,7 +129,11 @@ impl Kv for KvService {
 
     async fn txn(&self, request: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
         self.0.require_leader(request.metadata())?;
-        match self.write(Internal::Txn(request.into_inner())).await? {
+        let req = request.into_inner();
+        if mvcc::txn::is_read_only(&req) {
+            return self.read_only_txn(req).await;
+        }
+        match self.write(Internal::Txn(req)).await? {
             Applied::Txn(mut r) => {
                 stamp_txn(&self.0, &mut r);
                 Ok(Response::new(r))
@@ -130,6 +158,16 @@ impl Kv for KvService {
             _ => Err(Self::unexpected("compaction")),
         }
     }
+}
+
+/// etcd's rule for skipping the read barrier of a read-only txn: every top-level operation
+/// of both branches is a range marked serializable (a nested txn never is).
+fn is_txn_serializable(req: &TxnRequest) -> bool {
+    use proto::etcdserverpb::request_op::Request as Op;
+    req.success
+        .iter()
+        .chain(&req.failure)
+        .all(|op| matches!(&op.request, Some(Op::RequestRange(r)) if r.serializable))
 }
 
 /// etcd stamps the full header on a txn's inner responses too.
