@@ -11,7 +11,10 @@
 
 pub mod args;
 pub mod authority_fix;
+pub mod compactor;
+pub mod compat_args;
 pub mod config;
+pub mod config_file;
 pub mod errors;
 pub mod grpc;
 pub mod hooks;
@@ -20,10 +23,11 @@ pub mod ids;
 pub mod kv;
 pub mod logging;
 pub mod node;
+pub mod ready;
 pub mod server;
 pub mod transport;
 
-pub use args::ServerArgs;
+pub use args::{adopt_etcd_env, ServerArgs};
 pub use hooks::Hooks;
 
 /// Check a configuration without serving: flags parse, URLs are well formed, the
@@ -44,7 +48,7 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
 /// has a reason to call this; every shipped binary calls [`run`].
 pub fn run_with_hooks(args: ServerArgs, hooks: Hooks) -> anyhow::Result<()> {
     let config = config::Config::from_args(&args)?;
-    logging::init(config.log_format);
+    logging::init(&config.log)?;
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     // Without the LIFO slot, a connection task woken by many finishing requests runs after
     // them and writes all their responses at once, instead of one write per response
