@@ -73,4 +73,24 @@ mod tests {
         assert_eq!(m, 2_053_338_372_559_917_437);
         assert_eq!(cluster_id(&[m]), 8_296_169_460_758_498_163);
     }
+
+    /// The IDs etcd 3.4.23 printed for a three-member cluster started with
+    /// `--initial-cluster a=http://127.0.0.1:24102,b=http://127.0.0.1:24104,c=http://127.0.0.1:24106
+    /// --initial-cluster-token idcheck`.
+    #[test]
+    fn same_ids_as_etcd_three_members() {
+        let ids: Vec<u64> = [24102, 24104, 24106]
+            .iter()
+            .map(|p| member_id(&[format!("http://127.0.0.1:{p}")], "idcheck"))
+            .collect();
+        assert_eq!(
+            ids,
+            [
+                4_851_245_173_159_349_647,
+                13_484_832_908_482_245_625,
+                14_928_023_831_787_147_453
+            ]
+        );
+        assert_eq!(cluster_id(&ids), 3_267_665_626_863_423_527);
+    }
 }
