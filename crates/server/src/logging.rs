@@ -125,3 +125,42 @@ pub fn init(settings: &LogSettings) -> anyhow::Result<()> {
     };
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn settings(argv: &[&str]) -> anyhow::Result<LogSettings> {
+        let cli = crate::args::ServerCli::try_parse_from(argv).unwrap();
+        LogSettings::from_args(&cli.args)
+    }
+
+    #[test]
+    fn etcd_logging_flags() {
+        let s = settings(&[]).unwrap();
+        assert_eq!(s.format, LogFormat::Text);
+        assert_eq!(s.level, LogLevel::Info);
+        assert_eq!(s.outputs, vec![LogOutput::Stderr]);
+        let s = settings(&["--logger", "zap", "--debug"]).unwrap();
+        assert_eq!(s.format, LogFormat::Json);
+        assert_eq!(s.level, LogLevel::Debug);
+        let s = settings(&[
+            "--log-level",
+            "warn",
+            "--log-outputs",
+            "stdout,default,/x.log,stderr",
+        ])
+        .unwrap();
+        assert_eq!(s.level.directive(), "warn");
+        assert_eq!(
+            s.outputs,
+            vec![
+                LogOutput::Stdout,
+                LogOutput::Stderr,
+                LogOutput::File("/x.log".into())
+            ]
+        );
+        assert!(settings(&["--log-outputs", ","]).is_err());
+    }
+}
