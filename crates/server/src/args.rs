@@ -123,6 +123,10 @@ pub struct ServerArgs {
     #[arg(long, env = "RAFTKV_LISTEN_METRICS_URLS")]
     pub listen_metrics_urls: Option<String>,
 
+    /// Print the version and exit (etcd's `--version`).
+    #[arg(long)]
+    pub version: bool,
+
     /// The rest of etcd's flags, by group.
     #[command(flatten)]
     pub compat: CompatArgs,
@@ -279,6 +283,7 @@ mod tests {
         "--enable-grpc-gateway=true",
         "--log-output=default",
         "--experimental-enable-lease-checkpoint-persist=false",
+        "--version",
     ];
 
     #[test]

@@ -34,6 +34,10 @@ pub use hooks::Hooks;
 /// `--initial-cluster` is consistent with `--name` and the advertised peer URLs, and the
 /// listen addresses can be bound. Returns a one-line error on the first problem.
 pub fn validate(args: &ServerArgs) -> anyhow::Result<()> {
+    if args.version {
+        print_version();
+        return Ok(());
+    }
     let config = config::Config::from_args(args)?;
     config.check_bindable()
 }
@@ -47,6 +51,10 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
 /// [`run`], with other behaviour at the injection points of [`Hooks`]. Only a test harness
 /// has a reason to call this; every shipped binary calls [`run`].
 pub fn run_with_hooks(args: ServerArgs, hooks: Hooks) -> anyhow::Result<()> {
+    if args.version {
+        print_version();
+        return Ok(());
+    }
     let config = config::Config::from_args(&args)?;
     logging::init(&config.log)?;
     let mut builder = tokio::runtime::Builder::new_multi_thread();
@@ -68,6 +76,12 @@ pub fn run_with_hooks(args: ServerArgs, hooks: Hooks) -> anyhow::Result<()> {
     // Tasks still holding connections are dropped, not awaited.
     runtime.shutdown_timeout(std::time::Duration::from_millis(500));
     result
+}
+
+/// `--version`, in the shape of etcd's answer (the API version is the one the member speaks).
+fn print_version() {
+    println!("raftkv Version: {}", env!("CARGO_PKG_VERSION"));
+    println!("API Version: {}", ready::CLUSTER_VERSION);
 }
 
 /// SIGINT (Ctrl-C) or SIGTERM (docker stop, Kubernetes).

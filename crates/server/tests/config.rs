@@ -398,3 +398,11 @@ fn periodic_auto_compaction_compacts_old_history() {
     });
     assert!(m.log().contains("completed auto compaction"));
 }
+
+#[test]
+fn version_prints_and_exits() {
+    let out = Command::new(BIN).arg("--version").output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("API Version: 3.4"), "{text}");
+}
