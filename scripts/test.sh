@@ -32,5 +32,10 @@ RELEASE_DIR=${CARGO_TARGET_DIR:-target}/release
 scripts/check-fault-hooks.sh present "$RELEASE_DIR/raftkv-jepsen-member"
 scripts/check-fault-hooks.sh absent "$RELEASE_DIR/raftkv" "$RELEASE_DIR/raftkv-member"
 
+# etcd 3.4's own e2e suite, strict mode (etcd's exact command line), the tests listed in the
+# script; it installs Go and the suite's Debian package itself (docs/testing.md).
+log "etcd's e2e suite against raftkv (scripts/etcd-e2e.sh)"
+RAFTKV_BIN="$RELEASE_DIR/raftkv" bash scripts/etcd-e2e.sh
+
 log "container and Kubernetes-manifest tests (Docker, real containers)"
 bash scripts/docker-tests.sh

@@ -11,6 +11,10 @@ use raftkv::{cluster_cmd, commands, demo};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
+    // An environment written for etcd (ETCD_NAME, ...) configures `raftkv server`; this runs
+    // before any thread exists, as it sets variables.
+    #[cfg(feature = "server")]
+    server::adopt_etcd_env();
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,

@@ -1,8 +1,13 @@
 //! The member's command line, with etcd's flag names and defaults so that an etcd command
 //! line works with `etcd` replaced by `raftkv server`. Every flag can also come from the
-//! environment as `RAFTKV_<FLAG_UPPER_SNAKE>` (etcd uses `ETCD_...`).
+//! environment as `RAFTKV_<FLAG_UPPER_SNAKE>` or, as etcd reads it, `ETCD_<FLAG_UPPER_SNAKE>`
+//! (see [`adopt_etcd_env`]); a flag given twice takes its last value, as Go's `flag` package
+//! does. The core flags are here; the rest of etcd's are in [`crate::compat_args`], and
+//! `--config-file` (etcd's YAML) is read by [`crate::config_file`].
 
-use clap::{Args, ValueEnum};
+use clap::{Args, CommandFactory as _, ValueEnum};
+
+use crate::compat_args::CompatArgs;
 
 /// `--initial-cluster-state`: bootstrap a brand-new cluster, or join one that exists.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -23,7 +28,13 @@ pub const DEFAULT_MAX_REQUEST_BYTES: usize = 1024 * 1024 + 512 * 1024;
 
 /// The flags of `raftkv server`.
 #[derive(Args, Clone, Debug)]
+#[command(args_override_self = true)]
 pub struct ServerArgs {
+    /// Path to an etcd YAML configuration file (keys are the flag names). As in etcd, when a
+    /// file is given every other flag and environment variable is ignored.
+    #[arg(long, env = "RAFTKV_CONFIG_FILE")]
+    pub config_file: Option<String>,
+
     /// Human-readable name of this member (must appear in --initial-cluster).
     #[arg(long, env = "RAFTKV_NAME", default_value = "default")]
     pub name: String,
@@ -111,6 +122,59 @@ pub struct ServerArgs {
     /// Extra comma-separated URLs serving /health, /livez, /readyz, /version (HTTP only).
     #[arg(long, env = "RAFTKV_LISTEN_METRICS_URLS")]
     pub listen_metrics_urls: Option<String>,
+
+    /// Print the version and exit (etcd's `--version`).
+    #[arg(long)]
+    pub version: bool,
+
+    /// The rest of etcd's flags, by group.
+    #[command(flatten)]
+    pub compat: CompatArgs,
+}
+
+/// A stand-alone parser for [`ServerArgs`] (for the config file and the environment).
+#[derive(clap::Parser, Debug)]
+#[command(name = "raftkv server", no_binary_name = true)]
+pub(crate) struct ServerCli {
+    #[command(flatten)]
+    pub args: ServerArgs,
+}
+
+/// Prepare the environment for parsing, as etcd reads it. For every flag `--foo-bar` whose
+/// `RAFTKV_FOO_BAR` is unset but `ETCD_FOO_BAR` is set, copy the latter into the former, so
+/// an environment written for etcd configures raftkv (a `RAFTKV_*` variable wins over its
+/// `ETCD_*` twin). When a config file is named (`--config-file` on the command line, or
+/// either variable), remove every other flag variable instead: etcd then ignores the
+/// environment entirely, even values that would not parse. Call it first thing in `main`,
+/// before any thread exists (it sets process environment variables).
+pub fn adopt_etcd_env() {
+    let cmd = ServerCli::command();
+    let config_file_arg = std::env::args_os()
+        .filter_map(|a| a.into_string().ok())
+        .any(|a| a == "--config-file" || a.starts_with("--config-file="));
+    let config_file_env = ["RAFTKV_CONFIG_FILE", "ETCD_CONFIG_FILE"]
+        .iter()
+        .any(|v| std::env::var_os(v).is_some_and(|p| !p.is_empty()));
+    let from_file = config_file_arg || config_file_env;
+    for arg in cmd.get_arguments() {
+        let Some(ours) = arg.get_env().and_then(|e| e.to_str()) else {
+            continue;
+        };
+        let Some(suffix) = ours.strip_prefix("RAFTKV_") else {
+            continue;
+        };
+        let etcd = format!("ETCD_{suffix}");
+        if from_file && suffix != "CONFIG_FILE" {
+            std::env::remove_var(ours);
+            continue;
+        }
+        if std::env::var_os(ours).is_some() {
+            continue;
+        }
+        if let Some(v) = std::env::var_os(&etcd) {
+            std::env::set_var(ours, v);
+        }
+    }
 }
 
 impl ServerArgs {
@@ -147,6 +211,126 @@ mod tests {
         assert_eq!(a.max_txn_ops, 128);
         assert_eq!(a.initial_cluster_state, ClusterState::New);
         assert_eq!(a.initial_cluster_token, "etcd-cluster");
+    }
+
+    /// Every flag of `etcd --help` (3.4.23) and the hidden ones (`--config-file`,
+    /// `--unsafe-no-fsync`, `--enable-grpc-gateway`, `--log-output`,
+    /// `--experimental-enable-lease-checkpoint-persist`), except the TLS and authentication
+    /// flags, which `TlsArgs` owns.
+    const ETCD_FLAGS: &[&str] = &[
+        "--name=n",
+        "--data-dir=d",
+        "--wal-dir=w",
+        "--snapshot-count=100000",
+        "--heartbeat-interval=100",
+        "--election-timeout=1000",
+        "--initial-election-tick-advance=true",
+        "--listen-peer-urls=http://localhost:2380",
+        "--listen-client-urls=http://localhost:2379",
+        "--max-snapshots=5",
+        "--max-wals=5",
+        "--quota-backend-bytes=0",
+        "--backend-batch-interval=10ms",
+        "--backend-batch-limit=0",
+        "--max-txn-ops=128",
+        "--max-request-bytes=1572864",
+        "--max-concurrent-streams=100",
+        "--grpc-keepalive-min-time=5s",
+        "--grpc-keepalive-interval=2h",
+        "--grpc-keepalive-timeout=20s",
+        "--initial-advertise-peer-urls=http://localhost:2380",
+        "--initial-cluster=default=http://localhost:2380",
+        "--initial-cluster-state=new",
+        "--initial-cluster-token=etcd-cluster",
+        "--advertise-client-urls=http://localhost:2379",
+        "--discovery=",
+        "--discovery-fallback=proxy",
+        "--discovery-proxy=",
+        "--discovery-srv=",
+        "--discovery-srv-name=",
+        "--strict-reconfig-check=true",
+        "--pre-vote=false",
+        "--auto-compaction-retention=0",
+        "--auto-compaction-mode=periodic",
+        "--enable-v2=false",
+        "--cors=*",
+        "--host-whitelist=*",
+        "--enable-pprof=false",
+        "--metrics=basic",
+        "--listen-metrics-urls=",
+        "--logger=capnslog",
+        "--log-outputs=default",
+        "--log-level=info",
+        "--proxy=off",
+        "--proxy-failure-wait=5000",
+        "--proxy-refresh-interval=30000",
+        "--proxy-dial-timeout=1000",
+        "--proxy-write-timeout=5000",
+        "--proxy-read-timeout=0",
+        "--experimental-initial-corrupt-check=false",
+        "--experimental-corrupt-check-time=0s",
+        "--experimental-enable-v2v3=",
+        "--experimental-backend-bbolt-freelist-type=array",
+        "--experimental-enable-lease-checkpoint=false",
+        "--experimental-compaction-batch-limit=1000",
+        "--experimental-watch-progress-notify-interval=10m",
+        "--experimental-warning-apply-duration=100ms",
+        "--force-new-cluster=false",
+        "--debug=false",
+        "--log-package-levels=",
+        "--config-file=",
+        "--unsafe-no-fsync=false",
+        "--enable-grpc-gateway=true",
+        "--log-output=default",
+        "--experimental-enable-lease-checkpoint-persist=false",
+        "--version",
+    ];
+
+    #[test]
+    fn every_etcd_flag_is_accepted() {
+        for flag in ETCD_FLAGS {
+            if let Err(e) = Cli::try_parse_from(["raftkv", flag]) {
+                panic!("{flag}: {e}");
+            }
+        }
+        let mut all = vec!["raftkv"];
+        all.extend_from_slice(ETCD_FLAGS);
+        Cli::try_parse_from(all).unwrap();
+    }
+
+    #[test]
+    fn boolean_flags_take_an_optional_value() {
+        let a = Cli::try_parse_from(["raftkv", "--enable-v2"]).unwrap().args;
+        assert_eq!(a.compat.http.enable_v2, Some(true));
+        let a = Cli::try_parse_from(["raftkv", "--strict-reconfig-check=false"])
+            .unwrap()
+            .args;
+        assert_eq!(a.compat.cluster.strict_reconfig_check, Some(false));
+    }
+
+    #[test]
+    fn the_last_of_a_repeated_flag_wins() {
+        let a = Cli::try_parse_from([
+            "raftkv",
+            "--name",
+            "a",
+            "--name",
+            "b",
+            "--snapshot-count=1",
+            "--snapshot-count=2",
+        ])
+        .unwrap()
+        .args;
+        assert_eq!(a.name, "b");
+        assert_eq!(a.snapshot_count, 2);
+    }
+
+    #[test]
+    fn unknown_flags_are_errors() {
+        let e = Cli::try_parse_from(["raftkv", "--no-such-flag"])
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("--no-such-flag"), "{e}");
     }
 
     #[test]

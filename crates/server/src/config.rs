@@ -9,8 +9,10 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 
-use crate::args::{ClusterState, LogFormat, ServerArgs};
+use crate::args::{ClusterState, ServerArgs};
+use crate::compat_args::AutoCompaction;
 use crate::ids;
+use crate::logging::LogSettings;
 
 /// One member of the initial configuration.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -101,7 +103,18 @@ pub struct Config {
     pub snapshot_count: u64,
     pub max_request_bytes: usize,
     pub max_txn_ops: usize,
-    pub log_format: LogFormat,
+    pub log: LogSettings,
+    /// `--pre-vote` (raftkv's default: on).
+    pub pre_vote: bool,
+    /// `--max-concurrent-streams`: HTTP/2 streams per client connection.
+    pub max_concurrent_streams: u32,
+    /// `--grpc-keepalive-interval` (None: no server pings) and `--grpc-keepalive-timeout`.
+    pub keepalive: (Option<Duration>, Duration),
+    /// `--auto-compaction-mode` / `--auto-compaction-retention`.
+    pub auto_compaction: AutoCompaction,
+    /// One start-up line per accepted flag that changes nothing here (and where the
+    /// configuration came from), logged once the logger is up.
+    pub notes: Vec<String>,
 }
 
 impl Config {
@@ -118,8 +131,23 @@ impl Config {
         Duration::from_secs(5) + 2 * self.election_timeout
     }
 
-    /// Parse and check the flags. Does not touch the network or the disk.
+    /// Parse and check the flags, or, with `--config-file`, the file's contents (and then
+    /// nothing else, as etcd does). Reads only the config file: no network, no data dir.
     pub fn from_args(args: &ServerArgs) -> anyhow::Result<Config> {
+        match args.config_file.as_deref().filter(|p| !p.is_empty()) {
+            Some(path) => {
+                let from_file = crate::config_file::load(path)?;
+                let mut config = Config::from_flags(&from_file)?;
+                config.notes.insert(0, format!("loaded server configuration from {path}; other command line flags and environment variables are ignored"));
+                Ok(config)
+            }
+            None => Config::from_flags(args),
+        }
+    }
+
+    /// [`Config::from_args`] for flags already read (no config file).
+    fn from_flags(args: &ServerArgs) -> anyhow::Result<Config> {
+        let notes = args.compat.notes()?;
         if args.name.is_empty() {
             bail!("--name must not be empty");
         }
@@ -195,19 +223,19 @@ impl Config {
         let initial_members: Vec<InitialMember> = by_name
             .iter()
             .map(|(name, urls)| InitialMember {
-                id: ids::member_id(name, urls, &token),
+                id: ids::member_id(urls, &token),
                 name: name.clone(),
                 peer_urls: urls.clone(),
             })
             .collect();
         let member_ids: Vec<u64> = initial_members.iter().map(|m| m.id).collect();
-        let member_id = ids::member_id(&args.name, &advertise_peer_urls, &token);
+        let member_id = ids::member_id(&advertise_peer_urls, &token);
         let ticks_per_heartbeat = args.heartbeat_interval.min(TICKS_PER_HEARTBEAT);
         let tick = Duration::from_millis(args.heartbeat_interval) / ticks_per_heartbeat as u32;
         // Rounded up, as the flag is a minimum. At most 50 000 ms × 10 ticks: fits a u32.
         let election_ticks =
             (args.election_timeout * ticks_per_heartbeat).div_ceil(args.heartbeat_interval);
-        let cluster_id = ids::cluster_id(&member_ids, &token);
+        let cluster_id = ids::cluster_id(&member_ids);
 
         Ok(Config {
             name: args.name.clone(),
@@ -232,7 +260,12 @@ impl Config {
             snapshot_count: args.snapshot_count,
             max_request_bytes: args.max_request_bytes,
             max_txn_ops: args.max_txn_ops,
-            log_format: args.log_format,
+            log: LogSettings::from_args(args)?,
+            pre_vote: args.compat.cluster.pre_vote.unwrap_or(true),
+            max_concurrent_streams: args.compat.grpc.max_concurrent_streams,
+            keepalive: args.compat.keepalive(),
+            auto_compaction: args.compat.auto_compaction()?,
+            notes,
         })
     }
 

@@ -11,7 +11,10 @@
 
 pub mod args;
 pub mod authority_fix;
+pub mod compactor;
+pub mod compat_args;
 pub mod config;
+pub mod config_file;
 pub mod errors;
 pub mod grpc;
 pub mod hooks;
@@ -20,16 +23,21 @@ pub mod ids;
 pub mod kv;
 pub mod logging;
 pub mod node;
+pub mod ready;
 pub mod server;
 pub mod transport;
 
-pub use args::ServerArgs;
+pub use args::{adopt_etcd_env, ServerArgs};
 pub use hooks::Hooks;
 
 /// Check a configuration without serving: flags parse, URLs are well formed, the
 /// `--initial-cluster` is consistent with `--name` and the advertised peer URLs, and the
 /// listen addresses can be bound. Returns a one-line error on the first problem.
 pub fn validate(args: &ServerArgs) -> anyhow::Result<()> {
+    if args.version {
+        print_version();
+        return Ok(());
+    }
     let config = config::Config::from_args(args)?;
     config.check_bindable()
 }
@@ -43,8 +51,12 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
 /// [`run`], with other behaviour at the injection points of [`Hooks`]. Only a test harness
 /// has a reason to call this; every shipped binary calls [`run`].
 pub fn run_with_hooks(args: ServerArgs, hooks: Hooks) -> anyhow::Result<()> {
+    if args.version {
+        print_version();
+        return Ok(());
+    }
     let config = config::Config::from_args(&args)?;
-    logging::init(config.log_format);
+    logging::init(&config.log)?;
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     // Without the LIFO slot, a connection task woken by many finishing requests runs after
     // them and writes all their responses at once, instead of one write per response
@@ -64,6 +76,12 @@ pub fn run_with_hooks(args: ServerArgs, hooks: Hooks) -> anyhow::Result<()> {
     // Tasks still holding connections are dropped, not awaited.
     runtime.shutdown_timeout(std::time::Duration::from_millis(500));
     result
+}
+
+/// `--version`, in the shape of etcd's answer (the API version is the one the member speaks).
+fn print_version() {
+    println!("raftkv Version: {}", env!("CARGO_PKG_VERSION"));
+    println!("API Version: {}", ready::CLUSTER_VERSION);
 }
 
 /// SIGINT (Ctrl-C) or SIGTERM (docker stop, Kubernetes).

@@ -59,6 +59,9 @@ pub async fn serve(
         data_dir = %config.data_dir.display(),
         "starting raftkv member"
     );
+    for note in &config.notes {
+        warn!("{note}");
+    }
     let peer_listeners = bind_all(&config.listen_peer).await?;
     let client_listeners = bind_all(&config.listen_client).await?;
     let metrics_listeners = bind_all(&config.listen_metrics).await?;
@@ -111,6 +114,7 @@ pub async fn serve(
     raft_cfg.election_jitter_tick = Some(config.election_jitter_ticks);
     raft_cfg.heartbeat_tick = config.heartbeat_ticks;
     raft_cfg.seed = config.member_id ^ incarnation;
+    raft_cfg.pre_vote = config.pre_vote;
     let raft = RaftNode::new(raft_cfg, initial)
         .map_err(|e| anyhow::anyhow!("cannot start the raft core: {e:?}"))?;
 
@@ -186,10 +190,21 @@ pub async fn serve(
         servers.push(tokio::spawn(serve_client(
             ctx.clone(),
             l,
-            config.max_request_bytes,
+            ClientLimits::from(&config),
             shutdown.clone(),
         )));
     }
+    tokio::spawn(crate::ready::announce(
+        handle.clone(),
+        config.name.clone(),
+        config.advertise_client_urls.clone(),
+        shutdown.clone(),
+    ));
+    tokio::spawn(crate::compactor::run(
+        handle.clone(),
+        config.auto_compaction,
+        shutdown.clone(),
+    ));
     for (url, l) in metrics_listeners {
         info!(%url, "serving HTTP health endpoints");
         let router = crate::http::router(ctx.clone());
@@ -236,12 +251,32 @@ pub async fn serve(
 /// reach only the plain HTTP endpoints, HTTP/2 requests the gRPC services (and, when they
 /// are not gRPC, the HTTP endpoints too). `ClientEdge` makes the split and answers unknown
 /// methods and oversized messages as grpc-go does.
+/// The client port's per-connection limits, from the configuration.
+#[derive(Clone, Copy, Debug)]
+struct ClientLimits {
+    max_request_bytes: usize,
+    max_concurrent_streams: u32,
+    keepalive: (Option<std::time::Duration>, std::time::Duration),
+}
+
+impl From<&Config> for ClientLimits {
+    fn from(c: &Config) -> ClientLimits {
+        ClientLimits {
+            max_request_bytes: c.max_request_bytes,
+            max_concurrent_streams: c.max_concurrent_streams,
+            keepalive: c.keepalive,
+        }
+    }
+}
+
 async fn serve_client(
     ctx: Context,
     listener: TcpListener,
-    max_request_bytes: usize,
+    limits: ClientLimits,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    let max_request_bytes = limits.max_request_bytes;
+    let (keepalive_interval, keepalive_timeout) = limits.keepalive;
     use proto::etcdserverpb::{
         auth_server::AuthServer, cluster_server::ClusterServer, kv_server::KvServer,
         lease_server::LeaseServer, maintenance_server::MaintenanceServer,
@@ -268,6 +303,9 @@ async fn serve_client(
         .map(|conn| conn.map(crate::authority_fix::AuthorityFix::new));
     tonic::transport::Server::builder()
         .accept_http1(true)
+        .max_concurrent_streams(Some(limits.max_concurrent_streams))
+        .http2_keepalive_interval(keepalive_interval)
+        .http2_keepalive_timeout(Some(keepalive_timeout))
         .serve_with_incoming_shutdown(
             crate::grpc::ClientEdge::new(routes, http),
             incoming,

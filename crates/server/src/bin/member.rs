@@ -22,6 +22,7 @@ struct Cli {
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
+    server::adopt_etcd_env();
     let cli = Cli::parse();
     let result = if cli.dry_run {
         server::validate(&cli.args)
