@@ -523,14 +523,16 @@ mod tests {
 
     #[test]
     fn a_taken_port_is_not_bindable() {
-        let taken = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = taken.local_addr().unwrap().port();
-        let url = format!("http://127.0.0.1:{port}");
+        // Ports below 32768: port 0 would land in the kernel's client-port range.
+        let ports = raftkv_client::local_cluster::free_loopback_ports(2).unwrap();
+        let taken = TcpListener::bind(("127.0.0.1", ports[0])).unwrap();
+        let url = format!("http://127.0.0.1:{}", ports[0]);
+        let peer = format!("http://127.0.0.1:{}", ports[1]);
         let c = Config::from_args(&args(&[
             "--listen-client-urls",
             &url,
             "--listen-peer-urls",
-            "http://127.0.0.1:0",
+            &peer,
         ]))
         .unwrap();
         let e = c.check_bindable().unwrap_err();

@@ -38,14 +38,12 @@ fn inconsistent_initial_cluster_fails_with_one_line() {
 
 #[test]
 fn unbindable_address_fails() {
-    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    // Ports below 32768: port 0 would land in the kernel's client-port range.
+    let ports = raftkv_client::local_cluster::free_loopback_ports(2).unwrap();
+    let taken = std::net::TcpListener::bind(("127.0.0.1", ports[0])).unwrap();
     let url = format!("http://{}", taken.local_addr().unwrap());
-    let (ok, err) = run(&[
-        "--listen-client-urls",
-        &url,
-        "--listen-peer-urls",
-        "http://127.0.0.1:0",
-    ]);
+    let peer = format!("http://127.0.0.1:{}", ports[1]);
+    let (ok, err) = run(&["--listen-client-urls", &url, "--listen-peer-urls", &peer]);
     assert!(!ok);
     assert!(err.contains("cannot listen on"), "{err}");
 }
