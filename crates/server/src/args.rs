@@ -111,6 +111,9 @@ pub struct ServerArgs {
     /// Extra comma-separated URLs serving /health, /livez, /readyz, /version (HTTP only).
     #[arg(long, env = "RAFTKV_LISTEN_METRICS_URLS")]
     pub listen_metrics_urls: Option<String>,
+
+    #[command(flatten)]
+    pub tls: crate::tls::TlsArgs,
 }
 
 impl ServerArgs {

@@ -102,6 +102,8 @@ pub struct Config {
     pub max_request_bytes: usize,
     pub max_txn_ops: usize,
     pub log_format: LogFormat,
+    /// The TLS flags as given; checked and loaded by [`crate::tls::TlsSetup::new`].
+    pub tls: crate::tls::TlsArgs,
 }
 
 impl Config {
@@ -233,6 +235,7 @@ impl Config {
             max_request_bytes: args.max_request_bytes,
             max_txn_ops: args.max_txn_ops,
             log_format: args.log_format,
+            tls: args.tls.clone(),
         })
     }
 
@@ -254,17 +257,18 @@ impl Config {
     }
 }
 
-/// Parse `scheme://host:port` into a normalised URL string and its parts. Only plain
-/// `http` is served for now (TLS is a later issue).
+/// Parse `scheme://host:port` into a normalised URL string and its parts. `http` and
+/// `https` (TLS, configured by the flags of [`crate::tls::TlsArgs`]) are served.
 fn parse_url(flag: &str, raw: &str) -> anyhow::Result<(String, String, u16)> {
     let raw = raw.trim();
     let url =
         url::Url::parse(raw).map_err(|e| anyhow::anyhow!("{flag}: invalid URL {raw:?}: {e}"))?;
-    match url.scheme() {
-        "http" => {}
-        "https" | "unixs" => bail!("{flag}: {raw:?}: TLS is not supported yet; use http://"),
-        other => bail!("{flag}: {raw:?}: unsupported URL scheme {other:?}; use http://"),
-    }
+    let scheme = match url.scheme() {
+        s @ ("http" | "https") => s,
+        other => {
+            bail!("{flag}: {raw:?}: unsupported URL scheme {other:?}; use http:// or https://")
+        }
+    };
     let host = url
         .host_str()
         .filter(|h| !h.is_empty())
@@ -280,7 +284,7 @@ fn parse_url(flag: &str, raw: &str) -> anyhow::Result<(String, String, u16)> {
         .trim_start_matches('[')
         .trim_end_matches(']')
         .to_string();
-    Ok((format!("http://{host}:{port}"), bare, port))
+    Ok((format!("{scheme}://{host}:{port}"), bare, port))
 }
 
 fn parse_url_list(flag: &str, raw: &str) -> anyhow::Result<Vec<String>> {
@@ -474,7 +478,7 @@ mod tests {
     fn bad_urls_and_timings_are_rejected() {
         for bad in [
             vec!["--listen-client-urls", "localhost:2379"],
-            vec!["--listen-client-urls", "https://127.0.0.1:2379"],
+            vec!["--listen-client-urls", "unixs://127.0.0.1:2379"],
             vec!["--listen-client-urls", "http://127.0.0.1"],
             vec!["--initial-cluster", "default"],
             vec!["--election-timeout", "200"],

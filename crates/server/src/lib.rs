@@ -21,6 +21,7 @@ pub mod kv;
 pub mod logging;
 pub mod node;
 pub mod server;
+pub mod tls;
 pub mod transport;
 
 pub use args::ServerArgs;
@@ -31,6 +32,7 @@ pub use hooks::Hooks;
 /// listen addresses can be bound. Returns a one-line error on the first problem.
 pub fn validate(args: &ServerArgs) -> anyhow::Result<()> {
     let config = config::Config::from_args(args)?;
+    tls::setup_for(&config, false)?;
     config.check_bindable()
 }
 
