@@ -48,8 +48,20 @@ impl Ca {
     /// A leaf for `cn` valid for localhost and 127.0.0.1 (server and client use), written
     /// to `<dir>/<file>.crt` and `.key`. `days` shifts the validity (negative: expired).
     fn leaf(&self, dir: &Path, file: &str, cn: &str, days: i64) -> (PathBuf, PathBuf) {
+        self.leaf_with_serial(dir, file, cn, days, None)
+    }
+
+    fn leaf_with_serial(
+        &self,
+        dir: &Path,
+        file: &str,
+        cn: &str,
+        days: i64,
+        serial: Option<u64>,
+    ) -> (PathBuf, PathBuf) {
         let mut p =
             CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+        p.serial_number = serial.map(rcgen::SerialNumber::from);
         p.distinguished_name.push(DnType::CommonName, cn);
         let now = time::OffsetDateTime::now_utc();
         if days < 0 {
@@ -72,6 +84,31 @@ impl Ca {
         std::fs::write(&c, cert.pem()).unwrap();
         std::fs::write(&k, key.serialize_pem()).unwrap();
         (c, k)
+    }
+}
+
+impl Ca {
+    /// A CRL revoking `serial`, written to `<dir>/<file>`.
+    fn crl(&self, dir: &Path, file: &str, serial: u64) -> PathBuf {
+        let now = time::OffsetDateTime::now_utc();
+        let crl = rcgen::CertificateRevocationListParams {
+            this_update: now - time::Duration::hours(1),
+            next_update: now + time::Duration::days(1),
+            crl_number: rcgen::SerialNumber::from(1u64),
+            issuing_distribution_point: None,
+            revoked_certs: vec![rcgen::RevokedCertParams {
+                serial_number: rcgen::SerialNumber::from(serial),
+                revocation_time: now - time::Duration::hours(1),
+                reason_code: Some(rcgen::RevocationReason::KeyCompromise),
+                invalidity_date: None,
+            }],
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        }
+        .signed_by(&self.cert, &self.key)
+        .unwrap();
+        let path = dir.join(file);
+        std::fs::write(&path, crl.pem().unwrap()).unwrap();
+        path
     }
 }
 
@@ -116,7 +153,11 @@ fn start_cluster(
             let (cp, pp) = (ports[2 * i], ports[2 * i + 1]);
             let data_dir = dir.join(format!("t{i}.data"));
             let log = dir.join(format!("t{i}.log"));
-            let curl = format!("{client_scheme}://127.0.0.1:{cp}");
+            // "both": an http:// and an https:// URL on the same port.
+            let curl = match client_scheme {
+                "both" => format!("http://127.0.0.1:{cp},https://127.0.0.1:{cp}"),
+                scheme => format!("{scheme}://127.0.0.1:{cp}"),
+            };
             let purl = format!("{peer_scheme}://127.0.0.1:{pp}");
             let mut args = vec![
                 format!("--name=t{i}"),
@@ -711,4 +752,70 @@ fn first_der(pem: &[u8]) -> Vec<u8> {
         .unwrap()
         .unwrap()
         .to_vec()
+}
+
+#[test]
+fn one_port_serves_plain_and_tls_and_a_revoked_client_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ca = Ca::new(d, "ca");
+    let (srv_c, srv_k) = ca.leaf(d, "server", "member", 365);
+    let (ok_c, ok_k) = ca.leaf_with_serial(d, "client-ok", "root", 365, Some(1001));
+    let (rev_c, rev_k) = ca.leaf_with_serial(d, "client-revoked", "root", 365, Some(1002));
+    let crl = ca.crl(d, "revoked.crl", 1002);
+    let members = start_cluster(
+        d,
+        1,
+        "both",
+        "http",
+        &[
+            format!("--cert-file={}", s(&srv_c)),
+            format!("--key-file={}", s(&srv_k)),
+            format!("--trusted-ca-file={}", s(&ca.path)),
+            "--client-cert-auth".into(),
+            format!("--client-crl-file={}", s(&crl)),
+        ],
+    );
+    let port = members[0].client_port;
+    // Plain HTTP/2 on the shared port.
+    let plain = vec![
+        format!("--endpoints=http://127.0.0.1:{port}"),
+        "put".to_string(),
+        "p".into(),
+        "1".into(),
+    ];
+    poll(
+        "a plain put on the shared port",
+        Duration::from_secs(20),
+        || logs(&members),
+        || etcdctl(&plain).status.success().then_some(()),
+    );
+    // TLS on the same port, with a valid client certificate.
+    let mut tls = mtls_flags(&ca.path, &ok_c, &ok_k);
+    tls.extend([
+        format!("--endpoints=https://127.0.0.1:{port}"),
+        "get".into(),
+        "p".into(),
+        "--print-value-only".into(),
+    ]);
+    let o = etcdctl(&tls);
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim(),
+        "1",
+        "{}",
+        text(&o)
+    );
+    // A certificate the CRL revokes is refused.
+    let mut revoked = mtls_flags(&ca.path, &rev_c, &rev_k);
+    revoked.extend([
+        format!("--endpoints=https://127.0.0.1:{port}"),
+        "get".into(),
+        "p".into(),
+    ]);
+    let o = etcdctl(&revoked);
+    assert!(
+        !o.status.success(),
+        "a revoked certificate was accepted: {}",
+        text(&o)
+    );
 }

@@ -1,5 +1,9 @@
 //! The TLS flags of `raftkv server`, with etcd's names, kept apart from the other flags so
 //! that the TLS code owns them. Flattened into [`crate::ServerArgs`].
+//!
+//! The switches behave like Go's boolean flags, as etcd's command lines expect: `--flag`,
+//! `--flag=true` and `--flag=false` all work, and a repeated switch is not an error (etcd's
+//! own e2e suite passes `--client-cert-auth` twice when it also gives a CRL).
 
 use clap::Args;
 
@@ -22,7 +26,7 @@ pub struct TlsArgs {
     pub trusted_ca_file: String,
 
     /// Require client certificates signed by --trusted-ca-file on the client port.
-    #[arg(long, env = "RAFTKV_CLIENT_CERT_AUTH", default_value_t = false)]
+    #[arg(long, env = "RAFTKV_CLIENT_CERT_AUTH", default_value_t = false, num_args = 0..=1, require_equals = true, default_missing_value = "true", overrides_with = "client_cert_auth")]
     pub client_cert_auth: bool,
 
     /// Path to the client certificate revocation list file (PEM).
@@ -30,7 +34,7 @@ pub struct TlsArgs {
     pub client_crl_file: String,
 
     /// Client TLS using generated (self-signed) certificates, kept in <data-dir>/fixtures/client.
-    #[arg(long, env = "RAFTKV_AUTO_TLS", default_value_t = false)]
+    #[arg(long, env = "RAFTKV_AUTO_TLS", default_value_t = false, num_args = 0..=1, require_equals = true, default_missing_value = "true", overrides_with = "auto_tls")]
     pub auto_tls: bool,
 
     /// Path to the peer server TLS certificate file (also our client certificate when dialling peers).
@@ -46,7 +50,7 @@ pub struct TlsArgs {
     pub peer_trusted_ca_file: String,
 
     /// Require peers to present certificates signed by --peer-trusted-ca-file.
-    #[arg(long, env = "RAFTKV_PEER_CLIENT_CERT_AUTH", default_value_t = false)]
+    #[arg(long, env = "RAFTKV_PEER_CLIENT_CERT_AUTH", default_value_t = false, num_args = 0..=1, require_equals = true, default_missing_value = "true", overrides_with = "peer_client_cert_auth")]
     pub peer_client_cert_auth: bool,
 
     /// Path to the peer certificate revocation list file (PEM).
@@ -54,7 +58,7 @@ pub struct TlsArgs {
     pub peer_crl_file: String,
 
     /// Peer TLS using generated (self-signed) certificates, kept in <data-dir>/fixtures/peer.
-    #[arg(long, env = "RAFTKV_PEER_AUTO_TLS", default_value_t = false)]
+    #[arg(long, env = "RAFTKV_PEER_AUTO_TLS", default_value_t = false, num_args = 0..=1, require_equals = true, default_missing_value = "true", overrides_with = "peer_auto_tls")]
     pub peer_auto_tls: bool,
 
     /// Only accept peer connections whose client certificate has this common name.
@@ -74,4 +78,41 @@ pub struct TlsArgs {
     /// TLS 1.3 suites are always on, as in etcd.
     #[arg(long, env = "RAFTKV_CIPHER_SUITES", default_value = "")]
     pub cipher_suites: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        tls: TlsArgs,
+    }
+
+    #[test]
+    fn switches_parse_like_go_booleans() {
+        let p = |a: &[&str]| {
+            let mut v = vec!["x"];
+            v.extend_from_slice(a);
+            Cli::try_parse_from(v).map(|c| c.tls)
+        };
+        assert!(p(&["--client-cert-auth"]).unwrap().client_cert_auth);
+        assert!(
+            p(&["--client-cert-auth", "--client-cert-auth"])
+                .unwrap()
+                .client_cert_auth
+        );
+        assert!(!p(&["--peer-auto-tls=false"]).unwrap().peer_auto_tls);
+        assert!(
+            p(&["--auto-tls=true", "--peer-client-cert-auth"])
+                .unwrap()
+                .auto_tls
+        );
+        assert!(p(&["--auto-tls=maybe"]).is_err());
+        let d = p(&[]).unwrap();
+        assert!(!d.client_cert_auth && !d.auto_tls && !d.peer_auto_tls);
+        assert_eq!(d.self_signed_cert_validity, 1);
+    }
 }

@@ -249,6 +249,32 @@ mod tests {
     }
 
     #[test]
+    fn allowed_cn_and_hostname_are_checked_on_the_certificate() {
+        let mut params =
+            rcgen::CertificateParams::new(vec!["m1.example.com".to_string(), "10.0.0.1".into()])
+                .unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "m1");
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        let der = cert.der().clone();
+        let check = |allowed| {
+            AllowedPeer {
+                inner: rustls::server::WebPkiClientVerifier::no_client_auth(),
+                allowed,
+            }
+            .check(&der)
+        };
+        assert!(check(Allowed::CommonName("m1".into())).is_ok());
+        assert!(check(Allowed::CommonName("m2".into())).is_err());
+        assert!(check(Allowed::Hostname("m1.example.com".into())).is_ok());
+        assert!(check(Allowed::Hostname("10.0.0.1".into())).is_ok());
+        let e = check(Allowed::Hostname("m2.example.com".into())).unwrap_err();
+        assert!(e.contains("m2.example.com"), "{e}");
+    }
+
+    #[test]
     fn cipher_suites_are_checked_by_name() {
         let p = provider(
             "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305",
