@@ -50,15 +50,20 @@ pub fn load_roots(flag: &str, path: &Path) -> anyhow::Result<Arc<RootCertStore>>
     Ok(Arc::new(roots))
 }
 
-/// Every CRL of a PEM file.
+/// Every CRL of a PEM file, or the one CRL of a DER file (etcd reads both; its own test
+/// fixtures are DER).
 pub fn load_crls(
     flag: &str,
     path: &Path,
 ) -> anyhow::Result<Vec<CertificateRevocationListDer<'static>>> {
-    let pem = read(flag, path)?;
-    let crls = CertificateRevocationListDer::pem_slice_iter(&pem)
+    let bytes = read(flag, path)?;
+    // A DER CRL is an ASN.1 SEQUENCE; a PEM file starts with text.
+    if bytes.first() == Some(&0x30) {
+        return Ok(vec![CertificateRevocationListDer::from(bytes)]);
+    }
+    let crls = CertificateRevocationListDer::pem_slice_iter(&bytes)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| anyhow!("{flag} {}: not a PEM CRL file: {e}", path.display()))?;
+        .map_err(|e| anyhow!("{flag} {}: not a PEM or DER CRL file: {e}", path.display()))?;
     if crls.is_empty() {
         bail!("{flag} {}: no CRL in the file", path.display());
     }
