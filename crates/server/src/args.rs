@@ -130,6 +130,10 @@ pub struct ServerArgs {
     /// The rest of etcd's flags, by group.
     #[command(flatten)]
     pub compat: CompatArgs,
+
+    /// TLS on the client and peer ports (crate::tls).
+    #[command(flatten)]
+    pub tls: crate::tls::TlsArgs,
 }
 
 /// A stand-alone parser for [`ServerArgs`] (for the config file and the environment).

@@ -115,6 +115,8 @@ pub struct Config {
     /// One start-up line per accepted flag that changes nothing here (and where the
     /// configuration came from), logged once the logger is up.
     pub notes: Vec<String>,
+    /// The TLS flags as given; checked and loaded by [`crate::tls::TlsSetup::new`].
+    pub tls: crate::tls::TlsArgs,
 }
 
 impl Config {
@@ -266,6 +268,7 @@ impl Config {
             keepalive: args.compat.keepalive(),
             auto_compaction: args.compat.auto_compaction()?,
             notes,
+            tls: args.tls.clone(),
         })
     }
 
@@ -287,17 +290,18 @@ impl Config {
     }
 }
 
-/// Parse `scheme://host:port` into a normalised URL string and its parts. Only plain
-/// `http` is served for now (TLS is a later issue).
+/// Parse `scheme://host:port` into a normalised URL string and its parts. `http` and
+/// `https` (TLS, configured by the flags of [`crate::tls::TlsArgs`]) are served.
 fn parse_url(flag: &str, raw: &str) -> anyhow::Result<(String, String, u16)> {
     let raw = raw.trim();
     let url =
         url::Url::parse(raw).map_err(|e| anyhow::anyhow!("{flag}: invalid URL {raw:?}: {e}"))?;
-    match url.scheme() {
-        "http" => {}
-        "https" | "unixs" => bail!("{flag}: {raw:?}: TLS is not supported yet; use http://"),
-        other => bail!("{flag}: {raw:?}: unsupported URL scheme {other:?}; use http://"),
-    }
+    let scheme = match url.scheme() {
+        s @ ("http" | "https") => s,
+        other => {
+            bail!("{flag}: {raw:?}: unsupported URL scheme {other:?}; use http:// or https://")
+        }
+    };
     let host = url
         .host_str()
         .filter(|h| !h.is_empty())
@@ -313,7 +317,7 @@ fn parse_url(flag: &str, raw: &str) -> anyhow::Result<(String, String, u16)> {
         .trim_start_matches('[')
         .trim_end_matches(']')
         .to_string();
-    Ok((format!("http://{host}:{port}"), bare, port))
+    Ok((format!("{scheme}://{host}:{port}"), bare, port))
 }
 
 fn parse_url_list(flag: &str, raw: &str) -> anyhow::Result<Vec<String>> {
@@ -507,7 +511,7 @@ mod tests {
     fn bad_urls_and_timings_are_rejected() {
         for bad in [
             vec!["--listen-client-urls", "localhost:2379"],
-            vec!["--listen-client-urls", "https://127.0.0.1:2379"],
+            vec!["--listen-client-urls", "unixs://127.0.0.1:2379"],
             vec!["--listen-client-urls", "http://127.0.0.1"],
             vec!["--initial-cluster", "default"],
             vec!["--election-timeout", "200"],

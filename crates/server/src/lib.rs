@@ -25,6 +25,7 @@ pub mod logging;
 pub mod node;
 pub mod ready;
 pub mod server;
+pub mod tls;
 pub mod transport;
 
 pub use args::{adopt_etcd_env, ServerArgs};
@@ -39,6 +40,7 @@ pub fn validate(args: &ServerArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let config = config::Config::from_args(args)?;
+    tls::setup_for(&config, false)?;
     config.check_bindable()
 }
 

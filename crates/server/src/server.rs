@@ -18,7 +18,10 @@ use crate::grpc::{
 use crate::hooks::Hooks;
 use crate::kv::MvccMachine;
 use crate::node::{self, NodeParams, StateMachine};
-use crate::transport::{own_incarnation, Acceptor, Incarnations, LocalIdentity, Transport};
+use crate::tls::TlsSetup;
+use crate::transport::{
+    own_incarnation, Acceptor, Incarnations, LocalIdentity, PeerListen, Transport,
+};
 
 /// File in the data dir holding this member's incarnation (see `transport::incarnations`).
 const INCARNATION_FILE: &str = "raftkv.incarnation";
@@ -32,17 +35,41 @@ const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
 /// How long a shutdown waits for client connections to close by themselves.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
-async fn bind_all(addrs: &[ListenAddr]) -> anyhow::Result<Vec<(String, TcpListener)>> {
-    let mut out = Vec::new();
+/// Bind every listen address. URLs that differ only in scheme (`http://h:p` and
+/// `https://h:p`) share one listener, returned once with the URLs it serves.
+async fn bind_all(addrs: &[ListenAddr]) -> anyhow::Result<Vec<(Vec<String>, TcpListener)>> {
+    let mut groups: Vec<(&str, u16, Vec<String>)> = Vec::new();
     for l in addrs {
+        match groups
+            .iter_mut()
+            .find(|(h, p, _)| *h == l.host && *p == l.port)
+        {
+            Some(g) => g.2.push(l.url.clone()),
+            None => groups.push((&l.host, l.port, vec![l.url.clone()])),
+        }
+    }
+    let mut out = Vec::new();
+    for (host, port, urls) in groups {
+        let l = addrs
+            .iter()
+            .find(|l| l.host == host && l.port == port)
+            .expect("group of a listen address");
         for a in l.resolve()? {
             let listener = TcpListener::bind(a)
                 .await
-                .with_context(|| format!("cannot listen on {} ({a})", l.url))?;
-            out.push((l.url.clone(), listener));
+                .with_context(|| format!("cannot listen on {} ({a})", urls.join(",")))?;
+            out.push((urls.clone(), listener));
         }
     }
     Ok(out)
+}
+
+/// Whether any of the URLs of a listener is `https://` / plain `http://`.
+fn schemes(urls: &[String]) -> (bool, bool) {
+    (
+        urls.iter().any(|u| u.starts_with("https://")),
+        urls.iter().any(|u| u.starts_with("http://")),
+    )
 }
 
 /// Serve one member until `shutdown` is cancelled or the node fails. `hooks` is
@@ -62,6 +89,8 @@ pub async fn serve(
     for note in &config.notes {
         warn!("{note}");
     }
+    // Certificates first: a bad file is a one-line error before anything is bound.
+    let tls = crate::tls::setup_for(&config, true)?;
     let peer_listeners = bind_all(&config.listen_peer).await?;
     let client_listeners = bind_all(&config.listen_client).await?;
     let metrics_listeners = bind_all(&config.listen_metrics).await?;
@@ -136,7 +165,13 @@ pub async fn serve(
         .peers()
         .map(|m| (m.id, m.peer_urls.clone()))
         .collect();
-    let transport = Transport::start(local.clone(), &peers, handle.peer_sink(), shutdown.clone());
+    let transport = Transport::start_with_tls(
+        local.clone(),
+        &peers,
+        handle.peer_sink(),
+        shutdown.clone(),
+        tls.peer_client.clone(),
+    );
     let acceptor = Arc::new(Acceptor {
         local,
         members: config.initial_members.iter().map(|m| m.id).collect(),
@@ -144,9 +179,25 @@ pub async fn serve(
         sink: handle.peer_sink(),
         commit: handle.status.commit.clone(),
     });
-    for (url, l) in peer_listeners {
+    for (urls, l) in peer_listeners {
+        let url = urls.join(",");
+        let mode = match (schemes(&urls), &tls.peer_server) {
+            ((true, false), Some(config)) => PeerListen::Tls(config.clone()),
+            ((false, true), _) => PeerListen::Plain,
+            ((true, true), _) => {
+                anyhow::bail!(
+                    "--listen-peer-urls: {url}: a peer port is either http:// or https://"
+                )
+            }
+            _ => {
+                anyhow::bail!("--listen-peer-urls: {url} is https:// but no peer TLS is configured")
+            }
+        };
+        if matches!(mode, PeerListen::Plain) {
+            warn!(%url, "the peer port is plain TCP: anyone who can reach it can speak the peer protocol (use https:// peer URLs with --peer-client-cert-auth)");
+        }
         info!(%url, "listening for peers");
-        tokio::spawn(acceptor.clone().serve(l, shutdown.clone()));
+        tokio::spawn(acceptor.clone().serve_with(l, mode, shutdown.clone()));
     }
 
     let params = NodeParams {
@@ -185,11 +236,14 @@ pub async fn serve(
         skip_read_index: hooks.skip_read_index,
     };
     let mut servers = Vec::new();
-    for (url, l) in client_listeners {
+    for (urls, l) in client_listeners {
+        let url = urls.join(",");
+        let mode = client_mode(&urls, &tls)?;
         info!(%url, "serving client requests (gRPC and HTTP)");
         servers.push(tokio::spawn(serve_client(
             ctx.clone(),
             l,
+            mode,
             ClientLimits::from(&config),
             shutdown.clone(),
         )));
@@ -205,7 +259,11 @@ pub async fn serve(
         config.auto_compaction,
         shutdown.clone(),
     ));
-    for (url, l) in metrics_listeners {
+    for (urls, l) in metrics_listeners {
+        let url = urls.join(",");
+        if schemes(&urls).0 {
+            warn!(%url, "--listen-metrics-urls is served as plain HTTP (https:// is not served there)");
+        }
         info!(%url, "serving HTTP health endpoints");
         let router = crate::http::router(ctx.clone());
         let stop = shutdown.clone();
@@ -272,6 +330,7 @@ impl From<&Config> for ClientLimits {
 async fn serve_client(
     ctx: Context,
     listener: TcpListener,
+    mode: ClientListen,
     limits: ClientLimits,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
@@ -298,19 +357,53 @@ async fn serve_client(
         .add_service(LeaseServer::new(UnimplementedService).max_decoding_message_size(limit))
         .add_service(AuthServer::new(UnimplementedService).max_decoding_message_size(limit));
     use futures_util::StreamExt;
-    let incoming = tonic::transport::server::TcpIncoming::from(listener)
-        .with_nodelay(Some(true))
-        .map(|conn| conn.map(crate::authority_fix::AuthorityFix::new));
-    tonic::transport::Server::builder()
+    let edge = crate::grpc::ClientEdge::new(routes, http);
+    let server = tonic::transport::Server::builder()
         .accept_http1(true)
         .max_concurrent_streams(Some(limits.max_concurrent_streams))
         .http2_keepalive_interval(keepalive_interval)
-        .http2_keepalive_timeout(Some(keepalive_timeout))
-        .serve_with_incoming_shutdown(
-            crate::grpc::ClientEdge::new(routes, http),
-            incoming,
-            shutdown.cancelled_owned(),
-        )
-        .await?;
+        .http2_keepalive_timeout(Some(keepalive_timeout));
+    match mode {
+        ClientListen::Plain => {
+            let incoming = tonic::transport::server::TcpIncoming::from(listener)
+                .with_nodelay(Some(true))
+                .map(|conn| conn.map(crate::authority_fix::AuthorityFix::new));
+            server
+                .serve_with_incoming_shutdown(edge, incoming, shutdown.cancelled_owned())
+                .await?;
+        }
+        ClientListen::Tls { config, also_plain } => {
+            let incoming =
+                crate::tls::client_port::incoming(listener, config, also_plain, shutdown.clone())
+                    .map(|conn| conn.map(crate::authority_fix::AuthorityFix::new));
+            server
+                .serve_with_incoming_shutdown(edge, incoming, shutdown.cancelled_owned())
+                .await?;
+        }
+    }
     Ok(())
+}
+
+/// How a client listener serves its connections.
+enum ClientListen {
+    Plain,
+    /// TLS; with `also_plain`, plain connections too (told apart by their first byte).
+    Tls {
+        config: Arc<rustls::ServerConfig>,
+        also_plain: bool,
+    },
+}
+
+fn client_mode(urls: &[String], tls: &TlsSetup) -> anyhow::Result<ClientListen> {
+    Ok(match (schemes(urls), &tls.client) {
+        ((false, _), _) => ClientListen::Plain,
+        ((true, also_plain), Some(config)) => ClientListen::Tls {
+            config: config.clone(),
+            also_plain,
+        },
+        ((true, _), None) => anyhow::bail!(
+            "--listen-client-urls: {} is https:// but no client TLS is configured",
+            urls.join(",")
+        ),
+    })
 }

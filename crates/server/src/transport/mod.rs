@@ -22,6 +22,10 @@
 //!   the connection's task writes; while a backlog exists every sender appends to it, so
 //!   bytes leave in the order they were sent. Nobody waits for replies (Raft's own flow
 //!   control bounds what is in flight).
+//! * **TLS.** An `https://` peer URL is dialled over TLS (`crate::tls`), and a listener
+//!   whose URL is `https://` accepts only TLS. The TLS session lives in the connection task,
+//!   so on a TLS connection every send goes through the backlog (one task wake-up per
+//!   batch) instead of a direct socket write.
 //! * **Failures.** Connect errors, DNS names that do not resolve yet and broken
 //!   connections are retried with capped exponential backoff, forever. Messages sent
 //!   while a peer is unreachable are dropped: Raft retransmits what matters.
@@ -36,7 +40,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use raft::Message;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 #[cfg(test)]
 use tokio::sync::mpsc;
@@ -112,7 +116,9 @@ struct Outbox {
 
 #[derive(Default)]
 struct OutState {
-    /// While a connection is up: a non-blocking handle on its socket (a duplicate of the
+    /// A connection is up: frames are written to `direct` or queued in `backlog`.
+    up: bool,
+    /// While a plain TCP connection is up: a non-blocking handle on its socket (a duplicate of the
     /// connection task's descriptor) that senders write to directly.
     direct: Option<std::net::TcpStream>,
     /// Encoded frames the connection task must write before anything else may be.
@@ -131,15 +137,19 @@ impl Outbox {
     /// the connection task. Dropped when no connection is up or the backlog is full.
     fn send_bytes(&self, peer: u64, bytes: &[u8]) {
         let mut st = self.lock();
-        let Some(sock) = st.direct.as_ref() else {
+        if !st.up {
             debug!(
                 peer = format_args!("{peer:x}"),
                 "no connection to peer; dropping frames"
             );
             return;
-        };
+        }
         let mut sent = 0;
-        if !st.writing && st.backlog.is_empty() {
+        if let Some(sock) = st
+            .direct
+            .as_ref()
+            .filter(|_| !st.writing && st.backlog.is_empty())
+        {
             let mut sock: &std::net::TcpStream = sock;
             while sent < bytes.len() {
                 match sock.write(&bytes[sent..]) {
@@ -152,6 +162,7 @@ impl Outbox {
                         // reconnects. Nothing more may go out on this socket.
                         debug!(peer = format_args!("{peer:x}"), error = %e, "peer write failed");
                         st.direct = None;
+                        st.up = false;
                         return;
                     }
                 }
@@ -183,6 +194,17 @@ impl Transport {
         sink: Sink,
         shutdown: CancellationToken,
     ) -> Transport {
+        Self::start_with_tls(local, peers, sink, shutdown, None)
+    }
+
+    /// [`Transport::start`], dialling `https://` peer URLs with `tls`.
+    pub fn start_with_tls(
+        local: LocalIdentity,
+        peers: &[(u64, Vec<String>)],
+        sink: Sink,
+        shutdown: CancellationToken,
+        tls: Option<Arc<rustls::ClientConfig>>,
+    ) -> Transport {
         let directory: Arc<Mutex<HashMap<u64, PeerInfo>>> = Arc::default();
         let mut outboxes = HashMap::new();
         for (id, urls) in peers {
@@ -195,6 +217,7 @@ impl Transport {
                 outbox,
                 sink: sink.clone(),
                 directory: directory.clone(),
+                tls: tls.clone(),
             };
             let stop = shutdown.clone();
             tokio::spawn(async move {
@@ -264,6 +287,14 @@ struct Dialer {
     outbox: Arc<Outbox>,
     sink: Sink,
     directory: Arc<Mutex<HashMap<u64, PeerInfo>>>,
+    /// For `https://` URLs.
+    tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+/// A dialled peer connection.
+enum PeerStream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
 }
 
 impl Dialer {
@@ -296,17 +327,45 @@ impl Dialer {
         }
     }
 
-    /// Resolve, connect and handshake.
-    async fn connect(&mut self, url: &str) -> anyhow::Result<TcpStream> {
-        let hostport = url
-            .strip_prefix("http://")
-            .unwrap_or(url)
-            .trim_end_matches('/');
+    /// Resolve, connect, TLS handshake for an `https://` URL, then our handshake.
+    async fn connect(&mut self, url: &str) -> anyhow::Result<PeerStream> {
+        let (tls, hostport) = match url.strip_prefix("https://") {
+            Some(rest) => (true, rest),
+            None => (false, url.strip_prefix("http://").unwrap_or(url)),
+        };
+        let hostport = hostport.trim_end_matches('/');
         let stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, TcpStream::connect(hostport))
             .await
             .map_err(|_| anyhow::anyhow!("connect timed out"))??;
         stream.set_nodelay(true)?;
-        let mut stream = stream;
+        if !tls {
+            return Ok(PeerStream::Plain(self.hello(stream).await?));
+        }
+        let Some(config) = self.tls.clone() else {
+            anyhow::bail!("{url} is https:// but no peer TLS is configured");
+        };
+        let host = hostport
+            .rsplit_once(':')
+            .map_or(hostport, |(h, _)| h)
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        let name = rustls::pki_types::ServerName::try_from(host.to_string())
+            .map_err(|e| anyhow::anyhow!("{url}: bad host name for TLS: {e}"))?;
+        let stream = tokio::time::timeout(
+            HANDSHAKE_TIMEOUT,
+            tokio_rustls::TlsConnector::from(config).connect(name, stream),
+        )
+        .await
+        .map_err(|_| anyhow::anyhow!("TLS handshake timed out"))?
+        .map_err(|e| anyhow::anyhow!("TLS handshake failed: {e}"))?;
+        Ok(PeerStream::Tls(Box::new(self.hello(stream).await?)))
+    }
+
+    /// Our handshake on a connected stream.
+    async fn hello<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        mut stream: S,
+    ) -> anyhow::Result<S> {
         let hello = Frame::Hello(Hello {
             version: codec::PROTOCOL_VERSION,
             cluster_id: self.local.cluster_id,
@@ -319,6 +378,7 @@ impl Dialer {
         let mut buf = BytesMut::new();
         codec::encode(&hello, &mut buf);
         stream.write_all(&buf).await?;
+        stream.flush().await?;
         buf.clear();
         let reply = tokio::time::timeout(HANDSHAKE_TIMEOUT, read_frame(&mut stream, &mut buf))
             .await
@@ -372,9 +432,64 @@ impl Dialer {
         });
     }
 
+    /// Serve the connection until it breaks. Returns why.
+    async fn pump(&mut self, stream: PeerStream) -> String {
+        match stream {
+            PeerStream::Plain(s) => self.pump_plain(s).await,
+            PeerStream::Tls(s) => self.pump_tls(*s).await,
+        }
+    }
+
+    /// Publish a TLS connection (senders queue to the backlog), then write the backlog
+    /// whenever it has bytes, until the connection breaks. Returns why.
+    async fn pump_tls(&mut self, stream: tokio_rustls::client::TlsStream<TcpStream>) -> String {
+        {
+            let mut st = self.outbox.lock();
+            st.up = true;
+            st.direct = None;
+            st.backlog.clear();
+            st.writing = false;
+        }
+        let _unpublish = Unpublish(&self.outbox);
+        self.set_connected(true);
+        let (mut rd, mut wr) = tokio::io::split(stream);
+        let mut scratch = [0u8; 64];
+        loop {
+            tokio::select! {
+                _ = self.outbox.wake.notified() => {
+                    loop {
+                        let chunk = {
+                            let mut st = self.outbox.lock();
+                            if st.backlog.is_empty() {
+                                st.writing = false;
+                                break;
+                            }
+                            st.writing = true;
+                            st.backlog.split()
+                        };
+                        if let Err(e) = wr.write_all(&chunk).await {
+                            return e.to_string();
+                        }
+                    }
+                    if let Err(e) = wr.flush().await {
+                        return e.to_string();
+                    }
+                },
+                // The acceptor never writes after the handshake: readable means closed.
+                r = rd.read(&mut scratch) => {
+                    return match r {
+                        Ok(0) => "closed by peer".into(),
+                        Ok(_) => "unexpected data from peer".into(),
+                        Err(e) => e.to_string(),
+                    };
+                }
+            }
+        }
+    }
+
     /// Publish the connection for direct writes, then write the backlog whenever it has
     /// bytes, until the connection breaks. Returns why.
-    async fn pump(&mut self, stream: TcpStream) -> String {
+    async fn pump_plain(&mut self, stream: TcpStream) -> String {
         // A duplicate descriptor for the senders; it shares the socket's non-blocking mode.
         let (stream, direct) = match stream
             .into_std()
@@ -384,19 +499,9 @@ impl Dialer {
             Ok(x) => x,
             Err(e) => return format!("cannot share the connection: {e}"),
         };
-        // Whatever ends this function (an error, or the task being cancelled at shutdown),
-        // the senders must stop writing to this socket and its duplicate must be closed.
-        struct Unpublish<'a>(&'a Outbox);
-        impl Drop for Unpublish<'_> {
-            fn drop(&mut self) {
-                let mut st = self.0.lock();
-                st.direct = None;
-                st.backlog.clear();
-                st.writing = false;
-            }
-        }
         {
             let mut st = self.outbox.lock();
+            st.up = true;
             st.direct = Some(direct);
             st.backlog.clear();
             st.writing = false;
@@ -432,6 +537,20 @@ impl Dialer {
                 }
             }
         }
+    }
+}
+
+/// Whatever ends a pump (an error, or the task being cancelled at shutdown), the senders
+/// must stop writing to its connection and a duplicated socket must be closed.
+struct Unpublish<'a>(&'a Outbox);
+
+impl Drop for Unpublish<'_> {
+    fn drop(&mut self) {
+        let mut st = self.0.lock();
+        st.up = false;
+        st.direct = None;
+        st.backlog.clear();
+        st.writing = false;
     }
 }
 
@@ -481,9 +600,27 @@ pub struct Acceptor {
     pub commit: Arc<std::sync::atomic::AtomicU64>,
 }
 
+/// How an accepted peer connection starts.
+#[derive(Clone)]
+pub enum PeerListen {
+    Plain,
+    /// A TLS handshake first (`https://` listen URL).
+    Tls(Arc<rustls::ServerConfig>),
+}
+
 impl Acceptor {
     /// Serve one listener until shutdown.
     pub async fn serve(self: Arc<Self>, listener: TcpListener, shutdown: CancellationToken) {
+        self.serve_with(listener, PeerListen::Plain, shutdown).await
+    }
+
+    /// Serve one listener until shutdown, each connection starting as `mode` says.
+    pub async fn serve_with(
+        self: Arc<Self>,
+        listener: TcpListener,
+        mode: PeerListen,
+        shutdown: CancellationToken,
+    ) {
         loop {
             let accepted = tokio::select! {
                 a = listener.accept() => a,
@@ -493,9 +630,10 @@ impl Acceptor {
                 Ok((stream, addr)) => {
                     let me = self.clone();
                     let stop = shutdown.clone();
+                    let mode = mode.clone();
                     tokio::spawn(async move {
                         tokio::select! {
-                            r = me.handle(stream) => if let Err(e) = r {
+                            r = me.start(stream, mode) => if let Err(e) = r {
                                 debug!(%addr, error = %e, "peer connection ended");
                             },
                             _ = stop.cancelled() => {}
@@ -557,8 +695,29 @@ impl Acceptor {
         }
     }
 
-    async fn handle(&self, mut stream: TcpStream) -> anyhow::Result<()> {
+    /// The TLS handshake if any, then [`Acceptor::handle`].
+    async fn start(&self, stream: TcpStream, mode: PeerListen) -> anyhow::Result<()> {
         stream.set_nodelay(true)?;
+        match mode {
+            PeerListen::Plain => self.handle(stream).await,
+            PeerListen::Tls(config) => {
+                let stream = tokio::time::timeout(
+                    HANDSHAKE_TIMEOUT,
+                    tokio_rustls::TlsAcceptor::from(config).accept(stream),
+                )
+                .await
+                .map_err(|_| anyhow::anyhow!("TLS handshake timed out"))?
+                .map_err(|e| {
+                    // An outsider without an acceptable certificate ends here.
+                    warn!(error = %e, "peer TLS handshake failed");
+                    anyhow::anyhow!("TLS handshake failed: {e}")
+                })?;
+                self.handle(stream).await
+            }
+        }
+    }
+
+    async fn handle<S: AsyncRead + AsyncWrite + Unpin>(&self, mut stream: S) -> anyhow::Result<()> {
         let mut buf = BytesMut::with_capacity(64 * 1024);
         let hello = match tokio::time::timeout(HANDSHAKE_TIMEOUT, read_frame(&mut stream, &mut buf))
             .await
@@ -583,6 +742,7 @@ impl Acceptor {
         let mut out = BytesMut::new();
         codec::encode(&Frame::HelloReply(reply), &mut out);
         stream.write_all(&out).await?;
+        stream.flush().await?;
         if refused {
             return Ok(());
         }

@@ -1,0 +1,162 @@
+//! The accepted connections of a TLS client listener, as a stream for tonic's server.
+//!
+//! The accept loop only accepts; each TLS handshake runs in its own task (bounded by a
+//! timeout), so a slow or silent client cannot hold up the others. Finished connections
+//! go to the server through a channel. With `also_plain` (an `http://` and an `https://`
+//! URL on one port) the first byte decides: 0x16 starts a TLS handshake record, anything
+//! else is plain HTTP.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures_util::Stream;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_rustls::server::TlsStream;
+use tokio_util::sync::CancellationToken;
+use tracing::debug;
+
+/// How long a client has for its TLS handshake (or to send its first byte on a shared port).
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The first byte of a TLS record carrying a handshake message.
+const TLS_HANDSHAKE: u8 = 0x16;
+
+/// A client connection: plain TCP or TLS over TCP.
+pub enum ClientConn {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+/// Accept on `listener` until `shutdown`, yielding connections ready for HTTP.
+pub fn incoming(
+    listener: TcpListener,
+    config: Arc<rustls::ServerConfig>,
+    also_plain: bool,
+    shutdown: CancellationToken,
+) -> impl Stream<Item = io::Result<ClientConn>> {
+    let (tx, mut rx) = mpsc::channel::<io::Result<ClientConn>>(64);
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    tokio::spawn(async move {
+        loop {
+            let accepted = tokio::select! {
+                a = listener.accept() => a,
+                _ = shutdown.cancelled() => return,
+            };
+            let (stream, addr) = match accepted {
+                Ok(x) => x,
+                Err(e) => {
+                    debug!(error = %e, "accepting a client connection failed");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            let acceptor = acceptor.clone();
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let conn = tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
+                    if also_plain && !starts_with_tls(&stream).await? {
+                        return Ok(ClientConn::Plain(stream));
+                    }
+                    let tls = acceptor.accept(stream).await?;
+                    Ok::<_, io::Error>(ClientConn::Tls(Box::new(tls)))
+                })
+                .await;
+                match conn {
+                    Ok(Ok(conn)) => {
+                        let _ = tx.send(Ok(conn)).await;
+                    }
+                    Ok(Err(e)) => debug!(%addr, error = %e, "client TLS handshake failed"),
+                    Err(_) => debug!(%addr, "client TLS handshake timed out"),
+                }
+            });
+        }
+    });
+    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+/// Whether the client's first byte starts a TLS handshake (waits for it).
+async fn starts_with_tls(stream: &TcpStream) -> io::Result<bool> {
+    let mut first = [0u8; 1];
+    let n = stream.peek(&mut first).await?;
+    Ok(n == 1 && first[0] == TLS_HANDSHAKE)
+}
+
+impl ClientConn {
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            ClientConn::Plain(s) => s,
+            ClientConn::Tls(s) => s.get_ref().0,
+        }
+    }
+}
+
+impl tonic::transport::server::Connected for ClientConn {
+    type ConnectInfo = tonic::transport::server::TcpConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.tcp().connect_info()
+    }
+}
+
+impl AsyncRead for ClientConn {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            ClientConn::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            ClientConn::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for ClientConn {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            ClientConn::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            ClientConn::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            ClientConn::Plain(s) => Pin::new(s).poll_flush(cx),
+            ClientConn::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            ClientConn::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            ClientConn::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            ClientConn::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            ClientConn::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            ClientConn::Plain(s) => s.is_write_vectored(),
+            ClientConn::Tls(s) => s.is_write_vectored(),
+        }
+    }
+}
