@@ -529,7 +529,7 @@ mod tests {
     fn a_taken_port_is_not_bindable() {
         // Ports below 32768: port 0 would land in the kernel's client-port range.
         let ports = raftkv_client::local_cluster::free_loopback_ports(2).unwrap();
-        let taken = TcpListener::bind(("127.0.0.1", ports[0])).unwrap();
+        let _taken = TcpListener::bind(("127.0.0.1", ports[0])).unwrap();
         let url = format!("http://127.0.0.1:{}", ports[0]);
         let peer = format!("http://127.0.0.1:{}", ports[1]);
         let c = Config::from_args(&args(&[
