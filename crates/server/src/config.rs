@@ -102,6 +102,8 @@ pub struct Config {
     pub max_request_bytes: usize,
     pub max_txn_ops: usize,
     pub log_format: LogFormat,
+    /// `--watch-progress-notify-interval`.
+    pub watch_progress_interval: Duration,
 }
 
 impl Config {
@@ -148,6 +150,16 @@ impl Config {
         if args.max_txn_ops == 0 {
             bail!("--max-txn-ops must be > 0");
         }
+
+        let watch_progress_interval = parse_go_duration(&args.watch_progress_notify_interval)
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "--watch-progress-notify-interval: invalid duration {:?}",
+                    args.watch_progress_notify_interval
+                )
+            })?;
+        // Shorter intervals are raised to the minimum rather than refused.
+        let watch_progress_interval = watch_progress_interval.max(MIN_PROGRESS_INTERVAL);
 
         let listen_client = parse_listen_urls("--listen-client-urls", &args.listen_client_urls)?;
         let listen_peer = parse_listen_urls("--listen-peer-urls", &args.listen_peer_urls)?;
@@ -233,6 +245,7 @@ impl Config {
             max_request_bytes: args.max_request_bytes,
             max_txn_ops: args.max_txn_ops,
             log_format: args.log_format,
+            watch_progress_interval,
         })
     }
 
@@ -256,6 +269,46 @@ impl Config {
 
 /// Parse `scheme://host:port` into a normalised URL string and its parts. Only plain
 /// `http` is served for now (TLS is a later issue).
+/// The shortest progress-notification interval (etcd's floor).
+pub const MIN_PROGRESS_INTERVAL: Duration = Duration::from_millis(100);
+
+/// A Go `time.Duration` string as etcd's flags take it: one or more decimal numbers with a
+/// unit (`ns`, `us`, `µs`, `ms`, `s`, `m`, `h`), e.g. "10m", "1m30s", "1.5s". A bare "0"
+/// is zero. `None` when malformed or negative.
+pub fn parse_go_duration(raw: &str) -> Option<Duration> {
+    let s = raw.trim();
+    if s == "0" {
+        return Some(Duration::ZERO);
+    }
+    if s.is_empty() || s.starts_with('-') {
+        return None;
+    }
+    let mut rest = s.strip_prefix('+').unwrap_or(s);
+    let mut total = 0f64;
+    while !rest.is_empty() {
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let number: f64 = rest[..num_len].parse().ok()?;
+        rest = &rest[num_len..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let nanos_per = match &rest[..unit_len] {
+            "ns" => 1.0,
+            "us" | "µs" => 1e3,
+            "ms" => 1e6,
+            "s" => 1e9,
+            "m" => 60e9,
+            "h" => 3600e9,
+            _ => return None,
+        };
+        rest = &rest[unit_len..];
+        total += number * nanos_per;
+    }
+    (total.is_finite() && total < u64::MAX as f64).then(|| Duration::from_nanos(total as u64))
+}
+
 fn parse_url(flag: &str, raw: &str) -> anyhow::Result<(String, String, u16)> {
     let raw = raw.trim();
     let url =
@@ -344,6 +397,19 @@ fn parse_initial_cluster(raw: &str) -> anyhow::Result<BTreeMap<String, Vec<Strin
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn go_durations() {
+        use super::parse_go_duration as p;
+        assert_eq!(p("10m"), Some(Duration::from_secs(600)));
+        assert_eq!(p("100ms"), Some(Duration::from_millis(100)));
+        assert_eq!(p("1m30s"), Some(Duration::from_secs(90)));
+        assert_eq!(p("1.5s"), Some(Duration::from_millis(1500)));
+        assert_eq!(p("0"), Some(Duration::ZERO));
+        for bad in ["", "10", "-1s", "5x", "s", "1..2s"] {
+            assert_eq!(p(bad), None, "{bad}");
+        }
+    }
+
     use super::*;
     use clap::Parser;
 

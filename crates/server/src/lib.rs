@@ -22,6 +22,7 @@ pub mod logging;
 pub mod node;
 pub mod server;
 pub mod transport;
+pub mod watch;
 
 pub use args::ServerArgs;
 pub use hooks::Hooks;

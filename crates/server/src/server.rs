@@ -14,6 +14,7 @@ use crate::args::ClusterState;
 use crate::config::{Config, ListenAddr};
 use crate::grpc::{
     ClusterService, Context, KvService, MaintenanceService, Membership, UnimplementedService,
+    WatchService,
 };
 use crate::hooks::Hooks;
 use crate::kv::MvccMachine;
@@ -114,6 +115,7 @@ pub async fn serve(
     let raft = RaftNode::new(raft_cfg, initial)
         .map_err(|e| anyhow::anyhow!("cannot start the raft core: {e:?}"))?;
 
+    let watch_hub = machine.watch.clone();
     let state = Arc::new(RwLock::new(machine));
     let (handle, inbox) = node::channel(
         config.member_id,
@@ -183,8 +185,15 @@ pub async fn serve(
     let mut servers = Vec::new();
     for (url, l) in client_listeners {
         info!(%url, "serving client requests (gRPC and HTTP)");
+        let watch = WatchService {
+            ctx: ctx.clone(),
+            hub: watch_hub.clone(),
+            progress_interval: config.watch_progress_interval,
+            election_timeout: config.election_timeout,
+        };
         servers.push(tokio::spawn(serve_client(
             ctx.clone(),
+            watch,
             l,
             config.max_request_bytes,
             shutdown.clone(),
@@ -238,6 +247,7 @@ pub async fn serve(
 /// methods and oversized messages as grpc-go does.
 async fn serve_client(
     ctx: Context,
+    watch: WatchService,
     listener: TcpListener,
     max_request_bytes: usize,
     shutdown: CancellationToken,
@@ -259,7 +269,7 @@ async fn serve_client(
             ClusterServer::new(ClusterService(ctx.clone())).max_decoding_message_size(limit),
         )
         // Same receive limit everywhere, as grpc-go's is per server.
-        .add_service(WatchServer::new(UnimplementedService).max_decoding_message_size(limit))
+        .add_service(WatchServer::new(watch).max_decoding_message_size(limit))
         .add_service(LeaseServer::new(UnimplementedService).max_decoding_message_size(limit))
         .add_service(AuthServer::new(UnimplementedService).max_decoding_message_size(limit));
     use futures_util::StreamExt;
