@@ -10,9 +10,9 @@ use base64::Engine as _;
 use clap::ValueEnum;
 use proto::etcdserverpb::{
     response_op::Response, CompactionResponse, DeleteRangeResponse, HashKvResponse, Member,
-    PutResponse, RangeResponse, ResponseHeader, StatusResponse, TxnResponse,
+    PutResponse, RangeResponse, ResponseHeader, StatusResponse, TxnResponse, WatchResponse,
 };
-use proto::mvccpb::KeyValue;
+use proto::mvccpb::{event::EventType, Event, KeyValue};
 use serde_json::{json, Map, Value};
 
 /// `-w` / `--write-out`.
@@ -232,6 +232,62 @@ pub fn range(format: OutputFormat, r: &RangeResponse, how: RangePrint) -> String
                 if !how.keys_only {
                     out.push_str(&text(&kv.value));
                     out.push('\n');
+                }
+            }
+            out
+        }
+    }
+}
+
+fn event_json(e: &Event) -> Value {
+    let mut map = Map::new();
+    put_nonzero(&mut map, "type", json!(e.r#type));
+    if let Some(kv) = &e.kv {
+        map.insert("kv".to_string(), kv_json(kv));
+    }
+    if let Some(prev) = &e.prev_kv {
+        map.insert("prev_kv".to_string(), kv_json(prev));
+    }
+    Value::Object(map)
+}
+
+/// etcdctl's JSON for one watch response (clientv3's `WatchResponse`: every field present).
+pub fn watch_json(r: &WatchResponse) -> Value {
+    let events = if r.events.is_empty() {
+        Value::Null
+    } else {
+        Value::Array(r.events.iter().map(event_json).collect())
+    };
+    json!({
+        "Header": header_json(r.header.as_ref()),
+        "Events": events,
+        "CompactRevision": r.compact_revision,
+        "Canceled": r.canceled,
+        "Created": r.created,
+    })
+}
+
+/// A watch response as `etcdctl watch` prints it: per event its type, the previous
+/// key-value if any, then the key-value (simple); a progress notification as
+/// `progress notify: REV`.
+pub fn watch(format: OutputFormat, r: &WatchResponse) -> String {
+    let progress = r.events.is_empty() && !r.created && !r.canceled;
+    match format {
+        OutputFormat::Json => format!("{}\n", watch_json(r)),
+        _ if progress => format!(
+            "progress notify: {}\n",
+            r.header.as_ref().map_or(0, |h| h.revision)
+        ),
+        _ => {
+            let mut out = String::new();
+            for e in &r.events {
+                let kind = match EventType::try_from(e.r#type) {
+                    Ok(EventType::Delete) => "DELETE",
+                    _ => "PUT",
+                };
+                let _ = writeln!(out, "{kind}");
+                for kv in e.prev_kv.iter().chain(e.kv.iter()) {
+                    let _ = write!(out, "{}\n{}\n", text(&kv.key), text(&kv.value));
                 }
             }
             out
