@@ -16,6 +16,10 @@ use tonic::{Status, Streaming};
 
 use crate::client::{CallError, Client};
 
+/// The largest watch response accepted: etcd's Go client accepts up to `math.MaxInt32`,
+/// and one revision's events (with their previous values) may exceed tonic's 4 MiB default.
+const MAX_RESPONSE_BYTES: usize = i32::MAX as usize;
+
 /// Requests the client may queue before `send` waits for the stream.
 const REQUEST_QUEUE: usize = 64;
 
@@ -61,7 +65,9 @@ impl Client {
             }
             let opened = tokio::time::timeout(
                 self.timeouts().call,
-                WatchClient::new(channel).watch(request),
+                WatchClient::new(channel)
+                    .max_decoding_message_size(MAX_RESPONSE_BYTES)
+                    .watch(request),
             )
             .await;
             let status = match opened {

@@ -571,22 +571,27 @@ fn etcdctl_raftkv_cli_and_etcd_client_watch() {
     let mut live = Command::new(common::etcdctl_binary());
     live.env("ETCDCTL_API", "3")
         .args([&format!("--endpoints={joined}"), "watch", "live"]);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let writer = {
         let endpoints = endpoints.clone();
+        let stop = stop.clone();
         std::thread::spawn(move || {
             runtime().block_on(async {
                 let c = client(&endpoints);
                 // Write until the watcher has seen a put (it may start after the first one).
-                for i in 0..200 {
-                    c.put_str("live", &format!("l{i}")).await.unwrap();
+                let mut i = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) && i < 400 {
+                    c.put_str("live", &format!("l{i}")).await.expect("put");
+                    i += 1;
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             })
         })
     };
     let lines = watch_lines(live, 3, Duration::from_secs(20));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.join().expect("writer");
     assert_eq!(&lines[..2], ["PUT", "live"]);
-    drop(writer);
 
     rt.block_on(async {
         let mut ec = etcd_client::Client::connect(&endpoints, None)
@@ -751,6 +756,20 @@ fn a_stream_that_never_reads_blocks_nothing_and_catches_up_later() {
     });
 }
 
+/// Put through whichever member answers (members are being killed): unique values, so a
+/// put that errs is retried on the next member until one acknowledges it.
+async fn put_anywhere(all: &Client, key: &str, value: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let members = all.each();
+    for i in 0.. {
+        match members[i % members.len()].put_str(key, value).await {
+            Ok(_) => return,
+            Err(e) => assert!(Instant::now() < deadline, "put {key}={value}: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 async fn status_of(c: &Client) -> Option<StatusResponse> {
     c.status().await.ok()
 }
@@ -793,13 +812,7 @@ fn a_follower_watch_survives_leader_change_restart_and_reports_no_leader() {
             written += n;
             async move {
                 for i in from..from + n {
-                    all.put_retrying(
-                        &format!("l/{}", i % 7),
-                        &i.to_string(),
-                        Duration::from_secs(30),
-                    )
-                    .await
-                    .expect("put");
+                    put_anywhere(&all, &format!("l/{}", i % 7), &i.to_string()).await;
                 }
             }
         };
@@ -831,12 +844,42 @@ fn a_follower_watch_survives_leader_change_restart_and_reports_no_leader() {
         };
         write(10).await;
         events.extend(read_events(&mut stream, 20, Instant::now() + Duration::from_secs(30)).await);
-        let values: Vec<String> = events
+        // A put retried after an error may have been applied twice, so the history may
+        // hold a value twice: compare with the history itself, read by a fresh watch on
+        // another member.
+        let revs: Vec<i64> = events
+            .iter()
+            .map(|e| e.kv.as_ref().unwrap().mod_revision)
+            .collect();
+        assert!(
+            revs.windows(2).all(|w| w[0] < w[1]),
+            "revisions repeat or go back: {revs:?}"
+        );
+        let values: std::collections::HashSet<String> = events
             .iter()
             .map(|e| String::from_utf8_lossy(&e.kv.as_ref().unwrap().value).into_owned())
             .collect();
-        let want: Vec<String> = (0..written).map(|i| i.to_string()).collect();
-        assert_eq!(values, want, "events lost, repeated or reordered");
+        for i in 0..written {
+            assert!(
+                values.contains(&i.to_string()),
+                "the put of {i} was never seen"
+            );
+        }
+        let mut history = all
+            .only(leader)
+            .watch(watch_from(1), WatchOptions::default())
+            .await
+            .expect("history watch");
+        let full = read_events(
+            &mut history,
+            events.len(),
+            Instant::now() + Duration::from_secs(20),
+        )
+        .await;
+        assert_eq!(
+            full, events,
+            "the follower's watch differs from the history"
+        );
 
         // A `hasleader` stream on the follower is closed once it has no leader.
         let mut guarded = on_follower

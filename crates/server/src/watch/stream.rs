@@ -19,6 +19,7 @@ use futures_util::{Stream, StreamExt};
 use proto::etcdserverpb::{
     watch_request::RequestUnion, ResponseHeader, WatchCreateRequest, WatchRequest, WatchResponse,
 };
+use proto::mvccpb::Event;
 use tokio::sync::mpsc;
 use tonic::Status;
 
@@ -30,6 +31,11 @@ use crate::kv::MvccMachine;
 
 /// Revisions one catch-up step reads from history (etcd sends at most 1000 per batch).
 pub const CATCH_UP_REVS: i64 = 256;
+
+/// Bytes of events one catch-up step takes at most (beyond its first revision, which it
+/// always takes whole): keeps each catch-up response well under clients' receive limits
+/// (4 MiB by default in tonic and grpc-go's server-side defaults).
+pub const CATCH_UP_BYTES: usize = 1024 * 1024;
 
 /// Checks without a leader after which a `hasleader` stream is closed (etcd's
 /// `maxNoLeaderCnt`), one check per election timeout.
@@ -81,6 +87,27 @@ pub struct WatchStream {
 
 /// The stream is gone (the client hung up or an error ended it).
 struct Closed;
+
+/// The last revision to take from `events` (in revision order) so that what is taken stays
+/// within `budget` bytes, never splitting a revision and always taking the first one; `None`
+/// when everything fits.
+fn byte_bounded_end(events: &[Event], budget: usize) -> Option<i64> {
+    use prost::Message as _;
+    let rev = |e: &Event| e.kv.as_ref().map_or(0, |kv| kv.mod_revision);
+    let mut total = 0usize;
+    let mut taken_through = None;
+    for (i, e) in events.iter().enumerate() {
+        total += e.encoded_len();
+        let last_of_revision = events.get(i + 1).is_none_or(|next| rev(next) != rev(e));
+        if total > budget && taken_through.is_some() {
+            return taken_through;
+        }
+        if last_of_revision {
+            taken_through = Some(rev(e));
+        }
+    }
+    None
+}
 
 /// Read-lock the state machine. A poisoned lock means the node thread died while applying;
 /// the stream ends rather than serve a half-applied state.
@@ -415,14 +442,18 @@ impl WatchStream {
         else {
             return Ok(ready);
         };
-        let hi = current.min(lo.saturating_add(CATCH_UP_REVS - 1));
-        let events = if lo <= hi {
+        let mut hi = current.min(lo.saturating_add(CATCH_UP_REVS - 1));
+        let mut events = if lo <= hi {
             // `lo >= compacted` here, so this cannot fail; an error would end the stream
             // rather than skip events.
             store.events_between(lo, hi).map_err(|_| Closed)?
         } else {
             Vec::new()
         };
+        if let Some(cut) = byte_bounded_end(&events, CATCH_UP_BYTES) {
+            hi = cut;
+            events.retain(|e| e.kv.as_ref().is_some_and(|kv| kv.mod_revision <= cut));
+        }
         let can_sync = self.victim.missed_from().is_none();
         for (id, w) in self.watchers.iter_mut() {
             if w.synced {
@@ -497,5 +528,35 @@ impl WatchStream {
             self.send(resp).await?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proto::mvccpb::KeyValue;
+
+    fn ev(rev: i64, size: usize) -> Event {
+        Event {
+            kv: Some(KeyValue {
+                key: bytes::Bytes::from_static(b"k"),
+                mod_revision: rev,
+                value: bytes::Bytes::from(vec![0u8; size]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn catch_up_steps_are_bounded_by_bytes_without_splitting_a_revision() {
+        // Everything fits.
+        assert_eq!(byte_bounded_end(&[ev(2, 10), ev(3, 10)], 1000), None);
+        // The budget ends inside revision 3: stop after revision 2.
+        let evs = [ev(2, 400), ev(3, 400), ev(3, 400), ev(4, 10)];
+        assert_eq!(byte_bounded_end(&evs, 1000), Some(2));
+        // A first revision larger than the budget is still taken whole.
+        let evs = [ev(2, 800), ev(2, 800), ev(3, 10)];
+        assert_eq!(byte_bounded_end(&evs, 1000), Some(2));
     }
 }
