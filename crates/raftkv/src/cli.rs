@@ -96,7 +96,8 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run a cluster member (takes etcd's flags).
-    Server(ServerCommand),
+    // Boxed: etcd's flags make it several times larger than every other command.
+    Server(Box<ServerCommand>),
     /// Put a key.
     Put(PutCommand),
     /// Get a key or a range of keys.

@@ -357,7 +357,13 @@ fn watch_streams_match_etcd() {
         ("raftkv", common::raftkv_program()),
     ]
     .map(|(label, program)| {
-        let cluster = start(program, &format!("wdiff-{label}"), 1, &[]);
+        // A small request limit, so that fragmentation is exercised with small values.
+        let cluster = start(
+            program,
+            &format!("wdiff-{label}"),
+            1,
+            &[&format!("--max-request-bytes={FRAGMENT_LIMIT}")],
+        );
         let client = client(&cluster.endpoints());
         Side {
             label,
@@ -448,7 +454,91 @@ fn watch_streams_match_etcd() {
                 }
             }
         }
+        let mut answers = Vec::new();
+        for side in &sides {
+            answers.push(stream_requests(side).await);
+        }
+        assert_eq!(
+            answers[0], answers[1],
+            "stream requests (left etcd, right raftkv)"
+        );
     });
+}
+
+const FRAGMENT_LIMIT: usize = 16 * 1024;
+
+async fn next_within(s: &mut WatchStream, deadline: Instant) -> WatchResponse {
+    let left = deadline.saturating_duration_since(Instant::now());
+    tokio::time::timeout(left, s.next())
+        .await
+        .expect("timed out")
+        .expect("stream failed")
+        .expect("stream ended")
+}
+
+/// What one side answers to cancels (known and unknown), a progress request and a
+/// fragmented catch-up: the responses in order with headers, except the progress answer's
+/// revision, dropped; fragmented events flattened with each piece's flag.
+async fn stream_requests(side: &Side) -> (Vec<WatchResponse>, Vec<bool>, Vec<Event>) {
+    let c = &side.client;
+    let mut first = 0;
+    for i in 0..8 {
+        let r = c
+            .put_str(&format!("frag/{i}"), &"f".repeat(3000))
+            .await
+            .expect("put");
+        if i == 0 {
+            first = r.header.unwrap().revision;
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut s = c
+        .watch(
+            WatchCreateRequest {
+                key: b("k"),
+                ..Default::default()
+            },
+            WatchOptions::default(),
+        )
+        .await
+        .expect("watch");
+    let mut seen = vec![next_within(&mut s, deadline).await];
+    s.cancel(99).await.expect("cancel unknown");
+    s.cancel(0).await.expect("cancel");
+    s.request_progress().await.expect("progress");
+    seen.push(next_within(&mut s, deadline).await);
+    let progress = next_within(&mut s, deadline).await;
+    let current = c.status().await.expect("status").header.unwrap().revision;
+    assert_eq!(
+        progress.header.as_ref().map(|h| h.revision),
+        Some(current),
+        "{}: progress answer at the wrong revision",
+        side.label
+    );
+    seen.push(progress);
+    for r in &mut seen {
+        r.header = None;
+    }
+    s.create(WatchCreateRequest {
+        key: b("frag/"),
+        range_end: Bytes::from(prefix_range_end(b"frag/")),
+        start_revision: first,
+        fragment: true,
+        watch_id: 7,
+        ..Default::default()
+    })
+    .await
+    .expect("create");
+    let created = next_within(&mut s, deadline).await;
+    assert!(created.created && created.watch_id == 7, "{created:?}");
+    let mut flags = Vec::new();
+    let mut events = Vec::new();
+    while events.len() < 8 {
+        let r = next_within(&mut s, deadline).await;
+        flags.push(r.fragment);
+        events.extend(r.events);
+    }
+    (seen, flags, events)
 }
 
 // ---------------------------------------------------------------------------------------
