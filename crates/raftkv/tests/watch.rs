@@ -466,6 +466,7 @@ fn watch_streams_match_etcd() {
 }
 
 const FRAGMENT_LIMIT: usize = 16 * 1024;
+const FRAGMENTED_PUTS: usize = 48;
 
 async fn next_within(s: &mut WatchStream, deadline: Instant) -> WatchResponse {
     let left = deadline.saturating_duration_since(Instant::now());
@@ -482,9 +483,11 @@ async fn next_within(s: &mut WatchStream, deadline: Instant) -> WatchResponse {
 async fn stream_requests(side: &Side) -> (Vec<WatchResponse>, Vec<bool>, Vec<Event>) {
     let c = &side.client;
     let mut first = 0;
-    for i in 0..8 {
+    // etcd fragments at --max-request-bytes + 512 KiB: 48 × 14 KB is over that, and each
+    // put is under the 16 KiB request limit.
+    for i in 0..FRAGMENTED_PUTS {
         let r = c
-            .put_str(&format!("frag/{i}"), &"f".repeat(3000))
+            .put_str(&format!("frag/{i:02}"), &"f".repeat(14_000))
             .await
             .expect("put");
         if i == 0 {
@@ -533,7 +536,7 @@ async fn stream_requests(side: &Side) -> (Vec<WatchResponse>, Vec<bool>, Vec<Eve
     assert!(created.created && created.watch_id == 7, "{created:?}");
     let mut flags = Vec::new();
     let mut events = Vec::new();
-    while events.len() < 8 {
+    while events.len() < FRAGMENTED_PUTS {
         let r = next_within(&mut s, deadline).await;
         flags.push(r.fragment);
         events.extend(r.events);

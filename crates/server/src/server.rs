@@ -28,7 +28,7 @@ const PEERS_FILE: &str = "raftkv.peers";
 
 /// gRPC accepts this much more than --max-request-bytes on the wire, so that a request just
 /// over the limit gets etcd's "request is too large" rather than a transport error.
-const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
+pub const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
 
 /// How long a shutdown waits for client connections to close by themselves.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(1);

@@ -38,7 +38,8 @@ impl Watch for WatchService {
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v == "true");
         let cfg = StreamConfig {
-            max_request_bytes: self.ctx.max_request_bytes,
+            // etcd splits at the request limit plus gRPC's overhead allowance.
+            fragment_bytes: self.ctx.max_request_bytes + crate::server::GRPC_OVERHEAD_BYTES,
             progress_interval: self.progress_interval,
             require_leader,
             election_timeout: self.election_timeout,

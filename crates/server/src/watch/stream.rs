@@ -48,8 +48,9 @@ pub const REASON_DUPLICATE_ID: &str = "mvcc: duplicate watch ID provided on the 
 /// Per-stream settings from the member's configuration and the call's metadata.
 #[derive(Debug, Clone)]
 pub struct StreamConfig {
-    /// Responses of watchers that set `fragment` are split at this size.
-    pub max_request_bytes: usize,
+    /// Responses of watchers that set `fragment` are split at this size
+    /// (`--max-request-bytes` + 512 KiB, as etcd).
+    pub fragment_bytes: usize,
     /// `--watch-progress-notify-interval`.
     pub progress_interval: Duration,
     /// The client sent `hasleader: true`: close the stream when the member loses its leader.
@@ -216,7 +217,7 @@ impl WatchStream {
 
     async fn send_events(&self, resp: WatchResponse, fragment: bool) -> Result<(), Closed> {
         if fragment {
-            for piece in fragments(resp, self.cfg.max_request_bytes) {
+            for piece in fragments(resp, self.cfg.fragment_bytes) {
                 self.send(piece).await?;
             }
             Ok(())
