@@ -588,7 +588,12 @@ fn watch_lines(mut command: Command, count: usize, limit: Duration) -> Vec<Strin
 
 #[test]
 fn etcdctl_raftkv_cli_and_etcd_client_watch() {
-    let cluster = start(common::raftkv_program(), "wcli", 3, &[]);
+    let cluster = start(
+        common::raftkv_program(),
+        "wcli",
+        3,
+        &["--watch-progress-notify-interval=200ms"],
+    );
     let endpoints = cluster.endpoints();
     let rt = runtime();
     let _in_runtime = rt.enter();
@@ -659,6 +664,23 @@ fn etcdctl_raftkv_cli_and_etcd_client_watch() {
     let v: serde_json::Value = serde_json::from_str(line).expect("json");
     assert_eq!(v["Events"][0]["kv"]["key"], "YS8x", "{line}");
     assert_eq!(v["Created"], false, "{line}");
+
+    // Progress notifications at the configured interval, printed as etcdctl prints them.
+    let mut progress = Command::new(raftkv_bin);
+    progress.args([
+        &format!("--endpoints={joined}"),
+        "watch",
+        "idle",
+        "--progress-notify",
+    ]);
+    let lines = watch_lines(progress, 2, Duration::from_secs(20));
+    for line in &lines {
+        let rev: i64 = line
+            .strip_prefix("progress notify: ")
+            .and_then(|r| r.parse().ok())
+            .unwrap_or_else(|| panic!("not a progress notification: {line:?}"));
+        assert!(rev >= 7, "{line}");
+    }
 
     // An etcdctl watch from now sees a later put.
     let mut live = Command::new(common::etcdctl_binary());
@@ -861,6 +883,51 @@ async fn put_anywhere(all: &Client, key: &str, value: &str) {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+#[test]
+fn idle_watchers_cost_little_memory() {
+    let cluster = start(common::raftkv_program(), "widle", 1, &[]);
+    let endpoints = cluster.endpoints();
+    let pid = cluster.member(0).pid().expect("running");
+    let rt = runtime();
+    let _in_runtime = rt.enter();
+    let c = client(&endpoints);
+    rt.block_on(async {
+        ready(&c, &cluster).await;
+        const WATCHES: usize = 10_000;
+        let watch = |i: usize| WatchCreateRequest {
+            key: b(&format!("idle/{i:05}")),
+            ..Default::default()
+        };
+        let mut stream = c
+            .watch(watch(0), WatchOptions::default())
+            .await
+            .expect("watch");
+        assert!(stream.next().await.unwrap().unwrap().created);
+        let before = rss_kib(pid);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut created = 0;
+        for i in 1..=WATCHES {
+            stream.create(watch(i)).await.expect("create");
+            // Read the answers as they come so neither side's queue fills.
+            while created < i.saturating_sub(32) {
+                assert!(next_within(&mut stream, deadline).await.created);
+                created += 1;
+            }
+        }
+        while created < WATCHES {
+            assert!(next_within(&mut stream, deadline).await.created);
+            created += 1;
+        }
+        let per_watch = (rss_kib(pid).saturating_sub(before) * 1024) as usize / WATCHES;
+        eprintln!("idle watchers: about {per_watch} bytes of member RSS each");
+        assert!(per_watch <= 2048, "{per_watch} bytes per idle watcher");
+        // They still work.
+        c.put_str("idle/09999", "x").await.expect("put");
+        let r = next_within(&mut stream, deadline).await;
+        assert_eq!(r.events.len(), 1, "{r:?}");
+    });
 }
 
 async fn status_of(c: &Client) -> Option<StatusResponse> {

@@ -20,18 +20,20 @@ pub struct Selection {
 
 impl Selection {
     /// From a create request, with etcd's rewrite of an empty key to `"\0"` (the smallest
-    /// key). Filter values etcd does not know are ignored, as etcd ignores them.
+    /// key). Filter values etcd does not know are ignored, as etcd ignores them. Key and
+    /// range end are copied: the decoded request's bytes share the connection's read
+    /// buffer, which a long-lived watcher would otherwise keep alive.
     pub fn from_request(req: &WatchCreateRequest) -> Selection {
         let key = if req.key.is_empty() {
             Bytes::from_static(b"\0")
         } else {
-            req.key.clone()
+            Bytes::copy_from_slice(&req.key)
         };
         let has = |f: FilterType| req.filters.contains(&(f as i32));
         Selection {
             range: WatchRange {
                 key,
-                end: req.range_end.clone(),
+                end: Bytes::copy_from_slice(&req.range_end),
             },
             prev_kv: req.prev_kv,
             no_put: has(FilterType::Noput),
