@@ -513,6 +513,46 @@ pub fn human_bytes(n: i64) -> String {
 mod tests {
     use super::*;
 
+    #[test]
+    fn watch_prints_like_etcdctl() {
+        let r = WatchResponse {
+            header: Some(ResponseHeader {
+                revision: 9,
+                ..Default::default()
+            }),
+            events: vec![
+                Event {
+                    r#type: EventType::Put as i32,
+                    kv: Some(kv("a", "2", 8)),
+                    prev_kv: Some(kv("a", "1", 7)),
+                },
+                Event {
+                    r#type: EventType::Delete as i32,
+                    kv: Some(KeyValue {
+                        key: "b".as_bytes().to_vec().into(),
+                        mod_revision: 9,
+                        ..Default::default()
+                    }),
+                    prev_kv: None,
+                },
+            ],
+            ..Default::default()
+        };
+        assert_eq!(
+            watch(OutputFormat::Simple, &r),
+            "PUT\na\n1\na\n2\nDELETE\nb\n\n"
+        );
+        let v: Value = serde_json::from_str(&watch(OutputFormat::Json, &r)).unwrap();
+        assert_eq!(v["Events"][1]["type"], 1);
+        assert_eq!(v["Events"][0]["prev_kv"]["value"], "MQ==");
+        assert_eq!(v["Canceled"], false);
+        let progress = WatchResponse {
+            header: r.header.clone(),
+            ..Default::default()
+        };
+        assert_eq!(watch(OutputFormat::Simple, &progress), "progress notify: 9\n");
+    }
+
     fn kv(key: &str, value: &str, rev: i64) -> KeyValue {
         KeyValue {
             key: key.as_bytes().to_vec().into(),
