@@ -550,7 +550,10 @@ mod tests {
             header: r.header.clone(),
             ..Default::default()
         };
-        assert_eq!(watch(OutputFormat::Simple, &progress), "progress notify: 9\n");
+        assert_eq!(
+            watch(OutputFormat::Simple, &progress),
+            "progress notify: 9\n"
+        );
     }
 
     fn kv(key: &str, value: &str, rev: i64) -> KeyValue {

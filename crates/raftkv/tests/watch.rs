@@ -886,6 +886,79 @@ async fn put_anywhere(all: &Client, key: &str, value: &str) {
 }
 
 #[test]
+fn a_watch_on_a_follower_that_installs_a_snapshot_misses_nothing() {
+    let cluster = start(
+        common::raftkv_program(),
+        "wsnap",
+        3,
+        &["--snapshot-count=50"],
+    );
+    let endpoints = cluster.endpoints();
+    let rt = runtime();
+    let _in_runtime = rt.enter();
+    let all = client(&endpoints);
+    rt.block_on(async {
+        ready(&all, &cluster).await;
+        let mut leader_id = 0;
+        let mut ids = Vec::new();
+        for i in 0..3 {
+            let st = status_of(&all.only(i)).await.expect("status");
+            leader_id = st.leader;
+            ids.push(st.header.unwrap().member_id);
+        }
+        let leader = ids.iter().position(|id| *id == leader_id).expect("leader");
+        let follower = (leader + 1) % 3;
+        let create = WatchCreateRequest {
+            key: b("n/"),
+            range_end: Bytes::from(prefix_range_end(b"n/")),
+            ..Default::default()
+        };
+        let mut stream = all
+            .only(follower)
+            .watch(create, WatchOptions::default())
+            .await
+            .expect("watch");
+        assert!(stream.next().await.unwrap().unwrap().created);
+        let writer = all.only(leader);
+        writer.put_str("n/first", "0").await.expect("put");
+        let pid = cluster.member(follower).pid().expect("running") as i32;
+        // Pause the follower while the leader's log moves past several snapshots, so it
+        // can only catch up by installing one.
+        // SAFETY: signalling a child process this test started.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+        const PUTS: usize = 400;
+        for i in 1..=PUTS {
+            writer
+                .put_str(&format!("n/{}", i % 13), &i.to_string())
+                .await
+                .expect("put");
+        }
+        // SAFETY: as above.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGCONT) }, 0);
+        let events = read_events(
+            &mut stream,
+            PUTS + 1,
+            Instant::now() + Duration::from_secs(30),
+        )
+        .await;
+        let values: Vec<String> = events
+            .iter()
+            .map(|e| String::from_utf8_lossy(&e.kv.as_ref().unwrap().value).into_owned())
+            .collect();
+        let want: Vec<String> = (0..=PUTS).map(|i| i.to_string()).collect();
+        assert_eq!(
+            values, want,
+            "events lost, repeated or reordered across the snapshot"
+        );
+        let log = std::fs::read_to_string(&cluster.member(follower).log_path).unwrap_or_default();
+        assert!(
+            log.contains("installing snapshot"),
+            "the follower never installed a snapshot, so this test proved nothing"
+        );
+    });
+}
+
+#[test]
 fn idle_watchers_cost_little_memory() {
     let cluster = start(common::raftkv_program(), "widle", 1, &[]);
     let endpoints = cluster.endpoints();

@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use mvcc::key_range::KeyRange;
 use proto::mvccpb::Event;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 
 /// Batches a stream's queue holds before the stream becomes a victim.
 pub const STREAM_QUEUE: usize = 128;
@@ -55,9 +55,10 @@ impl WatchRange {
 pub type StreamId = u64;
 
 /// What a stream shares with the hub: 0 while the stream is fed, else the first revision
-/// the hub could not queue for it.
+/// the hub could not queue for it; and a wake-up for the stream's task, which may be idle
+/// when the mark is set (after a snapshot install nothing else would wake it).
 #[derive(Debug, Default)]
-pub struct VictimMark(AtomicI64);
+pub struct VictimMark(AtomicI64, Notify);
 
 impl VictimMark {
     /// The first missed revision, if the stream is a victim.
@@ -68,11 +69,21 @@ impl VictimMark {
         }
     }
 
-    /// Mark the stream a victim from `rev` unless it already is (the earliest miss counts).
+    /// Mark the stream a victim from `rev` unless it already is (the earliest miss counts),
+    /// and wake its task. Never blocks: `Notify` keeps a permit if nobody waits.
     fn set(&self, rev: i64) {
-        let _ = self
+        if self
             .0
-            .compare_exchange(0, rev, Ordering::AcqRel, Ordering::Acquire);
+            .compare_exchange(0, rev, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            self.1.notify_one();
+        }
+    }
+
+    /// Resolves once the mark has been set since the last wake-up.
+    pub async fn marked(&self) {
+        self.1.notified().await
     }
 
     /// Clear the mark and return the first missed revision. Call with the state machine's

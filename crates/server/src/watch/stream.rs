@@ -147,6 +147,7 @@ impl WatchStream {
         S: Stream<Item = Result<WatchRequest, Status>> + Unpin,
     {
         let out = self.out.clone();
+        let victim = self.victim.clone();
         let mut inbound_open = true;
         let start = tokio::time::Instant::now();
         let mut progress = tokio::time::interval_at(
@@ -169,6 +170,8 @@ impl WatchStream {
                     }
                 },
                 Some(batch) = rx.recv() => self.on_batch(&batch).await,
+                // Handled by `step` below.
+                _ = victim.marked() => Ok(()),
                 _ = progress.tick() => self.on_progress_tick(&rx).await,
                 _ = leader_check.tick(), if self.cfg.require_leader => {
                     if self.ctx.node.status.leader().is_some() {
