@@ -547,7 +547,7 @@ mod tests {
         assert_eq!(v["Events"][0]["prev_kv"]["value"], "MQ==");
         assert_eq!(v["Canceled"], false);
         let progress = WatchResponse {
-            header: r.header.clone(),
+            header: r.header,
             ..Default::default()
         };
         assert_eq!(
