@@ -19,7 +19,7 @@ use futures_util::{Stream, StreamExt};
 use proto::etcdserverpb::{
     watch_request::RequestUnion, ResponseHeader, WatchCreateRequest, WatchRequest, WatchResponse,
 };
-use proto::mvccpb::Event;
+use proto::mvccpb::{event::EventType, Event};
 use tokio::sync::mpsc;
 use tonic::Status;
 
@@ -454,6 +454,12 @@ impl WatchStream {
         } else {
             Vec::new()
         };
+        // etcd's compaction keeps each key's last version at the compaction revision
+        // unless it is a deletion: a watch from exactly that revision sees its puts only.
+        events.retain(|e| {
+            !(e.r#type == EventType::Delete as i32
+                && e.kv.as_ref().is_some_and(|kv| kv.mod_revision == compacted))
+        });
         if let Some(cut) = byte_bounded_end(&events, CATCH_UP_BYTES) {
             hi = cut;
             events.retain(|e| e.kv.as_ref().is_some_and(|kv| kv.mod_revision <= cut));
