@@ -102,6 +102,15 @@ impl Client {
         Ok(Client { targets, timeouts })
     }
 
+    /// The channel of endpoint `index`.
+    pub(crate) fn channel(&self, index: usize) -> Channel {
+        self.targets[index].channel.clone()
+    }
+
+    pub(crate) fn timeouts(&self) -> Timeouts {
+        self.timeouts
+    }
+
     /// The endpoints, in the order they are tried.
     pub fn endpoints(&self) -> Vec<String> {
         self.targets.iter().map(|t| t.address.clone()).collect()

@@ -10,6 +10,7 @@
 //! * [`endpoint`]: endpoint strings and gRPC channels (dial timeout, lazy or eager).
 //! * [`retry`]: which errors are retryable, which prove a request was not executed, backoff.
 //! * [`client`]: [`Client`], etcd's KV/Maintenance/Cluster calls with endpoint failover.
+//! * [`watch`]: etcd's Watch stream ([`Client::watch`]).
 //! * [`leader`]: leadership seen through `Status` (agreement, one leader per term).
 //! * [`converge`]: waiting until members hold the same data (`HashKV`).
 //! * [`local_cluster`]: `raftkv server` (or etcd) member processes on 127.0.0.1.
@@ -23,6 +24,8 @@ pub mod endpoint;
 pub mod leader;
 pub mod local_cluster;
 pub mod retry;
+pub mod watch;
 
 pub use client::{prefix_range_end, CallError, Client, Timeouts};
 pub use endpoint::parse_endpoints;
+pub use watch::{WatchOptions, WatchStream};

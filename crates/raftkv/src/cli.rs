@@ -107,6 +107,8 @@ pub enum Command {
     Del(DelCommand),
     /// Run a transaction read from stdin in etcdctl's format.
     Txn(TxnCommand),
+    /// Watch a key or a range of keys and print each event as it happens (Ctrl-C stops).
+    Watch(WatchCommand),
     /// Compact the key history up to a revision.
     #[command(alias = "compaction")]
     Compact(CompactCommand),
@@ -226,6 +228,25 @@ pub struct GetCommand {
     /// Sort order.
     #[arg(long, value_enum)]
     pub order: Option<Order>,
+}
+
+#[derive(Args, Debug)]
+pub struct WatchCommand {
+    pub key: String,
+    /// End of the range [key, range_end).
+    pub range_end: Option<String>,
+    /// Watch every key starting with KEY.
+    #[arg(long, conflicts_with = "range_end")]
+    pub prefix: bool,
+    /// Start at this revision (0 = from now); past revisions are replayed from history.
+    #[arg(long, default_value_t = 0)]
+    pub rev: i64,
+    /// Show each event's previous key-value.
+    #[arg(long)]
+    pub prev_kv: bool,
+    /// Ask the server for periodic progress notifications.
+    #[arg(long)]
+    pub progress_notify: bool,
 }
 
 #[derive(Args, Debug)]

@@ -6,17 +6,18 @@ use std::io::{Read, Write};
 use anyhow::{bail, Context, Result};
 use proto::etcdserverpb::{
     range_request::{SortOrder, SortTarget},
-    CompactionRequest, DeleteRangeRequest, PutRequest, RangeRequest,
+    CompactionRequest, DeleteRangeRequest, PutRequest, RangeRequest, WatchCreateRequest,
 };
 use proto::prost::bytes::Bytes;
 
 use crate::cli::{
     CompactCommand, Consistency, DelCommand, GetCommand, GlobalOptions, HashKvCommand, Order,
-    PutCommand, SortBy, TxnCommand,
+    PutCommand, SortBy, TxnCommand, WatchCommand,
 };
 use crate::output::{self, RangePrint};
 use crate::txn_script;
 use raftkv_client::client::{prefix_range_end, Client};
+use raftkv_client::WatchOptions;
 
 fn client(global: &GlobalOptions) -> Result<Client> {
     Client::new(&global.endpoints_or_default(), global.timeouts())
@@ -181,4 +182,40 @@ pub async fn members(global: &GlobalOptions) -> Result<()> {
         &response.members,
         response.header.as_ref(),
     ))
+}
+
+/// `etcdctl watch`: print every event until the stream ends or the server cancels the
+/// watch (then fail with etcdctl's message).
+pub async fn watch(global: &GlobalOptions, cmd: &WatchCommand) -> Result<()> {
+    let (key, range_end) = key_range(&cmd.key, cmd.range_end.as_deref(), cmd.prefix, false);
+    let create = WatchCreateRequest {
+        key,
+        range_end,
+        start_revision: cmd.rev,
+        prev_kv: cmd.prev_kv,
+        progress_notify: cmd.progress_notify,
+        ..Default::default()
+    };
+    // etcdctl sets require-leader on its watches.
+    let options = WatchOptions {
+        require_leader: true,
+    };
+    let mut stream = client(global)?.watch(create, options).await?;
+    loop {
+        let Some(response) = stream.next().await? else {
+            bail!("watch is canceled by the server");
+        };
+        if response.canceled {
+            let reason = if response.compact_revision != 0 {
+                "etcdserver: mvcc: required revision has been compacted".to_string()
+            } else {
+                response.cancel_reason.clone()
+            };
+            bail!("watch was canceled ({reason})");
+        }
+        if response.created {
+            continue;
+        }
+        emit(&output::watch(global.write_out, &response))?;
+    }
 }

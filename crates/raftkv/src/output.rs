@@ -10,9 +10,9 @@ use base64::Engine as _;
 use clap::ValueEnum;
 use proto::etcdserverpb::{
     response_op::Response, CompactionResponse, DeleteRangeResponse, HashKvResponse, Member,
-    PutResponse, RangeResponse, ResponseHeader, StatusResponse, TxnResponse,
+    PutResponse, RangeResponse, ResponseHeader, StatusResponse, TxnResponse, WatchResponse,
 };
-use proto::mvccpb::KeyValue;
+use proto::mvccpb::{event::EventType, Event, KeyValue};
 use serde_json::{json, Map, Value};
 
 /// `-w` / `--write-out`.
@@ -239,6 +239,62 @@ pub fn range(format: OutputFormat, r: &RangeResponse, how: RangePrint) -> String
     }
 }
 
+fn event_json(e: &Event) -> Value {
+    let mut map = Map::new();
+    put_nonzero(&mut map, "type", json!(e.r#type));
+    if let Some(kv) = &e.kv {
+        map.insert("kv".to_string(), kv_json(kv));
+    }
+    if let Some(prev) = &e.prev_kv {
+        map.insert("prev_kv".to_string(), kv_json(prev));
+    }
+    Value::Object(map)
+}
+
+/// etcdctl's JSON for one watch response (clientv3's `WatchResponse`: every field present).
+pub fn watch_json(r: &WatchResponse) -> Value {
+    let events = if r.events.is_empty() {
+        Value::Null
+    } else {
+        Value::Array(r.events.iter().map(event_json).collect())
+    };
+    json!({
+        "Header": header_json(r.header.as_ref()),
+        "Events": events,
+        "CompactRevision": r.compact_revision,
+        "Canceled": r.canceled,
+        "Created": r.created,
+    })
+}
+
+/// A watch response as `etcdctl watch` prints it: per event its type, the previous
+/// key-value if any, then the key-value (simple); a progress notification as
+/// `progress notify: REV`.
+pub fn watch(format: OutputFormat, r: &WatchResponse) -> String {
+    let progress = r.events.is_empty() && !r.created && !r.canceled;
+    match format {
+        OutputFormat::Json => format!("{}\n", watch_json(r)),
+        _ if progress => format!(
+            "progress notify: {}\n",
+            r.header.as_ref().map_or(0, |h| h.revision)
+        ),
+        _ => {
+            let mut out = String::new();
+            for e in &r.events {
+                let kind = match EventType::try_from(e.r#type) {
+                    Ok(EventType::Delete) => "DELETE",
+                    _ => "PUT",
+                };
+                let _ = writeln!(out, "{kind}");
+                for kv in e.prev_kv.iter().chain(e.kv.iter()) {
+                    let _ = write!(out, "{}\n{}\n", text(&kv.key), text(&kv.value));
+                }
+            }
+            out
+        }
+    }
+}
+
 pub fn put(format: OutputFormat, r: &PutResponse) -> String {
     match format {
         OutputFormat::Json => format!("{}\n", put_json(r)),
@@ -456,6 +512,49 @@ pub fn human_bytes(n: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn watch_prints_like_etcdctl() {
+        let r = WatchResponse {
+            header: Some(ResponseHeader {
+                revision: 9,
+                ..Default::default()
+            }),
+            events: vec![
+                Event {
+                    r#type: EventType::Put as i32,
+                    kv: Some(kv("a", "2", 8)),
+                    prev_kv: Some(kv("a", "1", 7)),
+                },
+                Event {
+                    r#type: EventType::Delete as i32,
+                    kv: Some(KeyValue {
+                        key: "b".as_bytes().to_vec().into(),
+                        mod_revision: 9,
+                        ..Default::default()
+                    }),
+                    prev_kv: None,
+                },
+            ],
+            ..Default::default()
+        };
+        assert_eq!(
+            watch(OutputFormat::Simple, &r),
+            "PUT\na\n1\na\n2\nDELETE\nb\n\n"
+        );
+        let v: Value = serde_json::from_str(&watch(OutputFormat::Json, &r)).unwrap();
+        assert_eq!(v["Events"][1]["type"], 1);
+        assert_eq!(v["Events"][0]["prev_kv"]["value"], "MQ==");
+        assert_eq!(v["Canceled"], false);
+        let progress = WatchResponse {
+            header: r.header,
+            ..Default::default()
+        };
+        assert_eq!(
+            watch(OutputFormat::Simple, &progress),
+            "progress notify: 9\n"
+        );
+    }
 
     fn kv(key: &str, value: &str, rev: i64) -> KeyValue {
         KeyValue {

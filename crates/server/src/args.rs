@@ -119,6 +119,17 @@ pub struct ServerArgs {
     #[arg(long, env = "RAFTKV_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
 
+    /// Interval of the progress notifications sent to watchers that asked for them (a Go
+    /// duration such as "10m" or "500ms"; at least 100ms). etcd 3.4 spells the flag
+    /// `--experimental-watch-progress-notify-interval`, accepted too.
+    #[arg(
+        long,
+        env = "RAFTKV_WATCH_PROGRESS_NOTIFY_INTERVAL",
+        alias = "experimental-watch-progress-notify-interval",
+        default_value = "10m"
+    )]
+    pub watch_progress_notify_interval: String,
+
     /// Extra comma-separated URLs serving /health, /livez, /readyz, /version (HTTP only).
     #[arg(long, env = "RAFTKV_LISTEN_METRICS_URLS")]
     pub listen_metrics_urls: Option<String>,
@@ -215,6 +226,14 @@ mod tests {
         assert_eq!(a.max_txn_ops, 128);
         assert_eq!(a.initial_cluster_state, ClusterState::New);
         assert_eq!(a.initial_cluster_token, "etcd-cluster");
+        assert_eq!(a.watch_progress_notify_interval, "10m");
+        let cli = Cli::try_parse_from([
+            "raftkv",
+            "--experimental-watch-progress-notify-interval",
+            "200ms",
+        ])
+        .unwrap();
+        assert_eq!(cli.args.watch_progress_notify_interval, "200ms");
     }
 
     /// Every flag of `etcd --help` (3.4.23) and the hidden ones (`--config-file`,

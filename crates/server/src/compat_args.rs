@@ -320,10 +320,6 @@ pub struct ExperimentalFlags {
     #[arg(long, env = "RAFTKV_EXPERIMENTAL_COMPACTION_BATCH_LIMIT")]
     pub experimental_compaction_batch_limit: Option<u64>,
 
-    /// Interval of watch progress notifications. Ignored: no Watch service yet.
-    #[arg(long, env = "RAFTKV_EXPERIMENTAL_WATCH_PROGRESS_NOTIFY_INTERVAL")]
-    pub experimental_watch_progress_notify_interval: Option<String>,
-
     /// Apply duration above which etcd warns. Ignored.
     #[arg(long, env = "RAFTKV_EXPERIMENTAL_WARNING_APPLY_DURATION")]
     pub experimental_warning_apply_duration: Option<String>,
@@ -508,11 +504,6 @@ impl CompatArgs {
             e.experimental_compaction_batch_limit.is_some(),
             "--experimental-compaction-batch-limit",
             "raftkv compacts in one step",
-        );
-        ignored(
-            e.experimental_watch_progress_notify_interval.is_some(),
-            "--experimental-watch-progress-notify-interval",
-            "raftkv has no Watch service yet",
         );
         ignored(
             e.experimental_warning_apply_duration.is_some(),

@@ -117,6 +117,8 @@ pub struct Config {
     pub notes: Vec<String>,
     /// The TLS flags as given; checked and loaded by [`crate::tls::TlsSetup::new`].
     pub tls: crate::tls::TlsArgs,
+    /// `--watch-progress-notify-interval`.
+    pub watch_progress_interval: Duration,
 }
 
 impl Config {
@@ -178,6 +180,13 @@ impl Config {
         if args.max_txn_ops == 0 {
             bail!("--max-txn-ops must be > 0");
         }
+
+        let watch_progress_interval = crate::compat_args::parse_go_duration(
+            "--watch-progress-notify-interval",
+            &args.watch_progress_notify_interval,
+        )?;
+        // Shorter intervals are raised to the minimum rather than refused.
+        let watch_progress_interval = watch_progress_interval.max(MIN_PROGRESS_INTERVAL);
 
         let listen_client = parse_listen_urls("--listen-client-urls", &args.listen_client_urls)?;
         let listen_peer = parse_listen_urls("--listen-peer-urls", &args.listen_peer_urls)?;
@@ -269,6 +278,7 @@ impl Config {
             auto_compaction: args.compat.auto_compaction()?,
             notes,
             tls: args.tls.clone(),
+            watch_progress_interval,
         })
     }
 
@@ -289,6 +299,9 @@ impl Config {
         Ok(())
     }
 }
+
+/// The shortest progress-notification interval (etcd's floor).
+pub const MIN_PROGRESS_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Parse `scheme://host:port` into a normalised URL string and its parts. `http` and
 /// `https` (TLS, configured by the flags of [`crate::tls::TlsArgs`]) are served.

@@ -2,6 +2,8 @@
 //! `raftkvpb::InternalRequest`s; applying one yields the etcd response (or etcd error)
 //! that the proposing client receives.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use mvcc::{MvccError, Response, Store};
 use prost::Message as _;
@@ -9,12 +11,15 @@ use proto::raftkvpb::InternalRequest;
 use raft::{Entry, EntryKind};
 
 use crate::node::StateMachine;
+use crate::watch::WatchHub;
 
 /// The replicated store. Entries that are not client requests (no-ops, membership)
-/// produce no output.
+/// produce no output. Every apply that changed the store hands its events to the watch
+/// hub, still under the state machine's write lock (the hub never blocks; `crate::watch`).
 #[derive(Default)]
 pub struct MvccMachine {
     pub store: Store,
+    pub watch: Arc<WatchHub>,
 }
 
 impl StateMachine for MvccMachine {
@@ -26,13 +31,20 @@ impl StateMachine for MvccMachine {
         }
         // Every member decodes the same bytes, so a malformed entry fails identically
         // everywhere and changes nothing.
-        Some(match InternalRequest::decode(entry.data.as_ref()) {
+        let out = match InternalRequest::decode(entry.data.as_ref()) {
             Ok(req) => self.store.apply(&req),
             Err(e) => Err(MvccError::Internal(format!(
                 "undecodable log entry {}: {e}",
                 entry.index
             ))),
-        })
+        };
+        if out.is_ok() {
+            let events = self.store.last_events();
+            if !events.is_empty() {
+                self.watch.publish(self.store.current_revision(), events);
+            }
+        }
+        Some(out)
     }
 
     fn snapshot(&self) -> Bytes {
@@ -40,8 +52,12 @@ impl StateMachine for MvccMachine {
     }
 
     fn restore(&mut self, image: &Bytes) -> anyhow::Result<()> {
+        let unpublished = self.store.current_revision() + 1;
         self.store = Store::restore(image)
             .map_err(|e| anyhow::anyhow!("cannot restore the store from a snapshot: {e:?}"))?;
+        // Revisions the snapshot skipped were never published: watchers catch up from the
+        // restored history (or learn it was compacted).
+        self.watch.restored(unpublished);
         Ok(())
     }
 

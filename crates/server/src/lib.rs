@@ -27,6 +27,7 @@ pub mod ready;
 pub mod server;
 pub mod tls;
 pub mod transport;
+pub mod watch;
 
 pub use args::{adopt_etcd_env, ServerArgs};
 pub use hooks::Hooks;

@@ -14,6 +14,7 @@ use crate::args::ClusterState;
 use crate::config::{Config, ListenAddr};
 use crate::grpc::{
     ClusterService, Context, KvService, MaintenanceService, Membership, UnimplementedService,
+    WatchService,
 };
 use crate::hooks::Hooks;
 use crate::kv::MvccMachine;
@@ -30,7 +31,7 @@ const PEERS_FILE: &str = "raftkv.peers";
 
 /// gRPC accepts this much more than --max-request-bytes on the wire, so that a request just
 /// over the limit gets etcd's "request is too large" rather than a transport error.
-const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
+pub const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
 
 /// How long a shutdown waits for client connections to close by themselves.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
@@ -147,6 +148,7 @@ pub async fn serve(
     let raft = RaftNode::new(raft_cfg, initial)
         .map_err(|e| anyhow::anyhow!("cannot start the raft core: {e:?}"))?;
 
+    let watch_hub = machine.watch.clone();
     let state = Arc::new(RwLock::new(machine));
     let (handle, inbox) = node::channel(
         config.member_id,
@@ -240,8 +242,15 @@ pub async fn serve(
         let url = urls.join(",");
         let mode = client_mode(&urls, &tls)?;
         info!(%url, "serving client requests (gRPC and HTTP)");
+        let watch = WatchService {
+            ctx: ctx.clone(),
+            hub: watch_hub.clone(),
+            progress_interval: config.watch_progress_interval,
+            election_timeout: config.election_timeout,
+        };
         servers.push(tokio::spawn(serve_client(
             ctx.clone(),
+            watch,
             l,
             mode,
             ClientLimits::from(&config),
@@ -329,6 +338,7 @@ impl From<&Config> for ClientLimits {
 
 async fn serve_client(
     ctx: Context,
+    watch: WatchService,
     listener: TcpListener,
     mode: ClientListen,
     limits: ClientLimits,
@@ -353,7 +363,7 @@ async fn serve_client(
             ClusterServer::new(ClusterService(ctx.clone())).max_decoding_message_size(limit),
         )
         // Same receive limit everywhere, as grpc-go's is per server.
-        .add_service(WatchServer::new(UnimplementedService).max_decoding_message_size(limit))
+        .add_service(WatchServer::new(watch).max_decoding_message_size(limit))
         .add_service(LeaseServer::new(UnimplementedService).max_decoding_message_size(limit))
         .add_service(AuthServer::new(UnimplementedService).max_decoding_message_size(limit));
     use futures_util::StreamExt;

@@ -5,7 +5,8 @@
 //!   proposal to the leader and wait for their own apply); reads are served from the local
 //!   store, after a ReadIndex round unless `serializable`.
 //! * `Maintenance`: Status, Alarm GET, HashKV. `Cluster`: MemberList.
-//! * Everything else (Watch, Lease, Auth, the rest of Maintenance and Cluster) answers
+//! * `Watch`: every member serves watches from its own applied state (`crate::watch`).
+//! * Everything else (Lease, Auth, the rest of Maintenance and Cluster) answers
 //!   `UNIMPLEMENTED` through the generated traits' defaults.
 //! * [`ClientEdge`] sits in front of them all: HTTP/1.x only reaches the HTTP endpoints, and
 //!   unknown methods and oversized messages get grpc-go's answers (`edge.rs`).
@@ -14,6 +15,7 @@ mod edge;
 mod kv;
 mod maintenance;
 mod methods;
+mod watch;
 
 use std::sync::Arc;
 
@@ -26,6 +28,7 @@ use crate::transport::Transport;
 pub use edge::ClientEdge;
 pub use kv::KvService;
 pub use maintenance::{ClusterService, MaintenanceService, Membership, UnimplementedService};
+pub use watch::WatchService;
 
 /// The version string Status and /version report: etcd 3.4's API level.
 pub const ETCD_VERSION: &str = "3.4.0";

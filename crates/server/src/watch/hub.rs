@@ -1,0 +1,288 @@
+//! The hand-off from the node thread to the watch streams.
+//!
+//! After every apply that changed something, the node thread calls [`WatchHub::publish`]
+//! with the revision's events, while it still holds the state machine's write lock. The hub
+//! then offers one shared [`RevBatch`] to every stream with a watcher whose range matches an
+//! event, with `try_send` on that stream's bounded queue: the node thread never waits for a
+//! stream, never allocates per watcher and never does I/O.
+//!
+//! A stream whose queue is full is set aside as a *victim*: the hub records the first
+//! revision it missed and stops offering it batches. The stream task notices, drains what
+//! it was given, and catches up from the MVCC history (`Store::events_between`) in bounded
+//! batches before the hub feeds it again (`super::stream`). This is etcd's victim scheme at
+//! stream granularity; its memory cost is the queue, whatever the client does.
+//!
+//! Lock order: the state machine lock, then the hub's mutex, never the reverse. Because
+//! `publish` runs under the write lock, a stream that registers interest (or clears its
+//! victim mark) while holding the read lock at revision `C` is offered exactly the
+//! revisions after `C`.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use mvcc::key_range::KeyRange;
+use proto::mvccpb::Event;
+use tokio::sync::{mpsc, Notify};
+
+/// Batches a stream's queue holds before the stream becomes a victim.
+pub const STREAM_QUEUE: usize = 128;
+
+/// The events of one revision, in the order the request made them (one Txn, one
+/// DeleteRange with a DELETE per key, or one Put).
+#[derive(Debug)]
+pub struct RevBatch {
+    pub rev: i64,
+    pub events: Vec<Event>,
+}
+
+/// A watcher's key range in etcd's `key` / `range_end` convention (after etcd's rewrite of an
+/// empty key to `"\0"`): `end` empty is one key, `"\0"` every key from `key`, else `[key, end)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WatchRange {
+    pub key: Bytes,
+    pub end: Bytes,
+}
+
+impl WatchRange {
+    pub fn contains(&self, key: &[u8]) -> bool {
+        KeyRange::new(&self.key, &self.end).contains(key)
+    }
+}
+
+/// A stream's identity at the hub.
+pub type StreamId = u64;
+
+/// What a stream shares with the hub: 0 while the stream is fed, else the first revision
+/// the hub could not queue for it; and a wake-up for the stream's task, which may be idle
+/// when the mark is set (after a snapshot install nothing else would wake it).
+#[derive(Debug, Default)]
+pub struct VictimMark(AtomicI64, Notify);
+
+impl VictimMark {
+    /// The first missed revision, if the stream is a victim.
+    pub fn missed_from(&self) -> Option<i64> {
+        match self.0.load(Ordering::Acquire) {
+            0 => None,
+            r => Some(r),
+        }
+    }
+
+    /// Mark the stream a victim from `rev` unless it already is (the earliest miss counts),
+    /// and wake its task. Never blocks: `Notify` keeps a permit if nobody waits.
+    fn set(&self, rev: i64) {
+        if self
+            .0
+            .compare_exchange(0, rev, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            self.1.notify_one();
+        }
+    }
+
+    /// Resolves once the mark has been set since the last wake-up.
+    pub async fn marked(&self) {
+        self.1.notified().await
+    }
+
+    /// Clear the mark and return the first missed revision. Call with the state machine's
+    /// read lock held, after draining the queue.
+    pub fn take(&self) -> Option<i64> {
+        match self.0.swap(0, Ordering::AcqRel) {
+            0 => None,
+            r => Some(r),
+        }
+    }
+}
+
+struct Slot {
+    tx: mpsc::Sender<Arc<RevBatch>>,
+    /// The ranges of the stream's watchers, by watch id (synced or not: the stream filters).
+    ranges: Vec<(i64, WatchRange)>,
+    victim: Arc<VictimMark>,
+}
+
+#[derive(Default)]
+struct Inner {
+    streams: HashMap<StreamId, Slot>,
+    next_id: StreamId,
+}
+
+/// Fan-out point between the node thread and the watch streams (see the module docs).
+#[derive(Default)]
+pub struct WatchHub {
+    inner: Mutex<Inner>,
+}
+
+/// What a new stream gets from [`WatchHub::register`].
+pub struct Registration {
+    pub id: StreamId,
+    pub rx: mpsc::Receiver<Arc<RevBatch>>,
+    pub victim: Arc<VictimMark>,
+}
+
+impl WatchHub {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // Nothing under this lock can leave the map inconsistent, so a panic elsewhere
+        // while it was held does not make it unusable.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A new stream with no watchers yet.
+    pub fn register(&self) -> Registration {
+        let (tx, rx) = mpsc::channel(STREAM_QUEUE);
+        let victim = Arc::new(VictimMark::default());
+        let mut inner = self.lock();
+        let id = inner.next_id;
+        inner.next_id += 1;
+        inner.streams.insert(
+            id,
+            Slot {
+                tx,
+                ranges: Vec::new(),
+                victim: victim.clone(),
+            },
+        );
+        Registration { id, rx, victim }
+    }
+
+    pub fn unregister(&self, stream: StreamId) {
+        self.lock().streams.remove(&stream);
+    }
+
+    pub fn add_range(&self, stream: StreamId, watch_id: i64, range: WatchRange) {
+        if let Some(slot) = self.lock().streams.get_mut(&stream) {
+            slot.ranges.push((watch_id, range));
+        }
+    }
+
+    pub fn remove_range(&self, stream: StreamId, watch_id: i64) {
+        if let Some(slot) = self.lock().streams.get_mut(&stream) {
+            if let Some(i) = slot.ranges.iter().position(|(id, _)| *id == watch_id) {
+                slot.ranges.swap_remove(i);
+            }
+        }
+    }
+
+    /// Number of streams registered (for tests and metrics).
+    pub fn streams(&self) -> usize {
+        self.lock().streams.len()
+    }
+
+    /// Offer the events of revision `rev` to every interested stream. Called by the node
+    /// thread under the state machine's write lock; never blocks on a stream.
+    pub fn publish(&self, rev: i64, events: &[Event]) {
+        if events.is_empty() {
+            return;
+        }
+        let inner = self.lock();
+        if inner.streams.is_empty() {
+            return;
+        }
+        let mut batch: Option<Arc<RevBatch>> = None;
+        for slot in inner.streams.values() {
+            if slot.victim.missed_from().is_some() {
+                continue;
+            }
+            let interested = slot.ranges.iter().any(|(_, r)| {
+                events
+                    .iter()
+                    .any(|e| e.kv.as_ref().is_some_and(|kv| r.contains(&kv.key)))
+            });
+            if !interested {
+                continue;
+            }
+            let b = batch
+                .get_or_insert_with(|| {
+                    Arc::new(RevBatch {
+                        rev,
+                        events: events.to_vec(),
+                    })
+                })
+                .clone();
+            match slot.tx.try_send(b) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(_)) => slot.victim.set(rev),
+                // The stream is going away; it unregisters itself.
+                Err(mpsc::error::TrySendError::Closed(_)) => {}
+            }
+        }
+    }
+
+    /// The store was replaced by a snapshot: nothing after `from_rev - 1` was published,
+    /// so every stream catches up from history (or learns that it was compacted).
+    pub fn restored(&self, from_rev: i64) {
+        for slot in self.lock().streams.values() {
+            slot.victim.set(from_rev);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proto::mvccpb::KeyValue;
+
+    fn put(key: &'static [u8], rev: i64) -> Event {
+        Event {
+            r#type: 0,
+            kv: Some(KeyValue {
+                key: Bytes::from_static(key),
+                mod_revision: rev,
+                ..Default::default()
+            }),
+            prev_kv: None,
+        }
+    }
+
+    fn range(key: &'static [u8], end: &'static [u8]) -> WatchRange {
+        WatchRange {
+            key: Bytes::from_static(key),
+            end: Bytes::from_static(end),
+        }
+    }
+
+    #[test]
+    fn only_interested_streams_are_offered_a_revision() {
+        let hub = WatchHub::default();
+        let mut a = hub.register();
+        let mut b = hub.register();
+        hub.add_range(a.id, 0, range(b"a", b""));
+        hub.add_range(b.id, 0, range(b"b", b"\0"));
+        hub.publish(2, &[put(b"a", 2)]);
+        hub.publish(3, &[put(b"c", 3)]);
+        assert_eq!(a.rx.try_recv().unwrap().rev, 2);
+        assert!(a.rx.try_recv().is_err());
+        assert_eq!(b.rx.try_recv().unwrap().rev, 3);
+        hub.remove_range(b.id, 0);
+        hub.publish(4, &[put(b"c", 4)]);
+        assert!(b.rx.try_recv().is_err());
+    }
+
+    #[test]
+    fn a_full_queue_makes_a_victim_from_the_first_missed_revision() {
+        let hub = WatchHub::default();
+        let mut s = hub.register();
+        let mut other = hub.register();
+        hub.add_range(s.id, 0, range(b"k", b""));
+        hub.add_range(other.id, 0, range(b"k", b""));
+        for rev in 2..2 + STREAM_QUEUE as i64 + 5 {
+            hub.publish(rev, &[put(b"k", rev)]);
+            // The other stream keeps up and is never set aside.
+            assert_eq!(other.rx.try_recv().unwrap().rev, rev);
+        }
+        assert_eq!(s.victim.missed_from(), Some(2 + STREAM_QUEUE as i64));
+        assert!(other.victim.missed_from().is_none());
+        let mut n = 0;
+        while s.rx.try_recv().is_ok() {
+            n += 1;
+        }
+        assert_eq!(n, STREAM_QUEUE);
+        assert_eq!(s.victim.take(), Some(2 + STREAM_QUEUE as i64));
+        hub.publish(1000, &[put(b"k", 1000)]);
+        assert_eq!(s.rx.try_recv().unwrap().rev, 1000);
+        hub.unregister(s.id);
+        assert_eq!(hub.streams(), 1);
+    }
+}

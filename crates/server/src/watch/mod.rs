@@ -1,0 +1,19 @@
+//! etcd's Watch service, served by every member from its own applied state.
+//!
+//! * [`hub`]: the non-blocking hand-off from the node thread (every apply publishes its
+//!   revision's events) to the streams, with etcd's victim scheme for slow consumers.
+//! * [`stream`]: one gRPC stream — its watchers, catch-up from the MVCC history, progress
+//!   notifications and requests, `hasleader`.
+//! * [`response`]: per-watcher selection (range, filters, `prev_kv`) and fragmentation.
+//!
+//! docs/watch.md describes the design and the etcd behaviours reproduced.
+
+pub mod hub;
+mod response;
+pub mod stream;
+
+pub use hub::WatchHub;
+pub use stream::StreamConfig;
+
+/// etcd's default `--watch-progress-notify-interval`.
+pub const DEFAULT_PROGRESS_INTERVAL: std::time::Duration = std::time::Duration::from_secs(600);

@@ -1,0 +1,172 @@
+//! Building watch responses: one watcher's view of a set of events, and etcd's splitting
+//! of an oversized response into fragments.
+
+use bytes::Bytes;
+use prost::Message as _;
+use proto::etcdserverpb::watch_create_request::FilterType;
+use proto::etcdserverpb::{WatchCreateRequest, WatchResponse};
+use proto::mvccpb::{event::EventType, Event};
+
+use super::hub::WatchRange;
+
+/// The part of a watcher that decides which events it sees and how.
+#[derive(Debug, Clone)]
+pub struct Selection {
+    pub range: WatchRange,
+    pub prev_kv: bool,
+    pub no_put: bool,
+    pub no_delete: bool,
+}
+
+impl Selection {
+    /// From a create request, with etcd's rewrite of an empty key to `"\0"` (the smallest
+    /// key). Filter values etcd does not know are ignored, as etcd ignores them. Key and
+    /// range end are copied: the decoded request's bytes share the connection's read
+    /// buffer, which a long-lived watcher would otherwise keep alive.
+    pub fn from_request(req: &WatchCreateRequest) -> Selection {
+        let key = if req.key.is_empty() {
+            Bytes::from_static(b"\0")
+        } else {
+            Bytes::copy_from_slice(&req.key)
+        };
+        let has = |f: FilterType| req.filters.contains(&(f as i32));
+        Selection {
+            range: WatchRange {
+                key,
+                end: Bytes::copy_from_slice(&req.range_end),
+            },
+            prev_kv: req.prev_kv,
+            no_put: has(FilterType::Noput),
+            no_delete: has(FilterType::Nodelete),
+        }
+    }
+
+    /// etcd refuses a range whose end is not after its key (a from-key or single-key watch
+    /// has no end to compare).
+    pub fn is_empty_range(&self) -> bool {
+        let end = &self.range.end;
+        !end.is_empty() && end.as_ref() != [0] && self.range.key >= *end
+    }
+
+    fn wants(&self, e: &Event) -> bool {
+        let Some(kv) = &e.kv else { return false };
+        if !self.range.contains(&kv.key) {
+            return false;
+        }
+        match EventType::try_from(e.r#type) {
+            Ok(EventType::Put) => !self.no_put,
+            Ok(EventType::Delete) => !self.no_delete,
+            Err(_) => false,
+        }
+    }
+
+    /// The events this watcher sees, in order, with `prev_kv` only if it asked for it.
+    pub fn select<'e>(&self, events: impl IntoIterator<Item = &'e Event>) -> Vec<Event> {
+        events
+            .into_iter()
+            .filter(|e| self.wants(e))
+            .map(|e| {
+                let mut e = e.clone();
+                if !self.prev_kv {
+                    e.prev_kv = None;
+                }
+                e
+            })
+            .collect()
+    }
+}
+
+/// etcd's fragmentation: a response of at least `limit` encoded bytes with two or more
+/// events is cut into pieces that each stay under `limit` (a single event may exceed it);
+/// every piece but the last has `fragment = true`. Events of one revision may be split
+/// across pieces: the client reassembles them.
+pub fn fragments(resp: WatchResponse, limit: usize) -> Vec<WatchResponse> {
+    if resp.encoded_len() < limit || resp.events.len() < 2 {
+        return vec![resp];
+    }
+    let mut template = resp.clone();
+    template.events = Vec::new();
+    template.fragment = true;
+    let mut pieces = Vec::new();
+    let mut current = template.clone();
+    for ev in resp.events {
+        current.events.push(ev);
+        if current.events.len() > 1 && current.encoded_len() >= limit {
+            let ev = current.events.pop().expect("just pushed");
+            pieces.push(std::mem::replace(&mut current, template.clone()));
+            current.events.push(ev);
+        }
+    }
+    current.fragment = false;
+    pieces.push(current);
+    pieces
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proto::mvccpb::KeyValue;
+
+    fn ev(t: EventType, key: &'static [u8], value_len: usize) -> Event {
+        Event {
+            r#type: t as i32,
+            kv: Some(KeyValue {
+                key: Bytes::from_static(key),
+                value: Bytes::from(vec![b'x'; value_len]),
+                ..Default::default()
+            }),
+            prev_kv: Some(KeyValue::default()),
+        }
+    }
+
+    #[test]
+    fn filters_ranges_and_prev_kv() {
+        let req = WatchCreateRequest {
+            key: Bytes::from_static(b"a"),
+            range_end: Bytes::from_static(b"c"),
+            filters: vec![FilterType::Nodelete as i32, 7],
+            ..Default::default()
+        };
+        let s = Selection::from_request(&req);
+        let evs = [
+            ev(EventType::Put, b"a", 1),
+            ev(EventType::Delete, b"b", 0),
+            ev(EventType::Put, b"c", 1),
+            ev(EventType::Put, b"bz", 1),
+        ];
+        let got = s.select(&evs);
+        assert_eq!(got.len(), 2);
+        assert!(got.iter().all(|e| e.prev_kv.is_none()));
+        assert!(!s.is_empty_range());
+        let bad = Selection::from_request(&WatchCreateRequest {
+            key: Bytes::from_static(b"b"),
+            range_end: Bytes::from_static(b"a"),
+            ..Default::default()
+        });
+        assert!(bad.is_empty_range());
+        let all = Selection::from_request(&WatchCreateRequest {
+            range_end: Bytes::from_static(b"\0"),
+            ..Default::default()
+        });
+        assert!(!all.is_empty_range());
+        assert_eq!(all.select(&evs).len(), 4);
+    }
+
+    #[test]
+    fn fragments_keep_every_event_once_and_mark_all_but_the_last() {
+        let resp = WatchResponse {
+            watch_id: 3,
+            events: (0..10).map(|_| ev(EventType::Put, b"k", 100)).collect(),
+            ..Default::default()
+        };
+        let pieces = fragments(resp.clone(), 350);
+        assert!(pieces.len() > 1);
+        let n: usize = pieces.iter().map(|p| p.events.len()).sum();
+        assert_eq!(n, 10);
+        for p in &pieces[..pieces.len() - 1] {
+            assert!(p.fragment && p.encoded_len() < 350);
+        }
+        assert!(!pieces.last().unwrap().fragment);
+        assert_eq!(fragments(resp.clone(), 1 << 20), vec![resp]);
+    }
+}

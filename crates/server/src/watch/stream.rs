@@ -1,0 +1,572 @@
+//! One `Watch` gRPC stream: its watchers, their catch-up from history, and everything it
+//! sends, from a single task so that responses keep etcd's order (a watch's `created`
+//! before its events, events in revision order, a progress answer after every event it
+//! covers).
+//!
+//! Each watcher is *synced* (fed by the hub's live batches) or *unsynced* (behind: it
+//! started in the past, or the stream was set aside as a victim). Unsynced watchers read
+//! the MVCC history in steps of at most [`CATCH_UP_REVS`] revisions under the state
+//! machine's read lock, which is released before anything is sent; a watcher becomes
+//! synced when a step reaches the current revision while the hub is feeding the stream.
+//! `next_rev` (the next revision a watcher may see) makes a revision read from history and
+//! later offered live count once.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, RwLock, RwLockReadGuard};
+use std::time::Duration;
+
+use futures_util::{Stream, StreamExt};
+use proto::etcdserverpb::{
+    watch_request::RequestUnion, ResponseHeader, WatchCreateRequest, WatchRequest, WatchResponse,
+};
+use proto::mvccpb::{event::EventType, Event};
+use tokio::sync::mpsc;
+use tonic::Status;
+
+use super::hub::{RevBatch, StreamId, VictimMark, WatchHub};
+use super::response::{fragments, Selection};
+use crate::errors::ServerError;
+use crate::grpc::Context;
+use crate::kv::MvccMachine;
+
+/// Revisions one catch-up step reads from history (etcd sends at most 1000 per batch).
+pub const CATCH_UP_REVS: i64 = 256;
+
+/// Bytes of events one catch-up step takes at most (beyond its first revision, which it
+/// always takes whole): keeps each catch-up response well under clients' receive limits
+/// (4 MiB by default in tonic and grpc-go's server-side defaults).
+pub const CATCH_UP_BYTES: usize = 1024 * 1024;
+
+/// Checks without a leader after which a `hasleader` stream is closed (etcd's
+/// `maxNoLeaderCnt`), one check per election timeout.
+const NO_LEADER_CHECKS: u32 = 3;
+
+/// `cancel_reason` texts of etcd 3.4.
+pub const REASON_EMPTY_RANGE: &str = "mvcc: watcher range is empty";
+pub const REASON_DUPLICATE_ID: &str = "mvcc: duplicate watch ID provided on the WatchStream";
+
+/// Per-stream settings from the member's configuration and the call's metadata.
+#[derive(Debug, Clone)]
+pub struct StreamConfig {
+    /// Responses of watchers that set `fragment` are split at this size
+    /// (`--max-request-bytes` + 512 KiB, as etcd).
+    pub fragment_bytes: usize,
+    /// `--watch-progress-notify-interval`.
+    pub progress_interval: Duration,
+    /// The client sent `hasleader: true`: close the stream when the member loses its leader.
+    pub require_leader: bool,
+    pub election_timeout: Duration,
+}
+
+struct Watcher {
+    sel: Selection,
+    /// The next revision this watcher may be sent.
+    next_rev: i64,
+    synced: bool,
+    progress_notify: bool,
+    fragment: bool,
+    /// Events went out since the last progress tick (etcd then skips the notification).
+    sent_since_tick: bool,
+}
+
+/// The task's state.
+pub struct WatchStream {
+    ctx: Context,
+    hub: Arc<WatchHub>,
+    cfg: StreamConfig,
+    stream: StreamId,
+    victim: Arc<VictimMark>,
+    out: mpsc::Sender<Result<WatchResponse, Status>>,
+    watchers: BTreeMap<i64, Watcher>,
+    /// Ids of watches the server canceled for compaction: still taken until the client
+    /// cancels them, as in etcd.
+    dead: HashSet<i64>,
+    unsynced: usize,
+    next_auto_id: i64,
+    progress_requests: usize,
+}
+
+/// The stream is gone (the client hung up or an error ended it).
+struct Closed;
+
+/// The last revision to take from `events` (in revision order) so that what is taken stays
+/// within `budget` bytes, never splitting a revision and always taking the first one; `None`
+/// when everything fits.
+fn byte_bounded_end(events: &[Event], budget: usize) -> Option<i64> {
+    use prost::Message as _;
+    let rev = |e: &Event| e.kv.as_ref().map_or(0, |kv| kv.mod_revision);
+    let mut total = 0usize;
+    let mut taken_through = None;
+    for (i, e) in events.iter().enumerate() {
+        total += e.encoded_len();
+        let last_of_revision = events.get(i + 1).is_none_or(|next| rev(next) != rev(e));
+        if total > budget && taken_through.is_some() {
+            return taken_through;
+        }
+        if last_of_revision {
+            taken_through = Some(rev(e));
+        }
+    }
+    None
+}
+
+/// Read-lock the state machine. A poisoned lock means the node thread died while applying;
+/// the stream ends rather than serve a half-applied state.
+fn read(state: &RwLock<MvccMachine>) -> Result<RwLockReadGuard<'_, MvccMachine>, Closed> {
+    state.read().map_err(|_| Closed)
+}
+
+impl WatchStream {
+    pub fn new(
+        ctx: Context,
+        hub: Arc<WatchHub>,
+        cfg: StreamConfig,
+        out: mpsc::Sender<Result<WatchResponse, Status>>,
+    ) -> (WatchStream, mpsc::Receiver<Arc<RevBatch>>) {
+        let reg = hub.register();
+        let s = WatchStream {
+            ctx,
+            hub,
+            cfg,
+            stream: reg.id,
+            victim: reg.victim,
+            out,
+            watchers: BTreeMap::new(),
+            dead: HashSet::new(),
+            unsynced: 0,
+            next_auto_id: 0,
+            progress_requests: 0,
+        };
+        (s, reg.rx)
+    }
+
+    /// Serve the stream until the client goes away or the member loses its leader (for a
+    /// `hasleader` stream). A client that half-closes keeps receiving, as with etcd.
+    pub async fn run<S>(mut self, mut inbound: S, mut rx: mpsc::Receiver<Arc<RevBatch>>)
+    where
+        S: Stream<Item = Result<WatchRequest, Status>> + Unpin,
+    {
+        let out = self.out.clone();
+        let victim = self.victim.clone();
+        let mut inbound_open = true;
+        let start = tokio::time::Instant::now();
+        let mut progress = tokio::time::interval_at(
+            start + self.cfg.progress_interval,
+            self.cfg.progress_interval,
+        );
+        let leader_every = self.cfg.election_timeout.max(Duration::from_millis(10));
+        let mut leader_check = tokio::time::interval_at(start + leader_every, leader_every);
+        let mut no_leader = 0u32;
+        loop {
+            let busy = self.has_work();
+            let r = tokio::select! {
+                _ = out.closed() => Err(Closed),
+                msg = inbound.next(), if inbound_open => match msg {
+                    Some(Ok(req)) => self.on_request(req).await,
+                    Some(Err(_)) => Err(Closed),
+                    None => {
+                        inbound_open = false;
+                        Ok(())
+                    }
+                },
+                Some(batch) = rx.recv() => self.on_batch(&batch).await,
+                // Handled by `step` below.
+                _ = victim.marked() => Ok(()),
+                _ = progress.tick() => self.on_progress_tick(&rx).await,
+                _ = leader_check.tick(), if self.cfg.require_leader => {
+                    if self.ctx.node.status.leader().is_some() {
+                        no_leader = 0;
+                        Ok(())
+                    } else {
+                        no_leader += 1;
+                        if no_leader >= NO_LEADER_CHECKS {
+                            let _ = out.send(Err(ServerError::NoLeader.into())).await;
+                            Err(Closed)
+                        } else {
+                            Ok(())
+                        }
+                    }
+                }
+                _ = std::future::ready(()), if busy => Ok(()),
+            };
+            if r.is_err() || self.step(&mut rx).await.is_err() {
+                break;
+            }
+        }
+        self.hub.unregister(self.stream);
+    }
+
+    fn has_work(&self) -> bool {
+        self.unsynced > 0 || self.progress_requests > 0 || self.victim.missed_from().is_some()
+    }
+
+    fn header(&self, revision: i64) -> ResponseHeader {
+        ResponseHeader {
+            cluster_id: self.ctx.node.cluster_id,
+            member_id: self.ctx.node.id,
+            revision,
+            raft_term: self.ctx.node.status.term(),
+        }
+    }
+
+    /// The state machine (read-lock it with [`read`]).
+    fn state(&self) -> Arc<RwLock<MvccMachine>> {
+        self.ctx.node.state.clone()
+    }
+
+    async fn send(&self, resp: WatchResponse) -> Result<(), Closed> {
+        self.out.send(Ok(resp)).await.map_err(|_| Closed)
+    }
+
+    async fn send_events(&self, resp: WatchResponse, fragment: bool) -> Result<(), Closed> {
+        if fragment {
+            for piece in fragments(resp, self.cfg.fragment_bytes) {
+                self.send(piece).await?;
+            }
+            Ok(())
+        } else {
+            self.send(resp).await
+        }
+    }
+
+    async fn on_request(&mut self, req: WatchRequest) -> Result<(), Closed> {
+        match req.request_union {
+            Some(RequestUnion::CreateRequest(c)) => {
+                let resp = self.create(&c)?;
+                self.send(resp).await
+            }
+            Some(RequestUnion::CancelRequest(c)) => match self.cancel(c.watch_id)? {
+                Some(resp) => self.send(resp).await,
+                // etcd answers nothing to a cancel of an id it does not know.
+                None => Ok(()),
+            },
+            Some(RequestUnion::ProgressRequest(_)) => {
+                self.progress_requests += 1;
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+
+    fn create(&mut self, req: &WatchCreateRequest) -> Result<WatchResponse, Closed> {
+        let sel = Selection::from_request(req);
+        let state = self.state();
+        let st = read(&state)?;
+        let current = st.store.current_revision();
+        let refused = |reason: &str| WatchResponse {
+            header: Some(self.header(current)),
+            watch_id: -1,
+            created: true,
+            canceled: true,
+            cancel_reason: reason.to_string(),
+            ..Default::default()
+        };
+        if sel.is_empty_range() {
+            return Ok(refused(REASON_EMPTY_RANGE));
+        }
+        let taken = |id: &i64| self.watchers.contains_key(id) || self.dead.contains(id);
+        let id = if req.watch_id == 0 {
+            let mut id = self.next_auto_id;
+            while taken(&id) {
+                id += 1;
+            }
+            id
+        } else if taken(&req.watch_id) {
+            return Ok(refused(REASON_DUPLICATE_ID));
+        } else {
+            req.watch_id
+        };
+        if req.watch_id == 0 {
+            self.next_auto_id = id + 1;
+        }
+        let next_rev = if req.start_revision == 0 {
+            current + 1
+        } else {
+            req.start_revision
+        };
+        // Under the read lock: every revision after `current` will be offered to this
+        // stream (or the victim mark will say which was not).
+        let synced = next_rev > current && self.victim.missed_from().is_none();
+        self.hub.add_range(self.stream, id, sel.range.clone());
+        drop(st);
+        if !synced {
+            self.unsynced += 1;
+        }
+        self.watchers.insert(
+            id,
+            Watcher {
+                sel,
+                next_rev,
+                synced,
+                progress_notify: req.progress_notify,
+                fragment: req.fragment,
+                sent_since_tick: false,
+            },
+        );
+        Ok(WatchResponse {
+            header: Some(self.header(current)),
+            watch_id: id,
+            created: true,
+            ..Default::default()
+        })
+    }
+
+    fn remove(&mut self, id: i64) -> bool {
+        match self.watchers.remove(&id) {
+            Some(w) => {
+                if !w.synced {
+                    self.unsynced -= 1;
+                }
+                self.hub.remove_range(self.stream, id);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn cancel(&mut self, id: i64) -> Result<Option<WatchResponse>, Closed> {
+        let known = self.remove(id) || self.dead.remove(&id);
+        if !known {
+            return Ok(None);
+        }
+        let current = read(&self.state())?.store.current_revision();
+        Ok(Some(WatchResponse {
+            header: Some(self.header(current)),
+            watch_id: id,
+            canceled: true,
+            ..Default::default()
+        }))
+    }
+
+    /// A live revision from the hub: to every synced watcher that has not seen it.
+    async fn on_batch(&mut self, batch: &RevBatch) -> Result<(), Closed> {
+        let mut ready = Vec::new();
+        for (id, w) in self.watchers.iter_mut() {
+            if !w.synced || w.next_rev > batch.rev {
+                continue;
+            }
+            w.next_rev = batch.rev + 1;
+            let events = w.sel.select(&batch.events);
+            if !events.is_empty() {
+                w.sent_since_tick = true;
+                ready.push((*id, w.fragment, events));
+            }
+        }
+        for (id, fragment, events) in ready {
+            let resp = WatchResponse {
+                header: Some(self.header(batch.rev)),
+                watch_id: id,
+                events,
+                ..Default::default()
+            };
+            self.send_events(resp, fragment).await?;
+        }
+        Ok(())
+    }
+
+    /// Work that does not wait for input: recover from being a victim, advance unsynced
+    /// watchers by one step, answer progress requests once everything is delivered.
+    async fn step(&mut self, rx: &mut mpsc::Receiver<Arc<RevBatch>>) -> Result<(), Closed> {
+        if self.victim.missed_from().is_some() {
+            // The hub offers nothing more until the mark is cleared, so what is queued is
+            // everything before the first missed revision.
+            while let Ok(batch) = rx.try_recv() {
+                self.on_batch(&batch).await?;
+            }
+            let state = self.state();
+            let _st = read(&state)?;
+            if let Some(missed) = self.victim.take() {
+                for w in self.watchers.values_mut() {
+                    if w.synced {
+                        w.synced = false;
+                        w.next_rev = w.next_rev.max(missed);
+                        self.unsynced += 1;
+                    }
+                }
+            }
+        }
+        if self.unsynced > 0 {
+            let ready = self.catch_up()?;
+            for (resp, fragment) in ready {
+                self.send_events(resp, fragment).await?;
+            }
+        }
+        if self.progress_requests > 0 {
+            if let Some(rev) = self.delivered_through(rx)? {
+                while self.progress_requests > 0 {
+                    self.progress_requests -= 1;
+                    let resp = WatchResponse {
+                        header: Some(self.header(rev)),
+                        watch_id: -1,
+                        ..Default::default()
+                    };
+                    self.send(resp).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// One catch-up step for the unsynced watchers, under the read lock; returns what to
+    /// send (with each response's fragment flag) once the lock is released.
+    fn catch_up(&mut self) -> Result<Vec<(WatchResponse, bool)>, Closed> {
+        let state = self.state();
+        let st = read(&state)?;
+        let store = &st.store;
+        let current = store.current_revision();
+        let compacted = store.compact_revision();
+        let mut ready = Vec::new();
+        let doomed: Vec<i64> = self
+            .watchers
+            .iter()
+            .filter(|(_, w)| !w.synced && w.next_rev < compacted)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in doomed {
+            self.remove(id);
+            self.dead.insert(id);
+            // etcd 3.4 sends this one with a zero header revision.
+            ready.push((
+                WatchResponse {
+                    header: Some(self.header(0)),
+                    watch_id: id,
+                    canceled: true,
+                    compact_revision: compacted,
+                    ..Default::default()
+                },
+                false,
+            ));
+        }
+        let Some(lo) = self
+            .watchers
+            .values()
+            .filter(|w| !w.synced)
+            .map(|w| w.next_rev)
+            .min()
+        else {
+            return Ok(ready);
+        };
+        let mut hi = current.min(lo.saturating_add(CATCH_UP_REVS - 1));
+        let mut events = if lo <= hi {
+            // `lo >= compacted` here, so this cannot fail; an error would end the stream
+            // rather than skip events.
+            store.events_between(lo, hi).map_err(|_| Closed)?
+        } else {
+            Vec::new()
+        };
+        // etcd's compaction keeps each key's last version at the compaction revision
+        // unless it is a deletion: a watch from exactly that revision sees its puts only.
+        events.retain(|e| {
+            !(e.r#type == EventType::Delete as i32
+                && e.kv.as_ref().is_some_and(|kv| kv.mod_revision == compacted))
+        });
+        if let Some(cut) = byte_bounded_end(&events, CATCH_UP_BYTES) {
+            hi = cut;
+            events.retain(|e| e.kv.as_ref().is_some_and(|kv| kv.mod_revision <= cut));
+        }
+        let can_sync = self.victim.missed_from().is_none();
+        for (id, w) in self.watchers.iter_mut() {
+            if w.synced {
+                continue;
+            }
+            if w.next_rev <= hi {
+                let from = w.next_rev;
+                let selected = w.sel.select(
+                    events
+                        .iter()
+                        .filter(|e| e.kv.as_ref().is_some_and(|kv| kv.mod_revision >= from)),
+                );
+                w.next_rev = hi + 1;
+                if !selected.is_empty() {
+                    w.sent_since_tick = true;
+                    let resp = WatchResponse {
+                        header: Some(ResponseHeader {
+                            cluster_id: self.ctx.node.cluster_id,
+                            member_id: self.ctx.node.id,
+                            revision: current,
+                            raft_term: self.ctx.node.status.term(),
+                        }),
+                        watch_id: *id,
+                        events: selected,
+                        ..Default::default()
+                    };
+                    ready.push((resp, w.fragment));
+                }
+            }
+            if w.next_rev > current && can_sync {
+                w.synced = true;
+                self.unsynced -= 1;
+            }
+        }
+        Ok(ready)
+    }
+
+    /// The current revision if every event up to it has been handed to the client: every
+    /// watcher synced, the hub feeding the stream and nothing left in its queue. `None`
+    /// while the stream is catching up.
+    fn delivered_through(&self, rx: &mpsc::Receiver<Arc<RevBatch>>) -> Result<Option<i64>, Closed> {
+        let state = self.state();
+        let st = read(&state)?;
+        let caught_up = self.unsynced == 0 && self.victim.missed_from().is_none() && rx.is_empty();
+        Ok(caught_up.then(|| st.store.current_revision()))
+    }
+
+    /// `progress_notify` watchers that saw no events since the last tick get an empty
+    /// response at the current revision, if the stream has delivered everything up to it.
+    async fn on_progress_tick(&mut self, rx: &mpsc::Receiver<Arc<RevBatch>>) -> Result<(), Closed> {
+        let due: Vec<i64> = self
+            .watchers
+            .iter()
+            .filter(|(_, w)| w.progress_notify && !w.sent_since_tick)
+            .map(|(id, _)| *id)
+            .collect();
+        for w in self.watchers.values_mut() {
+            w.sent_since_tick = false;
+        }
+        if due.is_empty() {
+            return Ok(());
+        }
+        let Some(rev) = self.delivered_through(rx)? else {
+            return Ok(());
+        };
+        for id in due {
+            let resp = WatchResponse {
+                header: Some(self.header(rev)),
+                watch_id: id,
+                ..Default::default()
+            };
+            self.send(resp).await?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proto::mvccpb::KeyValue;
+
+    fn ev(rev: i64, size: usize) -> Event {
+        Event {
+            kv: Some(KeyValue {
+                key: bytes::Bytes::from_static(b"k"),
+                mod_revision: rev,
+                value: bytes::Bytes::from(vec![0u8; size]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn catch_up_steps_are_bounded_by_bytes_without_splitting_a_revision() {
+        // Everything fits.
+        assert_eq!(byte_bounded_end(&[ev(2, 10), ev(3, 10)], 1000), None);
+        // The budget ends inside revision 3: stop after revision 2.
+        let evs = [ev(2, 400), ev(3, 400), ev(3, 400), ev(4, 10)];
+        assert_eq!(byte_bounded_end(&evs, 1000), Some(2));
+        // A first revision larger than the budget is still taken whole.
+        let evs = [ev(2, 800), ev(2, 800), ev(3, 10)];
+        assert_eq!(byte_bounded_end(&evs, 1000), Some(2));
+    }
+}
