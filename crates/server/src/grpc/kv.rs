@@ -52,17 +52,23 @@ impl KvService {
         if !is_txn_serializable(&req) && !self.0.skip_read_index {
             self.0.node.read_barrier().await?;
         }
-        let mut resp = {
-            let sm = self
-                .0
-                .node
-                .state
-                .read()
-                .map_err(|_| Status::internal("state lock poisoned"))?;
-            sm.store.read_txn(&req).map_err(mvcc_status)?
-        };
+        let mut resp = self.read_store(|store| store.read_txn(&req))?;
         stamp_txn(&self.0, &mut resp);
         Ok(Response::new(resp))
+    }
+
+    /// Run a read on the local store under the state machine's read lock.
+    fn read_store<T>(
+        &self,
+        read: impl FnOnce(&mvcc::Store) -> Result<T, MvccError>,
+    ) -> Result<T, Status> {
+        let sm = self
+            .0
+            .node
+            .state
+            .read()
+            .map_err(|_| Status::internal("state lock poisoned"))?;
+        read(&sm.store).map_err(mvcc_status)
     }
 
     fn unexpected(what: &str) -> Status {
@@ -86,15 +92,7 @@ impl Kv for KvService {
             // responses leave in one write instead of one syscall each.
             tokio::task::yield_now().await;
         }
-        let mut resp = {
-            let sm = self
-                .0
-                .node
-                .state
-                .read()
-                .map_err(|_| Status::internal("state lock poisoned"))?;
-            sm.store.range(&req).map_err(mvcc_status)?
-        };
+        let mut resp = self.read_store(|store| store.range(&req))?;
         self.0.stamp(&mut resp.header);
         Ok(Response::new(resp))
     }

@@ -443,16 +443,50 @@ impl Dialer {
     /// Publish a TLS connection (senders queue to the backlog), then write the backlog
     /// whenever it has bytes, until the connection breaks. Returns why.
     async fn pump_tls(&mut self, stream: tokio_rustls::client::TlsStream<TcpStream>) -> String {
-        {
-            let mut st = self.outbox.lock();
-            st.up = true;
-            st.direct = None;
-            st.backlog.clear();
-            st.writing = false;
-        }
+        self.publish(None);
         let _unpublish = Unpublish(&self.outbox);
         self.set_connected(true);
-        let (mut rd, mut wr) = tokio::io::split(stream);
+        let (rd, wr) = tokio::io::split(stream);
+        self.write_backlog(rd, wr).await
+    }
+
+    /// Publish the connection for direct writes, then write the backlog whenever it has
+    /// bytes, until the connection breaks. Returns why.
+    async fn pump_plain(&mut self, stream: TcpStream) -> String {
+        // A duplicate descriptor for the senders; it shares the socket's non-blocking mode.
+        let (stream, direct) = match stream
+            .into_std()
+            .and_then(|s| Ok((s.try_clone()?, s)))
+            .and_then(|(d, s)| Ok((TcpStream::from_std(s)?, d)))
+        {
+            Ok(x) => x,
+            Err(e) => return format!("cannot share the connection: {e}"),
+        };
+        self.publish(Some(direct));
+        let _unpublish = Unpublish(&self.outbox);
+        // Only now do frames sent to this peer reach it: tell the node.
+        self.set_connected(true);
+        let (rd, wr) = stream.into_split();
+        self.write_backlog(rd, wr).await
+    }
+
+    /// Mark the connection up, with the descriptor senders may write to directly (plain
+    /// TCP) or none (TLS: every frame goes through the backlog).
+    fn publish(&self, direct: Option<std::net::TcpStream>) {
+        let mut st = self.outbox.lock();
+        st.up = true;
+        st.direct = direct;
+        st.backlog.clear();
+        st.writing = false;
+    }
+
+    /// Write the backlog to `wr` whenever it has bytes, until the connection breaks;
+    /// returns why.
+    async fn write_backlog<R, W>(&self, mut rd: R, mut wr: W) -> String
+    where
+        R: tokio::io::AsyncRead + Unpin,
+        W: tokio::io::AsyncWrite + Unpin,
+    {
         let mut scratch = [0u8; 64];
         loop {
             tokio::select! {
@@ -471,59 +505,8 @@ impl Dialer {
                             return e.to_string();
                         }
                     }
+                    // A no-op on plain TCP; pushes out TLS records still buffered.
                     if let Err(e) = wr.flush().await {
-                        return e.to_string();
-                    }
-                },
-                // The acceptor never writes after the handshake: readable means closed.
-                r = rd.read(&mut scratch) => {
-                    return match r {
-                        Ok(0) => "closed by peer".into(),
-                        Ok(_) => "unexpected data from peer".into(),
-                        Err(e) => e.to_string(),
-                    };
-                }
-            }
-        }
-    }
-
-    /// Publish the connection for direct writes, then write the backlog whenever it has
-    /// bytes, until the connection breaks. Returns why.
-    async fn pump_plain(&mut self, stream: TcpStream) -> String {
-        // A duplicate descriptor for the senders; it shares the socket's non-blocking mode.
-        let (stream, direct) = match stream
-            .into_std()
-            .and_then(|s| Ok((s.try_clone()?, s)))
-            .and_then(|(d, s)| Ok((TcpStream::from_std(s)?, d)))
-        {
-            Ok(x) => x,
-            Err(e) => return format!("cannot share the connection: {e}"),
-        };
-        {
-            let mut st = self.outbox.lock();
-            st.up = true;
-            st.direct = Some(direct);
-            st.backlog.clear();
-            st.writing = false;
-        }
-        let _unpublish = Unpublish(&self.outbox);
-        // Only now do frames sent to this peer reach it: tell the node.
-        self.set_connected(true);
-        let (mut rd, mut wr) = stream.into_split();
-        let mut scratch = [0u8; 64];
-        loop {
-            tokio::select! {
-                _ = self.outbox.wake.notified() => loop {
-                    let chunk = {
-                        let mut st = self.outbox.lock();
-                        if st.backlog.is_empty() {
-                            st.writing = false;
-                            break;
-                        }
-                        st.writing = true;
-                        st.backlog.split()
-                    };
-                    if let Err(e) = wr.write_all(&chunk).await {
                         return e.to_string();
                     }
                 },
