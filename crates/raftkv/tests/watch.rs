@@ -899,14 +899,7 @@ fn a_watch_on_a_follower_that_installs_a_snapshot_misses_nothing() {
     let all = client(&endpoints);
     rt.block_on(async {
         ready(&all, &cluster).await;
-        let mut leader_id = 0;
-        let mut ids = Vec::new();
-        for i in 0..3 {
-            let st = status_of(&all.only(i)).await.expect("status");
-            leader_id = st.leader;
-            ids.push(st.header.unwrap().member_id);
-        }
-        let leader = ids.iter().position(|id| *id == leader_id).expect("leader");
+        let leader = leader_index(&all).await;
         let follower = (leader + 1) % 3;
         let create = WatchCreateRequest {
             key: b("n/"),
@@ -1007,6 +1000,18 @@ async fn status_of(c: &Client) -> Option<StatusResponse> {
     c.status().await.ok()
 }
 
+/// The index of the leader among the three members, as the last member asked reports it.
+async fn leader_index(all: &Client) -> usize {
+    let mut leader_id = 0;
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let st = status_of(&all.only(i)).await.expect("status");
+        leader_id = st.leader;
+        ids.push(st.header.unwrap().member_id);
+    }
+    ids.iter().position(|id| *id == leader_id).expect("leader")
+}
+
 #[test]
 fn a_follower_watch_survives_leader_change_restart_and_reports_no_leader() {
     let mut cluster = start(common::raftkv_program(), "wfail", 3, &[]);
@@ -1017,14 +1022,7 @@ fn a_follower_watch_survives_leader_change_restart_and_reports_no_leader() {
     rt.block_on(async {
         ready(&all, &cluster).await;
         // A follower and the leader, by index.
-        let mut leader_id = 0;
-        let mut ids = Vec::new();
-        for i in 0..3 {
-            let st = status_of(&all.only(i)).await.expect("status");
-            leader_id = st.leader;
-            ids.push(st.header.unwrap().member_id);
-        }
-        let leader = ids.iter().position(|id| *id == leader_id).expect("leader");
+        let leader = leader_index(&all).await;
         let follower = (leader + 1) % 3;
         let on_follower = all.only(follower);
         let watch_from = |rev: i64| WatchCreateRequest {

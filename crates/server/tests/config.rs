@@ -154,6 +154,20 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
+/// A serializable MemberList from the member at `url`.
+fn member_list(url: &str) -> proto::etcdserverpb::MemberListResponse {
+    runtime().block_on(async {
+        let ch = connect(url, Duration::from_secs(5)).await.unwrap();
+        ClusterClient::new(ch)
+            .member_list(MemberListRequest {
+                linearizable: false,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+    })
+}
+
 /// The member IDs etcd gives these peer URLs and token: sha1 of the sorted URLs and the
 /// token, first 8 bytes (computed independently of the server's code, from the formula).
 fn etcd_member_id(peer: &str, token: &str) -> u64 {
@@ -207,27 +221,17 @@ max-wals: 3
     assert_eq!(count(&log, "--max-wals is ignored"), 1, "{log}");
     assert_eq!(count(&log, "loaded server configuration from"), 1, "{log}");
 
-    let url = m.client_url.clone();
-    runtime().block_on(async {
-        let ch = connect(&url, Duration::from_secs(5)).await.unwrap();
-        let members = ClusterClient::new(ch)
-            .member_list(MemberListRequest {
-                linearizable: false,
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        assert_eq!(members.members.len(), 1);
-        let me = &members.members[0];
-        // The file's name and token, not the flag's or the environment's.
-        assert_eq!(me.name, "from-file");
-        let peer_url = me.peer_ur_ls[0].clone();
-        assert_eq!(me.id, etcd_member_id(&peer_url, "file-token"));
-        assert_eq!(
-            members.header.unwrap().cluster_id,
-            server::ids::cluster_id(&[me.id])
-        );
-    });
+    let members = member_list(&m.client_url);
+    assert_eq!(members.members.len(), 1);
+    let me = &members.members[0];
+    // The file's name and token, not the flag's or the environment's.
+    assert_eq!(me.name, "from-file");
+    let peer_url = me.peer_ur_ls[0].clone();
+    assert_eq!(me.id, etcd_member_id(&peer_url, "file-token"));
+    assert_eq!(
+        members.header.unwrap().cluster_id,
+        server::ids::cluster_id(&[me.id])
+    );
 }
 
 #[test]
@@ -270,20 +274,10 @@ fn etcd_environment_and_repeated_flags_work_like_etcd() {
     ] {
         assert_eq!(count(&log, note), 1, "{note}:\n{log}");
     }
-    let url = m.client_url.clone();
-    runtime().block_on(async {
-        let ch = connect(&url, Duration::from_secs(5)).await.unwrap();
-        let members = ClusterClient::new(ch)
-            .member_list(MemberListRequest {
-                linearizable: false,
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        let me = &members.members[0];
-        assert_eq!(me.name, "env-member");
-        assert_eq!(me.id, etcd_member_id(&me.peer_ur_ls[0], "env-token"));
-    });
+    let members = member_list(&m.client_url);
+    let me = &members.members[0];
+    assert_eq!(me.name, "env-member");
+    assert_eq!(me.id, etcd_member_id(&me.peer_ur_ls[0], "env-token"));
 }
 
 #[test]
