@@ -7,13 +7,14 @@
 //!   (check with [`txn::is_read_only`]) without a trip through the log.
 //! * [`validate`] holds the checks etcd makes before proposing a request.
 //! * [`Store::hash_kv`], [`Store::snapshot`] and [`Store::restore`] compare and transfer
-//!   replicas.
+//!   replicas; [`Store::import`] builds a store from another store's history (etcd's).
 //! * [`Store::last_events`] / [`Store::events_between`] feed watchers.
 //!
 //! docs/mvcc.md explains the design and lists etcd's quirks that we reproduce.
 
 mod error;
 mod hash;
+mod import;
 mod key_history;
 pub mod key_range;
 mod range;
@@ -25,6 +26,7 @@ pub mod validate;
 
 pub use error::{Code, MvccError};
 pub use hash::HashKv;
+pub use import::{ImportError, ImportedChange, ImportedValue};
 pub use revision::Revision;
 pub use snapshot::SnapshotError;
 pub use store::{Response, Store};

@@ -1,0 +1,232 @@
+//! Building a store from another store's history (an etcd backend being migrated).
+//!
+//! The history comes from outside raftkv, so nothing in it is trusted: every change is
+//! checked against the invariants [`Store`] relies on (revisions in range and unique, each
+//! key's changes in revision order, versions that count up from 1) before a store exists.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use bytes::Bytes;
+
+use crate::key_history::{Entry, KeyHistory, Live, State};
+use crate::revision::Revision;
+use crate::store::{entry_size, Store};
+
+/// One change of a key: it got `value` at `revision`, or (`value: None`) was deleted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImportedChange {
+    pub key: Bytes,
+    pub revision: Revision,
+    pub value: Option<ImportedValue>,
+}
+
+/// The value a key got, with etcd's bookkeeping for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImportedValue {
+    pub create_revision: i64,
+    pub version: i64,
+    pub lease: i64,
+    pub value: Bytes,
+}
+
+/// Why a history cannot become a store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImportError {
+    /// The key whose change is wrong (empty for store-wide problems).
+    pub key: Bytes,
+    pub revision: Revision,
+    pub problem: &'static str,
+}
+
+impl fmt::Display for ImportError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} (key {:?} at revision {}.{})",
+            self.problem,
+            String::from_utf8_lossy(&self.key),
+            self.revision.main,
+            self.revision.sub
+        )
+    }
+}
+
+impl std::error::Error for ImportError {}
+
+impl Store {
+    /// A store whose history is `changes` (in any order across keys), whose latest revision
+    /// is `current` and which was compacted at `compacted` (-1: never).
+    pub fn import(
+        current: i64,
+        compacted: i64,
+        changes: impl IntoIterator<Item = ImportedChange>,
+    ) -> Result<Store, ImportError> {
+        let store_wide = |problem| ImportError {
+            key: Bytes::new(),
+            revision: Revision::new(current, 0),
+            problem,
+        };
+        if current < 1 || compacted < -1 || compacted > current {
+            return Err(store_wide("revision counters out of range"));
+        }
+        let mut keys: BTreeMap<Bytes, KeyHistory> = BTreeMap::new();
+        let mut by_revision = BTreeMap::new();
+        let mut stored_bytes = 0u64;
+        for change in changes {
+            let fail = |problem| ImportError {
+                key: change.key.clone(),
+                revision: change.revision,
+                problem,
+            };
+            let rev = change.revision;
+            if change.key.is_empty() {
+                return Err(fail("empty key"));
+            }
+            if rev.main < 2 || rev.main > current || rev.sub < 0 {
+                return Err(fail("revision out of range"));
+            }
+            let history = keys.entry(change.key.clone()).or_default();
+            let previous = history.latest();
+            if previous.is_some_and(|last| last.rev >= rev) {
+                return Err(fail("changes of a key out of revision order"));
+            }
+            let state = match change.value {
+                None => State::Tombstone,
+                Some(v) => {
+                    let expected_version = match previous {
+                        Some(Entry {
+                            state: State::Live(live),
+                            ..
+                        }) => live.version + 1,
+                        // After a deletion, or as the oldest change kept by a compaction,
+                        // any version counts as the start.
+                        _ => v.version,
+                    };
+                    if v.version < 1 || v.version != expected_version {
+                        return Err(fail("version does not follow the previous one"));
+                    }
+                    if v.create_revision < 1 || v.create_revision > rev.main {
+                        return Err(fail("create revision after the change"));
+                    }
+                    State::Live(Live {
+                        create_revision: v.create_revision,
+                        version: v.version,
+                        lease: v.lease,
+                        value: v.value,
+                    })
+                }
+            };
+            let entry = Entry { rev, state };
+            stored_bytes += entry_size(&entry) + change.key.len() as u64;
+            if by_revision.insert(rev, change.key.clone()).is_some() {
+                return Err(fail("two changes share a revision"));
+            }
+            history.push(entry);
+        }
+        Ok(Store {
+            current,
+            compacted,
+            keys,
+            by_revision,
+            stored_bytes,
+            last_events: Vec::new(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proto::etcdserverpb::{DeleteRangeRequest, PutRequest, RangeRequest};
+    use proto::raftkvpb::{internal_request::Request, InternalRequest};
+
+    fn put(store: &mut Store, key: &'static str, value: &'static str) {
+        store
+            .apply(&InternalRequest {
+                request: Some(Request::Put(PutRequest {
+                    key: Bytes::from_static(key.as_bytes()),
+                    value: Bytes::from_static(value.as_bytes()),
+                    ..Default::default()
+                })),
+            })
+            .unwrap();
+    }
+
+    fn change(key: &'static str, main: i64, value: Option<(i64, i64, &'static str)>) -> ImportedChange {
+        ImportedChange {
+            key: Bytes::from_static(key.as_bytes()),
+            revision: Revision::new(main, 0),
+            value: value.map(|(create_revision, version, v)| ImportedValue {
+                create_revision,
+                version,
+                lease: 0,
+                value: Bytes::from_static(v.as_bytes()),
+            }),
+        }
+    }
+
+    #[test]
+    fn an_imported_history_equals_the_store_that_applied_it() {
+        let mut applied = Store::new();
+        put(&mut applied, "a", "1");
+        put(&mut applied, "b", "1");
+        put(&mut applied, "a", "2");
+        applied
+            .apply(&InternalRequest {
+                request: Some(Request::DeleteRange(DeleteRangeRequest {
+                    key: Bytes::from_static(b"b"),
+                    ..Default::default()
+                })),
+            })
+            .unwrap();
+        let imported = Store::import(
+            5,
+            -1,
+            vec![
+                change("b", 3, Some((3, 1, "1"))),
+                change("a", 2, Some((2, 1, "1"))),
+                change("a", 4, Some((2, 2, "2"))),
+                change("b", 5, None),
+            ],
+        )
+        .unwrap();
+        assert!(imported == applied);
+        let all = RangeRequest {
+            key: Bytes::from_static(b"\0"),
+            range_end: Bytes::from_static(b"\0"),
+            ..Default::default()
+        };
+        assert_eq!(imported.range(&all).unwrap(), applied.range(&all).unwrap());
+        assert_eq!(imported.snapshot(), applied.snapshot());
+    }
+
+    #[test]
+    fn inconsistent_histories_are_refused_with_the_key_named() {
+        let cases: Vec<(Vec<ImportedChange>, &str)> = vec![
+            (vec![change("a", 9, Some((9, 1, "x")))], "revision out of range"),
+            (
+                vec![change("a", 3, Some((3, 1, "x"))), change("a", 2, Some((2, 1, "y")))],
+                "changes of a key out of revision order",
+            ),
+            (
+                vec![change("a", 2, Some((2, 1, "x"))), change("b", 2, Some((2, 1, "y")))],
+                "two changes share a revision",
+            ),
+            (
+                vec![change("a", 2, Some((2, 1, "x"))), change("a", 3, Some((2, 3, "y")))],
+                "version does not follow the previous one",
+            ),
+            (vec![change("a", 2, Some((4, 1, "x")))], "create revision after the change"),
+            (vec![change("", 2, Some((2, 1, "x")))], "empty key"),
+        ];
+        for (changes, problem) in cases {
+            let err = Store::import(5, -1, changes).unwrap_err();
+            assert_eq!(err.problem, problem);
+        }
+        assert_eq!(
+            Store::import(5, 6, vec![]).unwrap_err().problem,
+            "revision counters out of range"
+        );
+    }
+}
