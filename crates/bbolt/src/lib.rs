@@ -204,12 +204,13 @@ impl<'a> Bucket<'a> {
     }
 
     fn nested(&self, key: &[u8], value: &'a [u8]) -> Result<Bucket<'a>, BoltError> {
-        let header = value.get(..page::BUCKET_HEADER_SIZE).ok_or_else(|| {
-            BoltError::BadBucketHeader {
-                key: key.to_vec(),
-                len: value.len(),
-            }
-        })?;
+        let header =
+            value
+                .get(..page::BUCKET_HEADER_SIZE)
+                .ok_or_else(|| BoltError::BadBucketHeader {
+                    key: key.to_vec(),
+                    len: value.len(),
+                })?;
         let root = u64::from_le_bytes(header[..8].try_into().expect("8 bytes"));
         let root = if root == 0 {
             BucketRoot::Inline(&value[page::BUCKET_HEADER_SIZE..])

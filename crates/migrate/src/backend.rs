@@ -82,7 +82,9 @@ impl EtcdBackend {
             None => false,
         };
         let count = |name: &[u8]| -> Result<usize, MigrateError> {
-            Ok(db.bucket(name)?.map_or(Ok(0), |b| b.entries().map(|e| e.len()))?)
+            Ok(db
+                .bucket(name)?
+                .map_or(Ok(0), |b| b.entries().map(|e| e.len()))?)
         };
         Ok(EtcdBackend {
             checksum_verified,
@@ -129,11 +131,8 @@ impl EtcdBackend {
         if !lost.is_empty() {
             return Err(MigrateError::Unsupported(lost.join("; ")));
         }
-        let mut store = Store::import(
-            self.current_revision,
-            self.compacted_revision,
-            self.changes,
-        )?;
+        let mut store =
+            Store::import(self.current_revision, self.compacted_revision, self.changes)?;
         if let Some(revision) = self.scheduled_compaction {
             store
                 .apply(&InternalRequest {
@@ -191,7 +190,11 @@ fn meta_revision(meta: &Bucket<'_>, name: &'static [u8]) -> Result<Option<i64>, 
     meta.get(name)?
         .map(|raw| match decode_revision("meta", raw)? {
             (rev, false) => Ok(rev.main),
-            (_, true) => Err(malformed("meta", name, "a compaction revision marked deleted")),
+            (_, true) => Err(malformed(
+                "meta",
+                name,
+                "a compaction revision marked deleted",
+            )),
         })
         .transpose()
 }
@@ -212,7 +215,10 @@ fn decode_changes(bucket: &Bucket<'_>) -> Result<Vec<ImportedChange>, MigrateErr
                 return Err(malformed(
                     "key",
                     raw_rev,
-                    format!("stored under revision {} but says {}", revision.main, kv.mod_revision),
+                    format!(
+                        "stored under revision {} but says {}",
+                        revision.main, kv.mod_revision
+                    ),
                 ));
             }
             Some(ImportedValue {

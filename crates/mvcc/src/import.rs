@@ -153,7 +153,11 @@ mod tests {
             .unwrap();
     }
 
-    fn change(key: &'static str, main: i64, value: Option<(i64, i64, &'static str)>) -> ImportedChange {
+    fn change(
+        key: &'static str,
+        main: i64,
+        value: Option<(i64, i64, &'static str)>,
+    ) -> ImportedChange {
         ImportedChange {
             key: Bytes::from_static(key.as_bytes()),
             revision: Revision::new(main, 0),
@@ -204,20 +208,35 @@ mod tests {
     #[test]
     fn inconsistent_histories_are_refused_with_the_key_named() {
         let cases: Vec<(Vec<ImportedChange>, &str)> = vec![
-            (vec![change("a", 9, Some((9, 1, "x")))], "revision out of range"),
             (
-                vec![change("a", 3, Some((3, 1, "x"))), change("a", 2, Some((2, 1, "y")))],
+                vec![change("a", 9, Some((9, 1, "x")))],
+                "revision out of range",
+            ),
+            (
+                vec![
+                    change("a", 3, Some((3, 1, "x"))),
+                    change("a", 2, Some((2, 1, "y"))),
+                ],
                 "changes of a key out of revision order",
             ),
             (
-                vec![change("a", 2, Some((2, 1, "x"))), change("b", 2, Some((2, 1, "y")))],
+                vec![
+                    change("a", 2, Some((2, 1, "x"))),
+                    change("b", 2, Some((2, 1, "y"))),
+                ],
                 "two changes share a revision",
             ),
             (
-                vec![change("a", 2, Some((2, 1, "x"))), change("a", 3, Some((2, 3, "y")))],
+                vec![
+                    change("a", 2, Some((2, 1, "x"))),
+                    change("a", 3, Some((2, 3, "y"))),
+                ],
                 "version does not follow the previous one",
             ),
-            (vec![change("a", 2, Some((4, 1, "x")))], "create revision after the change"),
+            (
+                vec![change("a", 2, Some((4, 1, "x")))],
+                "create revision after the change",
+            ),
             (vec![change("", 2, Some((2, 1, "x")))], "empty key"),
         ];
         for (changes, problem) in cases {

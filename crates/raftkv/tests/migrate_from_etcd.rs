@@ -31,8 +31,11 @@ fn an_etcd_snapshot_migrates_with_its_whole_history() {
                 .map_or(1, |d| d.as_nanos() as u64)
         });
     eprintln!("RAFTKV_MIGRATE_SEED={seed}");
-    let cluster =
-        common::start_cluster_of(raftkv_client::local_cluster::MemberProgram::Etcd(common::etcd_binary()), "mig", vec![]);
+    let cluster = common::start_cluster_of(
+        raftkv_client::local_cluster::MemberProgram::Etcd(common::etcd_binary()),
+        "mig",
+        vec![],
+    );
     let endpoint = cluster.member(0).endpoint();
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("etcd.snapshot");
@@ -47,17 +50,29 @@ fn an_etcd_snapshot_migrates_with_its_whole_history() {
         save_snapshot(&endpoint, &file);
 
         let backend = migrate::read_file(&file).expect("the snapshot reads");
-        assert!(backend.checksum_verified, "etcdctl's SHA-256 trailer was checked");
+        assert!(
+            backend.checksum_verified,
+            "etcdctl's SHA-256 trailer was checked"
+        );
         let store = backend.into_store().expect("the history imports");
 
-        let latest = client.get("", Some(GetOptions::new().with_all_keys())).await.unwrap();
+        let latest = client
+            .get("", Some(GetOptions::new().with_all_keys()))
+            .await
+            .unwrap();
         let current = latest.header().unwrap().revision();
         assert_eq!(store.current_revision(), current, "current revision");
         let compacted = store.compact_revision();
-        assert!(compacted > 1, "the seeded history was compacted (at {compacted})");
+        assert!(
+            compacted > 1,
+            "the seeded history was compacted (at {compacted})"
+        );
         for revision in compacted..=current {
             let theirs = client
-                .get("", Some(GetOptions::new().with_all_keys().with_revision(revision)))
+                .get(
+                    "",
+                    Some(GetOptions::new().with_all_keys().with_revision(revision)),
+                )
                 .await
                 .unwrap_or_else(|e| panic!("etcd range at {revision}: {e}"));
             let ours = store
@@ -71,20 +86,42 @@ fn an_etcd_snapshot_migrates_with_its_whole_history() {
             let theirs: Vec<_> = theirs
                 .kvs()
                 .iter()
-                .map(|kv| (kv.key().to_vec(), kv.value().to_vec(), kv.create_revision(), kv.mod_revision(), kv.version()))
+                .map(|kv| {
+                    (
+                        kv.key().to_vec(),
+                        kv.value().to_vec(),
+                        kv.create_revision(),
+                        kv.mod_revision(),
+                        kv.version(),
+                    )
+                })
                 .collect();
             let ours: Vec<_> = ours
                 .kvs
                 .iter()
-                .map(|kv| (kv.key.to_vec(), kv.value.to_vec(), kv.create_revision, kv.mod_revision, kv.version))
+                .map(|kv| {
+                    (
+                        kv.key.to_vec(),
+                        kv.value.to_vec(),
+                        kv.create_revision,
+                        kv.mod_revision,
+                        kv.version,
+                    )
+                })
                 .collect();
-            assert_eq!(ours, theirs, "full range at revision {revision} (seed {seed})");
+            assert_eq!(
+                ours, theirs,
+                "full range at revision {revision} (seed {seed})"
+            );
         }
         eprintln!(
             "compared full ranges at revisions {compacted}..={current}; {} keys live now",
             store.key_count()
         );
-        assert!(store.key_count() > 0, "the seeded history leaves keys behind");
+        assert!(
+            store.key_count() > 0,
+            "the seeded history leaves keys behind"
+        );
         // Below the compaction, etcd has nothing left and neither has the import.
         let below = store.range(&RangeRequest {
             key: Bytes::from_static(b"\0"),
@@ -110,7 +147,10 @@ fn refuses_damaged_files(good: &Path, dir: &Path) {
     let middle = flipped.len() / 2;
     flipped[middle] ^= 0x40;
     let err = migrate::read_file(&write("flipped", &flipped)).unwrap_err();
-    assert!(matches!(err, migrate::MigrateError::ChecksumMismatch), "{err}");
+    assert!(
+        matches!(err, migrate::MigrateError::ChecksumMismatch),
+        "{err}"
+    );
 
     let truncated = &bytes[..bytes.len() - 4096 - 32];
     let err = migrate::read_file(&write("truncated", truncated)).unwrap_err();
@@ -188,7 +228,13 @@ async fn seed_history(client: &mut Client, seed: u64) {
             }
         }
         if step == OPS * 2 / 3 {
-            let rev = client.get("a", None).await.unwrap().header().unwrap().revision();
+            let rev = client
+                .get("a", None)
+                .await
+                .unwrap()
+                .header()
+                .unwrap()
+                .revision();
             client.compact(rev - 10, None).await.unwrap();
         }
     }
