@@ -130,7 +130,8 @@ impl Store {
             keys,
             by_revision,
             stored_bytes,
-            last_events: Vec::new(),
+            // Leases, alarms and the rest start empty: the caller adds what it migrates.
+            ..Store::new()
         })
     }
 }
