@@ -31,6 +31,7 @@ EXPECTED=(
   TestCtlV3Watch TestCtlV3WatchNoTLS TestCtlV3WatchClientTLS TestCtlV3WatchPeerTLS
   TestCtlV3WatchInteractive TestCtlV3WatchInteractiveNoTLS TestCtlV3WatchInteractiveClientTLS TestCtlV3WatchInteractivePeerTLS
   TestCtlV3MakeMirror TestCtlV3MakeMirrorModifyDestPrefix TestCtlV3MakeMirrorNoDestPrefix
+  TestCtlV3Alarm TestCtlV3Defrag TestCtlV3SnapshotCorrupt
 )
 
 RUNNER=${ETCD_E2E_RUNNER:-../shared/etcd-e2e/run.sh}

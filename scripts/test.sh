@@ -32,6 +32,11 @@ RELEASE_DIR=${CARGO_TARGET_DIR:-target}/release
 scripts/check-fault-hooks.sh present "$RELEASE_DIR/raftkv-jepsen-member"
 scripts/check-fault-hooks.sh absent "$RELEASE_DIR/raftkv" "$RELEASE_DIR/raftkv-member"
 
+# The alert rules shipped in deploy/monitoring: promtool accepts them, each fires on the
+# series meant to fire it, and the PrometheusRule manifest holds the same rules.
+log "alert rules (scripts/check-alert-rules.sh)"
+bash scripts/check-alert-rules.sh
+
 # etcd 3.4's own e2e suite, strict mode (etcd's exact command line), the tests listed in the
 # script; it installs Go and the suite's Debian package itself (docs/testing.md).
 log "etcd's e2e suite against raftkv (scripts/etcd-e2e.sh)"

@@ -14,8 +14,8 @@ use proto::etcdserverpb::{
     cluster_client::ClusterClient, kv_client::KvClient, maintenance_client::MaintenanceClient,
     AlarmRequest, AlarmResponse, CompactionRequest, CompactionResponse, DeleteRangeRequest,
     DeleteRangeResponse, HashKvRequest, HashKvResponse, MemberListRequest, MemberListResponse,
-    PutRequest, PutResponse, RangeRequest, RangeResponse, StatusRequest, StatusResponse,
-    TxnRequest, TxnResponse,
+    PutRequest, PutResponse, RangeRequest, RangeResponse, SnapshotRequest, SnapshotResponse,
+    StatusRequest, StatusResponse, TxnRequest, TxnResponse,
 };
 use tonic::transport::Channel;
 use tonic::{Code, Status};
@@ -224,6 +224,27 @@ impl Client {
                 .await
         })
         .await
+    }
+
+    /// Maintenance/Snapshot from the first endpoint alone (a backup is one member's
+    /// state, as etcdctl insists). The stream is not bounded by the call timeout: a large
+    /// store takes as long as it takes; the caller bounds it if it wants.
+    pub async fn snapshot(&self) -> Result<tonic::Streaming<SnapshotResponse>, CallError> {
+        let target = &self.targets[0];
+        let started = tokio::time::timeout(
+            self.timeouts.call,
+            MaintenanceClient::new(target.channel.clone()).snapshot(SnapshotRequest {}),
+        )
+        .await;
+        let status = match started {
+            Ok(Ok(response)) => return Ok(response.into_inner()),
+            Ok(Err(status)) => status,
+            Err(_) => Status::deadline_exceeded("context deadline exceeded"),
+        };
+        Err(CallError {
+            endpoint: target.address.clone(),
+            status,
+        })
     }
 
     pub async fn member_list(&self, linearizable: bool) -> Result<MemberListResponse, CallError> {

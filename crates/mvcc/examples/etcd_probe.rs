@@ -100,6 +100,7 @@ async fn run_etcd(client: &mut KvClient<Channel>, op: &Op) -> Outcome {
             r.header = clean(r.header);
             format!("{r:?}")
         }),
+        Op::Write(Request::Alarm(_)) => unreachable!("the probe generates no alarms"),
     };
     result.map_err(|s| (s.code() as i32, s.message().to_string()))
 }
@@ -118,6 +119,7 @@ fn run_store(store: &mut Store, op: &Op) -> Outcome {
                 Response::DeleteRange(r) => format!("{r:?}"),
                 Response::Txn(r) => format!("{:?}", clean_txn(r)),
                 Response::Compaction(r) => format!("{r:?}"),
+                Response::Alarm(r) => format!("{r:?}"),
             }),
     };
     result.map_err(|e| {

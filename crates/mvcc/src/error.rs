@@ -13,8 +13,10 @@ pub enum Code {
     InvalidArgument = 3,
     NotFound = 5,
     FailedPrecondition = 9,
+    ResourceExhausted = 8,
     OutOfRange = 11,
     Internal = 13,
+    DataLoss = 15,
 }
 
 /// Everything that can go wrong when validating, applying or reading a request.
@@ -42,6 +44,11 @@ pub enum MvccError {
     /// A put named a lease that does not exist (leases are not implemented yet, so any
     /// non-zero lease).
     LeaseNotFound,
+    /// A NOSPACE alarm is active: the store exceeded `--quota-backend-bytes`. Puts and txns
+    /// that put are refused until an operator frees space and disarms the alarm.
+    NoSpace,
+    /// A CORRUPT alarm is active: every request but alarms is refused.
+    Corrupt,
     /// The Raft entry carried no request. Only a bug in the proposer produces this.
     EmptyRequest,
     /// An internal invariant broke while applying; the store rolled the request back.
@@ -72,6 +79,8 @@ impl MvccError {
             | MvccError::EmptyRequest => Code::InvalidArgument,
             MvccError::Compacted | MvccError::FutureRevision => Code::OutOfRange,
             MvccError::LeaseNotFound => Code::NotFound,
+            MvccError::NoSpace => Code::ResourceExhausted,
+            MvccError::Corrupt => Code::DataLoss,
             MvccError::Internal(_) => Code::Internal,
         }
     }
@@ -89,6 +98,8 @@ impl MvccError {
             MvccError::Compacted => "etcdserver: mvcc: required revision has been compacted",
             MvccError::FutureRevision => "etcdserver: mvcc: required revision is a future revision",
             MvccError::LeaseNotFound => "etcdserver: requested lease not found",
+            MvccError::NoSpace => "etcdserver: mvcc: database space exceeded",
+            MvccError::Corrupt => "etcdserver: corrupt cluster",
             MvccError::Internal(_) => "etcdserver: mvcc: internal error",
         }
     }
@@ -166,6 +177,16 @@ mod tests {
                 MvccError::LeaseNotFound,
                 Code::NotFound,
                 "etcdserver: requested lease not found",
+            ),
+            (
+                MvccError::NoSpace,
+                Code::ResourceExhausted,
+                "etcdserver: mvcc: database space exceeded",
+            ),
+            (
+                MvccError::Corrupt,
+                Code::DataLoss,
+                "etcdserver: corrupt cluster",
             ),
         ];
         for (err, code, message) in cases {

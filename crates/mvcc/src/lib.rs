@@ -12,6 +12,7 @@
 //!
 //! docs/mvcc.md explains the design and lists etcd's quirks that we reproduce.
 
+pub mod alarm;
 mod error;
 mod hash;
 mod import;
@@ -24,6 +25,7 @@ mod store;
 pub mod txn;
 pub mod validate;
 
+pub use alarm::{quota_cost, Alarms};
 pub use error::{Code, MvccError};
 pub use hash::HashKv;
 pub use import::{ImportError, ImportedChange, ImportedValue};

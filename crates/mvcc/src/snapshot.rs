@@ -4,13 +4,14 @@
 //!
 //! ```text
 //! magic     8 bytes  "RKVMVCC\0"
-//! version   u32      1
+//! version   u32      2 (1 is still read: it has no alarms section)
 //! current   i64      current revision
 //! compacted i64      compaction revision (-1 if never)
 //! keys      u64      number of keys, then for each key in ascending order:
 //!   key_len u32, key bytes, entries u32, then for each entry in revision order:
 //!     main i64, sub i64, kind u8 (1 = value, 2 = deletion), and for a value:
 //!     create_revision i64, version i64, lease i64, value_len u32, value bytes
+//! alarms    u32      number of active alarms (version 2+), then member_id u64, type i32 each
 //! checksum  u32      CRC-32 (IEEE) of everything before it
 //! ```
 //!
@@ -27,7 +28,9 @@ use crate::revision::Revision;
 use crate::store::{entry_size, Store};
 
 const MAGIC: &[u8; 8] = b"RKVMVCC\0";
-const FORMAT_VERSION: u32 = 1;
+const FORMAT_VERSION: u32 = 2;
+/// The first format version, without the alarms section.
+const FORMAT_VERSION_NO_ALARMS: u32 = 1;
 const KIND_LIVE: u8 = 1;
 const KIND_TOMBSTONE: u8 = 2;
 
@@ -88,6 +91,12 @@ impl Store {
                 }
             }
         }
+        let alarms = self.alarms.list();
+        put_len(&mut out, alarms.len());
+        for a in &alarms {
+            out.extend_from_slice(&a.member_id.to_be_bytes());
+            out.extend_from_slice(&a.alarm.to_be_bytes());
+        }
         let checksum = crc32fast::hash(&out);
         out.extend_from_slice(&checksum.to_be_bytes());
         out
@@ -107,7 +116,7 @@ impl Store {
             rest: &body[MAGIC.len()..],
         };
         let version = reader.u32()?;
-        if version != FORMAT_VERSION {
+        if version != FORMAT_VERSION && version != FORMAT_VERSION_NO_ALARMS {
             return Err(SnapshotError::UnsupportedVersion(version));
         }
         let stored = u32::from_be_bytes([tail[0], tail[1], tail[2], tail[3]]);
@@ -163,6 +172,14 @@ impl Store {
             keys.insert(key.clone(), history);
             previous_key = Some(key);
         }
+        let mut alarms = crate::alarm::Alarms::default();
+        if version >= FORMAT_VERSION {
+            for _ in 0..reader.u32()? {
+                let member_id = reader.u64()?;
+                let alarm = i32::from_be_bytes(reader.array()?);
+                alarms.insert(member_id, alarm);
+            }
+        }
         if !reader.rest.is_empty() {
             return Err(SnapshotError::Malformed("trailing bytes"));
         }
@@ -173,6 +190,7 @@ impl Store {
             by_revision,
             stored_bytes,
             last_events: Vec::new(),
+            alarms,
         })
     }
 }

@@ -4,12 +4,13 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use proto::etcdserverpb::{
-    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest,
+    AlarmResponse, CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest,
     PutResponse, RangeRequest, RangeResponse, ResponseHeader, TxnResponse,
 };
 use proto::mvccpb::{event::EventType, Event, KeyValue};
 use proto::raftkvpb::{internal_request, InternalRequest};
 
+use crate::alarm::Alarms;
 use crate::error::MvccError;
 use crate::key_history::{Entry, KeyHistory, Live, State};
 use crate::key_range::KeyRange;
@@ -24,6 +25,7 @@ pub enum Response {
     DeleteRange(DeleteRangeResponse),
     Txn(TxnResponse),
     Compaction(CompactionResponse),
+    Alarm(AlarmResponse),
 }
 
 /// The replicated key-value state machine with etcd's MVCC semantics.
@@ -44,6 +46,8 @@ pub struct Store {
     pub(crate) stored_bytes: u64,
     /// Events produced by the last `apply`.
     pub(crate) last_events: Vec<Event>,
+    /// Active alarms (NOSPACE, CORRUPT): replicated, in snapshots, not in the hash.
+    pub(crate) alarms: Alarms,
 }
 
 /// Two stores are equal when they hold the same replicated state; the events of the last
@@ -54,6 +58,7 @@ impl PartialEq for Store {
             && self.compacted == other.compacted
             && self.keys == other.keys
             && self.by_revision == other.by_revision
+            && self.alarms == other.alarms
     }
 }
 
@@ -77,7 +82,19 @@ impl Store {
             by_revision: BTreeMap::new(),
             stored_bytes: 0,
             last_events: Vec::new(),
+            alarms: Alarms::default(),
         }
+    }
+
+    /// The active alarms.
+    pub fn alarms(&self) -> &Alarms {
+        &self.alarms
+    }
+
+    /// Forget every alarm: for a store restored into a new cluster, whose alarms named
+    /// members that are not in it.
+    pub fn clear_alarms(&mut self) {
+        self.alarms = Alarms::default();
     }
 
     /// The revision of the latest change (1 when nothing was ever written).
@@ -118,6 +135,9 @@ impl Store {
         let Some(request) = &req.request else {
             return Err(MvccError::EmptyRequest);
         };
+        if let Some(refused) = self.alarms.refusal(request) {
+            return Err(refused);
+        }
         match request {
             internal_request::Request::Put(put) => self.apply_put(put).map(Response::Put),
             internal_request::Request::DeleteRange(del) => {
@@ -125,6 +145,11 @@ impl Store {
             }
             internal_request::Request::Txn(txn) => self.apply_txn(txn).map(Response::Txn),
             internal_request::Request::Compaction(c) => self.compact(c).map(Response::Compaction),
+            internal_request::Request::Alarm(a) => {
+                let mut resp = self.alarms.apply(a);
+                set_revision(&mut resp.header, self.current);
+                Ok(Response::Alarm(resp))
+            }
         }
     }
 

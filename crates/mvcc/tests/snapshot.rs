@@ -80,3 +80,53 @@ fn truncated_or_foreign_input_is_rejected_without_panicking() {
         Err(SnapshotError::UnsupportedVersion(99))
     );
 }
+
+fn apply_alarm(store: &mut Store, action: i32, member_id: u64, alarm: i32) {
+    use proto::etcdserverpb::AlarmRequest;
+    use proto::raftkvpb::{internal_request::Request, InternalRequest};
+    store
+        .apply(&InternalRequest {
+            request: Some(Request::Alarm(AlarmRequest {
+                action,
+                member_id,
+                alarm,
+            })),
+        })
+        .unwrap();
+}
+
+#[test]
+fn alarms_travel_in_snapshots_and_keep_refusing_puts() {
+    let mut store = busy_store();
+    apply_alarm(&mut store, 1, 0xabc, 1); // ACTIVATE NOSPACE
+    let restored = Store::restore(&store.snapshot()).unwrap();
+    assert_eq!(restored, store);
+    assert_eq!(restored.alarms().list().len(), 1);
+    assert_eq!(restored.alarms().list()[0].member_id, 0xabc);
+    let mut restored = restored;
+    assert_eq!(
+        do_put(&mut restored, put("more", "data")),
+        Err(mvcc::MvccError::NoSpace)
+    );
+    // Deletes still work, and disarming lets puts through again.
+    do_del(&mut restored, del("a", "")).unwrap();
+    apply_alarm(&mut restored, 2, 0xabc, 1); // DEACTIVATE NOSPACE
+    must_put(&mut restored, "more", "data");
+}
+
+#[test]
+fn a_version_1_image_without_alarms_still_loads() {
+    // A version-1 image is a version-2 image of a store without alarms, minus the alarm
+    // count, with version 1 and its own checksum.
+    let store = busy_store();
+    let v2 = store.snapshot();
+    let body_end = v2.len() - 4 - 4; // checksum, then the (zero) alarm count before it
+    assert_eq!(&v2[body_end..body_end + 4], &[0, 0, 0, 0]);
+    let mut v1 = v2[..body_end].to_vec();
+    v1[8..12].copy_from_slice(&1u32.to_be_bytes());
+    let crc = crc32fast::hash(&v1);
+    v1.extend_from_slice(&crc.to_be_bytes());
+    let restored = Store::restore(&v1).unwrap();
+    assert_eq!(restored, store);
+    assert!(restored.alarms().is_empty());
+}

@@ -66,6 +66,8 @@ pub struct Driver {
 
     last_snapshot: Index,
     snapshot_running: bool,
+    /// An operator asked for a snapshot now (`request_snapshot`), whatever the count says.
+    snapshot_asked: bool,
 
     /// The highest commit index followers were told about by `announce_commit`.
     announced_commit: Index,
@@ -109,6 +111,7 @@ impl Driver {
             durable: status.hard_state,
             last_snapshot: applied.0,
             snapshot_running: false,
+            snapshot_asked: false,
             announced_commit: 0,
             acks_seen: false,
             acked: BTreeMap::new(),
@@ -226,6 +229,19 @@ impl Driver {
             return false;
         }
         self.last_snapshot = index;
+        true
+    }
+
+    /// Compact storage now (the server's answer to etcd's `Defragment`): at the next
+    /// poll, ask for a snapshot of everything applied, so the log it covers can be
+    /// dropped, whatever `snapshot_count` says. Returns false when there is nothing to
+    /// compact: the last snapshot already covers everything applied and none is running.
+    /// Otherwise the caller learns the outcome from the next [`Driver::snapshot_written`].
+    pub fn request_snapshot(&mut self) -> bool {
+        if !self.snapshot_running && self.applied <= self.last_snapshot {
+            return false;
+        }
+        self.snapshot_asked = true;
         true
     }
 
@@ -377,9 +393,12 @@ impl Driver {
     /// Every `snapshot_count` applied entries, ask for a snapshot (one at a time).
     fn maybe_snapshot(&mut self) -> Option<SnapshotRequest> {
         let count = self.cfg.snapshot_count;
-        if count == 0 || self.snapshot_running || self.applied < self.last_snapshot + count {
+        let counted = count != 0 && self.applied >= self.last_snapshot + count;
+        let asked = self.snapshot_asked && self.applied > self.last_snapshot;
+        if self.snapshot_running || !(counted || asked) {
             return None;
         }
+        self.snapshot_asked = false;
         self.snapshot_running = true;
         Some(SnapshotRequest {
             index: self.applied,

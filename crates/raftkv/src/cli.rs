@@ -124,6 +124,11 @@ pub enum Command {
     Lincheck(LincheckCommand),
     /// Load-test an etcd-v3 endpoint (raftkv or etcd): put | range | txn-mixed.
     Bench(BenchCommand),
+    /// Back up a member (`save FILE`), inspect a backup (`status FILE`), or build a new
+    /// member's data dir from one (`restore FILE --name … --initial-cluster … --data-dir …`).
+    #[cfg(feature = "server")]
+    #[command(subcommand)]
+    Snapshot(SnapshotCommand),
     /// Run the course scenario (leader election, failures, recovery) and check it.
     Demo(DemoCommand),
     /// Run a local 3-member cluster in the foreground (Ctrl-C stops it).
@@ -138,6 +143,23 @@ pub struct ServerCommand {
     /// Only check the configuration (flags, URLs, bindable addresses) and print "ok".
     #[arg(long)]
     pub dry_run: bool,
+}
+
+#[cfg(feature = "server")]
+#[derive(Subcommand, Debug)]
+pub enum SnapshotCommand {
+    /// Stream a backup of the (one) endpoint's state into FILE (sha256 verified).
+    Save { file: std::path::PathBuf },
+    /// Print a backup's hash, revision, key count and size.
+    Status { file: std::path::PathBuf },
+    /// Build the data dir of one member of a new cluster from FILE (takes the server's
+    /// --name, --initial-cluster, --initial-cluster-token, --initial-advertise-peer-urls,
+    /// --data-dir).
+    Restore {
+        file: std::path::PathBuf,
+        #[command(flatten)]
+        args: Box<server::ServerArgs>,
+    },
 }
 
 /// Without the `server` feature the subcommand exists but only explains itself.

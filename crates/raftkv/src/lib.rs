@@ -15,4 +15,6 @@ pub mod cluster_cmd;
 pub mod commands;
 pub mod demo;
 pub mod output;
+#[cfg(feature = "server")]
+pub mod snapshot_cmd;
 pub mod txn_script;

@@ -49,6 +49,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 server::run(cmd.args)?;
             }
         }
+        #[cfg(feature = "server")]
+        Command::Snapshot(cmd) => {
+            use raftkv::cli::SnapshotCommand;
+            use raftkv::snapshot_cmd;
+            match cmd {
+                SnapshotCommand::Save { file } => {
+                    runtime()?.block_on(snapshot_cmd::save(&global, &file))?
+                }
+                SnapshotCommand::Status { file } => snapshot_cmd::status(&global, &file)?,
+                SnapshotCommand::Restore { file, args } => snapshot_cmd::restore(&file, &args)?,
+            }
+        }
         Command::Lincheck(cmd) => {
             let mut stdout = std::io::stdout();
             let code = lincheck::cli::main(cmd.args, &mut stdout)?;

@@ -8,8 +8,7 @@
 //!   yet, so there is nothing to check either way);
 //! - **ignored, said once**: accepted, and start-up logs exactly one line naming the flag and
 //!   why it changes nothing here (see [`CompatArgs::notes`]). Only flags whose absence cannot
-//!   cost data or correctness are in this class; `--quota-backend-bytes` is among them with a
-//!   warning that the quota is not enforced yet;
+//!   cost data or correctness are in this class;
 //! - **refused**: accepted by the parser but start-up stops with a clear error, because
 //!   pretending would be wrong (`--force-new-cluster`, `--unsafe-no-fsync`, `--discovery*`,
 //!   `--proxy` other than `off`).
@@ -144,8 +143,8 @@ pub struct StorageFlags {
     #[arg(long, env = "RAFTKV_MAX_WALS")]
     pub max_wals: Option<u64>,
 
-    /// Raise an alarm when the backend size exceeds this many bytes (0 = etcd's default).
-    /// Accepted, but NOT enforced yet: start-up warns.
+    /// Raise a NOSPACE alarm when the store's size would exceed this many bytes (0 = etcd's
+    /// default of 2 GiB, negative = no quota); see `crate::quota`.
     #[arg(long, env = "RAFTKV_QUOTA_BACKEND_BYTES")]
     pub quota_backend_bytes: Option<i64>,
 
@@ -409,11 +408,6 @@ impl CompatArgs {
             s.max_wals.is_some(),
             "--max-wals",
             "raftkv drops log segments once a snapshot covers them",
-        );
-        ignored(
-            s.quota_backend_bytes.is_some_and(|q| q != 0),
-            "--quota-backend-bytes",
-            "the space quota is NOT enforced yet (no NOSPACE alarm); writes are not limited",
         );
         ignored(
             s.backend_batch_interval.is_some() || s.backend_batch_limit.is_some(),

@@ -119,6 +119,8 @@ pub struct Config {
     pub tls: crate::tls::TlsArgs,
     /// `--watch-progress-notify-interval`.
     pub watch_progress_interval: Duration,
+    /// `--quota-backend-bytes`.
+    pub quota: crate::quota::Quota,
 }
 
 impl Config {
@@ -276,6 +278,7 @@ impl Config {
             max_concurrent_streams: args.compat.grpc.max_concurrent_streams,
             keepalive: args.compat.keepalive(),
             auto_compaction: args.compat.auto_compaction()?,
+            quota: crate::quota::Quota::from_flag(args.compat.storage.quota_backend_bytes),
             notes,
             tls: args.tls.clone(),
             watch_progress_interval,

@@ -18,6 +18,9 @@ pub enum ServerError {
     TooManyRequests,
     #[error("etcdserver: server stopped")]
     Stopped,
+    /// Compacting the member's storage (Defragment) failed.
+    #[error("{0}")]
+    Storage(String),
 }
 
 impl From<ServerError> for Status {
@@ -25,6 +28,7 @@ impl From<ServerError> for Status {
         let code = match e {
             ServerError::TooLarge => Code::InvalidArgument,
             ServerError::TooManyRequests => Code::ResourceExhausted,
+            ServerError::Storage(_) => Code::Internal,
             _ => Code::Unavailable,
         };
         Status::new(code, e.to_string())

@@ -1,5 +1,6 @@
 //! Plain HTTP endpoints, served on the client URLs (next to gRPC, same port) and on
-//! `--listen-metrics-urls`: `/health` (etcd's JSON shape), `/livez`, `/readyz`, `/version`.
+//! `--listen-metrics-urls`: `/health` (etcd's JSON shape), `/livez`, `/readyz`, `/version`,
+//! `/metrics` (Prometheus text format, `crate::metrics`).
 //! On the client URLs these are all an HTTP/1.x request can reach (`grpc/edge.rs`).
 
 use std::time::Duration;
@@ -21,6 +22,7 @@ pub fn router(ctx: Context) -> Router {
         .route("/livez", get(livez))
         .route("/readyz", get(readyz))
         .route("/version", get(version))
+        .route("/metrics", get(metrics))
         .fallback(not_found)
         .with_state(ctx)
 }
@@ -43,16 +45,19 @@ fn json(status: StatusCode, body: String) -> Response {
     (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
-/// Healthy when a leader is known and (unless `?serializable=true`) a linearizable read
-/// round completes, as etcd checks.
+/// Healthy when no alarm is active (unless excluded with `?exclude=NOSPACE`), a leader is
+/// known and (unless `?serializable=true`) a linearizable read round completes, as etcd
+/// 3.4 checks. The body is etcd 3.4's (`{"health":"false"}`, no reason); the reason is
+/// logged, as etcd logs it.
 async fn health(
     State(ctx): State<Context>,
     Query(q): Query<std::collections::HashMap<String, String>>,
 ) -> Response {
     let unhealthy = |reason: &str| {
+        tracing::warn!(reason, "/health error");
         json(
             StatusCode::SERVICE_UNAVAILABLE,
-            format!("{{\"health\":\"false\",\"reason\":\"{reason}\"}}"),
+            "{\"health\":\"false\"}".to_string(),
         )
     };
     if ctx
@@ -61,16 +66,34 @@ async fn health(
         .failed
         .load(std::sync::atomic::Ordering::Relaxed)
     {
-        return unhealthy("RAFT NODE STOPPED");
+        return unhealthy("raft node stopped");
+    }
+    let excluded: Vec<&str> = q
+        .get("exclude")
+        .map(|v| v.split(',').collect())
+        .unwrap_or_default();
+    let alarm = ctx.node.state.read().ok().and_then(|sm| {
+        sm.store.alarms().list().into_iter().find(|a| {
+            let name = proto::etcdserverpb::AlarmType::try_from(a.alarm)
+                .map(|t| t.as_str_name())
+                .unwrap_or("UNKNOWN");
+            !excluded.contains(&name)
+        })
+    });
+    if let Some(a) = alarm {
+        return unhealthy(&format!(
+            "alarm {} raised by member {:x}",
+            a.alarm, a.member_id
+        ));
     }
     if ctx.node.status.leader().is_none() {
-        return unhealthy("RAFT NO LEADER");
+        return unhealthy("no leader");
     }
     let serializable = q.get("serializable").map(|v| v == "true").unwrap_or(false);
     if !serializable {
         match tokio::time::timeout(HEALTH_TIMEOUT, ctx.node.read_barrier()).await {
             Ok(Ok(())) => {}
-            _ => return unhealthy("QGET ERROR"),
+            _ => return unhealthy("QGET failed"),
         }
     }
     json(StatusCode::OK, "{\"health\":\"true\"}".to_string())
@@ -115,6 +138,19 @@ async fn readyz(State(ctx): State<Context>) -> Response {
             .into_response();
     }
     (StatusCode::OK, "ok").into_response()
+}
+
+/// Prometheus text exposition (`crate::metrics`).
+async fn metrics(State(ctx): State<Context>) -> Response {
+    (
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        crate::metrics::metrics().render(&ctx),
+    )
+        .into_response()
 }
 
 async fn version() -> Response {

@@ -38,6 +38,9 @@ impl StateMachine for MvccMachine {
                 entry.index
             ))),
         };
+        if let Ok(applied) = &out {
+            count(applied);
+        }
         if out.is_ok() {
             let events = self.store.last_events();
             if !events.is_empty() {
@@ -63,6 +66,18 @@ impl StateMachine for MvccMachine {
 
     fn size(&self) -> u64 {
         self.store.approximate_size()
+    }
+}
+
+/// etcd's `etcd_mvcc_{put,delete,txn}_total`: writes this member applied, by request
+/// (a put inside a txn counts as the txn).
+fn count(applied: &Response) {
+    let m = crate::metrics::metrics();
+    match applied {
+        Response::Put(_) => m.put_total.inc(),
+        Response::DeleteRange(_) => m.delete_total.inc(),
+        Response::Txn(_) => m.txn_total.inc(),
+        Response::Compaction(_) | Response::Alarm(_) => {}
     }
 }
 

@@ -11,6 +11,7 @@
 
 pub mod args;
 pub mod authority_fix;
+pub mod backup;
 pub mod compactor;
 pub mod compat_args;
 pub mod config;
@@ -22,8 +23,11 @@ pub mod http;
 pub mod ids;
 pub mod kv;
 pub mod logging;
+pub mod metrics;
 pub mod node;
+pub mod quota;
 pub mod ready;
+pub mod restore;
 pub mod server;
 pub mod tls;
 pub mod transport;

@@ -235,6 +235,7 @@ pub async fn serve(
             self_client_urls: config.advertise_client_urls.clone(),
         }),
         transport,
+        quota: config.quota,
         skip_read_index: hooks.skip_read_index,
     };
     let mut servers = Vec::new();

@@ -269,11 +269,12 @@ fn etcd_environment_and_repeated_flags_work_like_etcd() {
     for note in [
         "--experimental-initial-corrupt-check is ignored",
         "--strict-reconfig-check=false is ignored",
-        "--quota-backend-bytes is ignored: the space quota is NOT enforced",
         "--enable-pprof is ignored",
     ] {
         assert_eq!(count(&log, note), 1, "{note}:\n{log}");
     }
+    // The quota is enforced (crate::quota), so it is not among the ignored flags.
+    assert_eq!(count(&log, "--quota-backend-bytes"), 0, "{log}");
     let members = member_list(&m.client_url);
     let me = &members.members[0];
     assert_eq!(me.name, "env-member");

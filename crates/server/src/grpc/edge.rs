@@ -15,7 +15,10 @@
 //!   take tonic's answer for one of those.
 //!
 //! Everything else goes to tonic's router untouched; the only per-request work on that path
-//! is a version compare, one header lookup and a table lookup of the method.
+//! is a version compare, one header lookup and a table lookup of the method, plus the
+//! go-grpc-prometheus counters (`grpc_server_started_total` when a known method starts,
+//! `grpc_server_handled_total` with its status code when the answer's trailers pass, or
+//! `Canceled` when the client goes away first).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -28,6 +31,7 @@ use axum::routing::future::RouteFuture;
 use tonic::{Code, Status};
 
 use super::methods::{self, MethodLookup};
+use crate::metrics::{metrics, GrpcLabels};
 
 /// The router of every client connection: gRPC services plus the plain HTTP endpoints.
 #[derive(Clone)]
@@ -66,13 +70,18 @@ where
         if request.version() < Version::HTTP_2 {
             return EdgeFuture::Http(self.http.call(request));
         }
+        let mut rpc = None;
         if is_grpc(request.headers()) {
             let path = request.uri().path();
             if let Some(status) = refusal(methods::lookup(path), path) {
                 return EdgeFuture::Ready(Some(status.into_http()));
             }
+            rpc = methods::labels(path);
+            if let Some(rpc) = &rpc {
+                metrics().grpc_started(rpc);
+            }
         }
-        EdgeFuture::Grpc(self.grpc.call(request))
+        EdgeFuture::Grpc(self.grpc.call(request), rpc)
     }
 }
 
@@ -149,7 +158,7 @@ fn rewrite_too_large(response: &mut Response<Body>) {
 pub enum EdgeFuture {
     Ready(Option<Response<Body>>),
     Http(RouteFuture<Infallible>),
-    Grpc(RouteFuture<Infallible>),
+    Grpc(RouteFuture<Infallible>, Option<GrpcLabels>),
 }
 
 impl Future for EdgeFuture {
@@ -161,11 +170,90 @@ impl Future for EdgeFuture {
                 .take()
                 .expect("EdgeFuture polled after completion"))),
             EdgeFuture::Http(f) => Pin::new(f).poll(cx),
-            EdgeFuture::Grpc(f) => Pin::new(f).poll(cx).map_ok(|mut response| {
+            EdgeFuture::Grpc(f, rpc) => Pin::new(f).poll(cx).map_ok(|mut response| {
                 rewrite_too_large(&mut response);
-                response
+                match rpc.take() {
+                    Some(rpc) => metered(response, rpc),
+                    None => response,
+                }
             }),
         }
+    }
+}
+
+/// The numeric `grpc-status` of a header or trailer map.
+fn grpc_status(headers: &HeaderMap) -> Option<i32> {
+    headers.get("grpc-status")?.to_str().ok()?.parse().ok()
+}
+
+/// Count the RPC as handled now if the answer is trailers-only, else when its trailers pass.
+fn metered(response: Response<Body>, rpc: GrpcLabels) -> Response<Body> {
+    if let Some(code) = grpc_status(response.headers()) {
+        metrics().grpc_handled(&rpc, code);
+        return response;
+    }
+    response.map(|inner| {
+        Body::new(MeteredBody {
+            inner,
+            rpc,
+            counted: false,
+        })
+    })
+}
+
+/// A response body that counts its RPC in `grpc_server_handled_total` once.
+struct MeteredBody {
+    inner: Body,
+    rpc: GrpcLabels,
+    counted: bool,
+}
+
+impl MeteredBody {
+    fn count(&mut self, code: i32) {
+        if !self.counted {
+            self.counted = true;
+            metrics().grpc_handled(&self.rpc, code);
+        }
+    }
+}
+
+impl http_body::Body for MeteredBody {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, axum::Error>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(code) = frame.trailers_ref().and_then(grpc_status) {
+                    this.count(code);
+                }
+            }
+            Poll::Ready(Some(Err(_))) => this.count(Code::Unknown as i32),
+            // Ended without trailers: grpc-go would not; count it as unknown.
+            Poll::Ready(None) => this.count(Code::Unknown as i32),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for MeteredBody {
+    /// The connection or stream went away before the answer ended: the client cancelled.
+    fn drop(&mut self) {
+        self.count(Code::Cancelled as i32);
     }
 }
 

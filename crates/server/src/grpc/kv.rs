@@ -27,6 +27,7 @@ impl KvService {
             max_txn_ops: self.0.max_txn_ops,
         };
         mvcc::validate::check_request(&request, &limits).map_err(mvcc_status)?;
+        self.check_quota(&request).await?;
         let entry = InternalRequest {
             request: Some(request),
         };
@@ -39,6 +40,30 @@ impl KvService {
             Ok(Err(e)) => Err(mvcc_status(e)),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// etcd's quota check before proposing: a write that would take the store to its quota
+    /// raises the NOSPACE alarm (through the log, for this member) and is refused.
+    async fn check_quota(&self, request: &Internal) -> Result<(), Status> {
+        if mvcc::quota_cost(request) == 0 {
+            return Ok(());
+        }
+        let size = self.read_store(|store| Ok(store.approximate_size()))?;
+        if self.0.quota.admits(size, request) {
+            return Ok(());
+        }
+        let alarm = proto::etcdserverpb::AlarmRequest {
+            action: proto::etcdserverpb::alarm_request::AlarmAction::Activate as i32,
+            member_id: self.0.node.id,
+            alarm: proto::etcdserverpb::AlarmType::Nospace as i32,
+        };
+        let entry = InternalRequest {
+            request: Some(Internal::Alarm(alarm)),
+        };
+        if let Err(e) = self.0.node.propose(Bytes::from(entry.encode_to_vec())).await {
+            tracing::warn!(error = %e, "cannot raise the NOSPACE alarm");
+        }
+        Err(mvcc_status(MvccError::NoSpace))
     }
 
     /// A txn that cannot write is served from the local store, as etcd serves it: after a
@@ -93,6 +118,7 @@ impl Kv for KvService {
             tokio::task::yield_now().await;
         }
         let mut resp = self.read_store(|store| store.range(&req))?;
+        crate::metrics::metrics().range_total.inc();
         self.0.stamp(&mut resp.header);
         Ok(Response::new(resp))
     }

@@ -1,12 +1,22 @@
-//! `etcdserverpb.Maintenance` (Status, Alarm GET, HashKV), `etcdserverpb.Cluster`
-//! (MemberList), and the services that only answer `UNIMPLEMENTED` for now.
+//! `etcdserverpb.Maintenance` (Status, Alarm, HashKV, Defragment, Snapshot),
+//! `etcdserverpb.Cluster` (MemberList), and the services that only answer `UNIMPLEMENTED`
+//! for now. Hash (a hash of etcd's whole bbolt file) has no raftkv meaning and answers
+//! `UNIMPLEMENTED`; HashKV is the comparison raftkv supports.
+
+use std::time::Instant;
+
+use bytes::Bytes;
+use prost::Message as _;
+use proto::raftkvpb::{internal_request::Request as Internal, InternalRequest};
 
 use proto::etcdserverpb::cluster_server::Cluster;
 use proto::etcdserverpb::maintenance_server::Maintenance;
 use proto::etcdserverpb::{
-    alarm_request::AlarmAction, AlarmRequest, AlarmResponse, HashKvRequest, HashKvResponse, Member,
-    MemberListRequest, MemberListResponse, StatusRequest, StatusResponse,
+    alarm_request::AlarmAction, AlarmRequest, AlarmResponse, AlarmType, DefragmentRequest,
+    DefragmentResponse, HashKvRequest, HashKvResponse, Member, MemberListRequest,
+    MemberListResponse, SnapshotRequest, SnapshotResponse, StatusRequest, StatusResponse,
 };
+use tonic::codegen::BoxStream;
 use tonic::{Request, Response, Status};
 
 use super::{Context, ETCD_VERSION};
@@ -23,6 +33,17 @@ pub struct Membership {
 
 pub struct MaintenanceService(pub Context);
 
+/// Bytes per `SnapshotResponse` blob (etcd's 32 KiB).
+const SNAPSHOT_CHUNK: usize = 32 * 1024;
+
+/// etcd prints an alarm in Status's `errors` as the proto text of the `AlarmMember`.
+fn alarm_text(member_id: u64, alarm: i32) -> String {
+    let name = AlarmType::try_from(alarm)
+        .map(|a| a.as_str_name())
+        .unwrap_or("NONE");
+    format!("memberID:{member_id} alarm:{name} ")
+}
+
 #[tonic::async_trait]
 impl Maintenance for MaintenanceService {
     async fn status(&self, _r: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
@@ -36,7 +57,20 @@ impl Maintenance for MaintenanceService {
             .unwrap_or(1)
             .max(1) as i64;
         let leader = st.leader().unwrap_or(0);
-        let mut errors = Vec::new();
+        let mut errors: Vec<String> = self
+            .0
+            .node
+            .state
+            .read()
+            .map(|s| {
+                s.store
+                    .alarms()
+                    .list()
+                    .iter()
+                    .map(|a| alarm_text(a.member_id, a.alarm))
+                    .collect()
+            })
+            .unwrap_or_default();
         if leader == 0 {
             errors.push("etcdserver: no leader".to_string());
         }
@@ -52,21 +86,115 @@ impl Maintenance for MaintenanceService {
             db_size_in_use: db_size,
             is_learner: false,
             storage_version: String::new(),
-            db_size_quota: 2 * 1024 * 1024 * 1024,
+            db_size_quota: self.0.quota.bytes() as i64,
             downgrade_info: None,
         }))
     }
 
+    /// GET lists this member's view of the alarms; ACTIVATE and DEACTIVATE go through the
+    /// log, so every member changes at the same position (`mvcc::alarm`).
     async fn alarm(&self, r: Request<AlarmRequest>) -> Result<Response<AlarmResponse>, Status> {
-        match AlarmAction::try_from(r.into_inner().action) {
-            Ok(AlarmAction::Get) => Ok(Response::new(AlarmResponse {
+        let req = r.into_inner();
+        if let Ok(AlarmAction::Get) = AlarmAction::try_from(req.action) {
+            let alarms = {
+                let sm = self
+                    .0
+                    .node
+                    .state
+                    .read()
+                    .map_err(|_| Status::internal("state lock poisoned"))?;
+                sm.store
+                    .alarms()
+                    .list()
+                    .into_iter()
+                    .filter(|a| req.alarm == AlarmType::None as i32 || a.alarm == req.alarm)
+                    .collect()
+            };
+            return Ok(Response::new(AlarmResponse {
                 header: Some(self.0.header(0)),
-                alarms: vec![],
-            })),
-            _ => Err(Status::unimplemented(
-                "alarm activation is not supported yet",
-            )),
+                alarms,
+            }));
         }
+        let entry = InternalRequest {
+            request: Some(Internal::Alarm(req)),
+        };
+        match self.0.node.propose(Bytes::from(entry.encode_to_vec())).await {
+            Ok(Ok(mvcc::Response::Alarm(mut resp))) => {
+                self.0.stamp(&mut resp.header);
+                Ok(Response::new(resp))
+            }
+            Ok(Ok(_)) => Err(Status::internal(
+                "etcdserver: unexpected apply result for alarm",
+            )),
+            Ok(Err(e)) => Err(e.into()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// raftkv's store lives in memory and compaction frees its space at once, so there is
+    /// no file to rewrite. What can be made smaller is the member's disk: Defragment takes
+    /// a snapshot of everything applied and drops the WAL segments it covers, and answers
+    /// once that is durable. Only this member, as etcd's.
+    async fn defragment(
+        &self,
+        _r: Request<DefragmentRequest>,
+    ) -> Result<Response<DefragmentResponse>, Status> {
+        self.0.node.compact_storage().await?;
+        Ok(Response::new(DefragmentResponse {
+            header: Some(self.0.header(0)),
+        }))
+    }
+
+    /// A point-in-time image of this member's applied state (`crate::backup`), in 32 KiB
+    /// chunks counting down `remaining_bytes`, then the SHA-256 of all of it, as etcd sends.
+    async fn snapshot(
+        &self,
+        _r: Request<SnapshotRequest>,
+    ) -> Result<Response<BoxStream<SnapshotResponse>>, Status> {
+        let started = Instant::now();
+        let image = {
+            let sm = self
+                .0
+                .node
+                .state
+                .read()
+                .map_err(|_| Status::internal("state lock poisoned"))?;
+            sm.store.snapshot()
+        };
+        let payload = Bytes::from(crate::backup::payload(&image));
+        drop(image);
+        let sha = crate::backup::trailer(&payload);
+        let header = self.0.header(0);
+        let total = payload.len();
+        let mut messages = Vec::with_capacity(total / SNAPSHOT_CHUNK + 2);
+        let mut sent = 0;
+        while sent < total {
+            let n = SNAPSHOT_CHUNK.min(total - sent);
+            messages.push(Ok(SnapshotResponse {
+                header: Some(header),
+                remaining_bytes: (total - sent - n) as u64,
+                blob: payload.slice(sent..sent + n),
+                version: String::new(),
+            }));
+            sent += n;
+        }
+        messages.push(Ok(SnapshotResponse {
+            header: Some(header),
+            remaining_bytes: 0,
+            blob: Bytes::copy_from_slice(&sha),
+            version: String::new(),
+        }));
+        use futures_util::StreamExt;
+        let done = futures_util::stream::once(async move {
+            crate::metrics::metrics()
+                .backend_snapshot
+                .observe(started.elapsed().as_secs_f64());
+            None
+        });
+        let stream = futures_util::stream::iter(messages.into_iter().map(Some))
+            .chain(done)
+            .filter_map(|m| async move { m });
+        Ok(Response::new(Box::pin(stream)))
     }
 
     async fn hash_kv(&self, r: Request<HashKvRequest>) -> Result<Response<HashKvResponse>, Status> {

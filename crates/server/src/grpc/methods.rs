@@ -106,6 +106,24 @@ pub fn lookup(path: &str) -> MethodLookup<'_> {
     }
 }
 
+/// The metric labels of a known method (`crate::metrics`), `None` for any other path.
+pub fn labels(path: &str) -> Option<crate::metrics::GrpcLabels> {
+    let name = path.strip_prefix('/').unwrap_or(path);
+    let (service, method) = name.rsplit_once('/')?;
+    let (service, methods) = SERVICES.iter().find(|(s, _)| *s == service)?;
+    let method = methods.iter().find(|m| **m == method)?;
+    let kind = match *method {
+        "Watch" | "LeaseKeepAlive" => "bidi_stream",
+        "Snapshot" | "RangeStream" => "server_stream",
+        _ => "unary",
+    };
+    Some(crate::metrics::GrpcLabels {
+        kind,
+        service,
+        method,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -129,6 +147,19 @@ mod tests {
             }
         }
         services
+    }
+
+    #[test]
+    fn labels_name_known_methods_and_their_stream_kinds() {
+        let l = labels("/etcdserverpb.KV/Put").unwrap();
+        assert_eq!((l.kind, l.service, l.method), ("unary", "etcdserverpb.KV", "Put"));
+        assert_eq!(labels("/etcdserverpb.Watch/Watch").unwrap().kind, "bidi_stream");
+        assert_eq!(
+            labels("/etcdserverpb.Maintenance/Snapshot").unwrap().kind,
+            "server_stream"
+        );
+        assert_eq!(labels("/etcdserverpb.KV/Nope"), None);
+        assert_eq!(labels("/foo.Bar/Put"), None);
     }
 
     #[test]

@@ -42,6 +42,8 @@ pub struct Context {
     pub max_txn_ops: usize,
     pub membership: Arc<Membership>,
     pub transport: Transport,
+    /// `--quota-backend-bytes`, checked before a put or txn is proposed.
+    pub quota: crate::quota::Quota,
     /// Linearizable reads without ReadIndex: the Jepsen harness's negative control only
     /// (`crate::hooks::Hooks::skip_read_index`); false in every shipped binary.
     pub skip_read_index: bool,

@@ -41,6 +41,9 @@ pub enum Input<O> {
     Propose(Bytes, oneshot::Sender<ProposeResult<O>>),
     /// Answer once a linearizable read may be served from the local state machine.
     Read(oneshot::Sender<Result<(), ServerError>>),
+    /// Compact storage now (Maintenance/Defragment): snapshot everything applied and drop
+    /// the log it covers; answered once that is durable (at once if nothing to compact).
+    Compact(oneshot::Sender<Result<(), String>>),
     /// The background snapshot writer finished.
     SnapshotWritten(Result<(storage::WrittenSnapshot, raft::Snapshot), String>),
     Shutdown,
@@ -125,6 +128,18 @@ impl<S: StateMachine> NodeHandle<S> {
         self.submit(Input::Read(tx))?;
         match tokio::time::timeout(self.timeout, rx).await {
             Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(ServerError::Stopped),
+            Err(_) => Err(ServerError::Timeout),
+        }
+    }
+
+    /// Snapshot the state machine and compact the log now; returns when done.
+    pub async fn compact_storage(&self) -> Result<(), ServerError> {
+        let (tx, rx) = oneshot::channel();
+        self.submit(Input::Compact(tx))?;
+        match tokio::time::timeout(self.timeout, rx).await {
+            Ok(Ok(Ok(()))) => Ok(()),
+            Ok(Ok(Err(e))) => Err(ServerError::Storage(e)),
             Ok(Err(_)) => Err(ServerError::Stopped),
             Err(_) => Err(ServerError::Timeout),
         }

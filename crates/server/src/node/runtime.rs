@@ -16,6 +16,7 @@ use tracing::{debug, error, info, warn};
 
 use super::{probe, Input, NodeHandle, ProposeResult, SharedStatus, Stamped, StateMachine};
 use crate::errors::ServerError;
+use crate::metrics::metrics;
 use crate::transport::{Frame, PeerEvent, Transport};
 
 /// Inputs handled per loop iteration before the driver is polled (bounds latency).
@@ -100,6 +101,7 @@ pub fn spawn<S: StateMachine>(
         leader: None,
         proposals: HashMap::new(),
         reads: HashMap::new(),
+        compact_waiters: Vec::new(),
         next_req: 1,
         inbox_tx: handle.tx.clone(),
         shared: handle.status.clone(),
@@ -190,6 +192,8 @@ struct Shell<S: StateMachine> {
     /// The gRPC calls waiting for the driver's answer, by the request id given to it.
     proposals: HashMap<RequestId, Responder<S::Output>>,
     reads: HashMap<RequestId, ReadWaiter>,
+    /// Defragment calls waiting for the snapshot they asked for.
+    compact_waiters: Vec<oneshot::Sender<Result<(), String>>>,
     next_req: RequestId,
     inbox: mpsc::Receiver<Stamped<S::Output>>,
     inbox_tx: mpsc::SyncSender<Stamped<S::Output>>,
@@ -262,6 +266,13 @@ impl<S: StateMachine> Shell<S> {
                 let req = self.new_request();
                 self.reads.insert(req, w);
                 self.driver.read(req);
+            }
+            Input::Compact(w) => {
+                if self.driver.request_snapshot() {
+                    self.compact_waiters.push(w);
+                } else {
+                    let _ = w.send(Ok(()));
+                }
             }
             Input::SnapshotWritten(r) => self.on_snapshot_written(r)?,
             Input::Shutdown => return Ok(false),
@@ -343,11 +354,20 @@ impl<S: StateMachine> Shell<S> {
             }
             let saved = match (&batch.hard_state, batch.sync) {
                 (Some(hs), false) => self.storage.save_commit(hs),
-                _ => self.storage.save(
-                    batch.hard_state.as_ref(),
-                    &batch.entries,
-                    batch.snapshot.as_ref(),
-                ),
+                _ => {
+                    // A synced batch: the WAL write and its fdatasync (the write lands in
+                    // the page cache, so the time is the fsync's).
+                    let started = Instant::now();
+                    let r = self.storage.save(
+                        batch.hard_state.as_ref(),
+                        &batch.entries,
+                        batch.snapshot.as_ref(),
+                    );
+                    metrics()
+                        .wal_fsync
+                        .observe(started.elapsed().as_secs_f64());
+                    r
+                }
             };
             saved.map_err(|e| anyhow::anyhow!("cannot persist the raft log: {e}"))?;
             if last > 0 {
@@ -386,6 +406,7 @@ impl<S: StateMachine> Shell<S> {
             Outcome::Failed(e) => {
                 let e = server_error(e);
                 if let Some(r) = self.proposals.remove(&req) {
+                    metrics().proposals_failed.inc();
                     let _ = r.send(Err(e));
                 } else if let Some(w) = self.reads.remove(&req) {
                     let _ = w.send(Err(e));
@@ -397,6 +418,9 @@ impl<S: StateMachine> Shell<S> {
     fn on_soft_state(&mut self, leader: Option<u64>, role: Role) {
         let term = self.driver.core().status().hard_state.term;
         if leader != self.leader {
+            if leader.is_some() {
+                metrics().leader_changes.inc();
+            }
             match leader {
                 Some(l) => info!(
                     leader = format_args!("{l:x}"),
@@ -445,7 +469,11 @@ impl<S: StateMachine> Shell<S> {
                 .write()
                 .map_err(|_| anyhow::anyhow!("state machine lock poisoned; cannot apply"))?;
             for item in items {
+                let started = Instant::now();
                 let out = sm.apply(&item.entry);
+                if started.elapsed() > crate::metrics::SLOW_APPLY {
+                    metrics().slow_apply.inc();
+                }
                 if let Some(req) = item.answers {
                     outputs.push((req, out));
                 }
@@ -479,6 +507,9 @@ impl<S: StateMachine> Shell<S> {
             Role::Leader => 3,
         };
         s.role.store(role, Ordering::Relaxed);
+        metrics()
+            .proposals_pending
+            .set(self.proposals.len() as i64);
     }
 
     /// Serialise the state machine now (it is at `meta.index`) and write the snapshot on
@@ -524,6 +555,9 @@ impl<S: StateMachine> Shell<S> {
             Err(e) => {
                 warn!(error = %e, "snapshot failed; will retry later");
                 self.driver.snapshot_written(Err(()));
+                for w in self.compact_waiters.drain(..) {
+                    let _ = w.send(Err(format!("etcdserver: cannot compact storage: {e}")));
+                }
                 return Ok(());
             }
         };
@@ -533,12 +567,20 @@ impl<S: StateMachine> Shell<S> {
                 index,
                 "snapshot superseded by a newer one; log not compacted to it"
             );
+            // A newer snapshot (from the leader) covers at least as much: storage is as
+            // compact as the caller asked.
+            for w in self.compact_waiters.drain(..) {
+                let _ = w.send(Ok(()));
+            }
             return Ok(());
         }
         self.storage
             .compact_to(&written)
             .map_err(|e| anyhow::anyhow!("cannot compact the log: {e}"))?;
         info!(index, file = %written.path.display(), "snapshot saved and log compacted");
+        for w in self.compact_waiters.drain(..) {
+            let _ = w.send(Ok(()));
+        }
         Ok(())
     }
 }

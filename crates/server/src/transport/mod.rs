@@ -144,6 +144,7 @@ impl Outbox {
             );
             return;
         }
+        crate::metrics::metrics().peer_sent(peer, bytes.len());
         let mut sent = 0;
         if let Some(sock) = st
             .direct
@@ -751,8 +752,9 @@ impl Acceptor {
                 }
                 (self.sink)(PeerEvent::Frame { from, frame });
             }
-            if stream.read_buf(&mut buf).await? == 0 {
-                return Ok(());
+            match stream.read_buf(&mut buf).await? {
+                0 => return Ok(()),
+                n => crate::metrics::metrics().peer_received(from, n),
             }
         }
     }

@@ -1,0 +1,105 @@
+//! `raftkv snapshot restore`: the data dir of one member of a new cluster, from a backup
+//! file (`crate::backup`).
+//!
+//! As etcd's restore: the member's and the cluster's ids come from the restore's own
+//! `--name`, `--initial-cluster`, `--initial-cluster-token` and
+//! `--initial-advertise-peer-urls` (so a restored cluster is a new cluster, and its members
+//! never talk to the old one's), and the data dir starts with a Raft snapshot at index 1,
+//! term 1, holding the backup's store and the new membership. Run it once per member with
+//! the same file and flags except `--name`/`--initial-advertise-peer-urls`; every member
+//! then starts from the same state and elects a leader in term 2.
+//!
+//! The keys, their history and revisions are the backup's (so HashKV at the backup's
+//! revision equals the original's). Alarms raised in the old cluster name old member ids
+//! and are dropped.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{bail, Context as _};
+use mvcc::Store;
+use raft::{ConfState, HardState, Snapshot, SnapshotMeta};
+use storage::{RealFs, Storage, StorageOptions};
+
+use crate::args::ServerArgs;
+use crate::config::Config;
+
+/// What a restore did.
+#[derive(Debug, Clone)]
+pub struct Restored {
+    pub data_dir: PathBuf,
+    pub member_id: u64,
+    pub cluster_id: u64,
+    pub members: Vec<(String, u64)>,
+    pub revision: i64,
+    pub keys: usize,
+}
+
+/// Read and check a backup file: length rule, SHA-256, envelope, then the store image.
+pub fn read_backup(path: &Path) -> anyhow::Result<Store> {
+    let bytes =
+        std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let image = crate::backup::open(&bytes).with_context(|| path.display().to_string())?;
+    Store::restore(image)
+        .map_err(|e| anyhow::anyhow!("{}: the store image is damaged: {e}", path.display()))
+}
+
+/// Build the data dir `args` names (which must not exist or be empty) from `backup`.
+/// `args` are a member's server flags; only the identity and data-dir flags matter.
+pub fn restore(backup: &Path, args: &ServerArgs) -> anyhow::Result<Restored> {
+    let mut store = read_backup(backup)?;
+    let config = Config::from_args(args)?;
+    let dir = &config.data_dir;
+    if dir.exists()
+        && std::fs::read_dir(dir)
+            .with_context(|| format!("cannot read {}", dir.display()))?
+            .next()
+            .is_some()
+    {
+        bail!(
+            "data-dir {:?} exists and is not empty: restore only into a new data dir",
+            dir.display()
+        );
+    }
+    store.clear_alarms();
+    let revision = store.current_revision();
+    let keys = store.key_count();
+    let opts = StorageOptions::new(config.member_id, config.cluster_id);
+    let (mut storage, recovered) = Storage::open(Arc::new(RealFs), dir, &opts)
+        .map_err(|e| anyhow::anyhow!("cannot create data dir {}: {e}", dir.display()))?;
+    if !recovered.created {
+        bail!("data-dir {:?} already holds a member", dir.display());
+    }
+    let conf_state = ConfState {
+        voters: config.initial_members.iter().map(|m| m.id).collect(),
+        learners: vec![],
+    };
+    let snapshot = Snapshot {
+        meta: SnapshotMeta {
+            index: 1,
+            term: 1,
+            conf_state,
+        },
+        data: bytes::Bytes::from(store.snapshot()),
+    };
+    let hard_state = HardState {
+        term: 1,
+        vote: None,
+        commit: 1,
+    };
+    storage
+        .save(Some(&hard_state), &[], Some(&snapshot))
+        .map_err(|e| anyhow::anyhow!("cannot write the restored snapshot: {e}"))?;
+    Ok(Restored {
+        data_dir: dir.clone(),
+        member_id: config.member_id,
+        cluster_id: config.cluster_id,
+        members: config
+            .initial_members
+            .iter()
+            .map(|m| (m.name.clone(), m.id))
+            .collect(),
+        revision,
+        keys,
+    })
+}
