@@ -39,9 +39,12 @@ pub enum MvccError {
     Compacted,
     /// The requested revision is above the current revision.
     FutureRevision,
-    /// A put named a lease that does not exist (leases are not implemented yet, so any
-    /// non-zero lease).
+    /// A put, revoke or keep-alive named a lease that does not exist.
     LeaseNotFound,
+    /// A grant asked for an ID that is in use.
+    LeaseExists,
+    /// A grant asked for a TTL above [`crate::MAX_LEASE_TTL`].
+    LeaseTtlTooLarge,
     /// The Raft entry carried no request. Only a bug in the proposer produces this.
     EmptyRequest,
     /// An internal invariant broke while applying; the store rolled the request back.
@@ -70,7 +73,10 @@ impl MvccError {
             | MvccError::DuplicateKey
             | MvccError::InvalidSortOption
             | MvccError::EmptyRequest => Code::InvalidArgument,
-            MvccError::Compacted | MvccError::FutureRevision => Code::OutOfRange,
+            MvccError::Compacted | MvccError::FutureRevision | MvccError::LeaseTtlTooLarge => {
+                Code::OutOfRange
+            }
+            MvccError::LeaseExists => Code::FailedPrecondition,
             MvccError::LeaseNotFound => Code::NotFound,
             MvccError::Internal(_) => Code::Internal,
         }
@@ -89,6 +95,8 @@ impl MvccError {
             MvccError::Compacted => "etcdserver: mvcc: required revision has been compacted",
             MvccError::FutureRevision => "etcdserver: mvcc: required revision is a future revision",
             MvccError::LeaseNotFound => "etcdserver: requested lease not found",
+            MvccError::LeaseExists => "etcdserver: lease already exists",
+            MvccError::LeaseTtlTooLarge => "etcdserver: too large lease TTL",
             MvccError::Internal(_) => "etcdserver: mvcc: internal error",
         }
     }
@@ -166,6 +174,16 @@ mod tests {
                 MvccError::LeaseNotFound,
                 Code::NotFound,
                 "etcdserver: requested lease not found",
+            ),
+            (
+                MvccError::LeaseExists,
+                Code::FailedPrecondition,
+                "etcdserver: lease already exists",
+            ),
+            (
+                MvccError::LeaseTtlTooLarge,
+                Code::OutOfRange,
+                "etcdserver: too large lease TTL",
             ),
         ];
         for (err, code, message) in cases {

@@ -16,6 +16,7 @@ mod error;
 mod hash;
 mod key_history;
 pub mod key_range;
+pub mod lease;
 mod range;
 mod revision;
 mod snapshot;
@@ -25,6 +26,7 @@ pub mod validate;
 
 pub use error::{Code, MvccError};
 pub use hash::HashKv;
+pub use lease::{Lease, LeaseChange, Leases, MAX_LEASE_TTL};
 pub use revision::Revision;
 pub use snapshot::SnapshotError;
 pub use store::{Response, Store};

@@ -4,18 +4,21 @@
 //!
 //! ```text
 //! magic     8 bytes  "RKVMVCC\0"
-//! version   u32      1
+//! version   u32      2 (1: the same without the lease section; still restored)
 //! current   i64      current revision
 //! compacted i64      compaction revision (-1 if never)
 //! keys      u64      number of keys, then for each key in ascending order:
 //!   key_len u32, key bytes, entries u32, then for each entry in revision order:
 //!     main i64, sub i64, kind u8 (1 = value, 2 = deletion), and for a value:
 //!     create_revision i64, version i64, lease i64, value_len u32, value bytes
+//! leases    u64      number of leases (version 2), then for each in ascending ID order:
+//!   id i64, ttl i64 (s), remaining_ms i64, renewals u64
 //! checksum  u32      CRC-32 (IEEE) of everything before it
 //! ```
 //!
 //! Deterministic: equal stores give identical bytes. Restoring verifies the checksum and
-//! the structure (revision order, bounds) before accepting anything.
+//! the structure (revision order, bounds) before accepting anything. A lease's attached
+//! keys are not stored: they are the keys whose current value names it.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -23,11 +26,14 @@ use std::fmt;
 use bytes::Bytes;
 
 use crate::key_history::{Entry, KeyHistory, Live, State};
+use crate::lease::{Lease, Leases};
 use crate::revision::Revision;
 use crate::store::{entry_size, Store};
 
 const MAGIC: &[u8; 8] = b"RKVMVCC\0";
-const FORMAT_VERSION: u32 = 1;
+const FORMAT_VERSION: u32 = 2;
+/// The format before leases existed.
+const FORMAT_VERSION_NO_LEASES: u32 = 1;
 const KIND_LIVE: u8 = 1;
 const KIND_TOMBSTONE: u8 = 2;
 
@@ -88,6 +94,13 @@ impl Store {
                 }
             }
         }
+        out.extend_from_slice(&(self.leases.len() as u64).to_be_bytes());
+        for lease in self.leases.iter() {
+            out.extend_from_slice(&lease.id.to_be_bytes());
+            out.extend_from_slice(&lease.ttl.to_be_bytes());
+            out.extend_from_slice(&lease.remaining_ms.to_be_bytes());
+            out.extend_from_slice(&lease.renewals.to_be_bytes());
+        }
         let checksum = crc32fast::hash(&out);
         out.extend_from_slice(&checksum.to_be_bytes());
         out
@@ -107,7 +120,7 @@ impl Store {
             rest: &body[MAGIC.len()..],
         };
         let version = reader.u32()?;
-        if version != FORMAT_VERSION {
+        if version != FORMAT_VERSION && version != FORMAT_VERSION_NO_LEASES {
             return Err(SnapshotError::UnsupportedVersion(version));
         }
         let stored = u32::from_be_bytes([tail[0], tail[1], tail[2], tail[3]]);
@@ -163,17 +176,51 @@ impl Store {
             keys.insert(key.clone(), history);
             previous_key = Some(key);
         }
+        let mut leases = Leases::default();
+        if version >= FORMAT_VERSION {
+            let count = reader.u64()?;
+            let mut previous: Option<i64> = None;
+            for _ in 0..count {
+                let id = reader.i64()?;
+                let ttl = reader.i64()?;
+                let remaining_ms = reader.i64()?;
+                let renewals = reader.u64()?;
+                if id == 0 || previous.is_some_and(|p| p >= id) {
+                    return Err(SnapshotError::Malformed("leases not in ascending ID order"));
+                }
+                if ttl < 1 || ttl > crate::MAX_LEASE_TTL || remaining_ms < 0 {
+                    return Err(SnapshotError::Malformed("lease TTL out of range"));
+                }
+                leases.by_id.insert(
+                    id,
+                    Lease {
+                        id,
+                        ttl,
+                        remaining_ms,
+                        renewals,
+                        keys: Default::default(),
+                    },
+                );
+                previous = Some(id);
+            }
+        }
         if !reader.rest.is_empty() {
             return Err(SnapshotError::Malformed("trailing bytes"));
         }
-        Ok(Store {
+        let mut store = Store {
             current,
             compacted,
             keys,
             by_revision,
             stored_bytes,
             last_events: Vec::new(),
-        })
+            leases,
+            last_lease_changes: Vec::new(),
+        };
+        store
+            .rebuild_lease_keys()
+            .map_err(SnapshotError::Malformed)?;
+        Ok(store)
     }
 }
 
