@@ -14,5 +14,6 @@ pub mod cli;
 pub mod cluster_cmd;
 pub mod commands;
 pub mod demo;
+pub mod lease_cmd;
 pub mod output;
 pub mod txn_script;
