@@ -11,7 +11,10 @@ use std::future::Future;
 use std::time::Duration;
 
 use proto::etcdserverpb::{
-    cluster_client::ClusterClient, kv_client::KvClient, maintenance_client::MaintenanceClient,
+    cluster_client::ClusterClient, kv_client::KvClient, lease_client::LeaseClient,
+    maintenance_client::MaintenanceClient, LeaseGrantRequest, LeaseGrantResponse,
+    LeaseKeepAliveRequest, LeaseKeepAliveResponse, LeaseLeasesRequest, LeaseLeasesResponse,
+    LeaseRevokeRequest, LeaseRevokeResponse, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
     AlarmRequest, AlarmResponse, CompactionRequest, CompactionResponse, DeleteRangeRequest,
     DeleteRangeResponse, HashKvRequest, HashKvResponse, MemberListRequest, MemberListResponse,
     PutRequest, PutResponse, RangeRequest, RangeResponse, SnapshotRequest, SnapshotResponse,
@@ -199,6 +202,105 @@ impl Client {
     ) -> Result<CompactionResponse, CallError> {
         self.with_failover(|ch| async move { KvClient::new(ch).compact(request).await })
             .await
+    }
+
+    /// Grants a lease of `ttl` seconds (`id` 0: the server picks one).
+    pub async fn lease_grant(&self, ttl: i64, id: i64) -> Result<LeaseGrantResponse, CallError> {
+        self.with_failover(|ch| async move {
+            LeaseClient::new(ch)
+                .lease_grant(LeaseGrantRequest { ttl, id })
+                .await
+        })
+        .await
+    }
+
+    pub async fn lease_revoke(&self, id: i64) -> Result<LeaseRevokeResponse, CallError> {
+        self.with_failover(|ch| async move {
+            LeaseClient::new(ch)
+                .lease_revoke(LeaseRevokeRequest { id })
+                .await
+        })
+        .await
+    }
+
+    pub async fn lease_time_to_live(
+        &self,
+        id: i64,
+        keys: bool,
+    ) -> Result<LeaseTimeToLiveResponse, CallError> {
+        self.with_failover(|ch| async move {
+            LeaseClient::new(ch)
+                .lease_time_to_live(LeaseTimeToLiveRequest { id, keys })
+                .await
+        })
+        .await
+    }
+
+    pub async fn lease_leases(&self) -> Result<LeaseLeasesResponse, CallError> {
+        self.with_failover(|ch| async move {
+            LeaseClient::new(ch)
+                .lease_leases(LeaseLeasesRequest {})
+                .await
+        })
+        .await
+    }
+
+    /// One keep-alive of lease `id` on a fresh stream: the TTL it now has (≤ 0: the lease
+    /// is gone).
+    pub async fn lease_keep_alive_once(
+        &self,
+        id: i64,
+    ) -> Result<LeaseKeepAliveResponse, CallError> {
+        self.with_failover(|ch| async move {
+            let requests =
+                tonic::codegen::tokio_stream::iter([LeaseKeepAliveRequest { id }]);
+            let mut responses = LeaseClient::new(ch)
+                .lease_keep_alive(requests)
+                .await?
+                .into_inner();
+            match responses.message().await? {
+                Some(r) => Ok(tonic::Response::new(r)),
+                None => Err(Status::unavailable("keep-alive stream closed")),
+            }
+        })
+        .await
+    }
+
+    /// A keep-alive stream on the first endpoint that opens one: send a request on the
+    /// returned sender, read the answers from the stream.
+    pub async fn lease_keep_alive(
+        &self,
+    ) -> Result<
+        (
+            tokio::sync::mpsc::Sender<LeaseKeepAliveRequest>,
+            tonic::Streaming<LeaseKeepAliveResponse>,
+        ),
+        CallError,
+    > {
+        let mut last = None;
+        for target in &self.targets {
+            let (tx, rx) = tokio::sync::mpsc::channel(16);
+            let stream = tonic::codegen::tokio_stream::wrappers::ReceiverStream::new(rx);
+            let opened = tokio::time::timeout(
+                self.timeouts.call,
+                LeaseClient::new(target.channel.clone()).lease_keep_alive(stream),
+            )
+            .await;
+            let status = match opened {
+                Ok(Ok(response)) => return Ok((tx, response.into_inner())),
+                Ok(Err(status)) => status,
+                Err(_) => Status::deadline_exceeded("context deadline exceeded"),
+            };
+            let error = CallError {
+                endpoint: target.address.clone(),
+                status,
+            };
+            if !retry::try_next_endpoint(error.code()) {
+                return Err(error);
+            }
+            last = Some(error);
+        }
+        Err(last.expect("at least one endpoint"))
     }
 
     pub async fn status(&self) -> Result<StatusResponse, CallError> {

@@ -41,14 +41,17 @@ pub enum MvccError {
     Compacted,
     /// The requested revision is above the current revision.
     FutureRevision,
-    /// A put named a lease that does not exist (leases are not implemented yet, so any
-    /// non-zero lease).
+    /// A put, revoke or keep-alive named a lease that does not exist.
     LeaseNotFound,
     /// A NOSPACE alarm is active: the store exceeded `--quota-backend-bytes`. Puts and txns
     /// that put are refused until an operator frees space and disarms the alarm.
     NoSpace,
     /// A CORRUPT alarm is active: every request but alarms is refused.
     Corrupt,
+    /// A grant asked for an ID that is in use.
+    LeaseExists,
+    /// A grant asked for a TTL above [`crate::MAX_LEASE_TTL`].
+    LeaseTtlTooLarge,
     /// The Raft entry carried no request. Only a bug in the proposer produces this.
     EmptyRequest,
     /// An internal invariant broke while applying; the store rolled the request back.
@@ -77,7 +80,10 @@ impl MvccError {
             | MvccError::DuplicateKey
             | MvccError::InvalidSortOption
             | MvccError::EmptyRequest => Code::InvalidArgument,
-            MvccError::Compacted | MvccError::FutureRevision => Code::OutOfRange,
+            MvccError::Compacted | MvccError::FutureRevision | MvccError::LeaseTtlTooLarge => {
+                Code::OutOfRange
+            }
+            MvccError::LeaseExists => Code::FailedPrecondition,
             MvccError::LeaseNotFound => Code::NotFound,
             MvccError::NoSpace => Code::ResourceExhausted,
             MvccError::Corrupt => Code::DataLoss,
@@ -100,6 +106,8 @@ impl MvccError {
             MvccError::LeaseNotFound => "etcdserver: requested lease not found",
             MvccError::NoSpace => "etcdserver: mvcc: database space exceeded",
             MvccError::Corrupt => "etcdserver: corrupt cluster",
+            MvccError::LeaseExists => "etcdserver: lease already exists",
+            MvccError::LeaseTtlTooLarge => "etcdserver: too large lease TTL",
             MvccError::Internal(_) => "etcdserver: mvcc: internal error",
         }
     }
@@ -187,6 +195,14 @@ mod tests {
                 MvccError::Corrupt,
                 Code::DataLoss,
                 "etcdserver: corrupt cluster",
+                MvccError::LeaseExists,
+                Code::FailedPrecondition,
+                "etcdserver: lease already exists",
+            ),
+            (
+                MvccError::LeaseTtlTooLarge,
+                Code::OutOfRange,
+                "etcdserver: too large lease TTL",
             ),
         ];
         for (err, code, message) in cases {

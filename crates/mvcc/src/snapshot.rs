@@ -4,19 +4,28 @@
 //!
 //! ```text
 //! magic     8 bytes  "RKVMVCC\0"
-//! version   u32      2 (1 is still read: it has no alarms section)
+//! version   u32      1
 //! current   i64      current revision
 //! compacted i64      compaction revision (-1 if never)
 //! keys      u64      number of keys, then for each key in ascending order:
 //!   key_len u32, key bytes, entries u32, then for each entry in revision order:
 //!     main i64, sub i64, kind u8 (1 = value, 2 = deletion), and for a value:
 //!     create_revision i64, version i64, lease i64, value_len u32, value bytes
-//! alarms    u32      number of active alarms (version 2+), then member_id u64, type i32 each
+//! sections  zero or more of: tag u8, len u32, body (len bytes), in ascending tag order:
+//!   'L' leases: count u64, then for each in ascending ID order:
+//!       id i64, ttl i64 (s), remaining_ms i64, renewals u64
+//!   'W' alarms: count u32, then member_id u64, type i32 each
 //! checksum  u32      CRC-32 (IEEE) of everything before it
 //! ```
 //!
+//! Replicated state added after the first version goes into a tagged section, written only
+//! when that state is not empty: a snapshot taken before the state existed (no sections)
+//! restores to its empty default, and a store without leases or alarms writes exactly the
+//! first version's bytes. A section this build does not know is refused, never skipped.
+//!
 //! Deterministic: equal stores give identical bytes. Restoring verifies the checksum and
-//! the structure (revision order, bounds) before accepting anything.
+//! the structure (revision order, bounds) before accepting anything. A lease's attached
+//! keys are not stored: they are the keys whose current value names it.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -24,15 +33,17 @@ use std::fmt;
 use bytes::Bytes;
 
 use crate::key_history::{Entry, KeyHistory, Live, State};
+use crate::lease::{Lease, Leases};
 use crate::revision::Revision;
 use crate::store::{entry_size, Store};
 
 const MAGIC: &[u8; 8] = b"RKVMVCC\0";
-const FORMAT_VERSION: u32 = 2;
-/// The first format version, without the alarms section.
-const FORMAT_VERSION_NO_ALARMS: u32 = 1;
+const FORMAT_VERSION: u32 = 1;
 const KIND_LIVE: u8 = 1;
 const KIND_TOMBSTONE: u8 = 2;
+const SECTION_LEASES: u8 = b'L';
+/// W for warnings: the alarms.
+const SECTION_ALARMS: u8 = b'W';
 
 /// Why a snapshot could not be restored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,11 +102,26 @@ impl Store {
                 }
             }
         }
+        if !self.leases.is_empty() {
+            let mut body = Vec::with_capacity(8 + 32 * self.leases.len());
+            body.extend_from_slice(&(self.leases.len() as u64).to_be_bytes());
+            for lease in self.leases.iter() {
+                body.extend_from_slice(&lease.id.to_be_bytes());
+                body.extend_from_slice(&lease.ttl.to_be_bytes());
+                body.extend_from_slice(&lease.remaining_ms.to_be_bytes());
+                body.extend_from_slice(&lease.renewals.to_be_bytes());
+            }
+            put_section(&mut out, SECTION_LEASES, &body);
+        }
         let alarms = self.alarms.list();
-        put_len(&mut out, alarms.len());
-        for a in &alarms {
-            out.extend_from_slice(&a.member_id.to_be_bytes());
-            out.extend_from_slice(&a.alarm.to_be_bytes());
+        if !alarms.is_empty() {
+            let mut body = Vec::new();
+            put_len(&mut body, alarms.len());
+            for a in &alarms {
+                body.extend_from_slice(&a.member_id.to_be_bytes());
+                body.extend_from_slice(&a.alarm.to_be_bytes());
+            }
+            put_section(&mut out, SECTION_ALARMS, &body);
         }
         let checksum = crc32fast::hash(&out);
         out.extend_from_slice(&checksum.to_be_bytes());
@@ -116,7 +142,7 @@ impl Store {
             rest: &body[MAGIC.len()..],
         };
         let version = reader.u32()?;
-        if version != FORMAT_VERSION && version != FORMAT_VERSION_NO_ALARMS {
+        if version != FORMAT_VERSION {
             return Err(SnapshotError::UnsupportedVersion(version));
         }
         let stored = u32::from_be_bytes([tail[0], tail[1], tail[2], tail[3]]);
@@ -172,27 +198,79 @@ impl Store {
             keys.insert(key.clone(), history);
             previous_key = Some(key);
         }
-        let mut alarms = crate::alarm::Alarms::default();
-        if version >= FORMAT_VERSION {
-            for _ in 0..reader.u32()? {
-                let member_id = reader.u64()?;
-                let alarm = i32::from_be_bytes(reader.array()?);
-                alarms.insert(member_id, alarm);
-            }
-        }
-        if !reader.rest.is_empty() {
-            return Err(SnapshotError::Malformed("trailing bytes"));
-        }
-        Ok(Store {
+        let mut store = Store {
             current,
             compacted,
             keys,
             by_revision,
             stored_bytes,
-            last_events: Vec::new(),
-            alarms,
-        })
+            ..Store::new()
+        };
+        let mut last_tag = 0u8;
+        while !reader.rest.is_empty() {
+            let tag = reader.u8()?;
+            if tag <= last_tag {
+                return Err(SnapshotError::Malformed("sections repeated or out of order"));
+            }
+            last_tag = tag;
+            let mut body = Reader {
+                rest: reader.take_len_prefixed()?,
+            };
+            match tag {
+                SECTION_LEASES => store.leases = read_leases(&mut body)?,
+                SECTION_ALARMS => {
+                    for _ in 0..body.u32()? {
+                        let member_id = body.u64()?;
+                        let alarm = i32::from_be_bytes(body.array()?);
+                        store.alarms.insert(member_id, alarm);
+                    }
+                }
+                _ => return Err(SnapshotError::Malformed("unknown section")),
+            }
+            if !body.rest.is_empty() {
+                return Err(SnapshotError::Malformed("trailing bytes in a section"));
+            }
+        }
+        store
+            .rebuild_lease_keys()
+            .map_err(SnapshotError::Malformed)?;
+        Ok(store)
     }
+}
+
+fn read_leases(body: &mut Reader<'_>) -> Result<Leases, SnapshotError> {
+    let mut leases = Leases::default();
+    let mut previous: Option<i64> = None;
+    for _ in 0..body.u64()? {
+        let id = body.i64()?;
+        let ttl = body.i64()?;
+        let remaining_ms = body.i64()?;
+        let renewals = body.u64()?;
+        if id == 0 || previous.is_some_and(|p| p >= id) {
+            return Err(SnapshotError::Malformed("leases not in ascending ID order"));
+        }
+        if ttl < 1 || ttl > crate::MAX_LEASE_TTL || remaining_ms < 0 {
+            return Err(SnapshotError::Malformed("lease TTL out of range"));
+        }
+        leases.by_id.insert(
+            id,
+            Lease {
+                id,
+                ttl,
+                remaining_ms,
+                renewals,
+                keys: Default::default(),
+            },
+        );
+        previous = Some(id);
+    }
+    Ok(leases)
+}
+
+fn put_section(out: &mut Vec<u8>, tag: u8, body: &[u8]) {
+    out.push(tag);
+    put_len(out, body.len());
+    out.extend_from_slice(body);
 }
 
 fn put_len(out: &mut Vec<u8>, len: usize) {

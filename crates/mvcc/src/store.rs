@@ -4,8 +4,9 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use proto::etcdserverpb::{
-    AlarmResponse, CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest,
-    PutResponse, RangeRequest, RangeResponse, ResponseHeader, TxnResponse,
+    AlarmResponse, CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse,
+    LeaseGrantResponse, LeaseKeepAliveResponse, LeaseRevokeResponse, PutRequest, PutResponse,
+    RangeRequest, RangeResponse, ResponseHeader, TxnResponse,
 };
 use proto::mvccpb::{event::EventType, Event, KeyValue};
 use proto::raftkvpb::{internal_request, InternalRequest};
@@ -14,6 +15,7 @@ use crate::alarm::Alarms;
 use crate::error::MvccError;
 use crate::key_history::{Entry, KeyHistory, Live, State};
 use crate::key_range::KeyRange;
+use crate::lease::{LeaseChange, Leases};
 use crate::revision::Revision;
 use crate::validate;
 
@@ -26,6 +28,13 @@ pub enum Response {
     Txn(TxnResponse),
     Compaction(CompactionResponse),
     Alarm(AlarmResponse),
+    LeaseGrant(LeaseGrantResponse),
+    LeaseRevoke(LeaseRevokeResponse),
+    LeaseKeepAlive(LeaseKeepAliveResponse),
+    /// How many checkpoints were recorded (0 for a stale entry).
+    LeaseCheckpoints(usize),
+    /// The leases revoked (none for a stale entry).
+    LeaseExpiry(Vec<i64>),
 }
 
 /// The replicated key-value state machine with etcd's MVCC semantics.
@@ -48,6 +57,9 @@ pub struct Store {
     pub(crate) last_events: Vec<Event>,
     /// Active alarms (NOSPACE, CORRUPT): replicated, in snapshots, not in the hash.
     pub(crate) alarms: Alarms,
+    pub(crate) leases: Leases,
+    /// Lease changes made by the last `apply`.
+    pub(crate) last_lease_changes: Vec<LeaseChange>,
 }
 
 /// Two stores are equal when they hold the same replicated state; the events of the last
@@ -59,6 +71,7 @@ impl PartialEq for Store {
             && self.keys == other.keys
             && self.by_revision == other.by_revision
             && self.alarms == other.alarms
+            && self.leases == other.leases
     }
 }
 
@@ -83,6 +96,8 @@ impl Store {
             stored_bytes: 0,
             last_events: Vec::new(),
             alarms: Alarms::default(),
+            leases: Leases::default(),
+            last_lease_changes: Vec::new(),
         }
     }
 
@@ -130,8 +145,21 @@ impl Store {
 
     /// Applies one committed Raft entry. Errors are results too: every replica returns the
     /// same error for the same entry, and a failed request changes nothing.
+    ///
+    /// Lease checkpoints and expiries are applied only through [`Store::apply_entry`], which
+    /// knows the term of the log entry; here they change nothing.
     pub fn apply(&mut self, req: &InternalRequest) -> Result<Response, MvccError> {
+        self.apply_entry(req, 0)
+    }
+
+    /// Applies one committed Raft entry of term `entry_term`.
+    pub fn apply_entry(
+        &mut self,
+        req: &InternalRequest,
+        entry_term: u64,
+    ) -> Result<Response, MvccError> {
         self.last_events.clear();
+        self.last_lease_changes.clear();
         let Some(request) = &req.request else {
             return Err(MvccError::EmptyRequest);
         };
@@ -150,6 +178,21 @@ impl Store {
                 set_revision(&mut resp.header, self.current);
                 Ok(Response::Alarm(resp))
             }
+            internal_request::Request::LeaseGrant(g) => {
+                self.apply_lease_grant(g).map(Response::LeaseGrant)
+            }
+            internal_request::Request::LeaseRevoke(r) => {
+                self.apply_lease_revoke(r).map(Response::LeaseRevoke)
+            }
+            internal_request::Request::LeaseKeepAlive(k) => {
+                self.apply_lease_keep_alive(k).map(Response::LeaseKeepAlive)
+            }
+            internal_request::Request::LeaseCheckpoints(c) => Ok(Response::LeaseCheckpoints(
+                self.apply_lease_checkpoints(c, entry_term),
+            )),
+            internal_request::Request::LeaseExpiry(e) => {
+                Ok(Response::LeaseExpiry(self.apply_lease_expiry(e, entry_term)))
+            }
         }
     }
 
@@ -163,7 +206,7 @@ impl Store {
     fn apply_put(&mut self, req: &PutRequest) -> Result<PutResponse, MvccError> {
         validate::check_put(req)?;
         // Plain puts check the lease before the key; txns the other way round (etcd 3.4).
-        if req.lease != 0 {
+        if req.lease != 0 && !self.leases.contains(req.lease) {
             return Err(MvccError::LeaseNotFound);
         }
         let mut writer = Writer::begin(self);
@@ -319,6 +362,8 @@ pub(crate) struct Writer<'s> {
     next_sub: i64,
     events: Vec<Event>,
     touched: Vec<Bytes>,
+    /// Keys whose lease changes when the request commits: (key, old lease, new lease).
+    lease_moves: Vec<(Bytes, i64, i64)>,
 }
 
 impl<'s> Writer<'s> {
@@ -330,6 +375,7 @@ impl<'s> Writer<'s> {
             next_sub: 0,
             events: Vec::new(),
             touched: Vec::new(),
+            lease_moves: Vec::new(),
         }
     }
 
@@ -349,6 +395,14 @@ impl<'s> Writer<'s> {
     fn record(&mut self, key: &Bytes, state: State, prev_kv: Option<KeyValue>) -> Revision {
         let rev = Revision::new(self.main, self.next_sub);
         self.next_sub += 1;
+        let old_lease = prev_kv.as_ref().map_or(0, |p| p.lease);
+        let new_lease = match &state {
+            State::Live(live) => live.lease,
+            State::Tombstone => 0,
+        };
+        if old_lease != new_lease {
+            self.lease_moves.push((key.clone(), old_lease, new_lease));
+        }
         let entry = Entry { rev, state };
         self.events.push(event_for(key, &entry, prev_kv));
         self.store.stored_bytes += entry_size(&entry) + key.len() as u64;
@@ -370,8 +424,7 @@ impl<'s> Writer<'s> {
         if (req.ignore_value || req.ignore_lease) && prev.is_none() {
             return Err(MvccError::KeyNotFound);
         }
-        if req.lease != 0 {
-            // Leases are not implemented yet, so no lease exists.
+        if req.lease != 0 && !self.store.leases.contains(req.lease) {
             return Err(MvccError::LeaseNotFound);
         }
         let live = Live {
@@ -425,11 +478,21 @@ impl<'s> Writer<'s> {
         }
     }
 
+    /// Deletes one key if it exists (a lease's revocation).
+    pub(crate) fn delete_key(&mut self, key: &Bytes) {
+        if let Some(prev) = self.visible(key) {
+            self.record(&prev.key.clone(), State::Tombstone, Some(prev));
+        }
+    }
+
     /// Makes the request's changes current and publishes its events. Returns the revision
     /// the request's response header carries.
     pub(crate) fn commit(self) -> i64 {
         if self.changed() {
             self.store.current = self.main;
+        }
+        for (key, from, to) in &self.lease_moves {
+            self.store.leases.reattach(key, *from, *to);
         }
         self.store.last_events = self.events;
         self.store.current

@@ -151,7 +151,7 @@ impl Store {
                     if (put.ignore_value || put.ignore_lease) && !self.exists(&put.key) {
                         return Err(MvccError::KeyNotFound);
                     }
-                    if put.lease != 0 {
+                    if put.lease != 0 && !self.leases.contains(put.lease) {
                         return Err(MvccError::LeaseNotFound);
                     }
                 }

@@ -45,6 +45,14 @@ pub fn check_request(
         internal_request::Request::DeleteRange(del) => check_delete_range(del),
         internal_request::Request::Txn(txn) => check_txn(txn, limits),
         internal_request::Request::Compaction(_) | internal_request::Request::Alarm(_) => Ok(()),
+        internal_request::Request::LeaseGrant(g) if g.ttl > crate::MAX_LEASE_TTL => {
+            Err(MvccError::LeaseTtlTooLarge)
+        }
+        internal_request::Request::LeaseGrant(_)
+        | internal_request::Request::LeaseRevoke(_)
+        | internal_request::Request::LeaseKeepAlive(_)
+        | internal_request::Request::LeaseCheckpoints(_)
+        | internal_request::Request::LeaseExpiry(_) => Ok(()),
     }
 }
 

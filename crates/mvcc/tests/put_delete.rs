@@ -122,7 +122,7 @@ fn option_conflicts_and_missing_keys_are_errors() {
 }
 
 #[test]
-fn leases_do_not_exist_yet_so_any_lease_is_not_found() {
+fn a_put_naming_an_unknown_lease_is_not_found() {
     let mut store = Store::new();
     must_put(&mut store, "a", "1");
     let err = do_put(

@@ -115,18 +115,44 @@ fn alarms_travel_in_snapshots_and_keep_refusing_puts() {
 }
 
 #[test]
-fn a_version_1_image_without_alarms_still_loads() {
-    // A version-1 image is a version-2 image of a store without alarms, minus the alarm
-    // count, with version 1 and its own checksum.
+fn a_store_without_alarms_or_leases_writes_the_first_format() {
+    // No sections: the bytes a build from before alarms and leases wrote and can read.
     let store = busy_store();
-    let v2 = store.snapshot();
-    let body_end = v2.len() - 4 - 4; // checksum, then the (zero) alarm count before it
-    assert_eq!(&v2[body_end..body_end + 4], &[0, 0, 0, 0]);
-    let mut v1 = v2[..body_end].to_vec();
-    v1[8..12].copy_from_slice(&1u32.to_be_bytes());
-    let crc = crc32fast::hash(&v1);
-    v1.extend_from_slice(&crc.to_be_bytes());
-    let restored = Store::restore(&v1).unwrap();
+    let image = store.snapshot();
+    assert_eq!(&image[8..12], &1u32.to_be_bytes());
+    let restored = Store::restore(&image).unwrap();
     assert_eq!(restored, store);
     assert!(restored.alarms().is_empty());
+}
+
+/// `image` with `extra` inserted before its checksum, and a checksum to match.
+fn with_extra_bytes(image: &[u8], extra: &[u8]) -> Vec<u8> {
+    let mut body = image[..image.len() - 4].to_vec();
+    body.extend_from_slice(extra);
+    let crc = crc32fast::hash(&body);
+    body.extend_from_slice(&crc.to_be_bytes());
+    body
+}
+
+#[test]
+fn unknown_repeated_or_disordered_sections_are_refused() {
+    let mut store = busy_store();
+    apply_alarm(&mut store, 1, 0xabc, 1); // ACTIVATE NOSPACE: a 'W' section
+    let image = store.snapshot();
+    assert!(Store::restore(&image).is_ok());
+    let unknown = with_extra_bytes(&image, &[b'Z', 0, 0, 0, 0]);
+    assert_eq!(
+        Store::restore(&unknown),
+        Err(SnapshotError::Malformed("unknown section"))
+    );
+    let repeated = with_extra_bytes(&image, &[b'W', 0, 0, 0, 4, 0, 0, 0, 0]);
+    assert_eq!(
+        Store::restore(&repeated),
+        Err(SnapshotError::Malformed("sections repeated or out of order"))
+    );
+    let out_of_order = with_extra_bytes(&image, &[b'L', 0, 0, 0, 8, 0, 0, 0, 0, 0, 0, 0, 0]);
+    assert_eq!(
+        Store::restore(&out_of_order),
+        Err(SnapshotError::Malformed("sections repeated or out of order"))
+    );
 }

@@ -34,12 +34,14 @@ mod clock;
 mod driver;
 mod durability;
 mod effects;
+pub mod lessor;
 mod reads;
 mod routing;
 
 pub use clock::TickClock;
 pub use driver::{Driver, DriverConfig, DriverStatus};
 pub use durability::must_sync;
+pub use lessor::Lessor;
 pub use effects::{
     ApplyItem, Effects, ForwardError, NodeError, Outcome, PeerFrame, PersistBatch, Reply, RequestId,
 };

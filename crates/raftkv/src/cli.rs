@@ -109,6 +109,9 @@ pub enum Command {
     Txn(TxnCommand),
     /// Watch a key or a range of keys and print each event as it happens (Ctrl-C stops).
     Watch(WatchCommand),
+    /// Grant, revoke, inspect, list and keep alive leases.
+    #[command(subcommand)]
+    Lease(crate::lease_cmd::LeaseCommand),
     /// Compact the key history up to a revision.
     #[command(alias = "compaction")]
     Compact(CompactCommand),

@@ -116,6 +116,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Txn(cmd) => runtime()?.block_on(commands::txn(&global, &cmd))?,
         Command::Compact(cmd) => runtime()?.block_on(commands::compact(&global, &cmd))?,
         Command::Watch(cmd) => runtime()?.block_on(commands::watch(&global, &cmd))?,
+        Command::Lease(cmd) => runtime()?.block_on(raftkv::lease_cmd::run(&global, &cmd))?,
         Command::Status => runtime()?.block_on(commands::status(&global))?,
         Command::Members => runtime()?.block_on(commands::members(&global))?,
         Command::Hashkv(cmd) => runtime()?.block_on(commands::hashkv(&global, &cmd))?,

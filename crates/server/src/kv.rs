@@ -3,9 +3,11 @@
 //! that the proposing client receives.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use mvcc::{MvccError, Response, Store};
+use mvcc::{LeaseChange, MvccError, Response, Store};
+use node::lessor::{LeaseAt, Lessor};
 use prost::Message as _;
 use proto::raftkvpb::InternalRequest;
 use raft::{Entry, EntryKind};
@@ -16,10 +18,83 @@ use crate::watch::WatchHub;
 /// The replicated store. Entries that are not client requests (no-ops, membership)
 /// produce no output. Every apply that changed the store hands its events to the watch
 /// hub, still under the state machine's write lock (the hub never blocks; `crate::watch`).
-#[derive(Default)]
+/// Every lease change it applies sets this member's lease clock (`lessor`, read with
+/// [`MvccMachine::now`]); the leader acts on it (`crate::lease_expiry`).
 pub struct MvccMachine {
     pub store: Store,
     pub watch: Arc<WatchHub>,
+    pub lessor: Lessor,
+    epoch: Instant,
+}
+
+impl Default for MvccMachine {
+    fn default() -> Self {
+        MvccMachine {
+            store: Store::default(),
+            watch: Arc::default(),
+            lessor: Lessor::new(),
+            epoch: Instant::now(),
+        }
+    }
+}
+
+impl MvccMachine {
+    /// The lease clock's time: since this machine was made.
+    pub fn now(&self) -> Duration {
+        self.epoch.elapsed()
+    }
+
+    /// Seconds left on lease `id` by this member's clock, never above its granted TTL;
+    /// `None` for an unknown lease.
+    pub fn lease_remaining_secs(&self, id: i64) -> Option<i64> {
+        let lease = self.store.leases().get(id)?;
+        let left = self
+            .lessor
+            .remaining(id, self.now())
+            .unwrap_or(Duration::from_millis(lease.remaining_ms.max(0) as u64));
+        Some((left.as_secs() as i64).min(lease.ttl))
+    }
+
+    fn follow_lease_changes(&mut self) {
+        let now = self.now();
+        for change in self.store.last_lease_changes() {
+            match *change {
+                LeaseChange::Renewed {
+                    id,
+                    renewals,
+                    ttl_ms,
+                } => self.lessor.renewed(id, renewals, millis(ttl_ms), now),
+                LeaseChange::Checkpointed {
+                    id,
+                    renewals,
+                    remaining_ms,
+                } => self
+                    .lessor
+                    .checkpointed(id, renewals, millis(remaining_ms), now),
+                LeaseChange::Removed { id } => self.lessor.removed(id),
+            }
+        }
+    }
+
+    fn reset_lessor(&mut self) {
+        let now = self.now();
+        let leases = self.store.leases().iter().map(|l| {
+            (
+                LeaseAt {
+                    id: l.id,
+                    renewals: l.renewals,
+                },
+                millis(l.remaining_ms),
+            )
+        });
+        let mut lessor = Lessor::new();
+        lessor.reset(leases, now);
+        self.lessor = lessor;
+    }
+}
+
+fn millis(ms: i64) -> Duration {
+    Duration::from_millis(ms.max(0) as u64)
 }
 
 impl StateMachine for MvccMachine {
@@ -32,7 +107,7 @@ impl StateMachine for MvccMachine {
         // Every member decodes the same bytes, so a malformed entry fails identically
         // everywhere and changes nothing.
         let out = match InternalRequest::decode(entry.data.as_ref()) {
-            Ok(req) => self.store.apply(&req),
+            Ok(req) => self.store.apply_entry(&req, entry.term),
             Err(e) => Err(MvccError::Internal(format!(
                 "undecodable log entry {}: {e}",
                 entry.index
@@ -40,6 +115,9 @@ impl StateMachine for MvccMachine {
         };
         if let Ok(applied) = &out {
             count(applied);
+        }
+        if !self.store.last_lease_changes().is_empty() {
+            self.follow_lease_changes();
         }
         if out.is_ok() {
             let events = self.store.last_events();
@@ -58,6 +136,7 @@ impl StateMachine for MvccMachine {
         let unpublished = self.store.current_revision() + 1;
         self.store = Store::restore(image)
             .map_err(|e| anyhow::anyhow!("cannot restore the store from a snapshot: {e:?}"))?;
+        self.reset_lessor();
         // Revisions the snapshot skipped were never published: watchers catch up from the
         // restored history (or learn it was compacted).
         self.watch.restored(unpublished);
@@ -77,7 +156,7 @@ fn count(applied: &Response) {
         Response::Put(_) => m.put_total.inc(),
         Response::DeleteRange(_) => m.delete_total.inc(),
         Response::Txn(_) => m.txn_total.inc(),
-        Response::Compaction(_) | Response::Alarm(_) => {}
+        _ => {}
     }
 }
 

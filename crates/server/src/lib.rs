@@ -22,6 +22,7 @@ pub mod hooks;
 pub mod http;
 pub mod ids;
 pub mod kv;
+pub mod lease_expiry;
 pub mod logging;
 pub mod metrics;
 pub mod node;

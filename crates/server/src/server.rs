@@ -13,7 +13,8 @@ use tracing::{info, warn};
 use crate::args::ClusterState;
 use crate::config::{Config, ListenAddr};
 use crate::grpc::{
-    ClusterService, Context, KvService, MaintenanceService, Membership, UnimplementedService,
+    ClusterService, Context, KvService, LeaseService, MaintenanceService, Membership,
+    UnimplementedService,
     WatchService,
 };
 use crate::hooks::Hooks;
@@ -237,6 +238,7 @@ pub async fn serve(
         transport,
         quota: config.quota,
         skip_read_index: hooks.skip_read_index,
+        min_lease_ttl: crate::grpc::min_lease_ttl(config.election_timeout),
     };
     let mut servers = Vec::new();
     for (urls, l) in client_listeners {
@@ -264,6 +266,7 @@ pub async fn serve(
         config.advertise_client_urls.clone(),
         shutdown.clone(),
     ));
+    tokio::spawn(crate::lease_expiry::run(handle.clone(), shutdown.clone()));
     tokio::spawn(crate::compactor::run(
         handle.clone(),
         config.auto_compaction,
@@ -365,7 +368,7 @@ async fn serve_client(
         )
         // Same receive limit everywhere, as grpc-go's is per server.
         .add_service(WatchServer::new(watch).max_decoding_message_size(limit))
-        .add_service(LeaseServer::new(UnimplementedService).max_decoding_message_size(limit))
+        .add_service(LeaseServer::new(LeaseService(ctx.clone())).max_decoding_message_size(limit))
         .add_service(AuthServer::new(UnimplementedService).max_decoding_message_size(limit));
     use futures_util::StreamExt;
     let edge = crate::grpc::ClientEdge::new(routes, http);

@@ -6,13 +6,15 @@
 //!   store, after a ReadIndex round unless `serializable`.
 //! * `Maintenance`: Status, Alarm GET, HashKV. `Cluster`: MemberList.
 //! * `Watch`: every member serves watches from its own applied state (`crate::watch`).
-//! * Everything else (Lease, Auth, the rest of Maintenance and Cluster) answers
+//! * `Lease`: grants, revocations and keep-alives through the log; docs/lease.md.
+//! * Everything else (Auth, the rest of Maintenance and Cluster) answers
 //!   `UNIMPLEMENTED` through the generated traits' defaults.
 //! * [`ClientEdge`] sits in front of them all: HTTP/1.x only reaches the HTTP endpoints, and
 //!   unknown methods and oversized messages get grpc-go's answers (`edge.rs`).
 
 mod edge;
 mod kv;
+mod lease;
 mod maintenance;
 mod methods;
 mod watch;
@@ -27,6 +29,7 @@ use crate::transport::Transport;
 
 pub use edge::ClientEdge;
 pub use kv::KvService;
+pub use lease::LeaseService;
 pub use maintenance::{ClusterService, MaintenanceService, Membership, UnimplementedService};
 pub use watch::WatchService;
 
@@ -47,6 +50,15 @@ pub struct Context {
     /// Linearizable reads without ReadIndex: the Jepsen harness's negative control only
     /// (`crate::hooks::Hooks::skip_read_index`); false in every shipped binary.
     pub skip_read_index: bool,
+    /// The shortest lease TTL granted, in seconds: etcd's ceil(1.5 × election timeout).
+    pub min_lease_ttl: i64,
+}
+
+/// etcd's minimum lease TTL for an election timeout: ceil(1.5 × the timeout) in seconds, so
+/// that a lease outlives the election that follows its leader's loss.
+pub fn min_lease_ttl(election_timeout: std::time::Duration) -> i64 {
+    let ms = election_timeout.as_millis() as i64;
+    ((3 * ms + 1999) / 2000).max(1)
 }
 
 impl Context {

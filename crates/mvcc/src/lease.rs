@@ -1,0 +1,292 @@
+//! Leases, the replicated half: which leases exist, their granted TTL, the remaining TTL the
+//! leader last checkpointed, how often they were renewed, and which keys are attached.
+//!
+//! Time never enters here. *When* a lease runs out is decided by the leader alone, with its
+//! clock (`node::lessor`), and reaches every replica as a [`LeaseExpiry`] entry in the log.
+//! Two guards make a stale decision harmless, and both are checked at apply, so every
+//! replica agrees:
+//!
+//! * the entry names the term its proposer led in; an entry carried by a log entry of
+//!   another term (a deposed leader's decision forwarded to its successor) changes nothing;
+//! * each lease is named with the number of keep-alives the leader had seen; a lease
+//!   renewed since (the renewal got into the log first) is not revoked.
+//!
+//! Keep-alives go through the log too ([`LeaseKeepAliveRequest`] entries): every member
+//! then knows when each lease was last renewed, so a new leader needs no fresh full TTL
+//! (docs/lease.md).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use bytes::Bytes;
+use proto::etcdserverpb::{
+    LeaseGrantRequest, LeaseGrantResponse, LeaseKeepAliveRequest, LeaseKeepAliveResponse,
+    LeaseRevokeRequest, LeaseRevokeResponse, ResponseHeader,
+};
+use proto::raftkvpb::{LeaseCheckpoints, LeaseExpiry};
+
+use crate::error::MvccError;
+use crate::key_history::State;
+use crate::store::{Store, Writer};
+
+/// etcd's largest TTL (`lease.MaxLeaseTTL`), in seconds.
+pub const MAX_LEASE_TTL: i64 = 9_000_000_000;
+
+/// One lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub id: i64,
+    /// The TTL granted, in seconds.
+    pub ttl: i64,
+    /// What was left at the last checkpoint or renewal, in milliseconds.
+    pub remaining_ms: i64,
+    /// Keep-alives applied since the grant.
+    pub renewals: u64,
+    /// Keys whose current value carries this lease.
+    pub keys: BTreeSet<Bytes>,
+}
+
+/// What one apply did to leases: the input of each member's expiry clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseChange {
+    /// Granted or kept alive: `ttl_ms` from now.
+    Renewed { id: i64, renewals: u64, ttl_ms: i64 },
+    /// The leader recorded that the lease had at most `remaining_ms` left.
+    Checkpointed {
+        id: i64,
+        renewals: u64,
+        remaining_ms: i64,
+    },
+    /// Revoked or expired.
+    Removed { id: i64 },
+}
+
+/// Every lease, by ID.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Leases {
+    pub(crate) by_id: BTreeMap<i64, Lease>,
+}
+
+impl Leases {
+    pub fn get(&self, id: i64) -> Option<&Lease> {
+        self.by_id.get(&id)
+    }
+
+    pub fn contains(&self, id: i64) -> bool {
+        self.by_id.contains_key(&id)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Lease> {
+        self.by_id.values()
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
+    }
+
+    /// Moves `key` from lease `from` to lease `to` (0 = none).
+    pub(crate) fn reattach(&mut self, key: &Bytes, from: i64, to: i64) {
+        if from == to {
+            return;
+        }
+        if let Some(l) = self.by_id.get_mut(&from) {
+            l.keys.remove(key);
+        }
+        if let Some(l) = self.by_id.get_mut(&to) {
+            l.keys.insert(key.clone());
+        }
+    }
+}
+
+impl Store {
+    /// The leases that exist.
+    pub fn leases(&self) -> &Leases {
+        &self.leases
+    }
+
+    /// What the last [`Store::apply`] did to leases.
+    pub fn last_lease_changes(&self) -> &[LeaseChange] {
+        &self.last_lease_changes
+    }
+
+    pub(crate) fn apply_lease_grant(
+        &mut self,
+        req: &LeaseGrantRequest,
+    ) -> Result<LeaseGrantResponse, MvccError> {
+        if req.ttl > MAX_LEASE_TTL {
+            return Err(MvccError::LeaseTtlTooLarge);
+        }
+        if req.id == 0 {
+            // The proposer picks an ID for 0; one that reaches the log is a bug, answered
+            // as etcd's lessor answers it.
+            return Err(MvccError::LeaseNotFound);
+        }
+        if self.leases.contains(req.id) {
+            return Err(MvccError::LeaseExists);
+        }
+        let ttl = req.ttl.max(1);
+        let ttl_ms = ttl.saturating_mul(1000);
+        self.leases.by_id.insert(
+            req.id,
+            Lease {
+                id: req.id,
+                ttl,
+                remaining_ms: ttl_ms,
+                renewals: 0,
+                keys: BTreeSet::new(),
+            },
+        );
+        self.last_lease_changes.push(LeaseChange::Renewed {
+            id: req.id,
+            renewals: 0,
+            ttl_ms,
+        });
+        Ok(LeaseGrantResponse {
+            header: Some(header(self.current)),
+            id: req.id,
+            ttl,
+            error: String::new(),
+        })
+    }
+
+    pub(crate) fn apply_lease_revoke(
+        &mut self,
+        req: &LeaseRevokeRequest,
+    ) -> Result<LeaseRevokeResponse, MvccError> {
+        if !self.leases.contains(req.id) {
+            return Err(MvccError::LeaseNotFound);
+        }
+        let rev = self.revoke_leases(&[req.id]);
+        Ok(LeaseRevokeResponse {
+            header: Some(header(rev)),
+        })
+    }
+
+    pub(crate) fn apply_lease_keep_alive(
+        &mut self,
+        req: &LeaseKeepAliveRequest,
+    ) -> Result<LeaseKeepAliveResponse, MvccError> {
+        let Some(lease) = self.leases.by_id.get_mut(&req.id) else {
+            return Err(MvccError::LeaseNotFound);
+        };
+        lease.renewals += 1;
+        lease.remaining_ms = lease.ttl.saturating_mul(1000);
+        self.last_lease_changes.push(LeaseChange::Renewed {
+            id: lease.id,
+            renewals: lease.renewals,
+            ttl_ms: lease.remaining_ms,
+        });
+        let ttl = lease.ttl;
+        Ok(LeaseKeepAliveResponse {
+            header: Some(header(self.current)),
+            id: req.id,
+            ttl,
+        })
+    }
+
+    /// Records remaining TTLs; stale ones (another term, or the lease renewed since) are
+    /// skipped. Returns how many were recorded.
+    pub(crate) fn apply_lease_checkpoints(
+        &mut self,
+        req: &LeaseCheckpoints,
+        entry_term: u64,
+    ) -> usize {
+        // No log entry has term 0: `Store::apply` (no term known) never gets past this.
+        if req.term == 0 || req.term != entry_term {
+            return 0;
+        }
+        let mut recorded = 0;
+        for cp in &req.checkpoints {
+            let Some(at) = &cp.lease else { continue };
+            let Some(lease) = self.leases.by_id.get_mut(&at.id) else {
+                continue;
+            };
+            if lease.renewals != at.renewals {
+                continue;
+            }
+            let cap = lease.ttl.saturating_mul(1000);
+            lease.remaining_ms = cp.remaining_ms.clamp(0, cap);
+            self.last_lease_changes.push(LeaseChange::Checkpointed {
+                id: lease.id,
+                renewals: lease.renewals,
+                remaining_ms: lease.remaining_ms,
+            });
+            recorded += 1;
+        }
+        recorded
+    }
+
+    /// Revokes the leases the leader found expired, unless the decision is stale. Returns
+    /// the IDs revoked.
+    pub(crate) fn apply_lease_expiry(&mut self, req: &LeaseExpiry, entry_term: u64) -> Vec<i64> {
+        // No log entry has term 0: `Store::apply` (no term known) never gets past this.
+        if req.term == 0 || req.term != entry_term {
+            return Vec::new();
+        }
+        let doomed: Vec<i64> = req
+            .leases
+            .iter()
+            .filter(|at| {
+                self.leases
+                    .get(at.id)
+                    .is_some_and(|l| l.renewals == at.renewals)
+            })
+            .map(|at| at.id)
+            .collect();
+        self.revoke_leases(&doomed);
+        doomed
+    }
+
+    /// Deletes every key attached to `ids` in one revision (one DELETE event per key) and
+    /// forgets the leases. Returns the revision current afterwards.
+    fn revoke_leases(&mut self, ids: &[i64]) -> i64 {
+        let mut doomed: BTreeSet<Bytes> = BTreeSet::new();
+        for id in ids {
+            if let Some(l) = self.leases.get(*id) {
+                doomed.extend(l.keys.iter().cloned());
+            }
+        }
+        let mut writer = Writer::begin(self);
+        for key in &doomed {
+            writer.delete_key(key);
+        }
+        let rev = writer.commit();
+        for id in ids {
+            if self.leases.by_id.remove(id).is_some() {
+                self.last_lease_changes
+                    .push(LeaseChange::Removed { id: *id });
+            }
+        }
+        rev
+    }
+
+    /// Rebuilds every lease's key set from the keys' current values (after a restore).
+    pub(crate) fn rebuild_lease_keys(&mut self) -> Result<(), &'static str> {
+        for lease in self.leases.by_id.values_mut() {
+            lease.keys.clear();
+        }
+        for (key, history) in &self.keys {
+            if let Some(entry) = history.latest() {
+                if let State::Live(live) = &entry.state {
+                    if live.lease != 0 {
+                        let Some(lease) = self.leases.by_id.get_mut(&live.lease) else {
+                            return Err("a key is attached to a lease that does not exist");
+                        };
+                        lease.keys.insert(key.clone());
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn header(revision: i64) -> ResponseHeader {
+    ResponseHeader {
+        revision,
+        ..Default::default()
+    }
+}

@@ -1,0 +1,356 @@
+//! Leases in the store: grant, attach, revoke, keep-alive, checkpoint, expiry and their
+//! guards against stale decisions, and leases in snapshots.
+
+mod common;
+
+use common::*;
+use mvcc::{Code, LeaseChange, MvccError, Response, Store};
+use proto::etcdserverpb::{
+    LeaseGrantRequest, LeaseKeepAliveRequest, LeaseRevokeRequest, PutRequest,
+};
+use proto::mvccpb::event::EventType;
+use proto::raftkvpb::{
+    internal_request::Request, InternalRequest, LeaseAt, LeaseCheckpointAt, LeaseCheckpoints,
+    LeaseExpiry,
+};
+
+fn apply(store: &mut Store, request: Request, term: u64) -> Result<Response, MvccError> {
+    store.apply_entry(
+        &InternalRequest {
+            request: Some(request),
+        },
+        term,
+    )
+}
+
+fn grant(store: &mut Store, id: i64, ttl: i64) -> Result<Response, MvccError> {
+    apply(store, Request::LeaseGrant(LeaseGrantRequest { ttl, id }), 1)
+}
+
+fn revoke(store: &mut Store, id: i64) -> Result<Response, MvccError> {
+    apply(store, Request::LeaseRevoke(LeaseRevokeRequest { id }), 1)
+}
+
+fn keep_alive(store: &mut Store, id: i64) -> Result<Response, MvccError> {
+    apply(store, Request::LeaseKeepAlive(LeaseKeepAliveRequest { id }), 1)
+}
+
+fn put_leased(store: &mut Store, k: &str, lease: i64) -> Result<PutResponse, MvccError> {
+    do_put(
+        store,
+        PutRequest {
+            lease,
+            ..put(k, "v")
+        },
+    )
+}
+
+use proto::etcdserverpb::PutResponse;
+
+fn lease_keys(store: &Store, id: i64) -> Vec<String> {
+    store
+        .leases()
+        .get(id)
+        .expect("lease")
+        .keys
+        .iter()
+        .map(|k| String::from_utf8_lossy(k).into_owned())
+        .collect()
+}
+
+fn at(id: i64, renewals: u64) -> LeaseAt {
+    LeaseAt { id, renewals }
+}
+
+#[test]
+fn grant_answers_the_id_and_ttl_and_refuses_duplicates_and_huge_ttls() {
+    let mut store = Store::new();
+    match grant(&mut store, 7, 60) {
+        Ok(Response::LeaseGrant(r)) => assert_eq!((r.id, r.ttl), (7, 60)),
+        other => panic!("{other:?}"),
+    }
+    let dup = grant(&mut store, 7, 10).unwrap_err();
+    assert_eq!(
+        dup.to_status(),
+        (
+            Code::FailedPrecondition,
+            "etcdserver: lease already exists".into()
+        )
+    );
+    let huge = grant(&mut store, 8, 9_000_000_001).unwrap_err();
+    assert_eq!(
+        huge.to_status(),
+        (Code::OutOfRange, "etcdserver: too large lease TTL".into())
+    );
+    assert_eq!(store.leases().len(), 1);
+    // A grant changes no key, so no revision.
+    assert_eq!(store.current_revision(), 1);
+}
+
+#[test]
+fn puts_attach_reattach_and_detach_keys() {
+    let mut store = Store::new();
+    grant(&mut store, 1, 60).unwrap();
+    grant(&mut store, 2, 60).unwrap();
+    put_leased(&mut store, "a", 1).unwrap();
+    put_leased(&mut store, "b", 1).unwrap();
+    assert_eq!(lease_keys(&store, 1), ["a", "b"]);
+
+    // Overwrite with another lease moves the key; ignore_lease keeps it; no lease detaches.
+    put_leased(&mut store, "a", 2).unwrap();
+    assert_eq!((lease_keys(&store, 1), lease_keys(&store, 2)), (vec!["b".to_string()], vec!["a".to_string()]));
+    do_put(
+        &mut store,
+        PutRequest {
+            ignore_lease: true,
+            ..put("a", "w")
+        },
+    )
+    .unwrap();
+    assert_eq!(lease_keys(&store, 2), ["a"]);
+    let kv = &store.range(&get("a", "")).unwrap().kvs[0];
+    assert_eq!((kv.lease, kv.value.as_ref()), (2, &b"w"[..]));
+    must_put(&mut store, "b", "plain");
+    assert!(lease_keys(&store, 1).is_empty());
+
+    // A delete detaches.
+    do_del(&mut store, del("a", "")).unwrap();
+    assert!(lease_keys(&store, 2).is_empty());
+}
+
+#[test]
+fn an_unknown_lease_is_refused_in_puts_and_txns_and_changes_nothing() {
+    let mut store = Store::new();
+    grant(&mut store, 1, 60).unwrap();
+    assert_eq!(put_leased(&mut store, "a", 9), Err(MvccError::LeaseNotFound));
+    let t = txn(
+        vec![],
+        vec![
+            op_put(PutRequest {
+                lease: 1,
+                ..put("x", "1")
+            }),
+            op_put(PutRequest {
+                lease: 9,
+                ..put("y", "1")
+            }),
+        ],
+        vec![],
+    );
+    assert_eq!(do_txn(&mut store, t), Err(MvccError::LeaseNotFound));
+    assert!(lease_keys(&store, 1).is_empty());
+    assert_eq!(store.current_revision(), 1);
+}
+
+#[test]
+fn txn_puts_attach_and_a_rolled_back_txn_attaches_nothing() {
+    let mut store = Store::new();
+    grant(&mut store, 1, 60).unwrap();
+    let t = txn(
+        vec![cmp("k", Equal, T::Lease(0))],
+        vec![op_put(PutRequest {
+            lease: 1,
+            ..put("k", "1")
+        })],
+        vec![],
+    );
+    assert!(do_txn(&mut store, t).unwrap().succeeded);
+    assert_eq!(lease_keys(&store, 1), ["k"]);
+    // Compare on LEASE sees the attachment.
+    let t = txn(
+        vec![cmp("k", Equal, T::Lease(1))],
+        vec![op_get(get("k", ""))],
+        vec![],
+    );
+    assert!(do_txn(&mut store, t).unwrap().succeeded);
+    // A txn that fails on a later read (future revision) rolls back its put's attachment.
+    grant(&mut store, 2, 60).unwrap();
+    let t = txn(
+        vec![],
+        vec![
+            op_put(PutRequest {
+                lease: 2,
+                ..put("k", "2")
+            }),
+            op_get(RangeRequest {
+                revision: 1000,
+                ..get("k", "")
+            }),
+        ],
+        vec![],
+    );
+    assert!(do_txn(&mut store, t).is_err());
+    assert_eq!(lease_keys(&store, 1), ["k"]);
+    assert!(lease_keys(&store, 2).is_empty());
+}
+
+use proto::etcdserverpb::RangeRequest;
+
+#[test]
+fn revoke_deletes_every_attached_key_in_one_revision_with_one_event_each() {
+    let mut store = Store::new();
+    grant(&mut store, 1, 60).unwrap();
+    for k in ["a", "b", "c"] {
+        put_leased(&mut store, k, 1).unwrap();
+    }
+    must_put(&mut store, "other", "v");
+    let before = store.current_revision();
+    match revoke(&mut store, 1) {
+        Ok(Response::LeaseRevoke(r)) => assert_eq!(r.header.unwrap().revision, before + 1),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(store.current_revision(), before + 1);
+    let events = store.last_events();
+    assert_eq!(events.len(), 3);
+    assert!(events.iter().all(|e| e.r#type == EventType::Delete as i32
+        && e.kv.as_ref().unwrap().mod_revision == before + 1));
+    assert_eq!(keys(&store.range(&get("a", "z")).unwrap()), ["other"]);
+    assert!(store.leases().get(1).is_none());
+    assert_eq!(
+        store.last_lease_changes(),
+        &[LeaseChange::Removed { id: 1 }]
+    );
+    // Revoking twice: not found.
+    assert_eq!(revoke(&mut store, 1), Err(MvccError::LeaseNotFound));
+    // A lease without keys is revoked without a revision.
+    grant(&mut store, 2, 60).unwrap();
+    revoke(&mut store, 2).unwrap();
+    assert_eq!(store.current_revision(), before + 1);
+}
+
+#[test]
+fn keep_alive_renews_to_the_full_ttl_and_counts_renewals() {
+    let mut store = Store::new();
+    grant(&mut store, 1, 30).unwrap();
+    apply(
+        &mut store,
+        Request::LeaseCheckpoints(LeaseCheckpoints {
+            term: 1,
+            checkpoints: vec![LeaseCheckpointAt {
+                lease: Some(at(1, 0)),
+                remaining_ms: 4_000,
+            }],
+        }),
+        1,
+    )
+    .unwrap();
+    assert_eq!(store.leases().get(1).unwrap().remaining_ms, 4_000);
+    match keep_alive(&mut store, 1) {
+        Ok(Response::LeaseKeepAlive(r)) => assert_eq!((r.id, r.ttl), (1, 30)),
+        other => panic!("{other:?}"),
+    }
+    let lease = store.leases().get(1).unwrap();
+    assert_eq!((lease.remaining_ms, lease.renewals), (30_000, 1));
+    assert_eq!(
+        store.last_lease_changes(),
+        &[LeaseChange::Renewed {
+            id: 1,
+            renewals: 1,
+            ttl_ms: 30_000
+        }]
+    );
+    assert_eq!(keep_alive(&mut store, 2), Err(MvccError::LeaseNotFound));
+}
+
+#[test]
+fn a_checkpoint_from_another_term_or_before_a_renewal_is_ignored() {
+    let mut store = Store::new();
+    grant(&mut store, 1, 30).unwrap();
+    keep_alive(&mut store, 1).unwrap();
+    let cp = |term, renewals| {
+        Request::LeaseCheckpoints(LeaseCheckpoints {
+            term,
+            checkpoints: vec![LeaseCheckpointAt {
+                lease: Some(at(1, renewals)),
+                remaining_ms: 1_000,
+            }],
+        })
+    };
+    // Decided in term 1, carried by an entry of term 2: a deposed leader's.
+    assert_eq!(
+        apply(&mut store, cp(1, 1), 2),
+        Ok(Response::LeaseCheckpoints(0))
+    );
+    // Decided before the renewal.
+    assert_eq!(
+        apply(&mut store, cp(2, 0), 2),
+        Ok(Response::LeaseCheckpoints(0))
+    );
+    assert_eq!(store.leases().get(1).unwrap().remaining_ms, 30_000);
+    assert_eq!(
+        apply(&mut store, cp(2, 1), 2),
+        Ok(Response::LeaseCheckpoints(1))
+    );
+    assert_eq!(store.leases().get(1).unwrap().remaining_ms, 1_000);
+}
+
+#[test]
+fn expiry_revokes_only_when_decided_in_the_entrys_term_and_not_renewed_since() {
+    let mut store = Store::new();
+    for id in [1, 2, 3] {
+        grant(&mut store, id, 5).unwrap();
+        put_leased(&mut store, &format!("k{id}"), id).unwrap();
+    }
+    keep_alive(&mut store, 2).unwrap();
+    let expiry = |term, leases| Request::LeaseExpiry(LeaseExpiry { term, leases });
+
+    // A stale leader's decision (term 3) carried in a term-4 entry: nothing happens.
+    let rev = store.current_revision();
+    assert_eq!(
+        apply(&mut store, expiry(3, vec![at(1, 0), at(2, 0), at(3, 0)]), 4),
+        Ok(Response::LeaseExpiry(vec![]))
+    );
+    assert_eq!((store.current_revision(), store.leases().len()), (rev, 3));
+
+    // In its own term: lease 2 was renewed after the decision, so only 1 and 3 go, together
+    // in one revision.
+    assert_eq!(
+        apply(&mut store, expiry(4, vec![at(1, 0), at(2, 0), at(3, 0)]), 4),
+        Ok(Response::LeaseExpiry(vec![1, 3]))
+    );
+    assert_eq!(store.current_revision(), rev + 1);
+    assert_eq!(keys(&store.range(&get("k", "l")).unwrap()), ["k2"]);
+    // `apply` without a term never expires anything.
+    assert_eq!(
+        store.apply(&InternalRequest {
+            request: Some(expiry(0, vec![at(2, 1)]))
+        }),
+        Ok(Response::LeaseExpiry(vec![]))
+    );
+}
+
+#[test]
+fn leases_and_attachments_survive_a_snapshot() {
+    let mut store = Store::new();
+    grant(&mut store, 1, 30).unwrap();
+    grant(&mut store, -5, 12).unwrap();
+    put_leased(&mut store, "a", 1).unwrap();
+    put_leased(&mut store, "b", -5).unwrap();
+    keep_alive(&mut store, 1).unwrap();
+    let restored = Store::restore(&store.snapshot()).unwrap();
+    assert!(restored == store);
+    assert_eq!(lease_keys(&restored, 1), ["a"]);
+    assert_eq!(restored.leases().get(1).unwrap().renewals, 1);
+    // The restored store goes on identically: revoking deletes the attached key.
+    let mut restored = restored;
+    revoke(&mut restored, -5).unwrap();
+    revoke(&mut store, -5).unwrap();
+    assert!(restored == store);
+}
+
+/// A snapshot of format version 1 (before leases) still restores.
+#[test]
+fn a_snapshot_without_leases_still_restores() {
+    let mut store = Store::new();
+    must_put(&mut store, "a", "1");
+    let v2 = store.snapshot();
+    // Rewrite as version 1: drop the empty lease section, set the version, fix the CRC.
+    let body = &v2[..v2.len() - 4 - 8];
+    let mut v1 = body.to_vec();
+    v1[8..12].copy_from_slice(&1u32.to_be_bytes());
+    let crc = crc32fast::hash(&v1);
+    v1.extend_from_slice(&crc.to_be_bytes());
+    let restored = Store::restore(&v1).unwrap();
+    assert!(restored == store);
+    assert!(restored.leases().is_empty());
+}

@@ -1,0 +1,237 @@
+//! The lease clock: when each lease runs out, by this member's clock. Pure: time comes in as
+//! an argument, and nothing here touches the log.
+//!
+//! Every member runs one, fed with the lease changes its store applies (grant and keep-alive
+//! = the full TTL from the moment of apply; a checkpoint = at most that much left). Only
+//! the leader *acts* on it: it proposes the revocation of what ran out and checkpoints of
+//! what is left (`crates/server/src/lease`). A follower never expires a lease.
+//!
+//! Because keep-alives go through the log, a member's deadline for a lease is set when it
+//! applies the lease's last renewal, which happens after the leader committed it; so a new
+//! leader's deadlines are never earlier than its predecessor's, and later only by how much
+//! later it applied. A member that replays the log after a restart applies everything
+//! "now": there a checkpoint bounds what a replayed renewal gives (`min`, below), so no
+//! lease gets a fresh full TTL from a leader change or a restart beyond what
+//! `checkpoint_interval` allows (docs/lease.md has the exact bound).
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::Duration;
+
+/// One lease as this member's clock sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Tracked {
+    deadline: Duration,
+    renewals: u64,
+    /// When the log last recorded how much was left (renewal or checkpoint).
+    recorded_at: Duration,
+}
+
+/// A lease the leader decided about, with the renewal count it saw (the apply-side guard).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseAt {
+    pub id: i64,
+    pub renewals: u64,
+}
+
+/// Deadlines of every lease this member knows.
+#[derive(Debug, Default, Clone)]
+pub struct Lessor {
+    leases: HashMap<i64, Tracked>,
+    /// (deadline, id), so the expired ones are found without a scan.
+    by_deadline: BTreeSet<(Duration, i64)>,
+}
+
+impl Lessor {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn len(&self) -> usize {
+        self.leases.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.leases.is_empty()
+    }
+
+    fn set(&mut self, id: i64, t: Tracked) {
+        if let Some(old) = self.leases.insert(id, t) {
+            self.by_deadline.remove(&(old.deadline, id));
+        }
+        self.by_deadline.insert((t.deadline, id));
+    }
+
+    /// Granted or kept alive (applied at `now`): `ttl` from now.
+    pub fn renewed(&mut self, id: i64, renewals: u64, ttl: Duration, now: Duration) {
+        self.set(
+            id,
+            Tracked {
+                deadline: now + ttl,
+                renewals,
+                recorded_at: now,
+            },
+        );
+    }
+
+    /// The leader recorded that at most `remaining` was left (applied at `now`). Never
+    /// moves a deadline later: the leader's view was taken before we applied it.
+    pub fn checkpointed(&mut self, id: i64, renewals: u64, remaining: Duration, now: Duration) {
+        let deadline = match self.leases.get(&id) {
+            Some(t) => t.deadline.min(now + remaining),
+            None => now + remaining,
+        };
+        self.set(
+            id,
+            Tracked {
+                deadline,
+                renewals,
+                recorded_at: now,
+            },
+        );
+    }
+
+    pub fn removed(&mut self, id: i64) {
+        if let Some(old) = self.leases.remove(&id) {
+            self.by_deadline.remove(&(old.deadline, id));
+        }
+    }
+
+    /// Forget everything and start from a restored state: each lease has `remaining` left
+    /// from `now` (its last checkpointed or renewed value).
+    pub fn reset(&mut self, leases: impl IntoIterator<Item = (LeaseAt, Duration)>, now: Duration) {
+        self.leases.clear();
+        self.by_deadline.clear();
+        for (at, remaining) in leases {
+            self.renewed(at.id, at.renewals, remaining, now);
+        }
+    }
+
+    /// Time left on lease `id`, or `None` if this member does not know it.
+    pub fn remaining(&self, id: i64, now: Duration) -> Option<Duration> {
+        self.leases
+            .get(&id)
+            .map(|t| t.deadline.saturating_sub(now))
+    }
+
+    /// Up to `max` leases whose deadline is at or before `now`, earliest first.
+    pub fn expired(&self, now: Duration, max: usize) -> Vec<LeaseAt> {
+        self.by_deadline
+            .iter()
+            .take_while(|(deadline, _)| *deadline <= now)
+            .take(max)
+            .filter_map(|(_, id)| {
+                self.leases.get(id).map(|t| LeaseAt {
+                    id: *id,
+                    renewals: t.renewals,
+                })
+            })
+            .collect()
+    }
+
+    /// Up to `max` leases whose remaining time the log last recorded `interval` or longer
+    /// ago, with what is left now: what a leader should checkpoint.
+    pub fn due_checkpoints(
+        &self,
+        now: Duration,
+        interval: Duration,
+        max: usize,
+    ) -> Vec<(LeaseAt, Duration)> {
+        let mut due: Vec<(LeaseAt, Duration)> = self
+            .leases
+            .iter()
+            .filter(|(_, t)| t.deadline > now && now.saturating_sub(t.recorded_at) >= interval)
+            .map(|(id, t)| {
+                (
+                    LeaseAt {
+                        id: *id,
+                        renewals: t.renewals,
+                    },
+                    t.deadline - now,
+                )
+            })
+            .collect();
+        due.sort_by_key(|(at, _)| at.id);
+        due.truncate(max);
+        due
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(secs: u64) -> Duration {
+        Duration::from_secs(secs)
+    }
+
+    fn ids(v: &[LeaseAt]) -> Vec<i64> {
+        v.iter().map(|a| a.id).collect()
+    }
+
+    #[test]
+    fn a_lease_expires_at_its_ttl_after_the_last_renewal() {
+        let mut l = Lessor::new();
+        l.renewed(1, 0, s(10), s(0));
+        l.renewed(2, 0, s(5), s(0));
+        assert!(l.expired(s(4), 10).is_empty());
+        assert_eq!(ids(&l.expired(s(5), 10)), [2]);
+        l.renewed(1, 1, s(10), s(8));
+        assert_eq!(ids(&l.expired(s(17), 10)), [2]);
+        let both = l.expired(s(18), 10);
+        assert_eq!(ids(&both), [2, 1]);
+        assert_eq!(both[1].renewals, 1);
+        assert_eq!(l.remaining(1, s(12)), Some(s(6)));
+        l.removed(2);
+        assert_eq!(ids(&l.expired(s(100), 10)), [1]);
+        assert_eq!(l.remaining(2, s(0)), None);
+    }
+
+    #[test]
+    fn a_checkpoint_only_ever_brings_a_deadline_forward() {
+        let mut l = Lessor::new();
+        // A member replaying the log after a restart applies the grant and the later
+        // checkpoint at the same moment: the checkpoint wins.
+        l.renewed(1, 0, s(60), s(100));
+        l.checkpointed(1, 0, s(7), s(100));
+        assert_eq!(l.remaining(1, s(100)), Some(s(7)));
+        // A checkpoint that says more than we think is left changes nothing.
+        l.checkpointed(1, 0, s(50), s(101));
+        assert_eq!(l.remaining(1, s(101)), Some(s(6)));
+        // Unknown so far (restored state): taken as is.
+        l.checkpointed(2, 3, s(4), s(101));
+        assert_eq!(l.remaining(2, s(101)), Some(s(4)));
+    }
+
+    #[test]
+    fn checkpoints_are_due_once_per_interval_per_lease() {
+        let mut l = Lessor::new();
+        l.renewed(1, 0, s(60), s(0));
+        l.renewed(2, 0, s(60), s(3));
+        assert!(l.due_checkpoints(s(4), s(5), 10).is_empty());
+        let due = l.due_checkpoints(s(5), s(5), 10);
+        assert_eq!(due, vec![(LeaseAt { id: 1, renewals: 0 }, s(55))]);
+        l.checkpointed(1, 0, s(55), s(5));
+        assert_eq!(l.due_checkpoints(s(8), s(5), 10)[0].0.id, 2);
+        assert_eq!(l.due_checkpoints(s(20), s(5), 1).len(), 1);
+        // Expired leases are revoked, not checkpointed.
+        assert!(l.due_checkpoints(s(70), s(5), 10).is_empty());
+    }
+
+    #[test]
+    fn reset_starts_every_lease_from_its_recorded_remaining_time() {
+        let mut l = Lessor::new();
+        l.renewed(9, 0, s(1), s(0));
+        l.reset(
+            [
+                (LeaseAt { id: 1, renewals: 2 }, s(3)),
+                (LeaseAt { id: 2, renewals: 0 }, s(8)),
+            ],
+            s(50),
+        );
+        assert_eq!(l.len(), 2);
+        assert_eq!(ids(&l.expired(s(53), 10)), [1]);
+        assert_eq!(l.expired(s(53), 10)[0].renewals, 2);
+        assert_eq!(ids(&l.expired(s(58), 10)), [1, 2]);
+        assert_eq!(ids(&l.expired(s(58), 1)), [1]);
+    }
+}

@@ -1,0 +1,338 @@
+//! Leases against real member processes (3 members, etcd's default timings: heartbeat
+//! 100 ms, election timeout 1 s, so the shortest TTL is 2 s):
+//!
+//! * expiry timing: a lease kept alive once is gone no earlier than its TTL after that
+//!   keep-alive was sent and no later than TTL + 1 s after it was acknowledged (the
+//!   distribution is printed);
+//! * leader changes every 2 s do not renew a lease nobody keeps alive (etcd without
+//!   checkpointing would never expire it);
+//! * a leader frozen (SIGSTOP) for twice the TTL, while clients keep their leases alive
+//!   through the other members, revokes nothing when it wakes;
+//! * `raftkv lease …` prints as etcdctl does.
+//!
+//! Every wait polls a condition with a deadline; every test ends by itself.
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{poll_until, run_with_timeout, start_cluster_of};
+use proto::etcdserverpb::{PutRequest, RangeRequest};
+use proto::prost::bytes::Bytes;
+use raftkv_client::client::{Client, Timeouts};
+use raftkv_client::local_cluster::LocalCluster;
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+fn client(endpoints: &[String]) -> Client {
+    Client::new(
+        endpoints,
+        Timeouts {
+            dial: Duration::from_secs(1),
+            call: Duration::from_secs(3),
+        },
+    )
+    .expect("client")
+}
+
+fn start(prefix: &str) -> LocalCluster {
+    start_cluster_of(common::raftkv_program(), prefix, Vec::new())
+}
+
+async fn ready(c: &Client, cluster: &LocalCluster) {
+    if let Err(e) = c.put_retrying("ready", "1", Duration::from_secs(30)).await {
+        panic!("cluster not ready: {e}\n{}", cluster.log_tails(20));
+    }
+}
+
+async fn put_leased(c: &Client, key: &str, lease: i64) {
+    c.put(PutRequest {
+        key: Bytes::from(key.as_bytes().to_vec()),
+        value: Bytes::from_static(b"v"),
+        lease,
+        ..Default::default()
+    })
+    .await
+    .expect("put with lease");
+}
+
+async fn exists(c: &Client, key: &str) -> Result<bool, String> {
+    c.range(RangeRequest {
+        key: Bytes::from(key.as_bytes().to_vec()),
+        ..Default::default()
+    })
+    .await
+    .map(|r| r.count > 0)
+    .map_err(|e| e.to_string())
+}
+
+/// The index of the member that leads, as the members themselves report it.
+async fn leader_index(cluster: &LocalCluster, skip: Option<usize>) -> Option<usize> {
+    let c = client(&cluster.endpoints());
+    for (i, one) in c.each().iter().enumerate() {
+        if Some(i) == skip {
+            continue;
+        }
+        if let Ok(s) = one.status().await {
+            let me = s.header.map_or(0, |h| h.member_id);
+            if s.leader != 0 && s.leader == me {
+                return Some(i);
+            }
+        }
+    }
+    None
+}
+
+fn signal(cluster: &LocalCluster, index: usize, sig: &str) {
+    let pid = cluster.member(index).pid().expect("member runs");
+    let status = Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success(), "kill {sig} {pid}");
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+#[test]
+fn a_lease_expires_between_its_ttl_and_ttl_plus_one_second_after_its_last_keep_alive() {
+    const TTL: i64 = 2;
+    const LEASES: usize = 12;
+    let cluster = start("lease-timing");
+    let rt = runtime();
+    rt.block_on(async {
+        let all = client(&cluster.endpoints());
+        ready(&all, &cluster).await;
+        let members = all.each();
+        let mut leases = Vec::new();
+        for i in 0..LEASES {
+            let id = all.lease_grant(TTL, 0).await.expect("grant").id;
+            let key = format!("timing/{i}");
+            put_leased(&all, &key, id).await;
+            // The last keep-alive, through any member.
+            let sent = Instant::now();
+            let r = members[i % members.len()]
+                .lease_keep_alive_once(id)
+                .await
+                .expect("keep-alive");
+            assert_eq!(r.ttl, TTL);
+            leases.push((key, sent, Instant::now()));
+        }
+        let mut after_send = Vec::new();
+        let mut after_ack = Vec::new();
+        let mut pending: Vec<_> = leases.clone();
+        let deadline = Instant::now() + Duration::from_secs(TTL as u64 + 5);
+        while !pending.is_empty() && Instant::now() < deadline {
+            let mut still = Vec::new();
+            for (key, sent, acked) in pending {
+                match exists(&all, &key).await {
+                    Ok(false) => {
+                        let gone = Instant::now();
+                        after_send.push(gone - sent);
+                        after_ack.push(gone - acked);
+                    }
+                    _ => still.push((key, sent, acked)),
+                }
+            }
+            pending = still;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(pending.is_empty(), "leases never expired: {pending:?}");
+        after_send.sort();
+        after_ack.sort();
+        println!(
+            "gone after the last keep-alive (TTL {TTL}s, {LEASES} leases): min {:?} p50 {:?} p90 {:?} max {:?} (from the send); max {:?} from the ack",
+            after_send[0],
+            percentile(&after_send, 0.5),
+            percentile(&after_send, 0.9),
+            after_send[after_send.len() - 1],
+            after_ack[after_ack.len() - 1],
+        );
+        let ttl = Duration::from_secs(TTL as u64);
+        assert!(after_send[0] >= ttl, "a key went early: {:?}", after_send[0]);
+        assert!(
+            after_ack[after_ack.len() - 1] <= ttl + Duration::from_secs(1),
+            "a key went late: {:?}",
+            after_ack[after_ack.len() - 1]
+        );
+    });
+}
+
+#[test]
+fn leader_changes_every_two_seconds_do_not_renew_a_lease() {
+    const TTL: u64 = 10;
+    let mut cluster = start("lease-failover");
+    let rt = runtime();
+    rt.block_on(async {
+        let all = client(&cluster.endpoints());
+        ready(&all, &cluster).await;
+        let id = all.lease_grant(TTL as i64, 0).await.expect("grant").id;
+        let granted = Instant::now();
+        put_leased(&all, "failover/k", id).await;
+        let mut changes = 0;
+        let limit = granted + Duration::from_secs(TTL + 1 + 1);
+        let gone_at = loop {
+            // Freeze the leader until another member leads, then let it go.
+            if let Some(l) = leader_index(&cluster, None).await {
+                signal(&cluster, l, "-STOP");
+                let frozen = Instant::now();
+                while leader_index(&cluster, Some(l)).await.is_none()
+                    && frozen.elapsed() < Duration::from_secs(5)
+                {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                signal(&cluster, l, "-CONT");
+                changes += 1;
+            }
+            let others: Vec<String> = cluster.endpoints();
+            let round = Instant::now();
+            while round.elapsed() < Duration::from_secs(2) {
+                if let Ok(false) = exists(&client(&others), "failover/k").await {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            if let Ok(false) = exists(&client(&others), "failover/k").await {
+                break Instant::now();
+            }
+            assert!(
+                Instant::now() < limit + Duration::from_secs(5),
+                "the key outlived {TTL}s + 2s by far across {changes} leader changes\n{}",
+                cluster.log_tails(10)
+            );
+        };
+        let lived = gone_at - granted;
+        println!("TTL {TTL}s, {changes} leader changes: the key was gone {lived:?} after the grant");
+        assert!(lived >= Duration::from_secs(TTL), "gone early: {lived:?}");
+        assert!(
+            lived <= Duration::from_secs(TTL + 2),
+            "gone later than TTL + election timeout + 1 s: {lived:?}"
+        );
+        assert!(changes >= 3, "only {changes} leader changes");
+    });
+    cluster.stop_all(Duration::from_secs(5)).ok();
+}
+
+#[test]
+fn a_frozen_leader_revokes_nothing_when_it_wakes() {
+    const TTL: i64 = 4;
+    const LEASES: usize = 5;
+    let mut cluster = start("lease-frozen");
+    let rt = runtime();
+    rt.block_on(async {
+        let all = client(&cluster.endpoints());
+        ready(&all, &cluster).await;
+        let leader = poll_leader(&cluster).await;
+        let followers: Vec<Client> = all
+            .each()
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| *i != leader)
+            .map(|(_, c)| c)
+            .collect();
+        let mut ids = Vec::new();
+        for i in 0..LEASES {
+            let id = followers[0].lease_grant(TTL, 0).await.expect("grant").id;
+            put_leased(&followers[0], &format!("frozen/{i}"), id).await;
+            ids.push(id);
+        }
+        signal(&cluster, leader, "-STOP");
+        let frozen = Instant::now();
+        let freeze = Duration::from_secs(2 * TTL as u64);
+        let mut woke = false;
+        let end = freeze + Duration::from_secs(TTL as u64 + 1);
+        while frozen.elapsed() < end {
+            if !woke && frozen.elapsed() >= freeze {
+                signal(&cluster, leader, "-CONT");
+                woke = true;
+            }
+            for (n, id) in ids.iter().enumerate() {
+                // Through the followers only; a failed attempt (no leader yet) is retried
+                // on the next round, 300 ms later.
+                let f = &followers[n % followers.len()];
+                if let Ok(r) = f.lease_keep_alive_once(*id).await {
+                    assert!(r.ttl > 0, "lease {id:x} was lost while kept alive");
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        if !woke {
+            signal(&cluster, leader, "-CONT");
+        }
+        let c = client(&cluster.endpoints());
+        for (i, id) in ids.iter().enumerate() {
+            let r = c.lease_time_to_live(*id, true).await.expect("time to live");
+            assert!(r.ttl > 0, "lease {id:x} revoked: {r:?}");
+            assert_eq!(r.keys.len(), 1);
+            assert!(exists(&c, &format!("frozen/{i}")).await.unwrap());
+        }
+        println!("a leader frozen for {freeze:?}: 0 of {LEASES} leases revoked");
+    });
+    cluster.stop_all(Duration::from_secs(5)).ok();
+}
+
+async fn poll_leader(cluster: &LocalCluster) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(l) = leader_index(cluster, None).await {
+            return l;
+        }
+        assert!(Instant::now() < deadline, "no leader");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[test]
+fn raftkv_lease_commands_print_like_etcdctl() {
+    let cluster = start("lease-cli");
+    let endpoints = cluster.endpoints().join(",");
+    let raftkv = |args: &[&str]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_raftkv"));
+        cmd.arg("--endpoints").arg(&endpoints).args(args);
+        let out = run_with_timeout(cmd, None, Duration::from_secs(20));
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    poll_until("the cluster takes writes", Duration::from_secs(30), || {
+        let (ok, _, err) = raftkv(&["put", "ready", "1"]);
+        if ok { Ok(()) } else { Err(err) }
+    });
+    let (ok, out, err) = raftkv(&["lease", "grant", "100"]);
+    assert!(ok, "{err}");
+    let id = out
+        .strip_prefix("lease ")
+        .and_then(|r| r.strip_suffix(" granted with TTL(100s)\n"))
+        .unwrap_or_else(|| panic!("grant printed {out:?}"))
+        .to_string();
+    assert_eq!(id.len(), 16);
+    assert!(raftkv(&["put", "--lease", &id, "cli/k", "v"]).0);
+    let (_, out, _) = raftkv(&["lease", "timetolive", "--keys", &id]);
+    assert!(
+        out.starts_with(&format!("lease {id} granted with TTL(100s), remaining("))
+            && out.ends_with("s), attached keys([cli/k])\n"),
+        "{out:?}"
+    );
+    let (_, out, _) = raftkv(&["lease", "list"]);
+    assert_eq!(out, format!("found 1 leases\n{id}\n"));
+    let (_, out, _) = raftkv(&["lease", "keep-alive", "--once", &id]);
+    assert_eq!(out, format!("lease {id} keepalived with TTL(100)\n"));
+    let (_, out, _) = raftkv(&["lease", "revoke", &id]);
+    assert_eq!(out, format!("lease {id} revoked\n"));
+    let (_, out, _) = raftkv(&["lease", "timetolive", &id]);
+    assert_eq!(out, format!("lease {id} already expired\n"));
+    let (ok, _, err) = raftkv(&["lease", "revoke", &id]);
+    assert!(!ok && err.contains("etcdserver: requested lease not found"), "{err}");
+    let (_, out, _) = raftkv(&["get", "cli/k"]);
+    assert_eq!(out, "");
+}

@@ -1,0 +1,247 @@
+//! `etcdserverpb.Lease`.
+//!
+//! Grant, revoke and keep-alive are log entries (any member takes them; a follower's go to
+//! the leader through the ordinary proposal forwarding), so every member learns each
+//! renewal and a new leader needs no fresh full TTL (docs/lease.md). Time-to-live and the
+//! list are linearizable reads of the local store and lease clock.
+
+use bytes::Bytes;
+use mvcc::{MvccError, Response as Applied};
+use prost::Message as _;
+use proto::etcdserverpb::lease_server::Lease;
+use proto::etcdserverpb::{
+    LeaseGrantRequest, LeaseGrantResponse, LeaseKeepAliveRequest, LeaseKeepAliveResponse,
+    LeaseLeasesRequest, LeaseLeasesResponse, LeaseRevokeRequest, LeaseRevokeResponse,
+    LeaseStatus, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
+};
+use proto::raftkvpb::{internal_request::Request as Internal, InternalRequest};
+use tokio::sync::mpsc;
+use tonic::codegen::BoxStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::Context;
+
+/// Keep-alive answers a stream may have ready before its task waits for the client.
+const OUT_QUEUE: usize = 16;
+
+/// Tries at a fresh random ID when the one picked for a grant with ID 0 is taken.
+const ID_TRIES: usize = 3;
+
+#[derive(Clone)]
+pub struct LeaseService(pub Context);
+
+impl LeaseService {
+    async fn propose(&self, request: Internal) -> Result<Applied, Status> {
+        propose(&self.0, request).await
+    }
+
+    fn unexpected(what: &str) -> Status {
+        Status::internal(format!("etcdserver: unexpected apply result for {what}"))
+    }
+
+    async fn linearizable(&self) -> Result<(), Status> {
+        if !self.0.skip_read_index {
+            self.0.node.read_barrier().await?;
+        }
+        Ok(())
+    }
+}
+
+async fn propose(ctx: &Context, request: Internal) -> Result<Applied, Status> {
+    let data = InternalRequest {
+        request: Some(request),
+    }
+    .encode_to_vec();
+    match ctx.node.propose(Bytes::from(data)).await {
+        Ok(Ok(applied)) => Ok(applied),
+        Ok(Err(e)) => Err(Status::from(e)),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// A random positive ID (etcd never hands out 0 or a negative one), from the standard
+/// library's randomly keyed hasher: unpredictable enough to make collisions (retried
+/// anyway) vanishingly rare.
+fn random_lease_id() -> i64 {
+    use std::hash::{BuildHasher, Hasher};
+    loop {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos()),
+        );
+        let id = (h.finish() >> 1) as i64;
+        if id != 0 {
+            return id;
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Lease for LeaseService {
+    async fn lease_grant(
+        &self,
+        request: Request<LeaseGrantRequest>,
+    ) -> Result<Response<LeaseGrantResponse>, Status> {
+        self.0.require_leader(request.metadata())?;
+        let mut req = request.into_inner();
+        if req.ttl > mvcc::MAX_LEASE_TTL {
+            return Err(MvccError::LeaseTtlTooLarge.into());
+        }
+        // etcd raises short TTLs to what survives a leader election.
+        req.ttl = req.ttl.max(self.0.min_lease_ttl);
+        let pick = req.id == 0;
+        for _ in 0..ID_TRIES {
+            if pick {
+                req.id = random_lease_id();
+            }
+            match self.propose(Internal::LeaseGrant(req.clone())).await {
+                Ok(Applied::LeaseGrant(mut r)) => {
+                    self.0.stamp(&mut r.header);
+                    return Ok(Response::new(r));
+                }
+                Ok(_) => return Err(Self::unexpected("lease grant")),
+                Err(e) if pick && e.message() == "etcdserver: lease already exists" => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(MvccError::LeaseExists.into())
+    }
+
+    async fn lease_revoke(
+        &self,
+        request: Request<LeaseRevokeRequest>,
+    ) -> Result<Response<LeaseRevokeResponse>, Status> {
+        self.0.require_leader(request.metadata())?;
+        match self
+            .propose(Internal::LeaseRevoke(request.into_inner()))
+            .await?
+        {
+            Applied::LeaseRevoke(mut r) => {
+                self.0.stamp(&mut r.header);
+                Ok(Response::new(r))
+            }
+            _ => Err(Self::unexpected("lease revoke")),
+        }
+    }
+
+    /// One task per stream renews the leases asked for, in order, each through the log. An
+    /// unknown or expired lease answers TTL 0; any other failure ends the stream with its
+    /// error, as etcd's does. The task ends when the client closes its side or stops
+    /// reading (its queue full and the response stream dropped).
+    async fn lease_keep_alive(
+        &self,
+        request: Request<Streaming<LeaseKeepAliveRequest>>,
+    ) -> Result<Response<BoxStream<LeaseKeepAliveResponse>>, Status> {
+        self.0.require_leader(request.metadata())?;
+        let mut incoming = request.into_inner();
+        let ctx = self.0.clone();
+        let (tx, rx) = mpsc::channel::<Result<LeaseKeepAliveResponse, Status>>(OUT_QUEUE);
+        tokio::spawn(async move {
+            loop {
+                let req = tokio::select! {
+                    _ = tx.closed() => return,
+                    next = incoming.message() => match next {
+                        Ok(Some(req)) => req,
+                        Ok(None) => return,
+                        Err(status) => {
+                            let _ = tx.send(Err(status)).await;
+                            return;
+                        }
+                    },
+                };
+                // etcd fills the header before the renewal.
+                let header = ctx.header(0);
+                let answer = match propose(&ctx, Internal::LeaseKeepAlive(req.clone())).await {
+                    Ok(Applied::LeaseKeepAlive(r)) => Ok(LeaseKeepAliveResponse {
+                        header: Some(header),
+                        id: r.id,
+                        ttl: r.ttl,
+                    }),
+                    Ok(_) => Err(LeaseService::unexpected("lease keep-alive")),
+                    Err(e) if e.code() == tonic::Code::NotFound => Ok(LeaseKeepAliveResponse {
+                        header: Some(header),
+                        id: req.id,
+                        ttl: 0,
+                    }),
+                    Err(e) => Err(e),
+                };
+                let failed = answer.is_err();
+                if tx.send(answer).await.is_err() || failed {
+                    return;
+                }
+            }
+        });
+        let out = futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        });
+        Ok(Response::new(Box::pin(out)))
+    }
+
+    async fn lease_time_to_live(
+        &self,
+        request: Request<LeaseTimeToLiveRequest>,
+    ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
+        self.0.require_leader(request.metadata())?;
+        let req = request.into_inner();
+        self.linearizable().await?;
+        let resp = {
+            let sm = self
+                .0
+                .node
+                .state
+                .read()
+                .map_err(|_| Status::internal("state lock poisoned"))?;
+            match (sm.store.leases().get(req.id), sm.lease_remaining_secs(req.id)) {
+                (Some(lease), Some(ttl)) => LeaseTimeToLiveResponse {
+                    header: None,
+                    id: req.id,
+                    ttl,
+                    granted_ttl: lease.ttl,
+                    keys: if req.keys {
+                        lease.keys.iter().cloned().collect()
+                    } else {
+                        Vec::new()
+                    },
+                },
+                // etcd answers an unknown lease with TTL -1, not an error.
+                _ => LeaseTimeToLiveResponse {
+                    header: None,
+                    id: req.id,
+                    ttl: -1,
+                    granted_ttl: 0,
+                    keys: Vec::new(),
+                },
+            }
+        };
+        let mut resp = resp;
+        self.0.stamp(&mut resp.header);
+        Ok(Response::new(resp))
+    }
+
+    async fn lease_leases(
+        &self,
+        request: Request<LeaseLeasesRequest>,
+    ) -> Result<Response<LeaseLeasesResponse>, Status> {
+        self.0.require_leader(request.metadata())?;
+        self.linearizable().await?;
+        let leases = {
+            let sm = self
+                .0
+                .node
+                .state
+                .read()
+                .map_err(|_| Status::internal("state lock poisoned"))?;
+            sm.store
+                .leases()
+                .iter()
+                .map(|l| LeaseStatus { id: l.id })
+                .collect()
+        };
+        Ok(Response::new(LeaseLeasesResponse {
+            header: Some(self.0.header(0)),
+            leases,
+        }))
+    }
+}
