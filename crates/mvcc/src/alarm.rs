@@ -98,15 +98,19 @@ impl Alarms {
 
 /// What etcd charges a request against the quota: 256 bytes of overhead plus key and value
 /// per put; for a txn, the dearer of its two branches (top-level puts only, as etcd 3.4
-/// counts); nothing for deletes, compactions and alarms. A request that costs nothing is
-/// never refused for space.
+/// counts); a fixed overhead per lease grant; nothing for deletes, compactions, revocations,
+/// keep-alives and alarms. A request that costs nothing is never refused for space.
 pub fn quota_cost(request: &Request) -> u64 {
     match request {
         Request::Put(p) => put_cost(p.key.len(), p.value.len()),
         Request::Txn(t) => txn_cost(t),
+        Request::LeaseGrant(_) => LEASE_OVERHEAD,
         _ => 0,
     }
 }
+
+/// etcd's charge for a lease grant.
+const LEASE_OVERHEAD: u64 = 64;
 
 /// etcd's per-key overhead in the quota computation.
 const KV_OVERHEAD: u64 = 256;

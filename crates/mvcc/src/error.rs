@@ -195,6 +195,8 @@ mod tests {
                 MvccError::Corrupt,
                 Code::DataLoss,
                 "etcdserver: corrupt cluster",
+            ),
+            (
                 MvccError::LeaseExists,
                 Code::FailedPrecondition,
                 "etcdserver: lease already exists",
