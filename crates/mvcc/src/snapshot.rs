@@ -210,7 +210,9 @@ impl Store {
         while !reader.rest.is_empty() {
             let tag = reader.u8()?;
             if tag <= last_tag {
-                return Err(SnapshotError::Malformed("sections repeated or out of order"));
+                return Err(SnapshotError::Malformed(
+                    "sections repeated or out of order",
+                ));
             }
             last_tag = tag;
             let mut body = Reader {

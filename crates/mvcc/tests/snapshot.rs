@@ -148,11 +148,15 @@ fn unknown_repeated_or_disordered_sections_are_refused() {
     let repeated = with_extra_bytes(&image, &[b'W', 0, 0, 0, 4, 0, 0, 0, 0]);
     assert_eq!(
         Store::restore(&repeated),
-        Err(SnapshotError::Malformed("sections repeated or out of order"))
+        Err(SnapshotError::Malformed(
+            "sections repeated or out of order"
+        ))
     );
     let out_of_order = with_extra_bytes(&image, &[b'L', 0, 0, 0, 8, 0, 0, 0, 0, 0, 0, 0, 0]);
     assert_eq!(
         Store::restore(&out_of_order),
-        Err(SnapshotError::Malformed("sections repeated or out of order"))
+        Err(SnapshotError::Malformed(
+            "sections repeated or out of order"
+        ))
     );
 }

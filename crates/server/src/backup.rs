@@ -16,7 +16,8 @@
 //!
 //! It is not a bbolt database: `etcdctl snapshot status` and `etcdctl snapshot restore`
 //! cannot read it (restore still checks the SHA-256 first, so it refuses a damaged file
-//! with etcd's own message). `raftkv snapshot status|restore` read it (docs/operations.md).
+//! with etcd's own message). `raftkv snapshot status|restore` read it (docs/operations.md),
+//! and also read etcd's own snapshot files (docs/migration.md).
 
 use sha2::{Digest, Sha256};
 
@@ -48,7 +49,7 @@ pub enum BackupError {
     BadLength { len: usize },
     #[error("snapshot file is corrupted: expected sha256 {expected}, got {actual}")]
     Checksum { expected: String, actual: String },
-    #[error("not a raftkv snapshot (a bbolt file from etcd? raftkv cannot read those)")]
+    #[error("not a raftkv snapshot")]
     NotRaftkv,
     #[error("snapshot file is damaged: {0}")]
     Damaged(&'static str),
@@ -56,6 +57,11 @@ pub enum BackupError {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Whether `file` starts like a raftkv backup (anything else may be etcd's bbolt file).
+pub fn is_raftkv(file: &[u8]) -> bool {
+    file.starts_with(MAGIC)
 }
 
 /// Check a whole backup file (payload + trailer) and return the store image inside.
@@ -77,8 +83,8 @@ pub fn open(file: &[u8]) -> Result<&[u8], BackupError> {
     }
     let mut n = [0u8; 8];
     n.copy_from_slice(&payload[8..16]);
-    let image_len = usize::try_from(u64::from_be_bytes(n))
-        .map_err(|_| BackupError::Damaged("image length"))?;
+    let image_len =
+        usize::try_from(u64::from_be_bytes(n)).map_err(|_| BackupError::Damaged("image length"))?;
     let end = 16usize
         .checked_add(image_len)
         .filter(|&e| e <= payload.len())
@@ -117,7 +123,10 @@ mod tests {
             open(&f[..f.len() - 1]),
             Err(BackupError::BadLength { .. })
         ));
-        assert!(matches!(open(&f[..512]), Err(BackupError::BadLength { .. })));
+        assert!(matches!(
+            open(&f[..512]),
+            Err(BackupError::BadLength { .. })
+        ));
         let mut damaged = f.clone();
         damaged[20] ^= 1;
         let e = open(&damaged).unwrap_err();

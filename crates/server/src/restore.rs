@@ -35,10 +35,23 @@ pub struct Restored {
     pub keys: usize,
 }
 
-/// Read and check a backup file: length rule, SHA-256, envelope, then the store image.
+/// Read and check a backup file: raftkv's own (length rule, SHA-256, envelope, then the
+/// store image), or etcd's database as `etcdctl snapshot save` writes it (`migrate`: its
+/// SHA-256, bbolt's structure, etcd's history), which becomes a store with the same keys,
+/// revisions and versions.
 pub fn read_backup(path: &Path) -> anyhow::Result<Store> {
-    let bytes =
-        std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    if !crate::backup::is_raftkv(&bytes) {
+        let backend = migrate::EtcdBackend::parse(bytes).with_context(|| {
+            format!(
+                "{}: neither a raftkv backup nor an etcd database",
+                path.display()
+            )
+        })?;
+        return backend
+            .into_store()
+            .with_context(|| format!("{}: cannot migrate this etcd database", path.display()));
+    }
     let image = crate::backup::open(&bytes).with_context(|| path.display().to_string())?;
     Store::restore(image)
         .map_err(|e| anyhow::anyhow!("{}: the store image is damaged: {e}", path.display()))

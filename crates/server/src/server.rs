@@ -14,8 +14,7 @@ use crate::args::ClusterState;
 use crate::config::{Config, ListenAddr};
 use crate::grpc::{
     ClusterService, Context, KvService, LeaseService, MaintenanceService, Membership,
-    UnimplementedService,
-    WatchService,
+    UnimplementedService, WatchService,
 };
 use crate::hooks::Hooks;
 use crate::kv::MvccMachine;
