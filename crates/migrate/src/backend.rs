@@ -2,7 +2,7 @@
 
 use bbolt::{Bucket, Db, Value};
 use bytes::Bytes;
-use mvcc::{ImportedChange, ImportedValue, Revision, Store};
+use mvcc::{ImportedChange, ImportedLease, ImportedValue, Revision, Store};
 use prost::Message;
 use proto::etcdserverpb::CompactionRequest;
 use proto::mvccpb::KeyValue;
@@ -104,17 +104,6 @@ impl EtcdBackend {
     /// Empty when the import is lossless.
     pub fn unsupported(&self) -> Vec<String> {
         let mut lost = Vec::new();
-        if !self.leases.is_empty() {
-            let attached = self
-                .changes
-                .iter()
-                .filter(|c| c.value.as_ref().is_some_and(|v| v.lease != 0))
-                .count();
-            lost.push(format!(
-                "{} leases ({attached} key versions attached to them)",
-                self.leases.len()
-            ));
-        }
         if self.auth_enabled || self.users > 0 || self.roles > 0 {
             lost.push(format!(
                 "authentication (enabled: {}, {} users, {} roles)",
@@ -131,8 +120,17 @@ impl EtcdBackend {
         if !lost.is_empty() {
             return Err(MigrateError::Unsupported(lost.join("; ")));
         }
-        let mut store =
-            Store::import(self.current_revision, self.compacted_revision, self.changes)?;
+        let leases = self.leases.iter().map(|l| ImportedLease {
+            id: l.id,
+            ttl: l.ttl,
+            remaining_ms: l.remaining_ttl.saturating_mul(1000),
+        });
+        let mut store = Store::import(
+            self.current_revision,
+            self.compacted_revision,
+            self.changes,
+            leases,
+        )?;
         if let Some(revision) = self.scheduled_compaction {
             store
                 .apply(&InternalRequest {

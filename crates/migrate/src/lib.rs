@@ -6,9 +6,9 @@
 //!
 //! * [`read_file`] / [`EtcdBackend::parse`] check the file (its SHA-256 when it has one,
 //!   bbolt's structure) and decode etcd's buckets.
-//! * [`EtcdBackend::into_store`] builds the [`mvcc::Store`], refusing any history the
-//!   store's invariants reject, and refusing state raftkv would silently lose
-//!   ([`EtcdBackend::unsupported`]).
+//! * [`EtcdBackend::into_store`] builds the [`mvcc::Store`] with its leases and their
+//!   keys, refusing any history the store's invariants reject, and refusing state raftkv
+//!   would silently lose ([`EtcdBackend::unsupported`]: auth, for now).
 //!
 //! etcd's layout, from its `mvcc`, `lease` and `auth` packages:
 //! * bucket `key`: key = revision (main u64 big-endian, `_`, sub u64 big-endian, plus `t`

@@ -30,6 +30,17 @@ pub struct ImportedValue {
     pub value: Bytes,
 }
 
+/// A lease, as another store recorded it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImportedLease {
+    pub id: i64,
+    /// The granted TTL, in seconds.
+    pub ttl: i64,
+    /// What was left of it when the other store last recorded it (0: unknown, so the full
+    /// TTL, as etcd itself grants on a restart without checkpoints).
+    pub remaining_ms: i64,
+}
+
 /// Why a history cannot become a store.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImportError {
@@ -56,11 +67,13 @@ impl std::error::Error for ImportError {}
 
 impl Store {
     /// A store whose history is `changes` (in any order across keys), whose latest revision
-    /// is `current` and which was compacted at `compacted` (-1: never).
+    /// is `current`, which was compacted at `compacted` (-1: never), and which holds
+    /// `leases`; every key whose latest value names a lease is attached to it.
     pub fn import(
         current: i64,
         compacted: i64,
         changes: impl IntoIterator<Item = ImportedChange>,
+        leases: impl IntoIterator<Item = ImportedLease>,
     ) -> Result<Store, ImportError> {
         let store_wide = |problem| ImportError {
             key: Bytes::new(),
@@ -124,15 +137,49 @@ impl Store {
             }
             history.push(entry);
         }
-        Ok(Store {
+        let mut store = Store {
             current,
             compacted,
             keys,
             by_revision,
             stored_bytes,
-            // Leases, alarms and the rest start empty: the caller adds what it migrates.
+            // Alarms and the rest start empty: they belong to the old cluster.
             ..Store::new()
-        })
+        };
+        for lease in leases {
+            let fail = |problem| ImportError {
+                key: Bytes::new(),
+                revision: Revision::new(lease.id, 0),
+                problem,
+            };
+            if lease.id == 0 {
+                return Err(fail("lease ID 0"));
+            }
+            if lease.ttl < 1 || lease.ttl > crate::MAX_LEASE_TTL || lease.remaining_ms < 0 {
+                return Err(fail("lease TTL out of range"));
+            }
+            let full_ms = lease.ttl.saturating_mul(1000);
+            let remaining_ms = match lease.remaining_ms {
+                0 => full_ms,
+                left => left.min(full_ms),
+            };
+            let entry = crate::Lease {
+                id: lease.id,
+                ttl: lease.ttl,
+                remaining_ms,
+                renewals: 0,
+                keys: Default::default(),
+            };
+            if store.leases.by_id.insert(lease.id, entry).is_some() {
+                return Err(fail("two leases share an ID"));
+            }
+        }
+        store.rebuild_lease_keys().map_err(|problem| ImportError {
+            key: Bytes::new(),
+            revision: Revision::new(current, 0),
+            problem,
+        })?;
+        Ok(store)
     }
 }
 
@@ -194,6 +241,7 @@ mod tests {
                 change("a", 4, Some((2, 2, "2"))),
                 change("b", 5, None),
             ],
+            [],
         )
         .unwrap();
         assert!(imported == applied);
@@ -241,12 +289,46 @@ mod tests {
             (vec![change("", 2, Some((2, 1, "x")))], "empty key"),
         ];
         for (changes, problem) in cases {
-            let err = Store::import(5, -1, changes).unwrap_err();
+            let err = Store::import(5, -1, changes, []).unwrap_err();
             assert_eq!(err.problem, problem);
         }
         assert_eq!(
-            Store::import(5, 6, vec![]).unwrap_err().problem,
+            Store::import(5, 6, vec![], []).unwrap_err().problem,
             "revision counters out of range"
         );
+    }
+
+    #[test]
+    fn imported_leases_hold_their_keys_and_bad_ones_are_refused() {
+        let mut attached = change("a", 2, Some((2, 1, "x")));
+        if let Some(v) = attached.value.as_mut() {
+            v.lease = 7;
+        }
+        let lease = |id, ttl, remaining_ms| ImportedLease {
+            id,
+            ttl,
+            remaining_ms,
+        };
+        let store = Store::import(2, -1, vec![attached.clone()], [lease(7, 60, 0)]).unwrap();
+        let got = store.leases().get(7).unwrap();
+        assert_eq!(
+            got.remaining_ms, 60_000,
+            "unknown remaining time: the full TTL"
+        );
+        assert_eq!(
+            got.keys.iter().collect::<Vec<_>>(),
+            [&Bytes::from_static(b"a")]
+        );
+        let err = Store::import(2, -1, vec![attached.clone()], []).unwrap_err();
+        assert_eq!(
+            err.problem,
+            "a key is attached to a lease that does not exist"
+        );
+        let err = Store::import(2, -1, vec![], [lease(7, 60, 0), lease(7, 5, 0)]).unwrap_err();
+        assert_eq!(err.problem, "two leases share an ID");
+        let err = Store::import(2, -1, vec![], [lease(7, 0, 0)]).unwrap_err();
+        assert_eq!(err.problem, "lease TTL out of range");
+        let err = Store::import(2, -1, vec![], [lease(0, 5, 0)]).unwrap_err();
+        assert_eq!(err.problem, "lease ID 0");
     }
 }

@@ -29,7 +29,7 @@ pub mod validate;
 pub use alarm::{quota_cost, Alarms};
 pub use error::{Code, MvccError};
 pub use hash::HashKv;
-pub use import::{ImportError, ImportedChange, ImportedValue};
+pub use import::{ImportError, ImportedChange, ImportedLease, ImportedValue};
 pub use lease::{Lease, LeaseChange, Leases, MAX_LEASE_TTL};
 pub use revision::Revision;
 pub use snapshot::SnapshotError;

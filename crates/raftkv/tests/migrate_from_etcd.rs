@@ -46,7 +46,7 @@ fn an_etcd_snapshot_migrates_with_its_whole_history() {
         .expect("runtime");
     runtime.block_on(async {
         let mut client = connect(&endpoint).await;
-        seed_history(&mut client, seed).await;
+        let lease = seed_history(&mut client, seed).await;
         save_snapshot(&endpoint, &file);
 
         let backend = migrate::read_file(&file).expect("the snapshot reads");
@@ -185,6 +185,21 @@ fn an_etcd_snapshot_migrates_with_its_whole_history() {
                 "restored raftkv at revision {revision}"
             );
         }
+        // The lease came along, holding its keys.
+        let ttl = ours
+            .lease_time_to_live(
+                lease,
+                Some(etcd_client::LeaseTimeToLiveOptions::new().with_keys()),
+            )
+            .await
+            .unwrap();
+        assert_eq!(ttl.granted_ttl(), 600);
+        assert!(
+            ttl.ttl() > 0 && ttl.ttl() <= 600,
+            "remaining TTL {}",
+            ttl.ttl()
+        );
+        assert_eq!(ttl.keys(), [b"leased/1".to_vec(), b"leased/2".to_vec()]);
         // New writes continue etcd's revision sequence.
         let put = ours.put("after-migration", "x", None).await.unwrap();
         assert_eq!(put.header().unwrap().revision(), current + 1);
@@ -255,8 +270,14 @@ async fn connect(endpoint: &str) -> Client {
 
 /// A random history over a few keys: puts (new and overwrites), single and prefix
 /// deletes, multi-key txns, and one compaction two thirds of the way.
-async fn seed_history(client: &mut Client, seed: u64) {
+async fn seed_history(client: &mut Client, seed: u64) -> i64 {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    // A lease that outlives the test, with two keys attached.
+    let lease = client.lease_grant(600, None).await.unwrap().id();
+    for key in ["leased/1", "leased/2"] {
+        let opts = etcd_client::PutOptions::new().with_lease(lease);
+        client.put(key, "held", Some(opts)).await.unwrap();
+    }
     // Enough changes that etcd's `key` bucket spans several pages under a branch page, and
     // one value larger than a page (bbolt's overflow pages).
     const OPS: usize = 600;
@@ -298,6 +319,7 @@ async fn seed_history(client: &mut Client, seed: u64) {
     }
     let big = format!("{seed:x}").repeat(1_000);
     client.put("big", big, None).await.unwrap();
+    lease
 }
 
 fn save_snapshot(endpoint: &str, file: &Path) {
