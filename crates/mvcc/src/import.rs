@@ -155,7 +155,7 @@ impl Store {
             if lease.id == 0 {
                 return Err(fail("lease ID 0"));
             }
-            if lease.ttl < 1 || lease.ttl > crate::MAX_LEASE_TTL || lease.remaining_ms < 0 {
+            if !(1..=crate::MAX_LEASE_TTL).contains(&lease.ttl) || lease.remaining_ms < 0 {
                 return Err(fail("lease TTL out of range"));
             }
             let full_ms = lease.ttl.saturating_mul(1000);
