@@ -11,8 +11,14 @@
 //!   key_len u32, key bytes, entries u32, then for each entry in revision order:
 //!     main i64, sub i64, kind u8 (1 = value, 2 = deletion), and for a value:
 //!     create_revision i64, version i64, lease i64, value_len u32, value bytes
+//! sections  zero or more of: tag u8, len u32, body (len bytes)
+//!           tag 0x41 ('A'): the auth store (crate::auth::snapshot)
 //! checksum  u32      CRC-32 (IEEE) of everything before it
 //! ```
+//!
+//! Replicated state added after the first version goes into a tagged section, so a
+//! snapshot written before it existed (no sections) still restores, to that state's
+//! empty default; a section this build does not know is refused, never skipped.
 //!
 //! Deterministic: equal stores give identical bytes. Restoring verifies the checksum and
 //! the structure (revision order, bounds) before accepting anything.
@@ -30,6 +36,7 @@ const MAGIC: &[u8; 8] = b"RKVMVCC\0";
 const FORMAT_VERSION: u32 = 1;
 const KIND_LIVE: u8 = 1;
 const KIND_TOMBSTONE: u8 = 2;
+const SECTION_AUTH: u8 = b'A';
 
 /// Why a snapshot could not be restored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,6 +95,11 @@ impl Store {
                 }
             }
         }
+        let mut auth_section = Vec::new();
+        crate::auth::encode_snapshot(&self.auth, &mut auth_section);
+        out.push(SECTION_AUTH);
+        put_len(&mut out, auth_section.len());
+        out.extend_from_slice(&auth_section);
         let checksum = crc32fast::hash(&out);
         out.extend_from_slice(&checksum.to_be_bytes());
         out
@@ -163,10 +175,21 @@ impl Store {
             keys.insert(key.clone(), history);
             previous_key = Some(key);
         }
-        if !reader.rest.is_empty() {
-            return Err(SnapshotError::Malformed("trailing bytes"));
+        let mut auth = crate::auth::AuthStore::new();
+        let mut seen_auth = false;
+        while !reader.rest.is_empty() {
+            let tag = reader.u8()?;
+            let body = reader.take_len_prefixed()?;
+            match tag {
+                SECTION_AUTH if !seen_auth => {
+                    auth = crate::auth::decode_snapshot(body).map_err(SnapshotError::Malformed)?;
+                    seen_auth = true;
+                }
+                _ => return Err(SnapshotError::Malformed("unknown or repeated section")),
+            }
         }
         Ok(Store {
+            auth,
             current,
             compacted,
             keys,

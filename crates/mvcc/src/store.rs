@@ -10,6 +10,7 @@ use proto::etcdserverpb::{
 use proto::mvccpb::{event::EventType, Event, KeyValue};
 use proto::raftkvpb::{internal_request, InternalRequest};
 
+use crate::auth::{self, AuthApplied, AuthStore};
 use crate::error::MvccError;
 use crate::key_history::{Entry, KeyHistory, Live, State};
 use crate::key_range::KeyRange;
@@ -24,6 +25,9 @@ pub enum Response {
     DeleteRange(DeleteRangeResponse),
     Txn(TxnResponse),
     Compaction(CompactionResponse),
+    /// A change of users, roles, permissions or the enabled flag, or a replicated
+    /// `Authenticate`; the server builds etcd's response from it.
+    Auth(AuthApplied),
 }
 
 /// The replicated key-value state machine with etcd's MVCC semantics.
@@ -44,6 +48,8 @@ pub struct Store {
     pub(crate) stored_bytes: u64,
     /// Events produced by the last `apply`.
     pub(crate) last_events: Vec<Event>,
+    /// Users, roles and permissions (crate::auth); replicated and snapshotted with the keys.
+    pub(crate) auth: AuthStore,
 }
 
 /// Two stores are equal when they hold the same replicated state; the events of the last
@@ -54,6 +60,7 @@ impl PartialEq for Store {
             && self.compacted == other.compacted
             && self.keys == other.keys
             && self.by_revision == other.by_revision
+            && self.auth == other.auth
     }
 }
 
@@ -77,7 +84,13 @@ impl Store {
             by_revision: BTreeMap::new(),
             stored_bytes: 0,
             last_events: Vec::new(),
+            auth: AuthStore::new(),
         }
+    }
+
+    /// The auth state (users, roles, permissions, enabled flag) at the applied index.
+    pub fn auth(&self) -> &AuthStore {
+        &self.auth
     }
 
     /// The revision of the latest change (1 when nothing was ever written).
@@ -118,6 +131,32 @@ impl Store {
         let Some(request) = &req.request else {
             return Err(MvccError::EmptyRequest);
         };
+        // Checked here, against the auth state at this index, so every member refuses the
+        // same entries and nothing acts on rights revoked after the proposer checked them.
+        auth::check_request(&self.auth, req.auth.as_ref(), request).map_err(MvccError::Auth)?;
+        use internal_request::Request as R;
+        let auth = &mut self.auth;
+        let applied = match request {
+            R::AuthEnable(_) => auth.enable(),
+            R::AuthDisable(_) => Ok(auth.disable()),
+            R::UserAdd(r) => auth.user_add(r),
+            R::UserDelete(r) => auth.user_delete(&r.name),
+            R::UserChangePassword(r) => auth.user_change_password(r),
+            R::UserGrantRole(r) => auth.user_grant_role(r),
+            R::UserRevokeRole(r) => auth.user_revoke_role(r),
+            R::RoleAdd(r) => auth.role_add(&r.name),
+            R::RoleDelete(r) => auth.role_delete(&r.role),
+            R::RoleGrantPermission(r) => auth.role_grant_permission(r),
+            R::RoleRevokePermission(r) => auth.role_revoke_permission(r),
+            R::Authenticate(r) => auth.authenticate(r),
+            R::Put(_) | R::DeleteRange(_) | R::Txn(_) | R::Compaction(_) => {
+                return self.apply_kv(request)
+            }
+        };
+        applied.map(Response::Auth).map_err(MvccError::Auth)
+    }
+
+    fn apply_kv(&mut self, request: &internal_request::Request) -> Result<Response, MvccError> {
         match request {
             internal_request::Request::Put(put) => self.apply_put(put).map(Response::Put),
             internal_request::Request::DeleteRange(del) => {
@@ -125,6 +164,7 @@ impl Store {
             }
             internal_request::Request::Txn(txn) => self.apply_txn(txn).map(Response::Txn),
             internal_request::Request::Compaction(c) => self.compact(c).map(Response::Compaction),
+            _ => Err(MvccError::EmptyRequest),
         }
     }
 

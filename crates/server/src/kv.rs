@@ -5,21 +5,62 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
+use mvcc::auth::AuthApplied;
 use mvcc::{MvccError, Response, Store};
 use prost::Message as _;
 use proto::raftkvpb::InternalRequest;
 use raft::{Entry, EntryKind};
 
+use crate::auth::tokens::SimpleTokens;
 use crate::node::StateMachine;
 use crate::watch::WatchHub;
 
 /// The replicated store. Entries that are not client requests (no-ops, membership)
 /// produce no output. Every apply that changed the store hands its events to the watch
 /// hub, still under the state machine's write lock (the hub never blocks; `crate::watch`).
+///
+/// It also keeps this member's simple auth tokens current: applying a replicated
+/// `Authenticate` teaches it the token `<prefix>.<entry index>` (and the apply output
+/// carries that full token back to the proposer); deleting a user or changing its
+/// password forgets its tokens; disabling auth forgets them all (crate::auth::tokens).
 #[derive(Default)]
 pub struct MvccMachine {
     pub store: Store,
     pub watch: Arc<WatchHub>,
+    pub tokens: Arc<SimpleTokens>,
+}
+
+impl MvccMachine {
+    /// Token bookkeeping after an auth change was applied (see the type's doc).
+    fn follow_auth_change(
+        &self,
+        req: &InternalRequest,
+        out: Result<Response, MvccError>,
+        index: u64,
+    ) -> Result<Response, MvccError> {
+        use proto::raftkvpb::internal_request::Request as R;
+        match (out, &req.request) {
+            (Ok(Response::Auth(AuthApplied::Authenticated { name, token })), _) => {
+                let token = format!("{token}.{index}");
+                self.tokens
+                    .assign(token.clone(), name.clone(), std::time::Instant::now());
+                Ok(Response::Auth(AuthApplied::Authenticated { name, token }))
+            }
+            (Ok(out), Some(R::UserDelete(r))) => {
+                self.tokens.invalidate_user(&r.name);
+                Ok(out)
+            }
+            (Ok(out), Some(R::UserChangePassword(r))) => {
+                self.tokens.invalidate_user(&r.name);
+                Ok(out)
+            }
+            (Ok(out), Some(R::AuthDisable(_))) => {
+                self.tokens.clear();
+                Ok(out)
+            }
+            (out, _) => out,
+        }
+    }
 }
 
 impl StateMachine for MvccMachine {
@@ -32,7 +73,10 @@ impl StateMachine for MvccMachine {
         // Every member decodes the same bytes, so a malformed entry fails identically
         // everywhere and changes nothing.
         let out = match InternalRequest::decode(entry.data.as_ref()) {
-            Ok(req) => self.store.apply(&req),
+            Ok(req) => {
+                let out = self.store.apply(&req);
+                self.follow_auth_change(&req, out, entry.index)
+            }
             Err(e) => Err(MvccError::Internal(format!(
                 "undecodable log entry {}: {e}",
                 entry.index
@@ -74,6 +118,7 @@ mod tests {
 
     fn put_entry(index: u64, key: &'static [u8]) -> Entry {
         let req = InternalRequest {
+            auth: None,
             request: Some(Request::Put(PutRequest {
                 key: Bytes::from_static(key),
                 value: Bytes::from_static(b"v"),

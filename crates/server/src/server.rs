@@ -117,7 +117,17 @@ pub async fn serve(
             warn!("--initial-cluster-state=existing with an empty data dir: joining with the listed membership; the leader will send this member the log or a snapshot");
         }
     }
-    let mut machine = MvccMachine::default();
+    let mut machine = MvccMachine {
+        tokens: Arc::new(crate::auth::tokens::SimpleTokens::new(
+            std::time::Duration::from_secs(config.auth.auth_token_ttl),
+        )),
+        ..MvccMachine::default()
+    };
+    let auth = Arc::new(crate::auth::Auth::new(
+        &config.auth,
+        machine.tokens.clone(),
+        config.tls.client_cert_auth,
+    )?);
     let (applied, applied_term) = match &recovered.snapshot {
         Some(s) => {
             machine.restore(&s.data)?;
@@ -235,6 +245,7 @@ pub async fn serve(
             self_client_urls: config.advertise_client_urls.clone(),
         }),
         transport,
+        auth,
         skip_read_index: hooks.skip_read_index,
     };
     let mut servers = Vec::new();
@@ -365,7 +376,10 @@ async fn serve_client(
         // Same receive limit everywhere, as grpc-go's is per server.
         .add_service(WatchServer::new(watch).max_decoding_message_size(limit))
         .add_service(LeaseServer::new(UnimplementedService).max_decoding_message_size(limit))
-        .add_service(AuthServer::new(UnimplementedService).max_decoding_message_size(limit));
+        .add_service(
+            AuthServer::new(crate::auth::AuthService(ctx.clone()))
+                .max_decoding_message_size(limit),
+        );
     use futures_util::StreamExt;
     let edge = crate::grpc::ClientEdge::new(routes, http);
     let server = tonic::transport::Server::builder()

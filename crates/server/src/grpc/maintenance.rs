@@ -70,6 +70,7 @@ impl Maintenance for MaintenanceService {
     }
 
     async fn hash_kv(&self, r: Request<HashKvRequest>) -> Result<Response<HashKvResponse>, Status> {
+        crate::auth::admin_for_maintenance(&self.0, &r).await?;
         let rev = r.into_inner().revision;
         let h = {
             let sm = self

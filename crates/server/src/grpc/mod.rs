@@ -6,7 +6,8 @@
 //!   store, after a ReadIndex round unless `serializable`.
 //! * `Maintenance`: Status, Alarm GET, HashKV. `Cluster`: MemberList.
 //! * `Watch`: every member serves watches from its own applied state (`crate::watch`).
-//! * Everything else (Lease, Auth, the rest of Maintenance and Cluster) answers
+//! * `Auth`: `crate::auth::AuthService`; every service checks permissions (crate::auth).
+//! * Everything else (Lease, the rest of Maintenance and Cluster) answers
 //!   `UNIMPLEMENTED` through the generated traits' defaults.
 //! * [`ClientEdge`] sits in front of them all: HTTP/1.x only reaches the HTTP endpoints, and
 //!   unknown methods and oversized messages get grpc-go's answers (`edge.rs`).
@@ -26,7 +27,7 @@ use crate::node::NodeHandle;
 use crate::transport::Transport;
 
 pub use edge::ClientEdge;
-pub use kv::KvService;
+pub use kv::{propose, KvService};
 pub use maintenance::{ClusterService, MaintenanceService, Membership, UnimplementedService};
 pub use watch::WatchService;
 
@@ -42,6 +43,8 @@ pub struct Context {
     pub max_txn_ops: usize,
     pub membership: Arc<Membership>,
     pub transport: Transport,
+    /// Users, tokens and the checks of every service (crate::auth).
+    pub auth: Arc<crate::auth::Auth>,
     /// Linearizable reads without ReadIndex: the Jepsen harness's negative control only
     /// (`crate::hooks::Hooks::skip_read_index`); false in every shipped binary.
     pub skip_read_index: bool,
