@@ -14,6 +14,7 @@
 //! docs/security.md describes the whole.
 
 pub mod args;
+pub mod credentials;
 pub mod identity;
 pub mod service;
 pub mod tokens;
@@ -35,6 +36,8 @@ pub struct Auth {
     pub jwt: Option<JwtTokens>,
     /// `--client-cert-auth`: a request without a token acts as its certificate's CN.
     pub client_cert_auth: bool,
+    /// Passwords already checked, so repeated `Authenticate`s skip bcrypt.
+    pub verified: credentials::VerifiedPasswords,
 }
 
 impl Auth {
@@ -54,6 +57,7 @@ impl Auth {
             simple,
             jwt,
             client_cert_auth,
+            verified: credentials::VerifiedPasswords::new(),
         })
     }
 
@@ -64,6 +68,7 @@ impl Auth {
             simple: Arc::new(SimpleTokens::new(Duration::from_secs(300))),
             jwt: None,
             client_cert_auth: false,
+            verified: credentials::VerifiedPasswords::new(),
         }
     }
 }

@@ -137,13 +137,18 @@ impl Auth for AuthService {
                 )
             };
             let hash = hash.map_err(auth_status)?;
-            let password = req.password.clone();
-            let matches = tokio::task::spawn_blocking(move || bcrypt::verify(password, &hash))
-                .await
-                .map_err(|_| Status::internal("etcdserver: password check failed"))?
-                .unwrap_or(false);
-            if !matches {
-                return Err(auth_status(AuthError::AuthFailed));
+            let verified = &self.0.auth.verified;
+            if !verified.contains(&req.name, &hash, &req.password) {
+                let (password, stored) = (req.password.clone(), hash.clone());
+                let matches =
+                    tokio::task::spawn_blocking(move || bcrypt::verify(password, &stored))
+                        .await
+                        .map_err(|_| Status::internal("etcdserver: password check failed"))?
+                        .unwrap_or(false);
+                if !matches {
+                    return Err(auth_status(AuthError::AuthFailed));
+                }
+                verified.insert(&req.name, &hash, &req.password);
             }
             let record = AuthenticateRecord {
                 name: req.name.clone(),
