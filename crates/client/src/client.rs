@@ -11,7 +11,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use proto::etcdserverpb::{
-    cluster_client::ClusterClient, kv_client::KvClient, maintenance_client::MaintenanceClient,
+    auth_client::AuthClient, cluster_client::ClusterClient, AuthenticateRequest, kv_client::KvClient, maintenance_client::MaintenanceClient,
     AlarmRequest, AlarmResponse, CompactionRequest, CompactionResponse, DeleteRangeRequest,
     DeleteRangeResponse, HashKvRequest, HashKvResponse, MemberListRequest, MemberListResponse,
     PutRequest, PutResponse, RangeRequest, RangeResponse, StatusRequest, StatusResponse,
@@ -82,6 +82,9 @@ struct Target {
 pub struct Client {
     targets: Vec<Target>,
     timeouts: Timeouts,
+    /// The auth token every request carries (`token` metadata), once [`Client::authenticate`]
+    /// succeeded.
+    token: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
 }
 
 impl Client {
@@ -99,7 +102,11 @@ impl Client {
                 })
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
-        Ok(Client { targets, timeouts })
+        Ok(Client {
+            targets,
+            timeouts,
+            token: None,
+        })
     }
 
     /// The channel of endpoint `index`.
@@ -121,6 +128,7 @@ impl Client {
         Client {
             targets: vec![self.targets[index].clone()],
             timeouts: self.timeouts,
+            token: self.token.clone(),
         }
     }
 
@@ -132,7 +140,7 @@ impl Client {
     /// Runs `call` against each endpoint in turn until one answers with something that is not
     /// a reason to try the next endpoint; the call is bounded by the call timeout (reported as
     /// `DEADLINE_EXCEEDED`, not retried elsewhere because the request may have been applied).
-    async fn with_failover<T, F, Fut>(&self, mut call: F) -> Result<T, CallError>
+    pub async fn with_failover<T, F, Fut>(&self, mut call: F) -> Result<T, CallError>
     where
         F: FnMut(Channel) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, Status>>,
@@ -158,9 +166,38 @@ impl Client {
         Err(last.expect("at least one endpoint"))
     }
 
+    /// `message` as a request carrying this client's auth token, if it has one.
+    pub fn request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        if let Some(token) = &self.token {
+            request.metadata_mut().insert("token", token.clone());
+        }
+        request
+    }
+
+    /// Gets a token for `name` (etcd's `Authenticate`); every later request carries it.
+    pub async fn authenticate(&mut self, name: &str, password: &str) -> Result<(), CallError> {
+        let request = AuthenticateRequest {
+            name: name.to_string(),
+            password: password.to_string(),
+        };
+        let response = self
+            .with_failover(|ch| {
+                let request = request.clone();
+                async move { AuthClient::new(ch).authenticate(request).await }
+            })
+            .await?;
+        let token = response.token.parse().map_err(|_| CallError {
+            endpoint: self.targets[0].address.clone(),
+            status: Status::internal("the server returned a token that is not ASCII"),
+        })?;
+        self.token = Some(token);
+        Ok(())
+    }
+
     pub async fn range(&self, request: RangeRequest) -> Result<RangeResponse, CallError> {
         self.with_failover(|ch| {
-            let request = request.clone();
+            let request = self.request(request.clone());
             async move { KvClient::new(ch).range(request).await }
         })
         .await
@@ -168,7 +205,7 @@ impl Client {
 
     pub async fn put(&self, request: PutRequest) -> Result<PutResponse, CallError> {
         self.with_failover(|ch| {
-            let request = request.clone();
+            let request = self.request(request.clone());
             async move { KvClient::new(ch).put(request).await }
         })
         .await
@@ -179,7 +216,7 @@ impl Client {
         request: DeleteRangeRequest,
     ) -> Result<DeleteRangeResponse, CallError> {
         self.with_failover(|ch| {
-            let request = request.clone();
+            let request = self.request(request.clone());
             async move { KvClient::new(ch).delete_range(request).await }
         })
         .await
@@ -187,7 +224,7 @@ impl Client {
 
     pub async fn txn(&self, request: TxnRequest) -> Result<TxnResponse, CallError> {
         self.with_failover(|ch| {
-            let request = request.clone();
+            let request = self.request(request.clone());
             async move { KvClient::new(ch).txn(request).await }
         })
         .await
@@ -197,8 +234,11 @@ impl Client {
         &self,
         request: CompactionRequest,
     ) -> Result<CompactionResponse, CallError> {
-        self.with_failover(|ch| async move { KvClient::new(ch).compact(request).await })
-            .await
+        self.with_failover(|ch| {
+            let request = self.request(request.clone());
+            async move { KvClient::new(ch).compact(request).await }
+        })
+        .await
     }
 
     pub async fn status(&self) -> Result<StatusResponse, CallError> {
@@ -209,10 +249,9 @@ impl Client {
     }
 
     pub async fn hash_kv(&self, revision: i64) -> Result<HashKvResponse, CallError> {
-        self.with_failover(|ch| async move {
-            MaintenanceClient::new(ch)
-                .hash_kv(HashKvRequest { revision })
-                .await
+        self.with_failover(|ch| {
+            let request = self.request(HashKvRequest { revision });
+            async move { MaintenanceClient::new(ch).hash_kv(request).await }
         })
         .await
     }
