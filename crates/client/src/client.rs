@@ -11,11 +11,11 @@ use std::future::Future;
 use std::time::Duration;
 
 use proto::etcdserverpb::{
-    auth_client::AuthClient, cluster_client::ClusterClient, AuthenticateRequest, kv_client::KvClient, maintenance_client::MaintenanceClient,
-    AlarmRequest, AlarmResponse, CompactionRequest, CompactionResponse, DeleteRangeRequest,
-    DeleteRangeResponse, HashKvRequest, HashKvResponse, MemberListRequest, MemberListResponse,
-    PutRequest, PutResponse, RangeRequest, RangeResponse, StatusRequest, StatusResponse,
-    TxnRequest, TxnResponse,
+    auth_client::AuthClient, cluster_client::ClusterClient, kv_client::KvClient,
+    maintenance_client::MaintenanceClient, AlarmRequest, AlarmResponse, AuthenticateRequest,
+    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, HashKvRequest,
+    HashKvResponse, MemberListRequest, MemberListResponse, PutRequest, PutResponse, RangeRequest,
+    RangeResponse, StatusRequest, StatusResponse, TxnRequest, TxnResponse,
 };
 use tonic::transport::Channel;
 use tonic::{Code, Status};

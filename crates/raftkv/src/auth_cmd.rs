@@ -86,14 +86,18 @@ pub async fn user(global: &GlobalOptions, cmd: &UserCommand) -> Result<()> {
                     read_password(&format!("Password of {name}"), *interactive)?,
                 ),
             };
-            call!(c, user_add, AuthUserAddRequest {
-                name: name.clone(),
-                password,
-                options: Some(UserAddOptions {
-                    no_password: *no_password
-                }),
-                ..Default::default()
-            });
+            call!(
+                c,
+                user_add,
+                AuthUserAddRequest {
+                    name: name.clone(),
+                    password,
+                    options: Some(UserAddOptions {
+                        no_password: *no_password
+                    }),
+                    ..Default::default()
+                }
+            );
             format!("User {name} created\n")
         }
         UserCommand::Delete { name } => {
@@ -121,25 +125,37 @@ pub async fn user(global: &GlobalOptions, cmd: &UserCommand) -> Result<()> {
         }
         UserCommand::Passwd { name, interactive } => {
             let password = read_password(&format!("Password of {name}"), *interactive)?;
-            call!(c, user_change_password, AuthUserChangePasswordRequest {
-                name: name.clone(),
-                password,
-                ..Default::default()
-            });
+            call!(
+                c,
+                user_change_password,
+                AuthUserChangePasswordRequest {
+                    name: name.clone(),
+                    password,
+                    ..Default::default()
+                }
+            );
             "Password updated\n".to_string()
         }
         UserCommand::GrantRole { name, role } => {
-            call!(c, user_grant_role, AuthUserGrantRoleRequest {
-                user: name.clone(),
-                role: role.clone()
-            });
+            call!(
+                c,
+                user_grant_role,
+                AuthUserGrantRoleRequest {
+                    user: name.clone(),
+                    role: role.clone()
+                }
+            );
             format!("Role {role} is granted to user {name}\n")
         }
         UserCommand::RevokeRole { name, role } => {
-            call!(c, user_revoke_role, AuthUserRevokeRoleRequest {
-                name: name.clone(),
-                role: role.clone()
-            });
+            call!(
+                c,
+                user_revoke_role,
+                AuthUserRevokeRoleRequest {
+                    name: name.clone(),
+                    role: role.clone()
+                }
+            );
             format!("Role {role} is revoked from user {name}\n")
         }
     };
@@ -208,14 +224,18 @@ pub async fn role(global: &GlobalOptions, cmd: &RoleCommand) -> Result<()> {
                 other => bail!("invalid permission type {other}"),
             };
             let (key, range_end) = key_range(key, range_end.as_deref(), *prefix, *from_key);
-            call!(c, role_grant_permission, AuthRoleGrantPermissionRequest {
-                name: name.clone(),
-                perm: Some(Permission {
-                    perm_type: perm_type as i32,
-                    key,
-                    range_end
-                }),
-            });
+            call!(
+                c,
+                role_grant_permission,
+                AuthRoleGrantPermissionRequest {
+                    name: name.clone(),
+                    perm: Some(Permission {
+                        perm_type: perm_type as i32,
+                        key,
+                        range_end
+                    }),
+                }
+            );
             format!("Role {name} updated\n")
         }
         RoleCommand::RevokePermission {
@@ -226,11 +246,15 @@ pub async fn role(global: &GlobalOptions, cmd: &RoleCommand) -> Result<()> {
             from_key,
         } => {
             let (k, end) = key_range(key, range_end.as_deref(), *prefix, *from_key);
-            call!(c, role_revoke_permission, AuthRoleRevokePermissionRequest {
-                role: name.clone(),
-                key: k,
-                range_end: end.clone(),
-            });
+            call!(
+                c,
+                role_revoke_permission,
+                AuthRoleRevokePermissionRequest {
+                    role: name.clone(),
+                    key: k,
+                    range_end: end.clone(),
+                }
+            );
             if end.is_empty() {
                 format!("Permission of key {key} is revoked from role {name}\n")
             } else {

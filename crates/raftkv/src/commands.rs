@@ -65,7 +65,8 @@ pub async fn put(global: &GlobalOptions, cmd: &PutCommand) -> Result<()> {
         .map(txn_script::parse_lease)
         .transpose()?
         .unwrap_or(0);
-    let response = client(global).await?
+    let response = client(global)
+        .await?
         .put(PutRequest {
             key: Bytes::from(cmd.key.clone().into_bytes()),
             value: Bytes::from(value.into_bytes()),
@@ -116,7 +117,8 @@ pub async fn get(global: &GlobalOptions, cmd: &GetCommand) -> Result<()> {
 
 pub async fn del(global: &GlobalOptions, cmd: &DelCommand) -> Result<()> {
     let (key, range_end) = key_range(&cmd.key, cmd.range_end.as_deref(), cmd.prefix, cmd.from_key);
-    let response = client(global).await?
+    let response = client(global)
+        .await?
         .delete_range(DeleteRangeRequest {
             key,
             range_end,
@@ -140,7 +142,8 @@ pub async fn txn(global: &GlobalOptions, cmd: &TxnCommand) -> Result<()> {
 }
 
 pub async fn compact(global: &GlobalOptions, cmd: &CompactCommand) -> Result<()> {
-    let response = client(global).await?
+    let response = client(global)
+        .await?
         .compact(CompactionRequest {
             revision: cmd.revision,
             physical: cmd.physical,

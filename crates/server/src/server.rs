@@ -377,8 +377,7 @@ async fn serve_client(
         .add_service(WatchServer::new(watch).max_decoding_message_size(limit))
         .add_service(LeaseServer::new(UnimplementedService).max_decoding_message_size(limit))
         .add_service(
-            AuthServer::new(crate::auth::AuthService(ctx.clone()))
-                .max_decoding_message_size(limit),
+            AuthServer::new(crate::auth::AuthService(ctx.clone())).max_decoding_message_size(limit),
         );
     use futures_util::StreamExt;
     let edge = crate::grpc::ClientEdge::new(routes, http);

@@ -65,10 +65,15 @@ async fn users_roles_tokens_and_refusals_across_members() {
     let refused = auth0.auth_enable(AuthEnableRequest {}).await.unwrap_err();
     assert_eq!(
         (refused.code(), refused.message()),
-        (Code::FailedPrecondition, "etcdserver: root user does not exist")
+        (
+            Code::FailedPrecondition,
+            "etcdserver: root user does not exist"
+        )
     );
     auth0
-        .role_add(AuthRoleAddRequest { name: "root".into() })
+        .role_add(AuthRoleAddRequest {
+            name: "root".into(),
+        })
         .await
         .unwrap();
     for (name, password) in [("root", ROOT_PASSWORD), ("alice", ALICE_PASSWORD)] {
@@ -137,8 +142,13 @@ async fn users_roles_tokens_and_refusals_across_members() {
 
     // A token from member 0 works on member 1: simple tokens are replicated.
     let alice = authenticate(&mut auth0, "alice", ALICE_PASSWORD).await;
-    kv1.put(with_token(put("app/x", "v"), &alice)).await.unwrap();
-    let err = kv1.put(with_token(put("other", "v"), &alice)).await.unwrap_err();
+    kv1.put(with_token(put("app/x", "v"), &alice))
+        .await
+        .unwrap();
+    let err = kv1
+        .put(with_token(put("other", "v"), &alice))
+        .await
+        .unwrap_err();
     assert_eq!(
         (err.code(), err.message()),
         (Code::PermissionDenied, "etcdserver: permission denied")
@@ -194,7 +204,10 @@ async fn users_roles_tokens_and_refusals_across_members() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
-    let err = kv0.range(with_token(get("app/x"), &alice)).await.unwrap_err();
+    let err = kv0
+        .range(with_token(get("app/x"), &alice))
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
 
     // An unused simple token expires after --auth-token-ttl. Waiting is the point here:

@@ -70,7 +70,10 @@ impl<'a> RequestChecker<'a> {
 
     /// For the lease service: revoking a lease deletes its keys, so the caller needs write
     /// permission on each of them (etcd's `checkLeasePuts`); an administrator always may.
-    pub fn write_keys<'k>(&self, keys: impl IntoIterator<Item = &'k [u8]>) -> Result<(), AuthError> {
+    pub fn write_keys<'k>(
+        &self,
+        keys: impl IntoIterator<Item = &'k [u8]>,
+    ) -> Result<(), AuthError> {
         if self.store.check_admin(self.who).is_ok() {
             return Ok(());
         }

@@ -39,7 +39,10 @@ impl AuthError {
         let invalid = Code::InvalidArgument as i32;
         match self {
             RootUserNotExist => (precondition, "etcdserver: root user does not exist"),
-            RootRoleNotExist => (precondition, "etcdserver: root user does not have root role"),
+            RootRoleNotExist => (
+                precondition,
+                "etcdserver: root user does not have root role",
+            ),
             UserAlreadyExist => (precondition, "etcdserver: user name already exists"),
             UserEmpty => (invalid, "etcdserver: user name is empty"),
             UserNotFound => (precondition, "etcdserver: user name not found"),
@@ -54,14 +57,20 @@ impl AuthError {
                 Code::Unknown as i32,
                 "auth: authentication failed, password was given for no password user",
             ),
-            PermissionDenied => (Code::PermissionDenied as i32, "etcdserver: permission denied"),
+            PermissionDenied => (
+                Code::PermissionDenied as i32,
+                "etcdserver: permission denied",
+            ),
             RoleNotGranted => (precondition, "etcdserver: role is not granted to the user"),
             PermissionNotGranted => (
                 precondition,
                 "etcdserver: permission is not granted to the role",
             ),
             AuthNotEnabled => (precondition, "etcdserver: authentication is not enabled"),
-            InvalidAuthToken => (Code::Unauthenticated as i32, "etcdserver: invalid auth token"),
+            InvalidAuthToken => (
+                Code::Unauthenticated as i32,
+                "etcdserver: invalid auth token",
+            ),
             InvalidAuthMgmt => (invalid, "etcdserver: invalid auth management"),
             AuthOldRevision => (invalid, "etcdserver: revision of auth store is old"),
         }

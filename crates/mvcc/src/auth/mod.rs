@@ -78,7 +78,10 @@ pub enum AuthApplied {
     /// A password check replicated: every member now knows `name` authenticated. `token`
     /// is the proposer's random prefix; the server's state machine appends the entry's
     /// index to make the simple token (`<prefix>.<index>`).
-    Authenticated { name: String, token: String },
+    Authenticated {
+        name: String,
+        token: String,
+    },
 }
 
 impl AuthStore {
@@ -271,7 +274,8 @@ impl AuthStore {
         };
         let perm = perms::normalised(perm);
         match perms.binary_search_by(|p| {
-            (p.key.as_ref(), p.range_end.as_ref()).cmp(&(perm.key.as_ref(), perm.range_end.as_ref()))
+            (p.key.as_ref(), p.range_end.as_ref())
+                .cmp(&(perm.key.as_ref(), perm.range_end.as_ref()))
         }) {
             Ok(i) => perms[i].perm_type = perm.perm_type,
             Err(i) => perms.insert(i, perm),
@@ -322,7 +326,10 @@ impl AuthStore {
         let who = who
             .filter(|w| !w.username.is_empty())
             .ok_or(AuthError::UserEmpty)?;
-        let user = self.users.get(&who.username).ok_or(AuthError::UserNotFound)?;
+        let user = self
+            .users
+            .get(&who.username)
+            .ok_or(AuthError::UserNotFound)?;
         if !user.roles.contains(ROOT) {
             return Err(AuthError::PermissionDenied);
         }

@@ -8,12 +8,18 @@ use proto::etcdserverpb::{
     AuthUserDeleteRequest, AuthUserGrantRoleRequest, AuthUserRevokeRoleRequest, Compare,
     PutRequest, RangeRequest, RequestOp, TxnRequest,
 };
-use proto::raftkvpb::{internal_request::Request, AuthenticateRecord, InternalRequest, RequestAuth};
+use proto::raftkvpb::{
+    internal_request::Request, AuthenticateRecord, InternalRequest, RequestAuth,
+};
 
 use super::{AuthApplied, AuthError, RequestChecker};
 use crate::{MvccError, Response, Store};
 
-fn apply_as(store: &mut Store, who: Option<(&str, u64)>, r: Request) -> Result<Response, MvccError> {
+fn apply_as(
+    store: &mut Store,
+    who: Option<(&str, u64)>,
+    r: Request,
+) -> Result<Response, MvccError> {
     store.apply(&InternalRequest {
         auth: who.map(|(u, rev)| RequestAuth {
             username: u.to_string(),
@@ -74,7 +80,9 @@ fn put(key: &str, prev_kv: bool) -> PutRequest {
 fn secured() -> Store {
     let mut s = Store::new();
     for r in [
-        Request::RoleAdd(AuthRoleAddRequest { name: "root".into() }),
+        Request::RoleAdd(AuthRoleAddRequest {
+            name: "root".into(),
+        }),
         user_add("root"),
         grant_role("root", "root"),
         Request::RoleAdd(AuthRoleAddRequest { name: "r".into() }),
@@ -93,12 +101,21 @@ fn secured() -> Store {
 fn enabling_needs_the_root_user_with_the_root_role() {
     let mut s = Store::new();
     let enable = || Request::AuthEnable(AuthEnableRequest {});
-    assert_eq!(auth_err(apply(&mut s, enable())), AuthError::RootUserNotExist);
+    assert_eq!(
+        auth_err(apply(&mut s, enable())),
+        AuthError::RootUserNotExist
+    );
     apply(&mut s, user_add("root")).unwrap();
-    assert_eq!(auth_err(apply(&mut s, enable())), AuthError::RootRoleNotExist);
+    assert_eq!(
+        auth_err(apply(&mut s, enable())),
+        AuthError::RootRoleNotExist
+    );
     // etcd 3.4 grants `root` even before a role of that name was created.
     apply(&mut s, grant_role("root", "root")).unwrap();
-    assert!(matches!(apply(&mut s, enable()), Ok(Response::Auth(AuthApplied::Enabled))));
+    assert!(matches!(
+        apply(&mut s, enable()),
+        Ok(Response::Auth(AuthApplied::Enabled))
+    ));
     assert!(s.auth().is_enabled());
 }
 
@@ -106,14 +123,26 @@ fn enabling_needs_the_root_user_with_the_root_role() {
 fn management_errors_are_etcds() {
     let mut s = Store::new();
     apply(&mut s, user_add("u")).unwrap();
-    assert_eq!(auth_err(apply(&mut s, user_add("u"))), AuthError::UserAlreadyExist);
+    assert_eq!(
+        auth_err(apply(&mut s, user_add("u"))),
+        AuthError::UserAlreadyExist
+    );
     assert_eq!(auth_err(apply(&mut s, user_add(""))), AuthError::UserEmpty);
-    assert_eq!(auth_err(apply(&mut s, grant_role("u", "nope"))), AuthError::RoleNotFound);
-    assert_eq!(auth_err(apply(&mut s, grant_role("x", "root"))), AuthError::UserNotFound);
+    assert_eq!(
+        auth_err(apply(&mut s, grant_role("u", "nope"))),
+        AuthError::RoleNotFound
+    );
+    assert_eq!(
+        auth_err(apply(&mut s, grant_role("x", "root"))),
+        AuthError::UserNotFound
+    );
     let add_role = |n: &str| Request::RoleAdd(AuthRoleAddRequest { name: n.into() });
     assert_eq!(auth_err(apply(&mut s, add_role(""))), AuthError::RoleEmpty);
     apply(&mut s, add_role("r")).unwrap();
-    assert_eq!(auth_err(apply(&mut s, add_role("r"))), AuthError::RoleAlreadyExist);
+    assert_eq!(
+        auth_err(apply(&mut s, add_role("r"))),
+        AuthError::RoleAlreadyExist
+    );
     let revoke = Request::UserRevokeRole(AuthUserRevokeRoleRequest {
         name: "u".into(),
         role: "r".into(),
@@ -124,7 +153,10 @@ fn management_errors_are_etcds() {
         key: Bytes::from_static(b"k"),
         range_end: Bytes::new(),
     });
-    assert_eq!(auth_err(apply(&mut s, revoke_perm)), AuthError::PermissionNotGranted);
+    assert_eq!(
+        auth_err(apply(&mut s, revoke_perm)),
+        AuthError::PermissionNotGranted
+    );
     let del = Request::UserDelete(AuthUserDeleteRequest { name: "x".into() });
     assert_eq!(auth_err(apply(&mut s, del)), AuthError::UserNotFound);
     let del_role = Request::RoleDelete(AuthRoleDeleteRequest { role: "x".into() });
@@ -142,7 +174,11 @@ fn every_change_moves_the_revision_and_a_repeated_grant_does_not() {
     apply(&mut s, grant_role("root", "root")).unwrap();
     assert_eq!(s.auth().revision(), 3);
     apply(&mut s, Request::AuthEnable(AuthEnableRequest {})).unwrap();
-    assert_eq!(s.auth().revision(), 3, "enabling keeps the revision, as in etcd");
+    assert_eq!(
+        s.auth().revision(),
+        3,
+        "enabling keeps the revision, as in etcd"
+    );
 }
 
 #[test]
@@ -150,15 +186,22 @@ fn root_cannot_be_removed_while_auth_is_enabled() {
     let mut s = secured();
     let root = Some(("root", s.auth().revision()));
     let cases = [
-        Request::UserDelete(AuthUserDeleteRequest { name: "root".into() }),
+        Request::UserDelete(AuthUserDeleteRequest {
+            name: "root".into(),
+        }),
         Request::UserRevokeRole(AuthUserRevokeRoleRequest {
             name: "root".into(),
             role: "root".into(),
         }),
-        Request::RoleDelete(AuthRoleDeleteRequest { role: "root".into() }),
+        Request::RoleDelete(AuthRoleDeleteRequest {
+            role: "root".into(),
+        }),
     ];
     for r in cases {
-        assert_eq!(auth_err(apply_as(&mut s, root, r)), AuthError::InvalidAuthMgmt);
+        assert_eq!(
+            auth_err(apply_as(&mut s, root, r)),
+            AuthError::InvalidAuthMgmt
+        );
     }
 }
 
@@ -198,7 +241,11 @@ fn key_permissions_on_puts_and_their_prev_kv() {
         AuthError::UserEmpty
     );
     apply_as(&mut s, Some(("root", rev)), Request::Put(put("zzz", false))).unwrap();
-    assert_eq!(s.current_revision(), 3, "only the two permitted puts were applied");
+    assert_eq!(
+        s.current_revision(),
+        3,
+        "only the two permitted puts were applied"
+    );
 }
 
 #[test]
@@ -217,12 +264,20 @@ fn a_request_checked_before_a_permission_change_is_refused_at_apply() {
     .unwrap();
     assert!(s.auth().revision() > old);
     assert_eq!(
-        auth_err(apply_as(&mut s, Some(("alice", old)), Request::Put(put("b", false)))),
+        auth_err(apply_as(
+            &mut s,
+            Some(("alice", old)),
+            Request::Put(put("b", false))
+        )),
         AuthError::AuthOldRevision
     );
     let now = s.auth().revision();
     assert_eq!(
-        auth_err(apply_as(&mut s, Some(("alice", now)), Request::Put(put("b", false)))),
+        auth_err(apply_as(
+            &mut s,
+            Some(("alice", now)),
+            Request::Put(put("b", false))
+        )),
         AuthError::PermissionDenied
     );
 }
@@ -245,9 +300,14 @@ fn every_operation_of_a_txn_is_checked_nested_ones_and_prev_kv_included() {
     };
     assert!(checker.txn(&txn(vec![op_put("a", true)])).is_ok());
     let nested = RequestOp {
-        request: Some(request_op::Request::RequestTxn(txn(vec![op_put("x", false)]))),
+        request: Some(request_op::Request::RequestTxn(txn(vec![op_put(
+            "x", false,
+        )]))),
     };
-    assert_eq!(checker.txn(&txn(vec![nested])), Err(AuthError::PermissionDenied));
+    assert_eq!(
+        checker.txn(&txn(vec![nested])),
+        Err(AuthError::PermissionDenied)
+    );
     let range = RequestOp {
         request: Some(request_op::Request::RequestRange(RangeRequest {
             key: Bytes::from_static(b"a"),
@@ -255,7 +315,10 @@ fn every_operation_of_a_txn_is_checked_nested_ones_and_prev_kv_included() {
             ..Default::default()
         })),
     };
-    assert_eq!(checker.txn(&txn(vec![range])), Err(AuthError::PermissionDenied));
+    assert_eq!(
+        checker.txn(&txn(vec![range])),
+        Err(AuthError::PermissionDenied)
+    );
     let compare_outside = TxnRequest {
         compare: vec![Compare {
             key: Bytes::from_static(b"zz"),
@@ -263,7 +326,10 @@ fn every_operation_of_a_txn_is_checked_nested_ones_and_prev_kv_included() {
         }],
         ..Default::default()
     };
-    assert_eq!(checker.txn(&compare_outside), Err(AuthError::PermissionDenied));
+    assert_eq!(
+        checker.txn(&compare_outside),
+        Err(AuthError::PermissionDenied)
+    );
     assert!(checker.read(b"ro", b"").is_ok());
     assert_eq!(checker.write(b"ro", b""), Err(AuthError::PermissionDenied));
 }
@@ -272,7 +338,12 @@ fn every_operation_of_a_txn_is_checked_nested_ones_and_prev_kv_included() {
 fn deleting_a_role_takes_it_from_its_users() {
     let mut s = secured();
     let root = Some(("root", s.auth().revision()));
-    apply_as(&mut s, root, Request::RoleDelete(AuthRoleDeleteRequest { role: "r".into() })).unwrap();
+    apply_as(
+        &mut s,
+        root,
+        Request::RoleDelete(AuthRoleDeleteRequest { role: "r".into() }),
+    )
+    .unwrap();
     assert!(!s.auth().has_role("alice", "r"));
 }
 
@@ -291,8 +362,14 @@ fn replicated_authenticate_rechecks_the_revision_and_no_password_users() {
         apply(&mut s, record("alice", rev)),
         Ok(Response::Auth(AuthApplied::Authenticated { .. }))
     ));
-    assert_eq!(auth_err(apply(&mut s, record("alice", rev - 1))), AuthError::AuthOldRevision);
-    assert_eq!(auth_err(apply(&mut s, record("ghost", rev))), AuthError::AuthFailed);
+    assert_eq!(
+        auth_err(apply(&mut s, record("alice", rev - 1))),
+        AuthError::AuthOldRevision
+    );
+    assert_eq!(
+        auth_err(apply(&mut s, record("ghost", rev))),
+        AuthError::AuthFailed
+    );
     let root = Some(("root", rev));
     apply_as(
         &mut s,

@@ -73,7 +73,10 @@ mod tests {
         cache.insert("alice", "$2b$04$hash1", "pw");
         assert!(cache.contains("alice", "$2b$04$hash1", "pw"));
         assert!(!cache.contains("alice", "$2b$04$hash1", "pw2"));
-        assert!(!cache.contains("alice", "$2b$04$hash2", "pw"), "a new hash invalidates");
+        assert!(
+            !cache.contains("alice", "$2b$04$hash2", "pw"),
+            "a new hash invalidates"
+        );
         assert!(!cache.contains("bob", "$2b$04$hash1", "pw"));
     }
 }

@@ -102,3 +102,20 @@ pub async fn admin_for_maintenance<T>(ctx: &Context, request: &Request<T>) -> Re
         Status::unknown(raw)
     })
 }
+
+/// etcd's `checkMembershipOperationPermission` (MemberAdd, MemberRemove, MemberUpdate,
+/// MemberPromote) and the admin check of the lease and alarm paths: an administrator when
+/// auth is enabled, refused with etcd's gRPC errors (`user name is empty`, `user name not
+/// found`, `permission denied`). For the services that implement those calls.
+pub async fn require_admin<T>(ctx: &Context, request: &Request<T>) -> Result<(), Status> {
+    let who = who(ctx, request).await?;
+    let sm = ctx
+        .node
+        .state
+        .read()
+        .map_err(|_| Status::internal("state lock poisoned"))?;
+    sm.store
+        .auth()
+        .check_admin(who.as_ref())
+        .map_err(|e| Status::from(MvccError::Auth(e)))
+}

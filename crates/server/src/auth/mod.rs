@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use args::{AuthArgs, TokenSpec};
-pub use identity::{admin_for_maintenance, who};
+pub use identity::{admin_for_maintenance, require_admin, who};
 pub use service::AuthService;
 use tokens::{JwtTokens, SimpleTokens};
 

@@ -35,7 +35,9 @@ impl AuthService {
     ) -> Result<Option<ResponseHeader>, Status> {
         match propose(&self.0, request, who).await? {
             Applied::Auth(_) => Ok(Some(self.0.header(0))),
-            _ => Err(Status::internal("etcdserver: unexpected apply result for auth")),
+            _ => Err(Status::internal(
+                "etcdserver: unexpected apply result for auth",
+            )),
         }
     }
 
@@ -160,7 +162,9 @@ impl Auth for AuthService {
                 other => other?,
             };
             let Applied::Auth(AuthApplied::Authenticated { name, token }) = applied else {
-                return Err(Status::internal("etcdserver: unexpected apply result for authenticate"));
+                return Err(Status::internal(
+                    "etcdserver: unexpected apply result for authenticate",
+                ));
             };
             let token = match &self.0.auth.jwt {
                 None => token,

@@ -150,7 +150,8 @@ impl JwtTokens {
             .parse()
             .map_err(|_| anyhow::anyhow!("--auth-token: unknown sign-method {sign_method:?}"))?;
         let read = |path: &str| {
-            std::fs::read(path).map_err(|e| anyhow::anyhow!("--auth-token: cannot read {path}: {e}"))
+            std::fs::read(path)
+                .map_err(|e| anyhow::anyhow!("--auth-token: cannot read {path}: {e}"))
         };
         let bad_key = |path: &str, e: jsonwebtoken::errors::Error| {
             anyhow::anyhow!("--auth-token: {path} is not a {sign_method} key: {e}")
@@ -159,7 +160,10 @@ impl JwtTokens {
         let (encoding, decoding) = match algorithm {
             HS256 | HS384 | HS512 => {
                 // A shared secret: etcd reads it from priv-key (or pub-key).
-                let path = priv_key.as_deref().or(pub_key.as_deref()).unwrap_or_default();
+                let path = priv_key
+                    .as_deref()
+                    .or(pub_key.as_deref())
+                    .unwrap_or_default();
                 let secret = read(path)?;
                 (
                     Some(EncodingKey::from_secret(&secret)),
@@ -172,7 +176,9 @@ impl JwtTokens {
                 };
                 let pem = read(pub_path)?;
                 let decoding = match algorithm {
-                    RS256 | RS384 | RS512 | PS256 | PS384 | PS512 => DecodingKey::from_rsa_pem(&pem),
+                    RS256 | RS384 | RS512 | PS256 | PS384 | PS512 => {
+                        DecodingKey::from_rsa_pem(&pem)
+                    }
                     ES256 | ES384 => DecodingKey::from_ec_pem(&pem),
                     _ => DecodingKey::from_ed_pem(&pem),
                 }
@@ -240,11 +246,23 @@ mod tests {
         let tokens = SimpleTokens::new(Duration::from_secs(10));
         let t0 = Instant::now();
         tokens.assign("abc.5".into(), "alice".into(), t0);
-        assert_eq!(tokens.user_of("abc.5", t0 + Duration::from_secs(9)).as_deref(), Some("alice"));
+        assert_eq!(
+            tokens
+                .user_of("abc.5", t0 + Duration::from_secs(9))
+                .as_deref(),
+            Some("alice")
+        );
         // Used at 9 s, so alive until 19 s.
-        assert!(tokens.user_of("abc.5", t0 + Duration::from_secs(18)).is_some());
-        assert!(tokens.user_of("abc.5", t0 + Duration::from_secs(29)).is_none());
-        assert!(tokens.user_of("abc.5", t0).is_none(), "an expired token is forgotten");
+        assert!(tokens
+            .user_of("abc.5", t0 + Duration::from_secs(18))
+            .is_some());
+        assert!(tokens
+            .user_of("abc.5", t0 + Duration::from_secs(29))
+            .is_none());
+        assert!(
+            tokens.user_of("abc.5", t0).is_none(),
+            "an expired token is forgotten"
+        );
         assert!(tokens.user_of("nope.1", t0).is_none());
     }
 
@@ -298,7 +316,10 @@ mod tests {
         // (bounded) until the clock has passed it.
         let deadline = Instant::now() + Duration::from_secs(3);
         while jwt.verify(&old).is_some() {
-            assert!(Instant::now() < deadline, "an expired jwt was still accepted");
+            assert!(
+                Instant::now() < deadline,
+                "an expired jwt was still accepted"
+            );
             std::thread::yield_now();
         }
     }

@@ -1,6 +1,7 @@
 //! `etcdserverpb.KV`.
 
 use bytes::Bytes;
+use mvcc::auth::RequestChecker;
 use mvcc::{MvccError, Response as Applied};
 use prost::Message as _;
 use proto::etcdserverpb::kv_server::Kv;
@@ -8,7 +9,6 @@ use proto::etcdserverpb::{
     CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest,
     PutResponse, RangeRequest, RangeResponse, TxnRequest, TxnResponse,
 };
-use mvcc::auth::RequestChecker;
 use proto::raftkvpb::{internal_request::Request as Internal, InternalRequest, RequestAuth};
 use tonic::{Request, Response, Status};
 

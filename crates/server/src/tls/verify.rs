@@ -288,12 +288,10 @@ mod tests {
         let mut roots = rustls::RootCertStore::empty();
         roots.add(ca.clone()).unwrap();
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let inner = rustls::server::WebPkiClientVerifier::builder_with_provider(
-            Arc::new(roots),
-            provider,
-        )
-        .build()
-        .unwrap();
+        let inner =
+            rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .unwrap();
         let now = UnixTime::now();
         assert!(
             inner.verify_client_cert(&ca, &[], now).is_err(),
@@ -382,7 +380,10 @@ impl ClientCertVerifier for AnchorAsLeaf {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        match self.inner.verify_client_cert(end_entity, intermediates, now) {
+        match self
+            .inner
+            .verify_client_cert(end_entity, intermediates, now)
+        {
             Err(_) if self.is_current_anchor(end_entity, now) => {
                 Ok(ClientCertVerified::assertion())
             }

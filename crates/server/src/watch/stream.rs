@@ -16,11 +16,11 @@ use std::sync::{Arc, RwLock, RwLockReadGuard};
 use std::time::Duration;
 
 use futures_util::{Stream, StreamExt};
-use proto::raftkvpb::RequestAuth;
 use proto::etcdserverpb::{
     watch_request::RequestUnion, ResponseHeader, WatchCreateRequest, WatchRequest, WatchResponse,
 };
 use proto::mvccpb::{event::EventType, Event};
+use proto::raftkvpb::RequestAuth;
 use tokio::sync::mpsc;
 use tonic::Status;
 
