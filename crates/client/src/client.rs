@@ -11,14 +11,14 @@ use std::future::Future;
 use std::time::Duration;
 
 use proto::etcdserverpb::{
-    cluster_client::ClusterClient, kv_client::KvClient, lease_client::LeaseClient,
-    maintenance_client::MaintenanceClient, AlarmRequest, AlarmResponse, CompactionRequest,
-    CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, HashKvRequest, HashKvResponse,
-    LeaseGrantRequest, LeaseGrantResponse, LeaseKeepAliveRequest, LeaseKeepAliveResponse,
-    LeaseLeasesRequest, LeaseLeasesResponse, LeaseRevokeRequest, LeaseRevokeResponse,
-    LeaseTimeToLiveRequest, LeaseTimeToLiveResponse, MemberListRequest, MemberListResponse,
-    PutRequest, PutResponse, RangeRequest, RangeResponse, SnapshotRequest, SnapshotResponse,
-    StatusRequest, StatusResponse, TxnRequest, TxnResponse,
+    auth_client::AuthClient, cluster_client::ClusterClient, kv_client::KvClient,
+    lease_client::LeaseClient, maintenance_client::MaintenanceClient, AlarmRequest, AlarmResponse,
+    AuthenticateRequest, CompactionRequest, CompactionResponse, DeleteRangeRequest,
+    DeleteRangeResponse, HashKvRequest, HashKvResponse, LeaseGrantRequest, LeaseGrantResponse,
+    LeaseKeepAliveRequest, LeaseKeepAliveResponse, LeaseLeasesRequest, LeaseLeasesResponse,
+    LeaseRevokeRequest, LeaseRevokeResponse, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
+    MemberListRequest, MemberListResponse, PutRequest, PutResponse, RangeRequest, RangeResponse,
+    SnapshotRequest, SnapshotResponse, StatusRequest, StatusResponse, TxnRequest, TxnResponse,
 };
 use tonic::transport::Channel;
 use tonic::{Code, Status};
@@ -85,6 +85,9 @@ struct Target {
 pub struct Client {
     targets: Vec<Target>,
     timeouts: Timeouts,
+    /// The auth token every request carries (`token` metadata), once [`Client::authenticate`]
+    /// succeeded.
+    token: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
 }
 
 impl Client {
@@ -102,7 +105,11 @@ impl Client {
                 })
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
-        Ok(Client { targets, timeouts })
+        Ok(Client {
+            targets,
+            timeouts,
+            token: None,
+        })
     }
 
     /// The channel of endpoint `index`.
@@ -124,6 +131,7 @@ impl Client {
         Client {
             targets: vec![self.targets[index].clone()],
             timeouts: self.timeouts,
+            token: self.token.clone(),
         }
     }
 
@@ -135,7 +143,7 @@ impl Client {
     /// Runs `call` against each endpoint in turn until one answers with something that is not
     /// a reason to try the next endpoint; the call is bounded by the call timeout (reported as
     /// `DEADLINE_EXCEEDED`, not retried elsewhere because the request may have been applied).
-    async fn with_failover<T, F, Fut>(&self, mut call: F) -> Result<T, CallError>
+    pub async fn with_failover<T, F, Fut>(&self, mut call: F) -> Result<T, CallError>
     where
         F: FnMut(Channel) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, Status>>,
@@ -161,9 +169,38 @@ impl Client {
         Err(last.expect("at least one endpoint"))
     }
 
+    /// `message` as a request carrying this client's auth token, if it has one.
+    pub fn request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        if let Some(token) = &self.token {
+            request.metadata_mut().insert("token", token.clone());
+        }
+        request
+    }
+
+    /// Gets a token for `name` (etcd's `Authenticate`); every later request carries it.
+    pub async fn authenticate(&mut self, name: &str, password: &str) -> Result<(), CallError> {
+        let request = AuthenticateRequest {
+            name: name.to_string(),
+            password: password.to_string(),
+        };
+        let response = self
+            .with_failover(|ch| {
+                let request = request.clone();
+                async move { AuthClient::new(ch).authenticate(request).await }
+            })
+            .await?;
+        let token = response.token.parse().map_err(|_| CallError {
+            endpoint: self.targets[0].address.clone(),
+            status: Status::internal("the server returned a token that is not ASCII"),
+        })?;
+        self.token = Some(token);
+        Ok(())
+    }
+
     pub async fn range(&self, request: RangeRequest) -> Result<RangeResponse, CallError> {
         self.with_failover(|ch| {
-            let request = request.clone();
+            let request = self.request(request.clone());
             async move { KvClient::new(ch).range(request).await }
         })
         .await
@@ -171,7 +208,7 @@ impl Client {
 
     pub async fn put(&self, request: PutRequest) -> Result<PutResponse, CallError> {
         self.with_failover(|ch| {
-            let request = request.clone();
+            let request = self.request(request.clone());
             async move { KvClient::new(ch).put(request).await }
         })
         .await
@@ -182,7 +219,7 @@ impl Client {
         request: DeleteRangeRequest,
     ) -> Result<DeleteRangeResponse, CallError> {
         self.with_failover(|ch| {
-            let request = request.clone();
+            let request = self.request(request.clone());
             async move { KvClient::new(ch).delete_range(request).await }
         })
         .await
@@ -190,7 +227,7 @@ impl Client {
 
     pub async fn txn(&self, request: TxnRequest) -> Result<TxnResponse, CallError> {
         self.with_failover(|ch| {
-            let request = request.clone();
+            let request = self.request(request.clone());
             async move { KvClient::new(ch).txn(request).await }
         })
         .await
@@ -200,8 +237,11 @@ impl Client {
         &self,
         request: CompactionRequest,
     ) -> Result<CompactionResponse, CallError> {
-        self.with_failover(|ch| async move { KvClient::new(ch).compact(request).await })
-            .await
+        self.with_failover(|ch| {
+            let request = self.request(request.clone());
+            async move { KvClient::new(ch).compact(request).await }
+        })
+        .await
     }
 
     /// Grants a lease of `ttl` seconds (`id` 0: the server picks one).
@@ -310,10 +350,9 @@ impl Client {
     }
 
     pub async fn hash_kv(&self, revision: i64) -> Result<HashKvResponse, CallError> {
-        self.with_failover(|ch| async move {
-            MaintenanceClient::new(ch)
-                .hash_kv(HashKvRequest { revision })
-                .await
+        self.with_failover(|ch| {
+            let request = self.request(HashKvRequest { revision });
+            async move { MaintenanceClient::new(ch).hash_kv(request).await }
         })
         .await
     }

@@ -134,6 +134,7 @@ impl EtcdBackend {
         if let Some(revision) = self.scheduled_compaction {
             store
                 .apply(&InternalRequest {
+                    auth: None,
                     request: Some(Request::Compaction(CompactionRequest {
                         revision,
                         physical: true,

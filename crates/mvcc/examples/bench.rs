@@ -45,6 +45,7 @@ fn main() {
 
     let requests: Vec<InternalRequest> = (0..puts)
         .map(|i| InternalRequest {
+            auth: None,
             request: Some(Request::Put(PutRequest {
                 key: key(i),
                 value: value.clone(),
@@ -118,6 +119,7 @@ fn main() {
     let rev = store.current_revision();
     store
         .apply(&InternalRequest {
+            auth: None,
             request: Some(Request::Compaction(CompactionRequest {
                 revision: rev,
                 physical: false,

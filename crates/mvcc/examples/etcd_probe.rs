@@ -113,6 +113,7 @@ fn run_store(store: &mut Store, op: &Op) -> Outcome {
         Op::Write(request) => validate::check_request(request, &Limits::default())
             .and_then(|()| {
                 store.apply(&InternalRequest {
+                    auth: None,
                     request: Some(request.clone()),
                 })
             })

@@ -10,13 +10,16 @@ use std::fmt;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(i32)]
 pub enum Code {
+    Unknown = 2,
     InvalidArgument = 3,
     NotFound = 5,
+    PermissionDenied = 7,
     FailedPrecondition = 9,
     ResourceExhausted = 8,
     OutOfRange = 11,
     Internal = 13,
     DataLoss = 15,
+    Unauthenticated = 16,
 }
 
 /// Everything that can go wrong when validating, applying or reading a request.
@@ -56,11 +59,17 @@ pub enum MvccError {
     EmptyRequest,
     /// An internal invariant broke while applying; the store rolled the request back.
     Internal(String),
+    /// Refused by the auth store (permissions, users, roles; crate::auth).
+    Auth(crate::auth::AuthError),
 }
 
 impl MvccError {
     /// The gRPC code and message etcd uses for this error.
     pub fn to_status(&self) -> (Code, String) {
+        if let MvccError::Auth(e) = self {
+            let (code, message) = e.code_and_message();
+            return (Code::from_wire(code), message.to_string());
+        }
         let code = self.code();
         let message = match self {
             MvccError::Internal(detail) => format!("etcdserver: mvcc: internal error: {detail}"),
@@ -88,6 +97,7 @@ impl MvccError {
             MvccError::NoSpace => Code::ResourceExhausted,
             MvccError::Corrupt => Code::DataLoss,
             MvccError::Internal(_) => Code::Internal,
+            MvccError::Auth(e) => Code::from_wire(e.code_and_message().0),
         }
     }
 
@@ -109,6 +119,23 @@ impl MvccError {
             MvccError::LeaseExists => "etcdserver: lease already exists",
             MvccError::LeaseTtlTooLarge => "etcdserver: too large lease TTL",
             MvccError::Internal(_) => "etcdserver: mvcc: internal error",
+            MvccError::Auth(e) => e.code_and_message().1,
+        }
+    }
+}
+
+impl Code {
+    /// The code with this gRPC wire value (`Unknown` for one the store never produces).
+    pub fn from_wire(value: i32) -> Code {
+        match value {
+            3 => Code::InvalidArgument,
+            5 => Code::NotFound,
+            7 => Code::PermissionDenied,
+            9 => Code::FailedPrecondition,
+            11 => Code::OutOfRange,
+            13 => Code::Internal,
+            16 => Code::Unauthenticated,
+            _ => Code::Unknown,
         }
     }
 }

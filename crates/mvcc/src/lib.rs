@@ -8,11 +8,14 @@
 //! * [`validate`] holds the checks etcd makes before proposing a request.
 //! * [`Store::hash_kv`], [`Store::snapshot`] and [`Store::restore`] compare and transfer
 //!   replicas; [`Store::import`] builds a store from another store's history (etcd's).
+//! * [`auth`]: users, roles and key permissions, replicated with the keys and checked
+//!   at apply time ([`Store::auth`]).
 //! * [`Store::last_events`] / [`Store::events_between`] feed watchers.
 //!
 //! docs/mvcc.md explains the design and lists etcd's quirks that we reproduce.
 
 pub mod alarm;
+pub mod auth;
 mod error;
 mod hash;
 mod import;

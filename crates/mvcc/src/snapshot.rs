@@ -12,6 +12,7 @@
 //!     main i64, sub i64, kind u8 (1 = value, 2 = deletion), and for a value:
 //!     create_revision i64, version i64, lease i64, value_len u32, value bytes
 //! sections  zero or more of: tag u8, len u32, body (len bytes), in ascending tag order:
+//!   'A' the auth store (crate::auth::encode_snapshot)
 //!   'L' leases: count u64, then for each in ascending ID order:
 //!       id i64, ttl i64 (s), remaining_ms i64, renewals u64
 //!   'W' alarms: count u32, then member_id u64, type i32 each
@@ -20,8 +21,8 @@
 //!
 //! Replicated state added after the first version goes into a tagged section, written only
 //! when that state is not empty: a snapshot taken before the state existed (no sections)
-//! restores to its empty default, and a store without leases or alarms writes exactly the
-//! first version's bytes. A section this build does not know is refused, never skipped.
+//! restores to its empty default, and a store without auth, leases or alarms writes exactly
+//! the first version's bytes. A section this build does not know is refused, never skipped.
 //!
 //! Deterministic: equal stores give identical bytes. Restoring verifies the checksum and
 //! the structure (revision order, bounds) before accepting anything. A lease's attached
@@ -41,6 +42,7 @@ const MAGIC: &[u8; 8] = b"RKVMVCC\0";
 const FORMAT_VERSION: u32 = 1;
 const KIND_LIVE: u8 = 1;
 const KIND_TOMBSTONE: u8 = 2;
+const SECTION_AUTH: u8 = b'A';
 const SECTION_LEASES: u8 = b'L';
 /// W for warnings: the alarms.
 const SECTION_ALARMS: u8 = b'W';
@@ -101,6 +103,11 @@ impl Store {
                     State::Tombstone => out.push(KIND_TOMBSTONE),
                 }
             }
+        }
+        if self.auth != crate::auth::AuthStore::new() {
+            let mut body = Vec::new();
+            crate::auth::encode_snapshot(&self.auth, &mut body);
+            put_section(&mut out, SECTION_AUTH, &body);
         }
         if !self.leases.is_empty() {
             let mut body = Vec::with_capacity(8 + 32 * self.leases.len());
@@ -219,6 +226,11 @@ impl Store {
                 rest: reader.take_len_prefixed()?,
             };
             match tag {
+                SECTION_AUTH => {
+                    store.auth = crate::auth::decode_snapshot(body.rest)
+                        .map_err(SnapshotError::Malformed)?;
+                    body.rest = &[];
+                }
                 SECTION_LEASES => store.leases = read_leases(&mut body)?,
                 SECTION_ALARMS => {
                     for _ in 0..body.u32()? {

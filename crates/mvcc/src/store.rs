@@ -12,6 +12,7 @@ use proto::mvccpb::{event::EventType, Event, KeyValue};
 use proto::raftkvpb::{internal_request, InternalRequest};
 
 use crate::alarm::Alarms;
+use crate::auth::{self, AuthApplied, AuthStore};
 use crate::error::MvccError;
 use crate::key_history::{Entry, KeyHistory, Live, State};
 use crate::key_range::KeyRange;
@@ -35,6 +36,9 @@ pub enum Response {
     LeaseCheckpoints(usize),
     /// The leases revoked (none for a stale entry).
     LeaseExpiry(Vec<i64>),
+    /// A change of users, roles, permissions or the enabled flag, or a replicated
+    /// `Authenticate`; the server builds etcd's response from it.
+    Auth(AuthApplied),
 }
 
 /// The replicated key-value state machine with etcd's MVCC semantics.
@@ -60,6 +64,8 @@ pub struct Store {
     pub(crate) leases: Leases,
     /// Lease changes made by the last `apply`.
     pub(crate) last_lease_changes: Vec<LeaseChange>,
+    /// Users, roles and permissions (crate::auth); replicated and snapshotted with the keys.
+    pub(crate) auth: AuthStore,
 }
 
 /// Two stores are equal when they hold the same replicated state; the events of the last
@@ -72,6 +78,7 @@ impl PartialEq for Store {
             && self.by_revision == other.by_revision
             && self.alarms == other.alarms
             && self.leases == other.leases
+            && self.auth == other.auth
     }
 }
 
@@ -98,7 +105,13 @@ impl Store {
             alarms: Alarms::default(),
             leases: Leases::default(),
             last_lease_changes: Vec::new(),
+            auth: AuthStore::new(),
         }
+    }
+
+    /// The auth state (users, roles, permissions, enabled flag) at the applied index.
+    pub fn auth(&self) -> &AuthStore {
+        &self.auth
     }
 
     /// The active alarms.
@@ -166,6 +179,48 @@ impl Store {
         if let Some(refused) = self.alarms.refusal(request) {
             return Err(refused);
         }
+        // Checked here, against the auth state at this index, so every member refuses the
+        // same entries and nothing acts on rights revoked after the proposer checked them.
+        auth::check_request(&self.auth, req.auth.as_ref(), request).map_err(MvccError::Auth)?;
+        if let internal_request::Request::LeaseRevoke(revoke) = request {
+            // etcd: revoking deletes the lease's keys, so it needs write access to each.
+            if let Some(lease) = self.leases.get(revoke.id) {
+                for key in &lease.keys {
+                    let delete = internal_request::Request::DeleteRange(DeleteRangeRequest {
+                        key: key.clone(),
+                        ..Default::default()
+                    });
+                    auth::check_request(&self.auth, req.auth.as_ref(), &delete)
+                        .map_err(MvccError::Auth)?;
+                }
+            }
+        }
+        use internal_request::Request as R;
+        let auth = &mut self.auth;
+        let applied = match request {
+            R::AuthEnable(_) => auth.enable(),
+            R::AuthDisable(_) => Ok(auth.disable()),
+            R::UserAdd(r) => auth.user_add(r),
+            R::UserDelete(r) => auth.user_delete(&r.name),
+            R::UserChangePassword(r) => auth.user_change_password(r),
+            R::UserGrantRole(r) => auth.user_grant_role(r),
+            R::UserRevokeRole(r) => auth.user_revoke_role(r),
+            R::RoleAdd(r) => auth.role_add(&r.name),
+            R::RoleDelete(r) => auth.role_delete(&r.role),
+            R::RoleGrantPermission(r) => auth.role_grant_permission(r),
+            R::RoleRevokePermission(r) => auth.role_revoke_permission(r),
+            R::Authenticate(r) => auth.authenticate(r),
+            _ => return self.apply_data(request, entry_term),
+        };
+        applied.map(Response::Auth).map_err(MvccError::Auth)
+    }
+
+    /// Applies a request that is not an auth change: keys, compaction, alarms, leases.
+    fn apply_data(
+        &mut self,
+        request: &internal_request::Request,
+        entry_term: u64,
+    ) -> Result<Response, MvccError> {
         match request {
             internal_request::Request::Put(put) => self.apply_put(put).map(Response::Put),
             internal_request::Request::DeleteRange(del) => {
@@ -193,6 +248,8 @@ impl Store {
             internal_request::Request::LeaseExpiry(e) => Ok(Response::LeaseExpiry(
                 self.apply_lease_expiry(e, entry_term),
             )),
+            // Auth changes are applied by `apply_entry`.
+            _ => Err(MvccError::EmptyRequest),
         }
     }
 

@@ -281,6 +281,7 @@ fn apply_does_not_enforce_the_per_member_op_limit() {
         vec![],
     );
     let req = proto::raftkvpb::InternalRequest {
+        auth: None,
         request: Some(proto::raftkvpb::internal_request::Request::Txn(big)),
     };
     assert!(store.apply(&req).is_ok());

@@ -49,6 +49,14 @@ pub struct GlobalOptions {
     /// Time allowed for each request (e.g. 5s).
     #[arg(long, global = true, default_value = "5s", value_parser = parse_duration)]
     pub command_timeout: Duration,
+
+    /// Act as this user: `name[:password]` (the password is read from stdin when absent).
+    #[arg(long, global = true, env = "RAFTKV_USER")]
+    pub user: Option<String>,
+
+    /// The password of --user (then --user names only the user).
+    #[arg(long, global = true)]
+    pub password: Option<String>,
 }
 
 impl GlobalOptions {
@@ -136,6 +144,95 @@ pub enum Command {
     Demo(DemoCommand),
     /// Run a local 3-member cluster in the foreground (Ctrl-C stops it).
     Cluster(ClusterCommand),
+    /// Users: add, delete, get, list, passwd, grant-role, revoke-role.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Roles: add, delete, get, list, grant-permission, revoke-permission.
+    #[command(subcommand)]
+    Role(RoleCommand),
+    /// Authentication: enable, disable, status.
+    #[command(subcommand)]
+    Auth(AuthCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum UserCommand {
+    /// Add a user: `name[:password]` (password read from stdin when absent).
+    Add {
+        name: String,
+        /// A user without password (it acts through a client certificate's CN).
+        #[arg(long)]
+        no_password: bool,
+        /// Read the password twice and compare (false: one line from stdin).
+        #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+        interactive: bool,
+    },
+    Delete {
+        name: String,
+    },
+    Get {
+        name: String,
+        /// Print the permissions of each role too.
+        #[arg(long)]
+        detail: bool,
+    },
+    List,
+    /// Change a user's password (read from stdin).
+    Passwd {
+        name: String,
+        #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+        interactive: bool,
+    },
+    GrantRole {
+        name: String,
+        role: String,
+    },
+    RevokeRole {
+        name: String,
+        role: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RoleCommand {
+    Add {
+        name: String,
+    },
+    Delete {
+        name: String,
+    },
+    Get {
+        name: String,
+    },
+    List,
+    /// `<role> <read|write|readwrite> <key> [end]`.
+    GrantPermission {
+        name: String,
+        perm_type: String,
+        key: String,
+        range_end: Option<String>,
+        #[arg(long)]
+        prefix: bool,
+        #[arg(long)]
+        from_key: bool,
+    },
+    /// `<role> <key> [end]`.
+    RevokePermission {
+        name: String,
+        key: String,
+        range_end: Option<String>,
+        #[arg(long)]
+        prefix: bool,
+        #[arg(long)]
+        from_key: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AuthCommand {
+    Enable,
+    Disable,
+    Status,
 }
 
 #[cfg(feature = "server")]

@@ -19,11 +19,21 @@ use crate::txn_script;
 use raftkv_client::client::{prefix_range_end, Client};
 use raftkv_client::WatchOptions;
 
-fn client(global: &GlobalOptions) -> Result<Client> {
-    Client::new(&global.endpoints_or_default(), global.timeouts())
+/// A client for the global options' endpoints; with `--user`, authenticated first (etcd's
+/// `Authenticate`), so every request carries the token.
+pub async fn client(global: &GlobalOptions) -> Result<Client> {
+    let mut client = Client::new(&global.endpoints_or_default(), global.timeouts())?;
+    if let Some(user) = &global.user {
+        let (name, password) = crate::auth_cmd::split_user(user, global.password.as_deref())?;
+        client
+            .authenticate(&name, &password)
+            .await
+            .map_err(|e| anyhow::anyhow!("{}", e.message()))?;
+    }
+    Ok(client)
 }
 
-fn emit(text: &str) -> Result<()> {
+pub fn emit(text: &str) -> Result<()> {
     let mut stdout = std::io::stdout().lock();
     stdout.write_all(text.as_bytes())?;
     stdout.flush()?;
@@ -55,7 +65,8 @@ pub async fn put(global: &GlobalOptions, cmd: &PutCommand) -> Result<()> {
         .map(txn_script::parse_lease)
         .transpose()?
         .unwrap_or(0);
-    let response = client(global)?
+    let response = client(global)
+        .await?
         .put(PutRequest {
             key: Bytes::from(cmd.key.clone().into_bytes()),
             value: Bytes::from(value.into_bytes()),
@@ -95,7 +106,7 @@ pub async fn get(global: &GlobalOptions, cmd: &GetCommand) -> Result<()> {
         count_only: cmd.count_only,
         ..Default::default()
     };
-    let response = client(global)?.range(request).await?;
+    let response = client(global).await?.range(request).await?;
     let how = RangePrint {
         keys_only: cmd.keys_only,
         count_only: cmd.count_only,
@@ -106,7 +117,8 @@ pub async fn get(global: &GlobalOptions, cmd: &GetCommand) -> Result<()> {
 
 pub async fn del(global: &GlobalOptions, cmd: &DelCommand) -> Result<()> {
     let (key, range_end) = key_range(&cmd.key, cmd.range_end.as_deref(), cmd.prefix, cmd.from_key);
-    let response = client(global)?
+    let response = client(global)
+        .await?
         .delete_range(DeleteRangeRequest {
             key,
             range_end,
@@ -125,12 +137,13 @@ pub async fn txn(global: &GlobalOptions, cmd: &TxnCommand) -> Result<()> {
         .read_to_string(&mut script)
         .context("cannot read the transaction from stdin")?;
     let request = txn_script::parse_txn(&script)?;
-    let response = client(global)?.txn(request).await?;
+    let response = client(global).await?.txn(request).await?;
     emit(&output::txn(global.write_out, &response))
 }
 
 pub async fn compact(global: &GlobalOptions, cmd: &CompactCommand) -> Result<()> {
-    let response = client(global)?
+    let response = client(global)
+        .await?
         .compact(CompactionRequest {
             revision: cmd.revision,
             physical: cmd.physical,
@@ -142,7 +155,7 @@ pub async fn compact(global: &GlobalOptions, cmd: &CompactCommand) -> Result<()>
 /// Status of every endpoint. Unreachable endpoints are reported on stderr and make the
 /// command fail after the reachable ones are printed (as etcdctl does).
 pub async fn status(global: &GlobalOptions) -> Result<()> {
-    let client = client(global)?;
+    let client = client(global).await?;
     let mut rows = Vec::new();
     let mut failures = Vec::new();
     for (endpoint, one) in client.endpoints().into_iter().zip(client.each()) {
@@ -159,7 +172,7 @@ pub async fn status(global: &GlobalOptions) -> Result<()> {
 }
 
 pub async fn hashkv(global: &GlobalOptions, cmd: &HashKvCommand) -> Result<()> {
-    let client = client(global)?;
+    let client = client(global).await?;
     let mut rows = Vec::new();
     let mut failures = Vec::new();
     for (endpoint, one) in client.endpoints().into_iter().zip(client.each()) {
@@ -176,7 +189,7 @@ pub async fn hashkv(global: &GlobalOptions, cmd: &HashKvCommand) -> Result<()> {
 }
 
 pub async fn members(global: &GlobalOptions) -> Result<()> {
-    let response = client(global)?.member_list(true).await?;
+    let response = client(global).await?.member_list(true).await?;
     emit(&output::members(
         global.write_out,
         &response.members,
@@ -200,7 +213,7 @@ pub async fn watch(global: &GlobalOptions, cmd: &WatchCommand) -> Result<()> {
     let options = WatchOptions {
         require_leader: true,
     };
-    let mut stream = client(global)?.watch(create, options).await?;
+    let mut stream = client(global).await?.watch(create, options).await?;
     loop {
         let Some(response) = stream.next().await? else {
             bail!("watch is canceled by the server");

@@ -7,9 +7,11 @@
 //!
 //! * [`cli`]: the command line (clap); [`commands`]: the client commands; [`output`]: printing
 //!   in etcdctl's formats; [`txn_script`]: etcdctl's txn input format.
+//! * [`auth_cmd`]: `user`, `role` and `auth`, etcd's Auth service.
 //! * [`demo`] and [`cluster_cmd`]: clusters of member processes started with
 //!   `raftkv_client::local_cluster`.
 
+pub mod auth_cmd;
 pub mod cli;
 pub mod cluster_cmd;
 pub mod commands;

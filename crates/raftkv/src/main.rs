@@ -120,6 +120,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Status => runtime()?.block_on(commands::status(&global))?,
         Command::Members => runtime()?.block_on(commands::members(&global))?,
         Command::Hashkv(cmd) => runtime()?.block_on(commands::hashkv(&global, &cmd))?,
+        Command::User(cmd) => runtime()?.block_on(raftkv::auth_cmd::user(&global, &cmd))?,
+        Command::Role(cmd) => runtime()?.block_on(raftkv::auth_cmd::role(&global, &cmd))?,
+        Command::Auth(cmd) => runtime()?.block_on(raftkv::auth_cmd::auth(&global, &cmd))?,
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -42,6 +42,7 @@ fn put_request(id: u64, key: String) -> InternalRequest {
     // Values differ per key so the hash comparison sees value mix-ups too.
     let value = vec![b'a' + (id % 26) as u8; VALUE_LEN];
     InternalRequest {
+        auth: None,
         request: Some(Request::Put(PutRequest {
             key: Bytes::from(key.into_bytes()),
             value: Bytes::from(value),

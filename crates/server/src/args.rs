@@ -145,6 +145,10 @@ pub struct ServerArgs {
     /// TLS on the client and peer ports (crate::tls).
     #[command(flatten)]
     pub tls: crate::tls::TlsArgs,
+
+    /// Authentication tokens and password hashing (crate::auth).
+    #[command(flatten)]
+    pub auth: crate::auth::AuthArgs,
 }
 
 /// A stand-alone parser for [`ServerArgs`] (for the config file and the environment).

@@ -113,6 +113,7 @@ pub async fn run(
             continue;
         }
         let entry = InternalRequest {
+            auth: None,
             request: Some(Internal::Compaction(CompactionRequest {
                 revision: target,
                 physical: false,

@@ -117,6 +117,8 @@ pub struct Config {
     pub notes: Vec<String>,
     /// The TLS flags as given; checked and loaded by [`crate::tls::TlsSetup::new`].
     pub tls: crate::tls::TlsArgs,
+    /// The auth flags, checked (`--auth-token` syntax, `--bcrypt-cost` range).
+    pub auth: crate::auth::AuthArgs,
     /// `--watch-progress-notify-interval`.
     pub watch_progress_interval: Duration,
     /// `--quota-backend-bytes`.
@@ -281,6 +283,10 @@ impl Config {
             quota: crate::quota::Quota::from_flag(args.compat.storage.quota_backend_bytes),
             notes,
             tls: args.tls.clone(),
+            auth: {
+                args.auth.token_spec()?;
+                args.auth.clone()
+            },
             watch_progress_interval,
         })
     }

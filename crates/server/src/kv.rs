@@ -6,12 +6,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use mvcc::auth::AuthApplied;
 use mvcc::{LeaseChange, MvccError, Response, Store};
 use node::lessor::{LeaseAt, Lessor};
 use prost::Message as _;
 use proto::raftkvpb::InternalRequest;
 use raft::{Entry, EntryKind};
 
+use crate::auth::tokens::SimpleTokens;
 use crate::node::StateMachine;
 use crate::watch::WatchHub;
 
@@ -20,9 +22,15 @@ use crate::watch::WatchHub;
 /// hub, still under the state machine's write lock (the hub never blocks; `crate::watch`).
 /// Every lease change it applies sets this member's lease clock (`lessor`, read with
 /// [`MvccMachine::now`]); the leader acts on it (`crate::lease_expiry`).
+///
+/// It also keeps this member's simple auth tokens current: applying a replicated
+/// `Authenticate` teaches it the token `<prefix>.<entry index>` (and the apply output
+/// carries that full token back to the proposer); deleting a user or changing its
+/// password forgets its tokens; disabling auth forgets them all (crate::auth::tokens).
 pub struct MvccMachine {
     pub store: Store,
     pub watch: Arc<WatchHub>,
+    pub tokens: Arc<SimpleTokens>,
     pub lessor: Lessor,
     epoch: Instant,
 }
@@ -32,6 +40,7 @@ impl Default for MvccMachine {
         MvccMachine {
             store: Store::default(),
             watch: Arc::default(),
+            tokens: Arc::default(),
             lessor: Lessor::new(),
             epoch: Instant::now(),
         }
@@ -97,6 +106,39 @@ fn millis(ms: i64) -> Duration {
     Duration::from_millis(ms.max(0) as u64)
 }
 
+impl MvccMachine {
+    /// Token bookkeeping after an auth change was applied (see the type's doc).
+    fn follow_auth_change(
+        &self,
+        req: &InternalRequest,
+        out: Result<Response, MvccError>,
+        index: u64,
+    ) -> Result<Response, MvccError> {
+        use proto::raftkvpb::internal_request::Request as R;
+        match (out, &req.request) {
+            (Ok(Response::Auth(AuthApplied::Authenticated { name, token })), _) => {
+                let token = format!("{token}.{index}");
+                self.tokens
+                    .assign(token.clone(), name.clone(), std::time::Instant::now());
+                Ok(Response::Auth(AuthApplied::Authenticated { name, token }))
+            }
+            (Ok(out), Some(R::UserDelete(r))) => {
+                self.tokens.invalidate_user(&r.name);
+                Ok(out)
+            }
+            (Ok(out), Some(R::UserChangePassword(r))) => {
+                self.tokens.invalidate_user(&r.name);
+                Ok(out)
+            }
+            (Ok(out), Some(R::AuthDisable(_))) => {
+                self.tokens.clear();
+                Ok(out)
+            }
+            (out, _) => out,
+        }
+    }
+}
+
 impl StateMachine for MvccMachine {
     type Output = Result<Response, MvccError>;
 
@@ -107,7 +149,10 @@ impl StateMachine for MvccMachine {
         // Every member decodes the same bytes, so a malformed entry fails identically
         // everywhere and changes nothing.
         let out = match InternalRequest::decode(entry.data.as_ref()) {
-            Ok(req) => self.store.apply_entry(&req, entry.term),
+            Ok(req) => {
+                let out = self.store.apply_entry(&req, entry.term);
+                self.follow_auth_change(&req, out, entry.index)
+            }
             Err(e) => Err(MvccError::Internal(format!(
                 "undecodable log entry {}: {e}",
                 entry.index
@@ -168,6 +213,7 @@ mod tests {
 
     fn put_entry(index: u64, key: &'static [u8]) -> Entry {
         let req = InternalRequest {
+            auth: None,
             request: Some(Request::Put(PutRequest {
                 key: Bytes::from_static(key),
                 value: Bytes::from_static(b"v"),

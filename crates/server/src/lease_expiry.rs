@@ -51,6 +51,7 @@ fn clock<T>(node: &NodeHandle<MvccMachine>, f: impl FnOnce(&MvccMachine) -> T) -
 
 async fn propose(node: &NodeHandle<MvccMachine>, request: Internal) -> bool {
     let data = InternalRequest {
+        auth: None,
         request: Some(request),
     }
     .encode_to_vec();

@@ -10,6 +10,7 @@
 //! harness's member calls [`run_with_hooks`] instead, with its faults in [`Hooks`].
 
 pub mod args;
+pub mod auth;
 pub mod authority_fix;
 pub mod backup;
 pub mod compactor;

@@ -13,8 +13,7 @@ use tracing::{info, warn};
 use crate::args::ClusterState;
 use crate::config::{Config, ListenAddr};
 use crate::grpc::{
-    ClusterService, Context, KvService, LeaseService, MaintenanceService, Membership,
-    UnimplementedService, WatchService,
+    ClusterService, Context, KvService, LeaseService, MaintenanceService, Membership, WatchService,
 };
 use crate::hooks::Hooks;
 use crate::kv::MvccMachine;
@@ -118,6 +117,14 @@ pub async fn serve(
         }
     }
     let mut machine = MvccMachine::default();
+    machine.tokens = Arc::new(crate::auth::tokens::SimpleTokens::new(
+        std::time::Duration::from_secs(config.auth.auth_token_ttl),
+    ));
+    let auth = Arc::new(crate::auth::Auth::new(
+        &config.auth,
+        machine.tokens.clone(),
+        config.tls.client_cert_auth,
+    )?);
     let (applied, applied_term) = match &recovered.snapshot {
         Some(s) => {
             machine.restore(&s.data)?;
@@ -236,6 +243,7 @@ pub async fn serve(
         }),
         transport,
         quota: config.quota,
+        auth,
         skip_read_index: hooks.skip_read_index,
         min_lease_ttl: crate::grpc::min_lease_ttl(config.election_timeout),
     };
@@ -368,7 +376,9 @@ async fn serve_client(
         // Same receive limit everywhere, as grpc-go's is per server.
         .add_service(WatchServer::new(watch).max_decoding_message_size(limit))
         .add_service(LeaseServer::new(LeaseService(ctx.clone())).max_decoding_message_size(limit))
-        .add_service(AuthServer::new(UnimplementedService).max_decoding_message_size(limit));
+        .add_service(
+            AuthServer::new(crate::auth::AuthService(ctx.clone())).max_decoding_message_size(limit),
+        );
     use futures_util::StreamExt;
     let edge = crate::grpc::ClientEdge::new(routes, http);
     let server = tonic::transport::Server::builder()

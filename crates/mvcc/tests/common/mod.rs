@@ -91,6 +91,7 @@ pub fn txn(compare: Vec<Compare>, success: Vec<RequestOp>, failure: Vec<RequestO
 pub fn submit(store: &mut Store, request: Request) -> Result<Response, MvccError> {
     validate::check_request(&request, &Limits::default())?;
     store.apply(&InternalRequest {
+        auth: None,
         request: Some(request),
     })
 }

@@ -1,6 +1,7 @@
 //! `etcdserverpb.KV`.
 
 use bytes::Bytes;
+use mvcc::auth::RequestChecker;
 use mvcc::{MvccError, Response as Applied};
 use prost::Message as _;
 use proto::etcdserverpb::kv_server::Kv;
@@ -8,7 +9,7 @@ use proto::etcdserverpb::{
     CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest,
     PutResponse, RangeRequest, RangeResponse, TxnRequest, TxnResponse,
 };
-use proto::raftkvpb::{internal_request::Request as Internal, InternalRequest};
+use proto::raftkvpb::{internal_request::Request as Internal, InternalRequest, RequestAuth};
 use tonic::{Request, Response, Status};
 
 use super::Context;
@@ -20,61 +21,89 @@ fn mvcc_status(e: MvccError) -> Status {
     Status::from(e)
 }
 
+/// Validate, encode, size-check and replicate one request made as `who` (its permissions
+/// are checked when it is applied); return what applying it gave.
+pub async fn propose(
+    ctx: &Context,
+    request: Internal,
+    who: Option<RequestAuth>,
+) -> Result<Applied, Status> {
+    let limits = mvcc::Limits {
+        max_txn_ops: ctx.max_txn_ops,
+    };
+    mvcc::validate::check_request(&request, &limits).map_err(mvcc_status)?;
+    check_quota(ctx, &request).await?;
+    let entry = InternalRequest {
+        auth: who,
+        request: Some(request),
+    };
+    let data = entry.encode_to_vec();
+    if data.len() > ctx.max_request_bytes {
+        return Err(ServerError::TooLarge.into());
+    }
+    match ctx.node.propose(Bytes::from(data)).await {
+        Ok(Ok(applied)) => Ok(applied),
+        Ok(Err(e)) => Err(mvcc_status(e)),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// etcd's quota check before proposing: a write that would take the store to its quota
+/// raises the NOSPACE alarm (through the log, for this member) and is refused.
+async fn check_quota(ctx: &Context, request: &Internal) -> Result<(), Status> {
+    if mvcc::quota_cost(request) == 0 {
+        return Ok(());
+    }
+    let size = ctx
+        .node
+        .state
+        .read()
+        .map(|s| s.store.approximate_size())
+        .map_err(|_| Status::internal("state lock poisoned"))?;
+    if ctx.quota.admits(size, request) {
+        return Ok(());
+    }
+    let alarm = proto::etcdserverpb::AlarmRequest {
+        action: proto::etcdserverpb::alarm_request::AlarmAction::Activate as i32,
+        member_id: ctx.node.id,
+        alarm: proto::etcdserverpb::AlarmType::Nospace as i32,
+    };
+    let entry = InternalRequest {
+        auth: None,
+        request: Some(Internal::Alarm(alarm)),
+    };
+    if let Err(e) = ctx.node.propose(Bytes::from(entry.encode_to_vec())).await {
+        tracing::warn!(error = %e, "cannot raise the NOSPACE alarm");
+    }
+    Err(mvcc_status(MvccError::NoSpace))
+}
+
 impl KvService {
-    /// Validate, encode, size-check and replicate one write; return what applying it gave.
-    async fn write(&self, request: Internal) -> Result<Applied, Status> {
-        let limits = mvcc::Limits {
-            max_txn_ops: self.0.max_txn_ops,
-        };
-        mvcc::validate::check_request(&request, &limits).map_err(mvcc_status)?;
-        self.check_quota(&request).await?;
-        let entry = InternalRequest {
-            request: Some(request),
-        };
-        let data = entry.encode_to_vec();
-        if data.len() > self.0.max_request_bytes {
-            return Err(ServerError::TooLarge.into());
-        }
-        match self.0.node.propose(Bytes::from(data)).await {
-            Ok(Ok(applied)) => Ok(applied),
-            Ok(Err(e)) => Err(mvcc_status(e)),
-            Err(e) => Err(e.into()),
-        }
+    /// Replicate one write made by the sender of `request`.
+    async fn write<T>(&self, request: &Request<T>, write: Internal) -> Result<Applied, Status> {
+        let who = crate::auth::who(&self.0, request).await?;
+        propose(&self.0, write, who).await
     }
 
-    /// etcd's quota check before proposing: a write that would take the store to its quota
-    /// raises the NOSPACE alarm (through the log, for this member) and is refused.
-    async fn check_quota(&self, request: &Internal) -> Result<(), Status> {
-        if mvcc::quota_cost(request) == 0 {
-            return Ok(());
-        }
-        let size = self.read_store(|store| Ok(store.approximate_size()))?;
-        if self.0.quota.admits(size, request) {
-            return Ok(());
-        }
-        let alarm = proto::etcdserverpb::AlarmRequest {
-            action: proto::etcdserverpb::alarm_request::AlarmAction::Activate as i32,
-            member_id: self.0.node.id,
-            alarm: proto::etcdserverpb::AlarmType::Nospace as i32,
-        };
-        let entry = InternalRequest {
-            request: Some(Internal::Alarm(alarm)),
-        };
-        if let Err(e) = self
-            .0
-            .node
-            .propose(Bytes::from(entry.encode_to_vec()))
-            .await
-        {
-            tracing::warn!(error = %e, "cannot raise the NOSPACE alarm");
-        }
-        Err(mvcc_status(MvccError::NoSpace))
+    /// The read check of a range or read-only txn, on this member's auth state.
+    fn check_read(
+        &self,
+        who: Option<&RequestAuth>,
+        check: impl FnOnce(&RequestChecker<'_>) -> Result<(), mvcc::auth::AuthError>,
+    ) -> Result<(), Status> {
+        self.read_store(|store| {
+            check(&RequestChecker::new(store.auth(), who)).map_err(MvccError::Auth)
+        })
     }
 
     /// A txn that cannot write is served from the local store, as etcd serves it: after a
     /// read barrier, unless every top-level operation is a serializable range (etcd's
     /// `isTxnSerializable`), and with the same validation and answers as the log would give.
-    async fn read_only_txn(&self, req: TxnRequest) -> Result<Response<TxnResponse>, Status> {
+    async fn read_only_txn(
+        &self,
+        req: TxnRequest,
+        who: Option<RequestAuth>,
+    ) -> Result<Response<TxnResponse>, Status> {
         let limits = mvcc::Limits {
             max_txn_ops: self.0.max_txn_ops,
         };
@@ -82,6 +111,7 @@ impl KvService {
         if !is_txn_serializable(&req) && !self.0.skip_read_index {
             self.0.node.read_barrier().await?;
         }
+        self.check_read(who.as_ref(), |c| c.txn(&req))?;
         let mut resp = self.read_store(|store| store.read_txn(&req))?;
         stamp_txn(&self.0, &mut resp);
         Ok(Response::new(resp))
@@ -113,6 +143,7 @@ impl Kv for KvService {
         request: Request<RangeRequest>,
     ) -> Result<Response<RangeResponse>, Status> {
         self.0.require_leader(request.metadata())?;
+        let who = crate::auth::who(&self.0, &request).await?;
         let req = request.into_inner();
         mvcc::validate::check_range(&req).map_err(mvcc_status)?;
         if !req.serializable && !self.0.skip_read_index {
@@ -122,6 +153,7 @@ impl Kv for KvService {
             // responses leave in one write instead of one syscall each.
             tokio::task::yield_now().await;
         }
+        self.check_read(who.as_ref(), |c| c.read(&req.key, &req.range_end))?;
         let mut resp = self.read_store(|store| store.range(&req))?;
         crate::metrics::metrics().range_total.inc();
         self.0.stamp(&mut resp.header);
@@ -130,7 +162,8 @@ impl Kv for KvService {
 
     async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
         self.0.require_leader(request.metadata())?;
-        match self.write(Internal::Put(request.into_inner())).await? {
+        let put = Internal::Put(request.get_ref().clone());
+        match self.write(&request, put).await? {
             Applied::Put(mut r) => {
                 self.0.stamp(&mut r.header);
                 Ok(Response::new(r))
@@ -144,10 +177,8 @@ impl Kv for KvService {
         request: Request<DeleteRangeRequest>,
     ) -> Result<Response<DeleteRangeResponse>, Status> {
         self.0.require_leader(request.metadata())?;
-        match self
-            .write(Internal::DeleteRange(request.into_inner()))
-            .await?
-        {
+        let delete = Internal::DeleteRange(request.get_ref().clone());
+        match self.write(&request, delete).await? {
             Applied::DeleteRange(mut r) => {
                 self.0.stamp(&mut r.header);
                 Ok(Response::new(r))
@@ -158,11 +189,12 @@ impl Kv for KvService {
 
     async fn txn(&self, request: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
         self.0.require_leader(request.metadata())?;
+        let who = crate::auth::who(&self.0, &request).await?;
         let req = request.into_inner();
         if mvcc::txn::is_read_only(&req) {
-            return self.read_only_txn(req).await;
+            return self.read_only_txn(req, who).await;
         }
-        match self.write(Internal::Txn(req)).await? {
+        match propose(&self.0, Internal::Txn(req), who).await? {
             Applied::Txn(mut r) => {
                 stamp_txn(&self.0, &mut r);
                 Ok(Response::new(r))
@@ -176,10 +208,8 @@ impl Kv for KvService {
         request: Request<CompactionRequest>,
     ) -> Result<Response<CompactionResponse>, Status> {
         self.0.require_leader(request.metadata())?;
-        match self
-            .write(Internal::Compaction(request.into_inner()))
-            .await?
-        {
+        let compaction = Internal::Compaction(request.get_ref().clone());
+        match self.write(&request, compaction).await? {
             Applied::Compaction(mut r) => {
                 self.0.stamp(&mut r.header);
                 Ok(Response::new(r))

@@ -32,7 +32,7 @@ pub struct LeaseService(pub Context);
 
 impl LeaseService {
     async fn propose(&self, request: Internal) -> Result<Applied, Status> {
-        propose(&self.0, request).await
+        propose(&self.0, request, None).await
     }
 
     fn unexpected(what: &str) -> Status {
@@ -47,8 +47,15 @@ impl LeaseService {
     }
 }
 
-async fn propose(ctx: &Context, request: Internal) -> Result<Applied, Status> {
+/// Grants, keep-alives and revocations need no identity except a revocation under auth
+/// (it deletes the lease's keys): `who` is the sender as `crate::auth` found it.
+async fn propose(
+    ctx: &Context,
+    request: Internal,
+    who: Option<proto::raftkvpb::RequestAuth>,
+) -> Result<Applied, Status> {
     let data = InternalRequest {
+        auth: who,
         request: Some(request),
     }
     .encode_to_vec();
@@ -114,10 +121,8 @@ impl Lease for LeaseService {
         request: Request<LeaseRevokeRequest>,
     ) -> Result<Response<LeaseRevokeResponse>, Status> {
         self.0.require_leader(request.metadata())?;
-        match self
-            .propose(Internal::LeaseRevoke(request.into_inner()))
-            .await?
-        {
+        let who = crate::auth::who(&self.0, &request).await?;
+        match propose(&self.0, Internal::LeaseRevoke(request.into_inner()), who).await? {
             Applied::LeaseRevoke(mut r) => {
                 self.0.stamp(&mut r.header);
                 Ok(Response::new(r))
@@ -153,7 +158,8 @@ impl Lease for LeaseService {
                 };
                 // etcd fills the header before the renewal.
                 let header = ctx.header(0);
-                let answer = match propose(&ctx, Internal::LeaseKeepAlive(req.clone())).await {
+                let answer = match propose(&ctx, Internal::LeaseKeepAlive(req.clone()), None).await
+                {
                     Ok(Applied::LeaseKeepAlive(r)) => Ok(LeaseKeepAliveResponse {
                         header: Some(header),
                         id: r.id,

@@ -116,6 +116,7 @@ impl Maintenance for MaintenanceService {
             }));
         }
         let entry = InternalRequest {
+            auth: None,
             request: Some(Internal::Alarm(req)),
         };
         match self
@@ -203,6 +204,7 @@ impl Maintenance for MaintenanceService {
     }
 
     async fn hash_kv(&self, r: Request<HashKvRequest>) -> Result<Response<HashKvResponse>, Status> {
+        crate::auth::admin_for_maintenance(&self.0, &r).await?;
         let rev = r.into_inner().revision;
         let h = {
             let sm = self

@@ -7,7 +7,8 @@
 //! * `Maintenance`: Status, Alarm GET, HashKV. `Cluster`: MemberList.
 //! * `Watch`: every member serves watches from its own applied state (`crate::watch`).
 //! * `Lease`: grants, revocations and keep-alives through the log; docs/lease.md.
-//! * Everything else (Auth, the rest of Maintenance and Cluster) answers
+//! * `Auth`: `crate::auth::AuthService`; every service checks permissions (crate::auth).
+//! * Everything else (the rest of Maintenance and Cluster) answers
 //!   `UNIMPLEMENTED` through the generated traits' defaults.
 //! * [`ClientEdge`] sits in front of them all: HTTP/1.x only reaches the HTTP endpoints, and
 //!   unknown methods and oversized messages get grpc-go's answers (`edge.rs`).
@@ -28,7 +29,7 @@ use crate::node::NodeHandle;
 use crate::transport::Transport;
 
 pub use edge::ClientEdge;
-pub use kv::KvService;
+pub use kv::{propose, KvService};
 pub use lease::LeaseService;
 pub use maintenance::{ClusterService, MaintenanceService, Membership, UnimplementedService};
 pub use watch::WatchService;
@@ -47,6 +48,8 @@ pub struct Context {
     pub transport: Transport,
     /// `--quota-backend-bytes`, checked before a put or txn is proposed.
     pub quota: crate::quota::Quota,
+    /// Users, tokens and the checks of every service (crate::auth).
+    pub auth: Arc<crate::auth::Auth>,
     /// Linearizable reads without ReadIndex: the Jepsen harness's negative control only
     /// (`crate::hooks::Hooks::skip_read_index`); false in every shipped binary.
     pub skip_read_index: bool,

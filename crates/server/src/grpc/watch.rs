@@ -44,8 +44,10 @@ impl Watch for WatchService {
             require_leader,
             election_timeout: self.election_timeout,
         };
+        let who = crate::auth::who(&self.ctx, &request).await.map_err(|_| ());
         let (tx, rx) = mpsc::channel(OUT_QUEUE);
         let (stream, batches) = WatchStream::new(self.ctx.clone(), self.hub.clone(), cfg, tx);
+        let stream = stream.acting_as(who);
         tokio::spawn(stream.run(request.into_inner(), batches));
         let out = futures_util::stream::unfold(rx, |mut rx| async move {
             rx.recv().await.map(|item| (item, rx))

@@ -95,12 +95,43 @@ impl ClientConn {
     }
 }
 
+/// What a request learns about its connection: the TCP addresses and, on a TLS connection
+/// with a verified client certificate, that certificate's common name (the user a request
+/// without a token acts as under `--client-cert-auth`, crate::auth::identity).
+#[derive(Clone, Debug)]
+pub struct ClientConnInfo {
+    pub tcp: tonic::transport::server::TcpConnectInfo,
+    pub common_name: Option<String>,
+}
+
 impl tonic::transport::server::Connected for ClientConn {
-    type ConnectInfo = tonic::transport::server::TcpConnectInfo;
+    type ConnectInfo = ClientConnInfo;
 
     fn connect_info(&self) -> Self::ConnectInfo {
-        self.tcp().connect_info()
+        let common_name = match self {
+            ClientConn::Plain(_) => None,
+            ClientConn::Tls(s) => s
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|chain| chain.first())
+                .and_then(|leaf| common_name(leaf)),
+        };
+        ClientConnInfo {
+            tcp: self.tcp().connect_info(),
+            common_name,
+        }
     }
+}
+
+/// The first common name of a certificate's subject.
+fn common_name(der: &[u8]) -> Option<String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let cn = cert
+        .subject()
+        .iter_common_name()
+        .find_map(|a| a.as_str().ok().map(str::to_string));
+    cn
 }
 
 impl AsyncRead for ClientConn {

@@ -303,12 +303,16 @@ fn client_verifier(
             .only_check_end_entity_revocation()
             .allow_unknown_revocation_status();
     }
-    builder.build().with_context(|| {
+    let inner = builder.build().with_context(|| {
         format!(
             "{} {}: cannot build the client certificate check",
             ca.0, ca.1
         )
-    })
+    })?;
+    Ok(Arc::new(verify::AnchorAsLeaf {
+        inner,
+        anchors: files::load_certs(ca.0, Path::new(ca.1))?,
+    }))
 }
 
 fn server_config(

@@ -274,6 +274,40 @@ mod tests {
         assert!(e.contains("m2.example.com"), "{e}");
     }
 
+    fn self_signed_ca(cn: &str) -> CertificateDer<'static> {
+        let mut p = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        p.distinguished_name.push(rcgen::DnType::CommonName, cn);
+        p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let key = rcgen::KeyPair::generate().unwrap();
+        p.self_signed(&key).unwrap().der().clone()
+    }
+
+    #[test]
+    fn a_trusted_ca_certificate_may_be_its_own_client_certificate_and_no_other() {
+        let ca = self_signed_ca("root");
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(ca.clone()).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let inner =
+            rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .unwrap();
+        let now = UnixTime::now();
+        assert!(
+            inner.verify_client_cert(&ca, &[], now).is_err(),
+            "webpki alone refuses a CA certificate as a client certificate"
+        );
+        let verifier = AnchorAsLeaf {
+            inner,
+            anchors: vec![ca.clone()],
+        };
+        assert!(verifier.verify_client_cert(&ca, &[], now).is_ok());
+        let stranger = self_signed_ca("root");
+        assert!(verifier.verify_client_cert(&stranger, &[], now).is_err());
+        let far_future = UnixTime::since_unix_epoch(std::time::Duration::from_secs(1 << 40));
+        assert!(verifier.verify_client_cert(&ca, &[], far_future).is_err());
+    }
+
     #[test]
     fn cipher_suites_are_checked_by_name() {
         let p = provider(
@@ -299,5 +333,83 @@ mod tests {
             provider("").unwrap().cipher_suites.len(),
             rustls::crypto::ring::default_provider().cipher_suites.len()
         );
+    }
+}
+
+/// Client certificate check that also accepts a certificate byte-identical to one of the
+/// trusted CA certificates, as Go's TLS stack does (a certificate in the root pool verifies
+/// by itself). etcd's own tests use one self-signed CA certificate as the CA, the server
+/// and the client certificate (`CommonName-root.crt`); webpki alone refuses a CA
+/// certificate as a client's end-entity certificate.
+#[derive(Debug)]
+pub struct AnchorAsLeaf {
+    pub inner: Arc<dyn ClientCertVerifier>,
+    pub anchors: Vec<CertificateDer<'static>>,
+}
+
+impl AnchorAsLeaf {
+    fn is_current_anchor(&self, cert: &CertificateDer<'_>, now: UnixTime) -> bool {
+        if !self.anchors.iter().any(|a| a.as_ref() == cert.as_ref()) {
+            return false;
+        }
+        let Ok((_, parsed)) = x509_parser::parse_x509_certificate(cert) else {
+            return false;
+        };
+        let now = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
+        let validity = parsed.validity();
+        validity.not_before.timestamp() <= now && now <= validity.not_after.timestamp()
+    }
+}
+
+impl ClientCertVerifier for AnchorAsLeaf {
+    fn offer_client_auth(&self) -> bool {
+        self.inner.offer_client_auth()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.inner.client_auth_mandatory()
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        match self
+            .inner
+            .verify_client_cert(end_entity, intermediates, now)
+        {
+            Err(_) if self.is_current_anchor(end_entity, now) => {
+                Ok(ClientCertVerified::assertion())
+            }
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.inner.supported_verify_schemes()
     }
 }

@@ -20,6 +20,7 @@ use proto::etcdserverpb::{
     watch_request::RequestUnion, ResponseHeader, WatchCreateRequest, WatchRequest, WatchResponse,
 };
 use proto::mvccpb::{event::EventType, Event};
+use proto::raftkvpb::RequestAuth;
 use tokio::sync::mpsc;
 use tonic::Status;
 
@@ -44,6 +45,9 @@ const NO_LEADER_CHECKS: u32 = 3;
 /// `cancel_reason` texts of etcd 3.4.
 pub const REASON_EMPTY_RANGE: &str = "mvcc: watcher range is empty";
 pub const REASON_DUPLICATE_ID: &str = "mvcc: duplicate watch ID provided on the WatchStream";
+/// etcd 3.4 puts the whole gRPC error text of `ErrGRPCPermissionDenied` in the reason.
+pub const REASON_PERMISSION_DENIED: &str =
+    "rpc error: code = PermissionDenied desc = etcdserver: permission denied";
 
 /// Per-stream settings from the member's configuration and the call's metadata.
 #[derive(Debug, Clone)]
@@ -84,6 +88,9 @@ pub struct WatchStream {
     unsynced: usize,
     next_auto_id: i64,
     progress_requests: usize,
+    /// Who opened the stream (crate::auth), checked for read permission on every watch
+    /// it creates; `Err` when its token was invalid (every watch is then refused).
+    who: Result<Option<RequestAuth>, ()>,
 }
 
 /// The stream is gone (the client hung up or an error ended it).
@@ -136,8 +143,34 @@ impl WatchStream {
             unsynced: 0,
             next_auto_id: 0,
             progress_requests: 0,
+            who: Ok(None),
         };
         (s, reg.rx)
+    }
+
+    /// Sets who the stream acts as (crate::auth::who at the call's start).
+    pub fn acting_as(mut self, who: Result<Option<RequestAuth>, ()>) -> Self {
+        self.who = who;
+        self
+    }
+
+    /// etcd's `isWatchPermitted`: read permission on the watched range. A simple token
+    /// or a certificate name is judged with today's rights (the current auth revision); a
+    /// JWT keeps the revision it was issued at.
+    fn watch_permitted(&self, st: &MvccMachine, req: &WatchCreateRequest) -> bool {
+        let Ok(who) = &self.who else {
+            return false;
+        };
+        let auth = st.store.auth();
+        let who = who.clone().map(|mut w| {
+            if self.ctx.auth.jwt.is_none() {
+                w.auth_revision = auth.revision();
+            }
+            w
+        });
+        mvcc::auth::RequestChecker::new(auth, who.as_ref())
+            .read(&req.key, &req.range_end)
+            .is_ok()
     }
 
     /// Serve the stream until the client goes away or the member loses its leader (for a
@@ -263,6 +296,12 @@ impl WatchStream {
         };
         if sel.is_empty_range() {
             return Ok(refused(REASON_EMPTY_RANGE));
+        }
+        if !self.watch_permitted(&st, req) {
+            return Ok(WatchResponse {
+                watch_id: req.watch_id,
+                ..refused(REASON_PERMISSION_DENIED)
+            });
         }
         let taken = |id: &i64| self.watchers.contains_key(id) || self.dead.contains(id);
         let id = if req.watch_id == 0 {
