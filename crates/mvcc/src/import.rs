@@ -192,6 +192,7 @@ mod tests {
     fn put(store: &mut Store, key: &'static str, value: &'static str) {
         store
             .apply(&InternalRequest {
+                auth: None,
                 request: Some(Request::Put(PutRequest {
                     key: Bytes::from_static(key.as_bytes()),
                     value: Bytes::from_static(value.as_bytes()),
@@ -226,6 +227,7 @@ mod tests {
         put(&mut applied, "a", "2");
         applied
             .apply(&InternalRequest {
+                auth: None,
                 request: Some(Request::DeleteRange(DeleteRangeRequest {
                     key: Bytes::from_static(b"b"),
                     ..Default::default()

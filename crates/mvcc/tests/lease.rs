@@ -17,6 +17,7 @@ use proto::raftkvpb::{
 fn apply(store: &mut Store, request: Request, term: u64) -> Result<Response, MvccError> {
     store.apply_entry(
         &InternalRequest {
+            auth: None,
             request: Some(request),
         },
         term,
@@ -323,6 +324,7 @@ fn expiry_revokes_only_when_decided_in_the_entrys_term_and_not_renewed_since() {
     // `apply` without a term never expires anything.
     assert_eq!(
         store.apply(&InternalRequest {
+            auth: None,
             request: Some(expiry(0, vec![at(2, 1)]))
         }),
         Ok(Response::LeaseExpiry(vec![]))

@@ -86,6 +86,7 @@ fn apply_alarm(store: &mut Store, action: i32, member_id: u64, alarm: i32) {
     use proto::raftkvpb::{internal_request::Request, InternalRequest};
     store
         .apply(&InternalRequest {
+            auth: None,
             request: Some(Request::Alarm(AlarmRequest {
                 action,
                 member_id,

@@ -53,6 +53,7 @@ fn internal_request_round_trips_a_nested_txn() {
         failure: vec![],
     };
     let entry = InternalRequest {
+        auth: None,
         request: Some(internal_request::Request::Txn(txn)),
     };
     let bytes = entry.encode_to_vec();
