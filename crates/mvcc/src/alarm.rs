@@ -52,7 +52,11 @@ impl Alarms {
     pub(crate) fn apply(&mut self, req: &AlarmRequest) -> AlarmResponse {
         let wanted = |a: i32| req.alarm == AlarmType::None as i32 || a == req.alarm;
         let alarms = match AlarmAction::try_from(req.action) {
-            Ok(AlarmAction::Get) => self.list().into_iter().filter(|m| wanted(m.alarm)).collect(),
+            Ok(AlarmAction::Get) => self
+                .list()
+                .into_iter()
+                .filter(|m| wanted(m.alarm))
+                .collect(),
             Ok(AlarmAction::Activate) => match AlarmType::try_from(req.alarm) {
                 Ok(AlarmType::Nospace | AlarmType::Corrupt) => {
                     self.active.insert((req.member_id, req.alarm));

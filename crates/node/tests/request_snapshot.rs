@@ -55,12 +55,20 @@ fn a_requested_snapshot_covers_everything_applied() {
     for _ in 0..100 {
         now += TICK;
         d.tick(now);
-        assert_eq!(drain(&mut d), None, "snapshot_count 0 never snapshots by itself");
+        assert_eq!(
+            drain(&mut d),
+            None,
+            "snapshot_count 0 never snapshots by itself"
+        );
         if d.status().core.leader == Some(1) {
             break;
         }
     }
-    assert_eq!(d.status().core.leader, Some(1), "single member elects itself");
+    assert_eq!(
+        d.status().core.leader,
+        Some(1),
+        "single member elects itself"
+    );
     d.propose(1, Bytes::from_static(b"x"));
     assert_eq!(drain(&mut d), None);
     let applied = d.status().applied;

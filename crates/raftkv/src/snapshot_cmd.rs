@@ -18,7 +18,10 @@ pub async fn save(global: &GlobalOptions, file: &Path) -> Result<()> {
         bail!("snapshot must be requested to one selected node, not multiple {endpoints:?}");
     }
     let client = Client::new(&endpoints, global.timeouts())?;
-    let mut stream = client.snapshot().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut stream = client
+        .snapshot()
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut data = Vec::new();
     let mut last_shown = 0usize;
     let mut stderr = std::io::stderr();
@@ -92,7 +95,10 @@ pub fn status(global: &GlobalOptions, file: &Path) -> Result<()> {
 pub fn restore(file: &Path, args: &server::ServerArgs) -> Result<()> {
     let r = server::restore::restore(file, args)?;
     for (name, id) in &r.members {
-        println!("added member {id:x} ({name}) to the restored cluster {:x}", r.cluster_id);
+        println!(
+            "added member {id:x} ({name}) to the restored cluster {:x}",
+            r.cluster_id
+        );
     }
     println!(
         "restored snapshot (revision {}, {} keys) into {} as member {:x}",

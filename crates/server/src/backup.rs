@@ -77,8 +77,8 @@ pub fn open(file: &[u8]) -> Result<&[u8], BackupError> {
     }
     let mut n = [0u8; 8];
     n.copy_from_slice(&payload[8..16]);
-    let image_len = usize::try_from(u64::from_be_bytes(n))
-        .map_err(|_| BackupError::Damaged("image length"))?;
+    let image_len =
+        usize::try_from(u64::from_be_bytes(n)).map_err(|_| BackupError::Damaged("image length"))?;
     let end = 16usize
         .checked_add(image_len)
         .filter(|&e| e <= payload.len())
@@ -117,7 +117,10 @@ mod tests {
             open(&f[..f.len() - 1]),
             Err(BackupError::BadLength { .. })
         ));
-        assert!(matches!(open(&f[..512]), Err(BackupError::BadLength { .. })));
+        assert!(matches!(
+            open(&f[..512]),
+            Err(BackupError::BadLength { .. })
+        ));
         let mut damaged = f.clone();
         damaged[20] ^= 1;
         let e = open(&damaged).unwrap_err();

@@ -37,8 +37,7 @@ pub struct Restored {
 
 /// Read and check a backup file: length rule, SHA-256, envelope, then the store image.
 pub fn read_backup(path: &Path) -> anyhow::Result<Store> {
-    let bytes =
-        std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     let image = crate::backup::open(&bytes).with_context(|| path.display().to_string())?;
     Store::restore(image)
         .map_err(|e| anyhow::anyhow!("{}: the store image is damaged: {e}", path.display()))

@@ -46,8 +46,13 @@ fn scrape(c: &Cluster, i: usize) -> String {
 
 /// The value of the series whose line starts with `series ` (name plus labels, exactly).
 fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+    text.lines().find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -58,10 +63,14 @@ async fn every_member_exports_etcds_metrics() {
     // Every member knows the leader; exactly one says it is the leader.
     let mut leaders = 0.0;
     for i in 0..3 {
-        let text = poll("has_leader on every member", Duration::from_secs(10), || {
-            let t = scrape(&c, i);
-            async move { (sample(&t, "etcd_server_has_leader") == Some(1.0)).then_some(t) }
-        })
+        let text = poll(
+            "has_leader on every member",
+            Duration::from_secs(10),
+            || {
+                let t = scrape(&c, i);
+                async move { (sample(&t, "etcd_server_has_leader") == Some(1.0)).then_some(t) }
+            },
+        )
         .await;
         leaders += sample(&text, "etcd_server_is_leader").expect("is_leader");
         for name in [
@@ -153,7 +162,10 @@ async fn nospace_alarm_refuses_puts_until_compacted_and_disarmed() {
         assert!(accepted < 100, "the quota never refused a put");
     };
     assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
-    assert_eq!(refused.message(), "etcdserver: mvcc: database space exceeded");
+    assert_eq!(
+        refused.message(),
+        "etcdserver: mvcc: database space exceeded"
+    );
     assert!(accepted >= 5, "refused too early: after {accepted} puts");
 
     // The alarm is cluster-wide: another member lists it and refuses puts from the log.
@@ -174,7 +186,10 @@ async fn nospace_alarm_refuses_puts_until_compacted_and_disarmed() {
     let small = kv_other.put(put("small", "x")).await.unwrap_err();
     assert_eq!(small.message(), "etcdserver: mvcc: database space exceeded");
     let st = c.status(other).await.unwrap();
-    assert_eq!(st.errors, vec![format!("memberID:{writer_id} alarm:NOSPACE ")]);
+    assert_eq!(
+        st.errors,
+        vec![format!("memberID:{writer_id} alarm:NOSPACE ")]
+    );
     assert_eq!(st.db_size_quota, 65536);
     let (code, body) = http_get(c.local.member(other).client_port, "/health");
     assert_eq!((code, body.as_str()), (503, "{\"health\":\"false\"}"));
@@ -227,8 +242,14 @@ async fn nospace_alarm_refuses_puts_until_compacted_and_disarmed() {
         async move { kv.put(put("after", "disarm")).await.ok() }
     })
     .await;
-    assert_eq!(http_get(c.local.member(other).client_port, "/health").0, 200);
-    m_other.status(proto::etcdserverpb::StatusRequest {}).await.unwrap();
+    assert_eq!(
+        http_get(c.local.member(other).client_port, "/health").0,
+        200
+    );
+    m_other
+        .status(proto::etcdserverpb::StatusRequest {})
+        .await
+        .unwrap();
     let _ = m_other.alarm(AlarmRequest::default()).await.unwrap();
 }
 
@@ -266,7 +287,10 @@ async fn a_backup_from_a_follower_under_load_restores_into_a_new_cluster() {
     let mut file = Vec::new();
     let mut last_remaining = u64::MAX;
     while let Some(msg) = stream.message().await.unwrap() {
-        assert!(msg.remaining_bytes <= last_remaining, "remaining_bytes counts down");
+        assert!(
+            msg.remaining_bytes <= last_remaining,
+            "remaining_bytes counts down"
+        );
         last_remaining = msg.remaining_bytes;
         file.extend_from_slice(&msg.blob);
     }
@@ -339,7 +363,10 @@ async fn a_backup_from_a_follower_under_load_restores_into_a_new_cluster() {
         .await
         .into_inner();
         assert_eq!(h.hash, original_hash, "m-{i} of the restored cluster");
-        let _ = mi.status(proto::etcdserverpb::StatusRequest {}).await.unwrap();
+        let _ = mi
+            .status(proto::etcdserverpb::StatusRequest {})
+            .await
+            .unwrap();
     }
     assert_eq!(
         value(&b, new_leader, "key07", false).await.as_deref(),

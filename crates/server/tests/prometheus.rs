@@ -38,7 +38,10 @@ fn ensure_prometheus() {
         .arg("prometheus:prometheus")
         .status()
         .expect("run scripts/ensure-packages.sh");
-    assert!(status.success(), "cannot install Debian's prometheus package");
+    assert!(
+        status.success(),
+        "cannot install Debian's prometheus package"
+    );
 }
 
 fn start_prometheus(dir: &Path, targets: &[String]) -> Prometheus {
@@ -125,10 +128,14 @@ async fn prometheus_scrapes_every_member() {
     let log = || std::fs::read_to_string(dir.path().join("prometheus.log")).unwrap_or_default();
 
     // Every member up and reporting a leader, as Prometheus sees it.
-    let up = poll("3 members with a leader in Prometheus", Duration::from_secs(60), || async move {
-        let v = query(port, "etcd_server_has_leader == 1")?;
-        (v.len() == 3).then_some(v)
-    })
+    let up = poll(
+        "3 members with a leader in Prometheus",
+        Duration::from_secs(60),
+        || async move {
+            let v = query(port, "etcd_server_has_leader == 1")?;
+            (v.len() == 3).then_some(v)
+        },
+    )
     .await;
     assert!(up.iter().all(|&v| v == 1.0), "{up:?}\n{}", log());
     assert_eq!(
@@ -145,20 +152,28 @@ async fn prometheus_scrapes_every_member() {
     for i in 0..30 {
         put_retrying(&c, leader, &format!("p{i}"), "v").await;
     }
-    let after = poll("fsync count moves in Prometheus", Duration::from_secs(30), || async move {
-        let v = query(port, "sum(etcd_disk_wal_fsync_duration_seconds_count)")?;
-        let now = *v.first()?;
-        (now >= before + 30.0).then_some(now)
-    })
+    let after = poll(
+        "fsync count moves in Prometheus",
+        Duration::from_secs(30),
+        || async move {
+            let v = query(port, "sum(etcd_disk_wal_fsync_duration_seconds_count)")?;
+            let now = *v.first()?;
+            (now >= before + 30.0).then_some(now)
+        },
+    )
     .await;
     assert!(after >= before + 30.0);
-    let moved = poll("every member's fsyncs", Duration::from_secs(30), || async move {
-        let v = query(
-            port,
-            "increase(etcd_disk_wal_fsync_duration_seconds_count[1m]) > 0",
-        )?;
-        (v.len() == 3).then_some(v)
-    })
+    let moved = poll(
+        "every member's fsyncs",
+        Duration::from_secs(30),
+        || async move {
+            let v = query(
+                port,
+                "increase(etcd_disk_wal_fsync_duration_seconds_count[1m]) > 0",
+            )?;
+            (v.len() == 3).then_some(v)
+        },
+    )
     .await;
     assert_eq!(moved.len(), 3);
     let puts = query(

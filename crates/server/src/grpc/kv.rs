@@ -60,7 +60,12 @@ impl KvService {
         let entry = InternalRequest {
             request: Some(Internal::Alarm(alarm)),
         };
-        if let Err(e) = self.0.node.propose(Bytes::from(entry.encode_to_vec())).await {
+        if let Err(e) = self
+            .0
+            .node
+            .propose(Bytes::from(entry.encode_to_vec()))
+            .await
+        {
             tracing::warn!(error = %e, "cannot raise the NOSPACE alarm");
         }
         Err(mvcc_status(MvccError::NoSpace))

@@ -118,7 +118,12 @@ impl Maintenance for MaintenanceService {
         let entry = InternalRequest {
             request: Some(Internal::Alarm(req)),
         };
-        match self.0.node.propose(Bytes::from(entry.encode_to_vec())).await {
+        match self
+            .0
+            .node
+            .propose(Bytes::from(entry.encode_to_vec()))
+            .await
+        {
             Ok(Ok(mvcc::Response::Alarm(mut resp))) => {
                 self.0.stamp(&mut resp.header);
                 Ok(Response::new(resp))

@@ -152,8 +152,14 @@ mod tests {
     #[test]
     fn labels_name_known_methods_and_their_stream_kinds() {
         let l = labels("/etcdserverpb.KV/Put").unwrap();
-        assert_eq!((l.kind, l.service, l.method), ("unary", "etcdserverpb.KV", "Put"));
-        assert_eq!(labels("/etcdserverpb.Watch/Watch").unwrap().kind, "bidi_stream");
+        assert_eq!(
+            (l.kind, l.service, l.method),
+            ("unary", "etcdserverpb.KV", "Put")
+        );
+        assert_eq!(
+            labels("/etcdserverpb.Watch/Watch").unwrap().kind,
+            "bidi_stream"
+        );
         assert_eq!(
             labels("/etcdserverpb.Maintenance/Snapshot").unwrap().kind,
             "server_stream"

@@ -363,9 +363,7 @@ impl<S: StateMachine> Shell<S> {
                         &batch.entries,
                         batch.snapshot.as_ref(),
                     );
-                    metrics()
-                        .wal_fsync
-                        .observe(started.elapsed().as_secs_f64());
+                    metrics().wal_fsync.observe(started.elapsed().as_secs_f64());
                     r
                 }
             };
@@ -507,9 +505,7 @@ impl<S: StateMachine> Shell<S> {
             Role::Leader => 3,
         };
         s.role.store(role, Ordering::Relaxed);
-        metrics()
-            .proposals_pending
-            .set(self.proposals.len() as i64);
+        metrics().proposals_pending.set(self.proposals.len() as i64);
     }
 
     /// Serialise the state machine now (it is at `meta.index`) and write the snapshot on
