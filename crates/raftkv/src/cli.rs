@@ -157,6 +157,13 @@ pub enum SnapshotCommand {
     /// --data-dir).
     Restore {
         file: std::path::PathBuf,
+        /// Move the revision forward by this much (etcd 3.6's flag; 0 keeps the backup's).
+        #[arg(long, default_value_t = server::restore::DEFAULT_BUMP)]
+        bump_revision: i64,
+        /// Compact the history at the (bumped) revision, so watchers resuming with an old
+        /// revision are told so (`--mark-compacted=false` keeps the history).
+        #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+        mark_compacted: bool,
         #[command(flatten)]
         args: Box<server::ServerArgs>,
     },

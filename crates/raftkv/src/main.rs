@@ -58,7 +58,19 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     runtime()?.block_on(snapshot_cmd::save(&global, &file))?
                 }
                 SnapshotCommand::Status { file } => snapshot_cmd::status(&global, &file)?,
-                SnapshotCommand::Restore { file, args } => snapshot_cmd::restore(&file, &args)?,
+                SnapshotCommand::Restore {
+                    file,
+                    bump_revision,
+                    mark_compacted,
+                    args,
+                } => snapshot_cmd::restore(
+                    &file,
+                    &args,
+                    server::restore::RestoreOptions {
+                        bump_revision,
+                        mark_compacted,
+                    },
+                )?,
             }
         }
         Command::Lincheck(cmd) => {

@@ -119,7 +119,8 @@ fn save_status_restore_and_etcdctls_view_of_the_file() {
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("expected sha256"));
 
-    // restore: a one-member cluster from the backup serves the keys at their revisions.
+    // restore (defaults: revision bumped by 1e9 and compacted there): a one-member cluster
+    // from the backup serves the keys with their revisions; old revisions are compacted.
     let ports = raftkv_client::local_cluster::free_loopback_ports(2).unwrap();
     let peer = format!("http://127.0.0.1:{}", ports[1]);
     let client = format!("http://127.0.0.1:{}", ports[0]);
@@ -141,7 +142,7 @@ fn save_status_restore_and_etcdctls_view_of_the_file() {
     args.extend(restore_flags);
     let said = ok(&args);
     assert!(said.contains("added member"), "{said}");
-    assert!(said.contains("revision 12, 11 keys"), "{said}");
+    assert!(said.contains("revision 1000000012, 11 keys"), "{said}");
     // Not into a data dir that holds something.
     let again = raftkv(&args);
     assert!(!again.status.success());
@@ -165,6 +166,16 @@ fn save_status_restore_and_etcdctls_view_of_the_file() {
         }
     });
     let got: serde_json::Value = serde_json::from_str(&got).unwrap();
-    assert_eq!(got["header"]["revision"], 12, "{got}");
+    assert_eq!(got["header"]["revision"], 1_000_000_012_i64, "{got}");
     assert_eq!(got["kvs"][0]["mod_revision"], 10, "{got}");
+    let old = raftkv(&[&restored_ep, "get", "k7", "--rev", "12"]);
+    assert!(!old.status.success());
+    assert!(
+        String::from_utf8_lossy(&old.stderr).contains("required revision has been compacted"),
+        "{}",
+        String::from_utf8_lossy(&old.stderr)
+    );
+    ok(&[&restored_ep, "put", "after", "restore"]);
+    let after = ok(&[&restored_ep, "get", "after", "-w", "json"]);
+    assert!(after.contains("\"mod_revision\":1000000013"), "{after}");
 }
