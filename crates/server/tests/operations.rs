@@ -268,6 +268,13 @@ async fn a_backup_from_a_follower_under_load_restores_into_a_new_cluster() {
     for i in 0..50 {
         put_retrying(&c, leader, &format!("key{i:02}"), &format!("v{i}")).await;
     }
+    // A follower applies a little after the leader acknowledged: wait until it has all 50.
+    poll("the follower applied the 50 keys", Duration::from_secs(10), || async {
+        value(&c, follower, "key49", true)
+            .await
+            .filter(|v| v == "v49")
+    })
+    .await;
     // Writers keep going while the backup streams from a follower.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let load = {
