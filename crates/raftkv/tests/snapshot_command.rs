@@ -40,14 +40,18 @@ fn save_status_restore_and_etcdctls_view_of_the_file() {
     let cluster = start_cluster_of(raftkv_program(), "snap", Vec::new());
     let endpoint = cluster.member(1).endpoint();
     let ep_flag = format!("--endpoints={endpoint}");
-    poll_until("the cluster to take writes", Duration::from_secs(30), || {
-        let out = raftkv(&[&ep_flag, "put", "probe", "1"]);
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(String::from_utf8_lossy(&out.stderr).into_owned())
-        }
-    });
+    poll_until(
+        "the cluster to take writes",
+        Duration::from_secs(30),
+        || {
+            let out = raftkv(&[&ep_flag, "put", "probe", "1"]);
+            if out.status.success() {
+                Ok(())
+            } else {
+                Err(String::from_utf8_lossy(&out.stderr).into_owned())
+            }
+        },
+    );
     for i in 0..10 {
         ok(&[&ep_flag, "put", &format!("k{i}"), &format!("v{i}")]);
     }
@@ -61,7 +65,11 @@ fn save_status_restore_and_etcdctls_view_of_the_file() {
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("one selected node"));
     let out = raftkv(&[&ep_flag, "snapshot", "save", file_s]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         stdout.starts_with(&format!("Snapshot saved at {file_s}")),
@@ -157,14 +165,18 @@ fn save_status_restore_and_etcdctls_view_of_the_file() {
         .stderr(std::process::Stdio::null());
     let _member = KillOnDrop(member.spawn().unwrap());
     let restored_ep = format!("--endpoints=127.0.0.1:{}", ports[0]);
-    let got = poll_until("the restored member to serve", Duration::from_secs(30), || {
-        let out = raftkv(&[&restored_ep, "get", "k7", "-w", "json"]);
-        if out.status.success() {
-            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-        } else {
-            Err(String::from_utf8_lossy(&out.stderr).into_owned())
-        }
-    });
+    let got = poll_until(
+        "the restored member to serve",
+        Duration::from_secs(30),
+        || {
+            let out = raftkv(&[&restored_ep, "get", "k7", "-w", "json"]);
+            if out.status.success() {
+                Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+            } else {
+                Err(String::from_utf8_lossy(&out.stderr).into_owned())
+            }
+        },
+    );
     let got: serde_json::Value = serde_json::from_str(&got).unwrap();
     assert_eq!(got["header"]["revision"], 1_000_000_012_i64, "{got}");
     assert_eq!(got["kvs"][0]["mod_revision"], 10, "{got}");
