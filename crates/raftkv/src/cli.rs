@@ -120,6 +120,9 @@ pub enum Command {
     Members,
     /// Show each endpoint's KV hash at a revision (replicas agree iff hashes match).
     Hashkv(HashKvCommand),
+    /// etcdctl's `endpoint health|status|hashkv [--cluster]`.
+    #[command(subcommand)]
+    Endpoint(EndpointCommand),
     /// Check histories for linearizability: --format jepsen-etcd|kv FILE...
     Lincheck(LincheckCommand),
     /// Load-test an etcd-v3 endpoint (raftkv or etcd): put | range | txn-mixed.
@@ -307,6 +310,29 @@ pub struct CompactCommand {
     /// Wait until the compaction is physically applied.
     #[arg(long)]
     pub physical: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum EndpointCommand {
+    /// A linearizable read through each endpoint, and no active alarm.
+    Health {
+        /// Every member's client URLs (from the member list) instead of --endpoints.
+        #[arg(long)]
+        cluster: bool,
+    },
+    /// Each endpoint's status.
+    Status {
+        #[arg(long)]
+        cluster: bool,
+    },
+    /// Each endpoint's KV hash.
+    Hashkv {
+        #[arg(long)]
+        cluster: bool,
+        /// Revision to hash at (0 = latest).
+        #[arg(long, default_value_t = 0)]
+        rev: i64,
+    },
 }
 
 #[derive(Args, Debug)]

@@ -14,6 +14,7 @@ pub mod cli;
 pub mod cluster_cmd;
 pub mod commands;
 pub mod demo;
+pub mod endpoint_cmd;
 pub mod output;
 #[cfg(feature = "server")]
 pub mod snapshot_cmd;

@@ -131,6 +131,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Status => runtime()?.block_on(commands::status(&global))?,
         Command::Members => runtime()?.block_on(commands::members(&global))?,
         Command::Hashkv(cmd) => runtime()?.block_on(commands::hashkv(&global, &cmd))?,
+        Command::Endpoint(cmd) => runtime()?.block_on(raftkv::endpoint_cmd::run(&global, &cmd))?,
     }
     Ok(ExitCode::SUCCESS)
 }
