@@ -318,6 +318,16 @@ async fn a_backup_from_a_follower_under_load_restores_into_a_new_cluster() {
         file.extend_from_slice(&msg.blob);
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    // The stream's end is after the duration was recorded.
+    let scraped = scrape(&c, follower);
+    assert_eq!(
+        sample(
+            &scraped,
+            "etcd_disk_backend_snapshot_duration_seconds_count"
+        ),
+        Some(1.0),
+        "{scraped}"
+    );
     let written = load.await.unwrap();
     assert!(written > 0);
     assert_eq!(file.len() % 512, 32, "etcdctl's length rule");
