@@ -125,6 +125,29 @@ impl Store {
         self.alarms = Alarms::default();
     }
 
+    /// For a store restored into a new cluster (etcd 3.6's `--bump-revision` and
+    /// `--mark-compacted`): move the current revision forward by `bump`, so every revision
+    /// the new cluster hands out is above any the old one did, and with `mark_compacted`
+    /// compact at the new revision, so a watcher resuming from an old revision is told
+    /// its history was compacted rather than silently missing or repeating events. Keys
+    /// keep their create and mod revisions.
+    pub fn bump_revision(&mut self, bump: i64, mark_compacted: bool) -> Result<(), MvccError> {
+        if bump < 0 {
+            return Err(MvccError::Internal("negative revision bump".into()));
+        }
+        self.current = self
+            .current
+            .checked_add(bump)
+            .ok_or_else(|| MvccError::Internal("revision bump overflows".into()))?;
+        if mark_compacted && self.compacted < self.current {
+            self.compact(&CompactionRequest {
+                revision: self.current,
+                physical: true,
+            })?;
+        }
+        Ok(())
+    }
+
     /// The revision of the latest change (1 when nothing was ever written).
     pub fn current_revision(&self) -> i64 {
         self.current

@@ -161,3 +161,24 @@ fn unknown_repeated_or_disordered_sections_are_refused() {
         ))
     );
 }
+
+#[test]
+fn a_bumped_and_compacted_store_keeps_its_keys_and_refuses_old_revisions() {
+    let mut store = busy_store();
+    let before = store.current_revision();
+    let live = store.range(&get("a", "\0")).unwrap().kvs;
+    store.bump_revision(1000, true).unwrap();
+    assert_eq!(store.current_revision(), before + 1000);
+    assert_eq!(store.compact_revision(), before + 1000);
+    assert_eq!(store.range(&get("a", "\0")).unwrap().kvs, live);
+    let mut old = get("a", "\0");
+    old.revision = before;
+    assert_eq!(store.range(&old), Err(mvcc::MvccError::Compacted));
+    assert_eq!(must_put(&mut store, "next", "1"), before + 1001);
+    // Survives a snapshot, and a bump without compaction keeps the history.
+    let mut other = Store::restore(&busy_store().snapshot()).unwrap();
+    other.bump_revision(5, false).unwrap();
+    old.revision = before;
+    assert!(other.range(&old).is_ok());
+    assert!(other.bump_revision(-1, false).is_err());
+}

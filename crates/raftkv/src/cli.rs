@@ -131,6 +131,9 @@ pub enum Command {
     Members,
     /// Show each endpoint's KV hash at a revision (replicas agree iff hashes match).
     Hashkv(HashKvCommand),
+    /// etcdctl's `endpoint health|status|hashkv [--cluster]`.
+    #[command(subcommand)]
+    Endpoint(EndpointCommand),
     /// Check histories for linearizability: --format jepsen-etcd|kv FILE...
     Lincheck(LincheckCommand),
     /// Load-test an etcd-v3 endpoint (raftkv or etcd): put | range | txn-mixed.
@@ -257,6 +260,13 @@ pub enum SnapshotCommand {
     /// --data-dir).
     Restore {
         file: std::path::PathBuf,
+        /// Move the revision forward by this much (etcd 3.6's flag; 0 keeps the backup's).
+        #[arg(long, default_value_t = server::restore::DEFAULT_BUMP)]
+        bump_revision: i64,
+        /// Compact the history at the (bumped) revision, so watchers resuming with an old
+        /// revision are told so (`--mark-compacted=false` keeps the history).
+        #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+        mark_compacted: bool,
         #[command(flatten)]
         args: Box<server::ServerArgs>,
     },
@@ -400,6 +410,29 @@ pub struct CompactCommand {
     /// Wait until the compaction is physically applied.
     #[arg(long)]
     pub physical: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum EndpointCommand {
+    /// A linearizable read through each endpoint, and no active alarm.
+    Health {
+        /// Every member's client URLs (from the member list) instead of --endpoints.
+        #[arg(long)]
+        cluster: bool,
+    },
+    /// Each endpoint's status.
+    Status {
+        #[arg(long)]
+        cluster: bool,
+    },
+    /// Each endpoint's KV hash.
+    Hashkv {
+        #[arg(long)]
+        cluster: bool,
+        /// Revision to hash at (0 = latest).
+        #[arg(long, default_value_t = 0)]
+        rev: i64,
+    },
 }
 
 #[derive(Args, Debug)]

@@ -17,6 +17,7 @@ pub mod cluster_cmd;
 pub mod commands;
 pub mod demo;
 pub mod lease_cmd;
+pub mod endpoint_cmd;
 pub mod output;
 #[cfg(feature = "server")]
 pub mod snapshot_cmd;

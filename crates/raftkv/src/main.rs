@@ -58,7 +58,19 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     runtime()?.block_on(snapshot_cmd::save(&global, &file))?
                 }
                 SnapshotCommand::Status { file } => snapshot_cmd::status(&global, &file)?,
-                SnapshotCommand::Restore { file, args } => snapshot_cmd::restore(&file, &args)?,
+                SnapshotCommand::Restore {
+                    file,
+                    bump_revision,
+                    mark_compacted,
+                    args,
+                } => snapshot_cmd::restore(
+                    &file,
+                    &args,
+                    server::restore::RestoreOptions {
+                        bump_revision,
+                        mark_compacted,
+                    },
+                )?,
             }
         }
         Command::Lincheck(cmd) => {
@@ -123,6 +135,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::User(cmd) => runtime()?.block_on(raftkv::auth_cmd::user(&global, &cmd))?,
         Command::Role(cmd) => runtime()?.block_on(raftkv::auth_cmd::role(&global, &cmd))?,
         Command::Auth(cmd) => runtime()?.block_on(raftkv::auth_cmd::auth(&global, &cmd))?,
+        Command::Endpoint(cmd) => runtime()?.block_on(raftkv::endpoint_cmd::run(&global, &cmd))?,
     }
     Ok(ExitCode::SUCCESS)
 }

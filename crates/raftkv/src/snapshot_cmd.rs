@@ -92,8 +92,12 @@ pub fn status(global: &GlobalOptions, file: &Path) -> Result<()> {
 }
 
 /// Build one new member's data dir from a backup.
-pub fn restore(file: &Path, args: &server::ServerArgs) -> Result<()> {
-    let r = server::restore::restore(file, args)?;
+pub fn restore(
+    file: &Path,
+    args: &server::ServerArgs,
+    options: server::restore::RestoreOptions,
+) -> Result<()> {
+    let r = server::restore::restore(file, args, options)?;
     for (name, id) in &r.members {
         println!(
             "added member {id:x} ({name}) to the restored cluster {:x}",

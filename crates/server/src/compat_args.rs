@@ -229,7 +229,8 @@ pub struct HttpFlags {
     #[arg(long, env = "RAFTKV_ENABLE_PPROF", num_args = 0..=1, default_missing_value = "true", action = ArgAction::Set)]
     pub enable_pprof: Option<bool>,
 
-    /// "basic" or "extensive" Prometheus metrics. Ignored: no /metrics endpoint yet.
+    /// "basic" or "extensive" Prometheus metrics. Ignored: /metrics always serves one set
+    /// (`crate::metrics`; etcd's "extensive" adds gRPC latency histograms raftkv does not keep).
     #[arg(long, env = "RAFTKV_METRICS")]
     pub metrics: Option<String>,
 }
@@ -455,7 +456,7 @@ impl CompatArgs {
         ignored(
             h.metrics.is_some(),
             "--metrics",
-            "raftkv has no Prometheus endpoint yet",
+            "/metrics serves one set of metrics (no gRPC latency histograms)",
         );
         ignored(
             self.logging.log_package_levels.is_some(),

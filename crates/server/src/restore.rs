@@ -9,9 +9,14 @@
 //! the same file and flags except `--name`/`--initial-advertise-peer-urls`; every member
 //! then starts from the same state and elects a leader in term 2.
 //!
-//! The keys, their history and revisions are the backup's (so HashKV at the backup's
-//! revision equals the original's). Alarms raised in the old cluster name old member ids
-//! and are dropped.
+//! The keys, their history and revisions are the backup's. By default (etcd 3.6's
+//! `--bump-revision` / `--mark-compacted` made the default, as issue 17 asks) the current
+//! revision then moves forward by [`DEFAULT_BUMP`] and the history is compacted there: a
+//! watcher that resumes across the restore with an old revision is told it was compacted
+//! instead of missing or repeating events, and no revision is handed out twice. With
+//! `bump_revision = 0, mark_compacted = false` the store is exactly the backup's (HashKV at
+//! the backup's revision equals the original's). Alarms raised in the old cluster name old
+//! member ids and are dropped.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -23,6 +28,26 @@ use storage::{RealFs, Storage, StorageOptions};
 
 use crate::args::ServerArgs;
 use crate::config::Config;
+
+/// How far a restore moves the revision by default: etcd's documentation suggests
+/// 1,000,000,000 (more writes than any cluster makes between a backup and a restore).
+pub const DEFAULT_BUMP: i64 = 1_000_000_000;
+
+/// What a restore does to the backup's revisions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RestoreOptions {
+    pub bump_revision: i64,
+    pub mark_compacted: bool,
+}
+
+impl Default for RestoreOptions {
+    fn default() -> Self {
+        RestoreOptions {
+            bump_revision: DEFAULT_BUMP,
+            mark_compacted: true,
+        }
+    }
+}
 
 /// What a restore did.
 #[derive(Debug, Clone)]
@@ -59,7 +84,11 @@ pub fn read_backup(path: &Path) -> anyhow::Result<Store> {
 
 /// Build the data dir `args` names (which must not exist or be empty) from `backup`.
 /// `args` are a member's server flags; only the identity and data-dir flags matter.
-pub fn restore(backup: &Path, args: &ServerArgs) -> anyhow::Result<Restored> {
+pub fn restore(
+    backup: &Path,
+    args: &ServerArgs,
+    options: RestoreOptions,
+) -> anyhow::Result<Restored> {
     let mut store = read_backup(backup)?;
     let config = Config::from_args(args)?;
     let dir = &config.data_dir;
@@ -75,6 +104,9 @@ pub fn restore(backup: &Path, args: &ServerArgs) -> anyhow::Result<Restored> {
         );
     }
     store.clear_alarms();
+    store
+        .bump_revision(options.bump_revision, options.mark_compacted)
+        .map_err(|e| anyhow::anyhow!("--bump-revision: {e}"))?;
     let revision = store.current_revision();
     let keys = store.key_count();
     let opts = StorageOptions::new(config.member_id, config.cluster_id);
