@@ -12,11 +12,11 @@ use std::time::Duration;
 
 use proto::etcdserverpb::{
     cluster_client::ClusterClient, kv_client::KvClient, lease_client::LeaseClient,
-    maintenance_client::MaintenanceClient, LeaseGrantRequest, LeaseGrantResponse,
-    LeaseKeepAliveRequest, LeaseKeepAliveResponse, LeaseLeasesRequest, LeaseLeasesResponse,
-    LeaseRevokeRequest, LeaseRevokeResponse, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
-    AlarmRequest, AlarmResponse, CompactionRequest, CompactionResponse, DeleteRangeRequest,
-    DeleteRangeResponse, HashKvRequest, HashKvResponse, MemberListRequest, MemberListResponse,
+    maintenance_client::MaintenanceClient, AlarmRequest, AlarmResponse, CompactionRequest,
+    CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, HashKvRequest, HashKvResponse,
+    LeaseGrantRequest, LeaseGrantResponse, LeaseKeepAliveRequest, LeaseKeepAliveResponse,
+    LeaseLeasesRequest, LeaseLeasesResponse, LeaseRevokeRequest, LeaseRevokeResponse,
+    LeaseTimeToLiveRequest, LeaseTimeToLiveResponse, MemberListRequest, MemberListResponse,
     PutRequest, PutResponse, RangeRequest, RangeResponse, StatusRequest, StatusResponse,
     TxnRequest, TxnResponse,
 };
@@ -252,8 +252,7 @@ impl Client {
         id: i64,
     ) -> Result<LeaseKeepAliveResponse, CallError> {
         self.with_failover(|ch| async move {
-            let requests =
-                tonic::codegen::tokio_stream::iter([LeaseKeepAliveRequest { id }]);
+            let requests = tonic::codegen::tokio_stream::iter([LeaseKeepAliveRequest { id }]);
             let mut responses = LeaseClient::new(ch)
                 .lease_keep_alive(requests)
                 .await?

@@ -165,9 +165,9 @@ impl Store {
             internal_request::Request::LeaseCheckpoints(c) => Ok(Response::LeaseCheckpoints(
                 self.apply_lease_checkpoints(c, entry_term),
             )),
-            internal_request::Request::LeaseExpiry(e) => {
-                Ok(Response::LeaseExpiry(self.apply_lease_expiry(e, entry_term)))
-            }
+            internal_request::Request::LeaseExpiry(e) => Ok(Response::LeaseExpiry(
+                self.apply_lease_expiry(e, entry_term),
+            )),
         }
     }
 

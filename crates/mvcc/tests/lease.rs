@@ -32,7 +32,11 @@ fn revoke(store: &mut Store, id: i64) -> Result<Response, MvccError> {
 }
 
 fn keep_alive(store: &mut Store, id: i64) -> Result<Response, MvccError> {
-    apply(store, Request::LeaseKeepAlive(LeaseKeepAliveRequest { id }), 1)
+    apply(
+        store,
+        Request::LeaseKeepAlive(LeaseKeepAliveRequest { id }),
+        1,
+    )
 }
 
 fn put_leased(store: &mut Store, k: &str, lease: i64) -> Result<PutResponse, MvccError> {
@@ -98,7 +102,10 @@ fn puts_attach_reattach_and_detach_keys() {
 
     // Overwrite with another lease moves the key; ignore_lease keeps it; no lease detaches.
     put_leased(&mut store, "a", 2).unwrap();
-    assert_eq!((lease_keys(&store, 1), lease_keys(&store, 2)), (vec!["b".to_string()], vec!["a".to_string()]));
+    assert_eq!(
+        (lease_keys(&store, 1), lease_keys(&store, 2)),
+        (vec!["b".to_string()], vec!["a".to_string()])
+    );
     do_put(
         &mut store,
         PutRequest {
@@ -122,7 +129,10 @@ fn puts_attach_reattach_and_detach_keys() {
 fn an_unknown_lease_is_refused_in_puts_and_txns_and_changes_nothing() {
     let mut store = Store::new();
     grant(&mut store, 1, 60).unwrap();
-    assert_eq!(put_leased(&mut store, "a", 9), Err(MvccError::LeaseNotFound));
+    assert_eq!(
+        put_leased(&mut store, "a", 9),
+        Err(MvccError::LeaseNotFound)
+    );
     let t = txn(
         vec![],
         vec![

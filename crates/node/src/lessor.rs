@@ -108,9 +108,7 @@ impl Lessor {
 
     /// Time left on lease `id`, or `None` if this member does not know it.
     pub fn remaining(&self, id: i64, now: Duration) -> Option<Duration> {
-        self.leases
-            .get(&id)
-            .map(|t| t.deadline.saturating_sub(now))
+        self.leases.get(&id).map(|t| t.deadline.saturating_sub(now))
     }
 
     /// Up to `max` leases whose deadline is at or before `now`, earliest first.

@@ -41,10 +41,10 @@ mod routing;
 pub use clock::TickClock;
 pub use driver::{Driver, DriverConfig, DriverStatus};
 pub use durability::must_sync;
-pub use lessor::Lessor;
 pub use effects::{
     ApplyItem, Effects, ForwardError, NodeError, Outcome, PeerFrame, PersistBatch, Reply, RequestId,
 };
+pub use lessor::Lessor;
 
 /// etcd's limit on how far applying may fall behind committing before new proposals are
 /// refused with `etcdserver: too many requests` (etcd's `maxGapBetweenApplyAndCommitIndex`).

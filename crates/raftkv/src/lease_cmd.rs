@@ -132,8 +132,8 @@ async fn keep_alive_forever(c: &Client, id: i64) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use proto::prost::bytes::Bytes;
     use proto::etcdserverpb::LeaseTimeToLiveResponse;
+    use proto::prost::bytes::Bytes;
 
     #[test]
     fn time_to_live_prints_as_etcdctl() {
@@ -142,7 +142,10 @@ mod tests {
             ttl: -1,
             ..Default::default()
         };
-        assert_eq!(time_to_live_line(&r), "lease 0000000000001234 already expired");
+        assert_eq!(
+            time_to_live_line(&r),
+            "lease 0000000000001234 already expired"
+        );
         r.ttl = 2;
         r.granted_ttl = 3;
         r.keys = vec![Bytes::from_static(b"a"), Bytes::from_static(b"b")];

@@ -210,7 +210,9 @@ fn leader_changes_every_two_seconds_do_not_renew_a_lease() {
             );
         };
         let lived = gone_at - granted;
-        println!("TTL {TTL}s, {changes} leader changes: the key was gone {lived:?} after the grant");
+        println!(
+            "TTL {TTL}s, {changes} leader changes: the key was gone {lived:?} after the grant"
+        );
         assert!(lived >= Duration::from_secs(TTL), "gone early: {lived:?}");
         assert!(
             lived <= Duration::from_secs(TTL + 2),
@@ -306,7 +308,11 @@ fn raftkv_lease_commands_print_like_etcdctl() {
     };
     poll_until("the cluster takes writes", Duration::from_secs(30), || {
         let (ok, _, err) = raftkv(&["put", "ready", "1"]);
-        if ok { Ok(()) } else { Err(err) }
+        if ok {
+            Ok(())
+        } else {
+            Err(err)
+        }
     });
     let (ok, out, err) = raftkv(&["lease", "grant", "100"]);
     assert!(ok, "{err}");
@@ -332,7 +338,10 @@ fn raftkv_lease_commands_print_like_etcdctl() {
     let (_, out, _) = raftkv(&["lease", "timetolive", &id]);
     assert_eq!(out, format!("lease {id} already expired\n"));
     let (ok, _, err) = raftkv(&["lease", "revoke", &id]);
-    assert!(!ok && err.contains("etcdserver: requested lease not found"), "{err}");
+    assert!(
+        !ok && err.contains("etcdserver: requested lease not found"),
+        "{err}"
+    );
     let (_, out, _) = raftkv(&["get", "cli/k"]);
     assert_eq!(out, "");
 }

@@ -14,8 +14,7 @@ use crate::args::ClusterState;
 use crate::config::{Config, ListenAddr};
 use crate::grpc::{
     ClusterService, Context, KvService, LeaseService, MaintenanceService, Membership,
-    UnimplementedService,
-    WatchService,
+    UnimplementedService, WatchService,
 };
 use crate::hooks::Hooks;
 use crate::kv::MvccMachine;
@@ -355,6 +354,10 @@ async fn serve_client(
         watch_server::WatchServer,
     };
     let limit = max_request_bytes + GRPC_OVERHEAD_BYTES;
+    let concurrency = crate::grpc::Concurrency {
+        ctx: ctx.clone(),
+        hub: watch.hub.clone(),
+    };
     let http = crate::http::router(ctx.clone());
     let routes = tonic::service::Routes::from(http.clone())
         .add_service(KvServer::new(KvService(ctx.clone())).max_decoding_message_size(limit))
@@ -368,7 +371,15 @@ async fn serve_client(
         // Same receive limit everywhere, as grpc-go's is per server.
         .add_service(WatchServer::new(watch).max_decoding_message_size(limit))
         .add_service(LeaseServer::new(LeaseService(ctx.clone())).max_decoding_message_size(limit))
-        .add_service(AuthServer::new(UnimplementedService).max_decoding_message_size(limit));
+        .add_service(AuthServer::new(UnimplementedService).max_decoding_message_size(limit))
+        .add_service(
+            proto::v3lockpb::lock_server::LockServer::new(concurrency.clone())
+                .max_decoding_message_size(limit),
+        )
+        .add_service(
+            proto::v3electionpb::election_server::ElectionServer::new(concurrency)
+                .max_decoding_message_size(limit),
+        );
     use futures_util::StreamExt;
     let edge = crate::grpc::ClientEdge::new(routes, http);
     let server = tonic::transport::Server::builder()

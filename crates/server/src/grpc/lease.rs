@@ -11,8 +11,8 @@ use prost::Message as _;
 use proto::etcdserverpb::lease_server::Lease;
 use proto::etcdserverpb::{
     LeaseGrantRequest, LeaseGrantResponse, LeaseKeepAliveRequest, LeaseKeepAliveResponse,
-    LeaseLeasesRequest, LeaseLeasesResponse, LeaseRevokeRequest, LeaseRevokeResponse,
-    LeaseStatus, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
+    LeaseLeasesRequest, LeaseLeasesResponse, LeaseRevokeRequest, LeaseRevokeResponse, LeaseStatus,
+    LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
 };
 use proto::raftkvpb::{internal_request::Request as Internal, InternalRequest};
 use tokio::sync::mpsc;
@@ -193,7 +193,10 @@ impl Lease for LeaseService {
                 .state
                 .read()
                 .map_err(|_| Status::internal("state lock poisoned"))?;
-            match (sm.store.leases().get(req.id), sm.lease_remaining_secs(req.id)) {
+            match (
+                sm.store.leases().get(req.id),
+                sm.lease_remaining_secs(req.id),
+            ) {
                 (Some(lease), Some(ttl)) => LeaseTimeToLiveResponse {
                     header: None,
                     id: req.id,

@@ -7,11 +7,13 @@
 //! * `Maintenance`: Status, Alarm GET, HashKV. `Cluster`: MemberList.
 //! * `Watch`: every member serves watches from its own applied state (`crate::watch`).
 //! * `Lease`: grants, revocations and keep-alives through the log; docs/lease.md.
+//! * `v3lockpb.Lock`, `v3electionpb.Election`: etcd's recipes run on the server.
 //! * Everything else (Auth, the rest of Maintenance and Cluster) answers
 //!   `UNIMPLEMENTED` through the generated traits' defaults.
 //! * [`ClientEdge`] sits in front of them all: HTTP/1.x only reaches the HTTP endpoints, and
 //!   unknown methods and oversized messages get grpc-go's answers (`edge.rs`).
 
+mod concurrency;
 mod edge;
 mod kv;
 mod lease;
@@ -27,6 +29,7 @@ use crate::kv::MvccMachine;
 use crate::node::NodeHandle;
 use crate::transport::Transport;
 
+pub use concurrency::Concurrency;
 pub use edge::ClientEdge;
 pub use kv::KvService;
 pub use lease::LeaseService;
