@@ -188,7 +188,7 @@ impl Store {
                 if id == 0 || previous.is_some_and(|p| p >= id) {
                     return Err(SnapshotError::Malformed("leases not in ascending ID order"));
                 }
-                if ttl < 1 || ttl > crate::MAX_LEASE_TTL || remaining_ms < 0 {
+                if !(1..=crate::MAX_LEASE_TTL).contains(&ttl) || remaining_ms < 0 {
                     return Err(SnapshotError::Malformed("lease TTL out of range"));
                 }
                 leases.by_id.insert(

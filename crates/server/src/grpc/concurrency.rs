@@ -270,10 +270,8 @@ impl Lock for Concurrency {
             svc: Some(self.clone()),
             key: key.clone(),
         };
-        let waited = self.wait_deletes(&prefix, rev - 1).await;
-        if waited.is_err() {
-            return waited.map(|_| unreachable!());
-        }
+        // On an error `withdraw` deletes the key on its way out.
+        self.wait_deletes(&prefix, rev - 1).await?;
         withdraw.done();
         Ok(Response::new(LockResponse {
             header: Some(header),
