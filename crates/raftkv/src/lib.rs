@@ -15,5 +15,6 @@ pub mod cluster_cmd;
 pub mod commands;
 pub mod demo;
 pub mod lease_cmd;
+pub mod lock_elect;
 pub mod output;
 pub mod txn_script;

@@ -233,3 +233,40 @@ fn lock_and_election_services_queue_hand_over_and_fence() {
         assert_eq!(err.message(), "election: not leader");
     });
 }
+
+#[test]
+fn raftkv_lock_runs_a_command_under_the_lock_with_its_fencing_token() {
+    let cluster = common::start_cluster_of(common::raftkv_program(), "lockcli", Vec::new());
+    let endpoints = cluster.endpoints().join(",");
+    let raftkv = |args: &[&str]| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_raftkv"));
+        cmd.arg("--endpoints").arg(&endpoints).args(args);
+        let out = common::run_with_timeout(cmd, None, Duration::from_secs(20));
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    common::poll_until(
+        "the cluster takes writes",
+        Duration::from_secs(30),
+        || match raftkv(&["put", "ready", "1"]) {
+            (Some(0), _) => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
+    );
+    let (code, out) = raftkv(&[
+        "lock",
+        "mylock",
+        "sh",
+        "-c",
+        "echo \"$ETCD_LOCK_KEY $ETCD_LOCK_REV\"; exit 3",
+    ]);
+    assert_eq!(code, Some(3), "the command's exit status is passed on");
+    let (key, rev) = out.trim().split_once(' ').expect("key and revision");
+    assert!(key.starts_with("mylock/"), "{out:?}");
+    assert!(rev.parse::<i64>().unwrap() > 1, "{out:?}");
+    // Released afterwards: nothing left under the lock's prefix.
+    let (_, left) = raftkv(&["get", "--prefix", "mylock/"]);
+    assert_eq!(left, "");
+}
