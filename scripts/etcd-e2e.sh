@@ -18,7 +18,7 @@ cd "$(dirname "$0")/.."
 # endpoints, member list, txn, watch, make-mirror; plain, client TLS, peer TLS and auto-TLS
 # variants) that passes in strict mode. Left out: the `*Timeout` variants, which run with
 # --dial-timeout=0, for which the suite ignores every command error (they cannot fail), and the
-# tests of areas raftkv does not have yet (Lease, Auth, member add/remove/update, ...);
+# tests of areas raftkv does not have yet (Auth, member add/remove/update, ...);
 # docs/testing.md has the full counts.
 EXPECTED=(
   TestCtlV3Compact TestCtlV3CompactPhysical TestCtlV3EndpointHealth TestCtlV3EndpointStatus TestCtlV3EndpointHashKV
@@ -46,6 +46,13 @@ EXPECTED=(
   TestCtlV3UserList TestCtlV3UserListNoTLS TestCtlV3UserListClientTLS TestCtlV3UserListPeerTLS TestCtlV3UserListClientAutoTLS
   TestCtlV3UserDelete TestCtlV3UserDeleteNoTLS TestCtlV3UserDeleteClientTLS TestCtlV3UserDeletePeerTLS TestCtlV3UserDeleteClientAutoTLS
   TestCtlV3UserPasswd TestCtlV3UserPasswdNoTLS TestCtlV3UserPasswdClientTLS TestCtlV3UserPasswdPeerTLS TestCtlV3UserPasswdClientAutoTLS
+  TestCtlV3PutIgnoreLease TestCtlV3Lock TestCtlV3Elect
+  TestCtlV3LeaseGrantTimeToLive TestCtlV3LeaseGrantTimeToLiveNoTLS TestCtlV3LeaseGrantTimeToLiveClientTLS TestCtlV3LeaseGrantTimeToLiveClientAutoTLS TestCtlV3LeaseGrantTimeToLivePeerTLS
+  TestCtlV3LeaseGrantLeases TestCtlV3LeaseGrantLeasesNoTLS TestCtlV3LeaseGrantLeasesClientTLS TestCtlV3LeaseGrantLeasesClientAutoTLS TestCtlV3LeaseGrantLeasesPeerTLS
+  TestCtlV3LeaseTestTimeToLiveExpired TestCtlV3LeaseTestTimeToLiveExpiredNoTLS TestCtlV3LeaseTestTimeToLiveExpiredClientTLS TestCtlV3LeaseTestTimeToLiveExpiredClientAutoTLS TestCtlV3LeaseTestTimeToLiveExpiredPeerTLS
+  TestCtlV3LeaseKeepAlive TestCtlV3LeaseKeepAliveNoTLS TestCtlV3LeaseKeepAliveClientTLS TestCtlV3LeaseKeepAliveClientAutoTLS TestCtlV3LeaseKeepAlivePeerTLS
+  TestCtlV3LeaseKeepAliveOnce TestCtlV3LeaseKeepAliveOnceNoTLS TestCtlV3LeaseKeepAliveOnceClientTLS TestCtlV3LeaseKeepAliveOnceClientAutoTLS TestCtlV3LeaseKeepAliveOncePeerTLS
+  TestCtlV3LeaseRevoke TestCtlV3LeaseRevokeNoTLS TestCtlV3LeaseRevokeClientTLS TestCtlV3LeaseRevokeClientAutoTLS TestCtlV3LeaseRevokePeerTLS
 )
 
 RUNNER=${ETCD_E2E_RUNNER:-../shared/etcd-e2e/run.sh}

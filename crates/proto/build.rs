@@ -9,6 +9,8 @@ const FILES: &[&str] = &[
     "authpb/auth.proto",
     "etcdserverpb/rpc.proto",
     "raftkvpb/raftkv.proto",
+    "v3lockpb/v3lock.proto",
+    "v3electionpb/v3election.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -244,6 +244,12 @@ impl Client {
         .await
     }
 
+    /// The first endpoint's channel, for calls that may wait without a time limit (a lock,
+    /// a campaign) and so cannot go through the call timeout.
+    pub fn first_channel(&self) -> Channel {
+        self.targets[0].channel.clone()
+    }
+
     /// Grants a lease of `ttl` seconds (`id` 0: the server picks one).
     pub async fn lease_grant(&self, ttl: i64, id: i64) -> Result<LeaseGrantResponse, CallError> {
         self.with_failover(|ch| async move {

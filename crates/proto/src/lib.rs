@@ -31,3 +31,13 @@ pub mod etcdserverpb {
 pub mod raftkvpb {
     include!(concat!(env!("OUT_DIR"), "/raftkvpb.rs"));
 }
+
+/// etcd's server-side Lock service.
+pub mod v3lockpb {
+    include!(concat!(env!("OUT_DIR"), "/v3lockpb.rs"));
+}
+
+/// etcd's server-side Election service.
+pub mod v3electionpb {
+    include!(concat!(env!("OUT_DIR"), "/v3electionpb.rs"));
+}

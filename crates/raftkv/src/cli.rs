@@ -120,6 +120,10 @@ pub enum Command {
     /// Grant, revoke, inspect, list and keep alive leases.
     #[command(subcommand)]
     Lease(crate::lease_cmd::LeaseCommand),
+    /// Hold a distributed lock (print its key; run a command while holding it).
+    Lock(crate::lock_elect::LockCommand),
+    /// Campaign in an election with a proposal, or observe it.
+    Elect(crate::lock_elect::ElectCommand),
     /// Compact the key history up to a revision.
     #[command(alias = "compaction")]
     Compact(CompactCommand),

@@ -18,6 +18,7 @@ pub mod commands;
 pub mod demo;
 pub mod lease_cmd;
 pub mod endpoint_cmd;
+pub mod lock_elect;
 pub mod output;
 #[cfg(feature = "server")]
 pub mod snapshot_cmd;

@@ -129,6 +129,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Compact(cmd) => runtime()?.block_on(commands::compact(&global, &cmd))?,
         Command::Watch(cmd) => runtime()?.block_on(commands::watch(&global, &cmd))?,
         Command::Lease(cmd) => runtime()?.block_on(raftkv::lease_cmd::run(&global, &cmd))?,
+        Command::Lock(cmd) => {
+            let code = runtime()?.block_on(raftkv::lock_elect::lock(&global, &cmd))?;
+            return Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)));
+        }
+        Command::Elect(cmd) => runtime()?.block_on(raftkv::lock_elect::elect(&global, &cmd))?,
         Command::Status => runtime()?.block_on(commands::status(&global))?,
         Command::Members => runtime()?.block_on(commands::members(&global))?,
         Command::Hashkv(cmd) => runtime()?.block_on(commands::hashkv(&global, &cmd))?,

@@ -256,6 +256,54 @@ mod tests {
         assert_eq!(m.store.current_revision(), 2);
     }
 
+    fn entry(index: u64, term: u64, request: Request) -> Entry {
+        Entry {
+            term,
+            index,
+            kind: EntryKind::Normal,
+            data: Bytes::from(
+                InternalRequest {
+                    request: Some(request),
+                }
+                .encode_to_vec(),
+            ),
+        }
+    }
+
+    /// Applied lease changes reach the member's lease clock; a restored snapshot starts it
+    /// from each lease's recorded remaining time, never from a fresh full TTL.
+    #[test]
+    fn applies_set_the_lease_clock_and_a_restore_keeps_the_checkpointed_time() {
+        use proto::etcdserverpb::LeaseGrantRequest;
+        use proto::raftkvpb::{LeaseAt, LeaseCheckpointAt, LeaseCheckpoints};
+        let mut m = MvccMachine::default();
+        m.apply(&entry(
+            1,
+            1,
+            Request::LeaseGrant(LeaseGrantRequest { ttl: 600, id: 7 }),
+        ));
+        assert!(m.lease_remaining_secs(7).unwrap() >= 599);
+        m.apply(&entry(
+            2,
+            1,
+            Request::LeaseCheckpoints(LeaseCheckpoints {
+                term: 1,
+                checkpoints: vec![LeaseCheckpointAt {
+                    lease: Some(LeaseAt { id: 7, renewals: 0 }),
+                    remaining_ms: 30_000,
+                }],
+            }),
+        ));
+        let left = m.lease_remaining_secs(7).unwrap();
+        assert!((29..=30).contains(&left), "{left}");
+        let mut other = MvccMachine::default();
+        other.restore(&m.snapshot()).unwrap();
+        let left = other.lease_remaining_secs(7).unwrap();
+        assert!((29..=30).contains(&left), "{left}");
+        assert_eq!(other.lessor.len(), 1);
+        assert_eq!(m.lease_remaining_secs(8), None);
+    }
+
     #[test]
     fn snapshot_restore_round_trip() {
         let mut m = MvccMachine::default();

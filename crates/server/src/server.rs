@@ -363,6 +363,10 @@ async fn serve_client(
         watch_server::WatchServer,
     };
     let limit = max_request_bytes + GRPC_OVERHEAD_BYTES;
+    let concurrency = crate::grpc::Concurrency {
+        ctx: ctx.clone(),
+        hub: watch.hub.clone(),
+    };
     let http = crate::http::router(ctx.clone());
     let routes = tonic::service::Routes::from(http.clone())
         .add_service(KvServer::new(KvService(ctx.clone())).max_decoding_message_size(limit))
@@ -378,6 +382,14 @@ async fn serve_client(
         .add_service(LeaseServer::new(LeaseService(ctx.clone())).max_decoding_message_size(limit))
         .add_service(
             AuthServer::new(crate::auth::AuthService(ctx.clone())).max_decoding_message_size(limit),
+        )
+        .add_service(
+            proto::v3lockpb::lock_server::LockServer::new(concurrency.clone())
+                .max_decoding_message_size(limit),
+        )
+        .add_service(
+            proto::v3electionpb::election_server::ElectionServer::new(concurrency)
+                .max_decoding_message_size(limit),
         );
     use futures_util::StreamExt;
     let edge = crate::grpc::ClientEdge::new(routes, http);

@@ -103,7 +103,7 @@ impl Lease for LeaseService {
             if pick {
                 req.id = random_lease_id();
             }
-            match self.propose(Internal::LeaseGrant(req.clone())).await {
+            match self.propose(Internal::LeaseGrant(req)).await {
                 Ok(Applied::LeaseGrant(mut r)) => {
                     self.0.stamp(&mut r.header);
                     return Ok(Response::new(r));
@@ -158,8 +158,7 @@ impl Lease for LeaseService {
                 };
                 // etcd fills the header before the renewal.
                 let header = ctx.header(0);
-                let answer = match propose(&ctx, Internal::LeaseKeepAlive(req.clone()), None).await
-                {
+                let answer = match propose(&ctx, Internal::LeaseKeepAlive(req), None).await {
                     Ok(Applied::LeaseKeepAlive(r)) => Ok(LeaseKeepAliveResponse {
                         header: Some(header),
                         id: r.id,

@@ -76,6 +76,11 @@ const SERVICES: &[(&str, &[&str])] = &[
             "RoleRevokePermission",
         ],
     ),
+    ("v3lockpb.Lock", &["Lock", "Unlock"]),
+    (
+        "v3electionpb.Election",
+        &["Campaign", "Proclaim", "Leader", "Observe", "Resign"],
+    ),
 ];
 
 /// What a request path names, split the way grpc-go splits it: an optional leading `/`,
@@ -128,11 +133,31 @@ pub fn labels(path: &str) -> Option<crate::metrics::GrpcLabels> {
 mod tests {
     use super::*;
 
-    /// The services and RPCs declared in etcd's `rpc.proto` as this repository compiles it.
+    /// The services and RPCs declared in etcd's `.proto` files as this repository compiles
+    /// them.
     fn declared_in_proto() -> Vec<(String, Vec<String>)> {
-        let proto = include_str!("../../../proto/proto/etcdserverpb/rpc.proto");
-        let package = "etcdserverpb";
+        let files = [
+            (
+                include_str!("../../../proto/proto/etcdserverpb/rpc.proto"),
+                "etcdserverpb",
+            ),
+            (
+                include_str!("../../../proto/proto/v3lockpb/v3lock.proto"),
+                "v3lockpb",
+            ),
+            (
+                include_str!("../../../proto/proto/v3electionpb/v3election.proto"),
+                "v3electionpb",
+            ),
+        ];
         let mut services: Vec<(String, Vec<String>)> = Vec::new();
+        for (proto, package) in files {
+            declared_in(proto, package, &mut services);
+        }
+        services
+    }
+
+    fn declared_in(proto: &str, package: &str, services: &mut Vec<(String, Vec<String>)>) {
         for line in proto.lines().map(str::trim) {
             if let Some(rest) = line.strip_prefix("service ") {
                 let name = rest.split_whitespace().next().unwrap_or_default();
@@ -146,7 +171,6 @@ mod tests {
                     .push(name.to_string());
             }
         }
-        services
     }
 
     #[test]

@@ -8,11 +8,13 @@
 //! * `Watch`: every member serves watches from its own applied state (`crate::watch`).
 //! * `Lease`: grants, revocations and keep-alives through the log; docs/lease.md.
 //! * `Auth`: `crate::auth::AuthService`; every service checks permissions (crate::auth).
+//! * `v3lockpb.Lock`, `v3electionpb.Election`: etcd's recipes run on the server.
 //! * Everything else (the rest of Maintenance and Cluster) answers
 //!   `UNIMPLEMENTED` through the generated traits' defaults.
 //! * [`ClientEdge`] sits in front of them all: HTTP/1.x only reaches the HTTP endpoints, and
 //!   unknown methods and oversized messages get grpc-go's answers (`edge.rs`).
 
+mod concurrency;
 mod edge;
 mod kv;
 mod lease;
@@ -28,6 +30,7 @@ use crate::kv::MvccMachine;
 use crate::node::NodeHandle;
 use crate::transport::Transport;
 
+pub use concurrency::Concurrency;
 pub use edge::ClientEdge;
 pub use kv::{propose, KvService};
 pub use lease::LeaseService;
