@@ -238,7 +238,7 @@ impl Client {
         request: CompactionRequest,
     ) -> Result<CompactionResponse, CallError> {
         self.with_failover(|ch| {
-            let request = self.request(request.clone());
+            let request = self.request(request);
             async move { KvClient::new(ch).compact(request).await }
         })
         .await

@@ -101,7 +101,7 @@ async fn run_etcd(client: &mut KvClient<Channel>, op: &Op) -> Outcome {
             format!("{r:?}")
         }),
         Op::Write(Request::Alarm(_)) => unreachable!("the probe generates no alarms"),
-        // The probe compares the KV service only; it never generates lease entries.
+        // The probe compares the KV service only; it never generates lease or auth entries.
         Op::Write(other) => return Err((12, format!("not probed: {other:?}"))),
     };
     result.map_err(|s| (s.code() as i32, s.message().to_string()))

@@ -108,10 +108,9 @@ pub async fn serve(
         &config.data_dir.join(PEERS_FILE),
     )?);
     if recovered.created {
-        info!(
-            incarnation = format_args!("{incarnation:x}"),
-            "initialised a new data dir"
-        );
+        // The incarnation authenticates this member to its peers on a plain peer port, so it
+        // is never logged (issue 16's peer hardening).
+        info!("initialised a new data dir");
         if config.cluster_state == ClusterState::Existing {
             warn!("--initial-cluster-state=existing with an empty data dir: joining with the listed membership; the leader will send this member the log or a snapshot");
         }

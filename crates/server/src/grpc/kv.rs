@@ -208,7 +208,7 @@ impl Kv for KvService {
         request: Request<CompactionRequest>,
     ) -> Result<Response<CompactionResponse>, Status> {
         self.0.require_leader(request.metadata())?;
-        let compaction = Internal::Compaction(request.get_ref().clone());
+        let compaction = Internal::Compaction(*request.get_ref());
         match self.write(&request, compaction).await? {
             Applied::Compaction(mut r) => {
                 self.0.stamp(&mut r.header);
