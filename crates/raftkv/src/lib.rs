@@ -16,8 +16,8 @@ pub mod cli;
 pub mod cluster_cmd;
 pub mod commands;
 pub mod demo;
-pub mod lease_cmd;
 pub mod endpoint_cmd;
+pub mod lease_cmd;
 pub mod lock_elect;
 pub mod output;
 #[cfg(feature = "server")]

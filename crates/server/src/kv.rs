@@ -263,6 +263,7 @@ mod tests {
             kind: EntryKind::Normal,
             data: Bytes::from(
                 InternalRequest {
+                    auth: None,
                     request: Some(request),
                 }
                 .encode_to_vec(),

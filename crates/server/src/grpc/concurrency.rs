@@ -99,6 +99,7 @@ fn get_op(key: &Bytes) -> RequestOp {
 impl Concurrency {
     async fn txn(&self, txn: TxnRequest) -> Result<TxnResponse, Status> {
         let data = prost::Message::encode_to_vec(&proto::raftkvpb::InternalRequest {
+            auth: None,
             request: Some(Internal::Txn(txn)),
         });
         match self.ctx.node.propose(Bytes::from(data)).await {
