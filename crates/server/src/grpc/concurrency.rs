@@ -213,6 +213,7 @@ impl Concurrency {
 
     async fn delete(&self, key: &Bytes) -> Result<ResponseHeader, Status> {
         let data = prost::Message::encode_to_vec(&proto::raftkvpb::InternalRequest {
+            auth: None,
             request: Some(Internal::DeleteRange(DeleteRangeRequest {
                 key: key.clone(),
                 ..Default::default()
