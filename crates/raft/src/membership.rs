@@ -307,11 +307,23 @@ impl RaftNode {
                 self.transferee = None;
             }
         } else if matches!(self.role, Role::Candidate | Role::PreCandidate)
-            && !self.is_voter(self.id)
+            && !self.may_campaign()
         {
             // A member that is no longer a voter stops campaigning.
             self.become_follower(self.term, None);
         }
+    }
+
+    /// Whether this member may campaign: it is a voter in its latest configuration, or in
+    /// the configuration at its commit index. The second case is a member whose log holds
+    /// an uncommitted change removing it (a leader that removed itself and lost leadership
+    /// before the change committed): the remaining voters may need *its* log to make
+    /// progress, since it may be the only one holding that change, and with it they would
+    /// refuse each other's votes forever. Campaigning is always safe; it wins only with the
+    /// votes of a majority of its latest configuration (itself not counted), then commits
+    /// the change and steps down as any self-removing leader does.
+    pub(crate) fn may_campaign(&self) -> bool {
+        self.is_voter(self.id) || self.confs.at(self.log.committed).voters.contains(&self.id)
     }
 
     /// Leader only: once the change that removed us (or made us a learner) is committed, hand

@@ -715,6 +715,13 @@ impl RaftNode {
             MessageBody::PreVote { .. } => {
                 self.send(msg.from, MessageBody::PreVoteResponse { granted: false });
             }
+            // Figure 2 answers every RequestVote with the current term. A candidate that is
+            // not in our configuration hears from nobody else (a member added while we lag
+            // is not among the peers we contact), so without this answer it could stay a
+            // term behind a member that keeps campaigning and never win its vote.
+            MessageBody::Vote { .. } => {
+                self.send(msg.from, MessageBody::VoteResponse { granted: false });
+            }
             _ => {}
         }
     }

@@ -401,3 +401,68 @@ fn a_member_added_behind_a_lagging_follower_is_still_followed() {
     assert!(c.node(3).commit_index() >= p.first);
     assert_eq!(c.node(3).status().leader, Some(4));
 }
+
+#[test]
+fn a_member_that_does_not_know_it_was_promoted_still_votes() {
+    // 2 is a learner in its own log; the leader's log (1) already made it a voter, and 1 needs
+    // its vote. 2's lease on the old leader must expire even though it never campaigns.
+    let mut cfg = config(2);
+    cfg.pre_vote = false;
+    let initial = InitialState {
+        conf_state: ConfState {
+            voters: vec![1],
+            learners: vec![2],
+        },
+        ..Default::default()
+    };
+    let mut node = RaftNode::new(cfg, initial).unwrap();
+    node.step(msg(1, 2, 1, MessageBody::Heartbeat { commit: 0, read_seq: 0 }))
+        .unwrap();
+    flush(&mut node);
+    for _ in 0..100 {
+        node.tick();
+    }
+    flush(&mut node);
+    node.step(msg(
+        1,
+        2,
+        2,
+        MessageBody::Vote {
+            last_index: 5,
+            last_term: 1,
+            transfer: false,
+        },
+    ))
+    .unwrap();
+    let rd = flush(&mut node);
+    assert!(
+        all_messages(&rd)
+            .iter()
+            .any(|m| m.body == MessageBody::VoteResponse { granted: true }),
+        "{rd:?}"
+    );
+}
+
+#[test]
+fn a_member_holding_its_own_uncommitted_removal_still_campaigns() {
+    // 1 leads {1,2} and appends its own removal, which 2 never receives; 1 restarts. 2 cannot
+    // win (1's log is ahead of it), so 1 must campaign in its new configuration {2}, commit
+    // the change and step down.
+    let mut c = Cluster::bootstrapped(2);
+    c.elect(1);
+    c.stabilize();
+    c.cut.insert((1, 2));
+    propose_change(&mut c, ConfChangeKind::Remove, 1);
+    c.stabilize();
+    c.crash(1);
+    c.restart(1);
+    c.heal();
+    assert_eq!(voters(&c, 1), vec![2]);
+    assert_eq!(voters(&c, 2), vec![1, 2]);
+    c.tick_all(100);
+    assert_eq!(voters(&c, 2), vec![2], "the removal never reached 2");
+    assert_eq!(c.leader(), Some(2));
+    let p = c.propose(2, &["alone"]);
+    c.stabilize();
+    assert!(c.node(2).commit_index() >= p.first);
+}

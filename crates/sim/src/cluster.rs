@@ -54,6 +54,10 @@ pub enum Sabotage {
     /// A follower answers a forwarded write as soon as the leader says where it landed,
     /// before it is committed.
     AckForwardedWriteEarly,
+    /// The core lets a leader propose a membership change while an earlier one is
+    /// uncommitted, or before it committed an entry of its term
+    /// (`raft::Config::unsafe_concurrent_conf_changes`).
+    ConcurrentConfChanges,
 }
 
 /// The outcome of a client call made through a member's driver.
@@ -129,6 +133,11 @@ pub struct SimConfig {
     /// at the same instant, so two members that draw the same timeout campaign at exactly
     /// the same moment: a worst case for split votes.
     pub staggered_ticks: bool,
+    /// Membership in the log: `Some(m)` bootstraps members `1..=m` with `raft::bootstrap_log`
+    /// and starts the others (`m+1..=nodes`) as spares with empty disks, outside the
+    /// configuration until a change adds them. `None`: every member is a voter from the
+    /// start, given by the initial state (the configuration before membership changes).
+    pub initial_members: Option<usize>,
 }
 
 impl SimConfig {
@@ -152,6 +161,7 @@ impl SimConfig {
             panic_on_violation: true,
             sabotage: None,
             staggered_ticks: false,
+            initial_members: None,
             max_catch_up_ticks: defaults.heartbeat_tick,
             request_timeout_ticks: 8 * defaults.election_tick as u64,
         }
@@ -223,6 +233,9 @@ pub struct Cluster {
     /// Under `Sabotage::AckForwardedWriteEarly`: the payload of each forward, by sender
     /// and forward id.
     pub(crate) forwarded_payloads: HashMap<(NodeId, u64), Bytes>,
+    /// Members whose removal some member has applied (so it is committed). The network drops
+    /// their Raft messages, as the server's transport refuses removed members.
+    pub(crate) removed: BTreeSet<NodeId>,
 }
 
 macro_rules! trace {
@@ -263,6 +276,7 @@ impl Cluster {
             next_request: 1,
             snapshots_in_progress: BTreeMap::new(),
             forwarded_payloads: HashMap::new(),
+            removed: BTreeSet::new(),
         };
         // Drawn only when asked for, so runs without it keep their RNG sequence.
         cluster.tick_phase = (0..cluster.voters.len())
@@ -292,6 +306,15 @@ impl Cluster {
                 stall_queue: Vec::new(),
                 max_applied: 0,
             });
+            if let Some(m) = cluster.config.initial_members {
+                if id as usize <= m {
+                    let initial: Vec<NodeId> = (1..=m as NodeId).collect();
+                    let (hard_state, entries) = raft::bootstrap_log(&initial);
+                    let store = &mut cluster.nodes[(id - 1) as usize].store;
+                    store.append(&entries).expect("empty store");
+                    store.set_hard_state(hard_state);
+                }
+            }
             cluster.boot(id);
         }
         cluster
@@ -350,6 +373,9 @@ impl Cluster {
 
     fn deliver(&mut self, idx: usize, packet: Packet) {
         match packet {
+            Packet::Raft(msg) if self.removed.contains(&msg.from) => {
+                trace!(self, "refuse from removed member {}", describe(&msg));
+            }
             Packet::Raft(msg) => {
                 trace!(self, "deliver {}", describe(&msg));
                 let driver = self.nodes[idx].driver.as_mut().expect("checked alive");
@@ -543,7 +569,11 @@ impl Cluster {
             hs.vote = None;
             self.nodes[idx].store.set_hard_state(hs);
         }
-        let initial = self.nodes[idx].store.initial_state(&self.voters);
+        let bootstrap = match self.config.initial_members {
+            Some(_) => Vec::new(),
+            None => self.voters.clone(),
+        };
+        let initial = self.nodes[idx].store.initial_state(&bootstrap);
         let records = match self.nodes[idx].store.snapshot() {
             Some(s) => match StateMachine::decode(&s.data) {
                 Ok(r) => r,
@@ -642,6 +672,8 @@ impl Cluster {
         c.max_size_per_msg = self.config.max_size_per_msg;
         c.max_inflight_msgs = self.config.max_inflight_msgs;
         c.seed = self.rng.gen();
+        c.unsafe_concurrent_conf_changes =
+            self.config.sabotage == Some(Sabotage::ConcurrentConfChanges);
         c
     }
 
@@ -826,6 +858,40 @@ impl Cluster {
         trace!(self, "transfer leader {from} -> {to}: {result:?}");
         self.after_input(idx);
         result
+    }
+
+    /// Propose a membership change on member `id` (its core; it must lead).
+    pub fn propose_conf_change(
+        &mut self,
+        id: NodeId,
+        cc: raft::ConfChange,
+    ) -> Result<Proposed, ProposeError> {
+        let Some(idx) = self.alive_index(id) else {
+            return Err(ProposeError::NotLeader { leader: None });
+        };
+        let result = self.core_mut(idx).propose_conf_change(cc.clone());
+        trace!(self, "conf change {cc:?} at node {id}: {result:?}");
+        self.after_input(idx);
+        result
+    }
+
+    /// The members of the configuration the leader uses (voters and learners); every member
+    /// when no leader is known.
+    pub fn members(&self) -> Vec<NodeId> {
+        match self.leader().and_then(|l| self.status(l)) {
+            Some(s) => {
+                let mut ids = s.conf_state.voters;
+                ids.extend(s.conf_state.learners);
+                ids.sort_unstable();
+                ids
+            }
+            None => self.voters.clone(),
+        }
+    }
+
+    /// Members whose removal is committed (some member applied it).
+    pub fn removed(&self) -> &BTreeSet<NodeId> {
+        &self.removed
     }
 
     pub fn campaign(&mut self, id: NodeId) {
