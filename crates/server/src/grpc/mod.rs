@@ -4,7 +4,8 @@
 //!   apply of that entry (on whichever member received them: followers forward the
 //!   proposal to the leader and wait for their own apply); reads are served from the local
 //!   store, after a ReadIndex round unless `serializable`.
-//! * `Maintenance`: Status, Alarm GET, HashKV. `Cluster`: MemberList.
+//! * `Maintenance`: Status, Alarm GET, HashKV, MoveLeader (`move_leader.rs`). `Cluster`:
+//!   MemberList.
 //! * `Watch`: every member serves watches from its own applied state (`crate::watch`).
 //! * Everything else (Lease, Auth, the rest of Maintenance and Cluster) answers
 //!   `UNIMPLEMENTED` through the generated traits' defaults.
@@ -15,6 +16,7 @@ mod edge;
 mod kv;
 mod maintenance;
 mod methods;
+mod move_leader;
 mod watch;
 
 use std::sync::Arc;
