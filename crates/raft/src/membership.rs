@@ -296,8 +296,10 @@ impl RaftNode {
                 if self.progress.contains_key(&id) {
                     continue;
                 }
-                self.progress
-                    .insert(id, crate::progress::Progress::new(next, max_msgs, max_bytes));
+                self.progress.insert(
+                    id,
+                    crate::progress::Progress::new(next, max_msgs, max_bytes),
+                );
                 // Probe the new member at once: a joining member with an empty log rejects
                 // it with a hint, and replication (or a snapshot) starts without waiting for
                 // the next heartbeat.
@@ -306,8 +308,7 @@ impl RaftNode {
             if self.transferee.is_some_and(|t| !self.is_voter(t)) {
                 self.transferee = None;
             }
-        } else if matches!(self.role, Role::Candidate | Role::PreCandidate)
-            && !self.may_campaign()
+        } else if matches!(self.role, Role::Candidate | Role::PreCandidate) && !self.may_campaign()
         {
             // A member that is no longer a voter stops campaigning.
             self.become_follower(self.term, None);

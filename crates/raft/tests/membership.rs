@@ -81,7 +81,11 @@ fn a_change_is_in_force_when_appended_not_when_committed() {
     let p = propose_change(&mut c, ConfChangeKind::Remove, 3);
     c.stabilize();
     assert!(c.node(1).commit_index() < p.first);
-    assert_eq!(voters(&c, 1), vec![1, 2], "the leader uses the new configuration at once");
+    assert_eq!(
+        voters(&c, 1),
+        vec![1, 2],
+        "the leader uses the new configuration at once"
+    );
     assert_eq!(voters(&c, 2), vec![1, 2, 3], "2 has not received it");
 }
 
@@ -111,7 +115,11 @@ fn a_learner_gets_the_log_but_never_votes_campaigns_or_counts() {
     // It never campaigns, however long it hears nothing.
     c.crash(1);
     let votes_before = c.count_sent(|m| {
-        m.from == 4 && matches!(m.body, MessageBody::Vote { .. } | MessageBody::PreVote { .. })
+        m.from == 4
+            && matches!(
+                m.body,
+                MessageBody::Vote { .. } | MessageBody::PreVote { .. }
+            )
     });
     c.node_mut(4).campaign();
     for _ in 0..50 {
@@ -119,7 +127,11 @@ fn a_learner_gets_the_log_but_never_votes_campaigns_or_counts() {
         c.stabilize();
     }
     let votes_after = c.count_sent(|m| {
-        m.from == 4 && matches!(m.body, MessageBody::Vote { .. } | MessageBody::PreVote { .. })
+        m.from == 4
+            && matches!(
+                m.body,
+                MessageBody::Vote { .. } | MessageBody::PreVote { .. }
+            )
     });
     assert_eq!(votes_before, votes_after, "a learner asked for votes");
     assert_ne!(c.node(4).status().role, Role::Leader);
@@ -144,7 +156,11 @@ fn a_learners_vote_is_neither_asked_for_nor_counted() {
     let term = node.status().hard_state.term;
     node.step(msg(4, 2, term, MessageBody::VoteResponse { granted: true }))
         .unwrap();
-    assert_eq!(node.status().role, Role::Candidate, "won with a learner's vote");
+    assert_eq!(
+        node.status().role,
+        Role::Candidate,
+        "won with a learner's vote"
+    );
     node.step(msg(3, 2, term, MessageBody::VoteResponse { granted: true }))
         .unwrap();
     assert_eq!(node.status().role, Role::Leader);
@@ -210,7 +226,10 @@ fn a_new_leader_proposes_no_change_before_committing_an_entry_of_its_term() {
     assert_eq!(c.node(2).status().role, Role::Leader);
     let term = c.node(2).status().hard_state.term;
     assert_ne!(
-        c.node(2).entries(c.node(2).commit_index(), c.node(2).commit_index() + 1).unwrap()[0].term,
+        c.node(2)
+            .entries(c.node(2).commit_index(), c.node(2).commit_index() + 1)
+            .unwrap()[0]
+            .term,
         term,
         "the no-op must still be uncommitted for this test"
     );
@@ -274,11 +293,19 @@ fn a_truncated_change_is_undone() {
     };
     node.step(append(1, 1, (0, 0), vec![entry(1, 1), added], 1))
         .unwrap();
-    assert_eq!(node.status().conf_state.learners, vec![4], "in force once appended");
+    assert_eq!(
+        node.status().conf_state.learners,
+        vec![4],
+        "in force once appended"
+    );
     // A leader of term 2 that never had the change overwrites index 2.
-    node.step(append(3, 2, (1, 1), vec![entry(2, 2)], 0)).unwrap();
+    node.step(append(3, 2, (1, 1), vec![entry(2, 2)], 0))
+        .unwrap();
     assert!(node.status().conf_state.learners.is_empty(), "not undone");
-    assert_eq!(node.conf_state_at(2).unwrap().learners, Vec::<NodeId>::new());
+    assert_eq!(
+        node.conf_state_at(2).unwrap().learners,
+        Vec::<NodeId>::new()
+    );
 }
 
 #[test]
@@ -294,10 +321,7 @@ fn a_leader_that_removes_itself_steps_down_once_committed_and_hands_over() {
     // The removed member never campaigns again.
     c.tick_all(100);
     assert_ne!(c.node(1).status().role, Role::Leader);
-    assert!(matches!(
-        c.node(1).status().role,
-        Role::Follower
-    ));
+    assert!(matches!(c.node(1).status().role, Role::Follower));
     let p = c.propose(leader, &["after"]);
     c.stabilize();
     assert!(c.node(leader).commit_index() >= p.first);
@@ -416,8 +440,16 @@ fn a_member_that_does_not_know_it_was_promoted_still_votes() {
         ..Default::default()
     };
     let mut node = RaftNode::new(cfg, initial).unwrap();
-    node.step(msg(1, 2, 1, MessageBody::Heartbeat { commit: 0, read_seq: 0 }))
-        .unwrap();
+    node.step(msg(
+        1,
+        2,
+        1,
+        MessageBody::Heartbeat {
+            commit: 0,
+            read_seq: 0,
+        },
+    ))
+    .unwrap();
     flush(&mut node);
     for _ in 0..100 {
         node.tick();

@@ -118,6 +118,8 @@ pub enum Command {
     /// List the cluster's members.
     #[command(alias = "member-list")]
     Members,
+    /// Hand leadership to the member with this hex id (etcdctl move-leader).
+    MoveLeader(MoveLeaderCommand),
     /// Show each endpoint's KV hash at a revision (replicas agree iff hashes match).
     Hashkv(HashKvCommand),
     /// Check histories for linearizability: --format jepsen-etcd|kv FILE...
@@ -128,6 +130,12 @@ pub enum Command {
     Demo(DemoCommand),
     /// Run a local 3-member cluster in the foreground (Ctrl-C stops it).
     Cluster(ClusterCommand),
+}
+
+#[derive(Args, Debug)]
+pub struct MoveLeaderCommand {
+    /// The new leader's member id, in hex as `members` prints it.
+    pub target: String,
 }
 
 #[cfg(feature = "server")]

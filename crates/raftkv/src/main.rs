@@ -106,6 +106,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Watch(cmd) => runtime()?.block_on(commands::watch(&global, &cmd))?,
         Command::Status => runtime()?.block_on(commands::status(&global))?,
         Command::Members => runtime()?.block_on(commands::members(&global))?,
+        Command::MoveLeader(cmd) => runtime()?.block_on(commands::move_leader(&global, &cmd))?,
         Command::Hashkv(cmd) => runtime()?.block_on(commands::hashkv(&global, &cmd))?,
     }
     Ok(ExitCode::SUCCESS)

@@ -34,7 +34,10 @@ async fn statuses(endpoints: &[String]) -> Vec<(u64, u64)> {
         if out.len() == endpoints.len() && out.iter().all(|(_, l)| *l == out[0].1) {
             return out;
         }
-        assert!(Instant::now() < deadline, "members never agreed on a leader");
+        assert!(
+            Instant::now() < deadline,
+            "members never agreed on a leader"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -89,5 +92,32 @@ fn move_leader_checks_and_transfers() {
             st.iter().all(|(_, l)| *l == target),
             "members see {st:?}, expected leader {target:x}"
         );
+
+        // The CLI, as etcdctl: it finds the leader among the endpoints and moves it back.
+        let cli = |endpoints: &[String]| {
+            let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_raftkv"));
+            cmd.arg("--endpoints")
+                .arg(endpoints.join(","))
+                .arg("move-leader")
+                .arg(format!("{leader:x}"));
+            common::run_with_timeout(cmd, None, Duration::from_secs(30))
+        };
+        let out = cli(&endpoints[leader_idx..=leader_idx]);
+        assert!(
+            !out.status.success(),
+            "the old leader's endpoint alone has no leader"
+        );
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("no leader endpoint given at"),
+            "{out:?}"
+        );
+        let out = cli(&endpoints);
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            format!("Leadership transferred from {target:x} to {leader:x}\n")
+        );
+        let st = statuses(&endpoints).await;
+        assert!(st.iter().all(|(_, l)| *l == leader), "{st:?}");
     });
 }

@@ -56,7 +56,10 @@ mod tests {
         let s = Status::from(ServerError::BadLeaderTransferee);
         assert_eq!(
             (s.code(), s.message()),
-            (Code::FailedPrecondition, "etcdserver: bad leader transferee")
+            (
+                Code::FailedPrecondition,
+                "etcdserver: bad leader transferee"
+            )
         );
         let s = Status::from(ServerError::LeaderTransferTimeout);
         assert_eq!(

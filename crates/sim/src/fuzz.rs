@@ -366,7 +366,8 @@ pub fn run_seed(seed: u64, options: &FuzzOptions) -> FuzzReport {
     config.sabotage = options.sabotage;
     let mut c = Cluster::with_rng(config, rng);
     let mut clients = Clients::new(plan.clients, plan.election_tick as u64);
-    let mut spares: Vec<NodeId> = ((plan.nodes + 1) as NodeId..=(plan.nodes + plan.spares) as NodeId)
+    let mut spares: Vec<NodeId> = ((plan.nodes + 1) as NodeId
+        ..=(plan.nodes + plan.spares) as NodeId)
         .rev()
         .collect();
     let failure = fault_phase(&mut c, &plan, &mut clients, &mut spares, plan.fault_ticks)

@@ -113,7 +113,8 @@ impl Cluster {
                 entries: entries.clone(),
                 ..Default::default()
             };
-            c.nodes.insert(id, RaftNode::new(config(id), initial).unwrap());
+            c.nodes
+                .insert(id, RaftNode::new(config(id), initial).unwrap());
             c.disks.insert(
                 id,
                 Disk {
@@ -130,8 +131,10 @@ impl Cluster {
     /// leader once a change adds it).
     pub fn add_node(&mut self, id: NodeId) {
         let cfg = config(id);
-        self.nodes
-            .insert(id, RaftNode::new(cfg.clone(), InitialState::default()).unwrap());
+        self.nodes.insert(
+            id,
+            RaftNode::new(cfg.clone(), InitialState::default()).unwrap(),
+        );
         self.configs.insert(id, cfg);
         self.disks.insert(id, Disk::default());
         self.applied.insert(id, vec![]);
