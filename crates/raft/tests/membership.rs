@@ -498,3 +498,40 @@ fn a_member_holding_its_own_uncommitted_removal_still_campaigns() {
     c.stabilize();
     assert!(c.node(2).commit_index() >= p.first);
 }
+
+#[test]
+fn a_stale_vote_request_is_answered_with_the_current_term() {
+    // 2 is at term 5; a candidate of term 3 (outside 2's configuration, so nobody else tells
+    // it) must learn term 5 from the refusal, or it stays behind for ever.
+    let mut node = recovered(
+        2,
+        &[1, 2],
+        &[1],
+        HardState {
+            term: 5,
+            vote: None,
+            commit: 0,
+        },
+    );
+    node.step(msg(
+        7,
+        2,
+        3,
+        MessageBody::Vote {
+            last_index: 9,
+            last_term: 3,
+            transfer: false,
+        },
+    ))
+    .unwrap();
+    let rd = flush(&mut node);
+    let answers: Vec<Message> = all_messages(&rd)
+        .into_iter()
+        .filter(|m| m.to == 7)
+        .collect();
+    assert_eq!(
+        answers,
+        vec![msg(2, 7, 5, MessageBody::VoteResponse { granted: false })]
+    );
+    assert_eq!(node.status().hard_state.term, 5);
+}
