@@ -801,6 +801,11 @@ impl Cluster {
         req
     }
 
+    /// Whether call `req` has an answer waiting to be taken.
+    pub fn has_result(&self, req: RequestId) -> bool {
+        self.results.contains_key(&req)
+    }
+
     /// The answer to call `req`, once there is one (taken: asked again, `None`).
     pub fn take_result(&mut self, req: RequestId) -> Option<CallResult> {
         self.results.remove(&req)
@@ -873,6 +878,32 @@ impl Cluster {
         trace!(self, "conf change {cc:?} at node {id}: {result:?}");
         self.after_input(idx);
         result
+    }
+
+    /// A client asks member `id`'s driver for a membership change (it must lead). Answered
+    /// like a write: `CallResult::Written(index)` once the change is applied there, checked
+    /// by the client-call checker against the entry it names. Refused at once with the core's
+    /// error.
+    pub fn client_conf_change(
+        &mut self,
+        id: NodeId,
+        cc: raft::ConfChange,
+    ) -> Result<RequestId, ProposeError> {
+        let Some(idx) = self.alive_index(id) else {
+            return Err(ProposeError::NotLeader { leader: None });
+        };
+        let req = self.new_call(id, Some(cc.encode()), 0);
+        let driver = self.nodes[idx].driver.as_mut().expect("alive");
+        let result = driver.propose_conf_change(req, cc.clone());
+        trace!(
+            self,
+            "client conf change {cc:?} at node {id} (call {req}): {result:?}"
+        );
+        if result.is_err() {
+            self.calls.remove(&req);
+        }
+        self.after_input(idx);
+        result.map(|()| req)
     }
 
     /// The members of the configuration the leader uses (voters and learners); every member
