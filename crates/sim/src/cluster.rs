@@ -185,6 +185,10 @@ pub struct ClusterStats {
     /// crashed (its last commit index was written without an fsync and lost).
     pub restarts_below_applied: u64,
     pub stalls: u64,
+    /// Membership changes a leader accepted (through its core or its driver).
+    pub conf_changes: u64,
+    /// Distinct members whose removal some member applied.
+    pub removals_applied: u64,
 }
 
 /// One member: its driver and core (absent while crashed), its disk and its state machine.
@@ -876,6 +880,9 @@ impl Cluster {
         };
         let result = self.core_mut(idx).propose_conf_change(cc.clone());
         trace!(self, "conf change {cc:?} at node {id}: {result:?}");
+        if result.is_ok() {
+            self.stats.conf_changes += 1;
+        }
         self.after_input(idx);
         result
     }
@@ -901,6 +908,8 @@ impl Cluster {
         );
         if result.is_err() {
             self.calls.remove(&req);
+        } else {
+            self.stats.conf_changes += 1;
         }
         self.after_input(idx);
         result.map(|()| req)

@@ -419,6 +419,7 @@ impl Cluster {
             if e.kind == raft::EntryKind::ConfChange {
                 if let Ok(cc) = raft::ConfChange::decode(&e.data) {
                     if cc.kind == raft::ConfChangeKind::Remove && self.removed.insert(cc.node) {
+                        self.stats.removals_applied += 1;
                         trace!(self, "node {id} applied the removal of {}", cc.node);
                     }
                 }

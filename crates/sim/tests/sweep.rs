@@ -95,6 +95,13 @@ fn sweep_membership_changes() {
         summary.headline(),
         replay_command(failed[0], &options)
     );
+    // The sweep really changed memberships (about 3.5 accepted changes per seed).
+    let t = summary.totals;
+    assert!(
+        t.conf_changes > count && t.removals_applied > count / 2,
+        "{}",
+        summary.headline()
+    );
 }
 
 /// Replays `RAFTKV_SIM_SEED` (default 0; `RAFTKV_SIM_FAULT_TICKS` if the sweep changed the
