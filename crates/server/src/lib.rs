@@ -22,6 +22,7 @@ pub mod http;
 pub mod ids;
 pub mod kv;
 pub mod logging;
+pub mod members;
 pub mod node;
 pub mod ready;
 pub mod server;
