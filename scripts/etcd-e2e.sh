@@ -15,7 +15,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Tests expected to pass: every TestCtlV3 test of an area raftkv implements (KV, compaction,
-# endpoints, member list, txn, watch, make-mirror; plain, client TLS, peer TLS and auto-TLS
+# endpoints, member list, move-leader, txn, watch, make-mirror; plain, client TLS, peer TLS and auto-TLS
 # variants) that passes in strict mode. Left out: the `*Timeout` variants, which run with
 # --dial-timeout=0, for which the suite ignores every command error (they cannot fail), and the
 # tests of areas raftkv does not have yet (Auth, member add/remove/update, ...);
@@ -53,6 +53,7 @@ EXPECTED=(
   TestCtlV3LeaseKeepAlive TestCtlV3LeaseKeepAliveNoTLS TestCtlV3LeaseKeepAliveClientTLS TestCtlV3LeaseKeepAliveClientAutoTLS TestCtlV3LeaseKeepAlivePeerTLS
   TestCtlV3LeaseKeepAliveOnce TestCtlV3LeaseKeepAliveOnceNoTLS TestCtlV3LeaseKeepAliveOnceClientTLS TestCtlV3LeaseKeepAliveOnceClientAutoTLS TestCtlV3LeaseKeepAliveOncePeerTLS
   TestCtlV3LeaseRevoke TestCtlV3LeaseRevokeNoTLS TestCtlV3LeaseRevokeClientTLS TestCtlV3LeaseRevokeClientAutoTLS TestCtlV3LeaseRevokePeerTLS
+  TestCtlV3MoveLeaderScenarios
 )
 
 RUNNER=${ETCD_E2E_RUNNER:-../shared/etcd-e2e/run.sh}

@@ -393,6 +393,19 @@ impl Client {
         })
     }
 
+    /// `Maintenance/MoveLeader`: must reach the leader (a follower answers `not leader`).
+    pub async fn move_leader(
+        &self,
+        target_id: u64,
+    ) -> Result<proto::etcdserverpb::MoveLeaderResponse, CallError> {
+        self.with_failover(|ch| async move {
+            MaintenanceClient::new(ch)
+                .move_leader(proto::etcdserverpb::MoveLeaderRequest { target_id })
+                .await
+        })
+        .await
+    }
+
     pub async fn member_list(&self, linearizable: bool) -> Result<MemberListResponse, CallError> {
         self.with_failover(|ch| async move {
             ClusterClient::new(ch)

@@ -403,7 +403,12 @@ impl Driver {
         Some(SnapshotRequest {
             index: self.applied,
             term: self.applied_term,
-            conf_state: self.raft.status().conf_state,
+            // The configuration at the snapshot's index, not the latest one: a change
+            // appended after `applied` may still be truncated away.
+            conf_state: self
+                .raft
+                .conf_state_at(self.applied)
+                .unwrap_or_else(|| self.raft.status().conf_state),
         })
     }
 

@@ -204,6 +204,25 @@ impl Driver {
         }
     }
 
+    /// A membership change (leader only: the server sends it to the leader). Answered like
+    /// a proposal: through the [`crate::ApplyItem`] of its entry once applied here, with
+    /// `LeaderChanged` if another entry took its place, or with a timeout. Refused at once
+    /// when the core refuses it (not leader, a change pending, invalid change).
+    pub fn propose_conf_change(
+        &mut self,
+        req: RequestId,
+        cc: raft::ConfChange,
+    ) -> Result<(), ProposeError> {
+        let placed = self.raft.propose_conf_change(cc)?;
+        let w = InLog {
+            req,
+            term: placed.term,
+            since: self.now,
+        };
+        self.routing.wait_at(placed.first, w, &mut self.replies);
+        Ok(())
+    }
+
     /// Place this round's proposals: in our log if we lead, with the leader otherwise, or
     /// parked until a leader is known. Returns whether entries were added to our log.
     pub(crate) fn flush_proposals(&mut self) -> bool {
@@ -244,7 +263,10 @@ impl Driver {
                     return true;
                 }
                 Err(ProposeError::NotLeader { leader }) => self.leader = leader,
-                Err(ProposeError::TransferInProgress) => {}
+                // `propose` never refuses for membership reasons; listed for completeness.
+                Err(ProposeError::TransferInProgress)
+                | Err(ProposeError::ConfChangePending)
+                | Err(ProposeError::InvalidConfChange(_)) => {}
             }
             // Could not place them now: as if we were not the leader.
         }

@@ -17,6 +17,13 @@ impl RaftNode {
     /// Follower / candidate clock: campaign when no leader was heard for a random timeout.
     pub(crate) fn tick_election(&mut self) {
         self.election_elapsed = self.election_elapsed.saturating_add(1);
+        if !self.may_campaign() {
+            // A learner (or a member that does not know it was added yet) never campaigns,
+            // but its clock keeps running: restarting it would keep it inside the leader
+            // lease forever, and it would ignore the vote requests of a voter that needs it
+            // (a member promoted in the leader's log but not yet in its own votes anyway).
+            return;
+        }
         if self.election_elapsed >= self.randomized_timeout {
             self.election_elapsed = 0;
             self.start_campaign(false);
@@ -100,7 +107,7 @@ impl RaftNode {
     /// Start an election: a pre-vote round first if configured, unless a leader asked us to
     /// take over (`transfer`), in which case we go straight to a real vote.
     pub(crate) fn start_campaign(&mut self, transfer: bool) {
-        if !self.is_voter(self.id) {
+        if !self.may_campaign() {
             return;
         }
         if self.config.pre_vote && !transfer {

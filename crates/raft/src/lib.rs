@@ -14,6 +14,7 @@
 
 mod election;
 mod log;
+mod membership;
 mod node;
 mod progress;
 mod quorum;
@@ -21,5 +22,6 @@ mod read_index;
 mod replication;
 pub mod types;
 
+pub use membership::{bootstrap_log, ConfChange, ConfChangeKind};
 pub use node::*;
 pub use types::*;

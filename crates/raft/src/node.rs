@@ -32,6 +32,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::log::RaftLog;
+use crate::membership::ConfHistory;
 use crate::progress::Progress;
 use crate::read_index::ReadIndexQueue;
 use crate::types::*;
@@ -67,6 +68,11 @@ pub struct Config {
     pub check_quorum: bool,
     /// Seed of the RNG that randomises election timeouts. Same seed ⇒ same behaviour.
     pub seed: u64,
+    /// **Unsafe, for sabotage tests only**: let a leader propose a membership change while an
+    /// earlier one is uncommitted or before it committed an entry of its term. The simulator
+    /// turns it on to show its checkers catch the resulting split brain.
+    #[doc(hidden)]
+    pub unsafe_concurrent_conf_changes: bool,
 }
 
 impl Config {
@@ -84,6 +90,7 @@ impl Config {
             pre_vote: true,
             check_quorum: true,
             seed: id,
+            unsafe_concurrent_conf_changes: false,
         }
     }
 }
@@ -115,6 +122,11 @@ pub enum ProposeError {
     NotLeader { leader: Option<NodeId> },
     /// A leader transfer is in progress; proposals are paused until it ends.
     TransferInProgress,
+    /// A membership change must wait: an earlier one is not committed yet, or this leader has
+    /// not yet committed an entry of its own term.
+    ConfChangePending,
+    /// The membership change does not apply to the current configuration.
+    InvalidConfChange(String),
 }
 
 /// Why a message was refused by `step`.
@@ -229,7 +241,10 @@ pub struct RaftNode {
     pub(crate) role: Role,
     pub(crate) leader: Option<NodeId>,
     pub(crate) log: RaftLog,
+    /// The configuration in use: always `confs.latest()`.
     pub(crate) conf_state: ConfState,
+    /// The configurations along the log (membership.rs).
+    pub(crate) confs: ConfHistory,
     /// Leader only: replication state of every member (self included; its match is our
     /// durable last index).
     pub(crate) progress: BTreeMap<NodeId, Progress>,
@@ -275,6 +290,12 @@ impl RaftNode {
         if conf_state.voters.contains(&0) || conf_state.learners.contains(&0) {
             return Err(ConfigError::Invalid("member id 0 is reserved".into()));
         }
+        // Changes still in the log after the snapshot are in force already (thesis §4.1).
+        let mut confs = ConfHistory::new(conf_state);
+        if let Some(entries) = log.slice(log.first_index(), log.last_index() + 1, usize::MAX) {
+            confs.record(&entries);
+        }
+        let conf_state = confs.latest().clone();
         let hard = HardState {
             term: initial.hard_state.term,
             vote: initial.hard_state.vote,
@@ -294,6 +315,7 @@ impl RaftNode {
             leader: None,
             log,
             conf_state,
+            confs,
             progress: BTreeMap::new(),
             votes: BTreeMap::new(),
             election_elapsed: 0,
@@ -329,7 +351,10 @@ impl RaftNode {
     /// requests refused under leader stickiness, which must not disturb us at all); a lower
     /// term is stale and is dropped, answering just enough for its sender to catch up.
     pub fn step(&mut self, msg: Message) -> Result<(), StepError> {
-        if msg.to != self.id || msg.from == 0 || msg.from == self.id || !self.is_member(msg.from) {
+        // Senders outside our configuration are heard: a member added while we lag behind
+        // may lead us, and a joining member knows nobody yet. Refusing removed members is
+        // the transport's job (it knows the ids that were removed for good).
+        if msg.to != self.id || msg.from == 0 || msg.from == self.id {
             return Err(StepError::Misrouted);
         }
         if msg.term > self.term {
@@ -493,6 +518,7 @@ impl RaftNode {
         self.log
             .compact(meta.index, meta.term)
             .map_err(ConfigError::Invalid)?;
+        self.confs.compact(meta.index);
         self.snapshot_to_send = Some(snapshot);
         Ok(())
     }
@@ -611,10 +637,6 @@ impl RaftNode {
         self.conf_state.voters.contains(&id)
     }
 
-    pub(crate) fn is_member(&self, id: NodeId) -> bool {
-        self.is_voter(id) || self.conf_state.learners.contains(&id)
-    }
-
     /// Everyone we replicate to or ask for votes: voters then learners, without ourselves.
     pub(crate) fn peers(&self) -> Vec<NodeId> {
         let mut ids: Vec<NodeId> = self
@@ -692,6 +714,13 @@ impl RaftNode {
             }
             MessageBody::PreVote { .. } => {
                 self.send(msg.from, MessageBody::PreVoteResponse { granted: false });
+            }
+            // Figure 2 answers every RequestVote with the current term. A candidate that is
+            // not in our configuration hears from nobody else (a member added while we lag
+            // is not among the peers we contact), so without this answer it could stay a
+            // term behind a member that keeps campaigning and never win its vote.
+            MessageBody::Vote { .. } => {
+                self.send(msg.from, MessageBody::VoteResponse { granted: false });
             }
             _ => {}
         }

@@ -72,7 +72,7 @@ impl RaftNode {
             self.reads.waiting_for_commit.push((ctx, from));
             return;
         }
-        if self.conf_state.voters.len() <= 1 {
+        if self.conf_state.voters == [self.id] {
             // We alone are the quorum: nobody else can have been elected.
             self.deliver_read(ctx, from, committed);
             return;

@@ -125,8 +125,18 @@ impl RaftNode {
             prev_index = committed;
             entries.drain(..skip);
         }
+        let changes: Vec<Entry> = entries
+            .iter()
+            .filter(|e| e.kind == EntryKind::ConfChange)
+            .cloned()
+            .collect();
         match self.log.maybe_append(prev_index, prev_term, entries) {
             AppendOutcome::Accepted { last_new } => {
+                // A conflict may have truncated changes; new ones are in force at once.
+                let log = &self.log;
+                self.confs.drop_replaced(|i| log.term(i));
+                self.confs.record(&changes);
+                self.conf_changed();
                 // Only what this message proved identical may be marked committed: our log
                 // past `last_new` might still differ from the leader's.
                 if leader_commit > self.log.committed {
@@ -279,9 +289,13 @@ impl RaftNode {
         }
         self.log.restore(&snapshot.meta);
         // Membership travels with the snapshot; an empty voter set is never a valid one.
-        if !snapshot.meta.conf_state.voters.is_empty() {
-            self.conf_state = snapshot.meta.conf_state.clone();
-        }
+        let conf = if snapshot.meta.conf_state.voters.is_empty() {
+            self.conf_state.clone()
+        } else {
+            snapshot.meta.conf_state.clone()
+        };
+        self.confs.reset(conf);
+        self.conf_changed();
         // This is now the newest image we hold: if we lead later, it is what followers behind
         // our log's start must receive (the one we compacted to earlier is too old).
         self.snapshot_to_send = Some(snapshot.clone());
@@ -306,6 +320,7 @@ impl RaftNode {
         if index > self.log.committed && self.log.term(index) == Some(self.term) {
             self.log.commit_to(index);
             self.release_reads_waiting_for_commit();
+            self.step_down_if_removed();
             true
         } else {
             false

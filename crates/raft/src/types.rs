@@ -20,7 +20,8 @@ pub enum EntryKind {
     /// The empty entry a new leader appends to commit its predecessors' entries (Figure 8).
     /// The state machine skips it.
     Noop,
-    /// A membership change. Reserved for the membership issue: the core does not produce it yet.
+    /// A membership change: `data` is an encoded `ConfChange` (`membership.rs`). In force
+    /// on a member as soon as it is in its log.
     ConfChange,
 }
 
@@ -55,7 +56,7 @@ pub struct HardState {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct ConfState {
     pub voters: Vec<NodeId>,
-    /// Non-voting members (reserved for the membership issue).
+    /// Non-voting members: they receive the log and snapshots, never vote or count.
     pub learners: Vec<NodeId>,
 }
 

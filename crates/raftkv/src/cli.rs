@@ -133,6 +133,8 @@ pub enum Command {
     /// List the cluster's members.
     #[command(alias = "member-list")]
     Members,
+    /// Hand leadership to the member with this hex id (etcdctl move-leader).
+    MoveLeader(MoveLeaderCommand),
     /// Show each endpoint's KV hash at a revision (replicas agree iff hashes match).
     Hashkv(HashKvCommand),
     /// etcdctl's `endpoint health|status|hashkv [--cluster]`.
@@ -240,6 +242,12 @@ pub enum AuthCommand {
     Enable,
     Disable,
     Status,
+}
+
+#[derive(Args, Debug)]
+pub struct MoveLeaderCommand {
+    /// The new leader's member id, in hex as `members` prints it.
+    pub target: String,
 }
 
 #[cfg(feature = "server")]

@@ -11,8 +11,8 @@ use proto::etcdserverpb::{
 use proto::prost::bytes::Bytes;
 
 use crate::cli::{
-    CompactCommand, Consistency, DelCommand, GetCommand, GlobalOptions, HashKvCommand, Order,
-    PutCommand, SortBy, TxnCommand, WatchCommand,
+    CompactCommand, Consistency, DelCommand, GetCommand, GlobalOptions, HashKvCommand,
+    MoveLeaderCommand, Order, PutCommand, SortBy, TxnCommand, WatchCommand,
 };
 use crate::output::{self, RangePrint};
 use crate::txn_script;
@@ -195,6 +195,31 @@ pub async fn members(global: &GlobalOptions) -> Result<()> {
         &response.members,
         response.header.as_ref(),
     ))
+}
+
+/// `etcdctl move-leader`: find the endpoint that leads (its Status names itself), ask it
+/// to hand over, and print what etcdctl prints.
+pub async fn move_leader(global: &GlobalOptions, cmd: &MoveLeaderCommand) -> Result<()> {
+    let target = u64::from_str_radix(cmd.target.trim_start_matches("0x"), 16)
+        .with_context(|| format!("bad member id {:?} (expected hex)", cmd.target))?;
+    let client = client(global)?;
+    let endpoints = client.endpoints();
+    for one in client.each() {
+        let Ok(status) = one.status().await else {
+            continue;
+        };
+        let me = status.header.as_ref().map_or(0, |h| h.member_id);
+        if status.leader == 0 || status.leader != me {
+            continue;
+        }
+        one.move_leader(target)
+            .await
+            .map_err(|e| anyhow::anyhow!("{}", e.message()))?;
+        return emit(&format!(
+            "Leadership transferred from {me:x} to {target:x}\n"
+        ));
+    }
+    bail!("no leader endpoint given at {endpoints:?}")
 }
 
 /// `etcdctl watch`: print every event until the stream ends or the server cancels the

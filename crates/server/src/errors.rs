@@ -21,6 +21,15 @@ pub enum ServerError {
     /// Compacting the member's storage (Defragment) failed.
     #[error("{0}")]
     Storage(String),
+    /// MoveLeader sent to a member that does not lead.
+    #[error("etcdserver: not leader")]
+    NotLeader,
+    /// MoveLeader to a member that is not a voter of the cluster.
+    #[error("etcdserver: bad leader transferee")]
+    BadLeaderTransferee,
+    /// MoveLeader's target did not take over in time.
+    #[error("etcdserver: request timed out, leader transfer took too long")]
+    LeaderTransferTimeout,
 }
 
 impl From<ServerError> for Status {
@@ -29,6 +38,8 @@ impl From<ServerError> for Status {
             ServerError::TooLarge => Code::InvalidArgument,
             ServerError::TooManyRequests => Code::ResourceExhausted,
             ServerError::Storage(_) => Code::Internal,
+            ServerError::NotLeader | ServerError::BadLeaderTransferee => Code::FailedPrecondition,
+            ServerError::LeaderTransferTimeout => Code::DeadlineExceeded,
             _ => Code::Unavailable,
         };
         Status::new(code, e.to_string())
@@ -38,6 +49,31 @@ impl From<ServerError> for Status {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn move_leader_errors_are_etcds() {
+        let s = Status::from(ServerError::NotLeader);
+        assert_eq!(
+            (s.code(), s.message()),
+            (Code::FailedPrecondition, "etcdserver: not leader")
+        );
+        let s = Status::from(ServerError::BadLeaderTransferee);
+        assert_eq!(
+            (s.code(), s.message()),
+            (
+                Code::FailedPrecondition,
+                "etcdserver: bad leader transferee"
+            )
+        );
+        let s = Status::from(ServerError::LeaderTransferTimeout);
+        assert_eq!(
+            (s.code(), s.message()),
+            (
+                Code::DeadlineExceeded,
+                "etcdserver: request timed out, leader transfer took too long"
+            )
+        );
+    }
 
     #[test]
     fn codes_and_messages_are_etcds() {

@@ -26,6 +26,7 @@ pub mod kv;
 pub mod lease_expiry;
 pub mod logging;
 pub mod metrics;
+pub mod members;
 pub mod node;
 pub mod quota;
 pub mod ready;

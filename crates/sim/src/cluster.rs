@@ -54,6 +54,10 @@ pub enum Sabotage {
     /// A follower answers a forwarded write as soon as the leader says where it landed,
     /// before it is committed.
     AckForwardedWriteEarly,
+    /// The core lets a leader propose a membership change while an earlier one is
+    /// uncommitted, or before it committed an entry of its term
+    /// (`raft::Config::unsafe_concurrent_conf_changes`).
+    ConcurrentConfChanges,
 }
 
 /// The outcome of a client call made through a member's driver.
@@ -129,6 +133,11 @@ pub struct SimConfig {
     /// at the same instant, so two members that draw the same timeout campaign at exactly
     /// the same moment: a worst case for split votes.
     pub staggered_ticks: bool,
+    /// Membership in the log: `Some(m)` bootstraps members `1..=m` with `raft::bootstrap_log`
+    /// and starts the others (`m+1..=nodes`) as spares with empty disks, outside the
+    /// configuration until a change adds them. `None`: every member is a voter from the
+    /// start, given by the initial state (the configuration before membership changes).
+    pub initial_members: Option<usize>,
 }
 
 impl SimConfig {
@@ -152,6 +161,7 @@ impl SimConfig {
             panic_on_violation: true,
             sabotage: None,
             staggered_ticks: false,
+            initial_members: None,
             max_catch_up_ticks: defaults.heartbeat_tick,
             request_timeout_ticks: 8 * defaults.election_tick as u64,
         }
@@ -175,6 +185,10 @@ pub struct ClusterStats {
     /// crashed (its last commit index was written without an fsync and lost).
     pub restarts_below_applied: u64,
     pub stalls: u64,
+    /// Membership changes a leader accepted (through its core or its driver).
+    pub conf_changes: u64,
+    /// Distinct members whose removal some member applied.
+    pub removals_applied: u64,
 }
 
 /// One member: its driver and core (absent while crashed), its disk and its state machine.
@@ -223,6 +237,9 @@ pub struct Cluster {
     /// Under `Sabotage::AckForwardedWriteEarly`: the payload of each forward, by sender
     /// and forward id.
     pub(crate) forwarded_payloads: HashMap<(NodeId, u64), Bytes>,
+    /// Members whose removal some member has applied (so it is committed). The network drops
+    /// their Raft messages, as the server's transport refuses removed members.
+    pub(crate) removed: BTreeSet<NodeId>,
 }
 
 macro_rules! trace {
@@ -263,6 +280,7 @@ impl Cluster {
             next_request: 1,
             snapshots_in_progress: BTreeMap::new(),
             forwarded_payloads: HashMap::new(),
+            removed: BTreeSet::new(),
         };
         // Drawn only when asked for, so runs without it keep their RNG sequence.
         cluster.tick_phase = (0..cluster.voters.len())
@@ -292,6 +310,15 @@ impl Cluster {
                 stall_queue: Vec::new(),
                 max_applied: 0,
             });
+            if let Some(m) = cluster.config.initial_members {
+                if id as usize <= m {
+                    let initial: Vec<NodeId> = (1..=m as NodeId).collect();
+                    let (hard_state, entries) = raft::bootstrap_log(&initial);
+                    let store = &mut cluster.nodes[(id - 1) as usize].store;
+                    store.append(&entries).expect("empty store");
+                    store.set_hard_state(hard_state);
+                }
+            }
             cluster.boot(id);
         }
         cluster
@@ -350,6 +377,9 @@ impl Cluster {
 
     fn deliver(&mut self, idx: usize, packet: Packet) {
         match packet {
+            Packet::Raft(msg) if self.removed.contains(&msg.from) => {
+                trace!(self, "refuse from removed member {}", describe(&msg));
+            }
             Packet::Raft(msg) => {
                 trace!(self, "deliver {}", describe(&msg));
                 let driver = self.nodes[idx].driver.as_mut().expect("checked alive");
@@ -543,7 +573,11 @@ impl Cluster {
             hs.vote = None;
             self.nodes[idx].store.set_hard_state(hs);
         }
-        let initial = self.nodes[idx].store.initial_state(&self.voters);
+        let bootstrap = match self.config.initial_members {
+            Some(_) => Vec::new(),
+            None => self.voters.clone(),
+        };
+        let initial = self.nodes[idx].store.initial_state(&bootstrap);
         let records = match self.nodes[idx].store.snapshot() {
             Some(s) => match StateMachine::decode(&s.data) {
                 Ok(r) => r,
@@ -642,6 +676,8 @@ impl Cluster {
         c.max_size_per_msg = self.config.max_size_per_msg;
         c.max_inflight_msgs = self.config.max_inflight_msgs;
         c.seed = self.rng.gen();
+        c.unsafe_concurrent_conf_changes =
+            self.config.sabotage == Some(Sabotage::ConcurrentConfChanges);
         c
     }
 
@@ -769,6 +805,11 @@ impl Cluster {
         req
     }
 
+    /// Whether call `req` has an answer waiting to be taken.
+    pub fn has_result(&self, req: RequestId) -> bool {
+        self.results.contains_key(&req)
+    }
+
     /// The answer to call `req`, once there is one (taken: asked again, `None`).
     pub fn take_result(&mut self, req: RequestId) -> Option<CallResult> {
         self.results.remove(&req)
@@ -826,6 +867,71 @@ impl Cluster {
         trace!(self, "transfer leader {from} -> {to}: {result:?}");
         self.after_input(idx);
         result
+    }
+
+    /// Propose a membership change on member `id` (its core; it must lead).
+    pub fn propose_conf_change(
+        &mut self,
+        id: NodeId,
+        cc: raft::ConfChange,
+    ) -> Result<Proposed, ProposeError> {
+        let Some(idx) = self.alive_index(id) else {
+            return Err(ProposeError::NotLeader { leader: None });
+        };
+        let result = self.core_mut(idx).propose_conf_change(cc.clone());
+        trace!(self, "conf change {cc:?} at node {id}: {result:?}");
+        if result.is_ok() {
+            self.stats.conf_changes += 1;
+        }
+        self.after_input(idx);
+        result
+    }
+
+    /// A client asks member `id`'s driver for a membership change (it must lead). Answered
+    /// like a write: `CallResult::Written(index)` once the change is applied there, checked
+    /// by the client-call checker against the entry it names. Refused at once with the core's
+    /// error.
+    pub fn client_conf_change(
+        &mut self,
+        id: NodeId,
+        cc: raft::ConfChange,
+    ) -> Result<RequestId, ProposeError> {
+        let Some(idx) = self.alive_index(id) else {
+            return Err(ProposeError::NotLeader { leader: None });
+        };
+        let req = self.new_call(id, Some(cc.encode()), 0);
+        let driver = self.nodes[idx].driver.as_mut().expect("alive");
+        let result = driver.propose_conf_change(req, cc.clone());
+        trace!(
+            self,
+            "client conf change {cc:?} at node {id} (call {req}): {result:?}"
+        );
+        if result.is_err() {
+            self.calls.remove(&req);
+        } else {
+            self.stats.conf_changes += 1;
+        }
+        self.after_input(idx);
+        result.map(|()| req)
+    }
+
+    /// The members of the configuration the leader uses (voters and learners); every member
+    /// when no leader is known.
+    pub fn members(&self) -> Vec<NodeId> {
+        match self.leader().and_then(|l| self.status(l)) {
+            Some(s) => {
+                let mut ids = s.conf_state.voters;
+                ids.extend(s.conf_state.learners);
+                ids.sort_unstable();
+                ids
+            }
+            None => self.voters.clone(),
+        }
+    }
+
+    /// Members whose removal is committed (some member applied it).
+    pub fn removed(&self) -> &BTreeSet<NodeId> {
+        &self.removed
     }
 
     pub fn campaign(&mut self, id: NodeId) {

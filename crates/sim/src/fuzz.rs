@@ -37,6 +37,11 @@ pub struct FuzzOptions {
     /// paper's `[T, 2T)`. Draws nothing from the RNG, so a seed's faults and workload are
     /// the same either way; only the members' timeouts differ.
     pub election_jitter_percent: Option<u32>,
+    /// Membership changes among the faults: the configuration lives in the log, spare
+    /// members start outside it, and the fault phase adds voters and learners, promotes
+    /// learners and removes members (the leader too). A different seed space from the
+    /// fixed-membership one.
+    pub membership: bool,
 }
 
 impl Default for FuzzOptions {
@@ -47,6 +52,7 @@ impl Default for FuzzOptions {
             sabotage: None,
             intense: false,
             election_jitter_percent: None,
+            membership: false,
         }
     }
 }
@@ -86,6 +92,10 @@ pub struct Plan {
     pub p_campaign: f64,
     /// Chance per tick that a member stalls (its loop stuck, inputs queueing up).
     pub p_stall: f64,
+    /// Membership runs only: members started outside the configuration, to be added.
+    pub spares: usize,
+    /// Membership runs only: chance per tick that the leader is asked for a change.
+    pub p_member_change: f64,
 }
 
 impl Plan {
@@ -126,8 +136,17 @@ impl Plan {
             p_transfer: rng.gen_range(0.0..0.02),
             p_campaign: rng.gen_range(0.0..0.01),
             p_stall: rng.gen_range(0.0..0.01),
+            spares: 0,
+            p_member_change: 0.0,
         }
         .intensified(intense, rng)
+    }
+
+    /// Membership runs: spare members and a rate of changes, drawn after everything else.
+    fn with_membership(mut self, rng: &mut ChaCha8Rng) -> Plan {
+        self.spares = rng.gen_range(1..=3);
+        self.p_member_change = rng.gen_range(0.005..0.05);
+        self
     }
 
     /// The intense profile: bigger clusters (up to 7), and three times the crashes,
@@ -182,6 +201,11 @@ pub fn replay_command(seed: u64, options: &FuzzOptions) -> String {
     let ticks = match options.election_jitter_percent {
         Some(percent) => format!("{ticks}RAFTKV_SIM_JITTER_PERCENT={percent} "),
         None => ticks,
+    };
+    let ticks = if options.membership {
+        format!("{ticks}RAFTKV_SIM_MEMBERSHIP=1 ")
+    } else {
+        ticks
     };
     format!(
         "RAFTKV_SIM_SEED={seed} {ticks}RAFTKV_SIM_TRACE=1 cargo test -p raftkv-sim --release --test sweep replay_one_seed -- --nocapture"
@@ -274,7 +298,7 @@ impl Clients {
             if self.clients[k].next_try > now {
                 continue;
             }
-            let target = random_node(c);
+            let target = client_target(c);
             match c.client_write(target, payload) {
                 Some(req) => self.clients[k].call = Some(req),
                 None => self.clients[k].next_try = now + 1,
@@ -284,6 +308,20 @@ impl Clients {
 
     fn pending(&self) -> Vec<&Bytes> {
         self.clients.iter().filter_map(|c| c.op.as_ref()).collect()
+    }
+}
+
+/// Whom a client calls: any member of the configuration (a client knows the members'
+/// endpoints; a removed member refuses clients, a spare is nobody's endpoint yet). Runs
+/// without membership changes draw exactly as before.
+fn client_target(c: &mut Cluster) -> NodeId {
+    if c.config().initial_members.is_none() {
+        return random_node(c);
+    }
+    let members = c.members();
+    match members.choose(c.rng()) {
+        Some(&id) => id,
+        None => random_node(c),
     }
 }
 
@@ -297,10 +335,22 @@ fn random_node(c: &mut Cluster) -> NodeId {
 pub fn run_seed(seed: u64, options: &FuzzOptions) -> FuzzReport {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut plan = Plan::draw(&mut rng, options.fault_ticks, options.intense);
+    if options.membership {
+        plan = plan.with_membership(&mut rng);
+        if options.sabotage == Some(Sabotage::ConcurrentConfChanges) {
+            // Give the broken rule its chance: changes every few ticks, on bigger clusters.
+            plan.p_member_change = 0.3;
+            plan.spares = 4;
+            plan.p_partition = plan.p_partition.max(0.05);
+        }
+    }
     plan.election_jitter_tick = options
         .election_jitter_percent
         .map(|percent| (plan.election_tick * percent / 100).max(MIN_NARROW_JITTER_TICKS));
-    let mut config = SimConfig::new(plan.nodes, seed);
+    let mut config = SimConfig::new(plan.nodes + plan.spares, seed);
+    if options.membership {
+        config.initial_members = Some(plan.nodes);
+    }
     config.election_tick = plan.election_tick;
     config.election_jitter_tick = plan.election_jitter_tick;
     config.heartbeat_tick = 1;
@@ -316,7 +366,11 @@ pub fn run_seed(seed: u64, options: &FuzzOptions) -> FuzzReport {
     config.sabotage = options.sabotage;
     let mut c = Cluster::with_rng(config, rng);
     let mut clients = Clients::new(plan.clients, plan.election_tick as u64);
-    let failure = fault_phase(&mut c, &plan, &mut clients, plan.fault_ticks)
+    let mut spares: Vec<NodeId> = ((plan.nodes + 1) as NodeId
+        ..=(plan.nodes + plan.spares) as NodeId)
+        .rev()
+        .collect();
+    let failure = fault_phase(&mut c, &plan, &mut clients, &mut spares, plan.fault_ticks)
         .and_then(|()| liveness_phase(&mut c, &plan, &mut clients))
         .err();
     FuzzReport {
@@ -351,6 +405,7 @@ fn fault_phase(
     c: &mut Cluster,
     plan: &Plan,
     clients: &mut Clients,
+    spares: &mut Vec<NodeId>,
     ticks: u64,
 ) -> Result<(), String> {
     let ids = c.ids();
@@ -410,10 +465,56 @@ fn fault_phase(
             let who = random_node(c);
             c.campaign(who);
         }
+        if plan.p_member_change > 0.0 && c.rng().gen_bool(plan.p_member_change) {
+            member_change(c, spares);
+        }
         c.run_ticks(1);
         violation(c)?;
     }
     Ok(())
+}
+
+/// Asks the leader for a random membership change: add a spare as a learner or a voter,
+/// promote a learner, or remove a member (the leader itself included). Spares are used once:
+/// a removed member never comes back under its id, as in etcd. The core refuses changes that
+/// would break its rules (one at a time, not before the leader's first commit); those count
+/// as attempts.
+fn member_change(c: &mut Cluster, spares: &mut Vec<NodeId>) {
+    use raft::{ConfChange, ConfChangeKind};
+    let Some(leader) = c.leader() else { return };
+    let Some(conf) = c.status(leader).map(|s| s.conf_state) else {
+        return;
+    };
+    let (kind, node) = match c.rng().gen_range(0..4) {
+        0 | 1 => {
+            let Some(&spare) = spares.last() else { return };
+            let kind = if c.rng().gen_bool(0.5) {
+                ConfChangeKind::AddLearner
+            } else {
+                ConfChangeKind::AddVoter
+            };
+            (kind, spare)
+        }
+        2 => match conf.learners.choose(c.rng()) {
+            Some(&learner) => (ConfChangeKind::AddVoter, learner),
+            None => return,
+        },
+        _ => {
+            let members: Vec<NodeId> = conf.voters.iter().chain(&conf.learners).copied().collect();
+            match members.choose(c.rng()) {
+                Some(&m) => (ConfChangeKind::Remove, m),
+                None => return,
+            }
+        }
+    };
+    let cc = ConfChange {
+        kind,
+        node,
+        context: Bytes::new(),
+    };
+    if c.propose_conf_change(leader, cc).is_ok() && spares.last() == Some(&node) {
+        spares.pop();
+    }
 }
 
 /// Picks a new network shape: healed, one member isolated, a random split, extra one-way
@@ -500,7 +601,7 @@ fn unapplied_count(c: &Cluster, clients: &Clients) -> usize {
         .iter()
         .filter(|p| match c.committed_index_of(p) {
             None => true,
-            Some(i) => c.ids().iter().any(|&id| c.applied_index(id) < i),
+            Some(i) => c.members().iter().any(|&id| c.applied_index(id) < i),
         })
         .count()
 }
@@ -513,5 +614,5 @@ fn everything_applied_everywhere(c: &Cluster, clients: &Clients) -> bool {
             None => return false,
         }
     }
-    c.ids().iter().all(|&id| c.applied_index(id) >= highest)
+    c.members().iter().all(|&id| c.applied_index(id) >= highest)
 }

@@ -416,6 +416,14 @@ impl Cluster {
                 return false;
             }
             self.nodes[idx].sm.push(rec);
+            if e.kind == raft::EntryKind::ConfChange {
+                if let Ok(cc) = raft::ConfChange::decode(&e.data) {
+                    if cc.kind == raft::ConfChangeKind::Remove && self.removed.insert(cc.node) {
+                        self.stats.removals_applied += 1;
+                        trace!(self, "node {id} applied the removal of {}", cc.node);
+                    }
+                }
+            }
             let r = self.checks.clients.observe_apply(id, e.index, &e.data);
             if !self.check(r) {
                 return false;

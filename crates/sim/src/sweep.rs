@@ -34,6 +34,9 @@ pub struct Totals {
     pub reads_served: u64,
     pub stalls: u64,
     pub restarts_below_applied: u64,
+    /// Membership changes a leader accepted, and removals some member applied.
+    pub conf_changes: u64,
+    pub removals_applied: u64,
 }
 
 impl SweepSummary {
@@ -67,7 +70,14 @@ impl SweepSummary {
             t.writes_acked,
             t.reads_confirmed,
             t.reads_served
-        )
+        ) + &if t.conf_changes > 0 {
+            format!(
+                ", {} membership changes accepted, {} removals applied",
+                t.conf_changes, t.removals_applied
+            )
+        } else {
+            String::new()
+        }
     }
 }
 
@@ -103,6 +113,8 @@ pub fn sweep(start: u64, count: u64, threads: usize, options: &FuzzOptions) -> S
                     t.reads_served += report.reads_served;
                     t.stalls += report.stats.stalls;
                     t.restarts_below_applied += report.stats.restarts_below_applied;
+                    t.conf_changes += report.stats.conf_changes;
+                    t.removals_applied += report.stats.removals_applied;
                 }
                 if report.failure.is_some() {
                     failures

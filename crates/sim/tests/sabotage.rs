@@ -58,3 +58,24 @@ fn a_forwarded_write_answered_before_it_commits_is_caught() {
         "300 seeds answering forwarded writes before commit and the client-call checker never fired"
     );
 }
+
+#[test]
+fn membership_changes_overlapping_in_flight_are_caught() {
+    // The core's two rules for single-server changes off: a leader may propose a change while
+    // the previous one is uncommitted, and before it committed an entry of its term. Two
+    // changes in flight let two disjoint majorities each elect a leader or commit.
+    let options = FuzzOptions {
+        sabotage: Some(Sabotage::ConcurrentConfChanges),
+        membership: true,
+        ..FuzzOptions::default()
+    };
+    let fired: BTreeSet<&'static str> = (0..300)
+        .filter_map(|seed| run_seed(seed, &options).violation)
+        .map(|v| v.checker)
+        .collect();
+    println!("checkers that caught overlapping membership changes: {fired:?}");
+    assert!(
+        fired.iter().any(|c| *c != "ready-contract"),
+        "300 seeds with overlapping membership changes and no invariant checker fired"
+    );
+}

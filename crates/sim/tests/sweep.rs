@@ -68,6 +68,42 @@ fn sweep_intense_profile() {
     );
 }
 
+/// Membership changes among the faults: voters and learners added, learners promoted,
+/// members (the leader too) removed, during partitions, crashes and restarts.
+#[test]
+fn sweep_membership_changes() {
+    let start = env_u64("RAFTKV_SIM_SWEEP_START", 0);
+    let count = env_u64("RAFTKV_SIM_SWEEP_COUNT", DEFAULT_COUNT) / 2;
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let options = FuzzOptions {
+        membership: true,
+        ..FuzzOptions::default()
+    };
+    let summary = sweep(start, count, threads, &options);
+    let _ = writeln!(
+        std::io::stderr(),
+        "sim sweep (membership): {}",
+        summary.headline()
+    );
+    for f in summary.failures.iter().take(5) {
+        println!("{}", f.failure.as_deref().unwrap_or(""));
+    }
+    let failed: Vec<u64> = summary.failures.iter().map(|f| f.seed).collect();
+    assert!(
+        failed.is_empty(),
+        "{}\nfailing seeds: {failed:?}\nreplay the first: {}",
+        summary.headline(),
+        replay_command(failed[0], &options)
+    );
+    // The sweep really changed memberships (about 3.5 accepted changes per seed).
+    let t = summary.totals;
+    assert!(
+        t.conf_changes > count && t.removals_applied > count / 2,
+        "{}",
+        summary.headline()
+    );
+}
+
 /// Replays `RAFTKV_SIM_SEED` (default 0; `RAFTKV_SIM_FAULT_TICKS` if the sweep changed the
 /// run length, `RAFTKV_SIM_JITTER_PERCENT` if it narrowed the election spread) with its
 /// trace printed on failure.
@@ -81,6 +117,7 @@ fn replay_one_seed() {
         intense: std::env::var_os("RAFTKV_SIM_INTENSE").is_some(),
         election_jitter_percent: std::env::var_os("RAFTKV_SIM_JITTER_PERCENT")
             .map(|_| env_u64("RAFTKV_SIM_JITTER_PERCENT", 0) as u32),
+        membership: std::env::var_os("RAFTKV_SIM_MEMBERSHIP").is_some(),
     };
     let report = run_seed(seed, &options);
     println!("seed {seed}: plan {:?}", report.plan);

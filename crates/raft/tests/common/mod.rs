@@ -54,6 +54,9 @@ pub struct Cluster {
     pub configs: BTreeMap<NodeId, Config>,
     /// Every message ever sent, for assertions about traffic.
     pub sent: Vec<Message>,
+    /// The configuration a restarted node starts from before its snapshot and log: every
+    /// initial member for `new`, nobody for `bootstrapped` (the log says who).
+    pub base: ConfState,
 }
 
 impl Cluster {
@@ -73,6 +76,10 @@ impl Cluster {
             down: BTreeSet::new(),
             configs: BTreeMap::new(),
             sent: Vec::new(),
+            base: ConfState {
+                voters: voters.clone(),
+                learners: vec![],
+            },
         };
         for &id in &voters {
             let cfg = make(id);
@@ -91,6 +98,47 @@ impl Cluster {
             c.read_states.insert(id, vec![]);
         }
         c
+    }
+
+    /// A cluster of `n` members whose membership is in the log: each starts from
+    /// `raft::bootstrap_log` (already durable) and an empty configuration.
+    pub fn bootstrapped(n: u64) -> Cluster {
+        let mut c = Self::with_config(n, config);
+        c.base = ConfState::default();
+        let voters: Vec<NodeId> = (1..=n).collect();
+        let (hard_state, entries) = bootstrap_log(&voters);
+        for id in 1..=n {
+            let initial = InitialState {
+                hard_state,
+                entries: entries.clone(),
+                ..Default::default()
+            };
+            c.nodes
+                .insert(id, RaftNode::new(config(id), initial).unwrap());
+            c.disks.insert(
+                id,
+                Disk {
+                    hard_state,
+                    snapshot: None,
+                    entries: entries.clone(),
+                },
+            );
+        }
+        c
+    }
+
+    /// Start a brand-new member `id` with an empty data dir (it learns everything from the
+    /// leader once a change adds it).
+    pub fn add_node(&mut self, id: NodeId) {
+        let cfg = config(id);
+        self.nodes.insert(
+            id,
+            RaftNode::new(cfg.clone(), InitialState::default()).unwrap(),
+        );
+        self.configs.insert(id, cfg);
+        self.disks.insert(id, Disk::default());
+        self.applied.insert(id, vec![]);
+        self.read_states.insert(id, vec![]);
     }
 
     pub fn node(&self, id: NodeId) -> &RaftNode {
@@ -249,15 +297,11 @@ impl Cluster {
     /// Restart `id` from its disk.
     pub fn restart(&mut self, id: NodeId) {
         let disk = self.disks[&id].clone();
-        let voters: Vec<NodeId> = self.nodes.keys().copied().collect();
         let snapshot_meta = disk.snapshot.as_ref().map(|s| s.meta.clone());
         let applied = snapshot_meta.as_ref().map_or(0, |m| m.index);
         let initial = InitialState {
             hard_state: disk.hard_state,
-            conf_state: ConfState {
-                voters,
-                learners: vec![],
-            },
+            conf_state: self.base.clone(),
             snapshot: snapshot_meta,
             entries: disk.entries.clone(),
             applied,

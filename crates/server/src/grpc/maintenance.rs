@@ -203,6 +203,13 @@ impl Maintenance for MaintenanceService {
         Ok(Response::new(Box::pin(stream)))
     }
 
+    async fn move_leader(
+        &self,
+        r: Request<proto::etcdserverpb::MoveLeaderRequest>,
+    ) -> Result<Response<proto::etcdserverpb::MoveLeaderResponse>, Status> {
+        super::move_leader::move_leader(&self.0, r.into_inner()).await
+    }
+
     async fn hash_kv(&self, r: Request<HashKvRequest>) -> Result<Response<HashKvResponse>, Status> {
         crate::auth::admin_for_maintenance(&self.0, &r).await?;
         let rev = r.into_inner().revision;

@@ -4,7 +4,8 @@
 //!   apply of that entry (on whichever member received them: followers forward the
 //!   proposal to the leader and wait for their own apply); reads are served from the local
 //!   store, after a ReadIndex round unless `serializable`.
-//! * `Maintenance`: Status, Alarm GET, HashKV. `Cluster`: MemberList.
+//! * `Maintenance`: Status, Alarm GET, HashKV, MoveLeader (`move_leader.rs`). `Cluster`:
+//!   MemberList.
 //! * `Watch`: every member serves watches from its own applied state (`crate::watch`).
 //! * `Lease`: grants, revocations and keep-alives through the log; docs/lease.md.
 //! * `Auth`: `crate::auth::AuthService`; every service checks permissions (crate::auth).
@@ -20,6 +21,7 @@ mod kv;
 mod lease;
 mod maintenance;
 mod methods;
+mod move_leader;
 mod watch;
 
 use std::sync::Arc;

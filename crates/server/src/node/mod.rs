@@ -44,6 +44,9 @@ pub enum Input<O> {
     /// Compact storage now (Maintenance/Defragment): snapshot everything applied and drop
     /// the log it covers; answered once that is durable (at once if nothing to compact).
     Compact(oneshot::Sender<Result<(), String>>),
+    /// Hand leadership to this member (MoveLeader). Answered once the core took the request
+    /// (or refused it: not the leader); the caller watches the leader change.
+    TransferLeader(u64, oneshot::Sender<Result<(), ServerError>>),
     /// The background snapshot writer finished.
     SnapshotWritten(Result<(storage::WrittenSnapshot, raft::Snapshot), String>),
     Shutdown,
@@ -143,6 +146,23 @@ impl<S: StateMachine> NodeHandle<S> {
             Ok(Err(_)) => Err(ServerError::Stopped),
             Err(_) => Err(ServerError::Timeout),
         }
+    }
+
+    /// Ask the core to hand leadership to `target` (it must lead). Returns once the request
+    /// is in the core; whether the target took over shows in [`SharedStatus::leader`].
+    pub async fn transfer_leader(&self, target: u64) -> Result<(), ServerError> {
+        let (tx, rx) = oneshot::channel();
+        self.submit(Input::TransferLeader(target, tx))?;
+        match tokio::time::timeout(self.timeout, rx).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(ServerError::Stopped),
+            Err(_) => Err(ServerError::Timeout),
+        }
+    }
+
+    /// How long a client call may wait (the request timeout).
+    pub fn request_timeout(&self) -> Duration {
+        self.timeout
     }
 
     /// Queue a client call; a full queue refuses it (see [`INPUT_QUEUE`]).

@@ -274,6 +274,13 @@ impl<S: StateMachine> Shell<S> {
                     let _ = w.send(Ok(()));
                 }
             }
+            Input::TransferLeader(target, answer) => {
+                let r = match self.driver.core_mut().transfer_leader(target) {
+                    Ok(()) => Ok(()),
+                    Err(_) => Err(ServerError::NotLeader),
+                };
+                let _ = answer.send(r);
+            }
             Input::SnapshotWritten(r) => self.on_snapshot_written(r)?,
             Input::Shutdown => return Ok(false),
         }

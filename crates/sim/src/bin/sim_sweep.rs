@@ -1,7 +1,7 @@
 //! Seed sweeps from the command line (see docs/simulator.md).
 //!
 //! ```text
-//! sim-sweep --start 0 --count 100000 [--threads 2] [--fault-ticks 400] [--intense]
+//! sim-sweep --start 0 --count 100000 [--threads 2] [--fault-ticks 400] [--intense] [--membership]
 //! sim-sweep --seed 1234 [--trace]       # replay one seed, print its trace on failure
 //! ```
 //! Exits 1 if any seed fails, after printing each failure with its replay command.
@@ -43,6 +43,7 @@ fn parse() -> Result<Args, String> {
             "--fault-ticks" => args.options.fault_ticks = value("--fault-ticks")?,
             "--trace" => args.options.trace = true,
             "--intense" => args.options.intense = true,
+            "--membership" => args.options.membership = true,
             other => return Err(format!("unknown argument {other}")),
         }
     }
