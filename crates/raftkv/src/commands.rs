@@ -202,7 +202,7 @@ pub async fn members(global: &GlobalOptions) -> Result<()> {
 pub async fn move_leader(global: &GlobalOptions, cmd: &MoveLeaderCommand) -> Result<()> {
     let target = u64::from_str_radix(cmd.target.trim_start_matches("0x"), 16)
         .with_context(|| format!("bad member id {:?} (expected hex)", cmd.target))?;
-    let client = client(global)?;
+    let client = client(global).await?;
     let endpoints = client.endpoints();
     for one in client.each() {
         let Ok(status) = one.status().await else {

@@ -68,44 +68,26 @@ fn an_etcd_snapshot_migrates_with_its_whole_history() {
             "the seeded history was compacted (at {compacted})"
         );
         for revision in compacted..=current {
-            let theirs = client
-                .get(
-                    "",
-                    Some(GetOptions::new().with_all_keys().with_revision(revision)),
-                )
-                .await
-                .unwrap_or_else(|e| panic!("etcd range at {revision}: {e}"));
-            let ours = store
+            let theirs = rows_at(&client, revision).await;
+            let ours: Vec<Row> = store
                 .range(&RangeRequest {
                     key: Bytes::from_static(b"\0"),
                     range_end: Bytes::from_static(b"\0"),
                     revision,
                     ..Default::default()
                 })
-                .unwrap_or_else(|e| panic!("raftkv range at {revision}: {e:?}"));
-            let theirs: Vec<_> = theirs
-                .kvs()
-                .iter()
-                .map(|kv| {
-                    (
-                        kv.key().to_vec(),
-                        kv.value().to_vec(),
-                        kv.create_revision(),
-                        kv.mod_revision(),
-                        kv.version(),
-                    )
-                })
-                .collect();
-            let ours: Vec<_> = ours
+                .unwrap_or_else(|e| panic!("raftkv range at {revision}: {e:?}"))
                 .kvs
                 .iter()
                 .map(|kv| {
+                    let (k, v) = (kv.key.to_vec(), kv.value.to_vec());
                     (
-                        kv.key.to_vec(),
-                        kv.value.to_vec(),
+                        k,
+                        v,
                         kv.create_revision,
                         kv.mod_revision,
                         kv.version,
+                        kv.lease,
                     )
                 })
                 .collect();
@@ -161,33 +143,9 @@ fn an_etcd_snapshot_migrates_with_its_whole_history() {
         }
         let mut ours = connect(&restored.member(0).endpoint()).await;
         for revision in compacted..=current {
-            let at = |c: &mut Client| {
-                let mut c = c.clone();
-                async move {
-                    let r = c
-                        .get(
-                            "",
-                            Some(GetOptions::new().with_all_keys().with_revision(revision)),
-                        )
-                        .await
-                        .unwrap_or_else(|e| panic!("range at {revision}: {e}"));
-                    r.kvs()
-                        .iter()
-                        .map(|kv| {
-                            (
-                                kv.key().to_vec(),
-                                kv.value().to_vec(),
-                                kv.create_revision(),
-                                kv.mod_revision(),
-                                kv.version(),
-                            )
-                        })
-                        .collect::<Vec<_>>()
-                }
-            };
             assert_eq!(
-                at(&mut ours).await,
-                at(&mut client).await,
+                rows_at(&ours, revision).await,
+                rows_at(&client, revision).await,
                 "restored raftkv at revision {revision}"
             );
         }
@@ -407,6 +365,33 @@ fn etcdctl_make_mirror_copies_a_live_etcd_into_raftkv() {
         mirror.kill().expect("stop make-mirror");
         let _ = mirror.wait();
     });
+}
+
+/// One key as a read returns it: key, value, create and mod revision, version, lease.
+type Row = (Vec<u8>, Vec<u8>, i64, i64, i64, i64);
+
+/// Every key at `revision`, as the cluster behind `client` answers.
+async fn rows_at(client: &Client, revision: i64) -> Vec<Row> {
+    let mut c = client.clone();
+    let all = GetOptions::new().with_all_keys().with_revision(revision);
+    let r = c
+        .get("", Some(all))
+        .await
+        .unwrap_or_else(|e| panic!("range at {revision}: {e}"));
+    r.kvs()
+        .iter()
+        .map(|kv| {
+            let (k, v) = (kv.key().to_vec(), kv.value().to_vec());
+            (
+                k,
+                v,
+                kv.create_revision(),
+                kv.mod_revision(),
+                kv.version(),
+                kv.lease(),
+            )
+        })
+        .collect()
 }
 
 async fn all_pairs(client: &mut Client) -> Vec<(Vec<u8>, Vec<u8>)> {
