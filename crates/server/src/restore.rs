@@ -67,6 +67,11 @@ pub struct Restored {
 pub fn read_backup(path: &Path) -> anyhow::Result<Store> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     if !crate::backup::is_raftkv(&bytes) {
+        // Both kinds of file end in the SHA-256 etcdctl appends: a damaged one is refused
+        // as damaged, whatever it was meant to be.
+        if let Err(e @ crate::backup::BackupError::Checksum { .. }) = crate::backup::open(&bytes) {
+            return Err(anyhow::Error::new(e).context(path.display().to_string()));
+        }
         let backend = migrate::EtcdBackend::parse(bytes).with_context(|| {
             format!(
                 "{}: neither a raftkv backup nor an etcd database",
