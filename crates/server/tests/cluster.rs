@@ -128,11 +128,15 @@ async fn errors_use_etcds_codes_and_messages() {
     assert_eq!(d.get_ref().deleted, 0);
 
     // Services not built yet answer UNIMPLEMENTED, and the member survives all of the above.
-    let mut lease = proto::etcdserverpb::lease_client::LeaseClient::connect(c.endpoint(leader))
-        .await
-        .unwrap();
-    let e = lease
-        .lease_grant(proto::etcdserverpb::LeaseGrantRequest { ttl: 5, id: 0 })
+    let mut cluster =
+        proto::etcdserverpb::cluster_client::ClusterClient::connect(c.endpoint(leader))
+            .await
+            .unwrap();
+    let e = cluster
+        .member_add(proto::etcdserverpb::MemberAddRequest {
+            peer_ur_ls: vec!["http://127.0.0.1:1".into()],
+            is_learner: false,
+        })
         .await
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::Unimplemented);
