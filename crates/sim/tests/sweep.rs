@@ -19,41 +19,18 @@ fn env_u64(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-#[test]
-fn sweep_random_seeds_with_all_faults() {
+/// Sweeps `RAFTKV_SIM_SWEEP_COUNT / divisor` seeds (from `RAFTKV_SIM_SWEEP_START`) with
+/// `options`, and fails with every failing seed and the replay command of the first.
+fn sweep_and_check(label: &str, divisor: u64, options: &FuzzOptions) -> sim::sweep::SweepSummary {
     let start = env_u64("RAFTKV_SIM_SWEEP_START", 0);
-    let count = env_u64("RAFTKV_SIM_SWEEP_COUNT", DEFAULT_COUNT);
+    let count = env_u64("RAFTKV_SIM_SWEEP_COUNT", DEFAULT_COUNT) / divisor;
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let summary = sweep(start, count, threads, &FuzzOptions::default());
+    let summary = sweep(start, count, threads, options);
     // Written straight to the process's stderr (not through the test harness's capture) so
     // the swept range and speed show up in every test log, passing or not.
-    let _ = writeln!(std::io::stderr(), "sim sweep: {}", summary.headline());
-    for f in summary.failures.iter().take(5) {
-        println!("{}", f.failure.as_deref().unwrap_or(""));
-    }
-    let failed: Vec<u64> = summary.failures.iter().map(|f| f.seed).collect();
-    assert!(
-        failed.is_empty(),
-        "{}\nfailing seeds: {failed:?}\nreplay the first: {}",
-        summary.headline(),
-        replay_command(failed[0], &FuzzOptions::default())
-    );
-}
-
-/// A shorter sweep of the intense profile: up to 7 members, three times the faults.
-#[test]
-fn sweep_intense_profile() {
-    let start = env_u64("RAFTKV_SIM_SWEEP_START", 0);
-    let count = env_u64("RAFTKV_SIM_SWEEP_COUNT", DEFAULT_COUNT) / 4;
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let options = FuzzOptions {
-        intense: true,
-        ..FuzzOptions::default()
-    };
-    let summary = sweep(start, count, threads, &options);
     let _ = writeln!(
         std::io::stderr(),
-        "sim sweep (intense): {}",
+        "sim sweep{label}: {}",
         summary.headline()
     );
     for f in summary.failures.iter().take(5) {
@@ -64,37 +41,36 @@ fn sweep_intense_profile() {
         failed.is_empty(),
         "{}\nfailing seeds: {failed:?}\nreplay the first: {}",
         summary.headline(),
-        replay_command(failed[0], &options)
+        replay_command(failed[0], options)
     );
+    summary
+}
+
+#[test]
+fn sweep_random_seeds_with_all_faults() {
+    sweep_and_check("", 1, &FuzzOptions::default());
+}
+
+/// A shorter sweep of the intense profile: up to 7 members, three times the faults.
+#[test]
+fn sweep_intense_profile() {
+    let options = FuzzOptions {
+        intense: true,
+        ..FuzzOptions::default()
+    };
+    sweep_and_check(" (intense)", 4, &options);
 }
 
 /// Membership changes among the faults: voters and learners added, learners promoted,
 /// members (the leader too) removed, during partitions, crashes and restarts.
 #[test]
 fn sweep_membership_changes() {
-    let start = env_u64("RAFTKV_SIM_SWEEP_START", 0);
-    let count = env_u64("RAFTKV_SIM_SWEEP_COUNT", DEFAULT_COUNT) / 2;
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let options = FuzzOptions {
         membership: true,
         ..FuzzOptions::default()
     };
-    let summary = sweep(start, count, threads, &options);
-    let _ = writeln!(
-        std::io::stderr(),
-        "sim sweep (membership): {}",
-        summary.headline()
-    );
-    for f in summary.failures.iter().take(5) {
-        println!("{}", f.failure.as_deref().unwrap_or(""));
-    }
-    let failed: Vec<u64> = summary.failures.iter().map(|f| f.seed).collect();
-    assert!(
-        failed.is_empty(),
-        "{}\nfailing seeds: {failed:?}\nreplay the first: {}",
-        summary.headline(),
-        replay_command(failed[0], &options)
-    );
+    let summary = sweep_and_check(" (membership)", 2, &options);
+    let count = env_u64("RAFTKV_SIM_SWEEP_COUNT", DEFAULT_COUNT) / 2;
     // The sweep really changed memberships (about 3.5 accepted changes per seed).
     let t = summary.totals;
     assert!(

@@ -44,11 +44,7 @@ pub async fn who<T>(ctx: &Context, request: &Request<T>) -> Result<Option<Reques
 }
 
 fn auth_state(ctx: &Context) -> Result<(bool, u64), Status> {
-    let sm = ctx
-        .node
-        .state
-        .read()
-        .map_err(|_| Status::internal("state lock poisoned"))?;
+    let sm = ctx.state()?;
     let auth = sm.store.auth();
     Ok((auth.is_enabled(), auth.revision()))
 }
@@ -88,11 +84,7 @@ async fn from_token(ctx: &Context, token: &str, revision: u64) -> Result<Request
 /// error, code `Unknown` and text `auth: ...`, and so do we.
 pub async fn admin_for_maintenance<T>(ctx: &Context, request: &Request<T>) -> Result<(), Status> {
     let who = who(ctx, request).await?;
-    let sm = ctx
-        .node
-        .state
-        .read()
-        .map_err(|_| Status::internal("state lock poisoned"))?;
+    let sm = ctx.state()?;
     sm.store.auth().check_admin(who.as_ref()).map_err(|e| {
         let raw = match e {
             AuthError::UserEmpty => "auth: user name is empty",
@@ -109,11 +101,7 @@ pub async fn admin_for_maintenance<T>(ctx: &Context, request: &Request<T>) -> Re
 /// found`, `permission denied`). For the services that implement those calls.
 pub async fn require_admin<T>(ctx: &Context, request: &Request<T>) -> Result<(), Status> {
     let who = who(ctx, request).await?;
-    let sm = ctx
-        .node
-        .state
-        .read()
-        .map_err(|_| Status::internal("state lock poisoned"))?;
+    let sm = ctx.state()?;
     sm.store
         .auth()
         .check_admin(who.as_ref())

@@ -61,12 +61,7 @@ impl AuthService {
         if !self.0.skip_read_index {
             self.0.node.read_barrier().await?;
         }
-        let sm = self
-            .0
-            .node
-            .state
-            .read()
-            .map_err(|_| Status::internal("state lock poisoned"))?;
+        let sm = self.0.state()?;
         read(sm.store.auth(), who.as_ref()).map_err(auth_status)
     }
 
@@ -126,12 +121,7 @@ impl Auth for AuthService {
                 self.0.node.read_barrier().await?;
             }
             let (hash, revision) = {
-                let sm = self
-                    .0
-                    .node
-                    .state
-                    .read()
-                    .map_err(|_| Status::internal("state lock poisoned"))?;
+                let sm = self.0.state()?;
                 let auth = sm.store.auth();
                 (
                     auth.password_hash(&req.name).map(str::to_string),

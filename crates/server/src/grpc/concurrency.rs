@@ -117,12 +117,7 @@ impl Concurrency {
     /// The live key under `prefix` with the smallest create revision (etcd's
     /// `WithFirstCreate`), from the local store.
     fn first_created(&self, prefix: &Bytes) -> Result<Option<KeyValue>, Status> {
-        let sm = self
-            .ctx
-            .node
-            .state
-            .read()
-            .map_err(|_| Status::internal("state lock poisoned"))?;
+        let sm = self.ctx.state()?;
         let r = sm
             .store
             .range(&RangeRequest {

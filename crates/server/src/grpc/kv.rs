@@ -54,12 +54,7 @@ async fn check_quota(ctx: &Context, request: &Internal) -> Result<(), Status> {
     if mvcc::quota_cost(request) == 0 {
         return Ok(());
     }
-    let size = ctx
-        .node
-        .state
-        .read()
-        .map(|s| s.store.approximate_size())
-        .map_err(|_| Status::internal("state lock poisoned"))?;
+    let size = ctx.state()?.store.approximate_size();
     if ctx.quota.admits(size, request) {
         return Ok(());
     }
@@ -122,12 +117,7 @@ impl KvService {
         &self,
         read: impl FnOnce(&mvcc::Store) -> Result<T, MvccError>,
     ) -> Result<T, Status> {
-        let sm = self
-            .0
-            .node
-            .state
-            .read()
-            .map_err(|_| Status::internal("state lock poisoned"))?;
+        let sm = self.0.state()?;
         read(&sm.store).map_err(mvcc_status)
     }
 

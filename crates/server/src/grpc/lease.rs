@@ -192,12 +192,7 @@ impl Lease for LeaseService {
         let req = request.into_inner();
         self.linearizable().await?;
         let resp = {
-            let sm = self
-                .0
-                .node
-                .state
-                .read()
-                .map_err(|_| Status::internal("state lock poisoned"))?;
+            let sm = self.0.state()?;
             match (
                 sm.store.leases().get(req.id),
                 sm.lease_remaining_secs(req.id),
@@ -235,12 +230,7 @@ impl Lease for LeaseService {
         self.0.require_leader(request.metadata())?;
         self.linearizable().await?;
         let leases = {
-            let sm = self
-                .0
-                .node
-                .state
-                .read()
-                .map_err(|_| Status::internal("state lock poisoned"))?;
+            let sm = self.0.state()?;
             sm.store
                 .leases()
                 .iter()

@@ -97,12 +97,7 @@ impl Maintenance for MaintenanceService {
         let req = r.into_inner();
         if let Ok(AlarmAction::Get) = AlarmAction::try_from(req.action) {
             let alarms = {
-                let sm = self
-                    .0
-                    .node
-                    .state
-                    .read()
-                    .map_err(|_| Status::internal("state lock poisoned"))?;
+                let sm = self.0.state()?;
                 sm.store
                     .alarms()
                     .list()
@@ -159,12 +154,7 @@ impl Maintenance for MaintenanceService {
     ) -> Result<Response<BoxStream<SnapshotResponse>>, Status> {
         let started = Instant::now();
         let image = {
-            let sm = self
-                .0
-                .node
-                .state
-                .read()
-                .map_err(|_| Status::internal("state lock poisoned"))?;
+            let sm = self.0.state()?;
             sm.store.snapshot()
         };
         let payload = Bytes::from(crate::backup::payload(&image));
@@ -214,12 +204,7 @@ impl Maintenance for MaintenanceService {
         crate::auth::admin_for_maintenance(&self.0, &r).await?;
         let rev = r.into_inner().revision;
         let h = {
-            let sm = self
-                .0
-                .node
-                .state
-                .read()
-                .map_err(|_| Status::internal("state lock poisoned"))?;
+            let sm = self.0.state()?;
             sm.store.hash_kv(rev).map_err(Status::from)?
         };
         Ok(Response::new(HashKvResponse {

@@ -62,6 +62,17 @@ pub struct Context {
     pub min_lease_ttl: i64,
 }
 
+impl Context {
+    /// The state machine under its read lock (the local store, leases, auth, alarms); a
+    /// poisoned lock (a panic while applying) is an internal error, not a second panic.
+    pub fn state(&self) -> Result<std::sync::RwLockReadGuard<'_, MvccMachine>, tonic::Status> {
+        self.node
+            .state
+            .read()
+            .map_err(|_| tonic::Status::internal("state lock poisoned"))
+    }
+}
+
 /// etcd's minimum lease TTL for an election timeout: ceil(1.5 × the timeout) in seconds, so
 /// that a lease outlives the election that follows its leader's loss.
 pub fn min_lease_ttl(election_timeout: std::time::Duration) -> i64 {
