@@ -201,8 +201,14 @@ pub async fn serve(
                 anyhow::bail!("--listen-peer-urls: {url} is https:// but no peer TLS is configured")
             }
         };
-        if matches!(mode, PeerListen::Plain) {
-            warn!(%url, "the peer port is plain TCP: anyone who can reach it can speak the peer protocol (use https:// peer URLs with --peer-client-cert-auth)");
+        match &mode {
+            PeerListen::Plain => {
+                warn!(%url, "the peer port is plain TCP: anyone who can reach it can speak the peer protocol (use https:// peer URLs with --peer-client-cert-auth)")
+            }
+            PeerListen::Tls(_) if !config.tls.peer_client_cert_auth => {
+                warn!(%url, "the peer port is TLS without --peer-client-cert-auth: any TLS client that can reach it can speak the peer protocol")
+            }
+            PeerListen::Tls(_) => {}
         }
         info!(%url, "listening for peers");
         tokio::spawn(acceptor.clone().serve_with(l, mode, shutdown.clone()));

@@ -93,7 +93,13 @@ impl FsFile for RealFile {
 
 impl FileSystem for RealFs {
     fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
-        fs::create_dir_all(dir)
+        // Private to the member's user, as etcd makes its data dir (0700): the files in it
+        // (the log, snapshots, the member's incarnation) are nobody else's to read.
+        use std::os::unix::fs::DirBuilderExt;
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
     }
 
     fn list_dir(&self, dir: &Path) -> io::Result<Vec<String>> {
@@ -120,10 +126,12 @@ impl FileSystem for RealFs {
     }
 
     fn create(&self, path: &Path) -> io::Result<Box<dyn FsFile>> {
+        use std::os::unix::fs::OpenOptionsExt;
         let file = OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(true)
+            .mode(0o600)
             .open(path)?;
         Ok(Box::new(RealFile { file }))
     }
@@ -214,6 +222,22 @@ pub(crate) fn join(dir: &Path, name: &str) -> PathBuf {
 mod tests {
     use super::*;
     use crate::{LazyFs, LossMode};
+
+    /// Data dirs and the files in them are private to the member's user (etcd: 0700 / 0600):
+    /// the member's incarnation and its log are nobody else's to read.
+    #[test]
+    fn data_dirs_and_files_are_private_to_the_owner() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("a/b");
+        RealFs.create_dir_all(&dir).unwrap();
+        let file = dir.join("record");
+        write_file_atomically(&RealFs, &file, b"secret\n").unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&root.path().join("a")), 0o700);
+        assert_eq!(mode(&file), 0o600);
+    }
 
     /// A power cut at any system call of the write leaves the old file or the new one,
     /// whole; once the call returned, the new one survives any power cut.

@@ -22,6 +22,15 @@ use raft::{ConfState, Entry, EntryKind, Message, MessageBody, RejectHint, Snapsh
 /// Frames larger than this are refused (a snapshot of a large store still fits).
 pub const MAX_FRAME: usize = 1 << 30;
 
+/// Frames larger than this are refused before the handshake has admitted the sender: a
+/// `Hello` or `HelloReply` is a few hundred bytes (names and URLs), and a stranger must not
+/// make a member hold memory for a frame it announces.
+pub const MAX_HANDSHAKE_FRAME: usize = 64 << 10;
+
+/// At most this much is reserved ahead of the bytes of a large frame that have arrived: the
+/// buffer grows with what the peer really sends, not with the length it announces.
+const MAX_RESERVE_AHEAD: usize = 4 << 20;
+
 /// Bumped on any incompatible change of this format; checked in the handshake.
 ///
 /// Still 1 after the coded refusal (frame kind 7) was added: a dialler only ever receives
@@ -350,15 +359,21 @@ fn put_message(out: &mut BytesMut, m: &Message) {
 
 /// If `buf` starts with a whole frame, remove it and return its body (kind + fields).
 pub fn split_frame(buf: &mut BytesMut) -> Result<Option<Bytes>, DecodeError> {
+    split_frame_within(buf, MAX_FRAME)
+}
+
+/// [`split_frame`] for frames of at most `max` bytes; a longer announced length is an error
+/// as soon as the 4 length bytes are there, before anything is reserved for it.
+pub fn split_frame_within(buf: &mut BytesMut, max: usize) -> Result<Option<Bytes>, DecodeError> {
     if buf.len() < 4 {
         return Ok(None);
     }
     let len = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
-    if len > MAX_FRAME {
+    if len > max {
         return Err(DecodeError::TooLarge(len));
     }
     if buf.len() < 4 + len {
-        buf.reserve(4 + len - buf.len());
+        buf.reserve((4 + len - buf.len()).min(MAX_RESERVE_AHEAD));
         return Ok(None);
     }
     buf.advance(4);
@@ -748,6 +763,28 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn an_announced_length_reserves_no_more_than_a_bounded_step() {
+        // Before the handshake: a length above the handshake limit is refused at once.
+        let mut buf = BytesMut::new();
+        buf.put_u32_le((MAX_HANDSHAKE_FRAME + 1) as u32);
+        assert!(matches!(
+            split_frame_within(&mut buf, MAX_HANDSHAKE_FRAME),
+            Err(DecodeError::TooLarge(n)) if n == MAX_HANDSHAKE_FRAME + 1
+        ));
+        // After it: a 1 GiB frame whose first bytes arrived holds a bounded reservation,
+        // not the announced gigabyte.
+        let mut buf = BytesMut::new();
+        buf.put_u32_le(MAX_FRAME as u32);
+        buf.put_slice(&[0; 100]);
+        assert!(split_frame(&mut buf).unwrap().is_none());
+        assert!(
+            buf.capacity() <= 2 * MAX_RESERVE_AHEAD,
+            "reserved {} bytes for a frame of which 100 arrived",
+            buf.capacity()
+        );
     }
 
     #[test]

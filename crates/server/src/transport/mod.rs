@@ -55,6 +55,9 @@ pub use incarnations::{own_incarnation, Incarnations, Refusal};
 /// limits keep a healthy peer far below this; a stuck one must not eat the memory).
 const MAX_BACKLOG: usize = 64 << 20;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
+/// An accepted connection's read buffer, and the most it keeps between frames.
+const READ_BUFFER: usize = 64 << 10;
+const RETAINED_READ_BUFFER: usize = 1 << 20;
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
 
@@ -381,9 +384,12 @@ impl Dialer {
         stream.write_all(&buf).await?;
         stream.flush().await?;
         buf.clear();
-        let reply = tokio::time::timeout(HANDSHAKE_TIMEOUT, read_frame(&mut stream, &mut buf))
-            .await
-            .map_err(|_| anyhow::anyhow!("handshake timed out"))??;
+        let reply = tokio::time::timeout(
+            HANDSHAKE_TIMEOUT,
+            read_handshake_frame(&mut stream, &mut buf),
+        )
+        .await
+        .map_err(|_| anyhow::anyhow!("handshake timed out"))??;
         match reply {
             Some(Frame::HelloReply(HelloReply::Accepted {
                 name,
@@ -558,13 +564,14 @@ fn probe_point_raft(
     }
 }
 
-/// Read one frame; `Ok(None)` on a clean end of stream.
-async fn read_frame(
+/// Read one handshake frame (at most [`codec::MAX_HANDSHAKE_FRAME`] bytes: the sender is not
+/// admitted yet); `Ok(None)` on a clean end of stream.
+async fn read_handshake_frame(
     stream: &mut (impl AsyncReadExt + Unpin),
     buf: &mut BytesMut,
 ) -> anyhow::Result<Option<Frame>> {
     loop {
-        if let Some(body) = codec::split_frame(buf)? {
+        if let Some(body) = codec::split_frame_within(buf, codec::MAX_HANDSHAKE_FRAME)? {
             return Ok(Some(codec::decode(body)?));
         }
         if stream.read_buf(buf).await? == 0 {
@@ -702,9 +709,12 @@ impl Acceptor {
     }
 
     async fn handle<S: AsyncRead + AsyncWrite + Unpin>(&self, mut stream: S) -> anyhow::Result<()> {
-        let mut buf = BytesMut::with_capacity(64 * 1024);
-        let hello = match tokio::time::timeout(HANDSHAKE_TIMEOUT, read_frame(&mut stream, &mut buf))
-            .await
+        let mut buf = BytesMut::with_capacity(READ_BUFFER);
+        let hello = match tokio::time::timeout(
+            HANDSHAKE_TIMEOUT,
+            read_handshake_frame(&mut stream, &mut buf),
+        )
+        .await
         {
             Ok(Ok(Some(Frame::Hello(h)))) => h,
             Ok(Ok(other)) => anyhow::bail!("expected a hello, got {other:?}"),
@@ -751,6 +761,11 @@ impl Acceptor {
                     crate::node::probe::mark(ev, i);
                 }
                 (self.sink)(PeerEvent::Frame { from, frame });
+            }
+            // A large frame (a snapshot) grew the buffer; once it is consumed, give the
+            // memory back rather than keep it for the connection's lifetime.
+            if buf.is_empty() && buf.capacity() > RETAINED_READ_BUFFER {
+                buf = BytesMut::with_capacity(READ_BUFFER);
             }
             match stream.read_buf(&mut buf).await? {
                 0 => return Ok(()),
@@ -951,6 +966,91 @@ mod tests {
             }
             other => panic!("unexpected {other:?}"),
         }
+    }
+
+    /// Reads from a raw connection until the other side closes it; panics if it stays open
+    /// longer than `within` (the acceptor must drop a bad connection, not sit on it).
+    async fn closed_by_acceptor(stream: &mut TcpStream, within: Duration) {
+        let mut sink = [0u8; 1024];
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            match tokio::time::timeout_at(deadline, stream.read(&mut sink)).await {
+                Err(_) => panic!("the acceptor kept the connection open"),
+                Ok(Ok(0)) | Ok(Err(_)) => return,
+                Ok(Ok(_)) => {}
+            }
+        }
+    }
+
+    /// A stranger announcing a 1 GiB frame before any handshake is disconnected at once:
+    /// nothing is reserved for a frame from a sender that has not been admitted.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_huge_frame_before_the_handshake_is_refused() {
+        let (url, mut got, _stop) = acceptor(Arc::new(Incarnations::in_memory())).await;
+        let mut stream = TcpStream::connect(url.trim_start_matches("http://"))
+            .await
+            .unwrap();
+        let mut announce = Vec::from(((1u32 << 30) - 1).to_le_bytes());
+        announce.extend_from_slice(&[0u8; 4096]);
+        stream.write_all(&announce).await.unwrap();
+        // At once, not when the handshake times out (which is how a member that waited for
+        // the announced gigabyte would end it).
+        closed_by_acceptor(&mut stream, HANDSHAKE_TIMEOUT / 2).await;
+        assert!(
+            got.try_recv().is_err(),
+            "a stranger's bytes reached the node"
+        );
+    }
+
+    /// After a valid handshake as member 1, a Raft message that claims another sender (or
+    /// another recipient) ends the connection and never reaches the node.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_frame_from_another_sender_than_the_handshake_named_is_refused() {
+        let (url, mut got, _stop) = acceptor(Arc::new(Incarnations::in_memory())).await;
+        let mut stream = TcpStream::connect(url.trim_start_matches("http://"))
+            .await
+            .unwrap();
+        let mut out = BytesMut::new();
+        codec::encode(
+            &Frame::Hello(Hello {
+                version: codec::PROTOCOL_VERSION,
+                cluster_id: 99,
+                from: 1,
+                to: 2,
+                incarnation: 5,
+                name: "m1".into(),
+                client_urls: vec![],
+            }),
+            &mut out,
+        );
+        stream.write_all(&out).await.unwrap();
+        let mut buf = BytesMut::new();
+        match read_handshake_frame(&mut stream, &mut buf).await.unwrap() {
+            Some(Frame::HelloReply(HelloReply::Accepted { .. })) => {}
+            other => panic!("handshake not accepted: {other:?}"),
+        }
+        // A genuine frame first, so the test shows the connection itself works.
+        let heartbeat = |from| {
+            Frame::Raft(Message {
+                from,
+                to: 2,
+                term: 1,
+                body: raft::MessageBody::TimeoutNow,
+            })
+        };
+        out.clear();
+        codec::encode(&heartbeat(1), &mut out);
+        stream.write_all(&out).await.unwrap();
+        match next(&mut got).await {
+            PeerEvent::Frame { from: 1, .. } => {}
+            other => panic!("unexpected {other:?}"),
+        }
+        // Now one claiming to come from member 3 on member 1's connection.
+        out.clear();
+        codec::encode(&heartbeat(3), &mut out);
+        stream.write_all(&out).await.unwrap();
+        closed_by_acceptor(&mut stream, Duration::from_secs(10)).await;
+        assert!(got.try_recv().is_err(), "the forged frame reached the node");
     }
 
     async fn wait_connected(t: &Transport, peer: u64) {
