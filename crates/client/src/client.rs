@@ -23,8 +23,9 @@ use proto::etcdserverpb::{
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
-use crate::endpoint::lazy_channel;
+use crate::endpoint::lazy_channel_tls;
 use crate::retry::{self, RetryPolicy};
+use crate::tls::TlsOptions;
 
 /// Dial and per-call limits, as etcdctl's `--dial-timeout` and `--command-timeout`.
 #[derive(Clone, Copy, Debug)]
@@ -93,6 +94,22 @@ pub struct Client {
 impl Client {
     /// Builds channels for `endpoints`; nothing is dialled until the first call.
     pub fn new(endpoints: &[String], timeouts: Timeouts) -> anyhow::Result<Self> {
+        Self::with_tls(endpoints, timeouts, &TlsOptions::default())
+    }
+
+    /// [`Client::new`] with etcdctl's TLS flags: with any of them given, or any endpoint
+    /// `https://`, every endpoint is dialled as [`crate::endpoint::lazy_channel_tls`] says.
+    pub fn with_tls(
+        endpoints: &[String],
+        timeouts: Timeouts,
+        tls_options: &TlsOptions,
+    ) -> anyhow::Result<Self> {
+        let wants_tls = tls_options.any() || endpoints.iter().any(|e| e.starts_with("https://"));
+        let tls = match wants_tls {
+            true => Some(tls_options.client_config()?),
+            false => None,
+        };
+        let tls = tls.as_ref();
         if endpoints.is_empty() {
             anyhow::bail!("no endpoints given");
         }
@@ -101,7 +118,7 @@ impl Client {
             .map(|address| {
                 Ok(Target {
                     address: address.clone(),
-                    channel: lazy_channel(address, timeouts.dial, None)?,
+                    channel: lazy_channel_tls(address, timeouts.dial, tls)?,
                 })
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
@@ -322,30 +339,13 @@ impl Client {
         ),
         CallError,
     > {
-        let mut last = None;
-        for target in &self.targets {
+        self.with_failover(|ch| async move {
             let (tx, rx) = tokio::sync::mpsc::channel(16);
             let stream = tonic::codegen::tokio_stream::wrappers::ReceiverStream::new(rx);
-            let opened = tokio::time::timeout(
-                self.timeouts.call,
-                LeaseClient::new(target.channel.clone()).lease_keep_alive(stream),
-            )
-            .await;
-            let status = match opened {
-                Ok(Ok(response)) => return Ok((tx, response.into_inner())),
-                Ok(Err(status)) => status,
-                Err(_) => Status::deadline_exceeded("context deadline exceeded"),
-            };
-            let error = CallError {
-                endpoint: target.address.clone(),
-                status,
-            };
-            if !retry::try_next_endpoint(error.code()) {
-                return Err(error);
-            }
-            last = Some(error);
-        }
-        Err(last.expect("at least one endpoint"))
+            let opened = LeaseClient::new(ch).lease_keep_alive(stream).await?;
+            Ok(opened.map(|responses| (tx, responses)))
+        })
+        .await
     }
 
     pub async fn status(&self) -> Result<StatusResponse, CallError> {

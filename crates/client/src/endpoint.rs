@@ -4,10 +4,13 @@
 //! channel gets a dial timeout, because an address that silently drops packets (a partitioned
 //! or paused member) otherwise stalls a caller for the kernel's TCP connect timeout, minutes.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use tonic::transport::{Channel, Endpoint};
+
+use crate::tls::TlsConnector;
 
 /// `host:port` or a URL; returns the URL tonic needs.
 pub fn endpoint_url(address: &str) -> String {
@@ -50,6 +53,36 @@ pub fn lazy_channel(
     request_timeout: Option<Duration>,
 ) -> Result<Channel> {
     Ok(endpoint(address, dial, request_timeout)?.connect_lazy())
+}
+
+/// [`lazy_channel`] with TLS: with `tls` given, an `https://` endpoint, or a `host:port` one
+/// (as etcdctl does once any TLS flag is set), is dialled over TLS; an `https://` endpoint
+/// without `tls` is an error naming the flags it needs.
+pub fn lazy_channel_tls(
+    address: &str,
+    dial: Duration,
+    tls: Option<&Arc<rustls::ClientConfig>>,
+) -> Result<Channel> {
+    match tls {
+        Some(config) => {
+            let url = if address.contains("://") {
+                address.to_string()
+            } else {
+                format!("https://{address}")
+            };
+            if !url.starts_with("https://") {
+                return Ok(endpoint(address, dial, None)?.connect_lazy());
+            }
+            Ok(endpoint(&url, dial, None)?
+                .connect_with_connector_lazy(TlsConnector::new(config.clone())))
+        }
+        None if address.starts_with("https://") => {
+            anyhow::bail!(
+                "endpoint {address} is https://: give --cacert (or --insecure-skip-tls-verify)"
+            )
+        }
+        None => lazy_channel(address, dial, None),
+    }
 }
 
 /// A channel connected now, so a load generator does not count dialling in its first

@@ -8,6 +8,8 @@
 //! did not). This crate is the single copy.
 //!
 //! * [`endpoint`]: endpoint strings and gRPC channels (dial timeout, lazy or eager).
+//! * [`tls`]: `https://` endpoints with etcdctl's `--cacert`, `--cert`, `--key`,
+//!   `--insecure-skip-tls-verify`.
 //! * [`retry`]: which errors are retryable, which prove a request was not executed, backoff.
 //! * [`client`]: [`Client`], etcd's KV/Maintenance/Cluster calls with endpoint failover.
 //! * [`watch`]: etcd's Watch stream ([`Client::watch`]).
@@ -24,6 +26,7 @@ pub mod endpoint;
 pub mod leader;
 pub mod local_cluster;
 pub mod retry;
+pub mod tls;
 pub mod watch;
 
 pub use client::{prefix_range_end, CallError, Client, Timeouts};

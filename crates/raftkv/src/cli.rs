@@ -57,6 +57,22 @@ pub struct GlobalOptions {
     /// The password of --user (then --user names only the user).
     #[arg(long, global = true)]
     pub password: Option<String>,
+
+    /// Verify https:// servers with this CA bundle.
+    #[arg(long = "cacert", id = "tls_cacert", global = true)]
+    pub cacert: Option<std::path::PathBuf>,
+
+    /// Present this client certificate (mutual TLS); needs --key.
+    #[arg(long = "cert", id = "tls_cert", global = true)]
+    pub cert: Option<std::path::PathBuf>,
+
+    /// The private key of --cert.
+    #[arg(long = "key", id = "tls_key", global = true)]
+    pub key: Option<std::path::PathBuf>,
+
+    /// Accept any server certificate (encrypts, but does not check who answers).
+    #[arg(long, global = true)]
+    pub insecure_skip_tls_verify: bool,
 }
 
 impl GlobalOptions {
@@ -65,6 +81,22 @@ impl GlobalOptions {
             .clone()
             .filter(|e| !e.is_empty())
             .unwrap_or_else(|| vec!["127.0.0.1:2379".to_string()])
+    }
+
+    /// etcdctl's TLS flags as the client layer takes them.
+    pub fn tls(&self) -> raftkv_client::tls::TlsOptions {
+        raftkv_client::tls::TlsOptions {
+            cacert: self.cacert.clone(),
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+            insecure_skip_verify: self.insecure_skip_tls_verify,
+        }
+    }
+
+    /// A client for `endpoints` with these options' timeouts and TLS (not authenticated:
+    /// `commands::client` adds `--user`).
+    pub fn client_for(&self, endpoints: &[String]) -> anyhow::Result<raftkv_client::Client> {
+        raftkv_client::Client::with_tls(endpoints, self.timeouts(), &self.tls())
     }
 
     pub fn timeouts(&self) -> Timeouts {
@@ -539,6 +571,33 @@ mod tests {
         assert_eq!(get.limit, 3);
         assert_eq!(get.consistency, Consistency::S);
         assert!(Cli::try_parse_from(["raftkv", "get", "k", "z", "--prefix"]).is_err());
+    }
+
+    /// etcdctl's TLS flags, before or after the subcommand, next to a positional `key`.
+    #[test]
+    fn tls_flags_parse_like_etcdctl() {
+        let cli = Cli::try_parse_from([
+            "raftkv",
+            "--cacert=/ca.pem",
+            "get",
+            "k",
+            "--cert",
+            "/c.pem",
+            "--key=/k.pem",
+            "--insecure-skip-tls-verify",
+        ])
+        .unwrap();
+        let tls = cli.global.tls();
+        assert_eq!(tls.cacert.as_deref(), Some(std::path::Path::new("/ca.pem")));
+        assert_eq!(tls.cert.as_deref(), Some(std::path::Path::new("/c.pem")));
+        assert_eq!(tls.key.as_deref(), Some(std::path::Path::new("/k.pem")));
+        assert!(tls.insecure_skip_verify && tls.any());
+        let Command::Get(get) = cli.command else {
+            panic!("not get")
+        };
+        assert_eq!(get.key, "k");
+        let plain = Cli::try_parse_from(["raftkv", "get", "k"]).unwrap();
+        assert!(!plain.global.tls().any());
     }
 
     #[test]

@@ -22,7 +22,7 @@ use raftkv_client::WatchOptions;
 /// A client for the global options' endpoints; with `--user`, authenticated first (etcd's
 /// `Authenticate`), so every request carries the token.
 pub async fn client(global: &GlobalOptions) -> Result<Client> {
-    let mut client = Client::new(&global.endpoints_or_default(), global.timeouts())?;
+    let mut client = global.client_for(&global.endpoints_or_default())?;
     if let Some(user) = &global.user {
         let (name, password) = crate::auth_cmd::split_user(user, global.password.as_deref())?;
         client

@@ -8,14 +8,13 @@ use anyhow::{bail, Result};
 
 use crate::cli::{EndpointCommand, GlobalOptions, HashKvCommand};
 use crate::commands;
-use raftkv_client::client::Client;
 
 /// `global` with `--cluster` applied: every member's client URLs, in member-list order.
 async fn targets(global: &GlobalOptions, cluster: bool) -> Result<GlobalOptions> {
     if !cluster {
         return Ok(global.clone());
     }
-    let client = Client::new(&global.endpoints_or_default(), global.timeouts())?;
+    let client = crate::commands::client(global).await?;
     let members = client.member_list(false).await?.members;
     let urls: Vec<String> = members
         .iter()
@@ -48,7 +47,7 @@ pub async fn run(global: &GlobalOptions, cmd: &EndpointCommand) -> Result<()> {
 /// Healthy: a linearizable read commits through the endpoint and no alarm is active
 /// (etcdctl 3.5's check; 3.4 skipped the alarms).
 async fn health(global: &GlobalOptions) -> Result<()> {
-    let client = Client::new(&global.endpoints_or_default(), global.timeouts())?;
+    let client = crate::commands::client(global).await?;
     let mut unhealthy = 0;
     for (endpoint, one) in client.endpoints().into_iter().zip(client.each()) {
         let started = Instant::now();

@@ -38,12 +38,8 @@ pub struct KeepAliveArgs {
     pub once: bool,
 }
 
-fn client(global: &GlobalOptions) -> Result<Client> {
-    Client::new(&global.endpoints_or_default(), global.timeouts())
-}
-
 pub async fn run(global: &GlobalOptions, cmd: &LeaseCommand) -> Result<()> {
-    let c = client(global)?;
+    let c = crate::commands::client(global).await?;
     match cmd {
         LeaseCommand::Grant { ttl } => {
             let r = c.lease_grant(*ttl, 0).await?;

@@ -38,10 +38,6 @@ pub struct ElectCommand {
     pub listen: bool,
 }
 
-fn client(global: &GlobalOptions) -> Result<Client> {
-    Client::new(&global.endpoints_or_default(), global.timeouts())
-}
-
 /// Grants the session lease and keeps it alive in the background until the returned task
 /// is aborted.
 async fn session(c: &Client) -> Result<(i64, tokio::task::JoinHandle<()>)> {
@@ -67,14 +63,14 @@ fn status_error(s: impl std::fmt::Display) -> anyhow::Error {
 }
 
 pub async fn lock(global: &GlobalOptions, cmd: &LockCommand) -> Result<i32> {
-    let c = client(global)?;
+    let c = crate::commands::client(global).await?;
     let (lease, keep_alive) = session(&c).await?;
     let mut locks = LockClient::new(c.first_channel());
     let key = locks
-        .lock(LockRequest {
+        .lock(c.request(LockRequest {
             name: Bytes::from(cmd.name.clone().into_bytes()),
             lease,
-        })
+        }))
         .await
         .map_err(|s| status_error(s.message()))?
         .into_inner()
@@ -102,25 +98,25 @@ pub async fn lock(global: &GlobalOptions, cmd: &LockCommand) -> Result<i32> {
             .await?;
         status.code().unwrap_or(1)
     };
-    let _ = locks.unlock(UnlockRequest { key }).await;
+    let _ = locks.unlock(c.request(UnlockRequest { key })).await;
     keep_alive.abort();
     let _ = c.lease_revoke(lease).await;
     Ok(code)
 }
 
 pub async fn elect(global: &GlobalOptions, cmd: &ElectCommand) -> Result<()> {
-    let c = client(global)?;
+    let c = crate::commands::client(global).await?;
     let mut elections = ElectionClient::new(c.first_channel());
     let name = Bytes::from(cmd.name.clone().into_bytes());
     match (&cmd.proposal, cmd.listen) {
         (Some(value), false) => {
             let (lease, keep_alive) = session(&c).await?;
             let leader = elections
-                .campaign(CampaignRequest {
+                .campaign(c.request(CampaignRequest {
                     name,
                     lease,
                     value: Bytes::from(value.clone().into_bytes()),
-                })
+                }))
                 .await
                 .map_err(|s| status_error(s.message()))?
                 .into_inner()
@@ -133,13 +129,13 @@ pub async fn elect(global: &GlobalOptions, cmd: &ElectCommand) -> Result<()> {
                     .unwrap_or_default()
             );
             tokio::signal::ctrl_c().await?;
-            let _ = elections.resign(ResignRequest { leader }).await;
+            let _ = elections.resign(c.request(ResignRequest { leader })).await;
             keep_alive.abort();
             let _ = c.lease_revoke(lease).await;
         }
         (None, _) | (_, true) => {
             let mut stream = elections
-                .observe(LeaderRequest { name })
+                .observe(c.request(LeaderRequest { name }))
                 .await
                 .map_err(|s| status_error(s.message()))?
                 .into_inner();

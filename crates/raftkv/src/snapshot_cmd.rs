@@ -8,7 +8,6 @@ use anyhow::{bail, Context, Result};
 
 use crate::cli::GlobalOptions;
 use crate::output::OutputFormat;
-use raftkv_client::client::Client;
 
 /// Stream `Maintenance/Snapshot` from the one endpoint into `file` (through `file.part`,
 /// renamed only once the SHA-256 and the image inside check out), with progress on stderr.
@@ -17,7 +16,7 @@ pub async fn save(global: &GlobalOptions, file: &Path) -> Result<()> {
     if endpoints.len() != 1 {
         bail!("snapshot must be requested to one selected node, not multiple {endpoints:?}");
     }
-    let client = Client::new(&endpoints, global.timeouts())?;
+    let client = global.client_for(&endpoints)?;
     let mut stream = client
         .snapshot()
         .await

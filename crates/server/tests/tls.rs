@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use raftkv_client::local_cluster::free_loopback_ports;
+use raftkv_client::tls::TlsOptions;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
 use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -514,6 +515,63 @@ async fn peer_mtls_cluster_serves_etcdctl_over_client_mtls_and_refuses_outsiders
     ]);
     let o = etcdctl(&put2);
     assert!(o.status.success(), "{}", text(&o));
+
+    // raftkv's own client layer (what `raftkv --cacert --cert --key` uses) over client mTLS.
+    let endpoints = vec![format!("https://127.0.0.1:{}", members[1].client_port)];
+    let mtls = TlsOptions {
+        cacert: Some(ca.path.clone()),
+        cert: Some(cli_c.clone()),
+        key: Some(cli_k.clone()),
+        insecure_skip_verify: false,
+    };
+    assert_eq!(raftkv_value(&endpoints, &mtls, "k").await.unwrap(), "v2");
+    for (refused, why) in [
+        (
+            TlsOptions {
+                cert: None,
+                key: None,
+                ..mtls.clone()
+            },
+            "no client certificate",
+        ),
+        (
+            TlsOptions {
+                cert: Some(rogue_c.clone()),
+                key: Some(rogue_k.clone()),
+                ..mtls.clone()
+            },
+            "another CA's certificate",
+        ),
+        (
+            TlsOptions {
+                cacert: Some(other_ca.path.clone()),
+                ..mtls.clone()
+            },
+            "a server not signed by --cacert",
+        ),
+    ] {
+        let got = raftkv_value(&endpoints, &refused, "k").await;
+        assert!(got.is_err(), "raftkv client accepted with {why}: {got:?}");
+    }
+    let none = raftkv_value(&endpoints, &TlsOptions::default(), "k")
+        .await
+        .unwrap_err();
+    assert!(none.contains("--cacert"), "{none}");
+}
+
+/// `key`'s value read through raftkv's client layer with `tls`, or the error as text.
+async fn raftkv_value(endpoints: &[String], tls: &TlsOptions, key: &str) -> Result<String, String> {
+    let timeouts = raftkv_client::Timeouts {
+        dial: Duration::from_secs(2),
+        call: Duration::from_secs(5),
+    };
+    let client =
+        raftkv_client::Client::with_tls(endpoints, timeouts, tls).map_err(|e| e.to_string())?;
+    let got = client
+        .get_str(key, false)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(got.unwrap_or_default())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -575,6 +633,30 @@ async fn auto_tls_on_both_ports_forms_a_cluster() {
         "a".into(),
     ]);
     assert!(!o.status.success(), "{}", text(&o));
+    // So does raftkv's client layer, which reads with --insecure-skip-tls-verify.
+    let endpoints = vec![format!("https://127.0.0.1:{}", members[0].client_port)];
+    let skip = TlsOptions {
+        insecure_skip_verify: true,
+        ..TlsOptions::default()
+    };
+    assert_eq!(raftkv_value(&endpoints, &skip, "a").await.unwrap(), "1");
+    // Verification trusts exactly --cacert: the member's own self-signed certificate
+    // passes, another member's does not.
+    let trusting = |member: &Member| TlsOptions {
+        cacert: Some(member.data_dir.join("fixtures/client/cert.pem")),
+        ..TlsOptions::default()
+    };
+    assert_eq!(
+        raftkv_value(&endpoints, &trusting(&members[0]), "a")
+            .await
+            .unwrap(),
+        "1"
+    );
+    let got = raftkv_value(&endpoints, &trusting(&members[1]), "a").await;
+    assert!(
+        got.is_err(),
+        "a certificate not signed by --cacert passed verification: {got:?}"
+    );
 }
 
 /// Run a single member with `extra` flags and return its exit output (it must fail fast).

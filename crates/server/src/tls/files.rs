@@ -10,9 +10,8 @@ use std::time::SystemTime;
 use anyhow::{anyhow, bail};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer};
 use rustls::sign::CertifiedKey;
-use rustls::RootCertStore;
 use tracing::{info, warn};
 
 /// The contents of a file given by `flag`, or an error naming both.
@@ -20,35 +19,9 @@ fn read(flag: &str, path: &Path) -> anyhow::Result<Vec<u8>> {
     std::fs::read(path).map_err(|e| anyhow!("{flag} {}: cannot read: {e}", path.display()))
 }
 
-/// Every certificate in a PEM file (at least one).
-pub fn load_certs(flag: &str, path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
-    let pem = read(flag, path)?;
-    let certs = CertificateDer::pem_slice_iter(&pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| anyhow!("{flag} {}: not a PEM certificate file: {e}", path.display()))?;
-    if certs.is_empty() {
-        bail!("{flag} {}: no certificate in the file", path.display());
-    }
-    Ok(certs)
-}
-
-/// The first private key (PKCS#8, PKCS#1 or SEC1) of a PEM file.
-pub fn load_key(flag: &str, path: &Path) -> anyhow::Result<PrivateKeyDer<'static>> {
-    let pem = read(flag, path)?;
-    PrivateKeyDer::from_pem_slice(&pem)
-        .map_err(|e| anyhow!("{flag} {}: no PEM private key: {e}", path.display()))
-}
-
-/// A trust store of every certificate in a CA file.
-pub fn load_roots(flag: &str, path: &Path) -> anyhow::Result<Arc<RootCertStore>> {
-    let mut roots = RootCertStore::empty();
-    for cert in load_certs(flag, path)? {
-        roots
-            .add(cert)
-            .map_err(|e| anyhow!("{flag} {}: unusable CA certificate: {e}", path.display()))?;
-    }
-    Ok(Arc::new(roots))
-}
+// The PEM readers are the client layer's, so `raftkv` client commands and the server report
+// a bad certificate, key or CA file in the same words.
+pub use raftkv_client::tls::{load_certs, load_key, load_roots};
 
 /// Every CRL of a PEM file, or the one CRL of a DER file (etcd reads both; its own test
 /// fixtures are DER).
