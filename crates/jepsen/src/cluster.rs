@@ -42,6 +42,9 @@ pub struct MemberFaults {
     pub stale_reads: bool,
     /// Keep written data in memory until fsync, so a SIGKILL loses un-fsynced writes.
     pub lose_unsynced: bool,
+    /// Broken watch responses on the first member only (the watch checker's negative
+    /// control: watchers on the other members see the real events).
+    pub watch: Option<crate::faults::WatchFault>,
 }
 
 struct Member {
@@ -140,6 +143,7 @@ impl Cluster {
             stale_reads: self.faults.stale_reads,
             lose_unsynced: self.faults.lose_unsynced,
             clock_rate_file: Some(m.clock_file.clone()),
+            watch: self.faults.watch.filter(|_| i == 0),
         };
         let log = OpenOptions::new()
             .create(true)

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use server::Hooks;
+use server::{Hooks, WatchSabotage};
 use storage::{FileSystem, FsFile, RealFs};
 
 /// Written to the member's log by [`FaultArgs::hooks`], so it is in every binary that can
@@ -45,6 +45,18 @@ pub struct FaultArgs {
     /// live member. Missing or unreadable = rate 1.
     #[arg(long = "fault-clock-rate-file", value_name = "PATH")]
     pub clock_rate_file: Option<PathBuf>,
+    /// Break watch responses on purpose (`drop-prev-kv`: events at revisions divisible by 7
+    /// lose their prev_kv; `drop-event`: those events are not sent): the watch checker's
+    /// negative control.
+    #[arg(long = "fault-watch", value_name = "drop-prev-kv|drop-event")]
+    pub watch: Option<WatchFault>,
+}
+
+/// The `--fault-watch` values.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WatchFault {
+    DropPrevKv,
+    DropEvent,
 }
 
 impl FaultArgs {
@@ -61,6 +73,16 @@ impl FaultArgs {
             flags.push("--fault-clock-rate-file".into());
             flags.push(path.clone().into_os_string());
         }
+        if let Some(w) = self.watch {
+            flags.push("--fault-watch".into());
+            flags.push(
+                match w {
+                    WatchFault::DropPrevKv => "drop-prev-kv",
+                    WatchFault::DropEvent => "drop-event",
+                }
+                .into(),
+            );
+        }
         flags
     }
 
@@ -68,11 +90,16 @@ impl FaultArgs {
     /// is asked for). Announces itself on stderr, the member's log.
     pub fn hooks(&self) -> Hooks {
         eprintln!(
-            "{FAULT_BUILD_MARKER}: stale_reads={} lose_unsynced={} clock_rate_file={:?}",
-            self.stale_reads, self.lose_unsynced, self.clock_rate_file
+            "{FAULT_BUILD_MARKER}: stale_reads={} lose_unsynced={} clock_rate_file={:?} watch={:?}",
+            self.stale_reads, self.lose_unsynced, self.clock_rate_file, self.watch
         );
         let mut hooks = Hooks {
             skip_read_index: self.stale_reads,
+            watch_sabotage: match self.watch {
+                None => WatchSabotage::None,
+                Some(WatchFault::DropPrevKv) => WatchSabotage::DropPrevKv,
+                Some(WatchFault::DropEvent) => WatchSabotage::DropEvent,
+            },
             ..Hooks::default()
         };
         if self.lose_unsynced {
@@ -302,6 +329,11 @@ mod tests {
                 stale_reads: true,
                 lose_unsynced: true,
                 clock_rate_file: Some(PathBuf::from("/tmp/run dir/clock-rate-m1")),
+                watch: Some(WatchFault::DropEvent),
+            },
+            FaultArgs {
+                watch: Some(WatchFault::DropPrevKv),
+                ..FaultArgs::default()
             },
             FaultArgs {
                 lose_unsynced: true,
@@ -331,9 +363,11 @@ mod tests {
             stale_reads: true,
             lose_unsynced: true,
             clock_rate_file: Some(path),
+            watch: Some(WatchFault::DropPrevKv),
         }
         .hooks();
         assert!(all.skip_read_index);
+        assert_eq!(all.watch_sabotage, WatchSabotage::DropPrevKv);
         assert_eq!(format!("{:?}", all.file_system), "DeferredSyncFs");
         assert_eq!((all.tick_interval)(tick), Duration::from_millis(5));
     }

@@ -19,6 +19,7 @@ pub mod netns;
 pub mod recorder;
 pub mod register;
 pub mod run;
+pub mod watch;
 
 pub use nemesis::{Fault, ALL_FAULTS};
 pub use run::{run, RunConfig, RunReport};

@@ -33,6 +33,7 @@ use crate::nemesis::{self, fault_counts, lock, Fault, Nemesis, NemesisConfig};
 use crate::netns::Net;
 use crate::recorder::{OpCounts, ProcessIds, Recorder};
 use crate::register::{self, Registers};
+use crate::watch;
 
 /// Everything that defines a run.
 #[derive(Clone, Debug)]
@@ -49,11 +50,15 @@ pub struct RunConfig {
     pub register_slots: usize,
     pub append_clients: usize,
     pub append_keys: usize,
+    /// Watchers following the register keys from revision 1 (`crate::watch`).
+    pub watch_clients: usize,
     pub seed: u64,
     /// Run the deliberately broken build (reads without ReadIndex).
     pub stale_reads: bool,
     /// Members keep written data in memory until fsync: every kill loses un-fsynced writes.
     pub lose_unsynced: bool,
+    /// The first member breaks its watch responses (the watch checker's negative control).
+    pub watch_fault: Option<crate::faults::WatchFault>,
     pub timing: Timing,
     pub client_deadline: Duration,
     pub quiet: (Duration, Duration),
@@ -75,9 +80,11 @@ impl RunConfig {
             register_slots: 3,
             append_clients: 3,
             append_keys: 4,
+            watch_clients: 2,
             seed: 1,
             stale_reads: false,
             lose_unsynced: false,
+            watch_fault: None,
             timing: Timing::default(),
             client_deadline: Duration::from_millis(1500),
             quiet: (Duration::from_secs(2), Duration::from_secs(4)),
@@ -104,6 +111,11 @@ pub struct RunReport {
     pub append_verdict: String,
     pub register_ops: OpCounts,
     pub append_txns: OpCounts,
+    /// Watchers: "valid" or the violations `crate::watch::check` found.
+    pub watch_verdict: String,
+    /// Events the watchers received (all of them), and the streams they opened.
+    pub watch_events: usize,
+    pub watch_streams: u64,
     /// Completed (ok) operations per second of traffic.
     pub ok_rate: f64,
     pub faults: BTreeMap<String, usize>,
@@ -124,6 +136,7 @@ impl RunReport {
     pub fn passed(&self) -> bool {
         self.register_verdict == Verdict::Linearizable.to_string()
             && self.append_verdict == "valid"
+            && self.watch_verdict == "valid"
             && self.lost_writes.is_empty()
             && self.unexpected_elements.is_empty()
             && self.hashes_equal
@@ -133,7 +146,8 @@ impl RunReport {
     pub fn one_line(&self) -> String {
         format!(
             "{}: register {} ({} ok/{} fail/{} info), append {} ({} ok/{} fail/{} info), \
-             {:.0} ok ops/s, faults {:?}, lost {}, unexpected {}, hashes equal {}",
+             watch {} ({} events, {} streams), {:.0} ok ops/s, faults {:?}, lost {}, \
+             unexpected {}, hashes equal {}",
             self.name,
             self.register_verdict,
             self.register_ops.ok,
@@ -143,6 +157,9 @@ impl RunReport {
             self.append_txns.ok,
             self.append_txns.fail,
             self.append_txns.indeterminate,
+            self.watch_verdict,
+            self.watch_events,
+            self.watch_streams,
             self.ok_rate,
             self.faults,
             self.lost_writes.len(),
@@ -170,6 +187,7 @@ pub fn run(config: &RunConfig) -> Result<RunReport> {
         MemberFaults {
             stale_reads: config.stale_reads,
             lose_unsynced: config.lose_unsynced,
+            watch: config.watch_fault,
         },
     )?;
     let cluster = Arc::new(Mutex::new(cluster));
@@ -256,6 +274,17 @@ async fn drive(config: &RunConfig, cluster: Arc<Mutex<Cluster>>) -> Result<RunRe
             stop.clone(),
         )));
     }
+    let final_revision = Arc::new(std::sync::atomic::AtomicI64::new(0));
+    let mut watch_tasks = Vec::new();
+    for i in 0..config.watch_clients {
+        watch_tasks.push(tokio::spawn(watch::watcher_loop(
+            format!("watcher{i}"),
+            eps[(i + 2) % eps.len()].clone(),
+            stop.clone(),
+            final_revision.clone(),
+            WATCH_CATCH_UP,
+        )));
+    }
     // The nemesis records its faults into both histories.
     let histories = vec![regs.history.clone(), appends.history.clone()];
     let nemesis = Nemesis::new(
@@ -292,6 +321,37 @@ async fn drive(config: &RunConfig, cluster: Arc<Mutex<Cluster>>) -> Result<RunRe
         .context("after healing")?;
 
     let finals = final_reads(&eps, &regs, &appends, config.client_deadline).await;
+    // The watchers stop once they have delivered everything up to the final revision.
+    final_revision.store(
+        current_revision(&eps)
+            .await
+            .context("reading the final revision")?,
+        Ordering::Relaxed,
+    );
+    let mut watchers = Vec::new();
+    for t in watch_tasks {
+        watchers.push(t.await?);
+    }
+    std::fs::write(
+        config.dir.join("history-watch.json"),
+        serde_json::to_string(&watchers)?,
+    )?;
+    let watch_violations = match finals.registers.first() {
+        Some(reads) => {
+            let store: watch::FinalState = reads
+                .iter()
+                .map(|(k, (v, rev))| (k.clone(), v.clone().map(|v| (v, *rev as i64))))
+                .collect();
+            watch::check(&watchers, &store)
+        }
+        None => vec!["no final reads to compare the watchers with".to_string()],
+    };
+    if !watch_violations.is_empty() {
+        std::fs::write(
+            config.dir.join("report-watch.txt"),
+            watch_violations.join("\n"),
+        )?;
+    }
     let (lost_writes, unexpected_elements, acknowledged_appends) =
         durability(&regs, &appends, &finals);
     let (hashes_equal, hashes) = compare_hashes(&eps).await;
@@ -344,6 +404,12 @@ async fn drive(config: &RunConfig, cluster: Arc<Mutex<Cluster>>) -> Result<RunRe
         append_verdict: app_verdict.summary(),
         register_ops,
         append_txns,
+        watch_verdict: match watch_violations.len() {
+            0 => "valid".to_string(),
+            n => format!("{n} violation(s), first: {}", watch_violations[0]),
+        },
+        watch_events: watchers.iter().map(|w| w.events.len()).sum(),
+        watch_streams: watchers.iter().map(|w| w.streams).sum(),
         ok_rate: (register_ops.ok + append_txns.ok) as f64 / secs,
         faults: fault_counts(&timeline)
             .into_iter()
@@ -369,6 +435,29 @@ async fn drive(config: &RunConfig, cluster: Arc<Mutex<Cluster>>) -> Result<RunRe
         ),
     )?;
     Ok(report)
+}
+
+/// How long watchers may take, once the final revision is known, to deliver everything up to it.
+const WATCH_CATCH_UP: Duration = Duration::from_secs(30);
+
+/// The cluster's current revision, from a linearizable read on any member.
+async fn current_revision(eps: &[String]) -> Result<i64> {
+    let client = Client::new(eps, nemesis::STATUS_TIMEOUTS)?;
+    let until = Instant::now() + Duration::from_secs(15);
+    loop {
+        let read = client
+            .range(proto::etcdserverpb::RangeRequest {
+                key: watch::PREFIX.as_bytes().to_vec().into(),
+                count_only: true,
+                ..Default::default()
+            })
+            .await;
+        match read {
+            Ok(r) => return Ok(r.header.map_or(0, |h| h.revision)),
+            Err(e) if Instant::now() >= until => bail!("{e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
 }
 
 /// What the final reads saw on each member.

@@ -39,3 +39,42 @@ fn reads_without_read_index_are_caught_as_not_linearizable() {
         witness.display()
     );
 }
+
+/// Negative controls for the watch checker: the first member drops the `prev_kv` of, or does
+/// not send, every event at a revision divisible by 7; a watcher on it and one on a healthy
+/// member follow the same keys. Both builds must be caught, each by the property it breaks.
+#[test]
+fn broken_watches_are_caught() {
+    for (fault, property) in [
+        (jepsen::faults::WatchFault::DropPrevKv, "prev_kv"),
+        (jepsen::faults::WatchFault::DropEvent, "reliable"),
+    ] {
+        let name = format!("broken-watch-{fault:?}");
+        let mut c = RunConfig::new(&name, &common::run_dir(&name), &common::member_binary());
+        c.watch_fault = Some(fault);
+        c.duration = Duration::from_secs(8);
+        c.faults = vec![Fault::PartitionLeader];
+        c.append_clients = 1;
+        c.seed = 11;
+        let report = jepsen::run(&c).unwrap_or_else(|e| panic!("run failed: {e:#}"));
+        eprintln!("{}", report.one_line());
+        assert!(!report.passed(), "{fault:?} passed: {}", report.one_line());
+        let witness = std::fs::read_to_string(c.dir.join("report-watch.txt")).unwrap_or_else(|e| {
+            panic!(
+                "{fault:?}: no report-watch.txt ({e}): {}",
+                report.one_line()
+            )
+        });
+        assert!(
+            witness.lines().any(|l| l.contains(property)),
+            "{fault:?} not caught as {property}:\n{witness}"
+        );
+        // The rest of the run was fine: only the watch checker objects.
+        assert_eq!(
+            report.register_verdict,
+            "linearizable",
+            "{}",
+            report.one_line()
+        );
+    }
+}

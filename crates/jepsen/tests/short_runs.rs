@@ -76,6 +76,11 @@ fn three_short_histories_under_faults_are_linearizable() {
         assert!(r.append_txns.ok >= 20, "too few appends: {}", r.one_line());
         assert!(r.acknowledged_appends > 0, "{}", r.one_line());
         assert!(
+            r.watch_events >= 100,
+            "watchers saw too little: {}",
+            r.one_line()
+        );
+        assert!(
             r.faults.values().sum::<usize>() >= 2,
             "too few faults: {}",
             r.one_line()

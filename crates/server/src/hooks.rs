@@ -30,6 +30,38 @@ pub struct Hooks {
     /// Serve linearizable Range requests from the local state machine without the ReadIndex
     /// barrier. Breaks linearizability on purpose: only the harness's negative control sets it.
     pub skip_read_index: bool,
+    /// Damage watch responses on purpose: only the harness's negative control for its watch
+    /// checker sets it.
+    pub watch_sabotage: WatchSabotage,
+}
+
+/// A deliberately broken watch, for showing that the harness's watch checker catches it.
+/// Deterministic by revision, so every stream of the member breaks the same way.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum WatchSabotage {
+    /// The real behaviour.
+    #[default]
+    None,
+    /// Events whose revision is a multiple of 7 lose their `prev_kv`.
+    DropPrevKv,
+    /// Events whose revision is a multiple of 7 are not delivered.
+    DropEvent,
+}
+
+impl WatchSabotage {
+    /// Applies the sabotage to one selected event; `None` drops it.
+    pub fn apply(self, mut e: proto::mvccpb::Event) -> Option<proto::mvccpb::Event> {
+        let hit = e.kv.as_ref().is_some_and(|kv| kv.mod_revision % 7 == 0);
+        match self {
+            WatchSabotage::None => Some(e),
+            _ if !hit => Some(e),
+            WatchSabotage::DropPrevKv => {
+                e.prev_kv = None;
+                Some(e)
+            }
+            WatchSabotage::DropEvent => None,
+        }
+    }
 }
 
 impl Default for Hooks {
@@ -38,6 +70,7 @@ impl Default for Hooks {
             file_system: Arc::new(RealFs),
             tick_interval: Arc::new(|configured| configured),
             skip_read_index: false,
+            watch_sabotage: WatchSabotage::None,
         }
     }
 }
@@ -48,6 +81,7 @@ impl std::fmt::Debug for Hooks {
             .field("file_system", &self.file_system)
             .field("tick_interval", &"<fn>")
             .field("skip_read_index", &self.skip_read_index)
+            .field("watch_sabotage", &self.watch_sabotage)
             .finish()
     }
 }
@@ -60,6 +94,7 @@ mod tests {
     fn the_default_is_the_production_member() {
         let hooks = Hooks::default();
         assert!(!hooks.skip_read_index);
+        assert_eq!(hooks.watch_sabotage, WatchSabotage::None);
         let tick = Duration::from_millis(10);
         assert_eq!((hooks.tick_interval)(tick), tick);
         assert_eq!(format!("{:?}", hooks.file_system), format!("{RealFs:?}"));

@@ -37,7 +37,7 @@ pub mod transport;
 pub mod watch;
 
 pub use args::{adopt_etcd_env, ServerArgs};
-pub use hooks::Hooks;
+pub use hooks::{Hooks, WatchSabotage};
 
 /// Check a configuration without serving: flags parse, URLs are well formed, the
 /// `--initial-cluster` is consistent with `--name` and the advertised peer URLs, and the

@@ -250,6 +250,7 @@ pub async fn serve(
         quota: config.quota,
         auth,
         skip_read_index: hooks.skip_read_index,
+        watch_sabotage: hooks.watch_sabotage,
         min_lease_ttl: crate::grpc::min_lease_ttl(config.election_timeout),
     };
     let mut servers = Vec::new();

@@ -58,6 +58,9 @@ pub struct Context {
     /// Linearizable reads without ReadIndex: the Jepsen harness's negative control only
     /// (`crate::hooks::Hooks::skip_read_index`); false in every shipped binary.
     pub skip_read_index: bool,
+    /// Broken watch responses: the harness's negative control only
+    /// (`crate::hooks::Hooks::watch_sabotage`); `None` in every shipped binary.
+    pub watch_sabotage: crate::hooks::WatchSabotage,
     /// The shortest lease TTL granted, in seconds: etcd's ceil(1.5 × election timeout).
     pub min_lease_ttl: i64,
 }

@@ -16,6 +16,8 @@ pub struct Selection {
     pub prev_kv: bool,
     pub no_put: bool,
     pub no_delete: bool,
+    /// Always `None` but in the harness's negative control (`crate::hooks`).
+    pub sabotage: crate::hooks::WatchSabotage,
 }
 
 impl Selection {
@@ -38,6 +40,7 @@ impl Selection {
             prev_kv: req.prev_kv,
             no_put: has(FilterType::Noput),
             no_delete: has(FilterType::Nodelete),
+            sabotage: crate::hooks::WatchSabotage::None,
         }
     }
 
@@ -65,12 +68,12 @@ impl Selection {
         events
             .into_iter()
             .filter(|e| self.wants(e))
-            .map(|e| {
+            .filter_map(|e| {
                 let mut e = e.clone();
                 if !self.prev_kv {
                     e.prev_kv = None;
                 }
-                e
+                self.sabotage.apply(e)
             })
             .collect()
     }

@@ -282,7 +282,8 @@ impl WatchStream {
     }
 
     fn create(&mut self, req: &WatchCreateRequest) -> Result<WatchResponse, Closed> {
-        let sel = Selection::from_request(req);
+        let mut sel = Selection::from_request(req);
+        sel.sabotage = self.ctx.watch_sabotage;
         let state = self.state();
         let st = read(&state)?;
         let current = st.store.current_revision();
