@@ -374,7 +374,13 @@ async fn serve_client(
         election_timeout: watch.election_timeout,
     };
     let http = crate::http::router(ctx.clone()).merge(crate::gateway::router(
-        crate::gateway::Gateway::new(ctx.clone(), gateway_watch, concurrency.clone(), limit),
+        crate::gateway::Gateway::new(
+            ctx.clone(),
+            gateway_watch,
+            concurrency.clone(),
+            limit,
+            limits.max_concurrent_streams,
+        ),
     ));
     let routes = tonic::service::Routes::from(http.clone())
         .add_service(KvServer::new(KvService(ctx.clone())).max_decoding_message_size(limit))

@@ -398,3 +398,38 @@ mod tests {
         assert_eq!(http_status(Code::Cancelled), StatusCode::REQUEST_TIMEOUT);
     }
 }
+
+/// A response body holding one of the gateway's streams until it is finished or dropped.
+pub struct Holding {
+    inner: Body,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Holding {
+    pub fn new(inner: Body, permit: tokio::sync::OwnedSemaphorePermit) -> Self {
+        Holding {
+            inner,
+            _permit: permit,
+        }
+    }
+}
+
+impl http_body::Body for Holding {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
+        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}

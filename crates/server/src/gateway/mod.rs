@@ -19,6 +19,7 @@ use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::Response;
 use axum::routing::any;
 use axum::Router;
+use tokio::sync::Semaphore;
 
 use proto::etcdserverpb::auth_server::Auth;
 use proto::etcdserverpb::cluster_server::Cluster;
@@ -46,10 +47,21 @@ pub struct Gateway {
     watch: WatchService,
     /// The gRPC server's receive limit, applied to the decoded request.
     limit: usize,
+    /// `--max-concurrent-streams` for the gateway's calls together. etcd's gateway is one
+    /// gRPC client connection to its own server, so its calls in progress (open watches
+    /// included) share that connection's stream limit, and a call over it waits for a
+    /// stream to end; etcd's e2e tests check exactly that.
+    streams: Arc<Semaphore>,
 }
 
 impl Gateway {
-    pub fn new(ctx: Context, watch: WatchService, concurrency: Concurrency, limit: usize) -> Self {
+    pub fn new(
+        ctx: Context,
+        watch: WatchService,
+        concurrency: Concurrency,
+        limit: usize,
+        max_concurrent_streams: u32,
+    ) -> Self {
         Gateway {
             kv: KvService(ctx.clone()),
             lease: LeaseService(ctx.clone()),
@@ -59,6 +71,7 @@ impl Gateway {
             concurrency,
             watch,
             limit,
+            streams: Arc::new(Semaphore::new(max_concurrent_streams.max(1) as usize)),
         }
     }
 }
@@ -161,10 +174,25 @@ async fn serve(State(gw): State<Arc<Gateway>>, request: Request) -> Response {
         return call::plain(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed");
     }
     let desc = json::method(service, method);
+    let Ok(stream) = gw.streams.clone().acquire_owned().await else {
+        return call::error(&tonic::Status::unavailable("the gateway is closed"));
+    };
+    let response = call_method(&gw, path, shape, desc, request).await;
+    // The stream is in use until the answer's body is done (a watch: until the client leaves).
+    response.map(|body| Body::new(call::Holding::new(body, stream)))
+}
+
+async fn call_method(
+    gw: &Gateway,
+    path: &str,
+    shape: Shape,
+    desc: prost_reflect::MethodDescriptor,
+    request: Request,
+) -> Response {
     let (parts, body) = request.into_parts();
     let headers = parts.headers;
     if let Shape::Bidi = shape {
-        return bidi(&gw, path, desc, &headers, body).await;
+        return bidi(gw, path, desc, &headers, body).await;
     }
     // Unary and server-stream requests are one object: read the body whole, within a bound
     // generous enough for any request the gRPC limit admits once base64 and JSON inflate it.
@@ -177,8 +205,8 @@ async fn serve(State(gw): State<Arc<Gateway>>, request: Request) -> Response {
         }
     };
     match shape {
-        Shape::ServerStream => server_stream(&gw, path, desc, &headers, &body).await,
-        _ => unary(&gw, path, desc, &headers, &body).await,
+        Shape::ServerStream => server_stream(gw, path, desc, &headers, &body).await,
+        _ => unary(gw, path, desc, &headers, &body).await,
     }
 }
 
