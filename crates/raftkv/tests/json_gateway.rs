@@ -86,7 +86,8 @@ fn exchange(
             ),
         }
     }
-    parse(&raw).unwrap_or_else(|| panic!("no answer to {path}: {:?}", String::from_utf8_lossy(&raw)))
+    parse(&raw)
+        .unwrap_or_else(|| panic!("no answer to {path}: {:?}", String::from_utf8_lossy(&raw)))
 }
 
 /// Status, content type and body of what has arrived, de-chunking a chunked body.
@@ -162,20 +163,33 @@ impl Side {
             addr,
             token: None,
         };
-        common::poll_until(&format!("{label} answers /v3/kv/range"), Duration::from_secs(30), || {
-            TcpStream::connect_timeout(&addr, Duration::from_secs(1))
-                .map_err(|e| format!("connect: {e}"))?;
-            let r = std::panic::catch_unwind(|| {
-                exchange(addr, "POST", "/v3/kv/range", r#"{"key":"AA=="}"#, None, |_| false)
-            })
-            .map_err(|_| "no answer".to_string())?;
-            (r.status == 200).then_some(()).ok_or(format!("{r:?}"))
-        });
+        common::poll_until(
+            &format!("{label} answers /v3/kv/range"),
+            Duration::from_secs(30),
+            || {
+                TcpStream::connect_timeout(&addr, Duration::from_secs(1))
+                    .map_err(|e| format!("connect: {e}"))?;
+                let r = std::panic::catch_unwind(|| {
+                    exchange(
+                        addr,
+                        "POST",
+                        "/v3/kv/range",
+                        r#"{"key":"AA=="}"#,
+                        None,
+                        |_| false,
+                    )
+                })
+                .map_err(|_| "no answer".to_string())?;
+                (r.status == 200).then_some(()).ok_or(format!("{r:?}"))
+            },
+        );
         side
     }
 
     fn post(&self, path: &str, body: &str) -> Reply {
-        exchange(self.addr, "POST", path, body, self.token.as_deref(), |_| false)
+        exchange(self.addr, "POST", path, body, self.token.as_deref(), |_| {
+            false
+        })
     }
 
     /// A streaming call, read until `lines` complete JSON lines have arrived.
@@ -212,7 +226,11 @@ fn seen(r: &Reply) -> (u16, String, Value) {
 fn same(etcd: &Side, ours: &Side, what: &str, path: &str, body: &str) -> Reply {
     let a = etcd.post(path, body);
     let b = ours.post(path, body);
-    assert_eq!(seen(&a), seen(&b), "{what}: {path} {body}\netcd: {a:?}\nraftkv: {b:?}");
+    assert_eq!(
+        seen(&a),
+        seen(&b),
+        "{what}: {path} {body}\netcd: {a:?}\nraftkv: {b:?}"
+    );
     a
 }
 
@@ -228,42 +246,145 @@ fn json_gateway_answers_as_etcd_does() {
     let mut ours = Side::start("raftkv", common::raftkv_program(), (p[2], p[3]));
 
     // KV. "foo" = Zm9v, "bar" = YmFy, "fop" = Zm9w, "<&>" = PCY+.
-    let r = same(&etcd, &ours, "put", "/v3/kv/put", r#"{"key":"Zm9v","value":"YmFy"}"#);
+    let r = same(
+        &etcd,
+        &ours,
+        "put",
+        "/v3/kv/put",
+        r#"{"key":"Zm9v","value":"YmFy"}"#,
+    );
     assert_eq!(r.status, 200);
-    same(&etcd, &ours, "put prev_kv", "/v3/kv/put", r#"{"key":"Zm9v","value":"PCY+","prev_kv":true}"#);
+    same(
+        &etcd,
+        &ours,
+        "put prev_kv",
+        "/v3/kv/put",
+        r#"{"key":"Zm9v","value":"PCY+","prev_kv":true}"#,
+    );
     let r = same(&etcd, &ours, "range", "/v3/kv/range", r#"{"key":"Zm9v"}"#);
     assert_eq!(r.json()["kvs"][0]["version"], "2", "int64 as strings");
-    same(&etcd, &ours, "range prefix", "/v3/kv/range", r#"{"key":"Zm8=","range_end":"Zm9w","count_only":true}"#);
-    same(&etcd, &ours, "v3beta", "/v3beta/kv/range", r#"{"key":"Zm9v","keys_only":true}"#);
-    same(&etcd, &ours, "numbers for int64", "/v3/kv/range", r#"{"key":"Zm9v","revision":2,"limit":"1"}"#);
-    same(&etcd, &ours, "unknown field", "/v3/kv/range", r#"{"key":"Zm9v","bogus":1}"#);
-    same(&etcd, &ours, "txn", "/v3/kv/txn", r#"{"compare":[{"key":"Zm9v","result":"EQUAL","target":"VERSION","version":"2"}],"success":[{"request_put":{"key":"Zm9w","value":"YmFy"}},{"request_range":{"key":"Zm9v"}}],"failure":[{"request_delete_range":{"key":"Zm9v"}}]}"#);
-    same(&etcd, &ours, "txn failing", "/v3/kv/txn", r#"{"compare":[{"key":"Zm9v","target":"VALUE","value":"eA=="}],"failure":[{"request_range":{"key":"Zm9w"}}]}"#);
-    same(&etcd, &ours, "Go field names", "/v3/kv/txn", r#"{"compare":[{"result":0,"target":1,"key":"Zm9v","TargetUnion":null}],"success":[{"Request":{"RequestPut":{"key":"Zm9v","value":"YmFy"}}}]}"#);
-    same(&etcd, &ours, "nested txn", "/v3/kv/txn", r#"{"success":[{"request_txn":{"success":[{"request_range":{"key":"Zm9v"}}]}}]}"#);
-    same(&etcd, &ours, "delete", "/v3/kv/deleterange", r#"{"key":"Zm9w","prev_kv":true}"#);
+    same(
+        &etcd,
+        &ours,
+        "range prefix",
+        "/v3/kv/range",
+        r#"{"key":"Zm8=","range_end":"Zm9w","count_only":true}"#,
+    );
+    same(
+        &etcd,
+        &ours,
+        "v3beta",
+        "/v3beta/kv/range",
+        r#"{"key":"Zm9v","keys_only":true}"#,
+    );
+    same(
+        &etcd,
+        &ours,
+        "numbers for int64",
+        "/v3/kv/range",
+        r#"{"key":"Zm9v","revision":2,"limit":"1"}"#,
+    );
+    same(
+        &etcd,
+        &ours,
+        "unknown field",
+        "/v3/kv/range",
+        r#"{"key":"Zm9v","bogus":1}"#,
+    );
+    same(
+        &etcd,
+        &ours,
+        "txn",
+        "/v3/kv/txn",
+        r#"{"compare":[{"key":"Zm9v","result":"EQUAL","target":"VERSION","version":"2"}],"success":[{"request_put":{"key":"Zm9w","value":"YmFy"}},{"request_range":{"key":"Zm9v"}}],"failure":[{"request_delete_range":{"key":"Zm9v"}}]}"#,
+    );
+    same(
+        &etcd,
+        &ours,
+        "txn failing",
+        "/v3/kv/txn",
+        r#"{"compare":[{"key":"Zm9v","target":"VALUE","value":"eA=="}],"failure":[{"request_range":{"key":"Zm9w"}}]}"#,
+    );
+    same(
+        &etcd,
+        &ours,
+        "Go field names",
+        "/v3/kv/txn",
+        r#"{"compare":[{"result":0,"target":1,"key":"Zm9v","TargetUnion":null}],"success":[{"Request":{"RequestPut":{"key":"Zm9v","value":"YmFy"}}}]}"#,
+    );
+    same(
+        &etcd,
+        &ours,
+        "nested txn",
+        "/v3/kv/txn",
+        r#"{"success":[{"request_txn":{"success":[{"request_range":{"key":"Zm9v"}}]}}]}"#,
+    );
+    same(
+        &etcd,
+        &ours,
+        "delete",
+        "/v3/kv/deleterange",
+        r#"{"key":"Zm9w","prev_kv":true}"#,
+    );
 
     // Errors.
     same(&etcd, &ours, "no key", "/v3/kv/range", "{}");
     same(&etcd, &ours, "empty body", "/v3/kv/put", "");
-    same(&etcd, &ours, "bad base64", "/v3/kv/range", r#"{"key":"!!"}"#);
-    same(&etcd, &ours, "future revision", "/v3/kv/range", r#"{"key":"Zm9v","revision":"100"}"#);
+    same(
+        &etcd,
+        &ours,
+        "bad base64",
+        "/v3/kv/range",
+        r#"{"key":"!!"}"#,
+    );
+    same(
+        &etcd,
+        &ours,
+        "future revision",
+        "/v3/kv/range",
+        r#"{"key":"Zm9v","revision":"100"}"#,
+    );
     let r = same(&etcd, &ours, "unknown path", "/v3/kv/nope", "{}");
     assert_eq!(r.status, 404);
     let a = exchange(etcd.addr, "GET", "/v3/kv/range", "", None, |_| false);
     let b = exchange(ours.addr, "GET", "/v3/kv/range", "", None, |_| false);
-    assert_eq!((a.status, &a.body), (405, &"Method Not Allowed\n".to_string()));
+    assert_eq!(
+        (a.status, &a.body),
+        (405, &"Method Not Allowed\n".to_string())
+    );
     assert_eq!(seen(&a), seen(&b), "wrong method");
     let a = etcd.post("/v3/kv/range", "xx");
     let b = ours.post("/v3/kv/range", "xx");
-    assert_eq!((a.status, a.json()["code"].clone()), (b.status, b.json()["code"].clone()), "bad JSON: {a:?} {b:?}");
+    assert_eq!(
+        (a.status, a.json()["code"].clone()),
+        (b.status, b.json()["code"].clone()),
+        "bad JSON: {a:?} {b:?}"
+    );
 
     // Compaction.
-    same(&etcd, &ours, "compact", "/v3/kv/compaction", r#"{"revision":"3","physical":true}"#);
-    same(&etcd, &ours, "compacted", "/v3/kv/range", r#"{"key":"Zm9v","revision":"2"}"#);
+    same(
+        &etcd,
+        &ours,
+        "compact",
+        "/v3/kv/compaction",
+        r#"{"revision":"3","physical":true}"#,
+    );
+    same(
+        &etcd,
+        &ours,
+        "compacted",
+        "/v3/kv/range",
+        r#"{"key":"Zm9v","revision":"2"}"#,
+    );
 
     // Watch: created, then the history from revision 3 on.
-    same(&etcd, &ours, "put for watch", "/v3/kv/put", r#"{"key":"Zm9vMg==","value":"eA=="}"#);
+    same(
+        &etcd,
+        &ours,
+        "put for watch",
+        "/v3/kv/put",
+        r#"{"key":"Zm9vMg==","value":"eA=="}"#,
+    );
     let body = r#"{"create_request":{"key":"Zm9v","range_end":"Zm9w","start_revision":"3"}}"#;
     let a = etcd.post_lines("/v3/watch", body, 2);
     let b = ours.post_lines("/v3/watch", body, 2);
@@ -272,40 +393,137 @@ fn json_gateway_answers_as_etcd_does() {
     let body = r#"{"create_request":{"key":"Zm9v","start_revision":"2"}}"#;
     let a = etcd.post_lines("/v3/watch", body, 2);
     let b = ours.post_lines("/v3/watch", body, 2);
-    assert_eq!(seen(&a), seen(&b), "watch from a compacted revision\netcd: {a:?}\nraftkv: {b:?}");
+    assert_eq!(
+        seen(&a),
+        seen(&b),
+        "watch from a compacted revision\netcd: {a:?}\nraftkv: {b:?}"
+    );
 
     // Leases, the keep-alive streamed.
-    same(&etcd, &ours, "grant", "/v3/lease/grant", r#"{"ID":"4660","TTL":"60"}"#);
-    same(&etcd, &ours, "put with lease", "/v3/kv/put", r#"{"key":"bA==","value":"eA==","lease":"4660"}"#);
+    same(
+        &etcd,
+        &ours,
+        "grant",
+        "/v3/lease/grant",
+        r#"{"ID":"4660","TTL":"60"}"#,
+    );
+    same(
+        &etcd,
+        &ours,
+        "put with lease",
+        "/v3/kv/put",
+        r#"{"key":"bA==","value":"eA==","lease":"4660"}"#,
+    );
     let a = etcd.post_lines("/v3/lease/keepalive", r#"{"ID":"4660"}"#, 1);
     let b = ours.post_lines("/v3/lease/keepalive", r#"{"ID":"4660"}"#, 1);
     assert_eq!(seen(&a), seen(&b), "keepalive\netcd: {a:?}\nraftkv: {b:?}");
-    same(&etcd, &ours, "ttl", "/v3/kv/lease/timetolive", r#"{"ID":"4660","keys":true}"#);
+    same(
+        &etcd,
+        &ours,
+        "ttl",
+        "/v3/kv/lease/timetolive",
+        r#"{"ID":"4660","keys":true}"#,
+    );
     same(&etcd, &ours, "leases", "/v3/lease/leases", "{}");
-    same(&etcd, &ours, "revoke", "/v3/lease/revoke", r#"{"ID":"4660"}"#);
-    same(&etcd, &ours, "revoke again", "/v3/kv/lease/revoke", r#"{"ID":"4660"}"#);
-    same(&etcd, &ours, "key gone", "/v3/kv/range", r#"{"key":"bA=="}"#);
+    same(
+        &etcd,
+        &ours,
+        "revoke",
+        "/v3/lease/revoke",
+        r#"{"ID":"4660"}"#,
+    );
+    same(
+        &etcd,
+        &ours,
+        "revoke again",
+        "/v3/kv/lease/revoke",
+        r#"{"ID":"4660"}"#,
+    );
+    same(
+        &etcd,
+        &ours,
+        "key gone",
+        "/v3/kv/range",
+        r#"{"key":"bA=="}"#,
+    );
 
     // Auth, with the token in the Authorization header.
-    same(&etcd, &ours, "user add", "/v3/auth/user/add", r#"{"name":"root","password":"pw"}"#);
-    same(&etcd, &ours, "role add", "/v3/auth/role/add", r#"{"name":"root"}"#);
-    same(&etcd, &ours, "grant role", "/v3/auth/user/grant", r#"{"user":"root","role":"root"}"#);
-    same(&etcd, &ours, "user get", "/v3/auth/user/get", r#"{"name":"root"}"#);
-    same(&etcd, &ours, "no such user", "/v3/auth/user/get", r#"{"name":"<nobody>"}"#);
+    same(
+        &etcd,
+        &ours,
+        "user add",
+        "/v3/auth/user/add",
+        r#"{"name":"root","password":"pw"}"#,
+    );
+    same(
+        &etcd,
+        &ours,
+        "role add",
+        "/v3/auth/role/add",
+        r#"{"name":"root"}"#,
+    );
+    same(
+        &etcd,
+        &ours,
+        "grant role",
+        "/v3/auth/user/grant",
+        r#"{"user":"root","role":"root"}"#,
+    );
+    same(
+        &etcd,
+        &ours,
+        "user get",
+        "/v3/auth/user/get",
+        r#"{"name":"root"}"#,
+    );
+    same(
+        &etcd,
+        &ours,
+        "no such user",
+        "/v3/auth/user/get",
+        r#"{"name":"<nobody>"}"#,
+    );
     same(&etcd, &ours, "enable", "/v3/auth/enable", "{}");
-    same(&etcd, &ours, "no token", "/v3/kv/range", r#"{"key":"Zm9v"}"#);
-    same(&etcd, &ours, "wrong password", "/v3/auth/authenticate", r#"{"name":"root","password":"no"}"#);
+    same(
+        &etcd,
+        &ours,
+        "no token",
+        "/v3/kv/range",
+        r#"{"key":"Zm9v"}"#,
+    );
+    same(
+        &etcd,
+        &ours,
+        "wrong password",
+        "/v3/auth/authenticate",
+        r#"{"name":"root","password":"no"}"#,
+    );
     for side in [&mut etcd, &mut ours] {
-        let r = side.post("/v3/auth/authenticate", r#"{"name":"root","password":"pw"}"#);
+        let r = side.post(
+            "/v3/auth/authenticate",
+            r#"{"name":"root","password":"pw"}"#,
+        );
         assert_eq!(r.status, 200, "{}: {r:?}", side.label);
         side.token = Some(r.json()["token"].as_str().expect("token").to_string());
     }
-    same(&etcd, &ours, "with token", "/v3/kv/range", r#"{"key":"Zm9v"}"#);
+    same(
+        &etcd,
+        &ours,
+        "with token",
+        "/v3/kv/range",
+        r#"{"key":"Zm9v"}"#,
+    );
     same(&etcd, &ours, "role list", "/v3/auth/role/list", "{}");
     let tokens = (etcd.token.take(), ours.token.take());
     etcd.token = Some("bogus.token".into());
     ours.token = Some("bogus.token".into());
-    same(&etcd, &ours, "bad token", "/v3/kv/range", r#"{"key":"Zm9v"}"#);
+    same(
+        &etcd,
+        &ours,
+        "bad token",
+        "/v3/kv/range",
+        r#"{"key":"Zm9v"}"#,
+    );
     (etcd.token, ours.token) = tokens;
     same(&etcd, &ours, "disable", "/v3/auth/disable", "{}");
     // (etcd 3.4 also refuses an invalid token once auth is disabled again; raftkv ignores

@@ -60,8 +60,10 @@ pub fn plain(status: StatusCode, text: &'static str) -> Response {
         "text/plain; charset=utf-8",
         Body::from(format!("{text}\n")),
     );
-    r.headers_mut()
-        .insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    r.headers_mut().insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
     r
 }
 
@@ -349,9 +351,7 @@ where
             }
         }
     });
-    let requests = Body::from_stream(
-        tokio_stream_of(rx).map(Ok::<_, std::convert::Infallible>),
-    );
+    let requests = Body::from_stream(tokio_stream_of(rx).map(Ok::<_, std::convert::Infallible>));
     let streaming = tonic::Streaming::new_request(
         tonic_prost::ProstDecoder::<Req>::default(),
         requests,
@@ -375,28 +375,6 @@ fn grpc_frame<M: prost::Message>(msg: &M) -> Bytes {
     out.extend_from_slice(&(len as u32).to_be_bytes());
     msg.encode(&mut out).expect("a Vec grows as needed");
     Bytes::from(out)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn stream_errors_carry_both_codes() {
-        let chunk = stream_error(&Status::out_of_range("too <old>"));
-        assert_eq!(
-            String::from_utf8(chunk).unwrap(),
-            r#"{"error":{"grpc_code":11,"http_code":400,"message":"too \u003cold\u003e","http_status":"Bad Request"}}"#
-        );
-    }
-
-    #[test]
-    fn codes_map_as_grpc_gateway_maps_them() {
-        assert_eq!(http_status(Code::PermissionDenied), StatusCode::FORBIDDEN);
-        assert_eq!(http_status(Code::FailedPrecondition), StatusCode::PRECONDITION_FAILED);
-        assert_eq!(http_status(Code::Unavailable), StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(http_status(Code::Cancelled), StatusCode::REQUEST_TIMEOUT);
-    }
 }
 
 /// A response body holding one of the gateway's streams until it is finished or dropped.
@@ -431,5 +409,33 @@ impl http_body::Body for Holding {
 
     fn size_hint(&self) -> http_body::SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_errors_carry_both_codes() {
+        let chunk = stream_error(&Status::out_of_range("too <old>"));
+        assert_eq!(
+            String::from_utf8(chunk).unwrap(),
+            r#"{"error":{"grpc_code":11,"http_code":400,"message":"too \u003cold\u003e","http_status":"Bad Request"}}"#
+        );
+    }
+
+    #[test]
+    fn codes_map_as_grpc_gateway_maps_them() {
+        assert_eq!(http_status(Code::PermissionDenied), StatusCode::FORBIDDEN);
+        assert_eq!(
+            http_status(Code::FailedPrecondition),
+            StatusCode::PRECONDITION_FAILED
+        );
+        assert_eq!(
+            http_status(Code::Unavailable),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(http_status(Code::Cancelled), StatusCode::REQUEST_TIMEOUT);
     }
 }

@@ -200,9 +200,10 @@ mod tests {
     #[test]
     fn requests_take_names_strings_numbers_and_ignore_unknown_fields() {
         let m = method("etcdserverpb.KV", "Range");
-        let v = first_value(br#"{"key":"Zm9v","range_end":"Zm9w","limit":"5","revision":7,"bogus":1}"#)
-            .unwrap()
-            .unwrap();
+        let v =
+            first_value(br#"{"key":"Zm9v","range_end":"Zm9w","limit":"5","revision":7,"bogus":1}"#)
+                .unwrap()
+                .unwrap();
         let r: RangeRequest = from_value(&m.input(), v).unwrap();
         assert_eq!(&r.key[..], b"foo");
         assert_eq!(&r.range_end[..], b"fop");

@@ -32,8 +32,7 @@ use proto::v3lockpb::lock_server::Lock;
 
 use crate::auth::AuthService;
 use crate::grpc::{
-    ClusterService, Concurrency, Context, KvService, LeaseService, MaintenanceService,
-    WatchService,
+    ClusterService, Concurrency, Context, KvService, LeaseService, MaintenanceService, WatchService,
 };
 
 /// The services the gateway calls: the gRPC server's own implementations.
@@ -127,7 +126,12 @@ const ROUTES: &[(&str, &str, &str, Shape)] = {
         ("maintenance/defragment", MAINT, "Defragment", Unary),
         ("maintenance/hash", MAINT, "Hash", Unary),
         ("maintenance/snapshot", MAINT, "Snapshot", ServerStream),
-        ("maintenance/transfer-leadership", MAINT, "MoveLeader", Unary),
+        (
+            "maintenance/transfer-leadership",
+            MAINT,
+            "MoveLeader",
+            Unary,
+        ),
         ("auth/enable", AUTH, "AuthEnable", Unary),
         ("auth/disable", AUTH, "AuthDisable", Unary),
         ("auth/authenticate", AUTH, "Authenticate", Unary),
@@ -305,7 +309,10 @@ async fn bidi(
     let lim = gw.limit;
     match path {
         "watch" => {
-            call::bidi(desc, headers, body, lim, |r| async { gw.watch.watch(r).await }).await
+            call::bidi(desc, headers, body, lim, |r| async {
+                gw.watch.watch(r).await
+            })
+            .await
         }
         "lease/keepalive" => {
             call::bidi(desc, headers, body, lim, |r| async {
