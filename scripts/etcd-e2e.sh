@@ -6,7 +6,8 @@
 # etcd-client itself, builds the suite with `go test -c`, runs one test per process).
 #
 # usage: scripts/etcd-e2e.sh            the tests listed below; fails if any of them fails
-#        scripts/etcd-e2e.sh --all      every TestCtlV3 test (168; counts for docs/testing.md),
+#        scripts/etcd-e2e.sh --all      every TestCtlV3 test (168; counts for docs/testing.md) and
+#                                       every TestV3Curl test (26, the JSON gateway),
 #                                       fails only if a listed test fails
 # env:   RAFTKV_BIN (default target/release/raftkv, built if missing), WORK (scratch dir,
 #        default /tmp/raftkv-etcd-e2e), ETCD_E2E_RUNNER (default ../shared/etcd-e2e/run.sh)
@@ -16,7 +17,7 @@ cd "$(dirname "$0")/.."
 
 # Tests expected to pass: every TestCtlV3 test of an area raftkv implements (KV, compaction,
 # endpoints, member list, move-leader, txn, watch, make-mirror; plain, client TLS, peer TLS and auto-TLS
-# variants) that passes in strict mode. Left out: the `*Timeout` variants, which run with
+# variants) that passes in strict mode, and the TestV3Curl tests of the JSON gateway. Left out: the `*Timeout` variants, which run with
 # --dial-timeout=0, for which the suite ignores every command error (they cannot fail), and the
 # tests of areas raftkv does not have yet (Auth, member add/remove/update, ...);
 # docs/testing.md has the full counts.
@@ -54,6 +55,17 @@ EXPECTED=(
   TestCtlV3LeaseKeepAliveOnce TestCtlV3LeaseKeepAliveOnceNoTLS TestCtlV3LeaseKeepAliveOnceClientTLS TestCtlV3LeaseKeepAliveOnceClientAutoTLS TestCtlV3LeaseKeepAliveOncePeerTLS
   TestCtlV3LeaseRevoke TestCtlV3LeaseRevokeNoTLS TestCtlV3LeaseRevokeClientTLS TestCtlV3LeaseRevokeClientAutoTLS TestCtlV3LeaseRevokePeerTLS
   TestCtlV3MoveLeaderScenarios
+  # The JSON gateway with curl (v3_curl*_test.go; docs/gateway.md). Left out:
+  # TestV3CurlCipherSuitesValid, which reads etcd_server_version{server_version="3.4.23"} from
+  # /metrics (raftkv has no such metric).
+  TestV3CurlPutGetNoTLS TestV3CurlPutGetAutoTLS TestV3CurlPutGetAllTLS TestV3CurlPutGetPeerTLS TestV3CurlPutGetClientTLS
+  TestV3CurlWatch TestV3CurlTxn TestV3CurlAuth TestV3CurlAuthClientTLSCertAuth TestV3CurlCipherSuitesMismatch
+  TestV3CurlLeaseGrantNoTLS TestV3CurlLeaseRevokeNoTLS TestV3CurlLeaseLeasesNoTLS TestV3CurlLeaseKeepAliveNoTLS
+  TestV3CurlCampaignNoTLS TestV3CurlProclaimMissiongLeaderKeyNoTLS TestV3CurlResignMissiongLeaderKeyNoTLS
+  TestV3Curl_MaxStreams_BelowLimit_NoTLS_Small TestV3Curl_MaxStreams_BelowLimit_NoTLS_Medium
+  TestV3Curl_MaxStreams_ReachLimit_NoTLS_Small TestV3Curl_MaxStreams_ReachLimit_NoTLS_Medium
+  TestV3Curl_MaxStreams_BelowLimit_TLS_Small TestV3Curl_MaxStreams_BelowLimit_TLS_Medium
+  TestV3Curl_MaxStreams_ReachLimit_TLS_Small TestV3Curl_MaxStreams_ReachLimit_TLS_Medium
 )
 
 RUNNER=${ETCD_E2E_RUNNER:-../shared/etcd-e2e/run.sh}
@@ -65,7 +77,7 @@ fi
 export WORK=${WORK:-/tmp/raftkv-etcd-e2e}
 
 if [ "${1:-}" = "--all" ]; then
-  TAG=-all bash "$RUNNER" strict
+  TAG=-all RUN="${RUN:-^Test(CtlV3|V3Curl)}" bash "$RUNNER" strict
   tsv=$WORK/results/strict-all.tsv
 else
   ONLY="${EXPECTED[*]}" TAG= bash "$RUNNER" strict

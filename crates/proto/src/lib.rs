@@ -41,3 +41,7 @@ pub mod v3lockpb {
 pub mod v3electionpb {
     include!(concat!(env!("OUT_DIR"), "/v3electionpb.rs"));
 }
+
+/// The encoded `FileDescriptorSet` of every file above: what the JSON gateway needs to map
+/// messages to and from etcd's JSON (field names, types) without a second code generator.
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/descriptors.bin"));

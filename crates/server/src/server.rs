@@ -373,7 +373,22 @@ async fn serve_client(
         ctx: ctx.clone(),
         hub: watch.hub.clone(),
     };
-    let http = crate::http::router(ctx.clone());
+    // etcd serves its JSON gateway (/v3/...) on the client port only, not the metrics URLs.
+    let gateway_watch = WatchService {
+        ctx: ctx.clone(),
+        hub: watch.hub.clone(),
+        progress_interval: watch.progress_interval,
+        election_timeout: watch.election_timeout,
+    };
+    let http = crate::http::router(ctx.clone()).merge(crate::gateway::router(
+        crate::gateway::Gateway::new(
+            ctx.clone(),
+            gateway_watch,
+            concurrency.clone(),
+            limit,
+            limits.max_concurrent_streams,
+        ),
+    ));
     let routes = tonic::service::Routes::from(http.clone())
         .add_service(KvServer::new(KvService(ctx.clone())).max_decoding_message_size(limit))
         .add_service(

@@ -36,6 +36,8 @@ use crate::watch::WatchHub;
 /// etcd's election errors are plain errors, so gRPC's UNKNOWN code.
 const NOT_LEADER: &str = "election: not leader";
 const NO_LEADER: &str = "election: no leader";
+/// etcd's `ErrMissingLeaderKey` (a plain error, so code Unknown) for Proclaim and Resign.
+const MISSING_LEADER: &str = "\"leader\" field must be provided";
 
 #[derive(Clone)]
 pub struct Concurrency {
@@ -336,7 +338,7 @@ impl Election for Concurrency {
         self.ctx.require_leader(request.metadata())?;
         let req = request.into_inner();
         let Some(leader) = req.leader else {
-            return Err(Status::unknown(NOT_LEADER));
+            return Err(Status::unknown(MISSING_LEADER));
         };
         let r = self
             .txn(TxnRequest {
@@ -439,7 +441,7 @@ impl Election for Concurrency {
     ) -> Result<Response<ResignResponse>, Status> {
         self.ctx.require_leader(request.metadata())?;
         let Some(leader) = request.into_inner().leader else {
-            return Err(Status::unknown(NOT_LEADER));
+            return Err(Status::unknown(MISSING_LEADER));
         };
         let r = self
             .txn(TxnRequest {

@@ -7,7 +7,7 @@ use prost::Message as _;
 use proto::etcdserverpb::kv_server::Kv;
 use proto::etcdserverpb::{
     CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest,
-    PutResponse, RangeRequest, RangeResponse, TxnRequest, TxnResponse,
+    PutResponse, RangeRequest, RangeResponse, ResponseHeader, TxnRequest, TxnResponse,
 };
 use proto::raftkvpb::{internal_request::Request as Internal, InternalRequest, RequestAuth};
 use tonic::{Request, Response, Status};
@@ -219,7 +219,10 @@ fn is_txn_serializable(req: &TxnRequest) -> bool {
         .all(|op| matches!(&op.request, Some(Op::RequestRange(r)) if r.serializable))
 }
 
-/// etcd stamps the full header on a txn's inner responses too.
+/// etcd fills in the full header (cluster, member, term) on a txn's own response only; its
+/// inner responses carry just their revision (a nested txn's: none at all). etcd 3.4.23's
+/// JSON gateway shows it (`{"response_put":{"header":{"revision":"2"}}}`, which etcd's
+/// TestV3CurlTxn checks), and the gateway is a plain gRPC client of etcd's server.
 fn stamp_txn(ctx: &Context, r: &mut TxnResponse) {
     ctx.stamp(&mut r.header);
     stamp_txn_ops(ctx, r);
@@ -227,18 +230,21 @@ fn stamp_txn(ctx: &Context, r: &mut TxnResponse) {
 
 fn stamp_txn_ops(ctx: &Context, r: &mut TxnResponse) {
     use proto::etcdserverpb::response_op::Response as Op;
+    let revision_only = |header: &mut Option<ResponseHeader>| {
+        let rev = header.as_ref().map_or(0, |h| h.revision);
+        *header = Some(ResponseHeader {
+            revision: ctx.header(rev).revision,
+            ..Default::default()
+        });
+    };
     for op in &mut r.responses {
         match &mut op.response {
-            Some(Op::ResponseRange(x)) => ctx.stamp(&mut x.header),
-            Some(Op::ResponsePut(x)) => ctx.stamp(&mut x.header),
-            Some(Op::ResponseDeleteRange(x)) => ctx.stamp(&mut x.header),
+            Some(Op::ResponseRange(x)) => revision_only(&mut x.header),
+            Some(Op::ResponsePut(x)) => revision_only(&mut x.header),
+            Some(Op::ResponseDeleteRange(x)) => revision_only(&mut x.header),
             Some(Op::ResponseTxn(x)) => {
-                // A nested txn's own header keeps the revision the store gave it (0, as
-                // etcd leaves it); only the identity fields are filled in.
-                let rev = x.header.as_ref().map_or(0, |h| h.revision);
-                let mut header = ctx.header(1);
-                header.revision = rev;
-                x.header = Some(header);
+                // A nested txn's own header stays empty (revision 0), as etcd leaves it.
+                x.header = Some(ResponseHeader::default());
                 stamp_txn_ops(ctx, x);
             }
             None => {}
