@@ -9,8 +9,9 @@
 //!
 //! This module is pure: checks a request against the list ([`MemberList::check_add`] and
 //! friends, with etcd's error texts) and applies committed changes ([`MemberList::apply`]).
-//! Wiring it to the Cluster RPCs, the snapshot and the transport is not done yet
-//! (docs/membership.md).
+//! The state machine holds the list (`crate::kv::MvccMachine::members`, kept in its
+//! snapshot), the leader checks changes against it before placing them (`crate::node`),
+//! and `MemberList`/`MemberRemove` answer from it (`crate::grpc::member_change`).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -151,6 +152,11 @@ impl MemberList {
 
     pub fn is_removed(&self, id: u64) -> bool {
         self.removed.contains(&id)
+    }
+
+    /// The ids removed for good, ascending.
+    pub fn removed(&self) -> impl Iterator<Item = u64> + '_ {
+        self.removed.iter().copied()
     }
 
     /// Members in id order, as `MemberList` answers them.
