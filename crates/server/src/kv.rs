@@ -295,10 +295,11 @@ impl StateMachine for MvccMachine {
             }
             K::AddVoter | K::AddLearner => {
                 match proto::etcdserverpb::Member::decode(cc.context.as_ref()) {
+                    // A voter joins as a learner first: the context says which it is.
                     Ok(m) => list.check_add(
                         cc.node,
                         &m.peer_ur_ls,
-                        cc.kind == K::AddLearner,
+                        m.is_learner,
                         crate::members::DEFAULT_MAX_LEARNERS,
                     ),
                     Err(e) => Err(crate::members::MemberError::BadContext(e.to_string())),
@@ -313,6 +314,10 @@ impl StateMachine for MvccMachine {
                 message: st.message().to_string(),
             }
         })
+    }
+
+    fn awaits_promotion(&self, id: u64) -> bool {
+        self.members.get(id).is_some_and(|m| !m.is_learner)
     }
 
     fn peer_urls(&self, id: u64) -> Vec<String> {

@@ -257,6 +257,11 @@ impl MemberList {
                     return Err(MemberError::IdRemoved);
                 }
                 if let Some(existing) = self.members.get_mut(&cc.node) {
+                    // The automatic promotion of a member added as a voter (it joined the
+                    // configuration as a learner; the list already shows it as a voter).
+                    if !is_learner && !existing.is_learner && cc.context.is_empty() {
+                        return Ok(());
+                    }
                     // A promotion: the learner becomes a voter, its attributes stay.
                     if is_learner || !existing.is_learner {
                         return Err(MemberError::IdExists);
@@ -272,8 +277,11 @@ impl MemberList {
                         member.id, cc.node
                     )));
                 }
+                // A voter is added to the configuration as a learner first and promoted
+                // once it caught up (`crate::node`); its context says it is no learner.
+                let context_learner = member.is_learner;
                 let mut record = MemberRecord::from_proto(member);
-                record.is_learner = is_learner;
+                record.is_learner = is_learner && context_learner;
                 self.members.insert(cc.node, record);
                 Ok(())
             }

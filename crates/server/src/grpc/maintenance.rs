@@ -288,6 +288,20 @@ impl Cluster for ClusterService {
     ) -> Result<Response<proto::etcdserverpb::MemberRemoveResponse>, Status> {
         super::member_change::member_remove(self, r).await
     }
+
+    async fn member_add(
+        &self,
+        r: Request<proto::etcdserverpb::MemberAddRequest>,
+    ) -> Result<Response<proto::etcdserverpb::MemberAddResponse>, Status> {
+        super::member_change::member_add(self, r).await
+    }
+
+    async fn member_promote(
+        &self,
+        r: Request<proto::etcdserverpb::MemberPromoteRequest>,
+    ) -> Result<Response<proto::etcdserverpb::MemberPromoteResponse>, Status> {
+        super::member_change::member_promote(self, r).await
+    }
 }
 
 /// Implements the services we do not support yet; every method answers UNIMPLEMENTED.

@@ -1,4 +1,5 @@
-//! `Cluster/MemberRemove` (and the shared path of every membership change): checked by the
+//! `Cluster/MemberAdd`, `MemberRemove`, `MemberPromote` (and the shared path of every
+//! membership change): checked by the
 //! leader against the replicated member list, placed in the log as a `ConfChange`, one at
 //! a time, and answered once the leader applied it (docs/membership.md).
 //!
@@ -9,12 +10,16 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use proto::etcdserverpb::{MemberRemoveRequest, MemberRemoveResponse};
+use proto::etcdserverpb::{
+    MemberAddRequest, MemberAddResponse, MemberPromoteRequest, MemberPromoteResponse,
+    MemberRemoveRequest, MemberRemoveResponse,
+};
 use raft::{ConfChange, ConfChangeKind};
 use tonic::{Request, Response, Status};
 
 use super::maintenance::ClusterService;
 use crate::errors::ServerError;
+use crate::members::{encode_context, MemberError, MemberRecord, DEFAULT_MAX_LEARNERS};
 
 /// Wait between attempts while an earlier change is still in flight (or a new leader has
 /// not committed an entry of its term yet): both pass within a round trip or two.
@@ -116,6 +121,137 @@ pub(crate) async fn member_remove(
     };
     make_change(svc, cc).await?;
     Ok(Response::new(MemberRemoveResponse {
+        header: Some(svc.0.header(0)),
+        members: svc.members()?,
+    }))
+}
+
+/// etcd's `--strict-reconfig-check` for an add (etcd's `mayAddMember`): a new voter needs a
+/// quorum of started voters among the voters it joins, and this member must be connected
+/// to every voter. Unlike a removal, "connected" is "connected now", not "for 5 s": etcd's
+/// own e2e suite adds a member right after the cluster started.
+fn may_add(svc: &ClusterService, is_learner: bool) -> Result<(), Status> {
+    let ctx = &svc.0;
+    if !ctx.membership.strict_reconfig_check {
+        return Ok(());
+    }
+    let me = ctx.node.id;
+    let directory = ctx.transport.directory();
+    let sm = ctx
+        .node
+        .state
+        .read()
+        .map_err(|_| Status::internal("state lock poisoned"))?;
+    let voters: Vec<&MemberRecord> = sm.members.members().filter(|m| !m.is_learner).collect();
+    let started = voters
+        .iter()
+        .filter(|m| {
+            m.id == me
+                || !m.name.is_empty()
+                || directory.get(&m.id).is_some_and(|p| !p.name.is_empty())
+        })
+        .count();
+    // etcd lets a one-member cluster grow to two (its documented way to restore a cluster).
+    let one_to_two = voters.len() == 1 && started == 1;
+    let voters_after = voters.len() + 1;
+    if !is_learner && !one_to_two && started < voters_after / 2 + 1 {
+        return Err(Status::failed_precondition(
+            "etcdserver: re-configuration failed due to not enough started members",
+        ));
+    }
+    if !voters
+        .iter()
+        .all(|m| m.id == me || ctx.transport.is_connected(m.id))
+    {
+        return Err(Status::unavailable("etcdserver: unhealthy cluster"));
+    }
+    Ok(())
+}
+
+/// A fresh member id: random, never 0, never one the list holds or held. (etcd derives it
+/// from the peer URLs, the cluster token and the time; only uniqueness matters.)
+fn new_member_id(svc: &ClusterService, peer_urls: &[String]) -> Result<u64, Status> {
+    use std::hash::{BuildHasher, Hash, Hasher};
+    let sm = svc
+        .0
+        .node
+        .state
+        .read()
+        .map_err(|_| Status::internal("state lock poisoned"))?;
+    loop {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        peer_urls.hash(&mut h);
+        std::time::SystemTime::now().hash(&mut h);
+        let id = h.finish();
+        if id != 0 && sm.members.get(id).is_none() && !sm.members.is_removed(id) {
+            return Ok(id);
+        }
+    }
+}
+
+pub(crate) async fn member_add(
+    svc: &ClusterService,
+    r: Request<MemberAddRequest>,
+) -> Result<Response<MemberAddResponse>, Status> {
+    crate::auth::require_admin(&svc.0, &r).await?;
+    let req = r.into_inner();
+    let mut peer_urls = req.peer_ur_ls;
+    peer_urls.sort();
+    let id = new_member_id(svc, &peer_urls)?;
+    // etcd's order: bad URLs, then the health check, then the request's other mistakes
+    // (taken URLs, too many learners), which the leader checks again before placing it.
+    let checked = svc
+        .0
+        .node
+        .state
+        .read()
+        .map_err(|_| Status::internal("state lock poisoned"))?
+        .members
+        .check_add(id, &peer_urls, req.is_learner, DEFAULT_MAX_LEARNERS);
+    // etcd parses the URLs before anything else.
+    if let Err(e @ MemberError::BadUrls) = &checked {
+        return Err(e.to_status());
+    }
+    may_add(svc, req.is_learner)?;
+    checked.map_err(|e| e.to_status())?;
+    let record = MemberRecord {
+        id,
+        name: String::new(),
+        peer_urls,
+        client_urls: Vec::new(),
+        is_learner: req.is_learner,
+    };
+    // A voter too joins the configuration as a learner; the leader promotes it once it
+    // caught up (crate::node), so one that never starts costs the cluster nothing. The
+    // list shows it as a voter from the start, as etcd does.
+    let cc = ConfChange {
+        kind: ConfChangeKind::AddLearner,
+        node: id,
+        context: encode_context(&record),
+    };
+    make_change(svc, cc).await?;
+    Ok(Response::new(MemberAddResponse {
+        header: Some(svc.0.header(0)),
+        member: Some(record.to_proto()),
+        members: svc.members()?,
+    }))
+}
+
+/// A learner becomes a voter: an `AddVoter` of its id (no context: its attributes stay).
+/// Whether it is in sync with the leader is the leader's check (`crate::node`).
+pub(crate) async fn member_promote(
+    svc: &ClusterService,
+    r: Request<MemberPromoteRequest>,
+) -> Result<Response<MemberPromoteResponse>, Status> {
+    crate::auth::require_admin(&svc.0, &r).await?;
+    let id = r.into_inner().id;
+    let cc = ConfChange {
+        kind: ConfChangeKind::AddVoter,
+        node: id,
+        context: Bytes::new(),
+    };
+    make_change(svc, cc).await?;
+    Ok(Response::new(MemberPromoteResponse {
         header: Some(svc.0.header(0)),
         members: svc.members()?,
     }))

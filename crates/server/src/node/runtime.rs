@@ -26,6 +26,9 @@ use crate::transport::{Frame, PeerEvent, Transport};
 /// and the others have to hear that the change committed.
 const REMOVED_GRACE: Duration = Duration::from_secs(1);
 
+/// How often a leader looks for members added as voters that have caught up.
+const PROMOTE_CHECK: Duration = Duration::from_millis(100);
+
 /// Inputs handled per loop iteration before the driver is polled (bounds latency).
 const MAX_INPUTS_PER_ROUND: usize = 8192;
 
@@ -106,6 +109,7 @@ pub fn spawn<S: StateMachine>(
         remote_changes: HashMap::new(),
         next_change_id: random_u64(),
         removed_at: None,
+        promote_checked: Instant::now(),
         driver,
         storage,
         state,
@@ -222,6 +226,8 @@ struct Shell<S: StateMachine> {
     next_change_id: u64,
     /// When this member applied its own removal; it stops [`REMOVED_GRACE`] later.
     removed_at: Option<Instant>,
+    /// When the leader last looked for members to promote ([`Shell::auto_promote`]).
+    promote_checked: Instant,
     driver: Driver,
     storage: Storage,
     state: Arc<RwLock<S>>,
@@ -300,6 +306,10 @@ impl<S: StateMachine> Shell<S> {
             self.driver.tick(self.clock.at(now));
             while let Some(fx) = self.driver.poll() {
                 self.carry_out(fx)?;
+            }
+            if self.role == Role::Leader && self.promote_checked.elapsed() >= PROMOTE_CHECK {
+                self.promote_checked = Instant::now();
+                self.auto_promote();
             }
             self.publish();
         }
@@ -441,7 +451,7 @@ impl<S: StateMachine> Shell<S> {
             Ok(sm) => sm.check_conf_change(&cc),
             Err(_) => Err(ServerError::Stopped.into()),
         };
-        if let Err(r) = checked {
+        if let Err(r) = checked.and_then(|()| self.learner_ready(&cc)) {
             return self.answer_change(origin, Err(r));
         }
         let req = self.new_request();
@@ -464,6 +474,80 @@ impl<S: StateMachine> Shell<S> {
                 self.answer_change(origin, Err(r));
             }
         }
+    }
+
+    /// `MemberAdd` of a voter puts it in the configuration as a learner, so that a member
+    /// that never starts (a wrong URL, a typo) cannot take the quorum away; the leader
+    /// promotes it here once it holds 90% of the leader's log (etcd's "in sync" rule), one
+    /// change at a time like any other. The result is nobody's answer.
+    fn auto_promote(&mut self) {
+        let status = self.driver.core().status();
+        if status.conf_state.learners.is_empty() {
+            return;
+        }
+        let waiting: Vec<u64> = match self.state.read() {
+            Ok(sm) => status
+                .conf_state
+                .learners
+                .iter()
+                .copied()
+                .filter(|&id| sm.awaits_promotion(id))
+                .collect(),
+            Err(_) => return,
+        };
+        if waiting.is_empty() {
+            return;
+        }
+        let progress = self.driver.core().progress();
+        for id in waiting {
+            let matched = progress
+                .iter()
+                .find(|p| p.id == id)
+                .map_or(0, |p| p.match_index);
+            if matched == 0 || (matched as f64) < (status.last_index as f64) * 0.9 {
+                continue;
+            }
+            let cc = raft::ConfChange {
+                kind: raft::ConfChangeKind::AddVoter,
+                node: id,
+                context: bytes::Bytes::new(),
+            };
+            let req = self.new_request();
+            if self.driver.propose_conf_change(req, cc).is_ok() {
+                info!(
+                    member = format_args!("{id:x}"),
+                    matched, "promoting a member added as a voter: it caught up"
+                );
+            }
+            return;
+        }
+    }
+
+    /// A promotion needs the learner in sync with the leader: its acknowledged log at least
+    /// 90% of the leader's (etcd's `isLearnerReady`, same threshold and text).
+    fn learner_ready(&self, cc: &raft::ConfChange) -> Result<(), ChangeRefusal> {
+        let core = self.driver.core();
+        if cc.kind != raft::ConfChangeKind::AddVoter
+            || !core.status().conf_state.learners.contains(&cc.node)
+        {
+            return Ok(());
+        }
+        let leader_match = core.status().last_index;
+        let learner_match = core
+            .progress()
+            .iter()
+            .find(|p| p.id == cc.node)
+            .map_or(0, |p| p.match_index);
+        if (learner_match as f64) < (leader_match as f64) * 0.9 {
+            return Err(ChangeRefusal {
+                retry: false,
+                code: tonic::Code::FailedPrecondition as i32,
+                message:
+                    "etcdserver: can only promote a learner member which is in sync with leader"
+                        .into(),
+            });
+        }
+        Ok(())
     }
 
     fn answer_change(&mut self, origin: ChangeOrigin, result: Result<(), ChangeRefusal>) {

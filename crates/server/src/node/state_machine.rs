@@ -30,6 +30,12 @@ pub trait StateMachine: Send + Sync + 'static {
         Ok(())
     }
 
+    /// Whether member `id`, a learner in the Raft configuration, was added as a voter: the
+    /// leader promotes it once it has caught up.
+    fn awaits_promotion(&self, _id: u64) -> bool {
+        false
+    }
+
     /// Member `id`'s peer URLs as the replicated state knows them (for the transport
     /// after a snapshot replaced the log); empty if unknown.
     fn peer_urls(&self, _id: u64) -> Vec<String> {
