@@ -2,10 +2,8 @@
 //! environment) starts `raftkv server`. Grouped by what they are about; each flag is one of:
 //!
 //! - **implemented**: it has its etcd effect (`--max-concurrent-streams`, the gRPC
-//!   keepalives, `--auto-compaction-*`, `--pre-vote`, `--logger`, `--log-outputs`,
-//!   `--log-level`, `--debug`);
-//! - **trivially true**: `--strict-reconfig-check` (raftkv has no runtime membership changes
-//!   yet, so there is nothing to check either way);
+//!   keepalives, `--auto-compaction-*`, `--pre-vote`, `--strict-reconfig-check`, `--logger`,
+//!   `--log-outputs`, `--log-level`, `--debug`);
 //! - **ignored, said once**: accepted, and start-up logs exactly one line naming the flag and
 //!   why it changes nothing here (see [`CompatArgs::notes`]). Only flags whose absence cannot
 //!   cost data or correctness are in this class;
@@ -86,8 +84,8 @@ pub struct CompatArgs {
 #[derive(Args, Clone, Debug, Default)]
 #[command(next_help_heading = "Cluster (etcd compatibility)")]
 pub struct ClusterFlags {
-    /// Reject reconfiguration requests that would cause quorum loss. raftkv has no runtime
-    /// membership changes yet, so it is always (trivially) strict. etcd's default: true.
+    /// Reject reconfiguration requests that would cause quorum loss (a removal that leaves
+    /// too few started or connected voters). etcd's default: true.
     #[arg(long, env = "RAFTKV_STRICT_RECONFIG_CHECK", num_args = 0..=1, default_missing_value = "true", action = ArgAction::Set)]
     pub strict_reconfig_check: Option<bool>,
 
@@ -377,11 +375,6 @@ impl CompatArgs {
                 notes.push(format!("{flag} is ignored: {why}"));
             }
         };
-        ignored(
-            c.strict_reconfig_check == Some(false),
-            "--strict-reconfig-check=false",
-            "raftkv has no runtime membership changes yet, so there is nothing to check",
-        );
         ignored(
             c.initial_election_tick_advance.is_some(),
             "--initial-election-tick-advance",

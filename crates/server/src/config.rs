@@ -106,6 +106,9 @@ pub struct Config {
     pub log: LogSettings,
     /// `--pre-vote` (raftkv's default: on).
     pub pre_vote: bool,
+    /// `--strict-reconfig-check` (etcd's default: on): refuse a removal that would leave
+    /// too few started or connected voters (`crate::grpc` member changes).
+    pub strict_reconfig_check: bool,
     /// `--max-concurrent-streams`: HTTP/2 streams per client connection.
     pub max_concurrent_streams: u32,
     /// `--grpc-keepalive-interval` (None: no server pings) and `--grpc-keepalive-timeout`.
@@ -277,6 +280,7 @@ impl Config {
             max_txn_ops: args.max_txn_ops,
             log: LogSettings::from_args(args)?,
             pre_vote: args.compat.cluster.pre_vote.unwrap_or(true),
+            strict_reconfig_check: args.compat.cluster.strict_reconfig_check.unwrap_or(true),
             max_concurrent_streams: args.compat.grpc.max_concurrent_streams,
             keepalive: args.compat.keepalive(),
             auto_compaction: args.compat.auto_compaction()?,

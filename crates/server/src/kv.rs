@@ -14,7 +14,8 @@ use proto::raftkvpb::InternalRequest;
 use raft::{Entry, EntryKind};
 
 use crate::auth::tokens::SimpleTokens;
-use crate::node::StateMachine;
+use crate::members::MemberList;
+use crate::node::{ChangeRefusal, StateMachine};
 use crate::watch::WatchHub;
 
 /// The replicated store. Entries that are not client requests (no-ops, membership)
@@ -27,11 +28,20 @@ use crate::watch::WatchHub;
 /// `Authenticate` teaches it the token `<prefix>.<entry index>` (and the apply output
 /// carries that full token back to the proposer); deleting a user or changing its
 /// password forgets its tokens; disabling auth forgets them all (crate::auth::tokens).
+///
+/// And it holds the replicated member list (`crate::members`): `ConfChange` entries change
+/// it, so every member answers `MemberList` alike, and it travels in the snapshot next to
+/// the store's image (see [`envelope`]).
 pub struct MvccMachine {
     pub store: Store,
     pub watch: Arc<WatchHub>,
     pub tokens: Arc<SimpleTokens>,
     pub lessor: Lessor,
+    pub members: MemberList,
+    /// The list a snapshot without one restores to: the `--initial-cluster` members (such
+    /// snapshots were written before the list was replicated, when the membership was
+    /// fixed at bootstrap).
+    members_seed: MemberList,
     epoch: Instant,
 }
 
@@ -42,12 +52,85 @@ impl Default for MvccMachine {
             watch: Arc::default(),
             tokens: Arc::default(),
             lessor: Lessor::new(),
+            members: MemberList::default(),
+            members_seed: MemberList::default(),
             epoch: Instant::now(),
         }
     }
 }
 
+/// The state machine's snapshot: the store's image and the member list side by side.
+///
+/// ```text
+/// magic    8 bytes  "RKVSM01\0"
+/// store    u64 LE length, then the store's image (mvcc::snapshot, which checksums itself)
+/// members  the rest: MemberList::encode
+/// ```
+///
+/// Why an envelope rather than a section of the store's format: the member list is the
+/// server's state, not the store's, and `Maintenance/Snapshot` backups carry the store's
+/// image alone (etcd's restore makes a new membership from flags, and so does raftkv's).
+/// A bare store image (every snapshot written before the list was replicated) still
+/// restores: the store's own magic tells it apart, and the list is the seed.
+pub mod envelope {
+    use crate::members::MemberList;
+
+    pub const MAGIC: &[u8; 8] = b"RKVSM01\0";
+
+    pub fn encode(store: &[u8], members: &MemberList) -> Vec<u8> {
+        let list = members.encode();
+        let mut out = Vec::with_capacity(16 + store.len() + list.len());
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&(store.len() as u64).to_le_bytes());
+        out.extend_from_slice(store);
+        out.extend_from_slice(&list);
+        out
+    }
+
+    /// The store's image and the list, or `None` for a bare store image. Bad bytes are an
+    /// error, never a panic.
+    pub fn decode(data: &[u8]) -> anyhow::Result<(&[u8], Option<MemberList>)> {
+        let Some(rest) = data.strip_prefix(MAGIC.as_slice()) else {
+            return Ok((data, None));
+        };
+        if rest.len() < 8 {
+            anyhow::bail!("state machine snapshot: truncated store length");
+        }
+        let (len, rest) = rest.split_at(8);
+        let len = u64::from_le_bytes(len.try_into().expect("8 bytes"));
+        if len > rest.len() as u64 {
+            anyhow::bail!("state machine snapshot: truncated store image");
+        }
+        let (store, list) = rest.split_at(len as usize);
+        let list = MemberList::decode(list).map_err(|e| anyhow::anyhow!("{e}"))?;
+        Ok((store, Some(list)))
+    }
+}
+
 impl MvccMachine {
+    /// Start from the `--initial-cluster` member list (also what a snapshot without a list
+    /// restores to).
+    pub fn seed_members(&mut self, list: MemberList) {
+        self.members = list.clone();
+        self.members_seed = list;
+    }
+
+    /// A committed membership change: every member applies the same ones in the same
+    /// order, so a change the list refuses is refused everywhere alike (the core has
+    /// changed its configuration regardless; the list only holds attributes).
+    fn apply_conf_change(&mut self, entry: &Entry) {
+        let applied = raft::ConfChange::decode(&entry.data)
+            .map_err(|e| e.to_string())
+            .and_then(|cc| self.members.apply(&cc).map_err(|e| e.to_string()));
+        if let Err(e) = applied {
+            tracing::warn!(
+                index = entry.index,
+                error = %e,
+                "membership change left the member list unchanged"
+            );
+        }
+    }
+
     /// The lease clock's time: since this machine was made.
     pub fn now(&self) -> Duration {
         self.epoch.elapsed()
@@ -143,6 +226,12 @@ impl StateMachine for MvccMachine {
     type Output = Result<Response, MvccError>;
 
     fn apply(&mut self, entry: &Entry) -> Option<Self::Output> {
+        if entry.kind == EntryKind::ConfChange {
+            // The proposer is answered by the node thread, which knows it waits for a
+            // change (crate::node), so there is no output here.
+            self.apply_conf_change(entry);
+            return None;
+        }
         if entry.kind != EntryKind::Normal {
             return None;
         }
@@ -174,13 +263,15 @@ impl StateMachine for MvccMachine {
     }
 
     fn snapshot(&self) -> Bytes {
-        Bytes::from(self.store.snapshot())
+        Bytes::from(envelope::encode(&self.store.snapshot(), &self.members))
     }
 
     fn restore(&mut self, image: &Bytes) -> anyhow::Result<()> {
         let unpublished = self.store.current_revision() + 1;
-        self.store = Store::restore(image)
+        let (store, members) = envelope::decode(image)?;
+        self.store = Store::restore(store)
             .map_err(|e| anyhow::anyhow!("cannot restore the store from a snapshot: {e:?}"))?;
+        self.members = members.unwrap_or_else(|| self.members_seed.clone());
         self.reset_lessor();
         // Revisions the snapshot skipped were never published: watchers catch up from the
         // restored history (or learn it was compacted).
@@ -190,6 +281,50 @@ impl StateMachine for MvccMachine {
 
     fn size(&self) -> u64 {
         self.store.approximate_size()
+    }
+
+    /// The member list's checks, with etcd's errors: removing or promoting an unknown
+    /// member, adding one whose id or peer URLs are taken, too many learners.
+    fn check_conf_change(&self, cc: &raft::ConfChange) -> Result<(), ChangeRefusal> {
+        use raft::ConfChangeKind as K;
+        let list = &self.members;
+        let checked = match cc.kind {
+            K::Remove => list.check_remove(cc.node),
+            K::AddVoter if list.get(cc.node).is_some() || cc.context.is_empty() => {
+                list.check_promote(cc.node)
+            }
+            K::AddVoter | K::AddLearner => {
+                match proto::etcdserverpb::Member::decode(cc.context.as_ref()) {
+                    // A voter joins as a learner first: the context says which it is.
+                    Ok(m) => list.check_add(
+                        cc.node,
+                        &m.peer_ur_ls,
+                        m.is_learner,
+                        crate::members::DEFAULT_MAX_LEARNERS,
+                    ),
+                    Err(e) => Err(crate::members::MemberError::BadContext(e.to_string())),
+                }
+            }
+        };
+        checked.map_err(|e| {
+            let st = e.to_status();
+            ChangeRefusal {
+                retry: false,
+                code: st.code() as i32,
+                message: st.message().to_string(),
+            }
+        })
+    }
+
+    fn awaits_promotion(&self, id: u64) -> bool {
+        self.members.get(id).is_some_and(|m| !m.is_learner)
+    }
+
+    fn peer_urls(&self, id: u64) -> Vec<String> {
+        self.members
+            .get(id)
+            .map(|m| m.peer_urls.clone())
+            .unwrap_or_default()
     }
 }
 
@@ -303,6 +438,93 @@ mod tests {
         assert!((29..=30).contains(&left), "{left}");
         assert_eq!(other.lessor.len(), 1);
         assert_eq!(m.lease_remaining_secs(8), None);
+    }
+
+    fn seeded() -> MvccMachine {
+        let mut m = MvccMachine::default();
+        m.seed_members(MemberList::from_initial(&[
+            crate::config::InitialMember {
+                id: 1,
+                name: "a".into(),
+                peer_urls: vec!["http://127.0.0.1:2380".into()],
+            },
+            crate::config::InitialMember {
+                id: 2,
+                name: "b".into(),
+                peer_urls: vec!["http://127.0.0.1:2381".into()],
+            },
+        ]));
+        m
+    }
+
+    fn conf_entry(index: u64, cc: raft::ConfChange) -> Entry {
+        Entry {
+            term: 1,
+            index,
+            kind: EntryKind::ConfChange,
+            data: cc.encode(),
+        }
+    }
+
+    /// Membership changes reach the list (and only valid ones change it); the list travels
+    /// in the snapshot; a bare store image, as written before the list was replicated,
+    /// restores with the seed list.
+    #[test]
+    fn conf_changes_change_the_member_list_which_survives_a_snapshot() {
+        use crate::members::{encode_context, MemberRecord};
+        use raft::{ConfChange, ConfChangeKind};
+        let mut m = seeded();
+        let seed = m.members.clone();
+        m.apply(&put_entry(1, b"k"));
+        let rec = MemberRecord {
+            id: 3,
+            name: String::new(),
+            peer_urls: vec!["http://127.0.0.1:2382".into()],
+            client_urls: vec![],
+            is_learner: true,
+        };
+        let add = ConfChange {
+            kind: ConfChangeKind::AddLearner,
+            node: 3,
+            context: encode_context(&rec),
+        };
+        assert!(m.apply(&conf_entry(2, add)).is_none());
+        let remove = |node| ConfChange {
+            kind: ConfChangeKind::Remove,
+            node,
+            context: Bytes::new(),
+        };
+        m.apply(&conf_entry(3, remove(1)));
+        // Not a member: refused alike everywhere, nothing changes.
+        m.apply(&conf_entry(4, remove(9)));
+        let undecodable = Entry {
+            data: Bytes::from_static(b"x"),
+            ..conf_entry(5, remove(2))
+        };
+        m.apply(&undecodable);
+        let ids: Vec<u64> = m.members.members().map(|r| r.id).collect();
+        assert_eq!(ids, vec![2, 3]);
+        assert!(m.members.get(3).unwrap().is_learner);
+        assert!(m.members.is_removed(1));
+
+        let mut other = seeded();
+        other.restore(&m.snapshot()).unwrap();
+        assert_eq!(other.members, m.members);
+        assert!(other.store == m.store);
+
+        let mut old = seeded();
+        old.members = MemberList::default();
+        old.restore(&Bytes::from(m.store.snapshot())).unwrap();
+        assert_eq!(old.members, seed);
+        assert!(old.store == m.store);
+
+        // A damaged envelope is refused and changes nothing.
+        let image = m.snapshot();
+        for cut in [8, 12, image.len() - 1] {
+            let mut fresh = seeded();
+            assert!(fresh.restore(&image.slice(..cut)).is_err(), "cut {cut}");
+            assert_eq!(fresh.members, seed);
+        }
     }
 
     #[test]

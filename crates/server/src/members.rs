@@ -9,8 +9,9 @@
 //!
 //! This module is pure: checks a request against the list ([`MemberList::check_add`] and
 //! friends, with etcd's error texts) and applies committed changes ([`MemberList::apply`]).
-//! Wiring it to the Cluster RPCs, the snapshot and the transport is not done yet
-//! (docs/membership.md).
+//! The state machine holds the list (`crate::kv::MvccMachine::members`, kept in its
+//! snapshot), the leader checks changes against it before placing them (`crate::node`),
+//! and `MemberList`/`MemberRemove` answer from it (`crate::grpc::member_change`).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -153,6 +154,11 @@ impl MemberList {
         self.removed.contains(&id)
     }
 
+    /// The ids removed for good, ascending.
+    pub fn removed(&self) -> impl Iterator<Item = u64> + '_ {
+        self.removed.iter().copied()
+    }
+
     /// Members in id order, as `MemberList` answers them.
     pub fn members(&self) -> impl Iterator<Item = &MemberRecord> {
         self.members.values()
@@ -251,6 +257,11 @@ impl MemberList {
                     return Err(MemberError::IdRemoved);
                 }
                 if let Some(existing) = self.members.get_mut(&cc.node) {
+                    // The automatic promotion of a member added as a voter (it joined the
+                    // configuration as a learner; the list already shows it as a voter).
+                    if !is_learner && !existing.is_learner && cc.context.is_empty() {
+                        return Ok(());
+                    }
                     // A promotion: the learner becomes a voter, its attributes stay.
                     if is_learner || !existing.is_learner {
                         return Err(MemberError::IdExists);
@@ -266,8 +277,11 @@ impl MemberList {
                         member.id, cc.node
                     )));
                 }
+                // A voter is added to the configuration as a learner first and promoted
+                // once it caught up (`crate::node`); its context says it is no learner.
+                let context_learner = member.is_learner;
                 let mut record = MemberRecord::from_proto(member);
-                record.is_learner = is_learner;
+                record.is_learner = is_learner && context_learner;
                 self.members.insert(cc.node, record);
                 Ok(())
             }

@@ -116,6 +116,9 @@ pub async fn serve(
         }
     }
     let mut machine = MvccMachine::default();
+    machine.seed_members(crate::members::MemberList::from_initial(
+        &config.initial_members,
+    ));
     machine.tokens = Arc::new(crate::auth::tokens::SimpleTokens::new(
         std::time::Duration::from_secs(config.auth.auth_token_ttl),
     ));
@@ -169,10 +172,19 @@ pub async fn serve(
         name: config.name.clone(),
         client_urls: config.advertise_client_urls.clone(),
     };
-    let peers: Vec<(u64, Vec<String>)> = config
-        .peers()
-        .map(|m| (m.id, m.peer_urls.clone()))
-        .collect();
+    // The replicated list as of the recovered snapshot; changes after it reach the
+    // transport as the node thread replays them.
+    let (peers, removed): (Vec<(u64, Vec<String>)>, Vec<u64>) = {
+        let sm = state
+            .read()
+            .map_err(|_| anyhow::anyhow!("state machine lock poisoned"))?;
+        let list = &sm.members;
+        let peers = list.members().filter(|m| m.id != config.member_id);
+        (
+            peers.map(|m| (m.id, m.peer_urls.clone())).collect(),
+            list.removed().collect(),
+        )
+    };
     let transport = Transport::start_with_tls(
         local.clone(),
         &peers,
@@ -180,9 +192,12 @@ pub async fn serve(
         shutdown.clone(),
         tls.peer_client.clone(),
     );
+    for id in removed {
+        transport.remove_peer(id);
+    }
     let acceptor = Arc::new(Acceptor {
         local,
-        members: config.initial_members.iter().map(|m| m.id).collect(),
+        members: transport.peer_set(),
         incarnations,
         sink: handle.peer_sink(),
         commit: handle.status.commit.clone(),
@@ -244,6 +259,8 @@ pub async fn serve(
         membership: Arc::new(Membership {
             members: config.initial_members.clone(),
             self_id: config.member_id,
+            self_name: config.name.clone(),
+            strict_reconfig_check: config.strict_reconfig_check,
             self_client_urls: config.advertise_client_urls.clone(),
         }),
         transport,

@@ -133,9 +133,9 @@ async fn errors_use_etcds_codes_and_messages() {
             .await
             .unwrap();
     let e = cluster
-        .member_add(proto::etcdserverpb::MemberAddRequest {
+        .member_update(proto::etcdserverpb::MemberUpdateRequest {
+            id: 1,
             peer_ur_ls: vec!["http://127.0.0.1:1".into()],
-            is_learner: false,
         })
         .await
         .unwrap_err();

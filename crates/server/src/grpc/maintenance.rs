@@ -23,11 +23,15 @@ use super::{Context, ETCD_VERSION};
 use crate::config::InitialMember;
 use crate::node::StateMachine;
 
-/// The static part of the membership (from the initial configuration) plus our own
-/// client URLs; peers' client URLs come from the transport's handshakes.
+/// This member's own attributes for `MemberList` (the list itself is replicated:
+/// `MvccMachine::members`); peers' names and client URLs come from the transport's
+/// handshakes. `members` is the `--initial-cluster` list.
 pub struct Membership {
     pub members: Vec<InitialMember>,
     pub self_id: u64,
+    pub self_name: String,
+    /// `--strict-reconfig-check`.
+    pub strict_reconfig_check: bool,
     pub self_client_urls: Vec<String>,
 }
 
@@ -218,39 +222,70 @@ impl Maintenance for MaintenanceService {
 
 pub struct ClusterService(pub Context);
 
+impl ClusterService {
+    /// The replicated member list as etcd shows it. A member's name and client URLs are the
+    /// ones it announced: our own from the flags, a peer's from its handshake with us
+    /// (raftkv does not publish them through the log); a member never heard from shows
+    /// the name it was given at bootstrap, or none (etcdctl's `unstarted`) if it was added
+    /// at runtime.
+    pub(crate) fn members(&self) -> Result<Vec<Member>, Status> {
+        let m = &self.0.membership;
+        let directory = self.0.transport.directory();
+        let sm = self
+            .0
+            .node
+            .state
+            .read()
+            .map_err(|_| Status::internal("state lock poisoned"))?;
+        Ok(sm
+            .members
+            .members()
+            .map(|rec| {
+                let mut member = rec.to_proto();
+                if rec.id == m.self_id {
+                    member.name = m.self_name.clone();
+                    member.client_ur_ls = m.self_client_urls.clone();
+                } else if let Some(p) = directory.get(&rec.id).filter(|p| !p.name.is_empty()) {
+                    member.name = p.name.clone();
+                    member.client_ur_ls = p.client_urls.clone();
+                }
+                member
+            })
+            .collect())
+    }
+}
+
 #[tonic::async_trait]
 impl Cluster for ClusterService {
     async fn member_list(
         &self,
         _r: Request<MemberListRequest>,
     ) -> Result<Response<MemberListResponse>, Status> {
-        let m = &self.0.membership;
-        let directory = self.0.transport.directory();
-        let members = m
-            .members
-            .iter()
-            .map(|im| {
-                let client_urls = if im.id == m.self_id {
-                    m.self_client_urls.clone()
-                } else {
-                    directory
-                        .get(&im.id)
-                        .map(|p| p.client_urls.clone())
-                        .unwrap_or_default()
-                };
-                Member {
-                    id: im.id,
-                    name: im.name.clone(),
-                    peer_ur_ls: im.peer_urls.clone(),
-                    client_ur_ls: client_urls,
-                    is_learner: false,
-                }
-            })
-            .collect();
         Ok(Response::new(MemberListResponse {
             header: Some(self.0.header(0)),
-            members,
+            members: self.members()?,
         }))
+    }
+
+    async fn member_remove(
+        &self,
+        r: Request<proto::etcdserverpb::MemberRemoveRequest>,
+    ) -> Result<Response<proto::etcdserverpb::MemberRemoveResponse>, Status> {
+        super::member_change::member_remove(self, r).await
+    }
+
+    async fn member_add(
+        &self,
+        r: Request<proto::etcdserverpb::MemberAddRequest>,
+    ) -> Result<Response<proto::etcdserverpb::MemberAddResponse>, Status> {
+        super::member_change::member_add(self, r).await
+    }
+
+    async fn member_promote(
+        &self,
+        r: Request<proto::etcdserverpb::MemberPromoteRequest>,
+    ) -> Result<Response<proto::etcdserverpb::MemberPromoteResponse>, Status> {
+        super::member_change::member_promote(self, r).await
     }
 }
 

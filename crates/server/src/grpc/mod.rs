@@ -5,7 +5,7 @@
 //!   proposal to the leader and wait for their own apply); reads are served from the local
 //!   store, after a ReadIndex round unless `serializable`.
 //! * `Maintenance`: Status, Alarm GET, HashKV, MoveLeader (`move_leader.rs`). `Cluster`:
-//!   MemberList.
+//!   MemberList from the replicated list, MemberRemove (`member_change.rs`).
 //! * `Watch`: every member serves watches from its own applied state (`crate::watch`).
 //! * `Lease`: grants, revocations and keep-alives through the log; docs/lease.md.
 //! * `Auth`: `crate::auth::AuthService`; every service checks permissions (crate::auth).
@@ -20,6 +20,7 @@ mod edge;
 mod kv;
 mod lease;
 mod maintenance;
+mod member_change;
 mod methods;
 mod move_leader;
 mod watch;

@@ -28,7 +28,13 @@ pub async fn move_leader(
         return Err(ServerError::NotLeader.into());
     }
     let target = req.target_id;
-    if !ctx.membership.members.iter().any(|m| m.id == target) {
+    let voter = ctx
+        .node
+        .state
+        .read()
+        .map(|sm| sm.members.get(target).is_some_and(|m| !m.is_learner))
+        .unwrap_or(false);
+    if !voter {
         return Err(ServerError::BadLeaderTransferee.into());
     }
     if target != me {

@@ -19,6 +19,7 @@ use bytes::Bytes;
 use tokio::sync::oneshot;
 
 use crate::errors::ServerError;
+pub use crate::transport::ChangeRefusal;
 use crate::transport::PeerEvent;
 pub use runtime::{channel, spawn, NodeParams};
 pub use state_machine::StateMachine;
@@ -47,9 +48,30 @@ pub enum Input<O> {
     /// Hand leadership to this member (MoveLeader). Answered once the core took the request
     /// (or refused it: not the leader); the caller watches the leader change.
     TransferLeader(u64, oneshot::Sender<Result<(), ServerError>>),
+    /// A membership change (a Cluster call): the leader checks it against the member list
+    /// and places it; a follower sends it to the leader. Answered once the change is applied
+    /// on the leader, or with why not.
+    Change(raft::ConfChange, oneshot::Sender<Result<(), ChangeRefusal>>),
     /// The background snapshot writer finished.
     SnapshotWritten(Result<(storage::WrittenSnapshot, raft::Snapshot), String>),
     Shutdown,
+}
+
+impl From<ServerError> for ChangeRefusal {
+    fn from(e: ServerError) -> ChangeRefusal {
+        let st = tonic::Status::from(e);
+        ChangeRefusal {
+            retry: false,
+            code: st.code() as i32,
+            message: st.message().to_string(),
+        }
+    }
+}
+
+impl From<ChangeRefusal> for tonic::Status {
+    fn from(r: ChangeRefusal) -> tonic::Status {
+        tonic::Status::new(tonic::Code::from_i32(r.code), r.message)
+    }
 }
 
 /// The node's state as last published by its thread, for Status, health and headers.
@@ -145,6 +167,20 @@ impl<S: StateMachine> NodeHandle<S> {
             Ok(Ok(Err(e))) => Err(ServerError::Storage(e)),
             Ok(Err(_)) => Err(ServerError::Stopped),
             Err(_) => Err(ServerError::Timeout),
+        }
+    }
+
+    /// Have a membership change made (through the leader, one at a time). `Ok` once the
+    /// leader applied it; a refusal with `retry` may succeed if asked again (a change in
+    /// flight, a leader that has not committed an entry of its term yet).
+    pub async fn propose_change(&self, cc: raft::ConfChange) -> Result<(), ChangeRefusal> {
+        let (tx, rx) = oneshot::channel();
+        let refusal = |e: ServerError| ChangeRefusal::from(e);
+        self.submit(Input::Change(cc, tx)).map_err(refusal)?;
+        match tokio::time::timeout(self.timeout, rx).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(refusal(ServerError::Stopped)),
+            Err(_) => Err(refusal(ServerError::Timeout)),
         }
     }
 

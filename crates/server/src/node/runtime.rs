@@ -14,10 +14,20 @@ use storage::Storage;
 use tokio::sync::oneshot;
 use tracing::{debug, error, info, warn};
 
-use super::{probe, Input, NodeHandle, ProposeResult, SharedStatus, Stamped, StateMachine};
+use super::{
+    probe, ChangeRefusal, Input, NodeHandle, ProposeResult, SharedStatus, Stamped, StateMachine,
+};
 use crate::errors::ServerError;
 use crate::metrics::metrics;
 use crate::transport::{Frame, PeerEvent, Transport};
+
+/// How long a member that applied its own removal keeps running before it stops (etcd
+/// waits the same second): a leader removing itself still has to hand over leadership,
+/// and the others have to hear that the change committed.
+const REMOVED_GRACE: Duration = Duration::from_secs(1);
+
+/// How often a leader looks for members added as voters that have caught up.
+const PROMOTE_CHECK: Duration = Duration::from_millis(100);
 
 /// Inputs handled per loop iteration before the driver is polled (bounds latency).
 const MAX_INPUTS_PER_ROUND: usize = 8192;
@@ -81,6 +91,7 @@ pub fn spawn<S: StateMachine>(
         max_apply_gap: node::MAX_APPLY_GAP,
         forward_id_base: random_u64(),
     };
+    let id = params.id;
     let NodeParams {
         raft,
         storage,
@@ -93,6 +104,12 @@ pub fn spawn<S: StateMachine>(
     } = params;
     let driver = Driver::new(raft, cfg, (applied, applied_term), Duration::ZERO);
     let shell = Shell {
+        id,
+        changes: HashMap::new(),
+        remote_changes: HashMap::new(),
+        next_change_id: random_u64(),
+        removed_at: None,
+        promote_checked: Instant::now(),
         driver,
         storage,
         state,
@@ -127,6 +144,24 @@ fn random_u64() -> u64 {
 
 type Responder<O> = oneshot::Sender<ProposeResult<O>>;
 type ReadWaiter = oneshot::Sender<Result<(), ServerError>>;
+type ChangeWaiter = oneshot::Sender<Result<(), ChangeRefusal>>;
+
+/// Who waits for a membership change this leader placed.
+enum ChangeOrigin {
+    /// A Cluster call on this member.
+    Local(ChangeWaiter),
+    /// A follower's ([`Frame::Change`]), answered with a [`Frame::ChangeResult`].
+    Remote { from: u64, req_id: u64 },
+}
+
+/// A refusal that may pass if the change is asked for again.
+fn retry_later(message: &str) -> ChangeRefusal {
+    ChangeRefusal {
+        retry: true,
+        code: tonic::Code::Unavailable as i32,
+        message: message.to_string(),
+    }
+}
 
 /// The time the driver sees: wall-clock time since the thread started, scaled by the
 /// test-only clock-rate fault hook (1 outside the Jepsen harness).
@@ -183,6 +218,16 @@ impl ShellClock {
 }
 
 struct Shell<S: StateMachine> {
+    id: u64,
+    /// Membership changes this leader placed, by the request id given to the driver.
+    changes: HashMap<RequestId, ChangeOrigin>,
+    /// Membership changes sent to the leader, by the id in their [`Frame::Change`].
+    remote_changes: HashMap<u64, ChangeWaiter>,
+    next_change_id: u64,
+    /// When this member applied its own removal; it stops [`REMOVED_GRACE`] later.
+    removed_at: Option<Instant>,
+    /// When the leader last looked for members to promote ([`Shell::auto_promote`]).
+    promote_checked: Instant,
     driver: Driver,
     storage: Storage,
     state: Arc<RwLock<S>>,
@@ -214,14 +259,29 @@ impl<S: StateMachine> Shell<S> {
         for (_, r) in self.reads.drain() {
             let _ = r.send(Err(ServerError::Stopped));
         }
+        for (_, origin) in std::mem::take(&mut self.changes) {
+            self.answer_change(origin, Err(ServerError::Stopped.into()));
+        }
+        for (_, w) in self.remote_changes.drain() {
+            let _ = w.send(Err(ServerError::Stopped.into()));
+        }
         result
     }
 
     fn event_loop(&mut self) -> anyhow::Result<()> {
         self.publish();
         loop {
+            if let Some(at) = self.removed_at {
+                if at.elapsed() >= REMOVED_GRACE {
+                    removed_for_good();
+                    return Ok(());
+                }
+            }
             let due = self.clock.real_instant(self.driver.next_tick_due());
-            let wait = due.saturating_duration_since(Instant::now());
+            let mut wait = due.saturating_duration_since(Instant::now());
+            if let Some(at) = self.removed_at {
+                wait = wait.min(REMOVED_GRACE.saturating_sub(at.elapsed()));
+            }
             match self.inbox.recv_timeout(wait) {
                 Ok(input) => {
                     if !self.handle(input)? {
@@ -247,6 +307,10 @@ impl<S: StateMachine> Shell<S> {
             while let Some(fx) = self.driver.poll() {
                 self.carry_out(fx)?;
             }
+            if self.role == Role::Leader && self.promote_checked.elapsed() >= PROMOTE_CHECK {
+                self.promote_checked = Instant::now();
+                self.auto_promote();
+            }
             self.publish();
         }
     }
@@ -255,7 +319,11 @@ impl<S: StateMachine> Shell<S> {
     fn handle(&mut self, Stamped(arrived, input): Stamped<S::Output>) -> anyhow::Result<bool> {
         self.driver.tick(self.clock.at(arrived));
         match input {
-            Input::Peer(ev) => self.on_peer_event(ev)?,
+            Input::Peer(ev) => {
+                if !self.on_peer_event(ev)? {
+                    return Ok(false);
+                }
+            }
             Input::Propose(data, resp) => {
                 probe::mark("node_in", 0);
                 let req = self.new_request();
@@ -281,6 +349,7 @@ impl<S: StateMachine> Shell<S> {
                 };
                 let _ = answer.send(r);
             }
+            Input::Change(cc, w) => self.on_change(cc, ChangeOrigin::Local(w)),
             Input::SnapshotWritten(r) => self.on_snapshot_written(r)?,
             Input::Shutdown => return Ok(false),
         }
@@ -293,7 +362,7 @@ impl<S: StateMachine> Shell<S> {
         r
     }
 
-    fn on_peer_event(&mut self, ev: PeerEvent) -> anyhow::Result<()> {
+    fn on_peer_event(&mut self, ev: PeerEvent) -> anyhow::Result<bool> {
         match ev {
             PeerEvent::Frame { from, frame } => match frame {
                 Frame::Raft(m) => {
@@ -316,8 +385,32 @@ impl<S: StateMachine> Shell<S> {
                 Frame::ForwardResult { req_id, result } => self
                     .driver
                     .step_frame(from, PeerFrame::ForwardResult { req_id, result }),
+                Frame::Change { req_id, change } => match raft::ConfChange::decode(&change) {
+                    Ok(cc) => self.on_change(cc, ChangeOrigin::Remote { from, req_id }),
+                    Err(e) => self.answer_change(
+                        ChangeOrigin::Remote { from, req_id },
+                        Err(ChangeRefusal {
+                            retry: false,
+                            code: tonic::Code::Internal as i32,
+                            message: format!("undecodable membership change: {e}"),
+                        }),
+                    ),
+                },
+                Frame::ChangeResult { req_id, result } => {
+                    if let Some(w) = self.remote_changes.remove(&req_id) {
+                        let _ = w.send(result);
+                    }
+                }
                 Frame::Hello(_) | Frame::HelloReply(_) => {}
             },
+            PeerEvent::Removed { peer } => {
+                info!(
+                    peer = format_args!("{peer:x}"),
+                    "a member says this member was removed"
+                );
+                removed_for_good();
+                return Ok(false);
+            }
             PeerEvent::Connected { peer } => self.driver.peer_connected(peer),
             PeerEvent::Disconnected { peer } => self.driver.peer_lost(peer),
             PeerEvent::IdentityRefused { peer, reason } => {
@@ -327,13 +420,197 @@ impl<S: StateMachine> Shell<S> {
                 debug!(peer = format_args!("{peer:x}"), %reason, "peer refused our connection");
             }
         }
+        Ok(true)
+    }
+
+    /// A membership change asked for here (`Local`) or by a follower (`Remote`). The leader
+    /// checks it against the member list it applied and places it; a follower passes a
+    /// local one on to the leader.
+    fn on_change(&mut self, cc: raft::ConfChange, origin: ChangeOrigin) {
+        if self.role != Role::Leader {
+            match (origin, self.leader) {
+                (ChangeOrigin::Local(w), Some(leader)) if leader != self.id => {
+                    let req_id = self.next_change_id;
+                    self.next_change_id = self.next_change_id.wrapping_add(1);
+                    self.remote_changes.insert(req_id, w);
+                    self.transport.send(
+                        leader,
+                        Frame::Change {
+                            req_id,
+                            change: cc.encode(),
+                        },
+                    );
+                }
+                (origin, _) => {
+                    self.answer_change(origin, Err(retry_later("etcdserver: no leader")))
+                }
+            }
+            return;
+        }
+        let checked = match self.state.read() {
+            Ok(sm) => sm.check_conf_change(&cc),
+            Err(_) => Err(ServerError::Stopped.into()),
+        };
+        if let Err(r) = checked.and_then(|()| self.learner_ready(&cc)) {
+            return self.answer_change(origin, Err(r));
+        }
+        let req = self.new_request();
+        match self.driver.propose_conf_change(req, cc) {
+            Ok(()) => {
+                self.changes.insert(req, origin);
+            }
+            Err(e) => {
+                use raft::ProposeError as P;
+                let r = match e {
+                    P::NotLeader { .. } | P::TransferInProgress | P::ConfChangePending => {
+                        retry_later("etcdserver: request timed out")
+                    }
+                    P::InvalidConfChange(why) => ChangeRefusal {
+                        retry: false,
+                        code: tonic::Code::FailedPrecondition as i32,
+                        message: format!("etcdserver: {why}"),
+                    },
+                };
+                self.answer_change(origin, Err(r));
+            }
+        }
+    }
+
+    /// `MemberAdd` of a voter puts it in the configuration as a learner, so that a member
+    /// that never starts (a wrong URL, a typo) cannot take the quorum away; the leader
+    /// promotes it here once it holds 90% of the leader's log (etcd's "in sync" rule), one
+    /// change at a time like any other. The result is nobody's answer.
+    fn auto_promote(&mut self) {
+        let status = self.driver.core().status();
+        if status.conf_state.learners.is_empty() {
+            return;
+        }
+        let waiting: Vec<u64> = match self.state.read() {
+            Ok(sm) => status
+                .conf_state
+                .learners
+                .iter()
+                .copied()
+                .filter(|&id| sm.awaits_promotion(id))
+                .collect(),
+            Err(_) => return,
+        };
+        if waiting.is_empty() {
+            return;
+        }
+        let progress = self.driver.core().progress();
+        for id in waiting {
+            let matched = progress
+                .iter()
+                .find(|p| p.id == id)
+                .map_or(0, |p| p.match_index);
+            if matched == 0 || (matched as f64) < (status.last_index as f64) * 0.9 {
+                continue;
+            }
+            let cc = raft::ConfChange {
+                kind: raft::ConfChangeKind::AddVoter,
+                node: id,
+                context: bytes::Bytes::new(),
+            };
+            let req = self.new_request();
+            if self.driver.propose_conf_change(req, cc).is_ok() {
+                info!(
+                    member = format_args!("{id:x}"),
+                    matched, "promoting a member added as a voter: it caught up"
+                );
+            }
+            return;
+        }
+    }
+
+    /// A promotion needs the learner in sync with the leader: its acknowledged log at least
+    /// 90% of the leader's (etcd's `isLearnerReady`, same threshold and text).
+    fn learner_ready(&self, cc: &raft::ConfChange) -> Result<(), ChangeRefusal> {
+        let core = self.driver.core();
+        if cc.kind != raft::ConfChangeKind::AddVoter
+            || !core.status().conf_state.learners.contains(&cc.node)
+        {
+            return Ok(());
+        }
+        let leader_match = core.status().last_index;
+        let learner_match = core
+            .progress()
+            .iter()
+            .find(|p| p.id == cc.node)
+            .map_or(0, |p| p.match_index);
+        if (learner_match as f64) < (leader_match as f64) * 0.9 {
+            return Err(ChangeRefusal {
+                retry: false,
+                code: tonic::Code::FailedPrecondition as i32,
+                message:
+                    "etcdserver: can only promote a learner member which is in sync with leader"
+                        .into(),
+            });
+        }
         Ok(())
+    }
+
+    fn answer_change(&mut self, origin: ChangeOrigin, result: Result<(), ChangeRefusal>) {
+        match origin {
+            ChangeOrigin::Local(w) => {
+                let _ = w.send(result);
+            }
+            ChangeOrigin::Remote { from, req_id } => self
+                .transport
+                .send(from, Frame::ChangeResult { req_id, result }),
+        }
+    }
+
+    /// The transport follows the membership: a member being added is dialled as soon as
+    /// the change is in our log (a leader needs it before the change can commit).
+    fn dial_added_members(&self, entries: &[raft::Entry]) {
+        for e in entries
+            .iter()
+            .filter(|e| e.kind == raft::EntryKind::ConfChange)
+        {
+            let Ok(cc) = raft::ConfChange::decode(&e.data) else {
+                continue;
+            };
+            if cc.kind == raft::ConfChangeKind::Remove || cc.context.is_empty() {
+                continue;
+            }
+            use prost::Message as _;
+            if let Ok(m) = proto::etcdserverpb::Member::decode(cc.context.as_ref()) {
+                self.transport.add_peer(cc.node, &m.peer_ur_ls);
+            }
+        }
+    }
+
+    /// An applied removal: the transport drops the member for good; our own removal stops
+    /// this member shortly (etcd's words in the log).
+    fn follow_removal(&mut self, entry: &raft::Entry) {
+        let Ok(cc) = raft::ConfChange::decode(&entry.data) else {
+            return;
+        };
+        if cc.kind != raft::ConfChangeKind::Remove {
+            return;
+        }
+        if cc.node == self.id {
+            if self.removed_at.is_none() {
+                info!(index = entry.index, "applied the removal of this member");
+                self.removed_at = Some(Instant::now());
+            }
+        } else {
+            info!(
+                member = format_args!("{:x}", cc.node),
+                "removed member from the cluster"
+            );
+            self.transport.remove_peer(cc.node);
+        }
     }
 
     /// Carry out one batch of effects, in the contract's order.
     fn carry_out(&mut self, fx: Effects) -> anyhow::Result<()> {
         if let Some(ss) = fx.soft_state {
             self.on_soft_state(ss.leader, ss.role);
+        }
+        if let Some(batch) = &fx.persist {
+            self.dial_added_members(&batch.entries);
         }
         if !fx.messages.is_empty() {
             self.transport.send_raft(&fx.messages);
@@ -402,6 +679,13 @@ impl<S: StateMachine> Shell<S> {
     }
 
     fn answer(&mut self, req: RequestId, outcome: Outcome) {
+        if let Some(origin) = self.changes.remove(&req) {
+            let e = match outcome {
+                Outcome::Failed(e) => server_error(e),
+                Outcome::ReadReady => ServerError::LeaderChanged,
+            };
+            return self.answer_change(origin, Err(e.into()));
+        }
         match outcome {
             Outcome::ReadReady => {
                 if let Some(w) = self.reads.remove(&req) {
@@ -443,6 +727,13 @@ impl<S: StateMachine> Shell<S> {
         if role != self.role {
             info!(from = ?self.role, to = ?role, term, "role changed");
         }
+        if leader != self.leader {
+            // Changes sent to the previous leader may or may not have been made: say so
+            // now rather than at the timeout (as for forwarded writes).
+            for (_, w) in self.remote_changes.drain() {
+                let _ = w.send(Err(ServerError::LeaderChanged.into()));
+            }
+        }
         self.leader = leader;
         self.role = role;
     }
@@ -458,7 +749,24 @@ impl<S: StateMachine> Shell<S> {
             .state
             .write()
             .map_err(|_| anyhow::anyhow!("state machine lock poisoned"))?;
-        sm.restore(&snap.data)
+        sm.restore(&snap.data)?;
+        // The snapshot's configuration replaces whatever the log said.
+        let conf = &snap.meta.conf_state;
+        let members: Vec<u64> = conf.voters.iter().chain(&conf.learners).copied().collect();
+        let urls: Vec<(u64, Vec<String>)> =
+            members.iter().map(|&id| (id, sm.peer_urls(id))).collect();
+        drop(sm);
+        for (id, urls) in urls {
+            self.transport.add_peer(id, &urls);
+        }
+        if !conf.voters.is_empty() && !members.contains(&self.id) && self.removed_at.is_none() {
+            info!(
+                index = snap.meta.index,
+                "the snapshot no longer lists this member"
+            );
+            self.removed_at = Some(Instant::now());
+        }
+        Ok(())
     }
 
     /// Apply committed entries in order and answer their proposers. A poisoned lock means
@@ -468,6 +776,7 @@ impl<S: StateMachine> Shell<S> {
         let last = items.last().map_or(0, |i| i.entry.index);
         probe::mark("commit", last);
         let mut outputs = Vec::new();
+        let mut changes_applied = Vec::new();
         {
             let mut sm = self
                 .state
@@ -476,6 +785,9 @@ impl<S: StateMachine> Shell<S> {
             for item in items {
                 let started = Instant::now();
                 let out = sm.apply(&item.entry);
+                if item.entry.kind == raft::EntryKind::ConfChange {
+                    changes_applied.push((item.entry.clone(), item.answers));
+                }
                 if started.elapsed() > crate::metrics::SLOW_APPLY {
                     metrics().slow_apply.inc();
                 }
@@ -485,6 +797,12 @@ impl<S: StateMachine> Shell<S> {
             }
         }
         self.shared.applied.store(last, Ordering::Relaxed);
+        for (entry, answers) in changes_applied {
+            self.follow_removal(&entry);
+            if let Some(origin) = answers.and_then(|req| self.changes.remove(&req)) {
+                self.answer_change(origin, Ok(()));
+            }
+        }
         let answered = !outputs.is_empty();
         for (req, out) in outputs {
             if let Some(r) = self.proposals.remove(&req) {
@@ -586,6 +904,12 @@ impl<S: StateMachine> Shell<S> {
         }
         Ok(())
     }
+}
+
+/// etcd's last words for a member removed from the cluster.
+fn removed_for_good() {
+    error!("{}", crate::transport::REMOVED);
+    info!("the data-dir used by this member must be removed.");
 }
 
 fn server_error(e: NodeError) -> ServerError {

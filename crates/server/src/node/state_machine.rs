@@ -21,4 +21,24 @@ pub trait StateMachine: Send + Sync + 'static {
 
     /// Bytes the state occupies (reported as `dbSize`; must be > 0 for etcdctl).
     fn size(&self) -> u64;
+
+    /// Whether the leader may propose membership change `cc` given the state applied so
+    /// far (the member list's checks, with etcd's errors). Checked on the leader only, just
+    /// before the change is placed: changes go one at a time, so no other change can slip
+    /// in between.
+    fn check_conf_change(&self, _cc: &raft::ConfChange) -> Result<(), super::ChangeRefusal> {
+        Ok(())
+    }
+
+    /// Whether member `id`, a learner in the Raft configuration, was added as a voter: the
+    /// leader promotes it once it has caught up.
+    fn awaits_promotion(&self, _id: u64) -> bool {
+        false
+    }
+
+    /// Member `id`'s peer URLs as the replicated state knows them (for the transport
+    /// after a snapshot replaced the log); empty if unknown.
+    fn peer_urls(&self, _id: u64) -> Vec<String> {
+        Vec::new()
+    }
 }

@@ -8,7 +8,8 @@
 //!
 //! Frame kinds: 1 `Hello`, 2 `HelloReply::Accepted`, 4 `Raft`, 5 `Forward`,
 //! 6 `ForwardResult`, 7 `HelloReply::Refused` (`code:u8 reason:bytes`, see
-//! [`RefusalKind`]). Kind 3 was the refusal before it carried a code (`reason:bytes`): it is
+//! [`RefusalKind`]), 8 `Change` (`req_id change:bytes`), 9 `ChangeResult` (`req_id` then
+//! `0`, or `1 retry:u8 grpc_code:u32 message:bytes`). Kind 3 was the refusal before it carried a code (`reason:bytes`): it is
 //! still decoded, as [`RefusalKind::Other`], and never sent.
 //!
 //! Our own encoding rather than protobuf because `raft::Message` is a Rust enum that
@@ -89,6 +90,10 @@ pub enum RefusalKind {
     /// The acceptor cannot admit anyone new right now (it failed to record the dialler's
     /// incarnation durably); try again later.
     Unavailable,
+    /// The dialler was removed from the cluster: it must stop (etcd's "the member has been
+    /// permanently removed from the cluster"). Not transient either. An older dialler reads
+    /// the code as `Other` and keeps retrying, which is harmless: it is refused forever.
+    Removed,
 }
 
 impl RefusalKind {
@@ -101,6 +106,7 @@ impl RefusalKind {
             RefusalKind::UnknownMember => 3,
             RefusalKind::IdentityWiped => 4,
             RefusalKind::Unavailable => 5,
+            RefusalKind::Removed => 6,
         }
     }
 
@@ -113,6 +119,7 @@ impl RefusalKind {
             3 => RefusalKind::UnknownMember,
             4 => RefusalKind::IdentityWiped,
             5 => RefusalKind::Unavailable,
+            6 => RefusalKind::Removed,
             _ => RefusalKind::Other,
         }
     }
@@ -138,6 +145,26 @@ pub enum Frame {
         req_id: u64,
         result: Result<(u64, u64), ForwardError>,
     },
+    /// A follower asks the leader to propose a membership change (an encoded
+    /// `raft::ConfChange`), on behalf of a client's Cluster call.
+    Change {
+        req_id: u64,
+        change: Bytes,
+    },
+    /// The leader's answer once the change is applied on the leader, or why not.
+    ChangeResult {
+        req_id: u64,
+        result: Result<(), ChangeRefusal>,
+    },
+}
+
+/// Why a membership change was not made: the gRPC code and etcd's message for the client,
+/// or `retry` when it may succeed if asked again (a change in flight, leadership moving).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChangeRefusal {
+    pub retry: bool,
+    pub code: i32,
+    pub message: String,
 }
 
 /// A frame could not be decoded.
@@ -205,6 +232,24 @@ pub fn encode(frame: &Frame, out: &mut BytesMut) {
                 }
                 Err(ForwardError::NotLeader) => out.put_u8(1),
                 Err(ForwardError::TooManyRequests) => out.put_u8(2),
+            }
+        }
+        Frame::Change { req_id, change } => {
+            out.put_u8(8);
+            out.put_u64_le(*req_id);
+            put_bytes(out, change);
+        }
+        Frame::ChangeResult { req_id, result } => {
+            out.put_u8(9);
+            out.put_u64_le(*req_id);
+            match result {
+                Ok(()) => out.put_u8(0),
+                Err(r) => {
+                    out.put_u8(1);
+                    out.put_u8(r.retry as u8);
+                    out.put_u32_le(r.code as u32);
+                    put_str(out, &r.message);
+                }
             }
         }
     }
@@ -420,6 +465,23 @@ pub fn decode(body: Bytes) -> Result<Frame, DecodeError> {
                 t => return Err(DecodeError::UnknownTag("forward result", t)),
             };
             Frame::ForwardResult { req_id, result }
+        }
+        8 => Frame::Change {
+            req_id: r.u64()?,
+            change: r.bytes()?,
+        },
+        9 => {
+            let req_id = r.u64()?;
+            let result = match r.u8()? {
+                0 => Ok(()),
+                1 => Err(ChangeRefusal {
+                    retry: r.u8()? != 0,
+                    code: r.u32()? as i32,
+                    message: r.string()?,
+                }),
+                t => return Err(DecodeError::UnknownTag("change result", t)),
+            };
+            Frame::ChangeResult { req_id, result }
         }
         t => return Err(DecodeError::UnknownTag("frame", t)),
     };
@@ -722,6 +784,22 @@ mod tests {
                 req_id: 79,
                 result: Err(ForwardError::TooManyRequests),
             },
+            Frame::Change {
+                req_id: 80,
+                change: Bytes::from_static(b"cc"),
+            },
+            Frame::ChangeResult {
+                req_id: 80,
+                result: Ok(()),
+            },
+            Frame::ChangeResult {
+                req_id: 81,
+                result: Err(ChangeRefusal {
+                    retry: false,
+                    code: 5,
+                    message: "etcdserver: member not found".into(),
+                }),
+            },
         ]
     }
 
@@ -818,6 +896,7 @@ mod tests {
             RefusalKind::UnknownMember,
             RefusalKind::IdentityWiped,
             RefusalKind::Unavailable,
+            RefusalKind::Removed,
         ];
         for kind in kinds {
             assert_eq!(RefusalKind::from_code(kind.code()), kind);

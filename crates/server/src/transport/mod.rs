@@ -26,6 +26,13 @@
 //!   whose URL is `https://` accepts only TLS. The TLS session lives in the connection task,
 //!   so on a TLS connection every send goes through the backlog (one task wake-up per
 //!   batch) instead of a direct socket write.
+//! * **Membership.** The peers are the members of the replicated member list: the node
+//!   thread adds one ([`Transport::add_peer`]) as soon as a change adding it is in its log
+//!   (the leader must reach a new member before the change can commit), and drops one
+//!   ([`Transport::remove_peer`]) once its removal is applied. A removed id stays in the
+//!   [`PeerSet`] for good: its handshakes are refused with [`RefusalKind::Removed`], which
+//!   stops it ([`PeerEvent::Removed`]), and its open connections are closed, so a removed
+//!   member cannot disturb the others (etcd's transport keeps the same set).
 //! * **Failures.** Connect errors, DNS names that do not resolve yet and broken
 //!   connections are retried with capped exponential backoff, forever. Messages sent
 //!   while a peer is unreachable are dropped: Raft retransmits what matters.
@@ -33,9 +40,9 @@
 pub mod codec;
 mod incarnations;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::io::Write;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -48,7 +55,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-pub use codec::{ForwardError, Frame, Hello, HelloReply, RefusalKind};
+pub use codec::{ChangeRefusal, ForwardError, Frame, Hello, HelloReply, RefusalKind};
 pub use incarnations::{own_incarnation, Incarnations, Refusal};
 
 /// Bytes a peer's backlog may hold before further frames are dropped (Raft's in-flight
@@ -73,6 +80,8 @@ pub enum PeerEvent {
     /// incarnation, so our data dir was wiped. This member must stop; it may only come back
     /// under a new member ID.
     IdentityRefused { peer: u64, reason: String },
+    /// `peer` says this member was removed from the cluster: it must stop for good.
+    Removed { peer: u64 },
     /// Our connection to `peer` is up: frames sent to it now reach it.
     Connected { peer: u64 },
     /// Our connection to `peer` broke; frames sent to it are dropped until it is back.
@@ -88,6 +97,9 @@ pub struct PeerInfo {
     pub name: String,
     pub client_urls: Vec<String>,
     pub connected: bool,
+    /// Since when our connection has been up (`None` while down): etcd's strict
+    /// reconfiguration check counts only peers connected for a while.
+    pub connected_since: Option<std::time::Instant>,
     /// The peer's commit index when we connected (used by the wiped-member check).
     pub commit: u64,
 }
@@ -102,11 +114,76 @@ pub struct LocalIdentity {
     pub client_urls: Vec<String>,
 }
 
+/// The ids a member talks to, shared by the dialling and the accepting side: the members
+/// it knows of, and the ids removed from the cluster for good.
+#[derive(Debug, Default)]
+pub struct PeerSet {
+    inner: Mutex<PeerSetInner>,
+}
+
+#[derive(Debug, Default)]
+struct PeerSetInner {
+    members: BTreeSet<u64>,
+    removed: BTreeSet<u64>,
+}
+
+impl PeerSet {
+    pub fn new(members: impl IntoIterator<Item = u64>) -> PeerSet {
+        PeerSet {
+            inner: Mutex::new(PeerSetInner {
+                members: members.into_iter().collect(),
+                removed: BTreeSet::new(),
+            }),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, PeerSetInner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn contains(&self, id: u64) -> bool {
+        self.lock().members.contains(&id)
+    }
+
+    pub fn is_removed(&self, id: u64) -> bool {
+        self.lock().removed.contains(&id)
+    }
+
+    /// A member added (never one removed before: ids are not reused).
+    pub fn add(&self, id: u64) {
+        let mut s = self.lock();
+        if !s.removed.contains(&id) {
+            s.members.insert(id);
+        }
+    }
+
+    /// A member removed, for good.
+    pub fn remove(&self, id: u64) {
+        let mut s = self.lock();
+        s.members.remove(&id);
+        s.removed.insert(id);
+    }
+}
+
+/// What starting a dialler for a peer added at runtime needs.
+struct Dialling {
+    local: LocalIdentity,
+    sink: Sink,
+    shutdown: CancellationToken,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    /// The runtime the diallers run on (peers are added from the node thread too).
+    runtime: tokio::runtime::Handle,
+    /// Stops each peer's dialler (and its connection) when the peer is removed.
+    stops: HashMap<u64, CancellationToken>,
+}
+
 /// The sending side: one outbox per peer, shared with that peer's connection task.
 #[derive(Clone)]
 pub struct Transport {
-    outboxes: Arc<HashMap<u64, Arc<Outbox>>>,
+    outboxes: Arc<RwLock<HashMap<u64, Arc<Outbox>>>>,
     directory: Arc<Mutex<HashMap<u64, PeerInfo>>>,
+    peers: Arc<PeerSet>,
+    dialling: Arc<Mutex<Dialling>>,
 }
 
 /// One peer's outgoing side.
@@ -209,38 +286,99 @@ impl Transport {
         shutdown: CancellationToken,
         tls: Option<Arc<rustls::ClientConfig>>,
     ) -> Transport {
-        let directory: Arc<Mutex<HashMap<u64, PeerInfo>>> = Arc::default();
-        let mut outboxes = HashMap::new();
+        let set = PeerSet::new(peers.iter().map(|(id, _)| *id).chain([local.member_id]));
+        let t = Transport {
+            outboxes: Arc::default(),
+            directory: Arc::default(),
+            peers: Arc::new(set),
+            dialling: Arc::new(Mutex::new(Dialling {
+                local,
+                sink,
+                shutdown,
+                tls,
+                runtime: tokio::runtime::Handle::current(),
+                stops: HashMap::new(),
+            })),
+        };
         for (id, urls) in peers {
-            let outbox = Arc::new(Outbox::default());
-            outboxes.insert(*id, outbox.clone());
-            let dialer = Dialer {
-                local: local.clone(),
-                peer: *id,
-                urls: urls.clone(),
-                outbox,
-                sink: sink.clone(),
-                directory: directory.clone(),
-                tls: tls.clone(),
-            };
-            let stop = shutdown.clone();
-            tokio::spawn(async move {
-                tokio::select! {
-                    _ = dialer.run() => {}
-                    _ = stop.cancelled() => {}
-                }
-            });
+            t.add_peer(*id, urls);
         }
-        Transport {
-            outboxes: Arc::new(outboxes),
-            directory,
+        t
+    }
+
+    /// The set the acceptor checks diallers against ([`Acceptor::members`]).
+    pub fn peer_set(&self) -> Arc<PeerSet> {
+        self.peers.clone()
+    }
+
+    /// Start talking to member `id` at `urls` (a no-op if it is already a peer, is this
+    /// member, or was removed). The dialler runs on the runtime the transport started on.
+    pub fn add_peer(&self, id: u64, urls: &[String]) {
+        let mut d = self.dialling.lock().unwrap_or_else(|p| p.into_inner());
+        if id == d.local.member_id || d.stops.contains_key(&id) || self.peers.is_removed(id) {
+            return;
+        }
+        if urls.is_empty() {
+            return;
+        }
+        self.peers.add(id);
+        let outbox = Arc::new(Outbox::default());
+        let dialer = Dialer {
+            local: d.local.clone(),
+            peer: id,
+            urls: urls.to_vec(),
+            outbox: outbox.clone(),
+            sink: d.sink.clone(),
+            directory: self.directory.clone(),
+            tls: d.tls.clone(),
+        };
+        let stop = d.shutdown.child_token();
+        d.stops.insert(id, stop.clone());
+        self.outboxes
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, outbox);
+        let task = async move {
+            tokio::select! {
+                _ = dialer.run() => {}
+                _ = stop.cancelled() => {}
+            }
+        };
+        d.runtime.spawn(task);
+    }
+
+    /// Stop talking to member `id` for good: its dialler and connection end, and its
+    /// handshakes and frames are refused from now on.
+    pub fn remove_peer(&self, id: u64) {
+        self.peers.remove(id);
+        let stop = self
+            .dialling
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .stops
+            .remove(&id);
+        if let Some(stop) = stop {
+            stop.cancel();
+        }
+        self.outboxes
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id);
+        if let Ok(mut d) = self.directory.lock() {
+            d.remove(&id);
         }
     }
 
     /// Send `frame` to `to`. Never blocks; drops the frame if the peer is unknown or not
     /// connected, or its backlog is full (Raft tolerates lost messages).
     pub fn send(&self, to: u64, frame: Frame) {
-        if let Some(o) = self.outboxes.get(&to) {
+        let o = self
+            .outboxes
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&to)
+            .cloned();
+        if let Some(o) = o {
             if let Some((ev, i)) = probe_point(&frame, "tx_append", "tx_ack") {
                 crate::node::probe::mark(ev, i);
             }
@@ -253,7 +391,8 @@ impl Transport {
     /// Send Raft messages, each to its `to`: one write per peer for all of its messages.
     pub fn send_raft(&self, msgs: &[Message]) {
         let mut buf = BytesMut::new();
-        for (&peer, o) in self.outboxes.iter() {
+        let outboxes = self.outboxes.read().unwrap_or_else(|p| p.into_inner());
+        for (&peer, o) in outboxes.iter() {
             buf.clear();
             let mut probed = None;
             for m in msgs.iter().filter(|m| m.to == peer) {
@@ -403,6 +542,7 @@ impl Dialer {
                             name,
                             client_urls,
                             connected: true,
+                            connected_since: Some(std::time::Instant::now()),
                             commit,
                         },
                     );
@@ -416,6 +556,7 @@ impl Dialer {
                         peer,
                         reason: reason.clone(),
                     },
+                    RefusalKind::Removed => PeerEvent::Removed { peer },
                     _ => PeerEvent::Refused {
                         peer,
                         reason: reason.clone(),
@@ -429,7 +570,11 @@ impl Dialer {
 
     fn set_connected(&self, connected: bool) {
         if let Ok(mut d) = self.directory.lock() {
-            d.entry(self.peer).or_default().connected = connected;
+            let info = d.entry(self.peer).or_default();
+            info.connected = connected;
+            if !connected {
+                info.connected_since = None;
+            }
         }
         let peer = self.peer;
         (self.sink)(if connected {
@@ -580,11 +725,15 @@ async fn read_handshake_frame(
     }
 }
 
+/// etcd's words for a member that was removed from the cluster.
+pub const REMOVED: &str = "the member has been permanently removed from the cluster";
+
 /// The receiving side: accepts peer connections on the peer listeners.
 pub struct Acceptor {
     pub local: LocalIdentity,
-    /// Every member of the cluster (ids), to refuse strangers.
-    pub members: Vec<u64>,
+    /// The members of the cluster, to refuse strangers and removed members (shared with
+    /// the transport: [`Transport::peer_set`]).
+    pub members: Arc<PeerSet>,
     pub incarnations: Arc<Incarnations>,
     pub sink: Sink,
     /// Our commit index, reported in handshake replies.
@@ -667,7 +816,10 @@ impl Acceptor {
                 format!("this is member {:x}, not {:x}", self.local.member_id, h.to),
             );
         }
-        if !self.members.contains(&h.from) || h.from == self.local.member_id {
+        if self.members.is_removed(h.from) {
+            return refuse(RefusalKind::Removed, REMOVED.to_string());
+        }
+        if !self.members.contains(h.from) || h.from == self.local.member_id {
             return refuse(
                 RefusalKind::UnknownMember,
                 format!("member {:x} is not in this cluster", h.from),
@@ -742,6 +894,9 @@ impl Acceptor {
         }
         let from = hello.from;
         loop {
+            if self.members.is_removed(from) {
+                anyhow::bail!("member {from:x} was removed from the cluster");
+            }
             while let Some(body) = codec::split_frame(&mut buf)? {
                 let frame = codec::decode(body)?;
                 match &frame {
@@ -823,7 +978,7 @@ mod tests {
         });
         let acc = Arc::new(Acceptor {
             local: identity(2, 1),
-            members: vec![1, 2],
+            members: Arc::new(PeerSet::new([1, 2])),
             incarnations: incs,
             sink,
             commit: Arc::new(AtomicU64::new(17)),

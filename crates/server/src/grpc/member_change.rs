@@ -1,0 +1,258 @@
+//! `Cluster/MemberAdd`, `MemberRemove`, `MemberPromote` (and the shared path of every
+//! membership change): checked by the
+//! leader against the replicated member list, placed in the log as a `ConfChange`, one at
+//! a time, and answered once the leader applied it (docs/membership.md).
+//!
+//! Any member takes the call: a follower passes the change to the leader over the peer
+//! transport and waits for its answer, then for its own apply, so the members it answers
+//! with include the change (etcd's member answers after its own apply too).
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use proto::etcdserverpb::{
+    MemberAddRequest, MemberAddResponse, MemberPromoteRequest, MemberPromoteResponse,
+    MemberRemoveRequest, MemberRemoveResponse,
+};
+use raft::{ConfChange, ConfChangeKind};
+use tonic::{Request, Response, Status};
+
+use super::maintenance::ClusterService;
+use crate::errors::ServerError;
+use crate::members::{encode_context, MemberError, MemberRecord, DEFAULT_MAX_LEARNERS};
+
+/// Wait between attempts while an earlier change is still in flight (or a new leader has
+/// not committed an entry of its term yet): both pass within a round trip or two.
+const RETRY: Duration = Duration::from_millis(20);
+
+/// How long a peer must have been connected to count as active for the strict check
+/// (etcd's `HealthInterval`).
+const HEALTH_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Have `cc` made, retrying while it must wait its turn, until the request timeout.
+pub(crate) async fn make_change(svc: &ClusterService, cc: ConfChange) -> Result<(), Status> {
+    let node = &svc.0.node;
+    let deadline = Instant::now() + node.request_timeout();
+    loop {
+        match node.propose_change(cc.clone()).await {
+            Ok(()) => break,
+            Err(r) if r.retry && Instant::now() + RETRY < deadline => {
+                tokio::time::sleep(RETRY).await
+            }
+            Err(r) if r.retry => return Err(ServerError::Timeout.into()),
+            Err(r) => return Err(r.into()),
+        }
+    }
+    // The leader applied it; make our own list show it too. Best effort: a member that
+    // removed itself may stop meanwhile, and its answer is still right.
+    let _ = node.read_barrier().await;
+    Ok(())
+}
+
+/// etcd's `--strict-reconfig-check` for a removal, as the member that took the call sees
+/// the cluster (etcd's `mayRemoveMember`): removing a learner or a member this one cannot
+/// reach is always allowed; otherwise the voters left must include a quorum of started
+/// ones, and enough voters connected for [`HEALTH_INTERVAL`] must remain to keep a
+/// quorum. As in etcd, a removal right after the cluster (or a connection) came up is
+/// refused as an "unhealthy cluster" for those first seconds.
+fn may_remove(svc: &ClusterService, id: u64) -> Result<(), Status> {
+    let ctx = &svc.0;
+    if !ctx.membership.strict_reconfig_check {
+        return Ok(());
+    }
+    let me = ctx.node.id;
+    let directory = ctx.transport.directory();
+    let sm = ctx
+        .node
+        .state
+        .read()
+        .map_err(|_| Status::internal("state lock poisoned"))?;
+    let list = &sm.members;
+    if list.get(id).is_none_or(|m| m.is_learner) {
+        return Ok(()); // unknown ids get "member not found" from the leader
+    }
+    let voters: Vec<u64> = list
+        .members()
+        .filter(|m| !m.is_learner)
+        .map(|m| m.id)
+        .collect();
+    let started = |v: &u64| {
+        *v == me
+            || list.get(*v).is_some_and(|m| !m.name.is_empty())
+            || directory.get(v).is_some_and(|p| !p.name.is_empty())
+    };
+    let remaining: Vec<u64> = voters.iter().copied().filter(|v| *v != id).collect();
+    let started_left = remaining.iter().filter(|v| started(v)).count();
+    if started_left < remaining.len() / 2 + 1 {
+        return Err(Status::failed_precondition(
+            "etcdserver: re-configuration failed due to not enough started members",
+        ));
+    }
+    if id != me && !ctx.transport.is_connected(id) {
+        return Ok(()); // a member that is down is not part of the active quorum
+    }
+    let healthy_since = Instant::now().checked_sub(HEALTH_INTERVAL);
+    let active = voters
+        .iter()
+        .filter(|v| {
+            **v == me
+                || directory.get(v).is_some_and(|p| {
+                    p.connected && p.connected_since.is_some_and(|t| Some(t) <= healthy_since)
+                })
+        })
+        .count();
+    if active.saturating_sub(1) < 1 + voters.len().saturating_sub(1) / 2 {
+        return Err(Status::unavailable("etcdserver: unhealthy cluster"));
+    }
+    Ok(())
+}
+
+pub(crate) async fn member_remove(
+    svc: &ClusterService,
+    r: Request<MemberRemoveRequest>,
+) -> Result<Response<MemberRemoveResponse>, Status> {
+    crate::auth::require_admin(&svc.0, &r).await?;
+    let id = r.into_inner().id;
+    may_remove(svc, id)?;
+    let cc = ConfChange {
+        kind: ConfChangeKind::Remove,
+        node: id,
+        context: Bytes::new(),
+    };
+    make_change(svc, cc).await?;
+    Ok(Response::new(MemberRemoveResponse {
+        header: Some(svc.0.header(0)),
+        members: svc.members()?,
+    }))
+}
+
+/// etcd's `--strict-reconfig-check` for an add (etcd's `mayAddMember`): a new voter needs a
+/// quorum of started voters among the voters it joins, and this member must be connected
+/// to every voter. Unlike a removal, "connected" is "connected now", not "for 5 s": etcd's
+/// own e2e suite adds a member right after the cluster started.
+fn may_add(svc: &ClusterService, is_learner: bool) -> Result<(), Status> {
+    let ctx = &svc.0;
+    if !ctx.membership.strict_reconfig_check {
+        return Ok(());
+    }
+    let me = ctx.node.id;
+    let directory = ctx.transport.directory();
+    let sm = ctx
+        .node
+        .state
+        .read()
+        .map_err(|_| Status::internal("state lock poisoned"))?;
+    let voters: Vec<&MemberRecord> = sm.members.members().filter(|m| !m.is_learner).collect();
+    let started = voters
+        .iter()
+        .filter(|m| {
+            m.id == me
+                || !m.name.is_empty()
+                || directory.get(&m.id).is_some_and(|p| !p.name.is_empty())
+        })
+        .count();
+    // etcd lets a one-member cluster grow to two (its documented way to restore a cluster).
+    let one_to_two = voters.len() == 1 && started == 1;
+    let voters_after = voters.len() + 1;
+    if !is_learner && !one_to_two && started < voters_after / 2 + 1 {
+        return Err(Status::failed_precondition(
+            "etcdserver: re-configuration failed due to not enough started members",
+        ));
+    }
+    if !voters
+        .iter()
+        .all(|m| m.id == me || ctx.transport.is_connected(m.id))
+    {
+        return Err(Status::unavailable("etcdserver: unhealthy cluster"));
+    }
+    Ok(())
+}
+
+/// A fresh member id: random, never 0, never one the list holds or held. (etcd derives it
+/// from the peer URLs, the cluster token and the time; only uniqueness matters.)
+fn new_member_id(svc: &ClusterService, peer_urls: &[String]) -> Result<u64, Status> {
+    use std::hash::{BuildHasher, Hash, Hasher};
+    let sm = svc
+        .0
+        .node
+        .state
+        .read()
+        .map_err(|_| Status::internal("state lock poisoned"))?;
+    loop {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        peer_urls.hash(&mut h);
+        std::time::SystemTime::now().hash(&mut h);
+        let id = h.finish();
+        if id != 0 && sm.members.get(id).is_none() && !sm.members.is_removed(id) {
+            return Ok(id);
+        }
+    }
+}
+
+pub(crate) async fn member_add(
+    svc: &ClusterService,
+    r: Request<MemberAddRequest>,
+) -> Result<Response<MemberAddResponse>, Status> {
+    crate::auth::require_admin(&svc.0, &r).await?;
+    let req = r.into_inner();
+    let mut peer_urls = req.peer_ur_ls;
+    peer_urls.sort();
+    let id = new_member_id(svc, &peer_urls)?;
+    // etcd's order: bad URLs, then the health check, then the request's other mistakes
+    // (taken URLs, too many learners), which the leader checks again before placing it.
+    let checked = svc
+        .0
+        .node
+        .state
+        .read()
+        .map_err(|_| Status::internal("state lock poisoned"))?
+        .members
+        .check_add(id, &peer_urls, req.is_learner, DEFAULT_MAX_LEARNERS);
+    // etcd parses the URLs before anything else.
+    if let Err(e @ MemberError::BadUrls) = &checked {
+        return Err(e.to_status());
+    }
+    may_add(svc, req.is_learner)?;
+    checked.map_err(|e| e.to_status())?;
+    let record = MemberRecord {
+        id,
+        name: String::new(),
+        peer_urls,
+        client_urls: Vec::new(),
+        is_learner: req.is_learner,
+    };
+    // A voter too joins the configuration as a learner; the leader promotes it once it
+    // caught up (crate::node), so one that never starts costs the cluster nothing. The
+    // list shows it as a voter from the start, as etcd does.
+    let cc = ConfChange {
+        kind: ConfChangeKind::AddLearner,
+        node: id,
+        context: encode_context(&record),
+    };
+    make_change(svc, cc).await?;
+    Ok(Response::new(MemberAddResponse {
+        header: Some(svc.0.header(0)),
+        member: Some(record.to_proto()),
+        members: svc.members()?,
+    }))
+}
+
+/// A learner becomes a voter: an `AddVoter` of its id (no context: its attributes stay).
+/// Whether it is in sync with the leader is the leader's check (`crate::node`).
+pub(crate) async fn member_promote(
+    svc: &ClusterService,
+    r: Request<MemberPromoteRequest>,
+) -> Result<Response<MemberPromoteResponse>, Status> {
+    crate::auth::require_admin(&svc.0, &r).await?;
+    let id = r.into_inner().id;
+    let cc = ConfChange {
+        kind: ConfChangeKind::AddVoter,
+        node: id,
+        context: Bytes::new(),
+    };
+    make_change(svc, cc).await?;
+    Ok(Response::new(MemberPromoteResponse {
+        header: Some(svc.0.header(0)),
+        members: svc.members()?,
+    }))
+}
