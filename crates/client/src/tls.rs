@@ -76,7 +76,7 @@ impl TlsOptions {
 }
 
 /// The contents of a file given by `flag`, or an error naming both.
-fn read(flag: &str, path: &Path) -> anyhow::Result<Vec<u8>> {
+pub fn read(flag: &str, path: &Path) -> anyhow::Result<Vec<u8>> {
     std::fs::read(path).map_err(|e| anyhow!("{flag} {}: cannot read: {e}", path.display()))
 }
 

@@ -14,13 +14,9 @@ use rustls::pki_types::{CertificateDer, CertificateRevocationListDer};
 use rustls::sign::CertifiedKey;
 use tracing::{info, warn};
 
-/// The contents of a file given by `flag`, or an error naming both.
-fn read(flag: &str, path: &Path) -> anyhow::Result<Vec<u8>> {
-    std::fs::read(path).map_err(|e| anyhow!("{flag} {}: cannot read: {e}", path.display()))
-}
-
-// The PEM readers are the client layer's, so `raftkv` client commands and the server report
-// a bad certificate, key or CA file in the same words.
+// The file and PEM readers are the client layer's, so `raftkv` client commands and the server
+// report a bad certificate, key or CA file in the same words.
+use raftkv_client::tls::read;
 pub use raftkv_client::tls::{load_certs, load_key, load_roots};
 
 /// Every CRL of a PEM file, or the one CRL of a DER file (etcd reads both; its own test
