@@ -73,11 +73,38 @@ async fn check_quota(ctx: &Context, request: &Internal) -> Result<(), Status> {
     Err(mvcc_status(MvccError::NoSpace))
 }
 
+/// [`propose`] as the sender of `request`, with etcd's `raftRequest` loop: a write whose auth
+/// revision is older than the auth store's when it is applied (a permission or user changed
+/// while it was in flight, or this member had not applied the change yet) is proposed again
+/// at the revision this member has now, so the client gets the verdict of the current rights
+/// and never `revision of auth store is old` for a simple token. A request whose revision
+/// cannot move (a JWT carries the one it was issued at) gets that error.
+pub async fn propose_as<T>(
+    ctx: &Context,
+    request: &Request<T>,
+    write: Internal,
+) -> Result<Applied, Status> {
+    let mut who = crate::auth::who(ctx, request).await?;
+    loop {
+        match propose(ctx, write.clone(), who.clone()).await {
+            Err(s) if s.message() == mvcc::auth::AuthError::AuthOldRevision.to_string() => {
+                ctx.node.read_barrier().await?;
+                let again = crate::auth::who(ctx, request).await?;
+                let revision = |w: &Option<RequestAuth>| w.as_ref().map(|a| a.auth_revision);
+                if revision(&again) <= revision(&who) {
+                    return Err(s);
+                }
+                who = again;
+            }
+            other => return other,
+        }
+    }
+}
+
 impl KvService {
     /// Replicate one write made by the sender of `request`.
     async fn write<T>(&self, request: &Request<T>, write: Internal) -> Result<Applied, Status> {
-        let who = crate::auth::who(&self.0, request).await?;
-        propose(&self.0, write, who).await
+        propose_as(&self.0, request, write).await
     }
 
     /// The read check of a range or read-only txn, on this member's auth state.
@@ -179,12 +206,12 @@ impl Kv for KvService {
 
     async fn txn(&self, request: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
         self.0.require_leader(request.metadata())?;
-        let who = crate::auth::who(&self.0, &request).await?;
-        let req = request.into_inner();
-        if mvcc::txn::is_read_only(&req) {
-            return self.read_only_txn(req, who).await;
+        if mvcc::txn::is_read_only(request.get_ref()) {
+            let who = crate::auth::who(&self.0, &request).await?;
+            return self.read_only_txn(request.into_inner(), who).await;
         }
-        match propose(&self.0, Internal::Txn(req), who).await? {
+        let txn = Internal::Txn(request.get_ref().clone());
+        match self.write(&request, txn).await? {
             Applied::Txn(mut r) => {
                 stamp_txn(&self.0, &mut r);
                 Ok(Response::new(r))

@@ -121,8 +121,8 @@ impl Lease for LeaseService {
         request: Request<LeaseRevokeRequest>,
     ) -> Result<Response<LeaseRevokeResponse>, Status> {
         self.0.require_leader(request.metadata())?;
-        let who = crate::auth::who(&self.0, &request).await?;
-        match propose(&self.0, Internal::LeaseRevoke(request.into_inner()), who).await? {
+        let revoke = Internal::LeaseRevoke(*request.get_ref());
+        match super::kv::propose_as(&self.0, &request, revoke).await? {
             Applied::LeaseRevoke(mut r) => {
                 self.0.stamp(&mut r.header);
                 Ok(Response::new(r))
