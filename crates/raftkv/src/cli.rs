@@ -165,6 +165,9 @@ pub enum Command {
     /// List the cluster's members.
     #[command(alias = "member-list")]
     Members,
+    /// etcdctl's `member list|add|remove|promote|update`.
+    #[command(subcommand)]
+    Member(crate::member_cmd::MemberCommand),
     /// Hand leadership to the member with this hex id (etcdctl move-leader).
     MoveLeader(MoveLeaderCommand),
     /// Show each endpoint's KV hash at a revision (replicas agree iff hashes match).

@@ -19,6 +19,7 @@ pub mod demo;
 pub mod endpoint_cmd;
 pub mod lease_cmd;
 pub mod lock_elect;
+pub mod member_cmd;
 pub mod output;
 #[cfg(feature = "server")]
 pub mod snapshot_cmd;

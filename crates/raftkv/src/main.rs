@@ -136,6 +136,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Elect(cmd) => runtime()?.block_on(raftkv::lock_elect::elect(&global, &cmd))?,
         Command::Status => runtime()?.block_on(commands::status(&global))?,
         Command::Members => runtime()?.block_on(commands::members(&global))?,
+        Command::Member(cmd) => runtime()?.block_on(raftkv::member_cmd::run(&global, &cmd))?,
         Command::MoveLeader(cmd) => runtime()?.block_on(commands::move_leader(&global, &cmd))?,
         Command::Hashkv(cmd) => runtime()?.block_on(commands::hashkv(&global, &cmd))?,
         Command::User(cmd) => runtime()?.block_on(raftkv::auth_cmd::user(&global, &cmd))?,

@@ -2,7 +2,8 @@
 //! voter added but never started (etcdctl's `ETCD_*` lines, `unstarted` in the list) leaves
 //! the cluster writable; etcd's errors for a taken peer URL, for an unhealthy cluster and for
 //! promoting a learner that is not in sync. `RAFTKV_TEST_BACKEND=etcd` runs the same test
-//! against etcd 3.4. Ports 24211-24216, and 24221-24223 for members that never start.
+//! against etcd 3.4. Ports 24211-24216, and 24221-24224 for members that never start. The
+//! end repeats list, promote, remove and add through `raftkv member …`.
 
 mod common;
 
@@ -185,4 +186,59 @@ fn add_promote_and_their_errors() {
     );
     put_get(&other, "after-learner", "2");
     assert_eq!(member_lines(&ep).len(), 4);
+
+    // The same through `raftkv member …`: etcdctl's lines, etcd's errors.
+    let (ok, out, err) = raftkv(&ep, &["member", "list"]);
+    assert!(ok, "{err}");
+    assert_eq!(out.lines().collect::<Vec<_>>(), member_lines(&ep));
+    let (ok, _, err) = raftkv(&other, &["member", "promote", &lid]);
+    assert!(
+        !ok && err.contains("can only promote a learner member which is in sync with leader"),
+        "{err}"
+    );
+    let (ok, out, err) = raftkv(&ep, &["member", "remove", &lid]);
+    assert!(ok, "{err}");
+    assert!(
+        out.starts_with(&format!("Member {lid:>16} removed from cluster ")),
+        "{out}"
+    );
+    assert_eq!(member_lines(&ep).len(), 3);
+    let spare_url = "http://127.0.0.1:24224";
+    let (ok, out, err) = raftkv(
+        &ep,
+        &[
+            "member",
+            "add",
+            "spare",
+            "--peer-urls",
+            spare_url,
+            "--learner",
+        ],
+    );
+    assert!(ok, "{err}");
+    let sid = id_of(&ep, spare_url);
+    assert!(
+        out.starts_with(&format!("Member {sid:>16} added to cluster ")),
+        "{out}"
+    );
+    assert!(
+        out.contains("ETCD_NAME=\"spare\"\nETCD_INITIAL_CLUSTER="),
+        "{out}"
+    );
+    assert!(out.contains(&format!("spare={spare_url}")), "{out}");
+    assert!(out.ends_with(&format!(
+        "ETCD_INITIAL_ADVERTISE_PEER_URLS=\"{spare_url}\"\nETCD_INITIAL_CLUSTER_STATE=\"existing\"\n"
+    )));
+}
+
+/// `raftkv` (this crate's client) with the same arguments as [`etcdctl`].
+fn raftkv(endpoint: &str, args: &[&str]) -> (bool, String, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_raftkv"));
+    cmd.arg(format!("--endpoints={endpoint}")).args(args);
+    let out = common::run_with_timeout(cmd, None, Duration::from_secs(30));
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
 }
