@@ -8,23 +8,16 @@ use proto::authpb::{permission::Type as PermType, Permission, UserAddOptions};
 use proto::etcdserverpb::auth_client::AuthClient;
 use proto::etcdserverpb::*;
 use proto::prost::bytes::Bytes;
-use raftkv_client::client::{prefix_range_end, Client};
+use raftkv_client::client::prefix_range_end;
 
 use crate::cli::{AuthCommand, GlobalOptions, RoleCommand, UserCommand};
 use crate::commands::{client, emit};
 
 /// One Auth RPC with failover and the client's token.
 macro_rules! call {
-    ($client:expr, $method:ident, $req:expr) => {{
-        let c: &Client = &$client;
-        let req = $req;
-        c.with_failover(|ch| {
-            let request = c.request(req.clone());
-            async move { AuthClient::new(ch).$method(request).await }
-        })
-        .await
-        .map_err(|e| anyhow::anyhow!("{}", e.message()))?
-    }};
+    ($client:expr, $method:ident, $req:expr) => {
+        rpc!($client, AuthClient, $method, $req)
+    };
 }
 
 /// A password from standard input: one line, or (interactively) twice, compared.

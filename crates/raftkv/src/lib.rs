@@ -10,6 +10,22 @@
 //! * [`auth_cmd`]: `user`, `role` and `auth`, etcd's Auth service.
 //! * [`demo`] and [`cluster_cmd`]: clusters of member processes started with
 //!   `raftkv_client::local_cluster`.
+//! * [`member_cmd`]: `member …`, etcd's Cluster service.
+
+/// One call of `$service` (a generated gRPC client) with the client's endpoint failover and its
+/// auth token; an error becomes etcd's message, as etcdctl prints it.
+macro_rules! rpc {
+    ($client:expr, $service:ident, $method:ident, $req:expr) => {{
+        let c: &raftkv_client::Client = &$client;
+        let req = $req;
+        c.with_failover(|ch| {
+            let request = c.request(req.clone());
+            async move { $service::new(ch).$method(request).await }
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("{}", e.message()))?
+    }};
+}
 
 pub mod auth_cmd;
 pub mod cli;

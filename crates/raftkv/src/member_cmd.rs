@@ -8,7 +8,6 @@ use proto::etcdserverpb::cluster_client::ClusterClient;
 use proto::etcdserverpb::{
     Member, MemberAddRequest, MemberPromoteRequest, MemberRemoveRequest, MemberUpdateRequest,
 };
-use raftkv_client::client::Client;
 
 use crate::cli::GlobalOptions;
 use crate::commands::{client, emit};
@@ -41,16 +40,9 @@ pub enum MemberCommand {
 
 /// One Cluster RPC with failover and the client's token, its error as etcd's message.
 macro_rules! call {
-    ($client:expr, $method:ident, $req:expr) => {{
-        let c: &Client = &$client;
-        let req = $req;
-        c.with_failover(|ch| {
-            let request = c.request(req.clone());
-            async move { ClusterClient::new(ch).$method(request).await }
-        })
-        .await
-        .map_err(|e| anyhow::anyhow!("{}", e.message()))?
-    }};
+    ($client:expr, $method:ident, $req:expr) => {
+        rpc!($client, ClusterClient, $method, $req)
+    };
 }
 
 fn parse_id(text: &str) -> Result<u64> {

@@ -11,42 +11,9 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use etcd_client::{Client, Error};
+use common::{grpc_error, statuses};
+use etcd_client::Client;
 use raftkv_client::local_cluster::{ClusterSpec, LocalCluster};
-
-fn grpc_error(e: Error) -> (tonic::Code, String) {
-    match e {
-        Error::GRpcStatus(s) => (s.code(), s.message().to_string()),
-        other => panic!("not a gRPC status: {other:?}"),
-    }
-}
-
-/// Each endpoint's (member id, leader id), once every one answers and all name one leader.
-async fn statuses(endpoints: &[String]) -> Vec<(u64, u64)> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let mut out = Vec::new();
-        for ep in endpoints {
-            let Ok(mut c) = Client::connect([ep], None).await else {
-                break;
-            };
-            match c.status().await {
-                Ok(s) if s.leader() != 0 => {
-                    out.push((s.header().expect("header").member_id(), s.leader()))
-                }
-                _ => break,
-            }
-        }
-        if out.len() == endpoints.len() && out.iter().all(|(_, l)| *l == out[0].1) {
-            return out;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "members never agreed on a leader"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 /// A write through every endpoint, then the same value read back (linearizably) from each.
 async fn writes_commit_everywhere(endpoints: &[String], key: &str) {

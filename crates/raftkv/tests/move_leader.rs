@@ -6,41 +6,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use etcd_client::{Client, Error};
-
-fn grpc_error(e: Error) -> (tonic::Code, String) {
-    match e {
-        Error::GRpcStatus(s) => (s.code(), s.message().to_string()),
-        other => panic!("not a gRPC status: {other:?}"),
-    }
-}
-
-/// Each endpoint's (member id, leader id), once every member answers and knows a leader.
-async fn statuses(endpoints: &[String]) -> Vec<(u64, u64)> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let mut out = Vec::new();
-        for ep in endpoints {
-            let Ok(mut c) = Client::connect([ep], None).await else {
-                break;
-            };
-            match c.status().await {
-                Ok(s) if s.leader() != 0 => {
-                    out.push((s.header().expect("header").member_id(), s.leader()))
-                }
-                _ => break,
-            }
-        }
-        if out.len() == endpoints.len() && out.iter().all(|(_, l)| *l == out[0].1) {
-            return out;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "members never agreed on a leader"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
+use common::{grpc_error, statuses};
+use etcd_client::Client;
 
 #[test]
 fn move_leader_checks_and_transfers() {

@@ -152,3 +152,39 @@ pub fn poll_until<T>(
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// A gRPC error from the `etcd-client` crate as (code, message); anything else fails the test.
+pub fn grpc_error(e: etcd_client::Error) -> (tonic::Code, String) {
+    match e {
+        etcd_client::Error::GRpcStatus(s) => (s.code(), s.message().to_string()),
+        other => panic!("not a gRPC status: {other:?}"),
+    }
+}
+
+/// Each endpoint's (member id, leader id), once every one answers and all name one leader
+/// (30 s at most).
+pub async fn statuses(endpoints: &[String]) -> Vec<(u64, u64)> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut out = Vec::new();
+        for ep in endpoints {
+            let Ok(mut c) = etcd_client::Client::connect([ep], None).await else {
+                break;
+            };
+            match c.status().await {
+                Ok(s) if s.leader() != 0 => {
+                    out.push((s.header().expect("header").member_id(), s.leader()))
+                }
+                _ => break,
+            }
+        }
+        if out.len() == endpoints.len() && out.iter().all(|(_, l)| *l == out[0].1) {
+            return out;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "members never agreed on a leader"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
