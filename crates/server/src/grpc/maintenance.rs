@@ -231,12 +231,7 @@ impl ClusterService {
     pub(crate) fn members(&self) -> Result<Vec<Member>, Status> {
         let m = &self.0.membership;
         let directory = self.0.transport.directory();
-        let sm = self
-            .0
-            .node
-            .state
-            .read()
-            .map_err(|_| Status::internal("state lock poisoned"))?;
+        let sm = self.0.state()?;
         Ok(sm
             .members
             .members()

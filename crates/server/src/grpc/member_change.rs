@@ -62,11 +62,7 @@ fn may_remove(svc: &ClusterService, id: u64) -> Result<(), Status> {
     }
     let me = ctx.node.id;
     let directory = ctx.transport.directory();
-    let sm = ctx
-        .node
-        .state
-        .read()
-        .map_err(|_| Status::internal("state lock poisoned"))?;
+    let sm = ctx.state()?;
     let list = &sm.members;
     if list.get(id).is_none_or(|m| m.is_learner) {
         return Ok(()); // unknown ids get "member not found" from the leader
@@ -137,11 +133,7 @@ fn may_add(svc: &ClusterService, is_learner: bool) -> Result<(), Status> {
     }
     let me = ctx.node.id;
     let directory = ctx.transport.directory();
-    let sm = ctx
-        .node
-        .state
-        .read()
-        .map_err(|_| Status::internal("state lock poisoned"))?;
+    let sm = ctx.state()?;
     let voters: Vec<&MemberRecord> = sm.members.members().filter(|m| !m.is_learner).collect();
     let started = voters
         .iter()
@@ -172,12 +164,7 @@ fn may_add(svc: &ClusterService, is_learner: bool) -> Result<(), Status> {
 /// from the peer URLs, the cluster token and the time; only uniqueness matters.)
 fn new_member_id(svc: &ClusterService, peer_urls: &[String]) -> Result<u64, Status> {
     use std::hash::{BuildHasher, Hash, Hasher};
-    let sm = svc
-        .0
-        .node
-        .state
-        .read()
-        .map_err(|_| Status::internal("state lock poisoned"))?;
+    let sm = svc.0.state()?;
     loop {
         let mut h = std::collections::hash_map::RandomState::new().build_hasher();
         peer_urls.hash(&mut h);
@@ -200,14 +187,11 @@ pub(crate) async fn member_add(
     let id = new_member_id(svc, &peer_urls)?;
     // etcd's order: bad URLs, then the health check, then the request's other mistakes
     // (taken URLs, too many learners), which the leader checks again before placing it.
-    let checked = svc
-        .0
-        .node
-        .state
-        .read()
-        .map_err(|_| Status::internal("state lock poisoned"))?
-        .members
-        .check_add(id, &peer_urls, req.is_learner, DEFAULT_MAX_LEARNERS);
+    let checked =
+        svc.0
+            .state()?
+            .members
+            .check_add(id, &peer_urls, req.is_learner, DEFAULT_MAX_LEARNERS);
     // etcd parses the URLs before anything else.
     if let Err(e @ MemberError::BadUrls) = &checked {
         return Err(e.to_status());
