@@ -209,8 +209,8 @@ pub struct HttpFlags {
     #[arg(long, env = "RAFTKV_EXPERIMENTAL_ENABLE_V2V3")]
     pub experimental_enable_v2v3: Option<String>,
 
-    /// Serve etcd's JSON gateway (/v3/...). Ignored: raftkv's HTTP port serves the health
-    /// endpoints only.
+    /// Serve etcd's JSON gateway (/v3/... and /v3beta/...) on the client URLs (default
+    /// true, as etcd; `=false` answers those paths 404).
     #[arg(long, env = "RAFTKV_ENABLE_GRPC_GATEWAY", num_args = 0..=1, default_missing_value = "true", action = ArgAction::Set)]
     pub enable_grpc_gateway: Option<bool>,
 
@@ -425,11 +425,6 @@ impl CompatArgs {
                 .is_some_and(|p| !p.is_empty()),
             "--experimental-enable-v2v3",
             "raftkv serves only the v3 API",
-        );
-        ignored(
-            h.enable_grpc_gateway.is_some(),
-            "--enable-grpc-gateway",
-            "raftkv's HTTP port serves the health endpoints, not etcd's JSON gateway",
         );
         ignored(
             h.cors.is_some(),

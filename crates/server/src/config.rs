@@ -111,6 +111,9 @@ pub struct Config {
     pub strict_reconfig_check: bool,
     /// `--max-concurrent-streams`: HTTP/2 streams per client connection.
     pub max_concurrent_streams: u32,
+    /// `--enable-grpc-gateway` (etcd's default: on): serve the JSON gateway (`/v3/...`) on
+    /// the client URLs.
+    pub grpc_gateway: bool,
     /// `--grpc-keepalive-interval` (None: no server pings) and `--grpc-keepalive-timeout`.
     pub keepalive: (Option<Duration>, Duration),
     /// `--auto-compaction-mode` / `--auto-compaction-retention`.
@@ -282,6 +285,7 @@ impl Config {
             pre_vote: args.compat.cluster.pre_vote.unwrap_or(true),
             strict_reconfig_check: args.compat.cluster.strict_reconfig_check.unwrap_or(true),
             max_concurrent_streams: args.compat.grpc.max_concurrent_streams,
+            grpc_gateway: args.compat.http.enable_grpc_gateway.unwrap_or(true),
             keepalive: args.compat.keepalive(),
             auto_compaction: args.compat.auto_compaction()?,
             quota: crate::quota::Quota::from_flag(args.compat.storage.quota_backend_bytes),

@@ -15,8 +15,8 @@ use std::sync::LazyLock;
 use std::time::Duration;
 
 use prometheus::{
-    exponential_buckets, Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec,
-    IntGauge, Opts, Registry, TextEncoder,
+    exponential_buckets, Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter,
+    IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
 };
 
 use crate::grpc::Context;
@@ -44,6 +44,7 @@ pub struct Metrics {
     // etcd_network_*
     peer_sent_bytes: IntCounterVec,
     peer_received_bytes: IntCounterVec,
+    peer_round_trip: HistogramVec,
     // etcd_mvcc_* / etcd_debugging_mvcc_*
     db_total_size: IntGauge,
     keys_total: IntGauge,
@@ -55,8 +56,16 @@ pub struct Metrics {
     // grpc_server_* (go-grpc-prometheus names, as etcd registers them)
     grpc_started: IntCounterVec,
     grpc_handled: IntCounterVec,
-    // etcd_server_version-like info is left out (no build info gauge in etcd 3.4 either).
+    // etcd_server_version / etcd_cluster_version: constant 1, the version in the label (etcd
+    // 3.4 registers both; its e2e suite and version-gated tools read them).
+    server_version: IntGauge,
+    cluster_version: IntGauge,
     build_info: Gauge,
+}
+
+/// `3.4` of `3.4.0`: etcd labels its cluster version metric with major.minor only.
+fn major_minor(version: &str) -> String {
+    version.splitn(3, '.').take(2).collect::<Vec<_>>().join(".")
 }
 
 fn counter(name: &str, help: &str) -> IntCounter {
@@ -139,6 +148,16 @@ impl Metrics {
                 &["From"],
             )
             .expect("valid metric"),
+            // etcd's buckets: 0.1 ms doubling 16 times (to about 3.3 s).
+            peer_round_trip: HistogramVec::new(
+                HistogramOpts::new(
+                    "etcd_network_peer_round_trip_time_seconds",
+                    "Round-Trip-Time histogram between peers",
+                )
+                .buckets(exponential_buckets(0.0001, 2.0, 16).expect("valid buckets")),
+                &["To"],
+            )
+            .expect("valid metric"),
             db_total_size: gauge(
                 "etcd_mvcc_db_total_size_in_bytes",
                 "Total size of the underlying database physically allocated in bytes.",
@@ -177,6 +196,22 @@ impl Metrics {
                 &["grpc_type", "grpc_service", "grpc_method", "grpc_code"],
             )
             .expect("valid metric"),
+            server_version: IntGauge::with_opts(
+                Opts::new(
+                    "etcd_server_version",
+                    "Which version is running. 1 for 'server_version' label with current version.",
+                )
+                .const_label("server_version", crate::grpc::ETCD_VERSION),
+            )
+            .expect("valid metric"),
+            cluster_version: IntGauge::with_opts(
+                Opts::new(
+                    "etcd_cluster_version",
+                    "Which version is running. 1 for 'cluster_version' label with current cluster version",
+                )
+                .const_label("cluster_version", major_minor(crate::grpc::CLUSTER_VERSION)),
+            )
+            .expect("valid metric"),
             build_info: Gauge::with_opts(
                 Opts::new(
                     "raftkv_build_info",
@@ -188,6 +223,8 @@ impl Metrics {
             .expect("valid metric"),
         };
         m.build_info.set(1.0);
+        m.server_version.set(1);
+        m.cluster_version.set(1);
         let r = &m.registry;
         let all: Vec<Box<dyn prometheus::core::Collector>> = vec![
             Box::new(m.has_leader.clone()),
@@ -203,6 +240,7 @@ impl Metrics {
             Box::new(m.backend_snapshot.clone()),
             Box::new(m.peer_sent_bytes.clone()),
             Box::new(m.peer_received_bytes.clone()),
+            Box::new(m.peer_round_trip.clone()),
             Box::new(m.db_total_size.clone()),
             Box::new(m.keys_total.clone()),
             Box::new(m.put_total.clone()),
@@ -212,6 +250,8 @@ impl Metrics {
             Box::new(m.watch_streams.clone()),
             Box::new(m.grpc_started.clone()),
             Box::new(m.grpc_handled.clone()),
+            Box::new(m.server_version.clone()),
+            Box::new(m.cluster_version.clone()),
             Box::new(m.build_info.clone()),
             // process_cpu_seconds_total, process_open_fds, process_max_fds,
             // process_resident_memory_bytes, process_virtual_memory_bytes,
@@ -222,6 +262,13 @@ impl Metrics {
             r.register(c).expect("metric registered once");
         }
         m
+    }
+
+    /// One round-trip probe to `peer` came back after `seconds`.
+    pub fn peer_round_trip(&self, peer: u64, seconds: f64) {
+        self.peer_round_trip
+            .with_label_values(&[&format!("{peer:x}")])
+            .observe(seconds);
     }
 
     /// Bytes handed to the socket of `peer`'s connection.
@@ -330,6 +377,7 @@ mod tests {
         let m = metrics();
         m.wal_fsync.observe(0.002);
         m.peer_sent(0xabc, 10);
+        m.peer_round_trip(0xabc, 0.0003);
         let rpc = GrpcLabels {
             kind: "unary",
             service: "etcdserverpb.KV",
@@ -346,9 +394,12 @@ mod tests {
             "etcd_server_has_leader ",
             "etcd_disk_wal_fsync_duration_seconds_bucket{le=\"0.001\"}",
             "etcd_network_peer_sent_bytes_total{To=\"abc\"} 10",
+            "etcd_network_peer_round_trip_time_seconds_bucket{To=\"abc\",le=\"0.0004\"} 1",
             "grpc_server_handled_total{grpc_code=\"ResourceExhausted\",grpc_method=\"Put\",grpc_service=\"etcdserverpb.KV\",grpc_type=\"unary\"} 1",
             "process_resident_memory_bytes ",
             "process_open_fds ",
+            format!("etcd_server_version{{server_version=\"{}\"}} 1", crate::grpc::ETCD_VERSION).as_str(),
+            "etcd_cluster_version{cluster_version=\"3.4\"} 1",
         ] {
             assert!(text.contains(needle), "missing {needle} in\n{text}");
         }

@@ -201,6 +201,7 @@ pub async fn serve(
         incarnations,
         sink: handle.peer_sink(),
         commit: handle.status.commit.clone(),
+        probes: Some(transport.clone()),
     });
     for (urls, l) in peer_listeners {
         let url = urls.join(",");
@@ -358,6 +359,7 @@ struct ClientLimits {
     max_request_bytes: usize,
     max_concurrent_streams: u32,
     keepalive: (Option<std::time::Duration>, std::time::Duration),
+    grpc_gateway: bool,
 }
 
 impl From<&Config> for ClientLimits {
@@ -366,6 +368,7 @@ impl From<&Config> for ClientLimits {
             max_request_bytes: c.max_request_bytes,
             max_concurrent_streams: c.max_concurrent_streams,
             keepalive: c.keepalive,
+            grpc_gateway: c.grpc_gateway,
         }
     }
 }
@@ -397,15 +400,16 @@ async fn serve_client(
         progress_interval: watch.progress_interval,
         election_timeout: watch.election_timeout,
     };
-    let http = crate::http::router(ctx.clone()).merge(crate::gateway::router(
-        crate::gateway::Gateway::new(
+    let mut http = crate::http::router(ctx.clone());
+    if limits.grpc_gateway {
+        http = http.merge(crate::gateway::router(crate::gateway::Gateway::new(
             ctx.clone(),
             gateway_watch,
             concurrency.clone(),
             limit,
             limits.max_concurrent_streams,
-        ),
-    ));
+        )));
+    }
     let routes = tonic::service::Routes::from(http.clone())
         .add_service(KvServer::new(KvService(ctx.clone())).max_decoding_message_size(limit))
         .add_service(

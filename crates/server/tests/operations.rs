@@ -413,3 +413,41 @@ async fn a_backup_from_a_follower_under_load_restores_into_a_new_cluster() {
     // The restored cluster takes writes after the backup's revision.
     assert_eq!(put_retrying(&b, new_leader, "new", "write").await, rev + 1);
 }
+
+/// Maintenance/Hash: every member's whole-store hash agrees once they applied the same
+/// writes (compared at equal header revisions), and a write changes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hash_agrees_across_members_and_moves_with_writes() {
+    let c = Cluster::start(3, &[]);
+    let leader = c.leader().await;
+    for i in 0..10 {
+        put_retrying(&c, leader, &format!("h{i}"), "v").await;
+    }
+    let agreed = |rev_at_least: i64| {
+        let c = &c;
+        poll(
+            "every member's Hash at one revision",
+            Duration::from_secs(20),
+            move || async move {
+                let mut seen = Vec::new();
+                for i in 0..3 {
+                    let r = c
+                        .maintenance(i)
+                        .await
+                        .hash(proto::etcdserverpb::HashRequest {})
+                        .await
+                        .ok()?
+                        .into_inner();
+                    seen.push((r.header?.revision, r.hash));
+                }
+                (seen.iter().all(|s| *s == seen[0]) && seen[0].0 >= rev_at_least).then_some(seen[0])
+            },
+        )
+    };
+    let (rev, first) = agreed(11).await;
+    let next = put_retrying(&c, leader, "h0", "changed").await;
+    assert!(next > rev);
+    let (rev2, second) = agreed(next).await;
+    assert_eq!(rev2, next);
+    assert_ne!(first, second, "a write must change the hash");
+}

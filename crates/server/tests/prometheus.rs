@@ -183,6 +183,28 @@ async fn prometheus_scrapes_every_member() {
     .unwrap();
     assert!(puts[0] >= 30.0, "{puts:?}");
 
+    // Every member measures its round trip to each of its two peers (the probe runs on
+    // each connection from the moment it is up).
+    let probed = poll(
+        "every peer round trip",
+        Duration::from_secs(30),
+        || async move {
+            let v = query(port, "etcd_network_peer_round_trip_time_seconds_count > 0")?;
+            (v.len() == 6).then_some(v)
+        },
+    )
+    .await;
+    assert_eq!(probed.len(), 6);
+    let slowest = query(
+        port,
+        "max(etcd_network_peer_round_trip_time_seconds_sum / etcd_network_peer_round_trip_time_seconds_count)",
+    )
+    .unwrap();
+    assert!(
+        slowest[0] > 0.0 && slowest[0] < 1.0,
+        "mean loopback round trip {slowest:?} s"
+    );
+
     // The alert rules loaded, evaluate without errors, and none fires on a healthy cluster.
     let rules = poll("rules evaluated", Duration::from_secs(30), || async move {
         let body = api_get(port, "/api/v1/rules")?;

@@ -13,12 +13,11 @@ use crate::grpc::Context;
 /// The identity `request` acts as, with the auth revision its rights are judged at:
 /// `None` when auth is disabled or the request names nobody (then every permission check
 /// answers `user name is empty`). A token that is unknown, expired or forged is an error
-/// (`invalid auth token`), whatever else the request carries.
+/// (`invalid auth token`), whatever else the request carries — even while auth is
+/// disabled, as etcd checks any token it is given (disabling auth invalidates every simple
+/// token, so a client still holding one is told, rather than silently acting as nobody).
 pub async fn who<T>(ctx: &Context, request: &Request<T>) -> Result<Option<RequestAuth>, Status> {
     let (enabled, revision) = auth_state(ctx)?;
-    if !enabled {
-        return Ok(None);
-    }
     let token = request
         .metadata()
         .get("token")
@@ -26,7 +25,11 @@ pub async fn who<T>(ctx: &Context, request: &Request<T>) -> Result<Option<Reques
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
     if let Some(token) = token {
-        return from_token(ctx, &token, revision).await.map(Some);
+        let auth = from_token(ctx, &token, revision).await?;
+        return Ok(enabled.then_some(auth));
+    }
+    if !enabled {
+        return Ok(None);
     }
     if ctx.auth.client_cert_auth {
         let cn = request

@@ -13,8 +13,9 @@ use proto::etcdserverpb::cluster_server::Cluster;
 use proto::etcdserverpb::maintenance_server::Maintenance;
 use proto::etcdserverpb::{
     alarm_request::AlarmAction, AlarmRequest, AlarmResponse, AlarmType, DefragmentRequest,
-    DefragmentResponse, HashKvRequest, HashKvResponse, Member, MemberListRequest,
-    MemberListResponse, SnapshotRequest, SnapshotResponse, StatusRequest, StatusResponse,
+    DefragmentResponse, HashKvRequest, HashKvResponse, HashRequest, HashResponse, Member,
+    MemberListRequest, MemberListResponse, SnapshotRequest, SnapshotResponse, StatusRequest,
+    StatusResponse,
 };
 use tonic::codegen::BoxStream;
 use tonic::{Request, Response, Status};
@@ -202,6 +203,24 @@ impl Maintenance for MaintenanceService {
         r: Request<proto::etcdserverpb::MoveLeaderRequest>,
     ) -> Result<Response<proto::etcdserverpb::MoveLeaderResponse>, Status> {
         super::move_leader::move_leader(&self.0, r.into_inner()).await
+    }
+
+    /// etcd's testing aid: a checksum of this member's whole store (`Store::hash_all`),
+    /// root only when auth is on, as etcd's.
+    async fn hash(&self, r: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
+        crate::auth::admin_for_maintenance(&self.0, &r).await?;
+        let (hash, header) = {
+            let sm = self.0.state()?;
+            // Never header(0) here: it takes the state lock again, under this guard.
+            (
+                sm.store.hash_all(),
+                self.0.header(sm.store.current_revision()),
+            )
+        };
+        Ok(Response::new(HashResponse {
+            header: Some(header),
+            hash,
+        }))
     }
 
     async fn hash_kv(&self, r: Request<HashKvRequest>) -> Result<Response<HashKvResponse>, Status> {

@@ -401,7 +401,11 @@ impl<S: StateMachine> Shell<S> {
                         let _ = w.send(result);
                     }
                 }
-                Frame::Hello(_) | Frame::HelloReply(_) => {}
+                // Handshakes and round-trip probes end in the transport.
+                Frame::Hello(_)
+                | Frame::HelloReply(_)
+                | Frame::Ping { .. }
+                | Frame::Pong { .. } => {}
             },
             PeerEvent::Removed { peer } => {
                 info!(

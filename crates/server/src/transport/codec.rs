@@ -41,6 +41,15 @@ const MAX_RESERVE_AHEAD: usize = 4 << 20;
 /// rolling upgrade would split the cluster.
 pub const PROTOCOL_VERSION: u64 = 1;
 
+/// Feature bit in [`HelloReply::Accepted`]: the acceptor decodes [`Frame::Ping`] (and so
+/// answers it). Added without a version bump for the reason above: the bits travel after the
+/// fields every version reads, an older acceptor sends none (so it is never pinged) and an
+/// older dialler ignores them.
+pub const FEATURE_PING: u64 = 1;
+
+/// The feature bits this build advertises.
+pub const FEATURES: u64 = FEATURE_PING;
+
 /// The first frame on a connection: who is dialling, and into which cluster.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Hello {
@@ -62,6 +71,9 @@ pub enum HelloReply {
         name: String,
         client_urls: Vec<String>,
         commit: u64,
+        /// What the acceptor understands beyond version 1 ([`FEATURE_PING`]); 0 from a
+        /// build older than the bits.
+        features: u64,
     },
     Refused {
         kind: RefusalKind,
@@ -156,6 +168,16 @@ pub enum Frame {
         req_id: u64,
         result: Result<(), ChangeRefusal>,
     },
+    /// A round-trip probe: `sent` is the sender's own clock (microseconds since its
+    /// process-wide epoch), sent only to acceptors that advertise [`FEATURE_PING`].
+    Ping {
+        sent: u64,
+    },
+    /// The answer to a [`Frame::Ping`], on the answering member's own connection, echoing
+    /// `sent` so the prober needs no clock but its own.
+    Pong {
+        sent: u64,
+    },
 }
 
 /// Why a membership change was not made: the gRPC code and etcd's message for the client,
@@ -201,11 +223,13 @@ pub fn encode(frame: &Frame, out: &mut BytesMut) {
             name,
             client_urls,
             commit,
+            features,
         }) => {
             out.put_u8(2);
             put_str(out, name);
             put_strs(out, client_urls);
             out.put_u64_le(*commit);
+            out.put_u64_le(*features);
         }
         Frame::HelloReply(HelloReply::Refused { kind, reason }) => {
             out.put_u8(7);
@@ -251,6 +275,14 @@ pub fn encode(frame: &Frame, out: &mut BytesMut) {
                     put_str(out, &r.message);
                 }
             }
+        }
+        Frame::Ping { sent } => {
+            out.put_u8(10);
+            out.put_u64_le(*sent);
+        }
+        Frame::Pong { sent } => {
+            out.put_u8(11);
+            out.put_u64_le(*sent);
         }
     }
     let len = (out.len() - start - 4) as u32;
@@ -442,6 +474,8 @@ pub fn decode(body: Bytes) -> Result<Frame, DecodeError> {
             name: r.string()?,
             client_urls: r.strings()?,
             commit: r.u64()?,
+            // Absent from builds older than the feature bits.
+            features: if r.0.has_remaining() { r.u64()? } else { 0 },
         }),
         3 => Frame::HelloReply(HelloReply::Refused {
             kind: RefusalKind::Other,
@@ -483,6 +517,8 @@ pub fn decode(body: Bytes) -> Result<Frame, DecodeError> {
             };
             Frame::ChangeResult { req_id, result }
         }
+        10 => Frame::Ping { sent: r.u64()? },
+        11 => Frame::Pong { sent: r.u64()? },
         t => return Err(DecodeError::UnknownTag("frame", t)),
     };
     Ok(frame)
@@ -698,7 +734,10 @@ mod tests {
                 name: "m2".into(),
                 client_urls: vec![],
                 commit: 5,
+                features: FEATURES,
             }),
+            Frame::Ping { sent: 123_456 },
+            Frame::Pong { sent: u64::MAX },
             Frame::HelloReply(HelloReply::Refused {
                 kind: RefusalKind::IdentityWiped,
                 reason: "wiped".into(),
@@ -819,6 +858,28 @@ mod tests {
     }
 
     #[test]
+    fn an_acceptance_from_a_build_without_feature_bits_reads_as_no_features() {
+        let mut old = BytesMut::new();
+        old.put_u32_le(0);
+        old.put_u8(2);
+        put_str(&mut old, "m2");
+        put_strs(&mut old, &["http://127.0.0.1:2379".to_string()]);
+        old.put_u64_le(5);
+        let len = (old.len() - 4) as u32;
+        old[..4].copy_from_slice(&len.to_le_bytes());
+        let body = split_frame(&mut old).unwrap().unwrap();
+        assert_eq!(
+            decode(body).unwrap(),
+            Frame::HelloReply(HelloReply::Accepted {
+                name: "m2".into(),
+                client_urls: vec!["http://127.0.0.1:2379".into()],
+                commit: 5,
+                features: 0,
+            })
+        );
+    }
+
+    #[test]
     fn partial_frames_wait_for_more_bytes() {
         let mut whole = BytesMut::new();
         encode(&samples()[7], &mut whole);
@@ -834,7 +895,10 @@ mod tests {
             let mut buf = BytesMut::new();
             encode(&f, &mut buf);
             let body = split_frame(&mut buf).unwrap().unwrap();
-            for cut in 0..body.len() {
+            // An acceptance without its feature bits is the older layout, and valid.
+            let old_layout =
+                matches!(f, Frame::HelloReply(HelloReply::Accepted { .. })).then(|| body.len() - 8);
+            for cut in (0..body.len()).filter(|&c| Some(c) != old_layout) {
                 assert!(
                     decode(body.slice(..cut)).is_err(),
                     "{f:?} cut at {cut} decoded"

@@ -67,6 +67,9 @@ const READ_BUFFER: usize = 64 << 10;
 const RETAINED_READ_BUFFER: usize = 1 << 20;
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// How often a connection probes its peer's round-trip time (the first probe goes out as
+/// soon as the connection is up). etcd probes every few seconds too; a probe is 13 bytes.
+const PROBE_INTERVAL: Duration = Duration::from_secs(5);
 
 /// What the transport hands to the node.
 #[derive(Debug)]
@@ -331,6 +334,7 @@ impl Transport {
             sink: d.sink.clone(),
             directory: self.directory.clone(),
             tls: d.tls.clone(),
+            probe: false,
         };
         let stop = d.shutdown.child_token();
         d.stops.insert(id, stop.clone());
@@ -432,6 +436,8 @@ struct Dialer {
     directory: Arc<Mutex<HashMap<u64, PeerInfo>>>,
     /// For `https://` URLs.
     tls: Option<Arc<rustls::ClientConfig>>,
+    /// The peer's last acceptance said it answers round-trip probes.
+    probe: bool,
 }
 
 /// A dialled peer connection.
@@ -534,7 +540,9 @@ impl Dialer {
                 name,
                 client_urls,
                 commit,
+                features,
             })) => {
+                self.probe = features & codec::FEATURE_PING != 0;
                 if let Ok(mut d) = self.directory.lock() {
                     d.insert(
                         self.peer,
@@ -640,8 +648,15 @@ impl Dialer {
         W: tokio::io::AsyncWrite + Unpin,
     {
         let mut scratch = [0u8; 64];
+        let mut probes = tokio::time::interval(PROBE_INTERVAL);
+        probes.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
+                _ = probes.tick(), if self.probe => {
+                    let mut ping = BytesMut::new();
+                    codec::encode(&Frame::Ping { sent: probe_clock() }, &mut ping);
+                    self.outbox.send_bytes(self.peer, &ping);
+                },
                 _ = self.outbox.wake.notified() => {
                     loop {
                         let chunk = {
@@ -687,6 +702,16 @@ impl Drop for Unpublish<'_> {
         st.backlog.clear();
         st.writing = false;
     }
+}
+
+/// Microseconds since this process first asked: the only clock a round-trip probe uses (it
+/// comes back in the peer's answer and is compared with this same clock).
+fn probe_clock() -> u64 {
+    static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    EPOCH
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_micros() as u64
 }
 
 /// The latency probe's name and log index for a frame carrying entries or acknowledging them.
@@ -738,6 +763,9 @@ pub struct Acceptor {
     pub sink: Sink,
     /// Our commit index, reported in handshake replies.
     pub commit: Arc<std::sync::atomic::AtomicU64>,
+    /// Where a peer's round-trip probe is answered: our own connection to it. `None`
+    /// answers no probe (and the acceptance then advertises none).
+    pub probes: Option<Transport>,
 }
 
 /// How an accepted peer connection starts.
@@ -878,6 +906,11 @@ impl Acceptor {
                 name: self.local.name.clone(),
                 client_urls: self.local.client_urls.clone(),
                 commit: self.commit.load(std::sync::atomic::Ordering::Relaxed),
+                features: if self.probes.is_some() {
+                    codec::FEATURES
+                } else {
+                    0
+                },
             },
             Err(Refusal { kind, reason }) => {
                 warn!(peer = format_args!("{:x}", hello.from), ?kind, %reason, "refusing peer");
@@ -909,6 +942,21 @@ impl Acceptor {
                     }
                     Frame::Hello(_) | Frame::HelloReply(_) => {
                         anyhow::bail!("handshake frame after handshake")
+                    }
+                    // Answered here, not by the node: the probe measures the network and
+                    // the two transports, not how busy the node thread is.
+                    Frame::Ping { sent } => {
+                        if let Some(t) = &self.probes {
+                            t.send(from, Frame::Pong { sent: *sent });
+                        }
+                        continue;
+                    }
+                    Frame::Pong { sent } => {
+                        // An echo from the future is not ours: ignore it.
+                        if let Some(rtt) = probe_clock().checked_sub(*sent) {
+                            crate::metrics::metrics().peer_round_trip(from, rtt as f64 / 1e6);
+                        }
+                        continue;
                     }
                     _ => {}
                 }
@@ -982,6 +1030,7 @@ mod tests {
             incarnations: incs,
             sink,
             commit: Arc::new(AtomicU64::new(17)),
+            probes: None,
         });
         let listener = bind_below_ephemeral().await;
         let url = format!("http://{}", listener.local_addr().unwrap());
