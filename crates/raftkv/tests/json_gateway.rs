@@ -552,7 +552,9 @@ fn json_gateway_answers_as_etcd_does() {
 /// 404), the health endpoint still works. Same flag, same answers, on both servers.
 #[test]
 fn gateway_switched_off_answers_404_as_etcd_does() {
-    let p = ports(4);
+    // Not `ports`: that walk starts at the same port for every test of this process, and the
+    // other test runs beside this one.
+    let p = raftkv_client::local_cluster::free_loopback_ports(4).expect("free ports");
     let mut answers = Vec::new();
     for (i, program) in [
         MemberProgram::Etcd(common::etcd_binary()),

@@ -68,7 +68,8 @@ record("status_version_line", ".".join(status["version"].split(".")[:2]))
 record("status_has_leader", status.get("leader", "0") != "0")
 members = client.members()
 record("members", sorted(
-    (m["name"], len(m.get("peerURLs", [])), len(m.get("clientURLs", []))) for m in members))
+    (m["name"].rsplit("-", 1)[-1], len(m.get("peerURLs", [])), len(m.get("clientURLs", [])))
+    for m in members))
 
 # KV: put, get with metadata, create-if-absent, compare-and-swap, prefix, delete.
 record("put", client.put("app/k1", "v1"))
