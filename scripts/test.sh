@@ -14,6 +14,13 @@ log() { printf '\n==> %s\n' "$*"; }
 scripts/ensure-packages.sh etcd:etcd-server etcdctl:etcd-client protoc:protobuf-compiler \
   ip:iproute2 iptables:iptables
 # The Debian package may start a system etcd on 2379; our tests use their own ports only.
+# python3 with venv: the gateway test installs an HTTP-only etcd client library from PyPI into
+# a virtualenv (crates/raftkv/tests/python_gateway_client.rs).
+scripts/ensure-packages.sh python3:python3
+# (Debian's python3 makes virtualenvs only with python3-venv, which brings ensurepip.)
+if ! python3 -c 'import ensurepip' 2>/dev/null; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+fi
 
 log "cargo fmt --check"
 cargo fmt --all -- --check
