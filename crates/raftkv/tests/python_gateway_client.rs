@@ -112,7 +112,7 @@ fn wait_healthy(endpoint: &str) {
     );
 }
 
-fn step<'a>(transcript: &'a [String], name: &str) -> serde_json::Value {
+fn step(transcript: &[String], name: &str) -> serde_json::Value {
     let line = transcript
         .iter()
         .find(|l| l.contains(&format!("\"step\": \"{name}\"")))
