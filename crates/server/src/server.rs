@@ -358,6 +358,8 @@ struct ClientLimits {
     max_request_bytes: usize,
     max_concurrent_streams: u32,
     keepalive: (Option<std::time::Duration>, std::time::Duration),
+    /// `--enable-dashboard`.
+    dashboard: bool,
 }
 
 impl From<&Config> for ClientLimits {
@@ -366,6 +368,7 @@ impl From<&Config> for ClientLimits {
             max_request_bytes: c.max_request_bytes,
             max_concurrent_streams: c.max_concurrent_streams,
             keepalive: c.keepalive,
+            dashboard: c.dashboard,
         }
     }
 }
@@ -397,7 +400,7 @@ async fn serve_client(
         progress_interval: watch.progress_interval,
         election_timeout: watch.election_timeout,
     };
-    let http = crate::http::router(ctx.clone()).merge(crate::gateway::router(
+    let mut http = crate::http::router(ctx.clone()).merge(crate::gateway::router(
         crate::gateway::Gateway::new(
             ctx.clone(),
             gateway_watch,
@@ -406,6 +409,11 @@ async fn serve_client(
             limits.max_concurrent_streams,
         ),
     ));
+    // The dashboard is for people with a browser pointed at a client URL; like the gateway
+    // it stays off the metrics URLs.
+    if limits.dashboard {
+        http = http.merge(crate::dashboard::router(ctx.clone()));
+    }
     let routes = tonic::service::Routes::from(http.clone())
         .add_service(KvServer::new(KvService(ctx.clone())).max_decoding_message_size(limit))
         .add_service(
