@@ -470,6 +470,18 @@ mod tests {
         };
         m.grpc_started(&rpc);
         m.grpc_handled(&rpc, 8);
+        m.grpc_latency(&rpc, 0.002);
+        // A stream's lifetime is not a latency: not recorded.
+        let watch = GrpcLabels {
+            kind: "bidi_stream",
+            service: "etcdserverpb.Watch",
+            method: "Watch",
+        };
+        m.grpc_latency(&watch, 30.0);
+        let merged = m.unary_latency();
+        assert!(merged.count >= 1);
+        assert_eq!(merged.buckets.last().unwrap().0, f64::INFINITY);
+        assert!(merged.quantile(0.5).unwrap() < 1.0);
         let mut out = Vec::new();
         TextEncoder::new()
             .encode(&m.registry.gather(), &mut out)
@@ -480,10 +492,12 @@ mod tests {
             "etcd_disk_wal_fsync_duration_seconds_bucket{le=\"0.001\"}",
             "etcd_network_peer_sent_bytes_total{To=\"abc\"} 10",
             "grpc_server_handled_total{grpc_code=\"ResourceExhausted\",grpc_method=\"Put\",grpc_service=\"etcdserverpb.KV\",grpc_type=\"unary\"} 1",
+            "grpc_server_handling_seconds_bucket{grpc_method=\"Put\",grpc_service=\"etcdserverpb.KV\",grpc_type=\"unary\",le=\"0.002\"}",
             "process_resident_memory_bytes ",
             "process_open_fds ",
         ] {
             assert!(text.contains(needle), "missing {needle} in\n{text}");
         }
+        assert!(!text.contains("grpc_method=\"Watch\",grpc_service=\"etcdserverpb.Watch\",grpc_type=\"bidi_stream\",le="), "{text}");
     }
 }

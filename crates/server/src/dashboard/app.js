@@ -248,7 +248,15 @@ async function showHistory(keyB64, keyText, fromRevision) {
   body.replaceChildren();
   let note = "";
   let revision = fromRevision;
+  // Revisions below the compaction point are gone; stop there rather than ask for one (the
+  // error answer would also be logged by the browser as a failed load).
+  const status = await (await fetch("/dashboard/api/status", { cache: "no-store" })).json();
+  const compacted = Number(status.compact_revision || 0);
   for (let i = 0; i < HISTORY_LIMIT && revision > 0; i++) {
+    if (revision < compacted) {
+      note = `Older revisions are compacted (compacted up to revision ${compacted}).`;
+      break;
+    }
     let answer;
     try {
       answer = await gateway("/v3/kv/range", { key: keyB64, revision });
@@ -275,6 +283,18 @@ async function showHistory(keyB64, keyText, fromRevision) {
   if (!note) note = `Showing the latest ${HISTORY_LIMIT} versions.`;
   $("history-note").textContent = note;
   clearErrors("history");
+}
+
+/** The history of a key named in text (the `?history=` parameter). */
+async function historyOf(keyText) {
+  const answer = await gateway("/v3/kv/range", { key: b64(keyText) });
+  const kv = (answer.kvs || [])[0];
+  if (!kv) {
+    $("history-key").textContent = keyText;
+    $("history-note").textContent = "No such key.";
+    return;
+  }
+  await showHistory(kv.key, keyText, Number(kv.mod_revision));
 }
 
 // ---------- watch tail ----------
@@ -366,6 +386,9 @@ function start() {
 
   refreshMembers();
   listKeys($("prefix").value).catch((err) => showError("keys", err));
+  if (params.has("history")) {
+    historyOf(params.get("history")).catch((err) => showError("history", err));
+  }
   if (params.has("watch")) toggleWatch();
   setInterval(() => {
     if ($("live").checked) refreshMembers();

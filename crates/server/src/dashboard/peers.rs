@@ -52,29 +52,32 @@ pub async fn cluster_view(ctx: &Context) -> Result<ClusterView, tonic::Status> {
         .map(|m| {
             let ctx = ctx.clone();
             tokio::spawn(async move {
-            let mut view = MemberView {
-                id: format!("{:x}", m.id),
-                name: m.name.clone(),
-                client_urls: m.client_ur_ls.clone(),
-                is_learner: m.is_learner,
-                status: None,
-                error: None,
-            };
-            if m.id == ctx.node.id {
-                view.status = serde_json::to_value(member_status(&ctx)).ok();
-                return view;
-            }
-            match peer_status(&m.client_ur_ls).await {
-                Ok(v) => view.status = Some(v),
-                Err(e) => view.error = Some(e),
-            }
-            view
+                let mut view = MemberView {
+                    id: format!("{:x}", m.id),
+                    name: m.name.clone(),
+                    client_urls: m.client_ur_ls.clone(),
+                    is_learner: m.is_learner,
+                    status: None,
+                    error: None,
+                };
+                if m.id == ctx.node.id {
+                    view.status = serde_json::to_value(member_status(&ctx)).ok();
+                    return view;
+                }
+                match peer_status(&m.client_ur_ls).await {
+                    Ok(v) => view.status = Some(v),
+                    Err(e) => view.error = Some(e),
+                }
+                view
             })
         })
         .collect();
     let mut views = Vec::with_capacity(fetches.len());
     for f in fetches {
-        views.push(f.await.map_err(|e| tonic::Status::internal(e.to_string()))?);
+        views.push(
+            f.await
+                .map_err(|e| tonic::Status::internal(e.to_string()))?,
+        );
     }
     Ok(ClusterView {
         served_by: format!("{:x}", ctx.node.id),

@@ -123,14 +123,13 @@ pub fn member_status(ctx: &Context) -> MemberStatus {
             recent_active: p.recent_active,
         })
         .collect();
-    let by_method: std::collections::BTreeMap<String, u64> =
-        metrics().started_by_method().into_iter().fold(
-            Default::default(),
-            |mut all, (method, n)| {
-                *all.entry(method).or_default() += n;
-                all
-            },
-        );
+    let by_method: std::collections::BTreeMap<String, u64> = metrics()
+        .started_by_method()
+        .into_iter()
+        .fold(Default::default(), |mut all, (method, n)| {
+            *all.entry(method).or_default() += n;
+            all
+        });
     MemberStatus {
         id: format!("{:x}", ctx.node.id),
         name: ctx.membership.self_name.clone(),
@@ -172,8 +171,7 @@ mod tests {
         assert_eq!(json["count"], 20);
         assert_eq!(json["buckets"][2][0], serde_json::Value::Null);
         assert_eq!(json["buckets"][1][1], 20);
-        let none = serde_json::to_value(Latency::from_buckets(&LatencyBuckets::default()))
-            .unwrap();
+        let none = serde_json::to_value(Latency::from_buckets(&LatencyBuckets::default())).unwrap();
         assert_eq!(none["p99_ms"], serde_json::Value::Null);
     }
 
