@@ -141,7 +141,9 @@ fn parse_response(raw: &[u8]) -> Result<String, String> {
     let status_line = head.lines().next().unwrap_or_default();
     match status_line.split_whitespace().nth(1) {
         Some("200") => {}
-        Some("404") => return Err("dashboard turned off on that member (404)".into()),
+        Some("404") => {
+            return Err("no dashboard there (404: turned off, or an older raftkv)".into())
+        }
         _ => return Err(format!("answered {status_line:?}")),
     }
     let chunked = head.lines().any(|l| {
