@@ -10,9 +10,10 @@ log() { printf '\n==> %s\n' "$*"; }
 
 # etcd and etcdctl: the differential, etcdctl and benchmark-side tests. protoc: the etcd-client
 # crate (a dev-dependency of the CLI tests) runs it in its build script. ip and iptables: the
-# Jepsen-style harness builds its own network namespaces and partitions them.
+# Jepsen-style harness builds its own network namespaces and partitions them. chromium: the
+# dashboard test renders the page in a real headless browser.
 scripts/ensure-packages.sh etcd:etcd-server etcdctl:etcd-client protoc:protobuf-compiler \
-  ip:iproute2 iptables:iptables
+  ip:iproute2 iptables:iptables chromium:chromium
 # The Debian package may start a system etcd on 2379; our tests use their own ports only.
 # python3 with venv: the gateway test installs an HTTP-only etcd client library from PyPI into
 # a virtualenv (crates/raftkv/tests/python_gateway_client.rs).

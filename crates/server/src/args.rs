@@ -134,6 +134,18 @@ pub struct ServerArgs {
     #[arg(long, env = "RAFTKV_LISTEN_METRICS_URLS")]
     pub listen_metrics_urls: Option<String>,
 
+    /// Serve the web dashboard at /dashboard on the client URLs (docs/operations.md,
+    /// "Dashboard"); `--enable-dashboard=false` turns it off (404).
+    #[arg(
+        long,
+        env = "RAFTKV_ENABLE_DASHBOARD",
+        num_args = 0..=1,
+        default_value_t = true,
+        default_missing_value = "true",
+        action = clap::ArgAction::Set
+    )]
+    pub enable_dashboard: bool,
+
     /// Print the version and exit (etcd's `--version`).
     #[arg(long)]
     pub version: bool,
@@ -238,6 +250,24 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(cli.args.watch_progress_notify_interval, "200ms");
+    }
+
+    #[test]
+    fn the_dashboard_is_on_unless_turned_off() {
+        let parse = |argv: &[&str]| Cli::try_parse_from(argv).unwrap().args.enable_dashboard;
+        assert!(parse(&["raftkv"]));
+        assert!(parse(&["raftkv", "--enable-dashboard"]));
+        assert!(parse(&["raftkv", "--enable-dashboard=true"]));
+        assert!(!parse(&["raftkv", "--enable-dashboard=false"]));
+        assert!(Cli::try_parse_from(["raftkv", "--enable-dashboard=maybe"]).is_err());
+        // The environment variable, in this same test: no other test reads it, and the
+        // default checked above must not race with it.
+        std::env::set_var("RAFTKV_ENABLE_DASHBOARD", "false");
+        let from_env = parse(&["raftkv"]);
+        let flag_wins = parse(&["raftkv", "--enable-dashboard=true"]);
+        std::env::remove_var("RAFTKV_ENABLE_DASHBOARD");
+        assert!(!from_env);
+        assert!(flag_wins);
     }
 
     /// Every flag of `etcd --help` (3.4.23) and the hidden ones (`--config-file`,

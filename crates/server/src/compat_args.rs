@@ -228,7 +228,8 @@ pub struct HttpFlags {
     pub enable_pprof: Option<bool>,
 
     /// "basic" or "extensive" Prometheus metrics. Ignored: /metrics always serves one set
-    /// (`crate::metrics`; etcd's "extensive" adds gRPC latency histograms raftkv does not keep).
+    /// (`crate::metrics`; the unary gRPC latency histogram that etcd's "extensive" adds is
+    /// always there, its stream histograms are not kept).
     #[arg(long, env = "RAFTKV_METRICS")]
     pub metrics: Option<String>,
 }
@@ -444,7 +445,7 @@ impl CompatArgs {
         ignored(
             h.metrics.is_some(),
             "--metrics",
-            "/metrics serves one set of metrics (no gRPC latency histograms)",
+            "/metrics serves one set of metrics (unary gRPC latency always, no stream histograms)",
         );
         ignored(
             self.logging.log_package_levels.is_some(),

@@ -129,6 +129,8 @@ pub struct Config {
     pub watch_progress_interval: Duration,
     /// `--quota-backend-bytes`.
     pub quota: crate::quota::Quota,
+    /// `--enable-dashboard`: serve /dashboard on the client URLs (`crate::dashboard`).
+    pub dashboard: bool,
 }
 
 impl Config {
@@ -296,6 +298,7 @@ impl Config {
                 args.auth.clone()
             },
             watch_progress_interval,
+            dashboard: args.enable_dashboard,
         })
     }
 

@@ -17,6 +17,7 @@ pub mod compactor;
 pub mod compat_args;
 pub mod config;
 pub mod config_file;
+pub mod dashboard;
 pub mod errors;
 pub mod gateway;
 pub mod grpc;

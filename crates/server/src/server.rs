@@ -360,6 +360,8 @@ struct ClientLimits {
     max_concurrent_streams: u32,
     keepalive: (Option<std::time::Duration>, std::time::Duration),
     grpc_gateway: bool,
+    /// `--enable-dashboard`.
+    dashboard: bool,
 }
 
 impl From<&Config> for ClientLimits {
@@ -369,6 +371,7 @@ impl From<&Config> for ClientLimits {
             max_concurrent_streams: c.max_concurrent_streams,
             keepalive: c.keepalive,
             grpc_gateway: c.grpc_gateway,
+            dashboard: c.dashboard,
         }
     }
 }
@@ -409,6 +412,11 @@ async fn serve_client(
             limit,
             limits.max_concurrent_streams,
         )));
+    }
+    // The dashboard is for people with a browser pointed at a client URL; like the gateway
+    // it stays off the metrics URLs. Its key browser and watch tail call the gateway.
+    if limits.dashboard {
+        http = http.merge(crate::dashboard::router(ctx.clone()));
     }
     let routes = tonic::service::Routes::from(http.clone())
         .add_service(KvServer::new(KvService(ctx.clone())).max_decoding_message_size(limit))

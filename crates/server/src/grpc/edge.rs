@@ -18,12 +18,14 @@
 //! is a version compare, one header lookup and a table lookup of the method, plus the
 //! go-grpc-prometheus counters (`grpc_server_started_total` when a known method starts,
 //! `grpc_server_handled_total` with its status code when the answer's trailers pass, or
-//! `Canceled` when the client goes away first).
+//! `Canceled` when the client goes away first), and for unary calls the time from the
+//! request to that status (`grpc_server_handling_seconds`).
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Instant;
 
 use axum::body::Body;
 use axum::http::{header, HeaderMap, HeaderValue, Request, Response, Version};
@@ -81,6 +83,10 @@ where
                 metrics().grpc_started(rpc);
             }
         }
+        let rpc = rpc.map(|labels| Timed {
+            labels,
+            started: Instant::now(),
+        });
         EdgeFuture::Grpc(self.grpc.call(request), rpc)
     }
 }
@@ -154,11 +160,25 @@ fn rewrite_too_large(response: &mut Response<Body>) {
     }
 }
 
+/// An RPC being metered: its labels and when its request arrived.
+pub struct Timed {
+    labels: GrpcLabels,
+    started: Instant,
+}
+
+impl Timed {
+    /// Count the RPC as handled with `code`, and its latency when unary.
+    fn handled(&self, code: i32) {
+        metrics().grpc_handled(&self.labels, code);
+        metrics().grpc_latency(&self.labels, self.started.elapsed().as_secs_f64());
+    }
+}
+
 /// The future of [`ClientEdge::call`].
 pub enum EdgeFuture {
     Ready(Option<Response<Body>>),
     Http(RouteFuture<Infallible>),
-    Grpc(RouteFuture<Infallible>, Option<GrpcLabels>),
+    Grpc(RouteFuture<Infallible>, Option<Timed>),
 }
 
 impl Future for EdgeFuture {
@@ -187,9 +207,9 @@ fn grpc_status(headers: &HeaderMap) -> Option<i32> {
 }
 
 /// Count the RPC as handled now if the answer is trailers-only, else when its trailers pass.
-fn metered(response: Response<Body>, rpc: GrpcLabels) -> Response<Body> {
+fn metered(response: Response<Body>, rpc: Timed) -> Response<Body> {
     if let Some(code) = grpc_status(response.headers()) {
-        metrics().grpc_handled(&rpc, code);
+        rpc.handled(code);
         return response;
     }
     response.map(|inner| {
@@ -204,7 +224,7 @@ fn metered(response: Response<Body>, rpc: GrpcLabels) -> Response<Body> {
 /// A response body that counts its RPC in `grpc_server_handled_total` once.
 struct MeteredBody {
     inner: Body,
-    rpc: GrpcLabels,
+    rpc: Timed,
     counted: bool,
 }
 
@@ -212,7 +232,7 @@ impl MeteredBody {
     fn count(&mut self, code: i32) {
         if !self.counted {
             self.counted = true;
-            metrics().grpc_handled(&self.rpc, code);
+            self.rpc.handled(code);
         }
     }
 }

@@ -12,7 +12,7 @@ mod runtime;
 pub mod state_machine;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
-use std::sync::{mpsc, Arc, RwLock};
+use std::sync::{mpsc, Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -85,6 +85,12 @@ pub struct SharedStatus {
     pub role: AtomicU8,
     /// Set when the node thread stopped because of an error.
     pub failed: AtomicBool,
+    /// Last index of the local log.
+    pub last_index: AtomicU64,
+    /// While leader: how every member's replication stands, refreshed every
+    /// [`runtime::PROGRESS_PUBLISH`] (a status page's precision, not the hot path's cost).
+    /// Empty on followers.
+    pub progress: Mutex<Vec<raft::PeerProgress>>,
 }
 
 impl SharedStatus {
@@ -105,6 +111,15 @@ impl SharedStatus {
 
     pub fn applied(&self) -> u64 {
         self.applied.load(Ordering::Relaxed)
+    }
+
+    pub fn last_index(&self) -> u64 {
+        self.last_index.load(Ordering::Relaxed)
+    }
+
+    /// The leader's view of every member's replication (empty unless this member leads).
+    pub fn progress(&self) -> Vec<raft::PeerProgress> {
+        self.progress.lock().map(|p| p.clone()).unwrap_or_default()
     }
 }
 

@@ -29,6 +29,11 @@ const REMOVED_GRACE: Duration = Duration::from_secs(1);
 /// How often a leader looks for members added as voters that have caught up.
 const PROMOTE_CHECK: Duration = Duration::from_millis(100);
 
+/// How often the node copies the leader's view of its members' replication into
+/// [`SharedStatus`] for the dashboard (a member that does not lead copies an empty list),
+/// so a status page costs the event loop one clock read per iteration, not a copy.
+pub const PROGRESS_PUBLISH: Duration = Duration::from_millis(200);
+
 /// Inputs handled per loop iteration before the driver is polled (bounds latency).
 const MAX_INPUTS_PER_ROUND: usize = 8192;
 
@@ -110,6 +115,7 @@ pub fn spawn<S: StateMachine>(
         next_change_id: random_u64(),
         removed_at: None,
         promote_checked: Instant::now(),
+        progress_published: Instant::now(),
         driver,
         storage,
         state,
@@ -228,6 +234,8 @@ struct Shell<S: StateMachine> {
     removed_at: Option<Instant>,
     /// When the leader last looked for members to promote ([`Shell::auto_promote`]).
     promote_checked: Instant,
+    /// When replication progress was last published ([`PROGRESS_PUBLISH`]).
+    progress_published: Instant,
     driver: Driver,
     storage: Storage,
     state: Arc<RwLock<S>>,
@@ -819,9 +827,17 @@ impl<S: StateMachine> Shell<S> {
         Ok(())
     }
 
-    fn publish(&self) {
+    fn publish(&mut self) {
         let st = self.driver.status();
         let s = &self.shared;
+        s.last_index.store(st.core.last_index, Ordering::Relaxed);
+        if self.progress_published.elapsed() >= PROGRESS_PUBLISH {
+            self.progress_published = Instant::now();
+            let progress = self.driver.core().progress();
+            if let Ok(mut shared) = s.progress.lock() {
+                *shared = progress;
+            }
+        }
         s.leader
             .store(st.core.leader.unwrap_or(0), Ordering::Relaxed);
         s.term.store(st.core.hard_state.term, Ordering::Relaxed);
