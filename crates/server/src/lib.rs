@@ -35,6 +35,7 @@ pub mod restore;
 pub mod server;
 pub mod tls;
 pub mod transport;
+pub mod unix_socket;
 pub mod watch;
 
 pub use args::{adopt_etcd_env, ServerArgs};

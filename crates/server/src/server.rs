@@ -39,7 +39,8 @@ const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 /// `https://h:p`) share one listener, returned once with the URLs it serves.
 async fn bind_all(addrs: &[ListenAddr]) -> anyhow::Result<Vec<(Vec<String>, TcpListener)>> {
     let mut groups: Vec<(&str, u16, Vec<String>)> = Vec::new();
-    for l in addrs {
+    // Unix sockets are bound by `bind_unix`.
+    for l in addrs.iter().filter(|l| l.unix.is_none()) {
         match groups
             .iter_mut()
             .find(|(h, p, _)| *h == l.host && *p == l.port)
@@ -52,7 +53,7 @@ async fn bind_all(addrs: &[ListenAddr]) -> anyhow::Result<Vec<(Vec<String>, TcpL
     for (host, port, urls) in groups {
         let l = addrs
             .iter()
-            .find(|l| l.host == host && l.port == port)
+            .find(|l| l.unix.is_none() && l.host == host && l.port == port)
             .expect("group of a listen address");
         for a in l.resolve()? {
             let listener = TcpListener::bind(a)
@@ -64,11 +65,38 @@ async fn bind_all(addrs: &[ListenAddr]) -> anyhow::Result<Vec<(Vec<String>, TcpL
     Ok(out)
 }
 
-/// Whether any of the URLs of a listener is `https://` / plain `http://`.
+/// Bind every client listen address: TCP ports and unix sockets.
+async fn bind_clients(config: &Config) -> anyhow::Result<Vec<(Vec<String>, ClientSocket)>> {
+    let mut out: Vec<(Vec<String>, ClientSocket)> = bind_all(&config.listen_client)
+        .await?
+        .into_iter()
+        .map(|(urls, l)| (urls, ClientSocket::Tcp(l)))
+        .collect();
+    out.extend(bind_unix(&config.listen_client)?);
+    Ok(out)
+}
+
+/// Bind the unix sockets among the client listen addresses (`crate::unix_socket`), each
+/// with the guard that removes its file when the member stops.
+fn bind_unix(addrs: &[ListenAddr]) -> anyhow::Result<Vec<(Vec<String>, ClientSocket)>> {
+    let mut out = Vec::new();
+    for l in addrs {
+        if let Some(path) = &l.unix {
+            let (listener, file) = crate::unix_socket::bind(&l.url, path)?;
+            out.push((vec![l.url.clone()], ClientSocket::Unix(listener, file)));
+        }
+    }
+    Ok(out)
+}
+
+/// Whether any of the URLs of a listener is TLS (`https://`, `unixs://`) / plain
+/// (`http://`, `unix://`).
 fn schemes(urls: &[String]) -> (bool, bool) {
     (
-        urls.iter().any(|u| u.starts_with("https://")),
-        urls.iter().any(|u| u.starts_with("http://")),
+        urls.iter()
+            .any(|u| u.starts_with("https://") || u.starts_with("unixs://")),
+        urls.iter()
+            .any(|u| u.starts_with("http://") || u.starts_with("unix://")),
     )
 }
 
@@ -92,7 +120,7 @@ pub async fn serve(
     // Certificates first: a bad file is a one-line error before anything is bound.
     let tls = crate::tls::setup_for(&config, true)?;
     let peer_listeners = bind_all(&config.listen_peer).await?;
-    let client_listeners = bind_all(&config.listen_client).await?;
+    let client_listeners = bind_clients(&config).await?;
     let metrics_listeners = bind_all(&config.listen_metrics).await?;
 
     // Recover the data dir.
@@ -370,10 +398,17 @@ impl From<&Config> for ClientLimits {
     }
 }
 
+/// A bound client listener: a TCP port, or a unix socket with the guard that removes its
+/// file when serving ends.
+enum ClientSocket {
+    Tcp(TcpListener),
+    Unix(tokio::net::UnixListener, crate::unix_socket::SocketFile),
+}
+
 async fn serve_client(
     ctx: Context,
     watch: WatchService,
-    listener: TcpListener,
+    listener: ClientSocket,
     mode: ClientListen,
     limits: ClientLimits,
     shutdown: CancellationToken,
@@ -436,19 +471,35 @@ async fn serve_client(
         .max_concurrent_streams(Some(limits.max_concurrent_streams))
         .http2_keepalive_interval(keepalive_interval)
         .http2_keepalive_timeout(Some(keepalive_timeout));
-    match mode {
-        ClientListen::Plain => {
+    use crate::authority_fix::AuthorityFix;
+    match (listener, mode) {
+        (ClientSocket::Tcp(listener), ClientListen::Plain) => {
             let incoming = tonic::transport::server::TcpIncoming::from(listener)
                 .with_nodelay(Some(true))
-                .map(|conn| conn.map(crate::authority_fix::AuthorityFix::new));
+                .map(|conn| conn.map(AuthorityFix::new));
             server
                 .serve_with_incoming_shutdown(edge, incoming, shutdown.cancelled_owned())
                 .await?;
         }
-        ClientListen::Tls { config, also_plain } => {
+        (ClientSocket::Tcp(listener), ClientListen::Tls { config, also_plain }) => {
             let incoming =
                 crate::tls::client_port::incoming(listener, config, also_plain, shutdown.clone())
-                    .map(|conn| conn.map(crate::authority_fix::AuthorityFix::new));
+                    .map(|conn| conn.map(AuthorityFix::new));
+            server
+                .serve_with_incoming_shutdown(edge, incoming, shutdown.cancelled_owned())
+                .await?;
+        }
+        (ClientSocket::Unix(listener, _file), ClientListen::Plain) => {
+            let incoming =
+                crate::unix_socket::incoming(&listener).map(|conn| conn.map(AuthorityFix::new));
+            server
+                .serve_with_incoming_shutdown(edge, incoming, shutdown.cancelled_owned())
+                .await?;
+        }
+        (ClientSocket::Unix(listener, _file), ClientListen::Tls { config, .. }) => {
+            let incoming =
+                crate::tls::client_port::incoming_unix(listener, config, shutdown.clone())
+                    .map(|conn| conn.map(AuthorityFix::new));
             server
                 .serve_with_incoming_shutdown(edge, incoming, shutdown.cancelled_owned())
                 .await?;
@@ -475,7 +526,7 @@ fn client_mode(urls: &[String], tls: &TlsSetup) -> anyhow::Result<ClientListen> 
             also_plain,
         },
         ((true, _), None) => anyhow::bail!(
-            "--listen-client-urls: {} is https:// but no client TLS is configured",
+            "--listen-client-urls: {} is https:// or unixs:// but no client TLS is configured",
             urls.join(",")
         ),
     })
