@@ -18,6 +18,7 @@ pub mod compat_args;
 pub mod config;
 pub mod config_file;
 pub mod errors;
+pub mod flag_errors;
 pub mod gateway;
 pub mod grpc;
 pub mod hooks;

@@ -1,4 +1,5 @@
-//! etcd's command line, the parts issue 12 left: `unix://` client URLs.
+//! etcd's command line, the parts issue 12 left: `unix://` client URLs and etcd's wording
+//! for a bad flag (checked against the real etcd binary).
 
 mod common;
 
@@ -145,4 +146,53 @@ fn a_socket_that_cannot_be_created_stops_start_up_with_its_url() {
         "{log}"
     );
     assert!(!log.contains("ready to serve"), "{log}");
+}
+
+// ---- etcd's wording for a bad command line ----
+
+const ETCD: &str = "/usr/bin/etcd";
+
+/// (first line of stderr, exit code) of `program args`, run in a scratch dir so a command
+/// line that unexpectedly parsed cannot leave a data dir behind.
+fn first_line_and_status(program: &str, args: &[&str]) -> (String, Option<i32>) {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(program)
+        .args(args)
+        .current_dir(dir.path())
+        .env_remove("ETCD_NAME")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    (
+        stderr.lines().next().unwrap_or_default().to_string(),
+        out.status.code(),
+    )
+}
+
+#[test]
+fn a_bad_flag_gets_the_real_etcds_first_line_and_exit_status() {
+    for args in [
+        &["--foo"][..],
+        &["--foo=bar"],
+        &["--heartbeat-interval=x"],
+        &["--heartbeat-interval", "99999999999999999999999"],
+        &["--snapshot-count=1.5"],
+        &["--pre-vote=maybe"],
+        &["--name"],
+        &["--initial-cluster-state=bogus"],
+    ] {
+        let etcd = first_line_and_status(ETCD, args);
+        let ours = first_line_and_status(common::BIN, args);
+        // A line that says nothing would make the comparison vacuous.
+        assert!(!etcd.0.is_empty(), "{args:?}: etcd printed nothing");
+        assert_eq!(ours, etcd, "{args:?}");
+        assert_eq!(etcd.1, Some(2), "{args:?}");
+    }
+    // etcd's usage text follows; ours names our program.
+    let out = Command::new(common::BIN).arg("--foo").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        text.contains("Usage:") && text.contains("raftkv-member [flags]"),
+        "{text}"
+    );
 }
