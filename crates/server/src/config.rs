@@ -135,6 +135,8 @@ pub struct Config {
     pub watch_progress_interval: Duration,
     /// `--quota-backend-bytes`.
     pub quota: crate::quota::Quota,
+    /// `--experimental-initial-corrupt-check` (crate::corrupt_check).
+    pub initial_corrupt_check: bool,
 }
 
 impl Config {
@@ -309,6 +311,11 @@ impl Config {
                 args.auth.clone()
             },
             watch_progress_interval,
+            initial_corrupt_check: args
+                .compat
+                .experimental
+                .experimental_initial_corrupt_check
+                .unwrap_or(false),
         })
     }
 

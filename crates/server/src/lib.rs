@@ -17,6 +17,7 @@ pub mod compactor;
 pub mod compat_args;
 pub mod config;
 pub mod config_file;
+pub mod corrupt_check;
 pub mod errors;
 pub mod flag_errors;
 pub mod gateway;

@@ -76,6 +76,72 @@ async fn bind_clients(config: &Config) -> anyhow::Result<Vec<(Vec<String>, Clien
     Ok(out)
 }
 
+/// `--experimental-initial-corrupt-check` (crate::corrupt_check): once the member has
+/// replayed its own log up to the commit index it recovered (`None`: a new data dir, not
+/// checked), compare its hash with the peers'. The peers are the replicated member list's;
+/// their client URLs are the ones they announced in the peer handshake (where MemberList
+/// takes them from too), so the check first waits, bounded, for the transport to have
+/// reached each of them.
+async fn initial_corrupt_check(
+    config: &Config,
+    handle: &node::NodeHandle<MvccMachine>,
+    transport: &Transport,
+    recovered_commit: Option<u64>,
+) -> anyhow::Result<()> {
+    use crate::corrupt_check::{LocalHash, Peer};
+    let Some(commit) = recovered_commit else {
+        info!("skipping the initial corruption check: a new member has no history to compare");
+        return Ok(());
+    };
+    let deadline = tokio::time::Instant::now() + config.request_timeout();
+    while handle.status.applied() < commit && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let (local, peers) = {
+        let sm = handle
+            .state
+            .read()
+            .map_err(|_| anyhow::anyhow!("state machine lock poisoned"))?;
+        let h = sm
+            .store
+            .hash_kv(0)
+            .map_err(|e| anyhow::anyhow!("{:x} failed to fetch hash ({e})", config.member_id))?;
+        let local = LocalHash {
+            hash: h.hash,
+            revision: h.hash_revision,
+            compact_revision: h.compact_revision,
+        };
+        let peers: Vec<u64> = sm
+            .members
+            .members()
+            .map(|m| m.id)
+            .filter(|&id| id != config.member_id)
+            .collect();
+        (local, peers)
+    };
+    // A peer that is down is never heard from: it is skipped once the wait is over.
+    let heard = |d: &std::collections::HashMap<u64, crate::transport::PeerInfo>| {
+        peers
+            .iter()
+            .all(|id| d.get(id).is_some_and(|p| !p.client_urls.is_empty()))
+    };
+    while !heard(&transport.directory()) && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let directory = transport.directory();
+    let peers = peers
+        .into_iter()
+        .map(|id| Peer {
+            id,
+            client_urls: directory
+                .get(&id)
+                .map(|p| p.client_urls.clone())
+                .unwrap_or_default(),
+        })
+        .collect();
+    crate::corrupt_check::check(config.member_id, local, peers, config.request_timeout()).await
+}
+
 /// Bind the unix sockets among the client listen addresses (`crate::unix_socket`), each
 /// with the guard that removes its file when the member stops.
 fn bind_unix(addrs: &[ListenAddr]) -> anyhow::Result<Vec<(Vec<String>, ClientSocket)>> {
@@ -120,7 +186,14 @@ pub async fn serve(
     // Certificates first: a bad file is a one-line error before anything is bound.
     let tls = crate::tls::setup_for(&config, true)?;
     let peer_listeners = bind_all(&config.listen_peer).await?;
-    let client_listeners = bind_clients(&config).await?;
+    // With the initial corruption check, the client port is bound only once the check has
+    // passed: a peer checking at the same time then finds it refused at once, rather than
+    // bound and silent until its request times out (crate::corrupt_check).
+    let early_clients = if config.initial_corrupt_check {
+        None
+    } else {
+        Some(bind_clients(&config).await?)
+    };
     let metrics_listeners = bind_all(&config.listen_metrics).await?;
 
     // Recover the data dir.
@@ -176,6 +249,9 @@ pub async fn serve(
         learners: vec![],
     };
     let initial = recovered.initial_state(bootstrap);
+    // None for a new data dir: nothing of its own to check (etcd checks only members that
+    // were initialised before this start).
+    let recovered_commit = (!recovered.created).then_some(recovered.hard_state.commit);
     let mut raft_cfg = raft::Config::new(config.member_id);
     raft_cfg.election_tick = config.election_ticks;
     raft_cfg.election_jitter_tick = Some(config.election_jitter_ticks);
@@ -272,6 +348,18 @@ pub async fn serve(
         tick_interval: hooks.tick_interval.clone(),
     };
     let node_thread = node::spawn(params, &handle, inbox, transport.clone())?;
+    let client_listeners = match early_clients {
+        Some(l) => l,
+        None => {
+            let check = initial_corrupt_check(&config, &handle, &transport, recovered_commit);
+            if let Err(e) = check.await {
+                shutdown.cancel();
+                handle.shutdown();
+                return Err(e);
+            }
+            bind_clients(&config).await?
+        }
+    };
     let (node_done_tx, node_done) = tokio::sync::oneshot::channel();
     std::thread::spawn(move || {
         let r = node_thread

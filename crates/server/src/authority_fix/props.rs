@@ -282,8 +282,8 @@ proptest! {
     }
 
     /// A connection whose first request carries a scheme in `:authority`: every block comes
-    /// out with the scheme stripped (a bare path becomes `localhost`) and every other field and frame as it was, however the
-    /// blocks were encoded and framed.
+    /// out with the scheme stripped (a bare path becomes `localhost`) and every other field
+    /// and frame as it was, however the blocks were encoded and framed.
     #[test]
     fn schemes_are_stripped_from_every_block(
         blocks in related_blocks().prop_map(|mut b| { b.truncate(3); b }),
