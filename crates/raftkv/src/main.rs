@@ -15,7 +15,7 @@ fn main() -> ExitCode {
     // before any thread exists, as it sets variables.
     #[cfg(feature = "server")]
     server::adopt_etcd_env();
-    let cli = Cli::parse();
+    let cli = Cli::try_parse().unwrap_or_else(parse_error);
     match run(cli) {
         Ok(code) => code,
         Err(error) => {
@@ -23,6 +23,31 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Answer a command line clap refused and exit (never returns; typed to fit
+/// `unwrap_or_else`). A bad `raftkv server` flag gets etcd's wording and exit status, so
+/// scripts written for `etcd` see what they expect (server::flag_errors); everything else
+/// gets clap's answer.
+fn parse_error(e: clap::Error) -> Cli {
+    #[cfg(feature = "server")]
+    {
+        use clap::CommandFactory as _;
+        // The subcommand is the first word that is not an option (global options come
+        // as `--flag=value` before it, or not at all).
+        let is_server = std::env::args()
+            .skip(1)
+            .find(|a| !a.starts_with('-'))
+            .is_some_and(|a| a == "server");
+        let cli = Cli::command();
+        if let Some(cmd) = cli.find_subcommand("server").filter(|_| is_server) {
+            if let Some(answer) = server::flag_errors::etcd_answer(&e, cmd, "raftkv server") {
+                eprint!("{}", answer.text);
+                std::process::exit(answer.status);
+            }
+        }
+    }
+    e.exit()
 }
 
 /// A single-threaded runtime: the client commands make a handful of calls, and the demo and

@@ -3,7 +3,7 @@
 //!
 //! - **implemented**: it has its etcd effect (`--max-concurrent-streams`, the gRPC
 //!   keepalives, `--auto-compaction-*`, `--pre-vote`, `--strict-reconfig-check`, `--logger`,
-//!   `--log-outputs`, `--log-level`, `--debug`);
+//!   `--log-outputs`, `--log-level`, `--debug`, `--experimental-initial-corrupt-check`);
 //! - **ignored, said once**: accepted, and start-up logs exactly one line naming the flag and
 //!   why it changes nothing here (see [`CompatArgs::notes`]). Only flags whose absence cannot
 //!   cost data or correctness are in this class;
@@ -294,8 +294,8 @@ pub struct ProxyFlags {
 #[derive(Args, Clone, Debug, Default)]
 #[command(next_help_heading = "Experimental (etcd compatibility)")]
 pub struct ExperimentalFlags {
-    /// Check data corruption against the peers before serving. Accepted; the check itself
-    /// is not performed yet (start-up says so).
+    /// Before serving clients, compare this member's history with its peers' and refuse to
+    /// start on a difference (`crate::corrupt_check`).
     #[arg(long, env = "RAFTKV_EXPERIMENTAL_INITIAL_CORRUPT_CHECK", num_args = 0..=1, default_missing_value = "true", action = ArgAction::Set)]
     pub experimental_initial_corrupt_check: Option<bool>,
 
@@ -463,11 +463,6 @@ impl CompatArgs {
             "raftkv has no proxy mode",
         );
         let e = &self.experimental;
-        ignored(
-            e.experimental_initial_corrupt_check == Some(true),
-            "--experimental-initial-corrupt-check",
-            "the start-up corruption check against peers is not performed yet",
-        );
         ignored(
             e.experimental_corrupt_check_time.is_some(),
             "--experimental-corrupt-check-time",

@@ -23,17 +23,26 @@ pub struct InitialMember {
     pub peer_urls: Vec<String>,
 }
 
-/// A listen URL reduced to what we bind: host and port (the host may be a DNS name).
+/// A listen URL reduced to what we bind: host and port (the host may be a DNS name), or,
+/// for a `unix://` / `unixs://` client URL, the socket's path.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ListenAddr {
     pub url: String,
+    /// For a unix socket: "localhost" (the name its certificate is made for under
+    /// `--auto-tls`, and what clients of a local socket call the server).
     pub host: String,
+    /// For a unix socket: 0.
     pub port: u16,
+    /// The socket path of a `unix://` or `unixs://` URL (see [`crate::unix_socket`]).
+    pub unix: Option<PathBuf>,
 }
 
 impl ListenAddr {
     /// Resolve to socket addresses. `localhost` prefers IPv4 loopback, as most tools dial it.
     pub fn resolve(&self) -> anyhow::Result<Vec<SocketAddr>> {
+        if self.unix.is_some() {
+            bail!("{} is a unix socket, not a TCP address", self.url);
+        }
         let mut addrs: Vec<SocketAddr> = (self.host.as_str(), self.port)
             .to_socket_addrs()
             .with_context(|| format!("cannot resolve listen address {}", self.url))?
@@ -131,6 +140,8 @@ pub struct Config {
     pub quota: crate::quota::Quota,
     /// `--enable-dashboard`: serve /dashboard on the client URLs (`crate::dashboard`).
     pub dashboard: bool,
+    /// `--experimental-initial-corrupt-check` (crate::corrupt_check).
+    pub initial_corrupt_check: bool,
 }
 
 impl Config {
@@ -200,19 +211,27 @@ impl Config {
         // Shorter intervals are raised to the minimum rather than refused.
         let watch_progress_interval = watch_progress_interval.max(MIN_PROGRESS_INTERVAL);
 
-        let listen_client = parse_listen_urls("--listen-client-urls", &args.listen_client_urls)?;
-        let listen_peer = parse_listen_urls("--listen-peer-urls", &args.listen_peer_urls)?;
+        let listen_client = parse_listen_urls(
+            "--listen-client-urls",
+            &args.listen_client_urls,
+            Schemes::TcpOrUnix,
+        )?;
+        let listen_peer =
+            parse_listen_urls("--listen-peer-urls", &args.listen_peer_urls, Schemes::Tcp)?;
         let listen_metrics = match &args.listen_metrics_urls {
-            Some(s) if !s.trim().is_empty() => parse_listen_urls("--listen-metrics-urls", s)?,
+            Some(s) if !s.trim().is_empty() => {
+                parse_listen_urls("--listen-metrics-urls", s, Schemes::Tcp)?
+            }
             _ => Vec::new(),
         };
         let advertise_client_urls = match &args.advertise_client_urls {
-            Some(s) => parse_url_list("--advertise-client-urls", s)?,
+            Some(s) => parse_url_list("--advertise-client-urls", s, Schemes::TcpOrUnix)?,
             None => listen_client.iter().map(|l| l.url.clone()).collect(),
         };
         let mut advertise_peer_urls = parse_url_list(
             "--initial-advertise-peer-urls",
             &args.initial_advertise_peer_urls,
+            Schemes::Tcp,
         )?;
         advertise_peer_urls.sort();
         advertise_peer_urls.dedup();
@@ -299,6 +318,11 @@ impl Config {
             },
             watch_progress_interval,
             dashboard: args.enable_dashboard,
+            initial_corrupt_check: args
+                .compat
+                .experimental
+                .experimental_initial_corrupt_check
+                .unwrap_or(false),
         })
     }
 
@@ -311,6 +335,10 @@ impl Config {
             .chain(&self.listen_peer)
             .chain(&self.listen_metrics);
         for l in all {
+            if let Some(path) = &l.unix {
+                crate::unix_socket::check_bindable(&l.url, path)?;
+                continue;
+            }
             for addr in l.resolve()? {
                 TcpListener::bind(addr)
                     .with_context(|| format!("cannot listen on {} ({addr})", l.url))?;
@@ -323,16 +351,60 @@ impl Config {
 /// The shortest progress-notification interval (etcd's floor).
 pub const MIN_PROGRESS_INTERVAL: Duration = Duration::from_millis(100);
 
-/// Parse `scheme://host:port` into a normalised URL string and its parts. `http` and
-/// `https` (TLS, configured by the flags of [`crate::tls::TlsArgs`]) are served.
-fn parse_url(flag: &str, raw: &str) -> anyhow::Result<(String, String, u16)> {
+/// Which URL schemes a flag takes: every URL flag takes `http` and `https` (TLS, configured
+/// by the flags of [`crate::tls::TlsArgs`]); the client URL flags also take `unix` and
+/// `unixs`, as etcd's do.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Schemes {
+    Tcp,
+    TcpOrUnix,
+}
+
+/// A parsed URL: its normalised form, and where it points.
+enum ParsedUrl {
+    /// `scheme://host:port`, the host without IPv6 brackets.
+    Tcp {
+        url: String,
+        host: String,
+        port: u16,
+    },
+    /// `unix://path` / `unixs://path`.
+    Unix { url: String, path: PathBuf },
+}
+
+impl ParsedUrl {
+    fn url(&self) -> &str {
+        match self {
+            ParsedUrl::Tcp { url, .. } | ParsedUrl::Unix { url, .. } => url,
+        }
+    }
+}
+
+/// Parse one URL of `flag` into its normalised form and its parts.
+fn parse_url(flag: &str, raw: &str, schemes: Schemes) -> anyhow::Result<ParsedUrl> {
     let raw = raw.trim();
+    if let Some((scheme, path)) = crate::unix_socket::split_url(raw) {
+        if schemes != Schemes::TcpOrUnix {
+            bail!("{flag}: {raw:?}: unix sockets are served for client URLs only; use http:// or https://");
+        }
+        if path.as_os_str().is_empty() {
+            bail!("{flag}: {raw:?} names no socket path");
+        }
+        return Ok(ParsedUrl::Unix {
+            url: format!("{scheme}://{}", path.display()),
+            path,
+        });
+    }
     let url =
         url::Url::parse(raw).map_err(|e| anyhow::anyhow!("{flag}: invalid URL {raw:?}: {e}"))?;
     let scheme = match url.scheme() {
         s @ ("http" | "https") => s,
         other => {
-            bail!("{flag}: {raw:?}: unsupported URL scheme {other:?}; use http:// or https://")
+            let also = match schemes {
+                Schemes::Tcp => "",
+                Schemes::TcpOrUnix => ", unix:// or unixs://",
+            };
+            bail!("{flag}: {raw:?}: unsupported URL scheme {other:?}; use http://, https://{also}")
         }
     };
     let host = url
@@ -350,14 +422,18 @@ fn parse_url(flag: &str, raw: &str) -> anyhow::Result<(String, String, u16)> {
         .trim_start_matches('[')
         .trim_end_matches(']')
         .to_string();
-    Ok((format!("{scheme}://{host}:{port}"), bare, port))
+    Ok(ParsedUrl::Tcp {
+        url: format!("{scheme}://{host}:{port}"),
+        host: bare,
+        port,
+    })
 }
 
-fn parse_url_list(flag: &str, raw: &str) -> anyhow::Result<Vec<String>> {
+fn parse_url_list(flag: &str, raw: &str, schemes: Schemes) -> anyhow::Result<Vec<String>> {
     let urls: Vec<String> = raw
         .split(',')
         .filter(|s| !s.trim().is_empty())
-        .map(|s| parse_url(flag, s).map(|(u, _, _)| u))
+        .map(|s| parse_url(flag, s, schemes).map(|u| u.url().to_string()))
         .collect::<anyhow::Result<_>>()?;
     if urls.is_empty() {
         bail!("{flag} must list at least one URL");
@@ -365,14 +441,37 @@ fn parse_url_list(flag: &str, raw: &str) -> anyhow::Result<Vec<String>> {
     Ok(urls)
 }
 
-fn parse_listen_urls(flag: &str, raw: &str) -> anyhow::Result<Vec<ListenAddr>> {
+fn parse_listen_urls(flag: &str, raw: &str, schemes: Schemes) -> anyhow::Result<Vec<ListenAddr>> {
     let mut out: Vec<ListenAddr> = Vec::new();
     for s in raw.split(',').filter(|s| !s.trim().is_empty()) {
-        let (url, host, port) = parse_url(flag, s)?;
-        if out.iter().any(|l| l.url == url) {
-            bail!("{flag}: {url} is listed twice");
+        let addr = match parse_url(flag, s, schemes)? {
+            ParsedUrl::Tcp { url, host, port } => ListenAddr {
+                url,
+                host,
+                port,
+                unix: None,
+            },
+            ParsedUrl::Unix { url, path } => ListenAddr {
+                url,
+                host: "localhost".to_string(),
+                port: 0,
+                unix: Some(path),
+            },
+        };
+        if out.iter().any(|l| l.url == addr.url) {
+            bail!("{flag}: {} is listed twice", addr.url);
         }
-        out.push(ListenAddr { url, host, port });
+        if let Some(other) = out
+            .iter()
+            .find(|l| addr.unix.is_some() && l.unix == addr.unix)
+        {
+            bail!(
+                "{flag}: {} and {} name one socket; a socket is either unix:// or unixs://",
+                other.url,
+                addr.url
+            );
+        }
+        out.push(addr);
     }
     if out.is_empty() {
         bail!("{flag} must list at least one URL");
@@ -393,7 +492,9 @@ fn parse_initial_cluster(raw: &str) -> anyhow::Result<BTreeMap<String, Vec<Strin
         if name.is_empty() {
             bail!("--initial-cluster: {part:?} has an empty member name");
         }
-        let (url, _, _) = parse_url("--initial-cluster", url)?;
+        let url = parse_url("--initial-cluster", url, Schemes::Tcp)?
+            .url()
+            .to_string();
         if let Some(prev) = owner.get(&url) {
             if prev == name {
                 bail!("--initial-cluster: duplicate URL {url} for member {name:?}");
@@ -544,7 +645,9 @@ mod tests {
     fn bad_urls_and_timings_are_rejected() {
         for bad in [
             vec!["--listen-client-urls", "localhost:2379"],
-            vec!["--listen-client-urls", "unixs://127.0.0.1:2379"],
+            vec!["--listen-client-urls", "ftp://127.0.0.1:2379"],
+            vec!["--listen-client-urls", "unix://"],
+            vec!["--listen-peer-urls", "unix:///tmp/peer.sock"],
             vec!["--listen-client-urls", "http://127.0.0.1"],
             vec!["--initial-cluster", "default"],
             vec!["--election-timeout", "200"],

@@ -18,7 +18,9 @@ pub mod compat_args;
 pub mod config;
 pub mod config_file;
 pub mod dashboard;
+pub mod corrupt_check;
 pub mod errors;
+pub mod flag_errors;
 pub mod gateway;
 pub mod grpc;
 pub mod hooks;
@@ -36,6 +38,7 @@ pub mod restore;
 pub mod server;
 pub mod tls;
 pub mod transport;
+pub mod unix_socket;
 pub mod watch;
 
 pub use args::{adopt_etcd_env, ServerArgs};

@@ -39,7 +39,8 @@ const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 /// `https://h:p`) share one listener, returned once with the URLs it serves.
 async fn bind_all(addrs: &[ListenAddr]) -> anyhow::Result<Vec<(Vec<String>, TcpListener)>> {
     let mut groups: Vec<(&str, u16, Vec<String>)> = Vec::new();
-    for l in addrs {
+    // Unix sockets are bound by `bind_unix`.
+    for l in addrs.iter().filter(|l| l.unix.is_none()) {
         match groups
             .iter_mut()
             .find(|(h, p, _)| *h == l.host && *p == l.port)
@@ -52,7 +53,7 @@ async fn bind_all(addrs: &[ListenAddr]) -> anyhow::Result<Vec<(Vec<String>, TcpL
     for (host, port, urls) in groups {
         let l = addrs
             .iter()
-            .find(|l| l.host == host && l.port == port)
+            .find(|l| l.unix.is_none() && l.host == host && l.port == port)
             .expect("group of a listen address");
         for a in l.resolve()? {
             let listener = TcpListener::bind(a)
@@ -64,11 +65,104 @@ async fn bind_all(addrs: &[ListenAddr]) -> anyhow::Result<Vec<(Vec<String>, TcpL
     Ok(out)
 }
 
-/// Whether any of the URLs of a listener is `https://` / plain `http://`.
+/// Bind every client listen address: TCP ports and unix sockets.
+async fn bind_clients(config: &Config) -> anyhow::Result<Vec<(Vec<String>, ClientSocket)>> {
+    let mut out: Vec<(Vec<String>, ClientSocket)> = bind_all(&config.listen_client)
+        .await?
+        .into_iter()
+        .map(|(urls, l)| (urls, ClientSocket::Tcp(l)))
+        .collect();
+    out.extend(bind_unix(&config.listen_client)?);
+    Ok(out)
+}
+
+/// `--experimental-initial-corrupt-check` (crate::corrupt_check): once the member has
+/// replayed its own log up to the commit index it recovered (`None`: a new data dir, not
+/// checked), compare its hash with the peers'. The peers are the replicated member list's;
+/// their client URLs are the ones they announced in the peer handshake (where MemberList
+/// takes them from too), so the check first waits, bounded, for the transport to have
+/// reached each of them.
+async fn initial_corrupt_check(
+    config: &Config,
+    handle: &node::NodeHandle<MvccMachine>,
+    transport: &Transport,
+    recovered_commit: Option<u64>,
+) -> anyhow::Result<()> {
+    use crate::corrupt_check::{LocalHash, Peer};
+    let Some(commit) = recovered_commit else {
+        info!("skipping the initial corruption check: a new member has no history to compare");
+        return Ok(());
+    };
+    let deadline = tokio::time::Instant::now() + config.request_timeout();
+    while handle.status.applied() < commit && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let (local, peers) = {
+        let sm = handle
+            .state
+            .read()
+            .map_err(|_| anyhow::anyhow!("state machine lock poisoned"))?;
+        let h = sm
+            .store
+            .hash_kv(0)
+            .map_err(|e| anyhow::anyhow!("{:x} failed to fetch hash ({e})", config.member_id))?;
+        let local = LocalHash {
+            hash: h.hash,
+            revision: h.hash_revision,
+            compact_revision: h.compact_revision,
+        };
+        let peers: Vec<u64> = sm
+            .members
+            .members()
+            .map(|m| m.id)
+            .filter(|&id| id != config.member_id)
+            .collect();
+        (local, peers)
+    };
+    // A peer that is down is never heard from: it is skipped once the wait is over.
+    let heard = |d: &std::collections::HashMap<u64, crate::transport::PeerInfo>| {
+        peers
+            .iter()
+            .all(|id| d.get(id).is_some_and(|p| !p.client_urls.is_empty()))
+    };
+    while !heard(&transport.directory()) && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let directory = transport.directory();
+    let peers = peers
+        .into_iter()
+        .map(|id| Peer {
+            id,
+            client_urls: directory
+                .get(&id)
+                .map(|p| p.client_urls.clone())
+                .unwrap_or_default(),
+        })
+        .collect();
+    crate::corrupt_check::check(config.member_id, local, peers, config.request_timeout()).await
+}
+
+/// Bind the unix sockets among the client listen addresses (`crate::unix_socket`), each
+/// with the guard that removes its file when the member stops.
+fn bind_unix(addrs: &[ListenAddr]) -> anyhow::Result<Vec<(Vec<String>, ClientSocket)>> {
+    let mut out = Vec::new();
+    for l in addrs {
+        if let Some(path) = &l.unix {
+            let (listener, file) = crate::unix_socket::bind(&l.url, path)?;
+            out.push((vec![l.url.clone()], ClientSocket::Unix(listener, file)));
+        }
+    }
+    Ok(out)
+}
+
+/// Whether any of the URLs of a listener is TLS (`https://`, `unixs://`) / plain
+/// (`http://`, `unix://`).
 fn schemes(urls: &[String]) -> (bool, bool) {
     (
-        urls.iter().any(|u| u.starts_with("https://")),
-        urls.iter().any(|u| u.starts_with("http://")),
+        urls.iter()
+            .any(|u| u.starts_with("https://") || u.starts_with("unixs://")),
+        urls.iter()
+            .any(|u| u.starts_with("http://") || u.starts_with("unix://")),
     )
 }
 
@@ -92,7 +186,14 @@ pub async fn serve(
     // Certificates first: a bad file is a one-line error before anything is bound.
     let tls = crate::tls::setup_for(&config, true)?;
     let peer_listeners = bind_all(&config.listen_peer).await?;
-    let client_listeners = bind_all(&config.listen_client).await?;
+    // With the initial corruption check, the client port is bound only once the check has
+    // passed: a peer checking at the same time then finds it refused at once, rather than
+    // bound and silent until its request times out (crate::corrupt_check).
+    let early_clients = if config.initial_corrupt_check {
+        None
+    } else {
+        Some(bind_clients(&config).await?)
+    };
     let metrics_listeners = bind_all(&config.listen_metrics).await?;
 
     // Recover the data dir.
@@ -148,6 +249,9 @@ pub async fn serve(
         learners: vec![],
     };
     let initial = recovered.initial_state(bootstrap);
+    // None for a new data dir: nothing of its own to check (etcd checks only members that
+    // were initialised before this start).
+    let recovered_commit = (!recovered.created).then_some(recovered.hard_state.commit);
     let mut raft_cfg = raft::Config::new(config.member_id);
     raft_cfg.election_tick = config.election_ticks;
     raft_cfg.election_jitter_tick = Some(config.election_jitter_ticks);
@@ -245,6 +349,18 @@ pub async fn serve(
         tick_interval: hooks.tick_interval.clone(),
     };
     let node_thread = node::spawn(params, &handle, inbox, transport.clone())?;
+    let client_listeners = match early_clients {
+        Some(l) => l,
+        None => {
+            let check = initial_corrupt_check(&config, &handle, &transport, recovered_commit);
+            if let Err(e) = check.await {
+                shutdown.cancel();
+                handle.shutdown();
+                return Err(e);
+            }
+            bind_clients(&config).await?
+        }
+    };
     let (node_done_tx, node_done) = tokio::sync::oneshot::channel();
     std::thread::spawn(move || {
         let r = node_thread
@@ -376,10 +492,17 @@ impl From<&Config> for ClientLimits {
     }
 }
 
+/// A bound client listener: a TCP port, or a unix socket with the guard that removes its
+/// file when serving ends.
+enum ClientSocket {
+    Tcp(TcpListener),
+    Unix(tokio::net::UnixListener, crate::unix_socket::SocketFile),
+}
+
 async fn serve_client(
     ctx: Context,
     watch: WatchService,
-    listener: TcpListener,
+    listener: ClientSocket,
     mode: ClientListen,
     limits: ClientLimits,
     shutdown: CancellationToken,
@@ -448,19 +571,35 @@ async fn serve_client(
         .max_concurrent_streams(Some(limits.max_concurrent_streams))
         .http2_keepalive_interval(keepalive_interval)
         .http2_keepalive_timeout(Some(keepalive_timeout));
-    match mode {
-        ClientListen::Plain => {
+    use crate::authority_fix::AuthorityFix;
+    match (listener, mode) {
+        (ClientSocket::Tcp(listener), ClientListen::Plain) => {
             let incoming = tonic::transport::server::TcpIncoming::from(listener)
                 .with_nodelay(Some(true))
-                .map(|conn| conn.map(crate::authority_fix::AuthorityFix::new));
+                .map(|conn| conn.map(AuthorityFix::new));
             server
                 .serve_with_incoming_shutdown(edge, incoming, shutdown.cancelled_owned())
                 .await?;
         }
-        ClientListen::Tls { config, also_plain } => {
+        (ClientSocket::Tcp(listener), ClientListen::Tls { config, also_plain }) => {
             let incoming =
                 crate::tls::client_port::incoming(listener, config, also_plain, shutdown.clone())
-                    .map(|conn| conn.map(crate::authority_fix::AuthorityFix::new));
+                    .map(|conn| conn.map(AuthorityFix::new));
+            server
+                .serve_with_incoming_shutdown(edge, incoming, shutdown.cancelled_owned())
+                .await?;
+        }
+        (ClientSocket::Unix(listener, _file), ClientListen::Plain) => {
+            let incoming =
+                crate::unix_socket::incoming(&listener).map(|conn| conn.map(AuthorityFix::new));
+            server
+                .serve_with_incoming_shutdown(edge, incoming, shutdown.cancelled_owned())
+                .await?;
+        }
+        (ClientSocket::Unix(listener, _file), ClientListen::Tls { config, .. }) => {
+            let incoming =
+                crate::tls::client_port::incoming_unix(listener, config, shutdown.clone())
+                    .map(|conn| conn.map(AuthorityFix::new));
             server
                 .serve_with_incoming_shutdown(edge, incoming, shutdown.cancelled_owned())
                 .await?;
@@ -487,7 +626,7 @@ fn client_mode(urls: &[String], tls: &TlsSetup) -> anyhow::Result<ClientListen> 
             also_plain,
         },
         ((true, _), None) => anyhow::bail!(
-            "--listen-client-urls: {} is https:// but no client TLS is configured",
+            "--listen-client-urls: {} is https:// or unixs:// but no client TLS is configured",
             urls.join(",")
         ),
     })

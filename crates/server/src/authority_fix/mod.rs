@@ -17,6 +17,11 @@
 //!   with literal, never-indexed fields — so the server's own decoder never needs a dynamic
 //!   table and stays consistent.
 //!
+//! etcdctl 3.4 dialling a unix socket (`--endpoints unix:///run/e.sock`) sends the socket's
+//! path as `:authority` (`/run/e.sock`), which h2 rejects the same way; such an authority (one
+//! with a `/`, or nothing left once the scheme is stripped) becomes `localhost`, the name a
+//! local socket's server goes by.
+//!
 //! A client that changed `:authority` to a scheme-carrying one later on a passed-through
 //! connection would see the HTTP/2 server's own `PROTOCOL_ERROR` for that stream, i.e. what
 //! it would get without this adapter. All other frames, the server-to-client direction and
@@ -218,10 +223,10 @@ impl<S> AuthorityFix<S> {
             .map_err(|e| bad(&format!("undecodable header block: {e}")))?;
         if let Mode::Http2Probe = self.mode {
             let held = std::mem::take(&mut self.held);
-            let has_scheme = fields
+            let needs_fix = fields
                 .iter()
-                .any(|(n, v)| n.as_slice() == b":authority" && strip_scheme(v).len() != v.len());
-            if !has_scheme {
+                .any(|(n, v)| n.as_slice() == b":authority" && fix_authority(v) != v.as_slice());
+            if !needs_fix {
                 self.out.extend_from_slice(&held);
                 self.mode = Mode::Passthrough;
                 return Ok(());
@@ -231,7 +236,7 @@ impl<S> AuthorityFix<S> {
         let mut block = Vec::with_capacity(p.block.len() * 2);
         for (name, value) in &fields {
             let value = if name.as_slice() == b":authority" {
-                strip_scheme(value)
+                fix_authority(value)
             } else {
                 value.as_slice()
             };
@@ -277,6 +282,18 @@ fn bad(why: &str) -> io::Error {
 }
 
 /// `http://host:port/` → `host:port`; anything without a scheme is returned as is.
+/// The `:authority` the HTTP/2 server accepts for what a client sent: without a URL scheme
+/// and path, and `localhost` for a unix socket's path (or an authority that was only a
+/// scheme and a path, `unix:///run/e.sock`).
+fn fix_authority(v: &[u8]) -> &[u8] {
+    let v = strip_scheme(v);
+    if v.is_empty() || v.contains(&b'/') {
+        b"localhost"
+    } else {
+        v
+    }
+}
+
 fn strip_scheme(v: &[u8]) -> &[u8] {
     match v.windows(3).position(|w| w == b"://") {
         Some(i) => {
@@ -554,5 +571,14 @@ mod tests {
         assert_eq!(strip_scheme(b"http://h:1"), b"h:1");
         assert_eq!(strip_scheme(b"http://h:1/"), b"h:1");
         assert_eq!(strip_scheme(b"h:1"), b"h:1");
+    }
+
+    #[test]
+    fn a_unix_socket_authority_becomes_localhost() {
+        assert_eq!(fix_authority(b"/run/e.sock"), b"localhost");
+        assert_eq!(fix_authority(b"unix:///run/e.sock"), b"localhost");
+        assert_eq!(fix_authority(b"localhost:2379"), b"localhost:2379");
+        assert_eq!(fix_authority(b"http://h:1"), b"h:1");
+        assert_eq!(fix_authority(b"h:1"), b"h:1");
     }
 }

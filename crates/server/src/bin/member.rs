@@ -2,7 +2,7 @@
 //! crate's own tests can start, SIGKILL and restart real member processes without
 //! depending on the `raftkv` binary crate.
 
-use clap::Parser;
+use clap::{CommandFactory as _, Parser};
 
 #[derive(Parser)]
 #[command(
@@ -23,7 +23,16 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
     server::adopt_etcd_env();
-    let cli = Cli::parse();
+    let cli = Cli::try_parse().unwrap_or_else(|e| {
+        // A bad flag gets etcd's wording and exit status (server::flag_errors).
+        match server::flag_errors::etcd_answer(&e, &Cli::command(), "raftkv-member") {
+            Some(answer) => {
+                eprint!("{}", answer.text);
+                std::process::exit(answer.status);
+            }
+            None => e.exit(),
+        }
+    });
     let result = if cli.dry_run {
         server::validate(&cli.args)
     } else {

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use futures_util::Stream;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio::sync::mpsc;
 use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
@@ -25,10 +25,12 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The first byte of a TLS record carrying a handshake message.
 const TLS_HANDSHAKE: u8 = 0x16;
 
-/// A client connection: plain TCP or TLS over TCP.
+/// A client connection: plain TCP, TLS over TCP, or TLS over a unix socket (`unixs://`;
+/// a plain unix socket needs no wrapper and is served as a `UnixStream`).
 pub enum ClientConn {
     Plain(TcpStream),
     Tls(Box<TlsStream<TcpStream>>),
+    UnixTls(Box<TlsStream<UnixStream>>),
 }
 
 /// Accept on `listener` until `shutdown`, yielding connections ready for HTTP.
@@ -56,27 +58,67 @@ pub fn incoming(
             };
             let _ = stream.set_nodelay(true);
             let acceptor = acceptor.clone();
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                let conn = tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
-                    if also_plain && !starts_with_tls(&stream).await? {
-                        return Ok(ClientConn::Plain(stream));
-                    }
-                    let tls = acceptor.accept(stream).await?;
-                    Ok::<_, io::Error>(ClientConn::Tls(Box::new(tls)))
-                })
-                .await;
-                match conn {
-                    Ok(Ok(conn)) => {
-                        let _ = tx.send(Ok(conn)).await;
-                    }
-                    Ok(Err(e)) => debug!(%addr, error = %e, "client TLS handshake failed"),
-                    Err(_) => debug!(%addr, "client TLS handshake timed out"),
+            spawn_handshake(addr.to_string(), tx.clone(), async move {
+                if also_plain && !starts_with_tls(&stream).await? {
+                    return Ok(ClientConn::Plain(stream));
                 }
+                let tls = acceptor.accept(stream).await?;
+                Ok(ClientConn::Tls(Box::new(tls)))
             });
         }
     });
     futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+/// [`incoming`] for a `unixs://` socket (TLS only: see `crate::unix_socket` for why a
+/// socket is not shared with plain `unix://`).
+pub fn incoming_unix(
+    listener: UnixListener,
+    config: Arc<rustls::ServerConfig>,
+    shutdown: CancellationToken,
+) -> impl Stream<Item = io::Result<ClientConn>> {
+    let (tx, mut rx) = mpsc::channel::<io::Result<ClientConn>>(64);
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    tokio::spawn(async move {
+        loop {
+            let accepted = tokio::select! {
+                a = listener.accept() => a,
+                _ = shutdown.cancelled() => return,
+            };
+            let stream = match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    debug!(error = %e, "accepting a client connection failed");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+            };
+            let acceptor = acceptor.clone();
+            spawn_handshake("unix socket".to_string(), tx.clone(), async move {
+                let tls = acceptor.accept(stream).await?;
+                Ok(ClientConn::UnixTls(Box::new(tls)))
+            });
+        }
+    });
+    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+/// Run one connection's handshake in its own task, bounded by [`HANDSHAKE_TIMEOUT`], and
+/// hand the connection to the server when it succeeds.
+fn spawn_handshake(
+    addr: String,
+    tx: mpsc::Sender<io::Result<ClientConn>>,
+    handshake: impl std::future::Future<Output = io::Result<ClientConn>> + Send + 'static,
+) {
+    tokio::spawn(async move {
+        match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
+            Ok(Ok(conn)) => {
+                let _ = tx.send(Ok(conn)).await;
+            }
+            Ok(Err(e)) => debug!(%addr, error = %e, "client TLS handshake failed"),
+            Err(_) => debug!(%addr, "client TLS handshake timed out"),
+        }
+    });
 }
 
 /// Whether the client's first byte starts a TLS handshake (waits for it).
@@ -87,20 +129,21 @@ async fn starts_with_tls(stream: &TcpStream) -> io::Result<bool> {
 }
 
 impl ClientConn {
-    fn tcp(&self) -> &TcpStream {
+    fn tcp(&self) -> Option<&TcpStream> {
         match self {
-            ClientConn::Plain(s) => s,
-            ClientConn::Tls(s) => s.get_ref().0,
+            ClientConn::Plain(s) => Some(s),
+            ClientConn::Tls(s) => Some(s.get_ref().0),
+            ClientConn::UnixTls(_) => None,
         }
     }
 }
 
-/// What a request learns about its connection: the TCP addresses and, on a TLS connection
+/// What a request learns about its connection: the TCP addresses (none on a unix socket) and, on a TLS connection
 /// with a verified client certificate, that certificate's common name (the user a request
 /// without a token acts as under `--client-cert-auth`, crate::auth::identity).
 #[derive(Clone, Debug)]
 pub struct ClientConnInfo {
-    pub tcp: tonic::transport::server::TcpConnectInfo,
+    pub tcp: Option<tonic::transport::server::TcpConnectInfo>,
     pub common_name: Option<String>,
 }
 
@@ -108,17 +151,16 @@ impl tonic::transport::server::Connected for ClientConn {
     type ConnectInfo = ClientConnInfo;
 
     fn connect_info(&self) -> Self::ConnectInfo {
-        let common_name = match self {
+        let certificates = match self {
             ClientConn::Plain(_) => None,
-            ClientConn::Tls(s) => s
-                .get_ref()
-                .1
-                .peer_certificates()
-                .and_then(|chain| chain.first())
-                .and_then(|leaf| common_name(leaf)),
+            ClientConn::Tls(s) => s.get_ref().1.peer_certificates(),
+            ClientConn::UnixTls(s) => s.get_ref().1.peer_certificates(),
         };
+        let common_name = certificates
+            .and_then(|chain| chain.first())
+            .and_then(|leaf| common_name(leaf));
         ClientConnInfo {
-            tcp: self.tcp().connect_info(),
+            tcp: self.tcp().map(|s| s.connect_info()),
             common_name,
         }
     }
@@ -143,6 +185,7 @@ impl AsyncRead for ClientConn {
         match self.get_mut() {
             ClientConn::Plain(s) => Pin::new(s).poll_read(cx, buf),
             ClientConn::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            ClientConn::UnixTls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
 }
@@ -156,6 +199,7 @@ impl AsyncWrite for ClientConn {
         match self.get_mut() {
             ClientConn::Plain(s) => Pin::new(s).poll_write(cx, buf),
             ClientConn::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            ClientConn::UnixTls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
 
@@ -163,6 +207,7 @@ impl AsyncWrite for ClientConn {
         match self.get_mut() {
             ClientConn::Plain(s) => Pin::new(s).poll_flush(cx),
             ClientConn::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            ClientConn::UnixTls(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
 
@@ -170,6 +215,7 @@ impl AsyncWrite for ClientConn {
         match self.get_mut() {
             ClientConn::Plain(s) => Pin::new(s).poll_shutdown(cx),
             ClientConn::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            ClientConn::UnixTls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
 
@@ -181,6 +227,7 @@ impl AsyncWrite for ClientConn {
         match self.get_mut() {
             ClientConn::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             ClientConn::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+            ClientConn::UnixTls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
         }
     }
 
@@ -188,6 +235,7 @@ impl AsyncWrite for ClientConn {
         match self {
             ClientConn::Plain(s) => s.is_write_vectored(),
             ClientConn::Tls(s) => s.is_write_vectored(),
+            ClientConn::UnixTls(s) => s.is_write_vectored(),
         }
     }
 }

@@ -56,8 +56,9 @@ pub struct Listeners<'a> {
     pub dialled_peer_urls: Vec<&'a str>,
 }
 
+/// `https://`, or `unixs://` (a client socket with TLS, crate::unix_socket).
 fn is_https(url: &str) -> bool {
-    url.starts_with("https://")
+    url.starts_with("https://") || url.starts_with("unixs://")
 }
 
 /// The ALPN protocols of the client port: gRPC needs `h2`; the HTTP endpoints also speak 1.1.

@@ -5,6 +5,8 @@
 
 #![allow(dead_code)]
 
+pub mod member;
+
 use std::path::PathBuf;
 use std::process::ExitStatus;
 use std::time::{Duration, Instant};
