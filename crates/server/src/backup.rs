@@ -228,8 +228,13 @@ mod tests {
         let mut damaged = f.clone();
         damaged[5000] ^= 1;
         assert!(matches!(open(&damaged), Err(BackupError::Checksum { .. })));
+        // Cut by a page: the last 32 bytes are taken for a trailer, and do not match.
         let e = open(&f[..f.len() - 4096]).unwrap_err();
+        assert!(matches!(e, BackupError::Checksum { .. }), "{e}");
+        // Cut by a page and the trailer: a raw database missing its last page.
+        let e = open(&f[..f.len() - 4096 - SHA_LEN]).unwrap_err();
         assert!(matches!(e, BackupError::NotADatabase(_)), "{e}");
+        assert!(e.to_string().contains("truncated"), "{e}");
 
         // A page-aligned file with a correct sha256 that is neither.
         let mut foreign = vec![0u8; 1024];
