@@ -21,7 +21,7 @@ cd "$(dirname "$0")/.."
 # TLS, peer TLS and auto-TLS variants) that passes in strict mode, and the TestV3Curl tests of
 # the JSON gateway. Left out: the `*Timeout` variants, which run with
 # --dial-timeout=0, for which the suite ignores every command error (they cannot fail), and the
-# tests of areas raftkv does not have yet (member update, snapshot restore, ...);
+# tests of areas raftkv does not have yet (member update, ...);
 # docs/testing.md has the full counts.
 EXPECTED=(
   TestCtlV3Compact TestCtlV3CompactPhysical TestCtlV3EndpointHealth TestCtlV3EndpointStatus TestCtlV3EndpointHashKV
@@ -36,7 +36,7 @@ EXPECTED=(
   TestCtlV3Watch TestCtlV3WatchNoTLS TestCtlV3WatchClientTLS TestCtlV3WatchPeerTLS
   TestCtlV3WatchInteractive TestCtlV3WatchInteractiveNoTLS TestCtlV3WatchInteractiveClientTLS TestCtlV3WatchInteractivePeerTLS
   TestCtlV3MakeMirror TestCtlV3MakeMirrorModifyDestPrefix TestCtlV3MakeMirrorNoDestPrefix
-  TestCtlV3Alarm TestCtlV3Defrag TestCtlV3SnapshotCorrupt
+  TestCtlV3Alarm TestCtlV3Defrag TestCtlV3SnapshotCorrupt TestCtlV3Snapshot TestCtlV3SnapshotStatusBeforeRestore
   # Auth (users, roles, permissions, simple and JWT tokens, client-certificate CN).
   # TestCtlV3AuthCertCNWithWithConcurrentOperation passes but needs 40+ s of its own 60 s
   # limit on a loaded 2-core machine (100 bcrypt hashes), so it is not listed.

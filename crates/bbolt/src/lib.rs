@@ -1,11 +1,14 @@
-//! A read-only reader of bbolt database files.
+//! A reader and a writer of bbolt database files.
 //!
 //! etcd keeps its whole state in one bbolt file (`member/snap/db`), and `etcdctl snapshot
 //! save` writes a copy of that file followed by its SHA-256. To let an etcd user move to
 //! raftkv without losing history, `raftkv snapshot restore` reads such a file; this crate
-//! is the part that understands bbolt's on-disk B+tree. It never writes, never maps the
-//! file, and treats every byte as untrusted: a truncated or corrupt file is an
-//! [`BoltError`] naming what is wrong, never a panic or an endless walk.
+//! is the part that understands bbolt's on-disk B+tree. The reader never maps the file and
+//! treats every byte as untrusted: a truncated or corrupt file is a [`BoltError`] naming
+//! what is wrong, never a panic or an endless walk.
+//!
+//! The other way, raftkv's own backups are bbolt files in etcd's layout so that etcd's
+//! tools read them: [`write_db`] (module `write`) lays out a whole database at once.
 //!
 //! The format, as bbolt (version 2) lays it out in native (little-endian) byte order:
 //!
@@ -24,11 +27,13 @@
 mod error;
 mod meta;
 mod page;
+mod write;
 
 use std::collections::BTreeSet;
 
 pub use error::BoltError;
 pub use meta::Meta;
+pub use write::{write_db, BucketContents, WriteError, MAX_KEY_SIZE, PAGE_SIZE};
 
 use page::{PageView, BRANCH_PAGE, LEAF_PAGE};
 
@@ -223,3 +228,5 @@ impl<'a> Bucket<'a> {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod write_tests;

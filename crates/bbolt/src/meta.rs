@@ -3,10 +3,10 @@
 use crate::error::BoltError;
 use crate::page::{u32_at, u64_at, META_PAGE, PAGE_HEADER_SIZE};
 
-const MAGIC: u32 = 0xED0C_DAED;
-const VERSION: u32 = 2;
+pub(crate) const MAGIC: u32 = 0xED0C_DAED;
+pub(crate) const VERSION: u32 = 2;
 /// The checksum covers the meta's fields before it: 56 bytes.
-const CHECKSUMMED_LEN: usize = 56;
+pub(crate) const CHECKSUMMED_LEN: usize = 56;
 const META_LEN: usize = CHECKSUMMED_LEN + 8;
 /// Page sizes tried for the second meta when the first is unreadable (bbolt would use the
 /// OS page size; a file written elsewhere may use any power of two).

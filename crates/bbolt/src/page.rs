@@ -4,18 +4,19 @@ use crate::error::BoltError;
 
 pub(crate) const PAGE_HEADER_SIZE: usize = 16;
 /// A branch element: position of its key (u32, from the element), key size (u32), child (u64).
-const BRANCH_ELEMENT_SIZE: usize = 16;
+pub(crate) const BRANCH_ELEMENT_SIZE: usize = 16;
 /// A leaf element: flags (u32), position of its key (u32, from the element), key size
 /// (u32), value size (u32); the value follows the key.
-const LEAF_ELEMENT_SIZE: usize = 16;
+pub(crate) const LEAF_ELEMENT_SIZE: usize = 16;
 /// A nested bucket's value starts with its root page (u64) and sequence (u64).
 pub(crate) const BUCKET_HEADER_SIZE: usize = 16;
 
 pub(crate) const BRANCH_PAGE: u16 = 0x01;
 pub(crate) const LEAF_PAGE: u16 = 0x02;
 pub(crate) const META_PAGE: u16 = 0x04;
+pub(crate) const FREELIST_PAGE: u16 = 0x10;
 /// A leaf element that is a nested bucket.
-const BUCKET_LEAF_FLAG: u32 = 0x01;
+pub(crate) const BUCKET_LEAF_FLAG: u32 = 0x01;
 
 /// The bytes of one page (with its overflow pages), header included.
 pub(crate) struct PageView<'a> {

@@ -50,7 +50,12 @@ impl EtcdBackend {
     /// Decodes an etcd backend or snapshot file's bytes.
     pub fn parse(bytes: Vec<u8>) -> Result<EtcdBackend, MigrateError> {
         let (bytes, checksum_verified) = crate::strip_checksum(bytes)?;
-        let db = Db::from_bytes(bytes)?;
+        Self::from_db(&Db::from_bytes(bytes)?, checksum_verified)
+    }
+
+    /// Decodes an opened database; `checksum_verified` says whether the caller checked a
+    /// SHA-256 trailer.
+    pub fn from_db(db: &Db, checksum_verified: bool) -> Result<EtcdBackend, MigrateError> {
         let key_bucket = db
             .bucket(b"key")?
             .ok_or(MigrateError::MissingBucket("key"))?;

@@ -1,6 +1,6 @@
 //! Why an etcd file cannot be migrated.
 
-use bbolt::BoltError;
+use bbolt::{BoltError, WriteError};
 use mvcc::ImportError;
 
 #[derive(Debug, thiserror::Error)]
@@ -21,6 +21,8 @@ pub enum MigrateError {
     },
     #[error("etcd's history is inconsistent: {0}")]
     Inconsistent(#[from] ImportError),
+    #[error("cannot write the store as a bbolt file: {0}")]
+    Write(#[from] WriteError),
     #[error("raftkv cannot yet hold everything in this backend, and would lose: {0}")]
     Unsupported(String),
 }

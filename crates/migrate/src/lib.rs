@@ -10,6 +10,9 @@
 //!   keys, refusing any history the store's invariants reject, and refusing state raftkv
 //!   would silently lose ([`EtcdBackend::unsupported`]: auth, for now).
 //!
+//! * [`export`] is the other way: a store written as an etcd backend, for backups that
+//!   etcd's tools read (module `export`), with [`raftkv_image`] to get the store back.
+//!
 //! etcd's layout, from its `mvcc`, `lease` and `auth` packages:
 //! * bucket `key`: key = revision (main u64 big-endian, `_`, sub u64 big-endian, plus `t`
 //!   for a deletion), value = an encoded `mvccpb.KeyValue` (only the key for a deletion);
@@ -20,11 +23,13 @@
 
 mod backend;
 mod error;
+mod export;
 
 use std::path::Path;
 
 pub use backend::{EtcdBackend, EtcdLease};
 pub use error::MigrateError;
+pub use export::{export, raftkv_image, CLUSTER_VERSION, IMAGE_KEY, RAFTKV_BUCKET};
 
 /// Reads and decodes the etcd backend or snapshot file at `path`.
 pub fn read_file(path: &Path) -> Result<EtcdBackend, MigrateError> {
@@ -38,11 +43,11 @@ pub fn read_file(path: &Path) -> Result<EtcdBackend, MigrateError> {
 /// What `etcdctl snapshot save` appends to the database: its SHA-256. etcd recognises it
 /// by the file's length: a bbolt file is whole pages, so a length 32 past a multiple of
 /// 512 means a trailer is there.
-const SHA256_LEN: usize = 32;
+pub const SHA256_LEN: usize = 32;
 
 /// Splits off and checks the SHA-256 trailer, if the file has one. Returns the database
 /// bytes and whether a trailer was verified.
-fn strip_checksum(mut bytes: Vec<u8>) -> Result<(Vec<u8>, bool), MigrateError> {
+pub fn strip_checksum(mut bytes: Vec<u8>) -> Result<(Vec<u8>, bool), MigrateError> {
     if bytes.len() % 512 != SHA256_LEN {
         return Ok((bytes, false));
     }

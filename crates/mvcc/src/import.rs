@@ -181,6 +181,31 @@ impl Store {
         })?;
         Ok(store)
     }
+
+    /// The inverse of [`Store::import`]: every change still in the history, in revision
+    /// order, as an export to another store's format (an etcd backend) needs them.
+    pub fn history(&self) -> Vec<ImportedChange> {
+        self.by_revision
+            .iter()
+            .filter_map(|(rev, key)| {
+                let entry = self.keys.get(key)?.entry_exactly_at(*rev)?;
+                let value = match &entry.state {
+                    State::Tombstone => None,
+                    State::Live(live) => Some(ImportedValue {
+                        create_revision: live.create_revision,
+                        version: live.version,
+                        lease: live.lease,
+                        value: live.value.clone(),
+                    }),
+                };
+                Some(ImportedChange {
+                    key: key.clone(),
+                    revision: *rev,
+                    value,
+                })
+            })
+            .collect()
+    }
 }
 
 #[cfg(test)]
@@ -254,6 +279,35 @@ mod tests {
         };
         assert_eq!(imported.range(&all).unwrap(), applied.range(&all).unwrap());
         assert_eq!(imported.snapshot(), applied.snapshot());
+    }
+
+    #[test]
+    fn history_is_what_import_takes_back() {
+        let mut applied = Store::new();
+        put(&mut applied, "a", "1");
+        put(&mut applied, "b", "1");
+        put(&mut applied, "a", "2");
+        applied
+            .apply(&InternalRequest {
+                auth: None,
+                request: Some(Request::DeleteRange(DeleteRangeRequest {
+                    key: Bytes::from_static(b"b"),
+                    ..Default::default()
+                })),
+            })
+            .unwrap();
+        let history = applied.history();
+        assert_eq!(
+            history,
+            vec![
+                change("a", 2, Some((2, 1, "1"))),
+                change("b", 3, Some((3, 1, "1"))),
+                change("a", 4, Some((2, 2, "2"))),
+                change("b", 5, None),
+            ]
+        );
+        let back = Store::import(5, -1, history, []).unwrap();
+        assert!(back == applied);
     }
 
     #[test]

@@ -46,7 +46,7 @@ pub async fn save(global: &GlobalOptions, file: &Path) -> Result<()> {
     let store = server::backup::open(&data)
         .map_err(|e| anyhow::anyhow!("the received snapshot is unusable: {e}"))
         .and_then(|image| {
-            mvcc::Store::restore(image)
+            mvcc::Store::restore(&image)
                 .map_err(|e| anyhow::anyhow!("the received store image is damaged: {e}"))
         })?;
     let part = file.with_extension("part");

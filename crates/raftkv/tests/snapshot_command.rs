@@ -1,6 +1,8 @@
 //! `raftkv snapshot save|status|restore` as an operator runs them, and what etcdctl 3.4 does
-//! with the same backup: `etcdctl snapshot save` gets a file `raftkv snapshot status` reads,
-//! and `etcdctl snapshot restore` refuses a damaged one with its `expected sha256` check.
+//! with the same backup: `etcdctl snapshot save` gets a file `raftkv snapshot status` reads
+//! and etcdctl's own `snapshot status` checks (it is a bbolt file in etcd's layout),
+//! `etcdctl snapshot restore` takes it, and refuses a damaged one with its `expected
+//! sha256` check. A backup in raftkv's earlier `RKVBAK01` format still reads.
 
 mod common;
 
@@ -107,6 +109,58 @@ fn save_status_restore_and_etcdctls_view_of_the_file() {
     .unwrap();
     assert_eq!(by_etcdctl["revision"], 12);
 
+    // etcdctl's own status: bbolt's integrity check passes; the revision is ours; the keys
+    // are every bbolt key: 11 revisions, meta's consistent_index, auth's 2, cluster's 1,
+    // raftkv's image.
+    let mut status = Command::new(etcdctl_binary());
+    status.env("ETCDCTL_API", "3").args([
+        "snapshot",
+        "status",
+        "-w",
+        "json",
+        etcdctl_file.to_str().unwrap(),
+    ]);
+    let out = run_with_timeout(status, None, Duration::from_secs(30));
+    assert!(out.status.success(), "{out:?}");
+    let theirs: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).unwrap();
+    assert_eq!(theirs["revision"], 12, "{theirs}");
+    assert_eq!(theirs["totalKey"], 11 + 1 + 2 + 1 + 1, "{theirs}");
+
+    // etcdctl's restore takes the same file.
+    let mut restore = Command::new(etcdctl_binary());
+    restore.env("ETCDCTL_API", "3").args([
+        "snapshot",
+        "restore",
+        "--data-dir",
+        dir.path().join("etcd-restore-good").to_str().unwrap(),
+        etcdctl_file.to_str().unwrap(),
+    ]);
+    let out = run_with_timeout(restore, None, Duration::from_secs(30));
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("added member"));
+
+    // A backup in raftkv's earlier format (RKVBAK01 envelope) reads as before.
+    let store = server::restore::read_backup(&file).unwrap();
+    let mut legacy = server::backup::legacy_payload(&store.snapshot());
+    let sha = server::backup::trailer(&legacy);
+    legacy.extend_from_slice(&sha);
+    let legacy_file = dir.path().join("legacy.db");
+    std::fs::write(&legacy_file, &legacy).unwrap();
+    let old: serde_json::Value = serde_json::from_str(&ok(&[
+        "-w",
+        "json",
+        "snapshot",
+        "status",
+        legacy_file.to_str().unwrap(),
+    ]))
+    .unwrap();
+    assert_eq!(old["revision"], 12, "{old}");
+    assert_eq!(
+        old["hash"],
+        status_hash(&ok(&["-w", "json", "snapshot", "status", file_s]))
+    );
+
     // A damaged file: refused by raftkv and by etcdctl's own sha256 check.
     let damaged = dir.path().join("damaged.db");
     let mut bytes = std::fs::read(&file).unwrap();
@@ -190,4 +244,9 @@ fn save_status_restore_and_etcdctls_view_of_the_file() {
     ok(&[&restored_ep, "put", "after", "restore"]);
     let after = ok(&[&restored_ep, "get", "after", "-w", "json"]);
     assert!(after.contains("\"mod_revision\":1000000013"), "{after}");
+}
+
+/// The `hash` field of `raftkv snapshot status -w json`.
+fn status_hash(json: &str) -> serde_json::Value {
+    serde_json::from_str::<serde_json::Value>(json).unwrap()["hash"].clone()
 }

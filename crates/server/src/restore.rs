@@ -60,31 +60,22 @@ pub struct Restored {
     pub keys: usize,
 }
 
-/// Read and check a backup file: raftkv's own (length rule, SHA-256, envelope, then the
-/// store image), or etcd's database as `etcdctl snapshot save` writes it (`migrate`: its
-/// SHA-256, bbolt's structure, etcd's history), which becomes a store with the same keys,
-/// revisions and versions.
+/// Read and check a backup file (`crate::backup::read`): raftkv's own (the store image
+/// in the `raftkv` bucket of its bbolt file, or in an earlier `RKVBAK01` file), or etcd's
+/// database as `etcdctl snapshot save` writes it (`migrate`: its SHA-256, bbolt's
+/// structure, etcd's history), which becomes a store with the same keys, revisions and
+/// versions.
 pub fn read_backup(path: &Path) -> anyhow::Result<Store> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    if !crate::backup::is_raftkv(&bytes) {
-        // Both kinds of file end in the SHA-256 etcdctl appends: a damaged one is refused
-        // as damaged, whatever it was meant to be.
-        if let Err(e @ crate::backup::BackupError::Checksum { .. }) = crate::backup::open(&bytes) {
-            return Err(anyhow::Error::new(e).context(path.display().to_string()));
-        }
-        let backend = migrate::EtcdBackend::parse(bytes).with_context(|| {
-            format!(
-                "{}: neither a raftkv backup nor an etcd database",
-                path.display()
-            )
-        })?;
-        return backend
+    let contents = crate::backup::read(&bytes).with_context(|| path.display().to_string())?;
+    drop(bytes);
+    match contents {
+        crate::backup::Contents::Raftkv(image) => Store::restore(&image)
+            .map_err(|e| anyhow::anyhow!("{}: the store image is damaged: {e}", path.display())),
+        crate::backup::Contents::Etcd(backend) => backend
             .into_store()
-            .with_context(|| format!("{}: cannot migrate this etcd database", path.display()));
+            .with_context(|| format!("{}: cannot migrate this etcd database", path.display())),
     }
-    let image = crate::backup::open(&bytes).with_context(|| path.display().to_string())?;
-    Store::restore(image)
-        .map_err(|e| anyhow::anyhow!("{}: the store image is damaged: {e}", path.display()))
 }
 
 /// Build the data dir `args` names (which must not exist or be empty) from `backup`.

@@ -331,8 +331,12 @@ async fn a_backup_from_a_follower_under_load_restores_into_a_new_cluster() {
     let written = load.await.unwrap();
     assert!(written > 0);
     assert_eq!(file.len() % 512, 32, "etcdctl's length rule");
+    // An etcd backend (bbolt) carrying raftkv's image, which etcd's layout agrees with.
     let image = server::backup::open(&file).expect("a valid backup");
-    let original = mvcc::Store::restore(image).expect("a valid store image");
+    let original = mvcc::Store::restore(&image).expect("a valid store image");
+    let as_etcd = migrate::EtcdBackend::parse(file.clone()).expect("etcd's layout reads");
+    assert!(as_etcd.checksum_verified);
+    assert_eq!(as_etcd.current_revision, original.current_revision());
     let rev = original.current_revision();
     assert!(rev >= 51, "the 50 keys are in it: revision {rev}");
     let original_hash = m

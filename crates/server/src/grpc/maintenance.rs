@@ -151,19 +151,25 @@ impl Maintenance for MaintenanceService {
         }))
     }
 
-    /// A point-in-time image of this member's applied state (`crate::backup`), in 32 KiB
-    /// chunks counting down `remaining_bytes`, then the SHA-256 of all of it, as etcd sends.
+    /// A point-in-time copy of this member's applied state as an etcd backend
+    /// (`crate::backup`: a bbolt file etcdctl's `snapshot status|restore` read, carrying
+    /// raftkv's own image too), in 32 KiB chunks counting down `remaining_bytes`, then the
+    /// SHA-256 of all of it, as etcd sends.
     async fn snapshot(
         &self,
         _r: Request<SnapshotRequest>,
     ) -> Result<Response<BoxStream<SnapshotResponse>>, Status> {
         let started = Instant::now();
-        let image = {
+        // Copy under the lock, encode outside it: writes wait only for the copy.
+        let (store, applied) = {
             let sm = self.0.state()?;
-            sm.store.snapshot()
+            (sm.store.clone(), self.0.node.status.applied())
         };
-        let payload = Bytes::from(crate::backup::payload(&image));
-        drop(image);
+        let payload = tokio::task::spawn_blocking(move || crate::backup::payload(&store, applied))
+            .await
+            .map_err(|e| Status::internal(format!("snapshot encoding failed: {e}")))?
+            .map_err(|e| Status::internal(e.to_string()))?;
+        let payload = Bytes::from(payload);
         let sha = crate::backup::trailer(&payload);
         let header = self.0.header(0);
         let total = payload.len();
