@@ -244,8 +244,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn an_imported_history_equals_the_store_that_applied_it() {
+    /// Revisions 2-5: a=1, b=1, a=2, b deleted.
+    fn put_put_put_delete() -> Store {
         let mut applied = Store::new();
         put(&mut applied, "a", "1");
         put(&mut applied, "b", "1");
@@ -259,6 +259,12 @@ mod tests {
                 })),
             })
             .unwrap();
+        applied
+    }
+
+    #[test]
+    fn an_imported_history_equals_the_store_that_applied_it() {
+        let applied = put_put_put_delete();
         let imported = Store::import(
             5,
             -1,
@@ -283,19 +289,7 @@ mod tests {
 
     #[test]
     fn history_is_what_import_takes_back() {
-        let mut applied = Store::new();
-        put(&mut applied, "a", "1");
-        put(&mut applied, "b", "1");
-        put(&mut applied, "a", "2");
-        applied
-            .apply(&InternalRequest {
-                auth: None,
-                request: Some(Request::DeleteRange(DeleteRangeRequest {
-                    key: Bytes::from_static(b"b"),
-                    ..Default::default()
-                })),
-            })
-            .unwrap();
+        let applied = put_put_put_delete();
         let history = applied.history();
         assert_eq!(
             history,

@@ -14,7 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use bytes::Bytes;
-use etcd_client::{Client, GetOptions};
+use etcd_client::GetOptions;
 use mvcc::Store;
 use proto::etcdserverpb::{
     request_op, CompactionRequest, DeleteRangeRequest, LeaseGrantRequest, PutRequest, RangeRequest,
@@ -24,7 +24,7 @@ use proto::raftkvpb::{internal_request::Request, InternalRequest};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-type Row = (Vec<u8>, Vec<u8>, i64, i64, i64, i64);
+use common::{rows_at, Row};
 
 const LEASE: i64 = 0x1234;
 
@@ -89,7 +89,7 @@ fn etcd_restores_an_exported_store_and_serves_the_same_history() {
         .build()
         .expect("runtime");
     runtime.block_on(async {
-        let mut client = connect(&client_url).await;
+        let mut client = common::connect_answering(&client_url).await;
         let latest = client
             .get("", Some(GetOptions::new().with_all_keys()))
             .await
@@ -291,45 +291,4 @@ fn ours_at(store: &Store, revision: i64) -> Vec<Row> {
             )
         })
         .collect()
-}
-
-async fn rows_at(client: &Client, revision: i64) -> Vec<Row> {
-    let mut c = client.clone();
-    let all = GetOptions::new().with_all_keys().with_revision(revision);
-    let r = c
-        .get("", Some(all))
-        .await
-        .unwrap_or_else(|e| panic!("etcd range at {revision}: {e}"));
-    r.kvs()
-        .iter()
-        .map(|kv| {
-            (
-                kv.key().to_vec(),
-                kv.value().to_vec(),
-                kv.create_revision(),
-                kv.mod_revision(),
-                kv.version(),
-                kv.lease(),
-            )
-        })
-        .collect()
-}
-
-async fn connect(endpoint: &str) -> Client {
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let attempt = async {
-            let mut c = Client::connect([endpoint], None).await?;
-            c.get("probe", None).await?;
-            Ok::<_, etcd_client::Error>(c)
-        };
-        match attempt.await {
-            Ok(c) => return c,
-            Err(e) => assert!(
-                std::time::Instant::now() < deadline,
-                "etcd never answered: {e}"
-            ),
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }

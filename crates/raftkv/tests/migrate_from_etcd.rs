@@ -8,6 +8,8 @@
 
 mod common;
 
+use common::{rows_at, Row};
+
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -45,7 +47,7 @@ fn an_etcd_snapshot_migrates_with_its_whole_history() {
         .build()
         .expect("runtime");
     runtime.block_on(async {
-        let mut client = connect(&endpoint).await;
+        let mut client = common::connect_answering(&endpoint).await;
         let lease = seed_history(&mut client, seed).await;
         save_snapshot(&endpoint, &file);
 
@@ -141,7 +143,7 @@ fn an_etcd_snapshot_migrates_with_its_whole_history() {
         for i in 0..restored.len() {
             restored.start_member(i).unwrap();
         }
-        let mut ours = connect(&restored.member(0).endpoint()).await;
+        let mut ours = common::connect_answering(&restored.member(0).endpoint()).await;
         for revision in compacted..=current {
             assert_eq!(
                 rows_at(&ours, revision).await,
@@ -211,25 +213,6 @@ fn refuses_damaged_files(good: &Path, dir: &Path) {
     let raw = &bytes[..bytes.len() - 32];
     let backend = migrate::read_file(&write("raw-db", raw)).expect("a raw db reads");
     assert!(!backend.checksum_verified);
-}
-
-async fn connect(endpoint: &str) -> Client {
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let attempt = async {
-            let mut c = Client::connect([endpoint], None).await?;
-            c.get("probe", None).await?;
-            Ok::<_, etcd_client::Error>(c)
-        };
-        match attempt.await {
-            Ok(c) => return c,
-            Err(e) => assert!(
-                std::time::Instant::now() < deadline,
-                "etcd never answered: {e}"
-            ),
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// A random history over a few keys: puts (new and overwrites), single and prefix
@@ -318,8 +301,8 @@ fn etcdctl_make_mirror_copies_a_live_etcd_into_raftkv() {
         .build()
         .expect("runtime");
     runtime.block_on(async {
-        let mut etcd = connect(&source.member(0).endpoint()).await;
-        let mut raftkv = connect(&dest.member(0).endpoint()).await;
+        let mut etcd = common::connect_answering(&source.member(0).endpoint()).await;
+        let mut raftkv = common::connect_answering(&dest.member(0).endpoint()).await;
         for i in 0..50 {
             etcd.put(format!("before/{i:02}"), format!("v{i}"), None)
                 .await
@@ -365,33 +348,6 @@ fn etcdctl_make_mirror_copies_a_live_etcd_into_raftkv() {
         mirror.kill().expect("stop make-mirror");
         let _ = mirror.wait();
     });
-}
-
-/// One key as a read returns it: key, value, create and mod revision, version, lease.
-type Row = (Vec<u8>, Vec<u8>, i64, i64, i64, i64);
-
-/// Every key at `revision`, as the cluster behind `client` answers.
-async fn rows_at(client: &Client, revision: i64) -> Vec<Row> {
-    let mut c = client.clone();
-    let all = GetOptions::new().with_all_keys().with_revision(revision);
-    let r = c
-        .get("", Some(all))
-        .await
-        .unwrap_or_else(|e| panic!("range at {revision}: {e}"));
-    r.kvs()
-        .iter()
-        .map(|kv| {
-            let (k, v) = (kv.key().to_vec(), kv.value().to_vec());
-            (
-                k,
-                v,
-                kv.create_revision(),
-                kv.mod_revision(),
-                kv.version(),
-                kv.lease(),
-            )
-        })
-        .collect()
 }
 
 async fn all_pairs(client: &mut Client) -> Vec<(Vec<u8>, Vec<u8>)> {

@@ -188,3 +188,49 @@ pub async fn statuses(endpoints: &[String]) -> Vec<(u64, u64)> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// An `etcd-client` connection to `endpoint` once a read goes through (the member may still be
+/// starting); panics after 30 s.
+pub async fn connect_answering(endpoint: &str) -> etcd_client::Client {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let attempt = async {
+            let mut c = etcd_client::Client::connect([endpoint], None).await?;
+            c.get("probe", None).await?;
+            Ok::<_, etcd_client::Error>(c)
+        };
+        match attempt.await {
+            Ok(c) => return c,
+            Err(e) => assert!(Instant::now() < deadline, "{endpoint} never answered: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// One key as a read returns it: key, value, create and mod revision, version, lease.
+pub type Row = (Vec<u8>, Vec<u8>, i64, i64, i64, i64);
+
+/// Every key at `revision`, as the cluster behind `client` answers.
+pub async fn rows_at(client: &etcd_client::Client, revision: i64) -> Vec<Row> {
+    let mut c = client.clone();
+    let all = etcd_client::GetOptions::new()
+        .with_all_keys()
+        .with_revision(revision);
+    let r = c
+        .get("", Some(all))
+        .await
+        .unwrap_or_else(|e| panic!("range at {revision}: {e}"));
+    r.kvs()
+        .iter()
+        .map(|kv| {
+            (
+                kv.key().to_vec(),
+                kv.value().to_vec(),
+                kv.create_revision(),
+                kv.mod_revision(),
+                kv.version(),
+                kv.lease(),
+            )
+        })
+        .collect()
+}
