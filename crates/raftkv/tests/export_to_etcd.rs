@@ -30,15 +30,7 @@ const LEASE: i64 = 0x1234;
 
 #[test]
 fn etcd_restores_an_exported_store_and_serves_the_same_history() {
-    let seed = std::env::var("RAFTKV_EXPORT_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(1, |d| d.as_nanos() as u64)
-        });
-    eprintln!("RAFTKV_EXPORT_SEED={seed}");
+    let seed = common::seed_from_env("RAFTKV_EXPORT_SEED");
     let store = random_store(seed);
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("raftkv.snapshot");

@@ -24,15 +24,7 @@ const KEYS: [&str; 8] = ["a", "a/1", "a/2", "b", "c", "c/x", "d", "zz"];
 
 #[test]
 fn an_etcd_snapshot_migrates_with_its_whole_history() {
-    let seed = std::env::var("RAFTKV_MIGRATE_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(1, |d| d.as_nanos() as u64)
-        });
-    eprintln!("RAFTKV_MIGRATE_SEED={seed}");
+    let seed = common::seed_from_env("RAFTKV_MIGRATE_SEED");
     let cluster = common::start_cluster_of(
         raftkv_client::local_cluster::MemberProgram::Etcd(common::etcd_binary()),
         "mig",

@@ -234,3 +234,18 @@ pub async fn rows_at(client: &etcd_client::Client, revision: i64) -> Vec<Row> {
         })
         .collect()
 }
+
+/// The seed of a randomised test: `$var` if set (to replay a failure), else the clock. Printed
+/// either way, so every failure names the seed that replays it.
+pub fn seed_from_env(var: &str) -> u64 {
+    let seed = std::env::var(var)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64)
+        });
+    eprintln!("{var}={seed}");
+    seed
+}
