@@ -46,9 +46,12 @@ pub struct FaultArgs {
     #[arg(long = "fault-clock-rate-file", value_name = "PATH")]
     pub clock_rate_file: Option<PathBuf>,
     /// Break watch responses on purpose (`drop-prev-kv`: events at revisions divisible by 7
-    /// lose their prev_kv; `drop-event`: those events are not sent): the watch checker's
-    /// negative control.
-    #[arg(long = "fault-watch", value_name = "drop-prev-kv|drop-event")]
+    /// lose their prev_kv; `drop-event`: those events are not sent; `drop-progress`: every 7th
+    /// progress request of a stream gets no answer): the watch checker's negative control.
+    #[arg(
+        long = "fault-watch",
+        value_name = "drop-prev-kv|drop-event|drop-progress"
+    )]
     pub watch: Option<WatchFault>,
 }
 
@@ -57,6 +60,7 @@ pub struct FaultArgs {
 pub enum WatchFault {
     DropPrevKv,
     DropEvent,
+    DropProgress,
 }
 
 impl FaultArgs {
@@ -79,6 +83,7 @@ impl FaultArgs {
                 match w {
                     WatchFault::DropPrevKv => "drop-prev-kv",
                     WatchFault::DropEvent => "drop-event",
+                    WatchFault::DropProgress => "drop-progress",
                 }
                 .into(),
             );
@@ -99,6 +104,7 @@ impl FaultArgs {
                 None => WatchSabotage::None,
                 Some(WatchFault::DropPrevKv) => WatchSabotage::DropPrevKv,
                 Some(WatchFault::DropEvent) => WatchSabotage::DropEvent,
+                Some(WatchFault::DropProgress) => WatchSabotage::DropProgress,
             },
             ..Hooks::default()
         };
@@ -333,6 +339,10 @@ mod tests {
             },
             FaultArgs {
                 watch: Some(WatchFault::DropPrevKv),
+                ..FaultArgs::default()
+            },
+            FaultArgs {
+                watch: Some(WatchFault::DropProgress),
                 ..FaultArgs::default()
             },
             FaultArgs {

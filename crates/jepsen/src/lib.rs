@@ -20,6 +20,7 @@ pub mod recorder;
 pub mod register;
 pub mod run;
 pub mod watch;
+pub mod watch_progress;
 
 pub use nemesis::{Fault, ALL_FAULTS};
 pub use run::{run, RunConfig, RunReport};

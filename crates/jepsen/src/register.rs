@@ -6,7 +6,7 @@
 //! each partition the linearizability search has to explore.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use lincheck::jsonl::Event;
@@ -36,6 +36,9 @@ pub struct Registers {
     pub acked_puts: Mutex<HashMap<String, u64>>,
     /// Keys some delete was invoked on (whatever its outcome): they may legitimately be absent.
     pub maybe_deleted: Mutex<HashSet<String>>,
+    /// The highest header revision of any acknowledged operation: a revision every member
+    /// must eventually report (the watchers note it with each progress request).
+    pub acknowledged_revision: Arc<AtomicI64>,
 }
 
 impl Registers {
@@ -47,6 +50,7 @@ impl Registers {
             next_value: AtomicU64::new(1),
             acked_puts: Mutex::new(HashMap::new()),
             maybe_deleted: Mutex::new(HashSet::new()),
+            acknowledged_revision: Arc::new(AtomicI64::new(0)),
         }
     }
 
@@ -105,6 +109,16 @@ impl Registers {
             ) => Some(*revision),
             _ => None,
         };
+        if let Outcome::Ok(output) = &outcome {
+            let rev = match output {
+                EtcdOutput::Get { revision, .. }
+                | EtcdOutput::Put { revision }
+                | EtcdOutput::Delete { revision, .. }
+                | EtcdOutput::Txn { revision, .. } => *revision,
+            };
+            self.acknowledged_revision
+                .fetch_max(rev as i64, Ordering::Relaxed);
+        }
         if let Some(rev) = wrote_value {
             let mut acked = lock(&self.acked_puts);
             let e = acked.entry(key.to_string()).or_insert(0);

@@ -116,6 +116,8 @@ pub struct RunReport {
     /// Events the watchers received (all of them), and the streams they opened.
     pub watch_events: usize,
     pub watch_streams: u64,
+    /// The watchers' progress requests: how many were answered, and how fast.
+    pub watch_progress: crate::watch_progress::ProgressStats,
     /// Completed (ok) operations per second of traffic.
     pub ok_rate: f64,
     pub faults: BTreeMap<String, usize>,
@@ -146,7 +148,7 @@ impl RunReport {
     pub fn one_line(&self) -> String {
         format!(
             "{}: register {} ({} ok/{} fail/{} info), append {} ({} ok/{} fail/{} info), \
-             watch {} ({} events, {} streams), {:.0} ok ops/s, faults {:?}, lost {}, \
+             watch {} ({} events, {} streams, {}), {:.0} ok ops/s, faults {:?}, lost {}, \
              unexpected {}, hashes equal {}",
             self.name,
             self.register_verdict,
@@ -160,6 +162,7 @@ impl RunReport {
             self.watch_verdict,
             self.watch_events,
             self.watch_streams,
+            self.watch_progress.one_line(),
             self.ok_rate,
             self.faults,
             self.lost_writes.len(),
@@ -282,6 +285,7 @@ async fn drive(config: &RunConfig, cluster: Arc<Mutex<Cluster>>) -> Result<RunRe
             eps[(i + 2) % eps.len()].clone(),
             stop.clone(),
             final_revision.clone(),
+            regs.acknowledged_revision.clone(),
             WATCH_CATCH_UP,
         )));
     }
@@ -410,6 +414,7 @@ async fn drive(config: &RunConfig, cluster: Arc<Mutex<Cluster>>) -> Result<RunRe
         },
         watch_events: watchers.iter().map(|w| w.events.len()).sum(),
         watch_streams: watchers.iter().map(|w| w.streams).sum(),
+        watch_progress: crate::watch_progress::stats(&watchers),
         ok_rate: (register_ops.ok + append_txns.ok) as f64 / secs,
         faults: fault_counts(&timeline)
             .into_iter()

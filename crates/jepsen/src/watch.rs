@@ -29,6 +29,8 @@ use proto::mvccpb::event::EventType;
 use raftkv_client::{Client, WatchOptions};
 use serde::Serialize;
 
+use crate::watch_progress::{self, ProgressLog};
+
 /// The key prefix the register workload writes under.
 pub const PREFIX: &str = "r";
 
@@ -60,18 +62,25 @@ pub struct WatcherLog {
     pub caught_up_to: i64,
     /// Why streams ended, in order (errors, cancels).
     pub interruptions: Vec<String>,
+    /// Progress requests, their answers and the streams' ends (`crate::watch_progress`).
+    pub progress: ProgressLog,
 }
 
 /// Follows [`PREFIX`] on `endpoint` from revision 1, re-watching after every error, until
 /// `stop` is set and it has caught up to `final_revision` (set once the run has read the final
-/// state), or `catch_up` has passed since `final_revision` was set.
+/// state), or `catch_up` has passed since `final_revision` was set. Every
+/// [`watch_progress::ASK_EVERY`] it asks the stream for progress, noting `acknowledged` (the
+/// highest revision acknowledged to any client so far) with the request.
 pub async fn watcher_loop(
     name: String,
     endpoint: String,
     stop: Arc<AtomicBool>,
     final_revision: Arc<AtomicI64>,
+    acknowledged: Arc<AtomicI64>,
     catch_up: Duration,
 ) -> WatcherLog {
+    let started = tokio::time::Instant::now();
+    let ms = move || started.elapsed().as_secs_f64() * 1000.0;
     let mut log = WatcherLog {
         name,
         ..WatcherLog::default()
@@ -123,27 +132,64 @@ pub async fn watcher_loop(
                 continue;
             }
         };
+        let stream_no = log.streams;
+        let mut ask = tokio::time::interval(watch_progress::ASK_EVERY);
+        ask.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Once done, the watcher asks FINAL_ASKS more times at once and then waits (up to
+        // DRAIN) for every answer still due: on this healthy stream of a healed cluster, a
+        // request the server dropped shows as unanswered.
+        let mut drain: Option<tokio::time::Instant> = None;
         loop {
-            let response = match tokio::time::timeout(IDLE, stream.next()).await {
-                Err(_) if done(&log) => return log,
-                Err(_) => {
-                    if stop.load(Ordering::Relaxed) {
-                        // An idle stream tells how far it is only when asked.
-                        let _ = stream.request_progress().await;
+            if done(&log) {
+                if drain.is_none() {
+                    drain = Some(tokio::time::Instant::now() + DRAIN);
+                    for _ in 0..FINAL_ASKS {
+                        let known = acknowledged.load(Ordering::Relaxed);
+                        let sent_ms = ms();
+                        if stream.request_progress().await.is_ok() {
+                            log.progress.asked(stream_no, sent_ms, known);
+                        }
+                    }
+                }
+                let until = drain.expect("set above");
+                if log.progress.outstanding(stream_no) == 0 || tokio::time::Instant::now() >= until
+                {
+                    log.progress.stream_ended(stream_no, ms(), false);
+                    return log;
+                }
+            }
+            let next = tokio::select! {
+                r = tokio::time::timeout(IDLE, stream.next()) => r,
+                _ = ask.tick() => {
+                    // Never more than a few pending: a stalled member must not fill the
+                    // client's request queue (the send would then wait).
+                    let known = acknowledged.load(Ordering::Relaxed);
+                    let sent_ms = ms();
+                    if drain.is_none()
+                        && log.progress.outstanding(stream_no) < watch_progress::MAX_OUTSTANDING
+                        && stream.request_progress().await.is_ok()
+                    {
+                        log.progress.asked(stream_no, sent_ms, known);
                     }
                     continue;
                 }
+            };
+            let response = match next {
+                Err(_) => continue,
                 Ok(Ok(Some(r))) => r,
                 Ok(Ok(None)) => {
+                    log.progress.stream_ended(stream_no, ms(), true);
                     log.interruptions.push("stream ended".into());
                     break;
                 }
                 Ok(Err(e)) => {
+                    log.progress.stream_ended(stream_no, ms(), true);
                     log.interruptions.push(e.message().to_string());
                     break;
                 }
             };
             if response.canceled {
+                log.progress.stream_ended(stream_no, ms(), true);
                 log.interruptions.push(format!(
                     "canceled: {} (compact revision {})",
                     response.cancel_reason, response.compact_revision
@@ -156,6 +202,10 @@ pub async fn watcher_loop(
                 if let Some(h) = &response.header {
                     log.caught_up_to = log.caught_up_to.max(h.revision);
                     next_rev = next_rev.max(h.revision + 1);
+                    if response.watch_id == -1 {
+                        let before = log.events.len();
+                        log.progress.answered(stream_no, ms(), h.revision, before);
+                    }
                 }
             }
             for ev in &response.events {
@@ -188,6 +238,13 @@ pub async fn watcher_loop(
 
 /// How long a stream may be silent before the watcher checks whether the run is over.
 const IDLE: Duration = Duration::from_millis(500);
+
+/// How long a watcher that is done waits for the answers to its last progress requests.
+const DRAIN: Duration = Duration::from_secs(5);
+
+/// Progress requests a watcher sends at once when it is done (fewer than the client's request
+/// queue holds, whatever is still pending).
+const FINAL_ASKS: usize = 10;
 
 /// The final state of a key from a linearizable read: `None` if absent.
 pub type FinalState = HashMap<String, Option<(String, i64)>>;
@@ -277,9 +334,10 @@ pub fn check(watchers: &[WatcherLog], finals: &FinalState) -> Vec<String> {
             ));
         }
     }
-    // prev_kv and IsCreate along each key's history, as each watcher saw it.
+    // prev_kv and IsCreate along each key's history, as each watcher saw it; progress.
     for w in watchers {
         violations.extend(key_histories(&w.name, w.events.iter()).1);
+        violations.extend(watch_progress::check(&w.name, &w.progress, &w.events));
     }
     let union_events = union
         .values()
@@ -414,6 +472,7 @@ mod tests {
             events,
             streams: 1,
             interruptions: vec![],
+            progress: ProgressLog::default(),
         }
     }
 

@@ -41,13 +41,15 @@ fn reads_without_read_index_are_caught_as_not_linearizable() {
 }
 
 /// Negative controls for the watch checker: the first member drops the `prev_kv` of, or does
-/// not send, every event at a revision divisible by 7; a watcher on it and one on a healthy
-/// member follow the same keys. Both builds must be caught, each by the property it breaks.
+/// not send, every event at a revision divisible by 7, or does not answer a progress request
+/// due at such a revision; a watcher on it and one on a healthy member follow the same keys.
+/// Each build must be caught by the property it breaks.
 #[test]
 fn broken_watches_are_caught() {
     for (fault, property) in [
         (jepsen::faults::WatchFault::DropPrevKv, "prev_kv"),
         (jepsen::faults::WatchFault::DropEvent, "reliable"),
+        (jepsen::faults::WatchFault::DropProgress, "answered"),
     ] {
         let name = format!("broken-watch-{fault:?}");
         let mut c = RunConfig::new(&name, &common::run_dir(&name), &common::member_binary());

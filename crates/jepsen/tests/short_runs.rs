@@ -81,6 +81,11 @@ fn three_short_histories_under_faults_are_linearizable() {
             r.one_line()
         );
         assert!(
+            r.watch_progress.answered >= 50,
+            "too few progress requests answered: {}",
+            r.one_line()
+        );
+        assert!(
             r.faults.values().sum::<usize>() >= 2,
             "too few faults: {}",
             r.one_line()

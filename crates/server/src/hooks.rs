@@ -46,6 +46,8 @@ pub enum WatchSabotage {
     DropPrevKv,
     /// Events whose revision is a multiple of 7 are not delivered.
     DropEvent,
+    /// Every 7th progress request a stream answers gets no answer.
+    DropProgress,
 }
 
 impl WatchSabotage {
@@ -60,7 +62,13 @@ impl WatchSabotage {
                 Some(e)
             }
             WatchSabotage::DropEvent => None,
+            WatchSabotage::DropProgress => Some(e),
         }
+    }
+
+    /// Whether the `nth` answer (from 1) a stream gives to progress requests is sent.
+    pub fn answers_progress(self, nth: u64) -> bool {
+        !(self == WatchSabotage::DropProgress && nth % 7 == 0)
     }
 }
 

@@ -42,6 +42,10 @@ pub const CATCH_UP_BYTES: usize = 1024 * 1024;
 /// `maxNoLeaderCnt`), one check per election timeout.
 const NO_LEADER_CHECKS: u32 = 3;
 
+/// How often a parked progress request looks again whether the member reached the start of
+/// every future watch (revisions outside the stream's ranges wake nothing).
+const PARKED_RECHECK: Duration = Duration::from_millis(10);
+
 /// `cancel_reason` texts of etcd 3.4.
 pub const REASON_EMPTY_RANGE: &str = "mvcc: watcher range is empty";
 pub const REASON_DUPLICATE_ID: &str = "mvcc: duplicate watch ID provided on the WatchStream";
@@ -88,6 +92,11 @@ pub struct WatchStream {
     unsynced: usize,
     next_auto_id: i64,
     progress_requests: usize,
+    /// Progress requests answered so far (the test-only sabotage counts them).
+    progress_answered: u64,
+    /// Progress requests wait for the member to reach a future watch's start (see
+    /// `delivered_through`); rechecked every [`PARKED_RECHECK`] instead of spinning.
+    progress_parked: bool,
     /// Who opened the stream (crate::auth), checked for read permission on every watch
     /// it creates; `Err` when its token was invalid (every watch is then refused).
     who: Result<Option<RequestAuth>, ()>,
@@ -143,6 +152,8 @@ impl WatchStream {
             unsynced: 0,
             next_auto_id: 0,
             progress_requests: 0,
+            progress_answered: 0,
+            progress_parked: false,
             who: Ok(None),
         };
         (s, reg.rx)
@@ -192,6 +203,7 @@ impl WatchStream {
         let mut no_leader = 0u32;
         loop {
             let busy = self.has_work();
+            let parked = self.progress_parked;
             let r = tokio::select! {
                 _ = out.closed() => Err(Closed),
                 msg = inbound.next(), if inbound_open => match msg {
@@ -221,6 +233,10 @@ impl WatchStream {
                     }
                 }
                 _ = std::future::ready(()), if busy => Ok(()),
+                _ = tokio::time::sleep(PARKED_RECHECK), if parked => {
+                    self.progress_parked = false;
+                    Ok(())
+                }
             };
             if r.is_err() || self.step(&mut rx).await.is_err() {
                 break;
@@ -230,7 +246,9 @@ impl WatchStream {
     }
 
     fn has_work(&self) -> bool {
-        self.unsynced > 0 || self.progress_requests > 0 || self.victim.missed_from().is_some()
+        self.unsynced > 0
+            || (self.progress_requests > 0 && !self.progress_parked)
+            || self.victim.missed_from().is_some()
     }
 
     fn header(&self, revision: i64) -> ResponseHeader {
@@ -432,9 +450,23 @@ impl WatchStream {
             }
         }
         if self.progress_requests > 0 {
-            if let Some(rev) = self.delivered_through(rx)? {
+            let through = self.delivered_through(rx)?;
+            // Nothing left to deliver, so only a future watch holds the answer back.
+            self.progress_parked = through.is_none()
+                && self.unsynced == 0
+                && self.victim.missed_from().is_none()
+                && rx.is_empty();
+            if let Some(rev) = through {
                 while self.progress_requests > 0 {
                     self.progress_requests -= 1;
+                    self.progress_answered += 1;
+                    if !self
+                        .ctx
+                        .watch_sabotage
+                        .answers_progress(self.progress_answered)
+                    {
+                        continue;
+                    }
                     let resp = WatchResponse {
                         header: Some(self.header(rev)),
                         watch_id: -1,
@@ -547,8 +579,14 @@ impl WatchStream {
     fn delivered_through(&self, rx: &mpsc::Receiver<Arc<RevBatch>>) -> Result<Option<i64>, Closed> {
         let state = self.state();
         let st = read(&state)?;
-        let caught_up = self.unsynced == 0 && self.victim.missed_from().is_none() && rx.is_empty();
-        Ok(caught_up.then(|| st.store.current_revision()))
+        let current = st.store.current_revision();
+        // A watch started in the future (on a member that is behind, typically after a
+        // re-watch from `last + 1` on a restarted member) waits until the member reaches the
+        // revision before its start: answering below it would take a client's progress back.
+        let future = self.watchers.values().any(|w| w.next_rev - 1 > current);
+        let caught_up =
+            self.unsynced == 0 && !future && self.victim.missed_from().is_none() && rx.is_empty();
+        Ok(caught_up.then_some(current))
     }
 
     /// `progress_notify` watchers that saw no events since the last tick get an empty
