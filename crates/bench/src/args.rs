@@ -121,6 +121,9 @@ pub enum Workload {
         #[arg(long, value_enum, default_value_t = Consistency::Linearizable)]
         consistency: Consistency,
     },
+    /// Watchers on one key or on distinct keys while writers put those keys: put->event
+    /// latency, events delivered per second, member memory per idle watcher.
+    Watch(WatchArgs),
     /// Failover probe: SIGKILL a process, then put until a write succeeds on the remaining
     /// endpoints and report the time from the kill to that success.
     #[command(hide = true)]
@@ -150,6 +153,30 @@ pub enum Workload {
     },
 }
 
+/// The `watch` workload's own flags (writers are `--clients`, their pace `--rate`).
+#[derive(Debug, Clone, Args)]
+pub struct WatchArgs {
+    /// Number of watches.
+    #[arg(long, default_value_t = 1)]
+    pub watchers: usize,
+    /// Watch streams the watches are spread over (round-robin; streams over `--conns`).
+    #[arg(long, default_value_t = 1)]
+    pub streams: usize,
+    /// One key per watcher (the writers cycle through them) instead of one key for all.
+    #[arg(long)]
+    pub distinct_keys: bool,
+    /// Size of each value in bytes (at least 8: the send time).
+    #[arg(long, default_value_t = 16)]
+    pub val_size: usize,
+    /// Prefix of the watched keys.
+    #[arg(long, default_value = "bench-watch/")]
+    pub key_prefix: String,
+    /// The member's pid (a member on this machine): report its resident memory per idle
+    /// watcher and per stream.
+    #[arg(long)]
+    pub member_pid: Option<u32>,
+}
+
 /// When the run stops.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum StopAt {
@@ -169,7 +196,8 @@ impl BenchArgs {
         if self.clients == 0 {
             bail!("--clients must be at least 1");
         }
-        if self.conns > self.clients {
+        // The watch workload's connections carry its streams, not its writers.
+        if self.conns > self.clients && !matches!(self.workload, Workload::Watch(_)) {
             bail!(
                 "--conns ({}) must not exceed --clients ({}): a connection without a client sends nothing",
                 self.conns,
@@ -215,6 +243,14 @@ impl BenchArgs {
             Workload::Failover { give_up_after, .. } => {
                 if !(give_up_after.is_finite() && *give_up_after > 0.0) {
                     bail!("--give-up-after must be a positive number of seconds");
+                }
+            }
+            Workload::Watch(w) => {
+                if w.watchers == 0 || w.streams == 0 || w.streams > w.watchers {
+                    bail!("--streams must be between 1 and --watchers");
+                }
+                if w.val_size > 1536 * 1024 {
+                    bail!("--val-size must be at most 1.5 MiB (etcd's request limit)");
                 }
             }
             Workload::CompareReport { .. } => {}
@@ -323,5 +359,10 @@ mod tests {
         rejects("txn-mixed --read-ratio 1.5", "--read-ratio");
         rejects("--endpoints , put", "--endpoints");
         rejects("range foo --consistency x", "invalid value");
+        rejects("watch --watchers 2 --streams 3", "--streams");
+        parse("--clients 4 --rate 100 --duration 2 watch --watchers 1000 --streams 10 --distinct-keys --member-pid 1")
+            .unwrap()
+            .validate()
+            .unwrap();
     }
 }

@@ -76,7 +76,9 @@ impl Job {
                 read_ratio: *read_ratio,
                 serializable: *consistency == Consistency::Serializable,
             },
-            Workload::Failover { .. } | Workload::CompareReport { .. } => return None,
+            Workload::Failover { .. } | Workload::CompareReport { .. } | Workload::Watch(_) => {
+                return None
+            }
         })
     }
 
@@ -356,6 +358,7 @@ pub fn workload_name(w: &Workload) -> &'static str {
         } => "range-s",
         Workload::TxnMixed { .. } => "txn-mixed",
         Workload::Failover { .. } => "failover",
+        Workload::Watch(_) => "watch",
         Workload::CompareReport { .. } => "compare-report",
     }
 }

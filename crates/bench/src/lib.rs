@@ -3,7 +3,8 @@
 //! It drives etcd and raftkv with the same requests so the two can be compared in one run
 //! (see `bench/compare.sh`). Workloads: `put`, `range` (linearizable or serializable) and
 //! `txn-mixed`; the report gives throughput, latency percentiles from an HDR histogram and
-//! errors by gRPC code, as text or JSON (`-w json`).
+//! errors by gRPC code, as text or JSON (`-w json`). `watch` (`crate::watch`, its own report
+//! and `bench/watch.sh`) measures watchers.
 
 pub mod args;
 pub mod compare;
@@ -11,6 +12,7 @@ pub mod driver;
 pub mod failover;
 pub mod keys;
 pub mod report;
+pub mod watch;
 
 use std::time::Duration;
 
@@ -58,6 +60,14 @@ pub fn run(args: BenchArgs) -> Result<()> {
                     "failover: first write succeeded {:.1} ms after the kill (on {})",
                     r.failover_ms, r.first_success_endpoint
                 ),
+            }
+            return Ok(());
+        }
+        if let Workload::Watch(w) = &args.workload {
+            let r = watch::run(&args, w).await?;
+            match args.write_out {
+                OutputFormat::Json => println!("{}", r.to_json()),
+                OutputFormat::Text => print!("{}", r.to_text()),
             }
             return Ok(());
         }

@@ -130,6 +130,15 @@ pub struct ServerArgs {
     )]
     pub watch_progress_notify_interval: String,
 
+    /// Watches one Watch stream may hold (0: no limit). A create beyond it is refused with
+    /// `created` + `canceled` and a reason, as etcd refuses a bad create. raftkv's own flag.
+    #[arg(
+        long,
+        env = "RAFTKV_MAX_WATCHES_PER_STREAM",
+        default_value_t = crate::watch::DEFAULT_MAX_WATCHES_PER_STREAM
+    )]
+    pub max_watches_per_stream: usize,
+
     /// Extra comma-separated URLs serving /health, /livez, /readyz, /version (HTTP only).
     #[arg(long, env = "RAFTKV_LISTEN_METRICS_URLS")]
     pub listen_metrics_urls: Option<String>,

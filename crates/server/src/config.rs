@@ -136,6 +136,8 @@ pub struct Config {
     pub auth: crate::auth::AuthArgs,
     /// `--watch-progress-notify-interval`.
     pub watch_progress_interval: Duration,
+    /// `--max-watches-per-stream` (0: no limit).
+    pub max_watches_per_stream: usize,
     /// `--quota-backend-bytes`.
     pub quota: crate::quota::Quota,
     /// `--enable-dashboard`: serve /dashboard on the client URLs (`crate::dashboard`).
@@ -317,6 +319,7 @@ impl Config {
                 args.auth.clone()
             },
             watch_progress_interval,
+            max_watches_per_stream: args.max_watches_per_stream,
             dashboard: args.enable_dashboard,
             initial_corrupt_check: args
                 .compat

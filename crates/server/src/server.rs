@@ -397,6 +397,7 @@ pub async fn serve(
             hub: watch_hub.clone(),
             progress_interval: config.watch_progress_interval,
             election_timeout: config.election_timeout,
+            max_watches: config.max_watches_per_stream,
         };
         servers.push(tokio::spawn(serve_client(
             ctx.clone(),
@@ -525,6 +526,7 @@ async fn serve_client(
         hub: watch.hub.clone(),
         progress_interval: watch.progress_interval,
         election_timeout: watch.election_timeout,
+        max_watches: watch.max_watches,
     };
     let mut http = crate::http::router(ctx.clone());
     if limits.grpc_gateway {

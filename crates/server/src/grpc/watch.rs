@@ -23,6 +23,8 @@ pub struct WatchService {
     pub hub: Arc<WatchHub>,
     pub progress_interval: Duration,
     pub election_timeout: Duration,
+    /// `--max-watches-per-stream` (0: no limit).
+    pub max_watches: usize,
 }
 
 #[tonic::async_trait]
@@ -43,6 +45,7 @@ impl Watch for WatchService {
             progress_interval: self.progress_interval,
             require_leader,
             election_timeout: self.election_timeout,
+            max_watches: self.max_watches,
         };
         let who = crate::auth::who(&self.ctx, &request).await.map_err(|_| ());
         let (tx, rx) = mpsc::channel(OUT_QUEUE);

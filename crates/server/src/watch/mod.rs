@@ -17,3 +17,8 @@ pub use stream::StreamConfig;
 
 /// etcd's default `--watch-progress-notify-interval`.
 pub const DEFAULT_PROGRESS_INTERVAL: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// `--max-watches-per-stream`'s default: far above what a client multiplexes on one stream
+/// (Kubernetes' API server holds one watch per resource type and namespace filter), low
+/// enough that one stream cannot hold an unbounded share of the member's memory.
+pub const DEFAULT_MAX_WATCHES_PER_STREAM: usize = 100_000;

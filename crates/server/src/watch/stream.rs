@@ -49,6 +49,9 @@ const PARKED_RECHECK: Duration = Duration::from_millis(10);
 /// `cancel_reason` texts of etcd 3.4.
 pub const REASON_EMPTY_RANGE: &str = "mvcc: watcher range is empty";
 pub const REASON_DUPLICATE_ID: &str = "mvcc: duplicate watch ID provided on the WatchStream";
+/// raftkv's reason for a create beyond `--max-watches-per-stream` (etcd has no such limit);
+/// the limit follows.
+pub const REASON_TOO_MANY_WATCHES: &str = "raftkv: too many watches on this stream, limit";
 /// etcd 3.4 puts the whole gRPC error text of `ErrGRPCPermissionDenied` in the reason.
 pub const REASON_PERMISSION_DENIED: &str =
     "rpc error: code = PermissionDenied desc = etcdserver: permission denied";
@@ -64,6 +67,9 @@ pub struct StreamConfig {
     /// The client sent `hasleader: true`: close the stream when the member loses its leader.
     pub require_leader: bool,
     pub election_timeout: Duration,
+    /// `--max-watches-per-stream` (0: no limit): watches the stream may hold, counting
+    /// those canceled for compaction whose id the client has not released.
+    pub max_watches: usize,
 }
 
 struct Watcher {
@@ -321,6 +327,12 @@ impl WatchStream {
                 watch_id: req.watch_id,
                 ..refused(REASON_PERMISSION_DENIED)
             });
+        }
+        let limit = self.cfg.max_watches;
+        if limit > 0 && self.watchers.len() + self.dead.len() >= limit {
+            return Ok(refused(&format!(
+                "{REASON_TOO_MANY_WATCHES} {limit} (--max-watches-per-stream)"
+            )));
         }
         let taken = |id: &i64| self.watchers.contains_key(id) || self.dead.contains(id);
         let id = if req.watch_id == 0 {

@@ -1,0 +1,160 @@
+#!/usr/bin/env bash
+# Side-by-side watch benchmark of etcd 3.4 and raftkv on this machine (`raftkv bench watch`).
+#
+# Starts a 1-member etcd and a 1-member raftkv on loopback (fsync on for both, same flags,
+# their own temp dirs and ports), then for every case runs the same `raftkv-bench watch`
+# against etcd, then raftkv:
+#   * N watchers (1, 1,000, 10,000) on one key and on distinct keys, N/100 streams (at least
+#     one) over up to 10 connections; one writer at a fixed rate (RATE puts/s) and 8 writers
+#     as fast as they can: put->event latency p50/p99, delivered events/s, put throughput;
+#   * member memory (VmRSS) with idle watchers: 10,000 watches on one stream (per watcher)
+#     and 1,000 streams of one watch each (per stream), measured first, on fresh members.
+# Writes bench/results/watch.md (the table, the ratios, the load average before and after)
+# and keeps the raw JSON in bench/out/<time>-watch/. One run takes about 8 minutes.
+#
+# Knobs (environment): DURATION (s per case, 5), RATE (puts/s of the fixed-rate cases, 100),
+# SKIP_BUILD=1 with RAFTKV and BENCH (prebuilt binaries), ETCD, CASES_ONLY (names, e.g.
+# "rate-one-1000 mem-watchers"), REPORT_NAME (watch).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+DURATION=${DURATION:-5}
+RATE=${RATE:-100}
+REPORT_NAME=${REPORT_NAME:-watch}
+[[ -n ${ETCD:-} ]] || "$ROOT/scripts/ensure-packages.sh" etcd:etcd-server
+ETCD=${ETCD:-$(command -v etcd || echo /usr/bin/etcd)}
+exec 9>/tmp/raftkv-watch-bench.lock
+flock -n 9 || { echo "another bench/watch.sh is running (lock /tmp/raftkv-watch-bench.lock)" >&2; exit 1; }
+OUT=$ROOT/bench/out/$(date -u +%Y%m%dT%H%M%SZ)-watch
+WORK=$(mktemp -d /tmp/raftkv-watch-bench.XXXXXX)
+mkdir -p "$OUT/logs"
+
+log() { echo "[$(date -u +%H:%M:%S)] $*" >&2; }
+
+if [[ ${SKIP_BUILD:-0} != 1 ]]; then
+  log "building raftkv and raftkv-bench (release)"
+  (cd "$ROOT" && cargo build --release -p raftkv -p raftkv-bench)
+fi
+RAFTKV=${RAFTKV:-$CARGO_TARGET_DIR/release/raftkv}
+BENCH=${BENCH:-$CARGO_TARGET_DIR/release/raftkv-bench}
+
+declare -A PID
+cleanup() {
+  for k in "${!PID[@]}"; do kill -9 "${PID[$k]}" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT INT TERM
+
+# Ports below the ephemeral range, apart from bench/compare.sh's.
+port() { [[ $1 == etcd ]] && echo 27391 || echo 28391; }
+url() { echo "http://127.0.0.1:$(port "$1")"; }
+
+start_member() { # system
+  local sys=$1 cmd
+  if [[ $sys == etcd ]]; then cmd=("$ETCD"); else cmd=("$RAFTKV" server); fi
+  local peer="http://127.0.0.1:$(( $(port "$sys") + 100 ))"
+  "${cmd[@]}" --name "${sys}1" --data-dir "$WORK/$sys" \
+    --listen-client-urls "$(url "$sys")" --advertise-client-urls "$(url "$sys")" \
+    --listen-peer-urls "$peer" --initial-advertise-peer-urls "$peer" \
+    --initial-cluster "${sys}1=$peer" --initial-cluster-token "watch-$sys" --initial-cluster-state new \
+    --heartbeat-interval 100 --election-timeout 1000 \
+    >>"$OUT/logs/$sys.log" 2>&1 &
+  PID[$sys]=$!
+  log "$sys member started, pid ${PID[$sys]}"
+}
+
+wait_ready() { # system: a put answered within 30 s
+  local sys=$1 deadline=$((SECONDS + 30))
+  until "$BENCH" --endpoints "$(url "$sys")" --total 1 --no-progress put >/dev/null 2>&1; do
+    ((SECONDS < deadline)) || { echo "$sys not ready after 30s; see $OUT/logs" >&2; return 1; }
+    sleep 0.2
+  done
+}
+
+{
+  echo "Machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo) RAM, shared with other builds; load average at start: $(cut -d' ' -f1-3 /proc/loadavg)."
+  echo "Versions: $("$ETCD" --version | head -1); raftkv $(cd "$ROOT" && git rev-parse --short HEAD) (release)."
+} >"$OUT/notes.md"
+
+log "starting etcd and raftkv (work dir $WORK)"
+for sys in etcd raftkv; do start_member "$sys"; done
+for sys in etcd raftkv; do wait_ready "$sys"; done
+
+# name | global flags | watch flags
+declare -a CASES=(
+  "mem-watchers|--conns 1 --clients 1 --total 1|--watchers 10000 --streams 1"
+  "mem-streams|--conns 10 --clients 1 --total 1|--watchers 1000 --streams 1000"
+)
+for n in 1 1000 10000; do
+  streams=$(( n >= 100 ? n / 100 : 1 ))
+  conns=$(( streams < 10 ? streams : 10 ))
+  CASES+=("rate-one-$n|--conns $conns --clients 1 --rate $RATE --duration $DURATION|--watchers $n --streams $streams")
+  CASES+=("max-one-$n|--conns $conns --clients 8 --duration $DURATION|--watchers $n --streams $streams")
+  if ((n > 1)); then
+    CASES+=("rate-distinct-$n|--conns $conns --clients 1 --rate $RATE --duration $DURATION|--watchers $n --streams $streams --distinct-keys")
+    CASES+=("max-distinct-$n|--conns $conns --clients 8 --duration $DURATION|--watchers $n --streams $streams --distinct-keys")
+  fi
+done
+for c in "${CASES[@]}"; do
+  IFS='|' read -r name global flags <<<"$c"
+  if [[ -n ${CASES_ONLY:-} && " $CASES_ONLY " != *" $name "* ]]; then continue; fi
+  for sys in etcd raftkv; do
+    log "$name against $sys"
+    # shellcheck disable=SC2086
+    "$BENCH" --endpoints "$(url "$sys")" $global --no-progress -w json \
+      watch $flags --key-prefix "$name/" --member-pid "${PID[$sys]}" \
+      >"$OUT/$sys-$name.json" 2>>"$OUT/logs/bench.log" || log "$name against $sys failed"
+  done
+done
+echo "Load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)." >>"$OUT/notes.md"
+
+python3 - "$OUT" "$ROOT/bench/results/$REPORT_NAME.md" "DURATION=$DURATION RATE=$RATE bench/watch.sh; raw results in bench/out/$(basename "$OUT")" <<'PY'
+import json, os, sys
+out, md, command = sys.argv[1:4]
+def load(sys_, name):
+    try:
+        with open(os.path.join(out, f"{sys_}-{name}.json")) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+names = sorted({f.split("-", 1)[1][:-5] for f in os.listdir(out) if f.endswith(".json")},
+               key=lambda n: (not n.startswith("mem"), n.split("-")[0], int(n.rsplit("-", 1)[1]) if n.rsplit("-", 1)[1].isdigit() else 0, n))
+def ratio(a, b):
+    return f"{a / b:.2f}" if a is not None and b else "-"
+lines = ["# Watch benchmark: raftkv vs etcd 3.4", "", open(os.path.join(out, "notes.md")).read().strip(), "",
+         f"Command: `{command}`.", "",
+         "Both: 1 member on 127.0.0.1, fsync on, --heartbeat-interval 100 --election-timeout 1000.",
+         "Client: `raftkv-bench watch` (the same binary against both); put->event latency is measured",
+         "from the send time stamped in each value to the event's arrival, for every watcher.", "",
+         "## Memory with idle watchers", "",
+         "| case | etcd | raftkv | raftkv / etcd |", "|---|---|---|---|"]
+for name, field, label in [("mem-watchers", "rss_bytes_per_watcher", "bytes per watcher (10,000 on 1 stream)"),
+                           ("mem-streams", "rss_bytes_per_stream", "bytes per stream (1,000 streams of 1 watch)")]:
+    e, r = load("etcd", name), load("raftkv", name)
+    ev = e and e.get(field); rv = r and r.get(field)
+    lines.append(f"| {label} | {ev:.0f} | {rv:.0f} | {ratio(rv, ev)} |" if ev is not None and rv is not None else f"| {label} | - | - | - |")
+lines += ["", "## Events", "",
+          "`rate-*`: one writer at the fixed rate; `max-*`: 8 writers as fast as they can. `one`: every watcher on one key;",
+          "`distinct`: one key per watcher, the writers cycling through them. Events/s counts delivered events from the first",
+          "put to the last event; `delivered` is of those the acknowledged puts should produce (the rest had not arrived 10 s",
+          "after the writers stopped).", "",
+          "| case | system | puts/s | put p99 ms | events/s | delivered | put->event p50 ms | p99 ms | events/s ratio | p99 ratio |",
+          "|---|---|---|---|---|---|---|---|---|---|"]
+for name in names:
+    if name.startswith("mem"):
+        continue
+    e, r = load("etcd", name), load("raftkv", name)
+    for label, d in (("etcd", e), ("raftkv", r)):
+        if not d:
+            lines.append(f"| {name} | {label} | failed | | | | | | | |")
+            continue
+        extra = ("| | |" if label == "etcd" else
+                 f"| {ratio(d['events_per_s'], e and e['events_per_s'])} | {ratio(d['event_latency']['p99_ms'], e and e['event_latency']['p99_ms'])} |")
+        lines.append(f"| {name} | {label} | {d['put_throughput']:.0f} | {d['put_latency']['p99_ms']:.1f} | {d['events_per_s']:.0f} | "
+                     f"{d['events_delivered']}/{d['events_expected']} | {d['event_latency']['p50_ms']:.2f} | {d['event_latency']['p99_ms']:.2f} {extra}")
+with open(md, "w") as f:
+    f.write("\n".join(lines) + "\n")
+print("\n".join(lines))
+PY

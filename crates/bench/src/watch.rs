@@ -1,0 +1,536 @@
+//! The `watch` workload: N watchers on one key or on distinct keys, writers putting those
+//! keys at a fixed rate or as fast as they can; measures the time from a put being sent to
+//! each watcher receiving its event, events delivered per second, and (given the member's
+//! pid) the member's resident memory per idle watcher.
+//!
+//! Latency needs no clock shared with the server: every put's value starts with the time
+//! it was sent, as microseconds since the run's start, and the watcher that receives the
+//! event (in the same process) subtracts it from the time of arrival.
+//!
+//! Watchers are spread round-robin over `--streams` Watch streams, which are spread over
+//! `--conns` connections; the writers (`--clients`) have a connection of their own so
+//! that their requests never queue behind watch traffic in the client.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use bytes::Bytes;
+use hdrhistogram::Histogram;
+use proto::etcdserverpb::{
+    kv_client::KvClient, watch_client::WatchClient, watch_request::RequestUnion, PutRequest,
+    WatchCreateRequest, WatchRequest,
+};
+use raftkv_client::endpoint::connect;
+use serde::Serialize;
+use tokio::sync::mpsc;
+use tonic::codegen::tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Channel;
+
+use crate::args::{BenchArgs, StopAt, WatchArgs};
+use crate::driver::DIAL_TIMEOUT;
+use crate::report::{self, Latency};
+
+/// How long the watchers may still take, once the writers stop, to receive the events of
+/// the puts that were acknowledged.
+const DRAIN_LIMIT: Duration = Duration::from_secs(10);
+
+/// Creates sent on a stream before its `created` answers are read (etcd and raftkv both
+/// answer in order; a bound keeps either side's queues short).
+const CREATE_WINDOW: usize = 64;
+
+/// What a watch run measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct WatchReport {
+    pub workload: &'static str,
+    pub endpoints: Vec<String>,
+    pub watchers: usize,
+    pub streams: usize,
+    pub distinct_keys: bool,
+    pub writers: usize,
+    /// `--rate` (0: as fast as the writers can).
+    pub rate: f64,
+    pub elapsed_s: f64,
+    /// Puts acknowledged, and per second of the write phase.
+    pub puts: u64,
+    pub put_errors: u64,
+    pub put_throughput: f64,
+    pub put_latency: Latency,
+    /// Events the acknowledged puts should produce (each put reaches every watcher of its
+    /// key), and those that arrived before the drain limit.
+    pub events_expected: u64,
+    pub events_delivered: u64,
+    /// Events delivered per second, from the first put to the last event (at most the
+    /// write phase plus the drain).
+    pub events_per_s: f64,
+    /// From a put being sent to one watcher receiving its event.
+    pub event_latency: Latency,
+    /// Watches the server refused or canceled.
+    pub watches_canceled: u64,
+    /// The member's resident memory before the streams were opened and once every watch was
+    /// created (idle), when `--member-pid` was given.
+    pub rss_before_kib: Option<u64>,
+    pub rss_idle_kib: Option<u64>,
+    /// (idle - before) / watchers, in bytes.
+    pub rss_bytes_per_watcher: Option<f64>,
+    /// (idle - before) / streams, in bytes.
+    pub rss_bytes_per_stream: Option<f64>,
+}
+
+fn rss_kib(pid: u32) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .with_context(|| format!("reading /proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .context("no VmRSS line")
+}
+
+/// The key of watcher `i` (all watchers share key 0 unless `--distinct-keys`).
+fn watch_key(args: &WatchArgs, i: usize) -> Bytes {
+    let i = if args.distinct_keys { i } else { 0 };
+    Bytes::from(format!("{}{i:06}", args.key_prefix))
+}
+
+/// A put's value: the send time (µs since `epoch`, 8 bytes little-endian), padded.
+fn stamped_value(epoch: Instant, size: usize) -> Bytes {
+    let us = epoch.elapsed().as_micros() as u64;
+    let mut v = Vec::with_capacity(size.max(8));
+    v.extend_from_slice(&us.to_le_bytes());
+    v.resize(size.max(8), b'v');
+    Bytes::from(v)
+}
+
+fn sent_at(epoch: Instant, value: &[u8]) -> Option<Instant> {
+    let us = u64::from_le_bytes(value.get(..8)?.try_into().ok()?);
+    Some(epoch + Duration::from_micros(us))
+}
+
+/// One open stream: its request sender (kept so the stream stays open) and responses.
+struct OpenStream {
+    _requests: mpsc::Sender<WatchRequest>,
+    responses: tonic::Streaming<proto::etcdserverpb::WatchResponse>,
+}
+
+/// Open a stream and create `keys` watches on it, waiting for every `created`.
+async fn open_stream(ch: Channel, keys: Vec<Bytes>) -> Result<(OpenStream, u64)> {
+    let create = |key: &Bytes| WatchRequest {
+        request_union: Some(RequestUnion::CreateRequest(WatchCreateRequest {
+            key: key.clone(),
+            ..Default::default()
+        })),
+    };
+    let (tx, rx) = mpsc::channel(CREATE_WINDOW * 2);
+    // The first create goes out with the call: etcd (grpc-go) sends the response headers,
+    // which the call waits for, only with its first response.
+    tx.try_send(create(&keys[0]))
+        .expect("an empty channel has room");
+    let mut client = WatchClient::new(ch).max_decoding_message_size(usize::MAX >> 1);
+    let mut responses = client
+        .watch(ReceiverStream::new(rx))
+        .await
+        .context("opening a Watch stream")?
+        .into_inner();
+    let mut canceled = 0;
+    let mut answered = 0;
+    for (sent, key) in keys.iter().enumerate() {
+        if sent > 0 {
+            tx.send(create(key))
+                .await
+                .context("the Watch stream closed")?;
+        }
+        while sent + 1 - answered >= CREATE_WINDOW
+            || (sent + 1 == keys.len() && answered < sent + 1)
+        {
+            let r = responses
+                .message()
+                .await?
+                .context("the Watch stream ended while creating")?;
+            if r.created {
+                answered += 1;
+                canceled += u64::from(r.canceled);
+            }
+        }
+    }
+    Ok((
+        OpenStream {
+            _requests: tx,
+            responses,
+        },
+        canceled,
+    ))
+}
+
+struct StreamResult {
+    hist: Histogram<u64>,
+    events: u64,
+    canceled: u64,
+    last_event: Option<Instant>,
+}
+
+/// Read a stream until `stop` says the run is over, recording each event's latency.
+async fn read_stream(
+    mut s: OpenStream,
+    epoch: Instant,
+    delivered: Arc<AtomicU64>,
+    deadline: Arc<std::sync::Mutex<Option<Instant>>>,
+) -> StreamResult {
+    let mut hist = report::new_histogram();
+    let mut events = 0u64;
+    let mut canceled = 0;
+    let mut last_event = None;
+    loop {
+        let until = deadline.lock().map(|d| *d).unwrap_or(None);
+        let next = match until {
+            Some(at) => match tokio::time::timeout_at(at.into(), s.responses.message()).await {
+                Ok(r) => r,
+                Err(_) => break,
+            },
+            None => {
+                // Wake up now and then to notice the deadline being set.
+                match tokio::time::timeout(Duration::from_millis(200), s.responses.message()).await
+                {
+                    Ok(r) => r,
+                    Err(_) => continue,
+                }
+            }
+        };
+        let Ok(Some(r)) = next else { break };
+        if r.canceled {
+            canceled += 1;
+        }
+        if r.events.is_empty() {
+            continue;
+        }
+        let now = Instant::now();
+        for e in &r.events {
+            if let Some(at) = e.kv.as_ref().and_then(|kv| sent_at(epoch, &kv.value)) {
+                report::record(&mut hist, now.saturating_duration_since(at));
+            }
+        }
+        events += r.events.len() as u64;
+        last_event = Some(now);
+        delivered.fetch_add(r.events.len() as u64, Ordering::Relaxed);
+    }
+    StreamResult {
+        hist,
+        events,
+        canceled,
+        last_event,
+    }
+}
+
+struct WriterResult {
+    hist: Histogram<u64>,
+    ok: u64,
+    errors: u64,
+    /// Acknowledged puts per watched key index.
+    per_key: Vec<u64>,
+}
+
+/// One writer: puts the watched keys (round-robin over them, starting at its own offset)
+/// on the shared schedule until the run ends.
+async fn writer(
+    mut kv: KvClient<Channel>,
+    keys: Arc<Vec<Bytes>>,
+    epoch: Instant,
+    shared: Arc<Schedule>,
+    offset: usize,
+    val_size: usize,
+    timeout: Duration,
+) -> WriterResult {
+    let mut hist = report::new_histogram();
+    let (mut ok, mut errors) = (0, 0);
+    let mut per_key = vec![0u64; keys.len()];
+    let mut next = offset;
+    while let Some(at) = shared.next_slot() {
+        if let Some(at) = at {
+            tokio::time::sleep_until(at.into()).await;
+        }
+        let k = next % keys.len();
+        next += 1;
+        let began = Instant::now();
+        let put = PutRequest {
+            key: keys[k].clone(),
+            value: stamped_value(epoch, val_size),
+            ..Default::default()
+        };
+        match tokio::time::timeout(timeout, kv.put(put)).await {
+            Ok(Ok(_)) => {
+                report::record(&mut hist, began.elapsed());
+                ok += 1;
+                per_key[k] += 1;
+            }
+            _ => errors += 1,
+        }
+    }
+    WriterResult {
+        hist,
+        ok,
+        errors,
+        per_key,
+    }
+}
+
+/// The writers' shared schedule: slots until the stop condition, each at its time under
+/// `--rate`.
+struct Schedule {
+    issued: AtomicU64,
+    start: Instant,
+    stop: StopAt,
+    rate: f64,
+}
+
+impl Schedule {
+    /// The next slot's start time (`Some(None)`: now), or `None` when the run is over.
+    fn next_slot(&self) -> Option<Option<Instant>> {
+        let slot = self.issued.fetch_add(1, Ordering::Relaxed);
+        let at = (self.rate > 0.0)
+            .then(|| self.start + Duration::from_secs_f64(slot as f64 / self.rate));
+        match self.stop {
+            StopAt::Total(n) if slot >= n => None,
+            StopAt::Duration(d) if at.unwrap_or_else(Instant::now) >= self.start + d => None,
+            _ => Some(at),
+        }
+    }
+}
+
+/// Runs the watch workload.
+pub async fn run(args: &BenchArgs, w: &WatchArgs) -> Result<WatchReport> {
+    if w.watchers == 0 || w.streams == 0 || w.streams > w.watchers {
+        bail!("--watchers must be at least 1 and at least --streams (at least 1)");
+    }
+    let urls = args.endpoint_urls();
+    let epoch = Instant::now();
+    let rss_before = w.member_pid.map(rss_kib).transpose()?;
+    let mut channels = Vec::new();
+    for i in 0..args.conns.min(w.streams) {
+        channels.push(connect(&urls[i % urls.len()], DIAL_TIMEOUT).await?);
+    }
+    // Watchers round-robin over streams; every stream's creates go out concurrently.
+    let mut per_stream: Vec<Vec<Bytes>> = vec![Vec::new(); w.streams];
+    for i in 0..w.watchers {
+        per_stream[i % w.streams].push(watch_key(w, i));
+    }
+    let mut opening = Vec::new();
+    for (i, keys) in per_stream.into_iter().enumerate() {
+        let ch = channels[i % channels.len()].clone();
+        opening.push(tokio::spawn(open_stream(ch, keys)));
+    }
+    let mut streams = Vec::new();
+    let mut refused = 0;
+    for o in opening {
+        let (s, c) = o.await.context("a stream task panicked")??;
+        refused += c;
+        streams.push(s);
+    }
+    let rss_idle = w.member_pid.map(rss_kib).transpose()?;
+
+    let delivered = Arc::new(AtomicU64::new(0));
+    let deadline = Arc::new(std::sync::Mutex::new(None));
+    let readers: Vec<_> = streams
+        .into_iter()
+        .map(|s| tokio::spawn(read_stream(s, epoch, delivered.clone(), deadline.clone())))
+        .collect();
+
+    let distinct = if w.distinct_keys { w.watchers } else { 1 };
+    let keys: Arc<Vec<Bytes>> = Arc::new((0..distinct).map(|i| watch_key(w, i)).collect());
+    let writer_ch = connect(&urls[0], DIAL_TIMEOUT).await?;
+    let start = Instant::now();
+    let schedule = Arc::new(Schedule {
+        issued: AtomicU64::new(0),
+        start,
+        stop: args.stop_at(),
+        rate: args.rate,
+    });
+    let writers: Vec<_> = (0..args.clients)
+        .map(|c| {
+            tokio::spawn(writer(
+                KvClient::new(writer_ch.clone()),
+                keys.clone(),
+                epoch,
+                schedule.clone(),
+                c * distinct / args.clients,
+                w.val_size,
+                Duration::from_millis(args.request_timeout_ms),
+            ))
+        })
+        .collect();
+    let mut put_hist = report::new_histogram();
+    let (mut puts, mut put_errors) = (0, 0);
+    let mut per_key = vec![0u64; distinct];
+    for t in writers {
+        let r = t.await.context("a writer panicked")?;
+        put_hist.add(&r.hist).context("merging histograms")?;
+        puts += r.ok;
+        put_errors += r.errors;
+        for (a, b) in per_key.iter_mut().zip(r.per_key) {
+            *a += b;
+        }
+    }
+    let write_phase = start.elapsed();
+    // Every watcher of a key gets each acknowledged put of it.
+    let watchers_per_key = |k: usize| -> u64 {
+        if w.distinct_keys {
+            u64::from(k < w.watchers)
+        } else {
+            w.watchers as u64
+        }
+    };
+    let expected: u64 = per_key
+        .iter()
+        .enumerate()
+        .map(|(k, n)| n * watchers_per_key(k))
+        .sum();
+    // Let the watchers drain what was acknowledged, up to the limit.
+    let drain_until = Instant::now() + DRAIN_LIMIT;
+    while delivered.load(Ordering::Relaxed) < expected && Instant::now() < drain_until {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    *deadline.lock().expect("deadline lock") = Some(Instant::now());
+    let mut hist = report::new_histogram();
+    let (mut events, mut canceled) = (0, refused);
+    let mut last_event = start;
+    for r in readers {
+        let r = r.await.context("a reader panicked")?;
+        hist.add(&r.hist).context("merging histograms")?;
+        events += r.events;
+        canceled += r.canceled;
+        if let Some(t) = r.last_event {
+            last_event = last_event.max(t);
+        }
+    }
+    let delivery_s = last_event
+        .duration_since(start)
+        .max(write_phase)
+        .as_secs_f64();
+    let per = |kib: u64, n: usize| kib as f64 * 1024.0 / n as f64;
+    let grown = rss_before.zip(rss_idle).map(|(b, i)| i.saturating_sub(b));
+    Ok(WatchReport {
+        workload: "watch",
+        endpoints: urls,
+        watchers: w.watchers,
+        streams: w.streams,
+        distinct_keys: w.distinct_keys,
+        writers: args.clients,
+        rate: args.rate,
+        elapsed_s: write_phase.as_secs_f64(),
+        puts,
+        put_errors,
+        put_throughput: puts as f64 / write_phase.as_secs_f64().max(1e-9),
+        put_latency: Latency::from_histogram(&put_hist),
+        events_expected: expected,
+        events_delivered: events,
+        events_per_s: events as f64 / delivery_s.max(1e-9),
+        event_latency: Latency::from_histogram(&hist),
+        watches_canceled: canceled,
+        rss_before_kib: rss_before,
+        rss_idle_kib: rss_idle,
+        rss_bytes_per_watcher: grown.map(|g| per(g, w.watchers)),
+        rss_bytes_per_stream: grown.map(|g| per(g, w.streams)),
+    })
+}
+
+impl WatchReport {
+    pub fn to_text(&self) -> String {
+        let (p, e) = (&self.put_latency, &self.event_latency);
+        let mut s = format!(
+            "Summary (watch; {} watchers on {} over {} streams, {} writers, rate {}):\n  \
+             Puts ok:      {} ({} errors) in {:.3} s, {:.1} puts/s, p50 {:.3} ms p99 {:.3} ms\n  \
+             Events:       {} of {} delivered, {:.1} events/s\n  \
+             put->event:   p50 {:.3} ms  p90 {:.3} ms  p99 {:.3} ms  max {:.3} ms\n  \
+             Canceled:     {}\n",
+            self.watchers,
+            if self.distinct_keys {
+                "distinct keys"
+            } else {
+                "one key"
+            },
+            self.streams,
+            self.writers,
+            if self.rate > 0.0 {
+                format!("{}/s", self.rate)
+            } else {
+                "unlimited".into()
+            },
+            self.puts,
+            self.put_errors,
+            self.elapsed_s,
+            self.put_throughput,
+            p.p50_ms,
+            p.p99_ms,
+            self.events_delivered,
+            self.events_expected,
+            self.events_per_s,
+            e.p50_ms,
+            e.p90_ms,
+            e.p99_ms,
+            e.max_ms,
+            self.watches_canceled,
+        );
+        if let (Some(b), Some(i), Some(w), Some(st)) = (
+            self.rss_before_kib,
+            self.rss_idle_kib,
+            self.rss_bytes_per_watcher,
+            self.rss_bytes_per_stream,
+        ) {
+            s.push_str(&format!(
+                "  Member RSS:   {b} KiB before, {i} KiB with the idle watches: {w:.0} B per watcher, {st:.0} B per stream\n"
+            ));
+        }
+        s
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("a report always serialises")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_value_carries_its_send_time() {
+        let epoch = Instant::now() - Duration::from_secs(3);
+        let v = stamped_value(epoch, 32);
+        assert_eq!(v.len(), 32);
+        let at = sent_at(epoch, &v).unwrap();
+        assert!(at <= Instant::now() && at >= epoch + Duration::from_secs(3));
+        // Shorter than a stamp: still a stamp.
+        assert_eq!(stamped_value(epoch, 2).len(), 8);
+        assert!(sent_at(epoch, b"abc").is_none());
+    }
+
+    #[test]
+    fn watchers_share_one_key_unless_asked_for_distinct_ones() {
+        let mut w = WatchArgs {
+            watchers: 3,
+            streams: 1,
+            distinct_keys: false,
+            val_size: 16,
+            key_prefix: "w/".into(),
+            member_pid: None,
+        };
+        assert_eq!(watch_key(&w, 0), watch_key(&w, 2));
+        w.distinct_keys = true;
+        assert_ne!(watch_key(&w, 0), watch_key(&w, 2));
+    }
+
+    #[test]
+    fn the_schedule_stops_at_the_total_and_paces_by_rate() {
+        let s = Schedule {
+            issued: AtomicU64::new(0),
+            start: Instant::now(),
+            stop: StopAt::Total(2),
+            rate: 10.0,
+        };
+        let a = s.next_slot().unwrap().unwrap();
+        let b = s.next_slot().unwrap().unwrap();
+        assert_eq!(b - a, Duration::from_millis(100));
+        assert!(s.next_slot().is_none());
+    }
+}
