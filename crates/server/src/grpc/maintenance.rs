@@ -307,6 +307,13 @@ impl Cluster for ClusterService {
     ) -> Result<Response<proto::etcdserverpb::MemberPromoteResponse>, Status> {
         super::member_change::member_promote(self, r).await
     }
+
+    async fn member_update(
+        &self,
+        r: Request<proto::etcdserverpb::MemberUpdateRequest>,
+    ) -> Result<Response<proto::etcdserverpb::MemberUpdateResponse>, Status> {
+        super::member_change::member_update(self, r).await
+    }
 }
 
 /// Implements the services we do not support yet; every method answers UNIMPLEMENTED.

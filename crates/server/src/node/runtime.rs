@@ -769,7 +769,7 @@ impl<S: StateMachine> Shell<S> {
             members.iter().map(|&id| (id, sm.peer_urls(id))).collect();
         drop(sm);
         for (id, urls) in urls {
-            self.transport.add_peer(id, &urls);
+            self.transport.set_peer_urls(id, &urls);
         }
         if !conf.voters.is_empty() && !members.contains(&self.id) && self.removed_at.is_none() {
             info!(
@@ -789,7 +789,7 @@ impl<S: StateMachine> Shell<S> {
         probe::mark("commit", last);
         let mut outputs = Vec::new();
         let mut changes_applied = Vec::new();
-        {
+        let peer_url_changes = {
             let mut sm = self
                 .state
                 .write()
@@ -807,8 +807,15 @@ impl<S: StateMachine> Shell<S> {
                     outputs.push((req, out));
                 }
             }
-        }
+            sm.take_peer_url_changes()
+        };
         self.shared.applied.store(last, Ordering::Relaxed);
+        for (id, urls) in peer_url_changes {
+            // Our own URLs are what we listen on (flags); the others redial us there.
+            if id != self.id {
+                self.transport.set_peer_urls(id, &urls);
+            }
+        }
         for (entry, answers) in changes_applied {
             self.follow_removal(&entry);
             if let Some(origin) = answers.and_then(|req| self.changes.remove(&req)) {

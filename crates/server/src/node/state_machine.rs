@@ -41,4 +41,10 @@ pub trait StateMachine: Send + Sync + 'static {
     fn peer_urls(&self, _id: u64) -> Vec<String> {
         Vec::new()
     }
+
+    /// Members whose peer URLs an applied entry changed (`MemberUpdate`) since the last
+    /// call, with their new URLs, in apply order: the transport redials them there.
+    fn take_peer_url_changes(&mut self) -> Vec<(u64, Vec<String>)> {
+        Vec::new()
+    }
 }

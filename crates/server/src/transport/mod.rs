@@ -29,7 +29,9 @@
 //! * **Membership.** The peers are the members of the replicated member list: the node
 //!   thread adds one ([`Transport::add_peer`]) as soon as a change adding it is in its log
 //!   (the leader must reach a new member before the change can commit), and drops one
-//!   ([`Transport::remove_peer`]) once its removal is applied. A removed id stays in the
+//!   ([`Transport::remove_peer`]) once its removal is applied. A member whose peer URLs
+//!   changed (`MemberUpdate`, applied) is dialled afresh at the new ones
+//!   ([`Transport::set_peer_urls`]). A removed id stays in the
 //!   [`PeerSet`] for good: its handshakes are refused with [`RefusalKind::Removed`], which
 //!   stops it ([`PeerEvent::Removed`]), and its open connections are closed, so a removed
 //!   member cannot disturb the others (etcd's transport keeps the same set).
@@ -176,8 +178,9 @@ struct Dialling {
     tls: Option<Arc<rustls::ClientConfig>>,
     /// The runtime the diallers run on (peers are added from the node thread too).
     runtime: tokio::runtime::Handle,
-    /// Stops each peer's dialler (and its connection) when the peer is removed.
-    stops: HashMap<u64, CancellationToken>,
+    /// Stops each peer's dialler (and its connection) when the peer is removed or its
+    /// peer URLs change, with the URLs it dials.
+    stops: HashMap<u64, (CancellationToken, Vec<String>)>,
 }
 
 /// The sending side: one outbox per peer, shared with that peer's connection task.
@@ -337,7 +340,7 @@ impl Transport {
             probe: false,
         };
         let stop = d.shutdown.child_token();
-        d.stops.insert(id, stop.clone());
+        d.stops.insert(id, (stop.clone(), urls.to_vec()));
         self.outboxes
             .write()
             .unwrap_or_else(|p| p.into_inner())
@@ -351,6 +354,63 @@ impl Transport {
         d.runtime.spawn(task);
     }
 
+    /// Talk to member `id` at `urls` from now on (`MemberUpdate`, or a snapshot's member
+    /// list): a peer dialled at other URLs is dialled afresh at these (its connection to
+    /// the old ones ends, and the node hears it lost the peer until the new one is up); an
+    /// unknown peer is added as by [`Transport::add_peer`]; the same URLs change nothing.
+    pub fn set_peer_urls(&self, id: u64, urls: &[String]) {
+        let mut sorted = urls.to_vec();
+        sorted.sort();
+        let old = {
+            let mut d = self.dialling.lock().unwrap_or_else(|p| p.into_inner());
+            let same = d.stops.get(&id).map(|(_, dialled)| {
+                let mut dialled = dialled.clone();
+                dialled.sort();
+                dialled == sorted
+            });
+            match same {
+                Some(true) => return,
+                Some(false) if !urls.is_empty() => d.stops.remove(&id),
+                _ => None,
+            }
+        };
+        if let Some((stop, dialled)) = old {
+            info!(
+                peer = format_args!("{id:x}"),
+                from = %dialled.join(","),
+                to = %urls.join(","),
+                "peer URLs changed; redialling"
+            );
+            stop.cancel();
+            self.outboxes
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&id);
+            let was_connected = self
+                .directory
+                .lock()
+                .map(|mut d| {
+                    d.get_mut(&id).is_some_and(|p| {
+                        let was = p.connected;
+                        p.connected = false;
+                        p.connected_since = None;
+                        was
+                    })
+                })
+                .unwrap_or(false);
+            if was_connected {
+                let sink = self
+                    .dialling
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .sink
+                    .clone();
+                sink(PeerEvent::Disconnected { peer: id });
+            }
+        }
+        self.add_peer(id, urls);
+    }
+
     /// Stop talking to member `id` for good: its dialler and connection end, and its
     /// handshakes and frames are refused from now on.
     pub fn remove_peer(&self, id: u64) {
@@ -361,7 +421,7 @@ impl Transport {
             .unwrap_or_else(|p| p.into_inner())
             .stops
             .remove(&id);
-        if let Some(stop) = stop {
+        if let Some((stop, _)) = stop {
             stop.cancel();
         }
         self.outboxes
