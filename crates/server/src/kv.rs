@@ -359,6 +359,10 @@ impl StateMachine for MvccMachine {
             .unwrap_or_default()
     }
 
+    fn is_removed(&self, id: u64) -> bool {
+        self.members.is_removed(id)
+    }
+
     fn take_peer_url_changes(&mut self) -> Vec<(u64, Vec<String>)> {
         std::mem::take(&mut self.peer_url_changes)
     }

@@ -89,7 +89,7 @@ impl Maintenance for MaintenanceService {
             raft_applied_index: st.applied(),
             errors,
             db_size_in_use: db_size,
-            is_learner: false,
+            is_learner: st.is_learner(),
             storage_version: String::new(),
             db_size_quota: self.0.quota.bytes() as i64,
             downgrade_info: None,
