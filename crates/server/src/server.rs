@@ -286,9 +286,13 @@ pub async fn serve(
             .read()
             .map_err(|_| anyhow::anyhow!("state machine lock poisoned"))?;
         let list = &sm.members;
-        // A joining member also dials the members there were when it joined: its own list
-        // starts from the cluster's bootstrap members until the log or a snapshot arrives.
-        let lists = std::iter::once(list).chain(joined.map(|j| &j.current));
+        // A joining member dials the members there were when it joined, at the URLs they
+        // had then: its own list starts from the cluster's bootstrap members (whose URLs
+        // may have changed since) until the log or a snapshot brings it up to date.
+        let lists = joined
+            .map(|j| &j.current)
+            .into_iter()
+            .chain(std::iter::once(list));
         let mut peers: Vec<(u64, Vec<String>)> = Vec::new();
         let mut removed: Vec<u64> = Vec::new();
         for l in lists {
