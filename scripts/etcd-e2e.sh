@@ -17,11 +17,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Tests expected to pass: every TestCtlV3 test of an area raftkv implements (KV, compaction,
-# endpoints, member list, add and remove, move-leader, txn, watch, make-mirror; plain, client
+# endpoints, member list, add, remove and update, move-leader, txn, watch, make-mirror; plain, client
 # TLS, peer TLS and auto-TLS variants) that passes in strict mode, and the TestV3Curl tests of
 # the JSON gateway. Left out: the `*Timeout` variants, which run with
 # --dial-timeout=0, for which the suite ignores every command error (they cannot fail), and the
-# tests of areas raftkv does not have yet (member update, ...);
+# tests of areas raftkv does not have yet;
 # docs/testing.md has the full counts.
 EXPECTED=(
   TestCtlV3Compact TestCtlV3CompactPhysical TestCtlV3EndpointHealth TestCtlV3EndpointStatus TestCtlV3EndpointHashKV
@@ -31,6 +31,7 @@ EXPECTED=(
   TestCtlV3MemberList TestCtlV3MemberListNoTLS TestCtlV3MemberListClientTLS TestCtlV3MemberListClientAutoTLS TestCtlV3MemberListPeerTLS
   TestCtlV3MemberRemove TestCtlV3MemberRemoveNoTLS TestCtlV3MemberRemoveClientTLS TestCtlV3MemberRemoveClientAutoTLS TestCtlV3MemberRemovePeerTLS
   TestCtlV3MemberAdd TestCtlV3MemberAddNoTLS TestCtlV3MemberAddClientTLS TestCtlV3MemberAddClientAutoTLS TestCtlV3MemberAddPeerTLS TestCtlV3MemberAddForLearner
+  TestCtlV3MemberUpdate TestCtlV3MemberUpdateNoTLS TestCtlV3MemberUpdateClientTLS TestCtlV3MemberUpdateClientAutoTLS TestCtlV3MemberUpdatePeerTLS
   TestCtlV3Version TestCtlV3DialWithHTTPScheme
   TestCtlV3TxnInteractiveSuccess TestCtlV3TxnInteractiveSuccessNoTLS TestCtlV3TxnInteractiveSuccessClientTLS TestCtlV3TxnInteractiveSuccessPeerTLS TestCtlV3TxnInteractiveFail
   TestCtlV3Watch TestCtlV3WatchNoTLS TestCtlV3WatchClientTLS TestCtlV3WatchPeerTLS

@@ -264,10 +264,17 @@ impl LocalCluster {
     /// Starts member `index` (again) with its original flags and data directory. Its output
     /// is appended to its log file so a restart's log follows the crash's.
     pub fn start_member(&mut self, index: usize) -> Result<()> {
+        let args = self.member_args(index);
+        self.start_member_with_args(index, args)
+    }
+
+    /// Starts member `index` (again) on its data directory with the full command line
+    /// `args` (for example [`LocalCluster::member_args`] with one flag changed), its output
+    /// appended to its log file like [`LocalCluster::start_member`].
+    pub fn start_member_with_args(&mut self, index: usize, args: Vec<String>) -> Result<()> {
         if self.members[index].child.is_some() {
             bail!("member {} is already running", self.members[index].name);
         }
-        let args = self.member_args(index);
         let member = &self.members[index];
         let log = File::options()
             .create(true)

@@ -39,6 +39,10 @@ pub enum Response {
     /// A change of users, roles, permissions or the enabled flag, or a replicated
     /// `Authenticate`; the server builds etcd's response from it.
     Auth(AuthApplied),
+    /// An entry the store does not hold, applied by the server around it (a member's new
+    /// peer URLs, applied to the replicated member list): the store did not change. `Err`
+    /// carries etcd's gRPC code and message for a refusal.
+    External(Result<(), (i32, String)>),
 }
 
 /// The replicated key-value state machine with etcd's MVCC semantics.

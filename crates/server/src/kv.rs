@@ -10,6 +10,7 @@ use mvcc::auth::AuthApplied;
 use mvcc::{LeaseChange, MvccError, Response, Store};
 use node::lessor::{LeaseAt, Lessor};
 use prost::Message as _;
+use proto::raftkvpb::internal_request::Request as Internal;
 use proto::raftkvpb::InternalRequest;
 use raft::{Entry, EntryKind};
 
@@ -42,6 +43,9 @@ pub struct MvccMachine {
     /// snapshots were written before the list was replicated, when the membership was
     /// fixed at bootstrap).
     members_seed: MemberList,
+    /// Members whose peer URLs changed since the node thread last asked
+    /// ([`StateMachine::take_peer_url_changes`]): its transport must redial them.
+    peer_url_changes: Vec<(u64, Vec<String>)>,
     epoch: Instant,
 }
 
@@ -54,6 +58,7 @@ impl Default for MvccMachine {
             lessor: Lessor::new(),
             members: MemberList::default(),
             members_seed: MemberList::default(),
+            peer_url_changes: Vec::new(),
             epoch: Instant::now(),
         }
     }
@@ -128,6 +133,26 @@ impl MvccMachine {
                 error = %e,
                 "membership change left the member list unchanged"
             );
+        }
+    }
+
+    /// A committed `MemberUpdate`: the member's new peer URLs, checked again against the
+    /// list as applied so far (so every member refuses the same updates alike). The answer
+    /// is etcd's code and text for a refusal.
+    fn apply_member_update(
+        &mut self,
+        req: &proto::etcdserverpb::MemberUpdateRequest,
+    ) -> Result<(), (i32, String)> {
+        match self.members.update_peer_urls(req.id, &req.peer_ur_ls) {
+            Ok(()) => {
+                let urls = self.peer_urls(req.id);
+                self.peer_url_changes.push((req.id, urls));
+                Ok(())
+            }
+            Err(e) => {
+                let st = e.to_status();
+                Err((st.code() as i32, st.message().to_string()))
+            }
         }
     }
 
@@ -238,6 +263,10 @@ impl StateMachine for MvccMachine {
         // Every member decodes the same bytes, so a malformed entry fails identically
         // everywhere and changes nothing.
         let out = match InternalRequest::decode(entry.data.as_ref()) {
+            Ok(InternalRequest {
+                request: Some(Internal::MemberUpdate(update)),
+                ..
+            }) => Ok(Response::External(self.apply_member_update(&update))),
             Ok(req) => {
                 let out = self.store.apply_entry(&req, entry.term);
                 self.follow_auth_change(&req, out, entry.index)
@@ -272,6 +301,9 @@ impl StateMachine for MvccMachine {
         self.store = Store::restore(store)
             .map_err(|e| anyhow::anyhow!("cannot restore the store from a snapshot: {e:?}"))?;
         self.members = members.unwrap_or_else(|| self.members_seed.clone());
+        // The transport takes every member's URLs from the new list (the node thread's
+        // `install_snapshot`); changes recorded before it are moot.
+        self.peer_url_changes.clear();
         self.reset_lessor();
         // Revisions the snapshot skipped were never published: watchers catch up from the
         // restored history (or learn it was compacted).
@@ -325,6 +357,14 @@ impl StateMachine for MvccMachine {
             .get(id)
             .map(|m| m.peer_urls.clone())
             .unwrap_or_default()
+    }
+
+    fn is_removed(&self, id: u64) -> bool {
+        self.members.is_removed(id)
+    }
+
+    fn take_peer_url_changes(&mut self) -> Vec<(u64, Vec<String>)> {
+        std::mem::take(&mut self.peer_url_changes)
     }
 }
 
@@ -525,6 +565,59 @@ mod tests {
             assert!(fresh.restore(&image.slice(..cut)).is_err(), "cut {cut}");
             assert_eq!(fresh.members, seed);
         }
+    }
+
+    /// A `MemberUpdate` entry changes the list (checked again at apply, with etcd's
+    /// answers), tells the transport whom to redial, leaves the store alone, and its result
+    /// survives a snapshot.
+    #[test]
+    fn member_updates_change_peer_urls_through_the_log() {
+        use proto::etcdserverpb::MemberUpdateRequest;
+        let update = |id, url: &str| {
+            Request::MemberUpdate(MemberUpdateRequest {
+                id,
+                peer_ur_ls: vec![url.to_string()],
+            })
+        };
+        let mut m = seeded();
+        let revision = m.store.current_revision();
+        let out = m.apply(&entry(1, 1, update(2, "http://127.0.0.1:2481")));
+        assert!(matches!(out, Some(Ok(Response::External(Ok(()))))));
+        assert_eq!(
+            m.members.get(2).unwrap().peer_urls,
+            vec!["http://127.0.0.1:2481".to_string()]
+        );
+        assert_eq!(
+            m.take_peer_url_changes(),
+            vec![(2, vec!["http://127.0.0.1:2481".to_string()])]
+        );
+        assert!(m.take_peer_url_changes().is_empty());
+        assert_eq!(m.store.current_revision(), revision);
+
+        // Member 1's URL, an unknown member: refused alike everywhere, nothing changes.
+        let before = m.members.clone();
+        let Some(Ok(Response::External(Err((code, message))))) =
+            m.apply(&entry(2, 1, update(2, "http://127.0.0.1:2380")))
+        else {
+            panic!("a taken URL was applied");
+        };
+        assert_eq!(code, tonic::Code::FailedPrecondition as i32);
+        assert_eq!(message, "etcdserver: Peer URLs already exists");
+        let Some(Ok(Response::External(Err((code, message))))) =
+            m.apply(&entry(3, 1, update(9, "http://127.0.0.1:2499")))
+        else {
+            panic!("an unknown member was updated");
+        };
+        assert_eq!(
+            (code, message.as_str()),
+            (tonic::Code::NotFound as i32, "etcdserver: member not found")
+        );
+        assert_eq!(m.members, before);
+        assert!(m.take_peer_url_changes().is_empty());
+
+        let mut other = seeded();
+        other.restore(&m.snapshot()).unwrap();
+        assert_eq!(other.members, m.members);
     }
 
     #[test]

@@ -26,6 +26,7 @@ pub mod grpc;
 pub mod hooks;
 pub mod http;
 pub mod ids;
+pub mod join;
 pub mod kv;
 pub mod lease_expiry;
 pub mod logging;

@@ -355,8 +355,12 @@ impl MemberList {
         }
     }
 
-    /// Replaces a member's peer URLs (`MemberUpdate`, once committed).
+    /// Replaces a member's peer URLs (`MemberUpdate`, once committed), after the same checks
+    /// as [`MemberList::check_update`]: the proposer checked against the list it had, but
+    /// another change may have been applied in between, so every member checks again at
+    /// apply, alike.
     pub fn update_peer_urls(&mut self, id: u64, peer_urls: &[String]) -> Result<(), MemberError> {
+        self.check_update(id, peer_urls)?;
         let m = self.members.get_mut(&id).ok_or(MemberError::NotFound)?;
         let mut urls = peer_urls.to_vec();
         urls.sort();
@@ -585,6 +589,34 @@ mod tests {
         assert_eq!(
             l.update_peer_urls(9, &["http://127.0.0.1:2481".into()]),
             Err(MemberError::NotFound)
+        );
+        // Checked again at apply: a URL another member took meanwhile, bad URLs.
+        let before = l.clone();
+        assert_eq!(
+            l.update_peer_urls(2, &["http://127.0.0.1:2380".into()]),
+            Err(MemberError::PeerUrlExists)
+        );
+        assert_eq!(
+            l.update_peer_urls(2, &["not a url".into()]),
+            Err(MemberError::BadUrls)
+        );
+        l.apply(&remove(1)).unwrap();
+        assert_eq!(
+            l.update_peer_urls(1, &["http://127.0.0.1:2499".into()]),
+            Err(MemberError::IdRemoved)
+        );
+        assert_eq!(l.get(2), before.get(2));
+        // Its own URLs again (in another order) are no conflict.
+        l.update_peer_urls(2, &["http://127.0.0.1:2480".into(), "http://a:1".into()])
+            .unwrap();
+        l.update_peer_urls(2, &["http://a:1".into(), "http://127.0.0.1:2480".into()])
+            .unwrap();
+        assert_eq!(
+            l.get(2).unwrap().peer_urls,
+            vec![
+                "http://127.0.0.1:2480".to_string(),
+                "http://a:1".to_string()
+            ]
         );
     }
 }

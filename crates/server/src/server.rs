@@ -10,7 +10,6 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::args::ClusterState;
 use crate::config::{Config, ListenAddr};
 use crate::grpc::{
     ClusterService, Context, KvService, LeaseService, MaintenanceService, Membership, WatchService,
@@ -169,7 +168,7 @@ fn schemes(urls: &[String]) -> (bool, bool) {
 /// Serve one member until `shutdown` is cancelled or the node fails. `hooks` is
 /// [`Hooks::default`] except in the Jepsen harness's member.
 pub async fn serve(
-    config: Config,
+    mut config: Config,
     hooks: Hooks,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
@@ -196,13 +195,20 @@ pub async fn serve(
     };
     let metrics_listeners = bind_all(&config.listen_metrics).await?;
 
-    // Recover the data dir.
-    let opts = StorageOptions::new(config.member_id, config.cluster_id);
     // One filesystem for the storage and the incarnation files, so both get the same
     // durability code (and the same fault injection in tests).
     let fs = hooks.file_system.clone();
+    // A member that joined a running cluster (or is joining it now) is who the cluster
+    // says, not who its flags would make it (crate::join).
+    let joining = crate::join::prepare(&mut config, &*fs, tls.peer_client.clone()).await?;
+    let joined = joining.joined();
+    // Recover the data dir.
+    let opts = StorageOptions::new(config.member_id, config.cluster_id);
     let (storage, recovered) = Storage::open(fs.clone(), &config.data_dir, &opts)
         .map_err(|e| anyhow::anyhow!("cannot open data dir {}: {e}", config.data_dir.display()))?;
+    if let crate::join::Joining::Joining(j) = &joining {
+        j.save(&*fs, &config.data_dir)?;
+    }
     let incarnation = own_incarnation(&*fs, &config.data_dir.join(INCARNATION_FILE))?;
     let incarnations = Arc::new(Incarnations::load(
         fs.clone(),
@@ -212,9 +218,6 @@ pub async fn serve(
         // The incarnation authenticates this member to its peers on a plain peer port, so it
         // is never logged (issue 16's peer hardening).
         info!("initialised a new data dir");
-        if config.cluster_state == ClusterState::Existing {
-            warn!("--initial-cluster-state=existing with an empty data dir: joining with the listed membership; the leader will send this member the log or a snapshot");
-        }
     }
     let mut machine = MvccMachine::default();
     machine.seed_members(crate::members::MemberList::from_initial(
@@ -283,11 +286,24 @@ pub async fn serve(
             .read()
             .map_err(|_| anyhow::anyhow!("state machine lock poisoned"))?;
         let list = &sm.members;
-        let peers = list.members().filter(|m| m.id != config.member_id);
-        (
-            peers.map(|m| (m.id, m.peer_urls.clone())).collect(),
-            list.removed().collect(),
-        )
+        // A joining member dials the members there were when it joined, at the URLs they
+        // had then: its own list starts from the cluster's bootstrap members (whose URLs
+        // may have changed since) until the log or a snapshot brings it up to date.
+        let lists = joined
+            .map(|j| &j.current)
+            .into_iter()
+            .chain(std::iter::once(list));
+        let mut peers: Vec<(u64, Vec<String>)> = Vec::new();
+        let mut removed: Vec<u64> = Vec::new();
+        for l in lists {
+            for m in l.members().filter(|m| m.id != config.member_id) {
+                if !peers.iter().any(|(id, _)| *id == m.id) {
+                    peers.push((m.id, m.peer_urls.clone()));
+                }
+            }
+            removed.extend(l.removed());
+        }
+        (peers, removed)
     };
     let transport = Transport::start_with_tls(
         local.clone(),
@@ -306,6 +322,11 @@ pub async fn serve(
         sink: handle.peer_sink(),
         commit: handle.status.commit.clone(),
         probes: Some(transport.clone()),
+        join: Some(crate::join::lookup(
+            config.cluster_id,
+            crate::members::MemberList::from_initial(&config.initial_members),
+            state.clone(),
+        )),
     });
     for (urls, l) in peer_listeners {
         let url = urls.join(",");

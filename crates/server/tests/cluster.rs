@@ -127,7 +127,8 @@ async fn errors_use_etcds_codes_and_messages() {
         .unwrap();
     assert_eq!(d.get_ref().deleted, 0);
 
-    // Services not built yet answer UNIMPLEMENTED, and the member survives all of the above.
+    // A member update for an id that is no member answers etcd's error, and the member
+    // survives all of the above.
     let mut cluster =
         proto::etcdserverpb::cluster_client::ClusterClient::connect(c.endpoint(leader))
             .await
@@ -139,7 +140,10 @@ async fn errors_use_etcds_codes_and_messages() {
         })
         .await
         .unwrap_err();
-    assert_eq!(e.code(), tonic::Code::Unimplemented);
+    assert_eq!(
+        (e.code(), e.message()),
+        (tonic::Code::NotFound, "etcdserver: member not found")
+    );
     let mut m = c.maintenance(leader).await;
     assert!(m.status(StatusRequest {}).await.is_ok());
 }

@@ -57,7 +57,7 @@ pub use error::{Result, StorageError};
 pub use fs::{write_file_atomically, FileSystem, FsFile, RealFs};
 pub use lazy_fs::{LazyFs, LossMode};
 pub use log_store::{LogStore, MemLogStore};
-pub use meta::FORMAT_VERSION;
+pub use meta::{FORMAT_VERSION, META_FILE};
 pub use snapshot::{SnapshotWriter, WrittenSnapshot};
 pub use store::{Recovered, Storage, StorageOptions};
 pub use wal::DEFAULT_SEGMENT_SIZE;

@@ -17,7 +17,8 @@ use std::path::Path;
 use crate::error::{Result, StorageError};
 use crate::fs::{join, write_file_atomically, FileSystem};
 
-pub(crate) const META_FILE: &str = "raftkv.meta";
+/// The metadata file: a data dir holds a member's storage once it exists.
+pub const META_FILE: &str = "raftkv.meta";
 /// The data-dir format this code writes and the newest it can open.
 pub const FORMAT_VERSION: u32 = 1;
 const FIRST_LINE: &str = "raftkv-data-dir";

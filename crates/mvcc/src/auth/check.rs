@@ -157,6 +157,7 @@ pub fn check_request(
         | Request::RoleAdd(_)
         | Request::RoleDelete(_)
         | Request::RoleGrantPermission(_)
-        | Request::RoleRevokePermission(_) => store.check_admin(who),
+        | Request::RoleRevokePermission(_)
+        | Request::MemberUpdate(_) => store.check_admin(who),
     }
 }

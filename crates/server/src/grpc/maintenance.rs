@@ -89,7 +89,7 @@ impl Maintenance for MaintenanceService {
             raft_applied_index: st.applied(),
             errors,
             db_size_in_use: db_size,
-            is_learner: false,
+            is_learner: st.is_learner(),
             storage_version: String::new(),
             db_size_quota: self.0.quota.bytes() as i64,
             downgrade_info: None,
@@ -306,6 +306,13 @@ impl Cluster for ClusterService {
         r: Request<proto::etcdserverpb::MemberPromoteRequest>,
     ) -> Result<Response<proto::etcdserverpb::MemberPromoteResponse>, Status> {
         super::member_change::member_promote(self, r).await
+    }
+
+    async fn member_update(
+        &self,
+        r: Request<proto::etcdserverpb::MemberUpdateRequest>,
+    ) -> Result<Response<proto::etcdserverpb::MemberUpdateResponse>, Status> {
+        super::member_change::member_update(self, r).await
     }
 }
 

@@ -1,5 +1,5 @@
 //! `Cluster/MemberAdd`, `MemberRemove`, `MemberPromote` (and the shared path of every
-//! membership change): checked by the
+//! membership change), and `MemberUpdate`. A change of the voters and learners is checked by the
 //! leader against the replicated member list, placed in the log as a `ConfChange`, one at
 //! a time, and answered once the leader applied it (docs/membership.md).
 //!
@@ -10,10 +10,12 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use prost::Message as _;
 use proto::etcdserverpb::{
     MemberAddRequest, MemberAddResponse, MemberPromoteRequest, MemberPromoteResponse,
-    MemberRemoveRequest, MemberRemoveResponse,
+    MemberRemoveRequest, MemberRemoveResponse, MemberUpdateRequest, MemberUpdateResponse,
 };
+use proto::raftkvpb::{internal_request::Request as Internal, InternalRequest};
 use raft::{ConfChange, ConfChangeKind};
 use tonic::{Request, Response, Status};
 
@@ -239,4 +241,42 @@ pub(crate) async fn member_promote(
         header: Some(svc.0.header(0)),
         members: svc.members()?,
     }))
+}
+
+/// A member's new peer URLs. Not a Raft configuration change (nobody joins or leaves): an
+/// ordinary entry (`InternalRequest.member_update`), forwarded to the leader like any write,
+/// that every member applies to its member list, checking it again there (unknown or removed
+/// member, a URL another member has, bad URLs) so that all refuse it alike; every member's
+/// transport then dials that member at its new URLs (`crate::kv`, `crate::node`).
+///
+/// etcd 3.4 takes any string as a URL here and its members then fail to parse it when
+/// redialling; raftkv refuses bad URLs up front, with the text `MemberAdd` uses.
+pub(crate) async fn member_update(
+    svc: &ClusterService,
+    r: Request<MemberUpdateRequest>,
+) -> Result<Response<MemberUpdateResponse>, Status> {
+    crate::auth::require_admin(&svc.0, &r).await?;
+    let req = r.into_inner();
+    let checked = svc.0.state()?.members.check_update(req.id, &req.peer_ur_ls);
+    if let Err(e @ MemberError::BadUrls) = checked {
+        return Err(e.to_status());
+    }
+    let entry = InternalRequest {
+        auth: None,
+        request: Some(Internal::MemberUpdate(req)),
+    };
+    match svc.0.node.propose(Bytes::from(entry.encode_to_vec())).await {
+        Ok(Ok(mvcc::Response::External(Ok(())))) => Ok(Response::new(MemberUpdateResponse {
+            header: Some(svc.0.header(0)),
+            members: svc.members()?,
+        })),
+        Ok(Ok(mvcc::Response::External(Err((code, message))))) => {
+            Err(Status::new(tonic::Code::from_i32(code), message))
+        }
+        Ok(Ok(_)) => Err(Status::internal(
+            "etcdserver: unexpected apply result for a member update",
+        )),
+        Ok(Err(e)) => Err(e.into()),
+        Err(e) => Err(e.into()),
+    }
 }

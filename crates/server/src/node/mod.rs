@@ -87,6 +87,9 @@ pub struct SharedStatus {
     pub failed: AtomicBool,
     /// Last index of the local log.
     pub last_index: AtomicU64,
+    /// This member is a learner in the Raft configuration it knows (Status's `isLearner`;
+    /// a member added as a voter is one until the leader promotes it).
+    pub learner: AtomicBool,
     /// While leader: how every member's replication stands, refreshed every
     /// [`runtime::PROGRESS_PUBLISH`] (a status page's precision, not the hot path's cost).
     /// Empty on followers.
@@ -115,6 +118,10 @@ impl SharedStatus {
 
     pub fn last_index(&self) -> u64 {
         self.last_index.load(Ordering::Relaxed)
+    }
+
+    pub fn is_learner(&self) -> bool {
+        self.learner.load(Ordering::Relaxed)
     }
 
     /// The leader's view of every member's replication (empty unless this member leads).

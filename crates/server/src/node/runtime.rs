@@ -413,7 +413,9 @@ impl<S: StateMachine> Shell<S> {
                 Frame::Hello(_)
                 | Frame::HelloReply(_)
                 | Frame::Ping { .. }
-                | Frame::Pong { .. } => {}
+                | Frame::Pong { .. }
+                | Frame::JoinQuery { .. }
+                | Frame::JoinAnswer { .. } => {}
             },
             PeerEvent::Removed { peer } => {
                 info!(
@@ -767,14 +769,18 @@ impl<S: StateMachine> Shell<S> {
         let members: Vec<u64> = conf.voters.iter().chain(&conf.learners).copied().collect();
         let urls: Vec<(u64, Vec<String>)> =
             members.iter().map(|&id| (id, sm.peer_urls(id))).collect();
+        // Only a removal recorded in the snapshot's member list stops this member: a member
+        // joining a running cluster may be sent a snapshot taken before it was added (the
+        // log after it adds it).
+        let removed = sm.is_removed(self.id);
         drop(sm);
         for (id, urls) in urls {
-            self.transport.add_peer(id, &urls);
+            self.transport.set_peer_urls(id, &urls);
         }
-        if !conf.voters.is_empty() && !members.contains(&self.id) && self.removed_at.is_none() {
+        if removed && self.removed_at.is_none() {
             info!(
                 index = snap.meta.index,
-                "the snapshot no longer lists this member"
+                "the snapshot says this member was removed"
             );
             self.removed_at = Some(Instant::now());
         }
@@ -789,7 +795,7 @@ impl<S: StateMachine> Shell<S> {
         probe::mark("commit", last);
         let mut outputs = Vec::new();
         let mut changes_applied = Vec::new();
-        {
+        let peer_url_changes = {
             let mut sm = self
                 .state
                 .write()
@@ -807,8 +813,15 @@ impl<S: StateMachine> Shell<S> {
                     outputs.push((req, out));
                 }
             }
-        }
+            sm.take_peer_url_changes()
+        };
         self.shared.applied.store(last, Ordering::Relaxed);
+        for (id, urls) in peer_url_changes {
+            // Our own URLs are what we listen on (flags); the others redial us there.
+            if id != self.id {
+                self.transport.set_peer_urls(id, &urls);
+            }
+        }
         for (entry, answers) in changes_applied {
             self.follow_removal(&entry);
             if let Some(origin) = answers.and_then(|req| self.changes.remove(&req)) {
@@ -831,6 +844,10 @@ impl<S: StateMachine> Shell<S> {
         let st = self.driver.status();
         let s = &self.shared;
         s.last_index.store(st.core.last_index, Ordering::Relaxed);
+        s.learner.store(
+            st.core.conf_state.learners.contains(&self.id),
+            Ordering::Relaxed,
+        );
         if self.progress_published.elapsed() >= PROGRESS_PUBLISH {
             self.progress_published = Instant::now();
             let progress = self.driver.core().progress();

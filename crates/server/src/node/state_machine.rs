@@ -41,4 +41,16 @@ pub trait StateMachine: Send + Sync + 'static {
     fn peer_urls(&self, _id: u64) -> Vec<String> {
         Vec::new()
     }
+
+    /// Whether member `id` was removed from the cluster for good, as far as the state
+    /// applied so far says.
+    fn is_removed(&self, _id: u64) -> bool {
+        false
+    }
+
+    /// Members whose peer URLs an applied entry changed (`MemberUpdate`) since the last
+    /// call, with their new URLs, in apply order: the transport redials them there.
+    fn take_peer_url_changes(&mut self) -> Vec<(u64, Vec<String>)> {
+        Vec::new()
+    }
 }

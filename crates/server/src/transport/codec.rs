@@ -178,6 +178,29 @@ pub enum Frame {
     Pong {
         sent: u64,
     },
+    /// Instead of a [`Frame::Hello`]: a member started with `--initial-cluster-state
+    /// existing` and an empty data dir asks which member of the cluster has `peer_urls`
+    /// (raftkv's counterpart of etcd's `GET /members` on the peer port; `crate::join`).
+    /// Answered with one [`Frame::JoinAnswer`], then the connection closes.
+    JoinQuery {
+        peer_urls: Vec<String>,
+    },
+    JoinAnswer {
+        result: Result<JoinFound, String>,
+    },
+}
+
+/// Who a joining member is, as a member of the running cluster answers it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JoinFound {
+    pub cluster_id: u64,
+    /// The id `member add` gave the member with the asked peer URLs.
+    pub member_id: u64,
+    /// `MemberList::encode` of the cluster's bootstrap members (`--initial-cluster` of the
+    /// members that founded it): the configuration its log starts from.
+    pub base: Bytes,
+    /// `MemberList::encode` of the member list as the answering member applied it.
+    pub current: Bytes,
 }
 
 /// Why a membership change was not made: the gRPC code and etcd's message for the client,
@@ -283,6 +306,26 @@ pub fn encode(frame: &Frame, out: &mut BytesMut) {
         Frame::Pong { sent } => {
             out.put_u8(11);
             out.put_u64_le(*sent);
+        }
+        Frame::JoinQuery { peer_urls } => {
+            out.put_u8(12);
+            put_strs(out, peer_urls);
+        }
+        Frame::JoinAnswer { result } => {
+            out.put_u8(13);
+            match result {
+                Ok(found) => {
+                    out.put_u8(0);
+                    out.put_u64_le(found.cluster_id);
+                    out.put_u64_le(found.member_id);
+                    put_bytes(out, &found.base);
+                    put_bytes(out, &found.current);
+                }
+                Err(reason) => {
+                    out.put_u8(1);
+                    put_str(out, reason);
+                }
+            }
         }
     }
     let len = (out.len() - start - 4) as u32;
@@ -519,6 +562,21 @@ pub fn decode(body: Bytes) -> Result<Frame, DecodeError> {
         }
         10 => Frame::Ping { sent: r.u64()? },
         11 => Frame::Pong { sent: r.u64()? },
+        12 => Frame::JoinQuery {
+            peer_urls: r.strings()?,
+        },
+        13 => Frame::JoinAnswer {
+            result: match r.u8()? {
+                0 => Ok(JoinFound {
+                    cluster_id: r.u64()?,
+                    member_id: r.u64()?,
+                    base: r.bytes()?,
+                    current: r.bytes()?,
+                }),
+                1 => Err(r.string()?),
+                t => return Err(DecodeError::UnknownTag("join answer", t)),
+            },
+        },
         t => return Err(DecodeError::UnknownTag("frame", t)),
     };
     Ok(frame)
@@ -738,6 +796,20 @@ mod tests {
             }),
             Frame::Ping { sent: 123_456 },
             Frame::Pong { sent: u64::MAX },
+            Frame::JoinQuery {
+                peer_urls: vec!["http://a:1".into(), "http://b:2".into()],
+            },
+            Frame::JoinAnswer {
+                result: Ok(JoinFound {
+                    cluster_id: 3,
+                    member_id: 4,
+                    base: Bytes::from_static(b"base"),
+                    current: Bytes::new(),
+                }),
+            },
+            Frame::JoinAnswer {
+                result: Err("no such member".into()),
+            },
             Frame::HelloReply(HelloReply::Refused {
                 kind: RefusalKind::IdentityWiped,
                 reason: "wiped".into(),

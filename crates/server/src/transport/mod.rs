@@ -29,7 +29,9 @@
 //! * **Membership.** The peers are the members of the replicated member list: the node
 //!   thread adds one ([`Transport::add_peer`]) as soon as a change adding it is in its log
 //!   (the leader must reach a new member before the change can commit), and drops one
-//!   ([`Transport::remove_peer`]) once its removal is applied. A removed id stays in the
+//!   ([`Transport::remove_peer`]) once its removal is applied. A member whose peer URLs
+//!   changed (`MemberUpdate`, applied) is dialled afresh at the new ones
+//!   ([`Transport::set_peer_urls`]). A removed id stays in the
 //!   [`PeerSet`] for good: its handshakes are refused with [`RefusalKind::Removed`], which
 //!   stops it ([`PeerEvent::Removed`]), and its open connections are closed, so a removed
 //!   member cannot disturb the others (etcd's transport keeps the same set).
@@ -55,7 +57,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-pub use codec::{ChangeRefusal, ForwardError, Frame, Hello, HelloReply, RefusalKind};
+pub use codec::{ChangeRefusal, ForwardError, Frame, Hello, HelloReply, JoinFound, RefusalKind};
 pub use incarnations::{own_incarnation, Incarnations, Refusal};
 
 /// Bytes a peer's backlog may hold before further frames are dropped (Raft's in-flight
@@ -176,8 +178,9 @@ struct Dialling {
     tls: Option<Arc<rustls::ClientConfig>>,
     /// The runtime the diallers run on (peers are added from the node thread too).
     runtime: tokio::runtime::Handle,
-    /// Stops each peer's dialler (and its connection) when the peer is removed.
-    stops: HashMap<u64, CancellationToken>,
+    /// Stops each peer's dialler (and its connection) when the peer is removed or its
+    /// peer URLs change, with the URLs it dials.
+    stops: HashMap<u64, (CancellationToken, Vec<String>)>,
 }
 
 /// The sending side: one outbox per peer, shared with that peer's connection task.
@@ -337,7 +340,7 @@ impl Transport {
             probe: false,
         };
         let stop = d.shutdown.child_token();
-        d.stops.insert(id, stop.clone());
+        d.stops.insert(id, (stop.clone(), urls.to_vec()));
         self.outboxes
             .write()
             .unwrap_or_else(|p| p.into_inner())
@@ -351,6 +354,63 @@ impl Transport {
         d.runtime.spawn(task);
     }
 
+    /// Talk to member `id` at `urls` from now on (`MemberUpdate`, or a snapshot's member
+    /// list): a peer dialled at other URLs is dialled afresh at these (its connection to
+    /// the old ones ends, and the node hears it lost the peer until the new one is up); an
+    /// unknown peer is added as by [`Transport::add_peer`]; the same URLs change nothing.
+    pub fn set_peer_urls(&self, id: u64, urls: &[String]) {
+        let mut sorted = urls.to_vec();
+        sorted.sort();
+        let old = {
+            let mut d = self.dialling.lock().unwrap_or_else(|p| p.into_inner());
+            let same = d.stops.get(&id).map(|(_, dialled)| {
+                let mut dialled = dialled.clone();
+                dialled.sort();
+                dialled == sorted
+            });
+            match same {
+                Some(true) => return,
+                Some(false) if !urls.is_empty() => d.stops.remove(&id),
+                _ => None,
+            }
+        };
+        if let Some((stop, dialled)) = old {
+            info!(
+                peer = format_args!("{id:x}"),
+                from = %dialled.join(","),
+                to = %urls.join(","),
+                "peer URLs changed; redialling"
+            );
+            stop.cancel();
+            self.outboxes
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&id);
+            let was_connected = self
+                .directory
+                .lock()
+                .map(|mut d| {
+                    d.get_mut(&id).is_some_and(|p| {
+                        let was = p.connected;
+                        p.connected = false;
+                        p.connected_since = None;
+                        was
+                    })
+                })
+                .unwrap_or(false);
+            if was_connected {
+                let sink = self
+                    .dialling
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .sink
+                    .clone();
+                sink(PeerEvent::Disconnected { peer: id });
+            }
+        }
+        self.add_peer(id, urls);
+    }
+
     /// Stop talking to member `id` for good: its dialler and connection end, and its
     /// handshakes and frames are refused from now on.
     pub fn remove_peer(&self, id: u64) {
@@ -361,7 +421,7 @@ impl Transport {
             .unwrap_or_else(|p| p.into_inner())
             .stops
             .remove(&id);
-        if let Some(stop) = stop {
+        if let Some((stop, _)) = stop {
             stop.cancel();
         }
         self.outboxes
@@ -426,6 +486,82 @@ impl Transport {
     }
 }
 
+/// Resolve and connect to a peer URL, with a TLS handshake for an `https://` one.
+async fn open_stream(
+    url: &str,
+    tls: Option<Arc<rustls::ClientConfig>>,
+) -> anyhow::Result<PeerStream> {
+    let (is_tls, hostport) = match url.strip_prefix("https://") {
+        Some(rest) => (true, rest),
+        None => (false, url.strip_prefix("http://").unwrap_or(url)),
+    };
+    let hostport = hostport.trim_end_matches('/');
+    let stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, TcpStream::connect(hostport))
+        .await
+        .map_err(|_| anyhow::anyhow!("connect timed out"))??;
+    stream.set_nodelay(true)?;
+    if !is_tls {
+        return Ok(PeerStream::Plain(stream));
+    }
+    let Some(config) = tls else {
+        anyhow::bail!("{url} is https:// but no peer TLS is configured");
+    };
+    let host = hostport
+        .rsplit_once(':')
+        .map_or(hostport, |(h, _)| h)
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    let name = rustls::pki_types::ServerName::try_from(host.to_string())
+        .map_err(|e| anyhow::anyhow!("{url}: bad host name for TLS: {e}"))?;
+    let stream = tokio::time::timeout(
+        HANDSHAKE_TIMEOUT,
+        tokio_rustls::TlsConnector::from(config).connect(name, stream),
+    )
+    .await
+    .map_err(|_| anyhow::anyhow!("TLS handshake timed out"))?
+    .map_err(|e| anyhow::anyhow!("TLS handshake failed: {e}"))?;
+    Ok(PeerStream::Tls(Box::new(stream)))
+}
+
+/// Ask the member at peer URL `url` which member of its cluster has `peer_urls`
+/// ([`Frame::JoinQuery`]). The outer error is about reaching it; the inner one is its
+/// refusal (no such member).
+pub async fn ask_join(
+    url: &str,
+    peer_urls: &[String],
+    tls: Option<Arc<rustls::ClientConfig>>,
+) -> anyhow::Result<Result<JoinFound, String>> {
+    async fn ask<S: AsyncRead + AsyncWrite + Unpin>(
+        mut stream: S,
+        peer_urls: &[String],
+    ) -> anyhow::Result<Result<JoinFound, String>> {
+        let mut buf = BytesMut::new();
+        codec::encode(
+            &Frame::JoinQuery {
+                peer_urls: peer_urls.to_vec(),
+            },
+            &mut buf,
+        );
+        stream.write_all(&buf).await?;
+        stream.flush().await?;
+        buf.clear();
+        let reply = tokio::time::timeout(
+            HANDSHAKE_TIMEOUT,
+            read_handshake_frame(&mut stream, &mut buf),
+        )
+        .await
+        .map_err(|_| anyhow::anyhow!("no answer to the join query"))??;
+        match reply {
+            Some(Frame::JoinAnswer { result }) => Ok(result),
+            other => anyhow::bail!("unexpected answer to a join query: {other:?}"),
+        }
+    }
+    match open_stream(url, tls).await? {
+        PeerStream::Plain(s) => ask(s, peer_urls).await,
+        PeerStream::Tls(s) => ask(*s, peer_urls).await,
+    }
+}
+
 /// One peer's outgoing connection, re-established forever.
 struct Dialer {
     local: LocalIdentity,
@@ -478,36 +614,10 @@ impl Dialer {
 
     /// Resolve, connect, TLS handshake for an `https://` URL, then our handshake.
     async fn connect(&mut self, url: &str) -> anyhow::Result<PeerStream> {
-        let (tls, hostport) = match url.strip_prefix("https://") {
-            Some(rest) => (true, rest),
-            None => (false, url.strip_prefix("http://").unwrap_or(url)),
-        };
-        let hostport = hostport.trim_end_matches('/');
-        let stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, TcpStream::connect(hostport))
-            .await
-            .map_err(|_| anyhow::anyhow!("connect timed out"))??;
-        stream.set_nodelay(true)?;
-        if !tls {
-            return Ok(PeerStream::Plain(self.hello(stream).await?));
-        }
-        let Some(config) = self.tls.clone() else {
-            anyhow::bail!("{url} is https:// but no peer TLS is configured");
-        };
-        let host = hostport
-            .rsplit_once(':')
-            .map_or(hostport, |(h, _)| h)
-            .trim_start_matches('[')
-            .trim_end_matches(']');
-        let name = rustls::pki_types::ServerName::try_from(host.to_string())
-            .map_err(|e| anyhow::anyhow!("{url}: bad host name for TLS: {e}"))?;
-        let stream = tokio::time::timeout(
-            HANDSHAKE_TIMEOUT,
-            tokio_rustls::TlsConnector::from(config).connect(name, stream),
-        )
-        .await
-        .map_err(|_| anyhow::anyhow!("TLS handshake timed out"))?
-        .map_err(|e| anyhow::anyhow!("TLS handshake failed: {e}"))?;
-        Ok(PeerStream::Tls(Box::new(self.hello(stream).await?)))
+        Ok(match open_stream(url, self.tls.clone()).await? {
+            PeerStream::Plain(s) => PeerStream::Plain(self.hello(s).await?),
+            PeerStream::Tls(s) => PeerStream::Tls(Box::new(self.hello(*s).await?)),
+        })
     }
 
     /// Our handshake on a connected stream.
@@ -766,7 +876,12 @@ pub struct Acceptor {
     /// Where a peer's round-trip probe is answered: our own connection to it. `None`
     /// answers no probe (and the acceptance then advertises none).
     pub probes: Option<Transport>,
+    /// Answers a joining member's [`Frame::JoinQuery`] (`None`: refused).
+    pub join: Option<JoinLookup>,
 }
+
+/// Which member of the cluster has these peer URLs (`crate::join`), or why none.
+pub type JoinLookup = Arc<dyn Fn(&[String]) -> Result<JoinFound, String> + Send + Sync>;
 
 /// How an accepted peer connection starts.
 #[derive(Clone)]
@@ -897,6 +1012,25 @@ impl Acceptor {
         .await
         {
             Ok(Ok(Some(Frame::Hello(h)))) => h,
+            Ok(Ok(Some(Frame::JoinQuery { peer_urls }))) => {
+                let result = match &self.join {
+                    Some(lookup) => lookup(&peer_urls),
+                    None => Err("this member answers no join queries".to_string()),
+                };
+                match &result {
+                    Ok(found) => info!(
+                        member = format_args!("{:x}", found.member_id),
+                        urls = %peer_urls.join(","),
+                        "a member is joining: told it who it is"
+                    ),
+                    Err(e) => warn!(urls = %peer_urls.join(","), error = %e, "join query refused"),
+                }
+                let mut out = BytesMut::new();
+                codec::encode(&Frame::JoinAnswer { result }, &mut out);
+                stream.write_all(&out).await?;
+                stream.flush().await?;
+                return Ok(());
+            }
             Ok(Ok(other)) => anyhow::bail!("expected a hello, got {other:?}"),
             Ok(Err(e)) => return Err(e),
             Err(_) => anyhow::bail!("handshake timed out"),
@@ -940,7 +1074,10 @@ impl Acceptor {
                             m.to
                         )
                     }
-                    Frame::Hello(_) | Frame::HelloReply(_) => {
+                    Frame::Hello(_)
+                    | Frame::HelloReply(_)
+                    | Frame::JoinQuery { .. }
+                    | Frame::JoinAnswer { .. } => {
                         anyhow::bail!("handshake frame after handshake")
                     }
                     // Answered here, not by the node: the probe measures the network and
@@ -1031,6 +1168,7 @@ mod tests {
             sink,
             commit: Arc::new(AtomicU64::new(17)),
             probes: None,
+            join: None,
         });
         let listener = bind_below_ephemeral().await;
         let url = format!("http://{}", listener.local_addr().unwrap());
