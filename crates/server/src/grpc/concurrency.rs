@@ -47,6 +47,17 @@ const MISSING_LEADER: &str = "\"leader\" field must be provided";
 /// Who a call acts as (`None` with auth disabled).
 type Who = Option<RequestAuth>;
 
+/// etcd's recipes get the refusal from their own client call and return it as a plain
+/// error, which gRPC sends as `UNKNOWN` with the same text (`etcdserver: permission
+/// denied`, checked against etcd 3.4 by `tests/lock_election_auth.rs`).
+fn recipe_error(s: Status) -> Status {
+    if s.code() == tonic::Code::PermissionDenied {
+        Status::unknown(s.message().to_string())
+    } else {
+        s
+    }
+}
+
 #[derive(Clone)]
 pub struct Concurrency {
     pub ctx: Context,
@@ -108,7 +119,10 @@ fn get_op(key: &Bytes) -> RequestOp {
 
 impl Concurrency {
     async fn txn(&self, who: &Who, txn: TxnRequest) -> Result<TxnResponse, Status> {
-        match super::kv::propose(&self.ctx, Internal::Txn(txn), who.clone()).await? {
+        match super::kv::propose(&self.ctx, Internal::Txn(txn), who.clone())
+            .await
+            .map_err(recipe_error)?
+        {
             Applied::Txn(r) => Ok(r),
             _ => Err(Status::internal("etcdserver: unexpected apply result")),
         }
@@ -119,7 +133,7 @@ impl Concurrency {
         let sm = self.ctx.state()?;
         mvcc::auth::RequestChecker::new(sm.store.auth(), who.as_ref())
             .read(prefix, &prefix_end(prefix))
-            .map_err(|e| Status::from(mvcc::MvccError::Auth(e)))
+            .map_err(|e| recipe_error(Status::from(mvcc::MvccError::Auth(e))))
     }
 
     fn header(&self, revision: i64) -> ResponseHeader {
@@ -227,7 +241,10 @@ impl Concurrency {
             key: key.clone(),
             ..Default::default()
         });
-        match super::kv::propose(&self.ctx, request, who.clone()).await? {
+        match super::kv::propose(&self.ctx, request, who.clone())
+            .await
+            .map_err(recipe_error)?
+        {
             Applied::DeleteRange(r) => Ok(self.header(r.header.map_or(0, |h| h.revision))),
             _ => Err(Status::internal("etcdserver: unexpected apply result")),
         }
