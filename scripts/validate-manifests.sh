@@ -7,7 +7,11 @@
 #   3. the kustomization lists every manifest in the directory (none forgotten);
 #   4. the compose file parses (`docker compose config`), when a compose tool is present;
 #   5. the `raftkv server` flags that the StatefulSet and the compose file pass really parse,
-#      with `raftkv server --dry-run`, and the subcommand the client Job runs exists.
+#      with `raftkv server --dry-run`, and the subcommand the client Job runs exists;
+#   6. the TLS variants, deploy/k8s-tls (kustomize overlay: rendering, schemas, the members'
+#      and the Job's Secrets) and compose.tls.yaml: their server flags through the same dry
+#      run, against certificates that scripts/gen-certs.sh makes for the occasion (the dry
+#      run reads and checks every certificate and key file it is given).
 # Needs no cargo: give it the binary with RAFTKV_BIN, or it looks in target*/{release,dist}.
 # Env: RAFTKV_K8S_VERSION (default: the newest version kubernetes-validate knows).
 # Exit status non-zero on the first failed check; the last line says how many checks passed.
@@ -15,7 +19,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 K8S_DIR=deploy/k8s
+K8S_TLS_DIR=deploy/k8s-tls
 COMPOSE_FILE=deploy/compose/compose.yaml
+COMPOSE_TLS_FILE=deploy/compose/compose.tls.yaml
 
 passed=0
 ok() { passed=$((passed + 1)); printf 'ok   %s\n' "$*"; }
@@ -145,10 +151,14 @@ while IFS= read -r line; do
   esac
 done <"$TMP/extract.out"
 
-# The compose members: flags from `command`, the rest from RAFTKV_* environment variables.
-if [ "${#COMPOSE[@]}" -gt 0 ]; then
-  RAFTKV_IMAGE=raftkv:validate "${COMPOSE[@]}" -p raftkv-validate -f "$COMPOSE_FILE" config >"$TMP/compose.yaml"
-  "$PY" - "$TMP/compose.yaml" >"$TMP/compose.out" 2>&1 <<'PYEOF' || fail "compose inspection: $(cat "$TMP/compose.out")"
+# dry_run_compose LABEL FROM TO COMPOSE_ARGS...: each compose member's flags (from `command`)
+# and RAFTKV_* environment through `raftkv server --dry-run`, with path prefix FROM (a mount
+# point in the container) rewritten to TO (where the files are on this machine).
+dry_run_compose() {
+  local label=$1 from=$2 to=$3
+  shift 3
+  "${COMPOSE[@]}" -p raftkv-validate "$@" config >"$TMP/compose.yaml"
+  "$PY" - "$TMP/compose.yaml" >"$TMP/compose.out" 2>&1 <<'PYEOF' || fail "compose inspection ($label): $(cat "$TMP/compose.out")"
 import shlex, sys, yaml
 doc = yaml.safe_load(open(sys.argv[1]))
 n = 0
@@ -164,15 +174,101 @@ for name, svc in sorted(doc["services"].items()):
 if n != 3:
     sys.exit(f"expected 3 compose services running `raftkv server`, found {n}")
 PYEOF
+  local line svc out envs
   while IFS= read -r line; do
+    [ -z "$from" ] || line=${line//"$from"/"$to"}
     eval "set -- $line"
     svc=$1; shift
     envs=()
     while [ "$1" != -- ]; do envs+=("$1"); shift; done
     shift
-    out=$(env -i PATH="$PATH" "${envs[@]}" "${ISOLATE[@]}" "$BIN" server --dry-run "$@" 2>&1) || fail "compose service $svc: flags/env rejected by 'raftkv server --dry-run': $out"
-    ok "compose service $svc: server flags and env parse"
+    out=$(env -i PATH="$PATH" "${envs[@]}" "${ISOLATE[@]}" "$BIN" server --dry-run "$@" 2>&1) || fail "$label service $svc: flags/env rejected by 'raftkv server --dry-run': $out"
+    ok "$label service $svc: server flags and env parse"
   done <"$TMP/compose.out"
+}
+
+if [ "${#COMPOSE[@]}" -gt 0 ]; then
+  RAFTKV_IMAGE=raftkv:validate dry_run_compose compose "" "" -f "$COMPOSE_FILE"
+fi
+
+# 6. The TLS variants, with certificates made for the occasion.
+note "generating certificates for the TLS variants (scripts/gen-certs.sh)"
+scripts/gen-certs.sh --out "$TMP/certs" >"$TMP/gen-certs.out" 2>&1 || fail "scripts/gen-certs.sh: $(cat "$TMP/gen-certs.out")"
+ok "scripts/gen-certs.sh made a CA, 3 member certificates and a client certificate"
+if [ "${#RENDER[@]}" -gt 0 ]; then
+  TLS_RENDER=("${RENDER[@]:0:${#RENDER[@]}-1}" "$K8S_TLS_DIR")
+  "${TLS_RENDER[@]}" >"$TMP/rendered-tls.yaml" 2>"$TMP/render.err" || fail "${TLS_RENDER[*]}: $(cat "$TMP/render.err")"
+  out=$("${KV[@]}" --strict --quiet "${K8S_VERSION_ARGS[@]}" "$TMP/rendered-tls.yaml" 2>&1) || fail "rendered $K8S_TLS_DIR: $out"
+  ok "schema: kustomize output of $K8S_TLS_DIR (${TLS_RENDER[*]})"
+  "$PY" - "$TMP/rendered-tls.yaml" >"$TMP/extract-tls.out" 2>&1 <<'PYEOF' || fail "$K8S_TLS_DIR inspection: $(cat "$TMP/extract-tls.out")"
+import shlex, sys, yaml
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+def one(kind):
+    found = [d for d in docs if d["kind"] == kind]
+    if len(found) != 1:
+        sys.exit(f"expected one {kind}, found {len(found)}")
+    return found[0]["spec"]["template"]["spec"]
+def secret_mount(spec, container, secret, path):
+    vols = {v["name"]: v for v in spec.get("volumes", [])}
+    for m in container.get("volumeMounts", []):
+        v = vols.get(m["name"], {})
+        if m["mountPath"] == path and v.get("secret", {}).get("secretName") == secret:
+            return
+    sys.exit(f"container {container['name']} does not mount Secret {secret} at {path}")
+subst = {"POD_NAME": "raftkv-0", "POD_NAMESPACE": "default"}
+def expand(arg):
+    for k, v in subst.items():
+        arg = arg.replace(f"$({k})", v)
+    if "$(" in arg:
+        sys.exit(f"unexpanded variable in argument {arg!r}")
+    return arg
+sts = one("StatefulSet")
+(member,) = sts["containers"]
+secret_mount(sts, member, "raftkv-tls-members", "/etc/raftkv/tls")
+args = [expand(a) for a in member["args"]]
+for flag in ("--client-cert-auth", "--peer-client-cert-auth"):
+    if flag not in args:
+        sys.exit(f"the TLS StatefulSet does not pass {flag}")
+if any("http://" in a for a in args if not a.startswith("--listen-metrics-urls")):
+    sys.exit("the TLS StatefulSet still has a plain http:// client or peer URL")
+for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+    port = member[probe]["httpGet"]["port"]
+    if port != "metrics":
+        sys.exit(f"{probe} probes port {port!r}: the kubelet has no client certificate for the mTLS client port")
+print("SERVER " + shlex.join(args[1:]))
+job = one("Job")
+(client,) = job["containers"]
+secret_mount(job, client, "raftkv-tls-client", "/etc/raftkv/tls")
+jargs = [expand(a) for a in client["args"]]
+if not any(a.startswith("--cert=") for a in jargs) or "http://" in " ".join(jargs):
+    sys.exit(f"the TLS client Job does not dial https with a client certificate: {jargs}")
+print("JOB " + shlex.join(jargs))
+PYEOF
+  ok "$K8S_TLS_DIR: members mount Secret raftkv-tls-members, the Job raftkv-tls-client; https only; probes on the plain metrics port"
+  while IFS= read -r line; do
+    case $line in
+      SERVER\ *)
+        line=${line//\/etc\/raftkv\/tls\//$TMP/certs/members/}
+        eval "set -- ${line#SERVER }"
+        out=$(env -i PATH="$PATH" "${ISOLATE[@]}" "$BIN" server --dry-run "$@" 2>&1) || fail "$K8S_TLS_DIR StatefulSet flags rejected by 'raftkv server --dry-run': $out"
+        ok "$K8S_TLS_DIR StatefulSet server flags and certificate files pass (raftkv server --dry-run: $(tail -n1 <<<"$out"))" ;;
+      JOB\ *)
+        eval "set -- ${line#JOB }"
+        out=$("$BIN" "$1" --help 2>&1) || fail "the TLS client Job runs 'raftkv $1', which does not exist: $out"
+        ok "$K8S_TLS_DIR client Job subcommand 'raftkv $1' exists" ;;
+    esac
+  done <"$TMP/extract-tls.out"
+else
+  note "NOT CHECKED: $K8S_TLS_DIR (neither kubectl nor kustomize is installed to render the overlay)"
+fi
+if [ "${#COMPOSE[@]}" -gt 0 ]; then
+  out=$(RAFTKV_IMAGE=raftkv:validate RAFTKV_TLS_DIR="$TMP/certs" "${COMPOSE[@]}" -p raftkv-validate -f "$COMPOSE_FILE" -f "$COMPOSE_TLS_FILE" config -q 2>&1) ||
+    fail "$COMPOSE_TLS_FILE: $out"
+  ok "compose: $COMPOSE_FILE with $COMPOSE_TLS_FILE parses"
+  RAFTKV_IMAGE=raftkv:validate RAFTKV_TLS_DIR="$TMP/certs" \
+    dry_run_compose "compose TLS" /tls/ "$TMP/certs/members/" -f "$COMPOSE_FILE" -f "$COMPOSE_TLS_FILE"
+else
+  note "NOT CHECKED: $COMPOSE_TLS_FILE (no docker compose / docker-compose installed)"
 fi
 
 printf '%d passed, 0 failed\n' "$passed"

@@ -1,7 +1,8 @@
-//! The compose cluster of deploy/compose/compose.yaml under a unique project name, torn down
-//! (containers, network, volumes) on drop.
+//! The compose cluster of deploy/compose/compose.yaml (with compose.tls.yaml on top for the
+//! TLS variant) under a unique project name, torn down (containers, network, volumes) on drop.
 
 use crate::docker::{container_pid, docker};
+use crate::etcd::ClientTls;
 use crate::exec::{run, Output};
 use crate::{image_under_test, unique_prefix};
 use std::collections::HashMap;
@@ -13,7 +14,12 @@ use std::time::Duration;
 pub struct ComposeProject {
     pub project: String,
     pub image: String,
-    file: PathBuf,
+    /// compose.yaml, then the overrides.
+    files: Vec<PathBuf>,
+    /// The TLS variant's certificate directory (`RAFTKV_TLS_DIR`), when it runs.
+    tls_dir: Option<PathBuf>,
+    /// What the host presents to the members of the TLS variant.
+    pub client_tls: Option<ClientTls>,
     tool: Vec<String>,
     /// Container id of each service, looked up once per service.
     containers: Mutex<HashMap<String, String>>,
@@ -41,13 +47,28 @@ fn compose_tool() -> Vec<String> {
 
 impl ComposeProject {
     pub fn new(test: &str) -> ComposeProject {
+        Self::with_files(test, &["compose.yaml"], None)
+    }
+
+    /// The TLS variant (compose.yaml + compose.tls.yaml), its certificates in `certs` (the
+    /// `--out` directory of scripts/gen-certs.sh).
+    pub fn with_tls(test: &str, certs: &std::path::Path) -> ComposeProject {
+        Self::with_files(test, &["compose.yaml", "compose.tls.yaml"], Some(certs))
+    }
+
+    fn with_files(test: &str, names: &[&str], tls_dir: Option<&std::path::Path>) -> ComposeProject {
         crate::docker::require_environment();
-        let file = crate::repo_root().join("deploy/compose/compose.yaml");
-        assert!(file.exists(), "{} is missing", file.display());
+        let dir = crate::repo_root().join("deploy/compose");
+        let files: Vec<PathBuf> = names.iter().map(|n| dir.join(n)).collect();
+        for file in &files {
+            assert!(file.exists(), "{} is missing", file.display());
+        }
         ComposeProject {
             project: unique_prefix(test),
             image: image_under_test(),
-            file,
+            files,
+            tls_dir: tls_dir.map(std::path::Path::to_path_buf),
+            client_tls: tls_dir.map(ClientTls::from_gen_certs_dir),
             tool: compose_tool(),
             containers: Mutex::new(HashMap::new()),
         }
@@ -56,12 +77,16 @@ impl ComposeProject {
     /// `<compose> -p <project> -f <file> <args>`, bounded by `limit`.
     pub fn run(&self, args: &[&str], limit: Duration) -> Output {
         let mut cmd = Command::new(&self.tool[0]);
-        cmd.args(&self.tool[1..])
-            .args(["-p", &self.project, "-f"])
-            .arg(&self.file)
-            .args(args)
+        cmd.args(&self.tool[1..]).args(["-p", &self.project]);
+        for file in &self.files {
+            cmd.arg("-f").arg(file);
+        }
+        cmd.args(args)
             .env("RAFTKV_IMAGE", &self.image)
             .env("RAFTKV_CLUSTER_TOKEN", &self.project);
+        if let Some(dir) = &self.tls_dir {
+            cmd.env("RAFTKV_TLS_DIR", dir);
+        }
         run(&mut cmd, limit)
     }
 

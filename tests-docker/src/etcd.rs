@@ -12,13 +12,55 @@
 use crate::exec::{run, wait_with_deadline, Output};
 use crate::netns::in_netns;
 use raftkv_client::leader::MemberState;
+use raftkv_client::tls::TlsOptions;
 use raftkv_client::{Client, Timeouts};
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 /// Where a member serves clients, seen from inside its network namespace.
 const MEMBER_ENDPOINT: &str = "127.0.0.1:2379";
+/// The same over TLS (member certificates from scripts/gen-certs.sh name IP 127.0.0.1).
+const MEMBER_ENDPOINT_TLS: &str = "https://127.0.0.1:2379";
+
+/// The host-side client's files for members that serve mutual TLS on their client port: the
+/// CA their certificates chain to, and the client certificate and key to present.
+#[derive(Clone, Debug)]
+pub struct ClientTls {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl ClientTls {
+    /// The files scripts/gen-certs.sh writes under `<dir>/client`.
+    pub fn from_gen_certs_dir(dir: &std::path::Path) -> ClientTls {
+        let client = dir.join("client");
+        ClientTls {
+            ca: client.join("ca.pem"),
+            cert: client.join("client.pem"),
+            key: client.join("client-key.pem"),
+        }
+    }
+
+    fn options(&self) -> TlsOptions {
+        TlsOptions {
+            cacert: Some(self.ca.clone()),
+            cert: Some(self.cert.clone()),
+            key: Some(self.key.clone()),
+            insecure_skip_verify: false,
+        }
+    }
+}
+
+fn endpoint(tls: Option<&ClientTls>) -> &'static str {
+    if tls.is_some() {
+        MEMBER_ENDPOINT_TLS
+    } else {
+        MEMBER_ENDPOINT
+    }
+}
 
 fn etcdctl_bin() -> String {
     std::env::var("ETCDCTL_BIN").unwrap_or_else(|_| "etcdctl".into())
@@ -37,45 +79,73 @@ pub fn require_etcdctl() {
     );
 }
 
-fn command(pid: u32, timeout: Duration, args: &[&str]) -> Command {
+fn command(pid: u32, tls: Option<&ClientTls>, timeout: Duration, args: &[&str]) -> Command {
     let mut cmd = Command::new("nsenter");
     cmd.args(["-t", &pid.to_string(), "-n", &etcdctl_bin()])
-        .args(["--endpoints", "127.0.0.1:2379", "--dial-timeout", "1s"])
-        .arg(format!("--command-timeout={}ms", timeout.as_millis()))
-        .args(args)
-        .env("ETCDCTL_API", "3");
+        .args(["--endpoints", endpoint(tls), "--dial-timeout", "1s"])
+        .arg(format!("--command-timeout={}ms", timeout.as_millis()));
+    if let Some(tls) = tls {
+        cmd.arg("--cacert")
+            .arg(&tls.ca)
+            .arg("--cert")
+            .arg(&tls.cert)
+            .arg("--key")
+            .arg(&tls.key);
+    }
+    cmd.args(args).env("ETCDCTL_API", "3");
     cmd
 }
 
-fn etcdctl(pid: u32, timeout: Duration, args: &[&str]) -> Output {
+fn etcdctl(pid: u32, tls: Option<&ClientTls>, timeout: Duration, args: &[&str]) -> Output {
     // Dial + command timeouts bound etcdctl itself; the extra margin bounds a stuck process.
     run(
-        &mut command(pid, timeout, args),
+        &mut command(pid, tls, timeout, args),
         timeout + Duration::from_secs(3),
     )
+}
+
+/// etcdctl with `args` and no other flag than the endpoint and the timeouts, against
+/// `endpoint` in the member's network namespace: for refusal checks (e.g. no client
+/// certificate, or plaintext to a TLS port).
+pub fn etcdctl_raw(pid: u32, endpoint: &str, args: &[&str]) -> Output {
+    let mut cmd = Command::new("nsenter");
+    cmd.args(["-t", &pid.to_string(), "-n", &etcdctl_bin()])
+        .args(["--endpoints", endpoint, "--dial-timeout", "1s"])
+        .arg("--command-timeout=2s")
+        .args(args)
+        .env("ETCDCTL_API", "3");
+    run(&mut cmd, Duration::from_secs(6))
 }
 
 /// Runs `call` with a client for the member in `pid`'s network namespace (dial limit 1 s, as
 /// etcdctl's `--dial-timeout` here; `limit` per call).
 fn with_member_client<T: Send, Fut: std::future::Future<Output = Result<T, String>>>(
     pid: u32,
+    tls: Option<&ClientTls>,
     limit: Duration,
     call: impl FnOnce(Client) -> Fut + Send,
 ) -> Result<T, String> {
+    let options = tls.map(ClientTls::options).unwrap_or_default();
+    let endpoint = endpoint(tls).to_string();
     in_netns(pid, || async move {
         let timeouts = Timeouts {
             dial: Duration::from_secs(1),
             call: limit,
         };
         let client =
-            Client::new(&[MEMBER_ENDPOINT.to_string()], timeouts).map_err(|e| e.to_string())?;
+            Client::with_tls(&[endpoint], timeouts, &options).map_err(|e| e.to_string())?;
         call(client).await
     })?
 }
 
 /// Maintenance.Status of the member in `pid`'s network namespace.
 pub fn status(pid: u32) -> Result<MemberState, String> {
-    with_member_client(pid, Duration::from_millis(800), |client| async move {
+    status_tls(pid, None)
+}
+
+/// [`status`], over mutual TLS when `tls` is given.
+pub fn status_tls(pid: u32, tls: Option<&ClientTls>) -> Result<MemberState, String> {
+    with_member_client(pid, tls, Duration::from_millis(800), |client| async move {
         let status = client.status().await.map_err(|e| format!("status: {e}"))?;
         Ok(MemberState::from_status(
             MEMBER_ENDPOINT.to_string(),
@@ -86,7 +156,18 @@ pub fn status(pid: u32) -> Result<MemberState, String> {
 
 /// A put, acknowledged (`Ok`) or not (`Err`, its effect unknown).
 pub fn put(pid: u32, key: &str, value: &str, timeout: Duration) -> Result<(), String> {
-    etcdctl(pid, timeout, &["put", key, value])
+    put_tls(pid, None, key, value, timeout)
+}
+
+/// [`put`], over mutual TLS when `tls` is given.
+pub fn put_tls(
+    pid: u32,
+    tls: Option<&ClientTls>,
+    key: &str,
+    value: &str,
+    timeout: Duration,
+) -> Result<(), String> {
+    etcdctl(pid, tls, timeout, &["put", key, value])
         .into_result(&format!("put {key}"))
         .map(|_| ())
 }
@@ -97,14 +178,15 @@ pub fn get(pid: u32, key: &str, serializable: bool) -> Result<Option<String>, St
     if serializable {
         args.push("--consistency=s");
     }
-    let out = etcdctl(pid, Duration::from_secs(3), &args).into_result(&format!("get {key}"))?;
+    let out =
+        etcdctl(pid, None, Duration::from_secs(3), &args).into_result(&format!("get {key}"))?;
     Ok(out.lines().next().map(str::to_string))
 }
 
 /// Starts a linearizable read in the background (used against a paused member: the request
 /// waits in the socket until the member runs again). Finish it with [`finish_get`].
 pub fn spawn_get(pid: u32, key: &str, timeout: Duration) -> std::io::Result<Child> {
-    command(pid, timeout, &["get", key, "--print-value-only"])
+    command(pid, None, timeout, &["get", key, "--print-value-only"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -119,8 +201,18 @@ pub fn finish_get(child: Child, limit: Duration) -> Result<Option<String>, Strin
 /// Every key under `prefix` with its value, read locally (serializable) from one member: the
 /// member's own state, used to compare members.
 pub fn dump(pid: u32, prefix: &str) -> Result<BTreeMap<String, String>, String> {
+    dump_tls(pid, None, prefix)
+}
+
+/// [`dump`], over mutual TLS when `tls` is given.
+pub fn dump_tls(
+    pid: u32,
+    tls: Option<&ClientTls>,
+    prefix: &str,
+) -> Result<BTreeMap<String, String>, String> {
     let out = etcdctl(
         pid,
+        tls,
         Duration::from_secs(5),
         &["get", "--prefix", prefix, "--consistency=s"],
     )
@@ -142,7 +234,12 @@ pub fn parse_listing(out: &str) -> Result<BTreeMap<String, String>, String> {
 
 /// `(hash, revision)` of the member's whole key space at its latest revision (etcd's HashKV).
 pub fn hashkv(pid: u32) -> Result<(u64, i64), String> {
-    with_member_client(pid, Duration::from_secs(5), |client| async move {
+    hashkv_tls(pid, None)
+}
+
+/// [`hashkv`], over mutual TLS when `tls` is given.
+pub fn hashkv_tls(pid: u32, tls: Option<&ClientTls>) -> Result<(u64, i64), String> {
+    with_member_client(pid, tls, Duration::from_secs(5), |client| async move {
         let response = client
             .hash_kv(0)
             .await

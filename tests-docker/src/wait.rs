@@ -10,6 +10,11 @@ use std::time::{Duration, Instant};
 /// [`crate::compose::ComposeProject`]. Member `i` is raftkv-i.
 pub trait Members {
     fn pid(&self, i: usize) -> Result<u32, String>;
+
+    /// The client certificate to reach the members with, when they serve mutual TLS.
+    fn client_tls(&self) -> Option<&etcd::ClientTls> {
+        None
+    }
 }
 
 impl Members for crate::cluster::Cluster {
@@ -21,6 +26,10 @@ impl Members for crate::cluster::Cluster {
 impl Members for crate::compose::ComposeProject {
     fn pid(&self, i: usize) -> Result<u32, String> {
         self.service_pid(&format!("raftkv-{i}"))
+    }
+
+    fn client_tls(&self) -> Option<&etcd::ClientTls> {
+        self.client_tls.as_ref()
     }
 }
 
@@ -68,7 +77,7 @@ pub fn agreed_leader(
             i,
             cluster
                 .pid(i)
-                .and_then(etcd::status)
+                .and_then(|pid| etcd::status_tls(pid, cluster.client_tls()))
                 .map(|state| MemberState {
                     // Every member answers on its own 127.0.0.1: name it for the messages.
                     endpoint: format!("raftkv-{i}"),
@@ -148,12 +157,15 @@ pub fn wait_converged(
         || {
             let mut dumps = Vec::new();
             for &i in members {
-                dumps.push((i, etcd::dump(cluster.pid(i)?, prefix)?));
+                dumps.push((
+                    i,
+                    etcd::dump_tls(cluster.pid(i)?, cluster.client_tls(), prefix)?,
+                ));
             }
             same_contents(&dumps, prefix)?;
             let mut hashes = Vec::new();
             for &i in members {
-                hashes.push((i, etcd::hashkv(cluster.pid(i)?)?));
+                hashes.push((i, etcd::hashkv_tls(cluster.pid(i)?, cluster.client_tls())?));
             }
             if hashes.iter().any(|(_, h)| *h != hashes[0].1) {
                 return Err(format!("HashKV (hash, revision) differ: {hashes:?}"));

@@ -52,6 +52,27 @@ pub struct BenchArgs {
     #[arg(long, global = true)]
     pub no_progress: bool,
 
+    /// Verify https:// servers with this CA bundle (etcdctl's flag; endpoints without a
+    /// scheme are then dialled over TLS).
+    #[arg(long, global = true)]
+    pub cacert: Option<std::path::PathBuf>,
+
+    /// Present this client certificate (mutual TLS); needs --key.
+    #[arg(long, global = true)]
+    pub cert: Option<std::path::PathBuf>,
+
+    /// The private key of --cert (its own id: `range` has a positional `key`).
+    #[arg(long = "key", id = "tls_key", global = true)]
+    pub key: Option<std::path::PathBuf>,
+
+    /// Accept any server certificate.
+    #[arg(long, global = true)]
+    pub insecure_skip_tls_verify: bool,
+
+    /// Authenticate as `name:password` before the run; every request carries the token.
+    #[arg(long, global = true)]
+    pub user: Option<String>,
+
     #[command(subcommand)]
     pub workload: Workload,
 }
@@ -217,6 +238,9 @@ impl BenchArgs {
         if self.request_timeout_ms == 0 {
             bail!("--request-timeout-ms must be at least 1");
         }
+        if self.user.as_deref().is_some_and(|u| !u.contains(':')) {
+            bail!("--user must be name:password");
+        }
         match &self.workload {
             Workload::Put {
                 keys,
@@ -263,6 +287,16 @@ impl BenchArgs {
         match self.duration {
             Some(d) => StopAt::Duration(Duration::from_secs_f64(d)),
             None => StopAt::Total(self.total),
+        }
+    }
+
+    /// The TLS flags as the client layer takes them.
+    pub fn tls(&self) -> raftkv_client::tls::TlsOptions {
+        raftkv_client::tls::TlsOptions {
+            cacert: self.cacert.clone(),
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+            insecure_skip_verify: self.insecure_skip_tls_verify,
         }
     }
 
@@ -341,6 +375,19 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    /// The TLS and auth flags, next to `range`'s positional key (a clash once: both `key`).
+    #[test]
+    fn tls_and_user_flags_parse_beside_a_range_key() {
+        let a = parse("--cacert /ca.pem --cert /c.pem --key /k.pem --user u:p range foo").unwrap();
+        a.validate().unwrap();
+        let tls = a.tls();
+        assert!(tls.any());
+        assert_eq!(tls.key.as_deref(), Some(std::path::Path::new("/k.pem")));
+        assert_eq!(a.user.as_deref(), Some("u:p"));
+        assert!(matches!(&a.workload, Workload::Range { key, .. } if key == "foo"));
+        rejects("--user nopassword put", "--user");
     }
 
     #[test]

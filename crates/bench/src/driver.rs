@@ -17,9 +17,76 @@ use proto::etcdserverpb::{
     kv_client::KvClient, request_op, CompactionRequest, PutRequest, RangeRequest, RequestOp,
     TxnRequest,
 };
-use raftkv_client::endpoint::connect;
+use raftkv_client::endpoint::{connect, lazy_channel_tls};
 use rand::{rngs::SmallRng, Rng, SeedableRng};
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
+
+/// Adds the auth token (`--user`) to every request, as etcd's clients do.
+#[derive(Clone)]
+pub struct WithToken(Option<MetadataValue<Ascii>>);
+
+impl tonic::service::Interceptor for WithToken {
+    fn call(&mut self, mut r: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(token) = &self.0 {
+            r.metadata_mut().insert("token", token.clone());
+        }
+        Ok(r)
+    }
+}
+
+/// The KV stub every load client uses.
+type Kv = KvClient<InterceptedService<Channel, WithToken>>;
+
+/// The connections of a run: TLS when any TLS flag is given or an endpoint is https://
+/// (dialled, and checked with a Status call, before the clock starts), plain otherwise.
+async fn open_channels(args: &BenchArgs, urls: &[String]) -> Result<Vec<Channel>> {
+    let tls_options = args.tls();
+    let tls = if tls_options.any() || urls.iter().any(|u| u.starts_with("https://")) {
+        Some(tls_options.client_config()?)
+    } else {
+        None
+    };
+    let mut channels = Vec::with_capacity(args.conns);
+    for i in 0..args.conns {
+        let url = &urls[i % urls.len()];
+        let channel = match &tls {
+            None => connect(url, DIAL_TIMEOUT).await?,
+            Some(config) => {
+                let address = url.strip_prefix("http://").unwrap_or(url);
+                let channel = lazy_channel_tls(address, DIAL_TIMEOUT, Some(config))?;
+                proto::etcdserverpb::maintenance_client::MaintenanceClient::new(channel.clone())
+                    .status(proto::etcdserverpb::StatusRequest {})
+                    .await
+                    .with_context(|| format!("cannot reach {url} over TLS"))?;
+                channel
+            }
+        };
+        channels.push(channel);
+    }
+    Ok(channels)
+}
+
+/// `--user name:password`: a token from Authenticate, or none.
+async fn token(args: &BenchArgs, channel: &Channel) -> Result<WithToken> {
+    let Some(user) = &args.user else {
+        return Ok(WithToken(None));
+    };
+    let (name, password) = user
+        .split_once(':')
+        .context("--user must be name:password")?;
+    let response = proto::etcdserverpb::auth_client::AuthClient::new(channel.clone())
+        .authenticate(proto::etcdserverpb::AuthenticateRequest {
+            name: name.to_string(),
+            password: password.to_string(),
+        })
+        .await
+        .map_err(|s| anyhow::anyhow!("authenticating as {name}: {}", s.message()))?;
+    let value = MetadataValue::try_from(response.into_inner().token.as_str())
+        .context("the server's token is not valid metadata")?;
+    Ok(WithToken(Some(value)))
+}
 
 use crate::args::{BenchArgs, Consistency, StopAt, Workload};
 use crate::keys::{make_value, KeyPicker};
@@ -82,11 +149,7 @@ impl Job {
         })
     }
 
-    async fn issue(
-        &mut self,
-        kv: &mut KvClient<Channel>,
-        rng: &mut SmallRng,
-    ) -> Result<(), tonic::Status> {
+    async fn issue(&mut self, kv: &mut Kv, rng: &mut SmallRng) -> Result<(), tonic::Status> {
         match self {
             Job::Put { keys, value } => {
                 let req = PutRequest {
@@ -173,12 +236,7 @@ struct ClientResult {
     errors: BTreeMap<String, u64>,
 }
 
-async fn client_loop(
-    mut kv: KvClient<Channel>,
-    mut job: Job,
-    shared: Arc<Shared>,
-    seed: u64,
-) -> ClientResult {
+async fn client_loop(mut kv: Kv, mut job: Job, shared: Arc<Shared>, seed: u64) -> ClientResult {
     let mut rng = SmallRng::seed_from_u64(seed);
     let mut hist = report::new_histogram();
     let mut errors = BTreeMap::new();
@@ -210,7 +268,7 @@ async fn client_loop(
 
 /// Compacts at the current revision every `every`, until `stop` is set. Keeps the store's
 /// history bounded during long put loads, as an operator's auto-compaction would.
-async fn compactor(mut kv: KvClient<Channel>, every: Duration, stop: Arc<AtomicBool>) {
+async fn compactor(mut kv: Kv, every: Duration, stop: Arc<AtomicBool>) {
     let mut tick = tokio::time::interval(every);
     tick.tick().await;
     let mut warned = false;
@@ -263,10 +321,8 @@ fn progress_bar(args: &BenchArgs) -> ProgressBar {
 /// Runs the load workload in `args` and returns its report.
 pub async fn run_load(args: &BenchArgs) -> Result<Report> {
     let urls = args.endpoint_urls();
-    let mut channels = Vec::with_capacity(args.conns);
-    for i in 0..args.conns {
-        channels.push(connect(&urls[i % urls.len()], DIAL_TIMEOUT).await?);
-    }
+    let channels = open_channels(args, &urls).await?;
+    let token = token(args, &channels[0]).await?;
     let start = Instant::now();
     let shared = Arc::new(Shared {
         issued: AtomicU64::new(0),
@@ -282,7 +338,7 @@ pub async fn run_load(args: &BenchArgs) -> Result<Report> {
     } = &args.workload
     {
         if *compact_interval > 0.0 {
-            let kv = KvClient::new(channels[0].clone());
+            let kv = KvClient::with_interceptor(channels[0].clone(), token.clone());
             tokio::spawn(compactor(
                 kv,
                 Duration::from_secs_f64(*compact_interval),
@@ -292,7 +348,7 @@ pub async fn run_load(args: &BenchArgs) -> Result<Report> {
     }
     let mut tasks = Vec::with_capacity(args.clients);
     for c in 0..args.clients {
-        let kv = KvClient::new(channels[c % channels.len()].clone());
+        let kv = KvClient::with_interceptor(channels[c % channels.len()].clone(), token.clone());
         let job = Job::new(&args.workload, c as u64).context("not a load workload")?;
         tasks.push(tokio::spawn(client_loop(
             kv,

@@ -143,6 +143,16 @@ impl LocalCluster {
     /// Returns once every process has been spawned; it does not wait for a leader (the caller
     /// decides how to observe that).
     pub fn start(spec: ClusterSpec) -> Result<Self> {
+        let mut cluster = Self::create(spec)?;
+        for i in 0..cluster.members.len() {
+            cluster.start_member(i)?;
+        }
+        Ok(cluster)
+    }
+
+    /// [`LocalCluster::start`] without starting anyone: the caller starts members with
+    /// [`LocalCluster::start_member`] (e.g. to have one join later than the others).
+    pub fn create(spec: ClusterSpec) -> Result<Self> {
         if spec.names.is_empty() {
             bail!("a cluster needs at least one member");
         }
@@ -182,16 +192,12 @@ impl LocalCluster {
                 child: None,
             })
             .collect();
-        let mut cluster = LocalCluster {
+        Ok(LocalCluster {
             spec,
             members,
             data_root,
             _temp_root: temp_root,
-        };
-        for i in 0..cluster.members.len() {
-            cluster.start_member(i)?;
-        }
-        Ok(cluster)
+        })
     }
 
     pub fn members(&self) -> &[Member] {

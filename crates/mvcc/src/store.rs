@@ -43,6 +43,12 @@ pub enum Response {
     /// peer URLs, applied to the replicated member list): the store did not change. `Err`
     /// carries etcd's gRPC code and message for a refusal.
     External(Result<(), (i32, String)>),
+    /// An operator admitted `member_id` with `incarnation` (`InternalRequest` field 41):
+    /// nothing in the store changes; the server records it for its peer transport.
+    AdmitPeer {
+        member_id: u64,
+        incarnation: u64,
+    },
 }
 
 /// The replicated key-value state machine with etcd's MVCC semantics.
@@ -209,9 +215,11 @@ impl Store {
         // Checked here, against the auth state at this index, so every member refuses the
         // same entries and nothing acts on rights revoked after the proposer checked them.
         auth::check_request(&self.auth, req.auth.as_ref(), request).map_err(MvccError::Auth)?;
-        if let internal_request::Request::LeaseRevoke(revoke) = request {
-            // etcd: revoking deletes the lease's keys, so it needs write access to each.
-            if let Some(lease) = self.leases.get(revoke.id) {
+        // etcd: revoking deletes the lease's keys, so it needs write access to each; and a
+        // put (alone or in a txn) may attach a lease only if the writer could revoke it, i.e.
+        // write every key already attached (etcd's `checkLeasePuts`).
+        for lease_id in leases_needing_write_access(request) {
+            if let Some(lease) = self.leases.get(lease_id) {
                 for key in &lease.keys {
                     let delete = internal_request::Request::DeleteRange(DeleteRangeRequest {
                         key: key.clone(),
@@ -275,6 +283,10 @@ impl Store {
             internal_request::Request::LeaseExpiry(e) => Ok(Response::LeaseExpiry(
                 self.apply_lease_expiry(e, entry_term),
             )),
+            internal_request::Request::AdmitPeer(a) => Ok(Response::AdmitPeer {
+                member_id: a.member_id,
+                incarnation: a.incarnation,
+            }),
             // Auth changes are applied by `apply_entry`.
             _ => Err(MvccError::EmptyRequest),
         }
@@ -603,4 +615,30 @@ impl<'s> Writer<'s> {
         let _ = self.store.by_revision.split_off(&Revision::start_of(main));
         self.store.last_events.clear();
     }
+}
+
+/// The leases whose attached keys the writer of `request` must be able to write: the one
+/// revoked, or every non-zero lease a put attaches (in a txn: every put of both branches,
+/// nested txns included, since the branch that runs is decided at apply).
+fn leases_needing_write_access(request: &internal_request::Request) -> Vec<i64> {
+    fn txn(t: &proto::etcdserverpb::TxnRequest, out: &mut Vec<i64>) {
+        use proto::etcdserverpb::request_op::Request as Op;
+        for op in t.success.iter().chain(&t.failure) {
+            match &op.request {
+                Some(Op::RequestPut(p)) if p.lease != 0 => out.push(p.lease),
+                Some(Op::RequestTxn(inner)) => txn(inner, out),
+                _ => {}
+            }
+        }
+    }
+    let mut out = Vec::new();
+    match request {
+        internal_request::Request::LeaseRevoke(r) => out.push(r.id),
+        internal_request::Request::Put(p) if p.lease != 0 => out.push(p.lease),
+        internal_request::Request::Txn(t) => txn(t, &mut out),
+        _ => {}
+    }
+    out.sort_unstable();
+    out.dedup();
+    out
 }

@@ -197,6 +197,9 @@ pub enum Command {
     /// Authentication: enable, disable, status.
     #[command(subcommand)]
     Auth(AuthCommand),
+    /// Peer identity: `admit` a member that an outsider pre-claimed (docs/security.md).
+    #[command(subcommand)]
+    Peer(crate::peer_cmd::PeerCommand),
 }
 
 #[derive(Subcommand, Debug)]

@@ -24,6 +24,7 @@ use raftkv_client::client::{prefix_range_end, Client, Timeouts};
 use raftkv_client::converge;
 use raftkv_client::leader::{wait_for_leader, AgreedLeader, TermLedger};
 use raftkv_client::local_cluster::{ClusterSpec, LocalCluster, MemberProgram};
+use raftkv_client::tls::TlsOptions;
 
 /// How long one step may take before the demo calls it failed.
 const STEP_LIMIT: Duration = Duration::from_secs(30);
@@ -37,6 +38,8 @@ pub struct DemoOptions {
     /// Run only the non-destructive part against these endpoints.
     pub endpoints: Option<Vec<String>>,
     pub timeouts: Timeouts,
+    /// etcdctl's TLS flags, for `https://` endpoints (the demo's own members are plain).
+    pub tls: TlsOptions,
 }
 
 /// One checked step of the scenario.
@@ -118,7 +121,7 @@ impl Narrator {
 /// Runs the demo; `Ok(true)` only if every check held.
 pub async fn run(options: DemoOptions) -> Result<bool> {
     match options.endpoints.clone() {
-        Some(endpoints) => run_against_existing(endpoints, options.timeouts).await,
+        Some(endpoints) => run_against_existing(endpoints, options.timeouts, &options.tls).await,
         None => run_local(options).await,
     }
 }
@@ -504,8 +507,12 @@ const REMOTE_STEPS: &[&str] = &[
     "at most one leader per term, throughout",
 ];
 
-async fn run_against_existing(endpoints: Vec<String>, timeouts: Timeouts) -> Result<bool> {
-    let client = Client::new(&endpoints, timeouts)?;
+async fn run_against_existing(
+    endpoints: Vec<String>,
+    timeouts: Timeouts,
+    tls: &TlsOptions,
+) -> Result<bool> {
+    let client = Client::with_tls(&endpoints, timeouts, tls)?;
     let mut n = Narrator::new();
     println!(
         "raftkv demo: non-destructive checks against {}",

@@ -37,6 +37,7 @@ pub mod lease_cmd;
 pub mod lock_elect;
 pub mod member_cmd;
 pub mod output;
+pub mod peer_cmd;
 #[cfg(feature = "server")]
 pub mod snapshot_cmd;
 pub mod txn_script;

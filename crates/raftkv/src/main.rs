@@ -128,6 +128,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 etcd_binary: cmd.with_etcd,
                 endpoints: global.endpoints.clone(),
                 timeouts: global.timeouts(),
+                tls: global.tls(),
             };
             let held = runtime()?.block_on(async {
                 tokio::select! {
@@ -168,6 +169,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Role(cmd) => runtime()?.block_on(raftkv::auth_cmd::role(&global, &cmd))?,
         Command::Auth(cmd) => runtime()?.block_on(raftkv::auth_cmd::auth(&global, &cmd))?,
         Command::Endpoint(cmd) => runtime()?.block_on(raftkv::endpoint_cmd::run(&global, &cmd))?,
+        Command::Peer(cmd) => runtime()?.block_on(raftkv::peer_cmd::run(&global, &cmd))?,
     }
     Ok(ExitCode::SUCCESS)
 }

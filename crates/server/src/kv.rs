@@ -39,6 +39,9 @@ pub struct MvccMachine {
     pub tokens: Arc<SimpleTokens>,
     pub lessor: Lessor,
     pub members: MemberList,
+    /// The peer transport's record of peers' incarnations, which an applied
+    /// `raftkv peer admit` (field 41) overwrites; `None` where no transport runs (tests).
+    pub incarnations: Option<Arc<crate::transport::Incarnations>>,
     /// The list a snapshot without one restores to: the `--initial-cluster` members (such
     /// snapshots were written before the list was replicated, when the membership was
     /// fixed at bootstrap).
@@ -57,6 +60,7 @@ impl Default for MvccMachine {
             tokens: Arc::default(),
             lessor: Lessor::new(),
             members: MemberList::default(),
+            incarnations: None,
             members_seed: MemberList::default(),
             peer_url_changes: Vec::new(),
             epoch: Instant::now(),
@@ -247,6 +251,37 @@ impl MvccMachine {
     }
 }
 
+impl MvccMachine {
+    /// An applied `raftkv peer admit`: every member records the operator's incarnation for
+    /// that peer (the record is local, so this is the only place it changes by the log). The
+    /// incarnation is a secret of the peer's and is never logged.
+    fn follow_admission(&self, out: &Result<Response, MvccError>) {
+        let Ok(Response::AdmitPeer {
+            member_id,
+            incarnation,
+        }) = out
+        else {
+            return;
+        };
+        let Some(incarnations) = &self.incarnations else {
+            return;
+        };
+        match incarnations.admit(*member_id, *incarnation) {
+            Ok(()) => tracing::warn!(
+                member = format_args!("{member_id:x}"),
+                "an operator admitted this member with a new incarnation; connections under \
+                 any other incarnation are closed"
+            ),
+            Err(e) => tracing::error!(
+                member = format_args!("{member_id:x}"),
+                error = %e,
+                "could not record an operator's admission on disk; it holds until this \
+                 member restarts"
+            ),
+        }
+    }
+}
+
 impl StateMachine for MvccMachine {
     type Output = Result<Response, MvccError>;
 
@@ -269,6 +304,7 @@ impl StateMachine for MvccMachine {
             }) => Ok(Response::External(self.apply_member_update(&update))),
             Ok(req) => {
                 let out = self.store.apply_entry(&req, entry.term);
+                self.follow_admission(&out);
                 self.follow_auth_change(&req, out, entry.index)
             }
             Err(e) => Err(MvccError::Internal(format!(

@@ -220,6 +220,7 @@ pub async fn serve(
         info!("initialised a new data dir");
     }
     let mut machine = MvccMachine::default();
+    machine.incarnations = Some(incarnations.clone());
     machine.seed_members(crate::members::MemberList::from_initial(
         &config.initial_members,
     ));
@@ -578,6 +579,10 @@ async fn serve_client(
         .add_service(LeaseServer::new(LeaseService(ctx.clone())).max_decoding_message_size(limit))
         .add_service(
             AuthServer::new(crate::auth::AuthService(ctx.clone())).max_decoding_message_size(limit),
+        )
+        .add_service(
+            proto::raftkvpb::peers_server::PeersServer::new(crate::grpc::PeersService(ctx.clone()))
+                .max_decoding_message_size(limit),
         )
         .add_service(
             proto::v3lockpb::lock_server::LockServer::new(concurrency.clone())

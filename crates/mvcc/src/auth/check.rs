@@ -159,5 +159,8 @@ pub fn check_request(
         | Request::RoleGrantPermission(_)
         | Request::RoleRevokePermission(_)
         | Request::MemberUpdate(_) => store.check_admin(who),
+        // Which incarnation a peer is admitted with is the cluster's identity, not data:
+        // an administrator's call, like auth management.
+        Request::AdmitPeer(_) => store.check_admin(who),
     }
 }

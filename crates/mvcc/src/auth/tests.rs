@@ -6,7 +6,7 @@ use proto::etcdserverpb::{
     request_op, AuthEnableRequest, AuthRoleAddRequest, AuthRoleDeleteRequest,
     AuthRoleGrantPermissionRequest, AuthRoleRevokePermissionRequest, AuthUserAddRequest,
     AuthUserDeleteRequest, AuthUserGrantRoleRequest, AuthUserRevokeRoleRequest, Compare,
-    PutRequest, RangeRequest, RequestOp, TxnRequest,
+    LeaseGrantRequest, PutRequest, RangeRequest, RequestOp, TxnRequest,
 };
 use proto::raftkvpb::{
     internal_request::Request, AuthenticateRecord, InternalRequest, RequestAuth,
@@ -219,6 +219,46 @@ fn management_needs_the_root_role_once_enabled() {
         AuthError::UserNotFound
     );
     apply_as(&mut s, Some(("root", rev)), user_add("x")).unwrap();
+}
+
+/// etcd's `checkLeasePuts`: attaching a lease to a key needs write access to every key
+/// already attached to it (else the writer could not revoke the lease it extends), for a plain
+/// put and for a put anywhere in a txn.
+#[test]
+fn a_put_may_attach_a_lease_only_if_the_writer_can_write_its_keys() {
+    let mut s = secured();
+    let rev = s.auth().revision();
+    let (root, alice) = (Some(("root", rev)), Some(("alice", rev)));
+    let grant = |id| Request::LeaseGrant(LeaseGrantRequest { id, ttl: 60 });
+    apply_as(&mut s, alice, grant(7)).unwrap();
+    apply_as(&mut s, alice, grant(8)).unwrap();
+    let with_lease = |key: &str, lease| PutRequest {
+        lease,
+        ..put(key, false)
+    };
+    // Lease 7 holds only keys alice may write; lease 8 also holds root's "zzz".
+    apply_as(&mut s, alice, Request::Put(with_lease("a1", 7))).unwrap();
+    apply_as(&mut s, root, Request::Put(with_lease("zzz", 8))).unwrap();
+    apply_as(&mut s, alice, Request::Put(with_lease("a2", 7))).unwrap();
+    assert_eq!(
+        auth_err(apply_as(&mut s, alice, Request::Put(with_lease("a3", 8)))),
+        AuthError::PermissionDenied
+    );
+    let txn_put = |lease| {
+        Request::Txn(TxnRequest {
+            failure: vec![RequestOp {
+                request: Some(request_op::Request::RequestPut(with_lease("a4", lease))),
+            }],
+            ..Default::default()
+        })
+    };
+    assert_eq!(
+        auth_err(apply_as(&mut s, alice, txn_put(8))),
+        AuthError::PermissionDenied
+    );
+    apply_as(&mut s, alice, txn_put(7)).unwrap();
+    // root may attach anything.
+    apply_as(&mut s, root, Request::Put(with_lease("b1", 8))).unwrap();
 }
 
 #[test]

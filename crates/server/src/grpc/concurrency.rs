@@ -3,6 +3,10 @@
 //! contender under `<name>/`, created in a Txn, and a wait (on this member's watch hub)
 //! until every contender with an older create revision is gone.
 //!
+//! Every read and write acts as the caller (`crate::auth::who`), as etcd's server-side
+//! recipes run with the caller's credentials: with auth enabled a lock or an election needs
+//! READ and WRITE on its `<name>/` prefix.
+//!
 //! The owner key's create revision is the fencing token: a lock holder must make its
 //! writes conditional on it (docs/lease.md), since a lease can expire while a paused
 //! holder still believes it holds the lock.
@@ -17,6 +21,7 @@ use proto::etcdserverpb::{
 };
 use proto::mvccpb::KeyValue;
 use proto::raftkvpb::internal_request::Request as Internal;
+use proto::raftkvpb::RequestAuth;
 use proto::v3electionpb::election_server::Election;
 use proto::v3electionpb::{
     CampaignRequest, CampaignResponse, LeaderKey, LeaderRequest, LeaderResponse, ProclaimRequest,
@@ -38,6 +43,20 @@ const NOT_LEADER: &str = "election: not leader";
 const NO_LEADER: &str = "election: no leader";
 /// etcd's `ErrMissingLeaderKey` (a plain error, so code Unknown) for Proclaim and Resign.
 const MISSING_LEADER: &str = "\"leader\" field must be provided";
+
+/// Who a call acts as (`None` with auth disabled).
+type Who = Option<RequestAuth>;
+
+/// etcd's recipes get the refusal from their own client call and return it as a plain
+/// error, which gRPC sends as `UNKNOWN` with the same text (`etcdserver: permission
+/// denied`, checked against etcd 3.4 by `tests/lock_election_auth.rs`).
+fn recipe_error(s: Status) -> Status {
+    if s.code() == tonic::Code::PermissionDenied {
+        Status::unknown(s.message().to_string())
+    } else {
+        s
+    }
+}
 
 #[derive(Clone)]
 pub struct Concurrency {
@@ -99,17 +118,22 @@ fn get_op(key: &Bytes) -> RequestOp {
 }
 
 impl Concurrency {
-    async fn txn(&self, txn: TxnRequest) -> Result<TxnResponse, Status> {
-        let data = prost::Message::encode_to_vec(&proto::raftkvpb::InternalRequest {
-            auth: None,
-            request: Some(Internal::Txn(txn)),
-        });
-        match self.ctx.node.propose(Bytes::from(data)).await {
-            Ok(Ok(Applied::Txn(r))) => Ok(r),
-            Ok(Ok(_)) => Err(Status::internal("etcdserver: unexpected apply result")),
-            Ok(Err(e)) => Err(e.into()),
-            Err(e) => Err(e.into()),
+    async fn txn(&self, who: &Who, txn: TxnRequest) -> Result<TxnResponse, Status> {
+        match super::kv::propose(&self.ctx, Internal::Txn(txn), who.clone())
+            .await
+            .map_err(recipe_error)?
+        {
+            Applied::Txn(r) => Ok(r),
+            _ => Err(Status::internal("etcdserver: unexpected apply result")),
         }
+    }
+
+    /// READ on everything under `prefix` (the recipe reads the other contenders' keys).
+    fn check_read(&self, who: &Who, prefix: &Bytes) -> Result<(), Status> {
+        let sm = self.ctx.state()?;
+        mvcc::auth::RequestChecker::new(sm.store.auth(), who.as_ref())
+            .read(prefix, &prefix_end(prefix))
+            .map_err(|e| recipe_error(Status::from(mvcc::MvccError::Auth(e))))
     }
 
     fn header(&self, revision: i64) -> ResponseHeader {
@@ -178,16 +202,20 @@ impl Concurrency {
     /// value, and the header of the txn.
     async fn enter(
         &self,
+        who: &Who,
         key: &Bytes,
         value: Bytes,
         lease: i64,
     ) -> Result<(i64, Option<KeyValue>, ResponseHeader), Status> {
         let resp = self
-            .txn(TxnRequest {
-                compare: vec![created_at(key, 0)],
-                success: vec![put_op(key, value, lease)],
-                failure: vec![get_op(key)],
-            })
+            .txn(
+                who,
+                TxnRequest {
+                    compare: vec![created_at(key, 0)],
+                    success: vec![put_op(key, value, lease)],
+                    failure: vec![get_op(key)],
+                },
+            )
             .await?;
         let rev = resp.header.as_ref().map_or(0, |h| h.revision);
         if resp.succeeded {
@@ -208,19 +236,17 @@ impl Concurrency {
         }
     }
 
-    async fn delete(&self, key: &Bytes) -> Result<ResponseHeader, Status> {
-        let data = prost::Message::encode_to_vec(&proto::raftkvpb::InternalRequest {
-            auth: None,
-            request: Some(Internal::DeleteRange(DeleteRangeRequest {
-                key: key.clone(),
-                ..Default::default()
-            })),
+    async fn delete(&self, who: &Who, key: &Bytes) -> Result<ResponseHeader, Status> {
+        let request = Internal::DeleteRange(DeleteRangeRequest {
+            key: key.clone(),
+            ..Default::default()
         });
-        match self.ctx.node.propose(Bytes::from(data)).await {
-            Ok(Ok(Applied::DeleteRange(r))) => Ok(self.header(r.header.map_or(0, |h| h.revision))),
-            Ok(Ok(_)) => Err(Status::internal("etcdserver: unexpected apply result")),
-            Ok(Err(e)) => Err(e.into()),
-            Err(e) => Err(e.into()),
+        match super::kv::propose(&self.ctx, request, who.clone())
+            .await
+            .map_err(recipe_error)?
+        {
+            Applied::DeleteRange(r) => Ok(self.header(r.header.map_or(0, |h| h.revision))),
+            _ => Err(Status::internal("etcdserver: unexpected apply result")),
         }
     }
 }
@@ -237,6 +263,7 @@ impl Drop for Unregister {
 /// before it finished, as etcd's recipe removes its key on a failed wait.
 struct Withdraw {
     svc: Option<Concurrency>,
+    who: Who,
     key: Bytes,
 }
 
@@ -249,9 +276,9 @@ impl Withdraw {
 impl Drop for Withdraw {
     fn drop(&mut self) {
         if let Some(svc) = self.svc.take() {
-            let key = self.key.clone();
+            let (key, who) = (self.key.clone(), self.who.clone());
             tokio::spawn(async move {
-                let _ = svc.delete(&key).await;
+                let _ = svc.delete(&who, &key).await;
             });
         }
     }
@@ -261,12 +288,15 @@ impl Drop for Withdraw {
 impl Lock for Concurrency {
     async fn lock(&self, request: Request<LockRequest>) -> Result<Response<LockResponse>, Status> {
         self.ctx.require_leader(request.metadata())?;
+        let who = crate::auth::who(&self.ctx, &request).await?;
         let req = request.into_inner();
         let prefix = contender_prefix(&req.name);
+        self.check_read(&who, &prefix)?;
         let key = contender_key(&prefix, req.lease);
-        let (rev, _, header) = self.enter(&key, Bytes::new(), req.lease).await?;
+        let (rev, _, header) = self.enter(&who, &key, Bytes::new(), req.lease).await?;
         let withdraw = Withdraw {
             svc: Some(self.clone()),
+            who,
             key: key.clone(),
         };
         // On an error `withdraw` deletes the key on its way out.
@@ -283,7 +313,8 @@ impl Lock for Concurrency {
         request: Request<UnlockRequest>,
     ) -> Result<Response<UnlockResponse>, Status> {
         self.ctx.require_leader(request.metadata())?;
-        let header = self.delete(&request.into_inner().key).await?;
+        let who = crate::auth::who(&self.ctx, &request).await?;
+        let header = self.delete(&who, &request.into_inner().key).await?;
         Ok(Response::new(UnlockResponse {
             header: Some(header),
         }))
@@ -297,21 +328,28 @@ impl Election for Concurrency {
         request: Request<CampaignRequest>,
     ) -> Result<Response<CampaignResponse>, Status> {
         self.ctx.require_leader(request.metadata())?;
+        let who = crate::auth::who(&self.ctx, &request).await?;
         let req = request.into_inner();
         let prefix = contender_prefix(&req.name);
+        self.check_read(&who, &prefix)?;
         let key = contender_key(&prefix, req.lease);
-        let (rev, existing, mut header) = self.enter(&key, req.value.clone(), req.lease).await?;
+        let (rev, existing, mut header) =
+            self.enter(&who, &key, req.value.clone(), req.lease).await?;
         let withdraw = Withdraw {
             svc: Some(self.clone()),
+            who: who.clone(),
             key: key.clone(),
         };
         if existing.is_some_and(|kv| kv.value != req.value) {
             let r = self
-                .txn(TxnRequest {
-                    compare: vec![created_at(&key, rev)],
-                    success: vec![put_op(&key, req.value.clone(), req.lease)],
-                    failure: vec![],
-                })
+                .txn(
+                    &who,
+                    TxnRequest {
+                        compare: vec![created_at(&key, rev)],
+                        success: vec![put_op(&key, req.value.clone(), req.lease)],
+                        failure: vec![],
+                    },
+                )
                 .await?;
             if !r.succeeded {
                 return Err(Status::unknown(NOT_LEADER));
@@ -336,16 +374,20 @@ impl Election for Concurrency {
         request: Request<ProclaimRequest>,
     ) -> Result<Response<ProclaimResponse>, Status> {
         self.ctx.require_leader(request.metadata())?;
+        let who = crate::auth::who(&self.ctx, &request).await?;
         let req = request.into_inner();
         let Some(leader) = req.leader else {
             return Err(Status::unknown(MISSING_LEADER));
         };
         let r = self
-            .txn(TxnRequest {
-                compare: vec![created_at(&leader.key, leader.rev)],
-                success: vec![put_op(&leader.key, req.value, leader.lease)],
-                failure: vec![],
-            })
+            .txn(
+                &who,
+                TxnRequest {
+                    compare: vec![created_at(&leader.key, leader.rev)],
+                    success: vec![put_op(&leader.key, req.value, leader.lease)],
+                    failure: vec![],
+                },
+            )
             .await?;
         if !r.succeeded {
             return Err(Status::unknown(NOT_LEADER));
@@ -360,10 +402,12 @@ impl Election for Concurrency {
         request: Request<LeaderRequest>,
     ) -> Result<Response<LeaderResponse>, Status> {
         self.ctx.require_leader(request.metadata())?;
+        let who = crate::auth::who(&self.ctx, &request).await?;
         let prefix = contender_prefix(&request.into_inner().name);
         if !self.ctx.skip_read_index {
             self.ctx.node.read_barrier().await?;
         }
+        self.check_read(&who, &prefix)?;
         match self.first_created(&prefix)? {
             Some(kv) => Ok(Response::new(LeaderResponse {
                 header: Some(self.header(0)),
@@ -380,7 +424,9 @@ impl Election for Concurrency {
         request: Request<LeaderRequest>,
     ) -> Result<Response<BoxStream<LeaderResponse>>, Status> {
         self.ctx.require_leader(request.metadata())?;
+        let who = crate::auth::who(&self.ctx, &request).await?;
         let prefix = contender_prefix(&request.into_inner().name);
+        self.check_read(&who, &prefix)?;
         let svc = self.clone();
         let (tx, rx) = mpsc::channel::<Result<LeaderResponse, Status>>(16);
         tokio::spawn(async move {
@@ -440,22 +486,26 @@ impl Election for Concurrency {
         request: Request<ResignRequest>,
     ) -> Result<Response<ResignResponse>, Status> {
         self.ctx.require_leader(request.metadata())?;
+        let who = crate::auth::who(&self.ctx, &request).await?;
         let Some(leader) = request.into_inner().leader else {
             return Err(Status::unknown(MISSING_LEADER));
         };
         let r = self
-            .txn(TxnRequest {
-                compare: vec![created_at(&leader.key, leader.rev)],
-                success: vec![RequestOp {
-                    request: Some(request_op::Request::RequestDeleteRange(
-                        DeleteRangeRequest {
-                            key: leader.key.clone(),
-                            ..Default::default()
-                        },
-                    )),
-                }],
-                failure: vec![],
-            })
+            .txn(
+                &who,
+                TxnRequest {
+                    compare: vec![created_at(&leader.key, leader.rev)],
+                    success: vec![RequestOp {
+                        request: Some(request_op::Request::RequestDeleteRange(
+                            DeleteRangeRequest {
+                                key: leader.key.clone(),
+                                ..Default::default()
+                            },
+                        )),
+                    }],
+                    failure: vec![],
+                },
+            )
             .await?;
         Ok(Response::new(ResignResponse {
             header: Some(self.header(r.header.map_or(0, |h| h.revision))),

@@ -143,8 +143,9 @@ impl Maintenance for MaintenanceService {
     /// once that is durable. Only this member, as etcd's.
     async fn defragment(
         &self,
-        _r: Request<DefragmentRequest>,
+        r: Request<DefragmentRequest>,
     ) -> Result<Response<DefragmentResponse>, Status> {
+        crate::auth::admin_for_maintenance(&self.0, &r).await?;
         self.0.node.compact_storage().await?;
         Ok(Response::new(DefragmentResponse {
             header: Some(self.0.header(0)),
@@ -157,8 +158,10 @@ impl Maintenance for MaintenanceService {
     /// SHA-256 of all of it, as etcd sends.
     async fn snapshot(
         &self,
-        _r: Request<SnapshotRequest>,
+        r: Request<SnapshotRequest>,
     ) -> Result<Response<BoxStream<SnapshotResponse>>, Status> {
+        // The whole key space, users and password hashes included: an administrator's.
+        crate::auth::admin_for_maintenance(&self.0, &r).await?;
         let started = Instant::now();
         // Copy under the lock, encode outside it: writes wait only for the copy.
         let (store, applied) = {

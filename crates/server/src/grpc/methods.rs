@@ -81,6 +81,7 @@ const SERVICES: &[(&str, &[&str])] = &[
         "v3electionpb.Election",
         &["Campaign", "Proclaim", "Leader", "Observe", "Resign"],
     ),
+    ("raftkvpb.Peers", &["AdmitPeer"]),
 ];
 
 /// What a request path names, split the way grpc-go splits it: an optional leading `/`,
@@ -148,6 +149,10 @@ mod tests {
             (
                 include_str!("../../../proto/proto/v3electionpb/v3election.proto"),
                 "v3electionpb",
+            ),
+            (
+                include_str!("../../../proto/proto/raftkvpb/raftkv.proto"),
+                "raftkvpb",
             ),
         ];
         let mut services: Vec<(String, Vec<String>)> = Vec::new();

@@ -10,6 +10,7 @@
 //! * `Lease`: grants, revocations and keep-alives through the log; docs/lease.md.
 //! * `Auth`: `crate::auth::AuthService`; every service checks permissions (crate::auth).
 //! * `v3lockpb.Lock`, `v3electionpb.Election`: etcd's recipes run on the server.
+//! * `raftkvpb.Peers`: raftkv's own operator call, `raftkv peer admit` (`peers.rs`).
 //! * Everything else (the rest of Maintenance and Cluster) answers
 //!   `UNIMPLEMENTED` through the generated traits' defaults.
 //! * [`ClientEdge`] sits in front of them all: HTTP/1.x only reaches the HTTP endpoints, and
@@ -23,6 +24,7 @@ mod maintenance;
 mod member_change;
 mod methods;
 mod move_leader;
+mod peers;
 mod watch;
 
 use std::sync::Arc;
@@ -38,6 +40,7 @@ pub use edge::ClientEdge;
 pub use kv::{propose, KvService};
 pub use lease::LeaseService;
 pub use maintenance::{ClusterService, MaintenanceService, Membership, UnimplementedService};
+pub use peers::PeersService;
 pub use watch::WatchService;
 
 /// The version Status, /version and `etcd_server_version` report: etcd 3.4's API (the proto

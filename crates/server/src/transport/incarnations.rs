@@ -6,7 +6,13 @@
 //! remembers the first incarnation it accepted from each peer, across restarts, and
 //! refuses a different one. (A member that was never seen can always join: it cannot have
 //! lost anything the cluster relied on. The remedy for a wiped member is to remove it and
-//! add it back as a new member — membership changes come in a later issue.)
+//! add it back as a new member.)
+//!
+//! "First seen" can be an outsider's: without peer mTLS, whoever dials first as a member
+//! that has not started yet is recorded in its place. An operator undoes that with
+//! `raftkv peer admit` (a replicated entry, [`Incarnations::admit`]): every member then
+//! records the incarnation the operator read from the real member's data dir, and cuts the
+//! connections admitted under another one (docs/security.md, "A pre-claimed member").
 //!
 //! The record is only worth anything if it is durable *before* the peer is admitted: a
 //! peer admitted unrecorded could, after our restart, come back wiped and be taken for new.
@@ -24,6 +30,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasher, Hasher};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context as _;
@@ -49,6 +56,9 @@ pub struct Incarnations {
     /// Held while the file is written, so two first handshakes cannot interleave their
     /// writes (each would otherwise write a file missing the other's peer).
     seen: Mutex<HashMap<u64, u64>>,
+    /// Bumped by every [`Incarnations::admit`], so open connections notice cheaply that the
+    /// incarnation they were admitted with may no longer be the recorded one.
+    generation: AtomicU64,
 }
 
 impl Incarnations {
@@ -90,6 +100,7 @@ impl Incarnations {
                 path: path.to_path_buf(),
             }),
             seen: Mutex::new(seen),
+            generation: AtomicU64::new(0),
         })
     }
 
@@ -98,7 +109,36 @@ impl Incarnations {
         Incarnations {
             backing: None,
             seen: Mutex::new(HashMap::new()),
+            generation: AtomicU64::new(0),
         }
+    }
+
+    /// Record `incarnation` for `member` in place of whatever was recorded (an operator's
+    /// `raftkv peer admit`, applied from the log). Durable before it returns; if the file
+    /// cannot be written the record stays in memory (until a restart) and the error says so.
+    /// Connections admitted under another incarnation see [`Incarnations::generation`] move
+    /// and end at their next frame.
+    pub fn admit(&self, member: u64, incarnation: u64) -> anyhow::Result<()> {
+        let mut seen = self
+            .seen
+            .lock()
+            .map_err(|_| anyhow::anyhow!("the peer incarnation record is unusable"))?;
+        seen.insert(member, incarnation);
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        self.persist(&seen)
+    }
+
+    /// Counts [`Incarnations::admit`] calls.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+
+    /// Whether `incarnation` is what is recorded for `member` now.
+    pub fn is_recorded(&self, member: u64, incarnation: u64) -> bool {
+        self.seen
+            .lock()
+            .map(|seen| seen.get(&member) == Some(&incarnation))
+            .unwrap_or(false)
     }
 
     /// Accept `incarnation` for `member` if it is the same as before, or if `member` is new
@@ -233,6 +273,40 @@ mod tests {
         let refusal = again.check(7, 101).unwrap_err();
         assert_eq!(refusal.kind, RefusalKind::IdentityWiped);
         assert!(refusal.reason.contains("lost its data dir"), "{refusal:?}");
+    }
+
+    /// An operator's admission replaces a pre-claimed record, durably, and only for that
+    /// member.
+    #[test]
+    fn an_admission_replaces_the_recorded_incarnation_durably() {
+        let (fs, path) = lazy();
+        let rec = Incarnations::load(fs.clone(), &path).unwrap();
+        assert!(
+            rec.check(7, 0xbad).is_ok(),
+            "the outsider's claim comes first"
+        );
+        assert!(rec.check(8, 5).is_ok());
+        assert_eq!(
+            rec.check(7, 0x600d).unwrap_err().kind,
+            RefusalKind::IdentityWiped
+        );
+        let before = rec.generation();
+        rec.admit(7, 0x600d).unwrap();
+        assert!(rec.generation() > before);
+        assert!(rec.is_recorded(7, 0x600d) && !rec.is_recorded(7, 0xbad));
+        assert!(rec.check(7, 0x600d).is_ok());
+        assert_eq!(
+            rec.check(7, 0xbad).unwrap_err().kind,
+            RefusalKind::IdentityWiped
+        );
+        fs.power_loss(LossMode::DropUnsynced);
+        let again = Incarnations::load(fs.clone(), &path).unwrap();
+        assert!(again.check(7, 0x600d).is_ok());
+        assert!(again.check(8, 5).is_ok());
+        assert_eq!(
+            again.check(7, 0xbad).unwrap_err().kind,
+            RefusalKind::IdentityWiped
+        );
     }
 
     #[test]

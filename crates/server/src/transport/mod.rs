@@ -1035,6 +1035,8 @@ impl Acceptor {
             Ok(Err(e)) => return Err(e),
             Err(_) => anyhow::bail!("handshake timed out"),
         };
+        // Read before the check, so an operator's admission racing with it is seen below.
+        let mut admitted_at = self.incarnations.generation();
         let reply = match self.admit(&hello).await {
             Ok(()) => HelloReply::Accepted {
                 name: self.local.name.clone(),
@@ -1063,6 +1065,17 @@ impl Acceptor {
         loop {
             if self.members.is_removed(from) {
                 anyhow::bail!("member {from:x} was removed from the cluster");
+            }
+            // An operator admitted `from` with another incarnation since this connection was
+            // admitted (`raftkv peer admit`): whoever holds it is not that member.
+            let generation = self.incarnations.generation();
+            if generation != admitted_at {
+                if !self.incarnations.is_recorded(from, hello.incarnation) {
+                    anyhow::bail!(
+                        "member {from:x} was admitted with another incarnation by an operator"
+                    );
+                }
+                admitted_at = generation;
             }
             while let Some(body) = codec::split_frame(&mut buf)? {
                 let frame = codec::decode(body)?;
