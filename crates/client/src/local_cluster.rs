@@ -264,10 +264,17 @@ impl LocalCluster {
     /// Starts member `index` (again) with its original flags and data directory. Its output
     /// is appended to its log file so a restart's log follows the crash's.
     pub fn start_member(&mut self, index: usize) -> Result<()> {
+        self.start_member_with(index, &[])
+    }
+
+    /// [`LocalCluster::start_member`] with `extra` flags after the usual ones, for this
+    /// start only (e.g. `--force-new-cluster`).
+    pub fn start_member_with(&mut self, index: usize, extra: &[&str]) -> Result<()> {
         if self.members[index].child.is_some() {
             bail!("member {} is already running", self.members[index].name);
         }
-        let args = self.member_args(index);
+        let mut args = self.member_args(index);
+        args.extend(extra.iter().map(|s| s.to_string()));
         let member = &self.members[index];
         let log = File::options()
             .create(true)

@@ -49,6 +49,9 @@ pub enum PeerAnswer {
         hash: u32,
         revision: i64,
         compact_revision: i64,
+        /// The peer's current revision (its answer's header), which the periodic check
+        /// compares with the leader's.
+        current_revision: i64,
     },
     /// The peer has not reached the revision yet.
     FutureRevision,
@@ -134,6 +137,7 @@ pub async fn check(
                     hash,
                     revision,
                     compact_revision,
+                    ..
                 },
                 v,
             ) => {
@@ -190,7 +194,12 @@ pub async fn check(
 }
 
 /// HashKV at `revision` from the first of the peer's client URLs that answers.
-async fn ask_peer(member_id: u64, peer: &Peer, revision: i64, timeout: Duration) -> PeerAnswer {
+pub(crate) async fn ask_peer(
+    member_id: u64,
+    peer: &Peer,
+    revision: i64,
+    timeout: Duration,
+) -> PeerAnswer {
     let mut last = "the peer has published no client URL".to_string();
     for url in &peer.client_urls {
         if !url.starts_with("http://") {
@@ -221,12 +230,18 @@ async fn ask_peer(member_id: u64, peer: &Peer, revision: i64, timeout: Duration)
         };
         match result {
             Ok(r) => {
+                let header = r.header.unwrap_or_default();
                 return PeerAnswer::Hash {
-                    member_id: r.header.map(|h| h.member_id).unwrap_or(peer.id),
+                    member_id: if header.member_id == 0 {
+                        peer.id
+                    } else {
+                        header.member_id
+                    },
                     hash: r.hash,
                     revision: r.hash_revision,
                     compact_revision: r.compact_revision,
-                }
+                    current_revision: header.revision,
+                };
             }
             Err(e) if e == "future" => return PeerAnswer::FutureRevision,
             Err(e) if e == "compacted" => return PeerAnswer::Compacted,
@@ -261,6 +276,7 @@ mod tests {
             hash,
             revision: 20,
             compact_revision,
+            current_revision: 20,
         }
     }
 

@@ -203,6 +203,25 @@ pub async fn serve(
     let fs = hooks.file_system.clone();
     let (storage, recovered) = Storage::open(fs.clone(), &config.data_dir, &opts)
         .map_err(|e| anyhow::anyhow!("cannot open data dir {}: {e}", config.data_dir.display()))?;
+    let bootstrap = ConfState {
+        voters: config.initial_members.iter().map(|m| m.id).collect(),
+        learners: vec![],
+    };
+    let (storage, recovered) = match (config.force_new_cluster, recovered.created) {
+        (true, false) => crate::force_new_cluster::force(
+            storage,
+            recovered,
+            config.member_id,
+            config.cluster_id,
+            &bootstrap,
+        )?,
+        (true, true) => {
+            // etcd ignores the flag without a WAL, too: there is nothing to recover.
+            warn!("--force-new-cluster has no effect on a new data dir: starting the cluster --initial-cluster describes");
+            (storage, recovered)
+        }
+        (false, _) => (storage, recovered),
+    };
     let incarnation = own_incarnation(&*fs, &config.data_dir.join(INCARNATION_FILE))?;
     let incarnations = Arc::new(Incarnations::load(
         fs.clone(),
@@ -244,10 +263,6 @@ pub async fn serve(
             "recovered from the data dir"
         );
     }
-    let bootstrap = ConfState {
-        voters: config.initial_members.iter().map(|m| m.id).collect(),
-        learners: vec![],
-    };
     let initial = recovered.initial_state(bootstrap);
     // None for a new data dir: nothing of its own to check (etcd checks only members that
     // were initialised before this start).
@@ -419,6 +434,15 @@ pub async fn serve(
         config.auto_compaction,
         shutdown.clone(),
     ));
+    if let Some(interval) = config.corrupt_check_interval {
+        tokio::spawn(crate::corrupt_monitor::run(
+            handle.clone(),
+            ctx.transport.clone(),
+            interval,
+            config.request_timeout(),
+            shutdown.clone(),
+        ));
+    }
     for (urls, l) in metrics_listeners {
         let url = urls.join(",");
         if schemes(&urls).0 {
