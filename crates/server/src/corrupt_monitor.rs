@@ -169,8 +169,10 @@ async fn check_once(
     let asks: Vec<_> = peers(node, transport)?
         .into_iter()
         .map(|p| {
-            let id = node.id;
-            tokio::spawn(async move { ask_peer(id, &p, before.revision, timeout).await })
+            let (id, transport) = (node.id, transport.clone());
+            tokio::spawn(async move {
+                ask_peer(id, &p, before.revision, timeout, Some(&transport)).await
+            })
         })
         .collect();
     let mut answers = Vec::new();

@@ -139,7 +139,35 @@ async fn initial_corrupt_check(
                 .unwrap_or_default(),
         })
         .collect();
-    crate::corrupt_check::check(config.member_id, local, peers, config.request_timeout()).await
+    crate::corrupt_check::check(
+        config.member_id,
+        local,
+        peers,
+        config.request_timeout(),
+        Some(transport.clone()),
+    )
+    .await
+}
+
+/// This member's answer to a peer's HashKV question (`crate::transport::hash_kv`): the
+/// store's hash at a revision, or etcd's error text.
+fn hash_source(
+    member_id: u64,
+    state: Arc<RwLock<MvccMachine>>,
+) -> crate::transport::hash_kv::HashSource {
+    Arc::new(move |revision| {
+        let sm = state
+            .read()
+            .map_err(|_| "state machine lock poisoned".to_string())?;
+        let h = sm.store.hash_kv(revision).map_err(|e| e.to_string())?;
+        Ok(crate::transport::codec::PeerHashKv {
+            member_id,
+            hash: h.hash,
+            hash_revision: h.hash_revision,
+            compact_revision: h.compact_revision,
+            current_revision: sm.store.current_revision(),
+        })
+    })
 }
 
 /// Bind the unix sockets among the client listen addresses (`crate::unix_socket`), each
@@ -321,6 +349,7 @@ pub async fn serve(
         sink: handle.peer_sink(),
         commit: handle.status.commit.clone(),
         probes: Some(transport.clone()),
+        hash_kv: Some(hash_source(config.member_id, state.clone())),
     });
     for (urls, l) in peer_listeners {
         let url = urls.join(",");
