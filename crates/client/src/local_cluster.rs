@@ -270,7 +270,14 @@ impl LocalCluster {
     /// Starts member `index` (again) with its original flags and data directory. Its output
     /// is appended to its log file so a restart's log follows the crash's.
     pub fn start_member(&mut self, index: usize) -> Result<()> {
-        let args = self.member_args(index);
+        self.start_member_with(index, &[])
+    }
+
+    /// [`LocalCluster::start_member`] with `extra` flags after the usual ones, for this
+    /// start only (e.g. `--force-new-cluster`).
+    pub fn start_member_with(&mut self, index: usize, extra: &[&str]) -> Result<()> {
+        let mut args = self.member_args(index);
+        args.extend(extra.iter().map(|s| s.to_string()));
         self.start_member_with_args(index, args)
     }
 

@@ -15,7 +15,17 @@ fn main() -> ExitCode {
     // before any thread exists, as it sets variables.
     #[cfg(feature = "server")]
     server::adopt_etcd_env();
-    let cli = Cli::try_parse().unwrap_or_else(parse_error);
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    // `raftkv server` takes etcd's (Go's) flag syntax, `-name x` included.
+    #[cfg(feature = "server")]
+    let argv = {
+        use clap::CommandFactory as _;
+        match Cli::command().find_subcommand("server") {
+            Some(server_cmd) => server::go_flags::normalise_server_subcommand(server_cmd, argv),
+            None => argv,
+        }
+    };
+    let cli = Cli::try_parse_from(&argv).unwrap_or_else(|e| parse_error(e, &argv));
     match run(cli) {
         Ok(code) => code,
         Err(error) => {
@@ -29,24 +39,32 @@ fn main() -> ExitCode {
 /// `unwrap_or_else`). A bad `raftkv server` flag gets etcd's wording and exit status, so
 /// scripts written for `etcd` see what they expect (server::flag_errors); everything else
 /// gets clap's answer.
-fn parse_error(e: clap::Error) -> Cli {
+fn parse_error(e: clap::Error, argv: &[std::ffi::OsString]) -> Cli {
     #[cfg(feature = "server")]
     {
         use clap::CommandFactory as _;
         // The subcommand is the first word that is not an option (global options come
         // as `--flag=value` before it, or not at all).
-        let is_server = std::env::args()
+        let at = argv
+            .iter()
             .skip(1)
-            .find(|a| !a.starts_with('-'))
-            .is_some_and(|a| a == "server");
+            .position(|a| a.to_str().is_some_and(|a| !a.starts_with('-')))
+            .map(|i| i + 1);
+        let is_server = at.is_some_and(|i| argv[i] == "server");
+        let flags = at.map_or(&[][..], |i| &argv[i + 1..]);
         let cli = Cli::command();
         if let Some(cmd) = cli.find_subcommand("server").filter(|_| is_server) {
-            if let Some(answer) = server::flag_errors::etcd_answer(&e, cmd, "raftkv server") {
+            let program = "raftkv server";
+            let answer = server::flag_errors::env_answer(&e, cmd, program, flags)
+                .or_else(|| server::flag_errors::etcd_answer(&e, cmd, program));
+            if let Some(answer) = answer {
                 eprint!("{}", answer.text);
                 std::process::exit(answer.status);
             }
         }
     }
+    #[cfg(not(feature = "server"))]
+    let _ = argv;
     e.exit()
 }
 

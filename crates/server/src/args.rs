@@ -191,7 +191,11 @@ pub fn adopt_etcd_env() {
     let cmd = ServerCli::command();
     let config_file_arg = std::env::args_os()
         .filter_map(|a| a.into_string().ok())
-        .any(|a| a == "--config-file" || a.starts_with("--config-file="));
+        .any(|a| {
+            // Go's syntax: one dash or two (crate::go_flags).
+            let a = a.strip_prefix('-').unwrap_or(&a);
+            a == "-config-file" || a.starts_with("-config-file=")
+        });
     let config_file_env = ["RAFTKV_CONFIG_FILE", "ETCD_CONFIG_FILE"]
         .iter()
         .any(|v| std::env::var_os(v).is_some_and(|p| !p.is_empty()));
@@ -213,7 +217,27 @@ pub fn adopt_etcd_env() {
         }
         if let Some(v) = std::env::var_os(&etcd) {
             std::env::set_var(ours, v);
+            if let Ok(mut copied) = COPIED_FROM_ETCD.lock() {
+                copied.push(ours.to_string());
+            }
         }
+    }
+}
+
+/// The `RAFTKV_*` variables [`adopt_etcd_env`] set from their `ETCD_*` twins, so that an
+/// error in one names the variable the user wrote.
+static COPIED_FROM_ETCD: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// The environment variable a flag's value was read from, as the user wrote it:
+/// `ETCD_FOO` when [`adopt_etcd_env`] copied it into `RAFTKV_FOO`, else `RAFTKV_FOO`.
+pub fn env_origin(raftkv_var: &str) -> String {
+    let copied = COPIED_FROM_ETCD
+        .lock()
+        .map(|c| c.iter().any(|v| v == raftkv_var))
+        .unwrap_or(false);
+    match raftkv_var.strip_prefix("RAFTKV_") {
+        Some(suffix) if copied => format!("ETCD_{suffix}"),
+        _ => raftkv_var.to_string(),
     }
 }
 

@@ -3,12 +3,13 @@
 //!
 //! - **implemented**: it has its etcd effect (`--max-concurrent-streams`, the gRPC
 //!   keepalives, `--auto-compaction-*`, `--pre-vote`, `--strict-reconfig-check`, `--logger`,
-//!   `--log-outputs`, `--log-level`, `--debug`, `--experimental-initial-corrupt-check`);
+//!   `--log-outputs`, `--log-level`, `--debug`, `--experimental-initial-corrupt-check`,
+//!   `--experimental-corrupt-check-time`, `--force-new-cluster`);
 //! - **ignored, said once**: accepted, and start-up logs exactly one line naming the flag and
 //!   why it changes nothing here (see [`CompatArgs::notes`]). Only flags whose absence cannot
 //!   cost data or correctness are in this class;
 //! - **refused**: accepted by the parser but start-up stops with a clear error, because
-//!   pretending would be wrong (`--force-new-cluster`, `--unsafe-no-fsync`, `--discovery*`,
+//!   pretending would be wrong (`--unsafe-no-fsync`, `--discovery*`,
 //!   `--proxy` other than `off`).
 //!
 //! Flags whose only effect is inside a feature raftkv does not have are `Option`s without a
@@ -99,7 +100,9 @@ pub struct ClusterFlags {
     #[arg(long, env = "RAFTKV_INITIAL_ELECTION_TICK_ADVANCE", num_args = 0..=1, default_missing_value = "true", action = ArgAction::Set)]
     pub initial_election_tick_advance: Option<bool>,
 
-    /// Force a new single-member cluster from this data dir. Not supported yet: refused.
+    /// Restart this member from its data dir as a one-member cluster (disaster recovery):
+    /// it keeps its data and ids, drops uncommitted entries and removes every other member
+    /// through its own log (`crate::force_new_cluster`).
     #[arg(long, env = "RAFTKV_FORCE_NEW_CLUSTER", num_args = 0..=1, default_missing_value = "true", action = ArgAction::Set)]
     pub force_new_cluster: Option<bool>,
 
@@ -299,7 +302,8 @@ pub struct ExperimentalFlags {
     #[arg(long, env = "RAFTKV_EXPERIMENTAL_INITIAL_CORRUPT_CHECK", num_args = 0..=1, default_missing_value = "true", action = ArgAction::Set)]
     pub experimental_initial_corrupt_check: Option<bool>,
 
-    /// Period of the cluster corruption check. Ignored (not performed yet).
+    /// How often the leader compares its store's hash with every follower's (Go duration;
+    /// 0, the default, turns the check off; `crate::corrupt_monitor`).
     #[arg(long, env = "RAFTKV_EXPERIMENTAL_CORRUPT_CHECK_TIME")]
     pub experimental_corrupt_check_time: Option<String>,
 
@@ -340,9 +344,6 @@ impl CompatArgs {
     pub fn notes(&self) -> anyhow::Result<Vec<String>> {
         use anyhow::bail;
         let c = &self.cluster;
-        if c.force_new_cluster == Some(true) {
-            bail!("--force-new-cluster is not supported yet: raftkv cannot rewrite a member's membership; restore from a snapshot into a new cluster instead");
-        }
         if c.discovery.as_deref().is_some_and(|s| !s.is_empty()) {
             bail!("--discovery is not supported: list the members with --initial-cluster");
         }
@@ -464,11 +465,6 @@ impl CompatArgs {
         );
         let e = &self.experimental;
         ignored(
-            e.experimental_corrupt_check_time.is_some(),
-            "--experimental-corrupt-check-time",
-            "the periodic corruption check is not performed yet",
-        );
-        ignored(
             e.experimental_backend_bbolt_freelist_type.is_some(),
             "--experimental-backend-bbolt-freelist-type",
             "raftkv has no bbolt backend",
@@ -525,6 +521,16 @@ impl CompatArgs {
                 })
             }
         }
+    }
+
+    /// `--experimental-corrupt-check-time`: the period of the leader's corruption check
+    /// (`None`: off, etcd's default).
+    pub fn corrupt_check_interval(&self) -> anyhow::Result<Option<Duration>> {
+        let Some(raw) = self.experimental.experimental_corrupt_check_time.as_deref() else {
+            return Ok(None);
+        };
+        let d = parse_go_duration("--experimental-corrupt-check-time", raw)?;
+        Ok((!d.is_zero()).then_some(d))
     }
 
     /// The gRPC keepalive interval (None = off) and timeout.

@@ -144,6 +144,10 @@ pub struct Config {
     pub dashboard: bool,
     /// `--experimental-initial-corrupt-check` (crate::corrupt_check).
     pub initial_corrupt_check: bool,
+    /// `--force-new-cluster` (crate::force_new_cluster).
+    pub force_new_cluster: bool,
+    /// `--experimental-corrupt-check-time` (crate::corrupt_monitor); `None`: off.
+    pub corrupt_check_interval: Option<Duration>,
 }
 
 impl Config {
@@ -326,6 +330,8 @@ impl Config {
                 .experimental
                 .experimental_initial_corrupt_check
                 .unwrap_or(false),
+            force_new_cluster: args.compat.cluster.force_new_cluster.unwrap_or(false),
+            corrupt_check_interval: args.compat.corrupt_check_interval()?,
         })
     }
 

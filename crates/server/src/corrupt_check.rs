@@ -16,22 +16,25 @@
 //! - one peer with the same compaction revision and a different hash is enough: start-up
 //!   stops with etcd's error, `<member id> found data inconsistency with peers`.
 //!
-//! How the peers are asked: etcd asks each peer's peer URL (`/members/hashkv`). raftkv's
-//! peer port speaks its own framed protocol, not HTTP, so the member asks each peer's
-//! *client* URLs with the ordinary `Maintenance/HashKV` call. The peers are the members of
-//! the replicated member list; their client URLs are the ones each announced in its peer
-//! handshake (raftkv does not replicate them; MemberList shows the same ones), so the
+//! How the peers are asked: etcd 3.4.23 asks each peer's peer URL (`POST /members/hashkv`)
+//! through its peer transport, so with the peer TLS configuration, and that endpoint needs
+//! no authentication. raftkv asks over its peer connection the same way
+//! (`crate::transport::hash_kv`): peer TLS protects it and no client credentials are
+//! involved, so the check works with `https://` or unix-socket-only client URLs and with
+//! authentication enabled. The peers are the members of the replicated member list; the
 //! member first waits, up to etcd's request timeout, until its transport has reached every
-//! peer. The consequences, written down in docs/migration.md: only
-//! `http://` client URLs are dialled (an `https://` or unix-socket-only peer is skipped
-//! with a warning), and with authentication enabled the peer refuses the unauthenticated
-//! call, so the peer is skipped likewise. The log says which peers were skipped and why.
+//! peer. A peer of an older build, which does not answer on the peer connection, is asked
+//! with `Maintenance/HashKV` over its `http://` client URLs (the ones it announced in its
+//! handshake), and skipped with a warning if it has none or demands authentication. The
+//! log says which peers were skipped and why.
 
 use std::time::Duration;
 
 use proto::etcdserverpb::maintenance_client::MaintenanceClient;
 use proto::etcdserverpb::HashKvRequest;
 use tracing::{info, warn};
+
+use crate::transport::Transport;
 
 /// This member's side of the comparison.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -49,6 +52,9 @@ pub enum PeerAnswer {
         hash: u32,
         revision: i64,
         compact_revision: i64,
+        /// The peer's current revision (its answer's header), which the periodic check
+        /// compares with the leader's.
+        current_revision: i64,
     },
     /// The peer has not reached the revision yet.
     FutureRevision,
@@ -106,6 +112,7 @@ pub async fn check(
     local: LocalHash,
     peers: Vec<Peer>,
     timeout: Duration,
+    transport: Option<Transport>,
 ) -> anyhow::Result<()> {
     info!(
         local_member_id = format_args!("{member_id:x}"),
@@ -115,8 +122,10 @@ pub async fn check(
     let asks: Vec<_> = peers
         .into_iter()
         .map(|p| {
+            let transport = transport.clone();
             tokio::spawn(async move {
-                let answer = ask_peer(member_id, &p, local.revision, timeout).await;
+                let answer =
+                    ask_peer(member_id, &p, local.revision, timeout, transport.as_ref()).await;
                 (p, answer)
             })
         })
@@ -134,6 +143,7 @@ pub async fn check(
                     hash,
                     revision,
                     compact_revision,
+                    ..
                 },
                 v,
             ) => {
@@ -189,8 +199,41 @@ pub async fn check(
     Ok(())
 }
 
-/// HashKV at `revision` from the first of the peer's client URLs that answers.
-async fn ask_peer(member_id: u64, peer: &Peer, revision: i64, timeout: Duration) -> PeerAnswer {
+/// HashKV at `revision` from the peer: over the peer connection when the peer answers
+/// there (`crate::transport::hash_kv`, as etcd asks its peers' peer URLs), else from the
+/// first of its `http://` client URLs that answers (a peer of an older build).
+pub(crate) async fn ask_peer(
+    member_id: u64,
+    peer: &Peer,
+    revision: i64,
+    timeout: Duration,
+    transport: Option<&Transport>,
+) -> PeerAnswer {
+    if let Some(t) = transport {
+        if let Some(result) = t.hash_kv(peer.id, revision, timeout).await {
+            return match result {
+                Ok(h) => PeerAnswer::Hash {
+                    member_id: h.member_id,
+                    hash: h.hash,
+                    revision: h.hash_revision,
+                    compact_revision: h.compact_revision,
+                    current_revision: h.current_revision,
+                },
+                Err(e) if e.contains("future revision") => PeerAnswer::FutureRevision,
+                Err(e) if e.contains("has been compacted") => PeerAnswer::Compacted,
+                Err(e) => {
+                    warn!(
+                        local_member_id = format_args!("{member_id:x}"),
+                        requested_revision = revision,
+                        remote_peer_id = format_args!("{:x}", peer.id),
+                        error = %e,
+                        "failed hash kv request"
+                    );
+                    PeerAnswer::Unreachable(e)
+                }
+            };
+        }
+    }
     let mut last = "the peer has published no client URL".to_string();
     for url in &peer.client_urls {
         if !url.starts_with("http://") {
@@ -221,12 +264,18 @@ async fn ask_peer(member_id: u64, peer: &Peer, revision: i64, timeout: Duration)
         };
         match result {
             Ok(r) => {
+                let header = r.header.unwrap_or_default();
                 return PeerAnswer::Hash {
-                    member_id: r.header.map(|h| h.member_id).unwrap_or(peer.id),
+                    member_id: if header.member_id == 0 {
+                        peer.id
+                    } else {
+                        header.member_id
+                    },
                     hash: r.hash,
                     revision: r.hash_revision,
                     compact_revision: r.compact_revision,
-                }
+                    current_revision: header.revision,
+                };
             }
             Err(e) if e == "future" => return PeerAnswer::FutureRevision,
             Err(e) if e == "compacted" => return PeerAnswer::Compacted,
@@ -261,6 +310,7 @@ mod tests {
             hash,
             revision: 20,
             compact_revision,
+            current_revision: 20,
         }
     }
 
@@ -298,7 +348,7 @@ mod tests {
                 client_urls: vec![],
             },
         ];
-        check(1, LOCAL, peers, Duration::from_secs(2))
+        check(1, LOCAL, peers, Duration::from_secs(2), None)
             .await
             .unwrap();
     }

@@ -33,6 +33,64 @@ pub fn usage_hint(program: &str) -> String {
     )
 }
 
+/// etcd's answer to a bad value that came from the environment rather than from `argv` (the
+/// flags, without the program name, as clap parsed them): etcd's
+/// `error verifying flags, invalid value "x" for ETCD_HEARTBEAT_INTERVAL: parse error. See
+/// 'etcd --help'.`, exit status 1, naming the variable as the user wrote it (`ETCD_*` or
+/// `RAFTKV_*`). `None` when the error is not about an environment value.
+pub fn env_answer(
+    err: &clap::Error,
+    cmd: &clap::Command,
+    program: &str,
+    argv: &[std::ffi::OsString],
+) -> Option<EtcdAnswer> {
+    let kind = err.kind();
+    if !matches!(kind, ErrorKind::InvalidValue | ErrorKind::ValueValidation) {
+        return None;
+    }
+    let (ContextValue::String(arg), ContextValue::String(value)) = (
+        err.get(ContextKind::InvalidArg)?,
+        err.get(ContextKind::InvalidValue)?,
+    ) else {
+        return None;
+    };
+    let name = go_flag_name(arg);
+    let flag = cmd
+        .get_arguments()
+        .find(|a| a.get_long() == Some(name.as_str()))?;
+    let on_command_line = argv.iter().filter_map(|a| a.to_str()).any(|a| {
+        let body = a.trim_start_matches('-');
+        a.starts_with('-')
+            && std::iter::once(name.as_str())
+                .chain(flag.get_all_aliases().unwrap_or_default())
+                .any(|n| body == n || body.starts_with(&format!("{n}=")))
+    });
+    if on_command_line {
+        return None;
+    }
+    let var = crate::args::env_origin(flag.get_env()?.to_str()?);
+    let reason = if kind == ErrorKind::InvalidValue && !is_bool(flag) {
+        "invalid value"
+    } else if out_of_range(err) {
+        "value out of range"
+    } else {
+        "parse error"
+    };
+    Some(EtcdAnswer {
+        text: format!(
+            "error verifying flags, invalid value {value:?} for {var}: {reason}. See '{program} --help'.\n"
+        ),
+        status: 1,
+    })
+}
+
+/// raftkv's boolean flags are the ones whose value is optional (`--pre-vote`,
+/// `--pre-vote=false`), as Go's are.
+fn is_bool(arg: &clap::Arg) -> bool {
+    arg.get_num_args()
+        .is_some_and(|r| r.min_values() == 0 && r.max_values() == 1)
+}
+
 /// etcd's answer to the error clap found in a `raftkv server` command line, or `None` when
 /// clap's own answer is the right one (help, version, kinds Go has no wording for).
 /// `program` names the command in the usage hint (`raftkv server`, `raftkv-member`).
@@ -66,10 +124,7 @@ pub fn etcd_answer(err: &clap::Error, cmd: &clap::Command, program: &str) -> Opt
             let is_bool = cmd
                 .get_arguments()
                 .find(|a| a.get_long() == Some(name.as_str()))
-                // raftkv's boolean flags are the ones whose value is optional
-                // (`--pre-vote`, `--pre-vote=false`), as Go's are.
-                .and_then(|a| a.get_num_args())
-                .is_some_and(|r| r.min_values() == 0 && r.max_values() == 1);
+                .is_some_and(is_bool);
             if value.is_empty() && kind == ErrorKind::InvalidValue {
                 format!("flag needs an argument: -{name}")
             } else if is_bool {

@@ -64,6 +64,8 @@ pub struct Metrics {
     server_version: IntGauge,
     cluster_version: IntGauge,
     build_info: Gauge,
+    // raftkv's own: rounds of the periodic corruption check (crate::corrupt_monitor).
+    corruption_checks: IntCounterVec,
 }
 
 /// `3.4` of `3.4.0`: etcd labels its cluster version metric with major.minor only.
@@ -235,6 +237,14 @@ impl Metrics {
                 .const_label("etcd_api", crate::grpc::ETCD_VERSION),
             )
             .expect("valid metric"),
+            corruption_checks: IntCounterVec::new(
+                Opts::new(
+                    "raftkv_corruption_checks_total",
+                    "Rounds of the periodic corruption check this member ran as leader, by result (passed, incomplete, mismatch).",
+                ),
+                &["result"],
+            )
+            .expect("valid metric"),
         };
         m.build_info.set(1.0);
         m.server_version.set(1);
@@ -268,6 +278,7 @@ impl Metrics {
             Box::new(m.cluster_version.clone()),
             Box::new(m.grpc_handling.clone()),
             Box::new(m.build_info.clone()),
+            Box::new(m.corruption_checks.clone()),
             // process_cpu_seconds_total, process_open_fds, process_max_fds,
             // process_resident_memory_bytes, process_virtual_memory_bytes,
             // process_start_time_seconds: the same collector Go's client registers.
@@ -287,6 +298,11 @@ impl Metrics {
     }
 
     /// Bytes handed to the socket of `peer`'s connection.
+    /// One round of the periodic corruption check ended with `result`.
+    pub fn corruption_check(&self, result: &str) {
+        self.corruption_checks.with_label_values(&[result]).inc();
+    }
+
     pub fn peer_sent(&self, peer: u64, bytes: usize) {
         self.peer_sent_bytes
             .with_label_values(&[&format!("{peer:x}")])

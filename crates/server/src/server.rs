@@ -138,7 +138,35 @@ async fn initial_corrupt_check(
                 .unwrap_or_default(),
         })
         .collect();
-    crate::corrupt_check::check(config.member_id, local, peers, config.request_timeout()).await
+    crate::corrupt_check::check(
+        config.member_id,
+        local,
+        peers,
+        config.request_timeout(),
+        Some(transport.clone()),
+    )
+    .await
+}
+
+/// This member's answer to a peer's HashKV question (`crate::transport::hash_kv`): the
+/// store's hash at a revision, or etcd's error text.
+fn hash_source(
+    member_id: u64,
+    state: Arc<RwLock<MvccMachine>>,
+) -> crate::transport::hash_kv::HashSource {
+    Arc::new(move |revision| {
+        let sm = state
+            .read()
+            .map_err(|_| "state machine lock poisoned".to_string())?;
+        let h = sm.store.hash_kv(revision).map_err(|e| e.to_string())?;
+        Ok(crate::transport::codec::PeerHashKv {
+            member_id,
+            hash: h.hash,
+            hash_revision: h.hash_revision,
+            compact_revision: h.compact_revision,
+            current_revision: sm.store.current_revision(),
+        })
+    })
 }
 
 /// Bind the unix sockets among the client listen addresses (`crate::unix_socket`), each
@@ -209,6 +237,25 @@ pub async fn serve(
     if let crate::join::Joining::Joining(j) = &joining {
         j.save(&*fs, &config.data_dir)?;
     }
+    let bootstrap = ConfState {
+        voters: config.initial_members.iter().map(|m| m.id).collect(),
+        learners: vec![],
+    };
+    let (storage, recovered) = match (config.force_new_cluster, recovered.created) {
+        (true, false) => crate::force_new_cluster::force(
+            storage,
+            recovered,
+            config.member_id,
+            config.cluster_id,
+            &bootstrap,
+        )?,
+        (true, true) => {
+            // etcd ignores the flag without a WAL, too: there is nothing to recover.
+            warn!("--force-new-cluster has no effect on a new data dir: starting the cluster --initial-cluster describes");
+            (storage, recovered)
+        }
+        (false, _) => (storage, recovered),
+    };
     let incarnation = own_incarnation(&*fs, &config.data_dir.join(INCARNATION_FILE))?;
     let incarnations = Arc::new(Incarnations::load(
         fs.clone(),
@@ -248,10 +295,6 @@ pub async fn serve(
             "recovered from the data dir"
         );
     }
-    let bootstrap = ConfState {
-        voters: config.initial_members.iter().map(|m| m.id).collect(),
-        learners: vec![],
-    };
     let initial = recovered.initial_state(bootstrap);
     // None for a new data dir: nothing of its own to check (etcd checks only members that
     // were initialised before this start).
@@ -328,6 +371,7 @@ pub async fn serve(
             crate::members::MemberList::from_initial(&config.initial_members),
             state.clone(),
         )),
+        hash_kv: Some(hash_source(config.member_id, state.clone())),
     });
     for (urls, l) in peer_listeners {
         let url = urls.join(",");
@@ -442,6 +486,15 @@ pub async fn serve(
         config.auto_compaction,
         shutdown.clone(),
     ));
+    if let Some(interval) = config.corrupt_check_interval {
+        tokio::spawn(crate::corrupt_monitor::run(
+            handle.clone(),
+            ctx.transport.clone(),
+            interval,
+            config.request_timeout(),
+            shutdown.clone(),
+        ));
+    }
     for (urls, l) in metrics_listeners {
         let url = urls.join(",");
         if schemes(&urls).0 {

@@ -214,10 +214,6 @@ fn etcd_environment_and_repeated_flags_work_like_etcd() {
 #[test]
 fn unsafe_or_unsupported_flags_are_refused() {
     for (flag, says) in [
-        (
-            "--force-new-cluster",
-            "--force-new-cluster is not supported yet",
-        ),
         ("--unsafe-no-fsync", "--unsafe-no-fsync is not supported"),
         ("--proxy=on", "--proxy=on is not supported"),
         (

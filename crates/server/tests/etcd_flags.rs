@@ -156,11 +156,21 @@ const ETCD: &str = "/usr/bin/etcd";
 /// (first line of stderr, exit code) of `program args`, run in a scratch dir so a command
 /// line that unexpectedly parsed cannot leave a data dir behind.
 fn first_line_and_status(program: &str, args: &[&str]) -> (String, Option<i32>) {
+    first_line_and_status_with(program, args, &[])
+}
+
+/// [`first_line_and_status`] with `env` set for the process.
+fn first_line_and_status_with(
+    program: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (String, Option<i32>) {
     let dir = tempfile::tempdir().unwrap();
     let out = Command::new(program)
         .args(args)
         .current_dir(dir.path())
         .env_remove("ETCD_NAME")
+        .envs(env.iter().copied())
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -181,6 +191,12 @@ fn a_bad_flag_gets_the_real_etcds_first_line_and_exit_status() {
         &["--pre-vote=maybe"],
         &["--name"],
         &["--initial-cluster-state=bogus"],
+        // Go's single-dash spellings (server::go_flags).
+        &["-foo"],
+        &["-heartbeat-interval", "x"],
+        &["-snapshot-count", "1.5"],
+        &["-pre-vote=maybe"],
+        &["-name"],
     ] {
         let etcd = first_line_and_status(ETCD, args);
         let ours = first_line_and_status(common::BIN, args);
@@ -196,6 +212,81 @@ fn a_bad_flag_gets_the_real_etcds_first_line_and_exit_status() {
         text.contains("Usage:") && text.contains("raftkv-member [flags]"),
         "{text}"
     );
+}
+
+#[test]
+fn a_malformed_etcd_variable_gets_the_real_etcds_words_and_status() {
+    for (var, value) in [
+        ("ETCD_HEARTBEAT_INTERVAL", "x"),
+        ("ETCD_PRE_VOTE", "maybe"),
+        ("ETCD_INITIAL_CLUSTER_STATE", "bogus"),
+        ("ETCD_SNAPSHOT_COUNT", "99999999999999999999999"),
+    ] {
+        let (etcd_line, etcd_status) = first_line_and_status_with(ETCD, &[], &[(var, value)]);
+        // etcd logs it through capnslog: "<date> <time> E | etcdmain: <message>".
+        let etcd_msg = etcd_line
+            .split_once("etcdmain: ")
+            .map(|(_, m)| m.replace("'etcd --help'", "'raftkv-member --help'"))
+            .unwrap_or_else(|| panic!("{var}: etcd said {etcd_line:?}"));
+        let ours = first_line_and_status_with(common::BIN, &[], &[(var, value)]);
+        assert_eq!(ours, (etcd_msg, etcd_status), "{var}={value}");
+        assert_eq!(etcd_status, Some(1), "{var}");
+    }
+    // raftkv's own variable is named as written.
+    let (line, status) =
+        first_line_and_status_with(common::BIN, &[], &[("RAFTKV_HEARTBEAT_INTERVAL", "x")]);
+    assert_eq!(
+        (line.as_str(), status),
+        (
+            r#"error verifying flags, invalid value "x" for RAFTKV_HEARTBEAT_INTERVAL: parse error. See 'raftkv-member --help'."#,
+            Some(1)
+        )
+    );
+    // The command line wins over the variable, whose value is then not looked at.
+    let out = Command::new(common::BIN)
+        .args(["--heartbeat-interval", "100", "--version"])
+        .env("ETCD_HEARTBEAT_INTERVAL", "x")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn a_command_line_in_gos_single_dash_syntax_starts_a_member() {
+    let mut m = Member::start(
+        &[
+            "-name",
+            "dash",
+            "-data-dir={dir}/data",
+            "-listen-client-urls",
+            "{client}",
+            "--advertise-client-urls",
+            "{client}",
+            "-listen-peer-urls={peer}",
+            "-initial-advertise-peer-urls",
+            "{peer}",
+            "-initial-cluster",
+            "dash={peer}",
+            "-quota-backend-bytes",
+            "-1",
+            "-pre-vote=false",
+            "-experimental-initial-corrupt-check",
+            "-heartbeat-interval",
+            "20",
+            "-election-timeout=200",
+        ],
+        &[],
+        None,
+    );
+    m.wait_ready();
+    assert!(m.dir().join("data").is_dir());
+    let list = stdout_ok("member list", &etcdctl(&m.client_url, &["member", "list"]));
+    assert!(list.contains(", dash, "), "{list}");
+    stdout_ok("put", &etcdctl(&m.client_url, &["put", "k", "v"]));
 }
 
 // ---- --experimental-initial-corrupt-check ----
@@ -330,4 +421,125 @@ async fn a_member_whose_history_differs_from_its_peers_refuses_to_start() {
     );
     // It never served: the healthy peers still agree, and still serve.
     assert_eq!(c.hash(0).await, c.hash(1).await);
+}
+
+// ---- --experimental-corrupt-check-time ----
+
+/// `raftkv_corruption_checks_total{result}` on member `i`'s `/metrics` (0 when absent).
+fn corruption_checks(c: &common::Cluster, i: usize, result: &str) -> u64 {
+    use std::net::TcpStream;
+    let Ok(mut s) = TcpStream::connect(c.local.member(i).endpoint()) else {
+        return 0;
+    };
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let sent = write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    );
+    let mut text = String::new();
+    if sent.is_err() || s.read_to_string(&mut text).is_err() {
+        return 0;
+    }
+    let series = format!("raftkv_corruption_checks_total{{result=\"{result}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&series))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// The active alarms as `(member id, alarm type)`, read through member `i`.
+async fn alarms(c: &common::Cluster, i: usize) -> Option<Vec<(u64, i32)>> {
+    use proto::etcdserverpb::{alarm_request::AlarmAction, AlarmRequest};
+    let r = c
+        .maintenance(i)
+        .await
+        .alarm(AlarmRequest {
+            action: AlarmAction::Get as i32,
+            member_id: 0,
+            alarm: 0,
+        })
+        .await
+        .ok()?
+        .into_inner();
+    Some(r.alarms.iter().map(|a| (a.member_id, a.alarm)).collect())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leader_raises_the_corrupt_alarm_for_a_member_whose_store_differs() {
+    use proto::etcdserverpb::AlarmType;
+    let mut c = common::Cluster::start(
+        3,
+        &[
+            "--experimental-corrupt-check-time",
+            "300ms",
+            "--snapshot-count",
+            "10",
+        ],
+    );
+    let leader = c.leader().await;
+    for i in 0..30 {
+        common::put_retrying(
+            &c,
+            leader,
+            &format!("k{i:02}"),
+            &format!("value-{i:02}-original"),
+        )
+        .await;
+    }
+    // A clean cluster: the leader completes rounds that compared every peer, and raises
+    // nothing.
+    common::poll("three clean rounds", Duration::from_secs(30), || async {
+        (corruption_checks(&c, leader, "passed") >= 3).then_some(())
+    })
+    .await;
+    assert_eq!(corruption_checks(&c, leader, "mismatch"), 0);
+    assert_eq!(alarms(&c, leader).await, Some(vec![]));
+    assert!(c.log(leader).contains("enabled corruption checking"));
+
+    // A follower restarts with one value changed on disk (no start-up check here).
+    let victim = (leader + 1) % 3;
+    common::poll("equal hashes", Duration::from_secs(20), || async {
+        let (a, b) = (c.hash(leader).await?, c.hash(victim).await?);
+        (a == b).then_some(())
+    })
+    .await;
+    let header = c.status(victim).await.unwrap().header.unwrap();
+    c.terminate(victim);
+    corrupt_a_stored_value(
+        &c.data_dir(victim),
+        header.member_id,
+        header.cluster_id,
+        b"value-03-original",
+        b"value-03-CORRUPT!",
+    );
+    c.spawn(victim);
+    let raised = common::poll("the CORRUPT alarm", Duration::from_secs(30), || async {
+        let a = alarms(&c, leader).await?;
+        (!a.is_empty()).then_some(a)
+    })
+    .await;
+    assert_eq!(
+        raised,
+        vec![(header.member_id, AlarmType::Corrupt as i32)],
+        "{}",
+        c.log(leader)
+    );
+    assert!(
+        c.log(leader)
+            .contains("same compact revision then hashes must match"),
+        "{}",
+        c.log(leader)
+    );
+    assert!(corruption_checks(&c, leader, "mismatch") >= 1);
+    // etcd's alarm handling: every request but alarms is refused.
+    let err = c
+        .kv(leader)
+        .await
+        .put(common::put("after", "alarm"))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (err.code(), err.message()),
+        (tonic::Code::DataLoss, "etcdserver: corrupt cluster")
+    );
 }

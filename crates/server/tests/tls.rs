@@ -120,11 +120,31 @@ struct Member {
     client_port: u16,
     peer_port: u16,
     data_dir: PathBuf,
+    /// The command line it was started with.
+    args: Vec<String>,
 }
 
 impl Member {
     fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGKILL the process and start it again with the same flags and data dir; its output
+    /// is appended to the same log.
+    fn restart(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let out = File::options().append(true).open(&self.log).unwrap();
+        let child = Command::new(BIN)
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
     }
 }
 
@@ -187,6 +207,7 @@ fn start_cluster(
                 client_port: cp,
                 peer_port: pp,
                 data_dir,
+                args,
             }
         })
         .collect()
@@ -898,6 +919,85 @@ fn one_port_serves_plain_and_tls_and_a_revoked_client_is_refused() {
     assert!(
         !o.status.success(),
         "a revoked certificate was accepted: {}",
+        text(&o)
+    );
+}
+
+/// The start-up corruption check asks its peers over the peer connections (peer mutual
+/// TLS here), as etcd 3.4 asks its peers' peer URLs through its peer transport: so it
+/// compares with every peer although the client URLs are `https://` with client-cert-auth
+/// and authentication is on, where asking the client URLs (the only way before) skipped
+/// every peer.
+#[test]
+fn the_initial_corruption_check_compares_every_peer_over_peer_tls_with_auth_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ca = Ca::new(d, "ca");
+    let (srv_c, srv_k) = ca.leaf(d, "server", "member", 365);
+    let (cli_c, cli_k) = ca.leaf(d, "client", "root", 365);
+    let extra: Vec<String> = vec![
+        format!("--cert-file={}", s(&srv_c)),
+        format!("--key-file={}", s(&srv_k)),
+        format!("--trusted-ca-file={}", s(&ca.path)),
+        "--client-cert-auth".into(),
+        format!("--peer-cert-file={}", s(&srv_c)),
+        format!("--peer-key-file={}", s(&srv_k)),
+        format!("--peer-trusted-ca-file={}", s(&ca.path)),
+        "--peer-client-cert-auth".into(),
+        "--experimental-initial-corrupt-check".into(),
+    ];
+    let mut members = start_cluster(d, 3, "https", "https", &extra);
+    let eps = members
+        .iter()
+        .map(|m| format!("https://127.0.0.1:{}", m.client_port))
+        .collect::<Vec<_>>()
+        .join(",");
+    let ctl = |args: &[&str]| {
+        let mut a = mtls_flags(&ca.path, &cli_c, &cli_k);
+        a.push(format!("--endpoints={eps}"));
+        a.extend(args.iter().map(|x| x.to_string()));
+        etcdctl(&a)
+    };
+    poll(
+        "a put over mutual TLS",
+        Duration::from_secs(30),
+        || logs(&members),
+        || ctl(&["put", "k0", "v0"]).status.success().then_some(()),
+    );
+    // Authentication on: the client certificate's CN (root) is the user.
+    for args in [
+        &["user", "add", "root:secret"][..],
+        &["auth", "enable"],
+        &["put", "k1", "v1"],
+    ] {
+        let o = ctl(args);
+        assert!(o.status.success(), "{args:?}: {}", text(&o));
+    }
+    let victim = 2;
+    members[victim].restart();
+    let log = poll(
+        "the check to finish",
+        Duration::from_secs(40),
+        || logs(&members),
+        || {
+            let l = members[victim].log();
+            l.contains("initial corruption checking passed; no corruption")
+                .then_some(l)
+        },
+    );
+    assert!(log.contains("starting initial corruption check"), "{log}");
+    // Both peers compared: none skipped, no request failed.
+    assert_eq!(
+        log.matches("skipped the corruption check").count(),
+        0,
+        "{log}"
+    );
+    assert_eq!(log.matches("failed hash kv request").count(), 0, "{log}");
+    let o = ctl(&["get", "k1", "--print-value-only"]);
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim(),
+        "v1",
+        "{}",
         text(&o)
     );
 }

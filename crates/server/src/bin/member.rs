@@ -23,9 +23,18 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
     server::adopt_etcd_env();
-    let cli = Cli::try_parse().unwrap_or_else(|e| {
-        // A bad flag gets etcd's wording and exit status (server::flag_errors).
-        match server::flag_errors::etcd_answer(&e, &Cli::command(), "raftkv-member") {
+    // etcd's (Go's) flag syntax, `-name x` included (server::go_flags).
+    let cmd = Cli::command();
+    let mut argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let flags = server::go_flags::normalise(&cmd, argv.split_off(1.min(argv.len())));
+    argv.extend(flags.iter().cloned());
+    let cli = Cli::try_parse_from(&argv).unwrap_or_else(|e| {
+        // A bad flag or environment variable gets etcd's wording and exit status
+        // (server::flag_errors).
+        let program = "raftkv-member";
+        let answer = server::flag_errors::env_answer(&e, &cmd, program, &flags)
+            .or_else(|| server::flag_errors::etcd_answer(&e, &cmd, program));
+        match answer {
             Some(answer) => {
                 eprint!("{}", answer.text);
                 std::process::exit(answer.status);

@@ -409,13 +409,15 @@ impl<S: StateMachine> Shell<S> {
                         let _ = w.send(result);
                     }
                 }
-                // Handshakes and round-trip probes end in the transport.
+                // Handshakes, round-trip probes and HashKV questions end in the transport.
                 Frame::Hello(_)
                 | Frame::HelloReply(_)
                 | Frame::Ping { .. }
                 | Frame::Pong { .. }
                 | Frame::JoinQuery { .. }
-                | Frame::JoinAnswer { .. } => {}
+                | Frame::JoinAnswer { .. }
+                | Frame::HashKv { .. }
+                | Frame::HashKvResult { .. } => {}
             },
             PeerEvent::Removed { peer } => {
                 info!(

@@ -47,8 +47,25 @@ pub const PROTOCOL_VERSION: u64 = 1;
 /// older dialler ignores them.
 pub const FEATURE_PING: u64 = 1;
 
+/// Feature bit in [`HelloReply::Accepted`]: the acceptor answers [`Frame::HashKv`] (the
+/// corruption checks' question, etcd's `/members/hashkv` on its peer port). Advertised only
+/// by an acceptor that has a store to hash.
+pub const FEATURE_HASHKV: u64 = 2;
+
 /// The feature bits this build advertises.
-pub const FEATURES: u64 = FEATURE_PING;
+pub const FEATURES: u64 = FEATURE_PING | FEATURE_HASHKV;
+
+/// A peer's answer to [`Frame::HashKv`]: what etcd's `HashKVResponse` carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PeerHashKv {
+    pub member_id: u64,
+    pub hash: u32,
+    /// The revision the hash covers (the one asked for).
+    pub hash_revision: i64,
+    pub compact_revision: i64,
+    /// The answering member's current revision (the response header's).
+    pub current_revision: i64,
+}
 
 /// The first frame on a connection: who is dialling, and into which cluster.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -188,6 +205,18 @@ pub enum Frame {
     JoinAnswer {
         result: Result<JoinFound, String>,
     },
+    /// HashKV of the receiver's store at `revision` (0: its current one), sent only to
+    /// acceptors that advertise [`FEATURE_HASHKV`]; answered on the same connection.
+    HashKv {
+        req_id: u64,
+        revision: i64,
+    },
+    /// The answer to a [`Frame::HashKv`], or etcd's error text (`mvcc: required revision is
+    /// a future revision`, ...).
+    HashKvResult {
+        req_id: u64,
+        result: Result<PeerHashKv, String>,
+    },
 }
 
 /// Who a joining member is, as a member of the running cluster answers it.
@@ -324,6 +353,29 @@ pub fn encode(frame: &Frame, out: &mut BytesMut) {
                 Err(reason) => {
                     out.put_u8(1);
                     put_str(out, reason);
+                }
+            }
+        }
+        Frame::HashKv { req_id, revision } => {
+            out.put_u8(14);
+            out.put_u64_le(*req_id);
+            out.put_i64_le(*revision);
+        }
+        Frame::HashKvResult { req_id, result } => {
+            out.put_u8(15);
+            out.put_u64_le(*req_id);
+            match result {
+                Ok(h) => {
+                    out.put_u8(0);
+                    out.put_u64_le(h.member_id);
+                    out.put_u32_le(h.hash);
+                    out.put_i64_le(h.hash_revision);
+                    out.put_i64_le(h.compact_revision);
+                    out.put_i64_le(h.current_revision);
+                }
+                Err(message) => {
+                    out.put_u8(1);
+                    put_str(out, message);
                 }
             }
         }
@@ -577,6 +629,25 @@ pub fn decode(body: Bytes) -> Result<Frame, DecodeError> {
                 t => return Err(DecodeError::UnknownTag("join answer", t)),
             },
         },
+        14 => Frame::HashKv {
+            req_id: r.u64()?,
+            revision: r.u64()? as i64,
+        },
+        15 => {
+            let req_id = r.u64()?;
+            let result = match r.u8()? {
+                0 => Ok(PeerHashKv {
+                    member_id: r.u64()?,
+                    hash: r.u32()?,
+                    hash_revision: r.u64()? as i64,
+                    compact_revision: r.u64()? as i64,
+                    current_revision: r.u64()? as i64,
+                }),
+                1 => Err(r.string()?),
+                t => return Err(DecodeError::UnknownTag("hash kv result", t)),
+            };
+            Frame::HashKvResult { req_id, result }
+        }
         t => return Err(DecodeError::UnknownTag("frame", t)),
     };
     Ok(frame)
@@ -809,6 +880,24 @@ mod tests {
             },
             Frame::JoinAnswer {
                 result: Err("no such member".into()),
+            },
+            Frame::HashKv {
+                req_id: 7,
+                revision: 42,
+            },
+            Frame::HashKvResult {
+                req_id: 7,
+                result: Ok(PeerHashKv {
+                    member_id: 0xabc,
+                    hash: 0xdead_beef,
+                    hash_revision: 42,
+                    compact_revision: 3,
+                    current_revision: 50,
+                }),
+            },
+            Frame::HashKvResult {
+                req_id: 8,
+                result: Err("mvcc: required revision is a future revision".into()),
             },
             Frame::HelloReply(HelloReply::Refused {
                 kind: RefusalKind::IdentityWiped,

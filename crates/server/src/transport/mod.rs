@@ -40,6 +40,7 @@
 //!   while a peer is unreachable are dropped: Raft retransmits what matters.
 
 pub mod codec;
+pub mod hash_kv;
 mod incarnations;
 
 use std::collections::{BTreeSet, HashMap};
@@ -107,6 +108,8 @@ pub struct PeerInfo {
     pub connected_since: Option<std::time::Instant>,
     /// The peer's commit index when we connected (used by the wiped-member check).
     pub commit: u64,
+    /// The peer answers [`codec::Frame::HashKv`] ([`codec::FEATURE_HASHKV`]).
+    pub hash_kv: bool,
 }
 
 /// Identity of this member as the transport presents it.
@@ -190,6 +193,8 @@ pub struct Transport {
     directory: Arc<Mutex<HashMap<u64, PeerInfo>>>,
     peers: Arc<PeerSet>,
     dialling: Arc<Mutex<Dialling>>,
+    /// Callers waiting for a peer's HashKV answer ([`Transport::hash_kv`]).
+    hash_waiters: Arc<hash_kv::Waiters>,
 }
 
 /// One peer's outgoing side.
@@ -296,6 +301,7 @@ impl Transport {
         let t = Transport {
             outboxes: Arc::default(),
             directory: Arc::default(),
+            hash_waiters: Arc::default(),
             peers: Arc::new(set),
             dialling: Arc::new(Mutex::new(Dialling {
                 local,
@@ -338,6 +344,7 @@ impl Transport {
             directory: self.directory.clone(),
             tls: d.tls.clone(),
             probe: false,
+            hash_waiters: self.hash_waiters.clone(),
         };
         let stop = d.shutdown.child_token();
         d.stops.insert(id, (stop.clone(), urls.to_vec()));
@@ -484,6 +491,37 @@ impl Transport {
     pub fn directory(&self) -> HashMap<u64, PeerInfo> {
         self.directory.lock().map(|d| d.clone()).unwrap_or_default()
     }
+
+    /// Ask peer `to` for HashKV at `revision` over the peer connection
+    /// ([`hash_kv`](self::hash_kv)). `None` when the peer cannot be asked this way (no
+    /// connection, or a build that does not answer it); `Some(Err)` with the peer's error
+    /// text, or when no answer came within `timeout`.
+    pub async fn hash_kv(
+        &self,
+        to: u64,
+        revision: i64,
+        timeout: std::time::Duration,
+    ) -> Option<Result<codec::PeerHashKv, String>> {
+        let supported = self
+            .directory
+            .lock()
+            .ok()
+            .and_then(|d| d.get(&to).map(|p| p.connected && p.hash_kv))
+            .unwrap_or(false);
+        if !supported {
+            return None;
+        }
+        let (req_id, answer) = self.hash_waiters.register();
+        self.send(to, Frame::HashKv { req_id, revision });
+        Some(match tokio::time::timeout(timeout, answer).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err("the transport dropped the request".into()),
+            Err(_) => {
+                self.hash_waiters.forget(req_id);
+                Err(format!("no answer within {timeout:?}"))
+            }
+        })
+    }
 }
 
 /// Resolve and connect to a peer URL, with a TLS handshake for an `https://` one.
@@ -574,6 +612,8 @@ struct Dialer {
     tls: Option<Arc<rustls::ClientConfig>>,
     /// The peer's last acceptance said it answers round-trip probes.
     probe: bool,
+    /// Where the peer's HashKV answers, which come back on this connection, are delivered.
+    hash_waiters: Arc<hash_kv::Waiters>,
 }
 
 /// A dialled peer connection.
@@ -662,6 +702,7 @@ impl Dialer {
                             connected: true,
                             connected_since: Some(std::time::Instant::now()),
                             commit,
+                            hash_kv: features & codec::FEATURE_HASHKV != 0,
                         },
                     );
                 }
@@ -757,7 +798,7 @@ impl Dialer {
         R: tokio::io::AsyncRead + Unpin,
         W: tokio::io::AsyncWrite + Unpin,
     {
-        let mut scratch = [0u8; 64];
+        let mut incoming = BytesMut::new();
         let mut probes = tokio::time::interval(PROBE_INTERVAL);
         probes.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -787,13 +828,28 @@ impl Dialer {
                         return e.to_string();
                     }
                 },
-                // The acceptor never writes after the handshake: readable means closed.
-                r = rd.read(&mut scratch) => {
-                    return match r {
-                        Ok(0) => "closed by peer".into(),
-                        Ok(_) => "unexpected data from peer".into(),
-                        Err(e) => e.to_string(),
-                    };
+                // After the handshake the acceptor writes nothing but the answers to our
+                // HashKV questions (`hash_kv`); anything else means the connection is bad.
+                r = rd.read_buf(&mut incoming) => {
+                    match r {
+                        Ok(0) => return "closed by peer".into(),
+                        Ok(_) => {}
+                        Err(e) => return e.to_string(),
+                    }
+                    loop {
+                        let body = match codec::split_frame_within(&mut incoming, MAX_ANSWER) {
+                            Ok(Some(body)) => body,
+                            Ok(None) => break,
+                            Err(e) => return e.to_string(),
+                        };
+                        match codec::decode(body) {
+                            Ok(Frame::HashKvResult { req_id, result }) => {
+                                self.hash_waiters.complete(req_id, result)
+                            }
+                            Ok(_) => return "unexpected data from peer".into(),
+                            Err(e) => return e.to_string(),
+                        }
+                    }
                 }
             }
         }
@@ -861,6 +917,10 @@ async fn read_handshake_frame(
 }
 
 /// etcd's words for a member that was removed from the cluster.
+/// The largest frame a dialler accepts from the acceptor after the handshake (a HashKV
+/// answer is a few dozen bytes; its error text is short).
+const MAX_ANSWER: usize = 64 * 1024;
+
 pub const REMOVED: &str = "the member has been permanently removed from the cluster";
 
 /// The receiving side: accepts peer connections on the peer listeners.
@@ -878,6 +938,9 @@ pub struct Acceptor {
     pub probes: Option<Transport>,
     /// Answers a joining member's [`Frame::JoinQuery`] (`None`: refused).
     pub join: Option<JoinLookup>,
+    /// Answers a peer's [`Frame::HashKv`], on its connection (advertised as
+    /// [`codec::FEATURE_HASHKV`] when present).
+    pub hash_kv: Option<hash_kv::HashSource>,
 }
 
 /// Which member of the cluster has these peer URLs (`crate::join`), or why none.
@@ -1042,11 +1105,15 @@ impl Acceptor {
                 name: self.local.name.clone(),
                 client_urls: self.local.client_urls.clone(),
                 commit: self.commit.load(std::sync::atomic::Ordering::Relaxed),
-                features: if self.probes.is_some() {
-                    codec::FEATURES
+                features: (if self.probes.is_some() {
+                    codec::FEATURE_PING
                 } else {
                     0
-                },
+                }) | (if self.hash_kv.is_some() {
+                    codec::FEATURE_HASHKV
+                } else {
+                    0
+                }),
             },
             Err(Refusal { kind, reason }) => {
                 warn!(peer = format_args!("{:x}", hello.from), ?kind, %reason, "refusing peer");
@@ -1062,6 +1129,8 @@ impl Acceptor {
             return Ok(());
         }
         let from = hello.from;
+        // Answers to the peer's HashKV questions, written back on this connection.
+        let (answer_tx, mut answers) = tokio::sync::mpsc::unbounded_channel::<Frame>();
         loop {
             if self.members.is_removed(from) {
                 anyhow::bail!("member {from:x} was removed from the cluster");
@@ -1108,6 +1177,24 @@ impl Acceptor {
                         }
                         continue;
                     }
+                    // A corruption check's question, answered here as etcd's peer handler
+                    // answers it; hashing reads the whole store, so off the async threads.
+                    // The answer goes back on this same connection, like an HTTP reply:
+                    // our own connection to the asker may not be up yet (it just restarted).
+                    Frame::HashKv { req_id, revision } => {
+                        if let Some(source) = &self.hash_kv {
+                            let (source, tx) = (source.clone(), answer_tx.clone());
+                            let (req_id, revision) = (*req_id, *revision);
+                            tokio::task::spawn_blocking(move || {
+                                let result = source(revision);
+                                let _ = tx.send(Frame::HashKvResult { req_id, result });
+                            });
+                        }
+                        continue;
+                    }
+                    Frame::HashKvResult { .. } => {
+                        anyhow::bail!("a HashKV answer on {from:x}'s connection to us")
+                    }
                     _ => {}
                 }
                 if let Some((ev, i)) = probe_point(&frame, "rx_append", "rx_ack") {
@@ -1120,9 +1207,17 @@ impl Acceptor {
             if buf.is_empty() && buf.capacity() > RETAINED_READ_BUFFER {
                 buf = BytesMut::with_capacity(READ_BUFFER);
             }
-            match stream.read_buf(&mut buf).await? {
-                0 => return Ok(()),
-                n => crate::metrics::metrics().peer_received(from, n),
+            tokio::select! {
+                read = stream.read_buf(&mut buf) => match read? {
+                    0 => return Ok(()),
+                    n => crate::metrics::metrics().peer_received(from, n),
+                },
+                Some(answer) = answers.recv() => {
+                    let mut out = BytesMut::new();
+                    codec::encode(&answer, &mut out);
+                    stream.write_all(&out).await?;
+                    stream.flush().await?;
+                }
             }
         }
     }
@@ -1182,6 +1277,7 @@ mod tests {
             commit: Arc::new(AtomicU64::new(17)),
             probes: None,
             join: None,
+            hash_kv: None,
         });
         let listener = bind_below_ephemeral().await;
         let url = format!("http://{}", listener.local_addr().unwrap());
