@@ -7,39 +7,12 @@
 
 mod common;
 
+use common::{etcdctl_at as etcdctl, member_id_of as id_of, member_lines};
+
 use std::process::Command;
 use std::time::Duration;
 
 use raftkv_client::local_cluster::{ClusterSpec, LocalCluster};
-
-fn etcdctl(endpoint: &str, args: &[&str]) -> (bool, String, String) {
-    let mut cmd = Command::new(common::etcdctl_binary());
-    cmd.env("ETCDCTL_API", "3")
-        .arg(format!("--endpoints={endpoint}"))
-        .args(args);
-    let out = common::run_with_timeout(cmd, None, Duration::from_secs(30));
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).to_string(),
-        String::from_utf8_lossy(&out.stderr).to_string(),
-    )
-}
-
-/// etcdctl's simple `member list` lines.
-fn member_lines(ep: &str) -> Vec<String> {
-    let (ok, out, err) = etcdctl(ep, &["member", "list"]);
-    assert!(ok, "{err}");
-    out.lines().map(str::to_string).collect()
-}
-
-/// The member id (hex) on the line whose peer URL is `url`.
-fn id_of(ep: &str, url: &str) -> String {
-    member_lines(ep)
-        .into_iter()
-        .find(|l| l.contains(url))
-        .and_then(|l| l.split(',').next().map(str::to_string))
-        .unwrap_or_else(|| panic!("no member with {url}"))
-}
 
 fn put_get(ep: &str, key: &str, value: &str) {
     let (ok, out, err) = etcdctl(ep, &["put", key, value]);

@@ -15,6 +15,8 @@
 
 mod common;
 
+use common::{etcdctl_at as etcdctl, member_id_of as id_of, member_lines};
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,34 +24,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use raftkv_client::local_cluster::{free_loopback_ports, ClusterSpec, LocalCluster, MemberProgram};
-
-fn etcdctl(endpoint: &str, args: &[&str]) -> (bool, String, String) {
-    let mut cmd = Command::new(common::etcdctl_binary());
-    cmd.env("ETCDCTL_API", "3")
-        .arg(format!("--endpoints={endpoint}"))
-        .arg("--command-timeout=5s")
-        .args(args);
-    let out = common::run_with_timeout(cmd, None, Duration::from_secs(30));
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).to_string(),
-        String::from_utf8_lossy(&out.stderr).to_string(),
-    )
-}
-
-fn member_lines(ep: &str) -> Vec<String> {
-    let (ok, out, err) = etcdctl(ep, &["member", "list"]);
-    assert!(ok, "{err}");
-    out.lines().map(str::to_string).collect()
-}
-
-fn id_of(ep: &str, url: &str) -> String {
-    member_lines(ep)
-        .into_iter()
-        .find(|l| l.contains(url))
-        .and_then(|l| l.split(',').next().map(str::to_string))
-        .unwrap_or_else(|| panic!("no member with {url}"))
-}
 
 /// A member started outside the [`LocalCluster`], stopped (SIGKILL) when dropped.
 struct Extra {

@@ -12,6 +12,8 @@
 
 mod common;
 
+use common::{b, client, runtime};
+
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -19,36 +21,14 @@ use proto::etcdserverpb::{
     watch_create_request::FilterType, CompactionRequest, WatchCreateRequest, WatchResponse,
 };
 use proto::prost::bytes::Bytes;
-use raftkv_client::client::{Client, Timeouts};
+use raftkv_client::client::Client;
 use raftkv_client::local_cluster::{ClusterSpec, LocalCluster, MemberProgram};
 use raftkv_client::{WatchOptions, WatchStream};
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
 
 fn start(program: MemberProgram, prefix: &str, extra: &[&str]) -> LocalCluster {
     let mut spec = ClusterSpec::new(program, prefix, 1);
     spec.extra_args = extra.iter().map(|s| s.to_string()).collect();
     LocalCluster::start(spec).expect("cannot start the local cluster")
-}
-
-fn client(endpoints: &[String]) -> Client {
-    Client::new(
-        endpoints,
-        Timeouts {
-            dial: Duration::from_secs(2),
-            call: Duration::from_secs(10),
-        },
-    )
-    .expect("client")
-}
-
-fn b(s: &str) -> Bytes {
-    Bytes::from(s.as_bytes().to_vec())
 }
 
 async fn ready(c: &Client, cluster: &LocalCluster) {

@@ -18,6 +18,8 @@
 
 mod common;
 
+use common::{b, client, runtime};
+
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
@@ -27,39 +29,16 @@ use proto::etcdserverpb::{
 };
 use proto::mvccpb::{event::EventType, Event, KeyValue};
 use proto::prost::bytes::Bytes;
-use raftkv_client::client::{prefix_range_end, Client, Timeouts};
+use raftkv_client::client::{prefix_range_end, Client};
 use raftkv_client::local_cluster::{ClusterSpec, LocalCluster};
 use raftkv_client::{WatchOptions, WatchStream};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
-
 fn start(prefix: &str, size: usize, extra: &[&str]) -> LocalCluster {
     let mut spec = ClusterSpec::new(common::backend_program(), prefix, size);
     spec.extra_args = extra.iter().map(|s| s.to_string()).collect();
     LocalCluster::start(spec).expect("cannot start the local cluster")
-}
-
-/// A client with its own connection (call inside a runtime: channels connect lazily).
-fn client(endpoints: &[String]) -> Client {
-    Client::new(
-        endpoints,
-        Timeouts {
-            dial: Duration::from_secs(2),
-            call: Duration::from_secs(10),
-        },
-    )
-    .expect("client")
-}
-
-fn b(s: &str) -> Bytes {
-    Bytes::from(s.as_bytes().to_vec())
 }
 
 // ---------------------------------------------------------------------------------------

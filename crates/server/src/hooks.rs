@@ -68,7 +68,7 @@ impl WatchSabotage {
 
     /// Whether the `nth` answer (from 1) a stream gives to progress requests is sent.
     pub fn answers_progress(self, nth: u64) -> bool {
-        !(self == WatchSabotage::DropProgress && nth % 7 == 0)
+        !(self == WatchSabotage::DropProgress && nth.is_multiple_of(7))
     }
 }
 

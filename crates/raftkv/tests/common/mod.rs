@@ -249,3 +249,59 @@ pub fn seed_from_env(var: &str) -> u64 {
     eprintln!("{var}={seed}");
     seed
 }
+
+/// etcdctl (API 3, default 5 s command timeout) against `endpoint`: (success, stdout, stderr).
+pub fn etcdctl_at(endpoint: &str, args: &[&str]) -> (bool, String, String) {
+    let mut cmd = Command::new(etcdctl_binary());
+    cmd.env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={endpoint}"))
+        .args(args);
+    let out = run_with_timeout(cmd, None, Duration::from_secs(30));
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+/// etcdctl's simple `member list` lines at `endpoint`.
+pub fn member_lines(endpoint: &str) -> Vec<String> {
+    let (ok, out, err) = etcdctl_at(endpoint, &["member", "list"]);
+    assert!(ok, "{err}");
+    out.lines().map(str::to_string).collect()
+}
+
+/// The member id (hex) on the `member list` line whose peer URL is `url`.
+pub fn member_id_of(endpoint: &str, url: &str) -> String {
+    member_lines(endpoint)
+        .into_iter()
+        .find(|l| l.contains(url))
+        .and_then(|l| l.split(',').next().map(str::to_string))
+        .unwrap_or_else(|| panic!("no member with {url}"))
+}
+
+/// A current-thread runtime for one test's async part.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// A raftkv client with its own connection, 2 s to dial and 10 s per call (create it inside
+/// a runtime: its channels connect lazily on it).
+pub fn client(endpoints: &[String]) -> raftkv_client::Client {
+    raftkv_client::Client::new(
+        endpoints,
+        raftkv_client::client::Timeouts {
+            dial: Duration::from_secs(2),
+            call: Duration::from_secs(10),
+        },
+    )
+    .expect("client")
+}
+
+/// `s` as protobuf bytes.
+pub fn b(s: &str) -> proto::prost::bytes::Bytes {
+    proto::prost::bytes::Bytes::from(s.as_bytes().to_vec())
+}
