@@ -573,23 +573,10 @@ pub async fn ask_join(
         mut stream: S,
         peer_urls: &[String],
     ) -> anyhow::Result<Result<JoinFound, String>> {
-        let mut buf = BytesMut::new();
-        codec::encode(
-            &Frame::JoinQuery {
-                peer_urls: peer_urls.to_vec(),
-            },
-            &mut buf,
-        );
-        stream.write_all(&buf).await?;
-        stream.flush().await?;
-        buf.clear();
-        let reply = tokio::time::timeout(
-            HANDSHAKE_TIMEOUT,
-            read_handshake_frame(&mut stream, &mut buf),
-        )
-        .await
-        .map_err(|_| anyhow::anyhow!("no answer to the join query"))??;
-        match reply {
+        let query = Frame::JoinQuery {
+            peer_urls: peer_urls.to_vec(),
+        };
+        match send_and_read_reply(&mut stream, &query).await? {
             Some(Frame::JoinAnswer { result }) => Ok(result),
             other => anyhow::bail!("unexpected answer to a join query: {other:?}"),
         }
@@ -674,17 +661,7 @@ impl Dialer {
             name: self.local.name.clone(),
             client_urls: self.local.client_urls.clone(),
         });
-        let mut buf = BytesMut::new();
-        codec::encode(&hello, &mut buf);
-        stream.write_all(&buf).await?;
-        stream.flush().await?;
-        buf.clear();
-        let reply = tokio::time::timeout(
-            HANDSHAKE_TIMEOUT,
-            read_handshake_frame(&mut stream, &mut buf),
-        )
-        .await
-        .map_err(|_| anyhow::anyhow!("handshake timed out"))??;
+        let reply = send_and_read_reply(&mut stream, &hello).await?;
         match reply {
             Some(Frame::HelloReply(HelloReply::Accepted {
                 name,
@@ -898,6 +875,22 @@ fn probe_point_raft(
         raft::MessageBody::AppendResponse { match_index, .. } => Some((ack, *match_index)),
         _ => None,
     }
+}
+
+/// Send `frame` (a handshake-time frame) and read the one frame that answers it, within
+/// [`HANDSHAKE_TIMEOUT`]; `Ok(None)` when the other end closes without answering.
+async fn send_and_read_reply<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    frame: &Frame,
+) -> anyhow::Result<Option<Frame>> {
+    let mut buf = BytesMut::new();
+    codec::encode(frame, &mut buf);
+    stream.write_all(&buf).await?;
+    stream.flush().await?;
+    buf.clear();
+    tokio::time::timeout(HANDSHAKE_TIMEOUT, read_handshake_frame(stream, &mut buf))
+        .await
+        .map_err(|_| anyhow::anyhow!("no answer within {HANDSHAKE_TIMEOUT:?}"))?
 }
 
 /// Read one handshake frame (at most [`codec::MAX_HANDSHAKE_FRAME`] bytes: the sender is not
