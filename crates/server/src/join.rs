@@ -223,8 +223,12 @@ pub async fn discover(
     }
     let deadline = Instant::now() + DISCOVERY_DEADLINE;
     let mut last_errors = Vec::new();
+    // Rounds in which every member that answered refused: a member that has not applied the
+    // `member add` yet refuses too, so a refusal is believed only when it comes again.
+    let mut refused_rounds = 0;
     loop {
         last_errors.clear();
+        let mut refusal = None;
         for url in &urls {
             match crate::transport::ask_join(url, &config.advertise_peer_urls, tls.clone()).await {
                 Ok(Ok(found)) => {
@@ -238,9 +242,15 @@ pub async fn discover(
                     return Ok(joined);
                 }
                 Ok(Err(reason)) => {
-                    anyhow::bail!("error validating peerURLs (asked {url}): {reason}")
+                    refusal = Some(format!("error validating peerURLs (asked {url}): {reason}"))
                 }
                 Err(e) => last_errors.push(format!("{url}: {e:#}")),
+            }
+        }
+        if let Some(refusal) = refusal {
+            refused_rounds += 1;
+            if refused_rounds >= 2 {
+                anyhow::bail!("{refusal}");
             }
         }
         if Instant::now() + DISCOVERY_RETRY >= deadline {
