@@ -17,8 +17,15 @@ use bytes::BytesMut;
 use raftkv_client::local_cluster::{ClusterSpec, LocalCluster};
 use server::transport::codec::{self, Frame, Hello, HelloReply};
 
-/// An outsider's peer connection to `peer_port`, claiming to be member `from`.
-fn claim(peer_port: u16, cluster_id: u64, from: u64, to: u64, incarnation: u64) -> TcpStream {
+/// An outsider's peer connection to `peer_port` that sent a Hello claiming to be member
+/// `from` with `incarnation`, and the member's answer.
+fn hello(
+    peer_port: u16,
+    cluster_id: u64,
+    from: u64,
+    to: u64,
+    incarnation: u64,
+) -> (TcpStream, Frame) {
     let mut stream = TcpStream::connect(("127.0.0.1", peer_port)).expect("dial the peer port");
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
@@ -47,6 +54,12 @@ fn claim(peer_port: u16, cluster_id: u64, from: u64, to: u64, incarnation: u64) 
         assert!(n > 0, "the member hung up before answering the hello");
         buf.extend_from_slice(&chunk[..n]);
     };
+    (stream, reply)
+}
+
+/// An outsider's peer connection to `peer_port`, claiming to be member `from`.
+fn claim(peer_port: u16, cluster_id: u64, from: u64, to: u64, incarnation: u64) -> TcpStream {
+    let (stream, reply) = hello(peer_port, cluster_id, from, to, incarnation);
     assert!(
         matches!(reply, Frame::HelloReply(HelloReply::Accepted { .. })),
         "the outsider's first claim is accepted (that is the weakness): {reply:?}"
@@ -199,34 +212,13 @@ fn a_pre_claimed_member_joins_after_the_operator_admits_it() {
         );
     }
     // And a new claim with the forged incarnation is refused.
-    let mut retry = TcpStream::connect(("127.0.0.1", cluster.member(0).peer_port)).unwrap();
-    retry
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let mut out = BytesMut::new();
-    codec::encode(
-        &Frame::Hello(Hello {
-            version: codec::PROTOCOL_VERSION,
-            cluster_id,
-            from: ids[2],
-            to: ids[0],
-            incarnation: forged,
-            name: String::new(),
-            client_urls: Vec::new(),
-        }),
-        &mut out,
+    let (_retry, reply) = hello(
+        cluster.member(0).peer_port,
+        cluster_id,
+        ids[2],
+        ids[0],
+        forged,
     );
-    retry.write_all(&out).unwrap();
-    let mut buf = BytesMut::new();
-    let reply = loop {
-        if let Some(body) = codec::split_frame(&mut buf).unwrap() {
-            break codec::decode(body).unwrap();
-        }
-        let mut chunk = [0u8; 4096];
-        let n = retry.read(&mut chunk).unwrap();
-        assert!(n > 0, "hung up without an answer");
-        buf.extend_from_slice(&chunk[..n]);
-    };
     assert!(
         matches!(reply, Frame::HelloReply(HelloReply::Refused { .. })),
         "{reply:?}"
