@@ -266,6 +266,20 @@ fn s(p: &Path) -> String {
     p.display().to_string()
 }
 
+/// Mutual TLS on both ports with one member certificate `cert`/`key` signed by `ca`.
+fn mutual_tls_flags(cert: &Path, key: &Path, ca: &Path) -> Vec<String> {
+    vec![
+        format!("--cert-file={}", s(cert)),
+        format!("--key-file={}", s(key)),
+        format!("--trusted-ca-file={}", s(ca)),
+        "--client-cert-auth".into(),
+        format!("--peer-cert-file={}", s(cert)),
+        format!("--peer-key-file={}", s(key)),
+        format!("--peer-trusted-ca-file={}", s(ca)),
+        "--peer-client-cert-auth".into(),
+    ]
+}
+
 /// etcdctl's TLS flags for a client certificate.
 fn mtls_flags(ca: &Path, cert: &Path, key: &Path) -> Vec<String> {
     vec![
@@ -393,17 +407,8 @@ async fn peer_mtls_cluster_serves_etcdctl_over_client_mtls_and_refuses_outsiders
     let (srv_c, srv_k) = ca.leaf(d, "server", "member", 365);
     let (cli_c, cli_k) = ca.leaf(d, "client", "root", 365);
     let (rogue_c, rogue_k) = other_ca.leaf(d, "rogue", "member", 365);
-    let extra: Vec<String> = vec![
-        format!("--cert-file={}", s(&srv_c)),
-        format!("--key-file={}", s(&srv_k)),
-        format!("--trusted-ca-file={}", s(&ca.path)),
-        "--client-cert-auth".into(),
-        format!("--peer-cert-file={}", s(&srv_c)),
-        format!("--peer-key-file={}", s(&srv_k)),
-        format!("--peer-trusted-ca-file={}", s(&ca.path)),
-        "--peer-client-cert-auth".into(),
-        "--peer-cert-allowed-cn=member".into(),
-    ];
+    let mut extra = mutual_tls_flags(&srv_c, &srv_k, &ca.path);
+    extra.push("--peer-cert-allowed-cn=member".into());
     let members = start_cluster(d, 3, "https", "https", &extra);
     let eps = members
         .iter()
@@ -935,17 +940,8 @@ fn the_initial_corruption_check_compares_every_peer_over_peer_tls_with_auth_on()
     let ca = Ca::new(d, "ca");
     let (srv_c, srv_k) = ca.leaf(d, "server", "member", 365);
     let (cli_c, cli_k) = ca.leaf(d, "client", "root", 365);
-    let extra: Vec<String> = vec![
-        format!("--cert-file={}", s(&srv_c)),
-        format!("--key-file={}", s(&srv_k)),
-        format!("--trusted-ca-file={}", s(&ca.path)),
-        "--client-cert-auth".into(),
-        format!("--peer-cert-file={}", s(&srv_c)),
-        format!("--peer-key-file={}", s(&srv_k)),
-        format!("--peer-trusted-ca-file={}", s(&ca.path)),
-        "--peer-client-cert-auth".into(),
-        "--experimental-initial-corrupt-check".into(),
-    ];
+    let mut extra = mutual_tls_flags(&srv_c, &srv_k, &ca.path);
+    extra.push("--experimental-initial-corrupt-check".into());
     let mut members = start_cluster(d, 3, "https", "https", &extra);
     let eps = members
         .iter()
