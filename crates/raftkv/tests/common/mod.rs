@@ -305,3 +305,24 @@ pub fn client(endpoints: &[String]) -> raftkv_client::Client {
 pub fn b(s: &str) -> proto::prost::bytes::Bytes {
     proto::prost::bytes::Bytes::from(s.as_bytes().to_vec())
 }
+
+/// [`poll_until`] for an async check: polls every 50 ms until `check` returns `Ok`, or
+/// panics with the last error after `limit`.
+pub async fn poll_until_async<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        match check().await {
+            Ok(value) => return value,
+            Err(last) => {
+                if Instant::now() >= deadline {
+                    panic!("timed out after {limit:?} waiting for {what}; last error: {last}");
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
