@@ -11,7 +11,6 @@ mod common;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use raftkv_client::local_cluster::MemberProgram;
@@ -21,72 +20,12 @@ const LIBRARY: &str = "etcd3gw==2.7.0";
 
 /// A virtualenv with the library, made once per target dir.
 fn python_with_library() -> PathBuf {
-    let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("venv-etcd3gw");
-    let python = venv.join("bin/python");
-    let installed = python.is_file()
-        && Command::new(&python)
-            .args(["-c", "import etcd3gw"])
-            .status()
-            .is_ok_and(|s| s.success());
-    if installed {
-        return python;
-    }
-    let made = common::run_with_timeout(
-        {
-            let mut c = Command::new("python3");
-            c.args(["-m", "venv"]).arg(&venv);
-            c
-        },
-        None,
-        Duration::from_secs(120),
-    );
-    assert!(
-        made.status.success(),
-        "python3 -m venv failed (python3 with venv is required by this test): {}",
-        String::from_utf8_lossy(&made.stderr)
-    );
-    let pip = common::run_with_timeout(
-        {
-            let mut c = Command::new(&python);
-            c.args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-                LIBRARY,
-            ]);
-            c
-        },
-        None,
-        Duration::from_secs(300),
-    );
-    assert!(
-        pip.status.success(),
-        "pip install {LIBRARY} failed (PyPI must be reachable): {}",
-        String::from_utf8_lossy(&pip.stderr)
-    );
-    python
+    common::python_venv("venv-etcd3gw", &[LIBRARY], "etcd3gw")
 }
 
 /// Runs the session against one member and returns its transcript lines.
 fn session(python: &Path, endpoint: &str) -> Vec<String> {
-    let (host, port) = endpoint.rsplit_once(':').expect("host:port endpoint");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/etcd3gw_session.py");
-    let mut c = Command::new(python);
-    c.arg(script).args([host, port]);
-    let out = common::run_with_timeout(c, None, Duration::from_secs(120));
-    assert!(
-        out.status.success(),
-        "the etcd3gw session against {endpoint} failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .expect("utf-8 transcript")
-        .lines()
-        .map(str::to_owned)
-        .collect()
+    common::python_session(python, "etcd3gw_session.py", endpoint)
 }
 
 /// Polls the member's `/health` until it says `true` (a leader is known and a read round
@@ -112,14 +51,6 @@ fn wait_healthy(endpoint: &str) {
     );
 }
 
-fn step(transcript: &[String], name: &str) -> serde_json::Value {
-    let line = transcript
-        .iter()
-        .find(|l| l.contains(&format!("\"step\": \"{name}\"")))
-        .unwrap_or_else(|| panic!("no step {name} in the transcript"));
-    serde_json::from_str::<serde_json::Value>(line).expect("JSON line")["value"].clone()
-}
-
 #[test]
 fn etcd3gw_sees_raftkv_as_it_sees_etcd() {
     let python = python_with_library();
@@ -140,11 +71,14 @@ fn etcd3gw_sees_raftkv_as_it_sees_etcd() {
 
     // The library found the 3.4 API path and its recipes worked (so that equal transcripts
     // cannot mean "both failed the same way").
-    assert_eq!(step(&ours, "api_path"), "/v3/");
-    assert_eq!(step(&ours, "lock_first"), true);
-    assert_eq!(step(&ours, "lock_second_while_held"), false);
-    assert_eq!(step(&ours, "watch_got_two_events"), true);
-    assert_eq!(step(&ours, "lease_key_gone"), serde_json::json!([]));
+    assert_eq!(common::python_step(&ours, "api_path"), "/v3/");
+    assert_eq!(common::python_step(&ours, "lock_first"), true);
+    assert_eq!(common::python_step(&ours, "lock_second_while_held"), false);
+    assert_eq!(common::python_step(&ours, "watch_got_two_events"), true);
+    assert_eq!(
+        common::python_step(&ours, "lease_key_gone"),
+        serde_json::json!([])
+    );
 
     for (i, (a, b)) in ours.iter().zip(theirs.iter()).enumerate() {
         assert_eq!(a, b, "step {i} differs (left raftkv, right etcd)");

@@ -326,3 +326,76 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// A virtualenv under the test target dir holding `packages` (pip requirement strings),
+/// made once: reused while `import` imports in it. Needs `python3` with `venv` and PyPI; a
+/// missing one fails the test.
+pub fn python_venv(name: &str, packages: &[&str], import: &str) -> PathBuf {
+    let venv = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let python = venv.join("bin/python");
+    let installed = python.is_file()
+        && Command::new(&python)
+            .args(["-c", &format!("import {import}")])
+            .status()
+            .is_ok_and(|s| s.success());
+    if installed {
+        return python;
+    }
+    let mut c = Command::new("python3");
+    c.args(["-m", "venv"]).arg(&venv);
+    let made = run_with_timeout(c, None, Duration::from_secs(120));
+    assert!(
+        made.status.success(),
+        "python3 -m venv failed (python3 with venv is required by this test): {}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let mut c = Command::new(&python);
+    c.args([
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+    ])
+    .args(packages);
+    let pip = run_with_timeout(c, None, Duration::from_secs(300));
+    assert!(
+        pip.status.success(),
+        "pip install {packages:?} failed (PyPI must be reachable): {}",
+        String::from_utf8_lossy(&pip.stderr)
+    );
+    python
+}
+
+/// Runs `tests/python/<script> HOST PORT` against one member and returns its transcript
+/// lines (one JSON object per step).
+pub fn python_session(python: &std::path::Path, script: &str, endpoint: &str) -> Vec<String> {
+    let (host, port) = endpoint.rsplit_once(':').expect("host:port endpoint");
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/python")
+        .join(script);
+    let mut c = Command::new(python);
+    c.arg(&script).args([host, port]);
+    let out = run_with_timeout(c, None, Duration::from_secs(120));
+    assert!(
+        out.status.success(),
+        "{} against {endpoint} failed:\n{}\n{}",
+        script.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .expect("utf-8 transcript")
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The value of step `name` in a Python session's transcript.
+pub fn python_step(transcript: &[String], name: &str) -> serde_json::Value {
+    let line = transcript
+        .iter()
+        .find(|l| l.contains(&format!("\"step\": \"{name}\"")))
+        .unwrap_or_else(|| panic!("no step {name} in the transcript"));
+    serde_json::from_str::<serde_json::Value>(line).expect("JSON line")["value"].clone()
+}
