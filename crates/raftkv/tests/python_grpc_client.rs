@@ -10,8 +10,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use raftkv_client::local_cluster::{LocalCluster, MemberProgram};
 
 /// The library, and the versions of its dependencies it runs with: python-etcd3 0.12 ships
