@@ -196,6 +196,11 @@ pub struct WatchArgs {
     /// watcher and per stream.
     #[arg(long)]
     pub member_pid: Option<u32>,
+    /// Extra streams, on a connection of their own, each watching every watched key (the
+    /// whole `--key-prefix`) and never read: the isolation case. Reported: what they cost
+    /// the member's memory and the other watchers' latency.
+    #[arg(long, default_value_t = 0)]
+    pub stalled_streams: usize,
 }
 
 /// When the run stops.

@@ -76,6 +76,10 @@ pub struct WatchReport {
     pub rss_bytes_per_watcher: Option<f64>,
     /// (idle - before) / streams, in bytes.
     pub rss_bytes_per_stream: Option<f64>,
+    /// `--stalled-streams`: streams that were never read during the run.
+    pub stalled_streams: usize,
+    /// The member's resident memory when the writers stopped (`--member-pid`).
+    pub rss_end_kib: Option<u64>,
 }
 
 fn rss_kib(pid: u32) -> Result<u64> {
@@ -115,11 +119,13 @@ struct OpenStream {
     responses: tonic::Streaming<proto::etcdserverpb::WatchResponse>,
 }
 
-/// Open a stream and create `keys` watches on it, waiting for every `created`.
-async fn open_stream(ch: Channel, keys: Vec<Bytes>) -> Result<(OpenStream, u64)> {
-    let create = |key: &Bytes| WatchRequest {
+/// Open a stream and create a watch on it for each `(key, range_end)` (an empty
+/// `range_end`: the key alone), waiting for every `created`.
+async fn open_stream(ch: Channel, keys: Vec<(Bytes, Bytes)>) -> Result<(OpenStream, u64)> {
+    let create = |(key, range_end): &(Bytes, Bytes)| WatchRequest {
         request_union: Some(RequestUnion::CreateRequest(WatchCreateRequest {
             key: key.clone(),
+            range_end: range_end.clone(),
             ..Default::default()
         })),
     };
@@ -311,9 +317,9 @@ pub async fn run(args: &BenchArgs, w: &WatchArgs) -> Result<WatchReport> {
         channels.push(connect(&urls[i % urls.len()], DIAL_TIMEOUT).await?);
     }
     // Watchers round-robin over streams; every stream's creates go out concurrently.
-    let mut per_stream: Vec<Vec<Bytes>> = vec![Vec::new(); w.streams];
+    let mut per_stream: Vec<Vec<(Bytes, Bytes)>> = vec![Vec::new(); w.streams];
     for i in 0..w.watchers {
-        per_stream[i % w.streams].push(watch_key(w, i));
+        per_stream[i % w.streams].push((watch_key(w, i), Bytes::new()));
     }
     let mut opening = Vec::new();
     for (i, keys) in per_stream.into_iter().enumerate() {
@@ -326,6 +332,21 @@ pub async fn run(args: &BenchArgs, w: &WatchArgs) -> Result<WatchReport> {
         let (s, c) = o.await.context("a stream task panicked")??;
         refused += c;
         streams.push(s);
+    }
+    // The stalled streams: opened and created like the others, then never read again
+    // (kept alive until the report is made).
+    let mut stalled = Vec::new();
+    if w.stalled_streams > 0 {
+        let ch = connect(&urls[0], DIAL_TIMEOUT).await?;
+        let prefix = Bytes::from(w.key_prefix.clone());
+        let end = Bytes::from(raftkv_client::client::prefix_range_end(
+            w.key_prefix.as_bytes(),
+        ));
+        for _ in 0..w.stalled_streams {
+            let (s, c) = open_stream(ch.clone(), vec![(prefix.clone(), end.clone())]).await?;
+            refused += c;
+            stalled.push(s);
+        }
     }
     let rss_idle = w.member_pid.map(rss_kib).transpose()?;
 
@@ -372,6 +393,7 @@ pub async fn run(args: &BenchArgs, w: &WatchArgs) -> Result<WatchReport> {
         }
     }
     let write_phase = start.elapsed();
+    let rss_end = w.member_pid.map(rss_kib).transpose()?;
     // Every watcher of a key gets each acknowledged put of it.
     let watchers_per_key = |k: usize| -> u64 {
         if w.distinct_keys {
@@ -409,6 +431,8 @@ pub async fn run(args: &BenchArgs, w: &WatchArgs) -> Result<WatchReport> {
         .as_secs_f64();
     let per = |kib: u64, n: usize| kib as f64 * 1024.0 / n as f64;
     let grown = rss_before.zip(rss_idle).map(|(b, i)| i.saturating_sub(b));
+    // Held open, unread, until every reader is done.
+    drop(stalled);
     Ok(WatchReport {
         workload: "watch",
         endpoints: urls,
@@ -431,6 +455,8 @@ pub async fn run(args: &BenchArgs, w: &WatchArgs) -> Result<WatchReport> {
         rss_idle_kib: rss_idle,
         rss_bytes_per_watcher: grown.map(|g| per(g, w.watchers)),
         rss_bytes_per_stream: grown.map(|g| per(g, w.streams)),
+        stalled_streams: w.stalled_streams,
+        rss_end_kib: rss_end,
     })
 }
 
@@ -481,6 +507,13 @@ impl WatchReport {
                 "  Member RSS:   {b} KiB before, {i} KiB with the idle watches: {w:.0} B per watcher, {st:.0} B per stream\n"
             ));
         }
+        if let (Some(i), Some(e)) = (self.rss_idle_kib, self.rss_end_kib) {
+            s.push_str(&format!(
+                "  Member RSS:   {e} KiB when the writers stopped ({:+} KiB over idle; {} stalled streams)\n",
+                e as i64 - i as i64,
+                self.stalled_streams
+            ));
+        }
         s
     }
 
@@ -514,6 +547,7 @@ mod tests {
             val_size: 16,
             key_prefix: "w/".into(),
             member_pid: None,
+            stalled_streams: 0,
         };
         assert_eq!(watch_key(&w, 0), watch_key(&w, 2));
         w.distinct_keys = true;
