@@ -50,6 +50,9 @@ pub struct MvccMachine {
     /// ([`StateMachine::take_peer_url_changes`]): its transport must redial them.
     peer_url_changes: Vec<(u64, Vec<String>)>,
     epoch: Instant,
+    /// `--max-learners`: checked by the leader before it places a member addition (each
+    /// member's own setting; the check is not part of applying the entry).
+    pub max_learners: usize,
 }
 
 impl Default for MvccMachine {
@@ -64,6 +67,7 @@ impl Default for MvccMachine {
             members_seed: MemberList::default(),
             peer_url_changes: Vec::new(),
             epoch: Instant::now(),
+            max_learners: crate::members::DEFAULT_MAX_LEARNERS,
         }
     }
 }
@@ -368,7 +372,7 @@ impl StateMachine for MvccMachine {
                         cc.node,
                         &m.peer_ur_ls,
                         m.is_learner,
-                        crate::members::DEFAULT_MAX_LEARNERS,
+                        self.max_learners,
                     ),
                     Err(e) => Err(crate::members::MemberError::BadContext(e.to_string())),
                 }
