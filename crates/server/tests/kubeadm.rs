@@ -1,0 +1,237 @@
+//! kubeadm's etcd command lines, exactly as kubeadm writes them into its static pod
+//! manifest for etcd 3.5 and for etcd 3.6, start a raftkv member that serves etcdctl over
+//! mutual TLS, and its initial corruption check runs (the flag in 3.5's spelling, the
+//! InitialCorruptCheck feature gate in 3.6's). Certificates come from scripts/gen-certs.sh.
+
+mod common;
+
+use std::io::{Read as _, Write as _};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use common::member::Member;
+use raftkv_client::local_cluster::free_loopback_ports;
+
+/// Where scripts/gen-certs.sh put one member's and one client's certificates.
+struct Certs {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+}
+
+impl Certs {
+    fn generate() -> Certs {
+        let dir = tempfile::tempdir().unwrap();
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/gen-certs.sh");
+        let out = Command::new("bash")
+            .arg(&script)
+            .args(["--out", dir.path().to_str().unwrap(), "--members", "1"])
+            .output()
+            .expect("cannot run gen-certs.sh");
+        assert!(out.status.success(), "gen-certs.sh: {}", text(&out));
+        Certs {
+            root: dir.path().to_path_buf(),
+            _dir: dir,
+        }
+    }
+
+    fn path(&self, rel: &str) -> String {
+        self.root.join(rel).display().to_string()
+    }
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "status {:?}\nstdout: {}\nstderr: {}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// kubeadm's flags for a first control-plane node (kubeadm's `GetEtcdPodSpec`): the same
+/// certificate as server and peer certificate, mutual TLS on both ports, metrics over
+/// plain HTTP, plus `version_flags` (what differs between 3.5 and 3.6).
+fn kubeadm_line(
+    certs: &Certs,
+    data_dir: &Path,
+    ports: &[u16],
+    version_flags: &[&str],
+) -> Vec<String> {
+    let (client, peer, metrics) = (ports[0], ports[1], ports[2]);
+    let name = "node-1";
+    let mut line = vec![
+        format!("--advertise-client-urls=https://127.0.0.1:{client}"),
+        format!("--cert-file={}", certs.path("members/raftkv-0.pem")),
+        "--client-cert-auth=true".to_string(),
+        format!("--data-dir={}", data_dir.display()),
+    ];
+    line.extend(version_flags.iter().map(|f| f.to_string()));
+    line.extend([
+        format!("--initial-advertise-peer-urls=https://127.0.0.1:{peer}"),
+        format!("--initial-cluster={name}=https://127.0.0.1:{peer}"),
+        format!("--key-file={}", certs.path("members/raftkv-0-key.pem")),
+        format!("--listen-client-urls=https://127.0.0.1:{client}"),
+        format!("--listen-metrics-urls=http://127.0.0.1:{metrics}"),
+        format!("--listen-peer-urls=https://127.0.0.1:{peer}"),
+        format!("--name={name}"),
+        format!("--peer-cert-file={}", certs.path("members/raftkv-0.pem")),
+        "--peer-client-cert-auth=true".to_string(),
+        format!("--peer-key-file={}", certs.path("members/raftkv-0-key.pem")),
+        format!("--peer-trusted-ca-file={}", certs.path("members/ca.pem")),
+        "--snapshot-count=10000".to_string(),
+        format!("--trusted-ca-file={}", certs.path("members/ca.pem")),
+    ]);
+    line
+}
+
+/// etcdctl over mutual TLS with the client certificate.
+fn etcdctl(certs: &Certs, client_port: u16, args: &[&str]) -> Output {
+    Command::new("/usr/bin/etcdctl")
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints=https://127.0.0.1:{client_port}"))
+        .arg(format!("--cacert={}", certs.path("client/ca.pem")))
+        .arg(format!("--cert={}", certs.path("client/client.pem")))
+        .arg(format!("--key={}", certs.path("client/client-key.pem")))
+        .args(["--dial-timeout=5s", "--command-timeout=10s"])
+        .args(args)
+        .output()
+        .expect("cannot run etcdctl")
+}
+
+/// kubeadm's liveness probe: plain HTTP GET on the metrics URL.
+fn probe(port: u16, target: &str) -> String {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("metrics port");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+/// Start a member with kubeadm's line for one etcd version: it serves etcdctl over mTLS and
+/// kubeadm's probe; restarted on its data, it runs the initial corruption check first.
+fn kubeadm_member_serves_and_checks(version_flags: &[&str]) {
+    let certs = Certs::generate();
+    let data = tempfile::tempdir().unwrap();
+    let data_dir = data.path().join("etcd");
+    let ports = free_loopback_ports(3).unwrap();
+    let line = kubeadm_line(&certs, &data_dir, &ports, version_flags);
+    let args: Vec<&str> = line.iter().map(String::as_str).collect();
+
+    let mut m = Member::start(&args, &[], None);
+    let log = m.wait_ready();
+    // A new member has nothing to compare yet (etcd skips it too), and says so.
+    assert!(
+        log.contains("skipping the initial corruption check: a new member has no history"),
+        "{log}"
+    );
+    assert!(!log.contains("is ignored"), "{log}");
+    let put = etcdctl(&certs, ports[0], &["put", "kubeadm", "line"]);
+    assert!(put.status.success(), "put: {}", text(&put));
+    let got = etcdctl(&certs, ports[0], &["get", "kubeadm", "--print-value-only"]);
+    assert_eq!(String::from_utf8_lossy(&got.stdout), "line\n", "{}", text(&got));
+    // Without a client certificate the client port refuses (mutual TLS is on).
+    let anonymous = Command::new("/usr/bin/etcdctl")
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints=https://127.0.0.1:{}", ports[0]))
+        .arg(format!("--cacert={}", certs.path("client/ca.pem")))
+        .args(["--dial-timeout=2s", "--command-timeout=3s", "get", "kubeadm"])
+        .output()
+        .unwrap();
+    assert!(!anonymous.status.success(), "{}", text(&anonymous));
+    let health = probe(ports[2], "/health?exclude=NOSPACE&serializable=true");
+    assert!(
+        health.starts_with("HTTP/1.1 200") && health.contains(r#""health":"true""#),
+        "{health}"
+    );
+    assert!(m.terminate().success(), "{}", m.log());
+
+    // The same line on the data it wrote: the check runs before clients are served.
+    let mut m = Member::start(&args, &[], None);
+    let log = m.wait_ready();
+    let started = log
+        .find("starting initial corruption check")
+        .unwrap_or_else(|| panic!("the initial corruption check did not run:\n{log}"));
+    let passed = log
+        .find("initial corruption checking passed; no corruption")
+        .unwrap_or_else(|| panic!("the initial corruption check did not pass:\n{log}"));
+    let ready = log.find("ready to serve client requests").unwrap();
+    assert!(started < passed && passed < ready, "{log}");
+    let got = etcdctl(&certs, ports[0], &["get", "kubeadm", "--print-value-only"]);
+    assert_eq!(String::from_utf8_lossy(&got.stdout), "line\n", "{}", text(&got));
+    drop(data);
+}
+
+#[test]
+fn kubeadms_etcd_3_5_command_line_starts_a_member() {
+    kubeadm_member_serves_and_checks(&[
+        "--experimental-initial-corrupt-check=true",
+        "--experimental-watch-progress-notify-interval=5s",
+    ]);
+}
+
+#[test]
+fn kubeadms_etcd_3_6_command_line_starts_a_member() {
+    kubeadm_member_serves_and_checks(&[
+        "--feature-gates=InitialCorruptCheck=true",
+        "--watch-progress-notify-interval=5s",
+    ]);
+}
+
+/// Bad `--feature-gates` values and a gate given with its experimental flag are refused by
+/// the real binary, with etcd 3.6's words and exit statuses (2 for a flag's value, as Go's
+/// flag package exits; 1 for a configuration etcd rejects after parsing).
+#[test]
+fn bad_feature_gates_are_refused_in_etcds_words() {
+    let run = |args: &[&str]| {
+        Command::new(common::BIN)
+            .arg("--dry-run")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    for (args, status, first) in [
+        (
+            &["--feature-gates=NoSuchGate=true"][..],
+            2,
+            r#"invalid value "NoSuchGate=true" for flag -feature-gates: unrecognized feature gate: NoSuchGate"#,
+        ),
+        (
+            &["--feature-gates=InitialCorruptCheck=maybe"],
+            2,
+            r#"invalid value "InitialCorruptCheck=maybe" for flag -feature-gates: invalid value of InitialCorruptCheck=maybe, err: strconv.ParseBool: parsing "maybe": invalid syntax"#,
+        ),
+        (
+            &[
+                "--feature-gates=InitialCorruptCheck=true",
+                "--experimental-initial-corrupt-check=true",
+            ],
+            1,
+            "cannot specify both flags: --experimental-initial-corrupt-check=true and --feature-gates=InitialCorruptCheck=true at the same time, please just use --feature-gates=InitialCorruptCheck=true",
+        ),
+    ] {
+        let out = run(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(status), "{args:?}: {}", text(&out));
+        assert!(stderr.contains(first), "{args:?}: {stderr}");
+    }
+    // The environment too, named as the user wrote it.
+    let out = Command::new(common::BIN)
+        .arg("--dry-run")
+        .env("ETCD_FEATURE_GATES", "Bogus=true")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(
+            r#"error verifying flags, invalid value "Bogus=true" for ETCD_FEATURE_GATES: unrecognized feature gate: Bogus."#
+        ),
+        "{}",
+        text(&out)
+    );
+}
