@@ -220,13 +220,15 @@ impl Config {
             bail!("--max-txn-ops must be > 0");
         }
 
-        let watch_progress_interval = crate::compat_args::parse_go_duration(
-            "--watch-progress-notify-interval",
-            newer
-                .watch_progress_notify_interval
-                .as_deref()
-                .unwrap_or(DEFAULT_PROGRESS_INTERVAL),
-        )?;
+        let watch_flag = if args.watch_progress_notify_interval.is_some() {
+            "--watch-progress-notify-interval"
+        } else {
+            "--experimental-watch-progress-notify-interval"
+        };
+        let watch_progress_interval = match newer.watch_progress_notify_interval.as_deref() {
+            Some(raw) => crate::compat_args::parse_go_duration(watch_flag, raw)?,
+            None => crate::watch::DEFAULT_PROGRESS_INTERVAL,
+        };
         // Shorter intervals are raised to the minimum rather than refused.
         let watch_progress_interval = watch_progress_interval.max(MIN_PROGRESS_INTERVAL);
 
@@ -366,9 +368,6 @@ impl Config {
         Ok(())
     }
 }
-
-/// etcd's default `--watch-progress-notify-interval`.
-pub const DEFAULT_PROGRESS_INTERVAL: &str = "10m";
 
 /// The shortest progress-notification interval (etcd's floor).
 pub const MIN_PROGRESS_INTERVAL: Duration = Duration::from_millis(100);
