@@ -217,8 +217,7 @@ pub fn resolve(
         }
         resolved.set(g, v);
     }
-    if resolved.enabled(Gate::LeaseCheckpointPersist) && !resolved.enabled(Gate::LeaseCheckpoint)
-    {
+    if resolved.enabled(Gate::LeaseCheckpointPersist) && !resolved.enabled(Gate::LeaseCheckpoint) {
         anyhow::bail!(
             "enabling feature gate LeaseCheckpointPersist requires enabling feature gate LeaseCheckpoint"
         );
@@ -235,7 +234,10 @@ mod tests {
         let g = FeatureGates::parse("InitialCorruptCheck=true,CompactHashCheck=false").unwrap();
         assert!(g.enabled(Gate::InitialCorruptCheck));
         assert!(!g.enabled(Gate::CompactHashCheck));
-        assert!(g.enabled(Gate::TxnModeWriteWithSharedBuffer), "beta default");
+        assert!(
+            g.enabled(Gate::TxnModeWriteWithSharedBuffer),
+            "beta default"
+        );
         let g = FeatureGates::parse(" InitialCorruptCheck = T ,").unwrap();
         assert!(g.enabled(Gate::InitialCorruptCheck));
         assert_eq!(FeatureGates::parse("").unwrap(), FeatureGates::default());

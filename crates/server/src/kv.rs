@@ -368,12 +368,9 @@ impl StateMachine for MvccMachine {
             K::AddVoter | K::AddLearner => {
                 match proto::etcdserverpb::Member::decode(cc.context.as_ref()) {
                     // A voter joins as a learner first: the context says which it is.
-                    Ok(m) => list.check_add(
-                        cc.node,
-                        &m.peer_ur_ls,
-                        m.is_learner,
-                        self.max_learners,
-                    ),
+                    Ok(m) => {
+                        list.check_add(cc.node, &m.peer_ur_ls, m.is_learner, self.max_learners)
+                    }
                     Err(e) => Err(crate::members::MemberError::BadContext(e.to_string())),
                 }
             }

@@ -314,7 +314,8 @@ fn both_given(c: &CompatArgs, watch_given: bool) -> Vec<(&'static str, &'static 
         (
             "experimental-bootstrap-defrag-threshold-megabytes",
             "bootstrap-defrag-threshold-megabytes",
-            n.experimental_bootstrap_defrag_threshold_megabytes.is_some(),
+            n.experimental_bootstrap_defrag_threshold_megabytes
+                .is_some(),
             n.bootstrap_defrag_threshold_megabytes.is_some(),
         ),
         (
@@ -413,7 +414,9 @@ impl CompatArgs {
         {
             bail!("both --experimental-warning-unary-request-duration and --warning-unary-request-duration flags are set. Use only --warning-unary-request-duration");
         }
-        if n.discovery_endpoints.as_deref().is_some_and(|s| !s.is_empty())
+        if n.discovery_endpoints
+            .as_deref()
+            .is_some_and(|s| !s.is_empty())
             || n.discovery_token.as_deref().is_some_and(|s| !s.is_empty())
         {
             bail!("--discovery-endpoints/--discovery-token (v3 discovery) are not supported: list the members with --initial-cluster");
@@ -542,7 +545,8 @@ impl CompatArgs {
         );
         note(
             n.bootstrap_defrag_threshold_megabytes.is_some()
-                || n.experimental_bootstrap_defrag_threshold_megabytes.is_some(),
+                || n.experimental_bootstrap_defrag_threshold_megabytes
+                    .is_some(),
             "--bootstrap-defrag-threshold-megabytes",
             "raftkv has no bbolt file to defragment",
         );

@@ -341,13 +341,19 @@ fn tls_versions_follow_the_flags() {
 #[test]
 fn ignored_flags_say_so_once() {
     for (flag, named) in [
-        ("--snapshot-catchup-entries=100", "--snapshot-catchup-entries"),
+        (
+            "--snapshot-catchup-entries=100",
+            "--snapshot-catchup-entries",
+        ),
         (
             "--experimental-snapshot-catchup-entries=100",
             "--snapshot-catchup-entries",
         ),
         ("--compaction-batch-limit=10", "--compaction-batch-limit"),
-        ("--compaction-sleep-interval=1ms", "--compaction-sleep-interval"),
+        (
+            "--compaction-sleep-interval=1ms",
+            "--compaction-sleep-interval",
+        ),
         (
             "--experimental-compaction-sleep-interval=1ms",
             "--compaction-sleep-interval",
@@ -372,20 +378,32 @@ fn ignored_flags_say_so_once() {
         ("--memory-mlock", "--memory-mlock"),
         ("--experimental-memory-mlock", "--memory-mlock"),
         ("--downgrade-check-time=1s", "--downgrade-check-time"),
-        ("--experimental-downgrade-check-time=1s", "--downgrade-check-time"),
-        ("--enable-distributed-tracing", "--enable-distributed-tracing"),
+        (
+            "--experimental-downgrade-check-time=1s",
+            "--downgrade-check-time",
+        ),
+        (
+            "--enable-distributed-tracing",
+            "--enable-distributed-tracing",
+        ),
         (
             "--experimental-enable-distributed-tracing",
             "--enable-distributed-tracing",
         ),
-        ("--distributed-tracing-address=x:1", "--distributed-tracing-*"),
+        (
+            "--distributed-tracing-address=x:1",
+            "--distributed-tracing-*",
+        ),
         ("--socket-reuse-port", "--socket-reuse-port"),
         ("--socket-reuse-address", "--socket-reuse-address"),
         ("--raft-read-timeout=10s", "--raft-read-timeout"),
         ("--raft-write-timeout=10s", "--raft-write-timeout"),
         ("--enable-log-rotation", "--enable-log-rotation"),
         ("--v2-deprecation=gone", "--v2-deprecation"),
-        ("--backend-bbolt-freelist-type=array", "--backend-bbolt-freelist-type"),
+        (
+            "--backend-bbolt-freelist-type=array",
+            "--backend-bbolt-freelist-type",
+        ),
         ("--discovery-dial-timeout=1s", "--discovery-*"),
         ("--client-cert-file=/c.crt", "--client-cert-file"),
         (
@@ -408,7 +426,10 @@ fn ignored_flags_say_so_once() {
             "--experimental-txn-mode-write-with-shared-buffer=false",
             "TxnModeWriteWithSharedBuffer",
         ),
-        ("--feature-gates=SetMemberLocalAddr=true", "SetMemberLocalAddr"),
+        (
+            "--feature-gates=SetMemberLocalAddr=true",
+            "SetMemberLocalAddr",
+        ),
     ] {
         ignored(flag, named);
     }
@@ -431,7 +452,10 @@ fn refused_flags_and_etcd_36_conflicts() {
         &["--compact-hash-check-time=0"],
         "--compact-hash-check-time must be >0 (set to 0s)",
     );
-    refused(&["--max-learners=-1"], "--max-learners must not be negative");
+    refused(
+        &["--max-learners=-1"],
+        "--max-learners must not be negative",
+    );
     refused(&["--raft-read-timeout=soon"], "--raft-read-timeout");
     refused(
         &["--corrupt-check-time=1s", "--experimental-corrupt-check-time=2s"],

@@ -163,7 +163,10 @@ fn max_learners_bounds_learner_additions() {
             stdout_ok(&format!("{flag:?}: learner {i}"), &add(i));
         }
         let refused = add(limit);
-        assert!(!refused.status.success(), "{flag:?}: learner {limit} was added");
+        assert!(
+            !refused.status.success(),
+            "{flag:?}: learner {limit} was added"
+        );
         let stderr = String::from_utf8_lossy(&refused.stderr);
         assert!(
             stderr.contains("etcdserver: too many learner members in cluster"),

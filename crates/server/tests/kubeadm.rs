@@ -134,13 +134,23 @@ fn kubeadm_member_serves_and_checks(version_flags: &[&str]) {
     let put = etcdctl(&certs, ports[0], &["put", "kubeadm", "line"]);
     assert!(put.status.success(), "put: {}", text(&put));
     let got = etcdctl(&certs, ports[0], &["get", "kubeadm", "--print-value-only"]);
-    assert_eq!(String::from_utf8_lossy(&got.stdout), "line\n", "{}", text(&got));
+    assert_eq!(
+        String::from_utf8_lossy(&got.stdout),
+        "line\n",
+        "{}",
+        text(&got)
+    );
     // Without a client certificate the client port refuses (mutual TLS is on).
     let anonymous = Command::new("/usr/bin/etcdctl")
         .env("ETCDCTL_API", "3")
         .arg(format!("--endpoints=https://127.0.0.1:{}", ports[0]))
         .arg(format!("--cacert={}", certs.path("client/ca.pem")))
-        .args(["--dial-timeout=2s", "--command-timeout=3s", "get", "kubeadm"])
+        .args([
+            "--dial-timeout=2s",
+            "--command-timeout=3s",
+            "get",
+            "kubeadm",
+        ])
         .output()
         .unwrap();
     assert!(!anonymous.status.success(), "{}", text(&anonymous));
@@ -163,7 +173,12 @@ fn kubeadm_member_serves_and_checks(version_flags: &[&str]) {
     let ready = log.find("ready to serve client requests").unwrap();
     assert!(started < passed && passed < ready, "{log}");
     let got = etcdctl(&certs, ports[0], &["get", "kubeadm", "--print-value-only"]);
-    assert_eq!(String::from_utf8_lossy(&got.stdout), "line\n", "{}", text(&got));
+    assert_eq!(
+        String::from_utf8_lossy(&got.stdout),
+        "line\n",
+        "{}",
+        text(&got)
+    );
     drop(data);
 }
 

@@ -189,11 +189,12 @@ pub(crate) async fn member_add(
     let id = new_member_id(svc, &peer_urls)?;
     // etcd's order: bad URLs, then the health check, then the request's other mistakes
     // (taken URLs, too many learners), which the leader checks again before placing it.
-    let checked =
-        svc.0
-            .state()?
-            .members
-            .check_add(id, &peer_urls, req.is_learner, svc.0.membership.max_learners);
+    let checked = svc.0.state()?.members.check_add(
+        id,
+        &peer_urls,
+        req.is_learner,
+        svc.0.membership.max_learners,
+    );
     // etcd parses the URLs before anything else.
     if let Err(e @ MemberError::BadUrls) = &checked {
         return Err(e.to_status());
