@@ -1,7 +1,8 @@
 //! kubeadm's etcd command lines, exactly as kubeadm writes them into its static pod
 //! manifest for etcd 3.5 and for etcd 3.6, start a raftkv member that serves etcdctl over
 //! mutual TLS, and its initial corruption check runs (the flag in 3.5's spelling, the
-//! InitialCorruptCheck feature gate in 3.6's). Certificates come from scripts/gen-certs.sh.
+//! InitialCorruptCheck feature gate in 3.6's); and the TLS flags etcd 3.5 added that such
+//! deployments use are enforced. Certificates come from scripts/gen-certs.sh.
 
 mod common;
 
@@ -249,4 +250,78 @@ fn bad_feature_gates_are_refused_in_etcds_words() {
         "{}",
         text(&out)
     );
+}
+
+/// `--tls-min-version=TLS1.3` refuses a TLS 1.2 handshake (openssl's client, forced to 1.2)
+/// and still serves etcdctl; `--client-cert-allowed-hostname` admits a client certificate
+/// valid for that name (the member certificate, which names `localhost`) and refuses one
+/// that is not (the client certificate, which names no host).
+#[test]
+fn tls_min_version_and_allowed_client_hostname_are_enforced() {
+    let certs = Certs::generate();
+    let data = tempfile::tempdir().unwrap();
+    let ports = free_loopback_ports(3).unwrap();
+    let mut line = kubeadm_line(&certs, &data.path().join("etcd"), &ports, &[]);
+    line.push("--tls-min-version=TLS1.3".to_string());
+    line.push("--client-cert-allowed-hostname=localhost".to_string());
+    let args: Vec<&str> = line.iter().map(String::as_str).collect();
+    let mut m = Member::start(&args, &[], None);
+    m.wait_ready();
+
+    let handshake = |version: &str| {
+        Command::new("openssl")
+            .args(["s_client", "-connect", &format!("127.0.0.1:{}", ports[0])])
+            .arg(version)
+            .args(["-CAfile", &certs.path("members/ca.pem")])
+            .args(["-cert", &certs.path("members/raftkv-0.pem")])
+            .args(["-key", &certs.path("members/raftkv-0-key.pem")])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("cannot run openssl")
+    };
+    // A failed handshake never gets to the server's certificate.
+    let tls12 = handshake("-tls1_2");
+    assert!(
+        !tls12.status.success()
+            && String::from_utf8_lossy(&tls12.stdout).contains("no peer certificate available"),
+        "a TLS 1.2 handshake succeeded: {}",
+        text(&tls12)
+    );
+    let tls13 = handshake("-tls1_3");
+    assert!(
+        tls13.status.success()
+            && String::from_utf8_lossy(&tls13.stdout).contains("TLSv1.3, Cipher is TLS_"),
+        "TLS 1.3: {}",
+        text(&tls13)
+    );
+
+    // The member certificate names localhost: admitted.
+    let as_member = Command::new("/usr/bin/etcdctl")
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints=https://127.0.0.1:{}", ports[0]))
+        .arg(format!("--cacert={}", certs.path("members/ca.pem")))
+        .arg(format!("--cert={}", certs.path("members/raftkv-0.pem")))
+        .arg(format!("--key={}", certs.path("members/raftkv-0-key.pem")))
+        .args([
+            "--dial-timeout=5s",
+            "--command-timeout=10s",
+            "put",
+            "k",
+            "v",
+        ])
+        .output()
+        .unwrap();
+    assert!(as_member.status.success(), "{}", text(&as_member));
+    // The client certificate names no host: refused.
+    let as_client = Command::new("/usr/bin/etcdctl")
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints=https://127.0.0.1:{}", ports[0]))
+        .arg(format!("--cacert={}", certs.path("client/ca.pem")))
+        .arg(format!("--cert={}", certs.path("client/client.pem")))
+        .arg(format!("--key={}", certs.path("client/client-key.pem")))
+        .args(["--dial-timeout=2s", "--command-timeout=3s", "get", "k"])
+        .output()
+        .unwrap();
+    assert!(!as_client.status.success(), "{}", text(&as_client));
+    drop(data);
 }
