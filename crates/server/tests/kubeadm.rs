@@ -325,3 +325,85 @@ fn tls_min_version_and_allowed_client_hostname_are_enforced() {
     assert!(!as_client.status.success(), "{}", text(&as_client));
     drop(data);
 }
+
+/// `--peer-client-cert-file` is the certificate a member presents when it dials its peers:
+/// with every peer port admitting only the common name `root` (`--peer-cert-allowed-cn`),
+/// three members whose own certificate is `raftkv-0` form a cluster only by dialling with
+/// the `root` client certificate.
+#[test]
+fn peer_client_cert_file_is_presented_when_dialling_peers() {
+    let certs = Certs::generate();
+    let ports = free_loopback_ports(6).unwrap();
+    let peer = |i: usize| format!("https://127.0.0.1:{}", ports[2 * i + 1]);
+    let initial = (0..3)
+        .map(|i| format!("m{i}={}", peer(i)))
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut members: Vec<Member> = (0..3)
+        .map(|i| {
+            let client = format!("http://127.0.0.1:{}", ports[2 * i]);
+            let line = vec![
+                format!("--name=m{i}"),
+                "--data-dir={dir}/data".to_string(),
+                format!("--listen-client-urls={client}"),
+                format!("--advertise-client-urls={client}"),
+                format!("--listen-peer-urls={}", peer(i)),
+                format!("--initial-advertise-peer-urls={}", peer(i)),
+                format!("--initial-cluster={initial}"),
+                "--heartbeat-interval=50".to_string(),
+                "--election-timeout=500".to_string(),
+                format!("--peer-cert-file={}", certs.path("members/raftkv-0.pem")),
+                format!("--peer-key-file={}", certs.path("members/raftkv-0-key.pem")),
+                format!("--peer-trusted-ca-file={}", certs.path("members/ca.pem")),
+                "--peer-client-cert-auth".to_string(),
+                "--peer-cert-allowed-cn=root".to_string(),
+                format!(
+                    "--peer-client-cert-file={}",
+                    certs.path("client/client.pem")
+                ),
+                format!(
+                    "--peer-client-key-file={}",
+                    certs.path("client/client-key.pem")
+                ),
+            ];
+            let args: Vec<&str> = line.iter().map(String::as_str).collect();
+            Member::start(&args, &[], None)
+        })
+        .collect();
+    for m in &mut members {
+        m.wait_ready();
+    }
+    let put = Command::new("/usr/bin/etcdctl")
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints=http://127.0.0.1:{}", ports[0]))
+        .args([
+            "--dial-timeout=5s",
+            "--command-timeout=10s",
+            "put",
+            "k",
+            "v",
+        ])
+        .output()
+        .unwrap();
+    let logs = || {
+        members
+            .iter()
+            .map(|m| m.log())
+            .collect::<Vec<_>>()
+            .join("\n----\n")
+    };
+    assert!(put.status.success(), "{}\n{}", text(&put), logs());
+    let got = Command::new("/usr/bin/etcdctl")
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints=http://127.0.0.1:{}", ports[4]))
+        .args(["--dial-timeout=5s", "--command-timeout=10s", "get", "k"])
+        .args(["--print-value-only", "--consistency=l"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&got.stdout),
+        "v\n",
+        "{}",
+        text(&got)
+    );
+}
