@@ -16,9 +16,11 @@ pub enum ClusterState {
     Existing,
 }
 
-/// `--log-format`: human-readable lines or one JSON object per line.
+/// `--log-format`: human-readable lines or one JSON object per line. etcd 3.6's
+/// `console` (its human-readable encoding) is raftkv's `text`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
+    #[value(alias = "console")]
     Text,
     Json,
 }
@@ -115,20 +117,17 @@ pub struct ServerArgs {
     #[arg(long, env = "RAFTKV_MAX_TXN_OPS", default_value_t = 128)]
     pub max_txn_ops: usize,
 
-    /// Log output: "text" (human-readable) or "json" (one object per line).
+    /// Log output: "text" (human-readable; etcd's "console" is accepted for it) or "json"
+    /// (one object per line).
     #[arg(long, env = "RAFTKV_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
 
     /// Interval of the progress notifications sent to watchers that asked for them (a Go
-    /// duration such as "10m" or "500ms"; at least 100ms). etcd 3.4 spells the flag
-    /// `--experimental-watch-progress-notify-interval`, accepted too.
-    #[arg(
-        long,
-        env = "RAFTKV_WATCH_PROGRESS_NOTIFY_INTERVAL",
-        alias = "experimental-watch-progress-notify-interval",
-        default_value = "10m"
-    )]
-    pub watch_progress_notify_interval: String,
+    /// duration such as "10m" or "500ms"; at least 100ms; default 10m). etcd 3.4 and 3.5
+    /// spell the flag `--experimental-watch-progress-notify-interval`, accepted too
+    /// (`crate::newer_etcd_flags`; not both, as etcd 3.6 refuses both).
+    #[arg(long, env = "RAFTKV_WATCH_PROGRESS_NOTIFY_INTERVAL")]
+    pub watch_progress_notify_interval: Option<String>,
 
     /// Watches one Watch stream may hold (0: no limit). A create beyond it is refused with
     /// `created` + `canceled` and a reason, as etcd refuses a bad create. raftkv's own flag.
@@ -275,14 +274,18 @@ mod tests {
         assert_eq!(a.max_txn_ops, 128);
         assert_eq!(a.initial_cluster_state, ClusterState::New);
         assert_eq!(a.initial_cluster_token, "etcd-cluster");
-        assert_eq!(a.watch_progress_notify_interval, "10m");
+        assert_eq!(a.watch_progress_notify_interval, None);
         let cli = Cli::try_parse_from([
             "raftkv",
             "--experimental-watch-progress-notify-interval",
             "200ms",
         ])
         .unwrap();
-        assert_eq!(cli.args.watch_progress_notify_interval, "200ms");
+        let newer = cli.args.compat.newer_settings(None).unwrap();
+        assert_eq!(
+            newer.watch_progress_notify_interval.as_deref(),
+            Some("200ms")
+        );
     }
 
     #[test]

@@ -14,7 +14,8 @@
 //!
 //! Flags whose only effect is inside a feature raftkv does not have are `Option`s without a
 //! default, so "given" and "not given" differ and only given ones are reported.
-//! TLS and authentication flags live elsewhere (`TlsArgs`).
+//! TLS and authentication flags live elsewhere (`TlsArgs`); the flags etcd 3.5 and 3.6
+//! added, and their new spellings of the experimental ones, in `crate::newer_etcd_flags`.
 
 use std::time::Duration;
 
@@ -79,6 +80,8 @@ pub struct CompatArgs {
     pub proxy: ProxyFlags,
     #[command(flatten)]
     pub experimental: ExperimentalFlags,
+    #[command(flatten)]
+    pub newer: crate::newer_etcd_flags::NewerEtcdFlags,
 }
 
 /// Bootstrap and membership behaviour.
@@ -298,7 +301,7 @@ pub struct ProxyFlags {
 #[command(next_help_heading = "Experimental (etcd compatibility)")]
 pub struct ExperimentalFlags {
     /// Before serving clients, compare this member's history with its peers' and refuse to
-    /// start on a difference (`crate::corrupt_check`).
+    /// start on a difference (`crate::corrupt_check`); etcd 3.6's InitialCorruptCheck gate.
     #[arg(long, env = "RAFTKV_EXPERIMENTAL_INITIAL_CORRUPT_CHECK", num_args = 0..=1, default_missing_value = "true", action = ArgAction::Set)]
     pub experimental_initial_corrupt_check: Option<bool>,
 
@@ -311,11 +314,13 @@ pub struct ExperimentalFlags {
     #[arg(long, env = "RAFTKV_EXPERIMENTAL_BACKEND_BBOLT_FREELIST_TYPE")]
     pub experimental_backend_bbolt_freelist_type: Option<String>,
 
-    /// Lease checkpointing. Ignored: no leases yet.
+    /// Lease checkpointing (3.6's LeaseCheckpoint gate). Always on: the leader checkpoints
+    /// remaining TTLs through the log (docs/lease.md).
     #[arg(long, env = "RAFTKV_EXPERIMENTAL_ENABLE_LEASE_CHECKPOINT", num_args = 0..=1, default_missing_value = "true", action = ArgAction::Set)]
     pub experimental_enable_lease_checkpoint: Option<bool>,
 
-    /// Persist lease checkpoints. Ignored: no leases yet.
+    /// Persist lease checkpoints (3.6's LeaseCheckpointPersist gate). Always on: checkpoints
+    /// are log entries.
     #[arg(long, env = "RAFTKV_EXPERIMENTAL_ENABLE_LEASE_CHECKPOINT_PERSIST", num_args = 0..=1, default_missing_value = "true", action = ArgAction::Set)]
     pub experimental_enable_lease_checkpoint_persist: Option<bool>,
 
@@ -470,12 +475,6 @@ impl CompatArgs {
             "raftkv has no bbolt backend",
         );
         ignored(
-            e.experimental_enable_lease_checkpoint.is_some()
-                || e.experimental_enable_lease_checkpoint_persist.is_some(),
-            "--experimental-enable-lease-checkpoint",
-            "raftkv has no leases yet",
-        );
-        ignored(
             e.experimental_compaction_batch_limit.is_some(),
             "--experimental-compaction-batch-limit",
             "raftkv compacts in one step",
@@ -521,16 +520,6 @@ impl CompatArgs {
                 })
             }
         }
-    }
-
-    /// `--experimental-corrupt-check-time`: the period of the leader's corruption check
-    /// (`None`: off, etcd's default).
-    pub fn corrupt_check_interval(&self) -> anyhow::Result<Option<Duration>> {
-        let Some(raw) = self.experimental.experimental_corrupt_check_time.as_deref() else {
-            return Ok(None);
-        };
-        let d = parse_go_duration("--experimental-corrupt-check-time", raw)?;
-        Ok((!d.is_zero()).then_some(d))
     }
 
     /// The gRPC keepalive interval (None = off) and timeout.

@@ -142,12 +142,17 @@ pub struct Config {
     pub quota: crate::quota::Quota,
     /// `--enable-dashboard`: serve /dashboard on the client URLs (`crate::dashboard`).
     pub dashboard: bool,
-    /// `--experimental-initial-corrupt-check` (crate::corrupt_check).
+    /// `--experimental-initial-corrupt-check` or the InitialCorruptCheck gate
+    /// (crate::corrupt_check).
     pub initial_corrupt_check: bool,
     /// `--force-new-cluster` (crate::force_new_cluster).
     pub force_new_cluster: bool,
-    /// `--experimental-corrupt-check-time` (crate::corrupt_monitor); `None`: off.
+    /// `--corrupt-check-time` / `--experimental-corrupt-check-time`, or with the
+    /// CompactHashCheck gate `--compact-hash-check-time`, the shorter
+    /// (crate::corrupt_monitor); `None`: off.
     pub corrupt_check_interval: Option<Duration>,
+    /// `--max-learners` (etcd's default 1): checked when a member is added.
+    pub max_learners: usize,
 }
 
 impl Config {
@@ -180,7 +185,12 @@ impl Config {
 
     /// [`Config::from_args`] for flags already read (no config file).
     fn from_flags(args: &ServerArgs) -> anyhow::Result<Config> {
-        let notes = args.compat.notes()?;
+        let mut notes = args.compat.notes()?;
+        let newer = args
+            .compat
+            .newer_settings(args.watch_progress_notify_interval.as_deref())?;
+        notes.extend(newer.notes.iter().cloned());
+        notes.extend(args.tls.notes());
         if args.name.is_empty() {
             bail!("--name must not be empty");
         }
@@ -210,10 +220,15 @@ impl Config {
             bail!("--max-txn-ops must be > 0");
         }
 
-        let watch_progress_interval = crate::compat_args::parse_go_duration(
-            "--watch-progress-notify-interval",
-            &args.watch_progress_notify_interval,
-        )?;
+        let watch_flag = if args.watch_progress_notify_interval.is_some() {
+            "--watch-progress-notify-interval"
+        } else {
+            "--experimental-watch-progress-notify-interval"
+        };
+        let watch_progress_interval = match newer.watch_progress_notify_interval.as_deref() {
+            Some(raw) => crate::compat_args::parse_go_duration(watch_flag, raw)?,
+            None => crate::watch::DEFAULT_PROGRESS_INTERVAL,
+        };
         // Shorter intervals are raised to the minimum rather than refused.
         let watch_progress_interval = watch_progress_interval.max(MIN_PROGRESS_INTERVAL);
 
@@ -325,13 +340,10 @@ impl Config {
             watch_progress_interval,
             max_watches_per_stream: args.max_watches_per_stream,
             dashboard: args.enable_dashboard,
-            initial_corrupt_check: args
-                .compat
-                .experimental
-                .experimental_initial_corrupt_check
-                .unwrap_or(false),
+            initial_corrupt_check: newer.initial_corrupt_check,
             force_new_cluster: args.compat.cluster.force_new_cluster.unwrap_or(false),
-            corrupt_check_interval: args.compat.corrupt_check_interval()?,
+            corrupt_check_interval: newer.corrupt_check_interval,
+            max_learners: newer.max_learners,
         })
     }
 

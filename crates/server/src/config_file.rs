@@ -83,6 +83,16 @@ pub fn to_argv(text: &str) -> anyhow::Result<Vec<String>> {
                     push(&flags, &mut argv, text, &tls_flag(&sub, peer), &sub, sv)?;
                 }
             }
+            // etcd 3.5/3.6's file spells this one key unlike its flag (a slip etcd keeps
+            // for compatibility); both spellings name the flag.
+            "experimental-snapshot-catch-up-entries" => push(
+                &flags,
+                &mut argv,
+                text,
+                "experimental-snapshot-catchup-entries",
+                &key,
+                v,
+            )?,
             _ => push(&flags, &mut argv, text, &key, &key, v)?,
         }
     }

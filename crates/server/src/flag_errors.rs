@@ -18,6 +18,28 @@ use clap::error::{ContextKind, ContextValue, ErrorKind};
 /// The exit status of a flag error, as Go's `flag.ExitOnError` uses.
 pub const FLAG_ERROR_STATUS: i32 = 2;
 
+/// A value parser's error that carries etcd's own reason for refusing the value (the text
+/// etcd's flag type returns from `Set`, e.g. `unrecognized feature gate: Foo`), printed
+/// where Go's flag package prints it instead of a generic "parse error".
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GoFlagValueError(pub String);
+
+impl std::fmt::Display for GoFlagValueError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for GoFlagValueError {}
+
+/// The reason a value parser gave in etcd's words, when it gave one.
+fn etcd_reason(err: &clap::Error) -> Option<String> {
+    use std::error::Error as _;
+    err.source()?
+        .downcast_ref::<GoFlagValueError>()
+        .map(|e| e.0.clone())
+}
+
 /// How etcd answers a command-line error: its text (one or more lines) and exit status.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EtcdAnswer {
@@ -69,12 +91,14 @@ pub fn env_answer(
         return None;
     }
     let var = crate::args::env_origin(flag.get_env()?.to_str()?);
-    let reason = if kind == ErrorKind::InvalidValue && !is_bool(flag) {
-        "invalid value"
+    let reason = if let Some(reason) = etcd_reason(err) {
+        reason
+    } else if kind == ErrorKind::InvalidValue && !is_bool(flag) {
+        "invalid value".to_string()
     } else if out_of_range(err) {
-        "value out of range"
+        "value out of range".to_string()
     } else {
-        "parse error"
+        "parse error".to_string()
     };
     Some(EtcdAnswer {
         text: format!(
@@ -129,6 +153,8 @@ pub fn etcd_answer(err: &clap::Error, cmd: &clap::Command, program: &str) -> Opt
                 format!("flag needs an argument: -{name}")
             } else if is_bool {
                 format!("invalid boolean value {value:?} for -{name}: parse error")
+            } else if let Some(reason) = etcd_reason(err) {
+                format!("invalid value {value:?} for flag -{name}: {reason}")
             } else if kind == ErrorKind::InvalidValue {
                 // One of a fixed set of values: etcd's selective flags answer "invalid value".
                 format!("invalid value {value:?} for flag -{name}: invalid value")

@@ -50,6 +50,9 @@ pub struct MvccMachine {
     /// ([`StateMachine::take_peer_url_changes`]): its transport must redial them.
     peer_url_changes: Vec<(u64, Vec<String>)>,
     epoch: Instant,
+    /// `--max-learners`: checked by the leader before it places a member addition (each
+    /// member's own setting; the check is not part of applying the entry).
+    pub max_learners: usize,
 }
 
 impl Default for MvccMachine {
@@ -64,6 +67,7 @@ impl Default for MvccMachine {
             members_seed: MemberList::default(),
             peer_url_changes: Vec::new(),
             epoch: Instant::now(),
+            max_learners: crate::members::DEFAULT_MAX_LEARNERS,
         }
     }
 }
@@ -364,12 +368,9 @@ impl StateMachine for MvccMachine {
             K::AddVoter | K::AddLearner => {
                 match proto::etcdserverpb::Member::decode(cc.context.as_ref()) {
                     // A voter joins as a learner first: the context says which it is.
-                    Ok(m) => list.check_add(
-                        cc.node,
-                        &m.peer_ur_ls,
-                        m.is_learner,
-                        crate::members::DEFAULT_MAX_LEARNERS,
-                    ),
+                    Ok(m) => {
+                        list.check_add(cc.node, &m.peer_ur_ls, m.is_learner, self.max_learners)
+                    }
                     Err(e) => Err(crate::members::MemberError::BadContext(e.to_string())),
                 }
             }

@@ -268,6 +268,7 @@ pub async fn serve(
     }
     let mut machine = MvccMachine::default();
     machine.incarnations = Some(incarnations.clone());
+    machine.max_learners = config.max_learners;
     machine.seed_members(crate::members::MemberList::from_initial(
         &config.initial_members,
     ));
@@ -444,6 +445,7 @@ pub async fn serve(
             self_id: config.member_id,
             self_name: config.name.clone(),
             strict_reconfig_check: config.strict_reconfig_check,
+            max_learners: config.max_learners,
             self_client_urls: config.advertise_client_urls.clone(),
         }),
         transport,

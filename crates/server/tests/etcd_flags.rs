@@ -1,6 +1,6 @@
 //! etcd's command line, the parts issue 12 left: `unix://` client URLs, etcd's wording
-//! for a bad flag (checked against the real etcd binary), and
-//! `--experimental-initial-corrupt-check`.
+//! for a bad flag (checked against the real etcd binary),
+//! `--experimental-initial-corrupt-check`, and 3.5/3.6's `--max-learners`.
 
 mod common;
 
@@ -127,6 +127,52 @@ fn a_unix_socket_serves_etcdctl_http_and_the_gateway_like_the_tcp_port() {
     // A clean stop removes the socket file, as etcd's listener does.
     assert!(m.terminate().success(), "{}", m.log());
     assert!(!sock.exists(), "the socket file outlived the member");
+}
+
+/// `--max-learners` (and 3.5's `--experimental-max-learners`) bounds the learners
+/// `member add --learner` may add, with etcd's error past it; the default is etcd's 1.
+#[test]
+fn max_learners_bounds_learner_additions() {
+    for (flag, limit) in [
+        (None, 1),
+        (Some("--max-learners=2"), 2),
+        (Some("--experimental-max-learners=0"), 0),
+    ] {
+        let mut extra = vec![
+            "--listen-client-urls",
+            "{client}",
+            "--advertise-client-urls",
+            "{client}",
+        ];
+        extra.extend(flag);
+        let mut m = Member::start(&single_member(&extra), &[], None);
+        m.wait_ready();
+        let add = |i: usize| {
+            etcdctl(
+                &m.client_url,
+                &[
+                    "member",
+                    "add",
+                    &format!("learner-{i}"),
+                    "--learner",
+                    &format!("--peer-urls=http://127.0.0.1:{}", 1000 + i),
+                ],
+            )
+        };
+        for i in 0..limit {
+            stdout_ok(&format!("{flag:?}: learner {i}"), &add(i));
+        }
+        let refused = add(limit);
+        assert!(
+            !refused.status.success(),
+            "{flag:?}: learner {limit} was added"
+        );
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert!(
+            stderr.contains("etcdserver: too many learner members in cluster"),
+            "{flag:?}: {stderr}"
+        );
+    }
 }
 
 #[test]

@@ -33,6 +33,8 @@ pub struct Membership {
     pub self_name: String,
     /// `--strict-reconfig-check`.
     pub strict_reconfig_check: bool,
+    /// `--max-learners`.
+    pub max_learners: usize,
     pub self_client_urls: Vec<String>,
 }
 

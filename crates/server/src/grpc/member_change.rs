@@ -21,7 +21,7 @@ use tonic::{Request, Response, Status};
 
 use super::maintenance::ClusterService;
 use crate::errors::ServerError;
-use crate::members::{encode_context, MemberError, MemberRecord, DEFAULT_MAX_LEARNERS};
+use crate::members::{encode_context, MemberError, MemberRecord};
 
 /// Wait between attempts while an earlier change is still in flight (or a new leader has
 /// not committed an entry of its term yet): both pass within a round trip or two.
@@ -189,11 +189,12 @@ pub(crate) async fn member_add(
     let id = new_member_id(svc, &peer_urls)?;
     // etcd's order: bad URLs, then the health check, then the request's other mistakes
     // (taken URLs, too many learners), which the leader checks again before placing it.
-    let checked =
-        svc.0
-            .state()?
-            .members
-            .check_add(id, &peer_urls, req.is_learner, DEFAULT_MAX_LEARNERS);
+    let checked = svc.0.state()?.members.check_add(
+        id,
+        &peer_urls,
+        req.is_learner,
+        svc.0.membership.max_learners,
+    );
     // etcd parses the URLs before anything else.
     if let Err(e @ MemberError::BadUrls) = &checked {
         return Err(e.to_status());

@@ -28,7 +28,7 @@ use anyhow::{bail, Context as _};
 use rustls::crypto::CryptoProvider;
 use rustls::server::danger::ClientCertVerifier;
 use rustls::server::WebPkiClientVerifier;
-use rustls::{ClientConfig, ServerConfig};
+use rustls::{ClientConfig, ServerConfig, SupportedProtocolVersion};
 use tracing::warn;
 
 pub use args::TlsArgs;
@@ -71,6 +71,7 @@ impl TlsSetup {
     /// run) auto-TLS pairs are not generated and only given files are checked.
     pub fn new(args: &TlsArgs, l: &Listeners<'_>, generate: bool) -> anyhow::Result<TlsSetup> {
         let provider = verify::provider(&args.cipher_suites)?;
+        let versions = protocol_versions(args)?;
         let mut setup = TlsSetup::default();
 
         let client_https: Vec<&(&str, &str)> =
@@ -101,14 +102,25 @@ impl TlsSetup {
             if args.client_cert_auth && args.trusted_ca_file.is_empty() {
                 bail!("--client-cert-auth needs --trusted-ca-file (the CA that signs client certificates)");
             }
+            if !args.client_cert_allowed_hostname.is_empty() && !args.client_cert_auth {
+                bail!("--client-cert-allowed-hostname needs --client-cert-auth (clients are only asked for certificates under it)");
+            }
             if let Some(pair) = pair {
-                let verifier = client_verifier(
+                let mut verifier = client_verifier(
                     &provider,
                     args.client_cert_auth,
                     ("--trusted-ca-file", &args.trusted_ca_file),
                     ("--client-crl-file", &args.client_crl_file),
                 )?;
-                let mut cfg = server_config(&provider, pair, verifier)?;
+                if !args.client_cert_allowed_hostname.is_empty() {
+                    verifier = Arc::new(verify::AllowedPeer {
+                        inner: verifier,
+                        allowed: verify::Allowed::Hostname(
+                            args.client_cert_allowed_hostname.clone(),
+                        ),
+                    });
+                }
+                let mut cfg = server_config(&provider, &versions, pair, verifier)?;
                 cfg.alpn_protocols = CLIENT_ALPN.iter().map(|p| p.to_vec()).collect();
                 setup.client = Some(Arc::new(cfg));
             }
@@ -121,6 +133,10 @@ impl TlsSetup {
         let peer_pair = pair(
             ("--peer-cert-file", &args.peer_cert_file),
             ("--peer-key-file", &args.peer_key_file),
+        )?;
+        let peer_client_pair = pair(
+            ("--peer-client-cert-file", &args.peer_client_cert_file),
+            ("--peer-client-key-file", &args.peer_client_key_file),
         )?;
         if peer_pair.is_some() && args.peer_auto_tls {
             warn!("ignoring --peer-auto-tls since --peer-cert-file and --peer-key-file are given");
@@ -204,20 +220,24 @@ impl TlsSetup {
             });
         }
         let mut server = ServerConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()?
+            .with_protocol_versions(&versions)?
             .with_client_cert_verifier(verifier)
             .with_cert_resolver(reloading.clone());
         server.alpn_protocols = vec![PEER_ALPN.to_vec()];
         setup.peer_server = Some(Arc::new(server));
 
-        // Dialling.
+        // Dialling: with --peer-client-cert-file's pair when given, else the server's.
+        let dialling = match peer_client_pair {
+            Some(p) => Arc::new(ReloadingKeyPair::new(p, provider.clone())?),
+            None => reloading,
+        };
         let builder = ClientConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()?;
+            .with_protocol_versions(&versions)?;
         let mut client = if auto {
             builder
                 .dangerous()
                 .with_custom_certificate_verifier(Arc::new(verify::AnyServerCert(provider.clone())))
-                .with_client_cert_resolver(reloading)
+                .with_client_cert_resolver(dialling)
         } else {
             let roots = files::load_roots(
                 "--peer-trusted-ca-file",
@@ -225,7 +245,7 @@ impl TlsSetup {
             )?;
             builder
                 .with_root_certificates(roots)
-                .with_client_cert_resolver(reloading)
+                .with_client_cert_resolver(dialling)
         };
         client.alpn_protocols = vec![PEER_ALPN.to_vec()];
         setup.peer_client = Some(Arc::new(client));
@@ -253,6 +273,38 @@ pub fn setup_for(config: &crate::config::Config, generate: bool) -> anyhow::Resu
             .collect(),
     };
     TlsSetup::new(&config.tls, &listeners, generate)
+}
+
+/// `--tls-min-version` and `--tls-max-version` as the TLS versions to speak, checked as
+/// etcd checks them. rustls speaks TLS 1.2 and 1.3 only, which are also the only versions
+/// etcd's flags take.
+pub fn protocol_versions(args: &TlsArgs) -> anyhow::Result<Vec<&'static SupportedProtocolVersion>> {
+    /// Go's `tls.VersionTLS12` / `VersionTLS13` order: `None` is "the highest there is".
+    fn version(v: &str) -> anyhow::Result<Option<u8>> {
+        match v {
+            "" => Ok(None),
+            "TLS1.2" => Ok(Some(2)),
+            "TLS1.3" => Ok(Some(3)),
+            other => bail!("unexpected TLS version {other:?} (must be one of: TLS1.2, TLS1.3)"),
+        }
+    }
+    let min = version(&args.tls_min_version)?.unwrap_or(2);
+    let max = version(&args.tls_max_version)?.unwrap_or(3);
+    if min > max {
+        bail!(
+            "min version ({}) is greater than max version ({})",
+            args.tls_min_version,
+            args.tls_max_version
+        );
+    }
+    if min == 3 && !args.cipher_suites.is_empty() {
+        bail!("cipher suites cannot be configured when only TLS1.3 is enabled");
+    }
+    Ok([(2, &rustls::version::TLS12), (3, &rustls::version::TLS13)]
+        .into_iter()
+        .filter(|(v, _)| (min..=max).contains(v))
+        .map(|(_, p)| p)
+        .collect())
 }
 
 /// A certificate and key flag pair: both or neither.
@@ -318,12 +370,13 @@ fn client_verifier(
 
 fn server_config(
     provider: &Arc<CryptoProvider>,
+    versions: &[&'static SupportedProtocolVersion],
     pair: KeyPair,
     verifier: Arc<dyn ClientCertVerifier>,
 ) -> anyhow::Result<ServerConfig> {
     let resolver = ReloadingKeyPair::new(pair, provider.clone())?;
     Ok(ServerConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()?
+        .with_protocol_versions(versions)?
         .with_client_cert_verifier(verifier)
         .with_cert_resolver(Arc::new(resolver)))
 }

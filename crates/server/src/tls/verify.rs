@@ -51,8 +51,8 @@ pub use raftkv_client::tls::AnyServerCert;
 pub enum Allowed {
     /// The subject's common name equals this.
     CommonName(String),
-    /// The certificate is valid for this host name (a DNS or IP subject alternative name;
-    /// a `*.` wildcard covers one label).
+    /// The certificate is valid for this host name, or one of this comma-separated list (a
+    /// DNS or IP subject alternative name; a `*.` wildcard covers one label).
     Hostname(String),
 }
 
@@ -99,7 +99,9 @@ impl AllowedPeer {
                             .collect()
                     })
                     .unwrap_or_default();
-                if names.iter().any(|n| host_matches(n, host)) {
+                // etcd 3.5 takes a comma-separated list: any one of them will do.
+                let allowed = || host.split(',').map(str::trim).filter(|h| !h.is_empty());
+                if allowed().any(|h| names.iter().any(|n| host_matches(n, h))) {
                     Ok(())
                 } else {
                     Err(format!(
