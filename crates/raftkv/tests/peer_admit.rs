@@ -189,6 +189,25 @@ async fn listed_at(endpoint: &str, id: u64) {
     }
 }
 
+/// A log line without its terminal colour codes (`ESC [ ... m`), so `field=value` reads
+/// as written.
+fn without_colours(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for d in chars.by_ref() {
+                if d == 'm' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 fn raftkv(args: &[&str]) -> std::process::Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_raftkv"));
     cmd.args(args);
@@ -385,6 +404,7 @@ fn an_admission_reaches_a_member_that_catches_up_from_a_snapshot() {
     let installed = common::poll_until("snapshot install", Duration::from_secs(30), || {
         let log = std::fs::read_to_string(&log_path).unwrap_or_default();
         log.lines()
+            .map(without_colours)
             .filter(|l| l.contains("installing snapshot from the leader"))
             .filter_map(|l| {
                 let at = l.find("index=")? + "index=".len();
