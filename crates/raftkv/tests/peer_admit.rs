@@ -23,7 +23,9 @@ fn dial(peer_port: u16, from: IpAddr) -> TcpStream {
     let runtime = common::runtime();
     let stream = runtime.block_on(async {
         let socket = tokio::net::TcpSocket::new_v4().unwrap();
-        socket.bind((from, 0).into()).expect("bind the source address");
+        socket
+            .bind((from, 0).into())
+            .expect("bind the source address");
         socket
             .connect(([127, 0, 0, 1], peer_port).into())
             .await
@@ -160,7 +162,9 @@ async fn cluster_ids(cluster: &LocalCluster) -> (u64, Vec<u64>) {
 /// `member add --learner` of `peer_url` through `endpoint` (retried while the cluster is
 /// not ready for it); returns the new member's id once `endpoint`'s member lists it.
 async fn add_learner(endpoint: &str, peer_url: &str) -> u64 {
-    let mut c = etcd_client::Client::connect([endpoint], None).await.unwrap();
+    let mut c = etcd_client::Client::connect([endpoint], None)
+        .await
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let options = etcd_client::MemberAddOptions::new().with_is_learner();
@@ -177,7 +181,9 @@ async fn add_learner(endpoint: &str, peer_url: &str) -> u64 {
 
 /// Waits until the member at `endpoint` lists member `id` (it applied its addition).
 async fn listed_at(endpoint: &str, id: u64) {
-    let mut c = etcd_client::Client::connect([endpoint], None).await.unwrap();
+    let mut c = etcd_client::Client::connect([endpoint], None)
+        .await
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     while !c
         .member_list()

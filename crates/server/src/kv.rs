@@ -447,9 +447,7 @@ impl StateMachine for MvccMachine {
         let decoded = envelope::decode(image)?;
         self.store = Store::restore(decoded.store)
             .map_err(|e| anyhow::anyhow!("cannot restore the store from a snapshot: {e:?}"))?;
-        self.members = decoded
-            .members
-            .unwrap_or_else(|| self.members_seed.clone());
+        self.members = decoded.members.unwrap_or_else(|| self.members_seed.clone());
         // Admissions this member may have missed (it was down, and the leader compacted the
         // entries away): its record takes each one unless it holds a later one already.
         self.admissions = decoded.admissions;
@@ -795,7 +793,9 @@ mod tests {
     /// The seeded machine with auth enabled: `root`, and `admin` holding the root role.
     /// Returns the next free log index.
     fn secured(m: &mut MvccMachine) -> u64 {
-        use proto::etcdserverpb::{AuthRoleAddRequest, AuthUserAddRequest, AuthUserGrantRoleRequest};
+        use proto::etcdserverpb::{
+            AuthRoleAddRequest, AuthUserAddRequest, AuthUserGrantRoleRequest,
+        };
         let user = |name: &str| {
             Request::UserAdd(AuthUserAddRequest {
                 name: name.into(),
@@ -832,7 +832,9 @@ mod tests {
     /// nobody) after the proposer checked it changes nothing, with etcd's error.
     #[test]
     fn a_member_update_whose_caller_lost_root_is_refused_at_apply() {
-        use proto::etcdserverpb::{AuthUserDeleteRequest, AuthUserRevokeRoleRequest, MemberUpdateRequest};
+        use proto::etcdserverpb::{
+            AuthUserDeleteRequest, AuthUserRevokeRoleRequest, MemberUpdateRequest,
+        };
         let update = |url: &str| {
             Request::MemberUpdate(MemberUpdateRequest {
                 id: 2,
@@ -847,8 +849,15 @@ mod tests {
             index += 1;
             index - 1
         };
-        let out = m.apply(&entry_as(next(), Some(("admin", rev)), update("http://127.0.0.1:2481")));
-        assert!(matches!(out, Some(Ok(Response::External(Ok(()))))), "{out:?}");
+        let out = m.apply(&entry_as(
+            next(),
+            Some(("admin", rev)),
+            update("http://127.0.0.1:2481"),
+        ));
+        assert!(
+            matches!(out, Some(Ok(Response::External(Ok(()))))),
+            "{out:?}"
+        );
         m.take_peer_url_changes();
 
         // Auth management needs an administrator too: root does it.
@@ -870,7 +879,11 @@ mod tests {
             Some(Err(MvccError::Auth(e))) => e,
             other => panic!("applied despite the caller's lost rights: {other:?}"),
         };
-        let late = m.apply(&entry_as(next(), Some(("admin", rev)), update("http://127.0.0.1:2482")));
+        let late = m.apply(&entry_as(
+            next(),
+            Some(("admin", rev)),
+            update("http://127.0.0.1:2482"),
+        ));
         assert_eq!(refused(late), mvcc::auth::AuthError::PermissionDenied);
         assert_eq!(
             tonic::Status::from(MvccError::Auth(mvcc::auth::AuthError::PermissionDenied)).message(),
@@ -885,14 +898,25 @@ mod tests {
                 name: "admin".into(),
             }),
         );
-        let deleted = m.apply(&entry_as(next(), Some(("admin", rev)), update("http://127.0.0.1:2484")));
+        let deleted = m.apply(&entry_as(
+            next(),
+            Some(("admin", rev)),
+            update("http://127.0.0.1:2484"),
+        ));
         assert_eq!(refused(deleted), mvcc::auth::AuthError::UserNotFound);
         assert_eq!(m.members, before);
         assert!(m.take_peer_url_changes().is_empty());
         // root still may.
         let rev = m.store.auth().revision();
-        let out = m.apply(&entry_as(next(), Some(("root", rev)), update("http://127.0.0.1:2485")));
-        assert!(matches!(out, Some(Ok(Response::External(Ok(()))))), "{out:?}");
+        let out = m.apply(&entry_as(
+            next(),
+            Some(("root", rev)),
+            update("http://127.0.0.1:2485"),
+        ));
+        assert!(
+            matches!(out, Some(Ok(Response::External(Ok(()))))),
+            "{out:?}"
+        );
     }
 
     /// An admission is checked again at apply against the member list there (every member
@@ -931,7 +955,10 @@ mod tests {
         assert!(peers.is_recorded(2, 0xbad));
 
         let out = m.apply(&entry(3, 1, admit(2, 0x600d)));
-        assert!(matches!(out, Some(Ok(Response::AdmitPeer { .. }))), "{out:?}");
+        assert!(
+            matches!(out, Some(Ok(Response::AdmitPeer { .. }))),
+            "{out:?}"
+        );
         assert!(peers.is_recorded(2, 0x600d));
         let image = m.snapshot();
         assert_eq!(&image[..8], envelope::MAGIC_WITH_ADMISSIONS);

@@ -376,7 +376,11 @@ mod tests {
         let generation = rec.generation();
         assert!(!rec.admit(7, 0xa1, 10).unwrap(), "an older admission");
         assert!(!rec.admit(7, 0xa2, 20).unwrap(), "the same admission again");
-        assert_eq!(rec.generation(), generation, "nothing changed, nobody is cut off");
+        assert_eq!(
+            rec.generation(),
+            generation,
+            "nothing changed, nobody is cut off"
+        );
         assert!(rec.is_recorded(7, 0xa2));
         fs.power_loss(LossMode::DropUnsynced);
         let again = Incarnations::load(fs.clone(), &path).unwrap();
