@@ -5,6 +5,10 @@
 //! outsider's connections are cut at their next frame, the real member starts again and
 //! joins, and the three agree on a leader, commit through the newcomer and hold the same
 //! data. Members run plain `raftkv server` processes on free loopback ports.
+//!
+//! Also: an admission reaches a member that was down when it was applied, through the
+//! snapshot it catches up from; and a join question (answered before any handshake) tells
+//! an asker from another address nothing about the cluster.
 
 mod common;
 
