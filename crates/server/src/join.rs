@@ -267,10 +267,14 @@ pub async fn discover(
 }
 
 /// The answer a member gives a joining one: the member of its applied list with exactly
-/// these peer URLs, the cluster's id, its list and the bootstrap members (`base`).
+/// these peer URLs, the cluster's id, its list and the bootstrap members (`base`). With
+/// `only_added` (an asker without a peer certificate, `transport::join_gate`), only a
+/// member added with `member add` qualifies: one the list holds without a name (founders
+/// have theirs from `--initial-cluster`). The refusal's text is for this member's log; the
+/// asker is told nothing of the members.
 pub fn lookup(cluster_id: u64, base: MemberList, state: Arc<RwLock<MvccMachine>>) -> JoinLookup {
     let base = base.encode();
-    Arc::new(move |peer_urls: &[String]| {
+    Arc::new(move |peer_urls: &[String], only_added: bool| {
         let wanted = normalised(peer_urls);
         let sm = state
             .read()
@@ -279,6 +283,7 @@ pub fn lookup(cluster_id: u64, base: MemberList, state: Arc<RwLock<MvccMachine>>
         let found = list
             .members()
             .find(|m| normalised(&m.peer_urls) == wanted)
+            .filter(|m| !only_added || m.name.is_empty())
             .map(|m| m.id);
         let answer = match found {
             Some(member_id) => Ok(JoinFound {
@@ -288,8 +293,13 @@ pub fn lookup(cluster_id: u64, base: MemberList, state: Arc<RwLock<MvccMachine>>
                 current: list.encode(),
             }),
             None => Err(format!(
-                "no member of cluster {cluster_id:x} has the peer URLs {} (members: {}); add it \
-                 with `member add` first",
+                "no member of cluster {cluster_id:x}{} has the peer URLs {} (members: {}); add \
+                 it with `member add` first",
+                if only_added {
+                    " added with `member add`"
+                } else {
+                    ""
+                },
                 wanted.join(","),
                 list.members()
                     .map(|m| format!("{:x}={}", m.id, m.peer_urls.join(",")))
@@ -338,15 +348,18 @@ mod tests {
         let mut sm = MvccMachine::default();
         sm.seed_members(list(&[1, 2, 3]));
         let lookup = lookup(0xc1, list(&[1, 2]), Arc::new(RwLock::new(sm)));
-        let found = lookup(&["http://127.0.0.1:2383/".to_string()]).unwrap();
+        let found = lookup(&["http://127.0.0.1:2383/".to_string()], false).unwrap();
         assert_eq!((found.cluster_id, found.member_id), (0xc1, 3));
         let joined = Joined::from_found(&found).unwrap();
         assert_eq!(joined.base, list(&[1, 2]));
         assert_eq!(joined.current, list(&[1, 2, 3]));
-        let err = lookup(&["http://127.0.0.1:2399".to_string()]).unwrap_err();
+        let err = lookup(&["http://127.0.0.1:2399".to_string()], false).unwrap_err();
         assert!(
             err.contains("no member of cluster c1 has the peer URLs"),
             "{err}"
         );
+        // Without a peer certificate, only a member added with `member add` (no name yet)
+        // is answered: member 3 was a founder here.
+        assert!(lookup(&["http://127.0.0.1:2383".to_string()], true).is_err());
     }
 }

@@ -42,6 +42,9 @@ pub struct MvccMachine {
     /// The peer transport's record of peers' incarnations, which an applied
     /// `raftkv peer admit` (field 41) overwrites; `None` where no transport runs (tests).
     pub incarnations: Option<Arc<crate::transport::Incarnations>>,
+    /// Every admission applied (replicated, in the snapshot): what a member that catches up
+    /// from a snapshot hands its transport's record (`crate::admissions`).
+    pub admissions: crate::admissions::Admissions,
     /// The list a snapshot without one restores to: the `--initial-cluster` members (such
     /// snapshots were written before the list was replicated, when the membership was
     /// fixed at bootstrap).
@@ -64,6 +67,7 @@ impl Default for MvccMachine {
             lessor: Lessor::new(),
             members: MemberList::default(),
             incarnations: None,
+            admissions: Default::default(),
             members_seed: MemberList::default(),
             peer_url_changes: Vec::new(),
             epoch: Instant::now(),
@@ -72,51 +76,101 @@ impl Default for MvccMachine {
     }
 }
 
-/// The state machine's snapshot: the store's image and the member list side by side.
+/// The state machine's snapshot: the store's image, the member list and the operators'
+/// peer admissions side by side.
 ///
 /// ```text
-/// magic    8 bytes  "RKVSM01\0"
-/// store    u64 LE length, then the store's image (mvcc::snapshot, which checksums itself)
-/// members  the rest: MemberList::encode
+/// magic       8 bytes  "RKVSM01\0" (no admissions) or "RKVSM02\0"
+/// store       u64 LE length, then the store's image (mvcc::snapshot, which checksums itself)
+/// RKVSM01\0:  members, the rest: MemberList::encode
+/// RKVSM02\0:  members, u64 LE length then MemberList::encode; admissions, the rest:
+///             crate::admissions::Admissions::encode
 /// ```
 ///
-/// Why an envelope rather than a section of the store's format: the member list is the
-/// server's state, not the store's, and `Maintenance/Snapshot` backups carry the store's
-/// image alone (etcd's restore makes a new membership from flags, and so does raftkv's).
-/// A bare store image (every snapshot written before the list was replicated) still
-/// restores: the store's own magic tells it apart, and the list is the seed.
+/// Why an envelope rather than a section of the store's format: the member list and the
+/// admissions are the server's state, not the store's, and `Maintenance/Snapshot` backups
+/// carry the store's image alone (etcd's restore makes a new membership from flags, and so
+/// does raftkv's; and an admission names a member's secret incarnation). A bare store image
+/// (every snapshot written before the list was replicated) still restores: the store's own
+/// magic tells it apart, and the list is the seed. A snapshot without admissions is written
+/// as `RKVSM01\0`, byte for byte what a build without admissions writes and reads.
 pub mod envelope {
+    use crate::admissions::Admissions;
     use crate::members::MemberList;
 
     pub const MAGIC: &[u8; 8] = b"RKVSM01\0";
+    /// The envelope that also carries admissions.
+    pub const MAGIC_WITH_ADMISSIONS: &[u8; 8] = b"RKVSM02\0";
 
-    pub fn encode(store: &[u8], members: &MemberList) -> Vec<u8> {
+    /// What an envelope holds besides the store's image.
+    pub struct Decoded<'a> {
+        pub store: &'a [u8],
+        /// `None` for a bare store image.
+        pub members: Option<MemberList>,
+        pub admissions: Admissions,
+    }
+
+    pub fn encode(store: &[u8], members: &MemberList, admissions: &Admissions) -> Vec<u8> {
         let list = members.encode();
-        let mut out = Vec::with_capacity(16 + store.len() + list.len());
-        out.extend_from_slice(MAGIC);
+        let mut out = Vec::with_capacity(24 + store.len() + list.len());
+        let with_admissions = !admissions.is_empty();
+        out.extend_from_slice(if with_admissions {
+            MAGIC_WITH_ADMISSIONS
+        } else {
+            MAGIC
+        });
         out.extend_from_slice(&(store.len() as u64).to_le_bytes());
         out.extend_from_slice(store);
+        if with_admissions {
+            out.extend_from_slice(&(list.len() as u64).to_le_bytes());
+        }
         out.extend_from_slice(&list);
+        if with_admissions {
+            out.extend_from_slice(&admissions.encode());
+        }
         out
     }
 
-    /// The store's image and the list, or `None` for a bare store image. Bad bytes are an
-    /// error, never a panic.
-    pub fn decode(data: &[u8]) -> anyhow::Result<(&[u8], Option<MemberList>)> {
-        let Some(rest) = data.strip_prefix(MAGIC.as_slice()) else {
-            return Ok((data, None));
-        };
+    /// Splits `rest` after a u64 LE length and that many bytes.
+    fn length_prefixed<'a>(rest: &'a [u8], what: &str) -> anyhow::Result<(&'a [u8], &'a [u8])> {
         if rest.len() < 8 {
-            anyhow::bail!("state machine snapshot: truncated store length");
+            anyhow::bail!("state machine snapshot: truncated {what} length");
         }
         let (len, rest) = rest.split_at(8);
         let len = u64::from_le_bytes(len.try_into().expect("8 bytes"));
         if len > rest.len() as u64 {
-            anyhow::bail!("state machine snapshot: truncated store image");
+            anyhow::bail!("state machine snapshot: truncated {what}");
         }
-        let (store, list) = rest.split_at(len as usize);
+        Ok(rest.split_at(len as usize))
+    }
+
+    /// The parts of an envelope, or a bare store image as it is. Bad bytes are an error,
+    /// never a panic.
+    pub fn decode(data: &[u8]) -> anyhow::Result<Decoded<'_>> {
+        let (rest, with_admissions) = if let Some(rest) = data.strip_prefix(MAGIC.as_slice()) {
+            (rest, false)
+        } else if let Some(rest) = data.strip_prefix(MAGIC_WITH_ADMISSIONS.as_slice()) {
+            (rest, true)
+        } else {
+            return Ok(Decoded {
+                store: data,
+                members: None,
+                admissions: Admissions::default(),
+            });
+        };
+        let (store, rest) = length_prefixed(rest, "store image")?;
+        let (list, admissions) = if with_admissions {
+            let (list, rest) = length_prefixed(rest, "member list")?;
+            (list, Admissions::decode(rest)?)
+        } else {
+            (rest, Admissions::default())
+        };
         let list = MemberList::decode(list).map_err(|e| anyhow::anyhow!("{e}"))?;
-        Ok((store, Some(list)))
+        Ok(Decoded {
+            store,
+            members: Some(list),
+            admissions,
+        })
     }
 }
 
@@ -256,26 +310,61 @@ impl MvccMachine {
 }
 
 impl MvccMachine {
-    /// An applied `raftkv peer admit`: every member records the operator's incarnation for
-    /// that peer (the record is local, so this is the only place it changes by the log). The
-    /// incarnation is a secret of the peer's and is never logged.
-    fn follow_admission(&self, out: &Result<Response, MvccError>) {
+    /// An applied `raftkv peer admit` (the store checked the caller is an administrator):
+    /// checked again against the member list at this index, so every member takes the same
+    /// decision whatever the proposer saw (`crate::admissions::check`); then recorded in the
+    /// replicated admissions and in this member's peer record. The incarnation is a secret
+    /// of the peer's and is never logged.
+    fn apply_admission(
+        &mut self,
+        out: Result<Response, MvccError>,
+        index: u64,
+    ) -> Result<Response, MvccError> {
         let Ok(Response::AdmitPeer {
             member_id,
             incarnation,
         }) = out
         else {
-            return;
+            return out;
         };
+        let req = proto::raftkvpb::PeerIncarnation {
+            member_id,
+            incarnation,
+        };
+        if let Err(st) = crate::admissions::check(&self.members, &req) {
+            return Ok(Response::External(Err((
+                st.code() as i32,
+                st.message().to_string(),
+            ))));
+        }
+        self.admissions.record(
+            member_id,
+            crate::admissions::Admission {
+                incarnation,
+                at: index,
+            },
+        );
+        self.record_admission(member_id, incarnation, index);
+        Ok(Response::AdmitPeer {
+            member_id,
+            incarnation,
+        })
+    }
+
+    /// Hand one admission (applied at log index `at`) to the transport's record, which
+    /// keeps a later one it already has.
+    fn record_admission(&self, member_id: u64, incarnation: u64, at: u64) {
         let Some(incarnations) = &self.incarnations else {
             return;
         };
-        match incarnations.admit(*member_id, *incarnation) {
-            Ok(()) => tracing::warn!(
+        match incarnations.admit(member_id, incarnation, at) {
+            Ok(true) => tracing::warn!(
                 member = format_args!("{member_id:x}"),
+                index = at,
                 "an operator admitted this member with a new incarnation; connections under \
                  any other incarnation are closed"
             ),
+            Ok(false) => {}
             Err(e) => tracing::error!(
                 member = format_args!("{member_id:x}"),
                 error = %e,
@@ -283,6 +372,22 @@ impl MvccMachine {
                  member restarts"
             ),
         }
+    }
+
+    /// A committed `MemberUpdate`, proposed with the caller's identity: checked at apply
+    /// like every administrator's call (etcd's `authApplierV3` and `IsAdminPermitted`), so
+    /// a caller who lost the `root` role, or was deleted, between the proposal and this
+    /// index changes nothing; then applied to the member list.
+    fn apply_member_update_as(
+        &mut self,
+        req: &InternalRequest,
+        update: &proto::etcdserverpb::MemberUpdateRequest,
+    ) -> Result<Response, MvccError> {
+        self.store
+            .auth()
+            .check_admin(req.auth.as_ref())
+            .map_err(MvccError::Auth)?;
+        Ok(Response::External(self.apply_member_update(update)))
     }
 }
 
@@ -302,13 +407,15 @@ impl StateMachine for MvccMachine {
         // Every member decodes the same bytes, so a malformed entry fails identically
         // everywhere and changes nothing.
         let out = match InternalRequest::decode(entry.data.as_ref()) {
-            Ok(InternalRequest {
-                request: Some(Internal::MemberUpdate(update)),
-                ..
-            }) => Ok(Response::External(self.apply_member_update(&update))),
+            Ok(
+                ref req @ InternalRequest {
+                    request: Some(Internal::MemberUpdate(ref update)),
+                    ..
+                },
+            ) => self.apply_member_update_as(req, update),
             Ok(req) => {
                 let out = self.store.apply_entry(&req, entry.term);
-                self.follow_admission(&out);
+                let out = self.apply_admission(out, entry.index);
                 self.follow_auth_change(&req, out, entry.index)
             }
             Err(e) => Err(MvccError::Internal(format!(
@@ -332,15 +439,25 @@ impl StateMachine for MvccMachine {
     }
 
     fn snapshot(&self) -> Bytes {
-        Bytes::from(envelope::encode(&self.store.snapshot(), &self.members))
+        Bytes::from(envelope::encode(
+            &self.store.snapshot(),
+            &self.members,
+            &self.admissions,
+        ))
     }
 
     fn restore(&mut self, image: &Bytes) -> anyhow::Result<()> {
         let unpublished = self.store.current_revision() + 1;
-        let (store, members) = envelope::decode(image)?;
-        self.store = Store::restore(store)
+        let decoded = envelope::decode(image)?;
+        self.store = Store::restore(decoded.store)
             .map_err(|e| anyhow::anyhow!("cannot restore the store from a snapshot: {e:?}"))?;
-        self.members = members.unwrap_or_else(|| self.members_seed.clone());
+        self.members = decoded.members.unwrap_or_else(|| self.members_seed.clone());
+        // Admissions this member may have missed (it was down, and the leader compacted the
+        // entries away): its record takes each one unless it holds a later one already.
+        self.admissions = decoded.admissions;
+        for (member, a) in self.admissions.iter() {
+            self.record_admission(member, a.incarnation, a.at);
+        }
         // The transport takes every member's URLs from the new list (the node thread's
         // `install_snapshot`); changes recorded before it are moot.
         self.peer_url_changes.clear();
@@ -655,6 +772,234 @@ mod tests {
         let mut other = seeded();
         other.restore(&m.snapshot()).unwrap();
         assert_eq!(other.members, m.members);
+    }
+
+    /// An entry applied as `who` (user, auth revision).
+    fn entry_as(index: u64, who: Option<(&str, u64)>, request: Request) -> Entry {
+        let req = InternalRequest {
+            auth: who.map(|(u, rev)| proto::raftkvpb::RequestAuth {
+                username: u.to_string(),
+                auth_revision: rev,
+            }),
+            request: Some(request),
+        };
+        Entry {
+            term: 1,
+            index,
+            kind: EntryKind::Normal,
+            data: Bytes::from(req.encode_to_vec()),
+        }
+    }
+
+    /// The seeded machine with auth enabled: `root`, and `admin` holding the root role.
+    /// Returns the next free log index.
+    fn secured(m: &mut MvccMachine) -> u64 {
+        use proto::etcdserverpb::{
+            AuthRoleAddRequest, AuthUserAddRequest, AuthUserGrantRoleRequest,
+        };
+        let user = |name: &str| {
+            Request::UserAdd(AuthUserAddRequest {
+                name: name.into(),
+                hashed_password: format!("hash-of-{name}"),
+                ..Default::default()
+            })
+        };
+        let grant = |user: &str| {
+            Request::UserGrantRole(AuthUserGrantRoleRequest {
+                user: user.into(),
+                role: "root".into(),
+            })
+        };
+        let steps = [
+            Request::RoleAdd(AuthRoleAddRequest {
+                name: "root".into(),
+            }),
+            user("root"),
+            grant("root"),
+            user("admin"),
+            grant("admin"),
+            Request::AuthEnable(Default::default()),
+        ];
+        let mut index = 1;
+        for r in steps {
+            assert!(matches!(m.apply(&entry(index, 1, r)), Some(Ok(_))));
+            index += 1;
+        }
+        index
+    }
+
+    /// A `MemberUpdate` carries its caller and is checked again at apply, as etcd checks an
+    /// administrator's request: one whose caller lost the root role (or was deleted, or is
+    /// nobody) after the proposer checked it changes nothing, with etcd's error.
+    #[test]
+    fn a_member_update_whose_caller_lost_root_is_refused_at_apply() {
+        use proto::etcdserverpb::{
+            AuthUserDeleteRequest, AuthUserRevokeRoleRequest, MemberUpdateRequest,
+        };
+        let update = |url: &str| {
+            Request::MemberUpdate(MemberUpdateRequest {
+                id: 2,
+                peer_ur_ls: vec![url.to_string()],
+            })
+        };
+        let mut m = seeded();
+        let mut index = secured(&mut m);
+        // Checked by the proposer at this revision: admin was an administrator then.
+        let rev = m.store.auth().revision();
+        let mut next = || {
+            index += 1;
+            index - 1
+        };
+        let out = m.apply(&entry_as(
+            next(),
+            Some(("admin", rev)),
+            update("http://127.0.0.1:2481"),
+        ));
+        assert!(
+            matches!(out, Some(Ok(Response::External(Ok(()))))),
+            "{out:?}"
+        );
+        m.take_peer_url_changes();
+
+        // Auth management needs an administrator too: root does it.
+        let as_root = |m: &mut MvccMachine, index, r| {
+            let rev = m.store.auth().revision();
+            let out = m.apply(&entry_as(index, Some(("root", rev)), r));
+            assert!(matches!(out, Some(Ok(_))), "{out:?}");
+        };
+        as_root(
+            &mut m,
+            next(),
+            Request::UserRevokeRole(AuthUserRevokeRoleRequest {
+                name: "admin".into(),
+                role: "root".into(),
+            }),
+        );
+        let before = m.members.clone();
+        let refused = |out: Option<Result<Response, MvccError>>| match out {
+            Some(Err(MvccError::Auth(e))) => e,
+            other => panic!("applied despite the caller's lost rights: {other:?}"),
+        };
+        let late = m.apply(&entry_as(
+            next(),
+            Some(("admin", rev)),
+            update("http://127.0.0.1:2482"),
+        ));
+        assert_eq!(refused(late), mvcc::auth::AuthError::PermissionDenied);
+        assert_eq!(
+            tonic::Status::from(MvccError::Auth(mvcc::auth::AuthError::PermissionDenied)).message(),
+            "etcdserver: permission denied"
+        );
+        let nobody = m.apply(&entry_as(next(), None, update("http://127.0.0.1:2483")));
+        assert_eq!(refused(nobody), mvcc::auth::AuthError::UserEmpty);
+        as_root(
+            &mut m,
+            next(),
+            Request::UserDelete(AuthUserDeleteRequest {
+                name: "admin".into(),
+            }),
+        );
+        let deleted = m.apply(&entry_as(
+            next(),
+            Some(("admin", rev)),
+            update("http://127.0.0.1:2484"),
+        ));
+        assert_eq!(refused(deleted), mvcc::auth::AuthError::UserNotFound);
+        assert_eq!(m.members, before);
+        assert!(m.take_peer_url_changes().is_empty());
+        // root still may.
+        let rev = m.store.auth().revision();
+        let out = m.apply(&entry_as(
+            next(),
+            Some(("root", rev)),
+            update("http://127.0.0.1:2485"),
+        ));
+        assert!(
+            matches!(out, Some(Ok(Response::External(Ok(()))))),
+            "{out:?}"
+        );
+    }
+
+    /// An admission is checked again at apply against the member list there (every member
+    /// applies the same decision): a member removed after the proposer checked, an unknown
+    /// one, or incarnation 0 is refused and recorded nowhere; a valid one is recorded in the
+    /// replicated admissions, in the peer record, and survives a snapshot, which hands it to
+    /// the record of a member that missed the entry (never undoing a later admission).
+    #[test]
+    fn admissions_are_checked_at_apply_and_travel_in_the_snapshot() {
+        use proto::raftkvpb::PeerIncarnation;
+        use raft::{ConfChange, ConfChangeKind};
+        let admit = |member_id, incarnation| {
+            Request::AdmitPeer(PeerIncarnation {
+                member_id,
+                incarnation,
+            })
+        };
+        let record = || Arc::new(crate::transport::Incarnations::in_memory());
+        let mut m = seeded();
+        let peers = record();
+        m.incarnations = Some(peers.clone());
+        assert!(peers.check(2, 0xbad).is_ok(), "an outsider's pre-claim");
+
+        let refused = |out: Option<Result<Response, MvccError>>| match out {
+            Some(Ok(Response::External(Err((code, message))))) => (code, message),
+            other => panic!("admission applied: {other:?}"),
+        };
+        let (code, message) = refused(m.apply(&entry(1, 1, admit(2, 0))));
+        assert_eq!(code, tonic::Code::InvalidArgument as i32, "{message}");
+        let (code, message) = refused(m.apply(&entry(2, 1, admit(9, 0x600d))));
+        assert_eq!(
+            (code, message.as_str()),
+            (tonic::Code::NotFound as i32, "etcdserver: member not found")
+        );
+        assert!(m.admissions.is_empty());
+        assert!(peers.is_recorded(2, 0xbad));
+
+        let out = m.apply(&entry(3, 1, admit(2, 0x600d)));
+        assert!(
+            matches!(out, Some(Ok(Response::AdmitPeer { .. }))),
+            "{out:?}"
+        );
+        assert!(peers.is_recorded(2, 0x600d));
+        let image = m.snapshot();
+        assert_eq!(&image[..8], envelope::MAGIC_WITH_ADMISSIONS);
+
+        // Member 1 was removed, then an admission checked before the removal is applied.
+        m.apply(&conf_entry(
+            4,
+            ConfChange {
+                kind: ConfChangeKind::Remove,
+                node: 1,
+                context: Bytes::new(),
+            },
+        ));
+        let (code, _) = refused(m.apply(&entry(5, 1, admit(1, 0x11))));
+        assert_eq!(code, tonic::Code::NotFound as i32);
+
+        // A member that missed entry 3 (its record still has the pre-claim) installs the
+        // snapshot taken after it.
+        let mut behind = seeded();
+        let its_peers = record();
+        assert!(its_peers.check(2, 0xbad).is_ok());
+        behind.incarnations = Some(its_peers.clone());
+        behind.restore(&image).unwrap();
+        assert_eq!(behind.admissions, m.admissions);
+        assert!(its_peers.is_recorded(2, 0x600d));
+        // A later admission it applied is not undone by restoring the older snapshot.
+        behind.apply(&entry(6, 1, admit(2, 0x700d)));
+        behind.restore(&image).unwrap();
+        assert!(its_peers.is_recorded(2, 0x700d));
+
+        // Without admissions the envelope is the first version's, which still restores.
+        let plain = seeded().snapshot();
+        assert_eq!(&plain[..8], envelope::MAGIC);
+        let mut again = seeded();
+        again.restore(&plain).unwrap();
+        assert!(again.admissions.is_empty());
+        // A damaged envelope with admissions is refused.
+        for cut in [8, 20, image.len() - 1] {
+            assert!(seeded().restore(&image.slice(..cut)).is_err(), "cut {cut}");
+        }
     }
 
     #[test]

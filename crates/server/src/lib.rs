@@ -9,6 +9,7 @@
 //! flags), [`validate`] (a dry run) and [`run`] (serve until SIGINT/SIGTERM). The Jepsen
 //! harness's member calls [`run_with_hooks`] instead, with its faults in [`Hooks`].
 
+pub mod admissions;
 pub mod args;
 pub mod auth;
 pub mod authority_fix;

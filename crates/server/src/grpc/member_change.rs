@@ -10,15 +10,15 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use prost::Message as _;
 use proto::etcdserverpb::{
     MemberAddRequest, MemberAddResponse, MemberPromoteRequest, MemberPromoteResponse,
     MemberRemoveRequest, MemberRemoveResponse, MemberUpdateRequest, MemberUpdateResponse,
 };
-use proto::raftkvpb::{internal_request::Request as Internal, InternalRequest};
+use proto::raftkvpb::internal_request::Request as Internal;
 use raft::{ConfChange, ConfChangeKind};
 use tonic::{Request, Response, Status};
 
+use super::kv::propose_as;
 use super::maintenance::ClusterService;
 use crate::errors::ServerError;
 use crate::members::{encode_context, MemberError, MemberRecord};
@@ -257,27 +257,23 @@ pub(crate) async fn member_update(
     r: Request<MemberUpdateRequest>,
 ) -> Result<Response<MemberUpdateResponse>, Status> {
     crate::auth::require_admin(&svc.0, &r).await?;
-    let req = r.into_inner();
+    let req = r.get_ref().clone();
     let checked = svc.0.state()?.members.check_update(req.id, &req.peer_ur_ls);
     if let Err(e @ MemberError::BadUrls) = checked {
         return Err(e.to_status());
     }
-    let entry = InternalRequest {
-        auth: None,
-        request: Some(Internal::MemberUpdate(req)),
-    };
-    match svc.0.node.propose(Bytes::from(entry.encode_to_vec())).await {
-        Ok(Ok(mvcc::Response::External(Ok(())))) => Ok(Response::new(MemberUpdateResponse {
+    // The caller's identity travels with the entry: every member checks it again at apply
+    // (`crate::kv`), so a caller who lost `root` in between changes nothing.
+    match propose_as(&svc.0, &r, Internal::MemberUpdate(req)).await? {
+        mvcc::Response::External(Ok(())) => Ok(Response::new(MemberUpdateResponse {
             header: Some(svc.0.header(0)),
             members: svc.members()?,
         })),
-        Ok(Ok(mvcc::Response::External(Err((code, message))))) => {
+        mvcc::Response::External(Err((code, message))) => {
             Err(Status::new(tonic::Code::from_i32(code), message))
         }
-        Ok(Ok(_)) => Err(Status::internal(
+        _ => Err(Status::internal(
             "etcdserver: unexpected apply result for a member update",
         )),
-        Ok(Err(e)) => Err(e.into()),
-        Err(e) => Err(e.into()),
     }
 }

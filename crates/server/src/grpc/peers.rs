@@ -23,31 +23,25 @@ impl Peers for PeersService {
         &self,
         r: Request<PeerIncarnation>,
     ) -> Result<Response<AdmitPeerResponse>, Status> {
-        // Checked here for a prompt answer, and again when applied (mvcc::auth::check).
+        // Checked here for a prompt answer, and again when applied, by every member alike:
+        // the administrator (mvcc::auth::check) and the member (crate::admissions::check).
         crate::auth::require_admin(&self.0, &r).await?;
         let req = *r.get_ref();
-        if req.incarnation == 0 {
-            return Err(Status::invalid_argument(
-                "raftkv: an incarnation is a non-zero number (the content of the member's \
-                 raftkv.incarnation file)",
-            ));
-        }
-        let known = {
-            let sm = self.0.state()?;
-            sm.members.get(req.member_id).is_some() && !sm.members.is_removed(req.member_id)
-        };
-        if !known || req.member_id == self.0.node.id {
+        crate::admissions::check(&self.0.state()?.members, &req)?;
+        if req.member_id == self.0.node.id {
             // Admitting oneself would change nothing: nobody checks its own incarnation.
-            return Err(Status::not_found(if known {
-                "raftkv: a member cannot be admitted by itself; ask another member"
-            } else {
-                "etcdserver: member not found"
-            }));
+            return Err(Status::not_found(
+                "raftkv: a member cannot be admitted by itself; ask another member",
+            ));
         }
         match propose_as(&self.0, &r, Internal::AdmitPeer(req)).await? {
             mvcc::Response::AdmitPeer { .. } => Ok(Response::new(AdmitPeerResponse {
                 header: Some(self.0.header(0)),
             })),
+            // Refused at apply: the member was removed in between.
+            mvcc::Response::External(Err((code, message))) => {
+                Err(Status::new(tonic::Code::from_i32(code), message))
+            }
             _ => Err(Status::internal(
                 "raftkv: unexpected apply result for a peer admission",
             )),

@@ -25,7 +25,16 @@
 //!
 //! * `raftkv.incarnation` — this member's own incarnation: one hex number and a newline,
 //!   made when the data dir is created.
-//! * `raftkv.peers` — one line per peer we accepted: `<member id hex> <incarnation hex>`.
+//! * `raftkv.peers` — one line per peer we accepted: `<member id hex> <incarnation hex>`,
+//!   followed by ` <log index hex>` when an operator's admission set it (the index of the
+//!   admitting entry; a line without it is a first sighting, as every line was before
+//!   admissions existed).
+//!
+//! Why the index: an admission reaches a member either as the log entry or, for a member
+//! that was down while the leader compacted past it, inside a snapshot
+//! (`crate::admissions`). A record only ever moves forward in log order, so neither a
+//! replayed entry nor an older snapshot (this member's own, at restart) undoes a later
+//! admission already on disk.
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasher, Hasher};
@@ -51,11 +60,19 @@ struct Backing {
     path: PathBuf,
 }
 
+/// What is recorded for one peer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Record {
+    incarnation: u64,
+    /// The log index of the operator's admission that set it; 0 for a first sighting.
+    admitted_at: u64,
+}
+
 pub struct Incarnations {
     backing: Option<Backing>,
     /// Held while the file is written, so two first handshakes cannot interleave their
     /// writes (each would otherwise write a file missing the other's peer).
-    seen: Mutex<HashMap<u64, u64>>,
+    seen: Mutex<HashMap<u64, Record>>,
     /// Bumped by every [`Incarnations::admit`], so open connections notice cheaply that the
     /// incarnation they were admitted with may no longer be the recorded one.
     generation: AtomicU64,
@@ -75,15 +92,15 @@ impl Incarnations {
                     if line.trim().is_empty() {
                         continue;
                     }
-                    let (id, inc) = parse_line(line).ok_or_else(|| {
+                    let (id, record) = parse_line(line).ok_or_else(|| {
                         anyhow::anyhow!(
                             "peer incarnation record {} line {}: malformed {line:?} (expected \
-                             `<member id hex> <incarnation hex>`)",
+                             `<member id hex> <incarnation hex> [<admitting log index hex>]`)",
                             path.display(),
                             n + 1
                         )
                     })?;
-                    seen.insert(id, inc);
+                    seen.insert(id, record);
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -114,18 +131,35 @@ impl Incarnations {
     }
 
     /// Record `incarnation` for `member` in place of whatever was recorded (an operator's
-    /// `raftkv peer admit`, applied from the log). Durable before it returns; if the file
-    /// cannot be written the record stays in memory (until a restart) and the error says so.
-    /// Connections admitted under another incarnation see [`Incarnations::generation`] move
-    /// and end at their next frame.
-    pub fn admit(&self, member: u64, incarnation: u64) -> anyhow::Result<()> {
+    /// `raftkv peer admit`, applied from the log entry at index `at`, or found in a
+    /// snapshot that says the entry at `at` admitted it). A record set by an admission at
+    /// `at` or later stays: the record moves only forward in log order. `Ok(true)` when the
+    /// record changed.
+    ///
+    /// Durable before it returns; if the file cannot be written the record stays in memory
+    /// (until a restart) and the error says so. Connections admitted under another
+    /// incarnation see [`Incarnations::generation`] move and end at their next frame.
+    pub fn admit(&self, member: u64, incarnation: u64, at: u64) -> anyhow::Result<bool> {
         let mut seen = self
             .seen
             .lock()
             .map_err(|_| anyhow::anyhow!("the peer incarnation record is unusable"))?;
-        seen.insert(member, incarnation);
-        self.generation.fetch_add(1, Ordering::SeqCst);
-        self.persist(&seen)
+        let before = seen.get(&member).copied();
+        if before.is_some_and(|r| r.admitted_at >= at) {
+            return Ok(false);
+        }
+        seen.insert(
+            member,
+            Record {
+                incarnation,
+                admitted_at: at,
+            },
+        );
+        if before.map(|r| r.incarnation) != Some(incarnation) {
+            self.generation.fetch_add(1, Ordering::SeqCst);
+        }
+        self.persist(&seen)?;
+        Ok(true)
     }
 
     /// Counts [`Incarnations::admit`] calls.
@@ -137,7 +171,7 @@ impl Incarnations {
     pub fn is_recorded(&self, member: u64, incarnation: u64) -> bool {
         self.seen
             .lock()
-            .map(|seen| seen.get(&member) == Some(&incarnation))
+            .map(|seen| seen.get(&member).map(|r| r.incarnation) == Some(incarnation))
             .unwrap_or(false)
     }
 
@@ -151,9 +185,9 @@ impl Incarnations {
             kind: RefusalKind::Unavailable,
             reason: "the peer incarnation record is unusable after a panic".into(),
         })?;
-        match seen.get(&member) {
-            Some(&known) if known == incarnation => Ok(()),
-            Some(&known) => Err(Refusal {
+        match seen.get(&member).map(|r| r.incarnation) {
+            Some(known) if known == incarnation => Ok(()),
+            Some(known) => Err(Refusal {
                 kind: RefusalKind::IdentityWiped,
                 reason: format!(
                     "member {member:x} lost its data dir (incarnation {incarnation:x}, \
@@ -163,7 +197,13 @@ impl Incarnations {
             }),
             None => {
                 let mut next = seen.clone();
-                next.insert(member, incarnation);
+                next.insert(
+                    member,
+                    Record {
+                        incarnation,
+                        admitted_at: 0,
+                    },
+                );
                 if let Err(e) = self.persist(&next) {
                     // Memory is left as it was: the next attempt tries to record it again.
                     return Err(Refusal {
@@ -180,25 +220,38 @@ impl Incarnations {
         }
     }
 
-    fn persist(&self, seen: &HashMap<u64, u64>) -> anyhow::Result<()> {
+    fn persist(&self, seen: &HashMap<u64, Record>) -> anyhow::Result<()> {
         let Some(b) = &self.backing else {
             return Ok(());
         };
         let sorted: BTreeMap<_, _> = seen.iter().collect();
         let text: String = sorted
             .into_iter()
-            .map(|(id, inc)| format!("{id:x} {inc:x}\n"))
+            .map(|(id, r)| match r.admitted_at {
+                0 => format!("{id:x} {:x}\n", r.incarnation),
+                at => format!("{id:x} {:x} {at:x}\n", r.incarnation),
+            })
             .collect();
         storage::write_file_atomically(&*b.fs, &b.path, text.as_bytes())?;
         Ok(())
     }
 }
 
-fn parse_line(line: &str) -> Option<(u64, u64)> {
+fn parse_line(line: &str) -> Option<(u64, Record)> {
     let mut parts = line.split_whitespace();
     let id = u64::from_str_radix(parts.next()?, 16).ok()?;
-    let inc = u64::from_str_radix(parts.next()?, 16).ok()?;
-    parts.next().is_none().then_some((id, inc))
+    let incarnation = u64::from_str_radix(parts.next()?, 16).ok()?;
+    let admitted_at = match parts.next() {
+        Some(at) => u64::from_str_radix(at, 16).ok()?,
+        None => 0,
+    };
+    parts.next().is_none().then_some((
+        id,
+        Record {
+            incarnation,
+            admitted_at,
+        },
+    ))
 }
 
 /// This member's incarnation, read from `path`, or made (random) and durably written if
@@ -291,7 +344,7 @@ mod tests {
             RefusalKind::IdentityWiped
         );
         let before = rec.generation();
-        rec.admit(7, 0x600d).unwrap();
+        assert!(rec.admit(7, 0x600d, 40).unwrap());
         assert!(rec.generation() > before);
         assert!(rec.is_recorded(7, 0x600d) && !rec.is_recorded(7, 0xbad));
         assert!(rec.check(7, 0x600d).is_ok());
@@ -307,6 +360,34 @@ mod tests {
             again.check(7, 0xbad).unwrap_err().kind,
             RefusalKind::IdentityWiped
         );
+    }
+
+    /// An admission only moves the record forward in log order: replaying an older entry,
+    /// or restoring an older snapshot, leaves a later admission in place, across a reload;
+    /// a record written before admissions had an index still loads as a first sighting.
+    #[test]
+    fn an_older_admission_never_undoes_a_later_one() {
+        let (fs, path) = lazy();
+        storage::write_file_atomically(&*fs, &path, b"7 bad\n").unwrap();
+        let rec = Incarnations::load(fs.clone(), &path).unwrap();
+        assert!(rec.is_recorded(7, 0xbad));
+        assert!(rec.admit(7, 0xa1, 10).unwrap());
+        assert!(rec.admit(7, 0xa2, 20).unwrap());
+        let generation = rec.generation();
+        assert!(!rec.admit(7, 0xa1, 10).unwrap(), "an older admission");
+        assert!(!rec.admit(7, 0xa2, 20).unwrap(), "the same admission again");
+        assert_eq!(
+            rec.generation(),
+            generation,
+            "nothing changed, nobody is cut off"
+        );
+        assert!(rec.is_recorded(7, 0xa2));
+        fs.power_loss(LossMode::DropUnsynced);
+        let again = Incarnations::load(fs.clone(), &path).unwrap();
+        assert!(!again.admit(7, 0xa1, 15).unwrap());
+        assert!(again.is_recorded(7, 0xa2));
+        assert!(again.admit(7, 0xa3, 21).unwrap());
+        assert!(again.is_recorded(7, 0xa3));
     }
 
     #[test]

@@ -42,6 +42,7 @@
 pub mod codec;
 pub mod hash_kv;
 mod incarnations;
+pub mod join_gate;
 
 use std::collections::{BTreeSet, HashMap};
 use std::io::Write;
@@ -529,12 +530,22 @@ async fn open_stream(
     url: &str,
     tls: Option<Arc<rustls::ClientConfig>>,
 ) -> anyhow::Result<PeerStream> {
+    open_stream_from(url, tls, None).await
+}
+
+/// [`open_stream`] from local address `source` when this host has it (else from whatever
+/// address the system picks).
+async fn open_stream_from(
+    url: &str,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    source: Option<std::net::IpAddr>,
+) -> anyhow::Result<PeerStream> {
     let (is_tls, hostport) = match url.strip_prefix("https://") {
         Some(rest) => (true, rest),
         None => (false, url.strip_prefix("http://").unwrap_or(url)),
     };
     let hostport = hostport.trim_end_matches('/');
-    let stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, TcpStream::connect(hostport))
+    let stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, connect_from(hostport, source))
         .await
         .map_err(|_| anyhow::anyhow!("connect timed out"))??;
     stream.set_nodelay(true)?;
@@ -561,9 +572,48 @@ async fn open_stream(
     Ok(PeerStream::Tls(Box::new(stream)))
 }
 
+/// Connect to `hostport`, bound to `source` if that is an address of this host and of the
+/// same family as the target; otherwise as the system chooses.
+async fn connect_from(
+    hostport: &str,
+    source: Option<std::net::IpAddr>,
+) -> std::io::Result<TcpStream> {
+    if let Some(source) = source {
+        for target in tokio::net::lookup_host(hostport).await? {
+            if target.is_ipv4() != source.is_ipv4() {
+                continue;
+            }
+            let socket = if source.is_ipv4() {
+                tokio::net::TcpSocket::new_v4()?
+            } else {
+                tokio::net::TcpSocket::new_v6()?
+            };
+            if socket.bind(std::net::SocketAddr::new(source, 0)).is_ok() {
+                return socket.connect(target).await;
+            }
+        }
+    }
+    TcpStream::connect(hostport).await
+}
+
+/// The address a joining member asks from: the host of its first advertised peer URL that
+/// is an IP address, so that the members' join gate (`join_gate`) sees the host its URLs
+/// name even on a machine with several addresses.
+fn join_source(peer_urls: &[String]) -> Option<std::net::IpAddr> {
+    peer_urls.iter().find_map(|u| {
+        match url::Url::parse(u).ok()?.host()? {
+            url::Host::Ipv4(ip) => Some(std::net::IpAddr::V4(ip)),
+            url::Host::Ipv6(ip) => Some(std::net::IpAddr::V6(ip)),
+            url::Host::Domain(_) => None,
+        }
+        .filter(|ip| !ip.is_unspecified())
+    })
+}
+
 /// Ask the member at peer URL `url` which member of its cluster has `peer_urls`
-/// ([`Frame::JoinQuery`]). The outer error is about reaching it; the inner one is its
-/// refusal (no such member).
+/// ([`Frame::JoinQuery`]), from the address those URLs name ([`join_source`]). The outer
+/// error is about reaching it; the inner one is its refusal (which says only that there is
+/// no such member for this asker).
 pub async fn ask_join(
     url: &str,
     peer_urls: &[String],
@@ -581,7 +631,7 @@ pub async fn ask_join(
             other => anyhow::bail!("unexpected answer to a join query: {other:?}"),
         }
     }
-    match open_stream(url, tls).await? {
+    match open_stream_from(url, tls, join_source(peer_urls)).await? {
         PeerStream::Plain(s) => ask(s, peer_urls).await,
         PeerStream::Tls(s) => ask(*s, peer_urls).await,
     }
@@ -936,8 +986,10 @@ pub struct Acceptor {
     pub hash_kv: Option<hash_kv::HashSource>,
 }
 
-/// Which member of the cluster has these peer URLs (`crate::join`), or why none.
-pub type JoinLookup = Arc<dyn Fn(&[String]) -> Result<JoinFound, String> + Send + Sync>;
+/// Which member of the cluster has these peer URLs (`crate::join`), or why none (for this
+/// member's log: the asker is told only [`join_gate::REFUSED`]). With the flag set, only a
+/// member added with `member add` is looked for (the asker has no peer certificate).
+pub type JoinLookup = Arc<dyn Fn(&[String], bool) -> Result<JoinFound, String> + Send + Sync>;
 
 /// How an accepted peer connection starts.
 #[derive(Clone)]
@@ -972,7 +1024,7 @@ impl Acceptor {
                     let mode = mode.clone();
                     tokio::spawn(async move {
                         tokio::select! {
-                            r = me.start(stream, mode) => if let Err(e) = r {
+                            r = me.start(stream, addr, mode) => if let Err(e) = r {
                                 debug!(%addr, error = %e, "peer connection ended");
                             },
                             _ = stop.cancelled() => {}
@@ -1038,10 +1090,19 @@ impl Acceptor {
     }
 
     /// The TLS handshake if any, then [`Acceptor::handle`].
-    async fn start(&self, stream: TcpStream, mode: PeerListen) -> anyhow::Result<()> {
+    async fn start(
+        &self,
+        stream: TcpStream,
+        addr: std::net::SocketAddr,
+        mode: PeerListen,
+    ) -> anyhow::Result<()> {
         stream.set_nodelay(true)?;
+        let mut asker = join_gate::Asker {
+            source: Some(addr.ip()),
+            certified: false,
+        };
         match mode {
-            PeerListen::Plain => self.handle(stream).await,
+            PeerListen::Plain => self.handle(stream, asker).await,
             PeerListen::Tls(config) => {
                 let stream = tokio::time::timeout(
                     HANDSHAKE_TIMEOUT,
@@ -1054,12 +1115,64 @@ impl Acceptor {
                     warn!(error = %e, "peer TLS handshake failed");
                     anyhow::anyhow!("TLS handshake failed: {e}")
                 })?;
-                self.handle(stream).await
+                // The verifier let a certificate through only if the peer CA signed it
+                // (none is asked for without --peer-client-cert-auth).
+                asker.certified = stream
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .is_some_and(|c| !c.is_empty());
+                self.handle(stream, asker).await
             }
         }
     }
 
-    async fn handle<S: AsyncRead + AsyncWrite + Unpin>(&self, mut stream: S) -> anyhow::Result<()> {
+    /// A joining member's question (before any handshake): answered only as
+    /// [`join_gate`] says; any refusal is [`join_gate::REFUSED`], the reason is logged here.
+    async fn answer_join(
+        &self,
+        peer_urls: &[String],
+        asker: join_gate::Asker,
+    ) -> Result<JoinFound, String> {
+        let urls = peer_urls.join(",");
+        let source = asker.source.map(|a| a.to_string()).unwrap_or_default();
+        let refuse = |why: &str| {
+            warn!(%urls, %source, reason = %why, "join query refused");
+            Err(join_gate::REFUSED.to_string())
+        };
+        let Some(lookup) = &self.join else {
+            return refuse("this member answers no join queries");
+        };
+        if !asker.certified {
+            let from_host = match asker.source {
+                Some(ip) => join_gate::comes_from_url_host(ip, peer_urls).await,
+                None => false,
+            };
+            if !from_host {
+                return refuse(
+                    "the question does not come from an address of its peer URLs' host \
+                     (and carries no peer certificate)",
+                );
+            }
+        }
+        match lookup(peer_urls, !asker.certified) {
+            Ok(found) => {
+                info!(
+                    member = format_args!("{:x}", found.member_id),
+                    %urls,
+                    "a member is joining: told it who it is"
+                );
+                Ok(found)
+            }
+            Err(e) => refuse(&e),
+        }
+    }
+
+    async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        mut stream: S,
+        asker: join_gate::Asker,
+    ) -> anyhow::Result<()> {
         let mut buf = BytesMut::with_capacity(READ_BUFFER);
         let hello = match tokio::time::timeout(
             HANDSHAKE_TIMEOUT,
@@ -1069,18 +1182,7 @@ impl Acceptor {
         {
             Ok(Ok(Some(Frame::Hello(h)))) => h,
             Ok(Ok(Some(Frame::JoinQuery { peer_urls }))) => {
-                let result = match &self.join {
-                    Some(lookup) => lookup(&peer_urls),
-                    None => Err("this member answers no join queries".to_string()),
-                };
-                match &result {
-                    Ok(found) => info!(
-                        member = format_args!("{:x}", found.member_id),
-                        urls = %peer_urls.join(","),
-                        "a member is joining: told it who it is"
-                    ),
-                    Err(e) => warn!(urls = %peer_urls.join(","), error = %e, "join query refused"),
-                }
+                let result = self.answer_join(&peer_urls, asker).await;
                 let mut out = BytesMut::new();
                 codec::encode(&Frame::JoinAnswer { result }, &mut out);
                 stream.write_all(&out).await?;
