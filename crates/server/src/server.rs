@@ -359,6 +359,9 @@ pub async fn serve(
     for id in removed {
         transport.remove_peer(id);
     }
+    // Filled once the client services exist: a member asking to be added is added through
+    // them (crate::auto_join).
+    let cluster = Arc::new(std::sync::OnceLock::new());
     let acceptor = Arc::new(Acceptor {
         local,
         members: transport.peer_set(),
@@ -372,6 +375,9 @@ pub async fn serve(
             state.clone(),
         )),
         hash_kv: Some(hash_source(config.member_id, state.clone())),
+        add_me: config
+            .auto_join
+            .then(|| crate::auto_join::handler(config.initial_members.clone(), cluster.clone())),
     });
     for (urls, l) in peer_listeners {
         let url = urls.join(",");
@@ -453,6 +459,15 @@ pub async fn serve(
         watch_sabotage: hooks.watch_sabotage,
         min_lease_ttl: crate::grpc::min_lease_ttl(config.election_timeout),
     };
+    let _ = cluster.set(ClusterService(ctx.clone()));
+    if let Some(after) = config.auto_remove_departed_after {
+        tokio::spawn(crate::auto_remove::run(
+            ClusterService(ctx.clone()),
+            config.initial_members.iter().map(|m| m.id).collect(),
+            after,
+            shutdown.clone(),
+        ));
+    }
     let mut servers = Vec::new();
     for (urls, l) in client_listeners {
         let url = urls.join(",");

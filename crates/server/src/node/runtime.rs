@@ -416,6 +416,8 @@ impl<S: StateMachine> Shell<S> {
                 | Frame::Pong { .. }
                 | Frame::JoinQuery { .. }
                 | Frame::JoinAnswer { .. }
+                | Frame::AddMe { .. }
+                | Frame::AddMeAnswer { .. }
                 | Frame::HashKv { .. }
                 | Frame::HashKvResult { .. } => {}
             },

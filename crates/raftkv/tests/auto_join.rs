@@ -1,0 +1,188 @@
+//! `--auto-join` on real processes (docs/membership.md, "Scaling by itself"): three founders
+//! `aj-0..2` (the only names in `--initial-cluster`), then `aj-3` started with the same flags
+//! and an empty data dir, as a StatefulSet's new ordinal would be, with no member command:
+//!
+//! * it asks a founder to add it, joins, catches up, is promoted to voter by the leader and
+//!   serves linearizable reads of what was written before it came;
+//! * it counts for the quorum: with a founder stopped, writes still commit;
+//! * restarted (SIGKILL, then the same command line) it keeps its id and asks nobody again;
+//! * a process whose name is not of the set (`intruder-9`) is refused and not added.
+//!
+//! Free loopback ports; raftkv only (etcd has no such flag).
+
+mod common;
+
+use common::{etcdctl_at as etcdctl, member_id_of as id_of, member_lines};
+
+use std::time::{Duration, Instant};
+
+use raftkv_client::local_cluster::{ClusterSpec, LocalCluster};
+
+/// `args` with its `--initial-cluster=` replaced by `initial`.
+fn with_initial_cluster(args: Vec<String>, initial: &str) -> Vec<String> {
+    args.into_iter()
+        .map(|a| {
+            if a.starts_with("--initial-cluster=") {
+                format!("--initial-cluster={initial}")
+            } else {
+                a
+            }
+        })
+        .collect()
+}
+
+/// `endpoint status` says `ep` is a voter (its "is learner" column is false).
+fn is_voter(ep: &str) -> Result<(), String> {
+    let (ok, out, err) = etcdctl(ep, &["endpoint", "status"]);
+    if !ok {
+        return Err(err);
+    }
+    let cols: Vec<&str> = out.trim().split(", ").collect();
+    match cols.get(5) {
+        Some(&"false") => Ok(()),
+        _ => Err(out),
+    }
+}
+
+fn put(ep: &str, key: &str, value: &str) {
+    common::poll_until("a write", Duration::from_secs(30), || {
+        let (ok, out, err) = etcdctl(ep, &["put", key, value]);
+        (ok && out.trim() == "OK").then_some(()).ok_or(err)
+    });
+}
+
+fn linearizable_get(ep: &str, key: &str) -> Result<String, String> {
+    let (ok, out, err) = etcdctl(ep, &["get", key, "--print-value-only", "--consistency=l"]);
+    if ok {
+        Ok(out.trim().to_string())
+    } else {
+        Err(err)
+    }
+}
+
+fn log_of(cluster: &LocalCluster, i: usize) -> String {
+    std::fs::read_to_string(&cluster.member(i).log_path).unwrap_or_default()
+}
+
+#[test]
+fn a_new_ordinal_adds_itself_is_promoted_and_keeps_its_id_on_restart() {
+    let mut spec = ClusterSpec::new(common::raftkv_program(), "aj", 5);
+    spec.names[4] = "intruder-9".into();
+    spec.extra_args = vec!["--auto-join".into()];
+    let mut cluster = LocalCluster::create(spec).expect("cluster");
+    let founders: String = (0..3)
+        .map(|i| {
+            format!(
+                "{}={}",
+                cluster.member(i).name,
+                cluster.member(i).peer_url()
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(",");
+    let args = |c: &LocalCluster, i: usize| with_initial_cluster(c.member_args(i), &founders);
+    for i in 0..3 {
+        let a = args(&cluster, i);
+        cluster
+            .start_member_with_args(i, a)
+            .expect("start a founder");
+    }
+    let ep0 = cluster.member(0).endpoint();
+    let keys: Vec<String> = (0..20).map(|i| format!("before-{i:02}")).collect();
+    for k in &keys {
+        put(&ep0, k, &format!("v-{k}"));
+    }
+    assert_eq!(member_lines(&ep0).len(), 3);
+
+    // An outsider with a name of another set asks too: refused, never listed.
+    let a = args(&cluster, 4);
+    cluster
+        .start_member_with_args(4, a)
+        .expect("start the intruder");
+    common::poll_until("the intruder refused", Duration::from_secs(30), || {
+        (0..3)
+            .any(|i| log_of(&cluster, i).contains("is not a member of the set aj-<ordinal>"))
+            .then_some(())
+            .ok_or_else(|| cluster.log_tails(10))
+    });
+    cluster.kill_member(4).expect("kill the intruder");
+    let intruder_url = cluster.member(4).peer_url();
+    assert!(
+        !member_lines(&ep0).iter().any(|l| l.contains(&intruder_url)),
+        "{:?}",
+        member_lines(&ep0)
+    );
+
+    // The new ordinal: same flags as the founders, an empty data dir, no member command.
+    let started = Instant::now();
+    let a = args(&cluster, 3);
+    cluster
+        .start_member_with_args(3, a.clone())
+        .expect("start aj-3");
+    let ep3 = cluster.member(3).endpoint();
+    common::poll_until("aj-3 is a voter", Duration::from_secs(60), || {
+        is_voter(&ep3).map_err(|e| format!("{e}\n{}", cluster.log_tails(15)))
+    });
+    eprintln!(
+        "auto-join: aj-3 started → promoted voter in {:.2}s",
+        started.elapsed().as_secs_f64()
+    );
+    let url3 = cluster.member(3).peer_url();
+    let id3 = id_of(&ep0, &url3);
+    let line = member_lines(&ep0)
+        .into_iter()
+        .find(|l| l.starts_with(&format!("{id3},")))
+        .unwrap();
+    assert_eq!(
+        line,
+        format!(
+            "{id3}, started, aj-3, {url3}, {}, false",
+            cluster.member(3).client_url()
+        )
+    );
+    for k in &keys {
+        common::poll_until("aj-3 reads every key", Duration::from_secs(30), || {
+            match linearizable_get(&ep3, k)? {
+                v if v == format!("v-{k}") => Ok(()),
+                v => Err(format!("{k} = {v:?}")),
+            }
+        });
+    }
+
+    // A voter: four voters need three, so with aj-1 stopped aj-3 is part of every quorum.
+    cluster
+        .stop_member(1, Duration::from_secs(10))
+        .expect("stop aj-1");
+    put(&ep3, "after", "aj-1 stopped");
+    assert_eq!(
+        linearizable_get(&ep0, "after").as_deref(),
+        Ok("aj-1 stopped")
+    );
+    let a1 = args(&cluster, 1);
+    cluster.start_member_with_args(1, a1).expect("restart aj-1");
+
+    // Restarted on its data dir: the same member, which asks to be added no more.
+    cluster.kill_member(3).expect("kill aj-3");
+    cluster.start_member_with_args(3, a).expect("restart aj-3");
+    common::poll_until("aj-3 back as a voter", Duration::from_secs(60), || {
+        is_voter(&ep3).map_err(|e| format!("{e}\n{}", cluster.log_tails(15)))
+    });
+    assert_eq!(id_of(&ep0, &url3), id3);
+    assert_eq!(member_lines(&ep0).len(), 4, "{:?}", member_lines(&ep0));
+    put(&ep0, "restarted", "yes");
+    common::poll_until(
+        "aj-3 reads after its restart",
+        Duration::from_secs(30),
+        || match linearizable_get(&ep3, "restarted")? {
+            v if v == "yes" => Ok(()),
+            v => Err(v),
+        },
+    );
+    let log3 = log_of(&cluster, 3);
+    assert_eq!(
+        log3.matches("added to the running cluster").count(),
+        1,
+        "{log3}"
+    );
+    cluster.check_alive().expect("every member still running");
+}
