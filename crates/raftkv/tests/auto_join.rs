@@ -6,7 +6,9 @@
 //!   serves linearizable reads of what was written before it came;
 //! * it counts for the quorum: with a founder stopped, writes still commit;
 //! * restarted (SIGKILL, then the same command line) it keeps its id and asks nobody again;
-//! * a process whose name is not of the set (`intruder-9`) is refused and not added.
+//! * a process whose name is not of the set (`intruder-9`) is refused and not added;
+//! * a member that joined, restarted after a snapshot that recorded another member's
+//!   `member update`, dials that member at its new URL, not at the URL of its join record.
 //!
 //! Free loopback ports; raftkv only (etcd has no such flag).
 
@@ -16,7 +18,7 @@ use common::{etcdctl_at as etcdctl, member_id_of as id_of, member_lines};
 
 use std::time::{Duration, Instant};
 
-use raftkv_client::local_cluster::{ClusterSpec, LocalCluster};
+use raftkv_client::local_cluster::{free_loopback_ports, ClusterSpec, LocalCluster};
 
 /// `args` with its `--initial-cluster=` replaced by `initial`.
 fn with_initial_cluster(args: Vec<String>, initial: &str) -> Vec<String> {
@@ -68,25 +70,8 @@ fn log_of(cluster: &LocalCluster, i: usize) -> String {
 fn a_new_ordinal_adds_itself_is_promoted_and_keeps_its_id_on_restart() {
     let mut spec = ClusterSpec::new(common::raftkv_program(), "aj", 5);
     spec.names[4] = "intruder-9".into();
-    spec.extra_args = vec!["--auto-join".into()];
-    let mut cluster = LocalCluster::create(spec).expect("cluster");
-    let founders: String = (0..3)
-        .map(|i| {
-            format!(
-                "{}={}",
-                cluster.member(i).name,
-                cluster.member(i).peer_url()
-            )
-        })
-        .collect::<Vec<_>>()
-        .join(",");
+    let (mut cluster, founders) = start_founders(spec);
     let args = |c: &LocalCluster, i: usize| with_initial_cluster(c.member_args(i), &founders);
-    for i in 0..3 {
-        let a = args(&cluster, i);
-        cluster
-            .start_member_with_args(i, a)
-            .expect("start a founder");
-    }
     let ep0 = cluster.member(0).endpoint();
     let keys: Vec<String> = (0..20).map(|i| format!("before-{i:02}")).collect();
     for k in &keys {
@@ -185,4 +170,114 @@ fn a_new_ordinal_adds_itself_is_promoted_and_keeps_its_id_on_restart() {
         "{log3}"
     );
     cluster.check_alive().expect("every member still running");
+}
+
+/// The cluster of `spec` with `--auto-join` for all, its first three members (the founders)
+/// started with an `--initial-cluster` naming only them, which is returned too; the test
+/// starts the others with [`with_initial_cluster`] of it.
+fn start_founders(mut spec: ClusterSpec) -> (LocalCluster, String) {
+    spec.extra_args.insert(0, "--auto-join".into());
+    let mut cluster = LocalCluster::create(spec).expect("cluster");
+    let founders: String = (0..3)
+        .map(|i| {
+            format!(
+                "{}={}",
+                cluster.member(i).name,
+                cluster.member(i).peer_url()
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(",");
+    for i in 0..3 {
+        let a = with_initial_cluster(cluster.member_args(i), &founders);
+        cluster
+            .start_member_with_args(i, a)
+            .expect("start a founder");
+    }
+    (cluster, founders)
+}
+
+fn snapshots_saved(cluster: &LocalCluster, i: usize) -> usize {
+    log_of(cluster, i)
+        .matches("snapshot saved and log compacted")
+        .count()
+}
+
+#[test]
+fn a_joined_member_restarts_with_the_peer_urls_of_its_snapshot_not_of_its_join_record() {
+    let mut spec = ClusterSpec::new(common::raftkv_program(), "ju", 4);
+    spec.extra_args = vec!["--snapshot-count=10".into()];
+    let (mut cluster, founders) = start_founders(spec);
+    let ep0 = cluster.member(0).endpoint();
+    put(&ep0, "start", "1");
+    let a3 = with_initial_cluster(cluster.member_args(3), &founders);
+    cluster
+        .start_member_with_args(3, a3.clone())
+        .expect("start ju-3");
+    let ep3 = cluster.member(3).endpoint();
+    common::poll_until("ju-3 is a voter", Duration::from_secs(60), || {
+        is_voter(&ep3).map_err(|e| format!("{e}\n{}", cluster.log_tails(15)))
+    });
+
+    // ju-2 moves to another peer port (member update, then a restart listening there).
+    let old_url = cluster.member(2).peer_url();
+    let new_url = format!("http://127.0.0.1:{}", free_loopback_ports(1).unwrap()[0]);
+    let id2 = id_of(&ep0, &old_url);
+    let (ok, out, err) = etcdctl(
+        &ep0,
+        &["member", "update", &id2, &format!("--peer-urls={new_url}")],
+    );
+    assert!(ok, "{out}{err}");
+    cluster
+        .stop_member(2, Duration::from_secs(10))
+        .expect("stop ju-2");
+    let a2: Vec<String> = with_initial_cluster(cluster.member_args(2), &founders)
+        .into_iter()
+        .map(|a| {
+            if a.starts_with("--listen-peer-urls=") {
+                format!("--listen-peer-urls={new_url}")
+            } else {
+                a
+            }
+        })
+        .collect();
+    cluster.start_member_with_args(2, a2).expect("restart ju-2");
+
+    // ju-3 takes snapshots that record the update (every 10 entries: two after it surely do).
+    let before = snapshots_saved(&cluster, 3);
+    let mut n = 0;
+    common::poll_until("two snapshots on ju-3", Duration::from_secs(60), || {
+        put(&ep0, &format!("fill-{n:03}"), "x");
+        n += 1;
+        (snapshots_saved(&cluster, 3) >= before + 2)
+            .then_some(())
+            .ok_or_else(|| format!("{n} writes"))
+    });
+
+    // Restarted, ju-3 dials ju-2 where its snapshot says, not where its join record does.
+    cluster.kill_member(3).expect("kill ju-3");
+    let offset = log_of(&cluster, 3).len();
+    cluster.start_member_with_args(3, a3).expect("restart ju-3");
+    let connected = format!("url={new_url}");
+    common::poll_until(
+        "ju-3 connected to ju-2 at its new URL",
+        Duration::from_secs(30),
+        || {
+            let log = log_of(&cluster, 3);
+            let since = &log[offset.min(log.len())..];
+            since
+                .lines()
+                .any(|l| l.contains("connected to peer") && l.contains(&connected))
+                .then_some(())
+                .ok_or_else(|| since.lines().rev().take(10).collect::<Vec<_>>().join("\n"))
+        },
+    );
+    let log = log_of(&cluster, 3);
+    let stale = format!("url={old_url}");
+    assert!(
+        !log[offset..].lines().any(|l| l.contains(&stale)),
+        "ju-3 dialled ju-2's old URL after its restart:\n{}",
+        &log[offset..]
+    );
+    put(&ep3, "after", "restart");
 }

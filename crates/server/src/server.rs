@@ -332,11 +332,18 @@ pub async fn serve(
         let list = &sm.members;
         // A joining member dials the members there were when it joined, at the URLs they
         // had then: its own list starts from the cluster's bootstrap members (whose URLs
-        // may have changed since) until the log or a snapshot brings it up to date.
-        let lists = joined
-            .map(|j| &j.current)
-            .into_iter()
-            .chain(std::iter::once(list));
+        // may have changed since) until the log or a snapshot brings it up to date. Once it
+        // holds a snapshot, that snapshot's list is newer than the join record: its URLs
+        // win (a member update made before the snapshot is in no log entry replayed here).
+        let joined_list = joined.map(|j| &j.current);
+        let lists: Vec<&crate::members::MemberList> = if applied > 0 {
+            std::iter::once(list).chain(joined_list).collect()
+        } else {
+            joined_list
+                .into_iter()
+                .chain(std::iter::once(list))
+                .collect()
+        };
         let mut peers: Vec<(u64, Vec<String>)> = Vec::new();
         let mut removed: Vec<u64> = Vec::new();
         for l in lists {
