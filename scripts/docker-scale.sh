@@ -40,7 +40,7 @@ listed() { member_list 2>/dev/null | grep -q "http://$1:2380"; }
 not_listed() { member_list >/dev/null 2>&1 && ! listed "$1"; }
 ready() {
   local ep
-  ep=$(member_endpoint "$1")
+  ep=$(scale port "$1" 2379 2>/dev/null | tail -n1)
   [ -n "$ep" ] && curl -fsS --max-time 1 "http://$ep/readyz" >/dev/null 2>&1
 }
 
