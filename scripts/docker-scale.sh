@@ -56,6 +56,9 @@ for i in 3 4; do
     log "$m ready and listed $(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN{printf "%.2f", b-a}')s after start"
   fi
 done
+# Down: every departing container and volume first, then wait for the cluster to remove them
+# all (the leader removes one at a time, each once it has been gone long enough).
+departing=()
 for i in 4 3; do
   m=raftkv-$i
   if [ "$i" -ge "$N" ]; then
@@ -64,11 +67,14 @@ for i in 4 3; do
       scale rm -s -f "$m" >/dev/null
     fi
     docker volume rm -f "${PROJECT}_data-$i" >/dev/null 2>&1 || true
-    if listed "$m"; then
-      start=$(date +%s.%N)
-      wait_until "the cluster to remove $m" not_listed "$m"
-      log "$m removed by the cluster $(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN{printf "%.2f", b-a}')s after its container went"
-    fi
+    if listed "$m"; then departing+=("$m"); fi
   fi
 done
+if [ "${#departing[@]}" -gt 0 ]; then
+  start=$(date +%s.%N)
+  for m in "${departing[@]}"; do
+    wait_until "the cluster to remove $m" not_listed "$m"
+    log "$m removed by the cluster $(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN{printf "%.2f", b-a}')s after the containers went"
+  done
+fi
 log "members now (peer URLs): $(member_list | grep -o 'http://raftkv-[0-9]*:2380' | sort -u | paste -sd' ')"
