@@ -114,7 +114,7 @@ fn t10_scale_3_5_3_under_writes_without_member_commands() {
             is_voter(&p, i)
         })
         .unwrap_or_else(|e| panic!("{e}"));
-        measure_duration(&format!("scale_up_start_to_voter_raftkv_{i}"), t.elapsed());
+        measure_duration(&format!("scale_up_start_until_raftkv_{i}_voter"), t.elapsed());
     }
     measure_duration("scale_up_3_to_5", t.elapsed());
     for i in 0..5 {

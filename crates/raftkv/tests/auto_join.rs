@@ -122,15 +122,38 @@ fn a_new_ordinal_adds_itself_is_promoted_and_keeps_its_id_on_restart() {
         .start_member_with_args(3, a.clone())
         .expect("start aj-3");
     let ep3 = cluster.member(3).endpoint();
-    common::poll_until("aj-3 is a voter", Duration::from_secs(60), || {
-        is_voter(&ep3).map_err(|e| format!("{e}\n{}", cluster.log_tails(15)))
+    let url3 = cluster.member(3).peer_url();
+    let id3 = common::poll_until("aj-3 listed", Duration::from_secs(60), || {
+        member_lines(&ep0)
+            .into_iter()
+            .find(|l| l.contains(&url3))
+            .and_then(|l| l.split(',').next().map(str::to_string))
+            .ok_or_else(|| cluster.log_tails(15))
     });
+    // The leader promotes it (a joiner that has not yet seen its own addition also says it
+    // is no learner, so its Status alone proves nothing).
+    let promoted = format!("member={id3}");
+    common::poll_until(
+        "aj-3 promoted by the leader",
+        Duration::from_secs(60),
+        || {
+            (0..3)
+                .any(|i| {
+                    log_of(&cluster, i).lines().any(|l| {
+                        l.contains("promoting a member added as a voter") && l.contains(&promoted)
+                    })
+                })
+                .then_some(())
+                .ok_or_else(|| cluster.log_tails(15))
+        },
+    );
     eprintln!(
         "auto-join: aj-3 started → promoted voter in {:.2}s",
         started.elapsed().as_secs_f64()
     );
-    let url3 = cluster.member(3).peer_url();
-    let id3 = id_of(&ep0, &url3);
+    common::poll_until("aj-3 says it is a voter", Duration::from_secs(30), || {
+        is_voter(&ep3)
+    });
     let line = member_lines(&ep0)
         .into_iter()
         .find(|l| l.starts_with(&format!("{id3},")))

@@ -295,6 +295,9 @@ pub async fn serve(
             "recovered from the data dir"
         );
     }
+    // Members added by changes in the log after the snapshot: the node thread dials a member
+    // when its addition is appended, which these entries are not again (crate::node).
+    let added_in_log = crate::node::members_added_in(&recovered.entries);
     let initial = recovered.initial_state(bootstrap);
     // None for a new data dir: nothing of its own to check (etcd checks only members that
     // were initialised before this start).
@@ -353,6 +356,11 @@ pub async fn serve(
                 }
             }
             removed.extend(l.removed());
+        }
+        for (id, urls) in added_in_log {
+            if id != config.member_id && !peers.iter().any(|(p, _)| *p == id) {
+                peers.push((id, urls));
+            }
         }
         (peers, removed)
     };
