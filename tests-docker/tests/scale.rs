@@ -22,8 +22,8 @@ const LOCAL: &str = "http://127.0.0.1:2379";
 
 /// The peer URLs `member list` shows, through member `i`, sorted.
 fn listed_peer_urls(p: &ComposeProject, i: usize) -> Result<Vec<String>, String> {
-    let out = etcd::etcdctl_raw(p.pid(i)?, LOCAL, &["member", "list"])
-        .into_result("member list")?;
+    let out =
+        etcd::etcdctl_raw(p.pid(i)?, LOCAL, &["member", "list"]).into_result("member list")?;
     let mut urls: Vec<String> = out
         .lines()
         .filter_map(|l| l.split(", ").nth(3).map(str::to_string))
@@ -61,7 +61,10 @@ fn scale_to(p: &ComposeProject, n: usize) {
             .env("RAFTKV_SCALE_TIMEOUT", "150"),
         Duration::from_secs(330),
     );
-    println!("---- docker-scale.sh {n} ----\n{}{}", out.stdout, out.stderr);
+    println!(
+        "---- docker-scale.sh {n} ----\n{}{}",
+        out.stdout, out.stderr
+    );
     assert!(out.success(), "docker-scale.sh {n} failed");
 }
 
@@ -75,7 +78,8 @@ fn t10_scale_3_5_3_under_writes_without_member_commands() {
     )
     .into_result("compose up")
     .unwrap_or_else(|e| panic!("{e}"));
-    wait_for_leader(&p, &[0, 1, 2], None, Duration::from_secs(60)).unwrap_or_else(|e| panic!("{e}"));
+    wait_for_leader(&p, &[0, 1, 2], None, Duration::from_secs(60))
+        .unwrap_or_else(|e| panic!("{e}"));
 
     // The writer: one key after another through raftkv-0 (a founder, which stays), each
     // recorded once acknowledged; failures counted per phase (0 before, 1 scale-up, 2
@@ -100,9 +104,16 @@ fn t10_scale_3_5_3_under_writes_without_member_commands() {
             }
         })
     };
-    poll("a first acknowledged write", Duration::from_secs(30), Duration::from_millis(100), || {
-        (!acked.lock().unwrap().is_empty()).then_some(()).ok_or_else(|| "none yet".to_string())
-    })
+    poll(
+        "a first acknowledged write",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || {
+            (!acked.lock().unwrap().is_empty())
+                .then_some(())
+                .ok_or_else(|| "none yet".to_string())
+        },
+    )
     .unwrap();
 
     // 3 → 5.
@@ -110,11 +121,17 @@ fn t10_scale_3_5_3_under_writes_without_member_commands() {
     let t = Instant::now();
     scale_to(&p, 5);
     for i in [3, 4] {
-        poll(&format!("raftkv-{i} a voter"), Duration::from_secs(60), Duration::from_millis(100), || {
-            is_voter(&p, i)
-        })
+        poll(
+            &format!("raftkv-{i} a voter"),
+            Duration::from_secs(60),
+            Duration::from_millis(100),
+            || is_voter(&p, i),
+        )
         .unwrap_or_else(|e| panic!("{e}"));
-        measure_duration(&format!("scale_up_start_until_raftkv_{i}_voter"), t.elapsed());
+        measure_duration(
+            &format!("scale_up_start_until_raftkv_{i}_voter"),
+            t.elapsed(),
+        );
     }
     measure_duration("scale_up_3_to_5", t.elapsed());
     for i in 0..5 {
@@ -126,9 +143,16 @@ fn t10_scale_3_5_3_under_writes_without_member_commands() {
     }
     phase.store(2, Ordering::Relaxed);
     let before_down = acked.lock().unwrap().len();
-    poll("writes with five members", Duration::from_secs(30), Duration::from_millis(100), || {
-        (acked.lock().unwrap().len() >= before_down + 5).then_some(()).ok_or_else(|| "waiting".to_string())
-    })
+    poll(
+        "writes with five members",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || {
+            (acked.lock().unwrap().len() >= before_down + 5)
+                .then_some(())
+                .ok_or_else(|| "waiting".to_string())
+        },
+    )
     .unwrap();
 
     // 5 → 3: the containers and volumes go; the cluster removes the members by itself.
@@ -144,9 +168,16 @@ fn t10_scale_3_5_3_under_writes_without_member_commands() {
         );
     }
     let after = acked.lock().unwrap().len();
-    poll("writes with three members again", Duration::from_secs(30), Duration::from_millis(100), || {
-        (acked.lock().unwrap().len() >= after + 5).then_some(()).ok_or_else(|| "waiting".to_string())
-    })
+    poll(
+        "writes with three members again",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || {
+            (acked.lock().unwrap().len() >= after + 5)
+                .then_some(())
+                .ok_or_else(|| "waiting".to_string())
+        },
+    )
     .unwrap();
     stop.store(true, Ordering::Relaxed);
     writer.join().unwrap();
@@ -155,7 +186,10 @@ fn t10_scale_3_5_3_under_writes_without_member_commands() {
     let contents = wait_converged(&p, &[0, 1, 2], "scale/", Duration::from_secs(30))
         .unwrap_or_else(|e| panic!("{e}"));
     let acked = acked.lock().unwrap().clone();
-    let lost: Vec<&String> = acked.iter().filter(|k| !contents.contains_key(*k)).collect();
+    let lost: Vec<&String> = acked
+        .iter()
+        .filter(|k| !contents.contains_key(*k))
+        .collect();
     assert!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
     let failures = *failures.lock().unwrap();
     measure("scale_acknowledged_writes", acked.len() as f64, "writes");
