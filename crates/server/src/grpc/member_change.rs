@@ -219,7 +219,7 @@ pub(crate) async fn add_member(
         name: String::new(),
         peer_urls,
         client_urls: Vec::new(),
-        is_learner: is_learner,
+        is_learner,
     };
     // A voter too joins the configuration as a learner; the leader promotes it once it
     // caught up (crate::node), so one that never starts costs the cluster nothing. The
