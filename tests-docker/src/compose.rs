@@ -131,6 +131,8 @@ impl Drop for ComposeProject {
             &[
                 "--profile",
                 "client",
+                "--profile",
+                "scale",
                 "down",
                 "-v",
                 "--remove-orphans",

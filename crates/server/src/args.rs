@@ -97,6 +97,27 @@ pub struct ServerArgs {
     )]
     pub initial_cluster_token: String,
 
+    /// Scaling a StatefulSet or a compose project without member commands (docs/membership.md,
+    /// "Scaling by itself"): a member whose --name is not in --initial-cluster and whose data
+    /// dir is empty asks the listed members to add it, then joins as with
+    /// `--initial-cluster-state existing`. Founders (named in --initial-cluster) start as
+    /// usual. raftkv's own flag.
+    #[arg(
+        long,
+        env = "RAFTKV_AUTO_JOIN",
+        num_args = 0..=1,
+        default_value_t = false,
+        default_missing_value = "true",
+        action = clap::ArgAction::Set
+    )]
+    pub auto_join: bool,
+
+    /// The leader removes a member that is neither a founder nor reachable and whose peer
+    /// URL's host name has not resolved (NXDOMAIN) for this long (a Go duration such as
+    /// "2m"; "0", the default, never removes). raftkv's own flag.
+    #[arg(long, env = "RAFTKV_AUTO_REMOVE_DEPARTED_AFTER", default_value = "0")]
+    pub auto_remove_departed_after: String,
+
     /// Time (in milliseconds) of a heartbeat interval (one Raft tick).
     #[arg(long, env = "RAFTKV_HEARTBEAT_INTERVAL", default_value_t = 100)]
     pub heartbeat_interval: u64,

@@ -118,6 +118,13 @@ pub struct Config {
     /// `--strict-reconfig-check` (etcd's default: on): refuse a removal that would leave
     /// too few started or connected voters (`crate::grpc` member changes).
     pub strict_reconfig_check: bool,
+    /// `--auto-join` and this member is not named in `--initial-cluster`: it asks the
+    /// founders to add it before joining (crate::auto_join).
+    pub joins_by_itself: bool,
+    /// `--auto-join`: this member answers other members' requests to be added.
+    pub auto_join: bool,
+    /// `--auto-remove-departed-after` (None: off; crate::auto_remove).
+    pub auto_remove_departed_after: Option<Duration>,
     /// `--max-concurrent-streams`: HTTP/2 streams per client connection.
     pub max_concurrent_streams: u32,
     /// `--enable-grpc-gateway` (etcd's default: on): serve the JSON gateway (`/v3/...`) on
@@ -266,12 +273,17 @@ impl Config {
                 .join(","),
         };
         let by_name = parse_initial_cluster(&initial_cluster)?;
-        let Some(own_urls) = by_name.get(&args.name) else {
-            bail!(
+        // With --auto-join a member that is not a founder is not in --initial-cluster: its
+        // id comes from the cluster when it joins (crate::auto_join).
+        let joins_by_itself = args.auto_join && !by_name.contains_key(&args.name);
+        let own_urls = match by_name.get(&args.name) {
+            Some(urls) => urls,
+            None if joins_by_itself => &advertise_peer_urls,
+            None => bail!(
                 "--initial-cluster has no member named {:?} (--name); it lists {}",
                 args.name,
                 by_name.keys().cloned().collect::<Vec<_>>().join(", ")
-            );
+            ),
         };
         if *own_urls != advertise_peer_urls {
             bail!(
@@ -326,6 +338,13 @@ impl Config {
             log: LogSettings::from_args(args)?,
             pre_vote: args.compat.cluster.pre_vote.unwrap_or(true),
             strict_reconfig_check: args.compat.cluster.strict_reconfig_check.unwrap_or(true),
+            joins_by_itself,
+            auto_join: args.auto_join,
+            auto_remove_departed_after: Some(crate::compat_args::parse_go_duration(
+                "--auto-remove-departed-after",
+                &args.auto_remove_departed_after,
+            )?)
+            .filter(|d| !d.is_zero()),
             max_concurrent_streams: args.compat.grpc.max_concurrent_streams,
             grpc_gateway: args.compat.http.enable_grpc_gateway.unwrap_or(true),
             keepalive: args.compat.keepalive(),

@@ -183,6 +183,18 @@ pub async fn prepare(
         return Ok(Joining::Joined(joined));
     }
     let initialised = fs.exists(&dir.join(storage::META_FILE))?;
+    if config.joins_by_itself {
+        if initialised {
+            anyhow::bail!(
+                "--auto-join: the data dir {} holds storage but no join record ({JOIN_FILE});                  this member cannot tell who it is: remove it from the cluster and empty the                  data dir",
+                dir.display()
+            );
+        }
+        crate::auto_join::ask_to_be_added(config, tls.clone()).await?;
+        let joined = discover(config, tls).await?;
+        joined.apply_to(config);
+        return Ok(Joining::Joining(joined));
+    }
     if config.cluster_state != crate::args::ClusterState::Existing || initialised {
         return Ok(Joining::Founder);
     }

@@ -13,6 +13,8 @@ pub mod admissions;
 pub mod args;
 pub mod auth;
 pub mod authority_fix;
+pub mod auto_join;
+pub mod auto_remove;
 pub mod backup;
 pub mod compactor;
 pub mod compat_args;

@@ -296,6 +296,9 @@ pub async fn serve(
             "recovered from the data dir"
         );
     }
+    // Members added by changes in the log after the snapshot: the node thread dials a member
+    // when its addition is appended, which these entries are not again (crate::node).
+    let added_in_log = crate::node::members_added_in(&recovered.entries);
     let initial = recovered.initial_state(bootstrap);
     // None for a new data dir: nothing of its own to check (etcd checks only members that
     // were initialised before this start).
@@ -333,11 +336,18 @@ pub async fn serve(
         let list = &sm.members;
         // A joining member dials the members there were when it joined, at the URLs they
         // had then: its own list starts from the cluster's bootstrap members (whose URLs
-        // may have changed since) until the log or a snapshot brings it up to date.
-        let lists = joined
-            .map(|j| &j.current)
-            .into_iter()
-            .chain(std::iter::once(list));
+        // may have changed since) until the log or a snapshot brings it up to date. Once it
+        // holds a snapshot, that snapshot's list is newer than the join record: its URLs
+        // win (a member update made before the snapshot is in no log entry replayed here).
+        let joined_list = joined.map(|j| &j.current);
+        let lists: Vec<&crate::members::MemberList> = if applied > 0 {
+            std::iter::once(list).chain(joined_list).collect()
+        } else {
+            joined_list
+                .into_iter()
+                .chain(std::iter::once(list))
+                .collect()
+        };
         let mut peers: Vec<(u64, Vec<String>)> = Vec::new();
         let mut removed: Vec<u64> = Vec::new();
         for l in lists {
@@ -347,6 +357,11 @@ pub async fn serve(
                 }
             }
             removed.extend(l.removed());
+        }
+        for (id, urls) in added_in_log {
+            if id != config.member_id && !peers.iter().any(|(p, _)| *p == id) {
+                peers.push((id, urls));
+            }
         }
         (peers, removed)
     };
@@ -360,6 +375,9 @@ pub async fn serve(
     for id in removed {
         transport.remove_peer(id);
     }
+    // Filled once the client services exist: a member asking to be added is added through
+    // them (crate::auto_join).
+    let cluster = Arc::new(std::sync::OnceLock::new());
     let acceptor = Arc::new(Acceptor {
         local,
         members: transport.peer_set(),
@@ -373,6 +391,9 @@ pub async fn serve(
             state.clone(),
         )),
         hash_kv: Some(hash_source(config.member_id, state.clone())),
+        add_me: config
+            .auto_join
+            .then(|| crate::auto_join::handler(config.initial_members.clone(), cluster.clone())),
     });
     for (urls, l) in peer_listeners {
         let url = urls.join(",");
@@ -455,6 +476,15 @@ pub async fn serve(
         watch_sabotage: hooks.watch_sabotage,
         min_lease_ttl: crate::grpc::min_lease_ttl(config.election_timeout),
     };
+    let _ = cluster.set(ClusterService(ctx.clone()));
+    if let Some(after) = config.auto_remove_departed_after {
+        tokio::spawn(crate::auto_remove::run(
+            ClusterService(ctx.clone()),
+            config.initial_members.iter().map(|m| m.id).collect(),
+            after,
+            shutdown.clone(),
+        ));
+    }
     let mut servers = Vec::new();
     for (urls, l) in client_listeners {
         let url = urls.join(",");

@@ -184,29 +184,42 @@ pub(crate) async fn member_add(
 ) -> Result<Response<MemberAddResponse>, Status> {
     crate::auth::require_admin(&svc.0, &r).await?;
     let req = r.into_inner();
-    let mut peer_urls = req.peer_ur_ls;
+    let record = add_member(svc, req.peer_ur_ls, req.is_learner).await?;
+    Ok(Response::new(MemberAddResponse {
+        header: Some(svc.0.header(0)),
+        member: Some(record.to_proto()),
+        members: svc.members()?,
+    }))
+}
+
+/// `MemberAdd` once the caller is allowed to make it: also the path of a member that asks
+/// to be added (`crate::auto_join`), which the peer port authenticated instead.
+pub(crate) async fn add_member(
+    svc: &ClusterService,
+    mut peer_urls: Vec<String>,
+    is_learner: bool,
+) -> Result<MemberRecord, Status> {
     peer_urls.sort();
     let id = new_member_id(svc, &peer_urls)?;
     // etcd's order: bad URLs, then the health check, then the request's other mistakes
     // (taken URLs, too many learners), which the leader checks again before placing it.
-    let checked = svc.0.state()?.members.check_add(
-        id,
-        &peer_urls,
-        req.is_learner,
-        svc.0.membership.max_learners,
-    );
+    let checked =
+        svc.0
+            .state()?
+            .members
+            .check_add(id, &peer_urls, is_learner, svc.0.membership.max_learners);
     // etcd parses the URLs before anything else.
     if let Err(e @ MemberError::BadUrls) = &checked {
         return Err(e.to_status());
     }
-    may_add(svc, req.is_learner)?;
+    may_add(svc, is_learner)?;
     checked.map_err(|e| e.to_status())?;
     let record = MemberRecord {
         id,
         name: String::new(),
         peer_urls,
         client_urls: Vec::new(),
-        is_learner: req.is_learner,
+        is_learner,
     };
     // A voter too joins the configuration as a learner; the leader promotes it once it
     // caught up (crate::node), so one that never starts costs the cluster nothing. The
@@ -217,11 +230,7 @@ pub(crate) async fn member_add(
         context: encode_context(&record),
     };
     make_change(svc, cc).await?;
-    Ok(Response::new(MemberAddResponse {
-        header: Some(svc.0.header(0)),
-        member: Some(record.to_proto()),
-        members: svc.members()?,
-    }))
+    Ok(record)
 }
 
 /// A learner becomes a voter: an `AddVoter` of its id (no context: its attributes stay).

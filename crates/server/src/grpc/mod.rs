@@ -40,6 +40,7 @@ pub use edge::ClientEdge;
 pub use kv::{propose, KvService};
 pub use lease::LeaseService;
 pub use maintenance::{ClusterService, MaintenanceService, Membership, UnimplementedService};
+pub(crate) use member_change::{add_member, make_change};
 pub use peers::PeersService;
 pub use watch::WatchService;
 

@@ -9,6 +9,7 @@
 
 pub mod probe;
 mod runtime;
+pub use runtime::members_added_in;
 pub mod state_machine;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};

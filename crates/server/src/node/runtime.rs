@@ -416,6 +416,8 @@ impl<S: StateMachine> Shell<S> {
                 | Frame::Pong { .. }
                 | Frame::JoinQuery { .. }
                 | Frame::JoinAnswer { .. }
+                | Frame::AddMe { .. }
+                | Frame::AddMeAnswer { .. }
                 | Frame::HashKv { .. }
                 | Frame::HashKvResult { .. } => {}
             },
@@ -580,20 +582,8 @@ impl<S: StateMachine> Shell<S> {
     /// The transport follows the membership: a member being added is dialled as soon as
     /// the change is in our log (a leader needs it before the change can commit).
     fn dial_added_members(&self, entries: &[raft::Entry]) {
-        for e in entries
-            .iter()
-            .filter(|e| e.kind == raft::EntryKind::ConfChange)
-        {
-            let Ok(cc) = raft::ConfChange::decode(&e.data) else {
-                continue;
-            };
-            if cc.kind == raft::ConfChangeKind::Remove || cc.context.is_empty() {
-                continue;
-            }
-            use prost::Message as _;
-            if let Ok(m) = proto::etcdserverpb::Member::decode(cc.context.as_ref()) {
-                self.transport.add_peer(cc.node, &m.peer_ur_ls);
-            }
+        for (id, urls) in members_added_in(entries) {
+            self.transport.add_peer(id, &urls);
         }
     }
 
@@ -958,4 +948,22 @@ fn server_error(e: NodeError) -> ServerError {
         NodeError::Timeout => ServerError::Timeout,
         NodeError::TooManyRequests => ServerError::TooManyRequests,
     }
+}
+
+/// The members (id, peer URLs) that the membership changes among `entries` add. The node
+/// thread dials them as such entries are appended; at start-up the server dials those of the
+/// entries recovered from the data dir, which are appended no more.
+pub fn members_added_in(entries: &[raft::Entry]) -> Vec<(u64, Vec<String>)> {
+    use prost::Message as _;
+    entries
+        .iter()
+        .filter(|e| e.kind == raft::EntryKind::ConfChange)
+        .filter_map(|e| raft::ConfChange::decode(&e.data).ok())
+        .filter(|cc| cc.kind != raft::ConfChangeKind::Remove && !cc.context.is_empty())
+        .filter_map(|cc| {
+            proto::etcdserverpb::Member::decode(cc.context.as_ref())
+                .ok()
+                .map(|m| (cc.node, m.peer_ur_ls))
+        })
+        .collect()
 }

@@ -217,6 +217,17 @@ pub enum Frame {
         req_id: u64,
         result: Result<PeerHashKv, String>,
     },
+    /// Instead of a [`Frame::Hello`]: a member started with `--auto-join`, an empty data dir
+    /// and a name that is not one of the founders' asks to be added to the cluster with
+    /// `peer_urls` (`crate::auto_join`). Answered with one [`Frame::AddMeAnswer`] once the
+    /// cluster applied the change (or refused it), then the connection closes.
+    AddMe {
+        name: String,
+        peer_urls: Vec<String>,
+    },
+    AddMeAnswer {
+        result: Result<(), String>,
+    },
 }
 
 /// Who a joining member is, as a member of the running cluster answers it.
@@ -376,6 +387,21 @@ pub fn encode(frame: &Frame, out: &mut BytesMut) {
                 Err(message) => {
                     out.put_u8(1);
                     put_str(out, message);
+                }
+            }
+        }
+        Frame::AddMe { name, peer_urls } => {
+            out.put_u8(16);
+            put_str(out, name);
+            put_strs(out, peer_urls);
+        }
+        Frame::AddMeAnswer { result } => {
+            out.put_u8(17);
+            match result {
+                Ok(()) => out.put_u8(0),
+                Err(reason) => {
+                    out.put_u8(1);
+                    put_str(out, reason);
                 }
             }
         }
@@ -648,6 +674,17 @@ pub fn decode(body: Bytes) -> Result<Frame, DecodeError> {
             };
             Frame::HashKvResult { req_id, result }
         }
+        16 => Frame::AddMe {
+            name: r.string()?,
+            peer_urls: r.strings()?,
+        },
+        17 => Frame::AddMeAnswer {
+            result: match r.u8()? {
+                0 => Ok(()),
+                1 => Err(r.string()?),
+                t => return Err(DecodeError::UnknownTag("add-me answer", t)),
+            },
+        },
         t => return Err(DecodeError::UnknownTag("frame", t)),
     };
     Ok(frame)
@@ -880,6 +917,14 @@ mod tests {
             },
             Frame::JoinAnswer {
                 result: Err("no such member".into()),
+            },
+            Frame::AddMe {
+                name: "raftkv-3".into(),
+                peer_urls: vec!["http://raftkv-3:2380".into()],
+            },
+            Frame::AddMeAnswer { result: Ok(()) },
+            Frame::AddMeAnswer {
+                result: Err("not a member of the StatefulSet".into()),
             },
             Frame::HashKv {
                 req_id: 7,

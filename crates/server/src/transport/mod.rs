@@ -637,6 +637,35 @@ pub async fn ask_join(
     }
 }
 
+/// Ask the member at peer URL `url` to add this member (`name`, `peer_urls`) to its cluster
+/// ([`Frame::AddMe`], `crate::auto_join`). The outer error is about reaching it; the inner
+/// one is its refusal.
+pub async fn ask_add(
+    url: &str,
+    name: &str,
+    peer_urls: &[String],
+    tls: Option<Arc<rustls::ClientConfig>>,
+) -> anyhow::Result<Result<(), String>> {
+    async fn ask<S: AsyncRead + AsyncWrite + Unpin>(
+        mut stream: S,
+        name: &str,
+        peer_urls: &[String],
+    ) -> anyhow::Result<Result<(), String>> {
+        let query = Frame::AddMe {
+            name: name.to_string(),
+            peer_urls: peer_urls.to_vec(),
+        };
+        match send_and_read_reply(&mut stream, &query).await? {
+            Some(Frame::AddMeAnswer { result }) => Ok(result),
+            other => anyhow::bail!("unexpected answer to an add-me request: {other:?}"),
+        }
+    }
+    match open_stream_from(url, tls, join_source(peer_urls)).await? {
+        PeerStream::Plain(s) => ask(s, name, peer_urls).await,
+        PeerStream::Tls(s) => ask(*s, name, peer_urls).await,
+    }
+}
+
 /// One peer's outgoing connection, re-established forever.
 struct Dialer {
     local: LocalIdentity,
@@ -984,7 +1013,24 @@ pub struct Acceptor {
     /// Answers a peer's [`Frame::HashKv`], on its connection (advertised as
     /// [`codec::FEATURE_HASHKV`] when present).
     pub hash_kv: Option<hash_kv::HashSource>,
+    /// Answers a [`Frame::AddMe`] (`crate::auto_join`; `None`: refused).
+    pub add_me: Option<AddMeHandler>,
 }
+
+/// A member asking to be added ([`Frame::AddMe`]) and the address its connection came from.
+#[derive(Clone, Debug)]
+pub struct AddMeRequest {
+    pub name: String,
+    pub peer_urls: Vec<String>,
+    pub source: std::net::IpAddr,
+}
+
+/// Decides (and makes) an [`AddMeRequest`]: `Ok` once the member is in the cluster's list.
+pub type AddMeHandler = Arc<
+    dyn Fn(AddMeRequest) -> futures_util::future::BoxFuture<'static, Result<(), String>>
+        + Send
+        + Sync,
+>;
 
 /// Which member of the cluster has these peer URLs (`crate::join`), or why none (for this
 /// member's log: the asker is told only [`join_gate::REFUSED`]). With the flag set, only a
@@ -1189,6 +1235,34 @@ impl Acceptor {
                 stream.flush().await?;
                 return Ok(());
             }
+            Ok(Ok(Some(Frame::AddMe { name, peer_urls }))) => {
+                let source = asker.source.map(|a| a.to_string()).unwrap_or_default();
+                let result = match (&self.add_me, asker.source) {
+                    (Some(handler), Some(from)) => {
+                        handler(AddMeRequest {
+                            name: name.clone(),
+                            peer_urls: peer_urls.clone(),
+                            source: from,
+                        })
+                        .await
+                    }
+                    (Some(_), None) => Err("the request's source address is unknown".to_string()),
+                    (None, _) => Err("this member adds no members by request".to_string()),
+                };
+                match &result {
+                    Ok(()) => {
+                        info!(%name, urls = %peer_urls.join(","), %source, "added a member at its request")
+                    }
+                    Err(e) => {
+                        warn!(%name, urls = %peer_urls.join(","), %source, error = %e, "add-me request refused")
+                    }
+                }
+                let mut out = BytesMut::new();
+                codec::encode(&Frame::AddMeAnswer { result }, &mut out);
+                stream.write_all(&out).await?;
+                stream.flush().await?;
+                return Ok(());
+            }
             Ok(Ok(other)) => anyhow::bail!("expected a hello, got {other:?}"),
             Ok(Err(e)) => return Err(e),
             Err(_) => anyhow::bail!("handshake timed out"),
@@ -1254,7 +1328,9 @@ impl Acceptor {
                     Frame::Hello(_)
                     | Frame::HelloReply(_)
                     | Frame::JoinQuery { .. }
-                    | Frame::JoinAnswer { .. } => {
+                    | Frame::JoinAnswer { .. }
+                    | Frame::AddMe { .. }
+                    | Frame::AddMeAnswer { .. } => {
                         anyhow::bail!("handshake frame after handshake")
                     }
                     // Answered here, not by the node: the probe measures the network and
@@ -1373,6 +1449,7 @@ mod tests {
             probes: None,
             join: None,
             hash_kv: None,
+            add_me: None,
         });
         let listener = bind_below_ephemeral().await;
         let url = format!("http://{}", listener.local_addr().unwrap());
