@@ -14,7 +14,7 @@
 
 mod common;
 
-use common::{etcdctl_at as etcdctl, member_id_of as id_of, member_lines};
+use common::{etcdctl_at as etcdctl, is_voter, member_id_of as id_of, member_lines};
 
 use std::time::{Duration, Instant};
 
@@ -31,19 +31,6 @@ fn with_initial_cluster(args: Vec<String>, initial: &str) -> Vec<String> {
             }
         })
         .collect()
-}
-
-/// `endpoint status` says `ep` is a voter (its "is learner" column is false).
-fn is_voter(ep: &str) -> Result<(), String> {
-    let (ok, out, err) = etcdctl(ep, &["endpoint", "status"]);
-    if !ok {
-        return Err(err);
-    }
-    let cols: Vec<&str> = out.trim().split(", ").collect();
-    match cols.get(5) {
-        Some(&"false") => Ok(()),
-        _ => Err(out),
-    }
 }
 
 fn put(ep: &str, key: &str, value: &str) {

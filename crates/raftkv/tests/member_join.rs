@@ -15,7 +15,7 @@
 
 mod common;
 
-use common::{etcdctl_at as etcdctl, member_id_of as id_of, member_lines};
+use common::{etcdctl_at as etcdctl, is_voter, member_id_of as id_of, member_lines};
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -172,20 +172,6 @@ fn remove_member(ep: &str, id: &str) {
         transient = true;
         Err(err)
     });
-}
-
-/// etcdctl's `endpoint status` says `ep` is a voter ("is learner" column false).
-fn is_voter(ep: &str) -> Result<(), String> {
-    let (ok, out, err) = etcdctl(ep, &["endpoint", "status"]);
-    if !ok {
-        return Err(err);
-    }
-    // endpoint, ID, version, db size, is leader, is learner, term, index, applied, errors
-    let cols: Vec<&str> = out.trim().split(", ").collect();
-    match cols.get(5) {
-        Some(&"false") => Ok(()),
-        _ => Err(out),
-    }
 }
 
 /// Linearizable reads of `keys` through `ep` give `value_of(key)`.

@@ -80,12 +80,5 @@ fn etcd3gw_sees_raftkv_as_it_sees_etcd() {
         serde_json::json!([])
     );
 
-    for (i, (a, b)) in ours.iter().zip(theirs.iter()).enumerate() {
-        assert_eq!(a, b, "step {i} differs (left raftkv, right etcd)");
-    }
-    assert_eq!(
-        ours.len(),
-        theirs.len(),
-        "transcript lengths differ:\nraftkv: {ours:#?}\netcd: {theirs:#?}"
-    );
+    common::assert_same_transcripts(&ours, &theirs);
 }

@@ -61,12 +61,5 @@ fn python_etcd3_sees_raftkv_as_it_sees_etcd() {
     assert_eq!(step("lock_second_while_held"), false);
     assert_eq!(step("lock_second_after_release"), true);
 
-    for (i, (a, b)) in ours.iter().zip(theirs.iter()).enumerate() {
-        assert_eq!(a, b, "step {i} differs (left raftkv, right etcd)");
-    }
-    assert_eq!(
-        ours.len(),
-        theirs.len(),
-        "transcript lengths differ:\nraftkv: {ours:#?}\netcd: {theirs:#?}"
-    );
+    common::assert_same_transcripts(&ours, &theirs);
 }

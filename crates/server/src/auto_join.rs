@@ -153,14 +153,14 @@ pub fn handler(
             let Some(svc) = cluster.get() else {
                 return Err("this member is still starting".to_string());
             };
-            let wanted = normalised(&req.peer_urls);
+            let wanted = crate::join::normalised(&req.peer_urls);
             let known = svc
                 .0
                 .state()
                 .map_err(|e| e.message().to_string())?
                 .members
                 .members()
-                .any(|m| normalised(&m.peer_urls) == wanted);
+                .any(|m| crate::join::normalised(&m.peer_urls) == wanted);
             if known {
                 return Ok(());
             }
@@ -176,16 +176,6 @@ pub fn handler(
                 .map_err(|st| st.message().to_string())
         })
     })
-}
-
-fn normalised(urls: &[String]) -> Vec<String> {
-    let mut v: Vec<String> = urls
-        .iter()
-        .map(|u| u.trim_end_matches('/').to_string())
-        .collect();
-    v.sort();
-    v.dedup();
-    v
 }
 
 /// The asking side: have the founders add this member (`config.name` at its advertised peer

@@ -203,7 +203,8 @@ pub async fn prepare(
     Ok(Joining::Joining(joined))
 }
 
-fn normalised(urls: &[String]) -> Vec<String> {
+/// Peer URLs compared as sets, without trailing slashes.
+pub(crate) fn normalised(urls: &[String]) -> Vec<String> {
     let mut v: Vec<String> = urls
         .iter()
         .map(|u| u.trim_end_matches('/').to_string())

@@ -264,6 +264,20 @@ pub fn etcdctl_at(endpoint: &str, args: &[&str]) -> (bool, String, String) {
     )
 }
 
+/// etcdctl's `endpoint status` says `ep` is a voter (its "is learner" column is false).
+pub fn is_voter(ep: &str) -> Result<(), String> {
+    let (ok, out, err) = etcdctl_at(ep, &["endpoint", "status"]);
+    if !ok {
+        return Err(err);
+    }
+    // endpoint, ID, version, db size, is leader, is learner, term, index, applied, errors
+    let cols: Vec<&str> = out.trim().split(", ").collect();
+    match cols.get(5) {
+        Some(&"false") => Ok(()),
+        _ => Err(out),
+    }
+}
+
 /// etcdctl's simple `member list` lines at `endpoint`.
 pub fn member_lines(endpoint: &str) -> Vec<String> {
     let (ok, out, err) = etcdctl_at(endpoint, &["member", "list"]);
@@ -398,4 +412,16 @@ pub fn python_step(transcript: &[String], name: &str) -> serde_json::Value {
         .find(|l| l.contains(&format!("\"step\": \"{name}\"")))
         .unwrap_or_else(|| panic!("no step {name} in the transcript"));
     serde_json::from_str::<serde_json::Value>(line).expect("JSON line")["value"].clone()
+}
+
+/// Two Python sessions' transcripts, line by line (left raftkv, right etcd).
+pub fn assert_same_transcripts(ours: &[String], theirs: &[String]) {
+    for (i, (a, b)) in ours.iter().zip(theirs.iter()).enumerate() {
+        assert_eq!(a, b, "step {i} differs (left raftkv, right etcd)");
+    }
+    assert_eq!(
+        ours.len(),
+        theirs.len(),
+        "transcript lengths differ:\nraftkv: {ours:#?}\netcd: {theirs:#?}"
+    );
 }
