@@ -31,10 +31,6 @@ const ID_TRIES: usize = 3;
 pub struct LeaseService(pub Context);
 
 impl LeaseService {
-    async fn propose(&self, request: Internal) -> Result<Applied, Status> {
-        propose(&self.0, request, None).await
-    }
-
     fn unexpected(what: &str) -> Status {
         Status::internal(format!("etcdserver: unexpected apply result for {what}"))
     }
@@ -85,6 +81,36 @@ fn random_lease_id() -> i64 {
     }
 }
 
+/// A grant as `LeaseGrant` makes it: the TTL checked and raised to the minimum, a random ID
+/// picked when the request has 0 (retried if taken). Also the session lease the Lock and
+/// Election services grant for a call without a lease.
+pub(super) async fn grant(
+    ctx: &Context,
+    mut req: LeaseGrantRequest,
+) -> Result<LeaseGrantResponse, Status> {
+    if req.ttl > mvcc::MAX_LEASE_TTL {
+        return Err(MvccError::LeaseTtlTooLarge.into());
+    }
+    // etcd raises short TTLs to what survives a leader election.
+    req.ttl = req.ttl.max(ctx.min_lease_ttl);
+    let pick = req.id == 0;
+    for _ in 0..ID_TRIES {
+        if pick {
+            req.id = random_lease_id();
+        }
+        match propose(ctx, Internal::LeaseGrant(req), None).await {
+            Ok(Applied::LeaseGrant(mut r)) => {
+                ctx.stamp(&mut r.header);
+                return Ok(r);
+            }
+            Ok(_) => return Err(LeaseService::unexpected("lease grant")),
+            Err(e) if pick && e.message() == "etcdserver: lease already exists" => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(MvccError::LeaseExists.into())
+}
+
 #[tonic::async_trait]
 impl Lease for LeaseService {
     async fn lease_grant(
@@ -92,28 +118,7 @@ impl Lease for LeaseService {
         request: Request<LeaseGrantRequest>,
     ) -> Result<Response<LeaseGrantResponse>, Status> {
         self.0.require_leader(request.metadata())?;
-        let mut req = request.into_inner();
-        if req.ttl > mvcc::MAX_LEASE_TTL {
-            return Err(MvccError::LeaseTtlTooLarge.into());
-        }
-        // etcd raises short TTLs to what survives a leader election.
-        req.ttl = req.ttl.max(self.0.min_lease_ttl);
-        let pick = req.id == 0;
-        for _ in 0..ID_TRIES {
-            if pick {
-                req.id = random_lease_id();
-            }
-            match self.propose(Internal::LeaseGrant(req)).await {
-                Ok(Applied::LeaseGrant(mut r)) => {
-                    self.0.stamp(&mut r.header);
-                    return Ok(Response::new(r));
-                }
-                Ok(_) => return Err(Self::unexpected("lease grant")),
-                Err(e) if pick && e.message() == "etcdserver: lease already exists" => continue,
-                Err(e) => return Err(e),
-            }
-        }
-        Err(MvccError::LeaseExists.into())
+        grant(&self.0, request.into_inner()).await.map(Response::new)
     }
 
     async fn lease_revoke(
