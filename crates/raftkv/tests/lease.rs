@@ -8,6 +8,8 @@
 //!   checkpointing would never expire it);
 //! * a leader frozen (SIGSTOP) for twice the TTL, while clients keep their leases alive
 //!   through the other members, revokes nothing when it wakes;
+//! * keep-alives sent to the leader are answered at once while a burst of big writes keeps
+//!   its node thread busy (a write sent meanwhile waits over a second; etcd#18100);
 //! * `raftkv lease …` prints as etcdctl does.
 //!
 //! Every wait polls a condition with a deadline; every test ends by itself.
@@ -344,4 +346,146 @@ fn raftkv_lease_commands_print_like_etcdctl() {
     );
     let (_, out, _) = raftkv(&["get", "cli/k"]);
     assert_eq!(out, "");
+}
+
+/// Writers that keep the leader's log busy with 1 MiB puts, and how long a small write
+/// sent meanwhile waits: the lag the keep-alives must not wait behind.
+const BURST_WRITERS: usize = 32;
+const BURST_VALUE: usize = 1 << 20;
+const BURST: Duration = Duration::from_secs(6);
+
+#[test]
+fn keep_alives_do_not_wait_behind_a_burst_of_big_writes() {
+    // A 5 s election timeout: the burst stalls the leader's node thread for up to a second
+    // or two at a time, which with 1 s would hand leadership round (and a leader that
+    // lost it rightly stops answering from its own clock).
+    let mut spec =
+        raftkv_client::local_cluster::ClusterSpec::new(common::raftkv_program(), "ka-burst", 3);
+    spec.heartbeat_ms = 500;
+    spec.election_ms = 5000;
+    let mut cluster = LocalCluster::start(spec).expect("cluster");
+    runtime().block_on(async {
+        let c = client(&cluster.endpoints());
+        ready(&c, &cluster).await;
+        let leader = poll_leader(&cluster).await;
+        let at_leader = vec![cluster.endpoints()[leader].clone()];
+        let lease = c.lease_grant(30, 0).await.expect("grant").id;
+        let (ka_tx, mut ka_rx) = client(&at_leader).lease_keep_alive().await.expect("stream");
+
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        // The burst runs on its own thread and runtime, so that the keep-alives below are
+        // not queued behind the writers in this process.
+        let burst = {
+            let (stop, at_leader) = (stop.clone(), at_leader.clone());
+            std::thread::spawn(move || burst_of_big_writes(&at_leader, &stop))
+        };
+        let mut round_trips = Vec::new();
+        let started = Instant::now();
+        while started.elapsed() < BURST {
+            let sent = Instant::now();
+            ka_tx
+                .send(proto::etcdserverpb::LeaseKeepAliveRequest { id: lease })
+                .await
+                .expect("send keep-alive");
+            let answer = tokio::time::timeout(Duration::from_secs(30), ka_rx.message())
+                .await
+                .expect("keep-alive answered within 30 s")
+                .expect("keep-alive stream")
+                .expect("stream open");
+            round_trips.push(sent.elapsed());
+            assert_eq!(answer.ttl, 30, "the lease is alive and renewed");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut waits = burst.join().expect("burst thread");
+        round_trips.sort();
+        waits.sort();
+        let worst_wait = *waits.last().expect("probe writes");
+        let p99 = percentile(&round_trips, 0.99);
+        println!(
+            "burst of {BURST_WRITERS} writers x {BURST_VALUE} B for {BURST:?}: small write waits \
+             p50 {:?} max {worst_wait:?} ({} writes); keep-alive round trips to the leader: \
+             p50 {:?} p99 {p99:?} max {:?} ({} keep-alives)",
+            percentile(&waits, 0.5),
+            waits.len(),
+            percentile(&round_trips, 0.5),
+            round_trips.last().unwrap(),
+            round_trips.len()
+        );
+        assert!(
+            worst_wait > Duration::from_secs(1),
+            "the burst did not make writes wait over a second (worst {worst_wait:?}): the \
+             test proves nothing"
+        );
+        // Waiting behind the writes would put the median near the lag (over a second). The
+        // tail is the machine's: three members and this test share two cores, often with
+        // builds besides; seen at 74-250 ms under a load average of 9-10, under 1 ms alone.
+        let p50 = percentile(&round_trips, 0.5);
+        assert!(
+            p50 < Duration::from_millis(20) && p99 < Duration::from_millis(300),
+            "keep-alives waited behind the writes: p50 {p50:?} p99 {p99:?}"
+        );
+    });
+    cluster.stop_all(Duration::from_secs(5)).ok();
+}
+
+/// [`BURST_WRITERS`] writers putting [`BURST_VALUE`]-byte values to `at_leader` as fast as
+/// it takes them until `stop`, and a small write every 100 ms meanwhile: returns how long
+/// each small write took (how far behind the leader's log and apply are).
+fn burst_of_big_writes(
+    at_leader: &[String],
+    stop: &std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Vec<Duration> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let patient = || {
+            Client::new(
+                at_leader,
+                Timeouts {
+                    dial: Duration::from_secs(2),
+                    call: Duration::from_secs(60),
+                },
+            )
+            .expect("client")
+        };
+        let value = Bytes::from(vec![b'x'; BURST_VALUE]);
+        let mut writers = Vec::new();
+        for w in 0..BURST_WRITERS {
+            let (stop, value, kv) = (stop.clone(), value.clone(), patient());
+            writers.push(tokio::spawn(async move {
+                let key = Bytes::from(format!("burst/{w}"));
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let _ = kv
+                        .put(PutRequest {
+                            key: key.clone(),
+                            value: value.clone(),
+                            ..Default::default()
+                        })
+                        .await;
+                }
+            }));
+        }
+        let kv = patient();
+        let mut waits = Vec::new();
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let sent = Instant::now();
+            kv.put(PutRequest {
+                key: Bytes::from_static(b"probe"),
+                value: Bytes::from_static(b"p"),
+                ..Default::default()
+            })
+            .await
+            .expect("probe write");
+            waits.push(sent.elapsed());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        for w in writers {
+            w.await.expect("writer task");
+        }
+        waits
+    })
 }
