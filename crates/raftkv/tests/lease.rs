@@ -10,6 +10,9 @@
 //!   through the other members, revokes nothing when it wakes;
 //! * keep-alives sent to the leader are answered at once while a burst of big writes keeps
 //!   its node thread busy (a write sent meanwhile waits over a second; etcd#18100);
+//! * 20,000 leases, each with a key, that run out together are all revoked within a few
+//!   seconds of the last one's deadline, with the same leader throughout (the 1,000,000
+//!   version is `bench/lease-expiry.sh`);
 //! * `raftkv lease …` prints as etcdctl does.
 //!
 //! Every wait polls a condition with a deadline; every test ends by itself.
@@ -488,4 +491,94 @@ fn burst_of_big_writes(
         }
         waits
     })
+}
+
+/// Leases (each with one key) granted to run out together, and the TTL they get.
+const MASS_LEASES: usize = 20_000;
+const MASS_TTL: i64 = 10;
+/// Grants in flight at once.
+const MASS_CONCURRENCY: usize = 64;
+
+#[test]
+fn twenty_thousand_leases_running_out_together_are_revoked_within_seconds() {
+    let mut cluster = start("mass-expiry");
+    runtime().block_on(async {
+        let c = client(&cluster.endpoints());
+        ready(&c, &cluster).await;
+        let leader = poll_leader(&cluster).await;
+        let at_leader = client(&[cluster.endpoints()[leader].clone()]);
+        let before = at_leader.status().await.expect("status");
+
+        let granted = Instant::now();
+        let mut tasks = Vec::new();
+        for t in 0..MASS_CONCURRENCY {
+            let c = c.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut last_ack = Instant::now();
+                for i in (t..MASS_LEASES).step_by(MASS_CONCURRENCY) {
+                    let id = c.lease_grant(MASS_TTL, 0).await.expect("grant").id;
+                    last_ack = Instant::now();
+                    put_leased(&c, &format!("mass/{i}"), id).await;
+                }
+                last_ack
+            }));
+        }
+        let mut last_grant = granted;
+        for t in tasks {
+            last_grant = last_grant.max(t.await.expect("grant task"));
+        }
+        let spread = last_grant - granted;
+        let count = |c: Client| async move {
+            let leases = c.lease_leases().await.map(|r| r.leases.len());
+            let keys = c
+                .range(RangeRequest {
+                    key: Bytes::from_static(b"mass/"),
+                    range_end: Bytes::from_static(b"mass0"),
+                    count_only: true,
+                    ..Default::default()
+                })
+                .await
+                .map(|r| r.count);
+            (leases, keys)
+        };
+        let (leases, keys) = count(c.clone()).await;
+        // At least: a grant retried after a timeout may have made one more.
+        assert!(leases.expect("list") >= MASS_LEASES, "every lease granted");
+        assert_eq!(keys.expect("count") as usize, MASS_LEASES, "every key put");
+
+        // All gone: no lease listed, no key left.
+        let last_deadline = last_grant + Duration::from_secs(MASS_TTL as u64);
+        let gone_at = loop {
+            if let (Ok(0), Ok(0)) = count(c.clone()).await {
+                break Instant::now();
+            }
+            assert!(
+                Instant::now() < last_deadline + Duration::from_secs(30),
+                "leases or keys still there 30 s after the last deadline"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert!(
+            gone_at >= granted + Duration::from_secs(MASS_TTL as u64),
+            "revoked before any TTL ran out"
+        );
+        let after = at_leader.status().await.expect("status");
+        let late = gone_at.saturating_duration_since(last_deadline);
+        println!(
+            "{MASS_LEASES} leases with a key each, TTL {MASS_TTL} s, granted over {spread:?}: \
+             all revoked {late:?} after the last deadline; leader {} term {} -> leader {} \
+             term {}",
+            before.leader, before.raft_term, after.leader, after.raft_term
+        );
+        assert_eq!(
+            (before.leader, before.raft_term),
+            (after.leader, after.raft_term),
+            "the leader changed during the mass expiry"
+        );
+        assert!(
+            late < Duration::from_secs(5),
+            "revoking took {late:?} after the last deadline"
+        );
+    });
+    cluster.stop_all(Duration::from_secs(5)).ok();
 }

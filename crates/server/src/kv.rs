@@ -34,6 +34,7 @@ use crate::watch::WatchHub;
 /// And it holds the replicated member list (`crate::members`): `ConfChange` entries change
 /// it, so every member answers `MemberList` alike, and it travels in the snapshot next to
 /// the store's image (see [`envelope`]).
+#[derive(Default)]
 pub struct MvccMachine {
     pub store: Store,
     pub watch: Arc<WatchHub>,
@@ -51,21 +52,6 @@ pub struct MvccMachine {
     /// Members whose peer URLs changed since the node thread last asked
     /// ([`StateMachine::take_peer_url_changes`]): its transport must redial them.
     peer_url_changes: Vec<(u64, Vec<String>)>,
-}
-
-impl Default for MvccMachine {
-    fn default() -> Self {
-        MvccMachine {
-            store: Store::default(),
-            watch: Arc::default(),
-            tokens: Arc::default(),
-            lessor: LeaseClock::default(),
-            members: MemberList::default(),
-            incarnations: None,
-            members_seed: MemberList::default(),
-            peer_url_changes: Vec::new(),
-        }
-    }
 }
 
 /// The state machine's snapshot: the store's image and the member list side by side.

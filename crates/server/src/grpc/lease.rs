@@ -37,8 +37,10 @@ pub struct LeaseService(pub Context);
 /// log's last renewal of a lease is never older than the last answer).
 #[derive(Default)]
 struct RenewalLog {
-    /// Lease → another entry is wanted once the one in flight is done.
-    in_flight: std::sync::Mutex<std::collections::HashMap<i64, bool>>,
+    /// (member, lease) → another entry is wanted once the one in flight is done. The
+    /// member (its node's shared status, by address) keeps apart members that share a
+    /// process, as in tests.
+    in_flight: std::sync::Mutex<std::collections::HashMap<(usize, i64), bool>>,
 }
 
 impl RenewalLog {
@@ -47,7 +49,7 @@ impl RenewalLog {
         LOG.get_or_init(RenewalLog::default)
     }
 
-    fn pending(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<i64, bool>> {
+    fn pending(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<(usize, i64), bool>> {
         self.in_flight
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -55,7 +57,8 @@ impl RenewalLog {
 
     /// Log a renewal of `id` that was already answered.
     fn log(&'static self, ctx: &Context, id: i64) {
-        match self.pending().entry(id) {
+        let key = (std::sync::Arc::as_ptr(&ctx.node.status) as usize, id);
+        match self.pending().entry(key) {
             std::collections::hash_map::Entry::Occupied(mut again) => {
                 *again.get_mut() = true;
                 return;
@@ -76,10 +79,10 @@ impl RenewalLog {
                 )
                 .await;
                 let mut pending = self.pending();
-                match pending.get_mut(&id) {
+                match pending.get_mut(&key) {
                     Some(again) if *again => *again = false,
                     _ => {
-                        pending.remove(&id);
+                        pending.remove(&key);
                         return;
                     }
                 }
