@@ -11,8 +11,8 @@
 //! * keep-alives sent to the leader are answered at once while a burst of big writes keeps
 //!   its node thread busy (a write sent meanwhile waits over a second; etcd#18100);
 //! * 20,000 leases, each with a key, that run out together are all revoked within a few
-//!   seconds of the last one's deadline, with the same leader throughout (the 1,000,000
-//!   version is `bench/lease-expiry.sh`);
+//!   seconds of the last one's deadline, with the same leader throughout (1,000,000:
+//!   `bench/lease-expiry.sh`);
 //! * `raftkv lease …` prints as etcdctl does.
 //!
 //! Every wait polls a condition with a deadline; every test ends by itself.
@@ -493,14 +493,26 @@ fn burst_of_big_writes(
     })
 }
 
-/// Leases (each with one key) granted to run out together, and the TTL they get.
-const MASS_LEASES: usize = 20_000;
-const MASS_TTL: i64 = 10;
 /// Grants in flight at once.
 const MASS_CONCURRENCY: usize = 64;
 
+/// `$name` as a number, else `default`.
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// 20,000 leases by default; the issue's 1,000,000 with
+/// `RAFTKV_MASS_LEASES=1000000 RAFTKV_MASS_TTL=300` (`bench/lease-expiry.sh`): the TTL
+/// must outlast the grants. All must be gone within 5 s of the last deadline (30 s, the
+/// issue's bound, above 20,000 leases).
 #[test]
-fn twenty_thousand_leases_running_out_together_are_revoked_within_seconds() {
+fn leases_running_out_together_are_revoked_within_seconds() {
+    let mass_leases: usize = env_or("RAFTKV_MASS_LEASES", 20_000);
+    let mass_ttl: i64 = env_or("RAFTKV_MASS_TTL", 10);
+    let bound = Duration::from_secs(if mass_leases > 20_000 { 30 } else { 5 });
     let mut cluster = start("mass-expiry");
     runtime().block_on(async {
         let c = client(&cluster.endpoints());
@@ -515,8 +527,8 @@ fn twenty_thousand_leases_running_out_together_are_revoked_within_seconds() {
             let c = c.clone();
             tasks.push(tokio::spawn(async move {
                 let mut last_ack = Instant::now();
-                for i in (t..MASS_LEASES).step_by(MASS_CONCURRENCY) {
-                    let id = c.lease_grant(MASS_TTL, 0).await.expect("grant").id;
+                for i in (t..mass_leases).step_by(MASS_CONCURRENCY) {
+                    let id = c.lease_grant(mass_ttl, 0).await.expect("grant").id;
                     last_ack = Instant::now();
                     put_leased(&c, &format!("mass/{i}"), id).await;
                 }
@@ -541,13 +553,13 @@ fn twenty_thousand_leases_running_out_together_are_revoked_within_seconds() {
                 .map(|r| r.count);
             (leases, keys)
         };
-        let (leases, keys) = count(c.clone()).await;
-        // At least: a grant retried after a timeout may have made one more.
-        assert!(leases.expect("list") >= MASS_LEASES, "every lease granted");
-        assert_eq!(keys.expect("count") as usize, MASS_LEASES, "every key put");
+        // Every key is there, so every lease is (the list itself is too big to fetch in one
+        // answer at 1,000,000 leases).
+        let (_, keys) = count(c.clone()).await;
+        assert_eq!(keys.expect("count") as usize, mass_leases, "every key put");
 
         // All gone: no lease listed, no key left.
-        let last_deadline = last_grant + Duration::from_secs(MASS_TTL as u64);
+        let last_deadline = last_grant + Duration::from_secs(mass_ttl as u64);
         let gone_at = loop {
             if let (Ok(0), Ok(0)) = count(c.clone()).await {
                 break Instant::now();
@@ -559,13 +571,13 @@ fn twenty_thousand_leases_running_out_together_are_revoked_within_seconds() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         };
         assert!(
-            gone_at >= granted + Duration::from_secs(MASS_TTL as u64),
+            gone_at >= granted + Duration::from_secs(mass_ttl as u64),
             "revoked before any TTL ran out"
         );
         let after = at_leader.status().await.expect("status");
         let late = gone_at.saturating_duration_since(last_deadline);
         println!(
-            "{MASS_LEASES} leases with a key each, TTL {MASS_TTL} s, granted over {spread:?}: \
+            "{mass_leases} leases with a key each, TTL {mass_ttl} s, granted over {spread:?}: \
              all revoked {late:?} after the last deadline; leader {} term {} -> leader {} \
              term {}",
             before.leader, before.raft_term, after.leader, after.raft_term
@@ -576,7 +588,7 @@ fn twenty_thousand_leases_running_out_together_are_revoked_within_seconds() {
             "the leader changed during the mass expiry"
         );
         assert!(
-            late < Duration::from_secs(5),
+            late < bound,
             "revoking took {late:?} after the last deadline"
         );
     });
