@@ -13,6 +13,11 @@
 //! "now": there a checkpoint bounds what a replayed renewal gives (`min`, below), so no
 //! lease gets a fresh full TTL from a leader change or a restart beyond what
 //! `checkpoint_interval` allows (docs/lease.md has the exact bound).
+//!
+//! The leader also answers keep-alives before their entry is applied (so they never wait
+//! behind a slow apply): [`Lessor::renewed_unlogged`] records such a renewal as a *floor*
+//! under the lease's deadline, which neither a checkpoint nor anything else on this member
+//! brings forward, until the logged renewal (applied later) takes over.
 
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
@@ -20,10 +25,23 @@ use std::time::Duration;
 /// One lease as this member's clock sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Tracked {
+    /// As the log set it (renewal, checkpoint).
     deadline: Duration,
+    /// Promised by this member's keep-alive answers that the log has not caught up with;
+    /// zero when none. The lease runs out at `max(deadline, floor)`.
+    floor: Duration,
     renewals: u64,
     /// When the log last recorded how much was left (renewal or checkpoint).
     recorded_at: Duration,
+    /// The granted TTL; zero when not known yet (a lease restored or checkpointed before
+    /// this member applied a grant or keep-alive of it).
+    ttl: Duration,
+}
+
+impl Tracked {
+    fn ends(&self) -> Duration {
+        self.deadline.max(self.floor)
+    }
 }
 
 /// A lease the leader decided about, with the renewal count it saw (the apply-side guard).
@@ -56,59 +74,96 @@ impl Lessor {
 
     fn set(&mut self, id: i64, t: Tracked) {
         if let Some(old) = self.leases.insert(id, t) {
-            self.by_deadline.remove(&(old.deadline, id));
+            self.by_deadline.remove(&(old.ends(), id));
         }
-        self.by_deadline.insert((t.deadline, id));
+        self.by_deadline.insert((t.ends(), id));
     }
 
     /// Granted or kept alive (applied at `now`): `ttl` from now.
     pub fn renewed(&mut self, id: i64, renewals: u64, ttl: Duration, now: Duration) {
+        let floor = self.leases.get(&id).map_or(Duration::ZERO, |t| t.floor);
         self.set(
             id,
             Tracked {
                 deadline: now + ttl,
+                floor,
                 renewals,
                 recorded_at: now,
+                ttl,
             },
         );
+    }
+
+    /// The leader answered a keep-alive of `id` at `now` before its entry is applied: the
+    /// lease runs at least its TTL from now. Returns the granted TTL, or `None` (nothing
+    /// changed) when the lease is unknown, its TTL is not known yet, or it already ran out
+    /// (its revocation may be on its way: such a keep-alive must go through the log).
+    pub fn renewed_unlogged(&mut self, id: i64, now: Duration) -> Option<Duration> {
+        let t = *self.leases.get(&id)?;
+        if t.ttl.is_zero() || t.ends() <= now {
+            return None;
+        }
+        self.set(
+            id,
+            Tracked {
+                floor: t.floor.max(now + t.ttl),
+                ..t
+            },
+        );
+        Some(t.ttl)
     }
 
     /// The leader recorded that at most `remaining` was left (applied at `now`). Never
     /// moves a deadline later: the leader's view was taken before we applied it.
     pub fn checkpointed(&mut self, id: i64, renewals: u64, remaining: Duration, now: Duration) {
-        let deadline = match self.leases.get(&id) {
-            Some(t) => t.deadline.min(now + remaining),
-            None => now + remaining,
+        let (deadline, floor, ttl) = match self.leases.get(&id) {
+            Some(t) => (t.deadline.min(now + remaining), t.floor, t.ttl),
+            None => (now + remaining, Duration::ZERO, Duration::ZERO),
         };
         self.set(
             id,
             Tracked {
                 deadline,
+                floor,
                 renewals,
                 recorded_at: now,
+                ttl,
             },
         );
     }
 
     pub fn removed(&mut self, id: i64) {
         if let Some(old) = self.leases.remove(&id) {
-            self.by_deadline.remove(&(old.deadline, id));
+            self.by_deadline.remove(&(old.ends(), id));
         }
     }
 
     /// Forget everything and start from a restored state: each lease has `remaining` left
-    /// from `now` (its last checkpointed or renewed value).
-    pub fn reset(&mut self, leases: impl IntoIterator<Item = (LeaseAt, Duration)>, now: Duration) {
+    /// from `now` (its last checkpointed or renewed value) and was granted `ttl`.
+    pub fn reset(
+        &mut self,
+        leases: impl IntoIterator<Item = (LeaseAt, Duration, Duration)>,
+        now: Duration,
+    ) {
         self.leases.clear();
         self.by_deadline.clear();
-        for (at, remaining) in leases {
-            self.renewed(at.id, at.renewals, remaining, now);
+        for (at, remaining, ttl) in leases {
+            self.set(
+                at.id,
+                Tracked {
+                    deadline: now + remaining,
+                    floor: Duration::ZERO,
+                    renewals: at.renewals,
+                    recorded_at: now,
+                    ttl,
+                },
+            );
         }
     }
 
     /// Time left on lease `id`, or `None` if this member does not know it.
     pub fn remaining(&self, id: i64, now: Duration) -> Option<Duration> {
-        self.leases.get(&id).map(|t| t.deadline.saturating_sub(now))
+        self.leases.get(&id).map(|t| t.ends().saturating_sub(now))
     }
 
     /// Up to `max` leases whose deadline is at or before `now`, earliest first.
@@ -137,14 +192,14 @@ impl Lessor {
         let mut due: Vec<(LeaseAt, Duration)> = self
             .leases
             .iter()
-            .filter(|(_, t)| t.deadline > now && now.saturating_sub(t.recorded_at) >= interval)
+            .filter(|(_, t)| t.ends() > now && now.saturating_sub(t.recorded_at) >= interval)
             .map(|(id, t)| {
                 (
                     LeaseAt {
                         id: *id,
                         renewals: t.renewals,
                     },
-                    t.deadline - now,
+                    t.ends() - now,
                 )
             })
             .collect();
@@ -216,13 +271,37 @@ mod tests {
     }
 
     #[test]
+    fn an_unlogged_renewal_holds_the_deadline_until_the_log_catches_up() {
+        let mut l = Lessor::new();
+        l.renewed(1, 0, s(10), s(0));
+        // Answered at 8 s: runs to 18 s at least.
+        assert_eq!(l.renewed_unlogged(1, s(8)), Some(s(10)));
+        assert!(l.expired(s(17), 10).is_empty());
+        // A checkpoint decided before that answer does not bring it forward.
+        l.checkpointed(1, 0, s(1), s(9));
+        assert!(l.expired(s(17), 10).is_empty());
+        assert_eq!(l.remaining(1, s(9)), Some(s(9)));
+        assert_eq!(ids(&l.expired(s(18), 10)), [1]);
+        // The logged renewal, applied later, goes beyond the floor.
+        l.renewed(1, 1, s(10), s(12));
+        assert_eq!(l.remaining(1, s(12)), Some(s(10)));
+        // Too late, unknown, or a TTL not known yet: the log must decide.
+        assert_eq!(l.renewed_unlogged(1, s(22)), None);
+        assert_eq!(l.renewed_unlogged(2, s(0)), None);
+        l.checkpointed(3, 0, s(5), s(0));
+        assert_eq!(l.renewed_unlogged(3, s(1)), None);
+        l.removed(1);
+        assert_eq!(l.remaining(1, s(0)), None);
+    }
+
+    #[test]
     fn reset_starts_every_lease_from_its_recorded_remaining_time() {
         let mut l = Lessor::new();
         l.renewed(9, 0, s(1), s(0));
         l.reset(
             [
-                (LeaseAt { id: 1, renewals: 2 }, s(3)),
-                (LeaseAt { id: 2, renewals: 0 }, s(8)),
+                (LeaseAt { id: 1, renewals: 2 }, s(3), s(10)),
+                (LeaseAt { id: 2, renewals: 0 }, s(8), s(10)),
             ],
             s(50),
         );

@@ -8,6 +8,11 @@
 //!   checkpointing would never expire it);
 //! * a leader frozen (SIGSTOP) for twice the TTL, while clients keep their leases alive
 //!   through the other members, revokes nothing when it wakes;
+//! * keep-alives sent to the leader are answered at once while a burst of big writes keeps
+//!   its node thread busy (a write sent meanwhile waits over a second; etcd#18100);
+//! * 20,000 leases, each with a key, that run out together are all revoked within a few
+//!   seconds of the last one's deadline, with the same leader throughout (1,000,000:
+//!   `bench/lease-expiry.sh`);
 //! * `raftkv lease …` prints as etcdctl does.
 //!
 //! Every wait polls a condition with a deadline; every test ends by itself.
@@ -344,4 +349,248 @@ fn raftkv_lease_commands_print_like_etcdctl() {
     );
     let (_, out, _) = raftkv(&["get", "cli/k"]);
     assert_eq!(out, "");
+}
+
+/// Writers that keep the leader's log busy with 1 MiB puts, and how long a small write
+/// sent meanwhile waits: the lag the keep-alives must not wait behind.
+const BURST_WRITERS: usize = 32;
+const BURST_VALUE: usize = 1 << 20;
+const BURST: Duration = Duration::from_secs(6);
+
+#[test]
+fn keep_alives_do_not_wait_behind_a_burst_of_big_writes() {
+    // A 5 s election timeout: the burst stalls the leader's node thread for up to a second
+    // or two at a time, which with 1 s would hand leadership round (and a leader that
+    // lost it rightly stops answering from its own clock).
+    let mut spec =
+        raftkv_client::local_cluster::ClusterSpec::new(common::raftkv_program(), "ka-burst", 3);
+    spec.heartbeat_ms = 500;
+    spec.election_ms = 5000;
+    let mut cluster = LocalCluster::start(spec).expect("cluster");
+    runtime().block_on(async {
+        let c = client(&cluster.endpoints());
+        ready(&c, &cluster).await;
+        let leader = poll_leader(&cluster).await;
+        let at_leader = vec![cluster.endpoints()[leader].clone()];
+        let lease = c.lease_grant(30, 0).await.expect("grant").id;
+        let (ka_tx, mut ka_rx) = client(&at_leader).lease_keep_alive().await.expect("stream");
+
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        // The burst runs on its own thread and runtime, so that the keep-alives below are
+        // not queued behind the writers in this process.
+        let burst = {
+            let (stop, at_leader) = (stop.clone(), at_leader.clone());
+            std::thread::spawn(move || burst_of_big_writes(&at_leader, &stop))
+        };
+        let mut round_trips = Vec::new();
+        let started = Instant::now();
+        while started.elapsed() < BURST {
+            let sent = Instant::now();
+            ka_tx
+                .send(proto::etcdserverpb::LeaseKeepAliveRequest { id: lease })
+                .await
+                .expect("send keep-alive");
+            let answer = tokio::time::timeout(Duration::from_secs(30), ka_rx.message())
+                .await
+                .expect("keep-alive answered within 30 s")
+                .expect("keep-alive stream")
+                .expect("stream open");
+            round_trips.push(sent.elapsed());
+            assert_eq!(answer.ttl, 30, "the lease is alive and renewed");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut waits = burst.join().expect("burst thread");
+        round_trips.sort();
+        waits.sort();
+        let worst_wait = *waits.last().expect("probe writes");
+        let p99 = percentile(&round_trips, 0.99);
+        println!(
+            "burst of {BURST_WRITERS} writers x {BURST_VALUE} B for {BURST:?}: small write waits \
+             p50 {:?} max {worst_wait:?} ({} writes); keep-alive round trips to the leader: \
+             p50 {:?} p99 {p99:?} max {:?} ({} keep-alives)",
+            percentile(&waits, 0.5),
+            waits.len(),
+            percentile(&round_trips, 0.5),
+            round_trips.last().unwrap(),
+            round_trips.len()
+        );
+        assert!(
+            worst_wait > Duration::from_secs(1),
+            "the burst did not make writes wait over a second (worst {worst_wait:?}): the \
+             test proves nothing"
+        );
+        // Waiting behind the writes would put the median near the lag (over a second). The
+        // tail is the machine's: three members and this test share two cores, often with
+        // builds besides; seen at 74-250 ms under a load average of 9-10, under 1 ms alone.
+        let p50 = percentile(&round_trips, 0.5);
+        assert!(
+            p50 < Duration::from_millis(20) && p99 < Duration::from_millis(300),
+            "keep-alives waited behind the writes: p50 {p50:?} p99 {p99:?}"
+        );
+    });
+    cluster.stop_all(Duration::from_secs(5)).ok();
+}
+
+/// [`BURST_WRITERS`] writers putting [`BURST_VALUE`]-byte values to `at_leader` as fast as
+/// it takes them until `stop`, and a small write every 100 ms meanwhile: returns how long
+/// each small write took (how far behind the leader's log and apply are).
+fn burst_of_big_writes(
+    at_leader: &[String],
+    stop: &std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Vec<Duration> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let patient = || {
+            Client::new(
+                at_leader,
+                Timeouts {
+                    dial: Duration::from_secs(2),
+                    call: Duration::from_secs(60),
+                },
+            )
+            .expect("client")
+        };
+        let value = Bytes::from(vec![b'x'; BURST_VALUE]);
+        let mut writers = Vec::new();
+        for w in 0..BURST_WRITERS {
+            let (stop, value, kv) = (stop.clone(), value.clone(), patient());
+            writers.push(tokio::spawn(async move {
+                let key = Bytes::from(format!("burst/{w}"));
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let _ = kv
+                        .put(PutRequest {
+                            key: key.clone(),
+                            value: value.clone(),
+                            ..Default::default()
+                        })
+                        .await;
+                }
+            }));
+        }
+        let kv = patient();
+        let mut waits = Vec::new();
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let sent = Instant::now();
+            kv.put(PutRequest {
+                key: Bytes::from_static(b"probe"),
+                value: Bytes::from_static(b"p"),
+                ..Default::default()
+            })
+            .await
+            .expect("probe write");
+            waits.push(sent.elapsed());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        for w in writers {
+            w.await.expect("writer task");
+        }
+        waits
+    })
+}
+
+/// Grants in flight at once.
+const MASS_CONCURRENCY: usize = 64;
+
+/// `$name` as a number, else `default`.
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// 20,000 leases by default; the issue's 1,000,000 with
+/// `RAFTKV_MASS_LEASES=1000000 RAFTKV_MASS_TTL=300` (`bench/lease-expiry.sh`): the TTL
+/// must outlast the grants. All must be gone within 5 s of the last deadline (30 s, the
+/// issue's bound, above 20,000 leases).
+#[test]
+fn leases_running_out_together_are_revoked_within_seconds() {
+    let mass_leases: usize = env_or("RAFTKV_MASS_LEASES", 20_000);
+    let mass_ttl: i64 = env_or("RAFTKV_MASS_TTL", 10);
+    let bound = Duration::from_secs(if mass_leases > 20_000 { 30 } else { 5 });
+    let mut cluster = start("mass-expiry");
+    runtime().block_on(async {
+        let c = client(&cluster.endpoints());
+        ready(&c, &cluster).await;
+        let leader = poll_leader(&cluster).await;
+        let at_leader = client(&[cluster.endpoints()[leader].clone()]);
+        let before = at_leader.status().await.expect("status");
+
+        let granted = Instant::now();
+        let mut tasks = Vec::new();
+        for t in 0..MASS_CONCURRENCY {
+            let c = c.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut last_ack = Instant::now();
+                for i in (t..mass_leases).step_by(MASS_CONCURRENCY) {
+                    let id = c.lease_grant(mass_ttl, 0).await.expect("grant").id;
+                    last_ack = Instant::now();
+                    put_leased(&c, &format!("mass/{i}"), id).await;
+                }
+                last_ack
+            }));
+        }
+        let mut last_grant = granted;
+        for t in tasks {
+            last_grant = last_grant.max(t.await.expect("grant task"));
+        }
+        let spread = last_grant - granted;
+        let count = |c: Client| async move {
+            let leases = c.lease_leases().await.map(|r| r.leases.len());
+            let keys = c
+                .range(RangeRequest {
+                    key: Bytes::from_static(b"mass/"),
+                    range_end: Bytes::from_static(b"mass0"),
+                    count_only: true,
+                    ..Default::default()
+                })
+                .await
+                .map(|r| r.count);
+            (leases, keys)
+        };
+        // Every key is there, so every lease is (the list itself is too big to fetch in one
+        // answer at 1,000,000 leases).
+        let (_, keys) = count(c.clone()).await;
+        assert_eq!(keys.expect("count") as usize, mass_leases, "every key put");
+
+        // All gone: no lease listed, no key left.
+        let last_deadline = last_grant + Duration::from_secs(mass_ttl as u64);
+        let gone_at = loop {
+            if let (Ok(0), Ok(0)) = count(c.clone()).await {
+                break Instant::now();
+            }
+            assert!(
+                Instant::now() < last_deadline + Duration::from_secs(30),
+                "leases or keys still there 30 s after the last deadline"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert!(
+            gone_at >= granted + Duration::from_secs(mass_ttl as u64),
+            "revoked before any TTL ran out"
+        );
+        let after = at_leader.status().await.expect("status");
+        let late = gone_at.saturating_duration_since(last_deadline);
+        println!(
+            "{mass_leases} leases with a key each, TTL {mass_ttl} s, granted over {spread:?}: \
+             all revoked {late:?} after the last deadline; leader {} term {} -> leader {} \
+             term {}",
+            before.leader, before.raft_term, after.leader, after.raft_term
+        );
+        assert_eq!(
+            (before.leader, before.raft_term),
+            (after.leader, after.raft_term),
+            "the leader changed during the mass expiry"
+        );
+        assert!(
+            late < bound,
+            "revoking took {late:?} after the last deadline"
+        );
+    });
+    cluster.stop_all(Duration::from_secs(5)).ok();
 }

@@ -270,3 +270,122 @@ fn raftkv_lock_runs_a_command_under_the_lock_with_its_fencing_token() {
     let (_, left) = raftkv(&["get", "--prefix", "mylock/"]);
     assert_eq!(left, "");
 }
+
+/// What a Lock or Campaign that names no lease (lease 0) leaves behind, checked the same way
+/// on raftkv and on etcd 3.4: a fresh 60 s lease per call (etcd's servers open a session with
+/// the default TTL), carrying the contender's key `<name>/<lease in hex>`, not kept alive.
+async fn check_session_lease_for_lease_zero(label: &str, endpoint: &str) {
+    let kv = common::client(&[endpoint.to_string()]);
+    kv.put_retrying("ready", "1", Duration::from_secs(30))
+        .await
+        .unwrap_or_else(|e| panic!("{label}: cluster ready: {e:?}"));
+    let session = |key: Bytes, prefix: &str| {
+        let hex = std::str::from_utf8(&key)
+            .unwrap()
+            .strip_prefix(prefix)
+            .unwrap_or_else(|| panic!("{label}: {key:?} is not under {prefix}"))
+            .to_string();
+        i64::from_str_radix(&hex, 16).unwrap_or_else(|_| panic!("{label}: {key:?}: lease hex"))
+    };
+    let ttl_of = |id: i64| {
+        let kv = kv.clone();
+        async move { kv.lease_time_to_live(id, true).await.unwrap() }
+    };
+
+    let mut lock = LockClient::new(channel(endpoint).await);
+    let first = lock
+        .lock(LockRequest {
+            name: b("nolease"),
+            lease: 0,
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{label}: lock with lease 0: {e}"))
+        .into_inner();
+    let first_lease = session(first.key.clone(), "nolease/");
+    assert_ne!(first_lease, 0, "{label}");
+    let t = ttl_of(first_lease).await;
+    assert_eq!(t.granted_ttl, 60, "{label}: session TTL");
+    assert!((55..=60).contains(&t.ttl), "{label}: remaining {}", t.ttl);
+    assert_eq!(t.keys, vec![first.key.clone()], "{label}: the lock key");
+
+    // A second caller without a lease gets a lease of its own and waits in line.
+    let mut l2 = lock.clone();
+    let mut second = tokio::spawn(async move {
+        l2.lock(LockRequest {
+            name: b("nolease"),
+            lease: 0,
+        })
+        .await
+    });
+    assert!(
+        still_waiting(&mut second, Duration::from_millis(500)).await,
+        "{label}: second lock not queued"
+    );
+    lock.unlock(UnlockRequest {
+        key: first.key.clone(),
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{label}: unlock: {e}"));
+    let second = tokio::time::timeout(LIMIT, second)
+        .await
+        .unwrap_or_else(|_| panic!("{label}: second lock after unlock"))
+        .unwrap()
+        .unwrap_or_else(|e| panic!("{label}: second lock: {e}"))
+        .into_inner();
+    let second_lease = session(second.key.clone(), "nolease/");
+    assert_ne!(second_lease, first_lease, "{label}: one session per call");
+    assert_eq!(ttl_of(second_lease).await.granted_ttl, 60, "{label}");
+    // Unlocking deletes the key, not the session lease.
+    assert_eq!(ttl_of(first_lease).await.granted_ttl, 60, "{label}");
+
+    // Campaign: the leader key names the session lease it was put with.
+    let mut election = ElectionClient::new(channel(endpoint).await);
+    let leader = election
+        .campaign(CampaignRequest {
+            name: b("nolease-e"),
+            lease: 0,
+            value: b("v"),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{label}: campaign with lease 0: {e}"))
+        .into_inner()
+        .leader
+        .unwrap();
+    assert_ne!(leader.lease, 0, "{label}: the leader key names its lease");
+    assert_eq!(
+        session(leader.key.clone(), "nolease-e/"),
+        leader.lease,
+        "{label}"
+    );
+    let t = ttl_of(leader.lease).await;
+    assert_eq!(t.granted_ttl, 60, "{label}: campaign session TTL");
+    assert_eq!(t.keys, vec![leader.key.clone()], "{label}");
+
+    // Nobody keeps the session alive: its remaining time runs down.
+    let started = std::time::Instant::now();
+    loop {
+        let left = ttl_of(second_lease).await.ttl;
+        if left <= 57 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(8),
+            "{label}: the session lease is renewed (still {left} s left)"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[test]
+fn lock_and_campaign_without_a_lease_grant_a_60s_session_lease_as_etcd_does() {
+    use raftkv_client::local_cluster::{ClusterSpec, LocalCluster, MemberProgram};
+    for (label, program) in [
+        ("etcd", MemberProgram::Etcd(common::etcd_binary())),
+        ("raftkv", common::raftkv_program()),
+    ] {
+        let cluster = LocalCluster::start(ClusterSpec::new(program, &format!("l0-{label}"), 1))
+            .expect("start");
+        let endpoint = cluster.endpoints()[0].clone();
+        common::runtime().block_on(check_session_lease_for_lease_zero(label, &endpoint));
+    }
+}

@@ -3,18 +3,19 @@
 //! that the proposing client receives.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use mvcc::auth::AuthApplied;
 use mvcc::{LeaseChange, MvccError, Response, Store};
-use node::lessor::{LeaseAt, Lessor};
+use node::lessor::LeaseAt;
 use prost::Message as _;
 use proto::raftkvpb::internal_request::Request as Internal;
 use proto::raftkvpb::InternalRequest;
 use raft::{Entry, EntryKind};
 
 use crate::auth::tokens::SimpleTokens;
+use crate::lease_clock::LeaseClock;
 use crate::members::MemberList;
 use crate::node::{ChangeRefusal, StateMachine};
 use crate::watch::WatchHub;
@@ -37,7 +38,8 @@ pub struct MvccMachine {
     pub store: Store,
     pub watch: Arc<WatchHub>,
     pub tokens: Arc<SimpleTokens>,
-    pub lessor: Lessor,
+    /// Shared with the keep-alive fast path (`crate::lease_clock`).
+    pub lessor: LeaseClock,
     pub members: MemberList,
     /// The peer transport's record of peers' incarnations, which an applied
     /// `raftkv peer admit` (field 41) overwrites; `None` where no transport runs (tests).
@@ -52,7 +54,6 @@ pub struct MvccMachine {
     /// Members whose peer URLs changed since the node thread last asked
     /// ([`StateMachine::take_peer_url_changes`]): its transport must redial them.
     peer_url_changes: Vec<(u64, Vec<String>)>,
-    epoch: Instant,
     /// `--max-learners`: checked by the leader before it places a member addition (each
     /// member's own setting; the check is not part of applying the entry).
     pub max_learners: usize,
@@ -64,13 +65,12 @@ impl Default for MvccMachine {
             store: Store::default(),
             watch: Arc::default(),
             tokens: Arc::default(),
-            lessor: Lessor::new(),
+            lessor: LeaseClock::default(),
             members: MemberList::default(),
             incarnations: None,
             admissions: Default::default(),
             members_seed: MemberList::default(),
             peer_url_changes: Vec::new(),
-            epoch: Instant::now(),
             max_learners: crate::members::DEFAULT_MAX_LEARNERS,
         }
     }
@@ -220,7 +220,7 @@ impl MvccMachine {
 
     /// The lease clock's time: since this machine was made.
     pub fn now(&self) -> Duration {
-        self.epoch.elapsed()
+        self.lessor.now()
     }
 
     /// Seconds left on lease `id` by this member's clock, never above its granted TTL;
@@ -229,6 +229,7 @@ impl MvccMachine {
         let lease = self.store.leases().get(id)?;
         let left = self
             .lessor
+            .lessor()
             .remaining(id, self.now())
             .unwrap_or(Duration::from_millis(lease.remaining_ms.max(0) as u64));
         Some((left.as_secs() as i64).min(lease.ttl))
@@ -236,21 +237,20 @@ impl MvccMachine {
 
     fn follow_lease_changes(&mut self) {
         let now = self.now();
+        let mut lessor = self.lessor.lessor();
         for change in self.store.last_lease_changes() {
             match *change {
                 LeaseChange::Renewed {
                     id,
                     renewals,
                     ttl_ms,
-                } => self.lessor.renewed(id, renewals, millis(ttl_ms), now),
+                } => lessor.renewed(id, renewals, millis(ttl_ms), now),
                 LeaseChange::Checkpointed {
                     id,
                     renewals,
                     remaining_ms,
-                } => self
-                    .lessor
-                    .checkpointed(id, renewals, millis(remaining_ms), now),
-                LeaseChange::Removed { id } => self.lessor.removed(id),
+                } => lessor.checkpointed(id, renewals, millis(remaining_ms), now),
+                LeaseChange::Removed { id } => lessor.removed(id),
             }
         }
     }
@@ -264,11 +264,10 @@ impl MvccMachine {
                     renewals: l.renewals,
                 },
                 millis(l.remaining_ms),
+                Duration::from_secs(l.ttl.max(0) as u64),
             )
         });
-        let mut lessor = Lessor::new();
-        lessor.reset(leases, now);
-        self.lessor = lessor;
+        self.lessor.lessor().reset(leases, now);
     }
 }
 
@@ -429,6 +428,7 @@ impl StateMachine for MvccMachine {
         if !self.store.last_lease_changes().is_empty() {
             self.follow_lease_changes();
         }
+        self.lessor.set_revision(self.store.current_revision());
         if out.is_ok() {
             let events = self.store.last_events();
             if !events.is_empty() {
@@ -462,6 +462,7 @@ impl StateMachine for MvccMachine {
         // `install_snapshot`); changes recorded before it are moot.
         self.peer_url_changes.clear();
         self.reset_lessor();
+        self.lessor.set_revision(self.store.current_revision());
         // Revisions the snapshot skipped were never published: watchers catch up from the
         // restored history (or learn it was compacted).
         self.watch.restored(unpublished);
@@ -630,7 +631,7 @@ mod tests {
         other.restore(&m.snapshot()).unwrap();
         let left = other.lease_remaining_secs(7).unwrap();
         assert!((29..=30).contains(&left), "{left}");
-        assert_eq!(other.lessor.len(), 1);
+        assert_eq!(other.lessor.lessor().len(), 1);
         assert_eq!(m.lease_remaining_secs(8), None);
     }
 

@@ -93,14 +93,17 @@ pub async fn run(node: NodeHandle<MvccMachine>, shutdown: CancellationToken) {
 /// Proposes the revocation of one batch of expired leases. Returns true when a full batch
 /// was revoked (there may be more).
 async fn expire_once(node: &NodeHandle<MvccMachine>, term: u64) -> bool {
-    let any = clock(node, |sm| !sm.lessor.expired(sm.now(), 1).is_empty()).unwrap_or(false);
+    let any = clock(node, |sm| {
+        !sm.lessor.lessor().expired(sm.now(), 1).is_empty()
+    })
+    .unwrap_or(false);
     if !any {
         return false;
     }
     if node.read_barrier().await.is_err() || !leads(node, term) {
         return false;
     }
-    let Some(expired) = clock(node, |sm| sm.lessor.expired(sm.now(), MAX_BATCH)) else {
+    let Some(expired) = clock(node, |sm| sm.lessor.lessor().expired(sm.now(), MAX_BATCH)) else {
         return false;
     };
     if expired.is_empty() {
@@ -125,6 +128,7 @@ async fn expire_once(node: &NodeHandle<MvccMachine>, term: u64) -> bool {
 async fn checkpoint_once(node: &NodeHandle<MvccMachine>, term: u64) {
     let Some(due) = clock(node, |sm| {
         sm.lessor
+            .lessor()
             .due_checkpoints(sm.now(), CHECKPOINT_INTERVAL, MAX_BATCH)
     }) else {
         return;

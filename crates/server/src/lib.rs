@@ -35,6 +35,7 @@ pub mod http;
 pub mod ids;
 pub mod join;
 pub mod kv;
+pub mod lease_clock;
 pub mod lease_expiry;
 pub mod logging;
 pub mod members;

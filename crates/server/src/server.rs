@@ -313,6 +313,7 @@ pub async fn serve(
         .map_err(|e| anyhow::anyhow!("cannot start the raft core: {e:?}"))?;
 
     let watch_hub = machine.watch.clone();
+    let lease_clock = machine.lessor.clone();
     let state = Arc::new(RwLock::new(machine));
     let (handle, inbox) = node::channel(
         config.member_id,
@@ -475,6 +476,8 @@ pub async fn serve(
         skip_read_index: hooks.skip_read_index,
         watch_sabotage: hooks.watch_sabotage,
         min_lease_ttl: crate::grpc::min_lease_ttl(config.election_timeout),
+        lease_clock,
+        election_timeout: config.election_timeout,
     };
     let _ = cluster.set(ClusterService(ctx.clone()));
     if let Some(after) = config.auto_remove_departed_after {

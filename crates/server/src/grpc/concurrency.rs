@@ -44,6 +44,11 @@ const NO_LEADER: &str = "election: no leader";
 /// etcd's `ErrMissingLeaderKey` (a plain error, so code Unknown) for Proclaim and Resign.
 const MISSING_LEADER: &str = "\"leader\" field must be provided";
 
+/// The TTL of the session lease granted for a Lock or Campaign call that names no lease:
+/// etcd's servers open a `concurrency` session with its default TTL (60 s), and do not keep
+/// it alive (the session is orphaned), so the key goes 60 s later unless unlocked first.
+const SESSION_TTL: i64 = 60;
+
 /// Who a call acts as (`None` with auth disabled).
 type Who = Option<RequestAuth>;
 
@@ -118,6 +123,23 @@ fn get_op(key: &Bytes) -> RequestOp {
 }
 
 impl Concurrency {
+    /// The lease a contender's key is bound to: the caller's, or a fresh
+    /// [`SESSION_TTL`] lease when the call names none (lease 0), as etcd's servers do.
+    async fn session_lease(&self, lease: i64) -> Result<i64, Status> {
+        if lease != 0 {
+            return Ok(lease);
+        }
+        let granted = super::lease::grant(
+            &self.ctx,
+            proto::etcdserverpb::LeaseGrantRequest {
+                ttl: SESSION_TTL,
+                id: 0,
+            },
+        )
+        .await?;
+        Ok(granted.id)
+    }
+
     async fn txn(&self, who: &Who, txn: TxnRequest) -> Result<TxnResponse, Status> {
         match super::kv::propose(&self.ctx, Internal::Txn(txn), who.clone())
             .await
@@ -292,8 +314,9 @@ impl Lock for Concurrency {
         let req = request.into_inner();
         let prefix = contender_prefix(&req.name);
         self.check_read(&who, &prefix)?;
-        let key = contender_key(&prefix, req.lease);
-        let (rev, _, header) = self.enter(&who, &key, Bytes::new(), req.lease).await?;
+        let lease = self.session_lease(req.lease).await?;
+        let key = contender_key(&prefix, lease);
+        let (rev, _, header) = self.enter(&who, &key, Bytes::new(), lease).await?;
         let withdraw = Withdraw {
             svc: Some(self.clone()),
             who,
@@ -332,9 +355,9 @@ impl Election for Concurrency {
         let req = request.into_inner();
         let prefix = contender_prefix(&req.name);
         self.check_read(&who, &prefix)?;
-        let key = contender_key(&prefix, req.lease);
-        let (rev, existing, mut header) =
-            self.enter(&who, &key, req.value.clone(), req.lease).await?;
+        let lease = self.session_lease(req.lease).await?;
+        let key = contender_key(&prefix, lease);
+        let (rev, existing, mut header) = self.enter(&who, &key, req.value.clone(), lease).await?;
         let withdraw = Withdraw {
             svc: Some(self.clone()),
             who: who.clone(),
@@ -346,7 +369,7 @@ impl Election for Concurrency {
                     &who,
                     TxnRequest {
                         compare: vec![created_at(&key, rev)],
-                        success: vec![put_op(&key, req.value.clone(), req.lease)],
+                        success: vec![put_op(&key, req.value.clone(), lease)],
                         failure: vec![],
                     },
                 )
@@ -364,7 +387,7 @@ impl Election for Concurrency {
                 name: req.name,
                 key,
                 rev,
-                lease: req.lease,
+                lease,
             }),
         }))
     }

@@ -2,8 +2,10 @@
 //!
 //! Grant, revoke and keep-alive are log entries (any member takes them; a follower's go to
 //! the leader through the ordinary proposal forwarding), so every member learns each
-//! renewal and a new leader needs no fresh full TTL (docs/lease.md). Time-to-live and the
-//! list are linearizable reads of the local store and lease clock.
+//! renewal and a new leader needs no fresh full TTL (docs/lease.md). The leader answers a
+//! keep-alive from its lease clock at once and logs the renewal behind the answer
+//! ([`RenewalLog`]), so a keep-alive never waits behind a slow apply (etcd#18100).
+//! Time-to-live and the list are linearizable reads of the local store and lease clock.
 
 use bytes::Bytes;
 use mvcc::{MvccError, Response as Applied};
@@ -30,11 +32,78 @@ const ID_TRIES: usize = 3;
 #[derive(Clone)]
 pub struct LeaseService(pub Context);
 
-impl LeaseService {
-    async fn propose(&self, request: Internal) -> Result<Applied, Status> {
-        propose(&self.0, request, None).await
+/// The renewals the leader answered before logging them, one log entry in flight per
+/// lease: a keep-alive answered while one is in flight asks for one more after it (so the
+/// log's last renewal of a lease is never older than the last answer).
+#[derive(Default)]
+struct RenewalLog {
+    /// (member, lease) → another entry is wanted once the one in flight is done. The
+    /// member (its node's shared status, by address) keeps apart members that share a
+    /// process, as in tests.
+    in_flight: std::sync::Mutex<std::collections::HashMap<(usize, i64), bool>>,
+}
+
+impl RenewalLog {
+    fn global() -> &'static RenewalLog {
+        static LOG: std::sync::OnceLock<RenewalLog> = std::sync::OnceLock::new();
+        LOG.get_or_init(RenewalLog::default)
     }
 
+    fn pending(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<(usize, i64), bool>> {
+        self.in_flight
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Log a renewal of `id` that was already answered.
+    fn log(&'static self, ctx: &Context, id: i64) {
+        let key = (std::sync::Arc::as_ptr(&ctx.node.status) as usize, id);
+        match self.pending().entry(key) {
+            std::collections::hash_map::Entry::Occupied(mut again) => {
+                *again.get_mut() = true;
+                return;
+            }
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(false);
+            }
+        }
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            loop {
+                // A failure (leader change, lease revoked meanwhile, overload) drops the
+                // entry: the answer was the leader's own promise (docs/lease.md).
+                let _ = propose(
+                    &ctx,
+                    Internal::LeaseKeepAlive(LeaseKeepAliveRequest { id }),
+                    None,
+                )
+                .await;
+                let mut pending = self.pending();
+                match pending.get_mut(&key) {
+                    Some(again) if *again => *again = false,
+                    _ => {
+                        pending.remove(&key);
+                        return;
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// The leader's answer to a keep-alive of `id` without the log: the granted TTL in
+/// seconds, if this member leads (its node thread said so within half an election
+/// timeout) and its clock knows the lease as live. `None`: renew through the log.
+fn renew_as_leader(ctx: &Context, id: i64) -> Option<i64> {
+    if !ctx.node.status.leads_within(ctx.election_timeout / 2) {
+        return None;
+    }
+    let ttl = ctx.lease_clock.renew_unlogged(id)?;
+    RenewalLog::global().log(ctx, id);
+    Some(ttl.as_secs() as i64)
+}
+
+impl LeaseService {
     fn unexpected(what: &str) -> Status {
         Status::internal(format!("etcdserver: unexpected apply result for {what}"))
     }
@@ -85,6 +154,36 @@ fn random_lease_id() -> i64 {
     }
 }
 
+/// A grant as `LeaseGrant` makes it: the TTL checked and raised to the minimum, a random ID
+/// picked when the request has 0 (retried if taken). Also the session lease the Lock and
+/// Election services grant for a call without a lease.
+pub(super) async fn grant(
+    ctx: &Context,
+    mut req: LeaseGrantRequest,
+) -> Result<LeaseGrantResponse, Status> {
+    if req.ttl > mvcc::MAX_LEASE_TTL {
+        return Err(MvccError::LeaseTtlTooLarge.into());
+    }
+    // etcd raises short TTLs to what survives a leader election.
+    req.ttl = req.ttl.max(ctx.min_lease_ttl);
+    let pick = req.id == 0;
+    for _ in 0..ID_TRIES {
+        if pick {
+            req.id = random_lease_id();
+        }
+        match propose(ctx, Internal::LeaseGrant(req), None).await {
+            Ok(Applied::LeaseGrant(mut r)) => {
+                ctx.stamp(&mut r.header);
+                return Ok(r);
+            }
+            Ok(_) => return Err(LeaseService::unexpected("lease grant")),
+            Err(e) if pick && e.message() == "etcdserver: lease already exists" => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(MvccError::LeaseExists.into())
+}
+
 #[tonic::async_trait]
 impl Lease for LeaseService {
     async fn lease_grant(
@@ -92,28 +191,9 @@ impl Lease for LeaseService {
         request: Request<LeaseGrantRequest>,
     ) -> Result<Response<LeaseGrantResponse>, Status> {
         self.0.require_leader(request.metadata())?;
-        let mut req = request.into_inner();
-        if req.ttl > mvcc::MAX_LEASE_TTL {
-            return Err(MvccError::LeaseTtlTooLarge.into());
-        }
-        // etcd raises short TTLs to what survives a leader election.
-        req.ttl = req.ttl.max(self.0.min_lease_ttl);
-        let pick = req.id == 0;
-        for _ in 0..ID_TRIES {
-            if pick {
-                req.id = random_lease_id();
-            }
-            match self.propose(Internal::LeaseGrant(req)).await {
-                Ok(Applied::LeaseGrant(mut r)) => {
-                    self.0.stamp(&mut r.header);
-                    return Ok(Response::new(r));
-                }
-                Ok(_) => return Err(Self::unexpected("lease grant")),
-                Err(e) if pick && e.message() == "etcdserver: lease already exists" => continue,
-                Err(e) => return Err(e),
-            }
-        }
-        Err(MvccError::LeaseExists.into())
+        grant(&self.0, request.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn lease_revoke(
@@ -156,6 +236,19 @@ impl Lease for LeaseService {
                         }
                     },
                 };
+                if let Some(ttl) = renew_as_leader(&ctx, req.id) {
+                    // The revision as of the last apply: the state machine's lock may be
+                    // held by a long apply.
+                    let answer = LeaseKeepAliveResponse {
+                        header: Some(ctx.header(ctx.lease_clock.revision())),
+                        id: req.id,
+                        ttl,
+                    };
+                    if tx.send(Ok(answer)).await.is_err() {
+                        return;
+                    }
+                    continue;
+                }
                 // etcd fills the header before the renewal.
                 let header = ctx.header(0);
                 let answer = match propose(&ctx, Internal::LeaseKeepAlive(req), None).await {

@@ -72,6 +72,12 @@ pub struct Context {
     pub watch_sabotage: crate::hooks::WatchSabotage,
     /// The shortest lease TTL granted, in seconds: etcd's ceil(1.5 × election timeout).
     pub min_lease_ttl: i64,
+    /// This member's lease clock, shared with the state machine (`crate::lease_clock`):
+    /// the leader answers keep-alives from it without waiting for the node thread.
+    pub lease_clock: crate::lease_clock::LeaseClock,
+    /// `--election-timeout`: how recently the node thread must have found this member
+    /// leading for it to answer a keep-alive from its own clock (half of it).
+    pub election_timeout: std::time::Duration,
 }
 
 impl Context {

@@ -95,6 +95,10 @@ pub struct SharedStatus {
     /// [`runtime::PROGRESS_PUBLISH`] (a status page's precision, not the hot path's cost).
     /// Empty on followers.
     pub progress: Mutex<Vec<raft::PeerProgress>>,
+    /// When the node thread last found this member leading (it publishes after every
+    /// round); `None` while it does not. A leader whose thread has not come round for a
+    /// while (a long apply, a freeze) may have been deposed without knowing it.
+    pub leading_at: Mutex<Option<Instant>>,
 }
 
 impl SharedStatus {
@@ -123,6 +127,17 @@ impl SharedStatus {
 
     pub fn is_learner(&self) -> bool {
         self.learner.load(Ordering::Relaxed)
+    }
+
+    /// This member leads, and its node thread said so within `within`: what the leader's
+    /// keep-alive answers rely on (`grpc::lease`). With check-quorum a leader that lost
+    /// its quorum steps down within an election timeout of its own rounds.
+    pub fn leads_within(&self, within: Duration) -> bool {
+        self.leading_at
+            .lock()
+            .ok()
+            .and_then(|at| *at)
+            .is_some_and(|at| at.elapsed() < within)
     }
 
     /// The leader's view of every member's replication (empty unless this member leads).

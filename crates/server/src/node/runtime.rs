@@ -859,6 +859,9 @@ impl<S: StateMachine> Shell<S> {
             Role::Leader => 3,
         };
         s.role.store(role, Ordering::Relaxed);
+        if let Ok(mut at) = s.leading_at.lock() {
+            *at = (st.core.role == Role::Leader).then(Instant::now);
+        }
         metrics().proposals_pending.set(self.proposals.len() as i64);
     }
 
