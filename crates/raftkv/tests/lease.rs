@@ -366,6 +366,7 @@ fn keep_alives_do_not_wait_behind_a_burst_of_big_writes() {
         raftkv_client::local_cluster::ClusterSpec::new(common::raftkv_program(), "ka-burst", 3);
     spec.heartbeat_ms = 500;
     spec.election_ms = 5000;
+    spec.extra_args = vec!["--lease-keepalive-before-log".into()];
     let mut cluster = LocalCluster::start(spec).expect("cluster");
     runtime().block_on(async {
         let c = client(&cluster.endpoints());
@@ -415,18 +416,24 @@ fn keep_alives_do_not_wait_behind_a_burst_of_big_writes() {
             round_trips.last().unwrap(),
             round_trips.len()
         );
+        // The lag must be there, or the test proves nothing. How long it gets depends on the
+        // machine (over a second while other builds share it, about half a second alone),
+        // so the keep-alives are held to a tenth of it rather than to a fixed number.
+        let typical_wait = percentile(&waits, 0.5);
         assert!(
-            worst_wait > Duration::from_secs(1),
-            "the burst did not make writes wait over a second (worst {worst_wait:?}): the \
-             test proves nothing"
+            typical_wait > Duration::from_millis(100),
+            "the burst did not make writes wait (p50 {typical_wait:?}, worst {worst_wait:?}): \
+             the test proves nothing"
         );
         // Waiting behind the writes would put the median near the lag (over a second). The
         // tail is the machine's: three members and this test share two cores, often with
         // builds besides; seen at 74-250 ms under a load average of 9-10, under 1 ms alone.
         let p50 = percentile(&round_trips, 0.5);
         assert!(
-            p50 < Duration::from_millis(20) && p99 < Duration::from_millis(300),
-            "keep-alives waited behind the writes: p50 {p50:?} p99 {p99:?}"
+            p50 < (typical_wait / 10).min(Duration::from_millis(20))
+                && p99 < Duration::from_millis(300),
+            "keep-alives waited behind the writes: p50 {p50:?} p99 {p99:?} (writes waited p50 \
+             {typical_wait:?})"
         );
     });
     cluster.stop_all(Duration::from_secs(5)).ok();

@@ -118,6 +118,21 @@ pub struct ServerArgs {
     #[arg(long, env = "RAFTKV_AUTO_REMOVE_DEPARTED_AFTER", default_value = "0")]
     pub auto_remove_departed_after: String,
 
+    /// The leader answers a keep-alive at once from its lease clock and logs the renewal
+    /// behind the answer, as etcd does, so keep-alives never wait behind a slow apply. Off
+    /// by default: a leader that fails before that renewal commits loses it, and the lease
+    /// can then run out before its TTL after the last answered keep-alive (docs/lease.md,
+    /// "Keep-alives"). raftkv's own flag.
+    #[arg(
+        long,
+        env = "RAFTKV_LEASE_KEEPALIVE_BEFORE_LOG",
+        num_args = 0..=1,
+        default_value_t = false,
+        default_missing_value = "true",
+        action = clap::ArgAction::Set
+    )]
+    pub lease_keepalive_before_log: bool,
+
     /// Time (in milliseconds) of a heartbeat interval (one Raft tick).
     #[arg(long, env = "RAFTKV_HEARTBEAT_INTERVAL", default_value_t = 100)]
     pub heartbeat_interval: u64,

@@ -123,6 +123,9 @@ pub struct Config {
     pub joins_by_itself: bool,
     /// `--auto-join`: this member answers other members' requests to be added.
     pub auto_join: bool,
+    /// `--lease-keepalive-before-log`: the leader answers keep-alives before their renewal
+    /// is in the log (`crate::grpc::lease`).
+    pub lease_keepalive_before_log: bool,
     /// `--auto-remove-departed-after` (None: off; crate::auto_remove).
     pub auto_remove_departed_after: Option<Duration>,
     /// `--max-concurrent-streams`: HTTP/2 streams per client connection.
@@ -340,6 +343,7 @@ impl Config {
             strict_reconfig_check: args.compat.cluster.strict_reconfig_check.unwrap_or(true),
             joins_by_itself,
             auto_join: args.auto_join,
+            lease_keepalive_before_log: args.lease_keepalive_before_log,
             auto_remove_departed_after: Some(crate::compat_args::parse_go_duration(
                 "--auto-remove-departed-after",
                 &args.auto_remove_departed_after,

@@ -478,6 +478,7 @@ pub async fn serve(
         min_lease_ttl: crate::grpc::min_lease_ttl(config.election_timeout),
         lease_clock,
         election_timeout: config.election_timeout,
+        keepalive_before_log: config.lease_keepalive_before_log,
     };
     let _ = cluster.set(ClusterService(ctx.clone()));
     if let Some(after) = config.auto_remove_departed_after {

@@ -92,10 +92,11 @@ impl RenewalLog {
 }
 
 /// The leader's answer to a keep-alive of `id` without the log: the granted TTL in
-/// seconds, if this member leads (its node thread said so within half an election
-/// timeout) and its clock knows the lease as live. `None`: renew through the log.
+/// seconds, if `--lease-keepalive-before-log` is on, this member leads (its node thread
+/// said so within half an election timeout) and its clock knows the lease as live.
+/// `None`: renew through the log.
 fn renew_as_leader(ctx: &Context, id: i64) -> Option<i64> {
-    if !ctx.node.status.leads_within(ctx.election_timeout / 2) {
+    if !ctx.keepalive_before_log || !ctx.node.status.leads_within(ctx.election_timeout / 2) {
         return None;
     }
     let ttl = ctx.lease_clock.renew_unlogged(id)?;

@@ -78,6 +78,9 @@ pub struct Context {
     /// `--election-timeout`: how recently the node thread must have found this member
     /// leading for it to answer a keep-alive from its own clock (half of it).
     pub election_timeout: std::time::Duration,
+    /// `--lease-keepalive-before-log`: answer keep-alives from the lease clock (off: every
+    /// keep-alive is answered once its renewal is applied).
+    pub keepalive_before_log: bool,
 }
 
 impl Context {
