@@ -768,11 +768,7 @@ fn progress_requests_and_many_streams() {
     const WATCHES: usize = 100;
     const REQUESTS: usize = 200;
     const STREAMS: usize = 1_000;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = common::multi_thread_runtime();
     let _in_runtime = rt.enter();
     let cluster = common::start_cluster_of(common::raftkv_program(), "k8s-progress", Vec::new());
     // One endpoint: every stream on one connection.

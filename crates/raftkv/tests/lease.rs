@@ -446,11 +446,7 @@ fn burst_of_big_writes(
     at_leader: &[String],
     stop: &std::sync::Arc<std::sync::atomic::AtomicBool>,
 ) -> Vec<Duration> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = common::multi_thread_runtime();
     rt.block_on(async {
         let patient = || {
             Client::new(

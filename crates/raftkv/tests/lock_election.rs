@@ -49,11 +49,7 @@ async fn still_waiting<T>(handle: &mut tokio::task::JoinHandle<T>, grace: Durati
 #[test]
 fn lock_and_election_services_queue_hand_over_and_fence() {
     let cluster = common::start_cluster_of(common::raftkv_program(), "lockelect", Vec::new());
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = common::multi_thread_runtime();
     rt.block_on(async {
         let endpoints = cluster.endpoints();
         let kv = Client::new(

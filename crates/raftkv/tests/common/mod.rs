@@ -302,6 +302,16 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .expect("runtime")
 }
 
+/// A runtime with two worker threads, for tests whose tasks must run while the test's own
+/// task waits (spawned writers, many streams).
+pub fn multi_thread_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
 /// A raftkv client with its own connection, 2 s to dial and 10 s per call (create it inside
 /// a runtime: its channels connect lazily on it).
 pub fn client(endpoints: &[String]) -> raftkv_client::Client {
