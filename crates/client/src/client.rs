@@ -17,8 +17,10 @@ use proto::etcdserverpb::{
     DeleteRangeResponse, HashKvRequest, HashKvResponse, LeaseGrantRequest, LeaseGrantResponse,
     LeaseKeepAliveRequest, LeaseKeepAliveResponse, LeaseLeasesRequest, LeaseLeasesResponse,
     LeaseRevokeRequest, LeaseRevokeResponse, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
-    MemberListRequest, MemberListResponse, PutRequest, PutResponse, RangeRequest, RangeResponse,
-    SnapshotRequest, SnapshotResponse, StatusRequest, StatusResponse, TxnRequest, TxnResponse,
+    MemberAddRequest, MemberAddResponse, MemberListRequest, MemberListResponse,
+    MemberPromoteRequest, MemberPromoteResponse, MemberRemoveRequest, MemberRemoveResponse,
+    PutRequest, PutResponse, RangeRequest, RangeResponse, SnapshotRequest, SnapshotResponse,
+    StatusRequest, StatusResponse, TxnRequest, TxnResponse,
 };
 use tonic::transport::Channel;
 use tonic::{Code, Status};
@@ -411,6 +413,40 @@ impl Client {
             ClusterClient::new(ch)
                 .member_list(MemberListRequest { linearizable })
                 .await
+        })
+        .await
+    }
+
+    /// `Cluster/MemberAdd` of a member reached at `peer_urls`.
+    pub async fn member_add(
+        &self,
+        peer_urls: Vec<String>,
+        is_learner: bool,
+    ) -> Result<MemberAddResponse, CallError> {
+        self.with_failover(|ch| {
+            let request = self.request(MemberAddRequest {
+                peer_ur_ls: peer_urls.clone(),
+                is_learner,
+            });
+            async move { ClusterClient::new(ch).member_add(request).await }
+        })
+        .await
+    }
+
+    /// `Cluster/MemberRemove` of member `id`.
+    pub async fn member_remove(&self, id: u64) -> Result<MemberRemoveResponse, CallError> {
+        self.with_failover(|ch| {
+            let request = self.request(MemberRemoveRequest { id });
+            async move { ClusterClient::new(ch).member_remove(request).await }
+        })
+        .await
+    }
+
+    /// `Cluster/MemberPromote` of learner `id`.
+    pub async fn member_promote(&self, id: u64) -> Result<MemberPromoteResponse, CallError> {
+        self.with_failover(|ch| {
+            let request = self.request(MemberPromoteRequest { id });
+            async move { ClusterClient::new(ch).member_promote(request).await }
         })
         .await
     }

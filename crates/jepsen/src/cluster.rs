@@ -54,6 +54,9 @@ struct Member {
     log: PathBuf,
     child: Option<Child>,
     paused: bool,
+    /// Started empty to join the running cluster (after a member replacement): every start
+    /// from then on says `--initial-cluster-state existing`, as an operator's would.
+    joined: bool,
 }
 
 /// The running members of one run.
@@ -86,6 +89,7 @@ impl Cluster {
                 log: dir.join(format!("member-m{}.log", i + 1)),
                 child: None,
                 paused: false,
+                joined: false,
             })
             .collect();
         let mut cluster = Cluster {
@@ -118,6 +122,11 @@ impl Cluster {
     /// The gRPC endpoint of member `i`, as the harness reaches it.
     pub fn endpoint(&self, i: usize) -> String {
         format!("http://{}:{CLIENT_PORT}", self.net.member_ip(i))
+    }
+
+    /// The peer URL of member `i`.
+    pub fn peer_url(&self, i: usize) -> String {
+        format!("http://{}:{PEER_PORT}", self.net.member_ip(i))
     }
 
     fn initial_cluster(&self) -> String {
@@ -163,6 +172,10 @@ impl Cluster {
             .args(["--initial-advertise-peer-urls", &peer])
             .args(["--initial-cluster", &cluster])
             .args(["--initial-cluster-token", &self.token])
+            .args([
+                "--initial-cluster-state",
+                if m.joined { "existing" } else { "new" },
+            ])
             .args([
                 "--heartbeat-interval",
                 &self.timing.heartbeat_ms.to_string(),
@@ -212,6 +225,20 @@ impl Cluster {
         if self.is_running(i) {
             return Ok(());
         }
+        self.members[i].child = None;
+        self.spawn(i)
+    }
+
+    /// Replaces member `i`'s process by a new member with an empty data directory that joins
+    /// the running cluster (it must have been removed and its replacement added already).
+    /// The name and addresses stay: only the member id is new.
+    pub fn start_empty_joining(&mut self, i: usize) -> Result<()> {
+        self.kill(i)?;
+        let dir = &self.members[i].data_dir;
+        if dir.exists() {
+            std::fs::remove_dir_all(dir).with_context(|| format!("wiping {}", dir.display()))?;
+        }
+        self.members[i].joined = true;
         self.members[i].child = None;
         self.spawn(i)
     }

@@ -3,7 +3,8 @@
 //! Real `raftkv` member processes run in their own network namespaces (one per member, joined
 //! by a bridge in its own namespace; [`netns`]). Concurrent clients ([`register`], [`append`])
 //! each hold their own connection and record every operation into a history; a [`nemesis`]
-//! partitions, kills, pauses, restarts and skews the clock of members meanwhile. At the end
+//! partitions, kills, pauses, restarts, replaces ([`member_change`]) and skews the clock of members
+//! meanwhile. At the end
 //! everything is healed, every member is read back, and the histories go to `lincheck`
 //! (linearizability per key for registers, the Elle-style checker for list-append). See
 //! `docs/testing.md`, section "Linearizability under faults".
@@ -14,6 +15,7 @@ pub mod append;
 pub mod client;
 pub mod cluster;
 pub mod faults;
+pub mod member_change;
 pub mod nemesis;
 pub mod netns;
 pub mod recorder;

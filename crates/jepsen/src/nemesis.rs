@@ -43,9 +43,12 @@ pub enum Fault {
     RollingRestart,
     /// One member's clock runs 4x fast (a follower) or 4x slow (the leader).
     ClockSkew,
+    /// A member (the leader a third of the time) removed, wiped, and replaced by a new member with an
+    /// empty data directory that joins and is promoted ([`crate::member_change`]).
+    MemberReplace,
 }
 
-pub const ALL_FAULTS: [Fault; 10] = [
+pub const ALL_FAULTS: [Fault; 11] = [
     Fault::PartitionLeader,
     Fault::PartitionHalves,
     Fault::PartitionBridge,
@@ -56,6 +59,7 @@ pub const ALL_FAULTS: [Fault; 10] = [
     Fault::PauseLeader,
     Fault::RollingRestart,
     Fault::ClockSkew,
+    Fault::MemberReplace,
 ];
 
 impl Fault {
@@ -71,6 +75,7 @@ impl Fault {
             Fault::PauseLeader => "pause-leader",
             Fault::RollingRestart => "rolling-restart",
             Fault::ClockSkew => "clock-skew",
+            Fault::MemberReplace => "member-replace",
         }
     }
 
@@ -185,14 +190,7 @@ impl Nemesis {
     }
 
     fn note(&self, text: &str) -> u64 {
-        let mut t = 0;
-        for h in &self.histories {
-            t = h.record(|time| lincheck::jsonl::TxnEvent::Nemesis {
-                time,
-                fault: text.to_string(),
-            });
-        }
-        t
+        note_all(&self.histories, text)
     }
 
     /// Sleeps up to `d`, returning early (false) if the run is stopping.
@@ -406,6 +404,29 @@ impl Nemesis {
                 evidence.push_str(&format!("leader during: {}", self.member_name(during)));
                 lock(&self.cluster).set_clock_rate(victim, 1.0)?;
             }
+            Fault::MemberReplace => {
+                // The leader a third of the time: it must hand over after removing itself.
+                let victim = if self.rng.gen_bool(1.0 / 3.0) {
+                    leader
+                } else {
+                    *self
+                        .members_except(n, &[leader])
+                        .choose(&mut self.rng)
+                        .unwrap_or(&leader)
+                };
+                let as_learner = self.rng.gen_bool(0.5);
+                let histories = self.histories.clone();
+                let note = |text: &str| note_all(&histories, text);
+                let (done, at) = self.runtime.block_on(crate::member_change::replace(
+                    &self.cluster,
+                    victim,
+                    as_learner,
+                    note,
+                ))?;
+                detail = done.detail;
+                evidence.push_str(&done.evidence);
+                start = at;
+            }
         }
         let end = self.note(&format!("end {}", fault.name()));
         evidence.push_str(&format!(
@@ -437,6 +458,18 @@ impl Nemesis {
             None => "none".into(),
         }
     }
+}
+
+/// Records a nemesis event in every history; returns its time.
+fn note_all(histories: &[Arc<Recorder>], text: &str) -> u64 {
+    let mut t = 0;
+    for h in histories {
+        t = h.record(|time| lincheck::jsonl::TxnEvent::Nemesis {
+            time,
+            fault: text.to_string(),
+        });
+    }
+    t
 }
 
 /// Counts of each fault in a timeline.
