@@ -47,6 +47,9 @@ pub struct LockReport {
     /// the total time of those overlaps.
     pub believed_overlaps: usize,
     pub believed_overlap_ms: f64,
+    /// Of those, the pairs where neither holder stalled on purpose: what the faults on the
+    /// cluster alone did to clients that trust the lock without fencing.
+    pub believed_overlaps_unstalled: usize,
 }
 
 impl LockReport {
@@ -57,7 +60,7 @@ impl LockReport {
     pub fn one_line(&self) -> String {
         format!(
             "lock {} ({} holdings, {} appends acknowledged, {} fenced out, {}/{} stalled appends fenced, \
-             {} believed-held overlaps totalling {:.0} ms)",
+             {} believed-held overlaps totalling {:.0} ms, {} without a stall)",
             self.verdict,
             self.sessions,
             self.acknowledged_appends,
@@ -65,7 +68,8 @@ impl LockReport {
             self.after_stall_fenced,
             self.after_stall,
             self.believed_overlaps,
-            self.believed_overlap_ms
+            self.believed_overlap_ms,
+            self.believed_overlaps_unstalled
         )
     }
 }
@@ -177,6 +181,8 @@ pub fn check(sessions: &[Session], finals: &[Option<Vec<(u64, u64)>>]) -> LockRe
             }
             if a.client != b.client {
                 r.believed_overlaps += 1;
+                let stalled = |s: &Session| s.appends.iter().any(|x| x.after_stall);
+                r.believed_overlaps_unstalled += usize::from(!stalled(a) && !stalled(b));
                 let overlap = a.believed_to.min(b.believed_to) - b.believed_from;
                 r.believed_overlap_ms += overlap as f64 / 1e6;
             }
@@ -248,7 +254,7 @@ mod tests {
             (2, 4, 1)
         );
         assert_eq!((r.after_stall, r.after_stall_fenced), (1, 1));
-        assert_eq!(r.believed_overlaps, 1);
+        assert_eq!((r.believed_overlaps, r.believed_overlaps_unstalled), (1, 0));
         assert!((r.believed_overlap_ms - 50.0).abs() < 1e-9);
     }
 

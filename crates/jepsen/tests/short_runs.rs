@@ -1,7 +1,7 @@
 //! The short version of the Jepsen-style runs, part of the default test suite: three histories
 //! with different fault mixes against real member processes in network namespaces. Every one
-//! must be linearizable (registers), anomaly-free (list-append), lose no acknowledged write and
-//! end with equal HashKV on every member. Needs root, iproute2 and iptables (fails otherwise).
+//! must be linearizable (registers), anomaly-free (list-append), keep fenced lock holders apart
+//! (`jepsen::lock_check`), lose no acknowledged write and end with equal HashKV on every member. Needs root, iproute2 and iptables (fails otherwise).
 
 mod common;
 
@@ -90,5 +90,17 @@ fn three_short_histories_under_faults_are_linearizable() {
             "too few faults: {}",
             r.one_line()
         );
+        assert!(
+            r.lock.fenced_sessions >= 3 && r.lock.acknowledged_appends >= 5,
+            "the lock workload did too little: {}",
+            r.one_line()
+        );
     }
+    // The stalled holders were turned away by the fence somewhere (each stall outlasts
+    // the TTL; only a stall during which no leader could revoke the lease gets through).
+    assert!(
+        reports.iter().map(|r| r.lock.after_stall_fenced).sum::<usize>() >= 1,
+        "no stalled holder was fenced out: {:?}",
+        reports.iter().map(|r| r.lock.one_line()).collect::<Vec<_>>()
+    );
 }

@@ -78,7 +78,7 @@ fn run() -> Result<bool> {
     };
     std::fs::create_dir_all(&cli.out)?;
     let mut table = String::from(
-        "| run | register | append | lock | reg ok/fail/info | append ok/fail/info | lock holdings / appends ok / fenced out | believed-held overlaps (ms) | ok ops/s | faults | lost | hashes equal |\n\
+        "| run | register | append | lock | reg ok/fail/info | append ok/fail/info | lock holdings / appends ok / fenced out | believed-held overlaps (ms; without a stall) | ok ops/s | faults | lost | hashes equal |\n\
          |---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     let mut all_passed = true;
@@ -105,7 +105,7 @@ fn run() -> Result<bool> {
         totals.0 += report.register_ops.total();
         totals.1 += report.append_txns.total();
         table.push_str(&format!(
-            "| {name} | {} | {} | {} | {}/{}/{} | {}/{}/{} | {}/{}/{} | {} ({:.0}) | {:.0} | {} | {} | {} |\n",
+            "| {name} | {} | {} | {} | {}/{}/{} | {}/{}/{} | {}/{}/{} | {} ({:.0}; {}) | {:.0} | {} | {} | {} |\n",
             report.register_verdict,
             report.append_verdict,
             report.lock.verdict,
@@ -120,6 +120,7 @@ fn run() -> Result<bool> {
             report.lock.fenced_out,
             report.lock.believed_overlaps,
             report.lock.believed_overlap_ms,
+            report.lock.believed_overlaps_unstalled,
             report.ok_rate,
             report
                 .faults
