@@ -39,8 +39,9 @@ pub struct LockReport {
     /// Appends turned away by the fence.
     pub fenced_out: usize,
     /// Appends made right after a stall past the TTL, and how many of them the fence
-    /// turned away (the rest: the lease had not been revoked yet, typically because no
-    /// leader could revoke it meanwhile).
+    /// turned away (the others failed before the fence was tried, e.g. their member was
+    /// down, or succeeded because no leader had revoked the lease yet: legitimate while no
+    /// one else held the lock, which checks 4 and 5 enforce).
     pub after_stall: usize,
     pub after_stall_fenced: usize,
     /// Pairs of holdings by different clients whose believed intervals overlapped, and

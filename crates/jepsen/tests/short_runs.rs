@@ -97,10 +97,17 @@ fn three_short_histories_under_faults_are_linearizable() {
         );
     }
     // The stalled holders were turned away by the fence somewhere (each stall outlasts
-    // the TTL; only a stall during which no leader could revoke the lease gets through).
+    // the TTL by 2 s).
     assert!(
-        reports.iter().map(|r| r.lock.after_stall_fenced).sum::<usize>() >= 1,
+        reports
+            .iter()
+            .map(|r| r.lock.after_stall_fenced)
+            .sum::<usize>()
+            >= 1,
         "no stalled holder was fenced out: {:?}",
-        reports.iter().map(|r| r.lock.one_line()).collect::<Vec<_>>()
+        reports
+            .iter()
+            .map(|r| r.lock.one_line())
+            .collect::<Vec<_>>()
     );
 }
