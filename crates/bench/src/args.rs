@@ -310,6 +310,10 @@ impl BenchArgs {
                 }
             }
             Workload::Lease(l) => {
+                // Its connections are dialled plainly and carry no token.
+                if self.user.is_some() || self.tls().any() {
+                    bail!("the lease workload does not take --user or TLS flags yet");
+                }
                 if l.leases == 0 {
                     bail!("--leases must be at least 1");
                 }
@@ -481,6 +485,8 @@ mod tests {
         rejects("lease --window 0", "--window");
         rejects("lease --ttl 0", "--ttl");
         rejects("lease --member-pid x", "invalid value");
+        rejects("--user u:p lease", "does not take --user or TLS");
+        rejects("--cacert /ca.pem lease", "does not take --user or TLS");
         parse("--clients 4 --rate 100 --duration 2 watch --watchers 1000 --streams 10 --distinct-keys --member-pid 1")
             .unwrap()
             .validate()
