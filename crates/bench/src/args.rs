@@ -145,6 +145,11 @@ pub enum Workload {
     /// Watchers on one key or on distinct keys while writers put those keys: put->event
     /// latency, events delivered per second, member memory per idle watcher.
     Watch(WatchArgs),
+    /// Leases: grant `--leases` (`--clients` at a time), keep them all alive over keep-alive
+    /// streams for the run (`--duration` or `--total` keep-alives, paced by `--rate`), then
+    /// revoke them; throughput and latency of each, and with `--member-pid` the members' CPU
+    /// per request and memory per live lease.
+    Lease(LeaseArgs),
     /// Failover probe: SIGKILL a process, then put until a write succeeds on the remaining
     /// endpoints and report the time from the kill to that success.
     #[command(hide = true)]
@@ -201,6 +206,28 @@ pub struct WatchArgs {
     /// the member's memory and the other watchers' latency.
     #[arg(long, default_value_t = 0)]
     pub stalled_streams: usize,
+}
+
+/// The `lease` workload's own flags.
+#[derive(Debug, Clone, Args)]
+pub struct LeaseArgs {
+    /// Leases granted, kept alive, then revoked.
+    #[arg(long, default_value_t = 10_000)]
+    pub leases: usize,
+    /// Their TTL in seconds (long enough to outlast granting them all).
+    #[arg(long, default_value_t = 300)]
+    pub ttl: i64,
+    /// Keep-alive streams, spread round-robin over `--conns`; each renews its share of
+    /// the leases in turn.
+    #[arg(long, default_value_t = 100)]
+    pub streams: usize,
+    /// Keep-alives in flight per stream.
+    #[arg(long, default_value_t = 1)]
+    pub window: usize,
+    /// Pids of members on this machine (comma-separated): their CPU per request of each
+    /// phase and resident memory per lease are reported.
+    #[arg(long, value_delimiter = ',')]
+    pub member_pid: Vec<u32>,
 }
 
 /// When the run stops.
@@ -282,6 +309,24 @@ impl BenchArgs {
                     bail!("--val-size must be at most 1.5 MiB (etcd's request limit)");
                 }
             }
+            Workload::Lease(l) => {
+                // Its connections are dialled plainly and carry no token.
+                if self.user.is_some() || self.tls().any() {
+                    bail!("the lease workload does not take --user or TLS flags yet");
+                }
+                if l.leases == 0 {
+                    bail!("--leases must be at least 1");
+                }
+                if l.streams == 0 || l.streams > l.leases {
+                    bail!("--streams must be between 1 and --leases");
+                }
+                if l.window == 0 {
+                    bail!("--window must be at least 1");
+                }
+                if !(1..=mvcc_max_ttl()).contains(&l.ttl) {
+                    bail!("--ttl must be between 1 and {} seconds", mvcc_max_ttl());
+                }
+            }
             Workload::CompareReport { .. } => {}
         }
         Ok(())
@@ -314,6 +359,11 @@ impl BenchArgs {
             .map(raftkv_client::endpoint::endpoint_url)
             .collect()
     }
+}
+
+/// The largest TTL etcd accepts (`etcdserver: too large lease TTL` above it).
+const fn mvcc_max_ttl() -> i64 {
+    9_000_000_000
 }
 
 impl KeyArgs {
@@ -382,6 +432,24 @@ mod tests {
         ));
     }
 
+    #[test]
+    fn the_lease_workload_takes_its_flags_and_a_list_of_member_pids() {
+        let a = parse("--conns 2 --clients 20 --duration 5 -w json lease --leases 1000 --ttl 60 --streams 10 --window 2 --member-pid 11,12,13").unwrap();
+        a.validate().unwrap();
+        let Workload::Lease(l) = &a.workload else {
+            panic!("not a lease workload: {:?}", a.workload)
+        };
+        assert_eq!((l.leases, l.ttl, l.streams, l.window), (1000, 60, 10, 2));
+        assert_eq!(l.member_pid, vec![11, 12, 13]);
+        let d = parse("lease").unwrap();
+        d.validate().unwrap();
+        let Workload::Lease(l) = &d.workload else {
+            panic!("not a lease workload")
+        };
+        assert_eq!((l.leases, l.streams, l.window), (10_000, 100, 1));
+        assert!(l.member_pid.is_empty());
+    }
+
     /// The TLS and auth flags, next to `range`'s positional key (a clash once: both `key`).
     #[test]
     fn tls_and_user_flags_parse_beside_a_range_key() {
@@ -412,6 +480,13 @@ mod tests {
         rejects("--endpoints , put", "--endpoints");
         rejects("range foo --consistency x", "invalid value");
         rejects("watch --watchers 2 --streams 3", "--streams");
+        rejects("lease --leases 0", "--leases");
+        rejects("lease --leases 10 --streams 11", "--streams");
+        rejects("lease --window 0", "--window");
+        rejects("lease --ttl 0", "--ttl");
+        rejects("lease --member-pid x", "invalid value");
+        rejects("--user u:p lease", "does not take --user or TLS");
+        rejects("--cacert /ca.pem lease", "does not take --user or TLS");
         parse("--clients 4 --rate 100 --duration 2 watch --watchers 1000 --streams 10 --distinct-keys --member-pid 1")
             .unwrap()
             .validate()

@@ -143,9 +143,10 @@ impl Job {
                 read_ratio: *read_ratio,
                 serializable: *consistency == Consistency::Serializable,
             },
-            Workload::Failover { .. } | Workload::CompareReport { .. } | Workload::Watch(_) => {
-                return None
-            }
+            Workload::Failover { .. }
+            | Workload::CompareReport { .. }
+            | Workload::Watch(_)
+            | Workload::Lease(_) => return None,
         })
     }
 
@@ -415,6 +416,7 @@ pub fn workload_name(w: &Workload) -> &'static str {
         Workload::TxnMixed { .. } => "txn-mixed",
         Workload::Failover { .. } => "failover",
         Workload::Watch(_) => "watch",
+        Workload::Lease(_) => "lease",
         Workload::CompareReport { .. } => "compare-report",
     }
 }

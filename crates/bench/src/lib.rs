@@ -4,13 +4,15 @@
 //! (see `bench/compare.sh`). Workloads: `put`, `range` (linearizable or serializable) and
 //! `txn-mixed`; the report gives throughput, latency percentiles from an HDR histogram and
 //! errors by gRPC code, as text or JSON (`-w json`). `watch` (`crate::watch`, its own report
-//! and `bench/watch.sh`) measures watchers.
+//! and `bench/watch.sh`) measures watchers; `lease` (`crate::lease`, `bench/lease.sh`) grants,
+//! keeps alive and revokes leases.
 
 pub mod args;
 pub mod compare;
 pub mod driver;
 pub mod failover;
 pub mod keys;
+pub mod lease;
 pub mod report;
 pub mod watch;
 
@@ -65,6 +67,14 @@ pub fn run(args: BenchArgs) -> Result<()> {
         }
         if let Workload::Watch(w) = &args.workload {
             let r = watch::run(&args, w).await?;
+            match args.write_out {
+                OutputFormat::Json => println!("{}", r.to_json()),
+                OutputFormat::Text => print!("{}", r.to_text()),
+            }
+            return Ok(());
+        }
+        if let Workload::Lease(l) = &args.workload {
+            let r = lease::run(&args, l).await?;
             match args.write_out {
                 OutputFormat::Json => println!("{}", r.to_json()),
                 OutputFormat::Text => print!("{}", r.to_text()),

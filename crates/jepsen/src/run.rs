@@ -1,6 +1,7 @@
 //! One run: start the cluster, drive the clients and the nemesis for a while, heal, converge,
 //! read everything back from every member, check, and write the run directory:
 //!
+//! - `history-lock.json`: the lock workload's holdings and fenced appends (`crate::lock`);
 //! - `history-register.jsonl`, `history-append.jsonl`: the histories (lincheck formats, nemesis
 //!   events included), checkable again with `lincheck --format etcd-jsonl|append-jsonl`;
 //! - `timeline.json`: every fault with its start/end and evidence it was in effect;
@@ -29,6 +30,8 @@ use raftkv_client::{Client, Timeouts};
 
 use crate::client::{EtcdClient, Outcome};
 use crate::cluster::{Cluster, MemberFaults, Timing};
+use crate::lock::{self, Locks};
+use crate::lock_check::{self, LockReport};
 use crate::nemesis::{self, fault_counts, lock, Fault, Nemesis, NemesisConfig};
 use crate::netns::Net;
 use crate::recorder::{OpCounts, ProcessIds, Recorder};
@@ -52,6 +55,8 @@ pub struct RunConfig {
     pub append_keys: usize,
     /// Watchers following the register keys from revision 1 (`crate::watch`).
     pub watch_clients: usize,
+    /// Clients contending for one lock with fenced appends (`crate::lock`).
+    pub lock_clients: usize,
     pub seed: u64,
     /// Run the deliberately broken build (reads without ReadIndex).
     pub stale_reads: bool,
@@ -81,6 +86,7 @@ impl RunConfig {
             append_clients: 3,
             append_keys: 4,
             watch_clients: 2,
+            lock_clients: 3,
             seed: 1,
             stale_reads: false,
             lose_unsynced: false,
@@ -118,6 +124,10 @@ pub struct RunReport {
     pub watch_streams: u64,
     /// The watchers' progress requests: how many were answered, and how fast.
     pub watch_progress: crate::watch_progress::ProgressStats,
+    /// The lock workload: fenced appends (ok / fenced out or failed / unknown) and the
+    /// checker's findings.
+    pub lock_appends: OpCounts,
+    pub lock: LockReport,
     /// Completed (ok) operations per second of traffic.
     pub ok_rate: f64,
     pub faults: BTreeMap<String, usize>,
@@ -139,6 +149,7 @@ impl RunReport {
         self.register_verdict == Verdict::Linearizable.to_string()
             && self.append_verdict == "valid"
             && self.watch_verdict == "valid"
+            && self.lock.passed()
             && self.lost_writes.is_empty()
             && self.unexpected_elements.is_empty()
             && self.hashes_equal
@@ -148,7 +159,7 @@ impl RunReport {
     pub fn one_line(&self) -> String {
         format!(
             "{}: register {} ({} ok/{} fail/{} info), append {} ({} ok/{} fail/{} info), \
-             watch {} ({} events, {} streams, {}), {:.0} ok ops/s, faults {:?}, lost {}, \
+             watch {} ({} events, {} streams, {}), {}, {:.0} ok ops/s, faults {:?}, lost {}, \
              unexpected {}, hashes equal {}",
             self.name,
             self.register_verdict,
@@ -163,6 +174,7 @@ impl RunReport {
             self.watch_events,
             self.watch_streams,
             self.watch_progress.one_line(),
+            self.lock.one_line(),
             self.ok_rate,
             self.faults,
             self.lost_writes.len(),
@@ -277,6 +289,18 @@ async fn drive(config: &RunConfig, cluster: Arc<Mutex<Cluster>>) -> Result<RunRe
             stop.clone(),
         )));
     }
+    let locks = Arc::new(Locks::new(Arc::new(Recorder::new(start))));
+    let mut lock_tasks = Vec::new();
+    for i in 0..config.lock_clients {
+        lock_tasks.push(tokio::spawn(lock::client_loop(
+            locks.clone(),
+            i,
+            eps[i % eps.len()].clone(),
+            config.client_deadline,
+            next_rng(),
+            stop.clone(),
+        )));
+    }
     let final_revision = Arc::new(std::sync::atomic::AtomicI64::new(0));
     let mut watch_tasks = Vec::new();
     for i in 0..config.watch_clients {
@@ -313,6 +337,10 @@ async fn drive(config: &RunConfig, cluster: Arc<Mutex<Cluster>>) -> Result<RunRe
     let mut append_txns = OpCounts::default();
     for t in append_tasks {
         append_txns.add(t.await?);
+    }
+    let mut lock_appends = OpCounts::default();
+    for t in lock_tasks {
+        lock_appends.add(t.await?);
     }
     let traffic = start.elapsed();
     let timeline = nemesis_thread
@@ -354,6 +382,25 @@ async fn drive(config: &RunConfig, cluster: Arc<Mutex<Cluster>>) -> Result<RunRe
         std::fs::write(
             config.dir.join("report-watch.txt"),
             watch_violations.join("\n"),
+        )?;
+    }
+    let sessions = crate::register::lock(&locks.sessions).clone();
+    std::fs::write(
+        config.dir.join("history-lock.json"),
+        serde_json::to_string(&sessions)?,
+    )?;
+    let lock_report = if config.lock_clients > 0 {
+        lock_check::check(
+            &sessions,
+            &final_lock_lists(&eps, config.client_deadline).await,
+        )
+    } else {
+        lock_check::check(&[], &[])
+    };
+    if !lock_report.passed() {
+        std::fs::write(
+            config.dir.join("report-lock.txt"),
+            lock_report.violations.join("\n"),
         )?;
     }
     let (lost_writes, unexpected_elements, acknowledged_appends) =
@@ -415,7 +462,9 @@ async fn drive(config: &RunConfig, cluster: Arc<Mutex<Cluster>>) -> Result<RunRe
         watch_events: watchers.iter().map(|w| w.events.len()).sum(),
         watch_streams: watchers.iter().map(|w| w.streams).sum(),
         watch_progress: crate::watch_progress::stats(&watchers),
-        ok_rate: (register_ops.ok + append_txns.ok) as f64 / secs,
+        ok_rate: (register_ops.ok + append_txns.ok + lock_appends.ok) as f64 / secs,
+        lock_appends,
+        lock: lock_report,
         faults: fault_counts(&timeline)
             .into_iter()
             .map(|(f, n)| (f.name().to_string(), n))
@@ -546,6 +595,32 @@ async fn final_reads(
         finals.lists.push(lists);
     }
     finals
+}
+
+/// The lock workload's list as each member has it (`None`: unreadable or not a list),
+/// retrying each member's read for a bounded time.
+async fn final_lock_lists(eps: &[String], deadline: Duration) -> Vec<Option<Vec<(u64, u64)>>> {
+    let mut lists = Vec::new();
+    for ep in eps {
+        let mut list = None;
+        if let Ok(mut client) = EtcdClient::new(ep, deadline) {
+            let until = Instant::now() + Duration::from_secs(15);
+            loop {
+                match client.get(lock::LIST_KEY).await {
+                    Outcome::Ok(read) => {
+                        list = lock::parse_list(read.value.unwrap_or_default().as_bytes());
+                        break;
+                    }
+                    _ if Instant::now() < until => {
+                        tokio::time::sleep(Duration::from_millis(200)).await
+                    }
+                    _ => break,
+                }
+            }
+        }
+        lists.push(list);
+    }
+    lists
 }
 
 /// Every acknowledged write must be reflected on every member: a register key holds a value

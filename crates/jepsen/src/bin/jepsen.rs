@@ -34,6 +34,9 @@ struct Cli {
     register_clients: usize,
     #[arg(long, default_value_t = 3)]
     append_clients: usize,
+    /// Clients contending for one lock with fenced appends (0: no lock workload).
+    #[arg(long, default_value_t = 3)]
+    lock_clients: usize,
     /// Run the deliberately broken build (reads without ReadIndex): must FAIL.
     #[arg(long)]
     stale_reads: bool,
@@ -75,8 +78,8 @@ fn run() -> Result<bool> {
     };
     std::fs::create_dir_all(&cli.out)?;
     let mut table = String::from(
-        "| run | register | append | reg ok/fail/info | append ok/fail/info | ok ops/s | faults | lost | hashes equal |\n\
-         |---|---|---|---|---|---|---|---|---|\n",
+        "| run | register | append | lock | reg ok/fail/info | append ok/fail/info | lock holdings / appends ok / fenced out | believed-held overlaps (ms; without a stall) | ok ops/s | faults | lost | hashes equal |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     let mut all_passed = true;
     let mut totals = (0u64, 0u64);
@@ -89,6 +92,7 @@ fn run() -> Result<bool> {
         config.members = cli.members;
         config.register_clients = cli.register_clients;
         config.append_clients = cli.append_clients;
+        config.lock_clients = cli.lock_clients;
         config.stale_reads = cli.stale_reads;
         config.lose_unsynced = cli.lose_unsynced;
         let report = jepsen::run(&config)?;
@@ -101,15 +105,22 @@ fn run() -> Result<bool> {
         totals.0 += report.register_ops.total();
         totals.1 += report.append_txns.total();
         table.push_str(&format!(
-            "| {name} | {} | {} | {}/{}/{} | {}/{}/{} | {:.0} | {} | {} | {} |\n",
+            "| {name} | {} | {} | {} | {}/{}/{} | {}/{}/{} | {}/{}/{} | {} ({:.0}; {}) | {:.0} | {} | {} | {} |\n",
             report.register_verdict,
             report.append_verdict,
+            report.lock.verdict,
             report.register_ops.ok,
             report.register_ops.fail,
             report.register_ops.indeterminate,
             report.append_txns.ok,
             report.append_txns.fail,
             report.append_txns.indeterminate,
+            report.lock.sessions,
+            report.lock.acknowledged_appends,
+            report.lock.fenced_out,
+            report.lock.believed_overlaps,
+            report.lock.believed_overlap_ms,
+            report.lock.believed_overlaps_unstalled,
             report.ok_rate,
             report
                 .faults
