@@ -140,8 +140,8 @@ impl Store {
         let mut store = Store {
             current,
             compacted,
-            keys,
-            by_revision,
+            keys: keys.into_iter().collect(),
+            by_revision: by_revision.into_iter().collect(),
             stored_bytes,
             // Alarms and the rest start empty: they belong to the old cluster.
             ..Store::new()

@@ -15,9 +15,10 @@
 //! then knows when each lease was last renewed, so a new leader needs no fresh full TTL
 //! (docs/lease.md).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use bytes::Bytes;
+use imbl::{OrdMap, OrdSet};
 use proto::etcdserverpb::{
     LeaseGrantRequest, LeaseGrantResponse, LeaseKeepAliveRequest, LeaseKeepAliveResponse,
     LeaseRevokeRequest, LeaseRevokeResponse, ResponseHeader,
@@ -41,8 +42,10 @@ pub struct Lease {
     pub remaining_ms: i64,
     /// Keep-alives applied since the grant.
     pub renewals: u64,
-    /// Keys whose current value carries this lease.
-    pub keys: BTreeSet<Bytes>,
+    /// Keys whose current value carries this lease (persistent, like the store's maps, so
+    /// that a lease with many keys costs nothing to [`Store::view`] and little to change
+    /// after one).
+    pub keys: OrdSet<Bytes>,
 }
 
 /// What one apply did to leases: the input of each member's expiry clock.
@@ -60,10 +63,10 @@ pub enum LeaseChange {
     Removed { id: i64 },
 }
 
-/// Every lease, by ID.
+/// Every lease, by ID (a persistent map: see [`Store::view`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Leases {
-    pub(crate) by_id: BTreeMap<i64, Lease>,
+    pub(crate) by_id: OrdMap<i64, Lease>,
 }
 
 impl Leases {
@@ -136,7 +139,7 @@ impl Store {
                 ttl,
                 remaining_ms: ttl_ms,
                 renewals: 0,
-                keys: BTreeSet::new(),
+                keys: OrdSet::new(),
             },
         );
         self.last_lease_changes.push(LeaseChange::Renewed {
@@ -265,8 +268,11 @@ impl Store {
 
     /// Rebuilds every lease's key set from the keys' current values (after a restore).
     pub(crate) fn rebuild_lease_keys(&mut self) -> Result<(), &'static str> {
-        for lease in self.leases.by_id.values_mut() {
-            lease.keys.clear();
+        let ids: Vec<i64> = self.leases.by_id.keys().copied().collect();
+        for id in ids {
+            if let Some(lease) = self.leases.by_id.get_mut(&id) {
+                lease.keys = OrdSet::new();
+            }
         }
         for (key, history) in &self.keys {
             if let Some(entry) = history.latest() {

@@ -118,7 +118,7 @@ impl Store {
         };
         let mut kvs = Vec::new();
         let mut count = 0;
-        for (key, history) in self.keys.range::<[u8], _>(bounds) {
+        for (key, history) in self.keys.range::<_, [u8]>(bounds) {
             let Some((at, live)) = history.live_at(rev) else {
                 continue;
             };

@@ -1,8 +1,7 @@
 //! The store: every key's history, the revision counter, and the apply entry point.
 
-use std::collections::BTreeMap;
-
 use bytes::Bytes;
+use imbl::OrdMap;
 use proto::etcdserverpb::{
     AlarmResponse, CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse,
     LeaseGrantResponse, LeaseKeepAliveResponse, LeaseRevokeResponse, PutRequest, PutResponse,
@@ -56,15 +55,21 @@ pub enum Response {
 /// Deterministic: the same sequence of `apply` calls on two stores yields identical
 /// responses, events, hashes and snapshots. It does no I/O and keeps everything in memory;
 /// durability comes from the Raft log and [`Store::snapshot`].
+///
+/// The big maps (keys, the revision index, leases) are persistent B-trees (`imbl::OrdMap`):
+/// [`Store::view`] shares them instead of copying, so a point-in-time copy of a store of any
+/// size costs a few reference counts, and a write after it copies only the nodes on its own
+/// path. That is what lets a snapshot be serialised on another thread while the store goes
+/// on applying (docs/storage.md).
 #[derive(Debug, Clone)]
 pub struct Store {
     /// The revision of the latest change; 1 for an empty store, so the first write is 2.
     pub(crate) current: i64,
     /// The revision of the last compaction, -1 before the first one (as etcd reports it).
     pub(crate) compacted: i64,
-    pub(crate) keys: BTreeMap<Bytes, KeyHistory>,
+    pub(crate) keys: OrdMap<Bytes, KeyHistory>,
     /// Every entry of every history, by revision: the order watchers and the hash see.
-    pub(crate) by_revision: BTreeMap<Revision, Bytes>,
+    pub(crate) by_revision: OrdMap<Revision, Bytes>,
     /// Rough bytes held, for the server's `dbSize` figure.
     pub(crate) stored_bytes: u64,
     /// Events produced by the last `apply`.
@@ -108,14 +113,34 @@ impl Store {
         Store {
             current: 1,
             compacted: -1,
-            keys: BTreeMap::new(),
-            by_revision: BTreeMap::new(),
+            keys: OrdMap::new(),
+            by_revision: OrdMap::new(),
             stored_bytes: 0,
             last_events: Vec::new(),
             alarms: Alarms::default(),
             leases: Leases::default(),
             last_lease_changes: Vec::new(),
             auth: AuthStore::new(),
+        }
+    }
+
+    /// A copy of the replicated state as it is now, in O(1) for the keys, their history and
+    /// the leases (the maps are shared, not copied; the auth store and alarms, small, are
+    /// copied). Later applies to `self` do not show in it: serialise it ([`Store::snapshot`])
+    /// or hash it on another thread while `self` goes on. The events and lease changes of
+    /// the last apply are outputs, not state, and are left out.
+    pub fn view(&self) -> Store {
+        Store {
+            current: self.current,
+            compacted: self.compacted,
+            keys: self.keys.clone(),
+            by_revision: self.by_revision.clone(),
+            stored_bytes: self.stored_bytes,
+            last_events: Vec::new(),
+            alarms: self.alarms.clone(),
+            leases: self.leases.clone(),
+            last_lease_changes: Vec::new(),
+            auth: self.auth.clone(),
         }
     }
 
@@ -612,7 +637,17 @@ impl<'s> Writer<'s> {
                 }
             }
         }
-        let _ = self.store.by_revision.split_off(&Revision::start_of(main));
+        // The request wrote a handful of revisions at most: remove them one by one (a
+        // persistent map has no cheap `split_off`).
+        let written: Vec<Revision> = self
+            .store
+            .by_revision
+            .range(Revision::start_of(main)..)
+            .map(|(rev, _)| *rev)
+            .collect();
+        for rev in written {
+            self.store.by_revision.remove(&rev);
+        }
         self.store.last_events.clear();
     }
 }

@@ -201,3 +201,27 @@ fn a_bumped_and_compacted_store_keeps_its_keys_and_refuses_old_revisions() {
     assert!(other.range(&old).is_ok());
     assert!(other.bump_revision(-1, false).is_err());
 }
+
+#[test]
+fn an_image_with_two_entries_at_one_revision_is_refused() {
+    let mut store = Store::new();
+    must_put(&mut store, "a", "1");
+    must_put(&mut store, "b", "2");
+    let mut image = store.snapshot();
+    // Key "b" (length 1, one entry), then its entry's main revision, 3: make it 2, which
+    // key "a" already holds, and re-seal the checksum so only the structure is wrong.
+    let b_entry = image
+        .windows(9)
+        .position(|w| w == b"\0\0\0\x01b\0\0\0\x01")
+        .unwrap()
+        + 9;
+    assert_eq!(image[b_entry..b_entry + 8], 3i64.to_be_bytes());
+    image[b_entry..b_entry + 8].copy_from_slice(&2i64.to_be_bytes());
+    let body = image.len() - 4;
+    let crc = crc32fast::hash(&image[..body]);
+    image[body..].copy_from_slice(&crc.to_be_bytes());
+    assert_eq!(
+        Store::restore(&image),
+        Err(SnapshotError::Malformed("two entries share a revision"))
+    );
+}

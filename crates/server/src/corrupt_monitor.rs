@@ -102,11 +102,14 @@ pub fn suspects(
 
 /// The local store's hash at its current revision.
 fn local_hash(node: &NodeHandle<MvccMachine>) -> anyhow::Result<LocalHash> {
-    let sm = node
+    // An O(1) view under the lock; the hash walks the whole store, outside it.
+    let store = node
         .state
         .read()
-        .map_err(|_| anyhow::anyhow!("state machine lock poisoned"))?;
-    let h = sm.store.hash_kv(0).map_err(|e| anyhow::anyhow!("{e}"))?;
+        .map_err(|_| anyhow::anyhow!("state machine lock poisoned"))?
+        .store
+        .view();
+    let h = store.hash_kv(0).map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(LocalHash {
         hash: h.hash,
         revision: h.hash_revision,

@@ -390,6 +390,15 @@ impl MvccMachine {
     }
 }
 
+/// What a snapshot of [`MvccMachine`] holds, taken in O(1) under the state lock
+/// ([`Store::view`] shares the store's persistent maps; the member list and admissions are
+/// a few entries) and encoded by the snapshot writer's thread.
+pub struct MvccView {
+    store: Store,
+    members: MemberList,
+    admissions: crate::admissions::Admissions,
+}
+
 impl StateMachine for MvccMachine {
     type Output = Result<Response, MvccError>;
 
@@ -438,11 +447,21 @@ impl StateMachine for MvccMachine {
         Some(out)
     }
 
-    fn snapshot(&self) -> Bytes {
+    type View = MvccView;
+
+    fn view(&self) -> MvccView {
+        MvccView {
+            store: self.store.view(),
+            members: self.members.clone(),
+            admissions: self.admissions.clone(),
+        }
+    }
+
+    fn encode(view: MvccView) -> Bytes {
         Bytes::from(envelope::encode(
-            &self.store.snapshot(),
-            &self.members,
-            &self.admissions,
+            &view.store.snapshot(),
+            &view.members,
+            &view.admissions,
         ))
     }
 

@@ -155,16 +155,19 @@ fn hash_source(
     state: Arc<RwLock<MvccMachine>>,
 ) -> crate::transport::hash_kv::HashSource {
     Arc::new(move |revision| {
-        let sm = state
+        // An O(1) view under the lock; the hash walks the whole store, outside it.
+        let store = state
             .read()
-            .map_err(|_| "state machine lock poisoned".to_string())?;
-        let h = sm.store.hash_kv(revision).map_err(|e| e.to_string())?;
+            .map_err(|_| "state machine lock poisoned".to_string())?
+            .store
+            .view();
+        let h = store.hash_kv(revision).map_err(|e| e.to_string())?;
         Ok(crate::transport::codec::PeerHashKv {
             member_id,
             hash: h.hash,
             hash_revision: h.hash_revision,
             compact_revision: h.compact_revision,
-            current_revision: sm.store.current_revision(),
+            current_revision: store.current_revision(),
         })
     })
 }

@@ -165,10 +165,10 @@ impl Maintenance for MaintenanceService {
         // The whole key space, users and password hashes included: an administrator's.
         crate::auth::admin_for_maintenance(&self.0, &r).await?;
         let started = Instant::now();
-        // Copy under the lock, encode outside it: writes wait only for the copy.
+        // An O(1) view under the lock (`Store::view`), encoded outside it.
         let (store, applied) = {
             let sm = self.0.state()?;
-            (sm.store.clone(), self.0.node.status.applied())
+            (sm.store.view(), self.0.node.status.applied())
         };
         let payload = tokio::task::spawn_blocking(move || crate::backup::payload(&store, applied))
             .await
@@ -220,14 +220,12 @@ impl Maintenance for MaintenanceService {
     /// root only when auth is on, as etcd's.
     async fn hash(&self, r: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
         crate::auth::admin_for_maintenance(&self.0, &r).await?;
-        let (hash, header) = {
-            let sm = self.0.state()?;
-            // Never header(0) here: it takes the state lock again, under this guard.
-            (
-                sm.store.hash_all(),
-                self.0.header(sm.store.current_revision()),
-            )
-        };
+        // An O(1) view under the lock; the whole store is serialised outside it.
+        let store = self.0.state()?.store.view();
+        let header = self.0.header(store.current_revision());
+        let hash = tokio::task::spawn_blocking(move || store.hash_all())
+            .await
+            .map_err(|e| Status::internal(format!("hash failed: {e}")))?;
         Ok(Response::new(HashResponse {
             header: Some(header),
             hash,
@@ -237,10 +235,12 @@ impl Maintenance for MaintenanceService {
     async fn hash_kv(&self, r: Request<HashKvRequest>) -> Result<Response<HashKvResponse>, Status> {
         crate::auth::admin_for_maintenance(&self.0, &r).await?;
         let rev = r.into_inner().revision;
-        let h = {
-            let sm = self.0.state()?;
-            sm.store.hash_kv(rev).map_err(Status::from)?
-        };
+        // An O(1) view under the lock; the hash walks the whole store outside it.
+        let store = self.0.state()?.store.view();
+        let h = tokio::task::spawn_blocking(move || store.hash_kv(rev))
+            .await
+            .map_err(|e| Status::internal(format!("hash failed: {e}")))?
+            .map_err(Status::from)?;
         Ok(Response::new(HashKvResponse {
             header: Some(self.0.header(0)),
             hash: h.hash,

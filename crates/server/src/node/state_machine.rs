@@ -13,8 +13,23 @@ pub trait StateMachine: Send + Sync + 'static {
     /// state). Returns `None` for entries that carry no client request (no-ops).
     fn apply(&mut self, entry: &Entry) -> Option<Self::Output>;
 
-    /// A serialised image of the whole state, for a snapshot.
-    fn snapshot(&self) -> Bytes;
+    /// A point-in-time copy of the whole state, for a snapshot. Taken on the node thread
+    /// under the state lock, so it must be cheap (O(1) or close: shared persistent maps,
+    /// not a deep copy); [`StateMachine::encode`] serialises it later on the snapshot
+    /// writer's thread while applies and reads go on.
+    type View: Send + 'static;
+
+    /// The state as it is now, for [`StateMachine::encode`]; later applies do not show in it.
+    fn view(&self) -> Self::View;
+
+    /// The snapshot image of `view`: the bytes [`StateMachine::snapshot`] returned when the
+    /// view was taken.
+    fn encode(view: Self::View) -> Bytes;
+
+    /// A serialised image of the whole state, for a snapshot (a view encoded at once).
+    fn snapshot(&self) -> Bytes {
+        Self::encode(self.view())
+    }
 
     /// Replace the whole state with a snapshot image.
     fn restore(&mut self, image: &Bytes) -> anyhow::Result<()>;
