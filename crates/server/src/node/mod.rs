@@ -8,6 +8,7 @@
 //! batches, so many proposals share one `Ready` and one fsync (group commit).
 
 pub mod probe;
+mod round;
 mod runtime;
 pub use runtime::members_added_in;
 pub mod state_machine;

@@ -14,6 +14,7 @@ use storage::Storage;
 use tokio::sync::oneshot;
 use tracing::{debug, error, info, warn};
 
+use super::round::{RoundBudget, RoundTimes};
 use super::{
     probe, ChangeRefusal, Input, NodeHandle, ProposeResult, SharedStatus, Stamped, StateMachine,
 };
@@ -130,6 +131,8 @@ pub fn spawn<S: StateMachine>(
         shared: handle.status.clone(),
         transport,
         inbox,
+        round: RoundTimes::start(),
+        heartbeat_interval: tick * crate::config::TICKS_PER_HEARTBEAT as u32,
     };
     std::thread::Builder::new()
         .name("raft-node".into())
@@ -252,6 +255,10 @@ struct Shell<S: StateMachine> {
     inbox_tx: mpsc::SyncSender<Stamped<S::Output>>,
     transport: Transport,
     shared: Arc<SharedStatus>,
+    /// The current loop round's counts and times (for the slow-round warning).
+    round: RoundTimes,
+    /// A round longer than this delays the heartbeats a leader owes (it is warned about).
+    heartbeat_interval: Duration,
 }
 
 impl<S: StateMachine> Shell<S> {
@@ -292,12 +299,20 @@ impl<S: StateMachine> Shell<S> {
             }
             match self.inbox.recv_timeout(wait) {
                 Ok(input) => {
+                    // One round: inputs up to a count and a byte budget (round.rs says why
+                    // the bytes matter: a round's write and apply delay its heartbeats).
+                    self.round = RoundTimes::start();
+                    let mut budget = RoundBudget::default();
+                    let mut more = budget.take(&input.1);
+                    self.round.inputs = 1;
                     if !self.handle(input)? {
                         return Ok(());
                     }
-                    for _ in 0..MAX_INPUTS_PER_ROUND {
+                    while more && self.round.inputs <= MAX_INPUTS_PER_ROUND {
                         match self.inbox.try_recv() {
                             Ok(input) => {
+                                more = budget.take(&input.1);
+                                self.round.inputs += 1;
                                 if !self.handle(input)? {
                                     return Ok(());
                                 }
@@ -305,8 +320,9 @@ impl<S: StateMachine> Shell<S> {
                             Err(_) => break,
                         }
                     }
+                    self.round.bytes = budget.bytes();
                 }
-                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Timeout) => self.round = RoundTimes::start(),
                 Err(mpsc::RecvTimeoutError::Disconnected) => return Ok(()),
             }
             let now = Instant::now();
@@ -315,6 +331,7 @@ impl<S: StateMachine> Shell<S> {
             while let Some(fx) = self.driver.poll() {
                 self.carry_out(fx)?;
             }
+            self.round.report_if_slower_than(self.heartbeat_interval);
             if self.role == Role::Leader && self.promote_checked.elapsed() >= PROMOTE_CHECK {
                 self.promote_checked = Instant::now();
                 self.auto_promote();
@@ -642,6 +659,7 @@ impl<S: StateMachine> Shell<S> {
                     last,
                 );
             }
+            let persist_started = Instant::now();
             let saved = match (&batch.hard_state, batch.sync) {
                 (Some(hs), false) => self.storage.save_commit(hs),
                 _ => {
@@ -658,6 +676,7 @@ impl<S: StateMachine> Shell<S> {
                 }
             };
             saved.map_err(|e| anyhow::anyhow!("cannot persist the raft log: {e}"))?;
+            self.round.persist += persist_started.elapsed();
             if last > 0 {
                 probe::mark("saved", last);
                 if !fx.persisted_messages.is_empty() {
@@ -672,7 +691,9 @@ impl<S: StateMachine> Shell<S> {
             self.install_snapshot(snap)?;
         }
         if !fx.apply.is_empty() {
+            let apply_started = Instant::now();
             self.apply(&fx.apply)?;
+            self.round.apply += apply_started.elapsed();
         }
         for r in fx.replies {
             self.answer(r.req, r.outcome);
