@@ -14,6 +14,7 @@ use storage::Storage;
 use tokio::sync::oneshot;
 use tracing::{debug, error, info, warn};
 
+use super::queue::ControlQueue;
 use super::round::{RoundBudget, RoundTimes};
 use super::{
     probe, ChangeRefusal, Input, NodeHandle, ProposeResult, SharedStatus, Stamped, StateMachine,
@@ -72,6 +73,7 @@ pub fn channel<S: StateMachine>(
         id,
         cluster_id,
         tx,
+        control: Arc::new(ControlQueue::default()),
         status: Arc::new(SharedStatus::default()),
         state,
         timeout: request_timeout,
@@ -128,6 +130,7 @@ pub fn spawn<S: StateMachine>(
         compact_waiters: Vec::new(),
         next_req: 1,
         inbox_tx: handle.tx.clone(),
+        control: handle.control.clone(),
         shared: handle.status.clone(),
         transport,
         inbox,
@@ -136,7 +139,10 @@ pub fn spawn<S: StateMachine>(
     };
     std::thread::Builder::new()
         .name("raft-node".into())
-        .spawn(move || shell.run())
+        .spawn(move || {
+            super::priority::raise_node_thread();
+            shell.run()
+        })
 }
 
 /// A random number from the kernel (distinct per incarnation), without another crate.
@@ -253,6 +259,8 @@ struct Shell<S: StateMachine> {
     next_req: RequestId,
     inbox: mpsc::Receiver<Stamped<S::Output>>,
     inbox_tx: mpsc::SyncSender<Stamped<S::Output>>,
+    /// Control inputs, taken ahead of the bulk ones in `inbox` (`queue.rs`).
+    control: Arc<ControlQueue<S::Output>>,
     transport: Transport,
     shared: Arc<SharedStatus>,
     /// The current loop round's counts and times (for the slow-round warning).
@@ -297,32 +305,38 @@ impl<S: StateMachine> Shell<S> {
             if let Some(at) = self.removed_at {
                 wait = wait.min(REMOVED_GRACE.saturating_sub(at.elapsed()));
             }
+            self.round = RoundTimes::start();
+            // Control inputs that came while the last round ran: take them now, and do not
+            // wait for bulk input before the round's effects go out.
+            match self.take_control()? {
+                None => return Ok(()),
+                Some(0) => {}
+                Some(_) => wait = Duration::ZERO,
+            }
             match self.inbox.recv_timeout(wait) {
                 Ok(input) => {
                     // One round: inputs up to a count and a byte budget (round.rs says why
                     // the bytes matter: a round's write and apply delay its heartbeats).
-                    self.round = RoundTimes::start();
+                    // Control traffic is taken before each bulk input, so it never waits
+                    // behind bulk data that arrived after it.
                     let mut budget = RoundBudget::default();
-                    let mut more = budget.take(&input.1);
-                    self.round.inputs = 1;
-                    if !self.handle(input)? {
-                        return Ok(());
-                    }
-                    while more && self.round.inputs <= MAX_INPUTS_PER_ROUND {
-                        match self.inbox.try_recv() {
-                            Ok(input) => {
-                                more = budget.take(&input.1);
-                                self.round.inputs += 1;
-                                if !self.handle(input)? {
-                                    return Ok(());
-                                }
-                            }
-                            Err(_) => break,
+                    let mut next = Some(input);
+                    while let Some(input) = next.take() {
+                        if self.take_control()?.is_none() {
+                            return Ok(());
+                        }
+                        let more = budget.take(&input.1);
+                        self.round.inputs += 1;
+                        if !self.handle(input)? {
+                            return Ok(());
+                        }
+                        if more && self.round.inputs <= MAX_INPUTS_PER_ROUND {
+                            next = self.inbox.try_recv().ok();
                         }
                     }
                     self.round.bytes = budget.bytes();
                 }
-                Err(mpsc::RecvTimeoutError::Timeout) => self.round = RoundTimes::start(),
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
                 Err(mpsc::RecvTimeoutError::Disconnected) => return Ok(()),
             }
             let now = Instant::now();
@@ -377,8 +391,22 @@ impl<S: StateMachine> Shell<S> {
             Input::Change(cc, w) => self.on_change(cc, ChangeOrigin::Local(w)),
             Input::SnapshotWritten(r) => self.on_snapshot_written(r)?,
             Input::Shutdown => return Ok(false),
+            Input::Wake => {}
         }
         Ok(true)
+    }
+
+    /// Take every queued control input. `None` to stop; else how many were taken.
+    fn take_control(&mut self) -> anyhow::Result<Option<usize>> {
+        let items = self.control.take_all();
+        let n = items.len();
+        for input in items {
+            self.round.inputs += 1;
+            if !self.handle(input)? {
+                return Ok(None);
+            }
+        }
+        Ok(Some(n))
     }
 
     fn new_request(&mut self) -> RequestId {
