@@ -68,6 +68,8 @@ pub struct RoundTimes {
     /// Time in the WAL write and fsync, and in applying entries.
     pub persist: Duration,
     pub apply: Duration,
+    /// Time spent waiting for input (not the round's work).
+    pub idle: Duration,
 }
 
 impl RoundTimes {
@@ -78,6 +80,7 @@ impl RoundTimes {
             bytes: 0,
             persist: Duration::ZERO,
             apply: Duration::ZERO,
+            idle: Duration::ZERO,
         }
     }
 
@@ -85,7 +88,7 @@ impl RoundTimes {
     /// spends longer in one round sends its heartbeats late, as etcd's "leader failed to
     /// send out heartbeat on time" says).
     pub fn report_if_slower_than(&self, limit: Duration) {
-        let took = self.started.elapsed();
+        let took = self.started.elapsed().saturating_sub(self.idle);
         if took > limit {
             warn!(
                 took_ms = took.as_millis() as u64,

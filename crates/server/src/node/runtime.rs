@@ -313,7 +313,10 @@ impl<S: StateMachine> Shell<S> {
                 Some(0) => {}
                 Some(_) => wait = Duration::ZERO,
             }
-            match self.inbox.recv_timeout(wait) {
+            let waiting = Instant::now();
+            let received = self.inbox.recv_timeout(wait);
+            self.round.idle = waiting.elapsed();
+            match received {
                 Ok(input) => {
                     // One round: inputs up to a count and a byte budget (round.rs says why
                     // the bytes matter: a round's write and apply delay its heartbeats).
