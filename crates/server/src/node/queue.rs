@@ -45,6 +45,10 @@ pub fn is_control<O>(input: &Input<O>) -> bool {
     }
 }
 
+/// The control queue was full; the input was dropped.
+#[derive(Debug)]
+pub struct Full;
+
 /// The control queue. Whoever pushes wakes the node thread through the bulk channel with
 /// an [`Input::Wake`] (at most one pending at a time), since the thread blocks on that one.
 pub struct ControlQueue<O> {
@@ -62,18 +66,18 @@ impl<O> Default for ControlQueue<O> {
 }
 
 impl<O> ControlQueue<O> {
-    /// Queue `input` and wake the node. `Err` gives the input back when the queue is full,
+    /// Queue `input` and wake the node. `Err` (the input dropped) when the queue is full,
     /// unless `must` (a stop), which is queued regardless.
     pub fn push(
         &self,
         input: Input<O>,
         must: bool,
         wake: &mpsc::SyncSender<Stamped<O>>,
-    ) -> Result<(), Input<O>> {
+    ) -> Result<(), Full> {
         {
             let mut items = self.items.lock().unwrap_or_else(|p| p.into_inner());
             if items.len() >= CONTROL_QUEUE && !must {
-                return Err(input);
+                return Err(Full);
             }
             items.push_back(Stamped(Instant::now(), input));
         }
