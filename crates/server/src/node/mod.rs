@@ -7,7 +7,10 @@
 //! by, or starve, the gRPC tasks. Inputs arrive on one bounded channel and are drained in
 //! batches, so many proposals share one `Ready` and one fsync (group commit).
 
+mod priority;
 pub mod probe;
+mod queue;
+mod round;
 mod runtime;
 pub use runtime::members_added_in;
 pub mod state_machine;
@@ -56,6 +59,8 @@ pub enum Input<O> {
     /// The background snapshot writer finished.
     SnapshotWritten(Result<(storage::WrittenSnapshot, raft::Snapshot), String>),
     Shutdown,
+    /// Control inputs are waiting in their own queue (`queue.rs`); nothing else to do.
+    Wake,
 }
 
 impl From<ServerError> for ChangeRefusal {
@@ -151,6 +156,8 @@ pub struct NodeHandle<S: StateMachine> {
     pub id: u64,
     pub cluster_id: u64,
     tx: mpsc::SyncSender<Stamped<S::Output>>,
+    /// Raft control traffic and small calls, taken ahead of `tx`'s bulk inputs.
+    control: Arc<queue::ControlQueue<S::Output>>,
     pub status: Arc<SharedStatus>,
     pub state: Arc<RwLock<S>>,
     timeout: Duration,
@@ -162,6 +169,7 @@ impl<S: StateMachine> Clone for NodeHandle<S> {
             id: self.id,
             cluster_id: self.cluster_id,
             tx: self.tx.clone(),
+            control: self.control.clone(),
             status: self.status.clone(),
             state: self.state.clone(),
             timeout: self.timeout,
@@ -241,25 +249,41 @@ impl<S: StateMachine> NodeHandle<S> {
 
     /// Queue a client call; a full queue refuses it (see [`INPUT_QUEUE`]).
     fn submit(&self, input: Input<S::Output>) -> Result<(), ServerError> {
-        match self.tx.try_send(Stamped(Instant::now(), input)) {
-            Ok(()) => Ok(()),
-            Err(mpsc::TrySendError::Full(_)) => Err(ServerError::TooManyRequests),
-            Err(mpsc::TrySendError::Disconnected(_)) => Err(ServerError::Stopped),
-        }
+        deliver(&self.tx, &self.control, input)
     }
 
     /// Ask the node thread to stop (it answers pending requests with "server stopped").
-    /// Waits for room in the queue: a stop must not be lost.
+    /// Queued even when the queue is full: a stop must not be lost.
     pub fn shutdown(&self) {
-        let _ = self.tx.send(Stamped(Instant::now(), Input::Shutdown));
+        let _ = self.control.push(Input::Shutdown, true, &self.tx);
     }
 
     /// The sender the transport uses to deliver peer events. A full queue drops a frame
     /// (Raft retransmits); never blocks the transport's task.
     pub fn peer_sink(&self) -> crate::transport::Sink {
         let tx = self.tx.clone();
+        let control = self.control.clone();
         Arc::new(move |ev| {
-            let _ = tx.try_send(Stamped(Instant::now(), Input::Peer(ev)));
+            let _ = deliver(&tx, &control, Input::Peer(ev));
         })
+    }
+}
+
+/// Queue `input` for the node thread: control traffic on its own queue, the rest on the
+/// bulk channel (`queue.rs` says why). A full queue refuses it as busy.
+fn deliver<O>(
+    tx: &mpsc::SyncSender<Stamped<O>>,
+    control: &queue::ControlQueue<O>,
+    input: Input<O>,
+) -> Result<(), ServerError> {
+    if queue::is_control(&input) {
+        return control
+            .push(input, false, tx)
+            .map_err(|_| ServerError::TooManyRequests);
+    }
+    match tx.try_send(Stamped(Instant::now(), input)) {
+        Ok(()) => Ok(()),
+        Err(mpsc::TrySendError::Full(_)) => Err(ServerError::TooManyRequests),
+        Err(mpsc::TrySendError::Disconnected(_)) => Err(ServerError::Stopped),
     }
 }

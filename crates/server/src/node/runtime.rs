@@ -14,6 +14,8 @@ use storage::Storage;
 use tokio::sync::oneshot;
 use tracing::{debug, error, info, warn};
 
+use super::queue::ControlQueue;
+use super::round::{RoundBudget, RoundTimes};
 use super::{
     probe, ChangeRefusal, Input, NodeHandle, ProposeResult, SharedStatus, Stamped, StateMachine,
 };
@@ -71,6 +73,7 @@ pub fn channel<S: StateMachine>(
         id,
         cluster_id,
         tx,
+        control: Arc::new(ControlQueue::default()),
         status: Arc::new(SharedStatus::default()),
         state,
         timeout: request_timeout,
@@ -127,13 +130,19 @@ pub fn spawn<S: StateMachine>(
         compact_waiters: Vec::new(),
         next_req: 1,
         inbox_tx: handle.tx.clone(),
+        control: handle.control.clone(),
         shared: handle.status.clone(),
         transport,
         inbox,
+        round: RoundTimes::start(),
+        heartbeat_interval: tick * crate::config::TICKS_PER_HEARTBEAT as u32,
     };
     std::thread::Builder::new()
         .name("raft-node".into())
-        .spawn(move || shell.run())
+        .spawn(move || {
+            super::priority::raise_node_thread();
+            shell.run()
+        })
 }
 
 /// A random number from the kernel (distinct per incarnation), without another crate.
@@ -250,8 +259,14 @@ struct Shell<S: StateMachine> {
     next_req: RequestId,
     inbox: mpsc::Receiver<Stamped<S::Output>>,
     inbox_tx: mpsc::SyncSender<Stamped<S::Output>>,
+    /// Control inputs, taken ahead of the bulk ones in `inbox` (`queue.rs`).
+    control: Arc<ControlQueue<S::Output>>,
     transport: Transport,
     shared: Arc<SharedStatus>,
+    /// The current loop round's counts and times (for the slow-round warning).
+    round: RoundTimes,
+    /// A round longer than this delays the heartbeats a leader owes (it is warned about).
+    heartbeat_interval: Duration,
 }
 
 impl<S: StateMachine> Shell<S> {
@@ -290,21 +305,39 @@ impl<S: StateMachine> Shell<S> {
             if let Some(at) = self.removed_at {
                 wait = wait.min(REMOVED_GRACE.saturating_sub(at.elapsed()));
             }
-            match self.inbox.recv_timeout(wait) {
+            self.round = RoundTimes::start();
+            // Control inputs that came while the last round ran: take them now, and do not
+            // wait for bulk input before the round's effects go out.
+            match self.take_control()? {
+                None => return Ok(()),
+                Some(0) => {}
+                Some(_) => wait = Duration::ZERO,
+            }
+            let waiting = Instant::now();
+            let received = self.inbox.recv_timeout(wait);
+            self.round.idle = waiting.elapsed();
+            match received {
                 Ok(input) => {
-                    if !self.handle(input)? {
-                        return Ok(());
-                    }
-                    for _ in 0..MAX_INPUTS_PER_ROUND {
-                        match self.inbox.try_recv() {
-                            Ok(input) => {
-                                if !self.handle(input)? {
-                                    return Ok(());
-                                }
-                            }
-                            Err(_) => break,
+                    // One round: inputs up to a count and a byte budget (round.rs says why
+                    // the bytes matter: a round's write and apply delay its heartbeats).
+                    // Control traffic is taken before each bulk input, so it never waits
+                    // behind bulk data that arrived after it.
+                    let mut budget = RoundBudget::default();
+                    let mut next = Some(input);
+                    while let Some(input) = next.take() {
+                        if self.take_control()?.is_none() {
+                            return Ok(());
+                        }
+                        let more = budget.take(&input.1);
+                        self.round.inputs += 1;
+                        if !self.handle(input)? {
+                            return Ok(());
+                        }
+                        if more && self.round.inputs <= MAX_INPUTS_PER_ROUND {
+                            next = self.inbox.try_recv().ok();
                         }
                     }
+                    self.round.bytes = budget.bytes();
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
                 Err(mpsc::RecvTimeoutError::Disconnected) => return Ok(()),
@@ -315,6 +348,7 @@ impl<S: StateMachine> Shell<S> {
             while let Some(fx) = self.driver.poll() {
                 self.carry_out(fx)?;
             }
+            self.round.report_if_slower_than(self.heartbeat_interval);
             if self.role == Role::Leader && self.promote_checked.elapsed() >= PROMOTE_CHECK {
                 self.promote_checked = Instant::now();
                 self.auto_promote();
@@ -360,8 +394,22 @@ impl<S: StateMachine> Shell<S> {
             Input::Change(cc, w) => self.on_change(cc, ChangeOrigin::Local(w)),
             Input::SnapshotWritten(r) => self.on_snapshot_written(r)?,
             Input::Shutdown => return Ok(false),
+            Input::Wake => {}
         }
         Ok(true)
+    }
+
+    /// Take every queued control input. `None` to stop; else how many were taken.
+    fn take_control(&mut self) -> anyhow::Result<Option<usize>> {
+        let items = self.control.take_all();
+        let n = items.len();
+        for input in items {
+            self.round.inputs += 1;
+            if !self.handle(input)? {
+                return Ok(None);
+            }
+        }
+        Ok(Some(n))
     }
 
     fn new_request(&mut self) -> RequestId {
@@ -642,6 +690,7 @@ impl<S: StateMachine> Shell<S> {
                     last,
                 );
             }
+            let persist_started = Instant::now();
             let saved = match (&batch.hard_state, batch.sync) {
                 (Some(hs), false) => self.storage.save_commit(hs),
                 _ => {
@@ -658,6 +707,7 @@ impl<S: StateMachine> Shell<S> {
                 }
             };
             saved.map_err(|e| anyhow::anyhow!("cannot persist the raft log: {e}"))?;
+            self.round.persist += persist_started.elapsed();
             if last > 0 {
                 probe::mark("saved", last);
                 if !fx.persisted_messages.is_empty() {
@@ -672,7 +722,9 @@ impl<S: StateMachine> Shell<S> {
             self.install_snapshot(snap)?;
         }
         if !fx.apply.is_empty() {
+            let apply_started = Instant::now();
             self.apply(&fx.apply)?;
+            self.round.apply += apply_started.elapsed();
         }
         for r in fx.replies {
             self.answer(r.req, r.outcome);

@@ -1,0 +1,44 @@
+//! The node thread's CPU priority.
+//!
+//! Why: under full load the member's gRPC threads (decoding and copying client requests)
+//! and whatever else runs on the machine compete with the node thread for the CPU, and the
+//! scheduler shares it evenly among runnable threads. A node thread that waits its turn
+//! behind a dozen busy threads runs its round late, and a late round on a leader is a late
+//! heartbeat: with 500 clients writing 512 KiB values on a loaded 2-core machine, rounds
+//! with 20 ms of work took 1.5–2.2 s of wall-clock time and the followers elected another
+//! leader (issue 18). The node thread does little work per request, so a higher priority
+//! for it costs the other threads little and keeps Raft's clock on time.
+
+use tracing::{debug, info};
+
+/// How many nice levels above the process's the node thread asks for (each level is ~25 %
+/// more CPU share under contention, so 5 levels is about 3× a normal thread's share).
+pub const NODE_THREAD_BOOST: i32 = 5;
+
+/// Raise the calling thread's priority by [`NODE_THREAD_BOOST`] nice levels if the
+/// process may (root, `CAP_SYS_NICE`, or an `RLIMIT_NICE` that allows it); otherwise keep
+/// it and say so once. Linux applies a nice value to the calling thread alone.
+pub fn raise_node_thread() {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: plain system calls on the calling thread; no memory is shared.
+        let tid = unsafe { libc::syscall(libc::SYS_gettid) } as libc::id_t;
+        // SAFETY: as above; errno is reset first because -1 is also a valid priority.
+        let current = unsafe {
+            *libc::__errno_location() = 0;
+            libc::getpriority(libc::PRIO_PROCESS, tid)
+        };
+        let wanted = current - NODE_THREAD_BOOST;
+        // SAFETY: as above.
+        let r = unsafe { libc::setpriority(libc::PRIO_PROCESS, tid, wanted) };
+        if r == 0 {
+            debug!(nice = wanted, "node thread priority raised");
+        } else {
+            info!(
+                error = %std::io::Error::last_os_error(),
+                "cannot raise the node thread's priority (needs CAP_SYS_NICE or RLIMIT_NICE); \
+                 under CPU contention its heartbeats may go out late"
+            );
+        }
+    }
+}
