@@ -8,7 +8,10 @@
 #     one) over up to 10 connections; one writer at a fixed rate (RATE puts/s) and 8 writers
 #     as fast as they can: put->event latency p50/p99, delivered events/s, put throughput;
 #   * member memory (VmRSS) with idle watchers: 10,000 watches on one stream (per watcher)
-#     and 1,000 streams of one watch each (per stream), measured first, on fresh members.
+#     and 1,000 streams of one watch each (per stream), measured first, on fresh members;
+#   * put throughput without watchers (`put-none`: the same 8 writers, one connection, one key,
+#     16-byte values, through `raftkv-bench put`), against which `max-one-1000`'s put rate is
+#     compared (issue 13: with 1,000 watchers at least 80 % of it).
 # Writes bench/results/watch.md (the table, the ratios, the load average before and after)
 # and keeps the raw JSON in bench/out/<time>-watch/. One run takes about 8 minutes.
 #
@@ -104,11 +107,19 @@ done
 for stalled in 0 1; do
   CASES+=("iso-stalled$stalled-10000|--conns 10 --clients 1 --rate $RATE --duration $DURATION|--watchers 10000 --streams 100 --distinct-keys --val-size 65536 --stalled-streams $stalled")
 done
+CASES+=("put-none|--conns 1 --clients 8 --duration $DURATION|")
 for c in "${CASES[@]}"; do
   IFS='|' read -r name global flags <<<"$c"
   if [[ -n ${CASES_ONLY:-} && " $CASES_ONLY " != *" $name "* ]]; then continue; fi
   for sys in etcd raftkv; do
     log "$name against $sys"
+    if [[ $name == put-none ]]; then
+      # shellcheck disable=SC2086
+      "$BENCH" --endpoints "$(url "$sys")" $global --no-progress -w json \
+        put --key-size 16 --val-size 16 --key-space-size 1 \
+        >"$OUT/$sys-$name.json" 2>>"$OUT/logs/bench.log" || log "$name against $sys failed"
+      continue
+    fi
     # shellcheck disable=SC2086
     "$BENCH" --endpoints "$(url "$sys")" $global --no-progress -w json \
       watch $flags --key-prefix "$name/" --member-pid "${PID[$sys]}" \
@@ -150,7 +161,7 @@ lines += ["", "## Events", "",
           "| case | system | puts/s | put p99 ms | events/s | delivered | put->event p50 ms | p99 ms | events/s ratio | p99 ratio |",
           "|---|---|---|---|---|---|---|---|---|---|"]
 for name in names:
-    if name.startswith("mem"):
+    if name.startswith(("mem", "put")):
         continue
     e, r = load("etcd", name), load("raftkv", name)
     for label, d in (("etcd", e), ("raftkv", r)):
@@ -161,6 +172,17 @@ for name in names:
                  f"| {ratio(d['events_per_s'], e and e['events_per_s'])} | {ratio(d['event_latency']['p99_ms'], e and e['event_latency']['p99_ms'])} |")
         lines.append(f"| {name} | {label} | {d['put_throughput']:.0f} | {d['put_latency']['p99_ms']:.1f} | {d['events_per_s']:.0f} | "
                      f"{d['events_delivered']}/{d['events_expected']} | {d['event_latency']['p50_ms']:.2f} | {d['event_latency']['p99_ms']:.2f} {extra}")
+base = [(label, load(label, "put-none"), load(label, "max-one-1000")) for label in ("etcd", "raftkv")]
+if any(a and b for _, a, b in base):
+    lines += ["", "## Put throughput with 1,000 watchers on the written key", "",
+              "8 writers as fast as they can on one connection, one key: `put-none` without any watcher (`raftkv-bench put`),",
+              "`max-one-1000` with 1,000 watchers of that key over 10 streams. Target (issue 13): with >= 80 % of without.", "",
+              "| system | puts/s without watchers | puts/s with 1,000 | with / without |", "|---|---|---|---|"]
+    for label, a, b in base:
+        if not (a and b):
+            lines.append(f"| {label} | failed | | |")
+            continue
+        lines.append(f"| {label} | {a['throughput']:.0f} | {b['put_throughput']:.0f} | {ratio(b['put_throughput'], a['throughput'])} |")
 iso = [(label, load(label, "iso-stalled0-10000"), load(label, "iso-stalled1-10000")) for label in ("etcd", "raftkv")]
 if any(a and b for _, a, b in iso):
     lines += ["", "## Isolation: one stream that never reads", "",

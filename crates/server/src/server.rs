@@ -627,7 +627,6 @@ async fn serve_client(
     use proto::etcdserverpb::{
         auth_server::AuthServer, cluster_server::ClusterServer, kv_server::KvServer,
         lease_server::LeaseServer, maintenance_server::MaintenanceServer,
-        watch_server::WatchServer,
     };
     let limit = max_request_bytes + GRPC_OVERHEAD_BYTES;
     let concurrency = crate::grpc::Concurrency {
@@ -667,7 +666,7 @@ async fn serve_client(
             ClusterServer::new(ClusterService(ctx.clone())).max_decoding_message_size(limit),
         )
         // Same receive limit everywhere, as grpc-go's is per server.
-        .add_service(WatchServer::new(watch).max_decoding_message_size(limit))
+        .add_service(crate::grpc::WatchGrpc::new(watch, limit))
         .add_service(LeaseServer::new(LeaseService(ctx.clone())).max_decoding_message_size(limit))
         .add_service(
             AuthServer::new(crate::auth::AuthService(ctx.clone())).max_decoding_message_size(limit),

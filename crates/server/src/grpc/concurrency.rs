@@ -192,14 +192,8 @@ impl Concurrency {
     async fn wait_deletes(&self, prefix: &Bytes, max_rev: i64) -> Result<(), Status> {
         let mut reg = self.hub.register();
         let _unregister = Unregister(self.hub.clone(), reg.id);
-        self.hub.add_range(
-            reg.id,
-            0,
-            WatchRange {
-                key: prefix.clone(),
-                end: prefix_end(prefix),
-            },
-        );
+        self.hub
+            .add_range(reg.id, WatchRange::new(prefix, &prefix_end(prefix)));
         if !self.ctx.skip_read_index {
             self.ctx.node.read_barrier().await?;
         }
@@ -455,14 +449,8 @@ impl Election for Concurrency {
         tokio::spawn(async move {
             let mut reg = svc.hub.register();
             let _unregister = Unregister(svc.hub.clone(), reg.id);
-            svc.hub.add_range(
-                reg.id,
-                0,
-                WatchRange {
-                    key: prefix.clone(),
-                    end: prefix_end(&prefix),
-                },
-            );
+            svc.hub
+                .add_range(reg.id, WatchRange::new(&prefix, &prefix_end(&prefix)));
             if !svc.ctx.skip_read_index {
                 if let Err(e) = svc.ctx.node.read_barrier().await {
                     let _ = tx.send(Err(e.into())).await;

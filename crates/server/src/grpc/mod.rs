@@ -42,7 +42,7 @@ pub use lease::LeaseService;
 pub use maintenance::{ClusterService, MaintenanceService, Membership, UnimplementedService};
 pub(crate) use member_change::{add_member, make_change};
 pub use peers::PeersService;
-pub use watch::WatchService;
+pub use watch::{WatchGrpc, WatchService};
 
 /// The version Status, /version and `etcd_server_version` report: etcd 3.4's API (the proto
 /// raftkv serves), at 3.4.31, the first 3.4 patch release whose watch progress requests

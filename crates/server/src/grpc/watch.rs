@@ -1,22 +1,31 @@
 //! `etcdserverpb.Watch`: each call becomes a [`crate::watch::stream::WatchStream`] task;
 //! the response stream is its bounded output queue, so a client that stops reading
 //! stops that task (and only it) once the queue and the HTTP/2 window are full.
+//!
+//! The gRPC call is served by [`WatchGrpc`] with [`WatchCodec`]: the task hands over
+//! responses already encoded, many at a time (`crate::watch::encode`). The JSON gateway
+//! calls the same stream through the generated [`Watch`] trait and gets messages.
 
+use std::convert::Infallible;
 use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
+use futures_util::{Stream, StreamExt};
 use proto::etcdserverpb::watch_server::Watch;
 use proto::etcdserverpb::{WatchRequest, WatchResponse};
 use tokio::sync::mpsc;
-use tonic::codegen::BoxStream;
+use tonic::codegen::{http, BoxFuture, BoxStream, Service, StdError};
+use tonic::server::{NamedService, StreamingService};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::Context;
-use crate::watch::stream::WatchStream;
+use crate::watch::encode::{Outgoing, WatchCodec};
+use crate::watch::stream::{OutBatch, WatchStream};
 use crate::watch::{StreamConfig, WatchHub};
 
-/// Responses a stream may have ready before its task waits for the client.
-const OUT_QUEUE: usize = 16;
+/// Batches of responses a stream may have ready before its task waits for the client.
+const OUT_QUEUE: usize = 4;
 
 pub struct WatchService {
     pub ctx: Context,
@@ -27,12 +36,12 @@ pub struct WatchService {
     pub max_watches: usize,
 }
 
-#[tonic::async_trait]
-impl Watch for WatchService {
-    async fn watch(
+impl WatchService {
+    /// Starts the stream's task; its responses arrive on the returned queue.
+    async fn open(
         &self,
         request: Request<Streaming<WatchRequest>>,
-    ) -> Result<Response<BoxStream<WatchResponse>>, Status> {
+    ) -> Result<mpsc::Receiver<OutBatch>, Status> {
         self.ctx.require_leader(request.metadata())?;
         let require_leader = request
             .metadata()
@@ -52,9 +61,110 @@ impl Watch for WatchService {
         let (stream, batches) = WatchStream::new(self.ctx.clone(), self.hub.clone(), cfg, tx);
         let stream = stream.acting_as(who);
         tokio::spawn(stream.run(request.into_inner(), batches));
-        let out = futures_util::stream::unfold(rx, |mut rx| async move {
-            rx.recv().await.map(|item| (item, rx))
+        Ok(rx)
+    }
+}
+
+/// The task's batches as one response after the other (an error ends the call).
+fn responses(rx: mpsc::Receiver<OutBatch>) -> impl Stream<Item = Result<Outgoing, Status>> {
+    futures_util::stream::unfold(
+        (rx, Vec::new().into_iter()),
+        |(mut rx, mut batch)| async move {
+            loop {
+                if let Some(resp) = batch.next() {
+                    return Some((Ok(resp), (rx, batch)));
+                }
+                match rx.recv().await? {
+                    Ok(next) => batch = next.into_iter(),
+                    Err(status) => return Some((Err(status), (rx, batch))),
+                }
+            }
+        },
+    )
+}
+
+/// For the JSON gateway.
+#[tonic::async_trait]
+impl Watch for WatchService {
+    async fn watch(
+        &self,
+        request: Request<Streaming<WatchRequest>>,
+    ) -> Result<Response<BoxStream<WatchResponse>>, Status> {
+        let rx = self.open(request).await?;
+        let out = responses(rx).map(|r| {
+            r.and_then(|o| {
+                o.decode()
+                    .map_err(|e| Status::internal(format!("watch response: {e}")))
+            })
         });
         Ok(Response::new(Box::pin(out)))
+    }
+}
+
+/// The gRPC service `etcdserverpb.Watch`, in place of the generated `WatchServer` (which
+/// would encode every response from a message).
+#[derive(Clone)]
+pub struct WatchGrpc {
+    inner: Arc<WatchService>,
+    /// The largest request accepted (the member's gRPC receive limit).
+    max_decoding: usize,
+}
+
+impl WatchGrpc {
+    pub fn new(service: WatchService, max_decoding: usize) -> WatchGrpc {
+        WatchGrpc {
+            inner: Arc::new(service),
+            max_decoding,
+        }
+    }
+}
+
+impl NamedService for WatchGrpc {
+    const NAME: &'static str = "etcdserverpb.Watch";
+}
+
+struct WatchCall(Arc<WatchService>);
+
+impl StreamingService<WatchRequest> for WatchCall {
+    type Response = Outgoing;
+    type ResponseStream = BoxStream<Outgoing>;
+    type Future = BoxFuture<Response<BoxStream<Outgoing>>, Status>;
+
+    fn call(&mut self, request: Request<Streaming<WatchRequest>>) -> Self::Future {
+        let inner = self.0.clone();
+        Box::pin(async move {
+            let rx = inner.open(request).await?;
+            let out: BoxStream<Outgoing> = Box::pin(responses(rx));
+            Ok(Response::new(out))
+        })
+    }
+}
+
+impl<B> Service<http::Request<B>> for WatchGrpc
+where
+    B: tonic::codegen::Body + Send + 'static,
+    B::Error: Into<StdError> + Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Self::Response, Infallible>;
+
+    fn poll_ready(&mut self, _cx: &mut TaskContext<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        if req.uri().path() != "/etcdserverpb.Watch/Watch" {
+            return Box::pin(async {
+                Ok(Status::unimplemented("").into_http::<tonic::body::Body>())
+            });
+        }
+        let call = WatchCall(self.inner.clone());
+        let limit = self.max_decoding;
+        Box::pin(async move {
+            let mut grpc = tonic::server::Grpc::new(WatchCodec)
+                .apply_max_message_size_config(Some(limit), None);
+            Ok(grpc.streaming(call, req).await)
+        })
     }
 }

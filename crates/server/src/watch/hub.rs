@@ -26,28 +26,64 @@ use mvcc::key_range::KeyRange;
 use proto::mvccpb::Event;
 use tokio::sync::{mpsc, Notify};
 
+use super::encode::SharedEvents;
+
 /// Batches a stream's queue holds before the stream becomes a victim.
 pub const STREAM_QUEUE: usize = 128;
 
 /// The events of one revision, in the order the request made them (one Txn, one
-/// DeleteRange with a DELETE per key, or one Put).
+/// DeleteRange with a DELETE per key, or one Put), each encoded once for every stream.
 #[derive(Debug)]
 pub struct RevBatch {
     pub rev: i64,
-    pub events: Vec<Event>,
+    pub events: SharedEvents,
 }
 
 /// A watcher's key range in etcd's `key` / `range_end` convention (after etcd's rewrite of an
 /// empty key to `"\0"`): `end` empty is one key, `"\0"` every key from `key`, else `[key, end)`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WatchRange {
-    pub key: Bytes,
-    pub end: Bytes,
-}
+///
+/// Key and end live in one shared allocation (the key's length, the key, the end): the hub
+/// holds each distinct range of a stream once and the stream's watchers of that range point
+/// to the same copy (see [`WatchHub::add_range`]), so a watcher on a range already watched
+/// costs no range of its own.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct WatchRange(Arc<[u8]>);
 
 impl WatchRange {
+    pub fn new(key: &[u8], end: &[u8]) -> WatchRange {
+        // A gRPC message's length is a u32, so no key received can be longer.
+        let key_len = u32::try_from(key.len()).expect("a key is shorter than a gRPC message");
+        let mut bytes = Vec::with_capacity(4 + key.len() + end.len());
+        bytes.extend_from_slice(&key_len.to_le_bytes());
+        bytes.extend_from_slice(key);
+        bytes.extend_from_slice(end);
+        WatchRange(bytes.into())
+    }
+
+    fn split(&self) -> usize {
+        let len: [u8; 4] = self.0[..4].try_into().expect("four bytes");
+        4 + u32::from_le_bytes(len) as usize
+    }
+
+    pub fn key(&self) -> &[u8] {
+        &self.0[4..self.split()]
+    }
+
+    pub fn end(&self) -> &[u8] {
+        &self.0[self.split()..]
+    }
+
     pub fn contains(&self, key: &[u8]) -> bool {
-        KeyRange::new(&self.key, &self.end).contains(key)
+        KeyRange::new(self.key(), self.end()).contains(key)
+    }
+}
+
+impl std::fmt::Debug for WatchRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WatchRange")
+            .field("key", &Bytes::copy_from_slice(self.key()))
+            .field("end", &Bytes::copy_from_slice(self.end()))
+            .finish()
     }
 }
 
@@ -98,8 +134,9 @@ impl VictimMark {
 
 struct Slot {
     tx: mpsc::Sender<Arc<RevBatch>>,
-    /// The ranges of the stream's watchers, by watch id (synced or not: the stream filters).
-    ranges: Vec<(i64, WatchRange)>,
+    /// The distinct ranges of the stream's watchers (synced or not: the stream filters),
+    /// each with the number of watchers on it.
+    ranges: HashMap<WatchRange, u32>,
     victim: Arc<VictimMark>,
 }
 
@@ -140,7 +177,7 @@ impl WatchHub {
             id,
             Slot {
                 tx,
-                ranges: Vec::new(),
+                ranges: HashMap::new(),
                 victim: victim.clone(),
             },
         );
@@ -151,16 +188,34 @@ impl WatchHub {
         self.lock().streams.remove(&stream);
     }
 
-    pub fn add_range(&self, stream: StreamId, watch_id: i64, range: WatchRange) {
-        if let Some(slot) = self.lock().streams.get_mut(&stream) {
-            slot.ranges.push((watch_id, range));
+    /// One more watcher of `stream` on `range`; returns the stream's copy of the range for
+    /// the watcher to keep (the one already there if another watcher has the same range).
+    pub fn add_range(&self, stream: StreamId, range: WatchRange) -> WatchRange {
+        let mut inner = self.lock();
+        let Some(slot) = inner.streams.get_mut(&stream) else {
+            return range;
+        };
+        match slot.ranges.get_key_value(&range) {
+            Some((shared, _)) => {
+                let shared = shared.clone();
+                *slot.ranges.get_mut(&shared).expect("just found") += 1;
+                shared
+            }
+            None => {
+                slot.ranges.insert(range.clone(), 1);
+                range
+            }
         }
     }
 
-    pub fn remove_range(&self, stream: StreamId, watch_id: i64) {
+    /// One watcher of `stream` on `range` less.
+    pub fn remove_range(&self, stream: StreamId, range: &WatchRange) {
         if let Some(slot) = self.lock().streams.get_mut(&stream) {
-            if let Some(i) = slot.ranges.iter().position(|(id, _)| *id == watch_id) {
-                slot.ranges.swap_remove(i);
+            if let Some(n) = slot.ranges.get_mut(range) {
+                *n -= 1;
+                if *n == 0 {
+                    slot.ranges.remove(range);
+                }
             }
         }
     }
@@ -185,7 +240,7 @@ impl WatchHub {
             if slot.victim.missed_from().is_some() {
                 continue;
             }
-            let interested = slot.ranges.iter().any(|(_, r)| {
+            let interested = slot.ranges.keys().any(|r| {
                 events
                     .iter()
                     .any(|e| e.kv.as_ref().is_some_and(|kv| r.contains(&kv.key)))
@@ -197,7 +252,7 @@ impl WatchHub {
                 .get_or_insert_with(|| {
                     Arc::new(RevBatch {
                         rev,
-                        events: events.to_vec(),
+                        events: SharedEvents::new(events.to_vec()),
                     })
                 })
                 .clone();
@@ -237,10 +292,7 @@ mod tests {
     }
 
     fn range(key: &'static [u8], end: &'static [u8]) -> WatchRange {
-        WatchRange {
-            key: Bytes::from_static(key),
-            end: Bytes::from_static(end),
-        }
+        WatchRange::new(key, end)
     }
 
     #[test]
@@ -248,16 +300,32 @@ mod tests {
         let hub = WatchHub::default();
         let mut a = hub.register();
         let mut b = hub.register();
-        hub.add_range(a.id, 0, range(b"a", b""));
-        hub.add_range(b.id, 0, range(b"b", b"\0"));
+        hub.add_range(a.id, range(b"a", b""));
+        let b_range = hub.add_range(b.id, range(b"b", b"\0"));
         hub.publish(2, &[put(b"a", 2)]);
         hub.publish(3, &[put(b"c", 3)]);
         assert_eq!(a.rx.try_recv().unwrap().rev, 2);
         assert!(a.rx.try_recv().is_err());
         assert_eq!(b.rx.try_recv().unwrap().rev, 3);
-        hub.remove_range(b.id, 0);
+        hub.remove_range(b.id, &b_range);
         hub.publish(4, &[put(b"c", 4)]);
         assert!(b.rx.try_recv().is_err());
+    }
+
+    #[test]
+    fn watchers_of_one_range_share_it_until_the_last_one_leaves() {
+        let hub = WatchHub::default();
+        let mut s = hub.register();
+        let first = hub.add_range(s.id, range(b"k", b"l"));
+        let second = hub.add_range(s.id, range(b"k", b"l"));
+        assert!(Arc::ptr_eq(&first.0, &second.0));
+        assert_eq!((second.key(), second.end()), (&b"k"[..], &b"l"[..]));
+        hub.remove_range(s.id, &first);
+        hub.publish(2, &[put(b"k", 2)]);
+        assert_eq!(s.rx.try_recv().unwrap().rev, 2);
+        hub.remove_range(s.id, &second);
+        hub.publish(3, &[put(b"k", 3)]);
+        assert!(s.rx.try_recv().is_err());
     }
 
     #[test]
@@ -265,8 +333,8 @@ mod tests {
         let hub = WatchHub::default();
         let mut s = hub.register();
         let mut other = hub.register();
-        hub.add_range(s.id, 0, range(b"k", b""));
-        hub.add_range(other.id, 0, range(b"k", b""));
+        hub.add_range(s.id, range(b"k", b""));
+        hub.add_range(other.id, range(b"k", b""));
         for rev in 2..2 + STREAM_QUEUE as i64 + 5 {
             hub.publish(rev, &[put(b"k", rev)]);
             // The other stream keeps up and is never set aside.

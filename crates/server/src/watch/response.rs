@@ -4,10 +4,12 @@
 use bytes::Bytes;
 use prost::Message as _;
 use proto::etcdserverpb::watch_create_request::FilterType;
-use proto::etcdserverpb::{WatchCreateRequest, WatchResponse};
+use proto::etcdserverpb::{ResponseHeader, WatchCreateRequest, WatchResponse};
 use proto::mvccpb::{event::EventType, Event};
 
+use super::encode::{header_field, Outgoing, SharedEvents};
 use super::hub::WatchRange;
+use crate::hooks::WatchSabotage;
 
 /// The part of a watcher that decides which events it sees and how.
 #[derive(Debug, Clone)]
@@ -16,8 +18,6 @@ pub struct Selection {
     pub prev_kv: bool,
     pub no_put: bool,
     pub no_delete: bool,
-    /// Always `None` but in the harness's negative control (`crate::hooks`).
-    pub sabotage: crate::hooks::WatchSabotage,
 }
 
 impl Selection {
@@ -26,32 +26,24 @@ impl Selection {
     /// range end are copied: the decoded request's bytes share the connection's read
     /// buffer, which a long-lived watcher would otherwise keep alive.
     pub fn from_request(req: &WatchCreateRequest) -> Selection {
-        let key = if req.key.is_empty() {
-            Bytes::from_static(b"\0")
-        } else {
-            Bytes::copy_from_slice(&req.key)
-        };
+        let key: &[u8] = if req.key.is_empty() { b"\0" } else { &req.key };
         let has = |f: FilterType| req.filters.contains(&(f as i32));
         Selection {
-            range: WatchRange {
-                key,
-                end: Bytes::copy_from_slice(&req.range_end),
-            },
+            range: WatchRange::new(key, &req.range_end),
             prev_kv: req.prev_kv,
             no_put: has(FilterType::Noput),
             no_delete: has(FilterType::Nodelete),
-            sabotage: crate::hooks::WatchSabotage::None,
         }
     }
 
     /// etcd refuses a range whose end is not after its key (a from-key or single-key watch
     /// has no end to compare).
     pub fn is_empty_range(&self) -> bool {
-        let end = &self.range.end;
-        !end.is_empty() && end.as_ref() != [0] && self.range.key >= *end
+        let end = self.range.end();
+        !end.is_empty() && end != [0] && self.range.key() >= end
     }
 
-    fn wants(&self, e: &Event) -> bool {
+    pub fn wants(&self, e: &Event) -> bool {
         let Some(kv) = &e.kv else { return false };
         if !self.range.contains(&kv.key) {
             return false;
@@ -63,8 +55,13 @@ impl Selection {
         }
     }
 
-    /// The events this watcher sees, in order, with `prev_kv` only if it asked for it.
-    pub fn select<'e>(&self, events: impl IntoIterator<Item = &'e Event>) -> Vec<Event> {
+    /// The events this watcher sees, in order, with `prev_kv` only if it asked for it
+    /// (`sabotage` is `None` but in the harness's negative control, `crate::hooks`).
+    pub fn select<'e>(
+        &self,
+        sabotage: WatchSabotage,
+        events: impl IntoIterator<Item = &'e Event>,
+    ) -> Vec<Event> {
         events
             .into_iter()
             .filter(|e| self.wants(e))
@@ -73,9 +70,95 @@ impl Selection {
                 if !self.prev_kv {
                     e.prev_kv = None;
                 }
-                self.sabotage.apply(e)
+                sabotage.apply(e)
             })
             .collect()
+    }
+}
+
+/// A response's header, as a message and encoded once for every response that carries it.
+pub struct Header {
+    pub msg: ResponseHeader,
+    pub field: Bytes,
+}
+
+impl Header {
+    pub fn new(msg: ResponseHeader) -> Header {
+        Header {
+            field: header_field(&msg),
+            msg,
+        }
+    }
+}
+
+/// How one watcher's events go out.
+pub struct Reply<'a> {
+    pub sel: &'a Selection,
+    pub watch_id: i64,
+    /// The watcher asked for etcd's fragmentation, at `limit` bytes.
+    pub fragment: bool,
+    pub limit: usize,
+    pub sabotage: WatchSabotage,
+}
+
+impl Reply<'_> {
+    /// Appends to `out` the response(s) carrying what the watcher wants of `sources`, each
+    /// source taken from the revision given with it. Returns whether there was any event.
+    ///
+    /// The usual response is made of the shared encoded events; a watcher whose response
+    /// must be fragmented (or the harness's sabotage) gets its events as messages.
+    pub fn append(
+        &self,
+        header: &Header,
+        sources: &[(&SharedEvents, i64)],
+        out: &mut Vec<Outgoing>,
+    ) -> bool {
+        let sel = self.sel;
+        let picked = || {
+            sources.iter().flat_map(|&(src, from)| {
+                src.events()
+                    .iter()
+                    .enumerate()
+                    .filter(move |(_, e)| {
+                        e.kv.as_ref().is_some_and(|kv| kv.mod_revision >= from) && sel.wants(e)
+                    })
+                    .map(move |(i, e)| (src, i, e))
+            })
+        };
+        if self.sabotage == WatchSabotage::None {
+            let events: Vec<Bytes> = picked()
+                .map(|(src, i, _)| src.field(i, sel.prev_kv))
+                .collect();
+            if events.is_empty() {
+                return false;
+            }
+            let n = events.len();
+            let resp = Outgoing::Events {
+                header: header.field.clone(),
+                watch_id: self.watch_id,
+                events,
+            };
+            if !(self.fragment && n >= 2 && resp.encoded_len() >= self.limit) {
+                out.push(resp);
+                return true;
+            }
+        }
+        let events = sel.select(self.sabotage, picked().map(|(_, _, e)| e));
+        if events.is_empty() {
+            return false;
+        }
+        let resp = WatchResponse {
+            header: Some(header.msg),
+            watch_id: self.watch_id,
+            events,
+            ..Default::default()
+        };
+        if self.fragment {
+            out.extend(fragments(resp, self.limit).iter().map(Outgoing::message));
+        } else {
+            out.push(Outgoing::message(&resp));
+        }
+        true
     }
 }
 
@@ -137,7 +220,7 @@ mod tests {
             ev(EventType::Put, b"c", 1),
             ev(EventType::Put, b"bz", 1),
         ];
-        let got = s.select(&evs);
+        let got = s.select(WatchSabotage::None, &evs);
         assert_eq!(got.len(), 2);
         assert!(got.iter().all(|e| e.prev_kv.is_none()));
         assert!(!s.is_empty_range());
@@ -152,7 +235,7 @@ mod tests {
             ..Default::default()
         });
         assert!(!all.is_empty_range());
-        assert_eq!(all.select(&evs).len(), 4);
+        assert_eq!(all.select(WatchSabotage::None, &evs).len(), 4);
     }
 
     #[test]

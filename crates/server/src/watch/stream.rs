@@ -24,8 +24,9 @@ use proto::raftkvpb::RequestAuth;
 use tokio::sync::mpsc;
 use tonic::Status;
 
+use super::encode::{Outgoing, SharedEvents};
 use super::hub::{RevBatch, StreamId, VictimMark, WatchHub};
-use super::response::{fragments, Selection};
+use super::response::{Header, Reply, Selection};
 use crate::errors::ServerError;
 use crate::grpc::Context;
 use crate::kv::MvccMachine;
@@ -37,6 +38,25 @@ pub const CATCH_UP_REVS: i64 = 256;
 /// always takes whole): keeps each catch-up response well under clients' receive limits
 /// (4 MiB by default in tonic and grpc-go's server-side defaults).
 pub const CATCH_UP_BYTES: usize = 1024 * 1024;
+
+/// Live revisions one step hands to the watchers together (each watcher gets its events of
+/// all of them in one response, as etcd's catch-up does): only what is already queued when
+/// the stream task wakes, so coalescing never waits.
+const COALESCE_REVS: usize = 64;
+
+/// Key and value bytes of the live revisions coalesced in one step (beyond the first
+/// revision): keeps a coalesced response well under clients' receive limits.
+const COALESCE_BYTES: usize = 1024 * 1024;
+
+/// Responses, and their bytes, the task collects before it hands them to the gRPC
+/// response stream in one go (one hand-off for many responses; tonic then coalesces
+/// their frames). Whatever is collected is handed over before the task waits again.
+const FLUSH_RESPONSES: usize = 64;
+const FLUSH_BYTES: usize = 64 * 1024;
+
+/// What the stream task hands to the gRPC response stream: responses, or the error that
+/// ends the call.
+pub type OutBatch = Result<Vec<Outgoing>, Status>;
 
 /// Checks without a leader after which a `hasleader` stream is closed (etcd's
 /// `maxNoLeaderCnt`), one check per election timeout.
@@ -90,7 +110,10 @@ pub struct WatchStream {
     cfg: StreamConfig,
     stream: StreamId,
     victim: Arc<VictimMark>,
-    out: mpsc::Sender<Result<WatchResponse, Status>>,
+    out: mpsc::Sender<OutBatch>,
+    /// Responses not yet handed to `out`, and their encoded size.
+    pending: Vec<Outgoing>,
+    pending_bytes: usize,
     watchers: BTreeMap<i64, Watcher>,
     /// Ids of watches the server canceled for compaction: still taken until the client
     /// cancels them, as in etcd.
@@ -132,6 +155,31 @@ fn byte_bounded_end(events: &[Event], budget: usize) -> Option<i64> {
     None
 }
 
+/// `first` and the live revisions queued behind it, up to [`COALESCE_REVS`] revisions and
+/// [`COALESCE_BYTES`] of keys and values beyond the first.
+fn coalesce(first: Arc<RevBatch>, rx: &mut mpsc::Receiver<Arc<RevBatch>>) -> Vec<Arc<RevBatch>> {
+    let size = |b: &RevBatch| -> usize {
+        b.events
+            .events()
+            .iter()
+            .filter_map(|e| e.kv.as_ref())
+            .map(|kv| kv.key.len() + kv.value.len())
+            .sum()
+    };
+    let mut bytes = 0;
+    let mut batches = vec![first];
+    while batches.len() < COALESCE_REVS && bytes < COALESCE_BYTES {
+        match rx.try_recv() {
+            Ok(b) => {
+                bytes += size(&b);
+                batches.push(b);
+            }
+            Err(_) => break,
+        }
+    }
+    batches
+}
+
 /// Read-lock the state machine. A poisoned lock means the node thread died while applying;
 /// the stream ends rather than serve a half-applied state.
 fn read(state: &RwLock<MvccMachine>) -> Result<RwLockReadGuard<'_, MvccMachine>, Closed> {
@@ -143,7 +191,7 @@ impl WatchStream {
         ctx: Context,
         hub: Arc<WatchHub>,
         cfg: StreamConfig,
-        out: mpsc::Sender<Result<WatchResponse, Status>>,
+        out: mpsc::Sender<OutBatch>,
     ) -> (WatchStream, mpsc::Receiver<Arc<RevBatch>>) {
         let reg = hub.register();
         let s = WatchStream {
@@ -153,6 +201,8 @@ impl WatchStream {
             stream: reg.id,
             victim: reg.victim,
             out,
+            pending: Vec::new(),
+            pending_bytes: 0,
             watchers: BTreeMap::new(),
             dead: HashSet::new(),
             unsynced: 0,
@@ -220,7 +270,10 @@ impl WatchStream {
                         Ok(())
                     }
                 },
-                Some(batch) = rx.recv() => self.on_batch(&batch).await,
+                Some(batch) = rx.recv() => {
+                    let batches = coalesce(batch, &mut rx);
+                    self.on_batches(&batches).await
+                }
                 // Handled by `step` below.
                 _ = victim.marked() => Ok(()),
                 _ = progress.tick() => self.on_progress_tick(&rx).await,
@@ -231,7 +284,9 @@ impl WatchStream {
                     } else {
                         no_leader += 1;
                         if no_leader >= NO_LEADER_CHECKS {
-                            let _ = out.send(Err(ServerError::NoLeader.into())).await;
+                            if self.flush().await.is_ok() {
+                                let _ = out.send(Err(ServerError::NoLeader.into())).await;
+                            }
                             Err(Closed)
                         } else {
                             Ok(())
@@ -244,7 +299,7 @@ impl WatchStream {
                     Ok(())
                 }
             };
-            if r.is_err() || self.step(&mut rx).await.is_err() {
+            if r.is_err() || self.step(&mut rx).await.is_err() || self.flush().await.is_err() {
                 break;
             }
         }
@@ -271,19 +326,31 @@ impl WatchStream {
         self.ctx.node.state.clone()
     }
 
-    async fn send(&self, resp: WatchResponse) -> Result<(), Closed> {
-        self.out.send(Ok(resp)).await.map_err(|_| Closed)
+    async fn send(&mut self, resp: WatchResponse) -> Result<(), Closed> {
+        self.queue(vec![Outgoing::message(&resp)]).await
     }
 
-    async fn send_events(&self, resp: WatchResponse, fragment: bool) -> Result<(), Closed> {
-        if fragment {
-            for piece in fragments(resp, self.cfg.fragment_bytes) {
-                self.send(piece).await?;
+    /// Adds responses to what goes out next; hands everything over once enough is pending.
+    async fn queue(&mut self, responses: Vec<Outgoing>) -> Result<(), Closed> {
+        for r in responses {
+            self.pending_bytes += r.encoded_len();
+            self.pending.push(r);
+            if self.pending.len() >= FLUSH_RESPONSES || self.pending_bytes >= FLUSH_BYTES {
+                self.flush().await?;
             }
-            Ok(())
-        } else {
-            self.send(resp).await
         }
+        Ok(())
+    }
+
+    /// Hands the pending responses to the gRPC response stream (waits while its queue is
+    /// full: a client that does not read holds up only its own stream).
+    async fn flush(&mut self) -> Result<(), Closed> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::take(&mut self.pending);
+        self.pending_bytes = 0;
+        self.out.send(Ok(batch)).await.map_err(|_| Closed)
     }
 
     async fn on_request(&mut self, req: WatchRequest) -> Result<(), Closed> {
@@ -307,7 +374,6 @@ impl WatchStream {
 
     fn create(&mut self, req: &WatchCreateRequest) -> Result<WatchResponse, Closed> {
         let mut sel = Selection::from_request(req);
-        sel.sabotage = self.ctx.watch_sabotage;
         let state = self.state();
         let st = read(&state)?;
         let current = st.store.current_revision();
@@ -357,7 +423,7 @@ impl WatchStream {
         // Under the read lock: every revision after `current` will be offered to this
         // stream (or the victim mark will say which was not).
         let synced = next_rev > current && self.victim.missed_from().is_none();
-        self.hub.add_range(self.stream, id, sel.range.clone());
+        sel.range = self.hub.add_range(self.stream, sel.range);
         drop(st);
         if !synced {
             self.unsynced += 1;
@@ -387,7 +453,7 @@ impl WatchStream {
                 if !w.synced {
                     self.unsynced -= 1;
                 }
-                self.hub.remove_range(self.stream, id);
+                self.hub.remove_range(self.stream, &w.sel.range);
                 true
             }
             None => false,
@@ -408,30 +474,40 @@ impl WatchStream {
         }))
     }
 
-    /// A live revision from the hub: to every synced watcher that has not seen it.
-    async fn on_batch(&mut self, batch: &RevBatch) -> Result<(), Closed> {
+    /// Live revisions from the hub (consecutive, in order): to every synced watcher, what it
+    /// has not seen of them, in one response per watcher.
+    async fn on_batches(&mut self, batches: &[Arc<RevBatch>]) -> Result<(), Closed> {
+        let Some(last) = batches.last() else {
+            return Ok(());
+        };
+        let header = Header::new(self.header(last.rev));
+        let limit = self.cfg.fragment_bytes;
         let mut ready = Vec::new();
+        let mut sources = Vec::with_capacity(batches.len());
         for (id, w) in self.watchers.iter_mut() {
-            if !w.synced || w.next_rev > batch.rev {
+            if !w.synced || w.next_rev > last.rev {
                 continue;
             }
-            w.next_rev = batch.rev + 1;
-            let events = w.sel.select(&batch.events);
-            if !events.is_empty() {
+            sources.clear();
+            sources.extend(
+                batches
+                    .iter()
+                    .filter(|b| b.rev >= w.next_rev)
+                    .map(|b| (&b.events, i64::MIN)),
+            );
+            w.next_rev = last.rev + 1;
+            let reply = Reply {
+                sel: &w.sel,
+                watch_id: *id,
+                fragment: w.fragment,
+                limit,
+                sabotage: self.ctx.watch_sabotage,
+            };
+            if reply.append(&header, &sources, &mut ready) {
                 w.sent_since_tick = true;
-                ready.push((*id, w.fragment, events));
             }
         }
-        for (id, fragment, events) in ready {
-            let resp = WatchResponse {
-                header: Some(self.header(batch.rev)),
-                watch_id: id,
-                events,
-                ..Default::default()
-            };
-            self.send_events(resp, fragment).await?;
-        }
-        Ok(())
+        self.queue(ready).await
     }
 
     /// Work that does not wait for input: recover from being a victim, advance unsynced
@@ -441,7 +517,8 @@ impl WatchStream {
             // The hub offers nothing more until the mark is cleared, so what is queued is
             // everything before the first missed revision.
             while let Ok(batch) = rx.try_recv() {
-                self.on_batch(&batch).await?;
+                let batches = coalesce(batch, rx);
+                self.on_batches(&batches).await?;
             }
             let state = self.state();
             let _st = read(&state)?;
@@ -457,9 +534,7 @@ impl WatchStream {
         }
         if self.unsynced > 0 {
             let ready = self.catch_up()?;
-            for (resp, fragment) in ready {
-                self.send_events(resp, fragment).await?;
-            }
+            self.queue(ready).await?;
         }
         if self.progress_requests > 0 {
             let through = self.delivered_through(rx)?;
@@ -492,8 +567,8 @@ impl WatchStream {
     }
 
     /// One catch-up step for the unsynced watchers, under the read lock; returns what to
-    /// send (with each response's fragment flag) once the lock is released.
-    fn catch_up(&mut self) -> Result<Vec<(WatchResponse, bool)>, Closed> {
+    /// send once the lock is released.
+    fn catch_up(&mut self) -> Result<Vec<Outgoing>, Closed> {
         let state = self.state();
         let st = read(&state)?;
         let store = &st.store;
@@ -510,16 +585,13 @@ impl WatchStream {
             self.remove(id);
             self.dead.insert(id);
             // etcd 3.4 sends this one with a zero header revision.
-            ready.push((
-                WatchResponse {
-                    header: Some(self.header(0)),
-                    watch_id: id,
-                    canceled: true,
-                    compact_revision: compacted,
-                    ..Default::default()
-                },
-                false,
-            ));
+            ready.push(Outgoing::message(&WatchResponse {
+                header: Some(self.header(0)),
+                watch_id: id,
+                canceled: true,
+                compact_revision: compacted,
+                ..Default::default()
+            }));
         }
         let Some(lo) = self
             .watchers
@@ -549,33 +621,25 @@ impl WatchStream {
             events.retain(|e| e.kv.as_ref().is_some_and(|kv| kv.mod_revision <= cut));
         }
         let can_sync = self.victim.missed_from().is_none();
+        let events = SharedEvents::new(events);
+        let header = Header::new(self.header(current));
+        let limit = self.cfg.fragment_bytes;
         for (id, w) in self.watchers.iter_mut() {
             if w.synced {
                 continue;
             }
             if w.next_rev <= hi {
-                let from = w.next_rev;
-                let selected = w.sel.select(
-                    events
-                        .iter()
-                        .filter(|e| e.kv.as_ref().is_some_and(|kv| kv.mod_revision >= from)),
-                );
-                w.next_rev = hi + 1;
-                if !selected.is_empty() {
+                let reply = Reply {
+                    sel: &w.sel,
+                    watch_id: *id,
+                    fragment: w.fragment,
+                    limit,
+                    sabotage: self.ctx.watch_sabotage,
+                };
+                if reply.append(&header, &[(&events, w.next_rev)], &mut ready) {
                     w.sent_since_tick = true;
-                    let resp = WatchResponse {
-                        header: Some(ResponseHeader {
-                            cluster_id: self.ctx.node.cluster_id,
-                            member_id: self.ctx.node.id,
-                            revision: current,
-                            raft_term: self.ctx.node.status.term(),
-                        }),
-                        watch_id: *id,
-                        events: selected,
-                        ..Default::default()
-                    };
-                    ready.push((resp, w.fragment));
                 }
+                w.next_rev = hi + 1;
             }
             if w.next_rev > current && can_sync {
                 w.synced = true;
