@@ -53,60 +53,10 @@ RAFTKV=${RAFTKV:-$CARGO_TARGET_DIR/dist/raftkv}
 BENCH=${BENCH:-$CARGO_TARGET_DIR/dist/raftkv-bench}
 PROFILE_NOTE=${PROFILE_NOTE:-"profile dist"}
 
-declare -A PID         # "<system>-<i>" -> pid of a member this script started
-cleanup() {
-  for k in "${!PID[@]}"; do kill -9 "${PID[$k]}" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT INT TERM
-
 # Ports (below the ephemeral range): etcd 27381-27383 client / 27481-27483 peer; raftkv 28381-28383 / 28481-28483.
-base_port() { [[ $1 == etcd ]] && echo 27380 || echo 28380; }
-client_url() { echo "http://127.0.0.1:$(( $(base_port "$1") + $2 ))"; }
-peer_url() { echo "http://127.0.0.1:$(( $(base_port "$1") + 100 + $2 ))"; }
-endpoints() { echo "127.0.0.1:$(( $(base_port "$1") + 1 )),127.0.0.1:$(( $(base_port "$1") + 2 )),127.0.0.1:$(( $(base_port "$1") + 3 ))"; }
-
-start_member() { # system index
-  local sys=$1 i=$2 cmd cluster=""
-  if [[ $sys == etcd ]]; then cmd=("$ETCD"); else cmd=("$RAFTKV" server); fi
-  for j in 1 2 3; do cluster+="${sys}$j=$(peer_url "$sys" $j),"; done
-  "${cmd[@]}" --name "${sys}$i" --data-dir "$WORK/$sys/m$i" \
-    --listen-client-urls "$(client_url "$sys" "$i")" --advertise-client-urls "$(client_url "$sys" "$i")" \
-    --listen-peer-urls "$(peer_url "$sys" "$i")" --initial-advertise-peer-urls "$(peer_url "$sys" "$i")" \
-    --initial-cluster "${cluster%,}" --initial-cluster-token "compare-$sys" --initial-cluster-state new \
-    --heartbeat-interval 100 --election-timeout 1000 --snapshot-count "$SNAPSHOT_COUNT" \
-    >>"$OUT/logs/$sys-m$i.log" 2>&1 &
-  PID[$sys-$i]=$!
-}
-
-# Index (1-3) of the current leader of a system, polled until every member answers.
-leader_of() {
-  local sys=$1 deadline=$((SECONDS + 30))
-  while ((SECONDS < deadline)); do
-    for i in 1 2 3; do
-      local f
-      f=$("$ETCDCTL" --endpoints="$(client_url "$sys" "$i")" --command-timeout=2s endpoint status -w fields 2>/dev/null) || continue
-      local id leader
-      id=$(awk -F' : ' '/"MemberID"/ {print $2}' <<<"$f")
-      leader=$(awk -F' : ' '/"Leader"/ {print $2}' <<<"$f")
-      if [[ -n $id && $id == "$leader" ]]; then echo "$i"; return 0; fi
-    done
-    sleep 0.2
-  done
-  echo "no leader in $sys after 30s" >&2; return 1
-}
-
-# Waits until a put through every member succeeds.
-wait_ready() {
-  local sys=$1 deadline=$((SECONDS + 60))
-  for i in 1 2 3; do
-    until "$ETCDCTL" --endpoints="$(client_url "$sys" "$i")" --command-timeout=2s put compare-ready x >/dev/null 2>&1; do
-      ((SECONDS < deadline)) || { echo "$sys member $i not ready after 60s; see $OUT/logs" >&2; return 1; }
-      sleep 0.2
-    done
-  done
-}
+CLUSTER_PORTS="27380 28380" CLUSTER_NAME=compare
+# shellcheck source=bench/cluster-lib.sh
+source "$ROOT/bench/cluster-lib.sh"
 
 leader_endpoint() { local l; l=$(leader_of "$1"); echo "127.0.0.1:$(( $(base_port "$1") + l ))"; }
 

@@ -48,57 +48,11 @@ fi
 RAFTKV=${RAFTKV:-$CARGO_TARGET_DIR/release/raftkv}
 BENCH=${BENCH:-$CARGO_TARGET_DIR/release/raftkv-bench}
 
-declare -A PID         # "<system>-<i>" -> pid of a member this script started
-cleanup() {
-  for k in "${!PID[@]}"; do kill -9 "${PID[$k]}" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT INT TERM
-
-# The same layout and flags as bench/compare.sh (which has no library to share), other ports.
-base_port() { [[ $1 == etcd ]] && echo 15380 || echo 15580; }
-client_url() { echo "http://127.0.0.1:$(( $(base_port "$1") + $2 ))"; }
-peer_url() { echo "http://127.0.0.1:$(( $(base_port "$1") + 100 + $2 ))"; }
-
-start_member() { # system index
-  local sys=$1 i=$2 cmd cluster=""
-  if [[ $sys == etcd ]]; then cmd=("$ETCD"); else read -ra cmd <<<"$RAFTKV server $RAFTKV_FLAGS"; fi
-  for j in 1 2 3; do cluster+="${sys}$j=$(peer_url "$sys" $j),"; done
-  "${cmd[@]}" --name "${sys}$i" --data-dir "$WORK/$sys/m$i" \
-    --listen-client-urls "$(client_url "$sys" "$i")" --advertise-client-urls "$(client_url "$sys" "$i")" \
-    --listen-peer-urls "$(peer_url "$sys" "$i")" --initial-advertise-peer-urls "$(peer_url "$sys" "$i")" \
-    --initial-cluster "${cluster%,}" --initial-cluster-token "lease-$sys" --initial-cluster-state new \
-    --heartbeat-interval 100 --election-timeout 1000 --snapshot-count 100000 \
-    >>"$OUT/logs/$sys-m$i.log" 2>&1 &
-  PID[$sys-$i]=$!
-}
-
-# Index (1-3) of the current leader of a system, polled until a member says it leads.
-leader_of() {
-  local sys=$1 deadline=$((SECONDS + 30))
-  while ((SECONDS < deadline)); do
-    for i in 1 2 3; do
-      local f id leader
-      f=$("$ETCDCTL" --endpoints="$(client_url "$sys" "$i")" --command-timeout=2s endpoint status -w fields 2>/dev/null) || continue
-      id=$(awk -F' : ' '/"MemberID"/ {print $2}' <<<"$f")
-      leader=$(awk -F' : ' '/"Leader"/ {print $2}' <<<"$f")
-      if [[ -n $id && $id == "$leader" ]]; then echo "$i"; return 0; fi
-    done
-    sleep 0.2
-  done
-  echo "no leader in $sys after 30s" >&2; return 1
-}
-
-wait_ready() { # system: a put through every member
-  local sys=$1 deadline=$((SECONDS + 60))
-  for i in 1 2 3; do
-    until "$ETCDCTL" --endpoints="$(client_url "$sys" "$i")" --command-timeout=2s put lease-ready x >/dev/null 2>&1; do
-      ((SECONDS < deadline)) || { echo "$sys member $i not ready after 60s; see $OUT/logs" >&2; return 1; }
-      sleep 0.2
-    done
-  done
-}
+# The same layout and flags as bench/compare.sh (bench/cluster-lib.sh), other ports:
+# etcd 15381-15383 / 15481-15483, raftkv 15581-15583 / 15681-15683.
+CLUSTER_PORTS="15380 15580" CLUSTER_NAME=lease SNAPSHOT_COUNT=100000
+# shellcheck source=bench/cluster-lib.sh
+source "$ROOT/bench/cluster-lib.sh"
 
 # One case against one system: the leader's endpoint, its pid first in --member-pid.
 run_case() { # system name global-flags lease-flags
