@@ -10,7 +10,7 @@
 //! out-of-order answer would still be timed right.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,9 +24,10 @@ use tokio::sync::mpsc;
 use tonic::codegen::tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 
-use crate::args::{BenchArgs, LeaseArgs, StopAt};
+use crate::args::{BenchArgs, LeaseArgs};
 use crate::driver::DIAL_TIMEOUT;
 use crate::report::{self, Latency};
+use crate::schedule::Schedule;
 
 /// Linux reports process CPU time in /proc in units of USER_HZ, which the kernel ABI fixes
 /// at 100 per second whatever the kernel's own tick rate.
@@ -230,29 +231,6 @@ async fn revoke_all(
     Ok(Phase::new(&hist, errors, start.elapsed()))
 }
 
-/// The keep-alives' shared schedule: slots until the stop condition, each at its time
-/// under `--rate`.
-struct Schedule {
-    issued: AtomicU64,
-    start: Instant,
-    stop: StopAt,
-    rate: f64,
-}
-
-impl Schedule {
-    /// The next slot's start time (`Some(None)`: now), or `None` when the run is over.
-    fn next_slot(&self) -> Option<Option<Instant>> {
-        let slot = self.issued.fetch_add(1, Ordering::Relaxed);
-        let at = (self.rate > 0.0)
-            .then(|| self.start + Duration::from_secs_f64(slot as f64 / self.rate));
-        match self.stop {
-            StopAt::Total(n) if slot >= n => None,
-            StopAt::Duration(d) if at.unwrap_or_else(Instant::now) >= self.start + d => None,
-            _ => Some(at),
-        }
-    }
-}
-
 struct StreamResult {
     hist: Histogram<u64>,
     errors: BTreeMap<String, u64>,
@@ -368,12 +346,7 @@ async fn keep_alive_all(
     for (i, id) in ids.iter().enumerate() {
         per_stream[i % l.streams].push(*id);
     }
-    let schedule = Arc::new(Schedule {
-        issued: AtomicU64::new(0),
-        start: Instant::now(),
-        stop: args.stop_at(),
-        rate: args.rate,
-    });
+    let schedule = Arc::new(Schedule::new(args.stop_at(), args.rate));
     let timeout = Duration::from_millis(args.request_timeout_ms);
     let tasks: Vec<_> = per_stream
         .into_iter()
@@ -399,7 +372,7 @@ async fn keep_alive_all(
         }
         lost += r.lost;
     }
-    Ok((Phase::new(&hist, errors, schedule.start.elapsed()), lost))
+    Ok((Phase::new(&hist, errors, schedule.elapsed()), lost))
 }
 
 /// Runs the lease workload.
@@ -615,18 +588,5 @@ mod tests {
         ] {
             assert!(t.contains(needle), "missing {needle} in\n{t}");
         }
-    }
-
-    #[test]
-    fn the_schedule_stops_at_the_total() {
-        let s = Schedule {
-            issued: AtomicU64::new(0),
-            start: Instant::now(),
-            stop: StopAt::Total(2),
-            rate: 0.0,
-        };
-        assert_eq!(s.next_slot(), Some(None));
-        assert_eq!(s.next_slot(), Some(None));
-        assert_eq!(s.next_slot(), None);
     }
 }

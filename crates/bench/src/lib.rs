@@ -14,6 +14,7 @@ pub mod failover;
 pub mod keys;
 pub mod lease;
 pub mod report;
+pub mod schedule;
 pub mod watch;
 
 use std::time::Duration;

@@ -28,9 +28,10 @@ use tokio::sync::mpsc;
 use tonic::codegen::tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 
-use crate::args::{BenchArgs, StopAt, WatchArgs};
+use crate::args::{BenchArgs, WatchArgs};
 use crate::driver::DIAL_TIMEOUT;
 use crate::report::{self, Latency};
+use crate::schedule::Schedule;
 
 /// How long the watchers may still take, once the writers stop, to receive the events of
 /// the puts that were acknowledged.
@@ -281,29 +282,6 @@ async fn writer(
     }
 }
 
-/// The writers' shared schedule: slots until the stop condition, each at its time under
-/// `--rate`.
-struct Schedule {
-    issued: AtomicU64,
-    start: Instant,
-    stop: StopAt,
-    rate: f64,
-}
-
-impl Schedule {
-    /// The next slot's start time (`Some(None)`: now), or `None` when the run is over.
-    fn next_slot(&self) -> Option<Option<Instant>> {
-        let slot = self.issued.fetch_add(1, Ordering::Relaxed);
-        let at = (self.rate > 0.0)
-            .then(|| self.start + Duration::from_secs_f64(slot as f64 / self.rate));
-        match self.stop {
-            StopAt::Total(n) if slot >= n => None,
-            StopAt::Duration(d) if at.unwrap_or_else(Instant::now) >= self.start + d => None,
-            _ => Some(at),
-        }
-    }
-}
-
 /// Runs the watch workload.
 pub async fn run(args: &BenchArgs, w: &WatchArgs) -> Result<WatchReport> {
     if w.watchers == 0 || w.streams == 0 || w.streams > w.watchers {
@@ -361,12 +339,7 @@ pub async fn run(args: &BenchArgs, w: &WatchArgs) -> Result<WatchReport> {
     let keys: Arc<Vec<Bytes>> = Arc::new((0..distinct).map(|i| watch_key(w, i)).collect());
     let writer_ch = connect(&urls[0], DIAL_TIMEOUT).await?;
     let start = Instant::now();
-    let schedule = Arc::new(Schedule {
-        issued: AtomicU64::new(0),
-        start,
-        stop: args.stop_at(),
-        rate: args.rate,
-    });
+    let schedule = Arc::new(Schedule::new(args.stop_at(), args.rate));
     let writers: Vec<_> = (0..args.clients)
         .map(|c| {
             tokio::spawn(writer(
@@ -552,19 +525,5 @@ mod tests {
         assert_eq!(watch_key(&w, 0), watch_key(&w, 2));
         w.distinct_keys = true;
         assert_ne!(watch_key(&w, 0), watch_key(&w, 2));
-    }
-
-    #[test]
-    fn the_schedule_stops_at_the_total_and_paces_by_rate() {
-        let s = Schedule {
-            issued: AtomicU64::new(0),
-            start: Instant::now(),
-            stop: StopAt::Total(2),
-            rate: 10.0,
-        };
-        let a = s.next_slot().unwrap().unwrap();
-        let b = s.next_slot().unwrap().unwrap();
-        assert_eq!(b - a, Duration::from_millis(100));
-        assert!(s.next_slot().is_none());
     }
 }
