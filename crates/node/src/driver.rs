@@ -12,6 +12,7 @@ use crate::effects::{
     ApplyItem, Effects, NodeError, Outcome, PeerFrame, PersistBatch, Reply, RequestId,
     SnapshotRequest,
 };
+use crate::promotion::Promotion;
 use crate::reads::Reads;
 use crate::routing::Routing;
 
@@ -35,6 +36,12 @@ pub struct DriverConfig {
     /// a different (random) one: a leader's answer to a previous incarnation's forward
     /// must never be taken for an answer to a new one.
     pub forward_id_base: u64,
+    /// How often a leader looks for learners to promote (driver time; see
+    /// `crate::promotion`). The server looks every 100 ms.
+    pub promote_check_interval: Duration,
+    /// Promote learners awaiting it without checking that they are in sync. A deliberately
+    /// broken rule for the simulator's sabotage tests only; never set it elsewhere.
+    pub unsafe_promote_unsynced: bool,
 }
 
 /// What the driver knows about itself, for status endpoints and checks.
@@ -91,6 +98,13 @@ pub struct Driver {
     round_announced: bool,
     /// The ack of the batch handed out and not yet `advance`d.
     unacked: Option<ReadyAck>,
+
+    /// Members the replicated state records as voters (`set_promotion_candidates`).
+    pub(crate) promotion_candidates: BTreeSet<NodeId>,
+    /// When the leader last looked for learners to promote.
+    promote_checked: Duration,
+    /// Promotions proposed since the last batch, reported with the next one.
+    pub(crate) promotions: Vec<Promotion>,
 }
 
 impl Driver {
@@ -123,6 +137,9 @@ impl Driver {
             round_flushed: false,
             round_announced: false,
             unacked: None,
+            promotion_candidates: BTreeSet::new(),
+            promote_checked: now,
+            promotions: Vec::new(),
             clock,
             now,
             raft,
@@ -149,6 +166,10 @@ impl Driver {
             self.raft.tick();
         }
         self.expire();
+        if now >= self.promote_checked + self.cfg.promote_check_interval {
+            self.promote_checked = now;
+            self.maybe_promote();
+        }
     }
 
     /// When the next tick is due: the caller need not call [`Driver::tick`] before then
@@ -267,10 +288,15 @@ impl Driver {
             return Some(self.take_ready());
         }
         let start_snapshot = self.maybe_snapshot();
-        if start_snapshot.is_some() || !self.replies.is_empty() || !self.frames.is_empty() {
+        if start_snapshot.is_some()
+            || !self.replies.is_empty()
+            || !self.frames.is_empty()
+            || !self.promotions.is_empty()
+        {
             return Some(Effects {
                 frames: std::mem::take(&mut self.frames),
                 replies: std::mem::take(&mut self.replies),
+                promotions: std::mem::take(&mut self.promotions),
                 start_snapshot,
                 ..Effects::default()
             });
@@ -344,6 +370,7 @@ impl Driver {
             replies: std::mem::take(&mut self.replies),
             read_states,
             start_snapshot: None,
+            promotions: std::mem::take(&mut self.promotions),
         }
     }
 

@@ -115,4 +115,8 @@ pub struct Effects {
     pub read_states: Vec<ReadState>,
     /// Start a snapshot of the state machine, after `advance`.
     pub start_snapshot: Option<SnapshotRequest>,
+    /// Learners the driver proposed to promote since the last batch, with what it saw
+    /// (their entries are in `messages`/`persist` like any other). Nothing to carry out:
+    /// for logs and checks.
+    pub promotions: Vec<crate::Promotion>,
 }

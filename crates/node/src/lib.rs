@@ -6,11 +6,13 @@
 //! [`raft::RaftNode`] and the bookkeeping that used to live in the server's node thread:
 //! where a client proposal goes (our log, the leader, or a parking spot while no leader is
 //! known), which client waits for which log index, read barriers and their retries, the
-//! commit announcement, the fsync decision, snapshot scheduling and the failure of waiters.
+//! commit announcement, the fsync decision, snapshot scheduling, the failure of waiters and
+//! the automatic promotion of learners that were added as voters.
 //!
 //! It does no I/O: no threads, clock, sockets, files or async. Inputs are method calls
 //! ([`Driver::tick`] with the current time, [`Driver::step_frame`], [`Driver::propose`],
-//! [`Driver::read`], [`Driver::peer_connected`], [`Driver::snapshot_written`], …); effects
+//! [`Driver::read`], [`Driver::peer_connected`], [`Driver::snapshot_written`],
+//! [`Driver::set_promotion_candidates`], …); effects
 //! come out of [`Driver::poll`] as [`Effects`] bundles that the caller carries out in the
 //! order `docs/node-driver.md` prescribes, then acknowledges with [`Driver::advance`].
 //!
@@ -35,6 +37,7 @@ mod driver;
 mod durability;
 mod effects;
 pub mod lessor;
+mod promotion;
 mod reads;
 mod routing;
 
@@ -45,6 +48,7 @@ pub use effects::{
     ApplyItem, Effects, ForwardError, NodeError, Outcome, PeerFrame, PersistBatch, Reply, RequestId,
 };
 pub use lessor::Lessor;
+pub use promotion::{learner_in_sync, Promotion};
 
 /// etcd's limit on how far applying may fall behind committing before new proposals are
 /// refused with `etcdserver: too many requests` (etcd's `maxGapBetweenApplyAndCommitIndex`).

@@ -31,6 +31,8 @@ fn single_member() -> Driver {
         snapshot_count: 0,
         max_apply_gap: 5000,
         forward_id_base: 1 << 40,
+        promote_check_interval: Duration::from_millis(100),
+        unsafe_promote_unsynced: false,
     };
     Driver::new(raft, cfg, (0, 0), Duration::ZERO)
 }

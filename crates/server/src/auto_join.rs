@@ -7,7 +7,7 @@
 //! over the peer port to add it ([`Frame::AddMe`]), then joins exactly as a member started
 //! with `--initial-cluster-state existing` does (`crate::join`). The member that takes the
 //! request adds it the way `MemberAdd` adds a voter: a learner in the Raft configuration that
-//! the leader promotes once it caught up (`node::runtime` `auto_promote`).
+//! the leader's node driver promotes once it caught up (`node::promotion`).
 //!
 //! Not anyone who reaches the peer port may add itself. The member answering checks that
 //! the asked name is `<set>-<ordinal>` with the founders' `<set>-` (and no founder's name),

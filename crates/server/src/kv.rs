@@ -522,8 +522,12 @@ impl StateMachine for MvccMachine {
         })
     }
 
-    fn awaits_promotion(&self, id: u64) -> bool {
-        self.members.get(id).is_some_and(|m| !m.is_learner)
+    fn promotion_candidates(&self) -> std::collections::BTreeSet<u64> {
+        self.members
+            .members()
+            .filter(|m| !m.is_learner)
+            .map(|m| m.id)
+            .collect()
     }
 
     fn peer_urls(&self, id: u64) -> Vec<String> {

@@ -278,7 +278,8 @@ impl MemberList {
                     )));
                 }
                 // A voter is added to the configuration as a learner first and promoted
-                // once it caught up (`crate::node`); its context says it is no learner.
+                // once it caught up (the node driver, `node::promotion`); its context says
+                // it is no learner.
                 let context_learner = member.is_learner;
                 let mut record = MemberRecord::from_proto(member);
                 record.is_learner = is_learner && context_learner;

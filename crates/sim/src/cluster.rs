@@ -58,6 +58,9 @@ pub enum Sabotage {
     /// uncommitted, or before it committed an entry of its term
     /// (`raft::Config::unsafe_concurrent_conf_changes`).
     ConcurrentConfChanges,
+    /// The driver promotes learners added as voters without checking that they are in
+    /// sync (`node::DriverConfig::unsafe_promote_unsynced`).
+    PromoteUnsyncedLearners,
 }
 
 /// The outcome of a client call made through a member's driver.
@@ -189,6 +192,10 @@ pub struct ClusterStats {
     pub conf_changes: u64,
     /// Distinct members whose removal some member applied.
     pub removals_applied: u64,
+    /// Promotions of learners added as voters that leaders' drivers proposed on their own,
+    /// and distinct learners whose such promotion some member applied.
+    pub auto_promotions: u64,
+    pub auto_promotions_applied: u64,
 }
 
 /// One member: its driver and core (absent while crashed), its disk and its state machine.
@@ -240,6 +247,11 @@ pub struct Cluster {
     /// Members whose removal some member has applied (so it is committed). The network drops
     /// their Raft messages, as the server's transport refuses removed members.
     pub(crate) removed: BTreeSet<NodeId>,
+    /// The entries (index, term) of the promotions drivers proposed, and the learner each
+    /// promotes: an applied one counts in `ClusterStats::auto_promotions_applied`.
+    pub(crate) promotion_entries: BTreeMap<(Index, Term), NodeId>,
+    /// Learners whose automatic promotion some member applied.
+    pub(crate) auto_promoted: BTreeSet<NodeId>,
 }
 
 macro_rules! trace {
@@ -281,6 +293,8 @@ impl Cluster {
             snapshots_in_progress: BTreeMap::new(),
             forwarded_payloads: HashMap::new(),
             removed: BTreeSet::new(),
+            promotion_entries: BTreeMap::new(),
+            auto_promoted: BTreeSet::new(),
         };
         // Drawn only when asked for, so runs without it keep their RNG sequence.
         cluster.tick_phase = (0..cluster.voters.len())
@@ -616,8 +630,9 @@ impl Cluster {
                 // Start the clock on a tick boundary of the member's own phase, so members
                 // without staggered ticks tick at the same instants.
                 let aligned = (self.now + self.tick_phase[idx]) / UNITS_PER_TICK * UNITS_PER_TICK;
-                let driver =
+                let mut driver =
                     Driver::new(raft, driver_config, (applied, applied_term), time(aligned));
+                driver.set_promotion_candidates(self.nodes[idx].sm.promotion_candidates());
                 self.nodes[idx].driver = Some(driver);
                 self.refresh_links();
                 self.after_input(idx);
@@ -639,6 +654,10 @@ impl Cluster {
             snapshot_count: self.config.compact_every.map_or(0, |n| n.max(1)),
             max_apply_gap: node::MAX_APPLY_GAP,
             forward_id_base: self.rng.gen(),
+            // Every tick (the server: every heartbeat interval, 100 ms).
+            promote_check_interval: tick,
+            unsafe_promote_unsynced: self.config.sabotage
+                == Some(Sabotage::PromoteUnsyncedLearners),
         }
     }
 
@@ -929,6 +948,15 @@ impl Cluster {
         }
     }
 
+    /// The learners of the leader's configuration that its applied state records as added
+    /// as voters: they await the driver's automatic promotion. Empty when no leader is known.
+    pub fn awaiting_promotion(&self) -> Vec<NodeId> {
+        self.leader()
+            .and_then(|l| self.alive_index(l))
+            .and_then(|idx| self.nodes[idx].driver.as_ref())
+            .map_or_else(Vec::new, |d| d.awaiting_promotion())
+    }
+
     /// Members whose removal is committed (some member applied it).
     pub fn removed(&self) -> &BTreeSet<NodeId> {
         &self.removed
@@ -1057,6 +1085,14 @@ impl Cluster {
 
     pub fn stats(&self) -> ClusterStats {
         self.stats
+    }
+
+    /// Records a checker's verdict reached outside the cluster's own steps (the liveness
+    /// phase's): a violation is the run's if it is the first.
+    pub fn record_violation(&mut self, result: Result<(), Violation>) {
+        if let Err(v) = result {
+            self.record(v);
+        }
     }
 
     pub fn violation(&self) -> Option<&Violation> {

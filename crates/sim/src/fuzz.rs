@@ -17,8 +17,10 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use crate::checkers::promotion;
 use crate::cluster::{CallResult, ClusterStats, CrashPoint, Sabotage};
 use crate::network::{NetConfig, NetStats};
+use crate::state_machine::ADDED_AS_VOTER;
 use crate::{Cluster, SimConfig};
 
 /// How long a run lasts.
@@ -474,8 +476,10 @@ fn fault_phase(
     Ok(())
 }
 
-/// Asks the leader for a random membership change: add a spare as a learner or a voter,
-/// promote a learner, or remove a member (the leader itself included). Spares are used once:
+/// Asks the leader for a random membership change: add a spare as a learner (that stays
+/// one) or as a voter (a learner whose context says [`ADDED_AS_VOTER`]: the leader's driver
+/// promotes it once it is in sync, as the server's `MemberAdd` does), promote a learner as
+/// an operator would, or remove a member (the leader itself included). Spares are used once:
 /// a removed member never comes back under its id, as in etcd. The core refuses changes that
 /// would break its rules (one at a time, not before the leader's first commit); those count
 /// as attempts.
@@ -485,24 +489,24 @@ fn member_change(c: &mut Cluster, spares: &mut Vec<NodeId>) {
     let Some(conf) = c.status(leader).map(|s| s.conf_state) else {
         return;
     };
-    let (kind, node) = match c.rng().gen_range(0..4) {
+    let (kind, node, context) = match c.rng().gen_range(0..4) {
         0 | 1 => {
             let Some(&spare) = spares.last() else { return };
-            let kind = if c.rng().gen_bool(0.5) {
-                ConfChangeKind::AddLearner
+            let context = if c.rng().gen_bool(0.5) {
+                Bytes::new()
             } else {
-                ConfChangeKind::AddVoter
+                Bytes::from_static(ADDED_AS_VOTER)
             };
-            (kind, spare)
+            (ConfChangeKind::AddLearner, spare, context)
         }
         2 => match conf.learners.choose(c.rng()) {
-            Some(&learner) => (ConfChangeKind::AddVoter, learner),
+            Some(&learner) => (ConfChangeKind::AddVoter, learner, Bytes::new()),
             None => return,
         },
         _ => {
             let members: Vec<NodeId> = conf.voters.iter().chain(&conf.learners).copied().collect();
             match members.choose(c.rng()) {
-                Some(&m) => (ConfChangeKind::Remove, m),
+                Some(&m) => (ConfChangeKind::Remove, m, Bytes::new()),
                 None => return,
             }
         }
@@ -510,7 +514,7 @@ fn member_change(c: &mut Cluster, spares: &mut Vec<NodeId>) {
     let cc = ConfChange {
         kind,
         node,
-        context: Bytes::new(),
+        context,
     };
     if c.propose_conf_change(leader, cc).is_ok() && spares.last() == Some(&node) {
         spares.pop();
@@ -569,7 +573,10 @@ fn liveness_phase(c: &mut Cluster, plan: &Plan, clients: &mut Clients) -> Result
     let mut leader_seen = false;
     loop {
         leader_seen |= c.leader().is_some();
-        if leader_seen && everything_applied_everywhere(c, clients) {
+        if leader_seen
+            && everything_applied_everywhere(c, clients)
+            && c.awaiting_promotion().is_empty()
+        {
             return Ok(());
         }
         let now = c.now_ticks();
@@ -578,6 +585,13 @@ fn liveness_phase(c: &mut Cluster, plan: &Plan, clients: &mut Clients) -> Result
                 "liveness: no leader within {LEADER_BOUND_ELECTIONS} election timeouts ({} ticks) after healing at tick {healed_at}",
                 LEADER_BOUND_ELECTIONS * election
             ));
+        }
+        if now >= commit_deadline && leader_seen && everything_applied_everywhere(c, clients) {
+            // Only promotions are missing.
+            let leader = c.leader().unwrap_or(0);
+            let r = promotion::check_all_promoted(leader, &c.awaiting_promotion());
+            c.record_violation(r);
+            return violation(c);
         }
         if now >= commit_deadline {
             return Err(format!(

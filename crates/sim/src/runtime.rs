@@ -7,9 +7,10 @@
 //! live in `checkers`.
 
 use node::{Effects, Outcome, PeerFrame, PersistBatch, Reply};
-use raft::{Entry, Message, NodeId, Role, Snapshot, Term};
+use raft::{Entry, Index, Message, NodeId, Role, Snapshot, Term};
 use rand::Rng;
 
+use crate::checkers::promotion::{LeaderView, LearnerLog};
 use crate::checkers::{
     applied_within_commit, committed_entries::CommittedEntry, CommittedLedger, Violation,
 };
@@ -102,12 +103,27 @@ impl Cluster {
             if !self.apply(idx, &fx) {
                 return;
             }
+            if !self.check_promotions(idx, &fx.promotions) {
+                return;
+            }
             for r in &fx.replies {
                 if !self.answer(idx, r) {
                     return;
                 }
             }
-            self.nodes[idx].driver.as_mut().expect("alive").advance();
+            // Which learners await promotion is the applied state's to say: tell the
+            // driver again whenever this batch may have changed it (the server does the same).
+            let changed = fx.install_snapshot.is_some()
+                || fx
+                    .apply
+                    .iter()
+                    .any(|i| i.entry.kind == raft::EntryKind::ConfChange);
+            let node = &mut self.nodes[idx];
+            let driver = node.driver.as_mut().expect("alive");
+            driver.advance();
+            if changed {
+                driver.set_promotion_candidates(node.sm.promotion_candidates());
+            }
             if let Some(meta) = fx.start_snapshot {
                 self.start_snapshot(idx, meta);
             }
@@ -422,6 +438,14 @@ impl Cluster {
                         self.stats.removals_applied += 1;
                         trace!(self, "node {id} applied the removal of {}", cc.node);
                     }
+                    let auto = self.promotion_entries.get(&(e.index, e.term)) == Some(&cc.node);
+                    if cc.kind == raft::ConfChangeKind::AddVoter
+                        && auto
+                        && self.auto_promoted.insert(cc.node)
+                    {
+                        self.stats.auto_promotions_applied += 1;
+                        trace!(self, "node {id} applied the promotion of {}", cc.node);
+                    }
                 }
             }
             let r = self.checks.clients.observe_apply(id, e.index, &e.data);
@@ -441,6 +465,43 @@ impl Cluster {
                 return false;
             }
             self.nodes[idx].read_states.push(rs.clone());
+        }
+        true
+    }
+
+    /// Promotions the driver of `idx` proposed (its log holds them now): each is checked
+    /// against the rule and against the learner's durable log (`checkers::promotion`).
+    fn check_promotions(&mut self, idx: usize, promotions: &[node::Promotion]) -> bool {
+        let id = idx as NodeId + 1;
+        for p in promotions {
+            trace!(self, "node {id} promotes learner {}: {p:?}", p.node);
+            self.stats.auto_promotions += 1;
+            let node = &self.nodes[idx];
+            let leader = LeaderView {
+                id,
+                term: node.store.hard_state().term,
+                added_as_voter: node.sm.promotion_candidates().contains(&p.node),
+                term_at_matched: above_snapshot(&node.store, p.matched),
+            };
+            let Some(l) = self.index_of(p.node) else {
+                self.violate(
+                    "promotion",
+                    format!("node {id} promoted {}, which does not exist", p.node),
+                );
+                return false;
+            };
+            let store = &self.nodes[l].store;
+            let learner = LearnerLog {
+                term: store.hard_state().term,
+                snapshot_index: store.snapshot_index(),
+                last_index: store.last_index(),
+                term_at_matched: above_snapshot(store, p.matched),
+            };
+            let r = self.checks.promotion.observe(&leader, p, &learner);
+            if !self.check(r) {
+                return false;
+            }
+            self.promotion_entries.insert((p.index, p.term), p.node);
         }
         true
     }
@@ -774,6 +835,14 @@ impl Cluster {
             }
         }
     }
+}
+
+/// The term of the entry at `index` in `store`'s log above its snapshot, if any.
+fn above_snapshot(store: &crate::store::DurableStore, index: Index) -> Option<Term> {
+    if index <= store.snapshot_index() {
+        return None;
+    }
+    store.term_at(index)
 }
 
 fn committed(e: &Entry) -> CommittedEntry {

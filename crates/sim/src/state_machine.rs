@@ -5,7 +5,14 @@
 //! snapshot of this state machine is the encoded history itself.
 
 use bytes::{BufMut, Bytes, BytesMut};
-use raft::{Entry, EntryKind, Index, Term};
+use std::collections::BTreeSet;
+
+use raft::{ConfChange, ConfChangeKind, Entry, EntryKind, Index, NodeId, Term};
+
+/// The context of an `AddLearner` that adds a member as a voter: it enters the
+/// configuration as a learner and the leader's driver promotes it once it is in sync (the
+/// server says the same with an `etcdserverpb.Member` whose `is_learner` is false).
+pub const ADDED_AS_VOTER: &[u8] = b"added-as-voter";
 
 /// One applied entry, as the state machine saw it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -57,6 +64,32 @@ impl StateMachine {
     /// Replaces the whole history with a snapshot's contents.
     pub fn restore(&mut self, records: Vec<AppliedRecord>) {
         self.records = records;
+    }
+
+    /// The members this history records as voters, including those added as voters that
+    /// are still learners in the configuration (the driver promotes those once in sync):
+    /// the simulator's counterpart of the server's member list. A member joins the set by
+    /// an `AddVoter` or by an `AddLearner` whose context is [`ADDED_AS_VOTER`], and leaves it
+    /// by an `AddLearner` without it or a removal.
+    pub fn promotion_candidates(&self) -> BTreeSet<NodeId> {
+        let mut ids = BTreeSet::new();
+        for r in self
+            .records
+            .iter()
+            .filter(|r| r.kind == EntryKind::ConfChange)
+        {
+            let Ok(cc) = ConfChange::decode(&r.data) else {
+                continue;
+            };
+            match cc.kind {
+                ConfChangeKind::AddVoter => ids.insert(cc.node),
+                ConfChangeKind::AddLearner if cc.context.as_ref() == ADDED_AS_VOTER => {
+                    ids.insert(cc.node)
+                }
+                ConfChangeKind::AddLearner | ConfChangeKind::Remove => ids.remove(&cc.node),
+            };
+        }
+        ids
     }
 
     /// The snapshot image: every record, length-prefixed.
@@ -146,6 +179,32 @@ mod tests {
         }
         let back = StateMachine::decode(&sm.encode()).unwrap();
         assert_eq!(back, sm.records());
+    }
+
+    #[test]
+    fn promotion_candidates_follow_the_conf_changes_applied() {
+        let mut sm = StateMachine::default();
+        let changes = [
+            (ConfChangeKind::AddLearner, 4, ADDED_AS_VOTER),
+            (ConfChangeKind::AddLearner, 5, &b""[..]),
+            (ConfChangeKind::AddVoter, 6, &b""[..]),
+            (ConfChangeKind::AddLearner, 7, ADDED_AS_VOTER),
+            (ConfChangeKind::Remove, 7, &b""[..]),
+        ];
+        for (i, (kind, node, context)) in changes.into_iter().enumerate() {
+            let cc = ConfChange {
+                kind,
+                node,
+                context: Bytes::from_static(context),
+            };
+            sm.push(AppliedRecord {
+                index: i as u64 + 1,
+                term: 1,
+                kind: EntryKind::ConfChange,
+                data: cc.encode(),
+            });
+        }
+        assert_eq!(sm.promotion_candidates(), BTreeSet::from([4, 6]));
     }
 
     #[test]

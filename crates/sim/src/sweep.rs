@@ -37,6 +37,10 @@ pub struct Totals {
     /// Membership changes a leader accepted, and removals some member applied.
     pub conf_changes: u64,
     pub removals_applied: u64,
+    /// Promotions leaders' drivers proposed by themselves (each checked), and learners
+    /// whose such promotion was applied.
+    pub auto_promotions: u64,
+    pub auto_promotions_applied: u64,
 }
 
 impl SweepSummary {
@@ -72,8 +76,8 @@ impl SweepSummary {
             t.reads_served
         ) + &if t.conf_changes > 0 {
             format!(
-                ", {} membership changes accepted, {} removals applied",
-                t.conf_changes, t.removals_applied
+                ", {} membership changes accepted, {} removals applied, {} automatic promotions proposed ({} applied)",
+                t.conf_changes, t.removals_applied, t.auto_promotions, t.auto_promotions_applied
             )
         } else {
             String::new()
@@ -115,6 +119,8 @@ pub fn sweep(start: u64, count: u64, threads: usize, options: &FuzzOptions) -> S
                     t.restarts_below_applied += report.stats.restarts_below_applied;
                     t.conf_changes += report.stats.conf_changes;
                     t.removals_applied += report.stats.removals_applied;
+                    t.auto_promotions += report.stats.auto_promotions;
+                    t.auto_promotions_applied += report.stats.auto_promotions_applied;
                 }
                 if report.failure.is_some() {
                     failures

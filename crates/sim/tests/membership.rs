@@ -69,3 +69,53 @@ fn changes_through_the_driver_are_answered_like_writes() {
     assert_eq!(c.members(), remaining);
     assert!(c.violation().is_none());
 }
+
+/// A member added as a voter enters the configuration as a learner and the leader's driver
+/// promotes it by itself once it holds 90% of the log; a member added as a learner stays
+/// one. Every promotion the driver proposes is checked (`checkers::promotion`).
+#[test]
+fn a_member_added_as_a_voter_is_promoted_by_the_leader_and_a_learner_stays_one() {
+    let mut config = SimConfig::new(5, sim::seed_from_env_or(5));
+    config.initial_members = Some(3);
+    let mut c = Cluster::new(config);
+    let leader = c.wait_for_leader(200);
+    for i in 0..50 {
+        c.propose(leader, Bytes::from(format!("w{i}")))
+            .expect("leads");
+    }
+    c.run_ticks(20);
+
+    let as_voter = ConfChange {
+        kind: ConfChangeKind::AddLearner,
+        node: 4,
+        context: Bytes::from_static(sim::state_machine::ADDED_AS_VOTER),
+    };
+    apply_change(&mut c, as_voter);
+    assert!(
+        c.run_until(200, |c| c.stats().auto_promotions_applied == 1),
+        "4 was never promoted: {:?}",
+        c.leader().and_then(|l| c.status(l)).map(|s| s.conf_state)
+    );
+    let leader = c.wait_for_leader(200);
+    let st = c.status(leader).expect("alive");
+    assert!(st.conf_state.voters.contains(&4), "{st:?}");
+    assert!(c.awaiting_promotion().is_empty());
+    assert!(c.stats().auto_promotions >= 1);
+
+    apply_change(&mut c, change(ConfChangeKind::AddLearner, 5));
+    let at = c.max_committed();
+    assert!(
+        c.run_until(200, |c| c.applied_index(5) >= at),
+        "5 never caught up"
+    );
+    c.run_ticks(100);
+    let leader = c.wait_for_leader(200);
+    let st = c.status(leader).expect("alive");
+    assert_eq!(
+        st.conf_state.learners,
+        vec![5],
+        "a learner added as one was promoted"
+    );
+    assert_eq!(c.stats().auto_promotions_applied, 1);
+    assert!(c.violation().is_none());
+}

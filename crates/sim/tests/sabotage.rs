@@ -79,3 +79,23 @@ fn membership_changes_overlapping_in_flight_are_caught() {
         "300 seeds with overlapping membership changes and no invariant checker fired"
     );
 }
+
+#[test]
+fn promoting_a_learner_that_is_not_in_sync_is_caught() {
+    // The driver's automatic promotion without its in-sync check: a member added as a voter
+    // is promoted as soon as its addition is applied, long before it holds the log.
+    let options = FuzzOptions {
+        sabotage: Some(Sabotage::PromoteUnsyncedLearners),
+        membership: true,
+        ..FuzzOptions::default()
+    };
+    let fired: BTreeSet<&'static str> = (0..100)
+        .filter_map(|seed| run_seed(seed, &options).violation)
+        .map(|v| v.checker)
+        .collect();
+    println!("checkers that caught promotions out of sync: {fired:?}");
+    assert!(
+        fired.contains("promotion"),
+        "100 seeds promoting learners out of sync and the promotion checker never fired"
+    );
+}

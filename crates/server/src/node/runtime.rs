@@ -28,7 +28,7 @@ use crate::transport::{Frame, PeerEvent, Transport};
 /// and the others have to hear that the change committed.
 const REMOVED_GRACE: Duration = Duration::from_secs(1);
 
-/// How often a leader looks for members added as voters that have caught up.
+/// How often a leader's driver looks for members added as voters that have caught up.
 const PROMOTE_CHECK: Duration = Duration::from_millis(100);
 
 /// How often the node copies the leader's view of its members' replication into
@@ -98,6 +98,8 @@ pub fn spawn<S: StateMachine>(
         snapshot_count: params.snapshot_count,
         max_apply_gap: node::MAX_APPLY_GAP,
         forward_id_base: random_u64(),
+        promote_check_interval: PROMOTE_CHECK,
+        unsafe_promote_unsynced: false,
     };
     let id = params.id;
     let NodeParams {
@@ -110,14 +112,18 @@ pub fn spawn<S: StateMachine>(
         tick_interval,
         ..
     } = params;
-    let driver = Driver::new(raft, cfg, (applied, applied_term), Duration::ZERO);
+    let mut driver = Driver::new(raft, cfg, (applied, applied_term), Duration::ZERO);
+    // Which learners await promotion is replicated state: the recovered state's answer
+    // now, and again whenever an applied change or an installed snapshot may change it.
+    if let Ok(sm) = state.read() {
+        driver.set_promotion_candidates(sm.promotion_candidates());
+    }
     let shell = Shell {
         id,
         changes: HashMap::new(),
         remote_changes: HashMap::new(),
         next_change_id: random_u64(),
         removed_at: None,
-        promote_checked: Instant::now(),
         progress_published: Instant::now(),
         driver,
         storage,
@@ -241,8 +247,6 @@ struct Shell<S: StateMachine> {
     next_change_id: u64,
     /// When this member applied its own removal; it stops [`REMOVED_GRACE`] later.
     removed_at: Option<Instant>,
-    /// When the leader last looked for members to promote ([`Shell::auto_promote`]).
-    promote_checked: Instant,
     /// When replication progress was last published ([`PROGRESS_PUBLISH`]).
     progress_published: Instant,
     driver: Driver,
@@ -349,10 +353,6 @@ impl<S: StateMachine> Shell<S> {
                 self.carry_out(fx)?;
             }
             self.round.report_if_slower_than(self.heartbeat_interval);
-            if self.role == Role::Leader && self.promote_checked.elapsed() >= PROMOTE_CHECK {
-                self.promote_checked = Instant::now();
-                self.auto_promote();
-            }
             self.publish();
         }
     }
@@ -542,69 +542,22 @@ impl<S: StateMachine> Shell<S> {
         }
     }
 
-    /// `MemberAdd` of a voter puts it in the configuration as a learner, so that a member
-    /// that never starts (a wrong URL, a typo) cannot take the quorum away; the leader
-    /// promotes it here once it holds 90% of the leader's log (etcd's "in sync" rule), one
-    /// change at a time like any other. The result is nobody's answer.
-    fn auto_promote(&mut self) {
-        let status = self.driver.core().status();
-        if status.conf_state.learners.is_empty() {
-            return;
-        }
-        let waiting: Vec<u64> = match self.state.read() {
-            Ok(sm) => status
+    /// A promotion needs the learner in sync with the leader: the driver's rule
+    /// (`node::learner_in_sync`: its acknowledged log at least 90% of the leader's, etcd's
+    /// `isLearnerReady`), the same one its automatic promotion follows; etcd's text.
+    fn learner_ready(&self, cc: &raft::ConfChange) -> Result<(), ChangeRefusal> {
+        if cc.kind != raft::ConfChangeKind::AddVoter
+            || !self
+                .driver
+                .core()
+                .status()
                 .conf_state
                 .learners
-                .iter()
-                .copied()
-                .filter(|&id| sm.awaits_promotion(id))
-                .collect(),
-            Err(_) => return,
-        };
-        if waiting.is_empty() {
-            return;
-        }
-        let progress = self.driver.core().progress();
-        for id in waiting {
-            let matched = progress
-                .iter()
-                .find(|p| p.id == id)
-                .map_or(0, |p| p.match_index);
-            if matched == 0 || (matched as f64) < (status.last_index as f64) * 0.9 {
-                continue;
-            }
-            let cc = raft::ConfChange {
-                kind: raft::ConfChangeKind::AddVoter,
-                node: id,
-                context: bytes::Bytes::new(),
-            };
-            let req = self.new_request();
-            if self.driver.propose_conf_change(req, cc).is_ok() {
-                info!(
-                    member = format_args!("{id:x}"),
-                    matched, "promoting a member added as a voter: it caught up"
-                );
-            }
-            return;
-        }
-    }
-
-    /// A promotion needs the learner in sync with the leader: its acknowledged log at least
-    /// 90% of the leader's (etcd's `isLearnerReady`, same threshold and text).
-    fn learner_ready(&self, cc: &raft::ConfChange) -> Result<(), ChangeRefusal> {
-        let core = self.driver.core();
-        if cc.kind != raft::ConfChangeKind::AddVoter
-            || !core.status().conf_state.learners.contains(&cc.node)
+                .contains(&cc.node)
         {
             return Ok(());
         }
-        let leader_match = core.status().last_index;
-        let learner_match = core
-            .progress()
-            .iter()
-            .find(|p| p.id == cc.node)
-            .map_or(0, |p| p.match_index);
-        if (learner_match as f64) < (leader_match as f64) * 0.9 {
+        if !self.driver.learner_in_sync(cc.node) {
             return Err(ChangeRefusal {
                 retry: false,
                 code: tonic::Code::FailedPrecondition as i32,
@@ -662,6 +615,15 @@ impl<S: StateMachine> Shell<S> {
     fn carry_out(&mut self, fx: Effects) -> anyhow::Result<()> {
         if let Some(ss) = fx.soft_state {
             self.on_soft_state(ss.leader, ss.role);
+        }
+        for p in &fx.promotions {
+            info!(
+                member = format_args!("{:x}", p.node),
+                matched = p.matched,
+                leader_last = p.leader_last,
+                index = p.index,
+                "promoting a member added as a voter: it caught up"
+            );
         }
         if let Some(batch) = &fx.persist {
             self.dial_added_members(&batch.entries);
@@ -817,7 +779,9 @@ impl<S: StateMachine> Shell<S> {
         // joining a running cluster may be sent a snapshot taken before it was added (the
         // log after it adds it).
         let removed = sm.is_removed(self.id);
+        let candidates = sm.promotion_candidates();
         drop(sm);
+        self.driver.set_promotion_candidates(candidates);
         for (id, urls) in urls {
             self.transport.set_peer_urls(id, &urls);
         }
@@ -839,7 +803,7 @@ impl<S: StateMachine> Shell<S> {
         probe::mark("commit", last);
         let mut outputs = Vec::new();
         let mut changes_applied = Vec::new();
-        let peer_url_changes = {
+        let (peer_url_changes, candidates) = {
             let mut sm = self
                 .state
                 .write()
@@ -857,8 +821,12 @@ impl<S: StateMachine> Shell<S> {
                     outputs.push((req, out));
                 }
             }
-            sm.take_peer_url_changes()
+            let candidates = (!changes_applied.is_empty()).then(|| sm.promotion_candidates());
+            (sm.take_peer_url_changes(), candidates)
         };
+        if let Some(candidates) = candidates {
+            self.driver.set_promotion_candidates(candidates);
+        }
         self.shared.applied.store(last, Ordering::Relaxed);
         for (id, urls) in peer_url_changes {
             // Our own URLs are what we listen on (flags); the others redial us there.

@@ -45,10 +45,11 @@ pub trait StateMachine: Send + Sync + 'static {
         Ok(())
     }
 
-    /// Whether member `id`, a learner in the Raft configuration, was added as a voter: the
-    /// leader promotes it once it has caught up.
-    fn awaits_promotion(&self, _id: u64) -> bool {
-        false
+    /// The members the applied state records as voters, including those added as voters
+    /// that are still learners in the Raft configuration: the node driver promotes those
+    /// once they have caught up (`node::Driver::set_promotion_candidates`).
+    fn promotion_candidates(&self) -> std::collections::BTreeSet<u64> {
+        std::collections::BTreeSet::new()
     }
 
     /// Member `id`'s peer URLs as the replicated state knows them (for the transport

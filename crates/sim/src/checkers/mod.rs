@@ -11,6 +11,7 @@ pub mod election_safety;
 pub mod leader_completeness;
 pub mod log_matching;
 pub mod monotonic;
+pub mod promotion;
 pub mod read_index;
 pub mod recovery;
 pub mod state_machine_safety;
@@ -21,6 +22,7 @@ pub use election_safety::ElectionSafety;
 pub use leader_completeness::LeaderCompleteness;
 pub use log_matching::LogMatching;
 pub use monotonic::Monotonic;
+pub use promotion::PromotionChecker;
 pub use read_index::ReadIndexChecker;
 pub use state_machine_safety::StateMachineSafety;
 
@@ -57,4 +59,5 @@ pub struct Checkers {
     pub monotonic: Monotonic,
     pub reads: ReadIndexChecker,
     pub clients: ClientCalls,
+    pub promotion: PromotionChecker,
 }
