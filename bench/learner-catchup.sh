@@ -95,7 +95,7 @@ df -h "$WORK_ROOT" | tail -1 | awk -v need="$((SIZE_MIB * 10))" '{print "disk un
 
 status_field() { # endpoint field -> value from `endpoint status -w fields`
   "$ETCDCTL" --endpoints="$1" --command-timeout=5s endpoint status -w fields 2>/dev/null |
-    awk -F' : ' -v f="\"$2\"" '$1 == f {print $2; exit}'
+    awk -F' : ' -v f="\"$2\"" '$1 == f {print $2; exit}' || true # a member not answering yet: empty
 }
 rss_mib() { awk -v k="$2" '$1 == k":" {printf "%.0f", $2/1024}' "/proc/$1/status" 2>/dev/null || echo 0; }
 
