@@ -8,6 +8,7 @@
 #   CLUSTER_NAME            the --initial-cluster-token prefix and the readiness key's prefix
 #   SNAPSHOT_COUNT          --snapshot-count for both systems
 #   RAFTKV_FLAGS            (optional) extra flags for the raftkv members
+#   ETCD_FLAGS              (optional) extra flags for the etcd members
 
 declare -A PID         # "<system>-<i>" -> pid of a member this script started
 cleanup() {
@@ -24,10 +25,11 @@ endpoints() { echo "127.0.0.1:$(( $(base_port "$1") + 1 )),127.0.0.1:$(( $(base_
 
 start_member() { # system index
   local sys=$1 i=$2 cmd cluster=""
+  local extra=()
   if [[ $sys == etcd ]]; then
-    cmd=("$ETCD")
+    read -ra extra <<<"${ETCD_FLAGS:-}"
+    cmd=("$ETCD" "${extra[@]}")
   else
-    local extra=()
     read -ra extra <<<"${RAFTKV_FLAGS:-}"
     cmd=("$RAFTKV" server "${extra[@]}")
   fi

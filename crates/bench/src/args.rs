@@ -73,6 +73,13 @@ pub struct BenchArgs {
     #[arg(long, global = true)]
     pub user: Option<String>,
 
+    /// Load workloads (put, range, txn-mixed): write one line per finished request to this
+    /// file, `<unix time of the answer, seconds> ok` or `<time> err <gRPC code>`, in the
+    /// order answers came. For runs whose availability over time matters
+    /// (bench/learner-catchup.sh: the longest gap between acknowledged writes).
+    #[arg(long, global = true)]
+    pub trace: Option<std::path::PathBuf>,
+
     #[command(subcommand)]
     pub workload: Workload,
 }
@@ -108,6 +115,12 @@ pub struct KeyArgs {
     /// Walk the key space in order instead of choosing keys at random.
     #[arg(long)]
     pub sequential_keys: bool,
+    /// Fill the key space: the n-th request of the run writes key n (modulo the key
+    /// space), whatever the number of clients, so `--total` equal to `--key-space-size`
+    /// writes every key exactly once. (`--sequential-keys` walks one sequence per client,
+    /// starting at the client's number: the clients' walks overlap.)
+    #[arg(long, conflicts_with = "sequential_keys")]
+    pub fill: bool,
 }
 
 /// The workload to run.

@@ -5,9 +5,11 @@
 //! Every client keeps its own histogram so the hot path shares nothing but two atomics.
 
 use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{LineWriter, Write};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
 use bytes::Bytes;
@@ -150,11 +152,16 @@ impl Job {
         })
     }
 
-    async fn issue(&mut self, kv: &mut Kv, rng: &mut SmallRng) -> Result<(), tonic::Status> {
+    async fn issue(
+        &mut self,
+        kv: &mut Kv,
+        rng: &mut SmallRng,
+        slot: u64,
+    ) -> Result<(), tonic::Status> {
         match self {
             Job::Put { keys, value } => {
                 let req = PutRequest {
-                    key: keys.next_key(rng),
+                    key: keys.next_key(rng, slot),
                     value: value.clone(),
                     ..Default::default()
                 };
@@ -179,7 +186,7 @@ impl Job {
                 read_ratio,
                 serializable,
             } => {
-                let key = keys.next_key(rng);
+                let key = keys.next_key(rng, slot);
                 let op = if rng.gen_bool(*read_ratio) {
                     request_op::Request::RequestRange(RangeRequest {
                         key,
@@ -213,6 +220,9 @@ struct Shared {
     stop: StopAt,
     rate: f64,
     timeout: Duration,
+    /// `--trace`: one line per finished request, flushed per line so a writer stopped by a
+    /// signal leaves a complete trace.
+    trace: Option<Mutex<LineWriter<File>>>,
 }
 
 impl Shared {
@@ -224,6 +234,24 @@ impl Shared {
             StopAt::Duration(d) if self.start.elapsed() >= d => None,
             _ => Some(slot),
         }
+    }
+
+    /// Append a request's outcome to the `--trace` file, stamped with the wall clock now
+    /// (the other tools of a run, and the script reading the trace, use the same clock).
+    fn trace(&self, outcome: &Result<(), tonic::Status>) {
+        let Some(trace) = &self.trace else {
+            return;
+        };
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs_f64();
+        let mut w = trace.lock().unwrap_or_else(|p| p.into_inner());
+        // A failed trace write shows as a short file; the run itself goes on.
+        let _ = match outcome {
+            Ok(()) => writeln!(w, "{now:.6} ok"),
+            Err(status) => writeln!(w, "{now:.6} err {:?}", status.code()),
+        };
     }
 
     /// When slot `n` may start under --rate (None = immediately).
@@ -251,13 +279,14 @@ async fn client_loop(mut kv: Kv, mut job: Job, shared: Arc<Shared>, seed: u64) -
             tokio::time::sleep_until(at.into()).await;
         }
         let began = Instant::now();
-        let outcome = match tokio::time::timeout(shared.timeout, job.issue(&mut kv, &mut rng)).await
-        {
-            Ok(r) => r,
-            Err(_) => Err(tonic::Status::deadline_exceeded(
-                "client-side request timeout",
-            )),
-        };
+        let outcome =
+            match tokio::time::timeout(shared.timeout, job.issue(&mut kv, &mut rng, slot)).await {
+                Ok(r) => r,
+                Err(_) => Err(tonic::Status::deadline_exceeded(
+                    "client-side request timeout",
+                )),
+            };
+        shared.trace(&outcome);
         match outcome {
             Ok(()) => report::record(&mut hist, began.elapsed()),
             Err(status) => *errors.entry(format!("{:?}", status.code())).or_insert(0) += 1,
@@ -324,6 +353,12 @@ pub async fn run_load(args: &BenchArgs) -> Result<Report> {
     let urls = args.endpoint_urls();
     let channels = open_channels(args, &urls).await?;
     let token = token(args, &channels[0]).await?;
+    let trace = match &args.trace {
+        Some(path) => Some(Mutex::new(LineWriter::new(
+            File::create(path).with_context(|| format!("creating {}", path.display()))?,
+        ))),
+        None => None,
+    };
     let start = Instant::now();
     let shared = Arc::new(Shared {
         issued: AtomicU64::new(0),
@@ -332,6 +367,7 @@ pub async fn run_load(args: &BenchArgs) -> Result<Report> {
         stop: args.stop_at(),
         rate: args.rate,
         timeout: Duration::from_millis(args.request_timeout_ms),
+        trace,
     });
     let stop_compactor = Arc::new(AtomicBool::new(false));
     if let Workload::Put {
@@ -387,6 +423,10 @@ pub async fn run_load(args: &BenchArgs) -> Result<Report> {
         }
     }
     let elapsed = start.elapsed();
+    if let Some(trace) = &shared.trace {
+        let mut w = trace.lock().unwrap_or_else(|p| p.into_inner());
+        w.flush().context("writing the --trace file")?;
+    }
     ticker.abort();
     stop_compactor.store(true, Ordering::Relaxed);
     bar.finish_and_clear();

@@ -13,6 +13,7 @@ pub struct KeyPicker {
     key_size: usize,
     key_space: u64,
     sequential: bool,
+    fill: bool,
     next: u64,
 }
 
@@ -23,13 +24,16 @@ impl KeyPicker {
             key_size: args.key_size,
             key_space: args.key_space_size,
             sequential: args.sequential_keys,
+            fill: args.fill,
             next: client % args.key_space_size,
         }
     }
 
-    /// The next key to use.
-    pub fn next_key(&mut self, rng: &mut SmallRng) -> Bytes {
-        let index = if self.sequential {
+    /// The key for request `slot` of the run (the run's n-th request has slot n).
+    pub fn next_key(&mut self, rng: &mut SmallRng, slot: u64) -> Bytes {
+        let index = if self.fill {
+            slot % self.key_space
+        } else if self.sequential {
             let i = self.next;
             self.next = (self.next + 1) % self.key_space;
             i
@@ -65,6 +69,7 @@ mod tests {
             val_size: 8,
             key_space_size: space,
             sequential_keys: sequential,
+            fill: false,
         }
     }
 
@@ -80,7 +85,7 @@ mod tests {
     fn sequential_keys_walk_the_space_and_wrap() {
         let mut rng = SmallRng::seed_from_u64(1);
         let mut p = KeyPicker::new(&key_args(8, 3, true), 1);
-        let got: Vec<Bytes> = (0..4).map(|_| p.next_key(&mut rng)).collect();
+        let got: Vec<Bytes> = (0..4).map(|_| p.next_key(&mut rng, 0)).collect();
         let want: Vec<Bytes> = [1, 2, 0, 1].iter().map(|&i| encode_key(i, 8)).collect();
         assert_eq!(got, want);
     }
@@ -91,7 +96,26 @@ mod tests {
         let mut p = KeyPicker::new(&key_args(8, 5, false), 0);
         let allowed: Vec<Bytes> = (0..5).map(|i| encode_key(i, 8)).collect();
         for _ in 0..200 {
-            assert!(allowed.contains(&p.next_key(&mut rng)));
+            assert!(allowed.contains(&p.next_key(&mut rng, 0)));
         }
+    }
+
+    #[test]
+    fn fill_writes_every_key_once_whatever_the_client() {
+        let mut rng = SmallRng::seed_from_u64(3);
+        let args = KeyArgs {
+            fill: true,
+            ..key_args(8, 6, false)
+        };
+        // Three clients taking the run's slots in an arbitrary interleaving.
+        let mut pickers: Vec<KeyPicker> = (0..3).map(|c| KeyPicker::new(&args, c)).collect();
+        let mut got: Vec<Bytes> = [(2, 0), (0, 1), (0, 2), (1, 3), (2, 4), (1, 5)]
+            .iter()
+            .map(|&(client, slot)| pickers[client].next_key(&mut rng, slot))
+            .collect();
+        got.sort();
+        let want: Vec<Bytes> = (0..6).map(|i| encode_key(i, 8)).collect();
+        assert_eq!(got, want);
+        assert_eq!(pickers[0].next_key(&mut rng, 7), encode_key(1, 8));
     }
 }

@@ -457,7 +457,8 @@ impl<S: StateMachine> Shell<S> {
                         let _ = w.send(result);
                     }
                 }
-                // Handshakes, round-trip probes and HashKV questions end in the transport.
+                // Handshakes, round-trip probes, HashKV questions and snapshot parts (whole
+                // snapshots reach the node as `Frame::Raft`) end in the transport.
                 Frame::Hello(_)
                 | Frame::HelloReply(_)
                 | Frame::Ping { .. }
@@ -467,7 +468,9 @@ impl<S: StateMachine> Shell<S> {
                 | Frame::AddMe { .. }
                 | Frame::AddMeAnswer { .. }
                 | Frame::HashKv { .. }
-                | Frame::HashKvResult { .. } => {}
+                | Frame::HashKvResult { .. }
+                | Frame::SnapshotHead { .. }
+                | Frame::SnapshotPart { .. } => {}
             },
             PeerEvent::Removed { peer } => {
                 info!(

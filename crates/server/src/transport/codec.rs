@@ -52,8 +52,13 @@ pub const FEATURE_PING: u64 = 1;
 /// by an acceptor that has a store to hash.
 pub const FEATURE_HASHKV: u64 = 2;
 
+/// Feature bit in [`HelloReply::Accepted`]: the acceptor takes a snapshot in parts
+/// ([`Frame::SnapshotHead`] and [`Frame::SnapshotPart`], `transport::snapshot_parts`). A
+/// dialler sends an older acceptor the snapshot in one frame, as before.
+pub const FEATURE_SNAPSHOT_PARTS: u64 = 4;
+
 /// The feature bits this build advertises.
-pub const FEATURES: u64 = FEATURE_PING | FEATURE_HASHKV;
+pub const FEATURES: u64 = FEATURE_PING | FEATURE_HASHKV | FEATURE_SNAPSHOT_PARTS;
 
 /// A peer's answer to [`Frame::HashKv`]: what etcd's `HashKVResponse` carries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -228,6 +233,18 @@ pub enum Frame {
     AddMeAnswer {
         result: Result<(), String>,
     },
+    /// The start of a snapshot sent in parts (`transport::snapshot_parts`): the
+    /// `InstallSnapshot` message with an empty image, and the image's length. Sent only to
+    /// acceptors that advertise [`FEATURE_SNAPSHOT_PARTS`].
+    SnapshotHead {
+        message: Message,
+        len: u64,
+    },
+    /// The next bytes of the image announced by the last [`Frame::SnapshotHead`] on this
+    /// connection (the whole frame body after the kind: no inner length).
+    SnapshotPart {
+        data: Bytes,
+    },
 }
 
 /// Who a joining member is, as a member of the running cluster answers it.
@@ -395,6 +412,15 @@ pub fn encode(frame: &Frame, out: &mut BytesMut) {
             put_str(out, name);
             put_strs(out, peer_urls);
         }
+        Frame::SnapshotHead { message, len } => {
+            out.put_u8(18);
+            put_message(out, message);
+            out.put_u64_le(*len);
+        }
+        Frame::SnapshotPart { data } => {
+            out.truncate(start);
+            return encode_snapshot_part(data, out);
+        }
         Frame::AddMeAnswer { result } => {
             out.put_u8(17);
             match result {
@@ -419,6 +445,15 @@ pub fn encode_raft(m: &Message, out: &mut BytesMut) {
     put_message(out, m);
     let len = (out.len() - start - 4) as u32;
     out[start..start + 4].copy_from_slice(&len.to_le_bytes());
+}
+
+/// Append a [`Frame::SnapshotPart`] carrying `data`, length prefix included, without
+/// first copying `data` into a frame.
+pub fn encode_snapshot_part(data: &[u8], out: &mut BytesMut) {
+    out.reserve(5 + data.len());
+    out.put_u32_le(1 + data.len() as u32);
+    out.put_u8(19);
+    out.put_slice(data);
 }
 
 fn put_str(out: &mut BytesMut, s: &str) {
@@ -685,6 +720,13 @@ pub fn decode(body: Bytes) -> Result<Frame, DecodeError> {
                 t => return Err(DecodeError::UnknownTag("add-me answer", t)),
             },
         },
+        18 => Frame::SnapshotHead {
+            message: r.message()?,
+            len: r.u64()?,
+        },
+        19 => Frame::SnapshotPart {
+            data: std::mem::take(&mut r.0),
+        },
         t => return Err(DecodeError::UnknownTag("frame", t)),
     };
     Ok(frame)
@@ -926,6 +968,31 @@ mod tests {
             Frame::AddMeAnswer {
                 result: Err("not a member of the StatefulSet".into()),
             },
+            Frame::SnapshotHead {
+                message: Message {
+                    from: 1,
+                    to: 4,
+                    term: 7,
+                    body: MessageBody::InstallSnapshot {
+                        snapshot: Snapshot {
+                            meta: SnapshotMeta {
+                                index: 100,
+                                term: 4,
+                                conf_state: ConfState {
+                                    voters: vec![1, 2, 3],
+                                    learners: vec![4],
+                                },
+                            },
+                            data: Bytes::new(),
+                        },
+                    },
+                },
+                len: 3 << 30,
+            },
+            Frame::SnapshotPart {
+                data: Bytes::from_static(b"part of an image"),
+            },
+            Frame::SnapshotPart { data: Bytes::new() },
             Frame::HashKv {
                 req_id: 7,
                 revision: 42,
@@ -1104,7 +1171,11 @@ mod tests {
             // An acceptance without its feature bits is the older layout, and valid.
             let old_layout =
                 matches!(f, Frame::HelloReply(HelloReply::Accepted { .. })).then(|| body.len() - 8);
-            for cut in (0..body.len()).filter(|&c| Some(c) != old_layout) {
+            // A snapshot part is the rest of its frame (the frame's length, checked by
+            // `split_frame`, delimits it): any cut after its kind is a shorter part.
+            let whole_rest = matches!(f, Frame::SnapshotPart { .. });
+            for cut in (0..body.len()).filter(|&c| Some(c) != old_layout && !(whole_rest && c > 0))
+            {
                 assert!(
                     decode(body.slice(..cut)).is_err(),
                     "{f:?} cut at {cut} decoded"

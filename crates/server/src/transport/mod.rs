@@ -35,6 +35,12 @@
 //!   [`PeerSet`] for good: its handshakes are refused with [`RefusalKind::Removed`], which
 //!   stops it ([`PeerEvent::Removed`]), and its open connections are closed, so a removed
 //!   member cannot disturb the others (etcd's transport keeps the same set).
+//! * **Snapshots in parts.** An `InstallSnapshot` goes to a peer that advertises
+//!   [`codec::FEATURE_SNAPSHOT_PARTS`] as a head and 1 MiB parts ([`snapshot_parts`]),
+//!   framed by the connection task as the socket drains, in order with everything else sent
+//!   to that peer: frames sent while a snapshot is on its way wait behind it. At most one
+//!   snapshot per peer is queued or on its way; another is dropped (Raft sends it again if
+//!   it is still needed). The image, shared with the Raft core, is never copied whole.
 //! * **Failures.** Connect errors, DNS names that do not resolve yet and broken
 //!   connections are retried with capped exponential backoff, forever. Messages sent
 //!   while a peer is unreachable are dropped: Raft retransmits what matters.
@@ -43,6 +49,7 @@ pub mod codec;
 pub mod hash_kv;
 mod incarnations;
 pub mod join_gate;
+mod snapshot_parts;
 
 use std::collections::{BTreeSet, HashMap};
 use std::io::Write;
@@ -218,6 +225,23 @@ struct OutState {
     /// The connection task holds bytes taken from the backlog and not yet written: senders
     /// must append to the backlog too.
     writing: bool,
+    /// The peer takes snapshots in parts ([`codec::FEATURE_SNAPSHOT_PARTS`]).
+    snapshot_parts: bool,
+    /// A snapshot the connection task sends in parts once `backlog` is written (and is
+    /// sending, while `writing`).
+    snapshot: Option<snapshot_parts::Outgoing>,
+    /// Frames sent after `snapshot`: they become the backlog once its last part is written.
+    after: BytesMut,
+}
+
+impl OutState {
+    /// Forget everything queued (the connection is new, or gone).
+    fn clear_queued(&mut self) {
+        self.backlog.clear();
+        self.snapshot = None;
+        self.after.clear();
+        self.writing = false;
+    }
 }
 
 impl Outbox {
@@ -241,7 +265,7 @@ impl Outbox {
         if let Some(sock) = st
             .direct
             .as_ref()
-            .filter(|_| !st.writing && st.backlog.is_empty())
+            .filter(|_| !st.writing && st.backlog.is_empty() && st.snapshot.is_none())
         {
             let mut sock: &std::net::TcpStream = sock;
             while sent < bytes.len() {
@@ -265,16 +289,79 @@ impl Outbox {
             }
         }
         // A frame already partly written must be completed, whatever the backlog holds.
-        if sent == 0 && st.backlog.len() + bytes.len() > MAX_BACKLOG {
+        if sent == 0 && st.backlog.len() + st.after.len() + bytes.len() > MAX_BACKLOG {
             debug!(
                 peer = format_args!("{peer:x}"),
                 "peer backlog full; dropping frames"
             );
             return;
         }
-        st.backlog.extend_from_slice(&bytes[sent..]);
+        // Behind a snapshot on its way, frames wait for its last part (`sent` is 0 then:
+        // no direct write happened).
+        let queue = if st.snapshot.is_some() {
+            &mut st.after
+        } else {
+            &mut st.backlog
+        };
+        queue.extend_from_slice(&bytes[sent..]);
         drop(st);
         self.wake.notify_one();
+    }
+
+    /// Queue `message` (an `InstallSnapshot`) to be sent in parts by the connection task,
+    /// after everything sent before it. Dropped when no connection is up or another snapshot
+    /// is queued or on its way (Raft sends it again if it is still needed).
+    fn send_snapshot(&self, peer: u64, outgoing: snapshot_parts::Outgoing) {
+        let mut st = self.lock();
+        if !st.up {
+            debug!(
+                peer = format_args!("{peer:x}"),
+                "no connection to peer; dropping a snapshot"
+            );
+            return;
+        }
+        if st.snapshot.is_some() {
+            debug!(
+                peer = format_args!("{peer:x}"),
+                "a snapshot is already on its way to this peer; dropping another"
+            );
+            return;
+        }
+        crate::metrics::metrics().peer_sent(peer, outgoing.len());
+        debug!(
+            peer = format_args!("{peer:x}"),
+            bytes = outgoing.len(),
+            "sending a snapshot in parts"
+        );
+        st.snapshot = Some(outgoing);
+        drop(st);
+        self.wake.notify_one();
+    }
+
+    /// The next bytes the connection task must write, if any: the backlog, else the next
+    /// frame of the snapshot (then the frames that waited behind it become the backlog).
+    /// Marks the task as writing while it has some.
+    fn next_to_write(&self) -> Option<BytesMut> {
+        let mut st = self.lock();
+        loop {
+            if !st.backlog.is_empty() {
+                st.writing = true;
+                return Some(st.backlog.split());
+            }
+            if let Some(snapshot) = st.snapshot.as_mut() {
+                let mut frame = BytesMut::new();
+                if snapshot.next_frame(&mut frame) {
+                    st.writing = true;
+                    return Some(frame);
+                }
+                st.snapshot = None;
+                let after = std::mem::take(&mut st.after);
+                st.backlog = after;
+                continue;
+            }
+            st.writing = false;
+            return None;
+        }
     }
 }
 
@@ -345,6 +432,7 @@ impl Transport {
             directory: self.directory.clone(),
             tls: d.tls.clone(),
             probe: false,
+            snapshot_parts: false,
             hash_waiters: self.hash_waiters.clone(),
         };
         let stop = d.shutdown.child_token();
@@ -467,7 +555,19 @@ impl Transport {
         for (&peer, o) in outboxes.iter() {
             buf.clear();
             let mut probed = None;
+            let parts = o.lock().snapshot_parts;
             for m in msgs.iter().filter(|m| m.to == peer) {
+                if parts {
+                    if let Some(outgoing) = snapshot_parts::Outgoing::new(m) {
+                        // In order: what came before the snapshot goes first.
+                        if !buf.is_empty() {
+                            o.send_bytes(peer, &buf);
+                            buf.clear();
+                        }
+                        o.send_snapshot(peer, outgoing);
+                        continue;
+                    }
+                }
                 probed = probed.or(probe_point_raft(m, "tx_append", "tx_ack"));
                 codec::encode_raft(m, &mut buf);
             }
@@ -678,6 +778,8 @@ struct Dialer {
     tls: Option<Arc<rustls::ClientConfig>>,
     /// The peer's last acceptance said it answers round-trip probes.
     probe: bool,
+    /// The peer's last acceptance said it takes snapshots in parts.
+    snapshot_parts: bool,
     /// Where the peer's HashKV answers, which come back on this connection, are delivered.
     hash_waiters: Arc<hash_kv::Waiters>,
 }
@@ -749,6 +851,7 @@ impl Dialer {
                 features,
             })) => {
                 self.probe = features & codec::FEATURE_PING != 0;
+                self.snapshot_parts = features & codec::FEATURE_SNAPSHOT_PARTS != 0;
                 if let Ok(mut d) = self.directory.lock() {
                     d.insert(
                         self.peer,
@@ -843,8 +946,8 @@ impl Dialer {
         let mut st = self.outbox.lock();
         st.up = true;
         st.direct = direct;
-        st.backlog.clear();
-        st.writing = false;
+        st.snapshot_parts = self.snapshot_parts;
+        st.clear_queued();
     }
 
     /// Write the backlog to `wr` whenever it has bytes, until the connection breaks;
@@ -865,16 +968,7 @@ impl Dialer {
                     self.outbox.send_bytes(self.peer, &ping);
                 },
                 _ = self.outbox.wake.notified() => {
-                    loop {
-                        let chunk = {
-                            let mut st = self.outbox.lock();
-                            if st.backlog.is_empty() {
-                                st.writing = false;
-                                break;
-                            }
-                            st.writing = true;
-                            st.backlog.split()
-                        };
+                    while let Some(chunk) = self.outbox.next_to_write() {
                         if let Err(e) = wr.write_all(&chunk).await {
                             return e.to_string();
                         }
@@ -921,8 +1015,7 @@ impl Drop for Unpublish<'_> {
         let mut st = self.0.lock();
         st.up = false;
         st.direct = None;
-        st.backlog.clear();
-        st.writing = false;
+        st.clear_queued();
     }
 }
 
@@ -1282,7 +1375,7 @@ impl Acceptor {
                     codec::FEATURE_HASHKV
                 } else {
                     0
-                }),
+                }) | codec::FEATURE_SNAPSHOT_PARTS,
             },
             Err(Refusal { kind, reason }) => {
                 warn!(peer = format_args!("{:x}", hello.from), ?kind, %reason, "refusing peer");
@@ -1300,6 +1393,8 @@ impl Acceptor {
         let from = hello.from;
         // Answers to the peer's HashKV questions, written back on this connection.
         let (answer_tx, mut answers) = tokio::sync::mpsc::unbounded_channel::<Frame>();
+        // A snapshot arriving in parts on this connection.
+        let mut incoming_snapshot = snapshot_parts::Incoming::default();
         loop {
             if self.members.is_removed(from) {
                 anyhow::bail!("member {from:x} was removed from the cluster");
@@ -1316,7 +1411,24 @@ impl Acceptor {
                 admitted_at = generation;
             }
             while let Some(body) = codec::split_frame(&mut buf)? {
-                let frame = codec::decode(body)?;
+                let frame = match codec::decode(body)? {
+                    Frame::SnapshotHead { message, len } => {
+                        match incoming_snapshot
+                            .head(message, len)
+                            .map_err(anyhow::Error::msg)?
+                        {
+                            Some(whole) => Frame::Raft(whole),
+                            None => continue,
+                        }
+                    }
+                    Frame::SnapshotPart { data } => {
+                        match incoming_snapshot.part(&data).map_err(anyhow::Error::msg)? {
+                            Some(whole) => Frame::Raft(whole),
+                            None => continue,
+                        }
+                    }
+                    frame => frame,
+                };
                 match &frame {
                     Frame::Raft(m) if m.from != from || m.to != self.local.member_id => {
                         anyhow::bail!(
@@ -1544,6 +1656,133 @@ mod tests {
                 other => panic!("unexpected {other:?}"),
             }
         }
+    }
+
+    fn raft(body: raft::MessageBody) -> Message {
+        Message {
+            from: 1,
+            to: 2,
+            term: 3,
+            body,
+        }
+    }
+
+    fn install_snapshot(image: bytes::Bytes) -> Message {
+        raft(raft::MessageBody::InstallSnapshot {
+            snapshot: raft::Snapshot {
+                meta: raft::SnapshotMeta {
+                    index: 500,
+                    term: 2,
+                    conf_state: raft::ConfState {
+                        voters: vec![1, 2],
+                        learners: vec![],
+                    },
+                },
+                data: image,
+            },
+        })
+    }
+
+    fn heartbeat(commit: u64) -> Message {
+        raft(raft::MessageBody::Heartbeat {
+            commit,
+            read_seq: 0,
+        })
+    }
+
+    /// A snapshot larger than the socket takes goes in parts (no frame on the wire grows
+    /// with the image: `snapshot_parts::tests`), arrives whole with its image unchanged, and
+    /// keeps its place: what was sent before it arrives before it, what was sent while it was
+    /// on its way arrives after it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_snapshot_goes_in_parts_and_keeps_its_place_among_the_frames() {
+        let incs = Arc::new(Incarnations::in_memory());
+        let (url, mut got, _stop) = acceptor(incs).await;
+        let (t, _events, _stop1) = dial(5, &url);
+        wait_connected(&t, 2).await;
+        // Wait until the sending side is published and knows the peer takes parts.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            t.send_raft(&[heartbeat(0)]);
+            if let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(100), got.recv()).await
+            {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "no frame delivered");
+        }
+        let image: bytes::Bytes = (0..(24usize << 20)).map(|i| (i % 253) as u8).collect();
+        t.send_raft(&[heartbeat(1), install_snapshot(image.clone()), heartbeat(2)]);
+        for commit in 3..=20 {
+            t.send_raft(&[heartbeat(commit)]);
+        }
+        let mut order = Vec::new();
+        while order.len() < 21 {
+            match next(&mut got).await {
+                PeerEvent::Frame {
+                    frame: Frame::Raft(m),
+                    ..
+                } => match m.body {
+                    raft::MessageBody::Heartbeat { commit: 0, .. } => {} // a late probe
+                    raft::MessageBody::Heartbeat { commit, .. } => order.push(commit as i64),
+                    raft::MessageBody::InstallSnapshot { snapshot } => {
+                        assert_eq!(snapshot.meta.index, 500);
+                        assert!(snapshot.data == image, "the image changed on the way");
+                        order.push(-1);
+                    }
+                    other => panic!("unexpected {other:?}"),
+                },
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        let mut want = vec![1, -1];
+        want.extend(2..=20);
+        assert_eq!(order, want);
+    }
+
+    /// The outbox's queue, step by step: frames before the snapshot, the snapshot's head and
+    /// parts, frames sent meanwhile (behind it, not written directly), and a second snapshot
+    /// while one is on its way dropped.
+    #[test]
+    fn frames_sent_during_a_snapshot_wait_behind_it_and_a_second_snapshot_is_dropped() {
+        let outbox = Outbox::default();
+        {
+            let mut st = outbox.lock();
+            st.up = true;
+            st.snapshot_parts = true;
+        }
+        let frame = |commit| {
+            let mut b = BytesMut::new();
+            codec::encode_raft(&heartbeat(commit), &mut b);
+            b
+        };
+        let image = bytes::Bytes::from(vec![9u8; snapshot_parts::PART + 1]);
+        outbox.send_bytes(2, &frame(1));
+        let first = install_snapshot(image.clone());
+        outbox.send_snapshot(2, snapshot_parts::Outgoing::new(&first).unwrap());
+        outbox.send_bytes(2, &frame(2));
+        let second = install_snapshot(bytes::Bytes::from_static(b"newer"));
+        outbox.send_snapshot(2, snapshot_parts::Outgoing::new(&second).unwrap());
+        outbox.send_bytes(2, &frame(3));
+
+        let mut wire = BytesMut::new();
+        while let Some(chunk) = outbox.next_to_write() {
+            assert!(outbox.lock().writing);
+            wire.extend_from_slice(&chunk);
+        }
+        assert!(!outbox.lock().writing);
+        let mut incoming = snapshot_parts::Incoming::default();
+        let mut got = Vec::new();
+        while let Some(body) = codec::split_frame(&mut wire).unwrap() {
+            match codec::decode(body).unwrap() {
+                Frame::Raft(m) => got.push(m),
+                Frame::SnapshotHead { message, len } => {
+                    got.extend(incoming.head(message, len).unwrap())
+                }
+                Frame::SnapshotPart { data } => got.extend(incoming.part(&data).unwrap()),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(got, vec![heartbeat(1), first, heartbeat(2), heartbeat(3)]);
     }
 
     #[tokio::test]
