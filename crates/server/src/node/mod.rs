@@ -7,6 +7,7 @@
 //! by, or starve, the gRPC tasks. Inputs arrive on one bounded channel and are drained in
 //! batches, so many proposals share one `Ready` and one fsync (group commit).
 
+pub mod admission;
 mod priority;
 pub mod probe;
 mod queue;
@@ -161,6 +162,8 @@ pub struct NodeHandle<S: StateMachine> {
     pub status: Arc<SharedStatus>,
     pub state: Arc<RwLock<S>>,
     timeout: Duration,
+    /// Room for proposals in flight through this member (`admission.rs`).
+    admission: admission::Admission,
 }
 
 impl<S: StateMachine> Clone for NodeHandle<S> {
@@ -173,13 +176,18 @@ impl<S: StateMachine> Clone for NodeHandle<S> {
             status: self.status.clone(),
             state: self.state.clone(),
             timeout: self.timeout,
+            admission: self.admission.clone(),
         }
     }
 }
 
 impl<S: StateMachine> NodeHandle<S> {
-    /// Replicate `data` through the log and return what applying it produced.
+    /// Replicate `data` through the log and return what applying it produced. Waits for
+    /// room among the proposals in flight first (`admission.rs`); the request timeout
+    /// starts once the proposal is admitted, so overload shows as latency, not as
+    /// `request timed out`.
     pub async fn propose(&self, data: Bytes) -> ProposeResult<S::Output> {
+        let _admitted = self.admission.admit(data.len()).await;
         probe::mark("rpc_in", 0);
         let (tx, rx) = oneshot::channel();
         self.submit(Input::Propose(data, tx))?;
@@ -285,5 +293,68 @@ fn deliver<O>(
         Ok(()) => Ok(()),
         Err(mpsc::TrySendError::Full(_)) => Err(ServerError::TooManyRequests),
         Err(mpsc::TrySendError::Disconnected(_)) => Err(ServerError::Stopped),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::FutureExt;
+
+    /// A state machine that holds nothing: these tests play the node thread themselves.
+    struct Nothing;
+
+    impl StateMachine for Nothing {
+        type Output = u64;
+        type View = ();
+        fn apply(&mut self, _entry: &raft::Entry) -> Option<u64> {
+            None
+        }
+        fn view(&self) {}
+        fn encode(_view: ()) -> Bytes {
+            Bytes::new()
+        }
+        fn restore(&mut self, _image: &Bytes) -> anyhow::Result<()> {
+            Ok(())
+        }
+        fn size(&self) -> u64 {
+            1
+        }
+    }
+
+    /// The next proposal on the node's queue, if any (skipping wake-ups).
+    fn queued(rx: &mpsc::Receiver<Stamped<u64>>) -> Option<Responder> {
+        while let Ok(Stamped(_, input)) = rx.try_recv() {
+            if let Input::Propose(_, r) = input {
+                return Some(r);
+            }
+        }
+        None
+    }
+    type Responder = oneshot::Sender<ProposeResult<u64>>;
+
+    #[tokio::test]
+    async fn a_proposal_reaches_the_node_only_once_there_is_room_for_it() {
+        let state = Arc::new(RwLock::new(Nothing));
+        let (handle, rx) = channel(1, 1, state, Duration::from_secs(3600));
+        let full = Bytes::from(vec![7u8; admission::ADMITTED_BYTES]);
+        let mut first = Box::pin(handle.propose(full.clone()));
+        assert!(
+            (&mut first).now_or_never().is_none(),
+            "waits for its answer"
+        );
+        let first_answer = queued(&rx).expect("the first proposal fits and is queued");
+        let mut second = Box::pin(handle.propose(Bytes::from_static(b"small")));
+        assert!((&mut second).now_or_never().is_none());
+        assert!(
+            queued(&rx).is_none(),
+            "no room: the second proposal waits outside the node's queue"
+        );
+        first_answer.send(Ok(1)).unwrap();
+        assert_eq!(first.now_or_never(), Some(Ok(1)));
+        assert!((&mut second).now_or_never().is_none());
+        let second_answer = queued(&rx).expect("admitted once the first was answered");
+        second_answer.send(Ok(2)).unwrap();
+        assert_eq!(second.now_or_never(), Some(Ok(2)));
     }
 }

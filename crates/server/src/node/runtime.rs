@@ -77,6 +77,7 @@ pub fn channel<S: StateMachine>(
         status: Arc::new(SharedStatus::default()),
         state,
         timeout: request_timeout,
+        admission: super::admission::Admission::new(super::admission::ADMITTED_BYTES),
     };
     (handle, rx)
 }
