@@ -12,6 +12,7 @@ use crate::effects::{
     ApplyItem, Effects, NodeError, Outcome, PeerFrame, PersistBatch, Reply, RequestId,
     SnapshotRequest,
 };
+use crate::lease_keeper::{LeaseConfig, LeaseKeeper};
 use crate::reads::Reads;
 use crate::routing::Routing;
 
@@ -35,6 +36,8 @@ pub struct DriverConfig {
     /// a different (random) one: a leader's answer to a previous incarnation's forward
     /// must never be taken for an answer to a new one.
     pub forward_id_base: u64,
+    /// The leader's lease duties (`lease_keeper`).
+    pub lease: LeaseConfig,
 }
 
 /// What the driver knows about itself, for status endpoints and checks.
@@ -79,6 +82,7 @@ pub struct Driver {
 
     pub(crate) routing: Routing,
     pub(crate) reads: Reads,
+    pub(crate) leases: LeaseKeeper,
 
     /// Answers produced by inputs, delivered with the next batch.
     pub(crate) replies: Vec<Reply>,
@@ -117,6 +121,7 @@ impl Driver {
             acked: BTreeMap::new(),
             routing,
             reads: Reads::default(),
+            leases: LeaseKeeper::new(cfg.lease.clone(), now),
             replies: Vec::new(),
             frames: Vec::new(),
             round_proposed: false,
@@ -422,6 +427,10 @@ impl Driver {
         let retry_after = (self.cfg.election_timeout / 2).max(3 * self.clock.interval());
         self.reads
             .expire(now, no_leader, timeout, retry_after, &mut self.replies);
+    }
+
+    pub(crate) fn tick_interval(&self) -> Duration {
+        self.clock.interval()
     }
 
     pub(crate) fn apply_lags(&self) -> bool {

@@ -34,6 +34,7 @@ mod clock;
 mod driver;
 mod durability;
 mod effects;
+mod lease_keeper;
 pub mod lessor;
 mod reads;
 mod routing;
@@ -44,6 +45,7 @@ pub use durability::must_sync;
 pub use effects::{
     ApplyItem, Effects, ForwardError, NodeError, Outcome, PeerFrame, PersistBatch, Reply, RequestId,
 };
+pub use lease_keeper::{Barrier, LeaseConfig, LeaseDecision};
 pub use lessor::Lessor;
 
 /// etcd's limit on how far applying may fall behind committing before new proposals are

@@ -31,6 +31,7 @@ fn single_member() -> Driver {
         snapshot_count: 0,
         max_apply_gap: 5000,
         forward_id_base: 1 << 40,
+        lease: node::LeaseConfig::default(),
     };
     Driver::new(raft, cfg, (0, 0), Duration::ZERO)
 }

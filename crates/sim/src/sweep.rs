@@ -37,6 +37,14 @@ pub struct Totals {
     /// Membership changes a leader accepted, and removals some member applied.
     pub conf_changes: u64,
     pub removals_applied: u64,
+    /// Lease grants and renewing keep-alives acknowledged, leases revoked by an expiry
+    /// that took effect, leases named by an applied expiry that the guard refused (stale),
+    /// checkpoints recorded.
+    pub lease_grants: u64,
+    pub lease_keepalives: u64,
+    pub leases_expired: u64,
+    pub lease_expiries_refused: u64,
+    pub lease_checkpoints: u64,
 }
 
 impl SweepSummary {
@@ -70,6 +78,13 @@ impl SweepSummary {
             t.writes_acked,
             t.reads_confirmed,
             t.reads_served
+        ) + &format!(
+            "; leases: {} grants and {} keep-alives acknowledged, {} expired, {} stale expiries refused, {} checkpoints",
+            t.lease_grants,
+            t.lease_keepalives,
+            t.leases_expired,
+            t.lease_expiries_refused,
+            t.lease_checkpoints
         ) + &if t.conf_changes > 0 {
             format!(
                 ", {} membership changes accepted, {} removals applied",
@@ -115,6 +130,11 @@ pub fn sweep(start: u64, count: u64, threads: usize, options: &FuzzOptions) -> S
                     t.restarts_below_applied += report.stats.restarts_below_applied;
                     t.conf_changes += report.stats.conf_changes;
                     t.removals_applied += report.stats.removals_applied;
+                    t.lease_grants += report.stats.lease_grants;
+                    t.lease_keepalives += report.stats.lease_keepalives;
+                    t.leases_expired += report.stats.leases_expired;
+                    t.lease_expiries_refused += report.stats.lease_expiries_refused;
+                    t.lease_checkpoints += report.stats.lease_checkpoints;
                 }
                 if report.failure.is_some() {
                     failures

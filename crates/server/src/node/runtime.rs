@@ -98,6 +98,7 @@ pub fn spawn<S: StateMachine>(
         snapshot_count: params.snapshot_count,
         max_apply_gap: node::MAX_APPLY_GAP,
         forward_id_base: random_u64(),
+        lease: node::LeaseConfig::default(),
     };
     let id = params.id;
     let NodeParams {
@@ -111,7 +112,9 @@ pub fn spawn<S: StateMachine>(
         ..
     } = params;
     let driver = Driver::new(raft, cfg, (applied, applied_term), Duration::ZERO);
+    let lease_clock = state.read().ok().and_then(|sm| sm.lease_clock());
     let shell = Shell {
+        lease_clock,
         id,
         changes: HashMap::new(),
         remote_changes: HashMap::new(),
@@ -246,6 +249,8 @@ struct Shell<S: StateMachine> {
     /// When replication progress was last published ([`PROGRESS_PUBLISH`]).
     progress_published: Instant,
     driver: Driver,
+    /// The lease clock applies keep, lent to the driver's lease duties.
+    lease_clock: Option<crate::lease_clock::LeaseClock>,
     storage: Storage,
     state: Arc<RwLock<S>>,
     clock: ShellClock,
@@ -345,6 +350,7 @@ impl<S: StateMachine> Shell<S> {
             let now = Instant::now();
             self.clock.resample(now);
             self.driver.tick(self.clock.at(now));
+            self.lease_duties();
             while let Some(fx) = self.driver.poll() {
                 self.carry_out(fx)?;
             }
@@ -655,6 +661,32 @@ impl<S: StateMachine> Shell<S> {
                 "removed member from the cluster"
             );
             self.transport.remove_peer(cc.node);
+        }
+    }
+
+    /// The driver's lease duties, with this member's lease clock (as the last round's
+    /// applies left it). The decisions it places go out with this round's proposals.
+    fn lease_duties(&mut self) {
+        let Some(clock) = &self.lease_clock else {
+            return;
+        };
+        if !self.driver.lease_duties_due() {
+            return;
+        }
+        let decided = {
+            let lessor = clock.lessor();
+            self.driver
+                .lease_duties(&lessor, clock.now(), S::lease_entry)
+        };
+        for d in decided {
+            match d {
+                node::LeaseDecision::Expire { term, leases, .. } => {
+                    info!(count = leases.len(), term, "revoking expired leases")
+                }
+                node::LeaseDecision::Checkpoint { term, leases } => {
+                    debug!(count = leases.len(), term, "checkpointing lease times")
+                }
+            }
         }
     }
 
