@@ -155,10 +155,10 @@ impl Plan {
         .intensified(intense, rng)
     }
 
-    /// The lease workload, drawn after everything else: 0–3 holders, a TTL of 4 to 10
+    /// The lease workload, drawn after everything else: 0–2 holders, a TTL of 4 to 10
     /// election timeouts (the server's minimum is 1.5), abandoning 0–20 % of the time.
     fn with_leases(mut self, rng: &mut ChaCha8Rng) -> Plan {
-        self.lease_holders = rng.gen_range(0..=3);
+        self.lease_holders = rng.gen_range(0..=2);
         let e = self.election_tick as u64;
         self.lease_ttl_ticks = rng.gen_range(4 * e..=10 * e);
         self.p_abandon_lease = rng.gen_range(0.0..0.2);

@@ -191,25 +191,21 @@ impl LeaseTable {
         let entry = decode(data)?;
         let mut out = LeaseApplied::default();
         match entry {
-            LeaseEntry::Grant { id, ttl_ms } => {
-                if self.by_id.contains_key(&id) {
-                    out.refused = true;
-                } else {
-                    self.by_id.insert(
-                        id,
-                        SimLease {
-                            ttl_ms,
-                            remaining_ms: ttl_ms,
-                            renewals: 0,
-                        },
-                    );
+            LeaseEntry::Grant { id, ttl_ms } => match self.by_id.entry(id) {
+                std::collections::btree_map::Entry::Occupied(_) => out.refused = true,
+                std::collections::btree_map::Entry::Vacant(v) => {
+                    v.insert(SimLease {
+                        ttl_ms,
+                        remaining_ms: ttl_ms,
+                        renewals: 0,
+                    });
                     out.changes.push(LeaseChange::Renewed {
                         id,
                         renewals: 0,
                         ttl_ms,
                     });
                 }
-            }
+            },
             LeaseEntry::KeepAlive { id } => match self.by_id.get_mut(&id) {
                 Some(l) => {
                     l.renewals += 1;
