@@ -19,6 +19,7 @@ use std::collections::BTreeSet;
 
 use bytes::Bytes;
 use imbl::{OrdMap, OrdSet};
+use node::lessor::decision_holds;
 use proto::etcdserverpb::{
     LeaseGrantRequest, LeaseGrantResponse, LeaseKeepAliveRequest, LeaseKeepAliveResponse,
     LeaseRevokeRequest, LeaseRevokeResponse, ResponseHeader,
@@ -197,17 +198,14 @@ impl Store {
         req: &LeaseCheckpoints,
         entry_term: u64,
     ) -> usize {
-        // No log entry has term 0: `Store::apply` (no term known) never gets past this.
-        if req.term == 0 || req.term != entry_term {
-            return 0;
-        }
         let mut recorded = 0;
         for cp in &req.checkpoints {
             let Some(at) = &cp.lease else { continue };
             let Some(lease) = self.leases.by_id.get_mut(&at.id) else {
                 continue;
             };
-            if lease.renewals != at.renewals {
+            // No log entry has term 0: `Store::apply` (no term known) never passes this.
+            if !decision_holds(req.term, entry_term, at.renewals, lease.renewals) {
                 continue;
             }
             let cap = lease.ttl.saturating_mul(1000);
@@ -225,17 +223,14 @@ impl Store {
     /// Revokes the leases the leader found expired, unless the decision is stale. Returns
     /// the IDs revoked.
     pub(crate) fn apply_lease_expiry(&mut self, req: &LeaseExpiry, entry_term: u64) -> Vec<i64> {
-        // No log entry has term 0: `Store::apply` (no term known) never gets past this.
-        if req.term == 0 || req.term != entry_term {
-            return Vec::new();
-        }
+        // No log entry has term 0: `Store::apply` (no term known) never passes the guard.
         let doomed: Vec<i64> = req
             .leases
             .iter()
             .filter(|at| {
                 self.leases
                     .get(at.id)
-                    .is_some_and(|l| l.renewals == at.renewals)
+                    .is_some_and(|l| decision_holds(req.term, entry_term, at.renewals, l.renewals))
             })
             .map(|at| at.id)
             .collect();

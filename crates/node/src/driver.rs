@@ -13,6 +13,7 @@ use crate::effects::{
     SnapshotRequest,
 };
 use crate::promotion::Promotion;
+use crate::lease_keeper::{LeaseConfig, LeaseKeeper};
 use crate::reads::Reads;
 use crate::routing::Routing;
 
@@ -42,6 +43,8 @@ pub struct DriverConfig {
     /// Promote learners awaiting it without checking that they are in sync. A deliberately
     /// broken rule for the simulator's sabotage tests only; never set it elsewhere.
     pub unsafe_promote_unsynced: bool,
+    /// The leader's lease duties (`lease_keeper`).
+    pub lease: LeaseConfig,
 }
 
 /// What the driver knows about itself, for status endpoints and checks.
@@ -86,6 +89,7 @@ pub struct Driver {
 
     pub(crate) routing: Routing,
     pub(crate) reads: Reads,
+    pub(crate) leases: LeaseKeeper,
 
     /// Answers produced by inputs, delivered with the next batch.
     pub(crate) replies: Vec<Reply>,
@@ -131,6 +135,7 @@ impl Driver {
             acked: BTreeMap::new(),
             routing,
             reads: Reads::default(),
+            leases: LeaseKeeper::new(cfg.lease.clone(), now),
             replies: Vec::new(),
             frames: Vec::new(),
             round_proposed: false,
@@ -449,6 +454,10 @@ impl Driver {
         let retry_after = (self.cfg.election_timeout / 2).max(3 * self.clock.interval());
         self.reads
             .expire(now, no_leader, timeout, retry_after, &mut self.replies);
+    }
+
+    pub(crate) fn tick_interval(&self) -> Duration {
+        self.clock.interval()
     }
 
     pub(crate) fn apply_lags(&self) -> bool {

@@ -51,6 +51,20 @@ pub struct LeaseAt {
     pub renewals: u64,
 }
 
+/// The apply-side guard of a leader's lease decision (an expiry or a checkpoint), shared
+/// by the store (`mvcc::lease`) and the simulator's state machine so both apply the same
+/// rule: the decision holds only when the log entry carrying it has the term its proposer
+/// led in (`decided_term`; no entry has term 0), and the lease was not renewed since the
+/// proposer looked (`decided_renewals`).
+pub fn decision_holds(
+    decided_term: u64,
+    entry_term: u64,
+    decided_renewals: u64,
+    renewals: u64,
+) -> bool {
+    decided_term != 0 && decided_term == entry_term && decided_renewals == renewals
+}
+
 /// Deadlines of every lease this member knows.
 #[derive(Debug, Default, Clone)]
 pub struct Lessor {
@@ -219,6 +233,14 @@ mod tests {
 
     fn ids(v: &[LeaseAt]) -> Vec<i64> {
         v.iter().map(|a| a.id).collect()
+    }
+
+    #[test]
+    fn a_decision_holds_only_in_its_term_and_before_a_renewal() {
+        assert!(decision_holds(3, 3, 5, 5));
+        assert!(!decision_holds(3, 4, 5, 5), "carried into a later term");
+        assert!(!decision_holds(3, 3, 5, 6), "renewed since");
+        assert!(!decision_holds(0, 0, 0, 0), "no entry has term 0");
     }
 
     #[test]

@@ -36,6 +36,7 @@ mod clock;
 mod driver;
 mod durability;
 mod effects;
+mod lease_keeper;
 pub mod lessor;
 mod promotion;
 mod reads;
@@ -47,6 +48,7 @@ pub use durability::must_sync;
 pub use effects::{
     ApplyItem, Effects, ForwardError, NodeError, Outcome, PeerFrame, PersistBatch, Reply, RequestId,
 };
+pub use lease_keeper::{Barrier, LeaseConfig, LeaseDecision};
 pub use lessor::Lessor;
 pub use promotion::{learner_in_sync, Promotion};
 

@@ -118,7 +118,10 @@ impl Driver {
         let mut foreign = Vec::new();
         for rs in states {
             let Some(ctx) = decode_ctx(&rs.ctx) else {
-                foreign.push(rs);
+                match crate::lease_keeper::decode_ctx(&rs.ctx) {
+                    Some(ctx) => self.on_lease_read_state(ctx, rs.index),
+                    None => foreign.push(rs),
+                }
                 continue;
             };
             let Some((reqs, _)) = self.reads.inflight.remove(&ctx) else {

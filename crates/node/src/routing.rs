@@ -21,6 +21,10 @@ enum Origin {
     Local(RequestId, Duration),
     /// Forwarded by follower `from` as its forward `req_id`.
     Remote { from: NodeId, req_id: u64 },
+    /// The driver's own decision (lease duties): nobody waits for it. Placed only by a
+    /// leader; anywhere else it is dropped (forwarded, untracked, only under the lease
+    /// sabotage of the simulator's self-tests).
+    Internal,
 }
 
 /// A client call waiting for the entry at an index to be applied.
@@ -61,6 +65,10 @@ impl Routing {
             next_forward_id: forward_id_base,
             in_log: BTreeMap::new(),
         }
+    }
+
+    pub(crate) fn queue_internal(&mut self, data: Bytes) {
+        self.to_propose.push((data, Origin::Internal));
     }
 
     pub(crate) fn queue_local(&mut self, req: RequestId, data: Bytes, now: Duration) {
@@ -149,6 +157,12 @@ fn fail(replies: &mut Vec<Reply>, req: RequestId, e: NodeError) {
 }
 
 impl Driver {
+    /// A proposal of the driver's own (a lease decision): placed with this round's
+    /// proposals if this member leads, dropped otherwise.
+    pub(crate) fn propose_internal(&mut self, data: Bytes) {
+        self.routing.queue_internal(data);
+    }
+
     pub(crate) fn on_forward(&mut self, from: NodeId, req_id: u64, data: Bytes) {
         if self.apply_lags() {
             self.frames.push((
@@ -258,6 +272,7 @@ impl Driver {
                                     result: Ok((index, placed.term)),
                                 },
                             )),
+                            Origin::Internal => {}
                         }
                     }
                     return true;
@@ -272,6 +287,16 @@ impl Driver {
         }
         for (data, origin) in batch {
             match origin {
+                Origin::Internal => {
+                    if !self.leases.cfg.unsafe_expire_without_barrier {
+                        continue;
+                    }
+                    if let Some(l) = self.leader.filter(|&l| l != self.id) {
+                        let req_id = self.routing.next_forward_id;
+                        self.routing.next_forward_id = req_id.wrapping_add(1);
+                        self.frames.push((l, PeerFrame::Forward { req_id, data }));
+                    }
+                }
                 Origin::Remote { from, req_id } => self.frames.push((
                     from,
                     PeerFrame::ForwardResult {

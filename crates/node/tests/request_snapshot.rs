@@ -33,6 +33,7 @@ fn single_member() -> Driver {
         forward_id_base: 1 << 40,
         promote_check_interval: Duration::from_millis(100),
         unsafe_promote_unsynced: false,
+        lease: node::LeaseConfig::default(),
     };
     Driver::new(raft, cfg, (0, 0), Duration::ZERO)
 }

@@ -402,6 +402,14 @@ pub struct MvccView {
 impl StateMachine for MvccMachine {
     type Output = Result<Response, MvccError>;
 
+    fn lease_clock(&self) -> Option<LeaseClock> {
+        Some(self.lessor.clone())
+    }
+
+    fn lease_entry(decision: &node::LeaseDecision) -> Bytes {
+        crate::lease_expiry::entry(decision)
+    }
+
     fn apply(&mut self, entry: &Entry) -> Option<Self::Output> {
         if entry.kind == EntryKind::ConfChange {
             // The proposer is answered by the node thread, which knows it waits for a

@@ -1,38 +1,18 @@
-//! The leader's side of lease expiry: it reads this member's lease clock
-//! (`node::lessor`, kept by every apply in `crate::kv`) and proposes, through the log,
-//! the revocation of what ran out and checkpoints of what is left. Followers run the loop
-//! too but never act (and an entry a deposed leader still proposes changes nothing at
-//! apply: `mvcc::lease`).
-//!
-//! Before deciding that anything expired, the leader passes a read barrier: it confirms
-//! it still leads (a quorum answered in its term) and has applied every renewal committed
-//! until then, so a leader that was frozen, or just elected and still applying its
-//! predecessor's entries, decides on an up-to-date clock.
-
-use std::time::{Duration, Instant};
+//! The leader's lease decisions as log entries. *What* expired and *when* the leader may
+//! say so is decided by the node driver (`node::lease_keeper`, run by the node thread
+//! with this member's lease clock, `crate::lease_clock`): only a leader, after a read
+//! barrier asked once its clock said the lease ran out, in the term it leads. This module
+//! only writes each decision as the `InternalRequest` that `mvcc::lease` applies (which
+//! checks the term and the renewal count again, so a stale decision changes nothing).
 
 use bytes::Bytes;
 use node::lessor::LeaseAt;
+use node::LeaseDecision;
 use prost::Message as _;
 use proto::raftkvpb::{
     internal_request::Request as Internal, InternalRequest, LeaseCheckpointAt, LeaseCheckpoints,
     LeaseExpiry,
 };
-use tokio_util::sync::CancellationToken;
-use tracing::{debug, info};
-
-use crate::kv::MvccMachine;
-use crate::node::NodeHandle;
-
-/// How often the leader looks for expired leases (etcd: 500 ms).
-pub const SCAN_INTERVAL: Duration = Duration::from_millis(100);
-
-/// A lease's remaining time is recorded in the log when it was last recorded this long ago
-/// (docs/lease.md: the bound on expiry after a restart).
-pub const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(5);
-
-/// Leases per expiry or checkpoint entry.
-pub const MAX_BATCH: usize = 1000;
 
 fn proto_at(at: LeaseAt) -> proto::raftkvpb::LeaseAt {
     proto::raftkvpb::LeaseAt {
@@ -41,111 +21,63 @@ fn proto_at(at: LeaseAt) -> proto::raftkvpb::LeaseAt {
     }
 }
 
-fn leads(node: &NodeHandle<MvccMachine>, term: u64) -> bool {
-    node.status.leader() == Some(node.id) && node.status.term() == term
-}
-
-fn clock<T>(node: &NodeHandle<MvccMachine>, f: impl FnOnce(&MvccMachine) -> T) -> Option<T> {
-    node.state.read().ok().map(|sm| f(&sm))
-}
-
-async fn propose(node: &NodeHandle<MvccMachine>, request: Internal) -> bool {
-    let data = InternalRequest {
-        auth: None,
-        request: Some(request),
-    }
-    .encode_to_vec();
-    match node.propose(Bytes::from(data)).await {
-        Ok(Ok(_)) => true,
-        Ok(Err(e)) => {
-            debug!(error = %e, "lease entry refused");
-            false
-        }
-        Err(e) => {
-            debug!(error = %e, "lease entry not committed");
-            false
-        }
-    }
-}
-
-/// Runs until `shutdown`.
-pub async fn run(node: NodeHandle<MvccMachine>, shutdown: CancellationToken) {
-    let mut ticker = tokio::time::interval(SCAN_INTERVAL);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_checkpoint = Instant::now();
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = ticker.tick() => {}
-        }
-        let term = node.status.term();
-        if !leads(&node, term) {
-            continue;
-        }
-        while expire_once(&node, term).await {}
-        if last_checkpoint.elapsed() >= Duration::from_secs(1) {
-            last_checkpoint = Instant::now();
-            checkpoint_once(&node, term).await;
-        }
-    }
-}
-
-/// Proposes the revocation of one batch of expired leases. Returns true when a full batch
-/// was revoked (there may be more).
-async fn expire_once(node: &NodeHandle<MvccMachine>, term: u64) -> bool {
-    let any = clock(node, |sm| {
-        !sm.lessor.lessor().expired(sm.now(), 1).is_empty()
-    })
-    .unwrap_or(false);
-    if !any {
-        return false;
-    }
-    if node.read_barrier().await.is_err() || !leads(node, term) {
-        return false;
-    }
-    let Some(expired) = clock(node, |sm| sm.lessor.lessor().expired(sm.now(), MAX_BATCH)) else {
-        return false;
-    };
-    if expired.is_empty() {
-        return false;
-    }
-    let full = expired.len() == MAX_BATCH;
-    let count = expired.len();
-    let ok = propose(
-        node,
-        Internal::LeaseExpiry(LeaseExpiry {
-            term,
-            leases: expired.into_iter().map(proto_at).collect(),
+/// The log entry of one decision.
+pub fn entry(decision: &LeaseDecision) -> Bytes {
+    let request = match decision {
+        LeaseDecision::Expire { term, leases, .. } => Internal::LeaseExpiry(LeaseExpiry {
+            term: *term,
+            leases: leases.iter().copied().map(proto_at).collect(),
         }),
+        LeaseDecision::Checkpoint { term, leases } => {
+            Internal::LeaseCheckpoints(LeaseCheckpoints {
+                term: *term,
+                checkpoints: leases
+                    .iter()
+                    .map(|(at, left)| LeaseCheckpointAt {
+                        lease: Some(proto_at(*at)),
+                        remaining_ms: i64::try_from(left.as_millis()).unwrap_or(i64::MAX),
+                    })
+                    .collect(),
+            })
+        }
+    };
+    Bytes::from(
+        InternalRequest {
+            auth: None,
+            request: Some(request),
+        }
+        .encode_to_vec(),
     )
-    .await;
-    if ok {
-        info!(count, term, "revoked expired leases");
-    }
-    ok && full
 }
 
-async fn checkpoint_once(node: &NodeHandle<MvccMachine>, term: u64) {
-    let Some(due) = clock(node, |sm| {
-        sm.lessor
-            .lessor()
-            .due_checkpoints(sm.now(), CHECKPOINT_INTERVAL, MAX_BATCH)
-    }) else {
-        return;
-    };
-    if due.is_empty() {
-        return;
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn decisions_become_the_entries_mvcc_applies() {
+        let at = LeaseAt { id: 9, renewals: 2 };
+        let expire = LeaseDecision::Expire {
+            term: 4,
+            leases: vec![at],
+            barrier: None,
+        };
+        let decoded = InternalRequest::decode(entry(&expire)).expect("decodes");
+        let Some(Internal::LeaseExpiry(e)) = decoded.request else {
+            panic!("{decoded:?}")
+        };
+        assert_eq!(e.term, 4);
+        assert_eq!((e.leases[0].id, e.leases[0].renewals), (9, 2));
+        let cp = LeaseDecision::Checkpoint {
+            term: 5,
+            leases: vec![(at, Duration::from_millis(1500))],
+        };
+        let decoded = InternalRequest::decode(entry(&cp)).expect("decodes");
+        let Some(Internal::LeaseCheckpoints(c)) = decoded.request else {
+            panic!("{decoded:?}")
+        };
+        assert_eq!(c.term, 5);
+        assert_eq!(c.checkpoints[0].remaining_ms, 1500);
     }
-    let checkpoints = due
-        .into_iter()
-        .map(|(at, left)| LeaseCheckpointAt {
-            lease: Some(proto_at(at)),
-            remaining_ms: i64::try_from(left.as_millis()).unwrap_or(i64::MAX),
-        })
-        .collect();
-    propose(
-        node,
-        Internal::LeaseCheckpoints(LeaseCheckpoints { term, checkpoints }),
-    )
-    .await;
 }

@@ -519,7 +519,6 @@ pub async fn serve(
         config.advertise_client_urls.clone(),
         shutdown.clone(),
     ));
-    tokio::spawn(crate::lease_expiry::run(handle.clone(), shutdown.clone()));
     tokio::spawn(crate::compactor::run(
         handle.clone(),
         config.auto_compaction,

@@ -61,6 +61,12 @@ pub enum Sabotage {
     /// The driver promotes learners added as voters without checking that they are in
     /// sync (`node::DriverConfig::unsafe_promote_unsynced`).
     PromoteUnsyncedLearners,
+    /// Every member's driver, followers included, expires leases at once on its own clock,
+    /// without a read barrier (`node::LeaseConfig::unsafe_expire_without_barrier`).
+    LeaseExpiryWithoutBarrier,
+    /// The lease clocks ignore checkpoints and a restored lease starts with its full TTL
+    /// (etcd's default, without checkpointing): a restart hands out fresh TTLs.
+    LessorIgnoresCheckpoints,
 }
 
 /// The outcome of a client call made through a member's driver.
@@ -83,6 +89,8 @@ pub(crate) struct Call {
     pub(crate) write: Option<Bytes>,
     /// For a read: the least index it must reflect.
     pub(crate) floor: Index,
+    /// When the member took the call (virtual units).
+    pub(crate) since: u64,
 }
 
 /// An input that reached a stalled member, handled when the stall ends.
@@ -141,6 +149,20 @@ pub struct SimConfig {
     /// configuration until a change adds them. `None`: every member is a voter from the
     /// start, given by the initial state (the configuration before membership changes).
     pub initial_members: Option<usize>,
+    /// The leaders' lease duties, at the simulator's scale (`sim_lease_config`).
+    pub lease: node::LeaseConfig,
+}
+
+/// The lease duties at the simulator's time scale (a tick is 10 ms, elections take tens
+/// of ticks): scan every 2 ticks, look for checkpoints every 5, checkpoint a lease whose
+/// remaining time was recorded 20 ticks ago. Same rules as the server's, faster cadence.
+pub fn sim_lease_config() -> node::LeaseConfig {
+    node::LeaseConfig {
+        scan_interval: time(2 * UNITS_PER_TICK),
+        checkpoint_scan: time(5 * UNITS_PER_TICK),
+        checkpoint_interval: time(20 * UNITS_PER_TICK),
+        ..node::LeaseConfig::default()
+    }
 }
 
 impl SimConfig {
@@ -165,6 +187,7 @@ impl SimConfig {
             sabotage: None,
             staggered_ticks: false,
             initial_members: None,
+            lease: sim_lease_config(),
             max_catch_up_ticks: defaults.heartbeat_tick,
             request_timeout_ticks: 8 * defaults.election_tick as u64,
         }
@@ -196,6 +219,15 @@ pub struct ClusterStats {
     /// and distinct learners whose such promotion some member applied.
     pub auto_promotions: u64,
     pub auto_promotions_applied: u64,
+    /// Lease grants and renewing keep-alives acknowledged to clients.
+    pub lease_grants: u64,
+    pub lease_keepalives: u64,
+    /// Leases revoked by an expiry that took effect, and leases an applied expiry named
+    /// that the apply-side guard refused (another term, or renewed since).
+    pub leases_expired: u64,
+    pub lease_expiries_refused: u64,
+    /// Lease checkpoints recorded.
+    pub lease_checkpoints: u64,
 }
 
 /// One member: its driver and core (absent while crashed), its disk and its state machine.
@@ -220,6 +252,8 @@ pub struct SimNode {
     pub(crate) stall_queue: Vec<(u64, Queued)>,
     /// The highest index this member applied in any incarnation.
     pub(crate) max_applied: Index,
+    /// This incarnation's lease clock, fed by its applies at virtual time.
+    pub(crate) lessor: node::Lessor,
 }
 
 pub struct Cluster {
@@ -252,6 +286,11 @@ pub struct Cluster {
     pub(crate) promotion_entries: BTreeMap<(Index, Term), NodeId>,
     /// Learners whose automatic promotion some member applied.
     pub(crate) auto_promoted: BTreeSet<NodeId>,
+    /// Numbers that make lease payloads unique: client calls, and driver decisions.
+    pub(crate) lease_nonce: u64,
+    pub(crate) lease_seq: u64,
+    /// Leases whose revocation (by a client or an expiry) took effect.
+    pub(crate) leases_gone: BTreeSet<i64>,
 }
 
 macro_rules! trace {
@@ -295,6 +334,9 @@ impl Cluster {
             removed: BTreeSet::new(),
             promotion_entries: BTreeMap::new(),
             auto_promoted: BTreeSet::new(),
+            lease_nonce: 0,
+            lease_seq: 0,
+            leases_gone: BTreeSet::new(),
         };
         // Drawn only when asked for, so runs without it keep their RNG sequence.
         cluster.tick_phase = (0..cluster.voters.len())
@@ -323,6 +365,7 @@ impl Cluster {
                 stalled_until: None,
                 stall_queue: Vec::new(),
                 max_applied: 0,
+                lessor: node::Lessor::new(),
             });
             if let Some(m) = cluster.config.initial_members {
                 if id as usize <= m {
@@ -361,6 +404,7 @@ impl Cluster {
             let due = driver.next_tick_due();
             driver.tick(t);
             if driver.next_tick_due() != due {
+                self.lease_duties(idx);
                 self.after_input(idx);
             }
         }
@@ -529,6 +573,7 @@ impl Cluster {
         node.max_applied = node.max_applied.max(node.sm.applied_index());
         node.driver = None;
         node.sm = StateMachine::default();
+        node.lessor = node::Lessor::new();
         node.crash_at = None;
         node.read_states.clear();
         node.soft = None;
@@ -603,6 +648,7 @@ impl Cluster {
             None => Vec::new(),
         };
         self.nodes[idx].sm.restore(records);
+        self.reset_lessor(idx);
         let (commit, applied) = (initial.hard_state.commit, initial.applied);
         let r = crate::checkers::recovery::check_restart(id, commit, applied);
         if !self.check(r) {
@@ -658,6 +704,11 @@ impl Cluster {
             promote_check_interval: tick,
             unsafe_promote_unsynced: self.config.sabotage
                 == Some(Sabotage::PromoteUnsyncedLearners),
+            lease: node::LeaseConfig {
+                unsafe_expire_without_barrier: self.config.sabotage
+                    == Some(Sabotage::LeaseExpiryWithoutBarrier),
+                ..self.config.lease.clone()
+            },
         }
     }
 
@@ -817,10 +868,35 @@ impl Cluster {
         Some(req)
     }
 
+    /// A client's lease call (grant, keep-alive, revoke) to member `id`, as a write.
+    pub fn client_lease(
+        &mut self,
+        id: NodeId,
+        entry: &crate::leases::LeaseEntry,
+    ) -> Option<RequestId> {
+        self.lease_nonce += 1;
+        let data = crate::leases::client_entry(entry, self.lease_nonce);
+        self.client_write(id, data)
+    }
+
+    /// Whether lease `id`'s revocation took effect (it is gone for every client).
+    pub fn lease_gone(&self, id: i64) -> bool {
+        self.leases_gone.contains(&id)
+    }
+
     fn new_call(&mut self, node: NodeId, write: Option<Bytes>, floor: Index) -> RequestId {
         let req = self.next_request;
         self.next_request += 1;
-        self.calls.insert(req, Call { node, write, floor });
+        let since = self.now;
+        self.calls.insert(
+            req,
+            Call {
+                node,
+                write,
+                floor,
+                since,
+            },
+        );
         req
     }
 

@@ -9,6 +9,11 @@
 //! to the leader or parks the write), wait for its answer, and retry a write that failed or
 //! whose outcome is unknown until it is committed. Reads go through the drivers' read
 //! barriers too, and every answer is checked (`checkers::client_calls`).
+//!
+//! Lease holders grant leases through random members and keep them alive (every third of
+//! the TTL) through random members, and now and then stop keeping one alive; at healing
+//! they all stop, and the liveness phase also demands that every lease is revoked within
+//! its bound (`checkers::lease_liveness`).
 
 use bytes::Bytes;
 use node::RequestId;
@@ -98,6 +103,11 @@ pub struct Plan {
     pub spares: usize,
     /// Membership runs only: chance per tick that the leader is asked for a change.
     pub p_member_change: f64,
+    /// Lease holders (each with at most one lease at a time), their leases' TTL in ticks,
+    /// and the chance, at each keep-alive due, that a holder stops keeping its lease alive.
+    pub lease_holders: usize,
+    pub lease_ttl_ticks: u64,
+    pub p_abandon_lease: f64,
 }
 
 impl Plan {
@@ -140,8 +150,21 @@ impl Plan {
             p_stall: rng.gen_range(0.0..0.01),
             spares: 0,
             p_member_change: 0.0,
+            lease_holders: 0,
+            lease_ttl_ticks: 0,
+            p_abandon_lease: 0.0,
         }
         .intensified(intense, rng)
+    }
+
+    /// The lease workload, drawn after everything else: 0–2 holders, a TTL of 4 to 10
+    /// election timeouts (the server's minimum is 1.5), abandoning 0–20 % of the time.
+    fn with_leases(mut self, rng: &mut ChaCha8Rng) -> Plan {
+        self.lease_holders = rng.gen_range(0..=2);
+        let e = self.election_tick as u64;
+        self.lease_ttl_ticks = rng.gen_range(4 * e..=10 * e);
+        self.p_abandon_lease = rng.gen_range(0.0..0.2);
+        self
     }
 
     /// Membership runs: spare members and a rate of changes, drawn after everything else.
@@ -346,6 +369,15 @@ pub fn run_seed(seed: u64, options: &FuzzOptions) -> FuzzReport {
             plan.p_partition = plan.p_partition.max(0.05);
         }
     }
+    plan = plan.with_leases(&mut rng);
+    if matches!(
+        options.sabotage,
+        Some(Sabotage::LeaseExpiryWithoutBarrier | Sabotage::LessorIgnoresCheckpoints)
+    ) {
+        // Give the broken rule its chance: leases in every seed, abandoned often.
+        plan.lease_holders = plan.lease_holders.max(2);
+        plan.p_abandon_lease = plan.p_abandon_lease.max(0.3);
+    }
     plan.election_jitter_tick = options
         .election_jitter_percent
         .map(|percent| (plan.election_tick * percent / 100).max(MIN_NARROW_JITTER_TICKS));
@@ -368,13 +400,21 @@ pub fn run_seed(seed: u64, options: &FuzzOptions) -> FuzzReport {
     config.sabotage = options.sabotage;
     let mut c = Cluster::with_rng(config, rng);
     let mut clients = Clients::new(plan.clients, plan.election_tick as u64);
+    let mut holders = LeaseHolders::new(&plan);
     let mut spares: Vec<NodeId> = ((plan.nodes + 1) as NodeId
         ..=(plan.nodes + plan.spares) as NodeId)
         .rev()
         .collect();
-    let failure = fault_phase(&mut c, &plan, &mut clients, &mut spares, plan.fault_ticks)
-        .and_then(|()| liveness_phase(&mut c, &plan, &mut clients))
-        .err();
+    let failure = fault_phase(
+        &mut c,
+        &plan,
+        &mut clients,
+        &mut holders,
+        &mut spares,
+        plan.fault_ticks,
+    )
+    .and_then(|()| liveness_phase(&mut c, &plan, &mut clients, &mut holders))
+    .err();
     FuzzReport {
         seed,
         violation: c.violation().cloned(),
@@ -407,6 +447,7 @@ fn fault_phase(
     c: &mut Cluster,
     plan: &Plan,
     clients: &mut Clients,
+    holders: &mut LeaseHolders,
     spares: &mut Vec<NodeId>,
     ticks: u64,
 ) -> Result<(), String> {
@@ -417,6 +458,7 @@ fn fault_phase(
             clients.submit(c);
         }
         clients.drive(c);
+        holders.drive(c);
         if c.rng().gen_bool(plan.p_crash) {
             let alive: Vec<NodeId> = ids.iter().copied().filter(|&i| c.is_alive(i)).collect();
             if let Some(&victim) = alive.choose(c.rng()) {
@@ -558,27 +600,44 @@ fn repartition(c: &mut Cluster, ids: &[NodeId]) {
     }
 }
 
-fn liveness_phase(c: &mut Cluster, plan: &Plan, clients: &mut Clients) -> Result<(), String> {
+fn liveness_phase(
+    c: &mut Cluster,
+    plan: &Plan,
+    clients: &mut Clients,
+    holders: &mut LeaseHolders,
+) -> Result<(), String> {
     c.heal();
     c.set_net(NetConfig::reliable());
     c.disarm_crashes();
+    holders.stop();
+    let election = plan.election_tick as u64;
+    c.start_lease_liveness(
+        LEASE_SLACK_ELECTIONS * election * crate::UNITS_PER_TICK + LEASE_SLACK_UNITS,
+    );
     for id in c.ids() {
         c.restart(id);
     }
     violation(c)?;
     let healed_at = c.now_ticks();
-    let election = plan.election_tick as u64;
     let leader_deadline = healed_at + LEADER_BOUND_ELECTIONS * election;
     let commit_deadline = healed_at + COMMIT_BOUND_ELECTIONS * election;
     let mut leader_seen = false;
+    let mut last_leader = None;
     loop {
-        leader_seen |= c.leader().is_some();
+        let leader = c.leader().map(|l| (l, c.term(l)));
+        if leader.is_some() && leader != last_leader {
+            c.lease_leader_change();
+        }
+        last_leader = leader;
+        leader_seen |= leader.is_some();
         if leader_seen
             && everything_applied_everywhere(c, clients)
             && c.awaiting_promotion().is_empty()
+            && c.lease_liveness_done()
         {
             return Ok(());
         }
+        violation(c)?;
         let now = c.now_ticks();
         if !leader_seen && now >= leader_deadline {
             return Err(format!(
@@ -604,8 +663,114 @@ fn liveness_phase(c: &mut Cluster, plan: &Plan, clients: &mut Clients) -> Result
             ));
         }
         clients.drive(c);
+        holders.drive(c);
         c.run_ticks(1);
         violation(c)?;
+    }
+}
+
+/// The liveness bound's slack for lease expiry (`checkers::lease_liveness`): two election
+/// timeouts plus 100 units cover the scan interval (2 ticks), the leader's first commit,
+/// the read barrier, the expiry entry's commit and the ticks each waits for.
+pub const LEASE_SLACK_ELECTIONS: u64 = 2;
+pub const LEASE_SLACK_UNITS: u64 = 100;
+
+/// One lease holder: at most one lease and one call at a time.
+struct Holder {
+    lease: Option<i64>,
+    granted: bool,
+    call: Option<RequestId>,
+    next_keepalive: u64,
+}
+
+/// The lease clients of a run.
+struct LeaseHolders {
+    holders: Vec<Holder>,
+    ttl_ticks: u64,
+    p_abandon: f64,
+    next_id: i64,
+    stopped: bool,
+}
+
+impl LeaseHolders {
+    fn new(plan: &Plan) -> LeaseHolders {
+        LeaseHolders {
+            holders: (0..plan.lease_holders)
+                .map(|_| Holder {
+                    lease: None,
+                    granted: false,
+                    call: None,
+                    next_keepalive: 0,
+                })
+                .collect(),
+            ttl_ticks: plan.lease_ttl_ticks,
+            p_abandon: plan.p_abandon_lease,
+            next_id: 1,
+            stopped: false,
+        }
+    }
+
+    /// Nobody keeps anything alive from now on (answers are still collected).
+    fn stop(&mut self) {
+        self.stopped = true;
+    }
+
+    fn drive(&mut self, c: &mut Cluster) {
+        use crate::leases::LeaseEntry;
+        let now = c.now_ticks();
+        let every = (self.ttl_ticks / 3).max(1);
+        for k in 0..self.holders.len() {
+            if let Some(req) = self.holders[k].call {
+                let h = &mut self.holders[k];
+                match c.take_result(req) {
+                    None => continue,
+                    Some(CallResult::Written(_)) => {
+                        h.granted = true;
+                        h.next_keepalive = now + every;
+                    }
+                    // A grant with an unknown outcome: start over under a new id (if it
+                    // landed, nobody keeps it alive, and it must expire).
+                    Some(_) if !h.granted => h.lease = None,
+                    Some(_) => h.next_keepalive = now + 1,
+                }
+                h.call = None;
+            }
+            if self.stopped {
+                continue;
+            }
+            if let Some(id) = self.holders[k].lease {
+                if c.lease_gone(id) {
+                    self.holders[k].lease = None;
+                }
+            }
+            match self.holders[k].lease {
+                None => {
+                    let id = self.next_id;
+                    self.next_id += 1;
+                    let ttl_ms = self.ttl_ticks * crate::UNITS_PER_TICK;
+                    let target = client_target(c);
+                    let call = c.client_lease(target, &LeaseEntry::Grant { id, ttl_ms });
+                    let h = &mut self.holders[k];
+                    if call.is_some() {
+                        h.lease = Some(id);
+                        h.granted = false;
+                        h.call = call;
+                    }
+                }
+                Some(id) if self.holders[k].granted && now >= self.holders[k].next_keepalive => {
+                    if c.rng().gen_bool(self.p_abandon) {
+                        self.holders[k].lease = None;
+                        continue;
+                    }
+                    let target = client_target(c);
+                    match c.client_lease(target, &LeaseEntry::KeepAlive { id }) {
+                        Some(req) => self.holders[k].call = Some(req),
+                        None => self.holders[k].next_keepalive = now + 1,
+                    }
+                }
+                Some(_) => {}
+            }
+        }
     }
 }
 

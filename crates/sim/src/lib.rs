@@ -13,6 +13,8 @@
 pub mod checkers;
 pub mod cluster;
 pub mod fuzz;
+mod lease_shell;
+pub mod leases;
 pub mod network;
 mod runtime;
 pub mod state_machine;
@@ -21,7 +23,8 @@ pub mod sweep;
 
 pub use checkers::Violation;
 pub use cluster::{
-    seed_from_env_or, CallResult, Cluster, CrashPoint, Sabotage, SimConfig, UNITS_PER_TICK,
+    seed_from_env_or, sim_lease_config, CallResult, Cluster, CrashPoint, Sabotage, SimConfig,
+    UNITS_PER_TICK,
 };
 pub use fuzz::{run_seed, FuzzOptions, FuzzReport};
 pub use network::NetConfig;

@@ -405,6 +405,7 @@ impl Cluster {
                 }
             }
             self.nodes[idx].sm.restore(records);
+            self.reset_lessor(idx);
             self.stats.snapshots_installed += 1;
         }
         for item in &rd.apply {
@@ -428,10 +429,16 @@ impl Cluster {
             let rec = AppliedRecord::from(e);
             let before = self.nodes[idx].sm.applied_index();
             let res = self.checks.state_machine.observe_apply(id, before, &rec);
+            let first = matches!(res, Ok(true));
             if !self.observe_first_apply(res, &rec) {
                 return false;
             }
             self.nodes[idx].sm.push(rec);
+            if let Some(out) = self.nodes[idx].sm.last_lease().cloned() {
+                if !self.observe_lease_apply(idx, e, &out, first) {
+                    return false;
+                }
+            }
             if e.kind == raft::EntryKind::ConfChange {
                 if let Ok(cc) = raft::ConfChange::decode(&e.data) {
                     if cc.kind == raft::ConfChangeKind::Remove && self.removed.insert(cc.node) {
@@ -453,7 +460,11 @@ impl Cluster {
                 return false;
             }
             if let Some(req) = item.answers {
+                let taken_at = self.calls.get(&req).map_or(self.now, |c| c.since);
                 if !self.answer_write(idx, req, e) {
+                    return false;
+                }
+                if !self.observe_lease_ack(idx, e, taken_at) {
                     return false;
                 }
             }
@@ -812,6 +823,7 @@ impl Cluster {
         let term = s.hard_state.term;
         let mut results = Vec::with_capacity(4);
         if s.role == Role::Leader {
+            self.checks.lease_decisions.observe_leader(id, term);
             results.push(self.checks.election.observe_leader(id, term));
             results.push(self.checks.completeness.observe_leader(
                 id,

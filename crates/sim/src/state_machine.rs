@@ -3,6 +3,9 @@
 //! Keeping the whole applied history (rather than a digest) is what lets the checkers
 //! compare two members index by index, and lets a snapshot carry checkable contents: the
 //! snapshot of this state machine is the encoded history itself.
+//!
+//! Lease entries (`crate::leases`) also build the replicated lease table, a function of
+//! the history (rebuilt by replaying it after a restore).
 
 use bytes::{BufMut, Bytes, BytesMut};
 use std::collections::BTreeSet;
@@ -13,6 +16,8 @@ use raft::{ConfChange, ConfChangeKind, Entry, EntryKind, Index, NodeId, Term};
 /// configuration as a learner and the leader's driver promotes it once it is in sync (the
 /// server says the same with an `etcdserverpb.Member` whose `is_learner` is false).
 pub const ADDED_AS_VOTER: &[u8] = b"added-as-voter";
+
+use crate::leases::{LeaseApplied, LeaseTable};
 
 /// One applied entry, as the state machine saw it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -38,6 +43,9 @@ impl From<&Entry> for AppliedRecord {
 #[derive(Clone, Debug, Default)]
 pub struct StateMachine {
     records: Vec<AppliedRecord>,
+    leases: LeaseTable,
+    /// What the last pushed record did to leases, if it was a lease entry.
+    last_lease: Option<LeaseApplied>,
 }
 
 impl StateMachine {
@@ -58,11 +66,22 @@ impl StateMachine {
 
     /// Appends the next record. The caller has checked it is `applied_index() + 1`.
     pub fn push(&mut self, record: AppliedRecord) {
+        self.last_lease = match record.kind {
+            EntryKind::Normal => self.leases.apply(&record.data, record.term),
+            _ => None,
+        };
         self.records.push(record);
     }
 
     /// Replaces the whole history with a snapshot's contents.
     pub fn restore(&mut self, records: Vec<AppliedRecord>) {
+        self.leases = LeaseTable::default();
+        for r in &records {
+            if r.kind == EntryKind::Normal {
+                self.leases.apply(&r.data, r.term);
+            }
+        }
+        self.last_lease = None;
         self.records = records;
     }
 
@@ -90,6 +109,15 @@ impl StateMachine {
             };
         }
         ids
+    }
+
+    pub fn leases(&self) -> &LeaseTable {
+        &self.leases
+    }
+
+    /// What the last [`StateMachine::push`] did to leases (`None`: no lease entry).
+    pub fn last_lease(&self) -> Option<&LeaseApplied> {
+        self.last_lease.as_ref()
     }
 
     /// The snapshot image: every record, length-prefixed.

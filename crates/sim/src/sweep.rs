@@ -41,6 +41,14 @@ pub struct Totals {
     /// whose such promotion was applied.
     pub auto_promotions: u64,
     pub auto_promotions_applied: u64,
+    /// Lease grants and renewing keep-alives acknowledged, leases revoked by an expiry
+    /// that took effect, leases named by an applied expiry that the guard refused (stale),
+    /// checkpoints recorded.
+    pub lease_grants: u64,
+    pub lease_keepalives: u64,
+    pub leases_expired: u64,
+    pub lease_expiries_refused: u64,
+    pub lease_checkpoints: u64,
 }
 
 impl SweepSummary {
@@ -74,6 +82,13 @@ impl SweepSummary {
             t.writes_acked,
             t.reads_confirmed,
             t.reads_served
+        ) + &format!(
+            "; leases: {} grants and {} keep-alives acknowledged, {} expired, {} stale expiries refused, {} checkpoints",
+            t.lease_grants,
+            t.lease_keepalives,
+            t.leases_expired,
+            t.lease_expiries_refused,
+            t.lease_checkpoints
         ) + &if t.conf_changes > 0 {
             format!(
                 ", {} membership changes accepted, {} removals applied, {} automatic promotions proposed ({} applied)",
@@ -121,6 +136,11 @@ pub fn sweep(start: u64, count: u64, threads: usize, options: &FuzzOptions) -> S
                     t.removals_applied += report.stats.removals_applied;
                     t.auto_promotions += report.stats.auto_promotions;
                     t.auto_promotions_applied += report.stats.auto_promotions_applied;
+                    t.lease_grants += report.stats.lease_grants;
+                    t.lease_keepalives += report.stats.lease_keepalives;
+                    t.leases_expired += report.stats.leases_expired;
+                    t.lease_expiries_refused += report.stats.lease_expiries_refused;
+                    t.lease_checkpoints += report.stats.lease_checkpoints;
                 }
                 if report.failure.is_some() {
                     failures

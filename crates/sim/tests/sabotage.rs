@@ -99,3 +99,38 @@ fn promoting_a_learner_that_is_not_in_sync_is_caught() {
         "100 seeds promoting learners out of sync and the promotion checker never fired"
     );
 }
+
+/// Sweeps `count` seeds with `sabotage` until `checker` fires; prints that seed and its
+/// replay command.
+fn first_seed_caught_by(sabotage: Sabotage, checker: &str, count: u64) -> Option<u64> {
+    let options = FuzzOptions {
+        sabotage: Some(sabotage),
+        ..FuzzOptions::default()
+    };
+    let seed = (0..count).find(|&seed| {
+        run_seed(seed, &options)
+            .violation
+            .is_some_and(|v| v.checker == checker)
+    })?;
+    println!(
+        "{sabotage:?} caught by {checker} at seed {seed}: replay with RAFTKV_SIM_SEED={seed} and the same sabotage"
+    );
+    Some(seed)
+}
+
+#[test]
+fn expiry_without_a_read_barrier_or_on_a_follower_is_caught() {
+    assert!(
+        first_seed_caught_by(Sabotage::LeaseExpiryWithoutBarrier, "lease-expiry-decider", 300)
+            .is_some(),
+        "300 seeds expiring leases on every member without a barrier, and the lease-decider checker never fired"
+    );
+}
+
+#[test]
+fn a_lessor_that_ignores_checkpoints_is_caught() {
+    assert!(
+        first_seed_caught_by(Sabotage::LessorIgnoresCheckpoints, "lease-liveness", 300).is_some(),
+        "300 seeds handing out fresh TTLs after restarts, and the lease liveness checker never fired"
+    );
+}

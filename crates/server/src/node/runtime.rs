@@ -101,6 +101,7 @@ pub fn spawn<S: StateMachine>(
         forward_id_base: random_u64(),
         promote_check_interval: PROMOTE_CHECK,
         unsafe_promote_unsynced: false,
+        lease: node::LeaseConfig::default(),
     };
     let id = params.id;
     let NodeParams {
@@ -119,7 +120,9 @@ pub fn spawn<S: StateMachine>(
     if let Ok(sm) = state.read() {
         driver.set_promotion_candidates(sm.promotion_candidates());
     }
+    let lease_clock = state.read().ok().and_then(|sm| sm.lease_clock());
     let shell = Shell {
+        lease_clock,
         id,
         changes: HashMap::new(),
         remote_changes: HashMap::new(),
@@ -251,6 +254,8 @@ struct Shell<S: StateMachine> {
     /// When replication progress was last published ([`PROGRESS_PUBLISH`]).
     progress_published: Instant,
     driver: Driver,
+    /// The lease clock applies keep, lent to the driver's lease duties.
+    lease_clock: Option<crate::lease_clock::LeaseClock>,
     storage: Storage,
     state: Arc<RwLock<S>>,
     clock: ShellClock,
@@ -350,6 +355,7 @@ impl<S: StateMachine> Shell<S> {
             let now = Instant::now();
             self.clock.resample(now);
             self.driver.tick(self.clock.at(now));
+            self.lease_duties();
             while let Some(fx) = self.driver.poll() {
                 self.carry_out(fx)?;
             }
@@ -612,6 +618,32 @@ impl<S: StateMachine> Shell<S> {
                 "removed member from the cluster"
             );
             self.transport.remove_peer(cc.node);
+        }
+    }
+
+    /// The driver's lease duties, with this member's lease clock (as the last round's
+    /// applies left it). The decisions it places go out with this round's proposals.
+    fn lease_duties(&mut self) {
+        let Some(clock) = &self.lease_clock else {
+            return;
+        };
+        if !self.driver.lease_duties_due() {
+            return;
+        }
+        let decided = {
+            let lessor = clock.lessor();
+            self.driver
+                .lease_duties(&lessor, clock.now(), S::lease_entry)
+        };
+        for d in decided {
+            match d {
+                node::LeaseDecision::Expire { term, leases, .. } => {
+                    info!(count = leases.len(), term, "revoking expired leases")
+                }
+                node::LeaseDecision::Checkpoint { term, leases } => {
+                    debug!(count = leases.len(), term, "checkpointing lease times")
+                }
+            }
         }
     }
 

@@ -69,4 +69,16 @@ pub trait StateMachine: Send + Sync + 'static {
     fn take_peer_url_changes(&mut self) -> Vec<(u64, Vec<String>)> {
         Vec::new()
     }
+
+    /// This member's lease clock, which applies keep: the node thread lends it to the
+    /// driver's lease duties (`node::lease_keeper`). `None`: a machine without leases.
+    fn lease_clock(&self) -> Option<crate::lease_clock::LeaseClock> {
+        None
+    }
+
+    /// The log entry of one lease decision of the driver (only asked for when
+    /// [`StateMachine::lease_clock`] is some).
+    fn lease_entry(_decision: &node::LeaseDecision) -> Bytes {
+        Bytes::new()
+    }
 }

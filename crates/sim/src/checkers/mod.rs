@@ -9,6 +9,9 @@ pub mod client_calls;
 pub mod committed_entries;
 pub mod election_safety;
 pub mod leader_completeness;
+pub mod lease_decisions;
+pub mod lease_liveness;
+pub mod lease_timing;
 pub mod log_matching;
 pub mod monotonic;
 pub mod promotion;
@@ -20,6 +23,9 @@ pub use client_calls::ClientCalls;
 pub use committed_entries::CommittedLedger;
 pub use election_safety::ElectionSafety;
 pub use leader_completeness::LeaderCompleteness;
+pub use lease_decisions::LeaseDecisions;
+pub use lease_liveness::LeaseLiveness;
+pub use lease_timing::LeaseTiming;
 pub use log_matching::LogMatching;
 pub use monotonic::Monotonic;
 pub use promotion::PromotionChecker;
@@ -60,4 +66,8 @@ pub struct Checkers {
     pub reads: ReadIndexChecker,
     pub clients: ClientCalls,
     pub promotion: PromotionChecker,
+    pub lease_timing: LeaseTiming,
+    pub lease_decisions: LeaseDecisions,
+    /// Set when the liveness phase begins.
+    pub lease_liveness: Option<LeaseLiveness>,
 }

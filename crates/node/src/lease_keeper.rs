@@ -1,0 +1,307 @@
+//! The leader's lease duties: deciding, on this member's lease clock ([`Lessor`]), which
+//! leases ran out and which remaining times to record in the log, and placing those
+//! decisions in the log itself.
+//!
+//! Why in the driver: the decision is a rule around the Raft core (who may decide, after
+//! which barrier, in which term), so it lives where both the server and the simulator run
+//! it. The lessor itself is kept by apply (the shell's state machine sets it); the shell
+//! lends it to [`Driver::lease_duties`] between rounds, so the driver reads it without
+//! owning it, and the shell encodes each decision as its own log entry.
+//!
+//! The rule (docs/lease.md, "Expiry: who decides, and when"):
+//!
+//! * only a leader decides, and every decision names the term it leads in (apply ignores a
+//!   decision carried by an entry of another term);
+//! * every `scan_interval`, a leader whose clock says some lease ran out asks for a **read
+//!   barrier** (a ReadIndex round of its own). Once a quorum confirmed it still leads in
+//!   that term and it applied everything committed before the barrier (every renewal that
+//!   got into the log first), it expires the leases whose deadline had passed by its clock
+//!   *when it asked*: each expiry is backed by a barrier started after the lease ran out;
+//! * every `checkpoint_scan`, a leader records the remaining time of the leases whose
+//!   remaining time the log last recorded `checkpoint_interval` or longer ago. A
+//!   checkpoint only ever brings a deadline forward, and apply skips one for a lease
+//!   renewed since, so it needs no barrier.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use raft::{Index, Role, Term};
+
+use crate::driver::Driver;
+use crate::lessor::{LeaseAt, Lessor};
+
+/// The first byte of the lease barrier's ReadIndex contexts (the client reads use `R`).
+pub(crate) const CTX_TAG: u8 = b'L';
+
+/// When and how much the leader decides.
+#[derive(Clone, Debug)]
+pub struct LeaseConfig {
+    /// How often the leader looks for expired leases (etcd: 500 ms).
+    pub scan_interval: Duration,
+    /// How often the leader looks for leases due a checkpoint.
+    pub checkpoint_scan: Duration,
+    /// A lease's remaining time is recorded in the log once it was last recorded this long
+    /// ago (docs/lease.md: the bound on expiry after a restart).
+    pub checkpoint_interval: Duration,
+    /// Leases per expiry or checkpoint entry.
+    pub max_batch: usize,
+    /// Test-only sabotage (the simulator's checker self-tests): decide on any member,
+    /// follower included, at once on its own clock, without a read barrier, and forward a
+    /// follower's decision to the leader. Never set outside such tests.
+    pub unsafe_expire_without_barrier: bool,
+}
+
+impl Default for LeaseConfig {
+    fn default() -> Self {
+        LeaseConfig {
+            scan_interval: Duration::from_millis(100),
+            checkpoint_scan: Duration::from_secs(1),
+            checkpoint_interval: Duration::from_secs(5),
+            max_batch: 1000,
+            unsafe_expire_without_barrier: false,
+        }
+    }
+}
+
+/// The barrier a decision rests on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Barrier {
+    /// The lease clock's time when the barrier was asked for: every lease expired by the
+    /// decision had run out by then.
+    pub asked_at: Duration,
+    /// The commit index the quorum confirmed; the member had applied it when it decided.
+    pub index: Index,
+}
+
+/// One decision, to be encoded by the shell and placed in the log by the driver.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LeaseDecision {
+    /// These leases ran out (each named with the renewals seen, the apply-side guard).
+    Expire {
+        term: Term,
+        leases: Vec<LeaseAt>,
+        /// `None` only under [`LeaseConfig::unsafe_expire_without_barrier`].
+        barrier: Option<Barrier>,
+    },
+    /// At most this much was left on each lease.
+    Checkpoint {
+        term: Term,
+        leases: Vec<(LeaseAt, Duration)>,
+    },
+}
+
+impl LeaseDecision {
+    pub fn term(&self) -> Term {
+        match self {
+            LeaseDecision::Expire { term, .. } | LeaseDecision::Checkpoint { term, .. } => *term,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    Idle,
+    /// A lease barrier is out: its context, the term it was asked in, when (driver time),
+    /// and the lease clock's time then.
+    Asked {
+        ctx: u64,
+        term: Term,
+        since: Duration,
+        clock: Duration,
+    },
+    /// Confirmed at `index`; decide once it is applied.
+    Confirmed {
+        term: Term,
+        index: Index,
+        clock: Duration,
+    },
+}
+
+/// The driver's lease bookkeeping.
+#[derive(Debug)]
+pub(crate) struct LeaseKeeper {
+    pub(crate) cfg: LeaseConfig,
+    state: State,
+    next_scan: Duration,
+    next_checkpoint: Duration,
+    next_ctx: u64,
+}
+
+impl LeaseKeeper {
+    pub(crate) fn new(cfg: LeaseConfig, now: Duration) -> LeaseKeeper {
+        LeaseKeeper {
+            next_scan: now,
+            next_checkpoint: now + cfg.checkpoint_scan,
+            cfg,
+            state: State::Idle,
+            next_ctx: 0,
+        }
+    }
+}
+
+pub(crate) fn encode_ctx(ctx: u64) -> Bytes {
+    let mut b = Vec::with_capacity(9);
+    b.push(CTX_TAG);
+    b.extend_from_slice(&ctx.to_be_bytes());
+    Bytes::from(b)
+}
+
+pub(crate) fn decode_ctx(b: &[u8]) -> Option<u64> {
+    match b {
+        [CTX_TAG, rest @ ..] => Some(u64::from_be_bytes(rest.try_into().ok()?)),
+        _ => None,
+    }
+}
+
+impl Driver {
+    /// Whether [`Driver::lease_duties`] has anything to do now; cheap, so the shell can
+    /// ask every round and lend its lessor only when it says yes.
+    pub fn lease_duties_due(&self) -> bool {
+        let k = &self.leases;
+        if k.cfg.unsafe_expire_without_barrier {
+            return self.now >= k.next_scan || self.now >= k.next_checkpoint;
+        }
+        if self.role != Role::Leader {
+            return k.state != State::Idle;
+        }
+        match k.state {
+            State::Confirmed { index, .. } => index <= self.applied,
+            State::Asked { since, .. } => self.now >= since + self.barrier_retry_after(),
+            State::Idle => self.now >= k.next_scan || self.now >= k.next_checkpoint,
+        }
+    }
+
+    /// The lease duties, between rounds: `lessor` is this member's lease clock as the
+    /// applied state set it, `clock` its time now. Decides as the module documentation
+    /// says, places each decision in the log (as `encode` makes it) and returns them.
+    /// A decision is only ever placed in this member's own log, while it leads in the
+    /// decision's term; a member that lost leadership meanwhile drops it.
+    pub fn lease_duties(
+        &mut self,
+        lessor: &Lessor,
+        clock: Duration,
+        encode: impl Fn(&LeaseDecision) -> Bytes,
+    ) -> Vec<LeaseDecision> {
+        let decisions = self.decide_leases(lessor, clock);
+        for d in &decisions {
+            self.propose_internal(encode(d));
+        }
+        decisions
+    }
+
+    fn barrier_retry_after(&self) -> Duration {
+        (self.cfg.election_timeout / 2).max(3 * self.tick_interval())
+    }
+
+    fn decide_leases(&mut self, lessor: &Lessor, clock: Duration) -> Vec<LeaseDecision> {
+        let now = self.now;
+        let term = self.raft.status().hard_state.term;
+        let max = self.leases.cfg.max_batch;
+        let mut out = Vec::new();
+        if self.leases.cfg.unsafe_expire_without_barrier {
+            if now >= self.leases.next_scan {
+                self.leases.next_scan = now + self.leases.cfg.scan_interval;
+                let leases = lessor.expired(clock, max);
+                if !leases.is_empty() {
+                    out.push(LeaseDecision::Expire {
+                        term,
+                        leases,
+                        barrier: None,
+                    });
+                }
+            }
+            self.checkpoint_duty(lessor, clock, term, &mut out);
+            return out;
+        }
+        if self.role != Role::Leader {
+            self.leases.state = State::Idle;
+            return out;
+        }
+        match self.leases.state {
+            State::Confirmed {
+                term: asked,
+                index,
+                clock: asked_at,
+            } if index <= self.applied => {
+                self.leases.state = State::Idle;
+                if asked == term {
+                    let leases = lessor.expired(asked_at, max);
+                    // A full batch: there may be more, look again at once.
+                    self.leases.next_scan = if leases.len() == max {
+                        now
+                    } else {
+                        now + self.leases.cfg.scan_interval
+                    };
+                    if !leases.is_empty() {
+                        out.push(LeaseDecision::Expire {
+                            term,
+                            leases,
+                            barrier: Some(Barrier { asked_at, index }),
+                        });
+                    }
+                }
+            }
+            State::Asked { since, .. } if now >= since + self.barrier_retry_after() => {
+                // Probably lost to a leader change or the network: ask again.
+                self.leases.state = State::Idle;
+            }
+            State::Confirmed { term: asked, .. } | State::Asked { term: asked, .. }
+                if asked != term =>
+            {
+                self.leases.state = State::Idle;
+            }
+            _ => {}
+        }
+        if self.leases.state == State::Idle
+            && now >= self.leases.next_scan
+            && !lessor.expired(clock, 1).is_empty()
+        {
+            self.leases.next_scan = now + self.leases.cfg.scan_interval;
+            let ctx = self.leases.next_ctx;
+            self.leases.next_ctx += 1;
+            if self.raft.read_index(encode_ctx(ctx)).is_ok() {
+                self.leases.state = State::Asked {
+                    ctx,
+                    term,
+                    since: now,
+                    clock,
+                };
+            }
+        }
+        self.checkpoint_duty(lessor, clock, term, &mut out);
+        out
+    }
+
+    fn checkpoint_duty(
+        &mut self,
+        lessor: &Lessor,
+        clock: Duration,
+        term: Term,
+        out: &mut Vec<LeaseDecision>,
+    ) {
+        let k = &mut self.leases;
+        if self.now < k.next_checkpoint {
+            return;
+        }
+        k.next_checkpoint = self.now + k.cfg.checkpoint_scan;
+        let leases = lessor.due_checkpoints(clock, k.cfg.checkpoint_interval, k.cfg.max_batch);
+        if !leases.is_empty() {
+            out.push(LeaseDecision::Checkpoint { term, leases });
+        }
+    }
+
+    /// A lease barrier's read state: confirmed at `index` if it is the one asked for.
+    pub(crate) fn on_lease_read_state(&mut self, ctx: u64, index: Index) {
+        if let State::Asked {
+            ctx: asked,
+            term,
+            clock,
+            ..
+        } = self.leases.state
+        {
+            if asked == ctx {
+                self.leases.state = State::Confirmed { term, index, clock };
+            }
+        }
+    }
+}

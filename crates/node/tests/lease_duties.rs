@@ -1,0 +1,161 @@
+//! `Driver::lease_duties`: only a leader decides; an expiry waits for a read barrier asked
+//! after the lease ran out and for the apply of its index, and covers only the leases that
+//! had run out when it was asked; checkpoints come at their cadence, without a barrier.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use node::{Driver, DriverConfig, LeaseConfig, LeaseDecision, Lessor};
+use raft::{ConfState, EntryKind, HardState, InitialState, RaftNode};
+
+const TICK: Duration = Duration::from_millis(10);
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn driver(voters: Vec<u64>) -> Driver {
+    let initial = InitialState {
+        hard_state: HardState::default(),
+        conf_state: ConfState {
+            voters,
+            learners: vec![],
+        },
+        snapshot: None,
+        entries: vec![],
+        applied: 0,
+    };
+    let raft = RaftNode::new(raft::Config::new(1), initial).expect("core");
+    let cfg = DriverConfig {
+        tick_interval: TICK,
+        max_catch_up_ticks: 10,
+        election_timeout: ms(100),
+        request_timeout: Duration::from_secs(5),
+        snapshot_count: 0,
+        max_apply_gap: 5000,
+        forward_id_base: 1 << 40,
+        lease: LeaseConfig::default(),
+    };
+    Driver::new(raft, cfg, (0, 0), Duration::ZERO)
+}
+
+/// Carries out every batch; returns the normal entries applied.
+fn drain(d: &mut Driver) -> Vec<Bytes> {
+    let mut applied = Vec::new();
+    while let Some(fx) = d.poll() {
+        for item in fx.apply {
+            if item.entry.kind == EntryKind::Normal {
+                applied.push(item.entry.data.clone());
+            }
+        }
+        d.advance();
+    }
+    applied
+}
+
+fn encode(d: &LeaseDecision) -> Bytes {
+    Bytes::from(format!("{d:?}"))
+}
+
+/// A single member that leads, at time `now`.
+fn leader() -> (Driver, Duration) {
+    let mut d = driver(vec![1]);
+    let mut now = Duration::ZERO;
+    while d.status().core.leader != Some(1) {
+        now += TICK;
+        d.tick(now);
+        drain(&mut d);
+        assert!(now < Duration::from_secs(5), "single member elects itself");
+    }
+    (d, now)
+}
+
+#[test]
+fn a_leader_expires_only_after_a_barrier_asked_once_the_lease_ran_out() {
+    let (mut d, mut now) = leader();
+    let mut lessor = Lessor::new();
+    lessor.renewed(7, 0, ms(1000), now);
+    lessor.renewed(8, 0, ms(1100), now);
+    let start = now;
+    // Before the deadline: nothing to decide, no barrier.
+    while now < start + ms(990) {
+        now += TICK;
+        d.tick(now);
+        if d.lease_duties_due() {
+            assert!(d.lease_duties(&lessor, now, encode).is_empty());
+        }
+        assert!(drain(&mut d).is_empty());
+    }
+    // Past lease 7's deadline: the first call asks for the barrier, decides nothing.
+    now = start + ms(1050);
+    d.tick(now);
+    assert!(d.lease_duties_due());
+    assert!(d.lease_duties(&lessor, now, encode).is_empty());
+    drain(&mut d); // the single member confirms its read at once
+                   // Lease 8 runs out meanwhile; the decision still covers only what the barrier saw.
+    now = start + ms(1200);
+    d.tick(now);
+    assert!(d.lease_duties_due());
+    let decided = d.lease_duties(&lessor, now, encode);
+    assert_eq!(decided.len(), 1, "{decided:?}");
+    let LeaseDecision::Expire {
+        term,
+        leases,
+        barrier,
+    } = &decided[0]
+    else {
+        panic!("{decided:?}")
+    };
+    assert_eq!(*term, d.status().core.hard_state.term);
+    assert_eq!(leases.iter().map(|l| l.id).collect::<Vec<_>>(), [7]);
+    let barrier = barrier.expect("backed by a barrier");
+    assert_eq!(barrier.asked_at, start + ms(1050));
+    assert!(barrier.index <= d.status().applied);
+    // The driver placed it in the log itself.
+    assert_eq!(drain(&mut d), vec![encode(&decided[0])]);
+}
+
+#[test]
+fn a_follower_never_decides() {
+    let mut d = driver(vec![1, 2, 3]);
+    let mut lessor = Lessor::new();
+    lessor.renewed(7, 0, ms(100), Duration::ZERO);
+    // Member 1 alone never wins an election of three: it stays a (pre-)candidate.
+    let mut now = Duration::ZERO;
+    for _ in 0..300 {
+        now += TICK;
+        d.tick(now);
+        if d.lease_duties_due() {
+            assert!(d.lease_duties(&lessor, now, encode).is_empty());
+        }
+        assert!(drain(&mut d).is_empty());
+    }
+}
+
+#[test]
+fn checkpoints_come_at_their_cadence_without_a_barrier() {
+    let (mut d, mut now) = leader();
+    let mut lessor = Lessor::new();
+    let granted = now;
+    lessor.renewed(5, 3, Duration::from_secs(60), granted);
+    let mut seen = Vec::new();
+    while now < granted + Duration::from_secs(7) {
+        now += TICK;
+        d.tick(now);
+        if d.lease_duties_due() {
+            for decision in d.lease_duties(&lessor, now, encode) {
+                seen.push((now, decision));
+            }
+        }
+        drain(&mut d);
+    }
+    let (at, first) = seen.first().expect("a checkpoint");
+    assert!(*at >= granted + Duration::from_secs(5), "{at:?}");
+    assert!(*at < granted + Duration::from_secs(7), "{at:?}");
+    let LeaseDecision::Checkpoint { leases, .. } = first else {
+        panic!("{first:?}")
+    };
+    assert_eq!(leases[0].0.id, 5);
+    assert_eq!(leases[0].0.renewals, 3);
+    assert_eq!(leases[0].1, granted + Duration::from_secs(60) - *at);
+}
