@@ -274,13 +274,17 @@ fn a_failed_member_is_replaced_by_a_new_one_that_joins() {
         new.peer_url, new.client_url
     );
     for ep in [&ep0, &cluster.member(1).endpoint(), &ep_new] {
-        common::poll_until("the new member listed started", Duration::from_secs(30), || {
-            let lines = member_lines(ep);
-            lines
-                .contains(&started)
-                .then_some(())
-                .ok_or(format!("{lines:?}"))
-        });
+        common::poll_until(
+            "the new member listed started",
+            Duration::from_secs(30),
+            || {
+                let lines = member_lines(ep);
+                lines
+                    .contains(&started)
+                    .then_some(())
+                    .ok_or(format!("{lines:?}"))
+            },
+        );
     }
     assert!(!member_lines(&ep0).iter().any(|l| l.contains(&failed)));
     common::poll_until("the new member is a voter", Duration::from_secs(30), || {

@@ -832,7 +832,10 @@ mod tests {
         let revision = m.store.current_revision();
         assert!(m.members.get(2).unwrap().client_urls.is_empty());
         let out = m.apply(&entry(1, 1, publish(2, "b", "http://127.0.0.1:2479")));
-        assert!(matches!(out, Some(Ok(Response::External(Ok(()))))), "{out:?}");
+        assert!(
+            matches!(out, Some(Ok(Response::External(Ok(()))))),
+            "{out:?}"
+        );
         let b = m.members.get(2).unwrap();
         assert_eq!(b.name, "b");
         assert_eq!(b.client_urls, vec!["http://127.0.0.1:2479".to_string()]);
