@@ -95,9 +95,10 @@ fn every_member_lists_published_names_and_client_urls_also_of_a_member_that_is_d
         .stop_member(0, Duration::from_secs(10))
         .expect("stop member 0");
     // Member 0 comes back advertising one more client URL (advertised only; nobody dials
-    // it here).
+    // it here), listed before its own: members publish their client URLs sorted, as etcd
+    // does.
     let extra_url = format!("http://127.0.0.1:{spare}");
-    let urls0 = vec![cluster.member(0).client_url(), extra_url];
+    let mut urls0 = vec![extra_url, cluster.member(0).client_url()];
     let args: Vec<String> = cluster
         .member_args(0)
         .into_iter()
@@ -112,6 +113,7 @@ fn every_member_lists_published_names_and_client_urls_also_of_a_member_that_is_d
     cluster
         .start_member_with_args(0, args)
         .expect("restart member 0");
+    urls0.sort();
     want[0].2 = urls0;
     for i in 0..2 {
         let ep = cluster.member(i).endpoint();

@@ -44,7 +44,16 @@ const WATCH: Duration = Duration::from_secs(1);
 #[derive(Clone, Debug)]
 pub struct Attributes {
     pub name: String,
+    /// Sorted, as etcd publishes them (its URL lists are kept sorted), whatever the order
+    /// of `--advertise-client-urls`.
     pub client_urls: Vec<String>,
+}
+
+impl Attributes {
+    pub fn new(name: String, mut client_urls: Vec<String>) -> Attributes {
+        client_urls.sort();
+        Attributes { name, client_urls }
+    }
 }
 
 /// Where this member stands against the list it has applied.
@@ -163,5 +172,28 @@ pub async fn run(
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(wait) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The entry names this member and carries its client URLs sorted, whatever the flag's
+    /// order (etcd lists them sorted).
+    #[test]
+    fn the_entry_carries_this_members_sorted_attributes() {
+        let attrs = Attributes::new(
+            "m1".into(),
+            vec!["http://b:2379".into(), "http://a:2379".into()],
+        );
+        let decoded = InternalRequest::decode(entry(7, &attrs)).unwrap();
+        assert_eq!(decoded.auth, None);
+        let Some(Internal::MemberAttributes(a)) = decoded.request else {
+            panic!("not a member_attributes entry: {decoded:?}");
+        };
+        assert_eq!(a.member_id, 7);
+        assert_eq!(a.name, "m1");
+        assert_eq!(a.client_urls, vec!["http://a:2379", "http://b:2379"]);
     }
 }

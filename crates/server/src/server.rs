@@ -503,10 +503,7 @@ pub async fn serve(
     let (published, on_published) = tokio::sync::oneshot::channel();
     tokio::spawn(crate::publish::run(
         handle.clone(),
-        crate::publish::Attributes {
-            name: config.name.clone(),
-            client_urls: config.advertise_client_urls.clone(),
-        },
+        crate::publish::Attributes::new(config.name.clone(), config.advertise_client_urls.clone()),
         published,
         shutdown.clone(),
     ));
