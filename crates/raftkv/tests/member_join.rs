@@ -57,6 +57,7 @@ fn env_line(out: &str, key: &str) -> String {
 
 /// `member add NAME` through `ep` (retried while etcd's health check says the cluster is
 /// unhealthy), then start the member with the lines it printed and an empty data dir.
+/// Until it starts (and publishes its name), every member lists it `unstarted`.
 fn add_and_start(cluster: &LocalCluster, ep: &str, name: &str, dir: &Path) -> Extra {
     let ports = free_loopback_ports(2).expect("ports");
     let client_url = format!("http://127.0.0.1:{}", ports[0]);
@@ -76,6 +77,12 @@ fn add_and_start(cluster: &LocalCluster, ep: &str, name: &str, dir: &Path) -> Ex
     assert_eq!(env_line(&out, "ETCD_NAME"), name);
     assert_eq!(env_line(&out, "ETCD_INITIAL_CLUSTER_STATE"), "existing");
     let initial_cluster = env_line(&out, "ETCD_INITIAL_CLUSTER");
+    let id = id_of(ep, &peer_url);
+    assert!(
+        member_lines(ep).contains(&format!("{id}, unstarted, , {peer_url}, , false")),
+        "{:?}",
+        member_lines(ep)
+    );
     start_extra(
         cluster,
         name,
@@ -260,18 +267,25 @@ fn a_failed_member_is_replaced_by_a_new_one_that_joins() {
         let log = std::fs::read_to_string(&new.log).unwrap();
         assert!(log.contains("installing snapshot from the leader"), "{log}");
     }
+    // Every member lists it with the name and client URL it published.
     let new_id = id_of(&ep0, &new.peer_url);
-    let line = member_lines(&ep0)
-        .into_iter()
-        .find(|l| l.starts_with(&format!("{new_id},")))
-        .unwrap();
-    assert_eq!(
-        line,
-        format!(
-            "{new_id}, started, replacement, {}, {}, false",
-            new.peer_url, new.client_url
-        )
+    let started = format!(
+        "{new_id}, started, replacement, {}, {}, false",
+        new.peer_url, new.client_url
     );
+    for ep in [&ep0, &cluster.member(1).endpoint(), &ep_new] {
+        common::poll_until(
+            "the new member listed started",
+            Duration::from_secs(30),
+            || {
+                let lines = member_lines(ep);
+                lines
+                    .contains(&started)
+                    .then_some(())
+                    .ok_or(format!("{lines:?}"))
+            },
+        );
+    }
     assert!(!member_lines(&ep0).iter().any(|l| l.contains(&failed)));
     common::poll_until("the new member is a voter", Duration::from_secs(30), || {
         is_voter(&ep_new)

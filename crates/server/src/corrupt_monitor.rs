@@ -117,26 +117,18 @@ fn local_hash(node: &NodeHandle<MvccMachine>) -> anyhow::Result<LocalHash> {
     })
 }
 
-/// The other members of the replicated list, with the client URLs they announced.
-fn peers(node: &NodeHandle<MvccMachine>, transport: &Transport) -> anyhow::Result<Vec<Peer>> {
-    let ids: Vec<u64> = node
+/// The other members of the replicated list, with the client URLs they published.
+fn peers(node: &NodeHandle<MvccMachine>) -> anyhow::Result<Vec<Peer>> {
+    Ok(node
         .state
         .read()
         .map_err(|_| anyhow::anyhow!("state machine lock poisoned"))?
         .members
         .members()
-        .map(|m| m.id)
-        .filter(|&id| id != node.id)
-        .collect();
-    let directory = transport.directory();
-    Ok(ids
-        .into_iter()
-        .map(|id| Peer {
-            id,
-            client_urls: directory
-                .get(&id)
-                .map(|p| p.client_urls.clone())
-                .unwrap_or_default(),
+        .filter(|m| m.id != node.id)
+        .map(|m| Peer {
+            id: m.id,
+            client_urls: m.client_urls.clone(),
         })
         .collect())
 }
@@ -169,7 +161,7 @@ async fn check_once(
     timeout: Duration,
 ) -> anyhow::Result<Round> {
     let before = local_hash(node)?;
-    let asks: Vec<_> = peers(node, transport)?
+    let asks: Vec<_> = peers(node)?
         .into_iter()
         .map(|p| {
             let (id, transport) = (node.id, transport.clone());

@@ -282,8 +282,9 @@ pub async fn discover(
 /// The answer a member gives a joining one: the member of its applied list with exactly
 /// these peer URLs, the cluster's id, its list and the bootstrap members (`base`). With
 /// `only_added` (an asker without a peer certificate, `transport::join_gate`), only a
-/// member added with `member add` qualifies: one the list holds without a name (founders
-/// have theirs from `--initial-cluster`). The refusal's text is for this member's log; the
+/// member added with `member add` and never started qualifies: one the list holds without
+/// a name (founders have theirs from `--initial-cluster`, and a started member published
+/// its own: `crate::publish`). The refusal's text is for this member's log; the
 /// asker is told nothing of the members.
 pub fn lookup(cluster_id: u64, base: MemberList, state: Arc<RwLock<MvccMachine>>) -> JoinLookup {
     let base = base.encode();

@@ -218,6 +218,23 @@ impl MvccMachine {
         }
     }
 
+    /// A committed `member_attributes` entry: a member's published name and client URLs.
+    /// An id the list does not hold (removed since the member proposed, or never added) is
+    /// ignored alike everywhere; the proposer hears etcd's `member not found` and stops.
+    fn apply_member_attributes(
+        &mut self,
+        attrs: &proto::raftkvpb::MemberAttributes,
+    ) -> Result<(), (i32, String)> {
+        if self
+            .members
+            .set_attributes(attrs.member_id, &attrs.name, &attrs.client_urls)
+        {
+            return Ok(());
+        }
+        let st = crate::members::MemberError::NotFound.to_status();
+        Err((st.code() as i32, st.message().to_string()))
+    }
+
     /// The lease clock's time: since this machine was made.
     pub fn now(&self) -> Duration {
         self.lessor.now()
@@ -429,6 +446,10 @@ impl StateMachine for MvccMachine {
                     ..
                 },
             ) => self.apply_member_update_as(req, update),
+            Ok(InternalRequest {
+                request: Some(Internal::MemberAttributes(ref attrs)),
+                ..
+            }) => Ok(Response::External(self.apply_member_attributes(attrs))),
             Ok(req) => {
                 let out = self.store.apply_entry(&req, entry.term);
                 let out = self.apply_admission(out, entry.index);
@@ -804,6 +825,60 @@ mod tests {
         let mut other = seeded();
         other.restore(&m.snapshot()).unwrap();
         assert_eq!(other.members, m.members);
+    }
+
+    /// A member's published attributes reach every member's list (an id it does not hold
+    /// is ignored, with etcd's answer), leave the store alone, and travel in the snapshot.
+    #[test]
+    fn published_attributes_reach_the_list_and_its_snapshot() {
+        use proto::raftkvpb::MemberAttributes;
+        use raft::{ConfChange, ConfChangeKind};
+        let publish = |id, name: &str, url: &str| {
+            Request::MemberAttributes(MemberAttributes {
+                member_id: id,
+                name: name.to_string(),
+                client_urls: vec![url.to_string()],
+            })
+        };
+        let mut m = seeded();
+        let revision = m.store.current_revision();
+        assert!(m.members.get(2).unwrap().client_urls.is_empty());
+        let out = m.apply(&entry(1, 1, publish(2, "b", "http://127.0.0.1:2479")));
+        assert!(
+            matches!(out, Some(Ok(Response::External(Ok(()))))),
+            "{out:?}"
+        );
+        let b = m.members.get(2).unwrap();
+        assert_eq!(b.name, "b");
+        assert_eq!(b.client_urls, vec!["http://127.0.0.1:2479".to_string()]);
+        assert_eq!(m.store.current_revision(), revision);
+
+        m.apply(&conf_entry(
+            2,
+            ConfChange {
+                kind: ConfChangeKind::Remove,
+                node: 1,
+                context: Bytes::new(),
+            },
+        ));
+        let before = m.members.clone();
+        for (index, id) in [(3, 1), (4, 9)] {
+            let Some(Ok(Response::External(Err((code, message))))) =
+                m.apply(&entry(index, 1, publish(id, "x", "http://127.0.0.1:2579")))
+            else {
+                panic!("attributes of member {id} were applied");
+            };
+            assert_eq!(
+                (code, message.as_str()),
+                (tonic::Code::NotFound as i32, "etcdserver: member not found")
+            );
+        }
+        assert_eq!(m.members, before);
+
+        let mut other = seeded();
+        other.restore(&m.snapshot()).unwrap();
+        assert_eq!(other.members, m.members);
+        assert_eq!(other.members.get(2).unwrap().name, "b");
     }
 
     /// An entry applied as `who` (user, auth revision).

@@ -42,6 +42,7 @@ pub mod members;
 pub mod metrics;
 pub mod newer_etcd_flags;
 pub mod node;
+pub mod publish;
 pub mod quota;
 pub mod ready;
 pub mod restore;

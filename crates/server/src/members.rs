@@ -3,9 +3,11 @@
 //!
 //! Every member applies the same `ConfChange` entries to it, so every member answers
 //! `MemberList` the same way. The member's attributes travel in the change's `context` as an
-//! encoded `etcdserverpb.Member` (etcd's own message for exactly these fields), so nothing new
-//! is needed in the protos. A member added but not started yet has an empty name and no
-//! client URLs, which is how etcdctl knows to print `unstarted`.
+//! encoded `etcdserverpb.Member` (etcd's own message for exactly these fields). A member
+//! added but not started yet has an empty name and no client URLs, which is how etcdctl
+//! knows to print `unstarted`; once started, the member publishes its name and client URLs
+//! through the log itself (`member_attributes` entries, `crate::publish`), as etcd does, and
+//! every member records them ([`MemberList::set_attributes`]).
 //!
 //! This module is pure: checks a request against the list ([`MemberList::check_add`] and
 //! friends, with etcd's error texts) and applies committed changes ([`MemberList::apply`]).
@@ -347,13 +349,27 @@ impl MemberList {
         Ok(MemberList { members, removed })
     }
 
-    /// Records a started member's name and client URLs (etcd publishes them through the log
-    /// once the member is up); unknown ids are ignored.
-    pub fn publish(&mut self, id: u64, name: &str, client_urls: &[String]) {
-        if let Some(m) = self.members.get_mut(&id) {
-            m.name = name.to_string();
-            m.client_urls = client_urls.to_vec();
+    /// Records a started member's name and client URLs (an applied `member_attributes`
+    /// entry, which the member proposes itself: `crate::publish`). Returns false, changing
+    /// nothing, for an id the list does not hold (never added, or removed): every member
+    /// applies the same entries to the same list, so all ignore the same ones.
+    pub fn set_attributes(&mut self, id: u64, name: &str, client_urls: &[String]) -> bool {
+        match self.members.get_mut(&id) {
+            Some(m) => {
+                m.name = name.to_string();
+                m.client_urls = client_urls.to_vec();
+                true
+            }
+            None => false,
         }
+    }
+
+    /// Whether member `id` is listed with exactly this name and these client URLs (in this
+    /// order: they are listed as published).
+    pub fn has_attributes(&self, id: u64, name: &str, client_urls: &[String]) -> bool {
+        self.members
+            .get(&id)
+            .is_some_and(|m| m.name == name && m.client_urls == client_urls)
     }
 
     /// Replaces a member's peer URLs (`MemberUpdate`, once committed), after the same checks
@@ -424,7 +440,7 @@ mod tests {
         assert_eq!(m.name, "");
         assert!(m.client_urls.is_empty());
         assert!(!m.is_learner);
-        l.publish(3, "c", &["http://127.0.0.1:2379".into()]);
+        assert!(l.set_attributes(3, "c", &["http://127.0.0.1:2379".into()]));
         assert_eq!(l.get(3).unwrap().name, "c");
         assert_eq!(
             l.to_proto().iter().map(|m| m.id).collect::<Vec<_>>(),
@@ -559,7 +575,7 @@ mod tests {
     fn the_list_survives_a_snapshot_and_bad_bytes_are_an_error() {
         let mut l = initial();
         l.apply(&add(3, "http://127.0.0.1:2382", true)).unwrap();
-        l.publish(3, "c", &["http://127.0.0.1:2379".into()]);
+        l.set_attributes(3, "c", &["http://127.0.0.1:2379".into()]);
         l.apply(&remove(1)).unwrap();
         let bytes = l.encode();
         assert_eq!(MemberList::decode(&bytes), Ok(l.clone()));
@@ -576,6 +592,67 @@ mod tests {
         let mut wrong_version = bytes.to_vec();
         wrong_version[0] = 9;
         assert!(MemberList::decode(&wrong_version).is_err());
+    }
+
+    /// Published attributes replace the listed ones; an id the list does not hold (never
+    /// added, or removed) changes nothing.
+    #[test]
+    fn attributes_are_set_for_listed_members_only() {
+        let mut l = initial();
+        assert!(!l.has_attributes(1, "a", &["http://127.0.0.1:2379".into()]));
+        assert!(l.set_attributes(1, "a", &["http://127.0.0.1:2379".into()]));
+        assert!(l.has_attributes(1, "a", &["http://127.0.0.1:2379".into()]));
+        // A restarted member with other flags publishes again: the new values replace.
+        assert!(l.set_attributes(1, "a2", &[]));
+        assert_eq!(l.get(1).unwrap().name, "a2");
+        assert!(l.get(1).unwrap().client_urls.is_empty());
+        l.apply(&remove(2)).unwrap();
+        let before = l.clone();
+        assert!(!l.set_attributes(2, "b", &["http://127.0.0.1:2479".into()]));
+        assert!(!l.set_attributes(42, "x", &["http://127.0.0.1:2579".into()]));
+        assert_eq!(l, before);
+        assert!(!l.has_attributes(42, "x", &["http://127.0.0.1:2579".into()]));
+    }
+
+    /// An image written before members published their attributes (founders named from
+    /// `--initial-cluster`, nobody's client URLs) still loads, and takes attributes.
+    #[test]
+    fn an_image_from_before_publishing_still_loads() {
+        // `initial()` plus an added, unstarted member 3 and removed member 9, as the build
+        // before `member_attributes` encoded it (bytes written out by hand from the format:
+        // version 1, u64 LE length, `MemberListResponse`, removed ids).
+        let members = [
+            (1u8, "a", "http://127.0.0.1:2380"),
+            (2, "b", "http://127.0.0.1:2381"),
+            (3, "", "http://127.0.0.1:2382"),
+        ];
+        let mut list = Vec::new();
+        for (id, name, url) in members {
+            let mut m = vec![0x08, id]; // ID
+            if !name.is_empty() {
+                m.extend_from_slice(&[0x12, name.len() as u8]);
+                m.extend_from_slice(name.as_bytes());
+            }
+            m.extend_from_slice(&[0x1a, url.len() as u8]);
+            m.extend_from_slice(url.as_bytes());
+            list.extend_from_slice(&[0x12, m.len() as u8]); // members = 2
+            list.extend_from_slice(&m);
+        }
+        let mut image = vec![1u8];
+        image.extend_from_slice(&(list.len() as u64).to_le_bytes());
+        image.extend_from_slice(&list);
+        image.extend_from_slice(&9u64.to_le_bytes());
+
+        let mut l = MemberList::decode(&image).unwrap();
+        let mut want = initial();
+        want.apply(&add(3, "http://127.0.0.1:2382", false)).unwrap();
+        want.removed.insert(9);
+        assert_eq!(l, want);
+        assert_eq!(l.get(1).unwrap().name, "a");
+        assert!(l.get(1).unwrap().client_urls.is_empty());
+        assert_eq!(l.get(3).unwrap().name, "");
+        assert!(l.set_attributes(3, "c", &["http://127.0.0.1:2379".into()]));
+        assert_eq!(MemberList::decode(&l.encode()), Ok(l));
     }
 
     #[test]

@@ -3,15 +3,13 @@
 //! "published") know when the member is usable.
 //!
 //! etcd logs them once the member has published its attributes through Raft, the cluster
-//! version is settled and the client listeners are up. raftkv publishes nothing through the
-//! log (its membership is fixed at bootstrap, so every member already knows every other's
-//! attributes) and has one cluster version, so the moment that means the same thing is the
-//! first successful linearizable read barrier: a leader is known, it has committed an entry
-//! of its term, and this member has applied everything committed before. Only then are the
-//! lines printed, in etcd's order.
+//! version is settled and the client listeners are up. raftkv publishes its name and client
+//! URLs the same way (`crate::publish`) and has one cluster version, so the lines are
+//! printed, in etcd's order, once the member list this member applied holds its attributes:
+//! a leader was known, and this member's publication (now or at an earlier start) is
+//! committed and applied here.
 
-use std::time::Duration;
-
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
@@ -21,30 +19,19 @@ use crate::node::NodeHandle;
 /// The cluster version raftkv reports (etcd 3.4's API).
 pub const CLUSTER_VERSION: &str = "3.4";
 
-/// How long to wait before asking again after a failed barrier (no leader yet, election
-/// in progress). Short: this is on the start-up path of every member.
-const RETRY: Duration = Duration::from_millis(50);
-
-/// Wait for the member to be usable, then log the milestones. Returns early (printing
-/// nothing) if `shutdown` fires first.
+/// Wait for the member to be published (`published`, from `crate::publish::run`), then log
+/// the milestones. Returns early (printing nothing) if `shutdown` fires first, or if the
+/// member never publishes (it was removed).
 pub async fn announce(
     node: NodeHandle<MvccMachine>,
     name: String,
     client_urls: Vec<String>,
+    published: oneshot::Receiver<()>,
     shutdown: CancellationToken,
 ) {
-    loop {
-        let ok = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            r = node.read_barrier() => r.is_ok(),
-        };
-        if ok {
-            break;
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(RETRY) => {}
-        }
+    tokio::select! {
+        _ = shutdown.cancelled() => return,
+        r = published => if r.is_err() { return },
     }
     info!(
         local_member_id = format_args!("{:x}", node.id),

@@ -77,9 +77,9 @@ async fn bind_clients(config: &Config) -> anyhow::Result<Vec<(Vec<String>, Clien
 
 /// `--experimental-initial-corrupt-check` (crate::corrupt_check): once the member has
 /// replayed its own log up to the commit index it recovered (`None`: a new data dir, not
-/// checked), compare its hash with the peers'. The peers are the replicated member list's;
-/// their client URLs are the ones they announced in the peer handshake (where MemberList
-/// takes them from too), so the check first waits, bounded, for the transport to have
+/// checked), compare its hash with the peers'. The peers are the replicated member list's,
+/// asked over the peer connection (their published client URLs serve a peer of an older
+/// build, and the log lines), so the check first waits, bounded, for the transport to have
 /// reached each of them.
 async fn initial_corrupt_check(
     config: &Config,
@@ -110,34 +110,22 @@ async fn initial_corrupt_check(
             revision: h.hash_revision,
             compact_revision: h.compact_revision,
         };
-        let peers: Vec<u64> = sm
+        let peers: Vec<Peer> = sm
             .members
             .members()
-            .map(|m| m.id)
-            .filter(|&id| id != config.member_id)
+            .filter(|m| m.id != config.member_id)
+            .map(|m| Peer {
+                id: m.id,
+                client_urls: m.client_urls.clone(),
+            })
             .collect();
         (local, peers)
     };
-    // A peer that is down is never heard from: it is skipped once the wait is over.
-    let heard = |d: &std::collections::HashMap<u64, crate::transport::PeerInfo>| {
-        peers
-            .iter()
-            .all(|id| d.get(id).is_some_and(|p| !p.client_urls.is_empty()))
-    };
-    while !heard(&transport.directory()) && tokio::time::Instant::now() < deadline {
+    // A peer that is down is never reached: it is skipped once the wait is over.
+    let reached = |peers: &[Peer]| peers.iter().all(|p| transport.is_connected(p.id));
+    while !reached(&peers) && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
-    let directory = transport.directory();
-    let peers = peers
-        .into_iter()
-        .map(|id| Peer {
-            id,
-            client_urls: directory
-                .get(&id)
-                .map(|p| p.client_urls.clone())
-                .unwrap_or_default(),
-        })
-        .collect();
     crate::corrupt_check::check(
         config.member_id,
         local,
@@ -471,7 +459,6 @@ pub async fn serve(
             self_name: config.name.clone(),
             strict_reconfig_check: config.strict_reconfig_check,
             max_learners: config.max_learners,
-            self_client_urls: config.advertise_client_urls.clone(),
         }),
         transport,
         quota: config.quota,
@@ -513,10 +500,18 @@ pub async fn serve(
             shutdown.clone(),
         )));
     }
+    let (published, on_published) = tokio::sync::oneshot::channel();
+    tokio::spawn(crate::publish::run(
+        handle.clone(),
+        crate::publish::Attributes::new(config.name.clone(), config.advertise_client_urls.clone()),
+        published,
+        shutdown.clone(),
+    ));
     tokio::spawn(crate::ready::announce(
         handle.clone(),
         config.name.clone(),
         config.advertise_client_urls.clone(),
+        on_published,
         shutdown.clone(),
     ));
     tokio::spawn(crate::compactor::run(

@@ -139,14 +139,15 @@ pub fn check_request(
         Request::Compaction(_) | Request::Authenticate(_) => Ok(()),
         // As etcd: granting and keeping alive need no permission; a revocation needs write
         // access to every attached key, which only the store knows (`Store::apply_entry`).
-        // Checkpoints and expiries are the leader's own entries, and alarms are raised by
-        // members themselves.
+        // Checkpoints and expiries are the leader's own entries, and alarms and member
+        // attributes are proposed by members themselves (no client can send either).
         Request::LeaseGrant(_)
         | Request::LeaseRevoke(_)
         | Request::LeaseKeepAlive(_)
         | Request::LeaseCheckpoints(_)
         | Request::LeaseExpiry(_)
-        | Request::Alarm(_) => Ok(()),
+        | Request::Alarm(_)
+        | Request::MemberAttributes(_) => Ok(()),
         Request::AuthEnable(_)
         | Request::AuthDisable(_)
         | Request::UserAdd(_)

@@ -24,9 +24,8 @@ use super::{Context, ETCD_VERSION};
 use crate::config::InitialMember;
 use crate::node::StateMachine;
 
-/// This member's own attributes for `MemberList` (the list itself is replicated:
-/// `MvccMachine::members`); peers' names and client URLs come from the transport's
-/// handshakes. `members` is the `--initial-cluster` list.
+/// This member's identity and its membership settings (the member list itself is
+/// replicated: `MvccMachine::members`). `members` is the `--initial-cluster` list.
 pub struct Membership {
     pub members: Vec<InitialMember>,
     pub self_id: u64,
@@ -35,7 +34,6 @@ pub struct Membership {
     pub strict_reconfig_check: bool,
     /// `--max-learners`.
     pub max_learners: usize,
-    pub self_client_urls: Vec<String>,
 }
 
 pub struct MaintenanceService(pub Context);
@@ -253,30 +251,13 @@ impl Maintenance for MaintenanceService {
 pub struct ClusterService(pub Context);
 
 impl ClusterService {
-    /// The replicated member list as etcd shows it. A member's name and client URLs are the
-    /// ones it announced: our own from the flags, a peer's from its handshake with us
-    /// (raftkv does not publish them through the log); a member never heard from shows
-    /// the name it was given at bootstrap, or none (etcdctl's `unstarted`) if it was added
-    /// at runtime.
+    /// The replicated member list as etcd shows it, the same on every member: a member's
+    /// name and client URLs are the ones it last published through the log
+    /// (`crate::publish`), also while it is down; a founder that never published shows the
+    /// name `--initial-cluster` gave it and no client URLs, a member added at runtime that
+    /// never started shows neither (etcdctl's `unstarted`).
     pub(crate) fn members(&self) -> Result<Vec<Member>, Status> {
-        let m = &self.0.membership;
-        let directory = self.0.transport.directory();
-        let sm = self.0.state()?;
-        Ok(sm
-            .members
-            .members()
-            .map(|rec| {
-                let mut member = rec.to_proto();
-                if rec.id == m.self_id {
-                    member.name = m.self_name.clone();
-                    member.client_ur_ls = m.self_client_urls.clone();
-                } else if let Some(p) = directory.get(&rec.id).filter(|p| !p.name.is_empty()) {
-                    member.name = p.name.clone();
-                    member.client_ur_ls = p.client_urls.clone();
-                }
-                member
-            })
-            .collect())
+        Ok(self.0.state()?.members.to_proto())
     }
 }
 

@@ -66,6 +66,7 @@ fn may_remove(svc: &ClusterService, id: u64) -> Result<(), Status> {
     let directory = ctx.transport.directory();
     let sm = ctx.state()?;
     let list = &sm.members;
+    // Started: published a name (etcd's `IsStarted`), or this member itself.
     if list.get(id).is_none_or(|m| m.is_learner) {
         return Ok(()); // unknown ids get "member not found" from the leader
     }
@@ -74,11 +75,7 @@ fn may_remove(svc: &ClusterService, id: u64) -> Result<(), Status> {
         .filter(|m| !m.is_learner)
         .map(|m| m.id)
         .collect();
-    let started = |v: &u64| {
-        *v == me
-            || list.get(*v).is_some_and(|m| !m.name.is_empty())
-            || directory.get(v).is_some_and(|p| !p.name.is_empty())
-    };
+    let started = |v: &u64| *v == me || list.get(*v).is_some_and(|m| !m.name.is_empty());
     let remaining: Vec<u64> = voters.iter().copied().filter(|v| *v != id).collect();
     let started_left = remaining.iter().filter(|v| started(v)).count();
     if started_left < remaining.len() / 2 + 1 {
@@ -134,16 +131,12 @@ fn may_add(svc: &ClusterService, is_learner: bool) -> Result<(), Status> {
         return Ok(());
     }
     let me = ctx.node.id;
-    let directory = ctx.transport.directory();
     let sm = ctx.state()?;
     let voters: Vec<&MemberRecord> = sm.members.members().filter(|m| !m.is_learner).collect();
+    // Started: published a name (etcd's `IsStarted`), or this member itself.
     let started = voters
         .iter()
-        .filter(|m| {
-            m.id == me
-                || !m.name.is_empty()
-                || directory.get(&m.id).is_some_and(|p| !p.name.is_empty())
-        })
+        .filter(|m| m.id == me || !m.name.is_empty())
         .count();
     // etcd lets a one-member cluster grow to two (its documented way to restore a cluster).
     let one_to_two = voters.len() == 1 && started == 1;

@@ -105,11 +105,11 @@ pub enum PeerEvent {
 /// Where received frames go.
 pub type Sink = Arc<dyn Fn(PeerEvent) + Send + Sync>;
 
-/// What a peer told us about itself in its handshake reply (for MemberList).
+/// How our connection to a peer stands, and what its handshake reply said. (The reply
+/// also carries the peer's name and client URLs, for builds that listed members from it;
+/// they are not kept: members publish them through the log, `crate::publish`.)
 #[derive(Clone, Debug, Default)]
 pub struct PeerInfo {
-    pub name: String,
-    pub client_urls: Vec<String>,
     pub connected: bool,
     /// Since when our connection has been up (`None` while down): etcd's strict
     /// reconfiguration check counts only peers connected for a while.
@@ -588,7 +588,7 @@ impl Transport {
             .unwrap_or(false)
     }
 
-    /// What each peer told us about itself (name, client URLs, connection state).
+    /// Every peer's connection state (and what its handshake reply said).
     pub fn directory(&self) -> HashMap<u64, PeerInfo> {
         self.directory.lock().map(|d| d.clone()).unwrap_or_default()
     }
@@ -845,10 +845,7 @@ impl Dialer {
         let reply = send_and_read_reply(&mut stream, &hello).await?;
         match reply {
             Some(Frame::HelloReply(HelloReply::Accepted {
-                name,
-                client_urls,
-                commit,
-                features,
+                commit, features, ..
             })) => {
                 self.probe = features & codec::FEATURE_PING != 0;
                 self.snapshot_parts = features & codec::FEATURE_SNAPSHOT_PARTS != 0;
@@ -856,8 +853,6 @@ impl Dialer {
                     d.insert(
                         self.peer,
                         PeerInfo {
-                            name,
-                            client_urls,
                             connected: true,
                             connected_since: Some(std::time::Instant::now()),
                             commit,
@@ -1816,7 +1811,7 @@ mod tests {
             other => panic!("unexpected {other:?}"),
         }
         let info = t.directory().get(&2).cloned().unwrap();
-        assert_eq!((info.name.as_str(), info.commit), ("m2", 17));
+        assert_eq!(info.commit, 17);
         stop1.cancel();
 
         // Same member id, new incarnation: refused as a wiped identity, and the dialler
