@@ -69,8 +69,10 @@ pub struct WatchReport {
     pub event_latency: Latency,
     /// Watches the server refused or canceled.
     pub watches_canceled: u64,
-    /// The member's resident memory before the streams were opened and once every watch was
-    /// created (idle), when `--member-pid` was given.
+    /// The member's resident memory before anything was opened (`cold`), once the
+    /// connections and one warm-up watch per connection were open (`before`), and once
+    /// every watch was created (`idle`), when `--member-pid` was given.
+    pub rss_cold_kib: Option<u64>,
     pub rss_before_kib: Option<u64>,
     pub rss_idle_kib: Option<u64>,
     /// (idle - before) / watchers, in bytes.
@@ -289,11 +291,21 @@ pub async fn run(args: &BenchArgs, w: &WatchArgs) -> Result<WatchReport> {
     }
     let urls = args.endpoint_urls();
     let epoch = Instant::now();
-    let rss_before = w.member_pid.map(rss_kib).transpose()?;
     let mut channels = Vec::new();
     for i in 0..args.conns.min(w.streams) {
         channels.push(connect(&urls[i % urls.len()], DIAL_TIMEOUT).await?);
     }
+    // One watch on each connection, on a key no writer touches, before the first memory
+    // reading: what the member spends once (the connections, the first stream, the
+    // allocator's first pages of each size it uses) is then not charged to the watchers
+    // and streams being measured. Held until the report is made.
+    let rss_cold = w.member_pid.map(rss_kib).transpose()?;
+    let mut warm_up = Vec::new();
+    for ch in &channels {
+        let key = Bytes::from(format!("{}warm-up", w.key_prefix));
+        warm_up.push(open_stream(ch.clone(), vec![(key, Bytes::new())]).await?.0);
+    }
+    let rss_before = w.member_pid.map(rss_kib).transpose()?;
     // Watchers round-robin over streams; every stream's creates go out concurrently.
     let mut per_stream: Vec<Vec<(Bytes, Bytes)>> = vec![Vec::new(); w.streams];
     for i in 0..w.watchers {
@@ -406,6 +418,7 @@ pub async fn run(args: &BenchArgs, w: &WatchArgs) -> Result<WatchReport> {
     let grown = rss_before.zip(rss_idle).map(|(b, i)| i.saturating_sub(b));
     // Held open, unread, until every reader is done.
     drop(stalled);
+    drop(warm_up);
     Ok(WatchReport {
         workload: "watch",
         endpoints: urls,
@@ -424,6 +437,7 @@ pub async fn run(args: &BenchArgs, w: &WatchArgs) -> Result<WatchReport> {
         events_per_s: events as f64 / delivery_s.max(1e-9),
         event_latency: Latency::from_histogram(&hist),
         watches_canceled: canceled,
+        rss_cold_kib: rss_cold,
         rss_before_kib: rss_before,
         rss_idle_kib: rss_idle,
         rss_bytes_per_watcher: grown.map(|g| per(g, w.watchers)),
@@ -470,14 +484,15 @@ impl WatchReport {
             e.max_ms,
             self.watches_canceled,
         );
-        if let (Some(b), Some(i), Some(w), Some(st)) = (
+        if let (Some(c), Some(b), Some(i), Some(w), Some(st)) = (
+            self.rss_cold_kib,
             self.rss_before_kib,
             self.rss_idle_kib,
             self.rss_bytes_per_watcher,
             self.rss_bytes_per_stream,
         ) {
             s.push_str(&format!(
-                "  Member RSS:   {b} KiB before, {i} KiB with the idle watches: {w:.0} B per watcher, {st:.0} B per stream\n"
+                "  Member RSS:   {c} KiB cold, {b} KiB after the connections and warm-up watches, {i} KiB with the idle watches: {w:.0} B per watcher, {st:.0} B per stream\n"
             ));
         }
         if let (Some(i), Some(e)) = (self.rss_idle_kib, self.rss_end_kib) {
