@@ -34,6 +34,8 @@ fn driver(voters: Vec<u64>) -> Driver {
         snapshot_count: 0,
         max_apply_gap: 5000,
         forward_id_base: 1 << 40,
+        promote_check_interval: ms(100),
+        unsafe_promote_unsynced: false,
         lease: LeaseConfig::default(),
     };
     Driver::new(raft, cfg, (0, 0), Duration::ZERO)
