@@ -12,8 +12,8 @@ use crate::effects::{
     ApplyItem, Effects, NodeError, Outcome, PeerFrame, PersistBatch, Reply, RequestId,
     SnapshotRequest,
 };
-use crate::promotion::Promotion;
 use crate::lease_keeper::{LeaseConfig, LeaseKeeper};
+use crate::promotion::Promotion;
 use crate::reads::Reads;
 use crate::routing::Routing;
 
