@@ -2,7 +2,8 @@
 # The deployment's part of the test run (issue 5), one entry for scripts/test.sh:
 #   1. scripts/validate-manifests.sh  Kubernetes schemas, kustomize output, compose file, and
 #                                     the manifests' server flags through `raftkv server --dry-run`;
-#   2. tests-docker/run.sh            the image and the container fault tests (t0-t8), the mutual-TLS compose run (t9) and the compose scaling run 3 → 5 → 3 (t10).
+#   2. tests-docker/run.sh            the image and the container fault tests (t0-t8), the mutual-TLS compose run (t9) the compose scaling run 3 → 5 → 3 (t10),
+#                                     replacing a wiped member (t11) and move-leader (t12).
 # Uses the release binary the workspace tests just built (no extra cargo build):
 # RAFTKV_BIN, else ${CARGO_TARGET_DIR:-target}/release/raftkv. Fails if it is missing.
 set -euo pipefail

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Container fault tests of raftkv (issue 5, tests 1-7 and the image checks).
+# Container fault tests of raftkv (issue 5, tests 1-9 and the image checks) and membership
+# changes (issue 15: t10 scaling 3 → 5 → 3, t11 replacing a wiped member, t12 move-leader).
 #
 #   tests-docker/run.sh            build a test image from the release binary, run all tests
 #   tests-docker/run.sh t4         only the tests whose name contains t4

@@ -26,6 +26,8 @@ pub struct Cluster {
     token: String,
     /// When set, members run as the Kubernetes StatefulSet would run them.
     pod: Option<PodLike>,
+    /// Extra `raftkv server` flags every member gets (e.g. a small `--snapshot-count`).
+    server_args: Vec<String>,
 }
 
 /// Running a member the way the StatefulSet's pod template does: its `args` (with
@@ -67,15 +69,21 @@ impl PodLike {
 impl Cluster {
     /// Creates the network and volumes and starts `size` members.
     pub fn start(test: &str, size: usize) -> Cluster {
-        Cluster::start_with(test, size, None)
+        Cluster::start_with(test, size, None, &[])
+    }
+
+    /// Like [`Cluster::start`], every member (also one added later) with the extra
+    /// `raftkv server` flags `server_args`.
+    pub fn start_with_server_args(test: &str, size: usize, server_args: &[&str]) -> Cluster {
+        Cluster::start_with(test, size, None, server_args)
     }
 
     /// Like [`Cluster::start`], with members run as the StatefulSet's pods would be.
     pub fn start_as_pods(test: &str, pod: PodLike) -> Cluster {
-        Cluster::start_with(test, 3, Some(pod))
+        Cluster::start_with(test, 3, Some(pod), &[])
     }
 
-    fn start_with(test: &str, size: usize, pod: Option<PodLike>) -> Cluster {
+    fn start_with(test: &str, size: usize, pod: Option<PodLike>, server_args: &[&str]) -> Cluster {
         crate::docker::require_environment();
         etcd::require_etcdctl();
         let image = image_under_test();
@@ -93,6 +101,7 @@ impl Cluster {
             image,
             prefix,
             pod,
+            server_args: server_args.iter().map(|a| a.to_string()).collect(),
         };
         let label = run_label();
         let mine = cluster.own_label();
@@ -143,14 +152,46 @@ impl Cluster {
         if let Some(pod) = &self.pod {
             return self.run_member_as_pod(i, pod);
         }
+        self.run_server(i, &self.initial_cluster(), "new");
+    }
+
+    /// Adds member `raftkv-<members.len()>` on a new empty volume and starts it with
+    /// `--initial-cluster-state existing` and `initial_cluster` (what `member add` printed as
+    /// `ETCD_INITIAL_CLUSTER`): how an operator starts a member added to a running cluster.
+    /// Returns its index.
+    pub fn add_joining_member(&mut self, initial_cluster: &str) -> usize {
+        assert!(
+            self.pod.is_none(),
+            "joining members are run with plain flags"
+        );
+        let i = self.members.len();
+        let m = Member {
+            name: format!("raftkv-{i}"),
+            container: format!("{}-m{i}", self.prefix),
+            volume: format!("{}-data{i}", self.prefix),
+        };
+        let (label, mine) = (run_label(), self.own_label());
+        docker_ok(&[
+            "volume", "create", "--label", &label, "--label", &mine, &m.volume,
+        ]);
+        self.members.push(m);
+        self.run_server(i, initial_cluster, "existing");
+        i
+    }
+
+    /// The peer URL member `i` advertises.
+    pub fn peer_url(&self, i: usize) -> String {
+        format!("http://{}:2380", self.members[i].name)
+    }
+
+    fn run_server(&self, i: usize, initial_cluster: &str, state: &str) {
         let m = &self.members[i];
         let label = run_label();
         let mine = self.own_label();
         let volume = format!("{}:/data", m.volume);
         let advertise_client = format!("http://{}:2379", m.name);
         let advertise_peer = format!("http://{}:2380", m.name);
-        let initial_cluster = self.initial_cluster();
-        docker_ok(&[
+        let mut cmd = vec![
             "run",
             "-d",
             "--name",
@@ -184,16 +225,18 @@ impl Cluster {
             "--initial-advertise-peer-urls",
             &advertise_peer,
             "--initial-cluster",
-            &initial_cluster,
+            initial_cluster,
             "--initial-cluster-state",
-            "new",
+            state,
             "--initial-cluster-token",
             &self.token,
             "--heartbeat-interval",
             "100",
             "--election-timeout",
             "1000",
-        ]);
+        ];
+        cmd.extend(self.server_args.iter().map(String::as_str));
+        docker_ok(&cmd);
     }
 
     fn run_member_as_pod(&self, i: usize, pod: &PodLike) {
@@ -304,14 +347,20 @@ impl Cluster {
     /// Removes member `i` and its data, then starts it again on an empty volume with the
     /// same identity flags: what an operator who wiped a disk would do.
     pub fn wipe_and_rerun(&self, i: usize) {
+        self.destroy(i);
         let m = &self.members[i];
-        docker_ok(&["rm", "-f", "-v", &m.container]);
-        docker_ok(&["volume", "rm", &m.volume]);
         let (label, mine) = (run_label(), self.own_label());
         docker_ok(&[
             "volume", "create", "--label", &label, "--label", &mine, &m.volume,
         ]);
         self.run_member(i);
+    }
+
+    /// Removes member `i`'s container and its volume: a machine lost with its disk.
+    pub fn destroy(&self, i: usize) {
+        let m = &self.members[i];
+        docker_ok(&["rm", "-f", "-v", &m.container]);
+        docker_ok(&["volume", "rm", &m.volume]);
     }
 
     pub fn state(&self, i: usize) -> (bool, i64) {

@@ -117,6 +117,17 @@ pub fn etcdctl_raw(pid: u32, endpoint: &str, args: &[&str]) -> Output {
     run(&mut cmd, Duration::from_secs(6))
 }
 
+/// Whether the member says it is a learner (`endpoint status`'s "is learner" column).
+pub fn is_learner(pid: u32) -> Result<bool, String> {
+    let out = etcdctl_raw(pid, "http://127.0.0.1:2379", &["endpoint", "status"])
+        .into_result("endpoint status")?;
+    match out.trim().split(", ").nth(5) {
+        Some("false") => Ok(false),
+        Some("true") => Ok(true),
+        _ => Err(format!("unexpected endpoint status: {out}")),
+    }
+}
+
 /// Runs `call` with a client for the member in `pid`'s network namespace (dial limit 1 s, as
 /// etcdctl's `--dial-timeout` here; `limit` per call).
 fn with_member_client<T: Send, Fut: std::future::Future<Output = Result<T, String>>>(
