@@ -439,6 +439,12 @@ impl StateMachine for MvccMachine {
         }
         // Every member decodes the same bytes, so a malformed entry fails identically
         // everywhere and changes nothing.
+        //
+        // Only an entry the store applied has events and lease changes of its own: the
+        // store's `last_events` / `last_lease_changes` still describe the entry before a
+        // member update or a published member's attributes, and handing them on again
+        // would deliver that revision's events twice to every watcher.
+        let mut through_store = false;
         let out = match InternalRequest::decode(entry.data.as_ref()) {
             Ok(
                 ref req @ InternalRequest {
@@ -451,6 +457,7 @@ impl StateMachine for MvccMachine {
                 ..
             }) => Ok(Response::External(self.apply_member_attributes(attrs))),
             Ok(req) => {
+                through_store = true;
                 let out = self.store.apply_entry(&req, entry.term);
                 let out = self.apply_admission(out, entry.index);
                 self.follow_auth_change(&req, out, entry.index)
@@ -463,11 +470,11 @@ impl StateMachine for MvccMachine {
         if let Ok(applied) = &out {
             count(applied);
         }
-        if !self.store.last_lease_changes().is_empty() {
+        if through_store && !self.store.last_lease_changes().is_empty() {
             self.follow_lease_changes();
         }
         self.lessor.set_revision(self.store.current_revision());
-        if out.is_ok() {
+        if through_store && out.is_ok() {
             let events = self.store.last_events();
             if !events.is_empty() {
                 self.watch.publish(self.store.current_revision(), events);
@@ -825,6 +832,44 @@ mod tests {
         let mut other = seeded();
         other.restore(&m.snapshot()).unwrap();
         assert_eq!(other.members, m.members);
+    }
+
+    /// An entry the store does not apply (a member's published attributes, a member update)
+    /// publishes nothing to watchers: the store's last events belong to the entry before
+    /// it, which watchers already got (found by the Jepsen membership history: an event
+    /// delivered twice after a replaced member published its attributes).
+    #[test]
+    fn member_entries_do_not_publish_the_previous_entrys_events_again() {
+        use proto::etcdserverpb::PutRequest;
+        use proto::raftkvpb::MemberAttributes;
+        let mut m = seeded();
+        let mut stream = m.watch.register();
+        m.watch
+            .add_range(stream.id, crate::watch::hub::WatchRange::new(b"k", b""));
+        m.apply(&entry(
+            1,
+            1,
+            Request::Put(PutRequest {
+                key: Bytes::from_static(b"k"),
+                value: Bytes::from_static(b"v"),
+                ..Default::default()
+            }),
+        ));
+        let first = stream.rx.try_recv().expect("the put's events");
+        m.apply(&entry(
+            2,
+            1,
+            Request::MemberAttributes(MemberAttributes {
+                member_id: 2,
+                name: "b".into(),
+                client_urls: vec!["http://127.0.0.1:2479".into()],
+            }),
+        ));
+        assert!(
+            stream.rx.try_recv().is_err(),
+            "revision {} was published again after a member entry",
+            first.rev
+        );
     }
 
     /// A member's published attributes reach every member's list (an id it does not hold
