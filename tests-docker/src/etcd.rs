@@ -117,6 +117,19 @@ pub fn etcdctl_raw(pid: u32, endpoint: &str, args: &[&str]) -> Output {
     run(&mut cmd, Duration::from_secs(6))
 }
 
+/// The peer URLs `member list` shows through the member whose network namespace is `pid`'s,
+/// sorted.
+pub fn listed_peer_urls(pid: u32) -> Result<Vec<String>, String> {
+    let out = etcdctl_raw(pid, "http://127.0.0.1:2379", &["member", "list"])
+        .into_result("member list")?;
+    let mut urls: Vec<String> = out
+        .lines()
+        .filter_map(|l| l.split(", ").nth(3).map(str::to_string))
+        .collect();
+    urls.sort();
+    Ok(urls)
+}
+
 /// Whether the member says it is a learner (`endpoint status`'s "is learner" column).
 pub fn is_learner(pid: u32) -> Result<bool, String> {
     let out = etcdctl_raw(pid, "http://127.0.0.1:2379", &["endpoint", "status"])

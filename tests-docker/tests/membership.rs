@@ -112,18 +112,6 @@ impl Drop for Writer {
     }
 }
 
-/// The peer URLs `member list` shows through member `i`, sorted.
-fn listed_peer_urls(c: &Cluster, i: usize) -> Result<Vec<String>, String> {
-    let out =
-        etcd::etcdctl_raw(c.pid(i)?, LOCAL, &["member", "list"]).into_result("member list")?;
-    let mut urls: Vec<String> = out
-        .lines()
-        .filter_map(|l| l.split(", ").nth(3).map(str::to_string))
-        .collect();
-    urls.sort();
-    Ok(urls)
-}
-
 /// The value of `NAME="value"` in `member add`'s output.
 fn printed_variable(out: &str, name: &str) -> Option<String> {
     out.lines()
@@ -266,7 +254,7 @@ fn t11_replace_a_wiped_member_which_catches_up_by_snapshot() {
     expected_urls.sort();
     for &i in &members {
         assert_eq!(
-            listed_peer_urls(&c, i).unwrap(),
+            etcd::listed_peer_urls(c.pid(i).unwrap()).unwrap(),
             expected_urls,
             "member list through {}",
             c.members[i].name

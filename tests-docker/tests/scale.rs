@@ -20,18 +20,6 @@ use std::time::{Duration, Instant};
 
 const LOCAL: &str = "http://127.0.0.1:2379";
 
-/// The peer URLs `member list` shows, through member `i`, sorted.
-fn listed_peer_urls(p: &ComposeProject, i: usize) -> Result<Vec<String>, String> {
-    let out =
-        etcd::etcdctl_raw(p.pid(i)?, LOCAL, &["member", "list"]).into_result("member list")?;
-    let mut urls: Vec<String> = out
-        .lines()
-        .filter_map(|l| l.split(", ").nth(3).map(str::to_string))
-        .collect();
-    urls.sort();
-    Ok(urls)
-}
-
 fn peer_urls(members: &[usize]) -> Vec<String> {
     members
         .iter()
@@ -136,7 +124,7 @@ fn t10_scale_3_5_3_under_writes_without_member_commands() {
     measure_duration("scale_up_3_to_5", t.elapsed());
     for i in 0..5 {
         assert_eq!(
-            listed_peer_urls(&p, i).unwrap(),
+            etcd::listed_peer_urls(p.pid(i).unwrap()).unwrap(),
             peer_urls(&[0, 1, 2, 3, 4]),
             "member list through raftkv-{i}"
         );
@@ -162,7 +150,7 @@ fn t10_scale_3_5_3_under_writes_without_member_commands() {
     measure_duration("scale_down_5_to_3", t.elapsed());
     for i in 0..3 {
         assert_eq!(
-            listed_peer_urls(&p, i).unwrap(),
+            etcd::listed_peer_urls(p.pid(i).unwrap()).unwrap(),
             peer_urls(&[0, 1, 2]),
             "member list through raftkv-{i}"
         );
