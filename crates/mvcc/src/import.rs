@@ -163,14 +163,12 @@ impl Store {
                 0 => full_ms,
                 left => left.min(full_ms),
             };
-            let entry = crate::Lease {
-                id: lease.id,
+            let terms = crate::lease::Terms {
                 ttl: lease.ttl,
                 remaining_ms,
                 renewals: 0,
-                keys: Default::default(),
             };
-            if store.leases.by_id.insert(lease.id, entry).is_some() {
+            if !store.leases.insert(lease.id, terms) {
                 return Err(fail("two leases share an ID"));
             }
         }

@@ -33,9 +33,9 @@ use crate::store::{Store, Writer};
 /// etcd's largest TTL (`lease.MaxLeaseTTL`), in seconds.
 pub const MAX_LEASE_TTL: i64 = 9_000_000_000;
 
-/// One lease.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Lease {
+/// One lease, as the table answers it: a view of what [`Leases`] keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lease<'a> {
     pub id: i64,
     /// The TTL granted, in seconds.
     pub ttl: i64,
@@ -43,10 +43,49 @@ pub struct Lease {
     pub remaining_ms: i64,
     /// Keep-alives applied since the grant.
     pub renewals: u64,
-    /// Keys whose current value carries this lease (persistent, like the store's maps, so
-    /// that a lease with many keys costs nothing to [`Store::view`] and little to change
-    /// after one).
-    pub keys: OrdSet<Bytes>,
+    /// Keys whose current value carries this lease.
+    pub keys: LeaseKeys<'a>,
+}
+
+/// The keys attached to one lease (none for most leases, which then cost nothing here).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseKeys<'a>(Option<&'a OrdSet<Bytes>>);
+
+impl<'a> LeaseKeys<'a> {
+    pub fn iter(&self) -> impl Iterator<Item = &'a Bytes> + 'a {
+        self.0.into_iter().flat_map(|keys| keys.iter())
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.map_or(0, OrdSet::len)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn contains(&self, key: &[u8]) -> bool {
+        self.0.is_some_and(|keys| keys.contains(key))
+    }
+}
+
+impl<'a> IntoIterator for &LeaseKeys<'a> {
+    type Item = &'a Bytes;
+    type IntoIter = Box<dyn Iterator<Item = &'a Bytes> + 'a>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        Box::new(self.iter())
+    }
+}
+
+/// What the table keeps for each lease besides its ID (the map's key): 24 bytes, no heap
+/// allocation of its own. Issue 14 budgets 128 B per live lease for this table and the
+/// lease clock together (crates/mvcc/tests/lease_bytes.rs counts them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Terms {
+    pub(crate) ttl: i64,
+    pub(crate) remaining_ms: i64,
+    pub(crate) renewals: u64,
 }
 
 /// What one apply did to leases: the input of each member's expiry clock.
@@ -64,23 +103,28 @@ pub enum LeaseChange {
     Removed { id: i64 },
 }
 
-/// Every lease, by ID (a persistent map: see [`Store::view`]).
+/// Every lease, by ID (persistent maps: see [`Store::view`]). The attached keys live in a
+/// second map that holds only the leases with keys, so that a lease without keys (most of
+/// them: a session, a lock not yet taken) costs one 32-byte slot in `by_id`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Leases {
-    pub(crate) by_id: OrdMap<i64, Lease>,
+    by_id: OrdMap<i64, Terms>,
+    /// Never holds an empty set (so that equal tables compare equal).
+    keys: OrdMap<i64, OrdSet<Bytes>>,
 }
 
 impl Leases {
-    pub fn get(&self, id: i64) -> Option<&Lease> {
-        self.by_id.get(&id)
+    pub fn get(&self, id: i64) -> Option<Lease<'_>> {
+        self.by_id.get(&id).map(|t| self.view(id, t))
     }
 
     pub fn contains(&self, id: i64) -> bool {
         self.by_id.contains_key(&id)
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = &Lease> {
-        self.by_id.values()
+    /// Every lease, in ascending ID order.
+    pub fn iter(&self) -> impl Iterator<Item = Lease<'_>> {
+        self.by_id.iter().map(|(id, t)| self.view(*id, t))
     }
 
     pub fn len(&self) -> usize {
@@ -91,17 +135,54 @@ impl Leases {
         self.by_id.is_empty()
     }
 
+    fn view(&self, id: i64, t: &Terms) -> Lease<'_> {
+        Lease {
+            id,
+            ttl: t.ttl,
+            remaining_ms: t.remaining_ms,
+            renewals: t.renewals,
+            keys: LeaseKeys(self.keys.get(&id)),
+        }
+    }
+
+    /// Adds a lease without keys; `false` (and nothing changed) if the ID is taken.
+    pub(crate) fn insert(&mut self, id: i64, terms: Terms) -> bool {
+        if self.by_id.contains_key(&id) {
+            return false;
+        }
+        self.by_id.insert(id, terms);
+        true
+    }
+
+    pub(crate) fn terms_mut(&mut self, id: i64) -> Option<&mut Terms> {
+        self.by_id.get_mut(&id)
+    }
+
+    /// Forgets lease `id` and its key set; whether it existed.
+    pub(crate) fn remove(&mut self, id: i64) -> bool {
+        self.keys.remove(&id);
+        self.by_id.remove(&id).is_some()
+    }
+
+    /// Attaches `key` to lease `id`, if that lease exists.
+    fn attach(&mut self, key: &Bytes, id: i64) {
+        if self.by_id.contains_key(&id) {
+            self.keys.entry(id).or_default().insert(key.clone());
+        }
+    }
+
     /// Moves `key` from lease `from` to lease `to` (0 = none).
     pub(crate) fn reattach(&mut self, key: &Bytes, from: i64, to: i64) {
         if from == to {
             return;
         }
-        if let Some(l) = self.by_id.get_mut(&from) {
-            l.keys.remove(key);
+        if let Some(keys) = self.keys.get_mut(&from) {
+            keys.remove(key);
+            if keys.is_empty() {
+                self.keys.remove(&from);
+            }
         }
-        if let Some(l) = self.by_id.get_mut(&to) {
-            l.keys.insert(key.clone());
-        }
+        self.attach(key, to);
     }
 }
 
@@ -133,14 +214,12 @@ impl Store {
         }
         let ttl = req.ttl.max(1);
         let ttl_ms = ttl.saturating_mul(1000);
-        self.leases.by_id.insert(
+        self.leases.insert(
             req.id,
-            Lease {
-                id: req.id,
+            Terms {
                 ttl,
                 remaining_ms: ttl_ms,
                 renewals: 0,
-                keys: OrdSet::new(),
             },
         );
         self.last_lease_changes.push(LeaseChange::Renewed {
@@ -173,13 +252,13 @@ impl Store {
         &mut self,
         req: &LeaseKeepAliveRequest,
     ) -> Result<LeaseKeepAliveResponse, MvccError> {
-        let Some(lease) = self.leases.by_id.get_mut(&req.id) else {
+        let Some(lease) = self.leases.terms_mut(req.id) else {
             return Err(MvccError::LeaseNotFound);
         };
         lease.renewals += 1;
         lease.remaining_ms = lease.ttl.saturating_mul(1000);
         self.last_lease_changes.push(LeaseChange::Renewed {
-            id: lease.id,
+            id: req.id,
             renewals: lease.renewals,
             ttl_ms: lease.remaining_ms,
         });
@@ -201,7 +280,7 @@ impl Store {
         let mut recorded = 0;
         for cp in &req.checkpoints {
             let Some(at) = &cp.lease else { continue };
-            let Some(lease) = self.leases.by_id.get_mut(&at.id) else {
+            let Some(lease) = self.leases.terms_mut(at.id) else {
                 continue;
             };
             // No log entry has term 0: `Store::apply` (no term known) never passes this.
@@ -211,7 +290,7 @@ impl Store {
             let cap = lease.ttl.saturating_mul(1000);
             lease.remaining_ms = cp.remaining_ms.clamp(0, cap);
             self.last_lease_changes.push(LeaseChange::Checkpointed {
-                id: lease.id,
+                id: at.id,
                 renewals: lease.renewals,
                 remaining_ms: lease.remaining_ms,
             });
@@ -253,7 +332,7 @@ impl Store {
         }
         let rev = writer.commit();
         for id in ids {
-            if self.leases.by_id.remove(id).is_some() {
+            if self.leases.remove(*id) {
                 self.last_lease_changes
                     .push(LeaseChange::Removed { id: *id });
             }
@@ -263,20 +342,15 @@ impl Store {
 
     /// Rebuilds every lease's key set from the keys' current values (after a restore).
     pub(crate) fn rebuild_lease_keys(&mut self) -> Result<(), &'static str> {
-        let ids: Vec<i64> = self.leases.by_id.keys().copied().collect();
-        for id in ids {
-            if let Some(lease) = self.leases.by_id.get_mut(&id) {
-                lease.keys = OrdSet::new();
-            }
-        }
+        self.leases.keys = OrdMap::new();
         for (key, history) in &self.keys {
             if let Some(entry) = history.latest() {
                 if let State::Live(live) = &entry.state {
                     if live.lease != 0 {
-                        let Some(lease) = self.leases.by_id.get_mut(&live.lease) else {
+                        if !self.leases.contains(live.lease) {
                             return Err("a key is attached to a lease that does not exist");
-                        };
-                        lease.keys.insert(key.clone());
+                        }
+                        self.leases.attach(key, live.lease);
                     }
                 }
             }

@@ -34,7 +34,7 @@ use bytes::Bytes;
 use imbl::OrdMap;
 
 use crate::key_history::{Entry, KeyHistory, Live, State};
-use crate::lease::{Lease, Leases};
+use crate::lease::{Leases, Terms};
 use crate::revision::Revision;
 use crate::store::{entry_size, Store};
 
@@ -293,14 +293,12 @@ fn read_leases(body: &mut Reader<'_>) -> Result<Leases, SnapshotError> {
         if !(1..=crate::MAX_LEASE_TTL).contains(&ttl) || remaining_ms < 0 {
             return Err(SnapshotError::Malformed("lease TTL out of range"));
         }
-        leases.by_id.insert(
+        leases.insert(
             id,
-            Lease {
-                id,
+            Terms {
                 ttl,
                 remaining_ms,
                 renewals,
-                keys: Default::default(),
             },
         );
         previous = Some(id);

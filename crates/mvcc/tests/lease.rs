@@ -364,3 +364,21 @@ fn a_snapshot_without_leases_is_the_format_from_before_leases() {
     assert!(restored == store);
     assert!(restored.leases().is_empty());
 }
+
+#[test]
+fn a_lease_whose_keys_all_moved_away_equals_one_that_never_had_keys() {
+    let mut moved = Store::new();
+    grant(&mut moved, 1, 60).unwrap();
+    grant(&mut moved, 2, 60).unwrap();
+    put_leased(&mut moved, "k", 1).unwrap();
+    assert_eq!(lease_keys(&moved, 1), ["k"]);
+    put_leased(&mut moved, "k", 2).unwrap();
+    assert!(moved.leases().get(1).unwrap().keys.is_empty());
+    assert_eq!(lease_keys(&moved, 2), ["k"]);
+    put_leased(&mut moved, "k", 0).unwrap();
+    assert_eq!(moved.leases().get(2).unwrap().keys.len(), 0);
+    let mut never = Store::new();
+    grant(&mut never, 1, 60).unwrap();
+    grant(&mut never, 2, 60).unwrap();
+    assert_eq!(moved.leases(), never.leases());
+}

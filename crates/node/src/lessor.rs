@@ -22,26 +22,30 @@
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
-/// One lease as this member's clock sees it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Tracked {
-    /// As the log set it (renewal, checkpoint).
-    deadline: Duration,
-    /// Promised by this member's keep-alive answers that the log has not caught up with;
-    /// zero when none. The lease runs out at `max(deadline, floor)`.
-    floor: Duration,
-    renewals: u64,
-    /// When the log last recorded how much was left (renewal or checkpoint).
-    recorded_at: Duration,
-    /// The granted TTL; zero when not known yet (a lease restored or checkpointed before
-    /// this member applied a grant or keep-alive of it).
-    ttl: Duration,
+/// A time on the lease clock (or a span of it) in nanoseconds: a `Duration` in 8 bytes
+/// instead of 16, converted exactly for anything under 584 years (longer saturates, and
+/// etcd's longest TTL is 285 years). Every decision compares the same values a `Duration`
+/// would hold, so packing changes no expiry.
+type Nanos = u64;
+
+fn nanos(d: Duration) -> Nanos {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
-impl Tracked {
-    fn ends(&self) -> Duration {
-        self.deadline.max(self.floor)
-    }
+/// One lease as this member's clock sees it: 32 bytes, 40 with its ID in the table. The
+/// floor of an unlogged renewal (rare: only the leader's keep-alive fast path sets one)
+/// lives in [`Lessor::floors`] instead of costing every lease 8 bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Tracked {
+    /// As the log set it (renewal, checkpoint). The lease runs out at
+    /// `max(deadline, floor)`.
+    deadline: Nanos,
+    /// When the log last recorded how much was left (renewal or checkpoint).
+    recorded_at: Nanos,
+    /// The granted TTL; zero when not known yet (a lease restored or checkpointed before
+    /// this member applied a grant or keep-alive of it).
+    ttl: Nanos,
+    renewals: u64,
 }
 
 /// A lease the leader decided about, with the renewal count it saw (the apply-side guard).
@@ -66,11 +70,20 @@ pub fn decision_holds(
 }
 
 /// Deadlines of every lease this member knows.
+///
+/// Memory per lease (issue 14 budgets 128 B for this and the replicated table together;
+/// `crates/mvcc/tests/lease_bytes.rs` counts both): a 40-byte slot in `leases` and a
+/// 16-byte key in `by_end`, plus the tables' slack.
 #[derive(Debug, Default, Clone)]
 pub struct Lessor {
     leases: HashMap<i64, Tracked>,
-    /// (deadline, id), so the expired ones are found without a scan.
-    by_deadline: BTreeSet<(Duration, i64)>,
+    /// Promised by this member's keep-alive answers that the log has not caught up with
+    /// (see [`Lessor::renewed_unlogged`]); only leases that got such an answer. A floor
+    /// stays until its lease is removed, as nothing on this member may bring the lease's
+    /// end before it.
+    floors: HashMap<i64, Nanos>,
+    /// (end, id) of every lease, so the expired ones are found without a scan.
+    by_end: BTreeSet<(Nanos, i64)>,
 }
 
 impl Lessor {
@@ -86,26 +99,48 @@ impl Lessor {
         self.leases.is_empty()
     }
 
-    fn set(&mut self, id: i64, t: Tracked) {
-        if let Some(old) = self.leases.insert(id, t) {
-            self.by_deadline.remove(&(old.ends(), id));
+    /// When `t`, lease `id`'s entry, runs out: its deadline or its floor, the later.
+    fn ends(&self, id: i64, t: &Tracked) -> Nanos {
+        if self.floors.is_empty() {
+            return t.deadline;
         }
-        self.by_deadline.insert((t.ends(), id));
+        self.floors
+            .get(&id)
+            .map_or(t.deadline, |floor| t.deadline.max(*floor))
+    }
+
+    fn end_of(&self, id: i64) -> Option<Nanos> {
+        self.leases.get(&id).map(|t| self.ends(id, t))
+    }
+
+    /// Puts lease `id` in `by_end` at its current end, after a change that may have moved
+    /// it from `old_end`.
+    fn reindex(&mut self, id: i64, old_end: Option<Nanos>) {
+        let end = self.end_of(id);
+        if end != old_end {
+            if let Some(old) = old_end {
+                self.by_end.remove(&(old, id));
+            }
+            if let Some(end) = end {
+                self.by_end.insert((end, id));
+            }
+        }
     }
 
     /// Granted or kept alive (applied at `now`): `ttl` from now.
     pub fn renewed(&mut self, id: i64, renewals: u64, ttl: Duration, now: Duration) {
-        let floor = self.leases.get(&id).map_or(Duration::ZERO, |t| t.floor);
-        self.set(
+        let old_end = self.end_of(id);
+        let (ttl, now) = (nanos(ttl), nanos(now));
+        self.leases.insert(
             id,
             Tracked {
-                deadline: now + ttl,
-                floor,
-                renewals,
+                deadline: now.saturating_add(ttl),
                 recorded_at: now,
                 ttl,
+                renewals,
             },
         );
+        self.reindex(id, old_end);
     }
 
     /// The leader answered a keep-alive of `id` at `now` before its entry is applied: the
@@ -114,42 +149,44 @@ impl Lessor {
     /// (its revocation may be on its way: such a keep-alive must go through the log).
     pub fn renewed_unlogged(&mut self, id: i64, now: Duration) -> Option<Duration> {
         let t = *self.leases.get(&id)?;
-        if t.ttl.is_zero() || t.ends() <= now {
+        let end = self.ends(id, &t);
+        let now = nanos(now);
+        if t.ttl == 0 || end <= now {
             return None;
         }
-        self.set(
-            id,
-            Tracked {
-                floor: t.floor.max(now + t.ttl),
-                ..t
-            },
-        );
-        Some(t.ttl)
+        let floor = self.floors.entry(id).or_default();
+        *floor = (*floor).max(now.saturating_add(t.ttl));
+        self.reindex(id, Some(end));
+        Some(Duration::from_nanos(t.ttl))
     }
 
     /// The leader recorded that at most `remaining` was left (applied at `now`). Never
     /// moves a deadline later: the leader's view was taken before we applied it.
     pub fn checkpointed(&mut self, id: i64, renewals: u64, remaining: Duration, now: Duration) {
-        let (deadline, floor, ttl) = match self.leases.get(&id) {
-            Some(t) => (t.deadline.min(now + remaining), t.floor, t.ttl),
-            None => (now + remaining, Duration::ZERO, Duration::ZERO),
+        let old_end = self.end_of(id);
+        let now = nanos(now);
+        let at_most = now.saturating_add(nanos(remaining));
+        let (deadline, ttl) = match self.leases.get(&id) {
+            Some(t) => (t.deadline.min(at_most), t.ttl),
+            None => (at_most, 0),
         };
-        self.set(
+        self.leases.insert(
             id,
             Tracked {
                 deadline,
-                floor,
-                renewals,
                 recorded_at: now,
                 ttl,
+                renewals,
             },
         );
+        self.reindex(id, old_end);
     }
 
     pub fn removed(&mut self, id: i64) {
-        if let Some(old) = self.leases.remove(&id) {
-            self.by_deadline.remove(&(old.ends(), id));
-        }
+        let old_end = self.end_of(id);
+        self.leases.remove(&id);
+        self.floors.remove(&id);
+        self.reindex(id, old_end);
     }
 
     /// Forget everything and start from a restored state: each lease has `remaining` left
@@ -159,32 +196,40 @@ impl Lessor {
         leases: impl IntoIterator<Item = (LeaseAt, Duration, Duration)>,
         now: Duration,
     ) {
-        self.leases.clear();
-        self.by_deadline.clear();
+        // New tables rather than cleared ones: a restore after a big table must not keep
+        // its capacity.
+        *self = Lessor::new();
+        let now = nanos(now);
         for (at, remaining, ttl) in leases {
-            self.set(
+            let deadline = now.saturating_add(nanos(remaining));
+            let old = self.leases.insert(
                 at.id,
                 Tracked {
-                    deadline: now + remaining,
-                    floor: Duration::ZERO,
-                    renewals: at.renewals,
+                    deadline,
                     recorded_at: now,
-                    ttl,
+                    ttl: nanos(ttl),
+                    renewals: at.renewals,
                 },
             );
+            if let Some(old) = old {
+                self.by_end.remove(&(old.deadline, at.id));
+            }
+            self.by_end.insert((deadline, at.id));
         }
     }
 
     /// Time left on lease `id`, or `None` if this member does not know it.
     pub fn remaining(&self, id: i64, now: Duration) -> Option<Duration> {
-        self.leases.get(&id).map(|t| t.ends().saturating_sub(now))
+        self.end_of(id)
+            .map(|end| Duration::from_nanos(end.saturating_sub(nanos(now))))
     }
 
     /// Up to `max` leases whose deadline is at or before `now`, earliest first.
     pub fn expired(&self, now: Duration, max: usize) -> Vec<LeaseAt> {
-        self.by_deadline
+        let now = nanos(now);
+        self.by_end
             .iter()
-            .take_while(|(deadline, _)| *deadline <= now)
+            .take_while(|(end, _)| *end <= now)
             .take(max)
             .filter_map(|(_, id)| {
                 self.leases.get(id).map(|t| LeaseAt {
@@ -203,18 +248,21 @@ impl Lessor {
         interval: Duration,
         max: usize,
     ) -> Vec<(LeaseAt, Duration)> {
+        let (now, interval) = (nanos(now), nanos(interval));
         let mut due: Vec<(LeaseAt, Duration)> = self
             .leases
             .iter()
-            .filter(|(_, t)| t.ends() > now && now.saturating_sub(t.recorded_at) >= interval)
-            .map(|(id, t)| {
-                (
-                    LeaseAt {
-                        id: *id,
-                        renewals: t.renewals,
-                    },
-                    t.ends() - now,
-                )
+            .filter_map(|(id, t)| {
+                let end = self.ends(*id, t);
+                (end > now && now.saturating_sub(t.recorded_at) >= interval).then(|| {
+                    (
+                        LeaseAt {
+                            id: *id,
+                            renewals: t.renewals,
+                        },
+                        Duration::from_nanos(end - now),
+                    )
+                })
             })
             .collect();
         due.sort_by_key(|(at, _)| at.id);
@@ -314,6 +362,35 @@ mod tests {
         assert_eq!(l.renewed_unlogged(3, s(1)), None);
         l.removed(1);
         assert_eq!(l.remaining(1, s(0)), None);
+    }
+
+    #[test]
+    fn a_floor_goes_with_its_lease() {
+        let mut l = Lessor::new();
+        l.renewed(1, 0, s(10), s(0));
+        assert_eq!(l.renewed_unlogged(1, s(5)), Some(s(10)));
+        assert_eq!(l.remaining(1, s(5)), Some(s(10)));
+        l.removed(1);
+        // Granted again under the same ID: the old promise is gone with the old lease.
+        l.renewed(1, 0, s(3), s(6));
+        assert_eq!(l.remaining(1, s(6)), Some(s(3)));
+        assert_eq!(ids(&l.expired(s(9), 10)), [1]);
+    }
+
+    #[test]
+    fn times_keep_every_nanosecond_and_saturate_past_the_range() {
+        let mut l = Lessor::new();
+        let ns = Duration::from_nanos;
+        l.renewed(1, 0, ns(1_000), ns(7));
+        assert!(l.expired(ns(1_006), 10).is_empty());
+        assert_eq!(ids(&l.expired(ns(1_007), 10)), [1]);
+        assert_eq!(l.remaining(1, ns(500)), Some(ns(507)));
+        // etcd's longest TTL (9e9 s) from a clock 400 years on: past u64 nanoseconds,
+        // held at the end of the range rather than wrapped.
+        let late = s(400 * 365 * 86_400);
+        l.renewed(2, 0, s(9_000_000_000), late);
+        assert_eq!(l.remaining(2, late), Some(ns(u64::MAX) - late));
+        assert_eq!(ids(&l.expired(ns(u64::MAX), 10)), [1, 2]);
     }
 
     #[test]

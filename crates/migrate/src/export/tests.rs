@@ -139,8 +139,8 @@ fn export_then_import_gives_the_same_history() {
             );
         }
         assert_eq!(
-            back.leases().get(77).map(|l| l.keys.clone()),
-            store.leases().get(77).map(|l| l.keys.clone())
+            back.leases().get(77).map(|l| l.keys),
+            store.leases().get(77).map(|l| l.keys)
         );
 
         // The store's own image rides along, whole.
