@@ -224,7 +224,8 @@ impl Driver {
         if self.leases.cfg.unsafe_expire_without_barrier {
             if now >= self.leases.next_scan {
                 self.leases.next_scan = now + self.leases.cfg.scan_interval;
-                let leases = lessor.expired(clock.saturating_sub(self.leases.cfg.expiry_grace), max);
+                let leases =
+                    lessor.expired(clock.saturating_sub(self.leases.cfg.expiry_grace), max);
                 if !leases.is_empty() {
                     out.push(LeaseDecision::Expire {
                         term,

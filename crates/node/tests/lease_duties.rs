@@ -143,7 +143,11 @@ fn a_lease_is_expired_only_once_its_deadline_passed_by_the_grace() {
         if d.lease_duties_due() {
             assert!(d.lease_duties(&lessor, now, encode).is_empty());
         }
-        assert!(drain(&mut d).is_empty(), "nothing proposed at {:?}", now - start);
+        assert!(
+            drain(&mut d).is_empty(),
+            "nothing proposed at {:?}",
+            now - start
+        );
     }
     // Past deadline + grace: a barrier, then the expiry.
     let mut decided = Vec::new();
@@ -156,7 +160,10 @@ fn a_lease_is_expired_only_once_its_deadline_passed_by_the_grace() {
         drain(&mut d);
         assert!(now < start + ms(2000), "lease 7 never expired");
     }
-    let LeaseDecision::Expire { leases, barrier, .. } = &decided[0] else {
+    let LeaseDecision::Expire {
+        leases, barrier, ..
+    } = &decided[0]
+    else {
         panic!("{decided:?}")
     };
     assert_eq!(leases.iter().map(|l| l.id).collect::<Vec<_>>(), [7]);

@@ -122,7 +122,13 @@ const LATE_RENEWAL_TRIES: usize = 3;
 async fn renew_through_log(ctx: &Context, id: i64) -> Result<i64, Status> {
     for _ in 0..LATE_RENEWAL_TRIES {
         let took = ctx.lease_clock.now();
-        let granted = match propose(ctx, Internal::LeaseKeepAlive(LeaseKeepAliveRequest { id }), None).await {
+        let granted = match propose(
+            ctx,
+            Internal::LeaseKeepAlive(LeaseKeepAliveRequest { id }),
+            None,
+        )
+        .await
+        {
             Ok(Applied::LeaseKeepAlive(r)) => r.ttl,
             Ok(_) => return Err(LeaseService::unexpected("lease keep-alive")),
             Err(e) if e.code() == tonic::Code::NotFound => return Ok(0),
@@ -286,13 +292,14 @@ impl Lease for LeaseService {
                 }
                 // etcd fills the header before the renewal.
                 let header = ctx.header(0);
-                let answer = renew_through_log(&ctx, req.id)
-                    .await
-                    .map(|ttl| LeaseKeepAliveResponse {
-                        header: Some(header),
-                        id: req.id,
-                        ttl,
-                    });
+                let answer =
+                    renew_through_log(&ctx, req.id)
+                        .await
+                        .map(|ttl| LeaseKeepAliveResponse {
+                            header: Some(header),
+                            id: req.id,
+                            ttl,
+                        });
                 let failed = answer.is_err();
                 if tx.send(answer).await.is_err() || failed {
                     return;
