@@ -20,7 +20,10 @@
 //! * every `checkpoint_scan`, a leader records the remaining time of the leases whose
 //!   remaining time the log last recorded `checkpoint_interval` or longer ago. A
 //!   checkpoint only ever brings a deadline forward, and apply skips one for a lease
-//!   renewed since, so it needs no barrier.
+//!   renewed since, so it needs no barrier;
+//! * a lease is expired only once its deadline passed by [`LeaseConfig::expiry_grace`]
+//!   as well: the grace is what lets a member that answers a renewal a little late still
+//!   promise the full TTL from its answer ([`promised_ttl`]).
 
 use std::time::Duration;
 
@@ -29,6 +32,23 @@ use raft::{Index, Role, Term};
 
 use crate::driver::Driver;
 use crate::lessor::{LeaseAt, Lessor};
+
+/// How much longer than its deadline the leader lets a lease run before expiring it
+/// (etcd's default has none). Why: a member answers a keep-alive after the renewal was
+/// applied, and every leader started the renewed TTL no earlier than when the member took
+/// the call; with the grace, an answer up to this late may still promise the full TTL
+/// counted from the answer, as etcd answers, instead of one whole second less (TTLs are
+/// whole seconds on the wire). Costs at most this much on the upper bound (TTL + 1 s).
+pub const EXPIRY_GRACE: Duration = Duration::from_millis(500);
+
+/// The TTL a member may promise, counted from its answer, for a renewal of a lease
+/// granted `ttl` that it took `lag` before answering: every leader's deadline for the
+/// lease is at least "took + `ttl`", and it expires the lease only `grace` after that, so
+/// `ttl + grace - lag` is sound; never more than `ttl` (what etcd answers). Zero when the
+/// answer is so late that nothing can be promised.
+pub fn promised_ttl(ttl: Duration, grace: Duration, lag: Duration) -> Duration {
+    (ttl + grace).saturating_sub(lag).min(ttl)
+}
 
 /// The first byte of the lease barrier's ReadIndex contexts (the client reads use `R`).
 pub(crate) const CTX_TAG: u8 = b'L';
@@ -45,6 +65,8 @@ pub struct LeaseConfig {
     pub checkpoint_interval: Duration,
     /// Leases per expiry or checkpoint entry.
     pub max_batch: usize,
+    /// A lease is expired once its deadline passed by this much ([`EXPIRY_GRACE`]).
+    pub expiry_grace: Duration,
     /// Test-only sabotage (the simulator's checker self-tests): decide on any member,
     /// follower included, at once on its own clock, without a read barrier, and forward a
     /// follower's decision to the leader. Never set outside such tests.
@@ -58,6 +80,7 @@ impl Default for LeaseConfig {
             checkpoint_scan: Duration::from_secs(1),
             checkpoint_interval: Duration::from_secs(5),
             max_batch: 1000,
+            expiry_grace: EXPIRY_GRACE,
             unsafe_expire_without_barrier: false,
         }
     }
@@ -201,7 +224,8 @@ impl Driver {
         if self.leases.cfg.unsafe_expire_without_barrier {
             if now >= self.leases.next_scan {
                 self.leases.next_scan = now + self.leases.cfg.scan_interval;
-                let leases = lessor.expired(clock, max);
+                let leases =
+                    lessor.expired(clock.saturating_sub(self.leases.cfg.expiry_grace), max);
                 if !leases.is_empty() {
                     out.push(LeaseDecision::Expire {
                         term,
@@ -225,7 +249,8 @@ impl Driver {
             } if index <= self.applied => {
                 self.leases.state = State::Idle;
                 if asked == term {
-                    let leases = lessor.expired(asked_at, max);
+                    let by = asked_at.saturating_sub(self.leases.cfg.expiry_grace);
+                    let leases = lessor.expired(by, max);
                     // A full batch: there may be more, look again at once.
                     self.leases.next_scan = if leases.len() == max {
                         now
@@ -254,7 +279,9 @@ impl Driver {
         }
         if self.leases.state == State::Idle
             && now >= self.leases.next_scan
-            && !lessor.expired(clock, 1).is_empty()
+            && !lessor
+                .expired(clock.saturating_sub(self.leases.cfg.expiry_grace), 1)
+                .is_empty()
         {
             self.leases.next_scan = now + self.leases.cfg.scan_interval;
             let ctx = self.leases.next_ctx;
@@ -303,5 +330,26 @@ impl Driver {
                 self.leases.state = State::Confirmed { term, index, clock };
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn a_late_answer_promises_the_ttl_less_what_the_grace_does_not_cover() {
+        let (ttl, grace) = (ms(2000), ms(500));
+        assert_eq!(promised_ttl(ttl, grace, ms(0)), ttl);
+        assert_eq!(promised_ttl(ttl, grace, ms(500)), ttl, "within the grace");
+        assert_eq!(promised_ttl(ttl, grace, ms(501)), ms(1999));
+        assert_eq!(promised_ttl(ttl, grace, ms(2400)), ms(100));
+        assert_eq!(promised_ttl(ttl, grace, ms(2500)), ms(0));
+        assert_eq!(promised_ttl(ttl, grace, ms(9000)), ms(0));
+        assert_eq!(promised_ttl(ttl, Duration::ZERO, ms(1)), ms(1999));
     }
 }

@@ -48,7 +48,7 @@ pub use durability::must_sync;
 pub use effects::{
     ApplyItem, Effects, ForwardError, NodeError, Outcome, PeerFrame, PersistBatch, Reply, RequestId,
 };
-pub use lease_keeper::{Barrier, LeaseConfig, LeaseDecision};
+pub use lease_keeper::{promised_ttl, Barrier, LeaseConfig, LeaseDecision, EXPIRY_GRACE};
 pub use lessor::Lessor;
 pub use promotion::{learner_in_sync, Promotion};
 

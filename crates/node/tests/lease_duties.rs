@@ -14,7 +14,13 @@ fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
 
+/// A driver whose lease duties expire a lease as soon as its deadline passed (no grace),
+/// unless a test asks for one.
 fn driver(voters: Vec<u64>) -> Driver {
+    driver_with_grace(voters, Duration::ZERO)
+}
+
+fn driver_with_grace(voters: Vec<u64>, expiry_grace: Duration) -> Driver {
     let initial = InitialState {
         hard_state: HardState::default(),
         conf_state: ConfState {
@@ -36,7 +42,10 @@ fn driver(voters: Vec<u64>) -> Driver {
         forward_id_base: 1 << 40,
         promote_check_interval: ms(100),
         unsafe_promote_unsynced: false,
-        lease: LeaseConfig::default(),
+        lease: LeaseConfig {
+            expiry_grace,
+            ..LeaseConfig::default()
+        },
     };
     Driver::new(raft, cfg, (0, 0), Duration::ZERO)
 }
@@ -61,7 +70,11 @@ fn encode(d: &LeaseDecision) -> Bytes {
 
 /// A single member that leads, at time `now`.
 fn leader() -> (Driver, Duration) {
-    let mut d = driver(vec![1]);
+    leader_with_grace(Duration::ZERO)
+}
+
+fn leader_with_grace(grace: Duration) -> (Driver, Duration) {
+    let mut d = driver_with_grace(vec![1], grace);
     let mut now = Duration::ZERO;
     while d.status().core.leader != Some(1) {
         now += TICK;
@@ -115,6 +128,46 @@ fn a_leader_expires_only_after_a_barrier_asked_once_the_lease_ran_out() {
     assert!(barrier.index <= d.status().applied);
     // The driver placed it in the log itself.
     assert_eq!(drain(&mut d), vec![encode(&decided[0])]);
+}
+
+#[test]
+fn a_lease_is_expired_only_once_its_deadline_passed_by_the_grace() {
+    let (mut d, mut now) = leader_with_grace(ms(300));
+    let mut lessor = Lessor::new();
+    lessor.renewed(7, 0, ms(1000), now);
+    let start = now;
+    // Past the deadline but within the grace: no barrier, no decision.
+    while now < start + ms(1290) {
+        now += TICK;
+        d.tick(now);
+        if d.lease_duties_due() {
+            assert!(d.lease_duties(&lessor, now, encode).is_empty());
+        }
+        assert!(
+            drain(&mut d).is_empty(),
+            "nothing proposed at {:?}",
+            now - start
+        );
+    }
+    // Past deadline + grace: a barrier, then the expiry.
+    let mut decided = Vec::new();
+    while decided.is_empty() {
+        now += TICK;
+        d.tick(now);
+        if d.lease_duties_due() {
+            decided = d.lease_duties(&lessor, now, encode);
+        }
+        drain(&mut d);
+        assert!(now < start + ms(2000), "lease 7 never expired");
+    }
+    let LeaseDecision::Expire {
+        leases, barrier, ..
+    } = &decided[0]
+    else {
+        panic!("{decided:?}")
+    };
+    assert_eq!(leases.iter().map(|l| l.id).collect::<Vec<_>>(), [7]);
+    assert!(barrier.expect("backed by a barrier").asked_at >= start + ms(1300));
 }
 
 #[test]

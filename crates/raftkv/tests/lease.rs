@@ -1,9 +1,10 @@
 //! Leases against real member processes (3 members, etcd's default timings: heartbeat
 //! 100 ms, election timeout 1 s, so the shortest TTL is 2 s):
 //!
-//! * expiry timing: a lease kept alive once is gone no earlier than its TTL after that
-//!   keep-alive was sent and no later than TTL + 1 s after it was acknowledged (the
-//!   distribution is printed);
+//! * expiry timing: a lease kept alive once, through any member or only through the
+//!   followers, is gone no earlier than the TTL the answer promised counted from when the
+//!   client received it, and no later than TTL + 1 s after it (the distribution is
+//!   printed);
 //! * leader changes every 2 s do not renew a lease nobody keeps alive (etcd without
 //!   checkpointing would never expire it);
 //! * a leader frozen (SIGSTOP) for twice the TTL, while clients keep their leases alive
@@ -107,6 +108,94 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
+/// The last keep-alive of one lease: its key, when it was sent, when its answer arrived
+/// and the TTL (seconds) that answer promised.
+#[derive(Clone, Debug)]
+struct LastKeepAlive {
+    key: String,
+    sent: Instant,
+    acked: Instant,
+    ttl: i64,
+}
+
+/// Per lease, when its key was first seen gone (polled every 10 ms), as (after the send,
+/// after the answer); panics if a key outlives `limit`.
+async fn wait_until_gone(
+    all: &Client,
+    leases: Vec<LastKeepAlive>,
+    limit: Duration,
+) -> Vec<(Duration, Duration, LastKeepAlive)> {
+    let mut gone = Vec::new();
+    let mut pending = leases;
+    let deadline = Instant::now() + limit;
+    while !pending.is_empty() && Instant::now() < deadline {
+        let mut still = Vec::new();
+        for l in pending {
+            match exists(all, &l.key).await {
+                Ok(false) => {
+                    let at = Instant::now();
+                    gone.push((at - l.sent, at - l.acked, l));
+                }
+                _ => still.push(l),
+            }
+        }
+        pending = still;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(pending.is_empty(), "leases never expired: {pending:?}");
+    gone
+}
+
+/// min / p50 / max of `v`, sorted here.
+fn spread(mut v: Vec<Duration>) -> String {
+    v.sort();
+    format!(
+        "min {:?} p50 {:?} max {:?}",
+        v[0],
+        percentile(&v, 0.5),
+        v[v.len() - 1]
+    )
+}
+
+/// Checks issue 14's bound on each lease, with a live leader: gone no earlier than the TTL
+/// its last answer promised, counted from when the client received that answer, and no
+/// later than the granted TTL + 1 s after it.
+fn assert_within_the_bound(gone: &[(Duration, Duration, LastKeepAlive)], granted: i64) {
+    for (_, after_ack, l) in gone {
+        let promised = Duration::from_secs(l.ttl as u64);
+        assert!(
+            *after_ack >= promised,
+            "{} went {after_ack:?} after the answer that promised {promised:?}",
+            l.key
+        );
+        assert!(
+            *after_ack <= Duration::from_secs(granted as u64 + 1),
+            "{} went late: {after_ack:?} after the answer",
+            l.key
+        );
+    }
+}
+
+/// The last keep-alive of `id`, sent through `member`.
+async fn keep_alive_once(member: &Client, id: i64, key: String, granted: i64) -> LastKeepAlive {
+    let sent = Instant::now();
+    let r = member.lease_keep_alive_once(id).await.expect("keep-alive");
+    let acked = Instant::now();
+    // The full TTL unless the answer came later than the leader's expiry grace
+    // (docs/lease.md); never nothing for a live lease.
+    assert!(
+        (1..=granted).contains(&r.ttl),
+        "answered TTL {} for a live lease of {granted}",
+        r.ttl
+    );
+    LastKeepAlive {
+        key,
+        sent,
+        acked,
+        ttl: r.ttl,
+    }
+}
+
 #[test]
 fn a_lease_expires_between_its_ttl_and_ttl_plus_one_second_after_its_last_keep_alive() {
     const TTL: i64 = 2;
@@ -123,51 +212,72 @@ fn a_lease_expires_between_its_ttl_and_ttl_plus_one_second_after_its_last_keep_a
             let key = format!("timing/{i}");
             put_leased(&all, &key, id).await;
             // The last keep-alive, through any member.
-            let sent = Instant::now();
-            let r = members[i % members.len()]
-                .lease_keep_alive_once(id)
-                .await
-                .expect("keep-alive");
-            assert_eq!(r.ttl, TTL);
-            leases.push((key, sent, Instant::now()));
+            let member = &members[i % members.len()];
+            leases.push(keep_alive_once(member, id, key, TTL).await);
         }
-        let mut after_send = Vec::new();
-        let mut after_ack = Vec::new();
-        let mut pending: Vec<_> = leases.clone();
-        let deadline = Instant::now() + Duration::from_secs(TTL as u64 + 5);
-        while !pending.is_empty() && Instant::now() < deadline {
-            let mut still = Vec::new();
-            for (key, sent, acked) in pending {
-                match exists(&all, &key).await {
-                    Ok(false) => {
-                        let gone = Instant::now();
-                        after_send.push(gone - sent);
-                        after_ack.push(gone - acked);
-                    }
-                    _ => still.push((key, sent, acked)),
-                }
-            }
-            pending = still;
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        assert!(pending.is_empty(), "leases never expired: {pending:?}");
-        after_send.sort();
-        after_ack.sort();
+        let gone = wait_until_gone(&all, leases, Duration::from_secs(TTL as u64 + 5)).await;
         println!(
-            "gone after the last keep-alive (TTL {TTL}s, {LEASES} leases): min {:?} p50 {:?} p90 {:?} max {:?} (from the send); max {:?} from the ack",
-            after_send[0],
-            percentile(&after_send, 0.5),
-            percentile(&after_send, 0.9),
-            after_send[after_send.len() - 1],
-            after_ack[after_ack.len() - 1],
+            "gone after the last keep-alive (TTL {TTL}s, {LEASES} leases, through every member): {} from the send; {} from the answer; answers promised {:?}",
+            spread(gone.iter().map(|g| g.0).collect()),
+            spread(gone.iter().map(|g| g.1).collect()),
+            gone.iter().map(|g| g.2.ttl).collect::<Vec<_>>(),
         );
         let ttl = Duration::from_secs(TTL as u64);
-        assert!(after_send[0] >= ttl, "a key went early: {:?}", after_send[0]);
-        assert!(
-            after_ack[after_ack.len() - 1] <= ttl + Duration::from_secs(1),
-            "a key went late: {:?}",
-            after_ack[after_ack.len() - 1]
+        for (after_send, _, l) in &gone {
+            assert!(*after_send >= ttl, "{} went early: {after_send:?}", l.key);
+        }
+        assert_within_the_bound(&gone, TTL);
+    });
+}
+
+/// Keep-alives sent only through the followers, which answer once they applied the
+/// renewal, after the leader did: counted from the answer the client received, each key
+/// is gone no earlier than the TTL that answer promised and no later than TTL + 1 s.
+#[test]
+fn keep_alives_through_followers_hold_the_ttl_from_their_answer() {
+    const TTL: i64 = 2;
+    const LEASES: usize = 16;
+    const ROUNDS: usize = 3;
+    let cluster = start("lease-follower-timing");
+    let rt = runtime();
+    rt.block_on(async {
+        let all = client(&cluster.endpoints());
+        ready(&all, &cluster).await;
+        let leader = poll_leader(&cluster).await;
+        let members = all.each();
+        let followers: Vec<&Client> = (0..members.len())
+            .filter(|&i| i != leader)
+            .map(|i| &members[i])
+            .collect();
+        let mut leases = Vec::new();
+        for i in 0..LEASES {
+            let id = all.lease_grant(TTL, 0).await.expect("grant").id;
+            let key = format!("follower-timing/{i}");
+            put_leased(&all, &key, id).await;
+            leases.push((id, key));
+        }
+        // A few rounds of keep-alives through the followers, the last one kept.
+        let mut last = Vec::new();
+        for round in 0..ROUNDS {
+            last.clear();
+            for (i, (id, key)) in leases.iter().enumerate() {
+                let member = followers[(i + round) % followers.len()];
+                last.push(keep_alive_once(member, *id, key.clone(), TTL).await);
+            }
+        }
+        let gone = wait_until_gone(&all, last, Duration::from_secs(TTL as u64 + 5)).await;
+        assert_eq!(
+            leader_index(&cluster, None).await,
+            Some(leader),
+            "the leader changed during the test: the bound holds with a live leader"
         );
+        println!(
+            "through followers (TTL {TTL}s, {LEASES} leases): answer after the send {}; gone after the answer {}; answers promised {:?}",
+            spread(gone.iter().map(|g| g.2.acked - g.2.sent).collect()),
+            spread(gone.iter().map(|g| g.1).collect()),
+            gone.iter().map(|g| g.2.ttl).collect::<Vec<_>>(),
+        );
+        assert_within_the_bound(&gone, TTL);
     });
 }
 

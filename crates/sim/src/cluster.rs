@@ -67,6 +67,10 @@ pub enum Sabotage {
     /// The lease clocks ignore checkpoints and a restored lease starts with its full TTL
     /// (etcd's default, without checkpointing): a restart hands out fresh TTLs.
     LessorIgnoresCheckpoints,
+    /// A member that answers a renewal late still promises the full TTL from its answer
+    /// (raftkv before issue 14's fix: the answer ignored how long ago the member took the
+    /// call, while every leader's clock counts from its own, earlier, apply).
+    LeaseAckIgnoresLag,
 }
 
 /// The outcome of a client call made through a member's driver.
@@ -155,12 +159,15 @@ pub struct SimConfig {
 
 /// The lease duties at the simulator's time scale (a tick is 10 ms, elections take tens
 /// of ticks): scan every 2 ticks, look for checkpoints every 5, checkpoint a lease whose
-/// remaining time was recorded 20 ticks ago. Same rules as the server's, faster cadence.
+/// remaining time was recorded 20 ticks ago, expire a lease 5 ticks after its deadline
+/// (the server: 500 ms, half its default election timeout). Same rules as the server's,
+/// faster cadence.
 pub fn sim_lease_config() -> node::LeaseConfig {
     node::LeaseConfig {
         scan_interval: time(2 * UNITS_PER_TICK),
         checkpoint_scan: time(5 * UNITS_PER_TICK),
         checkpoint_interval: time(20 * UNITS_PER_TICK),
+        expiry_grace: time(5 * UNITS_PER_TICK),
         ..node::LeaseConfig::default()
     }
 }
@@ -222,6 +229,9 @@ pub struct ClusterStats {
     /// Lease grants and renewing keep-alives acknowledged to clients.
     pub lease_grants: u64,
     pub lease_keepalives: u64,
+    /// Of those, acknowledgements that promised less than the TTL (answered after more
+    /// than the expiry grace; `node::promised_ttl`).
+    pub lease_acks_shortened: u64,
     /// Leases revoked by an expiry that took effect, and leases an applied expiry named
     /// that the apply-side guard refused (another term, or renewed since).
     pub leases_expired: u64,

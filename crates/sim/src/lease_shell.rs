@@ -156,17 +156,17 @@ impl Cluster {
         true
     }
 
-    /// Member `idx` answers the client call that proposed `e`, which it just applied and
-    /// took at `taken_at`: a grant or a keep-alive that renewed the lease is acknowledged,
-    /// promising the TTL from when the member took the call.
+    /// Member `idx` answers, now, the client call that proposed `e`, which it just applied
+    /// and took at `taken_at`: a grant or a keep-alive that renewed the lease is
+    /// acknowledged with the TTL the server's rule lets it promise counted from this
+    /// answer (`node::promised_ttl`: the granted TTL less how long ago the member took the
+    /// call, plus the leaders' expiry grace; never more than the TTL). An answer too late
+    /// to promise anything acknowledges nothing.
     ///
-    /// Why from then and not from the answer: the member that answers may apply the
-    /// renewal long after the leader did (a member catching up after a restart answered
-    /// 400 ms late in seed 36 at the commit that added this), and the leader's clock counts
-    /// from its own apply. No member can know how late it is against the leader's clock,
-    /// but every leader applies a renewal after the member took it, so the TTL counted
-    /// from then always holds. A client should count its lease from when it *sent* the
-    /// keep-alive (docs/lease.md).
+    /// Why the lag counts: the member that answers may apply the renewal long after the
+    /// leader did (a member catching up after a restart answered 400 ms late in seed 36),
+    /// and the leader's clock counts from its own apply; but every leader applies a
+    /// renewal after the member took the call, which the member knows on its own clock.
     pub(crate) fn observe_lease_ack(&mut self, idx: usize, e: &Entry, taken_at: u64) -> bool {
         let Some(out) = self.nodes[idx].sm.last_lease() else {
             return true;
@@ -182,7 +182,25 @@ impl Cluster {
             Some(LeaseEntry::Grant { .. }) => self.stats.lease_grants += 1,
             _ => self.stats.lease_keepalives += 1,
         }
-        let r = self.checks.lease_timing.observe_ack(id, ttl, taken_at);
+        let now = self.now;
+        let lag = now.saturating_sub(taken_at);
+        let promised = if self.config.sabotage == Some(Sabotage::LeaseAckIgnoresLag) {
+            ttl
+        } else {
+            node::promised_ttl(
+                Duration::from_millis(ttl),
+                self.config.lease.expiry_grace,
+                Duration::from_millis(lag),
+            )
+            .as_millis() as u64
+        };
+        if promised < ttl {
+            self.stats.lease_acks_shortened += 1;
+        }
+        if promised == 0 {
+            return true;
+        }
+        let r = self.checks.lease_timing.observe_ack(id, promised, now);
         self.check(r)
     }
 
@@ -209,6 +227,8 @@ impl Cluster {
             .map(|(id, l)| (id, if holes { l.ttl_ms } else { l.remaining_ms }))
             .collect();
         trace!(self, "lease liveness starts: {recorded:?}");
+        // The leaders let every lease run its expiry grace past its deadline.
+        let slack = slack + self.config.lease.expiry_grace.as_millis() as u64;
         self.checks.lease_liveness = Some(LeaseLiveness::start(recorded, slack));
     }
 

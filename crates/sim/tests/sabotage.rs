@@ -134,3 +134,11 @@ fn a_lessor_that_ignores_checkpoints_is_caught() {
         "300 seeds handing out fresh TTLs after restarts, and the lease liveness checker never fired"
     );
 }
+
+#[test]
+fn a_late_answer_that_promises_the_full_ttl_is_caught() {
+    assert!(
+        first_seed_caught_by(Sabotage::LeaseAckIgnoresLag, "lease-no-early-expiry", 300).is_some(),
+        "300 seeds answering late renewals with the full TTL, and the lease timing checker never fired"
+    );
+}

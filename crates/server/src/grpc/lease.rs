@@ -104,6 +104,46 @@ fn renew_as_leader(ctx: &Context, id: i64) -> Option<i64> {
     Some(ttl.as_secs() as i64)
 }
 
+/// Tries at renewing through the log before a keep-alive answered too late to promise a
+/// whole second is answered TTL 0.
+const LATE_RENEWAL_TRIES: usize = 3;
+
+/// A keep-alive of `id` through the log: the TTL in whole seconds that this member may
+/// promise counted from its answer (`node::promised_ttl`), or 0 for an unknown or expired
+/// lease (not an error, as etcd answers).
+///
+/// Why not simply the granted TTL: this member answers once it applied the renewal, which
+/// may be long after the leader did (a member catching up after a restart); the leader's
+/// deadline counts from its own apply, which came after this member proposed the renewal.
+/// So the answer may promise the TTL less how long ago the renewal was proposed, plus the
+/// leader's expiry grace (`node::EXPIRY_GRACE`): the granted TTL whenever the answer came
+/// within the grace (the normal case, the same answer as etcd's), less after a longer lag.
+/// An answer too late to promise a whole second renews again (the lease is alive).
+async fn renew_through_log(ctx: &Context, id: i64) -> Result<i64, Status> {
+    for _ in 0..LATE_RENEWAL_TRIES {
+        let took = ctx.lease_clock.now();
+        let granted = match propose(
+            ctx,
+            Internal::LeaseKeepAlive(LeaseKeepAliveRequest { id }),
+            None,
+        )
+        .await
+        {
+            Ok(Applied::LeaseKeepAlive(r)) => r.ttl,
+            Ok(_) => return Err(LeaseService::unexpected("lease keep-alive")),
+            Err(e) if e.code() == tonic::Code::NotFound => return Ok(0),
+            Err(e) => return Err(e),
+        };
+        let lag = ctx.lease_clock.now().saturating_sub(took);
+        let granted = std::time::Duration::from_secs(granted.max(0) as u64);
+        let promised = node::promised_ttl(granted, node::EXPIRY_GRACE, lag).as_secs() as i64;
+        if promised > 0 {
+            return Ok(promised);
+        }
+    }
+    Ok(0)
+}
+
 impl LeaseService {
     fn unexpected(what: &str) -> Status {
         Status::internal(format!("etcdserver: unexpected apply result for {what}"))
@@ -252,20 +292,14 @@ impl Lease for LeaseService {
                 }
                 // etcd fills the header before the renewal.
                 let header = ctx.header(0);
-                let answer = match propose(&ctx, Internal::LeaseKeepAlive(req), None).await {
-                    Ok(Applied::LeaseKeepAlive(r)) => Ok(LeaseKeepAliveResponse {
-                        header: Some(header),
-                        id: r.id,
-                        ttl: r.ttl,
-                    }),
-                    Ok(_) => Err(LeaseService::unexpected("lease keep-alive")),
-                    Err(e) if e.code() == tonic::Code::NotFound => Ok(LeaseKeepAliveResponse {
-                        header: Some(header),
-                        id: req.id,
-                        ttl: 0,
-                    }),
-                    Err(e) => Err(e),
-                };
+                let answer =
+                    renew_through_log(&ctx, req.id)
+                        .await
+                        .map(|ttl| LeaseKeepAliveResponse {
+                            header: Some(header),
+                            id: req.id,
+                            ttl,
+                        });
                 let failed = answer.is_err();
                 if tx.send(answer).await.is_err() || failed {
                     return;

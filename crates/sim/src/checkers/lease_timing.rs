@@ -1,10 +1,11 @@
-//! No early expiry: a lease is revoked by an expiry no earlier than its TTL after the last
-//! keep-alive (or grant) a client had acknowledged, counted from when the member that
-//! acknowledged it took the call (see `Cluster::observe_lease_ack` for why not from the
-//! answer), in virtual time (one unit is one ms, the drivers' and lease clocks' scale;
-//! the simulator's members share one clock, so there is no skew to allow for). "Revoked"
-//! is the moment the expiry entry is first applied anywhere, the earliest any client can
-//! see the lease gone.
+//! No early expiry: a lease is revoked by an expiry no earlier than the TTL promised by the
+//! last keep-alive (or grant) a client had acknowledged, counted from that answer (when the
+//! client received it: the simulator answers at the member's apply), in virtual time (one
+//! unit is one ms, the drivers' and lease clocks' scale; the simulator's members share one
+//! clock, so there is no skew to allow for). The promise is what the member answered
+//! (`Cluster::observe_lease_ack`: the TTL less how late it answered, beyond the leaders'
+//! expiry grace). "Revoked" is the moment the expiry entry is first applied anywhere, the
+//! earliest any client can see the lease gone.
 //!
 //! Both orders are checked: an expiry that takes effect too soon after an acknowledged
 //! renewal, and an acknowledgement (a member that applied the renewal late) whose promise
@@ -25,7 +26,7 @@ pub struct LeaseTiming {
 }
 
 impl LeaseTiming {
-    /// A client was told that lease `id` runs `ttl` from `at` (when the member took it).
+    /// A client was told, at `at`, that lease `id` runs `ttl` from then.
     pub fn observe_ack(&mut self, id: i64, ttl: u64, at: u64) -> Result<(), Violation> {
         if let Some(&gone) = self.expired_at.get(&id) {
             if gone < at + ttl {
