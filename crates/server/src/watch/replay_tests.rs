@@ -1253,7 +1253,10 @@ fn the_checker_catches_a_dropped_event_and_a_dropped_prev_kv() {
                     "{sabotage:?} went unnoticed in {scenario:?}, seed {seed}"
                 );
             }
-            assert!(exposed >= 8, "{sabotage:?}/{scenario:?}: only {exposed} seeds exposed");
+            assert!(
+                exposed >= 8,
+                "{sabotage:?}/{scenario:?}: only {exposed} seeds exposed"
+            );
         }
     }
 }
