@@ -180,10 +180,9 @@ fn entry(index: u64, request: Request) -> Entry {
     }
 }
 
-/// A generated log: `entries[i]` leaves the store at revision `rev_after[i]`.
+/// A generated log and its model.
 struct Log {
     entries: Vec<Entry>,
-    rev_after: Vec<i64>,
     model: Model,
 }
 
@@ -192,7 +191,6 @@ impl Log {
     fn generate(rng: &mut Rng, len: usize, compact_every: u64) -> Log {
         let mut model = Model::new();
         let mut entries = Vec::with_capacity(len);
-        let mut rev_after = Vec::with_capacity(len);
         while entries.len() < len {
             let index = entries.len() as u64 + 1;
             let next = model.rev + 1;
@@ -288,13 +286,8 @@ impl Log {
                 model.rev = next;
             }
             entries.push(entry(index, request));
-            rev_after.push(model.rev);
         }
-        Log {
-            entries,
-            rev_after,
-            model,
-        }
+        Log { entries, model }
     }
 
     /// The last revision.
@@ -337,7 +330,7 @@ impl Spec {
                 kv.mod_revision >= start
                     && self.contains(&kv.key)
                     && !(put && self.no_put)
-                    && !(!put && self.no_delete)
+                    && (put || !self.no_delete)
             })
             .map(|e| {
                 let mut e = e.clone();
