@@ -11,6 +11,8 @@
 
 pub mod encode;
 pub mod hub;
+#[cfg(test)]
+mod replay_tests;
 mod response;
 pub mod stream;
 
