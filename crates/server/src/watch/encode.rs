@@ -30,12 +30,15 @@ const HEADER_FIELD: u32 = 1;
 const WATCH_ID_FIELD: u32 = 2;
 const EVENTS_FIELD: u32 = 11;
 
+/// One event as an `events` field, encoded on first use.
+type LazyField = OnceLock<Box<[u8]>>;
+
 /// The events of one revision (live) or one catch-up step (history), each encoded at most
 /// twice, lazily: as the watchers without `prev_kv` see it and as those with it see it.
 #[derive(Debug)]
 pub struct SharedEvents {
     events: Vec<Event>,
-    encoded: Box<[[OnceLock<Box<[u8]>>; 2]]>,
+    encoded: Box<[[LazyField; 2]]>,
 }
 
 impl SharedEvents {
