@@ -14,8 +14,11 @@
 #     (the allocator commits memory in large chunks): at 10,000 watchers one step alone is
 #     ~210 B per watcher, at 100,000 it is ~21 B;
 #   * put throughput without watchers (`put-none`: the same 8 writers, one connection, one key,
-#     16-byte values, through `raftkv-bench put`), against which `max-one-1000`'s put rate is
-#     compared (issue 13: with 1,000 watchers at least 80 % of it).
+#     16-byte values, through `raftkv-bench put`), against which the put rates of `max-one-1000`
+#     (1,000 watchers of the written key) and `max-distinct-1000` (1,000 watchers of 1,000
+#     written keys) are compared (issue 13: with 1,000 watchers at least 80 % of it);
+#   * the CPU the member and the benchmark client used during each watch case (from /proc),
+#     to show which of them was the bottleneck on the shared cores.
 # Writes bench/results/watch.md (the table, the ratios, the load average before and after)
 # and keeps the raw JSON in bench/out/<time>-watch/. One run takes about 8 minutes.
 #
@@ -171,32 +174,40 @@ lines += ["", "## Events", "",
           "`rate-*`: one writer at the fixed rate; `max-*`: 8 writers as fast as they can. `one`: every watcher on one key;",
           "`distinct`: one key per watcher, the writers cycling through them. Events/s counts delivered events from the first",
           "put to the last event; `delivered` is of those the acknowledged puts should produce (the rest had not arrived 10 s",
-          "after the writers stopped).", "",
-          "| case | system | puts/s | put p99 ms | events/s | delivered | put->event p50 ms | p99 ms | events/s ratio | p99 ratio |",
-          "|---|---|---|---|---|---|---|---|---|---|"]
+          "after the writers stopped). CPU: of the member and of the benchmark client, from the first put until the events",
+          "were drained, in % of one core (the machine has 2, shared with whatever else runs).", "",
+          "| case | system | puts/s | put p99 ms | events/s | delivered | put->event p50 ms | p99 ms | CPU % member / client | events/s ratio | p99 ratio |",
+          "|---|---|---|---|---|---|---|---|---|---|---|"]
 for name in names:
     if name.startswith(("mem", "put")):
         continue
     e, r = load("etcd", name), load("raftkv", name)
     for label, d in (("etcd", e), ("raftkv", r)):
         if not d:
-            lines.append(f"| {name} | {label} | failed | | | | | | | |")
+            lines.append(f"| {name} | {label} | failed | | | | | | | | |")
             continue
         extra = ("| | |" if label == "etcd" else
                  f"| {ratio(d['events_per_s'], e and e['events_per_s'])} | {ratio(d['event_latency']['p99_ms'], e and e['event_latency']['p99_ms'])} |")
+        cpu = lambda k: f"{d[k]:.0f}" if d.get(k) is not None else "-"
         lines.append(f"| {name} | {label} | {d['put_throughput']:.0f} | {d['put_latency']['p99_ms']:.1f} | {d['events_per_s']:.0f} | "
-                     f"{d['events_delivered']}/{d['events_expected']} | {d['event_latency']['p50_ms']:.2f} | {d['event_latency']['p99_ms']:.2f} {extra}")
-base = [(label, load(label, "put-none"), load(label, "max-one-1000")) for label in ("etcd", "raftkv")]
-if any(a and b for _, a, b in base):
-    lines += ["", "## Put throughput with 1,000 watchers on the written key", "",
-              "8 writers as fast as they can on one connection, one key: `put-none` without any watcher (`raftkv-bench put`),",
-              "`max-one-1000` with 1,000 watchers of that key over 10 streams. Target (issue 13): with >= 80 % of without.", "",
-              "| system | puts/s without watchers | puts/s with 1,000 | with / without |", "|---|---|---|---|"]
-    for label, a, b in base:
-        if not (a and b):
-            lines.append(f"| {label} | failed | | |")
+                     f"{d['events_delivered']}/{d['events_expected']} | {d['event_latency']['p50_ms']:.2f} | {d['event_latency']['p99_ms']:.2f} | "
+                     f"{cpu('member_cpu_pct')} / {cpu('client_cpu_pct')} {extra}")
+base = [(label, load(label, "put-none"), load(label, "max-one-1000"), load(label, "max-distinct-1000")) for label in ("etcd", "raftkv")]
+if any(a and (b or c) for _, a, b, c in base):
+    lines += ["", "## Put throughput with 1,000 active watchers", "",
+              "8 writers as fast as they can on one connection: `put-none` without any watcher (`raftkv-bench put`, one key),",
+              "`max-one-1000` with 1,000 watchers of the written key over 10 streams (each put is 1,000 events),",
+              "`max-distinct-1000` with 1,000 watchers on 1,000 distinct keys that the writers cycle through (each put is one",
+              "event). Target (issue 13): with >= 80 % of without.", "",
+              "| system | puts/s without watchers | with 1,000 on one key | ratio | with 1,000 on distinct keys | ratio |",
+              "|---|---|---|---|---|---|"]
+    for label, a, b, c in base:
+        if not a:
+            lines.append(f"| {label} | failed | | | | |")
             continue
-        lines.append(f"| {label} | {a['throughput']:.0f} | {b['put_throughput']:.0f} | {ratio(b['put_throughput'], a['throughput'])} |")
+        pr = lambda d: f"{d['put_throughput']:.0f}" if d else "-"
+        lines.append(f"| {label} | {a['throughput']:.0f} | {pr(b)} | {ratio(b and b['put_throughput'], a['throughput'])} | "
+                     f"{pr(c)} | {ratio(c and c['put_throughput'], a['throughput'])} |")
 iso = [(label, load(label, "iso-stalled0-10000"), load(label, "iso-stalled1-10000")) for label in ("etcd", "raftkv")]
 if any(a and b for _, a, b in iso):
     lines += ["", "## Isolation: one stream that never reads", "",

@@ -16,6 +16,7 @@ pub mod lease;
 pub mod report;
 pub mod schedule;
 pub mod watch;
+pub mod watch_codec;
 
 use std::time::Duration;
 

@@ -9,7 +9,10 @@
 //!
 //! Watchers are spread round-robin over `--streams` Watch streams, which are spread over
 //! `--conns` connections; the writers (`--clients`) have a connection of their own so
-//! that their requests never queue behind watch traffic in the client.
+//! that their requests never queue behind watch traffic in the client. Responses are
+//! decoded by a lean walker ([`crate::watch_codec`]) that reads every event's stamp and
+//! nothing else, so that the client leaves the shared cores to the member; the CPU both
+//! used during the run is reported (from `/proc`), to tell which one was the bottleneck.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -19,12 +22,12 @@ use anyhow::{bail, Context, Result};
 use bytes::Bytes;
 use hdrhistogram::Histogram;
 use proto::etcdserverpb::{
-    kv_client::KvClient, watch_client::WatchClient, watch_request::RequestUnion, PutRequest,
-    WatchCreateRequest, WatchRequest,
+    kv_client::KvClient, watch_request::RequestUnion, PutRequest, WatchCreateRequest, WatchRequest,
 };
 use raftkv_client::endpoint::connect;
 use serde::Serialize;
 use tokio::sync::mpsc;
+use tonic::codegen::http::uri::PathAndQuery;
 use tonic::codegen::tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 
@@ -32,6 +35,7 @@ use crate::args::{BenchArgs, WatchArgs};
 use crate::driver::DIAL_TIMEOUT;
 use crate::report::{self, Latency};
 use crate::schedule::Schedule;
+use crate::watch_codec::{Tally, TallyCodec};
 
 /// How long the watchers may still take, once the writers stop, to receive the events of
 /// the puts that were acknowledged.
@@ -83,6 +87,11 @@ pub struct WatchReport {
     pub stalled_streams: usize,
     /// The member's resident memory when the writers stopped (`--member-pid`).
     pub rss_end_kib: Option<u64>,
+    /// CPU time (user + system) from the first put until the events were drained, of the
+    /// member (`--member-pid`) and of this client, in percent of one core over that time.
+    pub cpu_window_s: f64,
+    pub member_cpu_pct: Option<f64>,
+    pub client_cpu_pct: Option<f64>,
 }
 
 fn rss_kib(pid: u32) -> Result<u64> {
@@ -94,6 +103,31 @@ fn rss_kib(pid: u32) -> Result<u64> {
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
         .context("no VmRSS line")
+}
+
+/// CPU time (user + system, all threads) of process `pid` so far, in seconds.
+fn cpu_s(pid: &str, ticks_per_s: f64) -> Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .with_context(|| format!("reading /proc/{pid}/stat"))?;
+    // Fields 14 and 15 (utime, stime); the command name (field 2) may hold spaces but ends
+    // at the last ')'.
+    let rest = stat.rsplit_once(')').context("no ')' in stat")?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| -> Result<f64> {
+        Ok(fields.get(i).context("short stat")?.parse::<u64>()? as f64)
+    };
+    Ok((ticks(11)? + ticks(12)?) / ticks_per_s)
+}
+
+/// The kernel's clock ticks per second (`getconf CLK_TCK`; 100 on Linux unless asked).
+fn clock_ticks() -> f64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0)
 }
 
 /// The key of watcher `i` (all watchers share key 0 unless `--distinct-keys`).
@@ -111,15 +145,15 @@ fn stamped_value(epoch: Instant, size: usize) -> Bytes {
     Bytes::from(v)
 }
 
-fn sent_at(epoch: Instant, value: &[u8]) -> Option<Instant> {
-    let us = u64::from_le_bytes(value.get(..8)?.try_into().ok()?);
-    Some(epoch + Duration::from_micros(us))
+/// When a value stamped by [`stamped_value`] with `stamp` was sent.
+fn sent_at(epoch: Instant, stamp: u64) -> Instant {
+    epoch + Duration::from_micros(stamp)
 }
 
 /// One open stream: its request sender (kept so the stream stays open) and responses.
 struct OpenStream {
     _requests: mpsc::Sender<WatchRequest>,
-    responses: tonic::Streaming<proto::etcdserverpb::WatchResponse>,
+    responses: tonic::Streaming<Tally>,
 }
 
 /// Open a stream and create a watch on it for each `(key, range_end)` (an empty
@@ -137,9 +171,17 @@ async fn open_stream(ch: Channel, keys: Vec<(Bytes, Bytes)>) -> Result<(OpenStre
     // which the call waits for, only with its first response.
     tx.try_send(create(&keys[0]))
         .expect("an empty channel has room");
-    let mut client = WatchClient::new(ch).max_decoding_message_size(usize::MAX >> 1);
+    let mut client = tonic::client::Grpc::new(ch).max_decoding_message_size(usize::MAX >> 1);
+    client
+        .ready()
+        .await
+        .map_err(|e| anyhow::anyhow!("connection not ready: {e}"))?;
     let mut responses = client
-        .watch(ReceiverStream::new(rx))
+        .streaming(
+            tonic::Request::new(ReceiverStream::new(rx)),
+            PathAndQuery::from_static("/etcdserverpb.Watch/Watch"),
+            TallyCodec,
+        )
         .await
         .context("opening a Watch stream")?
         .into_inner();
@@ -211,18 +253,19 @@ async fn read_stream(
         if r.canceled {
             canceled += 1;
         }
-        if r.events.is_empty() {
+        if r.stamps.is_empty() {
             continue;
         }
         let now = Instant::now();
-        for e in &r.events {
-            if let Some(at) = e.kv.as_ref().and_then(|kv| sent_at(epoch, &kv.value)) {
-                report::record(&mut hist, now.saturating_duration_since(at));
-            }
+        for stamp in r.stamps.iter().flatten() {
+            report::record(
+                &mut hist,
+                now.saturating_duration_since(sent_at(epoch, *stamp)),
+            );
         }
-        events += r.events.len() as u64;
+        events += r.stamps.len() as u64;
         last_event = Some(now);
-        delivered.fetch_add(r.events.len() as u64, Ordering::Relaxed);
+        delivered.fetch_add(r.stamps.len() as u64, Ordering::Relaxed);
     }
     StreamResult {
         hist,
@@ -350,6 +393,13 @@ pub async fn run(args: &BenchArgs, w: &WatchArgs) -> Result<WatchReport> {
     let distinct = if w.distinct_keys { w.watchers } else { 1 };
     let keys: Arc<Vec<Bytes>> = Arc::new((0..distinct).map(|i| watch_key(w, i)).collect());
     let writer_ch = connect(&urls[0], DIAL_TIMEOUT).await?;
+    let ticks = clock_ticks();
+    let member_pid = w.member_pid.map(|p| p.to_string());
+    let cpu = move || -> Result<(Option<f64>, f64)> {
+        let member = member_pid.as_deref().map(|p| cpu_s(p, ticks)).transpose()?;
+        Ok((member, cpu_s("self", ticks)?))
+    };
+    let cpu_start = cpu()?;
     let start = Instant::now();
     let schedule = Arc::new(Schedule::new(args.stop_at(), args.rate));
     let writers: Vec<_> = (0..args.clients)
@@ -397,6 +447,9 @@ pub async fn run(args: &BenchArgs, w: &WatchArgs) -> Result<WatchReport> {
     while delivered.load(Ordering::Relaxed) < expected && Instant::now() < drain_until {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    let cpu_end = cpu()?;
+    let cpu_window = start.elapsed().as_secs_f64();
+    let pct = |used: f64| used / cpu_window.max(1e-9) * 100.0;
     *deadline.lock().expect("deadline lock") = Some(Instant::now());
     let mut hist = report::new_histogram();
     let (mut events, mut canceled) = (0, refused);
@@ -444,6 +497,9 @@ pub async fn run(args: &BenchArgs, w: &WatchArgs) -> Result<WatchReport> {
         rss_bytes_per_stream: grown.map(|g| per(g, w.streams)),
         stalled_streams: w.stalled_streams,
         rss_end_kib: rss_end,
+        cpu_window_s: cpu_window,
+        member_cpu_pct: cpu_start.0.zip(cpu_end.0).map(|(a, b)| pct(b - a)),
+        client_cpu_pct: Some(pct(cpu_end.1 - cpu_start.1)),
     })
 }
 
@@ -495,6 +551,13 @@ impl WatchReport {
                 "  Member RSS:   {c} KiB cold, {b} KiB after the connections and warm-up watches, {i} KiB with the idle watches: {w:.0} B per watcher, {st:.0} B per stream\n"
             ));
         }
+        let pct = |p: Option<f64>| p.map_or("-".to_string(), |p| format!("{p:.0} %"));
+        s.push_str(&format!(
+            "  CPU:          member {}, client {} of one core over {:.1} s\n",
+            pct(self.member_cpu_pct),
+            pct(self.client_cpu_pct),
+            self.cpu_window_s
+        ));
         if let (Some(i), Some(e)) = (self.rss_idle_kib, self.rss_end_kib) {
             s.push_str(&format!(
                 "  Member RSS:   {e} KiB when the writers stopped ({:+} KiB over idle; {} stalled streams)\n",
@@ -519,11 +582,27 @@ mod tests {
         let epoch = Instant::now() - Duration::from_secs(3);
         let v = stamped_value(epoch, 32);
         assert_eq!(v.len(), 32);
-        let at = sent_at(epoch, &v).unwrap();
+        let at = sent_at(epoch, u64::from_le_bytes(v[..8].try_into().unwrap()));
         assert!(at <= Instant::now() && at >= epoch + Duration::from_secs(3));
         // Shorter than a stamp: still a stamp.
         assert_eq!(stamped_value(epoch, 2).len(), 8);
-        assert!(sent_at(epoch, b"abc").is_none());
+    }
+
+    #[test]
+    fn cpu_time_of_this_process_grows_with_work() {
+        let ticks = clock_ticks();
+        let before = cpu_s("self", ticks).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        // Spin until the kernel has charged at least two ticks (or give up at the deadline).
+        let mut x = 0u64;
+        while cpu_s("self", ticks).unwrap() < before + 2.0 / ticks && Instant::now() < deadline {
+            for i in 0..100_000u64 {
+                x = x.wrapping_mul(31).wrapping_add(i);
+            }
+            std::hint::black_box(x);
+        }
+        assert!(cpu_s("self", ticks).unwrap() >= before + 2.0 / ticks);
+        assert!(cpu_s("999999999", ticks).is_err());
     }
 
     #[test]

@@ -2,12 +2,17 @@
 //!
 //! With many watchers on one key, every event goes into as many responses. Rather than build
 //! and encode one `WatchResponse` per watcher, each event is encoded once per revision (with
-//! and without its `prev_kv`, on first use) as the `events` field of a `WatchResponse`, and the
-//! encoded bytes are shared by every response that carries it. A response is then the
-//! stream's encoded header, the watch id and those shared pieces ([`Outgoing::Events`]); the
-//! codec writes them one after the other into tonic's send buffer. Protobuf encodes a message
-//! as its fields one after the other, so the result is the same message prost would encode
-//! (field order ascending: header 1, watch_id 2, events 11).
+//! and without its `prev_kv`, on first use) as the `events` field of a `WatchResponse`, and
+//! the header once per step of the stream. A watcher's response is then assembled by copying
+//! those pieces, one after the other, into a buffer the stream task writes all of its
+//! responses into ([`EventWriter`]): protobuf encodes a message as its fields one after the
+//! other, so the result is the same message prost would encode (field order ascending:
+//! header 1, watch_id 2, events 11).
+//!
+//! Copying beats sharing here: an event is typically tens of bytes, and sharing it by
+//! reference count (as `Bytes`) costs an atomic increment and decrement per watcher on a
+//! counter every stream touches, from both cores, plus a list of pieces per response. A
+//! copied response is one slice of a buffer of the stream's own, handed to tonic as is.
 
 use std::sync::OnceLock;
 
@@ -25,12 +30,15 @@ const HEADER_FIELD: u32 = 1;
 const WATCH_ID_FIELD: u32 = 2;
 const EVENTS_FIELD: u32 = 11;
 
+/// One event as an `events` field, encoded on first use.
+type LazyField = OnceLock<Box<[u8]>>;
+
 /// The events of one revision (live) or one catch-up step (history), each encoded at most
 /// twice, lazily: as the watchers without `prev_kv` see it and as those with it see it.
 #[derive(Debug)]
 pub struct SharedEvents {
     events: Vec<Event>,
-    encoded: Box<[[OnceLock<Bytes>; 2]]>,
+    encoded: Box<[[LazyField; 2]]>,
 }
 
 impl SharedEvents {
@@ -44,98 +52,95 @@ impl SharedEvents {
     }
 
     /// Event `i` as one `events` field of a `WatchResponse`, with its `prev_kv` if `prev_kv`.
-    pub fn field(&self, i: usize, prev_kv: bool) -> Bytes {
+    pub fn field(&self, i: usize, prev_kv: bool) -> &[u8] {
         let e = &self.events[i];
         let with_prev = prev_kv && e.prev_kv.is_some();
-        self.encoded[i][usize::from(with_prev)]
-            .get_or_init(|| {
-                let mut buf = BytesMut::new();
-                if with_prev {
-                    message::encode(EVENTS_FIELD, e, &mut buf);
-                } else {
-                    let bare = Event {
-                        r#type: e.r#type,
-                        kv: e.kv.clone(),
-                        prev_kv: None,
-                    };
-                    message::encode(EVENTS_FIELD, &bare, &mut buf);
-                }
-                buf.freeze()
-            })
-            .clone()
+        self.encoded[i][usize::from(with_prev)].get_or_init(|| {
+            let mut buf = Vec::new();
+            if with_prev {
+                message::encode(EVENTS_FIELD, e, &mut buf);
+            } else {
+                let bare = Event {
+                    r#type: e.r#type,
+                    kv: e.kv.clone(),
+                    prev_kv: None,
+                };
+                message::encode(EVENTS_FIELD, &bare, &mut buf);
+            }
+            buf.into_boxed_slice()
+        })
     }
 }
 
-/// A stream's header at one revision as the `header` field of a `WatchResponse`: encoded once
-/// for all the responses of that revision on the stream.
-pub fn header_field(header: &ResponseHeader) -> Bytes {
-    let mut buf = BytesMut::with_capacity(message::encoded_len(HEADER_FIELD, header));
-    message::encode(HEADER_FIELD, header, &mut buf);
-    buf.freeze()
+/// Bytes a stream task's response buffer is allocated with: responses are cut from it one
+/// after the other (each keeps the chunk alive until tonic has copied it into its send
+/// buffer), and a new chunk is taken when less than [`CHUNK_MIN_LEFT`] remains.
+const CHUNK: usize = 16 * 1024;
+const CHUNK_MIN_LEFT: usize = 512;
+
+/// Writes the event responses of one step of a stream task (one header for all of them).
+pub struct EventWriter {
+    /// The header as the `header` field of a `WatchResponse`.
+    header: Box<[u8]>,
+    buf: BytesMut,
+}
+
+impl EventWriter {
+    pub fn new(header: &ResponseHeader) -> EventWriter {
+        let mut field = Vec::with_capacity(message::encoded_len(HEADER_FIELD, header));
+        message::encode(HEADER_FIELD, header, &mut field);
+        EventWriter {
+            header: field.into_boxed_slice(),
+            buf: BytesMut::new(),
+        }
+    }
+
+    /// The response to watcher `watch_id` carrying `events` (encoded `events` fields, see
+    /// [`SharedEvents::field`]) and how many there are; `None` without any event.
+    pub fn response<'a>(
+        &mut self,
+        watch_id: i64,
+        events: impl IntoIterator<Item = &'a [u8]>,
+    ) -> Option<(Outgoing, usize)> {
+        let mut n = 0;
+        for e in events {
+            if n == 0 {
+                if self.buf.capacity() < CHUNK_MIN_LEFT {
+                    self.buf.reserve(CHUNK);
+                }
+                self.buf.put_slice(&self.header);
+                // proto3 leaves a zero scalar out, as prost's generated code does.
+                if watch_id != 0 {
+                    int64::encode(WATCH_ID_FIELD, &watch_id, &mut self.buf);
+                }
+            }
+            self.buf.put_slice(e);
+            n += 1;
+        }
+        (n > 0).then(|| (Outgoing(self.buf.split().freeze()), n))
+    }
 }
 
 /// One response on its way to the client, encoded.
 #[derive(Debug, Clone)]
-pub enum Outgoing {
-    /// Any response, encoded whole (created, canceled, progress, fragments).
-    Whole(Bytes),
-    /// Events for one watcher: header field, id, then the shared encoded events.
-    Events {
-        header: Bytes,
-        watch_id: i64,
-        events: Vec<Bytes>,
-    },
-}
+pub struct Outgoing(Bytes);
 
 impl Outgoing {
     pub fn message(resp: &WatchResponse) -> Outgoing {
-        Outgoing::Whole(resp.encode_to_vec().into())
+        Outgoing(resp.encode_to_vec().into())
     }
 
     pub fn encoded_len(&self) -> usize {
-        match self {
-            Outgoing::Whole(b) => b.len(),
-            Outgoing::Events {
-                header,
-                watch_id,
-                events,
-            } => header.len() + id_len(*watch_id) + events.iter().map(Bytes::len).sum::<usize>(),
-        }
+        self.0.len()
     }
 
     fn write(&self, buf: &mut impl BufMut) {
-        match self {
-            Outgoing::Whole(b) => buf.put_slice(b),
-            Outgoing::Events {
-                header,
-                watch_id,
-                events,
-            } => {
-                buf.put_slice(header);
-                // proto3 leaves a zero scalar out, as prost's generated code does.
-                if *watch_id != 0 {
-                    int64::encode(WATCH_ID_FIELD, watch_id, buf);
-                }
-                for e in events {
-                    buf.put_slice(e);
-                }
-            }
-        }
+        buf.put_slice(&self.0);
     }
 
     /// The response as a message (for the JSON gateway, which re-encodes it as JSON).
     pub fn decode(&self) -> Result<WatchResponse, prost::DecodeError> {
-        let mut buf = Vec::with_capacity(self.encoded_len());
-        self.write(&mut buf);
-        WatchResponse::decode(buf.as_slice())
-    }
-}
-
-fn id_len(id: i64) -> usize {
-    if id == 0 {
-        0
-    } else {
-        int64::encoded_len(WATCH_ID_FIELD, &id)
+        WatchResponse::decode(self.0.as_ref())
     }
 }
 
@@ -239,12 +244,12 @@ mod tests {
             revision: 7,
             raft_term: 3,
         };
+        let mut writer = EventWriter::new(&header);
         for (watch_id, prev_kv) in [(0, false), (5, true), (-3, false)] {
-            let out = Outgoing::Events {
-                header: header_field(&header),
-                watch_id,
-                events: (0..2).map(|i| shared.field(i, prev_kv)).collect(),
-            };
+            let (out, n) = writer
+                .response(watch_id, (0..2).map(|i| shared.field(i, prev_kv)))
+                .expect("two events");
+            assert_eq!(n, 2);
             let mut events = shared.events().to_vec();
             if !prev_kv {
                 events.iter_mut().for_each(|e| e.prev_kv = None);
@@ -264,6 +269,18 @@ mod tests {
             );
             assert_eq!(out.encoded_len(), bytes.len());
             assert_eq!(out.decode().unwrap(), expected);
+        }
+        assert!(writer.response(1, std::iter::empty()).is_none());
+        // Responses cut from one chunk stay intact while later ones are written, and across
+        // chunks: 2,000 responses of ~60 bytes span several.
+        let cut: Vec<Outgoing> = (0..2000)
+            .map(|id| writer.response(id, [shared.field(1, false)]).unwrap().0)
+            .collect();
+        for (id, out) in cut.iter().enumerate() {
+            let resp = out.decode().unwrap();
+            assert_eq!(resp.watch_id, id as i64);
+            assert_eq!(resp.events.len(), 1);
+            assert_eq!(resp.events[0].kv.as_ref().unwrap().key, &b"b"[..]);
         }
         let whole = WatchResponse {
             watch_id: 4,

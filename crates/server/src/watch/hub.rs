@@ -46,8 +46,18 @@ pub struct RevBatch {
 /// holds each distinct range of a stream once and the stream's watchers of that range point
 /// to the same copy (see [`WatchHub::add_range`]), so a watcher on a range already watched
 /// costs no range of its own.
+///
+/// A range hashes and compares as its encoded bytes, so that the hub can look a single key
+/// up among a stream's ranges by [`WatchRange::probe`] without building a range.
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct WatchRange(Arc<[u8]>);
+
+impl std::borrow::Borrow<[u8]> for WatchRange {
+    fn borrow(&self) -> &[u8] {
+        // The derived `Hash` and `Eq` hash and compare the `Arc<[u8]>`, i.e. these bytes.
+        &self.0
+    }
+}
 
 impl WatchRange {
     pub fn new(key: &[u8], end: &[u8]) -> WatchRange {
@@ -58,6 +68,20 @@ impl WatchRange {
         bytes.extend_from_slice(key);
         bytes.extend_from_slice(end);
         WatchRange(bytes.into())
+    }
+
+    /// The encoded bytes of the single-key range of `key` (what `WatchRange::new(key, b"")`
+    /// holds), written into `buf`.
+    pub fn probe(key: &[u8], buf: &mut Vec<u8>) {
+        let key_len = u32::try_from(key.len()).expect("a key is shorter than a gRPC message");
+        buf.clear();
+        buf.extend_from_slice(&key_len.to_le_bytes());
+        buf.extend_from_slice(key);
+    }
+
+    /// One key alone (no range end).
+    pub fn is_single_key(&self) -> bool {
+        self.end().is_empty()
     }
 
     fn split(&self) -> usize {
@@ -135,9 +159,33 @@ impl VictimMark {
 struct Slot {
     tx: mpsc::Sender<Arc<RevBatch>>,
     /// The distinct ranges of the stream's watchers (synced or not: the stream filters),
-    /// each with the number of watchers on it.
-    ranges: HashMap<WatchRange, u32>,
+    /// each with the number of watchers on it: single keys, which [`WatchHub::publish`]
+    /// looks up by an event's key, and real ranges, which it has to scan.
+    keys: HashMap<WatchRange, u32>,
+    spans: HashMap<WatchRange, u32>,
     victim: Arc<VictimMark>,
+}
+
+impl Slot {
+    /// The map `range` belongs in.
+    fn ranges_of(&mut self, range: &WatchRange) -> &mut HashMap<WatchRange, u32> {
+        if range.is_single_key() {
+            &mut self.keys
+        } else {
+            &mut self.spans
+        }
+    }
+
+    /// Whether a watcher of the stream may want one of `events` (`probes`: their keys as
+    /// [`WatchRange::probe`]s).
+    fn interested(&self, events: &[Event], probes: &[Vec<u8>]) -> bool {
+        probes.iter().any(|p| self.keys.contains_key(p.as_slice()))
+            || self.spans.keys().any(|r| {
+                events
+                    .iter()
+                    .any(|e| e.kv.as_ref().is_some_and(|kv| r.contains(&kv.key)))
+            })
+    }
 }
 
 #[derive(Default)]
@@ -177,7 +225,8 @@ impl WatchHub {
             id,
             Slot {
                 tx,
-                ranges: HashMap::new(),
+                keys: HashMap::new(),
+                spans: HashMap::new(),
                 victim: victim.clone(),
             },
         );
@@ -195,14 +244,15 @@ impl WatchHub {
         let Some(slot) = inner.streams.get_mut(&stream) else {
             return range;
         };
-        match slot.ranges.get_key_value(&range) {
+        let ranges = slot.ranges_of(&range);
+        match ranges.get_key_value(&range) {
             Some((shared, _)) => {
                 let shared = shared.clone();
-                *slot.ranges.get_mut(&shared).expect("just found") += 1;
+                *ranges.get_mut(&shared).expect("just found") += 1;
                 shared
             }
             None => {
-                slot.ranges.insert(range.clone(), 1);
+                ranges.insert(range.clone(), 1);
                 range
             }
         }
@@ -211,10 +261,11 @@ impl WatchHub {
     /// One watcher of `stream` on `range` less.
     pub fn remove_range(&self, stream: StreamId, range: &WatchRange) {
         if let Some(slot) = self.lock().streams.get_mut(&stream) {
-            if let Some(n) = slot.ranges.get_mut(range) {
+            let ranges = slot.ranges_of(range);
+            if let Some(n) = ranges.get_mut(range) {
                 *n -= 1;
                 if *n == 0 {
-                    slot.ranges.remove(range);
+                    ranges.remove(range);
                 }
             }
         }
@@ -235,17 +286,18 @@ impl WatchHub {
         if inner.streams.is_empty() {
             return;
         }
+        let probes: Vec<Vec<u8>> = events
+            .iter()
+            .filter_map(|e| e.kv.as_ref())
+            .map(|kv| {
+                let mut p = Vec::new();
+                WatchRange::probe(&kv.key, &mut p);
+                p
+            })
+            .collect();
         let mut batch: Option<Arc<RevBatch>> = None;
         for slot in inner.streams.values() {
-            if slot.victim.missed_from().is_some() {
-                continue;
-            }
-            let interested = slot.ranges.keys().any(|r| {
-                events
-                    .iter()
-                    .any(|e| e.kv.as_ref().is_some_and(|kv| r.contains(&kv.key)))
-            });
-            if !interested {
+            if slot.victim.missed_from().is_some() || !slot.interested(events, &probes) {
                 continue;
             }
             let b = batch
@@ -310,6 +362,47 @@ mod tests {
         hub.remove_range(b.id, &b_range);
         hub.publish(4, &[put(b"c", 4)]);
         assert!(b.rx.try_recv().is_err());
+    }
+
+    #[test]
+    fn a_probe_finds_the_single_key_range_and_no_other() {
+        let mut probe = Vec::new();
+        WatchRange::probe(b"key", &mut probe);
+        let mut keys = HashMap::new();
+        keys.insert(range(b"key", b""), 1u32);
+        keys.insert(range(b"ke", b""), 1u32);
+        assert!(keys.contains_key(probe.as_slice()));
+        WatchRange::probe(b"k", &mut probe);
+        assert!(!keys.contains_key(probe.as_slice()));
+        // The key "ke" with end "y" encodes differently from the key "key".
+        let mut spans = HashMap::new();
+        spans.insert(range(b"ke", b"y"), 1u32);
+        WatchRange::probe(b"key", &mut probe);
+        assert!(!spans.contains_key(probe.as_slice()));
+    }
+
+    #[test]
+    fn streams_of_keys_and_of_ranges_are_both_offered_what_they_watch() {
+        let hub = WatchHub::default();
+        let mut keys = hub.register();
+        let mut spans = hub.register();
+        for k in [&b"a"[..], b"b", b"c"] {
+            hub.add_range(keys.id, WatchRange::new(k, b""));
+        }
+        hub.add_range(spans.id, range(b"m", b"p"));
+        hub.add_range(spans.id, range(b"x", b"\0"));
+        for (rev, key) in [(2, &b"b"[..]), (3, b"n"), (4, b"d"), (5, b"zz"), (6, b"p")] {
+            hub.publish(rev, &[put(key, rev)]);
+        }
+        let got = |rx: &mut mpsc::Receiver<Arc<RevBatch>>| {
+            std::iter::from_fn(|| rx.try_recv().ok().map(|b| b.rev)).collect::<Vec<_>>()
+        };
+        assert_eq!(got(&mut keys.rx), vec![2]);
+        assert_eq!(got(&mut spans.rx), vec![3, 5]);
+        // A Txn touching a watched key among others reaches the stream once.
+        hub.publish(7, &[put(b"q", 7), put(b"c", 7)]);
+        assert_eq!(got(&mut keys.rx), vec![7]);
+        assert!(got(&mut spans.rx).is_empty());
     }
 
     #[test]

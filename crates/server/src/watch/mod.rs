@@ -5,7 +5,8 @@
 //! * [`stream`]: one gRPC stream — its watchers, catch-up from the MVCC history, progress
 //!   notifications and requests, `hasleader`.
 //! * [`response`]: per-watcher selection (range, filters, `prev_kv`) and fragmentation.
-//! * [`encode`]: responses as shared encoded pieces, and the gRPC codec that writes them.
+//! * [`encode`]: responses assembled from events encoded once per revision, and the gRPC
+//!   codec that writes them.
 //!
 //! docs/watch.md describes the design and the etcd behaviours reproduced.
 

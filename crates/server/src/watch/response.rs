@@ -1,13 +1,12 @@
 //! Building watch responses: one watcher's view of a set of events, and etcd's splitting
 //! of an oversized response into fragments.
 
-use bytes::Bytes;
 use prost::Message as _;
 use proto::etcdserverpb::watch_create_request::FilterType;
 use proto::etcdserverpb::{ResponseHeader, WatchCreateRequest, WatchResponse};
 use proto::mvccpb::{event::EventType, Event};
 
-use super::encode::{header_field, Outgoing, SharedEvents};
+use super::encode::{EventWriter, Outgoing, SharedEvents};
 use super::hub::WatchRange;
 use crate::hooks::WatchSabotage;
 
@@ -76,16 +75,17 @@ impl Selection {
     }
 }
 
-/// A response's header, as a message and encoded once for every response that carries it.
+/// A step's response header, as a message and as the writer of every event response that
+/// carries it (the header is encoded once for all of them).
 pub struct Header {
     pub msg: ResponseHeader,
-    pub field: Bytes,
+    pub writer: EventWriter,
 }
 
 impl Header {
     pub fn new(msg: ResponseHeader) -> Header {
         Header {
-            field: header_field(&msg),
+            writer: EventWriter::new(&msg),
             msg,
         }
     }
@@ -105,11 +105,12 @@ impl Reply<'_> {
     /// Appends to `out` the response(s) carrying what the watcher wants of `sources`, each
     /// source taken from the revision given with it. Returns whether there was any event.
     ///
-    /// The usual response is made of the shared encoded events; a watcher whose response
-    /// must be fragmented (or the harness's sabotage) gets its events as messages.
+    /// The usual response is assembled from the events encoded once for every watcher; a
+    /// watcher whose response must be fragmented (or the harness's sabotage) gets its events
+    /// as messages.
     pub fn append(
         &self,
-        header: &Header,
+        header: &mut Header,
         sources: &[(&SharedEvents, i64)],
         out: &mut Vec<Outgoing>,
     ) -> bool {
@@ -126,17 +127,9 @@ impl Reply<'_> {
             })
         };
         if self.sabotage == WatchSabotage::None {
-            let events: Vec<Bytes> = picked()
-                .map(|(src, i, _)| src.field(i, sel.prev_kv))
-                .collect();
-            if events.is_empty() {
+            let encoded = picked().map(|(src, i, _)| src.field(i, sel.prev_kv));
+            let Some((resp, n)) = header.writer.response(self.watch_id, encoded) else {
                 return false;
-            }
-            let n = events.len();
-            let resp = Outgoing::Events {
-                header: header.field.clone(),
-                watch_id: self.watch_id,
-                events,
             };
             if !(self.fragment && n >= 2 && resp.encoded_len() >= self.limit) {
                 out.push(resp);
@@ -191,6 +184,7 @@ pub fn fragments(resp: WatchResponse, limit: usize) -> Vec<WatchResponse> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
     use proto::mvccpb::KeyValue;
 
     fn ev(t: EventType, key: &'static [u8], value_len: usize) -> Event {

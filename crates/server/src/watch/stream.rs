@@ -51,7 +51,7 @@ const COALESCE_BYTES: usize = 1024 * 1024;
 /// Responses, and their bytes, the task collects before it hands them to the gRPC
 /// response stream in one go (one hand-off for many responses; tonic then coalesces
 /// their frames). Whatever is collected is handed over before the task waits again.
-const FLUSH_RESPONSES: usize = 64;
+const FLUSH_RESPONSES: usize = 256;
 const FLUSH_BYTES: usize = 64 * 1024;
 
 /// What the stream task hands to the gRPC response stream: responses, or the error that
@@ -480,7 +480,7 @@ impl WatchStream {
         let Some(last) = batches.last() else {
             return Ok(());
         };
-        let header = Header::new(self.header(last.rev));
+        let mut header = Header::new(self.header(last.rev));
         let limit = self.cfg.fragment_bytes;
         let mut ready = Vec::new();
         let mut sources = Vec::with_capacity(batches.len());
@@ -503,7 +503,7 @@ impl WatchStream {
                 limit,
                 sabotage: self.ctx.watch_sabotage,
             };
-            if reply.append(&header, &sources, &mut ready) {
+            if reply.append(&mut header, &sources, &mut ready) {
                 w.sent_since_tick = true;
             }
         }
@@ -622,7 +622,7 @@ impl WatchStream {
         }
         let can_sync = self.victim.missed_from().is_none();
         let events = SharedEvents::new(events);
-        let header = Header::new(self.header(current));
+        let mut header = Header::new(self.header(current));
         let limit = self.cfg.fragment_bytes;
         for (id, w) in self.watchers.iter_mut() {
             if w.synced {
@@ -636,7 +636,7 @@ impl WatchStream {
                     limit,
                     sabotage: self.ctx.watch_sabotage,
                 };
-                if reply.append(&header, &[(&events, w.next_rev)], &mut ready) {
+                if reply.append(&mut header, &[(&events, w.next_rev)], &mut ready) {
                     w.sent_since_tick = true;
                 }
                 w.next_rev = hi + 1;
