@@ -6,13 +6,17 @@
 //!   notifications and requests, `hasleader`.
 //! * [`response`]: per-watcher selection (range, filters, `prev_kv`) and fragmentation.
 //! * [`encode`]: responses as shared encoded pieces, and the gRPC codec that writes them.
+//! * [`queue`]: the small bounded queues into and out of a stream's task.
+//! * [`watchers`]: a stream's watchers by id (one inline, a map for more).
 //!
 //! docs/watch.md describes the design and the etcd behaviours reproduced.
 
 pub mod encode;
 pub mod hub;
+pub mod queue;
 mod response;
 pub mod stream;
+mod watchers;
 
 pub use hub::WatchHub;
 pub use stream::StreamConfig;
