@@ -260,7 +260,10 @@ mod tests {
         assert_eq!(Arc::strong_count(&item), 2);
         drop(rx);
         assert_eq!(Arc::strong_count(&item), 1);
-        assert!(matches!(tx.try_send(item.clone()), Err(TrySendError::Closed(_))));
+        assert!(matches!(
+            tx.try_send(item.clone()),
+            Err(TrySendError::Closed(_))
+        ));
         let mut closed = std::pin::pin!(tx.closed());
         assert_eq!(poll_once(closed.as_mut()), Poll::Ready(()));
         let mut send = std::pin::pin!(tx.send(item.clone()));

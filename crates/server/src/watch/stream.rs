@@ -32,7 +32,9 @@ use super::response::{Header, Reply, Selection};
 use super::watchers::IdTable;
 use crate::errors::ServerError;
 use crate::grpc::Context;
+use crate::hooks::WatchSabotage;
 use crate::kv::MvccMachine;
+use crate::node::SharedStatus;
 
 /// Revisions one catch-up step reads from history (etcd sends at most 1000 per batch).
 pub const CATCH_UP_REVS: i64 = 256;
@@ -106,9 +108,21 @@ struct Watcher {
     sent_since_tick: bool,
 }
 
+/// What a stream needs of its member: the call's [`Context`] is not kept whole, as the
+/// task holds its state for as long as the stream lives.
+struct Member {
+    id: u64,
+    cluster_id: u64,
+    status: Arc<SharedStatus>,
+    state: Arc<RwLock<MvccMachine>>,
+    /// The member issues JWT tokens (`--auth-token jwt`).
+    jwt: bool,
+    sabotage: WatchSabotage,
+}
+
 /// The task's state.
 pub struct WatchStream {
-    ctx: Context,
+    member: Member,
     hub: Arc<WatchHub>,
     cfg: StreamConfig,
     stream: StreamId,
@@ -238,8 +252,16 @@ impl WatchStream {
         out: Sender<OutBatch>,
     ) -> (WatchStream, Receiver<Arc<RevBatch>>) {
         let reg = hub.register();
+        let member = Member {
+            id: ctx.node.id,
+            cluster_id: ctx.node.cluster_id,
+            status: ctx.node.status.clone(),
+            state: ctx.node.state.clone(),
+            jwt: ctx.auth.jwt.is_some(),
+            sabotage: ctx.watch_sabotage,
+        };
         let s = WatchStream {
-            ctx,
+            member,
             hub,
             cfg,
             stream: reg.id,
@@ -276,7 +298,7 @@ impl WatchStream {
         };
         let auth = st.store.auth();
         let who = who.clone().map(|mut w| {
-            if self.ctx.auth.jwt.is_none() {
+            if !self.member.jwt {
                 w.auth_revision = auth.revision();
             }
             w
@@ -360,7 +382,7 @@ impl WatchStream {
     /// One leader check of a `hasleader` stream: after [`NO_LEADER_CHECKS`] in a row without
     /// a leader, the stream ends with etcd's error.
     async fn on_leader_check(&mut self) -> Result<(), Closed> {
-        if self.ctx.node.status.leader().is_some() {
+        if self.member.status.leader().is_some() {
             self.no_leader = 0;
             return Ok(());
         }
@@ -382,16 +404,16 @@ impl WatchStream {
 
     fn header(&self, revision: i64) -> ResponseHeader {
         ResponseHeader {
-            cluster_id: self.ctx.node.cluster_id,
-            member_id: self.ctx.node.id,
+            cluster_id: self.member.cluster_id,
+            member_id: self.member.id,
             revision,
-            raft_term: self.ctx.node.status.term(),
+            raft_term: self.member.status.term(),
         }
     }
 
     /// The state machine (read-lock it with [`read`]).
     fn state(&self) -> Arc<RwLock<MvccMachine>> {
-        self.ctx.node.state.clone()
+        self.member.state.clone()
     }
 
     async fn send(&mut self, resp: WatchResponse) -> Result<(), Closed> {
@@ -570,7 +592,7 @@ impl WatchStream {
                 watch_id: id,
                 fragment: w.fragment,
                 limit,
-                sabotage: self.ctx.watch_sabotage,
+                sabotage: self.member.sabotage,
             };
             if reply.append(&header, &sources, &mut ready) {
                 w.sent_since_tick = true;
@@ -617,8 +639,8 @@ impl WatchStream {
                     self.progress_requests -= 1;
                     self.progress_answered += 1;
                     if !self
-                        .ctx
-                        .watch_sabotage
+                        .member
+                        .sabotage
                         .answers_progress(self.progress_answered)
                     {
                         continue;
@@ -703,7 +725,7 @@ impl WatchStream {
                     watch_id: id,
                     fragment: w.fragment,
                     limit,
-                    sabotage: self.ctx.watch_sabotage,
+                    sabotage: self.member.sabotage,
                 };
                 if reply.append(&header, &[(&events, w.next_rev)], &mut ready) {
                     w.sent_since_tick = true;

@@ -179,7 +179,10 @@ mod tests {
         for (_, v) in t.iter_mut() {
             *v += 1;
         }
-        assert_eq!(t.values().copied().collect::<Vec<_>>(), vec![-9, 1, 31, 51, 91]);
+        assert_eq!(
+            t.values().copied().collect::<Vec<_>>(),
+            vec![-9, 1, 31, 51, 91]
+        );
         for id in [0, 9, -1] {
             assert!(t.remove(id).is_some());
             assert!(matches!(t, IdTable::Many(_)));
