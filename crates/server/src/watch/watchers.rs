@@ -19,6 +19,8 @@ pub enum IdTable<W> {
     Many(BTreeMap<i64, W>),
 }
 
+// By hand, so that no `W: Default` bound is asked for.
+#[allow(clippy::derivable_impls)]
 impl<W> Default for IdTable<W> {
     fn default() -> Self {
         IdTable::Empty
