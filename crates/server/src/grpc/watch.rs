@@ -14,13 +14,13 @@ use std::time::Duration;
 use futures_util::{Stream, StreamExt};
 use proto::etcdserverpb::watch_server::Watch;
 use proto::etcdserverpb::{WatchRequest, WatchResponse};
-use tokio::sync::mpsc;
 use tonic::codegen::{http, BoxFuture, BoxStream, Service, StdError};
 use tonic::server::{NamedService, StreamingService};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::Context;
 use crate::watch::encode::{Outgoing, WatchCodec};
+use crate::watch::queue::{self, Receiver};
 use crate::watch::stream::{OutBatch, WatchStream};
 use crate::watch::{StreamConfig, WatchHub};
 
@@ -41,7 +41,7 @@ impl WatchService {
     async fn open(
         &self,
         request: Request<Streaming<WatchRequest>>,
-    ) -> Result<mpsc::Receiver<OutBatch>, Status> {
+    ) -> Result<Receiver<OutBatch>, Status> {
         self.ctx.require_leader(request.metadata())?;
         let require_leader = request
             .metadata()
@@ -57,7 +57,7 @@ impl WatchService {
             max_watches: self.max_watches,
         };
         let who = crate::auth::who(&self.ctx, &request).await.map_err(|_| ());
-        let (tx, rx) = mpsc::channel(OUT_QUEUE);
+        let (tx, rx) = queue::bounded(OUT_QUEUE);
         let (stream, batches) = WatchStream::new(self.ctx.clone(), self.hub.clone(), cfg, tx);
         let stream = stream.acting_as(who);
         tokio::spawn(stream.run(request.into_inner(), batches));
@@ -65,18 +65,22 @@ impl WatchService {
     }
 }
 
-/// The task's batches as one response after the other (an error ends the call).
-fn responses(rx: mpsc::Receiver<OutBatch>) -> impl Stream<Item = Result<Outgoing, Status>> {
+/// The task's batches as one response after the other (an error ends the call). A batch's
+/// memory is given back as soon as its last response is taken, not when the next batch
+/// comes: an idle stream holds none.
+fn responses(rx: Receiver<OutBatch>) -> impl Stream<Item = Result<Outgoing, Status>> {
     futures_util::stream::unfold(
-        (rx, Vec::new().into_iter()),
+        (rx, None::<std::vec::IntoIter<Outgoing>>),
         |(mut rx, mut batch)| async move {
             loop {
-                if let Some(resp) = batch.next() {
+                if let Some(resp) = batch.as_mut().and_then(Iterator::next) {
                     return Some((Ok(resp), (rx, batch)));
                 }
+                // Give the spent batch's memory back before waiting.
+                drop(batch.take());
                 match rx.recv().await? {
-                    Ok(next) => batch = next.into_iter(),
-                    Err(status) => return Some((Err(status), (rx, batch))),
+                    Ok(next) => batch = Some(next.into_iter()),
+                    Err(status) => return Some((Err(status), (rx, None))),
                 }
             }
         },

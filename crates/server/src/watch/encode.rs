@@ -145,8 +145,10 @@ impl Outgoing {
 }
 
 /// Bytes tonic allocates up front for a stream's send buffer and its receive buffer (8 KiB
-/// each by default, per stream, whether it ever sends or receives much); both grow on demand.
-const STREAM_BUFFER: usize = 512;
+/// each by default, per stream, whether it ever sends or receives much); both grow on demand,
+/// so an idle stream keeps only this much (a create request or response is under 128 bytes
+/// unless its key is long).
+const STREAM_BUFFER: usize = 128;
 /// tonic hands what it has encoded to HTTP/2 once this much is buffered (its default).
 const YIELD_THRESHOLD: usize = 32 * 1024;
 

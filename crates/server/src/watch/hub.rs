@@ -24,9 +24,10 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use mvcc::key_range::KeyRange;
 use proto::mvccpb::Event;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::Notify;
 
 use super::encode::SharedEvents;
+use super::queue;
 
 /// Batches a stream's queue holds before the stream becomes a victim.
 pub const STREAM_QUEUE: usize = 128;
@@ -157,7 +158,7 @@ impl VictimMark {
 }
 
 struct Slot {
-    tx: mpsc::Sender<Arc<RevBatch>>,
+    tx: queue::Sender<Arc<RevBatch>>,
     /// The distinct ranges of the stream's watchers (synced or not: the stream filters),
     /// each with the number of watchers on it: single keys, which [`WatchHub::publish`]
     /// looks up by an event's key, and real ranges, which it has to scan.
@@ -203,7 +204,7 @@ pub struct WatchHub {
 /// What a new stream gets from [`WatchHub::register`].
 pub struct Registration {
     pub id: StreamId,
-    pub rx: mpsc::Receiver<Arc<RevBatch>>,
+    pub rx: queue::Receiver<Arc<RevBatch>>,
     pub victim: Arc<VictimMark>,
 }
 
@@ -216,7 +217,7 @@ impl WatchHub {
 
     /// A new stream with no watchers yet.
     pub fn register(&self) -> Registration {
-        let (tx, rx) = mpsc::channel(STREAM_QUEUE);
+        let (tx, rx) = queue::bounded(STREAM_QUEUE);
         let victim = Arc::new(VictimMark::default());
         let mut inner = self.lock();
         let id = inner.next_id;
@@ -310,9 +311,9 @@ impl WatchHub {
                 .clone();
             match slot.tx.try_send(b) {
                 Ok(()) => {}
-                Err(mpsc::error::TrySendError::Full(_)) => slot.victim.set(rev),
+                Err(queue::TrySendError::Full(_)) => slot.victim.set(rev),
                 // The stream is going away; it unregisters itself.
-                Err(mpsc::error::TrySendError::Closed(_)) => {}
+                Err(queue::TrySendError::Closed(_)) => {}
             }
         }
     }

@@ -7,6 +7,8 @@
 //! * [`response`]: per-watcher selection (range, filters, `prev_kv`) and fragmentation.
 //! * [`encode`]: responses assembled from events encoded once per revision, and the gRPC
 //!   codec that writes them.
+//! * [`queue`]: the small bounded queues into and out of a stream's task.
+//! * [`watchers`]: a stream's watchers by id (one inline, a map for more).
 //!
 //! docs/watch.md describes the design and the etcd behaviours reproduced.
 
@@ -14,8 +16,10 @@ pub mod encode;
 pub mod hub;
 #[cfg(test)]
 mod replay_tests;
+pub mod queue;
 mod response;
 pub mod stream;
+mod watchers;
 
 pub use hub::WatchHub;
 pub use stream::StreamConfig;

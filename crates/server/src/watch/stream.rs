@@ -11,7 +11,8 @@
 //! `next_rev` (the next revision a watcher may see) makes a revision read from history and
 //! later offered live count once.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
+use std::pin::Pin;
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 use std::time::Duration;
 
@@ -21,15 +22,19 @@ use proto::etcdserverpb::{
 };
 use proto::mvccpb::{event::EventType, Event};
 use proto::raftkvpb::RequestAuth;
-use tokio::sync::mpsc;
+use tokio::time::{Instant, Interval, Sleep};
 use tonic::Status;
 
 use super::encode::{Outgoing, SharedEvents};
 use super::hub::{RevBatch, StreamId, VictimMark, WatchHub};
+use super::queue::{Receiver, Sender};
 use super::response::{Header, Reply, Selection};
+use super::watchers::IdTable;
 use crate::errors::ServerError;
 use crate::grpc::Context;
+use crate::hooks::WatchSabotage;
 use crate::kv::MvccMachine;
+use crate::node::SharedStatus;
 
 /// Revisions one catch-up step reads from history (etcd sends at most 1000 per batch).
 pub const CATCH_UP_REVS: i64 = 256;
@@ -103,18 +108,30 @@ struct Watcher {
     sent_since_tick: bool,
 }
 
+/// What a stream needs of its member: the call's [`Context`] is not kept whole, as the
+/// task holds its state for as long as the stream lives.
+struct Member {
+    id: u64,
+    cluster_id: u64,
+    status: Arc<SharedStatus>,
+    state: Arc<RwLock<MvccMachine>>,
+    /// The member issues JWT tokens (`--auth-token jwt`).
+    jwt: bool,
+    sabotage: WatchSabotage,
+}
+
 /// The task's state.
 pub struct WatchStream {
-    ctx: Context,
+    member: Member,
     hub: Arc<WatchHub>,
     cfg: StreamConfig,
     stream: StreamId,
     victim: Arc<VictimMark>,
-    out: mpsc::Sender<OutBatch>,
+    out: Sender<OutBatch>,
     /// Responses not yet handed to `out`, and their encoded size.
     pending: Vec<Outgoing>,
     pending_bytes: usize,
-    watchers: BTreeMap<i64, Watcher>,
+    watchers: IdTable<Watcher>,
     /// Ids of watches the server canceled for compaction: still taken until the client
     /// cancels them, as in etcd.
     dead: HashSet<i64>,
@@ -129,6 +146,20 @@ pub struct WatchStream {
     /// Who opened the stream (crate::auth), checked for read permission on every watch
     /// it creates; `Err` when its token was invalid (every watch is then refused).
     who: Result<Option<RequestAuth>, ()>,
+    /// A watcher asked for progress notifications: the stream's ticker must run.
+    wants_progress: bool,
+    /// Leader checks in a row that found no leader (`hasleader` streams).
+    no_leader: u32,
+}
+
+/// What woke the stream task (see [`WatchStream::run`]).
+enum Wake {
+    Request(Option<Result<WatchRequest, Status>>),
+    Batch(Arc<RevBatch>),
+    ProgressTick,
+    LeaderCheck,
+    /// Only [`WatchStream::step`] has something to do.
+    Step,
 }
 
 /// The stream is gone (the client hung up or an error ended it).
@@ -157,7 +188,7 @@ fn byte_bounded_end(events: &[Event], budget: usize) -> Option<i64> {
 
 /// `first` and the live revisions queued behind it, up to [`COALESCE_REVS`] revisions and
 /// [`COALESCE_BYTES`] of keys and values beyond the first.
-fn coalesce(first: Arc<RevBatch>, rx: &mut mpsc::Receiver<Arc<RevBatch>>) -> Vec<Arc<RevBatch>> {
+fn coalesce(first: Arc<RevBatch>, rx: &mut Receiver<Arc<RevBatch>>) -> Vec<Arc<RevBatch>> {
     let size = |b: &RevBatch| -> usize {
         b.events
             .events()
@@ -186,16 +217,51 @@ fn read(state: &RwLock<MvccMachine>) -> Result<RwLockReadGuard<'_, MvccMachine>,
     state.read().map_err(|_| Closed)
 }
 
+/// The progress ticker, started when the first watcher asks for notifications but ticking
+/// in step with the stream's start (etcd's ticker runs from the stream's start).
+fn progress_ticker(start: Instant, every: Duration) -> Interval {
+    let now = Instant::now();
+    let into_period = now.duration_since(start).as_nanos() % every.as_nanos().max(1);
+    let to_next = every.saturating_sub(Duration::from_nanos(into_period as u64));
+    tokio::time::interval_at(now + to_next, every)
+}
+
+/// The next tick of `timer`; never, without one.
+async fn tick(timer: Option<&mut Interval>) {
+    match timer {
+        Some(t) => {
+            t.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// `timer`'s deadline; never, without one.
+async fn deadline(timer: Option<&mut Pin<Box<Sleep>>>) {
+    match timer {
+        Some(t) => t.as_mut().await,
+        None => std::future::pending().await,
+    }
+}
+
 impl WatchStream {
     pub fn new(
         ctx: Context,
         hub: Arc<WatchHub>,
         cfg: StreamConfig,
-        out: mpsc::Sender<OutBatch>,
-    ) -> (WatchStream, mpsc::Receiver<Arc<RevBatch>>) {
+        out: Sender<OutBatch>,
+    ) -> (WatchStream, Receiver<Arc<RevBatch>>) {
         let reg = hub.register();
+        let member = Member {
+            id: ctx.node.id,
+            cluster_id: ctx.node.cluster_id,
+            status: ctx.node.status.clone(),
+            state: ctx.node.state.clone(),
+            jwt: ctx.auth.jwt.is_some(),
+            sabotage: ctx.watch_sabotage,
+        };
         let s = WatchStream {
-            ctx,
+            member,
             hub,
             cfg,
             stream: reg.id,
@@ -203,7 +269,7 @@ impl WatchStream {
             out,
             pending: Vec::new(),
             pending_bytes: 0,
-            watchers: BTreeMap::new(),
+            watchers: IdTable::default(),
             dead: HashSet::new(),
             unsynced: 0,
             next_auto_id: 0,
@@ -211,6 +277,8 @@ impl WatchStream {
             progress_answered: 0,
             progress_parked: false,
             who: Ok(None),
+            wants_progress: false,
+            no_leader: 0,
         };
         (s, reg.rx)
     }
@@ -230,7 +298,7 @@ impl WatchStream {
         };
         let auth = st.store.auth();
         let who = who.clone().map(|mut w| {
-            if self.ctx.auth.jwt.is_none() {
+            if !self.member.jwt {
                 w.auth_revision = auth.revision();
             }
             w
@@ -242,68 +310,90 @@ impl WatchStream {
 
     /// Serve the stream until the client goes away or the member loses its leader (for a
     /// `hasleader` stream). A client that half-closes keeps receiving, as with etcd.
-    pub async fn run<S>(mut self, mut inbound: S, mut rx: mpsc::Receiver<Arc<RevBatch>>)
+    ///
+    /// The task's future is what an idle stream costs, so it holds little while it waits:
+    /// the stream's state and a `select!` over small futures. Handling what woke it is a
+    /// separate future, boxed for the time it runs. Timers exist only when needed: the
+    /// progress ticker once a watcher asks for notifications, the leader check on a
+    /// `hasleader` stream, the recheck while a progress request is parked.
+    pub async fn run<S>(mut self, mut inbound: S, mut rx: Receiver<Arc<RevBatch>>)
     where
         S: Stream<Item = Result<WatchRequest, Status>> + Unpin,
     {
-        let out = self.out.clone();
         let victim = self.victim.clone();
         let mut inbound_open = true;
-        let start = tokio::time::Instant::now();
-        let mut progress = tokio::time::interval_at(
-            start + self.cfg.progress_interval,
-            self.cfg.progress_interval,
-        );
-        let leader_every = self.cfg.election_timeout.max(Duration::from_millis(10));
-        let mut leader_check = tokio::time::interval_at(start + leader_every, leader_every);
-        let mut no_leader = 0u32;
+        let start = Instant::now();
+        let mut progress: Option<Interval> = None;
+        let mut leader_check = self.cfg.require_leader.then(|| {
+            let every = self.cfg.election_timeout.max(Duration::from_millis(10));
+            tokio::time::interval_at(start + every, every)
+        });
         loop {
+            if progress.is_none() && self.wants_progress {
+                progress = Some(progress_ticker(start, self.cfg.progress_interval));
+            }
             let busy = self.has_work();
-            let parked = self.progress_parked;
-            let r = tokio::select! {
-                _ = out.closed() => Err(Closed),
-                msg = inbound.next(), if inbound_open => match msg {
-                    Some(Ok(req)) => self.on_request(req).await,
-                    Some(Err(_)) => Err(Closed),
-                    None => {
-                        inbound_open = false;
-                        Ok(())
-                    }
-                },
-                Some(batch) = rx.recv() => {
-                    let batches = coalesce(batch, &mut rx);
-                    self.on_batches(&batches).await
-                }
-                // Handled by `step` below.
-                _ = victim.marked() => Ok(()),
-                _ = progress.tick() => self.on_progress_tick(&rx).await,
-                _ = leader_check.tick(), if self.cfg.require_leader => {
-                    if self.ctx.node.status.leader().is_some() {
-                        no_leader = 0;
-                        Ok(())
-                    } else {
-                        no_leader += 1;
-                        if no_leader >= NO_LEADER_CHECKS {
-                            if self.flush().await.is_ok() {
-                                let _ = out.send(Err(ServerError::NoLeader.into())).await;
-                            }
-                            Err(Closed)
-                        } else {
-                            Ok(())
-                        }
-                    }
-                }
-                _ = std::future::ready(()), if busy => Ok(()),
-                _ = tokio::time::sleep(PARKED_RECHECK), if parked => {
+            let mut recheck: Option<Pin<Box<Sleep>>> = self
+                .progress_parked
+                .then(|| Box::pin(tokio::time::sleep(PARKED_RECHECK)));
+            let wake = tokio::select! {
+                _ = self.out.closed() => break,
+                msg = inbound.next(), if inbound_open => Wake::Request(msg),
+                Some(batch) = rx.recv() => Wake::Batch(batch),
+                // Handled by `step`.
+                _ = victim.marked() => Wake::Step,
+                _ = tick(progress.as_mut()) => Wake::ProgressTick,
+                _ = tick(leader_check.as_mut()) => Wake::LeaderCheck,
+                _ = std::future::ready(()), if busy => Wake::Step,
+                _ = deadline(recheck.as_mut()) => {
                     self.progress_parked = false;
-                    Ok(())
+                    Wake::Step
                 }
             };
-            if r.is_err() || self.step(&mut rx).await.is_err() || self.flush().await.is_err() {
+            drop(recheck);
+            if let Wake::Request(None) = wake {
+                inbound_open = false;
+            }
+            if Box::pin(self.handle(wake, &mut rx)).await.is_err() {
                 break;
             }
         }
         self.hub.unregister(self.stream);
+    }
+
+    /// What `wake` asks for, then the work that does not wait for input, then hand over
+    /// what is ready.
+    async fn handle(&mut self, wake: Wake, rx: &mut Receiver<Arc<RevBatch>>) -> Result<(), Closed> {
+        match wake {
+            Wake::Request(Some(Ok(req))) => self.on_request(req).await?,
+            Wake::Request(Some(Err(_))) => return Err(Closed),
+            Wake::Request(None) | Wake::Step => {}
+            Wake::Batch(batch) => {
+                let batches = coalesce(batch, rx);
+                self.on_batches(&batches).await?;
+            }
+            Wake::ProgressTick => self.on_progress_tick(rx).await?,
+            Wake::LeaderCheck => self.on_leader_check().await?,
+        }
+        self.step(rx).await?;
+        self.flush().await
+    }
+
+    /// One leader check of a `hasleader` stream: after [`NO_LEADER_CHECKS`] in a row without
+    /// a leader, the stream ends with etcd's error.
+    async fn on_leader_check(&mut self) -> Result<(), Closed> {
+        if self.member.status.leader().is_some() {
+            self.no_leader = 0;
+            return Ok(());
+        }
+        self.no_leader += 1;
+        if self.no_leader < NO_LEADER_CHECKS {
+            return Ok(());
+        }
+        if self.flush().await.is_ok() {
+            let _ = self.out.send(Err(ServerError::NoLeader.into())).await;
+        }
+        Err(Closed)
     }
 
     fn has_work(&self) -> bool {
@@ -314,16 +404,16 @@ impl WatchStream {
 
     fn header(&self, revision: i64) -> ResponseHeader {
         ResponseHeader {
-            cluster_id: self.ctx.node.cluster_id,
-            member_id: self.ctx.node.id,
+            cluster_id: self.member.cluster_id,
+            member_id: self.member.id,
             revision,
-            raft_term: self.ctx.node.status.term(),
+            raft_term: self.member.status.term(),
         }
     }
 
     /// The state machine (read-lock it with [`read`]).
     fn state(&self) -> Arc<RwLock<MvccMachine>> {
-        self.ctx.node.state.clone()
+        self.member.state.clone()
     }
 
     async fn send(&mut self, resp: WatchResponse) -> Result<(), Closed> {
@@ -400,7 +490,7 @@ impl WatchStream {
                 "{REASON_TOO_MANY_WATCHES} {limit} (--max-watches-per-stream)"
             )));
         }
-        let taken = |id: &i64| self.watchers.contains_key(id) || self.dead.contains(id);
+        let taken = |id: &i64| self.watchers.contains_key(*id) || self.dead.contains(id);
         let id = if req.watch_id == 0 {
             let mut id = self.next_auto_id;
             while taken(&id) {
@@ -428,6 +518,7 @@ impl WatchStream {
         if !synced {
             self.unsynced += 1;
         }
+        self.wants_progress |= req.progress_notify;
         self.watchers.insert(
             id,
             Watcher {
@@ -448,7 +539,7 @@ impl WatchStream {
     }
 
     fn remove(&mut self, id: i64) -> bool {
-        match self.watchers.remove(&id) {
+        match self.watchers.remove(id) {
             Some(w) => {
                 if !w.synced {
                     self.unsynced -= 1;
@@ -498,10 +589,10 @@ impl WatchStream {
             w.next_rev = last.rev + 1;
             let reply = Reply {
                 sel: &w.sel,
-                watch_id: *id,
+                watch_id: id,
                 fragment: w.fragment,
                 limit,
-                sabotage: self.ctx.watch_sabotage,
+                sabotage: self.member.sabotage,
             };
             if reply.append(&mut header, &sources, &mut ready) {
                 w.sent_since_tick = true;
@@ -512,7 +603,7 @@ impl WatchStream {
 
     /// Work that does not wait for input: recover from being a victim, advance unsynced
     /// watchers by one step, answer progress requests once everything is delivered.
-    async fn step(&mut self, rx: &mut mpsc::Receiver<Arc<RevBatch>>) -> Result<(), Closed> {
+    async fn step(&mut self, rx: &mut Receiver<Arc<RevBatch>>) -> Result<(), Closed> {
         if self.victim.missed_from().is_some() {
             // The hub offers nothing more until the mark is cleared, so what is queued is
             // everything before the first missed revision.
@@ -548,8 +639,8 @@ impl WatchStream {
                     self.progress_requests -= 1;
                     self.progress_answered += 1;
                     if !self
-                        .ctx
-                        .watch_sabotage
+                        .member
+                        .sabotage
                         .answers_progress(self.progress_answered)
                     {
                         continue;
@@ -579,7 +670,7 @@ impl WatchStream {
             .watchers
             .iter()
             .filter(|(_, w)| !w.synced && w.next_rev < compacted)
-            .map(|(id, _)| *id)
+            .map(|(id, _)| id)
             .collect();
         for id in doomed {
             self.remove(id);
@@ -631,10 +722,10 @@ impl WatchStream {
             if w.next_rev <= hi {
                 let reply = Reply {
                     sel: &w.sel,
-                    watch_id: *id,
+                    watch_id: id,
                     fragment: w.fragment,
                     limit,
-                    sabotage: self.ctx.watch_sabotage,
+                    sabotage: self.member.sabotage,
                 };
                 if reply.append(&mut header, &[(&events, w.next_rev)], &mut ready) {
                     w.sent_since_tick = true;
@@ -652,7 +743,7 @@ impl WatchStream {
     /// The current revision if every event up to it has been handed to the client: every
     /// watcher synced, the hub feeding the stream and nothing left in its queue. `None`
     /// while the stream is catching up.
-    fn delivered_through(&self, rx: &mpsc::Receiver<Arc<RevBatch>>) -> Result<Option<i64>, Closed> {
+    fn delivered_through(&self, rx: &Receiver<Arc<RevBatch>>) -> Result<Option<i64>, Closed> {
         let state = self.state();
         let st = read(&state)?;
         let current = st.store.current_revision();
@@ -667,12 +758,12 @@ impl WatchStream {
 
     /// `progress_notify` watchers that saw no events since the last tick get an empty
     /// response at the current revision, if the stream has delivered everything up to it.
-    async fn on_progress_tick(&mut self, rx: &mpsc::Receiver<Arc<RevBatch>>) -> Result<(), Closed> {
+    async fn on_progress_tick(&mut self, rx: &Receiver<Arc<RevBatch>>) -> Result<(), Closed> {
         let due: Vec<i64> = self
             .watchers
             .iter()
             .filter(|(_, w)| w.progress_notify && !w.sent_since_tick)
-            .map(|(id, _)| *id)
+            .map(|(id, _)| id)
             .collect();
         for w in self.watchers.values_mut() {
             w.sent_since_tick = false;
