@@ -14,9 +14,9 @@
 
 pub mod encode;
 pub mod hub;
+pub mod queue;
 #[cfg(test)]
 mod replay_tests;
-pub mod queue;
 mod response;
 pub mod stream;
 mod watchers;
