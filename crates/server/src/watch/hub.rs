@@ -395,7 +395,7 @@ mod tests {
         for (rev, key) in [(2, &b"b"[..]), (3, b"n"), (4, b"d"), (5, b"zz"), (6, b"p")] {
             hub.publish(rev, &[put(key, rev)]);
         }
-        let got = |rx: &mut mpsc::Receiver<Arc<RevBatch>>| {
+        let got = |rx: &mut queue::Receiver<Arc<RevBatch>>| {
             std::iter::from_fn(|| rx.try_recv().ok().map(|b| b.rev)).collect::<Vec<_>>()
         };
         assert_eq!(got(&mut keys.rx), vec![2]);

@@ -509,7 +509,7 @@ impl Member {
 /// One client `Watch` stream to member B.
 struct ClientStream {
     requests: mpsc::UnboundedSender<WatchRequest>,
-    responses: mpsc::Receiver<OutBatch>,
+    responses: super::queue::Receiver<OutBatch>,
     /// The client does not read until this step (a slow consumer).
     stalled_until: usize,
     /// Watches (indexes) whose created response has not been read yet, in order.
@@ -525,7 +525,7 @@ struct ClientStream {
 fn open_stream(member: &Member) -> ClientStream {
     let (requests, inbound) = mpsc::unbounded_channel::<WatchRequest>();
     // The gRPC layer's output queue (`grpc::watch`) holds 4 batches too.
-    let (out, responses) = mpsc::channel(4);
+    let (out, responses) = super::queue::bounded(4);
     let hub = member.state.read().unwrap().watch.clone();
     let cfg = StreamConfig {
         fragment_bytes: member.ctx.max_request_bytes + crate::server::GRPC_OVERHEAD_BYTES,
@@ -907,7 +907,7 @@ impl Run {
         }
         // Dropping the client's ends ends the old stream tasks.
         for s in &mut self.streams {
-            s.responses.close();
+            s.responses = super::queue::bounded(1).1;
         }
         let applied = self.b.applied;
         let mut b = Member::new(self.sabotage);
