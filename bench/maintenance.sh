@@ -277,9 +277,9 @@ if [[ " $PARTS " == *" B "* ]] && ((BIG_KEYS > 0)); then
   if [[ -d /sys/fs/cgroup/memory ]] && mkdir -p /sys/fs/cgroup/memory/raftkv-maint-bench 2>/dev/null; then
     CGROUP=/sys/fs/cgroup/memory/raftkv-maint-bench
     echo "$MEM_CAP" >"$CGROUP/memory.limit_in_bytes"
-    echo "Part B: the read member runs in a memory cgroup capped at $MEM_CAP." >>"$OUT/notes.md"
+    echo "Part B: the read member runs in a memory cgroup capped at $MEM_CAP, and is killed by the sampler above it." >>"$OUT/notes.md"
   else
-    echo "Part B: no memory cgroup (not root?): the read member is not capped." >>"$OUT/notes.md"
+    echo "Part B: no memory cgroup here (not root, or inside \`ip netns exec\`, which remounts /sys): the sampler's kill at $MEM_CAP is the only cap." >>"$OUT/notes.md"
   fi
   for sys in etcd raftkv; do part_b "$sys"; done
 fi
