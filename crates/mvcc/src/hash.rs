@@ -41,11 +41,19 @@ impl Store {
         let mut hasher = crc32fast::Hasher::new();
         hasher.update(&self.compacted.to_be_bytes());
         for (at, key) in self.by_revision.range(..Revision::start_of(rev + 1)) {
+            let history = self.keys.get(key);
+            // History below the compaction point that a compaction in progress has not
+            // dropped yet is not hashed: members hash the same whatever their progress.
+            if at.main <= self.compacted
+                && !history.is_some_and(|h| h.survives_compaction(*at, self.compacted))
+            {
+                continue;
+            }
             hasher.update(&at.main.to_be_bytes());
             hasher.update(&at.sub.to_be_bytes());
             hasher.update(&(key.len() as u64).to_be_bytes());
             hasher.update(key);
-            let entry = self.keys.get(key).and_then(|h| h.entry_exactly_at(*at));
+            let entry = history.and_then(|h| h.entry_exactly_at(*at));
             match entry.map(|e| &e.state) {
                 Some(State::Live(live)) => {
                     hasher.update(&[1]);

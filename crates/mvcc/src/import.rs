@@ -180,13 +180,18 @@ impl Store {
         Ok(store)
     }
 
-    /// The inverse of [`Store::import`]: every change still in the history, in revision
-    /// order, as an export to another store's format (an etcd backend) needs them.
+    /// The inverse of [`Store::import`]: every change still in the history (as compacted), in
+    /// revision order, as an export to another store's format (an etcd backend) needs them.
     pub fn history(&self) -> Vec<ImportedChange> {
         self.by_revision
             .iter()
             .filter_map(|(rev, key)| {
-                let entry = self.keys.get(key)?.entry_exactly_at(*rev)?;
+                let history = self.keys.get(key)?;
+                // Not what a compaction in progress has yet to drop.
+                if !history.survives_compaction(*rev, self.compacted) {
+                    return None;
+                }
+                let entry = history.entry_exactly_at(*rev)?;
                 let value = match &entry.state {
                     State::Tombstone => None,
                     State::Live(live) => Some(ImportedValue {

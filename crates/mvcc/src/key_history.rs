@@ -95,6 +95,22 @@ impl KeyHistory {
         self.entries.drain(..keep_from).collect()
     }
 
+    /// Whether the change at `rev` is one a compaction at `compacted` keeps (what
+    /// [`KeyHistory::compact`] leaves): any change after it, and the one in effect at it
+    /// unless that is a deletion made before it.
+    pub fn survives_compaction(&self, rev: Revision, compacted: i64) -> bool {
+        if rev.main > compacted {
+            return true;
+        }
+        match self.entry_at(compacted) {
+            Some(last) => {
+                last.rev == rev
+                    && !(matches!(last.state, State::Tombstone) && last.rev.main < compacted)
+            }
+            None => false,
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }

@@ -3,7 +3,7 @@
 //! of I/O so that every Raft member that applies the same entries ends in the same state.
 //!
 //! * [`Store::apply`] applies one committed [`proto::raftkvpb::InternalRequest`].
-//! * [`Store::range`] serves reads; [`Store::read_txn`] serves txns that cannot write
+//! * [`Store::range`] serves reads ([`RangeStream`]: a big answer encoded in pieces); [`Store::read_txn`] serves txns that cannot write
 //!   (check with [`txn::is_read_only`]) without a trip through the log.
 //! * [`validate`] holds the checks etcd makes before proposing a request.
 //! * [`Store::hash_kv`], [`Store::snapshot`] and [`Store::restore`] compare and transfer
@@ -16,6 +16,8 @@
 
 pub mod alarm;
 pub mod auth;
+#[cfg(test)]
+mod compaction_tests;
 mod error;
 mod hash;
 mod import;
@@ -23,6 +25,7 @@ mod key_history;
 pub mod key_range;
 pub mod lease;
 mod range;
+pub mod range_stream;
 mod revision;
 mod snapshot;
 mod store;
@@ -34,6 +37,7 @@ pub use error::{Code, MvccError};
 pub use hash::HashKv;
 pub use import::{ImportError, ImportedChange, ImportedLease, ImportedValue};
 pub use lease::{Lease, LeaseChange, Leases, MAX_LEASE_TTL};
+pub use range_stream::RangeStream;
 pub use revision::Revision;
 pub use snapshot::SnapshotError;
 pub use store::{Response, Store};

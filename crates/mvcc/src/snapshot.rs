@@ -13,6 +13,8 @@
 //!     create_revision i64, version i64, lease i64, value_len u32, value bytes
 //! sections  zero or more of: tag u8, len u32, body (len bytes), in ascending tag order:
 //!   'A' the auth store (crate::auth::encode_snapshot)
+//!   'C' a compaction in progress (crate::store::Compacting): revision i64, then the next
+//!       revision to look at, main i64, sub i64
 //!   'L' leases: count u64, then for each in ascending ID order:
 //!       id i64, ttl i64 (s), remaining_ms i64, renewals u64
 //!   'W' alarms: count u32, then member_id u64, type i32 each
@@ -43,6 +45,7 @@ const FORMAT_VERSION: u32 = 1;
 const KIND_LIVE: u8 = 1;
 const KIND_TOMBSTONE: u8 = 2;
 const SECTION_AUTH: u8 = b'A';
+const SECTION_COMPACTING: u8 = b'C';
 const SECTION_LEASES: u8 = b'L';
 /// W for warnings: the alarms.
 const SECTION_ALARMS: u8 = b'W';
@@ -108,6 +111,13 @@ impl Store {
             let mut body = Vec::new();
             crate::auth::encode_snapshot(&self.auth, &mut body);
             put_section(&mut out, SECTION_AUTH, &body);
+        }
+        if let Some(c) = &self.compacting {
+            let mut body = Vec::with_capacity(24);
+            body.extend_from_slice(&c.rev.to_be_bytes());
+            body.extend_from_slice(&c.cursor.main.to_be_bytes());
+            body.extend_from_slice(&c.cursor.sub.to_be_bytes());
+            put_section(&mut out, SECTION_COMPACTING, &body);
         }
         if !self.leases.is_empty() {
             let mut body = Vec::with_capacity(8 + 32 * self.leases.len());
@@ -232,6 +242,20 @@ impl Store {
                     store.auth = crate::auth::decode_snapshot(body.rest)
                         .map_err(SnapshotError::Malformed)?;
                     body.rest = &[];
+                }
+                SECTION_COMPACTING => {
+                    let rev = i64::from_be_bytes(body.array()?);
+                    let main = i64::from_be_bytes(body.array()?);
+                    let sub = i64::from_be_bytes(body.array()?);
+                    if rev != store.compacted {
+                        return Err(SnapshotError::Malformed(
+                            "compaction in progress at another revision",
+                        ));
+                    }
+                    store.compacting = Some(crate::store::Compacting {
+                        rev,
+                        cursor: Revision::new(main, sub),
+                    });
                 }
                 SECTION_LEASES => store.leases = read_leases(&mut body)?,
                 SECTION_ALARMS => {

@@ -12,7 +12,7 @@ use tracing::{info, warn};
 
 use crate::config::{Config, ListenAddr};
 use crate::grpc::{
-    ClusterService, Context, KvService, LeaseService, MaintenanceService, Membership, WatchService,
+    ClusterService, Context, LeaseService, MaintenanceService, Membership, WatchService,
 };
 use crate::hooks::Hooks;
 use crate::kv::MvccMachine;
@@ -619,8 +619,8 @@ async fn serve_client(
     let max_request_bytes = limits.max_request_bytes;
     let (keepalive_interval, keepalive_timeout) = limits.keepalive;
     use proto::etcdserverpb::{
-        auth_server::AuthServer, cluster_server::ClusterServer, kv_server::KvServer,
-        lease_server::LeaseServer, maintenance_server::MaintenanceServer,
+        auth_server::AuthServer, cluster_server::ClusterServer, lease_server::LeaseServer,
+        maintenance_server::MaintenanceServer,
     };
     let limit = max_request_bytes + GRPC_OVERHEAD_BYTES;
     let concurrency = crate::grpc::Concurrency {
@@ -651,7 +651,7 @@ async fn serve_client(
         http = http.merge(crate::dashboard::router(ctx.clone()));
     }
     let routes = tonic::service::Routes::from(http.clone())
-        .add_service(KvServer::new(KvService(ctx.clone())).max_decoding_message_size(limit))
+        .add_service(crate::grpc::KvGrpc::new(ctx.clone(), limit))
         .add_service(
             MaintenanceServer::new(MaintenanceService(ctx.clone()))
                 .max_decoding_message_size(limit),

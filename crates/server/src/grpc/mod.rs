@@ -37,7 +37,7 @@ use crate::transport::Transport;
 
 pub use concurrency::Concurrency;
 pub use edge::ClientEdge;
-pub use kv::{propose, KvService};
+pub use kv::{propose, KvGrpc, KvService};
 pub use lease::LeaseService;
 pub use maintenance::{ClusterService, MaintenanceService, Membership, UnimplementedService};
 pub(crate) use member_change::{add_member, make_change};
