@@ -170,7 +170,7 @@ impl Lessor {
             .insert_unique(hasher.hash_one(t.id), slot32, |&s| {
                 hasher.hash_one(chunks[s as usize / CHUNK][s as usize % CHUNK].id)
             });
-        if slot % BLOCK == 0 {
+        if slot.is_multiple_of(BLOCK) {
             self.block_min.push(t.end);
         } else {
             let min = &mut self.block_min[slot / BLOCK];
@@ -213,7 +213,7 @@ impl Lessor {
             }
         }
         self.len = last;
-        if last % BLOCK == 0 {
+        if last.is_multiple_of(BLOCK) {
             self.block_min.pop();
         } else {
             self.recompute_block(last / BLOCK);
