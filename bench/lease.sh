@@ -131,8 +131,8 @@ if any(d for _, d in mem):
     lines.append("")
 lines += ["## Keep-alives, grants, revokes (10,000 leases)", "",
           "`max`: as fast as the members answer; `rate`: a fixed total rate. Grant and revoke: the 10,000 leases of the case.", "",
-          "| case | system | keep-alives/s | p50 ms | p99 ms | errors | TTL 0 | leader CPU µs/keep-alive | all members µs/keep-alive | grant/s | grant p99 ms | revoke/s | revoke p99 ms |",
-          "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+          "| case | system | keep-alives/s | p50 ms | p99 ms | errors | TTL 0 | leader CPU µs/keep-alive | all members µs/keep-alive | client µs/keep-alive | grant/s | grant p99 ms | revoke/s | revoke p99 ms |",
+          "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
 sums = {}
 for name in names:
     if name == "memory":
@@ -140,13 +140,15 @@ for name in names:
     for s in ("etcd", "raftkv"):
         d = load(s, name)
         if not d:
-            lines.append(f"| {name} | {s} | failed | | | | | | | | | | |")
+            lines.append(f"| {name} | {s} | failed | | | | | | | | | | | |")
             continue
         k, m = d["keepalive"], d["members"]
         cpu_all = sum(x["cpu_us_per_keepalive"] for x in m)
+        # The bench client's own CPU (reported from 2026-12-06 on; "-" for older clients).
+        client = f"{d['client_cpu_us_per_keepalive']:.1f}" if d.get("client_cpu_us_per_keepalive") else "-"
         sums.setdefault((name.rsplit("-r", 1)[0], s), []).append((k["throughput"], k["latency"]["p99_ms"], m[0]["cpu_us_per_keepalive"], d["grant"]["throughput"], d["revoke"]["throughput"]))
         lines.append(f"| {name} | {s} | {k['throughput']:.0f} | {k['latency']['p50_ms']:.2f} | {k['latency']['p99_ms']:.2f} | {k['errors']} | {d['keepalive_lost']} | "
-                     f"{m[0]['cpu_us_per_keepalive']:.1f} | {cpu_all:.1f} | {d['grant']['throughput']:.0f} | {d['grant']['latency']['p99_ms']:.1f} | "
+                     f"{m[0]['cpu_us_per_keepalive']:.1f} | {cpu_all:.1f} | {client} | {d['grant']['throughput']:.0f} | {d['grant']['latency']['p99_ms']:.1f} | "
                      f"{d['revoke']['throughput']:.0f} | {d['revoke']['latency']['p99_ms']:.1f} |")
 lines += ["", "## Ratios (raftkv / etcd, mean over rounds)", "",
           "| case | keep-alives/s | p99 | leader CPU per keep-alive | grant/s | revoke/s |", "|---|---|---|---|---|---|"]

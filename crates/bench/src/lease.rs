@@ -9,7 +9,7 @@
 //! streams are the concurrency. Answers are matched to requests by lease ID, so an
 //! out-of-order answer would still be timed right.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -103,6 +103,10 @@ pub struct LeaseReport {
     pub keepalive_lost: u64,
     pub revoke: Phase,
     pub members: Vec<MemberUsage>,
+    /// CPU time (user + system) this client spent per keep-alive answered, in µs: on a
+    /// machine it shares with the members, the client's cost limits the rate too.
+    #[serde(default)]
+    pub client_cpu_us_per_keepalive: f64,
 }
 
 /// CPU ticks (user + system) a process used so far, from `/proc/<pid>/stat`.
@@ -239,6 +243,13 @@ struct StreamResult {
 
 /// One keep-alive stream: renews its leases round-robin, `window` in flight, on the shared
 /// schedule, until the schedule ends and every answer is in (or one is overdue).
+///
+/// The client shares the cores with the members it measures, so each keep-alive costs it
+/// as little as it can while every one is still sent, checked and timed: the requests in
+/// flight are a queue in send order (both systems answer a stream in order; an answer out
+/// of order is still matched by ID), and one timer per stream, moved forward as requests
+/// are answered, watches the oldest one's deadline (a timer made and dropped per request
+/// costs two trips through the runtime's timer lock; moving one later costs none).
 async fn keep_alive_stream(
     channel: Channel,
     leases: Vec<i64>,
@@ -252,26 +263,26 @@ async fn keep_alive_stream(
         lost: 0,
     };
     let (tx, rx) = mpsc::channel(window + 1);
-    // The first request goes out with the call: etcd (grpc-go) sends the response headers
-    // only with its first response, and the call waits for them.
-    let mut sent: HashMap<i64, VecDeque<Instant>> = HashMap::new();
-    let mut in_flight = 0usize;
+    // (lease, sent at) of each request not answered yet, oldest first.
+    let mut in_flight: VecDeque<(i64, Instant)> = VecDeque::with_capacity(window + 1);
     let mut next_lease = 0usize;
     let mut send = |tx: &mpsc::Sender<LeaseKeepAliveRequest>,
-                    sent: &mut HashMap<i64, VecDeque<Instant>>| {
+                    in_flight: &mut VecDeque<(i64, Instant)>| {
         let id = leases[next_lease % leases.len()];
         next_lease += 1;
-        sent.entry(id).or_default().push_back(Instant::now());
-        tx.try_send(LeaseKeepAliveRequest { id }).is_ok()
+        let now = Instant::now();
+        in_flight.push_back((id, now));
+        (tx.try_send(LeaseKeepAliveRequest { id }).is_ok(), now)
     };
+    // The first request goes out with the call: etcd (grpc-go) sends the response headers
+    // only with its first response, and the call waits for them.
     let Some(first) = schedule.next_slot() else {
         return result;
     };
     if let Some(at) = first {
         tokio::time::sleep_until(at.into()).await;
     }
-    send(&tx, &mut sent);
-    in_flight += 1;
+    let (_, first_sent) = send(&tx, &mut in_flight);
     let opened = tokio::time::timeout(
         timeout,
         LeaseClient::new(channel).lease_keep_alive(ReceiverStream::new(rx)),
@@ -288,46 +299,72 @@ async fn keep_alive_stream(
             return result;
         }
     };
+    // When the oldest request in flight is overdue.
+    let overdue = tokio::time::sleep_until((first_sent + timeout).into());
+    tokio::pin!(overdue);
     let mut pending = schedule.next_slot();
     loop {
-        if pending.is_none() && in_flight == 0 {
+        if pending.is_none() && in_flight.is_empty() {
             break;
         }
-        let can_send = pending.is_some() && in_flight < window;
-        let send_at = pending.flatten().unwrap_or_else(Instant::now);
+        let can_send = pending.is_some() && in_flight.len() < window;
+        // A slot due now (no rate, or behind schedule) needs no timer.
+        let send_at = pending.flatten().filter(|at| *at > Instant::now());
+        let send_due = async move {
+            if let Some(at) = send_at {
+                tokio::time::sleep_until(at.into()).await;
+            }
+        };
         tokio::select! {
             biased;
-            answer = tokio::time::timeout(timeout, responses.message()), if in_flight > 0 => {
+            answer = responses.message(), if !in_flight.is_empty() => {
                 match answer {
-                    Ok(Ok(Some(r))) => {
-                        in_flight -= 1;
-                        let began = sent.get_mut(&r.id).and_then(VecDeque::pop_front);
-                        match began {
-                            Some(at) if r.ttl > 0 => report::record(&mut result.hist, at.elapsed()),
+                    Ok(Some(r)) => {
+                        let asked = match in_flight.front() {
+                            Some((id, _)) if *id == r.id => in_flight.pop_front(),
+                            _ => in_flight
+                                .iter()
+                                .position(|(id, _)| *id == r.id)
+                                .and_then(|i| in_flight.remove(i)),
+                        };
+                        match asked {
+                            Some((_, at)) if r.ttl > 0 => report::record(&mut result.hist, at.elapsed()),
                             Some(_) => result.lost += 1,
-                            None => count_error(&mut result.errors, "UnaskedAnswer".into()),
+                            None => {
+                                // Counted as an answer to the oldest request, so the
+                                // stream goes on.
+                                in_flight.pop_front();
+                                count_error(&mut result.errors, "UnaskedAnswer".into());
+                            }
+                        }
+                        if let Some((_, at)) = in_flight.front() {
+                            overdue.as_mut().reset((*at + timeout).into());
                         }
                     }
-                    Ok(Ok(None)) => {
+                    Ok(None) => {
                         count_error(&mut result.errors, "StreamClosed".into());
                         break;
                     }
-                    Ok(Err(s)) => {
+                    Err(s) => {
                         count_error(&mut result.errors, format!("{:?}", s.code()));
-                        break;
-                    }
-                    Err(_) => {
-                        *result.errors.entry("Timeout".into()).or_insert(0) += in_flight as u64;
                         break;
                     }
                 }
             }
-            _ = tokio::time::sleep_until(send_at.into()), if can_send => {
-                if !send(&tx, &mut sent) {
+            _ = &mut overdue, if !in_flight.is_empty() => {
+                *result.errors.entry("Timeout".into()).or_insert(0) += in_flight.len() as u64;
+                break;
+            }
+            _ = send_due, if can_send => {
+                let was_idle = in_flight.is_empty();
+                let (sent, at) = send(&tx, &mut in_flight);
+                if !sent {
                     count_error(&mut result.errors, "StreamClosed".into());
                     break;
                 }
-                in_flight += 1;
+                if was_idle {
+                    overdue.as_mut().reset((at + timeout).into());
+                }
                 pending = schedule.next_slot();
             }
         }
@@ -396,7 +433,10 @@ pub async fn run(args: &BenchArgs, l: &LeaseArgs) -> Result<LeaseReport> {
     let (ids, grant) = grant_all(&channels, args.clients, l.leases, l.ttl, timeout).await?;
     let t1 = ticks()?;
     let rss_granted = rss()?;
+    let own_before = cpu_ticks(std::process::id())?;
     let (keepalive, keepalive_lost) = keep_alive_all(&channels, &ids, args, l).await?;
+    let own_after = cpu_ticks(std::process::id())?;
+    let client_cpu_us_per_keepalive = cpu_us_per(own_after - own_before, keepalive.ok);
     let t2 = ticks()?;
     let revoke = revoke_all(&channels, args.clients, Arc::new(ids.clone()), timeout).await?;
     let t3 = ticks()?;
@@ -433,6 +473,7 @@ pub async fn run(args: &BenchArgs, l: &LeaseArgs) -> Result<LeaseReport> {
         keepalive_lost,
         revoke,
         members,
+        client_cpu_us_per_keepalive,
     })
 }
 
@@ -469,6 +510,10 @@ impl LeaseReport {
         s.push_str(&format!(
             "  Keep-alives answered TTL 0 (lease gone): {}\n",
             self.keepalive_lost
+        ));
+        s.push_str(&format!(
+            "  Client CPU µs per keep-alive: {:.1}\n",
+            self.client_cpu_us_per_keepalive
         ));
         s.push_str(&line("Revoke:", &self.revoke));
         for m in &self.members {
@@ -528,6 +573,7 @@ mod tests {
                 rss_granted_kib: 1003,
                 rss_bytes_per_lease: 1024.0,
             }],
+            client_cpu_us_per_keepalive: 3.5,
         }
     }
 
@@ -585,6 +631,7 @@ mod tests {
             "TTL 0 (lease gone): 1",
             "per keep-alive 2.5",
             "1024 B per lease",
+            "Client CPU µs per keep-alive: 3.5",
         ] {
             assert!(t.contains(needle), "missing {needle} in\n{t}");
         }

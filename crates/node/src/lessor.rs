@@ -19,8 +19,12 @@
 //! under the lease's deadline, which neither a checkpoint nor anything else on this member
 //! brings forward, until the logged renewal (applied later) takes over.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::hash_map::{Entry as MapEntry, HashMap, RandomState};
+use std::collections::BinaryHeap;
+use std::hash::BuildHasher;
 use std::time::Duration;
+
+use hashbrown::HashTable;
 
 /// A time on the lease clock (or a span of it) in nanoseconds: a `Duration` in 8 bytes
 /// instead of 16, converted exactly for anything under 584 years (longer saturates, and
@@ -32,14 +36,15 @@ fn nanos(d: Duration) -> Nanos {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
-/// One lease as this member's clock sees it: 32 bytes, 40 with its ID in the table. The
-/// floor of an unlogged renewal (rare: only the leader's keep-alive fast path sets one)
-/// lives in [`Lessor::floors`] instead of costing every lease 8 bytes.
+/// One lease as this member's clock sees it: 40 bytes, its ID included. The log's own
+/// deadline of a lease with a floor (rare: only the leader's keep-alive fast path sets
+/// one) lives in [`Lessor::floors`] instead of costing every lease 8 bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Tracked {
-    /// As the log set it (renewal, checkpoint). The lease runs out at
-    /// `max(deadline, floor)`.
-    deadline: Nanos,
+    id: i64,
+    /// When the lease runs out: the deadline the log set (renewal, checkpoint), or its
+    /// floor if that is later.
+    end: Nanos,
     /// When the log last recorded how much was left (renewal or checkpoint).
     recorded_at: Nanos,
     /// The granted TTL; zero when not known yet (a lease restored or checkpointed before
@@ -47,6 +52,22 @@ struct Tracked {
     ttl: Nanos,
     renewals: u64,
 }
+
+/// An unlogged renewal's promise (see [`Lessor::renewed_unlogged`]) and the deadline the
+/// log set meanwhile: the lease ends at the later of the two.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Floor {
+    floor: Nanos,
+    deadline: Nanos,
+}
+
+/// Leases per chunk of [`Lessor::chunks`] (40 KiB): the table grows a chunk at a time
+/// rather than doubling, so at most one chunk is ever unused.
+const CHUNK: usize = 1024;
+
+/// Leases per block of [`Lessor::block_min`]: the expiry scan skips a block whose
+/// earliest end is still to come.
+const BLOCK: usize = 64;
 
 /// A lease the leader decided about, with the renewal count it saw (the apply-side guard).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,19 +93,38 @@ pub fn decision_holds(
 /// Deadlines of every lease this member knows.
 ///
 /// Memory per lease (issue 14 budgets 128 B for this and the replicated table together;
-/// `crates/mvcc/tests/lease_bytes.rs` counts both): a 40-byte slot in `leases` and a
-/// 16-byte key in `by_end`, plus the tables' slack.
+/// `crates/mvcc/tests/lease_bytes.rs` counts both): one table, not two. The leases sit
+/// densely in fixed-size chunks (a 40-byte [`Tracked`] each, at most one chunk spare);
+/// the ID index holds only each lease's 4-byte slot number (5 bytes a bucket with its
+/// control byte, at least 7/16 full); and instead of an ordered set of ends, the expiry
+/// scan keeps the earliest end of every 64 slots (8 bytes per 64 leases) and looks only
+/// into blocks whose earliest end has come. Its answer is the same as an ordered set's:
+/// the leases that ran out, ordered by (end, ID), the first `max`.
 #[derive(Debug, Default, Clone)]
 pub struct Lessor {
-    leases: HashMap<i64, Tracked>,
+    /// Slots `0..len` hold the leases, in no particular order (a removal moves the last
+    /// lease into the freed slot).
+    chunks: Vec<Box<[Tracked]>>,
+    len: usize,
+    /// Lease ID → slot.
+    index: HashTable<u32>,
+    hasher: RandomState,
+    /// The earliest `end` in each block of `BLOCK` slots (blocks `0..ceil(len / BLOCK)`).
+    block_min: Vec<Nanos>,
     /// Promised by this member's keep-alive answers that the log has not caught up with
     /// (see [`Lessor::renewed_unlogged`]); only leases that got such an answer. A floor
     /// stays until its lease is removed, as nothing on this member may bring the lease's
     /// end before it.
-    floors: HashMap<i64, Nanos>,
-    /// (end, id) of every lease, so the expired ones are found without a scan.
-    by_end: BTreeSet<(Nanos, i64)>,
+    floors: HashMap<i64, Floor>,
 }
+
+const EMPTY: Tracked = Tracked {
+    id: 0,
+    end: 0,
+    recorded_at: 0,
+    ttl: 0,
+    renewals: 0,
+};
 
 impl Lessor {
     pub fn new() -> Self {
@@ -92,55 +132,136 @@ impl Lessor {
     }
 
     pub fn len(&self) -> usize {
-        self.leases.len()
+        self.len
     }
 
     pub fn is_empty(&self) -> bool {
-        self.leases.is_empty()
+        self.len == 0
     }
 
-    /// When `t`, lease `id`'s entry, runs out: its deadline or its floor, the later.
-    fn ends(&self, id: i64, t: &Tracked) -> Nanos {
-        if self.floors.is_empty() {
-            return t.deadline;
+    fn at(&self, slot: usize) -> &Tracked {
+        &self.chunks[slot / CHUNK][slot % CHUNK]
+    }
+
+    fn at_mut(&mut self, slot: usize) -> &mut Tracked {
+        &mut self.chunks[slot / CHUNK][slot % CHUNK]
+    }
+
+    fn slot_of(&self, id: i64) -> Option<usize> {
+        let chunks = &self.chunks;
+        self.index
+            .find(self.hasher.hash_one(id), |&s| {
+                chunks[s as usize / CHUNK][s as usize % CHUNK].id == id
+            })
+            .map(|&s| s as usize)
+    }
+
+    /// Adds a lease this member did not know.
+    fn push(&mut self, t: Tracked) {
+        let slot = self.len;
+        if slot == self.chunks.len() * CHUNK {
+            self.chunks.push(vec![EMPTY; CHUNK].into_boxed_slice());
         }
-        self.floors
-            .get(&id)
-            .map_or(t.deadline, |floor| t.deadline.max(*floor))
+        *self.at_mut(slot) = t;
+        self.len += 1;
+        let slot32 = u32::try_from(slot).expect("fewer than 2^32 leases");
+        let (chunks, hasher) = (&self.chunks, &self.hasher);
+        self.index
+            .insert_unique(hasher.hash_one(t.id), slot32, |&s| {
+                hasher.hash_one(chunks[s as usize / CHUNK][s as usize % CHUNK].id)
+            });
+        if slot.is_multiple_of(BLOCK) {
+            self.block_min.push(t.end);
+        } else {
+            let min = &mut self.block_min[slot / BLOCK];
+            *min = (*min).min(t.end);
+        }
     }
 
-    fn end_of(&self, id: i64) -> Option<Nanos> {
-        self.leases.get(&id).map(|t| self.ends(id, t))
+    /// The earliest end in block `b` again, after a change that may have raised it.
+    fn recompute_block(&mut self, b: usize) {
+        let slots = b * BLOCK..((b + 1) * BLOCK).min(self.len);
+        self.block_min[b] = slots.map(|s| self.at(s).end).min().unwrap_or(Nanos::MAX);
     }
 
-    /// Puts lease `id` in `by_end` at its current end, after a change that may have moved
-    /// it from `old_end`.
-    fn reindex(&mut self, id: i64, old_end: Option<Nanos>) {
-        let end = self.end_of(id);
-        if end != old_end {
-            if let Some(old) = old_end {
-                self.by_end.remove(&(old, id));
+    /// Moves the lease in `slot` to `end`.
+    fn set_end(&mut self, slot: usize, end: Nanos) {
+        let t = self.at_mut(slot);
+        let old = std::mem::replace(&mut t.end, end);
+        let b = slot / BLOCK;
+        if end < self.block_min[b] {
+            self.block_min[b] = end;
+        } else if old == self.block_min[b] && end > old {
+            self.recompute_block(b);
+        }
+    }
+
+    /// Forgets the lease in `slot`: the last lease moves into it.
+    fn remove_slot(&mut self, slot: usize) {
+        let id = self.at(slot).id;
+        let hash = self.hasher.hash_one(id);
+        if let Ok(found) = self.index.find_entry(hash, |&s| s as usize == slot) {
+            found.remove();
+        }
+        let last = self.len - 1;
+        if slot != last {
+            let moved = *self.at(last);
+            *self.at_mut(slot) = moved;
+            let hash = self.hasher.hash_one(moved.id);
+            if let Some(s) = self.index.find_mut(hash, |&s| s as usize == last) {
+                *s = slot as u32;
             }
-            if let Some(end) = end {
-                self.by_end.insert((end, id));
-            }
+        }
+        self.len = last;
+        if last.is_multiple_of(BLOCK) {
+            self.block_min.pop();
+        } else {
+            self.recompute_block(last / BLOCK);
+        }
+        if slot < last && slot / BLOCK != last / BLOCK {
+            self.recompute_block(slot / BLOCK);
+        }
+        // Keep at most one spare chunk, and give back most of an index grown for many
+        // more leases than are left (as a restore into new tables would).
+        while self.chunks.len() * CHUNK >= self.len + 2 * CHUNK {
+            self.chunks.pop();
+        }
+        if self.index.capacity() >= 1024 && self.len < self.index.capacity() / 8 {
+            let (chunks, hasher) = (&self.chunks, &self.hasher);
+            self.index.shrink_to(self.len * 2, |&s| {
+                hasher.hash_one(chunks[s as usize / CHUNK][s as usize % CHUNK].id)
+            });
+            self.block_min.shrink_to(self.len.div_ceil(BLOCK) * 2);
         }
     }
 
     /// Granted or kept alive (applied at `now`): `ttl` from now.
     pub fn renewed(&mut self, id: i64, renewals: u64, ttl: Duration, now: Duration) {
-        let old_end = self.end_of(id);
         let (ttl, now) = (nanos(ttl), nanos(now));
-        self.leases.insert(
-            id,
-            Tracked {
-                deadline: now.saturating_add(ttl),
+        let deadline = now.saturating_add(ttl);
+        let end = match self.floors.get_mut(&id) {
+            Some(f) => {
+                f.deadline = deadline;
+                deadline.max(f.floor)
+            }
+            None => deadline,
+        };
+        match self.slot_of(id) {
+            Some(slot) => {
+                let t = self.at_mut(slot);
+                t.recorded_at = now;
+                t.ttl = ttl;
+                t.renewals = renewals;
+                self.set_end(slot, end);
+            }
+            None => self.push(Tracked {
+                id,
+                end,
                 recorded_at: now,
                 ttl,
                 renewals,
-            },
-        );
-        self.reindex(id, old_end);
+            }),
+        }
     }
 
     /// The leader answered a keep-alive of `id` at `now` before its entry is applied: the
@@ -148,45 +269,66 @@ impl Lessor {
     /// changed) when the lease is unknown, its TTL is not known yet, or it already ran out
     /// (its revocation may be on its way: such a keep-alive must go through the log).
     pub fn renewed_unlogged(&mut self, id: i64, now: Duration) -> Option<Duration> {
-        let t = *self.leases.get(&id)?;
-        let end = self.ends(id, &t);
+        let slot = self.slot_of(id)?;
+        let t = *self.at(slot);
         let now = nanos(now);
-        if t.ttl == 0 || end <= now {
+        if t.ttl == 0 || t.end <= now {
             return None;
         }
-        let floor = self.floors.entry(id).or_default();
-        *floor = (*floor).max(now.saturating_add(t.ttl));
-        self.reindex(id, Some(end));
+        let floor = now.saturating_add(t.ttl);
+        let end = match self.floors.entry(id) {
+            MapEntry::Occupied(mut f) => {
+                let f = f.get_mut();
+                f.floor = f.floor.max(floor);
+                f.deadline.max(f.floor)
+            }
+            MapEntry::Vacant(v) => {
+                // Without a floor, the end is the log's deadline.
+                v.insert(Floor {
+                    floor,
+                    deadline: t.end,
+                });
+                t.end.max(floor)
+            }
+        };
+        self.set_end(slot, end);
         Some(Duration::from_nanos(t.ttl))
     }
 
     /// The leader recorded that at most `remaining` was left (applied at `now`). Never
     /// moves a deadline later: the leader's view was taken before we applied it.
     pub fn checkpointed(&mut self, id: i64, renewals: u64, remaining: Duration, now: Duration) {
-        let old_end = self.end_of(id);
         let now = nanos(now);
         let at_most = now.saturating_add(nanos(remaining));
-        let (deadline, ttl) = match self.leases.get(&id) {
-            Some(t) => (t.deadline.min(at_most), t.ttl),
-            None => (at_most, 0),
-        };
-        self.leases.insert(
-            id,
-            Tracked {
-                deadline,
+        let Some(slot) = self.slot_of(id) else {
+            // No floor without a lease.
+            self.push(Tracked {
+                id,
+                end: at_most,
                 recorded_at: now,
-                ttl,
+                ttl: 0,
                 renewals,
-            },
-        );
-        self.reindex(id, old_end);
+            });
+            return;
+        };
+        let end = match self.floors.get_mut(&id) {
+            Some(f) => {
+                f.deadline = f.deadline.min(at_most);
+                f.deadline.max(f.floor)
+            }
+            None => self.at(slot).end.min(at_most),
+        };
+        let t = self.at_mut(slot);
+        t.recorded_at = now;
+        t.renewals = renewals;
+        self.set_end(slot, end);
     }
 
     pub fn removed(&mut self, id: i64) {
-        let old_end = self.end_of(id);
-        self.leases.remove(&id);
         self.floors.remove(&id);
-        self.reindex(id, old_end);
+        if let Some(slot) = self.slot_of(id) {
+            self.remove_slot(slot);
+        }
     }
 
     /// Forget everything and start from a restored state: each lease has `remaining` left
@@ -201,42 +343,64 @@ impl Lessor {
         *self = Lessor::new();
         let now = nanos(now);
         for (at, remaining, ttl) in leases {
-            let deadline = now.saturating_add(nanos(remaining));
-            let old = self.leases.insert(
-                at.id,
-                Tracked {
-                    deadline,
-                    recorded_at: now,
-                    ttl: nanos(ttl),
-                    renewals: at.renewals,
-                },
-            );
-            if let Some(old) = old {
-                self.by_end.remove(&(old.deadline, at.id));
+            let t = Tracked {
+                id: at.id,
+                end: now.saturating_add(nanos(remaining)),
+                recorded_at: now,
+                ttl: nanos(ttl),
+                renewals: at.renewals,
+            };
+            match self.slot_of(at.id) {
+                Some(slot) => {
+                    // Listed twice: the later one counts, as a map insert would.
+                    let old_end = self.at(slot).end;
+                    *self.at_mut(slot) = Tracked { end: old_end, ..t };
+                    self.set_end(slot, t.end);
+                }
+                None => self.push(t),
             }
-            self.by_end.insert((deadline, at.id));
         }
     }
 
     /// Time left on lease `id`, or `None` if this member does not know it.
     pub fn remaining(&self, id: i64, now: Duration) -> Option<Duration> {
-        self.end_of(id)
-            .map(|end| Duration::from_nanos(end.saturating_sub(nanos(now))))
+        self.slot_of(id)
+            .map(|slot| Duration::from_nanos(self.at(slot).end.saturating_sub(nanos(now))))
     }
 
-    /// Up to `max` leases whose deadline is at or before `now`, earliest first.
+    /// Up to `max` leases whose end is at or before `now`, earliest first (ties by ID).
     pub fn expired(&self, now: Duration, max: usize) -> Vec<LeaseAt> {
         let now = nanos(now);
-        self.by_end
-            .iter()
-            .take_while(|(end, _)| *end <= now)
-            .take(max)
-            .filter_map(|(_, id)| {
-                self.leases.get(id).map(|t| LeaseAt {
-                    id: *id,
-                    renewals: t.renewals,
-                })
-            })
+        if max == 0 {
+            return Vec::new();
+        }
+        // The `max` earliest so far, the latest of them on top.
+        let mut first: BinaryHeap<(Nanos, i64, u64)> = BinaryHeap::new();
+        for (b, &min) in self.block_min.iter().enumerate() {
+            if min > now {
+                continue;
+            }
+            for slot in b * BLOCK..((b + 1) * BLOCK).min(self.len) {
+                let t = self.at(slot);
+                if t.end > now {
+                    continue;
+                }
+                let key = (t.end, t.id, t.renewals);
+                if first.len() < max {
+                    first.push(key);
+                } else if first
+                    .peek()
+                    .is_some_and(|top| (key.0, key.1) < (top.0, top.1))
+                {
+                    first.pop();
+                    first.push(key);
+                }
+            }
+        }
+        first
+            .into_sorted_vec()
+            .into_iter()
+            .map(|(_, id, renewals)| LeaseAt { id, renewals })
             .collect()
     }
 
@@ -249,20 +413,17 @@ impl Lessor {
         max: usize,
     ) -> Vec<(LeaseAt, Duration)> {
         let (now, interval) = (nanos(now), nanos(interval));
-        let mut due: Vec<(LeaseAt, Duration)> = self
-            .leases
-            .iter()
-            .filter_map(|(id, t)| {
-                let end = self.ends(*id, t);
-                (end > now && now.saturating_sub(t.recorded_at) >= interval).then(|| {
-                    (
-                        LeaseAt {
-                            id: *id,
-                            renewals: t.renewals,
-                        },
-                        Duration::from_nanos(end - now),
-                    )
-                })
+        let mut due: Vec<(LeaseAt, Duration)> = (0..self.len)
+            .map(|slot| self.at(slot))
+            .filter(|t| t.end > now && now.saturating_sub(t.recorded_at) >= interval)
+            .map(|t| {
+                (
+                    LeaseAt {
+                        id: t.id,
+                        renewals: t.renewals,
+                    },
+                    Duration::from_nanos(t.end - now),
+                )
             })
             .collect();
         due.sort_by_key(|(at, _)| at.id);
@@ -409,5 +570,183 @@ mod tests {
         assert_eq!(l.expired(s(53), 10)[0].renewals, 2);
         assert_eq!(ids(&l.expired(s(58), 10)), [1, 2]);
         assert_eq!(ids(&l.expired(s(58), 1)), [1]);
+    }
+
+    /// The lease clock as it was before the one-table layout (a map by ID and an ordered
+    /// set of ends): what every answer of [`Lessor`] must equal.
+    #[derive(Default)]
+    struct Model {
+        leases: std::collections::BTreeMap<i64, (Nanos, Nanos, Nanos, u64)>,
+        floors: std::collections::BTreeMap<i64, Nanos>,
+    }
+
+    impl Model {
+        fn end(&self, id: i64) -> Option<Nanos> {
+            let (deadline, ..) = self.leases.get(&id)?;
+            Some(
+                self.floors
+                    .get(&id)
+                    .map_or(*deadline, |f| (*deadline).max(*f)),
+            )
+        }
+
+        fn renewed(&mut self, id: i64, renewals: u64, ttl: Duration, now: Duration) {
+            let (ttl, now) = (nanos(ttl), nanos(now));
+            self.leases
+                .insert(id, (now.saturating_add(ttl), now, ttl, renewals));
+        }
+
+        fn renewed_unlogged(&mut self, id: i64, now: Duration) -> Option<Duration> {
+            let end = self.end(id)?;
+            let ttl = self.leases[&id].2;
+            let now = nanos(now);
+            if ttl == 0 || end <= now {
+                return None;
+            }
+            let floor = self.floors.entry(id).or_default();
+            *floor = (*floor).max(now.saturating_add(ttl));
+            Some(Duration::from_nanos(ttl))
+        }
+
+        fn checkpointed(&mut self, id: i64, renewals: u64, remaining: Duration, now: Duration) {
+            let now = nanos(now);
+            let at_most = now.saturating_add(nanos(remaining));
+            let (deadline, ttl) = match self.leases.get(&id) {
+                Some(t) => (t.0.min(at_most), t.2),
+                None => (at_most, 0),
+            };
+            self.leases.insert(id, (deadline, now, ttl, renewals));
+        }
+
+        fn removed(&mut self, id: i64) {
+            self.leases.remove(&id);
+            self.floors.remove(&id);
+        }
+
+        fn expired(&self, now: Duration, max: usize) -> Vec<LeaseAt> {
+            let now = nanos(now);
+            let mut all: Vec<(Nanos, i64)> = self
+                .leases
+                .keys()
+                .map(|id| (self.end(*id).unwrap(), *id))
+                .filter(|(end, _)| *end <= now)
+                .collect();
+            all.sort();
+            all.into_iter()
+                .take(max)
+                .map(|(_, id)| LeaseAt {
+                    id,
+                    renewals: self.leases[&id].3,
+                })
+                .collect()
+        }
+
+        fn due_checkpoints(&self, now: Duration, interval: Duration) -> Vec<(LeaseAt, Duration)> {
+            let (now, interval) = (nanos(now), nanos(interval));
+            self.leases
+                .iter()
+                .filter_map(|(id, t)| {
+                    let end = self.end(*id).unwrap();
+                    (end > now && now.saturating_sub(t.1) >= interval).then(|| {
+                        (
+                            LeaseAt {
+                                id: *id,
+                                renewals: t.3,
+                            },
+                            Duration::from_nanos(end - now),
+                        )
+                    })
+                })
+                .collect()
+        }
+    }
+
+    /// Random operations on the one-table lease clock and on the model: every answer the
+    /// same, across chunk and block boundaries, growth and shrinking, floors, restores.
+    #[test]
+    fn every_answer_equals_the_ordered_set_model() {
+        let mut rng: u64 = 0x2545_F491_4F6C_DD1D;
+        let mut next = move |n: u64| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng % n
+        };
+        for round in 0..6u64 {
+            let (mut l, mut m) = (Lessor::new(), Model::default());
+            // Few IDs: leases come back under the same ID; many: the table grows past
+            // several chunks and then shrinks.
+            let ids = [50, 3_000, 9_000][round as usize % 3];
+            let mut now_ms = 0u64;
+            for step in 0..40_000u64 {
+                now_ms += next(3);
+                let now = Duration::from_millis(now_ms);
+                let id = next(ids) as i64 - 10;
+                let ms = |v: u64| Duration::from_millis(v);
+                // Grow first, then churn, then drain.
+                let phase = step * 3 / 40_000;
+                match (phase, next(10)) {
+                    (0, 0..=6) | (1, 0..=2) => {
+                        let (ttl, r) = (ms(next(5_000)), next(4));
+                        l.renewed(id, r, ttl, now);
+                        m.renewed(id, r, ttl, now);
+                    }
+                    (_, 7) => assert_eq!(l.renewed_unlogged(id, now), m.renewed_unlogged(id, now)),
+                    (_, 8) | (1, 3) => {
+                        let (rem, r) = (ms(next(5_000)), next(4));
+                        l.checkpointed(id, r, rem, now);
+                        m.checkpointed(id, r, rem, now);
+                    }
+                    _ => {
+                        l.removed(id);
+                        m.removed(id);
+                    }
+                }
+                if step % 97 == 0 {
+                    let by =
+                        Duration::from_millis(now_ms.saturating_sub(next(3_000)) + next(3_000));
+                    for max in [1, 7, 100, usize::MAX] {
+                        assert_eq!(l.expired(by, max), m.expired(by, max), "step {step}");
+                    }
+                    let interval = ms(next(2_000));
+                    let mut due = m.due_checkpoints(by, interval);
+                    due.truncate(50);
+                    assert_eq!(l.due_checkpoints(by, interval, 50), due);
+                    assert_eq!(l.len(), m.leases.len());
+                    let probe = next(ids) as i64 - 10;
+                    assert_eq!(
+                        l.remaining(probe, by),
+                        m.end(probe)
+                            .map(|e| Duration::from_nanos(e.saturating_sub(nanos(by))))
+                    );
+                }
+                if step == 30_000 && round >= 3 {
+                    // A restore: the model restarts from the same listing.
+                    let listing: Vec<_> = m
+                        .leases
+                        .iter()
+                        .map(|(id, t)| {
+                            (
+                                LeaseAt {
+                                    id: *id,
+                                    renewals: t.3,
+                                },
+                                ms(next(4_000)),
+                                Duration::from_nanos(t.2),
+                            )
+                        })
+                        .collect();
+                    l.reset(listing.clone(), now);
+                    m = Model::default();
+                    for (at, rem, ttl) in listing {
+                        let n = nanos(now);
+                        m.leases.insert(
+                            at.id,
+                            (n.saturating_add(nanos(rem)), n, nanos(ttl), at.renewals),
+                        );
+                    }
+                }
+            }
+        }
     }
 }

@@ -17,14 +17,10 @@ use proto::etcdserverpb::{
     LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
 };
 use proto::raftkvpb::{internal_request::Request as Internal, InternalRequest};
-use tokio::sync::mpsc;
 use tonic::codegen::BoxStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::Context;
-
-/// Keep-alive answers a stream may have ready before its task waits for the client.
-const OUT_QUEUE: usize = 16;
 
 /// Tries at a fresh random ID when the one picked for a grant with ID 0 is taken.
 const ID_TRIES: usize = 3;
@@ -144,6 +140,30 @@ async fn renew_through_log(ctx: &Context, id: i64) -> Result<i64, Status> {
     Ok(0)
 }
 
+/// One keep-alive of `id`: from the leader's clock if it may answer so
+/// ([`renew_as_leader`]), else through the log.
+async fn keep_alive(ctx: &Context, id: i64) -> Result<LeaseKeepAliveResponse, Status> {
+    if let Some(ttl) = renew_as_leader(ctx, id) {
+        // The revision as of the last apply: the state machine's lock may be held by a
+        // long apply.
+        return Ok(LeaseKeepAliveResponse {
+            header: Some(ctx.header(ctx.lease_clock.revision())),
+            id,
+            ttl,
+        });
+    }
+    // etcd fills the header before the renewal. The revision as of the last apply:
+    // reading the store's would take the state machine's lock, which an apply holds for a
+    // whole batch, and block this worker thread meanwhile.
+    let header = ctx.header(ctx.lease_clock.revision());
+    let ttl = renew_through_log(ctx, id).await?;
+    Ok(LeaseKeepAliveResponse {
+        header: Some(header),
+        id,
+        ttl,
+    })
+}
+
 impl LeaseService {
     fn unexpected(what: &str) -> Status {
         Status::internal(format!("etcdserver: unexpected apply result for {what}"))
@@ -252,62 +272,34 @@ impl Lease for LeaseService {
         }
     }
 
-    /// One task per stream renews the leases asked for, in order, each through the log. An
-    /// unknown or expired lease answers TTL 0; any other failure ends the stream with its
-    /// error, as etcd's does. The task ends when the client closes its side or stops
-    /// reading (its queue full and the response stream dropped).
+    /// Each stream renews the leases asked for, in order, each through the log (or from
+    /// the leader's clock with `--lease-keepalive-before-log`). An unknown or expired lease
+    /// answers TTL 0; any other failure ends the stream with its error, as etcd's does.
+    ///
+    /// The renewals run inside the response stream itself, as the transport reads it: the
+    /// next request is read once the previous answer was taken. No task or queue of its
+    /// own, so an answer costs no hand-off between tasks. The stream ends when the client
+    /// closes its side; a client that stops reading stops it (the transport no longer
+    /// polls it once the stream's flow-control window is full), and a closed connection
+    /// drops it, with whatever renewal it was waiting for.
     async fn lease_keep_alive(
         &self,
         request: Request<Streaming<LeaseKeepAliveRequest>>,
     ) -> Result<Response<BoxStream<LeaseKeepAliveResponse>>, Status> {
         self.0.require_leader(request.metadata())?;
-        let mut incoming = request.into_inner();
+        let incoming = request.into_inner();
         let ctx = self.0.clone();
-        let (tx, rx) = mpsc::channel::<Result<LeaseKeepAliveResponse, Status>>(OUT_QUEUE);
-        tokio::spawn(async move {
-            loop {
-                let req = tokio::select! {
-                    _ = tx.closed() => return,
-                    next = incoming.message() => match next {
-                        Ok(Some(req)) => req,
-                        Ok(None) => return,
-                        Err(status) => {
-                            let _ = tx.send(Err(status)).await;
-                            return;
-                        }
-                    },
-                };
-                if let Some(ttl) = renew_as_leader(&ctx, req.id) {
-                    // The revision as of the last apply: the state machine's lock may be
-                    // held by a long apply.
-                    let answer = LeaseKeepAliveResponse {
-                        header: Some(ctx.header(ctx.lease_clock.revision())),
-                        id: req.id,
-                        ttl,
-                    };
-                    if tx.send(Ok(answer)).await.is_err() {
-                        return;
-                    }
-                    continue;
-                }
-                // etcd fills the header before the renewal.
-                let header = ctx.header(0);
-                let answer =
-                    renew_through_log(&ctx, req.id)
-                        .await
-                        .map(|ttl| LeaseKeepAliveResponse {
-                            header: Some(header),
-                            id: req.id,
-                            ttl,
-                        });
-                let failed = answer.is_err();
-                if tx.send(answer).await.is_err() || failed {
-                    return;
-                }
+        let out = futures_util::stream::unfold(Some((incoming, ctx)), |state| async move {
+            let (mut incoming, ctx) = state?;
+            let req = match incoming.message().await {
+                Ok(Some(req)) => req,
+                Ok(None) => return None,
+                Err(status) => return Some((Err(status), None)),
+            };
+            match keep_alive(&ctx, req.id).await {
+                Ok(answer) => Some((Ok(answer), Some((incoming, ctx)))),
+                Err(status) => Some((Err(status), None)),
             }
-        });
-        let out = futures_util::stream::unfold(rx, |mut rx| async move {
-            rx.recv().await.map(|item| (item, rx))
         });
         Ok(Response::new(Box::pin(out)))
     }
