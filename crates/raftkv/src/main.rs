@@ -7,6 +7,9 @@ use raftkv::cli::{Cli, Command};
 use raftkv::{cluster_cmd, commands, demo};
 
 /// mimalloc instead of glibc malloc: allocation was ~12 % of a busy member's CPU (docs/performance.md).
+/// The `system-alloc` feature keeps the system allocator, for heap profilers that intercept
+/// `malloc` (`valgrind --tool=dhat`, docs/watch.md "Memory").
+#[cfg(not(feature = "system-alloc"))]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

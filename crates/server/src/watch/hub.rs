@@ -160,32 +160,129 @@ impl VictimMark {
 struct Slot {
     tx: queue::Sender<Arc<RevBatch>>,
     /// The distinct ranges of the stream's watchers (synced or not: the stream filters),
-    /// each with the number of watchers on it: single keys, which [`WatchHub::publish`]
-    /// looks up by an event's key, and real ranges, which it has to scan.
-    keys: HashMap<WatchRange, u32>,
-    spans: HashMap<WatchRange, u32>,
+    /// each with the number of watchers on it.
+    ranges: Ranges,
     victim: Arc<VictimMark>,
 }
 
-impl Slot {
+/// A stream's distinct ranges. Most streams watch one range (one watch per stream is the
+/// common case), held inline; maps are allocated only for a second distinct range.
+enum Ranges {
+    None,
+    One(WatchRange, u32),
+    /// Two distinct ranges or more: single keys, which [`WatchHub::publish`] looks up by an
+    /// event's key, and real ranges, which it has to scan.
+    Many(Box<RangeMaps>),
+}
+
+#[derive(Default)]
+struct RangeMaps {
+    keys: HashMap<WatchRange, u32>,
+    spans: HashMap<WatchRange, u32>,
+}
+
+impl RangeMaps {
     /// The map `range` belongs in.
-    fn ranges_of(&mut self, range: &WatchRange) -> &mut HashMap<WatchRange, u32> {
+    fn of(&mut self, range: &WatchRange) -> &mut HashMap<WatchRange, u32> {
         if range.is_single_key() {
             &mut self.keys
         } else {
             &mut self.spans
         }
     }
+}
 
+impl Ranges {
+    /// One more watcher on `range`; returns the copy of the range the stream keeps (the one
+    /// already there if another watcher has the same range).
+    fn add(&mut self, range: WatchRange) -> WatchRange {
+        match self {
+            Ranges::None => {
+                *self = Ranges::One(range.clone(), 1);
+                range
+            }
+            Ranges::One(held, n) if *held == range => {
+                *n += 1;
+                held.clone()
+            }
+            Ranges::One(..) => {
+                let Ranges::One(held, n) = std::mem::replace(self, Ranges::None) else {
+                    unreachable!("matched One above")
+                };
+                let mut maps = Box::<RangeMaps>::default();
+                maps.of(&held).insert(held, n);
+                maps.of(&range).insert(range.clone(), 1);
+                *self = Ranges::Many(maps);
+                range
+            }
+            Ranges::Many(maps) => {
+                let ranges = maps.of(&range);
+                match ranges.get_key_value(&range) {
+                    Some((shared, _)) => {
+                        let shared = shared.clone();
+                        *ranges.get_mut(&shared).expect("just found") += 1;
+                        shared
+                    }
+                    None => {
+                        ranges.insert(range.clone(), 1);
+                        range
+                    }
+                }
+            }
+        }
+    }
+
+    /// One watcher on `range` less. Maps left with one range go back inline, so that a
+    /// stream's memory follows what it watches now.
+    fn remove(&mut self, range: &WatchRange) {
+        match self {
+            Ranges::None => {}
+            Ranges::One(held, n) => {
+                if held == range {
+                    *n -= 1;
+                    if *n == 0 {
+                        *self = Ranges::None;
+                    }
+                }
+            }
+            Ranges::Many(maps) => {
+                let ranges = maps.of(range);
+                if let Some(n) = ranges.get_mut(range) {
+                    *n -= 1;
+                    if *n == 0 {
+                        ranges.remove(range);
+                    }
+                }
+                if maps.keys.len() + maps.spans.len() <= 1 {
+                    let last = maps.keys.drain().chain(maps.spans.drain()).next();
+                    *self = match last {
+                        Some((r, n)) => Ranges::One(r, n),
+                        None => Ranges::None,
+                    };
+                }
+            }
+        }
+    }
+}
+
+impl Slot {
     /// Whether a watcher of the stream may want one of `events` (`probes`: their keys as
     /// [`WatchRange::probe`]s).
     fn interested(&self, events: &[Event], probes: &[Vec<u8>]) -> bool {
-        probes.iter().any(|p| self.keys.contains_key(p.as_slice()))
-            || self.spans.keys().any(|r| {
-                events
-                    .iter()
-                    .any(|e| e.kv.as_ref().is_some_and(|kv| r.contains(&kv.key)))
-            })
+        let in_range = |r: &WatchRange| {
+            events
+                .iter()
+                .any(|e| e.kv.as_ref().is_some_and(|kv| r.contains(&kv.key)))
+        };
+        match &self.ranges {
+            Ranges::None => false,
+            Ranges::One(r, _) if r.is_single_key() => probes.iter().any(|p| **p == *r.0),
+            Ranges::One(r, _) => in_range(r),
+            Ranges::Many(maps) => {
+                probes.iter().any(|p| maps.keys.contains_key(p.as_slice()))
+                    || maps.spans.keys().any(in_range)
+            }
+        }
     }
 }
 
@@ -226,8 +323,7 @@ impl WatchHub {
             id,
             Slot {
                 tx,
-                keys: HashMap::new(),
-                spans: HashMap::new(),
+                ranges: Ranges::None,
                 victim: victim.clone(),
             },
         );
@@ -241,34 +337,16 @@ impl WatchHub {
     /// One more watcher of `stream` on `range`; returns the stream's copy of the range for
     /// the watcher to keep (the one already there if another watcher has the same range).
     pub fn add_range(&self, stream: StreamId, range: WatchRange) -> WatchRange {
-        let mut inner = self.lock();
-        let Some(slot) = inner.streams.get_mut(&stream) else {
-            return range;
-        };
-        let ranges = slot.ranges_of(&range);
-        match ranges.get_key_value(&range) {
-            Some((shared, _)) => {
-                let shared = shared.clone();
-                *ranges.get_mut(&shared).expect("just found") += 1;
-                shared
-            }
-            None => {
-                ranges.insert(range.clone(), 1);
-                range
-            }
+        match self.lock().streams.get_mut(&stream) {
+            Some(slot) => slot.ranges.add(range),
+            None => range,
         }
     }
 
     /// One watcher of `stream` on `range` less.
     pub fn remove_range(&self, stream: StreamId, range: &WatchRange) {
         if let Some(slot) = self.lock().streams.get_mut(&stream) {
-            let ranges = slot.ranges_of(range);
-            if let Some(n) = ranges.get_mut(range) {
-                *n -= 1;
-                if *n == 0 {
-                    ranges.remove(range);
-                }
-            }
+            slot.ranges.remove(range);
         }
     }
 
@@ -420,6 +498,47 @@ mod tests {
         hub.remove_range(s.id, &second);
         hub.publish(3, &[put(b"k", 3)]);
         assert!(s.rx.try_recv().is_err());
+    }
+
+    #[test]
+    fn a_stream_keeps_one_range_inline_and_maps_only_for_more() {
+        let hub = WatchHub::default();
+        let mut s = hub.register();
+        let inline = |hub: &WatchHub| {
+            matches!(
+                hub.lock().streams.values().next().unwrap().ranges,
+                Ranges::None | Ranges::One(..)
+            )
+        };
+        let got = |rx: &mut queue::Receiver<Arc<RevBatch>>| {
+            std::iter::from_fn(|| rx.try_recv().ok().map(|b| b.rev)).collect::<Vec<_>>()
+        };
+        let key = hub.add_range(s.id, range(b"k", b""));
+        let key_again = hub.add_range(s.id, range(b"k", b""));
+        assert!(inline(&hub));
+        let span = hub.add_range(s.id, range(b"m", b"p"));
+        assert!(!inline(&hub));
+        for (rev, k) in [(2, &b"k"[..]), (3, b"n"), (4, b"x")] {
+            hub.publish(rev, &[put(k, rev)]);
+        }
+        assert_eq!(got(&mut s.rx), vec![2, 3]);
+        // Back to the one single key (still watched twice): inline again.
+        hub.remove_range(s.id, &span);
+        assert!(inline(&hub));
+        hub.remove_range(s.id, &key);
+        for (rev, k) in [(5, &b"k"[..]), (6, b"n")] {
+            hub.publish(rev, &[put(k, rev)]);
+        }
+        assert_eq!(got(&mut s.rx), vec![5]);
+        hub.remove_range(s.id, &key_again);
+        hub.publish(7, &[put(b"k", 7)]);
+        assert!(got(&mut s.rx).is_empty());
+        // A span alone, inline, is scanned like one in a map.
+        hub.add_range(s.id, range(b"m", b"p"));
+        assert!(inline(&hub));
+        hub.publish(8, &[put(b"k", 8), put(b"o", 8)]);
+        hub.publish(9, &[put(b"p", 9)]);
+        assert_eq!(got(&mut s.rx), vec![8]);
     }
 
     #[test]
