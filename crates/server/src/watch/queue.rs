@@ -165,8 +165,7 @@ impl<T> Receiver<T> {
         item
     }
 
-    /// [`Receiver::recv`] as a poll (for the gRPC response body, which is polled).
-    pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<T>> {
+    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<T>> {
         self.0.receiver.register(cx.waker());
         if let Some(item) = self.pop() {
             return Poll::Ready(Some(item));
