@@ -143,25 +143,15 @@ async fn renew_through_log(ctx: &Context, id: i64) -> Result<i64, Status> {
 /// One keep-alive of `id`: from the leader's clock if it may answer so
 /// ([`renew_as_leader`]), else through the log.
 async fn keep_alive(ctx: &Context, id: i64) -> Result<LeaseKeepAliveResponse, Status> {
-    if let Some(ttl) = renew_as_leader(ctx, id) {
-        // The revision as of the last apply: the state machine's lock may be held by a
-        // long apply.
-        return Ok(LeaseKeepAliveResponse {
-            header: Some(ctx.header(ctx.lease_clock.revision())),
-            id,
-            ttl,
-        });
-    }
-    // etcd fills the header before the renewal. The revision as of the last apply:
-    // reading the store's would take the state machine's lock, which an apply holds for a
-    // whole batch, and block this worker thread meanwhile.
-    let header = ctx.header(ctx.lease_clock.revision());
-    let ttl = renew_through_log(ctx, id).await?;
-    Ok(LeaseKeepAliveResponse {
-        header: Some(header),
-        id,
-        ttl,
-    })
+    // etcd fills the header before the renewal. The revision as of the last apply: reading
+    // the store's would take the state machine's lock, which an apply holds for a whole
+    // batch, and block this worker thread meanwhile.
+    let header = Some(ctx.header(ctx.lease_clock.revision()));
+    let ttl = match renew_as_leader(ctx, id) {
+        Some(ttl) => ttl,
+        None => renew_through_log(ctx, id).await?,
+    };
+    Ok(LeaseKeepAliveResponse { header, id, ttl })
 }
 
 impl LeaseService {
