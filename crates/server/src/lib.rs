@@ -90,6 +90,8 @@ pub fn run_with_hooks(args: ServerArgs, hooks: Hooks) -> anyhow::Result<()> {
     #[cfg(tokio_unstable)]
     builder.disable_lifo_slot();
     let runtime = builder.enable_all().thread_name("raftkv-io").build()?;
+    let peers = peer_runtime()?;
+    let peer_handle = peers.handle().clone();
     let result = runtime.block_on(async move {
         let shutdown = tokio_util::sync::CancellationToken::new();
         let on_signal = shutdown.clone();
@@ -97,11 +99,27 @@ pub fn run_with_hooks(args: ServerArgs, hooks: Hooks) -> anyhow::Result<()> {
             wait_for_signal().await;
             on_signal.cancel();
         });
-        server::serve(config, hooks, shutdown).await
+        server::serve_with_peer_runtime(config, hooks, shutdown, Some(peer_handle)).await
     });
     // Tasks still holding connections are dropped, not awaited.
     runtime.shutdown_timeout(std::time::Duration::from_millis(500));
+    peers.shutdown_timeout(std::time::Duration::from_millis(500));
     result
+}
+
+/// The peer transport's runtime: one worker thread, at the node thread's raised priority
+/// (`node::priority`), so that Raft's traffic between members is never queued behind
+/// client work on the client runtime's workers (`server::serve_with_peer_runtime`).
+/// One thread is enough: per request the transport does a small share of a member's
+/// work (framing entries, reading acknowledgements), and it is the share that keeps the
+/// leader's heartbeats on time.
+fn peer_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("raftkv-peer")
+        .on_thread_start(|| node::priority::raise_current_thread("peer transport"))
+        .enable_all()
+        .build()?)
 }
 
 /// `--version`, in the shape of etcd's answer (the API version is the one the member speaks).

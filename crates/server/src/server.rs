@@ -185,12 +185,31 @@ fn schemes(urls: &[String]) -> (bool, bool) {
 }
 
 /// Serve one member until `shutdown` is cancelled or the node fails. `hooks` is
-/// [`Hooks::default`] except in the Jepsen harness's member.
+/// [`Hooks::default`] except in the Jepsen harness's member. The peer transport shares the
+/// caller's runtime ([`serve_with_peer_runtime`] gives it one of its own).
 pub async fn serve(
-    mut config: Config,
+    config: Config,
     hooks: Hooks,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    serve_with_peer_runtime(config, hooks, shutdown, None).await
+}
+
+/// [`serve`], with the peer transport (diallers, the peer listeners and every peer
+/// connection) on `peer_runtime` when given, instead of the runtime that serves clients.
+///
+/// Why a runtime of its own: heartbeats, their acknowledgements and appends must not wait
+/// in the same run queue as client work. With one runtime, 100 readers of a 280 MB range
+/// kept both workers busy encoding answers while the followers' acks waited behind them,
+/// and the leader stepped down for load alone (issue 18). `crate::run` gives the peer
+/// runtime one thread at the node thread's raised priority.
+pub async fn serve_with_peer_runtime(
+    mut config: Config,
+    hooks: Hooks,
+    shutdown: CancellationToken,
+    peer_runtime: Option<tokio::runtime::Handle>,
+) -> anyhow::Result<()> {
+    let peer_runtime = peer_runtime.unwrap_or_else(tokio::runtime::Handle::current);
     info!(
         name = %config.name,
         member_id = format_args!("{:x}", config.member_id),
@@ -357,13 +376,17 @@ pub async fn serve(
         }
         (peers, removed)
     };
-    let transport = Transport::start_with_tls(
-        local.clone(),
-        &peers,
-        handle.peer_sink(),
-        shutdown.clone(),
-        tls.peer_client.clone(),
-    );
+    // The transport spawns its diallers on the runtime current at its start.
+    let transport = {
+        let _on_peer_runtime = peer_runtime.enter();
+        Transport::start_with_tls(
+            local.clone(),
+            &peers,
+            handle.peer_sink(),
+            shutdown.clone(),
+            tls.peer_client.clone(),
+        )
+    };
     for id in removed {
         transport.remove_peer(id);
     }
@@ -411,7 +434,13 @@ pub async fn serve(
             PeerListen::Tls(_) => {}
         }
         info!(%url, "listening for peers");
-        tokio::spawn(acceptor.clone().serve_with(l, mode, shutdown.clone()));
+        // Registered again with the peer runtime's reactor, so that accepting and every
+        // accepted connection run there alone.
+        let l = {
+            let _on_peer_runtime = peer_runtime.enter();
+            TcpListener::from_std(l.into_std()?)?
+        };
+        peer_runtime.spawn(acceptor.clone().serve_with(l, mode, shutdown.clone()));
     }
 
     let params = NodeParams {

@@ -8,7 +8,7 @@
 //! batches, so many proposals share one `Ready` and one fsync (group commit).
 
 pub mod admission;
-mod priority;
+pub(crate) mod priority;
 pub mod probe;
 mod queue;
 mod round;

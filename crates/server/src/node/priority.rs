@@ -1,4 +1,5 @@
-//! The node thread's CPU priority.
+//! The CPU priority of the threads that keep Raft's clock: the node thread and the peer
+//! transport's thread (`crate::lib::run_with_hooks` gives the transport a runtime of its own).
 //!
 //! Why: under full load the member's gRPC threads (decoding and copying client requests)
 //! and whatever else runs on the machine compete with the node thread for the CPU, and the
@@ -15,10 +16,16 @@ use tracing::{debug, info};
 /// more CPU share under contention, so 5 levels is about 3× a normal thread's share).
 pub const NODE_THREAD_BOOST: i32 = 5;
 
+/// Raise the node thread's priority ([`raise_current_thread`]).
+pub fn raise_node_thread() {
+    raise_current_thread("node thread");
+}
+
 /// Raise the calling thread's priority by [`NODE_THREAD_BOOST`] nice levels if the
 /// process may (root, `CAP_SYS_NICE`, or an `RLIMIT_NICE` that allows it); otherwise keep
-/// it and say so once. Linux applies a nice value to the calling thread alone.
-pub fn raise_node_thread() {
+/// it and say so. Linux applies a nice value to the calling thread alone. `what` names the
+/// thread in the log.
+pub fn raise_current_thread(what: &str) {
     #[cfg(target_os = "linux")]
     {
         // SAFETY: plain system calls on the calling thread; no memory is shared.
@@ -32,11 +39,12 @@ pub fn raise_node_thread() {
         // SAFETY: as above.
         let r = unsafe { libc::setpriority(libc::PRIO_PROCESS, tid, wanted) };
         if r == 0 {
-            debug!(nice = wanted, "node thread priority raised");
+            debug!(nice = wanted, thread = what, "thread priority raised");
         } else {
             info!(
                 error = %std::io::Error::last_os_error(),
-                "cannot raise the node thread's priority (needs CAP_SYS_NICE or RLIMIT_NICE); \
+                thread = what,
+                "cannot raise the thread's priority (needs CAP_SYS_NICE or RLIMIT_NICE); \
                  under CPU contention its heartbeats may go out late"
             );
         }
