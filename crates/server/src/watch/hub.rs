@@ -33,6 +33,12 @@ use super::queue;
 /// Batches a stream's queue holds before the stream becomes a victim.
 pub const STREAM_QUEUE: usize = 128;
 
+/// Revisions published while the hub is held ([`WatchHub::hold_wakes`]) after which the
+/// streams waiting for them are woken anyway: a round of the node thread may apply hundreds
+/// of revisions, and a stream left asleep for all of them would fill its queue and be set
+/// aside as a victim. A quarter of the queue leaves it room to drain meanwhile.
+const HELD_REVS: u32 = (STREAM_QUEUE / 4) as u32;
+
 /// The events of one revision, in the order the request made them (one Txn, one
 /// DeleteRange with a DELETE per key, or one Put), each encoded once for every stream.
 #[derive(Debug)]
@@ -301,6 +307,8 @@ struct Inner {
     /// fed asleep and keeps their wakers in `deferred`.
     held: u32,
     deferred: Vec<Waker>,
+    /// Revisions published since `deferred` was last emptied.
+    held_revs: u32,
 }
 
 /// Stream tasks the hub fed are woken only when this guard is dropped (see
@@ -315,6 +323,7 @@ impl Drop for HeldWakes {
             if inner.held > 0 {
                 return;
             }
+            inner.held_revs = 0;
             std::mem::take(&mut inner.deferred)
         };
         for w in wakers {
@@ -410,6 +419,7 @@ impl WatchHub {
             streams,
             held,
             deferred,
+            held_revs,
             ..
         } = &mut *inner;
         let probes: Vec<Vec<u8>> = events
@@ -441,6 +451,13 @@ impl WatchHub {
                 Err(queue::TrySendError::Full(_)) => slot.victim.set(rev),
                 // The stream is going away; it unregisters itself.
                 Err(queue::TrySendError::Closed(_)) => {}
+            }
+        }
+        if *held > 0 {
+            *held_revs += 1;
+            if *held_revs >= HELD_REVS {
+                *held_revs = 0;
+                deferred.drain(..).for_each(Waker::wake);
             }
         }
     }
@@ -527,10 +544,20 @@ mod tests {
         assert_eq!(woken(), 1, "one wake-up for the queue that was empty");
         assert_eq!(a.rx.try_recv().unwrap().rev, 2);
         assert_eq!(a.rx.try_recv().unwrap().rev, 3);
+        // A long round does not leave the stream asleep until its queue is full.
+        wait(&mut a.rx);
+        let held = hub.hold_wakes();
+        for rev in 0..i64::from(HELD_REVS) {
+            hub.publish(10 + rev, &[put(b"a", 10 + rev)]);
+        }
+        assert_eq!(woken(), 2, "woken after {HELD_REVS} revisions while held");
+        drop(held);
+        assert_eq!(woken(), 2, "no wake-up left to give");
+        while a.rx.try_recv().is_ok() {}
         // Not held: woken at once.
         wait(&mut a.rx);
         hub.publish(4, &[put(b"a", 4)]);
-        assert_eq!(woken(), 2);
+        assert_eq!(woken(), 3);
         assert_eq!(a.rx.try_recv().unwrap().rev, 4);
     }
 
