@@ -23,14 +23,20 @@
 # and keeps the raw JSON in bench/out/<time>-watch/. One run takes about 8 minutes.
 #
 # Knobs (environment): DURATION (s per case, 5), RATE (puts/s of the fixed-rate cases, 100),
-# SKIP_BUILD=1 with RAFTKV and BENCH (prebuilt binaries), ETCD, CASES_ONLY (names, e.g.
-# "rate-one-1000 mem-watchers"), REPORT_NAME (watch).
+# WRITERS (writer counts of the flat-out cases and put-none, "8"; e.g. "8 32": the first count
+# keeps the plain case names, each other count N adds cases named <case>-wN, so that a system
+# whose put rate is bound by the latency of a closed loop of 8 writers rather than by CPU
+# shows it), SKIP_BUILD=1 with RAFTKV and BENCH (prebuilt binaries), ETCD, CASES_ONLY (names,
+# e.g. "rate-one-1000 mem-watchers"; a name selects its -wN variants too), REPORT_NAME (watch).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 DURATION=${DURATION:-5}
 RATE=${RATE:-100}
+read -r -a WRITER_COUNTS <<<"${WRITERS:-8}"
+# The name suffix of a flat-out case with $1 writers ("" for the first count).
+wsuffix() { [[ $1 == "${WRITER_COUNTS[0]}" ]] || echo "-w$1"; }
 REPORT_NAME=${REPORT_NAME:-watch}
 [[ -n ${ETCD:-} ]] || "$ROOT/scripts/ensure-packages.sh" etcd:etcd-server
 ETCD=${ETCD:-$(command -v etcd || echo /usr/bin/etcd)}
@@ -101,10 +107,14 @@ for n in 1 1000 10000; do
   streams=$(( n >= 100 ? n / 100 : 1 ))
   conns=$(( streams < 10 ? streams : 10 ))
   CASES+=("rate-one-$n|--conns $conns --clients 1 --rate $RATE --duration $DURATION|--watchers $n --streams $streams")
-  CASES+=("max-one-$n|--conns $conns --clients 8 --duration $DURATION|--watchers $n --streams $streams")
+  for w in "${WRITER_COUNTS[@]}"; do
+    CASES+=("max-one-$n$(wsuffix "$w")|--conns $conns --clients $w --duration $DURATION|--watchers $n --streams $streams")
+  done
   if ((n > 1)); then
     CASES+=("rate-distinct-$n|--conns $conns --clients 1 --rate $RATE --duration $DURATION|--watchers $n --streams $streams --distinct-keys")
-    CASES+=("max-distinct-$n|--conns $conns --clients 8 --duration $DURATION|--watchers $n --streams $streams --distinct-keys")
+    for w in "${WRITER_COUNTS[@]}"; do
+      CASES+=("max-distinct-$n$(wsuffix "$w")|--conns $conns --clients $w --duration $DURATION|--watchers $n --streams $streams --distinct-keys")
+    done
   fi
 done
 # Isolation (issue 13): 10,000 watchers on distinct keys over 100 streams at the fixed rate,
@@ -114,10 +124,12 @@ done
 for stalled in 0 1; do
   CASES+=("iso-stalled$stalled-10000|--conns 10 --clients 1 --rate $RATE --duration $DURATION|--watchers 10000 --streams 100 --distinct-keys --val-size 65536 --stalled-streams $stalled")
 done
-CASES+=("put-none|--conns 1 --clients 8 --duration $DURATION|")
+for w in "${WRITER_COUNTS[@]}"; do
+  CASES+=("put-none$(wsuffix "$w")|--conns 1 --clients $w --duration $DURATION|")
+done
 for c in "${CASES[@]}"; do
   IFS='|' read -r name global flags <<<"$c"
-  if [[ -n ${CASES_ONLY:-} && " $CASES_ONLY " != *" $name "* ]]; then continue; fi
+  if [[ -n ${CASES_ONLY:-} && " $CASES_ONLY " != *" ${name%-w[0-9]*} "* ]]; then continue; fi
   if [[ $name == mem-* ]]; then
     # Fresh members: memory a previous case freed would be reused and not show.
     for sys in etcd raftkv; do
@@ -130,7 +142,7 @@ for c in "${CASES[@]}"; do
   fi
   for sys in etcd raftkv; do
     log "$name against $sys"
-    if [[ $name == put-none ]]; then
+    if [[ $name == put-none* ]]; then
       # shellcheck disable=SC2086
       "$BENCH" --endpoints "$(url "$sys")" $global --no-progress -w json \
         put --key-size 16 --val-size 16 --key-space-size 1 \
@@ -145,7 +157,7 @@ for c in "${CASES[@]}"; do
 done
 echo "Load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)." >>"$OUT/notes.md"
 
-python3 - "$OUT" "$ROOT/bench/results/$REPORT_NAME.md" "DURATION=$DURATION RATE=$RATE bench/watch.sh; raw results in bench/out/$(basename "$OUT")" <<'PY'
+FIRST_WRITERS=${WRITER_COUNTS[0]} python3 - "$OUT" "$ROOT/bench/results/$REPORT_NAME.md" "DURATION=$DURATION RATE=$RATE WRITERS=\"${WRITER_COUNTS[*]}\" bench/watch.sh; raw results in bench/out/$(basename "$OUT")" <<'PY'
 import json, os, sys
 out, md, command = sys.argv[1:4]
 def load(sys_, name):
@@ -154,8 +166,15 @@ def load(sys_, name):
             return json.load(f)
     except (OSError, ValueError):
         return None
-names = sorted({f.split("-", 1)[1][:-5] for f in os.listdir(out) if f.endswith(".json")},
-               key=lambda n: (not n.startswith("mem"), n.split("-")[0], int(n.rsplit("-", 1)[1]) if n.rsplit("-", 1)[1].isdigit() else 0, n))
+import re
+def base_name(n):
+    """A case's name without its writer-count suffix (`-w32`)."""
+    return re.sub(r"-w[0-9]+$", "", n)
+def sort_key(n):
+    b = base_name(n)
+    last = b.rsplit("-", 1)[1]
+    return (not n.startswith("mem"), n.split("-")[0], int(last) if last.isdigit() else 0, b, len(n), n)
+names = sorted({f.split("-", 1)[1][:-5] for f in os.listdir(out) if f.endswith(".json")}, key=sort_key)
 def ratio(a, b):
     return f"{a / b:.2f}" if a is not None and b else "-"
 lines = ["# Watch benchmark: raftkv vs etcd 3.4", "", open(os.path.join(out, "notes.md")).read().strip(), "",
@@ -171,7 +190,7 @@ for name, field, label in [("mem-watchers", "rss_bytes_per_watcher", "bytes per 
     ev = e and e.get(field); rv = r and r.get(field)
     lines.append(f"| {label} | {ev:.0f} | {rv:.0f} | {ratio(rv, ev)} |" if ev is not None and rv is not None else f"| {label} | - | - | - |")
 lines += ["", "## Events", "",
-          "`rate-*`: one writer at the fixed rate; `max-*`: 8 writers as fast as they can. `one`: every watcher on one key;",
+          f"`rate-*`: one writer at the fixed rate; `max-*`: {os.environ.get('FIRST_WRITERS', '8')} writers as fast as they can (`-wN`: N writers). `one`: every watcher on one key;",
           "`distinct`: one key per watcher, the writers cycling through them. Events/s counts delivered events from the first",
           "put to the last event; `delivered` is of those the acknowledged puts should produce (the rest had not arrived 10 s",
           "after the writers stopped). CPU: of the member and of the benchmark client, from the first put until the events",
@@ -192,12 +211,17 @@ for name in names:
         lines.append(f"| {name} | {label} | {d['put_throughput']:.0f} | {d['put_latency']['p99_ms']:.1f} | {d['events_per_s']:.0f} | "
                      f"{d['events_delivered']}/{d['events_expected']} | {d['event_latency']['p50_ms']:.2f} | {d['event_latency']['p99_ms']:.2f} | "
                      f"{cpu('member_cpu_pct')} / {cpu('client_cpu_pct')} {extra}")
-base = [(label, load(label, "put-none"), load(label, "max-one-1000"), load(label, "max-distinct-1000")) for label in ("etcd", "raftkv")]
-if any(a and (b or c) for _, a, b, c in base):
-    lines += ["", "## Put throughput with 1,000 active watchers", "",
-              "8 writers as fast as they can on one connection: `put-none` without any watcher (`raftkv-bench put`, one key),",
-              "`max-one-1000` with 1,000 watchers of the written key over 10 streams (each put is 1,000 events),",
-              "`max-distinct-1000` with 1,000 watchers on 1,000 distinct keys that the writers cycle through (each put is one",
+# One table per writer count: the first count's cases have no suffix, the others `-wN`.
+suffixes = [""] + sorted({n[len(base_name(n)):] for n in names if n != base_name(n)}, key=lambda s: int(s[2:]))
+for sfx in suffixes:
+    base = [(label, load(label, "put-none" + sfx), load(label, "max-one-1000" + sfx), load(label, "max-distinct-1000" + sfx)) for label in ("etcd", "raftkv")]
+    if not any(a and (b or c) for _, a, b, c in base):
+        continue
+    writers = next((d.get("writers") or d.get("clients") for _, _, b, c in base for d in (b, c) if d), "the")
+    lines += ["", f"## Put throughput with 1,000 active watchers{' (' + sfx[2:] + ' writers)' if sfx else ''}", "",
+              f"{writers} writers as fast as they can on one connection: `put-none{sfx}` without any watcher (`raftkv-bench put`, one key),",
+              f"`max-one-1000{sfx}` with 1,000 watchers of the written key over 10 streams (each put is 1,000 events),",
+              f"`max-distinct-1000{sfx}` with 1,000 watchers on 1,000 distinct keys that the writers cycle through (each put is one",
               "event). Target (issue 13): with >= 80 % of without.", "",
               "| system | puts/s without watchers | with 1,000 on one key | ratio | with 1,000 on distinct keys | ratio |",
               "|---|---|---|---|---|---|"]

@@ -427,6 +427,10 @@ impl StateMachine for MvccMachine {
         crate::lease_expiry::entry(decision)
     }
 
+    fn hold_reader_wakes(&self) -> Option<Box<dyn Send>> {
+        Some(Box::new(self.watch.hold_wakes()))
+    }
+
     fn apply(&mut self, entry: &Entry) -> Option<Self::Output> {
         if entry.kind == EntryKind::ConfChange {
             // The proposer is answered by the node thread, which knows it waits for a

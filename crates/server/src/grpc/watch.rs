@@ -2,8 +2,9 @@
 //! the response stream is its bounded output queue, so a client that stops reading
 //! stops that task (and only it) once the queue and the HTTP/2 window are full.
 //!
-//! The gRPC call is served by [`WatchGrpc`] with [`WatchCodec`]: the task hands over
-//! responses already encoded, many at a time (`crate::watch::encode`). The JSON gateway
+//! The gRPC call is served by [`WatchGrpc`]: requests are decoded by [`WatchCodec`]; the
+//! task hands over responses already encoded, many at a time, and [`ResponseBody`] writes
+//! each batch as one chunk of gRPC messages (`crate::watch::encode`). The JSON gateway
 //! calls the same stream through the generated [`Watch`] trait and gets messages.
 
 use std::convert::Infallible;
@@ -14,12 +15,13 @@ use std::time::Duration;
 use futures_util::{Stream, StreamExt};
 use proto::etcdserverpb::watch_server::Watch;
 use proto::etcdserverpb::{WatchRequest, WatchResponse};
+use tonic::codec::Codec as _;
 use tonic::codegen::{http, BoxFuture, BoxStream, Service, StdError};
-use tonic::server::{NamedService, StreamingService};
+use tonic::server::NamedService;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::Context;
-use crate::watch::encode::{Outgoing, WatchCodec};
+use crate::watch::encode::{Outgoing, ResponseBody, WatchCodec};
 use crate::watch::queue::{self, Receiver};
 use crate::watch::stream::{OutBatch, WatchStream};
 use crate::watch::{StreamConfig, WatchHub};
@@ -127,23 +129,6 @@ impl NamedService for WatchGrpc {
     const NAME: &'static str = "etcdserverpb.Watch";
 }
 
-struct WatchCall(Arc<WatchService>);
-
-impl StreamingService<WatchRequest> for WatchCall {
-    type Response = Outgoing;
-    type ResponseStream = BoxStream<Outgoing>;
-    type Future = BoxFuture<Response<BoxStream<Outgoing>>, Status>;
-
-    fn call(&mut self, request: Request<Streaming<WatchRequest>>) -> Self::Future {
-        let inner = self.0.clone();
-        Box::pin(async move {
-            let rx = inner.open(request).await?;
-            let out: BoxStream<Outgoing> = Box::pin(responses(rx));
-            Ok(Response::new(out))
-        })
-    }
-}
-
 impl<B> Service<http::Request<B>> for WatchGrpc
 where
     B: tonic::codegen::Body + Send + 'static,
@@ -163,12 +148,39 @@ where
                 Ok(Status::unimplemented("").into_http::<tonic::body::Body>())
             });
         }
-        let call = WatchCall(self.inner.clone());
+        let inner = self.inner.clone();
         let limit = self.max_decoding;
         Box::pin(async move {
-            let mut grpc = tonic::server::Grpc::new(WatchCodec)
-                .apply_max_message_size_config(Some(limit), None);
-            Ok(grpc.streaming(call, req).await)
+            let (parts, body) = req.into_parts();
+            // No compression is offered, as with tonic's server without its compression
+            // features (same answer).
+            if let Some(enc) = parts.headers.get("grpc-encoding") {
+                if enc.as_bytes() != b"identity" {
+                    let mut status = Status::unimplemented(format!(
+                        "Content is compressed with `{}` which isn't supported",
+                        String::from_utf8_lossy(enc.as_bytes())
+                    ));
+                    status.metadata_mut().insert(
+                        "grpc-accept-encoding",
+                        tonic::metadata::MetadataValue::from_static("identity"),
+                    );
+                    return Ok(status.into_http());
+                }
+            }
+            let requests = Streaming::new_request(WatchCodec.decoder(), body, None, Some(limit));
+            let request = Request::from_http(http::Request::from_parts(parts, requests));
+            let rx = match inner.open(request).await {
+                Ok(rx) => rx,
+                Err(status) => return Ok(status.into_http()),
+            };
+            // The responses come encoded and framed (`ResponseBody`), not through tonic's
+            // per-message encoder.
+            let mut resp = http::Response::new(tonic::body::Body::new(ResponseBody::new(rx)));
+            resp.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("application/grpc"),
+            );
+            Ok(resp)
         })
     }
 }

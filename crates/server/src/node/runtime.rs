@@ -839,11 +839,12 @@ impl<S: StateMachine> Shell<S> {
         probe::mark("commit", last);
         let mut outputs = Vec::new();
         let mut changes_applied = Vec::new();
-        let (peer_url_changes, candidates) = {
+        let (peer_url_changes, candidates, reader_wakes) = {
             let mut sm = self
                 .state
                 .write()
                 .map_err(|_| anyhow::anyhow!("state machine lock poisoned; cannot apply"))?;
+            let reader_wakes = sm.hold_reader_wakes();
             for item in items {
                 let started = Instant::now();
                 let out = sm.apply(&item.entry);
@@ -858,7 +859,7 @@ impl<S: StateMachine> Shell<S> {
                 }
             }
             let candidates = (!changes_applied.is_empty()).then(|| sm.promotion_candidates());
-            (sm.take_peer_url_changes(), candidates)
+            (sm.take_peer_url_changes(), candidates, reader_wakes)
         };
         if let Some(candidates) = candidates {
             self.driver.set_promotion_candidates(candidates);
@@ -885,6 +886,8 @@ impl<S: StateMachine> Shell<S> {
         if answered {
             probe::mark("answered", last);
         }
+        // Only now the watch streams this round fed (`StateMachine::hold_reader_wakes`).
+        drop(reader_wakes);
         Ok(())
     }
 

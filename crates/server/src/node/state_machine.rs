@@ -13,6 +13,14 @@ pub trait StateMachine: Send + Sync + 'static {
     /// state). Returns `None` for entries that carry no client request (no-ops).
     fn apply(&mut self, entry: &Entry) -> Option<Self::Output>;
 
+    /// Holds back the wake-ups of the state's readers that applies cause (watch streams fed
+    /// by an apply) until the returned guard is dropped. The node thread takes it before a
+    /// round's applies and drops it once the round's proposers are answered, so that their
+    /// answers are queued on the runtime ahead of the readers' work. `None`: nothing to hold.
+    fn hold_reader_wakes(&self) -> Option<Box<dyn Send>> {
+        None
+    }
+
     /// A point-in-time copy of the whole state, for a snapshot. Taken on the node thread
     /// under the state lock, so it must be cheap (O(1) or close: shared persistent maps,
     /// not a deep copy); [`StateMachine::encode`] serialises it later on the snapshot

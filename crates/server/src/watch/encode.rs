@@ -14,9 +14,12 @@
 //! counter every stream touches, from both cores, plus a list of pieces per response. A
 //! copied response is one slice of a buffer of the stream's own, handed to tonic as is.
 
+use std::pin::Pin;
 use std::sync::OnceLock;
+use std::task::{ready, Context, Poll};
 
 use bytes::{BufMut, Bytes, BytesMut};
+use http_body::Frame;
 use prost::encoding::{int64, message};
 use prost::Message;
 use proto::etcdserverpb::{ResponseHeader, WatchRequest, WatchResponse};
@@ -24,6 +27,9 @@ use proto::mvccpb::Event;
 use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::Status;
 use tonic_prost::ProstDecoder;
+
+use super::queue::Receiver;
+use super::stream::OutBatch;
 
 /// `WatchResponse` field numbers written by hand here.
 const HEADER_FIELD: u32 = 1;
@@ -105,19 +111,32 @@ impl EventWriter {
         let mut n = 0;
         for e in events {
             if n == 0 {
-                if self.buf.capacity() < CHUNK_MIN_LEFT {
-                    self.buf.reserve(CHUNK);
-                }
-                self.buf.put_slice(&self.header);
-                // proto3 leaves a zero scalar out, as prost's generated code does.
-                if watch_id != 0 {
-                    int64::encode(WATCH_ID_FIELD, &watch_id, &mut self.buf);
-                }
+                self.start(watch_id);
             }
             self.buf.put_slice(e);
             n += 1;
         }
         (n > 0).then(|| (Outgoing(self.buf.split().freeze()), n))
+    }
+
+    /// The response to watcher `watch_id` carrying `fields`: encoded `events` fields one
+    /// after the other, as another watcher's response already carried them.
+    pub fn response_with_fields(&mut self, watch_id: i64, fields: &[u8]) -> Outgoing {
+        self.start(watch_id);
+        self.buf.put_slice(fields);
+        Outgoing(self.buf.split().freeze())
+    }
+
+    /// Begins a response: the header and the watch id.
+    fn start(&mut self, watch_id: i64) {
+        if self.buf.capacity() < CHUNK_MIN_LEFT {
+            self.buf.reserve(CHUNK);
+        }
+        self.buf.put_slice(&self.header);
+        // proto3 leaves a zero scalar out, as prost's generated code does.
+        if watch_id != 0 {
+            int64::encode(WATCH_ID_FIELD, &watch_id, &mut self.buf);
+        }
     }
 }
 
@@ -207,6 +226,76 @@ impl Decoder for RequestDecoder {
 
     fn buffer_settings(&self) -> BufferSettings {
         buffer_settings()
+    }
+}
+
+/// gRPC's length prefix of a message: a compression flag (0: none) and the length.
+const GRPC_PREFIX: usize = 5;
+
+/// Writes `responses` as gRPC messages (each behind its length prefix) into one buffer.
+fn framed(responses: &[Outgoing]) -> Bytes {
+    let len = responses
+        .iter()
+        .map(|r| GRPC_PREFIX + r.encoded_len())
+        .sum();
+    let mut buf = BytesMut::with_capacity(len);
+    for r in responses {
+        buf.put_u8(0);
+        // A response longer than gRPC's u32 length cannot be sent; none comes near it
+        // (catch-up steps and coalesced revisions are bounded to about a MiB).
+        buf.put_u32(u32::try_from(r.encoded_len()).unwrap_or(u32::MAX));
+        r.write(&mut buf);
+    }
+    buf.freeze()
+}
+
+/// The Watch call's HTTP response body, in place of tonic's encoder: each batch of
+/// responses the stream task hands over becomes one data chunk of gRPC-framed messages,
+/// written in one pass, and the stream's end (or the error that ended it) becomes the
+/// trailers. tonic's encoder would take the responses one at a time through a stream of
+/// them, each with its own poll and its own trip through the encoder, a cost paid for every
+/// watcher of every revision.
+pub struct ResponseBody {
+    rx: Receiver<OutBatch>,
+    ended: bool,
+}
+
+impl ResponseBody {
+    pub fn new(rx: Receiver<OutBatch>) -> ResponseBody {
+        ResponseBody { rx, ended: false }
+    }
+}
+
+impl http_body::Body for ResponseBody {
+    type Data = Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+        if self.ended {
+            return Poll::Ready(None);
+        }
+        let status = loop {
+            match ready!(self.rx.poll_recv(cx)) {
+                Some(Ok(batch)) if batch.is_empty() => continue,
+                Some(Ok(batch)) => return Poll::Ready(Some(Ok(Frame::data(framed(&batch))))),
+                Some(Err(status)) => break status,
+                None => break Status::ok(""),
+            }
+        };
+        self.ended = true;
+        let mut trailers = tonic::codegen::http::HeaderMap::new();
+        Poll::Ready(Some(
+            status
+                .add_header(&mut trailers)
+                .map(|()| Frame::trailers(trailers)),
+        ))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.ended
     }
 }
 

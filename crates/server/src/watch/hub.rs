@@ -20,6 +20,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::Waker;
 
 use bytes::Bytes;
 use mvcc::key_range::KeyRange;
@@ -31,6 +32,12 @@ use super::queue;
 
 /// Batches a stream's queue holds before the stream becomes a victim.
 pub const STREAM_QUEUE: usize = 128;
+
+/// Revisions published while the hub is held ([`WatchHub::hold_wakes`]) after which the
+/// streams waiting for them are woken anyway: a round of the node thread may apply hundreds
+/// of revisions, and a stream left asleep for all of them would fill its queue and be set
+/// aside as a victim. A quarter of the queue leaves it room to drain meanwhile.
+const HELD_REVS: u32 = (STREAM_QUEUE / 4) as u32;
 
 /// The events of one revision, in the order the request made them (one Txn, one
 /// DeleteRange with a DELETE per key, or one Put), each encoded once for every stream.
@@ -78,6 +85,12 @@ impl WatchRange {
         buf.clear();
         buf.extend_from_slice(&key_len.to_le_bytes());
         buf.extend_from_slice(key);
+    }
+
+    /// The very same copy of a range (not only an equal one): a stream's watchers of one
+    /// range share the copy the hub keeps ([`WatchHub::add_range`]).
+    pub fn same(&self, other: &WatchRange) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
     }
 
     /// One key alone (no range end).
@@ -290,6 +303,33 @@ impl Slot {
 struct Inner {
     streams: HashMap<StreamId, Slot>,
     next_id: StreamId,
+    /// Live [`HeldWakes`] guards: while any is, [`WatchHub::publish`] leaves the streams it
+    /// fed asleep and keeps their wakers in `deferred`.
+    held: u32,
+    deferred: Vec<Waker>,
+    /// Revisions published since `deferred` was last emptied.
+    held_revs: u32,
+}
+
+/// Stream tasks the hub fed are woken only when this guard is dropped (see
+/// [`WatchHub::hold_wakes`]).
+pub struct HeldWakes(Arc<WatchHub>);
+
+impl Drop for HeldWakes {
+    fn drop(&mut self) {
+        let wakers = {
+            let mut inner = self.0.lock();
+            inner.held -= 1;
+            if inner.held > 0 {
+                return;
+            }
+            inner.held_revs = 0;
+            std::mem::take(&mut inner.deferred)
+        };
+        for w in wakers {
+            w.wake();
+        }
+    }
 }
 
 /// Fan-out point between the node thread and the watch streams (see the module docs).
@@ -330,6 +370,16 @@ impl WatchHub {
         Registration { id, rx, victim }
     }
 
+    /// Until the returned guard is dropped, streams that [`WatchHub::publish`] feeds are not
+    /// woken (their batches are queued all the same). The node thread holds it over a
+    /// round's apply and drops it once it has answered the round's proposers: waking a
+    /// stream from the node thread puts its task on the runtime's queue, and the fan-out of
+    /// a revision to every watcher would run before the answers that were queued after it.
+    pub fn hold_wakes(self: &Arc<Self>) -> HeldWakes {
+        self.lock().held += 1;
+        HeldWakes(self.clone())
+    }
+
     pub fn unregister(&self, stream: StreamId) {
         self.lock().streams.remove(&stream);
     }
@@ -361,10 +411,17 @@ impl WatchHub {
         if events.is_empty() {
             return;
         }
-        let inner = self.lock();
+        let mut inner = self.lock();
         if inner.streams.is_empty() {
             return;
         }
+        let Inner {
+            streams,
+            held,
+            deferred,
+            held_revs,
+            ..
+        } = &mut *inner;
         let probes: Vec<Vec<u8>> = events
             .iter()
             .filter_map(|e| e.kv.as_ref())
@@ -375,7 +432,7 @@ impl WatchHub {
             })
             .collect();
         let mut batch: Option<Arc<RevBatch>> = None;
-        for slot in inner.streams.values() {
+        for slot in streams.values() {
             if slot.victim.missed_from().is_some() || !slot.interested(events, &probes) {
                 continue;
             }
@@ -387,11 +444,20 @@ impl WatchHub {
                     })
                 })
                 .clone();
-            match slot.tx.try_send(b) {
-                Ok(()) => {}
+            match slot.tx.try_send_unwoken(b) {
+                Ok(None) => {}
+                Ok(Some(waker)) if *held > 0 => deferred.push(waker),
+                Ok(Some(waker)) => waker.wake(),
                 Err(queue::TrySendError::Full(_)) => slot.victim.set(rev),
                 // The stream is going away; it unregisters itself.
                 Err(queue::TrySendError::Closed(_)) => {}
+            }
+        }
+        if *held > 0 {
+            *held_revs += 1;
+            if *held_revs >= HELD_REVS {
+                *held_revs = 0;
+                deferred.drain(..).for_each(Waker::wake);
             }
         }
     }
@@ -441,6 +507,58 @@ mod tests {
         hub.remove_range(b.id, &b_range);
         hub.publish(4, &[put(b"c", 4)]);
         assert!(b.rx.try_recv().is_err());
+    }
+
+    /// Counts the wake-ups of a waiting stream task.
+    struct Wakes(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for Wakes {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn a_held_hub_queues_batches_and_wakes_their_streams_only_when_released() {
+        use std::future::Future;
+        let hub = Arc::new(WatchHub::default());
+        let mut a = hub.register();
+        hub.add_range(a.id, range(b"a", b""));
+        let wakes = Arc::new(Wakes(Default::default()));
+        let waker = std::task::Waker::from(wakes.clone());
+        let mut cx = std::task::Context::from_waker(&waker);
+        let woken = || wakes.0.load(Ordering::SeqCst);
+        // The stream task waits on its empty queue.
+        let mut wait = |rx: &mut queue::Receiver<Arc<RevBatch>>| {
+            let pending = std::pin::pin!(rx.recv()).poll(&mut cx).is_pending();
+            assert!(pending, "the queue should be empty");
+        };
+        wait(&mut a.rx);
+        let held = hub.hold_wakes();
+        let held_too = hub.hold_wakes();
+        hub.publish(2, &[put(b"a", 2)]);
+        hub.publish(3, &[put(b"a", 3)]);
+        drop(held);
+        assert_eq!(woken(), 0, "woken while the hub was held");
+        drop(held_too);
+        assert_eq!(woken(), 1, "one wake-up for the queue that was empty");
+        assert_eq!(a.rx.try_recv().unwrap().rev, 2);
+        assert_eq!(a.rx.try_recv().unwrap().rev, 3);
+        // A long round does not leave the stream asleep until its queue is full.
+        wait(&mut a.rx);
+        let held = hub.hold_wakes();
+        for rev in 0..i64::from(HELD_REVS) {
+            hub.publish(10 + rev, &[put(b"a", 10 + rev)]);
+        }
+        assert_eq!(woken(), 2, "woken after {HELD_REVS} revisions while held");
+        drop(held);
+        assert_eq!(woken(), 2, "no wake-up left to give");
+        while a.rx.try_recv().is_ok() {}
+        // Not held: woken at once.
+        wait(&mut a.rx);
+        hub.publish(4, &[put(b"a", 4)]);
+        assert_eq!(woken(), 3);
+        assert_eq!(a.rx.try_recv().unwrap().rev, 4);
     }
 
     #[test]

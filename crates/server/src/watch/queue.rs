@@ -17,7 +17,7 @@
 use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 
 use futures_util::task::AtomicWaker;
 
@@ -83,6 +83,17 @@ pub fn bounded<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
 impl<T> Sender<T> {
     /// Queues `item` unless the queue is full or the receiver is gone. Never waits.
     pub fn try_send(&self, item: T) -> Result<(), TrySendError<T>> {
+        if let Some(waker) = self.try_send_unwoken(item)? {
+            waker.wake();
+        }
+        Ok(())
+    }
+
+    /// [`Sender::try_send`], but the receiver is not woken here: its waker is handed back
+    /// when it has to be woken (it waits for this item), for the caller to wake once it is
+    /// ready to let the receiver run. A receiver woken for another reason in between finds
+    /// the item anyway (it looks at the queue after registering its waker).
+    pub fn try_send_unwoken(&self, item: T) -> Result<Option<Waker>, TrySendError<T>> {
         let was_empty = {
             let mut st = self.0.lock();
             if !st.receiver_alive {
@@ -95,10 +106,11 @@ impl<T> Sender<T> {
             st.items.len() == 1
         };
         // The receiver waits only after it found the queue empty.
-        if was_empty {
-            self.0.receiver.wake();
-        }
-        Ok(())
+        Ok(if was_empty {
+            self.0.receiver.take()
+        } else {
+            None
+        })
     }
 
     fn poll_send(&self, cx: &mut Context<'_>, item: &mut Option<T>) -> Poll<Result<(), T>> {
@@ -165,7 +177,8 @@ impl<T> Receiver<T> {
         item
     }
 
-    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<T>> {
+    /// [`Receiver::recv`] as a poll (for the gRPC response body, which is polled).
+    pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<T>> {
         self.0.receiver.register(cx.waker());
         if let Some(item) = self.pop() {
             return Poll::Ready(Some(item));

@@ -80,6 +80,7 @@ impl Selection {
 pub struct Header {
     pub msg: ResponseHeader,
     pub writer: EventWriter,
+    memo: FieldsMemo,
 }
 
 impl Header {
@@ -87,6 +88,69 @@ impl Header {
         Header {
             writer: EventWriter::new(&msg),
             msg,
+            memo: FieldsMemo::default(),
+        }
+    }
+}
+
+/// The encoded events the last watcher of a step was given, and what chose them (its
+/// selection and the sources with their start revisions). Watchers of one range on one
+/// stream, with the same options and the same next revision, receive the same events and
+/// differ only in their watch id (1,000 watchers of one key over 10 streams: 100 alike per
+/// stream). The next such watcher's response is its header, its id and a copy of these
+/// bytes, without selecting the events and looking each one's encoding up again.
+#[derive(Default)]
+struct FieldsMemo {
+    range: Option<WatchRange>,
+    prev_kv: bool,
+    no_put: bool,
+    no_delete: bool,
+    /// Each source's address (alive for the whole step) and start revision.
+    sources: Vec<(usize, i64)>,
+    fields: Vec<u8>,
+    events: usize,
+}
+
+/// A source's identity within one step.
+fn source_key(&(src, from): &(&SharedEvents, i64)) -> (usize, i64) {
+    (std::ptr::from_ref(src) as usize, from)
+}
+
+impl FieldsMemo {
+    /// Whether the remembered fields are what `sel` picks of `sources`.
+    fn holds(&self, sel: &Selection, sources: &[(&SharedEvents, i64)]) -> bool {
+        self.range.as_ref().is_some_and(|r| r.same(&sel.range))
+            && self.prev_kv == sel.prev_kv
+            && self.no_put == sel.no_put
+            && self.no_delete == sel.no_delete
+            && self.sources.len() == sources.len()
+            && self
+                .sources
+                .iter()
+                .zip(sources)
+                .all(|(k, s)| *k == source_key(s))
+    }
+
+    /// Remember `fields` (`events` of them) as what `sel` picks of `sources`.
+    fn remember<'a>(
+        &mut self,
+        sel: &Selection,
+        sources: &[(&SharedEvents, i64)],
+        fields: impl IntoIterator<Item = &'a [u8]>,
+    ) {
+        if !self.range.as_ref().is_some_and(|r| r.same(&sel.range)) {
+            self.range = Some(sel.range.clone());
+        }
+        self.prev_kv = sel.prev_kv;
+        self.no_put = sel.no_put;
+        self.no_delete = sel.no_delete;
+        self.sources.clear();
+        self.sources.extend(sources.iter().map(source_key));
+        self.fields.clear();
+        self.events = 0;
+        for f in fields {
+            self.fields.extend_from_slice(f);
+            self.events += 1;
         }
     }
 }
@@ -105,9 +169,9 @@ impl Reply<'_> {
     /// Appends to `out` the response(s) carrying what the watcher wants of `sources`, each
     /// source taken from the revision given with it. Returns whether there was any event.
     ///
-    /// The usual response is assembled from the events encoded once for every watcher; a
-    /// watcher whose response must be fragmented (or the harness's sabotage) gets its events
-    /// as messages.
+    /// The usual response is assembled from the events encoded once for every watcher (and
+    /// selected once for the watchers alike, [`FieldsMemo`]); a watcher whose response must
+    /// be fragmented (or the harness's sabotage) gets its events as messages.
     pub fn append(
         &self,
         header: &mut Header,
@@ -127,11 +191,18 @@ impl Reply<'_> {
             })
         };
         if self.sabotage == WatchSabotage::None {
-            let encoded = picked().map(|(src, i, _)| src.field(i, sel.prev_kv));
-            let Some((resp, n)) = header.writer.response(self.watch_id, encoded) else {
+            let memo = &mut header.memo;
+            if !memo.holds(sel, sources) {
+                let encoded = picked().map(|(src, i, _)| src.field(i, sel.prev_kv));
+                memo.remember(sel, sources, encoded);
+            }
+            if memo.events == 0 {
                 return false;
-            };
-            if !(self.fragment && n >= 2 && resp.encoded_len() >= self.limit) {
+            }
+            let resp = header
+                .writer
+                .response_with_fields(self.watch_id, &memo.fields);
+            if !(self.fragment && memo.events >= 2 && resp.encoded_len() >= self.limit) {
                 out.push(resp);
                 return true;
             }
@@ -230,6 +301,95 @@ mod tests {
         });
         assert!(!all.is_empty_range());
         assert_eq!(all.select(WatchSabotage::None, &evs).len(), 4);
+    }
+
+    /// Watchers alike share the memo's bytes; one that differs in any part of what chose
+    /// them (range, options, sources, start revision) gets its own selection, and every
+    /// response is what a message built for that watcher would encode.
+    #[test]
+    fn watchers_alike_get_the_same_events_and_the_others_their_own() {
+        use bytes::Bytes;
+        let put = |key: &'static [u8], rev: i64| {
+            let mut e = ev(EventType::Put, key, 3);
+            e.kv.as_mut().unwrap().mod_revision = rev;
+            e.prev_kv.as_mut().unwrap().value = Bytes::from_static(b"old");
+            e
+        };
+        let first = SharedEvents::new(vec![put(b"a", 5), put(b"b", 5)]);
+        let second = SharedEvents::new(vec![put(b"a", 6)]);
+        let watch = |key: &'static [u8], prev_kv: bool, filters: Vec<i32>| {
+            Selection::from_request(&WatchCreateRequest {
+                key: Bytes::from_static(key),
+                prev_kv,
+                filters,
+                ..Default::default()
+            })
+        };
+        let a = watch(b"a", false, vec![]);
+        let a_same = Selection {
+            range: a.range.clone(),
+            ..a.clone()
+        };
+        let a_prev = Selection {
+            prev_kv: true,
+            ..a.clone()
+        };
+        let a_noput = Selection {
+            no_put: true,
+            ..a.clone()
+        };
+        // An equal range, but not the shared copy: selected again (same result).
+        let a_other_copy = watch(b"a", false, vec![]);
+        let b = watch(b"b", false, vec![]);
+        let both: &[(&SharedEvents, i64)] = &[(&first, i64::MIN), (&second, i64::MIN)];
+        let later: &[(&SharedEvents, i64)] = &[(&first, 6), (&second, i64::MIN)];
+        let msg = ResponseHeader {
+            revision: 6,
+            ..Default::default()
+        };
+        let mut header = Header::new(msg);
+        let cases: Vec<(&Selection, &[(&SharedEvents, i64)])> = vec![
+            (&a, both),
+            (&a_same, both),
+            (&a, both),
+            (&a_prev, both),
+            (&a, later),
+            (&a_noput, both),
+            (&a_other_copy, both),
+            (&b, both),
+            (&a, both),
+        ];
+        for (id, (sel, sources)) in cases.into_iter().enumerate() {
+            let reply = Reply {
+                sel,
+                watch_id: id as i64,
+                fragment: false,
+                limit: 1 << 20,
+                sabotage: WatchSabotage::None,
+            };
+            let mut out = Vec::new();
+            let any = reply.append(&mut header, sources, &mut out);
+            let expected = sel.select(
+                WatchSabotage::None,
+                sources.iter().flat_map(|&(src, from)| {
+                    src.events()
+                        .iter()
+                        .filter(move |e| e.kv.as_ref().unwrap().mod_revision >= from)
+                }),
+            );
+            assert_eq!(any, !expected.is_empty(), "watcher {id}");
+            let got: Vec<WatchResponse> = out.iter().map(|o| o.decode().unwrap()).collect();
+            let want: Vec<WatchResponse> = (!expected.is_empty())
+                .then(|| WatchResponse {
+                    header: Some(msg),
+                    watch_id: id as i64,
+                    events: expected,
+                    ..Default::default()
+                })
+                .into_iter()
+                .collect();
+            assert_eq!(got, want, "watcher {id}");
+        }
     }
 
     #[test]
