@@ -11,9 +11,9 @@
 //! * each lease is named with the number of keep-alives the leader had seen; a lease
 //!   renewed since (the renewal got into the log first) is not revoked.
 //!
-//! Keep-alives go through the log too ([`LeaseKeepAliveRequest`] entries): every member
-//! then knows when each lease was last renewed, so a new leader needs no fresh full TTL
-//! (docs/lease.md).
+//! Keep-alives go through the log too ([`LeaseKeepAliveRequest`] entries, or
+//! [`LeaseKeepAlives`] for the keep-alives a member took together): every member then knows
+//! when each lease was last renewed, so a new leader needs no fresh full TTL (docs/lease.md).
 
 use std::collections::BTreeSet;
 
@@ -24,7 +24,7 @@ use proto::etcdserverpb::{
     LeaseGrantRequest, LeaseGrantResponse, LeaseKeepAliveRequest, LeaseKeepAliveResponse,
     LeaseRevokeRequest, LeaseRevokeResponse, ResponseHeader,
 };
-use proto::raftkvpb::{LeaseCheckpoints, LeaseExpiry};
+use proto::raftkvpb::{LeaseCheckpoints, LeaseExpiry, LeaseKeepAlives};
 
 use crate::error::MvccError;
 use crate::key_history::State;
@@ -252,22 +252,37 @@ impl Store {
         &mut self,
         req: &LeaseKeepAliveRequest,
     ) -> Result<LeaseKeepAliveResponse, MvccError> {
-        let Some(lease) = self.leases.terms_mut(req.id) else {
-            return Err(MvccError::LeaseNotFound);
-        };
-        lease.renewals += 1;
-        lease.remaining_ms = lease.ttl.saturating_mul(1000);
-        self.last_lease_changes.push(LeaseChange::Renewed {
-            id: req.id,
-            renewals: lease.renewals,
-            ttl_ms: lease.remaining_ms,
-        });
-        let ttl = lease.ttl;
+        let ttl = self.renew(req.id).ok_or(MvccError::LeaseNotFound)?;
         Ok(LeaseKeepAliveResponse {
             header: Some(header(self.current)),
             id: req.id,
             ttl,
         })
+    }
+
+    /// Renews each lease of the batch in order, exactly as one keep-alive entry per ID
+    /// would. Returns each ID's granted TTL in seconds, or 0 for an unknown lease: one
+    /// lease revoked meanwhile must not fail the renewals of the others in the batch.
+    pub(crate) fn apply_lease_keep_alives(&mut self, req: &LeaseKeepAlives) -> Vec<i64> {
+        req.ids
+            .iter()
+            .map(|&id| self.renew(id).unwrap_or(0))
+            .collect()
+    }
+
+    /// One renewal of lease `id`: a full TTL from now and one more renewal counted (so a
+    /// leader's decision taken before it no longer holds). The granted TTL, or `None` for
+    /// an unknown lease.
+    fn renew(&mut self, id: i64) -> Option<i64> {
+        let lease = self.leases.terms_mut(id)?;
+        lease.renewals += 1;
+        lease.remaining_ms = lease.ttl.saturating_mul(1000);
+        self.last_lease_changes.push(LeaseChange::Renewed {
+            id,
+            renewals: lease.renewals,
+            ttl_ms: lease.remaining_ms,
+        });
+        Some(lease.ttl)
     }
 
     /// Records remaining TTLs; stale ones (another term, or the lease renewed since) are

@@ -31,6 +31,8 @@ pub enum Response {
     LeaseGrant(LeaseGrantResponse),
     LeaseRevoke(LeaseRevokeResponse),
     LeaseKeepAlive(LeaseKeepAliveResponse),
+    /// Each ID's granted TTL in seconds, in the entry's order; 0 for an unknown lease.
+    LeaseKeepAlives(Vec<i64>),
     /// How many checkpoints were recorded (0 for a stale entry).
     LeaseCheckpoints(usize),
     /// The leases revoked (none for a stale entry).
@@ -340,6 +342,9 @@ impl Store {
             }
             internal_request::Request::LeaseKeepAlive(k) => {
                 self.apply_lease_keep_alive(k).map(Response::LeaseKeepAlive)
+            }
+            internal_request::Request::LeaseKeepAlives(k) => {
+                Ok(Response::LeaseKeepAlives(self.apply_lease_keep_alives(k)))
             }
             internal_request::Request::LeaseCheckpoints(c) => Ok(Response::LeaseCheckpoints(
                 self.apply_lease_checkpoints(c, entry_term),

@@ -51,6 +51,7 @@ pub fn check_request(
         internal_request::Request::LeaseGrant(_)
         | internal_request::Request::LeaseRevoke(_)
         | internal_request::Request::LeaseKeepAlive(_)
+        | internal_request::Request::LeaseKeepAlives(_)
         | internal_request::Request::LeaseCheckpoints(_)
         | internal_request::Request::LeaseExpiry(_) => Ok(()),
         // Auth requests are checked by the auth store when applied (crate::auth).

@@ -11,7 +11,7 @@ use proto::etcdserverpb::{
 use proto::mvccpb::event::EventType;
 use proto::raftkvpb::{
     internal_request::Request, InternalRequest, LeaseAt, LeaseCheckpointAt, LeaseCheckpoints,
-    LeaseExpiry,
+    LeaseExpiry, LeaseKeepAlives,
 };
 
 fn apply(store: &mut Store, request: Request, term: u64) -> Result<Response, MvccError> {
@@ -36,6 +36,14 @@ fn keep_alive(store: &mut Store, id: i64) -> Result<Response, MvccError> {
     apply(
         store,
         Request::LeaseKeepAlive(LeaseKeepAliveRequest { id }),
+        1,
+    )
+}
+
+fn keep_alives(store: &mut Store, ids: &[i64]) -> Result<Response, MvccError> {
+    apply(
+        store,
+        Request::LeaseKeepAlives(LeaseKeepAlives { ids: ids.to_vec() }),
         1,
     )
 }
@@ -261,6 +269,101 @@ fn keep_alive_renews_to_the_full_ttl_and_counts_renewals() {
         }]
     );
     assert_eq!(keep_alive(&mut store, 2), Err(MvccError::LeaseNotFound));
+}
+
+/// One entry of several keep-alives renews each lease in order as its own entry would;
+/// an unknown lease answers 0 without failing the others; a lease named twice is renewed
+/// twice.
+#[test]
+fn batched_keep_alives_renew_each_lease_and_answer_zero_for_an_unknown_one() {
+    let mut store = Store::new();
+    grant(&mut store, 1, 30).unwrap();
+    grant(&mut store, 2, 10).unwrap();
+    put_leased(&mut store, "k", 2).unwrap();
+    apply(
+        &mut store,
+        Request::LeaseCheckpoints(LeaseCheckpoints {
+            term: 1,
+            checkpoints: vec![LeaseCheckpointAt {
+                lease: Some(at(1, 0)),
+                remaining_ms: 4_000,
+            }],
+        }),
+        1,
+    )
+    .unwrap();
+    let rev = store.current_revision();
+    assert_eq!(
+        keep_alives(&mut store, &[1, 9, 2, 1]),
+        Ok(Response::LeaseKeepAlives(vec![30, 0, 10, 30]))
+    );
+    let one = store.leases().get(1).unwrap();
+    assert_eq!((one.remaining_ms, one.renewals), (30_000, 2));
+    let two = store.leases().get(2).unwrap();
+    assert_eq!((two.remaining_ms, two.renewals), (10_000, 1));
+    let renewed = |id, renewals, ttl_ms| LeaseChange::Renewed {
+        id,
+        renewals,
+        ttl_ms,
+    };
+    assert_eq!(
+        store.last_lease_changes(),
+        &[
+            renewed(1, 1, 30_000),
+            renewed(2, 1, 10_000),
+            renewed(1, 2, 30_000)
+        ]
+    );
+    // Renewing writes no revision and no event; the attached key stays.
+    assert_eq!(store.current_revision(), rev);
+    assert!(store.last_events().is_empty());
+    assert_eq!(lease_keys(&store, 2), ["k"]);
+    // Nothing known, or nothing at all: answered, nothing changes.
+    assert_eq!(
+        keep_alives(&mut store, &[7, 8]),
+        Ok(Response::LeaseKeepAlives(vec![0, 0]))
+    );
+    assert_eq!(
+        keep_alives(&mut store, &[]),
+        Ok(Response::LeaseKeepAlives(vec![]))
+    );
+    assert!(store.last_lease_changes().is_empty());
+}
+
+/// A batch leaves the store exactly as the same keep-alives one entry each would (so a log
+/// that mixes both kinds replays to the same state on every member), survives a snapshot,
+/// and makes an expiry decided before it stale.
+#[test]
+fn a_batch_equals_its_keep_alives_one_by_one_and_outdates_earlier_decisions() {
+    let setup = || {
+        let mut store = Store::new();
+        for id in [1, 2, 3] {
+            grant(&mut store, id, 5).unwrap();
+            put_leased(&mut store, &format!("k{id}"), id).unwrap();
+        }
+        store
+    };
+    let ids = [3, 1, 3, 42];
+    let mut batched = setup();
+    keep_alives(&mut batched, &ids).unwrap();
+    let mut single = setup();
+    for id in ids {
+        let _ = keep_alive(&mut single, id);
+    }
+    assert!(batched == single);
+    let mut restored = Store::restore(&batched.snapshot()).unwrap();
+    assert!(restored == batched);
+    // Decided before the batch (renewals as they were at the grant): only lease 2, which
+    // the batch did not renew, goes.
+    let expiry = Request::LeaseExpiry(LeaseExpiry {
+        term: 1,
+        leases: vec![at(1, 0), at(2, 0), at(3, 0)],
+    });
+    assert_eq!(
+        apply(&mut restored, expiry, 1),
+        Ok(Response::LeaseExpiry(vec![2]))
+    );
+    assert_eq!(keys(&restored.range(&get("k", "l")).unwrap()), ["k1", "k3"]);
 }
 
 #[test]

@@ -9,6 +9,7 @@
 //!   checkpointing would never expire it);
 //! * a leader frozen (SIGSTOP) for twice the TTL, while clients keep their leases alive
 //!   through the other members, revokes nothing when it wakes;
+//! * many keep-alives taken together by one member share log entries, each answered right;
 //! * keep-alives sent to the leader are answered at once while a burst of big writes keeps
 //!   its node thread busy (a write sent meanwhile waits over a second; etcd#18100);
 //! * 20,000 leases, each with a key, that run out together are all revoked within a few
@@ -459,6 +460,87 @@ fn raftkv_lease_commands_print_like_etcdctl() {
     );
     let (_, out, _) = raftkv(&["get", "cli/k"]);
     assert_eq!(out, "");
+}
+
+/// Streams that keep leases alive at once on one member: how many streams, how many
+/// keep-alives each sends (one in flight), and the TTL granted.
+const BATCH_STREAMS: usize = 100;
+const BATCH_ROUNDS: usize = 20;
+const BATCH_TTL: i64 = 60;
+
+/// How far the member at `endpoint` has applied its log.
+async fn applied_index(endpoint: &[String]) -> u64 {
+    let st = client(endpoint).status().await.expect("status");
+    st.raft_applied_index
+}
+
+/// Many keep-alives taken together by one member share log entries (the
+/// `LeaseKeepAlives` batch), and each stream still gets its own lease's answer: the TTL for
+/// a live lease (also for two streams renewing the same one), 0 for an unknown lease.
+/// Counted from the member's applied index: one entry per keep-alive (the way before
+/// batching) would need at least as many entries as keep-alives; the test asks for half.
+#[test]
+fn concurrent_keep_alives_on_one_member_share_log_entries() {
+    let mut cluster = start("ka-batch");
+    common::multi_thread_runtime().block_on(async {
+        let c = client(&cluster.endpoints());
+        ready(&c, &cluster).await;
+        let leader = poll_leader(&cluster).await;
+        let at_leader = vec![cluster.endpoints()[leader].clone()];
+        let member = client(&at_leader);
+        let mut leases = Vec::new();
+        for _ in 0..BATCH_STREAMS - 2 {
+            leases.push(member.lease_grant(BATCH_TTL, 0).await.expect("grant").id);
+        }
+        // Two streams renew the same lease; one renews a lease that never existed.
+        leases.push(leases[0]);
+        let unknown = 0x7e57_0000_0000_0001;
+        leases.push(unknown);
+        let before = applied_index(&at_leader).await;
+        let mut streams = Vec::new();
+        for (n, &id) in leases.iter().enumerate() {
+            // Each stream on its own connection, as separate clients would.
+            let conn = client(&at_leader);
+            streams.push(tokio::spawn(async move {
+                let (tx, mut rx) = conn.lease_keep_alive().await.expect("stream");
+                let mut answers = Vec::new();
+                for _ in 0..BATCH_ROUNDS {
+                    tx.send(proto::etcdserverpb::LeaseKeepAliveRequest { id })
+                        .await
+                        .expect("send keep-alive");
+                    let answer = tokio::time::timeout(Duration::from_secs(10), rx.message())
+                        .await
+                        .unwrap_or_else(|_| panic!("stream {n}: no answer within 10 s"))
+                        .expect("keep-alive stream")
+                        .expect("stream open");
+                    answers.push((answer.id, answer.ttl));
+                }
+                (id, answers)
+            }));
+        }
+        for s in streams {
+            let (id, answers) = s.await.expect("stream task");
+            let ttl = if id == unknown { 0 } else { BATCH_TTL };
+            assert!(
+                answers.iter().all(|&a| a == (id, ttl)),
+                "lease {id:x}: answers {answers:?}, expected ({id:x}, {ttl}) each"
+            );
+        }
+        let keep_alives = (BATCH_STREAMS * BATCH_ROUNDS) as u64;
+        // Other entries may land meanwhile (the leader's checkpoints, once a second at
+        // most): they only make the count larger.
+        let entries = applied_index(&at_leader).await - before;
+        println!(
+            "{keep_alives} keep-alives on {BATCH_STREAMS} streams took {entries} log entries \
+             ({:.1} keep-alives per entry)",
+            keep_alives as f64 / entries.max(1) as f64
+        );
+        assert!(
+            entries > 0 && entries <= keep_alives / 2,
+            "{keep_alives} keep-alives took {entries} log entries: not batched"
+        );
+    });
+    cluster.stop_all(Duration::from_secs(5)).ok();
 }
 
 /// Writers that keep the leader's log busy with 1 MiB puts, and how long a small write

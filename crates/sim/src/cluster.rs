@@ -229,6 +229,8 @@ pub struct ClusterStats {
     /// Lease grants and renewing keep-alives acknowledged to clients.
     pub lease_grants: u64,
     pub lease_keepalives: u64,
+    /// Of the keep-alives, those acknowledged from an entry of several (`KeepAlives`).
+    pub lease_keepalives_batched: u64,
     /// Of those, acknowledgements that promised less than the TTL (answered after more
     /// than the expiry grace; `node::promised_ttl`).
     pub lease_acks_shortened: u64,

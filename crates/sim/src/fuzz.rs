@@ -11,9 +11,12 @@
 //! barriers too, and every answer is checked (`checkers::client_calls`).
 //!
 //! Lease holders grant leases through random members and keep them alive (every third of
-//! the TTL) through random members, and now and then stop keeping one alive; at healing
+//! the TTL) through random members, alone or several in one batched entry, and now and
+//! then stop keeping one alive; at healing
 //! they all stop, and the liveness phase also demands that every lease is revoked within
 //! its bound (`checkers::lease_liveness`).
+
+use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use node::RequestId;
@@ -715,14 +718,25 @@ impl LeaseHolders {
         self.stopped = true;
     }
 
+    /// When keep-alives are due, half of the time every holder with a live lease renews in
+    /// one batch (`KeepAlives`, as a server member coalesces the keep-alives it takes
+    /// together), otherwise each due one alone; a batch's call is shared by every holder
+    /// in it.
     fn drive(&mut self, c: &mut Cluster) {
         use crate::leases::LeaseEntry;
         let now = c.now_ticks();
         let every = (self.ttl_ticks / 3).max(1);
+        // A batch's answer is taken once and told to each holder that shares its call.
+        let mut answers: BTreeMap<RequestId, Option<CallResult>> = BTreeMap::new();
+        let mut due = Vec::new();
         for k in 0..self.holders.len() {
             if let Some(req) = self.holders[k].call {
+                let answer = answers
+                    .entry(req)
+                    .or_insert_with(|| c.take_result(req))
+                    .clone();
                 let h = &mut self.holders[k];
-                match c.take_result(req) {
+                match answer {
                     None => continue,
                     Some(CallResult::Written(_)) => {
                         h.granted = true;
@@ -762,13 +776,38 @@ impl LeaseHolders {
                         self.holders[k].lease = None;
                         continue;
                     }
-                    let target = client_target(c);
-                    match c.client_lease(target, &LeaseEntry::KeepAlive { id }) {
-                        Some(req) => self.holders[k].call = Some(req),
-                        None => self.holders[k].next_keepalive = now + 1,
-                    }
+                    due.push((k, id));
                 }
                 Some(_) => {}
+            }
+        }
+        // Half the time, every other holder with a live lease and no call in flight
+        // renews early in the same batch (harmless: a renewal is never too early).
+        if !due.is_empty() && c.rng().gen_bool(0.5) {
+            for (k, h) in self.holders.iter().enumerate() {
+                let idle = h.granted && h.call.is_none() && !due.iter().any(|&(d, _)| d == k);
+                if let (true, Some(id)) = (idle, h.lease) {
+                    due.push((k, id));
+                }
+            }
+        }
+        if due.len() > 1 {
+            let target = client_target(c);
+            let ids = due.iter().map(|&(_, id)| id).collect();
+            let call = c.client_lease(target, &LeaseEntry::KeepAlives { ids });
+            for (k, _) in due {
+                match call {
+                    Some(req) => self.holders[k].call = Some(req),
+                    None => self.holders[k].next_keepalive = now + 1,
+                }
+            }
+            return;
+        }
+        for (k, id) in due {
+            let target = client_target(c);
+            match c.client_lease(target, &LeaseEntry::KeepAlive { id }) {
+                Some(req) => self.holders[k].call = Some(req),
+                None => self.holders[k].next_keepalive = now + 1,
             }
         }
     }

@@ -171,17 +171,36 @@ impl Cluster {
         let Some(out) = self.nodes[idx].sm.last_lease() else {
             return true;
         };
-        let renewed = out.changes.iter().find_map(|c| match *c {
-            LeaseChange::Renewed { id, ttl_ms, .. } => Some((id, ttl_ms)),
-            _ => None,
-        });
-        let Some((id, ttl)) = renewed else {
-            return true;
-        };
-        match crate::leases::decode(&e.data) {
-            Some(LeaseEntry::Grant { .. }) => self.stats.lease_grants += 1,
-            _ => self.stats.lease_keepalives += 1,
+        // One renewal per lease a grant or keep-alive renewed; a batch of keep-alives
+        // answers each of its leases with its own renewal.
+        let renewed: Vec<(i64, u64)> = out
+            .changes
+            .iter()
+            .filter_map(|c| match *c {
+                LeaseChange::Renewed { id, ttl_ms, .. } => Some((id, ttl_ms)),
+                _ => None,
+            })
+            .collect();
+        let entry = crate::leases::decode(&e.data);
+        for (id, ttl) in renewed {
+            match entry {
+                Some(LeaseEntry::Grant { .. }) => self.stats.lease_grants += 1,
+                Some(LeaseEntry::KeepAlives { .. }) => {
+                    self.stats.lease_keepalives += 1;
+                    self.stats.lease_keepalives_batched += 1;
+                }
+                _ => self.stats.lease_keepalives += 1,
+            }
+            if !self.observe_renewal_ack(id, ttl, taken_at) {
+                return false;
+            }
         }
+        true
+    }
+
+    /// The acknowledgement of one renewal of lease `id` (granted TTL `ttl`), answered now
+    /// for a call taken at `taken_at`.
+    fn observe_renewal_ack(&mut self, id: i64, ttl: u64, taken_at: u64) -> bool {
         let now = self.now;
         let lag = now.saturating_sub(taken_at);
         let promised = if self.config.sabotage == Some(Sabotage::LeaseAckIgnoresLag) {

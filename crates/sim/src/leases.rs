@@ -2,7 +2,8 @@
 //! leader's expiry and checkpoint decisions), their text encoding, and the replicated
 //! lease table they build, with the store's apply rules (`mvcc::lease`): a grant of an
 //! existing id is refused; a keep-alive resets the recorded remaining time to the TTL and
-//! counts a renewal; a decision holds only under `node::lessor::decision_holds` (its term,
+//! counts a renewal (a batch of keep-alives does so for each id in order, as the store's
+//! `LeaseKeepAlives`); a decision holds only under `node::lessor::decision_holds` (its term,
 //! no renewal since) — the very function the store calls.
 //!
 //! Time never enters here, as in the store: each member's lease clock (`node::Lessor`) is
@@ -28,6 +29,10 @@ pub enum LeaseEntry {
     KeepAlive {
         id: i64,
     },
+    /// Several keep-alives in one entry (the server's `LeaseKeepAlives`).
+    KeepAlives {
+        ids: Vec<i64>,
+    },
     Revoke {
         id: i64,
     },
@@ -47,6 +52,10 @@ pub fn client_entry(entry: &LeaseEntry, nonce: u64) -> Bytes {
     let body = match entry {
         LeaseEntry::Grant { id, ttl_ms } => format!("grant {id} {ttl_ms}"),
         LeaseEntry::KeepAlive { id } => format!("keep {id}"),
+        LeaseEntry::KeepAlives { ids } => {
+            let list: Vec<String> = ids.iter().map(i64::to_string).collect();
+            format!("keeps {}", list.join(";"))
+        }
         LeaseEntry::Revoke { id } => format!("revoke {id}"),
         other => unreachable!("not a client entry: {other:?}"),
     };
@@ -102,6 +111,16 @@ pub fn decode(data: &[u8]) -> Option<LeaseEntry> {
         "keep" => LeaseEntry::KeepAlive {
             id: num(parts.next())?,
         },
+        "keeps" => {
+            let ids = match parts.next().unwrap_or("") {
+                "" => Vec::new(),
+                list => list
+                    .split(';')
+                    .map(|n| n.parse().ok())
+                    .collect::<Option<Vec<i64>>>()?,
+            };
+            LeaseEntry::KeepAlives { ids }
+        }
         "revoke" => LeaseEntry::Revoke {
             id: num(parts.next())?,
         },
@@ -206,18 +225,16 @@ impl LeaseTable {
                     });
                 }
             },
-            LeaseEntry::KeepAlive { id } => match self.by_id.get_mut(&id) {
-                Some(l) => {
-                    l.renewals += 1;
-                    l.remaining_ms = l.ttl_ms;
-                    out.changes.push(LeaseChange::Renewed {
-                        id,
-                        renewals: l.renewals,
-                        ttl_ms: l.ttl_ms,
-                    });
+            LeaseEntry::KeepAlive { id } => {
+                let renewed = self.renew(id, &mut out);
+                out.refused = !renewed;
+            }
+            // An unknown id is answered alone; the batch as a whole is not refused.
+            LeaseEntry::KeepAlives { ids } => {
+                for id in ids {
+                    self.renew(id, &mut out);
                 }
-                None => out.refused = true,
-            },
+            }
             LeaseEntry::Revoke { id } => {
                 if self.by_id.remove(&id).is_some() {
                     out.changes.push(LeaseChange::Removed { id });
@@ -261,6 +278,21 @@ impl LeaseTable {
         Some(out)
     }
 
+    /// One renewal of lease `id`, if it exists.
+    fn renew(&mut self, id: i64, out: &mut LeaseApplied) -> bool {
+        let Some(l) = self.by_id.get_mut(&id) else {
+            return false;
+        };
+        l.renewals += 1;
+        l.remaining_ms = l.ttl_ms;
+        out.changes.push(LeaseChange::Renewed {
+            id,
+            renewals: l.renewals,
+            ttl_ms: l.ttl_ms,
+        });
+        true
+    }
+
     /// The lease clock's starting point after a restore: each lease's recorded remaining
     /// time (or, `fresh_ttl`, its full TTL: the sabotage of a lessor that ignores
     /// checkpoints), and its TTL.
@@ -292,6 +324,9 @@ mod tests {
         for e in [
             LeaseEntry::Grant { id: 4, ttl_ms: 500 },
             LeaseEntry::KeepAlive { id: 4 },
+            LeaseEntry::KeepAlives {
+                ids: vec![4, -2, 4],
+            },
             LeaseEntry::Revoke { id: 4 },
         ] {
             assert_eq!(decode(&client_entry(&e, 9)), Some(e));
@@ -366,5 +401,30 @@ mod tests {
         assert_eq!(done.expired, vec![1]);
         assert!(t.get(1).is_none());
         assert!(t.apply(&keep, 2).unwrap().refused, "gone");
+    }
+
+    #[test]
+    fn a_batch_renews_each_lease_it_knows() {
+        let mut t = LeaseTable::default();
+        for id in [1, 2] {
+            t.apply(&client_entry(&LeaseEntry::Grant { id, ttl_ms: 100 }, 1), 1);
+        }
+        let batch = client_entry(
+            &LeaseEntry::KeepAlives {
+                ids: vec![2, 7, 1, 2],
+            },
+            2,
+        );
+        let out = t.apply(&batch, 1).unwrap();
+        assert!(!out.refused);
+        let renewed = |id, renewals| LeaseChange::Renewed {
+            id,
+            renewals,
+            ttl_ms: 100,
+        };
+        assert_eq!(
+            out.changes,
+            vec![renewed(2, 1), renewed(1, 1), renewed(2, 2)]
+        );
     }
 }

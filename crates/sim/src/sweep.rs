@@ -46,6 +46,7 @@ pub struct Totals {
     /// checkpoints recorded; acknowledgements that promised less than the TTL (late).
     pub lease_grants: u64,
     pub lease_keepalives: u64,
+    pub lease_keepalives_batched: u64,
     pub lease_acks_shortened: u64,
     pub leases_expired: u64,
     pub lease_expiries_refused: u64,
@@ -84,9 +85,10 @@ impl SweepSummary {
             t.reads_confirmed,
             t.reads_served
         ) + &format!(
-            "; leases: {} grants and {} keep-alives acknowledged ({} late with a shortened TTL), {} expired, {} stale expiries refused, {} checkpoints",
+            "; leases: {} grants and {} keep-alives acknowledged ({} of them in batches, {} late with a shortened TTL), {} expired, {} stale expiries refused, {} checkpoints",
             t.lease_grants,
             t.lease_keepalives,
+            t.lease_keepalives_batched,
             t.lease_acks_shortened,
             t.leases_expired,
             t.lease_expiries_refused,
@@ -140,6 +142,7 @@ pub fn sweep(start: u64, count: u64, threads: usize, options: &FuzzOptions) -> S
                     t.auto_promotions_applied += report.stats.auto_promotions_applied;
                     t.lease_grants += report.stats.lease_grants;
                     t.lease_keepalives += report.stats.lease_keepalives;
+                    t.lease_keepalives_batched += report.stats.lease_keepalives_batched;
                     t.lease_acks_shortened += report.stats.lease_acks_shortened;
                     t.leases_expired += report.stats.leases_expired;
                     t.lease_expiries_refused += report.stats.lease_expiries_refused;

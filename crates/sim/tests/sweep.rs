@@ -49,13 +49,14 @@ fn sweep_and_check(label: &str, divisor: u64, options: &FuzzOptions) -> sim::swe
 #[test]
 fn sweep_random_seeds_with_all_faults() {
     let summary = sweep_and_check("", 1, &FuzzOptions::default());
-    // The lease workload really ran: leases granted, kept alive, expired by the leader,
-    // checkpointed, and stale expiries refused at apply.
+    // The lease workload really ran: leases granted, kept alive (alone and in batches),
+    // expired by the leader, checkpointed, and stale expiries refused at apply.
     let t = summary.totals;
     let count = env_u64("RAFTKV_SIM_SWEEP_COUNT", DEFAULT_COUNT);
     assert!(
         t.lease_grants > count
             && t.lease_keepalives > count
+            && t.lease_keepalives_batched > 0
             && t.leases_expired > count / 2
             && t.lease_checkpoints > count / 2
             && t.lease_expiries_refused > 0,

@@ -144,6 +144,7 @@ pub fn check_request(
         Request::LeaseGrant(_)
         | Request::LeaseRevoke(_)
         | Request::LeaseKeepAlive(_)
+        | Request::LeaseKeepAlives(_)
         | Request::LeaseCheckpoints(_)
         | Request::LeaseExpiry(_)
         | Request::Alarm(_)

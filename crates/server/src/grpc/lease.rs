@@ -2,9 +2,11 @@
 //!
 //! Grant, revoke and keep-alive are log entries (any member takes them; a follower's go to
 //! the leader through the ordinary proposal forwarding), so every member learns each
-//! renewal and a new leader needs no fresh full TTL (docs/lease.md). The leader answers a
-//! keep-alive from its lease clock at once and logs the renewal behind the answer
-//! ([`RenewalLog`]), so a keep-alive never waits behind a slow apply (etcd#18100).
+//! renewal and a new leader needs no fresh full TTL (docs/lease.md). The keep-alives a
+//! member takes together share one entry (`keep_alive_batch.rs`). With
+//! `--lease-keepalive-before-log` the leader answers a keep-alive from its lease clock at
+//! once and logs the renewal behind the answer ([`RenewalLog`]), so a keep-alive never
+//! waits behind a slow apply (etcd#18100).
 //! Time-to-live and the list are linearizable reads of the local store and lease clock.
 
 use bytes::Bytes;
@@ -20,7 +22,7 @@ use proto::raftkvpb::{internal_request::Request as Internal, InternalRequest};
 use tonic::codegen::BoxStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::Context;
+use super::{keep_alive_batch, Context};
 
 /// Tries at a fresh random ID when the one picked for a grant with ID 0 is taken.
 const ID_TRIES: usize = 3;
@@ -68,12 +70,7 @@ impl RenewalLog {
             loop {
                 // A failure (leader change, lease revoked meanwhile, overload) drops the
                 // entry: the answer was the leader's own promise (docs/lease.md).
-                let _ = propose(
-                    &ctx,
-                    Internal::LeaseKeepAlive(LeaseKeepAliveRequest { id }),
-                    None,
-                )
-                .await;
+                let _ = keep_alive_batch::renew(&ctx, id).await;
                 let mut pending = self.pending();
                 match pending.get_mut(&key) {
                     Some(again) if *again => *again = false,
@@ -118,17 +115,10 @@ const LATE_RENEWAL_TRIES: usize = 3;
 async fn renew_through_log(ctx: &Context, id: i64) -> Result<i64, Status> {
     for _ in 0..LATE_RENEWAL_TRIES {
         let took = ctx.lease_clock.now();
-        let granted = match propose(
-            ctx,
-            Internal::LeaseKeepAlive(LeaseKeepAliveRequest { id }),
-            None,
-        )
-        .await
-        {
-            Ok(Applied::LeaseKeepAlive(r)) => r.ttl,
-            Ok(_) => return Err(LeaseService::unexpected("lease keep-alive")),
-            Err(e) if e.code() == tonic::Code::NotFound => return Ok(0),
-            Err(e) => return Err(e),
+        // 0: the lease is unknown or expired (etcd answers TTL 0, not an error).
+        let granted = match keep_alive_batch::renew(ctx, id).await? {
+            0 => return Ok(0),
+            ttl => ttl,
         };
         let lag = ctx.lease_clock.now().saturating_sub(took);
         let granted = std::time::Duration::from_secs(granted.max(0) as u64);

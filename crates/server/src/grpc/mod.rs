@@ -18,6 +18,7 @@
 
 mod concurrency;
 mod edge;
+mod keep_alive_batch;
 mod kv;
 mod lease;
 mod maintenance;
