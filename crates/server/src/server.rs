@@ -498,6 +498,7 @@ pub async fn serve_with_peer_runtime(
         lease_clock,
         election_timeout: config.election_timeout,
         keepalive_before_log: config.lease_keepalive_before_log,
+        keep_alives: Arc::default(),
     };
     let _ = cluster.set(ClusterService(ctx.clone()));
     if let Some(after) = config.auto_remove_departed_after {

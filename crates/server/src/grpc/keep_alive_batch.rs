@@ -6,7 +6,7 @@
 //! every member. Many streams renewing at once (a fleet of sessions) spent most of the
 //! cluster's CPU on that per-entry cost (docs/lease.md, "Keep-alives").
 //!
-//! How: a keep-alive joins its member's queue. The first one to find the queue empty
+//! How: a keep-alive joins its member's queue (`Context::keep_alives`). The first one to find the queue empty
 //! spawns a proposer task, which first yields once (so that the keep-alives whose
 //! requests are already readable on other streams run and join the queue: no timer, so a
 //! keep-alive alone is proposed at once), then takes everything queued (at most
@@ -20,9 +20,7 @@
 //! the entry: each occurrence is a renewal, as two separate entries would have been, and
 //! each waiter gets its own answer.
 
-use std::collections::hash_map::Entry;
-use std::collections::HashMap;
-use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use bytes::Bytes;
 use mvcc::Response as Applied;
@@ -42,23 +40,18 @@ pub(super) const MAX_BATCH: usize = 4096;
 /// lease, or the error of the whole proposal.
 type Answer = Result<i64, Status>;
 
-/// The keep-alives waiting for a proposer, per member: each lease ID with its waiter.
-type Queues = HashMap<usize, Vec<(i64, oneshot::Sender<Answer>)>>;
+type Waiting = Vec<(i64, oneshot::Sender<Answer>)>;
 
-/// The queues of every member in this process. A member is present exactly while a
-/// proposer task is scheduled for it (so the next keep-alive knows whether to spawn one).
-/// Keyed by the member's node status (by address), as `RenewalLog` is, because tests run
-/// several members in one process.
-fn queues() -> MutexGuard<'static, Queues> {
-    static QUEUES: OnceLock<Mutex<Queues>> = OnceLock::new();
-    QUEUES
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-}
+/// One member's keep-alives waiting for a proposer (the member's `Context` holds it).
+/// `Some` exactly while a proposer task is scheduled, so that the next keep-alive knows
+/// whether to start one.
+#[derive(Debug, Default)]
+pub struct KeepAliveQueue(Mutex<Option<Waiting>>);
 
-fn member_of(ctx: &Context) -> usize {
-    std::sync::Arc::as_ptr(&ctx.node.status) as usize
+impl KeepAliveQueue {
+    fn lock(&self) -> MutexGuard<'_, Option<Waiting>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 /// Renews lease `id` through the log, in one entry with whatever other keep-alives this
@@ -66,47 +59,49 @@ fn member_of(ctx: &Context) -> usize {
 /// entry, 0 if the lease does not exist (then), or the proposal's error.
 pub(super) async fn renew(ctx: &Context, id: i64) -> Answer {
     let (tx, rx) = oneshot::channel();
-    let member = member_of(ctx);
-    let first = match queues().entry(member) {
-        Entry::Occupied(mut queued) => {
-            queued.get_mut().push((id, tx));
-            false
-        }
-        Entry::Vacant(empty) => {
-            empty.insert(vec![(id, tx)]);
-            true
+    let first = {
+        let mut queue = ctx.keep_alives.lock();
+        match queue.as_mut() {
+            Some(waiting) => {
+                waiting.push((id, tx));
+                false
+            }
+            None => {
+                *queue = Some(vec![(id, tx)]);
+                true
+            }
         }
     };
     if first {
-        schedule(ctx.clone(), member);
+        schedule(ctx.clone());
     }
     // Dropped unanswered only if the proposer task was dropped: the runtime is stopping.
     rx.await
         .unwrap_or_else(|_| Err(ServerError::Stopped.into()))
 }
 
-/// Starts a proposer for `member`'s queue. (A plain function, so that a proposer may start
-/// the next without its future's type depending on itself.)
-fn schedule(ctx: Context, member: usize) {
-    tokio::spawn(propose_batch(ctx, member));
+/// Starts a proposer for the member's queue. (A plain function, so that a proposer may
+/// start the next without its future's type depending on itself.)
+fn schedule(ctx: Context) {
+    tokio::spawn(propose_batch(ctx));
 }
 
-/// Takes up to [`MAX_BATCH`] queued keep-alives of `member` (after letting the ready ones
-/// join) and proposes them as one entry; a remainder gets its own proposer at once.
-async fn propose_batch(ctx: Context, member: usize) {
+/// Takes up to [`MAX_BATCH`] queued keep-alives (after letting the ready ones join) and
+/// proposes them as one entry; a remainder gets its own proposer at once.
+async fn propose_batch(ctx: Context) {
     tokio::task::yield_now().await;
     let batch = {
-        let mut queues = queues();
-        let Entry::Occupied(mut queued) = queues.entry(member) else {
+        let mut queue = ctx.keep_alives.lock();
+        let Some(waiting) = queue.as_mut() else {
             return;
         };
-        if queued.get().len() > MAX_BATCH {
-            let rest = queued.get_mut().split_off(MAX_BATCH);
-            let batch = std::mem::replace(queued.get_mut(), rest);
-            schedule(ctx.clone(), member);
+        if waiting.len() > MAX_BATCH {
+            let rest = waiting.split_off(MAX_BATCH);
+            let batch = std::mem::replace(waiting, rest);
+            schedule(ctx.clone());
             batch
         } else {
-            queued.remove()
+            queue.take().unwrap_or_default()
         }
     };
     let (ids, waiters): (Vec<i64>, Vec<_>) = batch.into_iter().unzip();

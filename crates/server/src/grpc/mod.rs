@@ -82,6 +82,8 @@ pub struct Context {
     /// `--lease-keepalive-before-log`: answer keep-alives from the lease clock (off: every
     /// keep-alive is answered once its renewal is applied).
     pub keepalive_before_log: bool,
+    /// Keep-alives waiting to share a log entry (`keep_alive_batch`).
+    pub keep_alives: Arc<keep_alive_batch::KeepAliveQueue>,
 }
 
 impl Context {

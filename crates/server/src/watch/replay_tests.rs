@@ -472,6 +472,7 @@ impl Member {
             lease_clock,
             election_timeout,
             keepalive_before_log: false,
+            keep_alives: Arc::default(),
         };
         Member {
             state,
