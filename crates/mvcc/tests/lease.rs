@@ -237,12 +237,11 @@ fn revoke_deletes_every_attached_key_in_one_revision_with_one_event_each() {
     assert_eq!(store.current_revision(), before + 1);
 }
 
-#[test]
-fn keep_alive_renews_to_the_full_ttl_and_counts_renewals() {
-    let mut store = Store::new();
-    grant(&mut store, 1, 30).unwrap();
+/// Lease 1 checkpointed in term 1 at 4 s left (its first record, renewals 0), so that a
+/// renewal shows as the remaining time going back up to the full TTL.
+fn checkpoint_lease_1(store: &mut Store) {
     apply(
-        &mut store,
+        store,
         Request::LeaseCheckpoints(LeaseCheckpoints {
             term: 1,
             checkpoints: vec![LeaseCheckpointAt {
@@ -253,6 +252,13 @@ fn keep_alive_renews_to_the_full_ttl_and_counts_renewals() {
         1,
     )
     .unwrap();
+}
+
+#[test]
+fn keep_alive_renews_to_the_full_ttl_and_counts_renewals() {
+    let mut store = Store::new();
+    grant(&mut store, 1, 30).unwrap();
+    checkpoint_lease_1(&mut store);
     assert_eq!(store.leases().get(1).unwrap().remaining_ms, 4_000);
     match keep_alive(&mut store, 1) {
         Ok(Response::LeaseKeepAlive(r)) => assert_eq!((r.id, r.ttl), (1, 30)),
@@ -280,18 +286,7 @@ fn batched_keep_alives_renew_each_lease_and_answer_zero_for_an_unknown_one() {
     grant(&mut store, 1, 30).unwrap();
     grant(&mut store, 2, 10).unwrap();
     put_leased(&mut store, "k", 2).unwrap();
-    apply(
-        &mut store,
-        Request::LeaseCheckpoints(LeaseCheckpoints {
-            term: 1,
-            checkpoints: vec![LeaseCheckpointAt {
-                lease: Some(at(1, 0)),
-                remaining_ms: 4_000,
-            }],
-        }),
-        1,
-    )
-    .unwrap();
+    checkpoint_lease_1(&mut store);
     let rev = store.current_revision();
     assert_eq!(
         keep_alives(&mut store, &[1, 9, 2, 1]),
