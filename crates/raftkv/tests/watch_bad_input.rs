@@ -4,7 +4,9 @@
 //!   alone and as the start of a range; a range end below or equal to its key; unknown
 //!   filter values; negative and duplicate client ids; cancels of unknown, already
 //!   canceled and never-created ids) on one stream each, then the same puts; what each
-//!   watch id received is compared, headers aside but for their revision;
+//!   watch id received is compared, headers aside but for their revision (event responses:
+//!   their events in order, since how many revisions one response carries is the server's
+//!   choice, see [`file`]);
 //! * raftkv's `--max-watches-per-stream`: a create beyond it is refused the way etcd
 //!   refuses a bad create (`created` + `canceled`, `watch_id = -1`, a reason), the refused
 //!   watch costs nothing and sees nothing, a cancel frees a place, watches canceled for
@@ -69,6 +71,30 @@ fn comparable(mut r: WatchResponse) -> WatchResponse {
     r
 }
 
+/// Whether `r` only carries events (no create, cancel or compaction answer).
+fn events_only(r: &WatchResponse) -> bool {
+    !r.created && !r.canceled && r.compact_revision == 0 && !r.events.is_empty()
+}
+
+/// File `r` under its watch id. Event responses that follow one another are merged into one,
+/// without a header revision: etcd sends a synced watcher one response per revision, raftkv
+/// one per revision or several queued revisions at once (docs/watch.md, "Events"), and a
+/// client may see either; the events and their order are what both must agree on.
+fn file(by_id: &mut BTreeMap<i64, Vec<WatchResponse>>, r: WatchResponse) {
+    let filed = by_id.entry(r.watch_id).or_default();
+    if events_only(&r) {
+        if let Some(last) = filed.last_mut().filter(|l| events_only(l)) {
+            last.events.extend(r.events);
+            return;
+        }
+        let mut r = comparable(r);
+        r.header = Some(Default::default());
+        filed.push(r);
+    } else {
+        filed.push(comparable(r));
+    }
+}
+
 /// Read until the marker watch's event of revision `marker_rev`, filing every response
 /// by watch id (responses of one id keep their order on both servers; across ids, control
 /// answers and events may interleave differently).
@@ -85,7 +111,7 @@ async fn read_to_marker(
                 e.kv.as_ref()
                     .is_some_and(|kv| kv.mod_revision == marker_rev)
             });
-        by_id.entry(r.watch_id).or_default().push(comparable(r));
+        file(by_id, r);
         if is_marker {
             return;
         }
