@@ -33,6 +33,10 @@ pub struct Hooks {
     /// Damage watch responses on purpose: only the harness's negative control for its watch
     /// checker sets it.
     pub watch_sabotage: WatchSabotage,
+    /// The log entries this member tells its peers it applies beyond version 1
+    /// (`transport::codec::FEATURE_LEASE_KEEP_ALIVES`). A test clears a bit to stand in
+    /// for a build from before that entry, in a cluster being upgraded one member at a time.
+    pub applies: u64,
 }
 
 /// A deliberately broken watch, for showing that the harness's watch checker catches it.
@@ -79,6 +83,7 @@ impl Default for Hooks {
             tick_interval: Arc::new(|configured| configured),
             skip_read_index: false,
             watch_sabotage: WatchSabotage::None,
+            applies: crate::transport::codec::FEATURE_LEASE_KEEP_ALIVES,
         }
     }
 }
@@ -90,6 +95,7 @@ impl std::fmt::Debug for Hooks {
             .field("tick_interval", &"<fn>")
             .field("skip_read_index", &self.skip_read_index)
             .field("watch_sabotage", &self.watch_sabotage)
+            .field("applies", &format_args!("{:#x}", self.applies))
             .finish()
     }
 }

@@ -409,6 +409,7 @@ pub async fn serve_with_peer_runtime(
         add_me: config
             .auto_join
             .then(|| crate::auto_join::handler(config.initial_members.clone(), cluster.clone())),
+        applies: hooks.applies,
     });
     for (urls, l) in peer_listeners {
         let url = urls.join(",");

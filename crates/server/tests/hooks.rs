@@ -142,6 +142,7 @@ async fn a_member_writes_through_the_given_filesystem_and_ticks_by_the_given_int
         },
         skip_read_index: false,
         watch_sabotage: server::WatchSabotage::None,
+        applies: server::transport::codec::FEATURE_LEASE_KEEP_ALIVES,
     };
     let shutdown = CancellationToken::new();
     let member = tokio::spawn(server::server::serve(config, hooks, shutdown.clone()));

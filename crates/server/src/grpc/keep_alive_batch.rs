@@ -19,12 +19,21 @@
 //! An ID queued twice in one batch (two streams renewing the same lease) stays twice in
 //! the entry: each occurrence is a renewal, as two separate entries would have been, and
 //! each waiter gets its own answer.
+//!
+//! Mixed builds: a member from before the batched entry would apply it as an empty request
+//! and its replica would diverge. So the batch is proposed only once every peer advertised
+//! that it applies it (`transport::codec::FEATURE_LEASE_KEEP_ALIVES`, in the peer
+//! handshake); until then, during a rolling upgrade or while a peer was never reached, each
+//! keep-alive of the batch goes into an entry of its own (`LeaseKeepAliveRequest`, which
+//! every build applies), all proposed at once.
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use bytes::Bytes;
+use mvcc::MvccError;
 use mvcc::Response as Applied;
 use prost::Message as _;
+use proto::etcdserverpb::LeaseKeepAliveRequest;
 use proto::raftkvpb::{internal_request::Request as Internal, InternalRequest, LeaseKeepAlives};
 use tokio::sync::oneshot;
 use tonic::Status;
@@ -105,22 +114,66 @@ async fn propose_batch(ctx: Context) {
         }
     };
     let (ids, waiters): (Vec<i64>, Vec<_>) = batch.into_iter().unzip();
+    let answers = if ctx
+        .transport
+        .every_peer_advertises(crate::transport::codec::FEATURE_LEASE_KEEP_ALIVES)
+    {
+        renew_together(&ctx, ids, waiters.len()).await
+    } else {
+        renew_one_by_one(&ctx, ids).await
+    };
+    for (waiter, answer) in waiters.into_iter().zip(answers) {
+        // A waiter whose stream was closed meanwhile is gone; nothing to tell it.
+        let _ = waiter.send(answer);
+    }
+}
+
+/// The batch as one `LeaseKeepAlives` entry: each ID's answer, in order.
+async fn renew_together(ctx: &Context, ids: Vec<i64>, waiters: usize) -> Vec<Answer> {
     let data = InternalRequest {
         auth: None,
         request: Some(Internal::LeaseKeepAlives(LeaseKeepAlives { ids })),
     }
     .encode_to_vec();
-    let answers: Vec<Answer> = match ctx.node.propose(Bytes::from(data)).await {
-        Ok(Ok(Applied::LeaseKeepAlives(ttls))) if ttls.len() == waiters.len() => {
+    match ctx.node.propose(Bytes::from(data)).await {
+        Ok(Ok(Applied::LeaseKeepAlives(ttls))) if ttls.len() == waiters => {
             ttls.into_iter().map(Ok).collect()
         }
-        Ok(Ok(_)) => vec![Err(unexpected()); waiters.len()],
-        Ok(Err(e)) => vec![Err(Status::from(e)); waiters.len()],
-        Err(e) => vec![Err(Status::from(e)); waiters.len()],
-    };
-    for (waiter, answer) in waiters.into_iter().zip(answers) {
-        // A waiter whose stream was closed meanwhile is gone; nothing to tell it.
-        let _ = waiter.send(answer);
+        Ok(Ok(_)) => vec![Err(unexpected()); waiters],
+        Ok(Err(e)) => vec![Err(Status::from(e)); waiters],
+        Err(e) => vec![Err(Status::from(e)); waiters],
+    }
+}
+
+/// Each ID in an entry of its own, the form every build applies, all proposed at once (the
+/// node thread still commits together what it finds queued): each ID's answer, in order.
+async fn renew_one_by_one(ctx: &Context, ids: Vec<i64>) -> Vec<Answer> {
+    let proposals: Vec<_> = ids
+        .into_iter()
+        .map(|id| tokio::spawn(renew_alone(ctx.clone(), id)))
+        .collect();
+    let mut answers = Vec::with_capacity(proposals.len());
+    for p in proposals {
+        // A proposal task ends only by answering, or dropped when the runtime stops.
+        answers.push(p.await.unwrap_or_else(|_| Err(ServerError::Stopped.into())));
+    }
+    answers
+}
+
+/// One keep-alive as its own `LeaseKeepAliveRequest` entry; an unknown lease answers 0, as
+/// in a batch.
+async fn renew_alone(ctx: Context, id: i64) -> Answer {
+    let data = InternalRequest {
+        auth: None,
+        request: Some(Internal::LeaseKeepAlive(LeaseKeepAliveRequest { id })),
+    }
+    .encode_to_vec();
+    match ctx.node.propose(Bytes::from(data)).await {
+        Ok(Ok(Applied::LeaseKeepAlive(r))) => Ok(r.ttl),
+        Ok(Ok(_)) => Err(unexpected()),
+        Ok(Err(MvccError::LeaseNotFound)) => Ok(0),
+        Ok(Err(e)) => Err(Status::from(e)),
+        Err(e) => Err(Status::from(e)),
     }
 }
 

@@ -57,8 +57,17 @@ pub const FEATURE_HASHKV: u64 = 2;
 /// dialler sends an older acceptor the snapshot in one frame, as before.
 pub const FEATURE_SNAPSHOT_PARTS: u64 = 4;
 
+/// Feature bit in [`HelloReply::Accepted`]: the acceptor's state machine applies the batched
+/// keep-alive entry (`raftkvpb.LeaseKeepAlives`, `InternalRequest` field 25). A build from
+/// before it decodes that entry as an empty request and applies nothing, so its replica
+/// would diverge; a member proposes the entry only once every peer advertised this bit
+/// (`Transport::every_peer_advertises`) and otherwise one keep-alive per entry, the way
+/// every build applies.
+pub const FEATURE_LEASE_KEEP_ALIVES: u64 = 8;
+
 /// The feature bits this build advertises.
-pub const FEATURES: u64 = FEATURE_PING | FEATURE_HASHKV | FEATURE_SNAPSHOT_PARTS;
+pub const FEATURES: u64 =
+    FEATURE_PING | FEATURE_HASHKV | FEATURE_SNAPSHOT_PARTS | FEATURE_LEASE_KEEP_ALIVES;
 
 /// A peer's answer to [`Frame::HashKv`]: what etcd's `HashKVResponse` carries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -118,6 +118,8 @@ pub struct PeerInfo {
     pub commit: u64,
     /// The peer answers [`codec::Frame::HashKv`] ([`codec::FEATURE_HASHKV`]).
     pub hash_kv: bool,
+    /// Every feature bit the peer's last handshake reply advertised (`codec::FEATURE_*`).
+    pub features: u64,
 }
 
 /// Identity of this member as the transport presents it.
@@ -588,6 +590,24 @@ impl Transport {
             .unwrap_or(false)
     }
 
+    /// Whether every other member of the configuration advertised `feature` in its last
+    /// handshake reply. A member never reached counts as one that does not: a new kind of
+    /// log entry waits until every replica is known to apply it.
+    pub fn every_peer_advertises(&self, feature: u64) -> bool {
+        let me = self
+            .dialling
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .local
+            .member_id;
+        let members = self.peers.lock().members.clone();
+        let directory = self.directory.lock().unwrap_or_else(|p| p.into_inner());
+        members
+            .iter()
+            .filter(|id| **id != me)
+            .all(|id| directory.get(id).is_some_and(|p| p.features & feature != 0))
+    }
+
     /// Every peer's connection state (and what its handshake reply said).
     pub fn directory(&self) -> HashMap<u64, PeerInfo> {
         self.directory.lock().map(|d| d.clone()).unwrap_or_default()
@@ -857,6 +877,7 @@ impl Dialer {
                             connected_since: Some(std::time::Instant::now()),
                             commit,
                             hash_kv: features & codec::FEATURE_HASHKV != 0,
+                            features,
                         },
                     );
                 }
@@ -1103,6 +1124,9 @@ pub struct Acceptor {
     pub hash_kv: Option<hash_kv::HashSource>,
     /// Answers a [`Frame::AddMe`] (`crate::auto_join`; `None`: refused).
     pub add_me: Option<AddMeHandler>,
+    /// The log entries this member's state machine applies beyond those of version 1, as
+    /// feature bits ([`codec::FEATURE_LEASE_KEEP_ALIVES`]): advertised as they are.
+    pub applies: u64,
 }
 
 /// A member asking to be added ([`Frame::AddMe`]) and the address its connection came from.
@@ -1370,7 +1394,8 @@ impl Acceptor {
                     codec::FEATURE_HASHKV
                 } else {
                     0
-                }) | codec::FEATURE_SNAPSHOT_PARTS,
+                }) | codec::FEATURE_SNAPSHOT_PARTS
+                    | self.applies,
             },
             Err(Refusal { kind, reason }) => {
                 warn!(peer = format_args!("{:x}", hello.from), ?kind, %reason, "refusing peer");
@@ -1543,6 +1568,18 @@ mod tests {
         mpsc::UnboundedReceiver<PeerEvent>,
         CancellationToken,
     ) {
+        acceptor_applying(incs, codec::FEATURE_LEASE_KEEP_ALIVES).await
+    }
+
+    /// [`acceptor`], advertising `applies` as the log entries it applies.
+    async fn acceptor_applying(
+        incs: Arc<Incarnations>,
+        applies: u64,
+    ) -> (
+        String,
+        mpsc::UnboundedReceiver<PeerEvent>,
+        CancellationToken,
+    ) {
         let (tx, rx) = mpsc::unbounded_channel();
         let sink: Sink = Arc::new(move |ev| {
             let _ = tx.send(ev);
@@ -1557,6 +1594,7 @@ mod tests {
             join: None,
             hash_kv: None,
             add_me: None,
+            applies,
         });
         let listener = bind_below_ephemeral().await;
         let url = format!("http://{}", listener.local_addr().unwrap());
@@ -1592,6 +1630,34 @@ mod tests {
             .await
             .expect("no event in time")
             .unwrap()
+    }
+
+    /// A peer's advertised entries gate what a member proposes: known only once connected,
+    /// and only the bits the peer's acceptor sent (a build without the batched keep-alive
+    /// entry sends none for it).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_peer_advertises_only_what_each_peers_handshake_said() {
+        for (applies, expected) in [(codec::FEATURE_LEASE_KEEP_ALIVES, true), (0, false)] {
+            let incs = Arc::new(Incarnations::in_memory());
+            let (url, _got, _stop) = acceptor_applying(incs, applies).await;
+            let (t, _events, _stop1) = dial(5, &url);
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            while !t.is_connected(2) {
+                assert!(
+                    !t.every_peer_advertises(codec::FEATURE_LEASE_KEEP_ALIVES),
+                    "a peer never reached counts as advertising nothing"
+                );
+                assert!(tokio::time::Instant::now() < deadline, "never connected");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            assert_eq!(
+                t.every_peer_advertises(codec::FEATURE_LEASE_KEEP_ALIVES),
+                expected,
+                "acceptor applying {applies:#x}"
+            );
+            // Bits the acceptor always sends are seen too, whatever it applies.
+            assert!(t.every_peer_advertises(codec::FEATURE_SNAPSHOT_PARTS));
+        }
     }
 
     /// More than the socket takes at once: the rest goes through the backlog, and every

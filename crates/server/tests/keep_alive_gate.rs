@@ -1,0 +1,258 @@
+//! Keep-alives in a cluster being upgraded one member at a time.
+//!
+//! Why: keep-alives that reach a member together share one `LeaseKeepAlives` log entry
+//! (`InternalRequest` field 25). A build from before that entry decodes it as an empty
+//! request and renews nothing, so its replica of the lease table would drift from the
+//! others'. A member proposes the shared entry only once every peer's handshake said it
+//! applies it (`transport::codec::FEATURE_LEASE_KEEP_ALIVES`); until then each keep-alive
+//! is an entry of its own, which every build applies.
+//!
+//! Here one member of three stands in for the older build (`Hooks::applies` without the
+//! bit). Keep-alives sent to another member must then take at least one log entry each, and
+//! still get their answers (the TTL; 0 for an unknown lease). Then the older member is
+//! "upgraded" (restarted with the default hooks on its data dir), and the same load must
+//! share entries once the peers have reconnected to it: that is also the control that shows
+//! the count can tell the two cases apart.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use proto::etcdserverpb::LeaseKeepAliveRequest;
+use raftkv_client::{Client, Timeouts};
+use server::config::Config;
+use server::{Hooks, ServerArgs};
+use tokio_util::sync::CancellationToken;
+
+use common::poll;
+
+#[derive(Parser)]
+struct Flags {
+    #[command(flatten)]
+    args: ServerArgs,
+}
+
+const STREAMS: usize = 40;
+const ROUNDS: usize = 5;
+const TTL: i64 = 60;
+
+/// An unknown lease, renewed by one of the streams.
+const UNKNOWN: i64 = 0x7e57_0000_0000_0002;
+
+/// A member's runtime, its shutdown switch and its `serve` task.
+type Running = (
+    tokio::runtime::Runtime,
+    CancellationToken,
+    tokio::task::JoinHandle<anyhow::Result<()>>,
+);
+
+struct Members {
+    urls: Vec<String>,
+    flags: Vec<Flags>,
+    running: Vec<Option<Running>>,
+}
+
+impl Members {
+    fn new(dir: &std::path::Path) -> Members {
+        let ports = raftkv_client::local_cluster::free_loopback_ports(6).unwrap();
+        let names = ["m0", "m1", "m2"];
+        let peer_url = |i: usize| format!("http://127.0.0.1:{}", ports[3 + i]);
+        let initial = (0..3)
+            .map(|i| format!("{}={}", names[i], peer_url(i)))
+            .collect::<Vec<_>>()
+            .join(",");
+        let urls: Vec<String> = (0..3)
+            .map(|i| format!("http://127.0.0.1:{}", ports[i]))
+            .collect();
+        let flags = (0..3)
+            .map(|i| {
+                Flags::parse_from([
+                    "member".to_string(),
+                    format!("--name={}", names[i]),
+                    format!("--data-dir={}", dir.join(names[i]).display()),
+                    format!("--listen-client-urls={}", urls[i]),
+                    format!("--advertise-client-urls={}", urls[i]),
+                    format!("--listen-peer-urls={}", peer_url(i)),
+                    format!("--initial-advertise-peer-urls={}", peer_url(i)),
+                    format!("--initial-cluster={initial}"),
+                    "--heartbeat-interval=50".to_string(),
+                    "--election-timeout=500".to_string(),
+                ])
+            })
+            .collect();
+        Members {
+            urls,
+            flags,
+            running: (0..3).map(|_| None).collect(),
+        }
+    }
+
+    /// Starts member `i`, advertising `applies` as the entries it applies.
+    fn start(&mut self, i: usize, applies: u64) {
+        let config = Config::from_args(&self.flags[i].args).unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name(format!("member-{i}"))
+            .enable_all()
+            .build()
+            .unwrap();
+        let shutdown = CancellationToken::new();
+        let hooks = Hooks {
+            applies,
+            ..Hooks::default()
+        };
+        let serving = rt.spawn(server::server::serve(config, hooks, shutdown.clone()));
+        self.running[i] = Some((rt, shutdown, serving));
+    }
+
+    /// Stops member `i` and waits until `serve` returned (its data dir and ports free).
+    fn stop(&mut self, i: usize) -> Result<(), String> {
+        let Some((rt, shutdown, serving)) = self.running[i].take() else {
+            return Ok(());
+        };
+        shutdown.cancel();
+        let ended =
+            rt.block_on(async { tokio::time::timeout(Duration::from_secs(20), serving).await });
+        rt.shutdown_timeout(Duration::from_secs(5));
+        match ended {
+            Ok(Ok(Ok(()))) => Ok(()),
+            other => Err(format!("member {i} did not stop cleanly: {other:?}")),
+        }
+    }
+
+    fn client(&self, i: usize) -> Client {
+        Client::new(&[self.urls[i].clone()], Timeouts::default()).expect("client")
+    }
+}
+
+impl Drop for Members {
+    fn drop(&mut self) {
+        for i in 0..3 {
+            // Already failing or done: nothing more to report.
+            let _ = self.stop(i);
+        }
+    }
+}
+
+/// The member `i`'s applied index, once it answers.
+async fn applied(c: &Client) -> u64 {
+    poll("a status answer", Duration::from_secs(30), || async {
+        c.status().await.ok().map(|s| s.raft_applied_index)
+    })
+    .await
+}
+
+/// Grants the leases at member `at`, then renews them on `STREAMS` streams (one connection
+/// each, one of them renewing an unknown lease) `ROUNDS` times; checks every answer and
+/// returns how many log entries member `at` applied meanwhile.
+async fn keep_alive_load(m: &Members, at: usize) -> (u64, u64) {
+    let c = m.client(at);
+    let mut leases = Vec::new();
+    for _ in 0..STREAMS - 1 {
+        let id = poll("a lease grant", Duration::from_secs(30), || async {
+            c.lease_grant(TTL, 0).await.ok().map(|r| r.id)
+        })
+        .await;
+        leases.push(id);
+    }
+    leases.push(UNKNOWN);
+    let before = applied(&c).await;
+    let mut streams = Vec::new();
+    for &id in &leases {
+        let conn = m.client(at);
+        streams.push(tokio::spawn(async move {
+            let (tx, mut rx) = conn.lease_keep_alive().await.expect("stream");
+            let mut answers = Vec::new();
+            for _ in 0..ROUNDS {
+                tx.send(LeaseKeepAliveRequest { id })
+                    .await
+                    .expect("send keep-alive");
+                let answer = tokio::time::timeout(Duration::from_secs(10), rx.message())
+                    .await
+                    .unwrap_or_else(|_| panic!("lease {id:x}: no answer within 10 s"))
+                    .expect("keep-alive stream")
+                    .expect("stream open");
+                answers.push((answer.id, answer.ttl));
+            }
+            (id, answers)
+        }));
+    }
+    for s in streams {
+        let (id, answers) = s.await.expect("stream task");
+        let ttl = if id == UNKNOWN { 0 } else { TTL };
+        assert!(
+            answers.iter().all(|&a| a == (id, ttl)),
+            "lease {id:x}: answers {answers:?}, expected ({id:x}, {ttl}) each"
+        );
+    }
+    let keep_alives = (STREAMS * ROUNDS) as u64;
+    // Other entries may land meanwhile (the leader's checkpoints): they only add.
+    let entries = applied(&c).await - before;
+    println!("{keep_alives} keep-alives took {entries} log entries");
+    (keep_alives, entries)
+}
+
+/// Until every member answers a status and one of them leads.
+async fn settled(m: &Members) {
+    poll(
+        "a leader known to all three",
+        Duration::from_secs(30),
+        || async {
+            let mut leaders = Vec::new();
+            for i in 0..3 {
+                leaders.push(m.client(i).status().await.ok()?.leader);
+            }
+            (leaders[0] != 0 && leaders.iter().all(|l| *l == leaders[0])).then_some(())
+        },
+    )
+    .await
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn keep_alives_take_an_entry_each_until_every_member_applies_the_shared_entry() {
+    use server::transport::codec::FEATURE_LEASE_KEEP_ALIVES as SHARED;
+    let dir = tempfile::tempdir().unwrap();
+    let mut m = Members::new(dir.path());
+    // Member 2 stands in for a build from before the shared entry.
+    m.start(0, SHARED);
+    m.start(1, SHARED);
+    m.start(2, 0);
+    let observer = runtime();
+    observer.block_on(async {
+        settled(&m).await;
+        let (keep_alives, entries) = keep_alive_load(&m, 0).await;
+        assert!(
+            entries >= keep_alives,
+            "{keep_alives} keep-alives took {entries} log entries: some shared an entry \
+             while a member could not apply it"
+        );
+    });
+    // The older member is upgraded: restarted on its data dir, advertising the entry.
+    m.stop(2).expect("stop the older member");
+    m.start(2, SHARED);
+    observer.block_on(async {
+        settled(&m).await;
+        // The peers learn what it applies when they next connect to it; until both did,
+        // keep-alives stay one per entry, so poll a short load until entries are shared.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let (keep_alives, entries) = keep_alive_load(&m, 0).await;
+            if entries < keep_alives {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "keep-alives never shared an entry after every member was upgraded"
+            );
+        }
+    });
+}
