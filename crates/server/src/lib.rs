@@ -39,6 +39,7 @@ pub mod lease_clock;
 pub mod lease_expiry;
 pub mod logging;
 pub mod members;
+pub mod memory;
 pub mod metrics;
 pub mod newer_etcd_flags;
 pub mod node;

@@ -45,6 +45,12 @@ pub trait FileSystem: Send + Sync + std::fmt::Debug {
     fn read(&self, path: &Path) -> io::Result<Vec<u8>>;
     /// Open a file for streaming reads (large snapshots).
     fn open_read(&self, path: &Path) -> io::Result<Box<dyn Read + Send>>;
+    /// The contents of a file that nothing will write to or truncate again (a snapshot
+    /// under its final name), backed by the file's pages instead of the heap, or `None`
+    /// where this filesystem cannot map files (the caller keeps its own copy then).
+    fn map_immutable(&self, _path: &Path) -> io::Result<Option<bytes::Bytes>> {
+        Ok(None)
+    }
     /// Create a new empty file, replacing any file of that name.
     fn create(&self, path: &Path) -> io::Result<Box<dyn FsFile>>;
     /// Open an existing file for appending.
@@ -123,6 +129,16 @@ impl FileSystem for RealFs {
 
     fn open_read(&self, path: &Path) -> io::Result<Box<dyn Read + Send>> {
         Ok(Box::new(File::open(path)?))
+    }
+
+    fn map_immutable(&self, path: &Path) -> io::Result<Option<bytes::Bytes>> {
+        let file = File::open(path)?;
+        // SAFETY: a mapping's bytes change if the file is written, and reading them faults
+        // if it is truncated. Callers map only files that are complete, fsynced and never
+        // opened for writing again (snapshot files: written under a temp name, renamed,
+        // later only deleted, which leaves the mapping valid until it is dropped).
+        let map = unsafe { memmap2::Mmap::map(&file)? };
+        Ok(Some(bytes::Bytes::from_owner(map)))
     }
 
     fn create(&self, path: &Path) -> io::Result<Box<dyn FsFile>> {

@@ -957,10 +957,25 @@ impl<S: StateMachine> Shell<S> {
                 );
                 let r = writer
                     .write_bytes(&meta, &image)
-                    .map(|w| (w, Snapshot { meta, data: image }))
+                    .map(|w| {
+                        // The core keeps the image for followers behind the log: keep it
+                        // as the file's pages, not as a second copy of the store on the
+                        // heap (`SnapshotWriter::map_image`).
+                        let data = match writer.map_image(&w) {
+                            Ok(Some(mapped)) if mapped.len() == image.len() => mapped,
+                            Ok(_) => image,
+                            Err(e) => {
+                                warn!(error = %e, "cannot map the snapshot just written; keeping it in memory");
+                                image
+                            }
+                        };
+                        (w, Snapshot { meta, data })
+                    })
                     .map_err(|e| e.to_string());
                 // A blocking send: the result must reach the node even if its queue is full.
                 let _ = tx.send(Stamped(Instant::now(), Input::SnapshotWritten(r)));
+                // The encoded image (unless mapped) and the view's copies are freed by now.
+                crate::memory::release_freed();
             });
         if let Err(e) = spawned {
             warn!(error = %e, "cannot start the snapshot writer");
