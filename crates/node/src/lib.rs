@@ -43,7 +43,7 @@ mod reads;
 mod routing;
 
 pub use clock::TickClock;
-pub use driver::{Driver, DriverConfig, DriverStatus};
+pub use driver::{Driver, DriverConfig, DriverStatus, IMAGE_BYTES_PER_LOG_BYTE};
 pub use durability::must_sync;
 pub use effects::{
     ApplyItem, Effects, ForwardError, NodeError, Outcome, PeerFrame, PersistBatch, Reply, RequestId,

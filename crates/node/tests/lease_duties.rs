@@ -38,6 +38,7 @@ fn driver_with_grace(voters: Vec<u64>, expiry_grace: Duration) -> Driver {
         election_timeout: ms(100),
         request_timeout: Duration::from_secs(5),
         snapshot_count: 0,
+        snapshot_size_floor: u64::MAX,
         max_apply_gap: 5000,
         forward_id_base: 1 << 40,
         promote_check_interval: ms(100),

@@ -29,6 +29,7 @@ fn single_member() -> Driver {
         election_timeout: Duration::from_millis(100),
         request_timeout: Duration::from_secs(5),
         snapshot_count: 0,
+        snapshot_size_floor: u64::MAX,
         max_apply_gap: 5000,
         forward_id_base: 1 << 40,
         promote_check_interval: Duration::from_millis(100),

@@ -710,6 +710,9 @@ impl Cluster {
             election_timeout: tick * self.config.election_tick,
             request_timeout: tick * self.config.request_timeout_ticks as u32,
             snapshot_count: self.config.compact_every.map_or(0, |n| n.max(1)),
+            // The count alone: `compact_every` already varies when snapshots happen, and
+            // the simulator's images are far below the server's floor anyway.
+            snapshot_size_floor: u64::MAX,
             max_apply_gap: node::MAX_APPLY_GAP,
             forward_id_base: self.rng.gen(),
             // Every tick (the server: every heartbeat interval, 100 ms).

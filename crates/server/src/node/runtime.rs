@@ -60,6 +60,11 @@ pub struct NodeParams<S: StateMachine> {
     pub tick_interval: Arc<dyn Fn(Duration) -> Duration + Send + Sync>,
 }
 
+/// Images from this size on are taken only once the log since the last one is a quarter of
+/// it (`node::DriverConfig::snapshot_size_floor`); smaller stores snapshot by
+/// `--snapshot-count` alone, as etcd does.
+pub const SNAPSHOT_SIZE_FLOOR: u64 = 16 << 20;
+
 /// Create the node's input queue and a handle on it. The queue exists before the thread
 /// so the transport (which needs the handle's sink) can start first.
 pub fn channel<S: StateMachine>(
@@ -97,6 +102,7 @@ pub fn spawn<S: StateMachine>(
         election_timeout: params.election_timeout,
         request_timeout: params.request_timeout,
         snapshot_count: params.snapshot_count,
+        snapshot_size_floor: SNAPSHOT_SIZE_FLOOR,
         max_apply_gap: node::MAX_APPLY_GAP,
         forward_id_base: random_u64(),
         promote_check_interval: PROMOTE_CHECK,

@@ -1,0 +1,137 @@
+//! When the driver asks for a snapshot: every `snapshot_count` applied entries, and once
+//! images reach `snapshot_size_floor` bytes, only when the entries applied since the last
+//! one add up to a quarter of its size (`node::IMAGE_BYTES_PER_LOG_BYTE`), so that a large
+//! store does not spend its CPU and disk rewriting itself every few thousand entries.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use node::{Driver, DriverConfig, IMAGE_BYTES_PER_LOG_BYTE};
+use raft::{ConfState, HardState, InitialState, RaftNode, Snapshot, SnapshotMeta};
+
+const TICK: Duration = Duration::from_millis(10);
+const COUNT: u64 = 10;
+const FLOOR: u64 = 4_000;
+
+fn single_member() -> Driver {
+    let initial = InitialState {
+        hard_state: HardState::default(),
+        conf_state: ConfState {
+            voters: vec![1],
+            learners: vec![],
+        },
+        snapshot: None,
+        entries: vec![],
+        applied: 0,
+    };
+    let raft = RaftNode::new(raft::Config::new(1), initial).expect("core");
+    let cfg = DriverConfig {
+        tick_interval: TICK,
+        max_catch_up_ticks: 10,
+        election_timeout: Duration::from_millis(100),
+        request_timeout: Duration::from_secs(5),
+        snapshot_count: COUNT,
+        snapshot_size_floor: FLOOR,
+        max_apply_gap: 5000,
+        forward_id_base: 1 << 40,
+        promote_check_interval: Duration::from_millis(100),
+        unsafe_promote_unsynced: false,
+        lease: node::LeaseConfig::default(),
+    };
+    let mut d = Driver::new(raft, cfg, (0, 0), Duration::ZERO);
+    let mut now = Duration::ZERO;
+    while d.status().core.leader != Some(1) {
+        assert!(now < Duration::from_secs(10), "single member never led");
+        now += TICK;
+        d.tick(now);
+        assert!(drain(&mut d).is_none());
+    }
+    d
+}
+
+/// Runs every batch (as if written, sent and applied); the snapshot asked for, if any.
+fn drain(d: &mut Driver) -> Option<SnapshotMeta> {
+    let mut asked = None;
+    while let Some(fx) = d.poll() {
+        if let Some(s) = fx.start_snapshot {
+            asked = Some(SnapshotMeta {
+                index: s.index,
+                term: s.term,
+                conf_state: s.conf_state,
+            });
+        }
+        d.advance();
+    }
+    asked
+}
+
+/// Proposes entries of `size` bytes one at a time until a snapshot is asked for (or
+/// `limit` entries); returns how many it took.
+fn entries_until_snapshot(d: &mut Driver, size: usize, limit: u64) -> Option<(u64, SnapshotMeta)> {
+    for n in 1..=limit {
+        d.propose(n, Bytes::from(vec![b'v'; size]));
+        if let Some(meta) = drain(d) {
+            return Some((n, meta));
+        }
+    }
+    None
+}
+
+/// The snapshot asked for is written with an image of `image` bytes.
+fn written(d: &mut Driver, meta: SnapshotMeta, image: u64) {
+    assert!(d.snapshot_written(Ok(Snapshot {
+        meta,
+        data: Bytes::from(vec![0u8; image as usize]),
+    })));
+}
+
+#[test]
+fn below_the_floor_the_count_alone_decides() {
+    let mut d = single_member();
+    // The election's no-op counts as an applied entry too.
+    let (n, meta) = entries_until_snapshot(&mut d, 100, 100).expect("a first snapshot");
+    assert!(n <= COUNT, "first snapshot after {n} entries");
+    written(&mut d, meta, FLOOR - 1);
+    let (n, _) = entries_until_snapshot(&mut d, 1, 100).expect("a second snapshot");
+    assert_eq!(
+        n, COUNT,
+        "an image below the floor: every {COUNT} entries, however small"
+    );
+}
+
+#[test]
+fn above_the_floor_a_snapshot_waits_for_a_quarter_of_the_image_in_log() {
+    let mut d = single_member();
+    let (_, meta) = entries_until_snapshot(&mut d, 100, 100).expect("a first snapshot");
+    let image = 40_000;
+    written(&mut d, meta, image);
+    // 100-byte entries: the count is reached after 10, the bytes after 100.
+    let (n, meta) = entries_until_snapshot(&mut d, 100, 1_000).expect("a second snapshot");
+    assert_eq!(
+        n,
+        image / IMAGE_BYTES_PER_LOG_BYTE / 100,
+        "asked for once {} bytes of {image} were in the log",
+        image / IMAGE_BYTES_PER_LOG_BYTE
+    );
+    // Large entries reach the bytes first: then the count still holds it back.
+    written(&mut d, meta, image);
+    let (n, _) = entries_until_snapshot(&mut d, 20_000, 100).expect("a third snapshot");
+    assert_eq!(n, COUNT, "the count is still a minimum");
+}
+
+#[test]
+fn a_failed_snapshot_is_retried_by_count_and_the_bytes_count_from_the_request() {
+    let mut d = single_member();
+    let (_, _) = entries_until_snapshot(&mut d, 100, 100).expect("a first snapshot");
+    // It failed: the next is asked for after the count again, from the failure on.
+    assert!(!d.snapshot_written(Err(())));
+    let (n, meta) = entries_until_snapshot(&mut d, 100, 100).expect("a retry");
+    assert_eq!(n, COUNT);
+    written(&mut d, meta, 40_000);
+    // The bytes applied before a snapshot was asked for do not count towards the next.
+    let (n, _) = entries_until_snapshot(&mut d, 1_000, 100).expect("a snapshot by bytes");
+    assert_eq!(
+        n, COUNT,
+        "10 × 1,000 B = a quarter of 40,000 B, reached with the count"
+    );
+}
