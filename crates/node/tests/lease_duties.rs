@@ -4,11 +4,12 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
-use node::{Driver, DriverConfig, LeaseConfig, LeaseDecision, Lessor};
-use raft::{ConfState, EntryKind, HardState, InitialState, RaftNode};
+mod common;
 
-const TICK: Duration = Duration::from_millis(10);
+use bytes::Bytes;
+use common::TICK;
+use node::{Driver, DriverConfig, LeaseConfig, LeaseDecision, Lessor};
+use raft::EntryKind;
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
@@ -21,34 +22,14 @@ fn driver(voters: Vec<u64>) -> Driver {
 }
 
 fn driver_with_grace(voters: Vec<u64>, expiry_grace: Duration) -> Driver {
-    let initial = InitialState {
-        hard_state: HardState::default(),
-        conf_state: ConfState {
-            voters,
-            learners: vec![],
-        },
-        snapshot: None,
-        entries: vec![],
-        applied: 0,
-    };
-    let raft = RaftNode::new(raft::Config::new(1), initial).expect("core");
     let cfg = DriverConfig {
-        tick_interval: TICK,
-        max_catch_up_ticks: 10,
-        election_timeout: ms(100),
-        request_timeout: Duration::from_secs(5),
-        snapshot_count: 0,
-        snapshot_size_floor: u64::MAX,
-        max_apply_gap: 5000,
-        forward_id_base: 1 << 40,
-        promote_check_interval: ms(100),
-        unsafe_promote_unsynced: false,
         lease: LeaseConfig {
             expiry_grace,
             ..LeaseConfig::default()
         },
+        ..common::config()
     };
-    Driver::new(raft, cfg, (0, 0), Duration::ZERO)
+    Driver::new(common::core(voters), cfg, (0, 0), Duration::ZERO)
 }
 
 /// Carries out every batch; returns the normal entries applied.

@@ -4,39 +4,20 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
-use node::{Driver, DriverConfig};
-use raft::{ConfState, HardState, InitialState, RaftNode};
+mod common;
 
-const TICK: Duration = Duration::from_millis(10);
+use bytes::Bytes;
+use common::TICK;
+use node::Driver;
 
 /// A single-member cluster that never snapshots by count.
 fn single_member() -> Driver {
-    let initial = InitialState {
-        hard_state: HardState::default(),
-        conf_state: ConfState {
-            voters: vec![1],
-            learners: vec![],
-        },
-        snapshot: None,
-        entries: vec![],
-        applied: 0,
-    };
-    let raft = RaftNode::new(raft::Config::new(1), initial).expect("core");
-    let cfg = DriverConfig {
-        tick_interval: TICK,
-        max_catch_up_ticks: 10,
-        election_timeout: Duration::from_millis(100),
-        request_timeout: Duration::from_secs(5),
-        snapshot_count: 0,
-        snapshot_size_floor: u64::MAX,
-        max_apply_gap: 5000,
-        forward_id_base: 1 << 40,
-        promote_check_interval: Duration::from_millis(100),
-        unsafe_promote_unsynced: false,
-        lease: node::LeaseConfig::default(),
-    };
-    Driver::new(raft, cfg, (0, 0), Duration::ZERO)
+    Driver::new(
+        common::core(vec![1]),
+        common::config(),
+        (0, 0),
+        Duration::ZERO,
+    )
 }
 
 /// Runs every batch (as if written, sent and applied) and reports whether one asked for

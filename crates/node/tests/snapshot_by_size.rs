@@ -5,40 +5,22 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
-use node::{Driver, DriverConfig, IMAGE_BYTES_PER_LOG_BYTE};
-use raft::{ConfState, HardState, InitialState, RaftNode, Snapshot, SnapshotMeta};
+mod common;
 
-const TICK: Duration = Duration::from_millis(10);
+use bytes::Bytes;
+use common::TICK;
+use node::{Driver, DriverConfig, IMAGE_BYTES_PER_LOG_BYTE};
+use raft::{Snapshot, SnapshotMeta};
 const COUNT: u64 = 10;
 const FLOOR: u64 = 4_000;
 
 fn single_member() -> Driver {
-    let initial = InitialState {
-        hard_state: HardState::default(),
-        conf_state: ConfState {
-            voters: vec![1],
-            learners: vec![],
-        },
-        snapshot: None,
-        entries: vec![],
-        applied: 0,
-    };
-    let raft = RaftNode::new(raft::Config::new(1), initial).expect("core");
     let cfg = DriverConfig {
-        tick_interval: TICK,
-        max_catch_up_ticks: 10,
-        election_timeout: Duration::from_millis(100),
-        request_timeout: Duration::from_secs(5),
         snapshot_count: COUNT,
         snapshot_size_floor: FLOOR,
-        max_apply_gap: 5000,
-        forward_id_base: 1 << 40,
-        promote_check_interval: Duration::from_millis(100),
-        unsafe_promote_unsynced: false,
-        lease: node::LeaseConfig::default(),
+        ..common::config()
     };
-    let mut d = Driver::new(raft, cfg, (0, 0), Duration::ZERO);
+    let mut d = Driver::new(common::core(vec![1]), cfg, (0, 0), Duration::ZERO);
     let mut now = Duration::ZERO;
     while d.status().core.leader != Some(1) {
         assert!(now < Duration::from_secs(10), "single member never led");
