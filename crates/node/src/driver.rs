@@ -36,8 +36,9 @@ pub struct DriverConfig {
     /// Why: an image is the whole store, so at a fixed count a large store spends most of
     /// its CPU and disk on snapshots (etcd's benchmark, 210,000 revisions of one key: 20
     /// images of up to 58 MB per member in 10 s, 45 % of the members' CPU). With the rule,
-    /// writing images costs at most four bytes per byte of log they replace. `u64::MAX`:
-    /// the count alone decides.
+    /// writing images costs at most four bytes per byte of log they replace (entries count
+    /// [`ENTRY_BYTES`] beyond their data, and [`MAX_COUNTS_PER_SNAPSHOT`] times the count
+    /// forces a snapshot whatever the bytes). `u64::MAX`: the count alone decides.
     pub snapshot_size_floor: u64,
     /// Refuse proposals while applying lags committing by more than this.
     pub max_apply_gap: u64,
@@ -58,6 +59,15 @@ pub struct DriverConfig {
 /// At most this many bytes of image per byte of applied entries since the last snapshot,
 /// once images reach [`DriverConfig::snapshot_size_floor`].
 pub const IMAGE_BYTES_PER_LOG_BYTE: u64 = 4;
+
+/// What an entry counts beyond its data: what each one costs in the in-memory logs (the
+/// entry itself in the core's and the storage's, and an allocation), so that many tiny
+/// entries (keep-alives, no-ops) count for what they hold.
+pub const ENTRY_BYTES: u64 = 128;
+
+/// However small the entries, a snapshot once this many times `snapshot_count` entries were
+/// applied since the last one: a bound on the log kept in memory and replayed at a restart.
+pub const MAX_COUNTS_PER_SNAPSHOT: u64 = 10;
 
 /// What the driver knows about itself, for status endpoints and checks.
 #[derive(Clone, Debug)]
@@ -89,8 +99,12 @@ pub struct Driver {
     last_snapshot: Index,
     /// Size of the last image taken or installed (0: none since the start).
     last_image_bytes: u64,
-    /// Bytes of entry data applied since the last snapshot was asked for or installed.
+    /// Bytes of entries ([`ENTRY_BYTES`] each beyond their data) applied since the last
+    /// snapshot was asked for or installed.
     log_bytes_since_snapshot: u64,
+    /// What `log_bytes_since_snapshot` was when the running snapshot was asked for: given
+    /// back if it fails, so the retry comes after `snapshot_count` entries as before.
+    log_bytes_in_running_snapshot: u64,
     snapshot_running: bool,
     /// An operator asked for a snapshot now (`request_snapshot`), whatever the count says.
     snapshot_asked: bool,
@@ -146,6 +160,7 @@ impl Driver {
             last_snapshot: applied.0,
             last_image_bytes: 0,
             log_bytes_since_snapshot: 0,
+            log_bytes_in_running_snapshot: 0,
             snapshot_running: false,
             snapshot_asked: false,
             announced_commit: 0,
@@ -265,15 +280,17 @@ impl Driver {
         self.snapshot_running = false;
         let Ok(snapshot) = written else {
             self.last_snapshot = self.applied;
+            self.log_bytes_since_snapshot += self.log_bytes_in_running_snapshot;
             return false;
         };
         let index = snapshot.meta.index;
-        self.last_image_bytes = snapshot.data.len() as u64;
+        let image_bytes = snapshot.data.len() as u64;
         if index < self.raft.status().first_index || self.raft.compact(snapshot).is_err() {
             self.last_snapshot = self.last_snapshot.max(index);
             return false;
         }
         self.last_snapshot = index;
+        self.last_image_bytes = image_bytes;
         true
     }
 
@@ -377,7 +394,7 @@ impl Driver {
             }
             self.applied = entry.index;
             self.applied_term = entry.term;
-            self.log_bytes_since_snapshot += entry.data.len() as u64;
+            self.log_bytes_since_snapshot += entry.data.len() as u64 + ENTRY_BYTES;
             let answers = self
                 .routing
                 .take_waiter(entry.index, entry.term, &mut self.replies);
@@ -453,14 +470,17 @@ impl Driver {
                 .log_bytes_since_snapshot
                 .saturating_mul(IMAGE_BYTES_PER_LOG_BYTE)
                 >= self.last_image_bytes;
-        let counted = count != 0 && self.applied >= self.last_snapshot + count && worth_it;
+        let entries = self.applied.saturating_sub(self.last_snapshot);
+        let counted = count != 0
+            && entries >= count
+            && (worth_it || entries >= count.saturating_mul(MAX_COUNTS_PER_SNAPSHOT));
         let asked = self.snapshot_asked && self.applied > self.last_snapshot;
         if self.snapshot_running || !(counted || asked) {
             return None;
         }
         self.snapshot_asked = false;
         self.snapshot_running = true;
-        self.log_bytes_since_snapshot = 0;
+        self.log_bytes_in_running_snapshot = std::mem::take(&mut self.log_bytes_since_snapshot);
         Some(SnapshotRequest {
             index: self.applied,
             term: self.applied_term,

@@ -43,7 +43,10 @@ mod reads;
 mod routing;
 
 pub use clock::TickClock;
-pub use driver::{Driver, DriverConfig, DriverStatus, IMAGE_BYTES_PER_LOG_BYTE};
+pub use driver::{
+    Driver, DriverConfig, DriverStatus, ENTRY_BYTES, IMAGE_BYTES_PER_LOG_BYTE,
+    MAX_COUNTS_PER_SNAPSHOT,
+};
 pub use durability::must_sync;
 pub use effects::{
     ApplyItem, Effects, ForwardError, NodeError, Outcome, PeerFrame, PersistBatch, Reply, RequestId,

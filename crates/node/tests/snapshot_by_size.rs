@@ -9,7 +9,7 @@ mod common;
 
 use bytes::Bytes;
 use common::TICK;
-use node::{Driver, DriverConfig, IMAGE_BYTES_PER_LOG_BYTE};
+use node::{Driver, DriverConfig, ENTRY_BYTES, IMAGE_BYTES_PER_LOG_BYTE, MAX_COUNTS_PER_SNAPSHOT};
 use raft::{Snapshot, SnapshotMeta};
 const COUNT: u64 = 10;
 const FLOOR: u64 = 4_000;
@@ -81,24 +81,40 @@ fn below_the_floor_the_count_alone_decides() {
     );
 }
 
+/// Entries of `size` bytes needed to reach a quarter of an image of `image` bytes.
+fn entries_for_a_quarter(image: u64, size: u64) -> u64 {
+    (image / IMAGE_BYTES_PER_LOG_BYTE).div_ceil(size + ENTRY_BYTES)
+}
+
 #[test]
 fn above_the_floor_a_snapshot_waits_for_a_quarter_of_the_image_in_log() {
     let mut d = single_member();
     let (_, meta) = entries_until_snapshot(&mut d, 100, 100).expect("a first snapshot");
     let image = 40_000;
     written(&mut d, meta, image);
-    // 100-byte entries: the count is reached after 10, the bytes after 100.
+    // 100-byte entries: the count is reached after 10, the bytes only later.
+    let expected = entries_for_a_quarter(image, 100);
+    assert!(expected > COUNT && expected < COUNT * MAX_COUNTS_PER_SNAPSHOT);
     let (n, meta) = entries_until_snapshot(&mut d, 100, 1_000).expect("a second snapshot");
     assert_eq!(
-        n,
-        image / IMAGE_BYTES_PER_LOG_BYTE / 100,
-        "asked for once {} bytes of {image} were in the log",
-        image / IMAGE_BYTES_PER_LOG_BYTE
+        n, expected,
+        "asked for once a quarter of {image} bytes was in the log"
     );
     // Large entries reach the bytes first: then the count still holds it back.
     written(&mut d, meta, image);
     let (n, _) = entries_until_snapshot(&mut d, 20_000, 100).expect("a third snapshot");
     assert_eq!(n, COUNT, "the count is still a minimum");
+}
+
+#[test]
+fn however_small_the_entries_a_snapshot_comes_after_ten_counts() {
+    let mut d = single_member();
+    let (_, meta) = entries_until_snapshot(&mut d, 100, 100).expect("a first snapshot");
+    let image = 400_000;
+    written(&mut d, meta, image);
+    assert!(entries_for_a_quarter(image, 0) > COUNT * MAX_COUNTS_PER_SNAPSHOT);
+    let (n, _) = entries_until_snapshot(&mut d, 0, 10_000).expect("a snapshot by the cap");
+    assert_eq!(n, COUNT * MAX_COUNTS_PER_SNAPSHOT);
 }
 
 #[test]
@@ -109,11 +125,19 @@ fn a_failed_snapshot_is_retried_by_count_and_the_bytes_count_from_the_request() 
     assert!(!d.snapshot_written(Err(())));
     let (n, meta) = entries_until_snapshot(&mut d, 100, 100).expect("a retry");
     assert_eq!(n, COUNT);
-    written(&mut d, meta, 40_000);
-    // The bytes applied before a snapshot was asked for do not count towards the next.
-    let (n, _) = entries_until_snapshot(&mut d, 1_000, 100).expect("a snapshot by bytes");
+    let image = 40_000;
+    written(&mut d, meta, image);
+    // The bytes applied before a snapshot was asked for do not count towards the next:
+    // 500-byte entries reach a quarter of the image after more than the count.
+    let expected = entries_for_a_quarter(image, 500);
+    assert!(expected > COUNT);
+    let (n, _) = entries_until_snapshot(&mut d, 500, 100).expect("a snapshot by bytes");
+    assert_eq!(n, expected);
+    // Above the floor, a failure gives the bytes back: the retry waits for the count only.
+    assert!(!d.snapshot_written(Err(())));
+    let (n, _) = entries_until_snapshot(&mut d, 500, 100).expect("a retry by count");
     assert_eq!(
         n, COUNT,
-        "10 × 1,000 B = a quarter of 40,000 B, reached with the count"
+        "a failed snapshot must not wait for another quarter of the image"
     );
 }

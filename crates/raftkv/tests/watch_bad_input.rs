@@ -5,8 +5,8 @@
 //!   filter values; negative and duplicate client ids; cancels of unknown, already
 //!   canceled and never-created ids) on one stream each, then the same puts; what each
 //!   watch id received is compared, headers aside but for their revision (event responses:
-//!   their events in order, since how many revisions one response carries is the server's
-//!   choice, see [`file`]);
+//!   their events in order and no header at all, since how many revisions one response
+//!   carries is the server's choice, see [`file`]);
 //! * raftkv's `--max-watches-per-stream`: a create beyond it is refused the way etcd
 //!   refuses a bad create (`created` + `canceled`, `watch_id = -1`, a reason), the refused
 //!   watch costs nothing and sees nothing, a cancel frees a place, watches canceled for

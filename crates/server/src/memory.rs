@@ -9,8 +9,10 @@
 //! system call on every free of a page, all the time. Asking once per snapshot costs one
 //! pass over the allocator's arenas every few seconds at most.
 
-/// Returns the memory freed so far (by any thread) to the OS. Cheap enough to call after
-/// each snapshot; a no-op where mimalloc is not the global allocator (it then holds nothing).
+/// Returns to the OS what the calling thread's heap, and the heaps of threads that have
+/// exited, hold free (not what other live threads freed into their own heaps). Cheap
+/// enough to call after each snapshot; a no-op where mimalloc is not the global allocator
+/// (it then holds nothing).
 pub fn release_freed() {
     // SAFETY: `mi_collect` takes no pointers and has no preconditions: any thread may call it
     // at any time, also before or without any allocation through mimalloc.

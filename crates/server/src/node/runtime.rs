@@ -980,7 +980,7 @@ impl<S: StateMachine> Shell<S> {
                     .map_err(|e| e.to_string());
                 // A blocking send: the result must reach the node even if its queue is full.
                 let _ = tx.send(Stamped(Instant::now(), Input::SnapshotWritten(r)));
-                // The encoded image (unless mapped) and the view's copies are freed by now.
+                // This thread's encoding buffers (and the image, unless kept) are freed now.
                 crate::memory::release_freed();
             });
         if let Err(e) = spawned {
