@@ -18,20 +18,13 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use clap::Parser;
 use proto::etcdserverpb::LeaseKeepAliveRequest;
 use raftkv_client::{Client, Timeouts};
 use server::config::Config;
-use server::{Hooks, ServerArgs};
+use server::Hooks;
 use tokio_util::sync::CancellationToken;
 
 use common::poll;
-
-#[derive(Parser)]
-struct Flags {
-    #[command(flatten)]
-    args: ServerArgs,
-}
 
 const STREAMS: usize = 40;
 const ROUNDS: usize = 5;
@@ -49,48 +42,23 @@ type Running = (
 
 struct Members {
     urls: Vec<String>,
-    flags: Vec<Flags>,
+    configs: Vec<Config>,
     running: Vec<Option<Running>>,
 }
 
 impl Members {
     fn new(dir: &std::path::Path) -> Members {
-        let ports = raftkv_client::local_cluster::free_loopback_ports(6).unwrap();
-        let names = ["m0", "m1", "m2"];
-        let peer_url = |i: usize| format!("http://127.0.0.1:{}", ports[3 + i]);
-        let initial = (0..3)
-            .map(|i| format!("{}={}", names[i], peer_url(i)))
-            .collect::<Vec<_>>()
-            .join(",");
-        let urls: Vec<String> = (0..3)
-            .map(|i| format!("http://127.0.0.1:{}", ports[i]))
-            .collect();
-        let flags = (0..3)
-            .map(|i| {
-                Flags::parse_from([
-                    "member".to_string(),
-                    format!("--name={}", names[i]),
-                    format!("--data-dir={}", dir.join(names[i]).display()),
-                    format!("--listen-client-urls={}", urls[i]),
-                    format!("--advertise-client-urls={}", urls[i]),
-                    format!("--listen-peer-urls={}", peer_url(i)),
-                    format!("--initial-advertise-peer-urls={}", peer_url(i)),
-                    format!("--initial-cluster={initial}"),
-                    "--heartbeat-interval=50".to_string(),
-                    "--election-timeout=500".to_string(),
-                ])
-            })
-            .collect();
+        let (urls, configs) = common::in_process::three_members(dir, 50, 500);
         Members {
             urls,
-            flags,
+            configs,
             running: (0..3).map(|_| None).collect(),
         }
     }
 
     /// Starts member `i`, advertising `applies` as the entries it applies.
     fn start(&mut self, i: usize, applies: u64) {
-        let config = Config::from_args(&self.flags[i].args).unwrap();
+        let config = self.configs[i].clone();
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name(format!("member-{i}"))

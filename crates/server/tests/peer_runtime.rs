@@ -9,20 +9,14 @@
 //! control runs the same cluster with the transport on the client runtime and must see an
 //! election, so the test can fail.
 
+mod common;
+
 use std::time::{Duration, Instant};
 
-use clap::Parser;
 use proto::etcdserverpb::maintenance_client::MaintenanceClient;
 use proto::etcdserverpb::StatusRequest;
-use server::config::Config;
-use server::{Hooks, ServerArgs};
+use server::Hooks;
 use tokio_util::sync::CancellationToken;
-
-#[derive(Parser)]
-struct Flags {
-    #[command(flatten)]
-    args: ServerArgs,
-}
 
 const ELECTION: Duration = Duration::from_millis(1000);
 
@@ -45,29 +39,13 @@ fn runtime(name: &str) -> tokio::runtime::Runtime {
 }
 
 fn start_cluster(dir: &std::path::Path, shared: bool) -> Vec<Member> {
-    let ports = raftkv_client::local_cluster::free_loopback_ports(6).unwrap();
-    let names = ["m0", "m1", "m2"];
-    let peer_url = |i: usize| format!("http://127.0.0.1:{}", ports[3 + i]);
-    let initial = (0..3)
-        .map(|i| format!("{}={}", names[i], peer_url(i)))
-        .collect::<Vec<_>>()
-        .join(",");
-    (0..3)
-        .map(|i| {
-            let client_url = format!("http://127.0.0.1:{}", ports[i]);
-            let flags = Flags::parse_from([
-                "member".to_string(),
-                format!("--name={}", names[i]),
-                format!("--data-dir={}", dir.join(names[i]).display()),
-                format!("--listen-client-urls={client_url}"),
-                format!("--advertise-client-urls={client_url}"),
-                format!("--listen-peer-urls={}", peer_url(i)),
-                format!("--initial-advertise-peer-urls={}", peer_url(i)),
-                format!("--initial-cluster={initial}"),
-                "--heartbeat-interval=100".to_string(),
-                format!("--election-timeout={}", ELECTION.as_millis()),
-            ]);
-            let config = Config::from_args(&flags.args).unwrap();
+    let (client_urls, configs) =
+        common::in_process::three_members(dir, 100, ELECTION.as_millis() as u64);
+    client_urls
+        .into_iter()
+        .zip(configs)
+        .enumerate()
+        .map(|(i, (client_url, config))| {
             let client_rt = runtime(&format!("client-{i}"));
             let peer_rt = (!shared).then(|| runtime(&format!("peer-{i}")));
             let peer_handle = peer_rt.as_ref().map(|rt| rt.handle().clone());

@@ -29,15 +29,13 @@
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use bytes::Bytes;
-use mvcc::MvccError;
 use mvcc::Response as Applied;
-use prost::Message as _;
 use proto::etcdserverpb::LeaseKeepAliveRequest;
-use proto::raftkvpb::{internal_request::Request as Internal, InternalRequest, LeaseKeepAlives};
+use proto::raftkvpb::{internal_request::Request as Internal, LeaseKeepAlives};
 use tokio::sync::oneshot;
 use tonic::Status;
 
+use super::lease::{propose, LeaseService};
 use super::Context;
 use crate::errors::ServerError;
 
@@ -130,18 +128,18 @@ async fn propose_batch(ctx: Context) {
 
 /// The batch as one `LeaseKeepAlives` entry: each ID's answer, in order.
 async fn renew_together(ctx: &Context, ids: Vec<i64>, waiters: usize) -> Vec<Answer> {
-    let data = InternalRequest {
-        auth: None,
-        request: Some(Internal::LeaseKeepAlives(LeaseKeepAlives { ids })),
-    }
-    .encode_to_vec();
-    match ctx.node.propose(Bytes::from(data)).await {
-        Ok(Ok(Applied::LeaseKeepAlives(ttls))) if ttls.len() == waiters => {
+    match propose(
+        ctx,
+        Internal::LeaseKeepAlives(LeaseKeepAlives { ids }),
+        None,
+    )
+    .await
+    {
+        Ok(Applied::LeaseKeepAlives(ttls)) if ttls.len() == waiters => {
             ttls.into_iter().map(Ok).collect()
         }
-        Ok(Ok(_)) => vec![Err(unexpected()); waiters],
-        Ok(Err(e)) => vec![Err(Status::from(e)); waiters],
-        Err(e) => vec![Err(Status::from(e)); waiters],
+        Ok(_) => vec![Err(unexpected()); waiters],
+        Err(e) => vec![Err(e); waiters],
     }
 }
 
@@ -163,20 +161,21 @@ async fn renew_one_by_one(ctx: &Context, ids: Vec<i64>) -> Vec<Answer> {
 /// One keep-alive as its own `LeaseKeepAliveRequest` entry; an unknown lease answers 0, as
 /// in a batch.
 async fn renew_alone(ctx: Context, id: i64) -> Answer {
-    let data = InternalRequest {
-        auth: None,
-        request: Some(Internal::LeaseKeepAlive(LeaseKeepAliveRequest { id })),
-    }
-    .encode_to_vec();
-    match ctx.node.propose(Bytes::from(data)).await {
-        Ok(Ok(Applied::LeaseKeepAlive(r))) => Ok(r.ttl),
-        Ok(Ok(_)) => Err(unexpected()),
-        Ok(Err(MvccError::LeaseNotFound)) => Ok(0),
-        Ok(Err(e)) => Err(Status::from(e)),
-        Err(e) => Err(Status::from(e)),
+    match propose(
+        &ctx,
+        Internal::LeaseKeepAlive(LeaseKeepAliveRequest { id }),
+        None,
+    )
+    .await
+    {
+        Ok(Applied::LeaseKeepAlive(r)) => Ok(r.ttl),
+        Ok(_) => Err(unexpected()),
+        // `etcdserver: requested lease not found`, the only NotFound a keep-alive applies.
+        Err(e) if e.code() == tonic::Code::NotFound => Ok(0),
+        Err(e) => Err(e),
     }
 }
 
 fn unexpected() -> Status {
-    Status::internal("etcdserver: unexpected apply result for lease keep-alive")
+    LeaseService::unexpected("lease keep-alive")
 }

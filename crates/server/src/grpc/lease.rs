@@ -145,7 +145,7 @@ async fn keep_alive(ctx: &Context, id: i64) -> Result<LeaseKeepAliveResponse, St
 }
 
 impl LeaseService {
-    fn unexpected(what: &str) -> Status {
+    pub(super) fn unexpected(what: &str) -> Status {
         Status::internal(format!("etcdserver: unexpected apply result for {what}"))
     }
 
@@ -159,7 +159,7 @@ impl LeaseService {
 
 /// Grants, keep-alives and revocations need no identity except a revocation under auth
 /// (it deletes the lease's keys): `who` is the sender as `crate::auth` found it.
-async fn propose(
+pub(super) async fn propose(
     ctx: &Context,
     request: Internal,
     who: Option<proto::raftkvpb::RequestAuth>,

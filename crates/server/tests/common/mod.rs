@@ -5,6 +5,7 @@
 
 #![allow(dead_code)]
 
+pub mod in_process;
 pub mod member;
 
 use std::path::PathBuf;
