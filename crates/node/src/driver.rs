@@ -69,6 +69,16 @@ pub const ENTRY_BYTES: u64 = 128;
 /// applied since the last one: a bound on the log kept in memory and replayed at a restart.
 pub const MAX_COUNTS_PER_SNAPSHOT: u64 = 10;
 
+/// Whether `batch` writes entries and, beyond them, changes nothing but the commit index: the
+/// kind of write a leader's clients need not wait for ([`Effects::apply_first`]).
+fn leaves_term_and_vote(batch: &PersistBatch, durable: &HardState) -> bool {
+    !batch.entries.is_empty()
+        && batch.snapshot.is_none()
+        && batch
+            .hard_state
+            .is_none_or(|hs| hs.term == durable.term && hs.vote == durable.vote)
+}
+
 /// What the driver knows about itself, for status endpoints and checks.
 #[derive(Clone, Debug)]
 pub struct DriverStatus {
@@ -362,6 +372,7 @@ impl Driver {
         if let Some(ss) = rd.soft_state {
             self.on_soft_state(ss.leader, ss.role);
         }
+        let durable_before = self.durable;
         let persist = if rd.hard_state.is_some() || !rd.entries.is_empty() || rd.snapshot.is_some()
         {
             let sync = crate::must_sync(
@@ -401,8 +412,14 @@ impl Driver {
             apply.push(ApplyItem { entry, answers });
         }
         let read_states = self.on_read_states(rd.read_states);
+        let apply_first = self.role == Role::Leader
+            && !apply.is_empty()
+            && persist
+                .as_ref()
+                .is_some_and(|p| leaves_term_and_vote(p, &durable_before));
         Effects {
             soft_state: rd.soft_state,
+            apply_first,
             messages: rd.messages,
             frames: std::mem::take(&mut self.frames),
             persist,

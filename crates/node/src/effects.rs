@@ -75,6 +75,15 @@ pub struct PersistBatch {
     pub sync: bool,
 }
 
+impl PersistBatch {
+    /// Take the hard state out of the batch, for a caller that writes it on its own first
+    /// ([`Effects::apply_first`]: then it changes nothing but the commit index, and that
+    /// write needs no fsync). The entries that stay keep `sync`.
+    pub fn take_commit(&mut self) -> Option<HardState> {
+        self.hard_state.take()
+    }
+}
+
 /// One committed entry to apply, and whom its result answers.
 #[derive(Clone, Debug)]
 pub struct ApplyItem {
@@ -96,6 +105,14 @@ pub type SnapshotRequest = SnapshotMeta;
 pub struct Effects {
     /// Changed leader or role, if any (for logs and status).
     pub soft_state: Option<SoftState>,
+    /// The caller may apply and answer *before* writing `persist`'s entries: write
+    /// `persist.hard_state` first without an fsync ([`PersistBatch::take_commit`]), then
+    /// `install_snapshot` (never set then), `apply` and `replies`, then the entries with their
+    /// fsync and `persisted_messages`. Set only on a leader, for a batch that appends entries
+    /// and changes neither term nor vote: everything in `apply` was durable here before this
+    /// batch, so its clients need not wait for the fsync of entries proposed after theirs,
+    /// while a follower's acknowledgements (which commit depends on) still go out first.
+    pub apply_first: bool,
     /// Raft messages that may leave before `persist` is durable.
     pub messages: Vec<Message>,
     /// Forwarding frames, which never depend on `persist`.

@@ -29,7 +29,7 @@ fn driver_with_grace(voters: Vec<u64>, expiry_grace: Duration) -> Driver {
         },
         ..common::config()
     };
-    Driver::new(common::core(voters), cfg, (0, 0), Duration::ZERO)
+    Driver::new(common::member(1, voters), cfg, (0, 0), Duration::ZERO)
 }
 
 /// Carries out every batch; returns the normal entries applied.

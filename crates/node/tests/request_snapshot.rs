@@ -13,7 +13,7 @@ use node::Driver;
 /// A single-member cluster that never snapshots by count.
 fn single_member() -> Driver {
     Driver::new(
-        common::core(vec![1]),
+        common::member(1, vec![1]),
         common::config(),
         (0, 0),
         Duration::ZERO,

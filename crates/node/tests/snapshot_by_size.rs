@@ -20,7 +20,7 @@ fn single_member() -> Driver {
         snapshot_size_floor: FLOOR,
         ..common::config()
     };
-    let mut d = Driver::new(common::core(vec![1]), cfg, (0, 0), Duration::ZERO);
+    let mut d = Driver::new(common::member(1, vec![1]), cfg, (0, 0), Duration::ZERO);
     let mut now = Duration::ZERO;
     while d.status().core.leader != Some(1) {
         assert!(now < Duration::from_secs(10), "single member never led");

@@ -214,6 +214,9 @@ pub struct ClusterStats {
     pub snapshots_taken: u64,
     pub snapshots_installed: u64,
     pub readies: u64,
+    /// Leader batches carried out with `apply_first`: applied and answered before their
+    /// entry write.
+    pub applied_first: u64,
     /// Restarts that recovered a commit index below what the member had applied before it
     /// crashed (its last commit index was written without an fsync and lost).
     pub restarts_below_applied: u64,

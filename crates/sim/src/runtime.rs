@@ -83,31 +83,31 @@ impl Cluster {
             for (to, frame) in &fx.frames {
                 self.send_frame(id, *to, frame);
             }
-            if self.crash_strikes(idx, CrashPoint::BeforePersist) {
-                return;
-            }
-            if let Some(batch) = &fx.persist {
-                if !self.persist(idx, batch) {
+            let mut fx = fx;
+            if fx.apply_first {
+                self.stats.applied_first += 1;
+                // A leader's batch: the commit index first (no fsync), then apply and
+                // answer, then the entries (docs/node-driver.md).
+                if let Some(hs) = fx.persist.as_mut().and_then(|b| b.take_commit()) {
+                    let commit_only = PersistBatch {
+                        hard_state: Some(hs),
+                        ..PersistBatch::default()
+                    };
+                    if !self.persist(idx, &commit_only) {
+                        return;
+                    }
+                }
+                if !self.apply_and_answer(idx, &fx) {
                     return;
                 }
-            }
-            if self.crash_strikes(idx, CrashPoint::AfterPersist) {
-                return;
-            }
-            for m in &fx.persisted_messages {
-                self.send(id, m);
-            }
-            if self.crash_strikes(idx, CrashPoint::BeforeApply) {
-                return;
-            }
-            if !self.apply(idx, &fx) {
-                return;
-            }
-            if !self.check_promotions(idx, &fx.promotions) {
-                return;
-            }
-            for r in &fx.replies {
-                if !self.answer(idx, r) {
+                if !self.persist_and_acknowledge(idx, &fx) {
+                    return;
+                }
+            } else {
+                if !self.persist_and_acknowledge(idx, &fx) {
+                    return;
+                }
+                if !self.apply_and_answer(idx, &fx) {
                     return;
                 }
             }
@@ -135,6 +135,47 @@ impl Cluster {
             "ready-contract",
             format!("node {id} still has work after 10000 batches"),
         );
+    }
+
+    /// The batch's durable write and the messages that wait for it, with the crash points
+    /// around the write. False if the node crashed or a check failed.
+    fn persist_and_acknowledge(&mut self, idx: usize, fx: &Effects) -> bool {
+        let id = idx as NodeId + 1;
+        if self.crash_strikes(idx, CrashPoint::BeforePersist) {
+            return false;
+        }
+        if let Some(batch) = &fx.persist {
+            if !self.persist(idx, batch) {
+                return false;
+            }
+        }
+        if self.crash_strikes(idx, CrashPoint::AfterPersist) {
+            return false;
+        }
+        for m in &fx.persisted_messages {
+            self.send(id, m);
+        }
+        true
+    }
+
+    /// Install, apply and answer, with the crash point before them. False if the node
+    /// crashed or a check failed.
+    fn apply_and_answer(&mut self, idx: usize, fx: &Effects) -> bool {
+        if self.crash_strikes(idx, CrashPoint::BeforeApply) {
+            return false;
+        }
+        if !self.apply(idx, fx) {
+            return false;
+        }
+        if !self.check_promotions(idx, &fx.promotions) {
+            return false;
+        }
+        for r in &fx.replies {
+            if !self.answer(idx, r) {
+                return false;
+            }
+        }
+        true
     }
 
     pub(crate) fn crash_strikes(&mut self, idx: usize, point: CrashPoint) -> bool {

@@ -34,6 +34,8 @@ pub struct Totals {
     pub reads_served: u64,
     pub stalls: u64,
     pub restarts_below_applied: u64,
+    /// Leader batches applied and answered before their entry write (`apply_first`).
+    pub applied_first: u64,
     /// Membership changes a leader accepted, and removals some member applied.
     pub conf_changes: u64,
     pub removals_applied: u64,
@@ -64,7 +66,7 @@ impl SweepSummary {
         format!(
             "swept seeds {}..{} ({} seeds): {} failed, {:.1}s, {:.0} seeds/s; {} virtual ticks, {} messages, \
              {} crashes ({} restarts, {} below their applied index), {} stalls, {} snapshots taken, {} installed, {} proposals, \
-             {} entries committed, {} writes acknowledged, {} reads confirmed by the core, {} linearizable reads served",
+             {} entries committed, {} writes acknowledged ({} leader batches applied before their entry write), {} reads confirmed by the core, {} linearizable reads served",
             self.start,
             self.start + self.count,
             self.count,
@@ -82,6 +84,7 @@ impl SweepSummary {
             t.proposals,
             t.committed_entries,
             t.writes_acked,
+            t.applied_first,
             t.reads_confirmed,
             t.reads_served
         ) + &format!(
@@ -136,6 +139,7 @@ pub fn sweep(start: u64, count: u64, threads: usize, options: &FuzzOptions) -> S
                     t.reads_served += report.reads_served;
                     t.stalls += report.stats.stalls;
                     t.restarts_below_applied += report.stats.restarts_below_applied;
+                    t.applied_first += report.stats.applied_first;
                     t.conf_changes += report.stats.conf_changes;
                     t.removals_applied += report.stats.removals_applied;
                     t.auto_promotions += report.stats.auto_promotions;

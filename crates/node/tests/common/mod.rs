@@ -9,8 +9,8 @@ use raft::{ConfState, HardState, InitialState, RaftNode};
 /// One driver tick.
 pub const TICK: Duration = Duration::from_millis(10);
 
-/// The core of member 1 of a new cluster of `voters`, with nothing stored yet.
-pub fn core(voters: Vec<u64>) -> RaftNode {
+/// The core of member `id` of a new cluster of `voters`, with nothing stored yet.
+pub fn member(id: u64, voters: Vec<u64>) -> RaftNode {
     let initial = InitialState {
         hard_state: HardState::default(),
         conf_state: ConfState {
@@ -21,7 +21,7 @@ pub fn core(voters: Vec<u64>) -> RaftNode {
         entries: vec![],
         applied: 0,
     };
-    RaftNode::new(raft::Config::new(1), initial).expect("core")
+    RaftNode::new(raft::Config::new(id), initial).expect("core")
 }
 
 /// A configuration at the tests' time scale; a test overrides what it is about.

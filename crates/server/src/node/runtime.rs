@@ -653,8 +653,9 @@ impl<S: StateMachine> Shell<S> {
         }
     }
 
-    /// Carry out one batch of effects, in the contract's order.
-    fn carry_out(&mut self, fx: Effects) -> anyhow::Result<()> {
+    /// Carry out one batch of effects, in the contract's order (docs/node-driver.md): a
+    /// leader's batch marked `apply_first` applies and answers before its entry write.
+    fn carry_out(&mut self, mut fx: Effects) -> anyhow::Result<()> {
         if let Some(ss) = fx.soft_state {
             self.on_soft_state(ss.leader, ss.role);
         }
@@ -673,7 +674,7 @@ impl<S: StateMachine> Shell<S> {
         if !fx.messages.is_empty() {
             self.transport.send_raft(&fx.messages);
         }
-        for (to, frame) in fx.frames {
+        for (to, frame) in std::mem::take(&mut fx.frames) {
             let frame = match frame {
                 PeerFrame::Forward { req_id, data } => Frame::Forward { req_id, data },
                 PeerFrame::ForwardResult { req_id, result } => {
@@ -682,6 +683,30 @@ impl<S: StateMachine> Shell<S> {
             };
             self.transport.send(to, frame);
         }
+        if fx.apply_first {
+            if let Some(hs) = fx.persist.as_mut().and_then(|b| b.take_commit()) {
+                self.storage
+                    .save_commit(&hs)
+                    .map_err(|e| anyhow::anyhow!("cannot persist the raft log: {e}"))?;
+            }
+            self.apply_and_answer(&mut fx)?;
+            self.persist(&fx)?;
+        } else {
+            self.persist(&fx)?;
+            if let Some(snap) = &fx.install_snapshot {
+                self.install_snapshot(snap)?;
+            }
+            self.apply_and_answer(&mut fx)?;
+        }
+        self.driver.advance();
+        if let Some(meta) = fx.start_snapshot {
+            self.start_snapshot(meta);
+        }
+        Ok(())
+    }
+
+    /// The batch's durable write, then the messages that wait for it.
+    fn persist(&mut self, fx: &Effects) -> anyhow::Result<()> {
         if let Some(batch) = &fx.persist {
             let last = batch.entries.last().map_or(0, |e| e.index);
             if last > 0 {
@@ -722,20 +747,18 @@ impl<S: StateMachine> Shell<S> {
         if !fx.persisted_messages.is_empty() {
             self.transport.send_raft(&fx.persisted_messages);
         }
-        if let Some(snap) = &fx.install_snapshot {
-            self.install_snapshot(snap)?;
-        }
+        Ok(())
+    }
+
+    /// Apply the batch's committed entries, then deliver its answers.
+    fn apply_and_answer(&mut self, fx: &mut Effects) -> anyhow::Result<()> {
         if !fx.apply.is_empty() {
             let apply_started = Instant::now();
             self.apply(&fx.apply)?;
             self.round.apply += apply_started.elapsed();
         }
-        for r in fx.replies {
+        for r in std::mem::take(&mut fx.replies) {
             self.answer(r.req, r.outcome);
-        }
-        self.driver.advance();
-        if let Some(meta) = fx.start_snapshot {
-            self.start_snapshot(meta);
         }
         Ok(())
     }
