@@ -31,6 +31,7 @@
 //! keys are not stored: they are the keys whose current value names it.
 
 use std::fmt;
+use std::io::{self, Write};
 
 use bytes::Bytes;
 use imbl::OrdMap;
@@ -81,43 +82,85 @@ impl std::error::Error for SnapshotError {}
 impl Store {
     /// Serialises the whole store, history included.
     pub fn snapshot(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(usize::try_from(self.stored_bytes).unwrap_or(0) + 64);
-        out.extend_from_slice(MAGIC);
-        out.extend_from_slice(&FORMAT_VERSION.to_be_bytes());
-        out.extend_from_slice(&self.current.to_be_bytes());
-        out.extend_from_slice(&self.compacted.to_be_bytes());
-        out.extend_from_slice(&(self.keys.len() as u64).to_be_bytes());
+        let mut out = Vec::with_capacity(usize::try_from(self.snapshot_len()).unwrap_or(0));
+        self.snapshot_to(&mut out)
+            .expect("writing into memory cannot fail");
+        out
+    }
+
+    /// The exact number of bytes [`Store::snapshot_to`] writes: a container that puts the
+    /// image's length before it (the state machine's envelope) can then stream the image
+    /// instead of holding a copy of the whole store in memory. Walks the store once.
+    pub fn snapshot_len(&self) -> u64 {
+        let mut len = (MAGIC.len() + 4 + 8 + 8 + 8) as u64;
         for (key, history) in &self.keys {
-            put_len(&mut out, key.len());
-            out.extend_from_slice(key);
-            put_len(&mut out, history.entries.len());
+            len += 4 + key.len() as u64 + 4;
             for entry in &history.entries {
-                out.extend_from_slice(&entry.rev.main.to_be_bytes());
-                out.extend_from_slice(&entry.rev.sub.to_be_bytes());
-                match &entry.state {
-                    State::Live(live) => {
-                        out.push(KIND_LIVE);
-                        out.extend_from_slice(&live.create_revision.to_be_bytes());
-                        out.extend_from_slice(&live.version.to_be_bytes());
-                        out.extend_from_slice(&live.lease.to_be_bytes());
-                        put_len(&mut out, live.value.len());
-                        out.extend_from_slice(&live.value);
-                    }
-                    State::Tombstone => out.push(KIND_TOMBSTONE),
+                len += ENTRY_FIXED;
+                if let State::Live(live) = &entry.state {
+                    len += LIVE_FIXED + live.value.len() as u64;
                 }
             }
         }
+        for (_, body) in self.sections() {
+            len += 1 + 4 + body.len() as u64;
+        }
+        len + 4
+    }
+
+    /// Writes [`Store::snapshot`]'s bytes to `sink` a chunk at a time, so that a large
+    /// store is never held twice in memory (see [`Store::snapshot_len`]).
+    pub fn snapshot_to(&self, sink: &mut dyn Write) -> io::Result<()> {
+        let mut out = Chunks::new(sink);
+        let buf = &mut out.buf;
+        buf.extend_from_slice(MAGIC);
+        buf.extend_from_slice(&FORMAT_VERSION.to_be_bytes());
+        buf.extend_from_slice(&self.current.to_be_bytes());
+        buf.extend_from_slice(&self.compacted.to_be_bytes());
+        buf.extend_from_slice(&(self.keys.len() as u64).to_be_bytes());
+        for (key, history) in &self.keys {
+            put_len(&mut out.buf, key.len());
+            out.buf.extend_from_slice(key);
+            put_len(&mut out.buf, history.entries.len());
+            for entry in &history.entries {
+                let buf = &mut out.buf;
+                buf.extend_from_slice(&entry.rev.main.to_be_bytes());
+                buf.extend_from_slice(&entry.rev.sub.to_be_bytes());
+                match &entry.state {
+                    State::Live(live) => {
+                        buf.push(KIND_LIVE);
+                        buf.extend_from_slice(&live.create_revision.to_be_bytes());
+                        buf.extend_from_slice(&live.version.to_be_bytes());
+                        buf.extend_from_slice(&live.lease.to_be_bytes());
+                        put_len(buf, live.value.len());
+                        buf.extend_from_slice(&live.value);
+                    }
+                    State::Tombstone => buf.push(KIND_TOMBSTONE),
+                }
+                // Inside the key too: one key may hold a long history.
+                out.flush_if_full()?;
+            }
+        }
+        for (tag, body) in self.sections() {
+            put_section(&mut out.buf, tag, &body);
+        }
+        out.finish()
+    }
+
+    /// The tagged sections after the keys, in ascending tag order; only those not empty.
+    fn sections(&self) -> Vec<(u8, Vec<u8>)> {
+        let mut sections = Vec::new();
         if self.auth != crate::auth::AuthStore::new() {
             let mut body = Vec::new();
             crate::auth::encode_snapshot(&self.auth, &mut body);
-            put_section(&mut out, SECTION_AUTH, &body);
+            sections.push((SECTION_AUTH, body));
         }
         if let Some(c) = &self.compacting {
             let mut body = Vec::with_capacity(24);
             body.extend_from_slice(&c.rev.to_be_bytes());
             body.extend_from_slice(&c.cursor.main.to_be_bytes());
             body.extend_from_slice(&c.cursor.sub.to_be_bytes());
-            put_section(&mut out, SECTION_COMPACTING, &body);
+            sections.push((SECTION_COMPACTING, body));
         }
         if !self.leases.is_empty() {
             let mut body = Vec::with_capacity(8 + 32 * self.leases.len());
@@ -128,7 +171,7 @@ impl Store {
                 body.extend_from_slice(&lease.remaining_ms.to_be_bytes());
                 body.extend_from_slice(&lease.renewals.to_be_bytes());
             }
-            put_section(&mut out, SECTION_LEASES, &body);
+            sections.push((SECTION_LEASES, body));
         }
         let alarms = self.alarms.list();
         if !alarms.is_empty() {
@@ -138,11 +181,9 @@ impl Store {
                 body.extend_from_slice(&a.member_id.to_be_bytes());
                 body.extend_from_slice(&a.alarm.to_be_bytes());
             }
-            put_section(&mut out, SECTION_ALARMS, &body);
+            sections.push((SECTION_ALARMS, body));
         }
-        let checksum = crc32fast::hash(&out);
-        out.extend_from_slice(&checksum.to_be_bytes());
-        out
+        sections
     }
 
     /// Rebuilds a store from [`Store::snapshot`] output.
@@ -328,6 +369,52 @@ fn read_leases(body: &mut Reader<'_>) -> Result<Leases, SnapshotError> {
         previous = Some(id);
     }
     Ok(leases)
+}
+
+/// An entry's bytes before its state's: main and sub revision, kind.
+const ENTRY_FIXED: u64 = 8 + 8 + 1;
+/// A live entry's bytes besides its value: create revision, version, lease, value length.
+const LIVE_FIXED: u64 = 8 + 8 + 8 + 4;
+
+/// The encoder's output buffer: handed to the sink a chunk at a time, with the running
+/// checksum over everything handed on.
+struct Chunks<'a> {
+    sink: &'a mut dyn Write,
+    buf: Vec<u8>,
+    crc: crc32fast::Hasher,
+}
+
+impl<'a> Chunks<'a> {
+    const SIZE: usize = 1 << 20;
+
+    fn new(sink: &'a mut dyn Write) -> Chunks<'a> {
+        Chunks {
+            sink,
+            buf: Vec::with_capacity(Self::SIZE + (64 << 10)),
+            crc: crc32fast::Hasher::new(),
+        }
+    }
+
+    fn flush_if_full(&mut self) -> io::Result<()> {
+        if self.buf.len() >= Self::SIZE {
+            self.hand_on()?;
+        }
+        Ok(())
+    }
+
+    fn hand_on(&mut self) -> io::Result<()> {
+        self.crc.update(&self.buf);
+        self.sink.write_all(&self.buf)?;
+        self.buf.clear();
+        Ok(())
+    }
+
+    /// The rest, then the checksum of everything before it.
+    fn finish(mut self) -> io::Result<()> {
+        self.hand_on()?;
+        let checksum = self.crc.clone().finalize();
+        self.sink.write_all(&checksum.to_be_bytes())
+    }
 }
 
 fn put_section(out: &mut Vec<u8>, tag: u8, body: &[u8]) {

@@ -225,3 +225,61 @@ fn an_image_with_two_entries_at_one_revision_is_refused() {
         Err(SnapshotError::Malformed("two entries share a revision"))
     );
 }
+
+/// A sink that keeps what it is given and the size of the largest single write.
+#[derive(Default)]
+struct Recorder {
+    bytes: Vec<u8>,
+    largest_write: usize,
+}
+
+impl std::io::Write for Recorder {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.largest_write = self.largest_write.max(buf.len());
+        self.bytes.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_streamed_image_is_the_same_bytes_in_bounded_chunks_with_the_length_announced() {
+    use proto::etcdserverpb::LeaseGrantRequest;
+    use proto::raftkvpb::{internal_request::Request, InternalRequest};
+    let plain = busy_store();
+    let mut with_sections = busy_store();
+    with_sections
+        .apply(&InternalRequest {
+            auth: None,
+            request: Some(Request::LeaseGrant(LeaseGrantRequest { ttl: 60, id: 7 })),
+        })
+        .unwrap();
+    apply_alarm(&mut with_sections, 1, 0xabc, 1);
+    // One key whose history alone is several chunks, beside many small keys.
+    let mut long_history = Store::new();
+    let value = "v".repeat(1000);
+    for i in 0..5_000 {
+        must_put(&mut long_history, "hot", &value);
+        if i % 5 == 0 {
+            must_put(&mut long_history, &format!("k{i:05}"), "small");
+        }
+    }
+    for store in [plain, with_sections, long_history] {
+        let mut sink = Recorder::default();
+        store.snapshot_to(&mut sink).unwrap();
+        assert_eq!(
+            sink.bytes,
+            store.snapshot(),
+            "streamed and in-memory images differ"
+        );
+        assert_eq!(store.snapshot_len(), sink.bytes.len() as u64);
+        assert_eq!(Store::restore(&sink.bytes).unwrap(), store);
+        assert!(
+            sink.largest_write <= (1 << 20) + 2_000,
+            "a write of {} bytes: the image was not streamed",
+            sink.largest_write
+        );
+    }
+}

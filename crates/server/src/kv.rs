@@ -95,6 +95,8 @@ impl Default for MvccMachine {
 /// magic tells it apart, and the list is the seed. A snapshot without admissions is written
 /// as `RKVSM01\0`, byte for byte what a build without admissions writes and reads.
 pub mod envelope {
+    use std::io::{self, Write};
+
     use crate::admissions::Admissions;
     use crate::members::MemberList;
 
@@ -110,25 +112,62 @@ pub mod envelope {
         pub admissions: Admissions,
     }
 
-    pub fn encode(store: &[u8], members: &MemberList, admissions: &Admissions) -> Vec<u8> {
+    /// Writes the envelope: magic, the store image's length, the image, the member list
+    /// and the admissions. `write_store` streams the store's image, of exactly `store_len`
+    /// bytes (the envelope puts its length first); a different length is an error, never
+    /// an envelope that would decode wrongly.
+    pub fn encode_to(
+        out: &mut dyn Write,
+        store_len: u64,
+        write_store: &mut dyn FnMut(&mut dyn Write) -> io::Result<()>,
+        members: &MemberList,
+        admissions: &Admissions,
+    ) -> io::Result<()> {
         let list = members.encode();
-        let mut out = Vec::with_capacity(24 + store.len() + list.len());
         let with_admissions = !admissions.is_empty();
-        out.extend_from_slice(if with_admissions {
+        out.write_all(if with_admissions {
             MAGIC_WITH_ADMISSIONS
         } else {
             MAGIC
-        });
-        out.extend_from_slice(&(store.len() as u64).to_le_bytes());
-        out.extend_from_slice(store);
-        if with_admissions {
-            out.extend_from_slice(&(list.len() as u64).to_le_bytes());
+        })?;
+        out.write_all(&store_len.to_le_bytes())?;
+        let mut counted = Counted { out, bytes: 0 };
+        write_store(&mut counted)?;
+        if counted.bytes != store_len {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "the store image was {} bytes, not the {store_len} announced",
+                    counted.bytes
+                ),
+            ));
         }
-        out.extend_from_slice(&list);
         if with_admissions {
-            out.extend_from_slice(&admissions.encode());
+            out.write_all(&(list.len() as u64).to_le_bytes())?;
         }
-        out
+        out.write_all(&list)?;
+        if with_admissions {
+            out.write_all(&admissions.encode())?;
+        }
+        Ok(())
+    }
+
+    /// A writer that counts what passes through it.
+    struct Counted<'a> {
+        out: &'a mut dyn Write,
+        bytes: u64,
+    }
+
+    impl Write for Counted<'_> {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            let n = self.out.write(buf)?;
+            self.bytes += n as u64;
+            Ok(n)
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            self.out.flush()
+        }
     }
 
     /// Splits `rest` after a u64 LE length and that many bytes.
@@ -497,12 +536,14 @@ impl StateMachine for MvccMachine {
         }
     }
 
-    fn encode(view: MvccView) -> Bytes {
-        Bytes::from(envelope::encode(
-            &view.store.snapshot(),
+    fn encode_to(view: &MvccView, sink: &mut dyn std::io::Write) -> std::io::Result<()> {
+        envelope::encode_to(
+            sink,
+            view.store.snapshot_len(),
+            &mut |out| view.store.snapshot_to(out),
             &view.members,
             &view.admissions,
-        ))
+        )
     }
 
     fn restore(&mut self, image: &Bytes) -> anyhow::Result<()> {
@@ -1168,5 +1209,23 @@ mod tests {
         other.restore(&image).unwrap();
         assert!(other.store == m.store);
         assert!(other.restore(&Bytes::from_static(b"nonsense")).is_err());
+    }
+
+    #[test]
+    fn an_envelope_refuses_a_store_image_of_another_length_than_announced() {
+        let m = MvccMachine::default();
+        let store = m.store.snapshot();
+        for announced in [store.len() as u64 - 1, store.len() as u64 + 1] {
+            let mut out = Vec::new();
+            let err = envelope::encode_to(
+                &mut out,
+                announced,
+                &mut |sink| sink.write_all(&store),
+                &m.members,
+                &m.admissions,
+            )
+            .unwrap_err();
+            assert_eq!(err.kind(), std::io::ErrorKind::InvalidData, "{err}");
+        }
     }
 }

@@ -16,7 +16,7 @@
 //! The length and checksum trail the data so an image can be streamed from a reader of
 //! unknown length, on a background thread, without holding it all in memory.
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -73,6 +73,18 @@ impl SnapshotWriter {
 
     /// Write the image produced by `data` as the snapshot described by `meta`.
     pub fn write(&self, meta: &SnapshotMeta, data: &mut dyn Read) -> Result<WrittenSnapshot> {
+        self.write_with(meta, &mut |sink| std::io::copy(data, sink).map(drop))
+    }
+
+    /// Write the image that `produce` writes into the sink it is given, as the snapshot
+    /// described by `meta`: the image goes to the file as it is produced (through a 1 MiB
+    /// buffer), never whole in memory. An error `produce` returns that did not come from
+    /// the file is reported as the image's (`produce snapshot image`).
+    pub fn write_with(
+        &self,
+        meta: &SnapshotMeta,
+        produce: &mut dyn FnMut(&mut dyn Write) -> std::io::Result<()>,
+    ) -> Result<WrittenSnapshot> {
         let name = snapshot_name(meta.term, meta.index);
         let path = join(&self.dir, &name);
         let tmp = join(&self.dir, &format!("{name}.tmp"));
@@ -80,7 +92,7 @@ impl SnapshotWriter {
             .fs
             .create(&tmp)
             .map_err(|e| StorageError::io("create", &tmp, e))?;
-        match write_contents(&mut *file, &tmp, meta, data) {
+        match write_contents(&mut *file, &tmp, meta, produce) {
             Ok(size) => {
                 drop(file);
                 self.fs
@@ -101,6 +113,12 @@ impl SnapshotWriter {
                 Err(e)
             }
         }
+    }
+
+    /// The image of a snapshot this writer wrote, read back from its file (where
+    /// [`SnapshotWriter::map_image`] maps nothing).
+    pub fn read_image(&self, written: &WrittenSnapshot) -> Result<Bytes> {
+        Ok(load(&*self.fs, &self.dir, &written.meta)?.data)
     }
 
     /// [`SnapshotWriter::write`] for an image already in memory.
@@ -152,7 +170,7 @@ fn write_contents(
     file: &mut dyn FsFile,
     path: &Path,
     meta: &SnapshotMeta,
-    data: &mut dyn Read,
+    produce: &mut dyn FnMut(&mut dyn Write) -> std::io::Result<()>,
 ) -> Result<u64> {
     let io = |op| move |e| StorageError::io(op, path, e);
     let mut head = Vec::with_capacity(64);
@@ -161,22 +179,25 @@ fn write_contents(
     codec::encode_snapshot_meta(&mut meta_bytes, meta);
     head.extend_from_slice(&(meta_bytes.len() as u32).to_le_bytes());
     head.extend_from_slice(&meta_bytes);
-    let mut crc = crc32c::crc32c(&head);
+    let crc = crc32c::crc32c(&head);
     file.write_all(&head).map_err(io("write"))?;
 
-    let mut chunk = vec![0u8; CHUNK];
-    let mut data_len = 0u64;
-    loop {
-        let n = match data.read(&mut chunk) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(StorageError::io("read snapshot image", path, e)),
-        };
-        crc = crc32c::crc32c_append(crc, &chunk[..n]);
-        file.write_all(&chunk[..n]).map_err(io("write"))?;
-        data_len += n as u64;
+    let mut sink = ImageSink {
+        file,
+        buf: Vec::with_capacity(CHUNK),
+        crc,
+        len: 0,
+        file_failed: false,
+    };
+    let produced = produce(&mut sink).and_then(|()| sink.hand_on());
+    if let Err(e) = produced {
+        return Err(if sink.file_failed {
+            StorageError::io("write", path, e)
+        } else {
+            StorageError::io("produce snapshot image", path, e)
+        });
     }
+    let (file, mut crc, data_len) = (sink.file, sink.crc, sink.len);
     let len_bytes = data_len.to_le_bytes();
     crc = crc32c::crc32c_append(crc, &len_bytes);
     let mut trailer = Vec::with_capacity(TRAILER);
@@ -185,6 +206,56 @@ fn write_contents(
     file.write_all(&trailer).map_err(io("write"))?;
     file.sync_data().map_err(io("fdatasync"))?;
     Ok(head.len() as u64 + data_len + TRAILER as u64)
+}
+
+/// Where an image is written: buffered, checksummed and counted on its way to the file.
+struct ImageSink<'a> {
+    file: &'a mut dyn FsFile,
+    buf: Vec<u8>,
+    crc: u32,
+    len: u64,
+    /// The file refused a write (as opposed to the producer failing).
+    file_failed: bool,
+}
+
+impl ImageSink<'_> {
+    fn hand_on(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        self.crc = crc32c::crc32c_append(self.crc, &self.buf);
+        if let Err(e) = self.file.write_all(&self.buf) {
+            self.file_failed = true;
+            return Err(e);
+        }
+        self.len += self.buf.len() as u64;
+        self.buf.clear();
+        Ok(())
+    }
+}
+
+impl Write for ImageSink<'_> {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        if self.buf.len() + data.len() > CHUNK {
+            self.hand_on()?;
+        }
+        if data.len() >= CHUNK {
+            // Large enough to go straight through.
+            self.crc = crc32c::crc32c_append(self.crc, data);
+            if let Err(e) = self.file.write_all(data) {
+                self.file_failed = true;
+                return Err(e);
+            }
+            self.len += data.len() as u64;
+        } else {
+            self.buf.extend_from_slice(data);
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Reads and verifies the snapshot file for `meta`.

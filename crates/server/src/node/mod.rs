@@ -311,8 +311,8 @@ mod tests {
             None
         }
         fn view(&self) {}
-        fn encode(_view: ()) -> Bytes {
-            Bytes::new()
+        fn encode_to(_view: &(), _sink: &mut dyn std::io::Write) -> std::io::Result<()> {
+            Ok(())
         }
         fn restore(&mut self, _image: &Bytes) -> anyhow::Result<()> {
             Ok(())

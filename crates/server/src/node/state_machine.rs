@@ -30,9 +30,17 @@ pub trait StateMachine: Send + Sync + 'static {
     /// The state as it is now, for [`StateMachine::encode`]; later applies do not show in it.
     fn view(&self) -> Self::View;
 
-    /// The snapshot image of `view`: the bytes [`StateMachine::snapshot`] returned when the
-    /// view was taken.
-    fn encode(view: Self::View) -> Bytes;
+    /// Writes the snapshot image of `view` into `sink`, a part at a time: the bytes
+    /// [`StateMachine::snapshot`] returned when the view was taken. The snapshot writer
+    /// streams it into the file, so a large store is never held twice in memory.
+    fn encode_to(view: &Self::View, sink: &mut dyn std::io::Write) -> std::io::Result<()>;
+
+    /// The snapshot image of `view`, in memory.
+    fn encode(view: Self::View) -> Bytes {
+        let mut image = Vec::new();
+        Self::encode_to(&view, &mut image).expect("writing into memory cannot fail");
+        Bytes::from(image)
+    }
 
     /// A serialised image of the whole state, for a snapshot (a view encoded at once).
     fn snapshot(&self) -> Bytes {
