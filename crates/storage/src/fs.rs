@@ -30,6 +30,15 @@ pub trait FsFile: Send {
     fn is_empty(&self) -> io::Result<bool> {
         Ok(self.len()? == 0)
     }
+    /// Start writing what was written so far out to the disk, and wait until what an
+    /// earlier call started is out. Not a durability promise (that is `sync_data`): a long
+    /// write calls it every few MiB so that its final `sync_data` finds little left to do.
+    /// Why: one fdatasync of hundreds of MiB holds up every other fsync on the disk while it
+    /// runs, the WAL's included (a 441 MB snapshot: WAL syncs of 100-300 ms on all three
+    /// members of a cluster on one disk). Default: nothing.
+    fn write_out_so_far(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// A filesystem. Implementations must be shareable across threads: a snapshot is written
@@ -74,6 +83,8 @@ pub struct RealFs;
 
 struct RealFile {
     file: File,
+    /// Where the last `write_out_so_far` started writing out up to.
+    written_out: u64,
 }
 
 impl FsFile for RealFile {
@@ -94,6 +105,42 @@ impl FsFile for RealFile {
 
     fn len(&self) -> io::Result<u64> {
         Ok(self.file.metadata()?.len())
+    }
+
+    fn write_out_so_far(&mut self) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
+        let end = self.file.metadata()?.len();
+        let fd = self.file.as_raw_fd();
+        let range = |from: u64, to: u64, flags| {
+            // SAFETY: `sync_file_range` takes no pointers; `fd` is our open file.
+            let r = unsafe {
+                libc::sync_file_range(
+                    fd,
+                    from as libc::off64_t,
+                    (to - from) as libc::off64_t,
+                    flags,
+                )
+            };
+            if r == 0 {
+                Ok(())
+            } else {
+                Err(io::Error::last_os_error())
+            }
+        };
+        if self.written_out > 0 {
+            range(
+                0,
+                self.written_out,
+                libc::SYNC_FILE_RANGE_WAIT_BEFORE
+                    | libc::SYNC_FILE_RANGE_WRITE
+                    | libc::SYNC_FILE_RANGE_WAIT_AFTER,
+            )?;
+        }
+        if end > self.written_out {
+            range(self.written_out, end, libc::SYNC_FILE_RANGE_WRITE)?;
+            self.written_out = end;
+        }
+        Ok(())
     }
 }
 
@@ -149,14 +196,20 @@ impl FileSystem for RealFs {
             .truncate(true)
             .mode(0o600)
             .open(path)?;
-        Ok(Box::new(RealFile { file }))
+        Ok(Box::new(RealFile {
+            file,
+            written_out: 0,
+        }))
     }
 
     fn open_append(&self, path: &Path) -> io::Result<Box<dyn FsFile>> {
         let mut file = OpenOptions::new().write(true).open(path)?;
         use std::io::Seek;
         file.seek(io::SeekFrom::End(0))?;
-        Ok(Box::new(RealFile { file }))
+        Ok(Box::new(RealFile {
+            file,
+            written_out: 0,
+        }))
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {

@@ -30,6 +30,9 @@ use crate::fs::{join, FileSystem, FsFile};
 const MAGIC: &[u8; 8] = b"RKVSNAP1";
 const TRAILER: usize = 12;
 const CHUNK: usize = 1 << 20;
+/// A snapshot being written is written out to the disk every this many bytes
+/// (`FsFile::write_out_so_far`), not all at its final fdatasync.
+const WRITE_OUT_EVERY: u64 = 8 << 20;
 
 pub(crate) fn snapshot_name(term: Term, index: Index) -> String {
     format!("{term:016x}-{index:016x}.snap")
@@ -187,6 +190,7 @@ fn write_contents(
         buf: Vec::with_capacity(CHUNK),
         crc,
         len: 0,
+        written_out: 0,
         file_failed: false,
     };
     let produced = produce(&mut sink).and_then(|()| sink.hand_on());
@@ -214,6 +218,8 @@ struct ImageSink<'a> {
     buf: Vec<u8>,
     crc: u32,
     len: u64,
+    /// `len` at the last `write_out_so_far`.
+    written_out: u64,
     /// The file refused a write (as opposed to the producer failing).
     file_failed: bool,
 }
@@ -224,13 +230,25 @@ impl ImageSink<'_> {
             return Ok(());
         }
         self.crc = crc32c::crc32c_append(self.crc, &self.buf);
-        if let Err(e) = self.file.write_all(&self.buf) {
-            self.file_failed = true;
-            return Err(e);
-        }
-        self.len += self.buf.len() as u64;
+        let buf = std::mem::take(&mut self.buf);
+        let written = self.write_through(&buf);
+        self.buf = buf;
         self.buf.clear();
-        Ok(())
+        written
+    }
+
+    /// `data` into the file (already checksummed), written out every [`WRITE_OUT_EVERY`].
+    fn write_through(&mut self, data: &[u8]) -> std::io::Result<()> {
+        let mut written = self.file.write_all(data);
+        self.len += data.len() as u64;
+        if written.is_ok() && self.len - self.written_out >= WRITE_OUT_EVERY {
+            written = self.file.write_out_so_far();
+            self.written_out = self.len;
+        }
+        if written.is_err() {
+            self.file_failed = true;
+        }
+        written
     }
 }
 
@@ -242,11 +260,7 @@ impl Write for ImageSink<'_> {
         if data.len() >= CHUNK {
             // Large enough to go straight through.
             self.crc = crc32c::crc32c_append(self.crc, data);
-            if let Err(e) = self.file.write_all(data) {
-                self.file_failed = true;
-                return Err(e);
-            }
-            self.len += data.len() as u64;
+            self.write_through(data)?;
         } else {
             self.buf.extend_from_slice(data);
         }
@@ -389,6 +403,82 @@ mod tests {
     use super::*;
     use crate::lazy_fs::LazyFs;
     use raft::ConfState;
+
+    /// A file that keeps what is written and where each write-out hint came.
+    #[derive(Default)]
+    struct Recording {
+        data: Vec<u8>,
+        written_out_at: Vec<usize>,
+        synced: bool,
+    }
+
+    impl FsFile for Recording {
+        fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+            self.data.extend_from_slice(buf);
+            Ok(())
+        }
+        fn sync_data(&mut self) -> std::io::Result<()> {
+            self.synced = true;
+            Ok(())
+        }
+        fn set_len(&mut self, len: u64) -> std::io::Result<()> {
+            self.data.truncate(len as usize);
+            Ok(())
+        }
+        fn len(&self) -> std::io::Result<u64> {
+            Ok(self.data.len() as u64)
+        }
+        fn write_out_so_far(&mut self) -> std::io::Result<()> {
+            self.written_out_at.push(self.data.len());
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_long_image_is_written_out_every_few_mib_not_only_at_the_end() {
+        let meta = SnapshotMeta {
+            index: 5,
+            term: 1,
+            conf_state: ConfState::default(),
+        };
+        let image: Vec<u8> = (0..(20u32 << 20) + 7).map(|i| (i % 249) as u8).collect();
+        let mut file = Recording::default();
+        let size = write_contents(&mut file, Path::new("/x"), &meta, &mut |sink| {
+            // Small pieces and one large one.
+            sink.write_all(&image[..3 << 20])?;
+            for piece in image[3 << 20..].chunks(4096) {
+                sink.write_all(piece)?;
+            }
+            Ok(())
+        })
+        .unwrap();
+        assert!(file.synced);
+        assert_eq!(size, file.data.len() as u64);
+        let (found, data) = parse(&Bytes::from(file.data.clone())).unwrap();
+        assert_eq!((found.index, &data[..]), (5, &image[..]));
+        // 20 MiB of image: written out after the 8th and the 16th MiB (plus the header).
+        assert_eq!(file.written_out_at.len(), 2, "{:?}", file.written_out_at);
+        for (n, at) in file.written_out_at.iter().enumerate() {
+            let image_bytes = *at as u64 - (file.data.len() - image.len() - TRAILER) as u64;
+            assert!(
+                image_bytes >= (n as u64 + 1) * WRITE_OUT_EVERY
+                    && image_bytes < (n as u64 + 1) * WRITE_OUT_EVERY + CHUNK as u64 * 4,
+                "write-out {n} after {image_bytes} bytes of image"
+            );
+        }
+    }
+
+    #[test]
+    fn the_real_filesystem_writes_out_without_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut file = crate::fs::RealFs.create(&dir.path().join("f")).unwrap();
+        for _ in 0..3 {
+            file.write_all(&[1u8; 1 << 20]).unwrap();
+            file.write_out_so_far().unwrap();
+        }
+        file.sync_data().unwrap();
+        assert_eq!(file.len().unwrap(), 3 << 20);
+    }
 
     fn setup() -> (Arc<LazyFs>, PathBuf) {
         let fs = Arc::new(LazyFs::new());

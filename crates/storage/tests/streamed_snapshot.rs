@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use raft::{ConfState, SnapshotMeta};
-use storage::{RealFs, Storage, StorageError, StorageOptions};
+use storage::{RealFs, SnapshotWriter, Storage, StorageError, StorageOptions};
 
 fn meta(index: u64) -> SnapshotMeta {
     SnapshotMeta {
@@ -18,12 +18,16 @@ fn meta(index: u64) -> SnapshotMeta {
     }
 }
 
+/// The snapshot writer of a new store in `dir`.
+fn snapshot_writer(dir: &std::path::Path) -> SnapshotWriter {
+    let (store, _) = Storage::open(Arc::new(RealFs), dir, &StorageOptions::new(1, 9)).unwrap();
+    store.snapshot_writer()
+}
+
 #[test]
 fn a_streamed_image_reads_back_as_written_and_maps_to_the_same_bytes() {
     let tmp = tempfile::tempdir().unwrap();
-    let (store, _) =
-        Storage::open(Arc::new(RealFs), tmp.path(), &StorageOptions::new(1, 9)).unwrap();
-    let writer = store.snapshot_writer();
+    let writer = snapshot_writer(tmp.path());
     // 3 MiB in writes of 1 to 70,000 bytes, through the 1 MiB buffer.
     let image: Vec<u8> = (0..3 << 20).map(|i| (i % 251) as u8).collect();
     let written = writer
@@ -52,9 +56,7 @@ fn a_streamed_image_reads_back_as_written_and_maps_to_the_same_bytes() {
 #[test]
 fn a_failing_producer_is_named_and_leaves_no_file() {
     let tmp = tempfile::tempdir().unwrap();
-    let (store, _) =
-        Storage::open(Arc::new(RealFs), tmp.path(), &StorageOptions::new(1, 9)).unwrap();
-    let writer = store.snapshot_writer();
+    let writer = snapshot_writer(tmp.path());
     let good = writer.write_bytes(&meta(9), b"an earlier image").unwrap();
     let dir = good.path.parent().unwrap().to_path_buf();
     let err = writer
