@@ -95,6 +95,13 @@ fn assert_safe_to_apply_first(fx: &Effects, term: u64) {
             hs.term, term,
             "a term change must be fsynced before anything"
         );
+        // Written before the entries: it may not name one of them (storage refuses a
+        // commit index past its log).
+        assert!(
+            hs.commit < first_new,
+            "commit {} written before its entry",
+            hs.commit
+        );
     }
     for item in &fx.apply {
         assert!(

@@ -35,7 +35,9 @@ pub trait FsFile: Send {
     /// write calls it every few MiB so that its final `sync_data` finds little left to do.
     /// Why: one fdatasync of hundreds of MiB holds up every other fsync on the disk while it
     /// runs, the WAL's included (a 441 MB snapshot: WAL syncs of 100-300 ms on all three
-    /// members of a cluster on one disk). Default: nothing.
+    /// members of a cluster on one disk). Pass its errors on: waiting for write-back
+    /// consumes the file's pending write error, which the final `sync_data` would then
+    /// not report. Default: nothing.
     fn write_out_so_far(&mut self) -> io::Result<()> {
         Ok(())
     }
@@ -83,8 +85,10 @@ pub struct RealFs;
 
 struct RealFile {
     file: File,
-    /// Where the last `write_out_so_far` started writing out up to.
+    /// Where the last `write_out_so_far` started writing out up to, and up to where it
+    /// waited for the writing to end.
     written_out: u64,
+    waited_to: u64,
 }
 
 impl FsFile for RealFile {
@@ -112,33 +116,30 @@ impl FsFile for RealFile {
         let end = self.file.metadata()?.len();
         let fd = self.file.as_raw_fd();
         let range = |from: u64, to: u64, flags| {
+            let offset = libc::off64_t::try_from(from).map_err(io::Error::other)?;
+            let len = libc::off64_t::try_from(to - from).map_err(io::Error::other)?;
             // SAFETY: `sync_file_range` takes no pointers; `fd` is our open file.
-            let r = unsafe {
-                libc::sync_file_range(
-                    fd,
-                    from as libc::off64_t,
-                    (to - from) as libc::off64_t,
-                    flags,
-                )
-            };
-            if r == 0 {
+            if unsafe { libc::sync_file_range(fd, offset, len, flags) } == 0 {
                 Ok(())
             } else {
                 Err(io::Error::last_os_error())
             }
         };
-        if self.written_out > 0 {
+        // Start the new range first, so the disk is busy while we wait for the previous one.
+        let previous = (self.waited_to, self.written_out);
+        if end > self.written_out {
+            range(self.written_out, end, libc::SYNC_FILE_RANGE_WRITE)?;
+            self.written_out = end;
+        }
+        if previous.1 > previous.0 {
             range(
-                0,
-                self.written_out,
+                previous.0,
+                previous.1,
                 libc::SYNC_FILE_RANGE_WAIT_BEFORE
                     | libc::SYNC_FILE_RANGE_WRITE
                     | libc::SYNC_FILE_RANGE_WAIT_AFTER,
             )?;
-        }
-        if end > self.written_out {
-            range(self.written_out, end, libc::SYNC_FILE_RANGE_WRITE)?;
-            self.written_out = end;
+            self.waited_to = previous.1;
         }
         Ok(())
     }
@@ -199,6 +200,7 @@ impl FileSystem for RealFs {
         Ok(Box::new(RealFile {
             file,
             written_out: 0,
+            waited_to: 0,
         }))
     }
 
@@ -209,6 +211,7 @@ impl FileSystem for RealFs {
         Ok(Box::new(RealFile {
             file,
             written_out: 0,
+            waited_to: 0,
         }))
     }
 

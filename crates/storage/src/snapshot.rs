@@ -193,7 +193,11 @@ fn write_contents(
         written_out: 0,
         file_failed: false,
     };
-    let produced = produce(&mut sink).and_then(|()| sink.hand_on());
+    let mut produced = produce(&mut sink).and_then(|()| sink.hand_on());
+    if produced.is_ok() && sink.file_failed {
+        // A producer that swallowed the file's error: the file is not what was produced.
+        produced = Err(std::io::Error::other("an earlier write to the file failed"));
+    }
     if let Err(e) = produced {
         return Err(if sink.file_failed {
             StorageError::io("write", path, e)
@@ -238,7 +242,11 @@ impl ImageSink<'_> {
     }
 
     /// `data` into the file (already checksummed), written out every [`WRITE_OUT_EVERY`].
+    /// After a failure the sink stays failed: the file no longer holds what was checksummed.
     fn write_through(&mut self, data: &[u8]) -> std::io::Result<()> {
+        if self.file_failed {
+            return Err(std::io::Error::other("an earlier write to the file failed"));
+        }
         let mut written = self.file.write_all(data);
         self.len += data.len() as u64;
         if written.is_ok() && self.len - self.written_out >= WRITE_OUT_EVERY {
@@ -258,9 +266,12 @@ impl Write for ImageSink<'_> {
             self.hand_on()?;
         }
         if data.len() >= CHUNK {
-            // Large enough to go straight through.
-            self.crc = crc32c::crc32c_append(self.crc, data);
-            self.write_through(data)?;
+            // Large enough to go straight through, a chunk at a time so that it is written
+            // out as it goes.
+            for chunk in data.chunks(CHUNK) {
+                self.crc = crc32c::crc32c_append(self.crc, chunk);
+                self.write_through(chunk)?;
+            }
         } else {
             self.buf.extend_from_slice(data);
         }
@@ -410,10 +421,18 @@ mod tests {
         data: Vec<u8>,
         written_out_at: Vec<usize>,
         synced: bool,
+        /// Refuse a write that would make the file longer than this.
+        refuse_beyond: Option<usize>,
     }
 
     impl FsFile for Recording {
         fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+            if self
+                .refuse_beyond
+                .is_some_and(|limit| self.data.len() + buf.len() > limit)
+            {
+                return Err(std::io::Error::other("disk says no"));
+            }
             self.data.extend_from_slice(buf);
             Ok(())
         }
@@ -466,6 +485,31 @@ mod tests {
                 "write-out {n} after {image_bytes} bytes of image"
             );
         }
+    }
+
+    #[test]
+    fn a_file_error_the_producer_swallows_still_fails_the_snapshot() {
+        let meta = SnapshotMeta {
+            index: 5,
+            term: 1,
+            conf_state: ConfState::default(),
+        };
+        let mut file = Recording {
+            refuse_beyond: Some(2 << 20),
+            ..Recording::default()
+        };
+        let r = write_contents(&mut file, Path::new("/x"), &meta, &mut |sink| {
+            for _ in 0..5 {
+                // Ignores every error, as a careless producer might.
+                let _ = sink.write_all(&[3u8; 1 << 20]);
+            }
+            Ok(())
+        });
+        match r {
+            Err(StorageError::Io { op, .. }) => assert_eq!(op, "write"),
+            other => panic!("a snapshot with a failed write was accepted: {other:?}"),
+        }
+        assert!(!file.synced, "nothing is synced after a failed write");
     }
 
     #[test]

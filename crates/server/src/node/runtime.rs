@@ -976,7 +976,7 @@ impl<S: StateMachine> Shell<S> {
         let spawned = std::thread::Builder::new()
             .name("snapshot-writer".into())
             .spawn(move || {
-                lower_priority_of_this_thread();
+                super::priority::lower_snapshot_writer();
                 let encoding = Instant::now();
                 // Streamed into the file: the store is never held twice in memory.
                 let r = writer
@@ -985,7 +985,7 @@ impl<S: StateMachine> Shell<S> {
                         info!(
                             index = meta.index,
                             bytes = w.file_size,
-                            encode_ms = encoding.elapsed().as_millis() as u64,
+                            took_ms = encoding.elapsed().as_millis() as u64,
                             "snapshot encoded and written"
                         );
                         // The core keeps the image for followers behind the log: keep it
@@ -1084,32 +1084,4 @@ pub fn members_added_in(entries: &[raft::Entry]) -> Vec<(u64, Vec<String>)> {
                 .map(|m| (cc.node, m.peer_ur_ls))
         })
         .collect()
-}
-
-/// How much lower than the member's other threads the snapshot writer runs (a nice value).
-const SNAPSHOT_WRITER_NICENESS: libc::c_int = 10;
-
-/// Lowers the calling thread's CPU priority to [`SNAPSHOT_WRITER_NICENESS`]. Why: encoding a
-/// large store is seconds of CPU that nobody waits for, and it used to compete on equal terms
-/// with the node thread and the gRPC workers: with a snapshot every 100,000 puts, the put p99
-/// at 100 and 1,000 clients was 1.1-1.6× etcd's, and 0.64-0.74× without snapshots
-/// (bench/RESULTS.md). At nice 10 the scheduler gives it about a tenth of a busy core's
-/// share, and all of an idle one. Failing to lower it only costs latency: logged, not fatal.
-fn lower_priority_of_this_thread() {
-    // SAFETY: `gettid` and `setpriority` take no pointers; on Linux, PRIO_PROCESS with a
-    // thread id changes that thread only.
-    let r = unsafe {
-        let tid = libc::gettid();
-        libc::setpriority(
-            libc::PRIO_PROCESS,
-            tid as libc::id_t,
-            SNAPSHOT_WRITER_NICENESS,
-        )
-    };
-    if r != 0 {
-        debug!(
-            error = %std::io::Error::last_os_error(),
-            "cannot lower the snapshot writer's priority"
-        );
-    }
 }

@@ -23,11 +23,11 @@ pub trait StateMachine: Send + Sync + 'static {
 
     /// A point-in-time copy of the whole state, for a snapshot. Taken on the node thread
     /// under the state lock, so it must be cheap (O(1) or close: shared persistent maps,
-    /// not a deep copy); [`StateMachine::encode`] serialises it later on the snapshot
+    /// not a deep copy); [`StateMachine::encode_to`] serialises it later on the snapshot
     /// writer's thread while applies and reads go on.
     type View: Send + 'static;
 
-    /// The state as it is now, for [`StateMachine::encode`]; later applies do not show in it.
+    /// The state as it is now, for [`StateMachine::encode_to`]; later applies do not show in it.
     fn view(&self) -> Self::View;
 
     /// Writes the snapshot image of `view` into `sink`, a part at a time: the bytes
@@ -35,10 +35,11 @@ pub trait StateMachine: Send + Sync + 'static {
     /// streams it into the file, so a large store is never held twice in memory.
     fn encode_to(view: &Self::View, sink: &mut dyn std::io::Write) -> std::io::Result<()>;
 
-    /// The snapshot image of `view`, in memory.
+    /// The snapshot image of `view`, in memory. Panics if `encode_to` fails, which it does
+    /// only for a broken state machine (an image of another length than it announced).
     fn encode(view: Self::View) -> Bytes {
         let mut image = Vec::new();
-        Self::encode_to(&view, &mut image).expect("writing into memory cannot fail");
+        Self::encode_to(&view, &mut image).expect("the state machine encodes itself consistently");
         Bytes::from(image)
     }
 
