@@ -82,7 +82,8 @@ impl std::error::Error for SnapshotError {}
 impl Store {
     /// Serialises the whole store, history included.
     pub fn snapshot(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(usize::try_from(self.snapshot_len()).unwrap_or(0));
+        // A capacity hint only: `snapshot_len` would be exact but walks the whole store again.
+        let mut out = Vec::with_capacity(usize::try_from(self.stored_bytes).unwrap_or(0) + 64);
         self.snapshot_to(&mut out)
             .expect("writing into memory cannot fail");
         out
@@ -412,7 +413,7 @@ impl<'a> Chunks<'a> {
     /// The rest, then the checksum of everything before it.
     fn finish(mut self) -> io::Result<()> {
         self.hand_on()?;
-        let checksum = self.crc.clone().finalize();
+        let checksum = self.crc.finalize();
         self.sink.write_all(&checksum.to_be_bytes())
     }
 }

@@ -233,7 +233,6 @@ impl ImageSink<'_> {
         if self.buf.is_empty() {
             return Ok(());
         }
-        self.crc = crc32c::crc32c_append(self.crc, &self.buf);
         let buf = std::mem::take(&mut self.buf);
         let written = self.write_through(&buf);
         self.buf = buf;
@@ -241,12 +240,13 @@ impl ImageSink<'_> {
         written
     }
 
-    /// `data` into the file (already checksummed), written out every [`WRITE_OUT_EVERY`].
+    /// `data` checksummed and into the file, written out every [`WRITE_OUT_EVERY`].
     /// After a failure the sink stays failed: the file no longer holds what was checksummed.
     fn write_through(&mut self, data: &[u8]) -> std::io::Result<()> {
         if self.file_failed {
             return Err(std::io::Error::other("an earlier write to the file failed"));
         }
+        self.crc = crc32c::crc32c_append(self.crc, data);
         let mut written = self.file.write_all(data);
         self.len += data.len() as u64;
         if written.is_ok() && self.len - self.written_out >= WRITE_OUT_EVERY {
@@ -269,7 +269,6 @@ impl Write for ImageSink<'_> {
             // Large enough to go straight through, a chunk at a time so that it is written
             // out as it goes.
             for chunk in data.chunks(CHUNK) {
-                self.crc = crc32c::crc32c_append(self.crc, chunk);
                 self.write_through(chunk)?;
             }
         } else {

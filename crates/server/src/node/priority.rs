@@ -29,25 +29,16 @@ pub fn raise_node_thread() {
 pub fn raise_current_thread(what: &str) {
     #[cfg(target_os = "linux")]
     {
-        // SAFETY: plain system calls on the calling thread; no memory is shared.
-        let tid = unsafe { libc::syscall(libc::SYS_gettid) } as libc::id_t;
-        // SAFETY: as above; errno is reset first because -1 is also a valid priority.
-        let current = unsafe {
-            *libc::__errno_location() = 0;
-            libc::getpriority(libc::PRIO_PROCESS, tid)
-        };
-        let wanted = current - NODE_THREAD_BOOST;
-        // SAFETY: as above.
-        let r = unsafe { libc::setpriority(libc::PRIO_PROCESS, tid, wanted) };
-        if r == 0 {
-            debug!(nice = wanted, thread = what, "thread priority raised");
-        } else {
-            info!(
-                error = %std::io::Error::last_os_error(),
+        let tid = current_thread();
+        let wanted = nice_of(tid) - NODE_THREAD_BOOST;
+        match set_nice(tid, wanted) {
+            Ok(()) => debug!(nice = wanted, thread = what, "thread priority raised"),
+            Err(error) => info!(
+                %error,
                 thread = what,
                 "cannot raise the thread's priority (needs CAP_SYS_NICE or RLIMIT_NICE); \
                  under CPU contention its heartbeats may go out late"
-            );
+            ),
         }
     }
 }
@@ -65,21 +56,40 @@ pub const SNAPSHOT_WRITER_DROP: i32 = 10;
 pub fn lower_snapshot_writer() {
     #[cfg(target_os = "linux")]
     {
-        // SAFETY: plain system calls; no memory is shared. errno is reset first because -1
-        // is also a valid priority.
-        let (tid, process) = unsafe {
-            let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
-            *libc::__errno_location() = 0;
-            let process = libc::getpriority(libc::PRIO_PROCESS, libc::getpid() as libc::id_t);
-            (tid, process)
-        };
+        // SAFETY: `getpid` takes no arguments and cannot fail.
+        let process = nice_of(unsafe { libc::getpid() } as libc::id_t);
         let wanted = (process + SNAPSHOT_WRITER_DROP).min(19);
-        // SAFETY: as above.
-        if unsafe { libc::setpriority(libc::PRIO_PROCESS, tid, wanted) } != 0 {
-            debug!(
-                error = %std::io::Error::last_os_error(),
-                "cannot lower the snapshot writer's priority"
-            );
+        if let Err(error) = set_nice(current_thread(), wanted) {
+            debug!(%error, "cannot lower the snapshot writer's priority");
         }
+    }
+}
+
+/// The calling thread's id (Linux applies a nice value to one thread).
+#[cfg(target_os = "linux")]
+fn current_thread() -> libc::id_t {
+    // SAFETY: a plain system call without arguments.
+    unsafe { libc::syscall(libc::SYS_gettid) as libc::id_t }
+}
+
+/// The nice value of thread (or process) `id`.
+#[cfg(target_os = "linux")]
+fn nice_of(id: libc::id_t) -> i32 {
+    // SAFETY: plain system calls; no memory is shared. errno is reset first because -1 is
+    // also a valid priority.
+    unsafe {
+        *libc::__errno_location() = 0;
+        libc::getpriority(libc::PRIO_PROCESS, id)
+    }
+}
+
+/// Sets thread `tid`'s nice value.
+#[cfg(target_os = "linux")]
+fn set_nice(tid: libc::id_t, nice: i32) -> std::io::Result<()> {
+    // SAFETY: a plain system call; no memory is shared.
+    if unsafe { libc::setpriority(libc::PRIO_PROCESS, tid, nice) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
     }
 }
