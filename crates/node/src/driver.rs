@@ -304,6 +304,17 @@ impl Driver {
         true
     }
 
+    /// Hand the core `snapshot`'s image again, as other bytes of the same content: the
+    /// snapshot the log starts at, mapped from its file, in place of the heap copy a
+    /// snapshot received from the leader arrived as. Why: the core keeps that image to send
+    /// to followers behind its log, as long as it is current, and on the heap it is the
+    /// store's size again in resident memory. Returns false, changing nothing, when the log
+    /// no longer starts right after `snapshot` (a newer one replaced it meanwhile).
+    pub fn keep_snapshot_image(&mut self, snapshot: Snapshot) -> bool {
+        snapshot.meta.index + 1 == self.raft.status().first_index
+            && self.raft.compact(snapshot).is_ok()
+    }
+
     /// Compact storage now (the server's answer to etcd's `Defragment`): at the next
     /// poll, ask for a snapshot of everything applied, so the log it covers can be
     /// dropped, whatever `snapshot_count` says. Returns false when there is nothing to

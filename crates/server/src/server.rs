@@ -251,7 +251,7 @@ pub async fn serve_with_peer_runtime(
         voters: config.initial_members.iter().map(|m| m.id).collect(),
         learners: vec![],
     };
-    let (storage, recovered) = match (config.force_new_cluster, recovered.created) {
+    let (storage, mut recovered) = match (config.force_new_cluster, recovered.created) {
         (true, false) => crate::force_new_cluster::force(
             storage,
             recovered,
@@ -319,8 +319,28 @@ pub async fn serve_with_peer_runtime(
     raft_cfg.heartbeat_tick = config.heartbeat_ticks;
     raft_cfg.seed = config.member_id ^ incarnation;
     raft_cfg.pre_vote = config.pre_vote;
-    let raft = RaftNode::new(raft_cfg, initial)
+    let mut raft = RaftNode::new(raft_cfg, initial)
         .map_err(|e| anyhow::anyhow!("cannot start the raft core: {e:?}"))?;
+    // The core's contract (DESIGN.md): a member restarted from a snapshot hands it to the
+    // core, which sends it to followers behind the log's start. Without it a restarted
+    // leader could send them nothing until it took a snapshot of its own, never on a quiet
+    // cluster (`tests/restart_snapshot.rs`). Mapped from the file, so the image costs no
+    // heap; the copy read at open (checked, and restored from above) goes with `recovered`,
+    // which would otherwise live, with the WAL tail, as long as this function: the
+    // member's whole life.
+    let image = match storage.map_snapshot() {
+        Ok(Some(mapped)) => Some(mapped),
+        Ok(None) => recovered.snapshot.take(),
+        Err(e) => {
+            warn!(error = %e, "cannot map the recovered snapshot; keeping the copy read at open");
+            recovered.snapshot.take()
+        }
+    };
+    if let Some(snapshot) = image {
+        raft.compact(snapshot)
+            .map_err(|e| anyhow::anyhow!("the raft core refused the recovered snapshot: {e:?}"))?;
+    }
+    drop(recovered);
 
     let watch_hub = machine.watch.clone();
     let lease_clock = machine.lessor.clone();

@@ -124,6 +124,21 @@ impl Cluster {
             if changed {
                 driver.set_promotion_candidates(node.sm.promotion_candidates());
             }
+            // The server hands the core an installed snapshot's image again, mapped from
+            // its file; the store's copy (the same bytes) stands in for that here.
+            if fx.install_snapshot.is_some() {
+                let kept = node
+                    .store
+                    .snapshot()
+                    .is_some_and(|s| driver.keep_snapshot_image(s.clone()));
+                if !kept {
+                    self.violate(
+                        "ready-contract",
+                        format!("node {id}: the core refused the snapshot it just installed"),
+                    );
+                    return;
+                }
+            }
             if let Some(meta) = fx.start_snapshot {
                 self.start_snapshot(idx, meta);
             }

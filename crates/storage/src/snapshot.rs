@@ -138,34 +138,63 @@ impl SnapshotWriter {
     /// are read here (the checksum was computed as the file was written, and is checked
     /// when a restart loads it).
     pub fn map_image(&self, written: &WrittenSnapshot) -> Result<Option<Bytes>> {
-        let path = &written.path;
-        let Some(raw) = self
-            .fs
-            .map_immutable(path)
-            .map_err(|e| StorageError::io("map", path, e))?
-        else {
-            return Ok(None);
-        };
-        let bad = |reason: String| StorageError::CorruptSnapshot {
-            path: path.clone(),
-            reason,
-        };
-        if raw.len() as u64 != written.file_size {
-            return Err(bad(format!(
-                "file is {} bytes, {} were written",
-                raw.len(),
-                written.file_size
-            )));
-        }
-        let (meta, range) = layout(&raw).map_err(bad)?;
-        if meta != written.meta {
-            return Err(bad(format!(
-                "file holds snapshot (index {}, term {}), (index {}, term {}) was written",
-                meta.index, meta.term, written.meta.index, written.meta.term
-            )));
-        }
-        Ok(Some(raw.slice(range)))
+        map_checked(
+            &*self.fs,
+            &written.path,
+            &written.meta,
+            Some(written.file_size),
+        )
     }
+}
+
+/// The current snapshot `meta` names in `dir`, its image mapped from the file
+/// ([`SnapshotWriter::map_image`] says why), or `None` where the filesystem maps nothing.
+/// The file's checksum is not read again: the file was checked when it was loaded at open,
+/// or written here from the bytes received, and it is never written again.
+pub(crate) fn map(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    meta: &SnapshotMeta,
+) -> Result<Option<Snapshot>> {
+    let path = join(dir, &snapshot_name(meta.term, meta.index));
+    Ok(map_checked(fs, &path, meta, None)?.map(|data| Snapshot {
+        meta: meta.clone(),
+        data,
+    }))
+}
+
+/// Maps `path` and checks that it holds the snapshot `meta` (and is `size` bytes, if
+/// known); returns the image's bytes within the file.
+fn map_checked(
+    fs: &dyn FileSystem,
+    path: &Path,
+    meta: &SnapshotMeta,
+    size: Option<u64>,
+) -> Result<Option<Bytes>> {
+    let Some(raw) = fs
+        .map_immutable(path)
+        .map_err(|e| StorageError::io("map", path, e))?
+    else {
+        return Ok(None);
+    };
+    let bad = |reason: String| StorageError::CorruptSnapshot {
+        path: path.to_path_buf(),
+        reason,
+    };
+    if let Some(size) = size.filter(|&s| s != raw.len() as u64) {
+        return Err(bad(format!(
+            "file is {} bytes, {size} were written",
+            raw.len()
+        )));
+    }
+    let (found, range) = layout(&raw).map_err(bad)?;
+    if found != *meta {
+        return Err(bad(format!(
+            "file holds snapshot (index {}, term {}), (index {}, term {}) was expected",
+            found.index, found.term, meta.index, meta.term
+        )));
+    }
+    Ok(Some(raw.slice(range)))
 }
 
 /// Streams header, data and trailer into `file` and fsyncs it. Returns the file size.

@@ -510,6 +510,17 @@ impl Storage {
         }
     }
 
+    /// The current snapshot, its image mapped from its file rather than read onto the heap,
+    /// or `None` if there is none or the filesystem maps nothing. For the copy the Raft core
+    /// keeps to send to followers behind the log: after a restart, and after a snapshot
+    /// received from the leader is durable (whose heap copy can then be dropped).
+    pub fn map_snapshot(&self) -> Result<Option<Snapshot>> {
+        match &self.log.snapshot {
+            Some(m) => snapshot::map(&*self.fs, &self.snap_dir, m),
+            None => Ok(None),
+        }
+    }
+
     pub fn hard_state(&self) -> HardState {
         self.log.hard_state
     }

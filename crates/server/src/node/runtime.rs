@@ -699,6 +699,9 @@ impl<S: StateMachine> Shell<S> {
             self.apply_and_answer(&mut fx)?;
         }
         self.driver.advance();
+        if fx.install_snapshot.is_some() {
+            self.keep_installed_image_mapped();
+        }
         if let Some(meta) = fx.start_snapshot {
             self.start_snapshot(meta);
         }
@@ -858,6 +861,22 @@ impl<S: StateMachine> Shell<S> {
             self.removed_at = Some(Instant::now());
         }
         Ok(())
+    }
+
+    /// A snapshot received from the leader is durable and installed: let the core keep it
+    /// as the file's pages rather than the heap copy it arrived as (that copy is freed once
+    /// this batch's effects are dropped). Where nothing can be mapped, the copy stays.
+    fn keep_installed_image_mapped(&mut self) {
+        match self.storage.map_snapshot() {
+            Ok(Some(mapped)) => {
+                let index = mapped.meta.index;
+                if !self.driver.keep_snapshot_image(mapped) {
+                    debug!(index, "installed snapshot superseded before it was mapped");
+                }
+            }
+            Ok(None) => {}
+            Err(e) => warn!(error = %e, "cannot map the installed snapshot; keeping its copy"),
+        }
     }
 
     /// Apply committed entries in order and answer their proposers. A poisoned lock means
