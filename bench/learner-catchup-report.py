@@ -82,6 +82,7 @@ def main():
         d["errors_total"] = len(errs)
         d["learner_peak_rss_mib"] = f("learner_peak_rss_mib")
         d["leader_peak_rss_mib"] = f("leader_peak_rss_mib")
+        d["learner_rss_end_mib"] = f("learner_rss_end_mib")
         d["learner_disk_mib"] = f("learner_snap_mib")
         d["hashkv"] = env.get("hashkv")
         d["hashkv_rev"] = env.get("hashkv_rev")
@@ -133,6 +134,7 @@ def main():
     row("writes acknowledged / errors in the whole run", "acked", "{:.0f}", False)
     row("learner peak RSS (VmHWM, MiB)", "learner_peak_rss_mib", "{:.0f}")
     row("leader peak RSS (VmHWM, MiB)", "leader_peak_rss_mib", "{:.0f}")
+    row("learner RSS at the end (VmRSS, MiB)", "learner_rss_end_mib", "{:.0f}")
     row("learner data dir after catch-up (MiB)", "learner_disk_mib", "{:.0f}")
     for s in cols:
         d = data[s]

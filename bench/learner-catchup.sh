@@ -21,8 +21,9 @@
 # Reported per system: fill time and rate, catch-up time (add -> caught up), promote latency,
 # the writer's longest gap between consecutive acknowledged writes and its errors in each phase
 # (before the add, add -> learner started, catch-up, promote), the learner's peak RSS (VmHWM)
-# and the leader's RSS; then raftkv/etcd ratios. Writes bench/results/$REPORT_NAME.md; raw
-# traces and logs stay in bench/out/<time>-learner-catchup/.
+# and its RSS at the end (VmRSS, TAIL seconds after the promote), and the leader's peak RSS;
+# then raftkv/etcd ratios. Writes bench/results/$REPORT_NAME.md; raw traces and logs stay in
+# bench/out/<time>-learner-catchup/.
 #
 # Not a test (a 1 GiB run takes about 15-25 minutes on the 2-core dev machine and ~10 GB of
 # disk); the smoke size `SIZE_MIB=10` takes about a minute.
@@ -185,6 +186,7 @@ EOF
     echo "t_add=$t_add"; echo "t_added=$t_added"; echo "t_started=$t_started"; echo "t_caught=$t_caught"
     echo "t_promote=$t_promote"; echo "t_promoted=$t_promoted"; echo "promote_refusals=$attempts"
     echo "learner_peak_rss_mib=$(rss_mib "${PID[$sys-4]}" VmHWM)"
+    echo "learner_rss_end_mib=$(rss_mib "${PID[$sys-4]}" VmRSS)"
     echo "leader_peak_rss_mib=$(rss_mib "${PID[$sys-$l]}" VmHWM)"
     echo "learner_snap_mib=$(du -sm "$WORK/$sys/m4" | cut -f1)"
   } >>"$res"

@@ -4,10 +4,10 @@
 # scale").
 #
 # For each system: one member on loopback (fsync on) with --snapshot-count SNAPSHOT_COUNT,
-# PUTS puts of VALUE_SIZE-byte values over KEYS keys (raftkv-bench, 100 clients), a wait until
-# the member has taken its snapshot and settled, VmRSS; then SIGTERM, a restart from the same
-# data dir, a wait until it answers a read, a few seconds for the allocator to settle, VmRSS
-# again. Prints one table row per system and binary. Every wait polls with a deadline.
+# PUTS puts of VALUE_SIZE-byte values over KEYS keys (raftkv-bench, 100 clients, every one
+# acknowledged), a wait until the member has taken the run's last snapshot, a few seconds to
+# settle, VmRSS; then SIGTERM, a restart from the same data dir, a wait until it answers a
+# read, a few seconds for the allocator to settle, VmRSS again. Prints one table row per system and binary. Every wait polls with a deadline.
 #
 # Usage: bench/restart-rss.sh [raftkv binaries...]   (default: the release build's raftkv)
 # Knobs: PUTS (200000), KEYS (100000), VALUE_SIZE (1024), SNAPSHOT_COUNT (50000), SETTLE (3, s),
@@ -28,6 +28,18 @@ PID=""
 trap '[[ -n $PID ]] && kill -9 "$PID" 2>/dev/null; wait 2>/dev/null; rm -rf "$WORK"' EXIT
 URL=http://127.0.0.1:29791 PEER=http://127.0.0.1:29891
 
+# Runs raftkv-bench with the given arguments; succeeds only if every request succeeded (the
+# tool exits 0 when requests fail or time out, and counts them in its report).
+bench_ok() {
+  local out
+  out=$("$BENCH" --endpoints "$URL" --no-progress -w json "$@" 2>/dev/null) || return 1
+  python3 -c '
+import json, sys
+r = json.loads(sys.stdin.read())
+e = r.get("errors", 0)
+e = sum(e.values()) if isinstance(e, dict) else e
+sys.exit(0 if e == 0 and r.get("ok", 1) > 0 else 1)' <<<"$out"
+}
 rss_mb() { awk '/^VmRSS/ { printf "%.0f", $2 / 1024 }' "/proc/$1/status"; }
 start() { # program... ; starts the member on $WORK/data
   "$@" --name m1 --data-dir "$WORK/data" --listen-client-urls "$URL" --advertise-client-urls "$URL" \
@@ -35,7 +47,7 @@ start() { # program... ; starts the member on $WORK/data
     --initial-cluster-state new --snapshot-count "$SNAPSHOT_COUNT" >>"$WORK/member.log" 2>&1 &
   PID=$!
   local deadline=$((SECONDS + 120))
-  until "$BENCH" --endpoints "$URL" --total 1 --no-progress range probe >/dev/null 2>&1; do
+  until bench_ok --total 1 range probe; do
     ((SECONDS < deadline)) || { echo "member did not answer within 120 s" >&2; tail "$WORK/member.log" >&2; exit 1; }
     sleep 0.2
   done
@@ -50,10 +62,21 @@ stop() {
   wait "$PID" 2>/dev/null || true
   PID=""
 }
-# Until the data dir holds a snapshot file (raftkv: member/snap/*.snap; etcd: *.snap too).
+# The highest index among the data dir's snapshot files (<term>-<index>.snap in hex, as both
+# systems name them), 0 if none.
+newest_snapshot_index() {
+  local max=0 f i
+  while IFS= read -r f; do
+    i=${f%.snap}
+    i=$((16#${i#*-}))
+    ((i > max)) && max=$i
+  done < <(find "$WORK/data" -name '*.snap' -printf '%f\n')
+  echo "$max"
+}
+# Until the data dir holds the run's last snapshot (index >= PUTS - SNAPSHOT_COUNT).
 wait_for_snapshot() {
   local deadline=$((SECONDS + 120))
-  until find "$WORK/data" -name '*.snap' | grep -q .; do
+  until (($(newest_snapshot_index) >= PUTS - SNAPSHOT_COUNT)); do
     ((SECONDS < deadline)) || { echo "no snapshot within 120 s" >&2; exit 1; }
     sleep 0.2
   done
@@ -63,8 +86,9 @@ measure() { # label, program...
   shift
   rm -rf "$WORK/data" "$WORK/member.log"
   start "$@"
-  "$BENCH" --endpoints "$URL" --conns 10 --clients 100 --total "$PUTS" --no-progress \
-    put --key-size 16 --val-size "$VALUE_SIZE" --key-space-size "$KEYS" >/dev/null
+  bench_ok --conns 10 --clients 100 --total "$PUTS" \
+    put --key-size 16 --val-size "$VALUE_SIZE" --key-space-size "$KEYS" ||
+    { echo "the load had failed requests" >&2; exit 1; }
   wait_for_snapshot
   sleep "$SETTLE" # for the allocator to give back what the load freed, not a synchronisation
   local before

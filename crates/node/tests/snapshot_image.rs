@@ -1,5 +1,7 @@
 //! `Driver::keep_snapshot_image`: the core takes other bytes for the snapshot its log
-//! starts at (the server's copy mapped from the file), and only for that snapshot.
+//! starts at (the server's copy mapped from the file), and only for that snapshot; it never
+//! compacts. That the core then sends those bytes is `raft`'s
+//! `compact_at_the_log_start_only_replaces_the_image_sent`.
 
 use std::time::Duration;
 
@@ -63,18 +65,31 @@ fn only_the_snapshot_the_log_starts_at_takes_new_bytes() {
         data: Bytes::from_static(b"mapped copy"),
     };
     assert!(d.keep_snapshot_image(again(&first)));
-
-    let mut later = first.clone();
-    later.index += 1;
-    assert!(
-        !d.keep_snapshot_image(again(&later)),
-        "an index past the log's start is not a snapshot it holds"
+    assert_eq!(
+        d.status().core.first_index,
+        first.index + 1,
+        "nothing compacted"
     );
 
+    // An applied index past the log's start, which the core would compact to: the driver
+    // refuses it, since it is not a snapshot this member holds.
     d.propose(1, Bytes::from_static(b"y"));
     while d.poll().is_some() {
         d.advance();
     }
+    let mut later = first.clone();
+    later.index += 1;
+    assert!(d.status().applied >= later.index);
+    assert!(
+        !d.keep_snapshot_image(again(&later)),
+        "an index past the log's start is not a snapshot it holds"
+    );
+    assert_eq!(
+        d.status().core.first_index,
+        first.index + 1,
+        "nothing compacted"
+    );
+
     let second = snapshot_now(&mut d, b"newer heap copy");
     assert!(second.index > first.index);
     assert!(
