@@ -496,35 +496,35 @@ fn compact_refuses_what_is_not_applied() {
     assert!(c.node_mut(1).compact(snapshot(1)).is_ok());
 }
 
+/// Leader 1 of three, recovered with entries 1..=4 of term 1, all applied.
+fn applied_leader_of_four() -> RaftNode {
+    let mut l = recovered(1, V3, &[1, 1, 1, 1], hs(1, None, 4));
+    flush(&mut l); // applies 1..=4
+    l
+}
+
+/// Follower 2 has nothing: its rejection of an append at 4 (the leader then sends it the
+/// snapshot).
+fn rejection_from_empty_follower() -> Message {
+    let reject = MessageBody::AppendResponse {
+        rejected: Some((4, RejectHint { index: 0, term: 0 })),
+        match_index: 0,
+    };
+    msg(2, 1, 2, reject)
+}
+
 /// The shell may hand `compact` the snapshot the log already starts at, as other bytes of
 /// the same image (the server's copy mapped from the file, after a restart or an install):
 /// nothing more is compacted, and that copy is what a follower behind the log receives.
 #[test]
 fn compact_at_the_log_start_only_replaces_the_image_sent() {
-    let mut l = recovered(1, V3, &[1, 1, 1, 1], hs(1, None, 4));
-    flush(&mut l); // applies 1..=4
-    let meta = SnapshotMeta {
-        index: 3,
-        term: 1,
-        conf_state: ConfState {
-            voters: V3.to_vec(),
-            learners: vec![],
-        },
-    };
-    let image = |data: &'static str| Snapshot {
-        meta: meta.clone(),
-        data: data.into(),
-    };
-    l.compact(image("heap copy")).unwrap();
-    l.compact(image("mapped copy")).unwrap();
+    let mut l = applied_leader_of_four();
+    l.compact(snapshot_of_three(3, "heap copy")).unwrap();
+    l.compact(snapshot_of_three(3, "mapped copy")).unwrap();
     assert_eq!(l.status().first_index, 4, "entry 4 is still in the log");
     make_leader(&mut l, V3);
     flush(&mut l);
-    let reject = MessageBody::AppendResponse {
-        rejected: Some((4, RejectHint { index: 0, term: 0 })),
-        match_index: 0,
-    };
-    l.step(msg(2, 1, 2, reject)).unwrap();
+    l.step(rejection_from_empty_follower()).unwrap();
     let sent: Vec<_> = flush(&mut l)
         .messages
         .into_iter()
@@ -534,35 +534,18 @@ fn compact_at_the_log_start_only_replaces_the_image_sent() {
         })
         .collect();
     assert_eq!(sent.len(), 1);
-    assert_eq!(sent[0].meta, meta);
+    assert_eq!(sent[0].meta, snapshot_of_three(3, "").meta);
     assert_eq!(&sent[0].data[..], b"mapped copy");
 }
 
 #[test]
 fn leader_moves_on_when_a_snapshot_is_answered() {
-    let mut l = recovered(1, V3, &[1, 1, 1, 1], hs(1, None, 4));
-    flush(&mut l); // applies 1..=4
-    let meta = SnapshotMeta {
-        index: 4,
-        term: 1,
-        conf_state: ConfState {
-            voters: V3.to_vec(),
-            learners: vec![],
-        },
-    };
-    l.compact(Snapshot {
-        meta,
-        data: "image".into(),
-    })
-    .unwrap();
+    let mut l = applied_leader_of_four();
+    l.compact(snapshot_of_three(4, "image")).unwrap();
     make_leader(&mut l, V3);
     flush(&mut l);
     // Follower 2 has nothing: its rejection sends it the snapshot, and nothing else.
-    let reject = MessageBody::AppendResponse {
-        rejected: Some((4, RejectHint { index: 0, term: 0 })),
-        match_index: 0,
-    };
-    l.step(msg(2, 1, 2, reject)).unwrap();
+    l.step(rejection_from_empty_follower()).unwrap();
     let rd = flush(&mut l);
     assert_eq!(rd.messages.len(), 1);
     assert!(matches!(

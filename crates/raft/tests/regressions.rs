@@ -13,17 +13,6 @@ const V3: &[NodeId] = &[1, 2, 3];
 /// That snapshot did not reach its log's start, so a lagging follower was sent it forever.
 #[test]
 fn leader_ships_the_snapshot_it_installed_not_an_older_one() {
-    let snap = |index, data: &'static str| Snapshot {
-        meta: SnapshotMeta {
-            index,
-            term: 1,
-            conf_state: ConfState {
-                voters: V3.to_vec(),
-                learners: vec![],
-            },
-        },
-        data: data.into(),
-    };
     let mut n = recovered(
         1,
         V3,
@@ -36,13 +25,13 @@ fn leader_ships_the_snapshot_it_installed_not_an_older_one() {
     );
     let rd = flush(&mut n);
     assert_eq!(rd.committed_entries.len(), 3);
-    n.compact(snap(3, "old")).unwrap();
+    n.compact(snapshot_of_three(3, "old")).unwrap();
     n.step(msg(
         2,
         1,
         1,
         MessageBody::InstallSnapshot {
-            snapshot: snap(10, "new"),
+            snapshot: snapshot_of_three(10, "new"),
         },
     ))
     .unwrap();

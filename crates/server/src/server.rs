@@ -321,13 +321,13 @@ pub async fn serve_with_peer_runtime(
     raft_cfg.pre_vote = config.pre_vote;
     let mut raft = RaftNode::new(raft_cfg, initial)
         .map_err(|e| anyhow::anyhow!("cannot start the raft core: {e:?}"))?;
-    // The core's contract (`raft::RaftNode`'s docs): a member restarted from a snapshot hands it to the
-    // core, which sends it to followers behind the log's start. Without it a restarted
-    // leader could send them nothing until it took a snapshot of its own, never on a quiet
-    // cluster (`tests/restart_snapshot.rs`). Mapped from the file, so the image costs no
-    // heap; the copy read at open (checked, and restored from above) goes with `recovered`,
-    // which would otherwise live, with the WAL tail, as long as this function: the
-    // member's whole life.
+    // The core's contract (`raft::RaftNode`'s docs): a member restarted from a snapshot
+    // hands it to the core, which sends it to followers behind the log's start. Without it
+    // a restarted leader could send them nothing until it took a snapshot of its own, never
+    // on a quiet cluster (`tests/restart_snapshot.rs`). Mapped from the file, so the image
+    // costs no heap; the copy read at open (checked, and restored from above) goes with
+    // `recovered`, which would otherwise live, with the WAL tail, as long as this function:
+    // the member's whole life.
     let image = match storage.map_snapshot() {
         Ok(Some(mapped)) => Some(mapped),
         Ok(None) => recovered.snapshot.take(),

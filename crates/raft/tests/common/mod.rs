@@ -413,3 +413,18 @@ pub fn make_leader(node: &mut RaftNode, voters: &[NodeId]) {
     }
     assert_eq!(node.status().role, Role::Leader);
 }
+
+/// A snapshot of members 1–3 at `index` (term 1) whose image is `data`.
+pub fn snapshot_of_three(index: Index, data: &'static str) -> Snapshot {
+    Snapshot {
+        meta: SnapshotMeta {
+            index,
+            term: 1,
+            conf_state: ConfState {
+                voters: vec![1, 2, 3],
+                learners: vec![],
+            },
+        },
+        data: data.into(),
+    }
+}
