@@ -212,6 +212,19 @@ async fn script(c: &Client) -> BTreeMap<i64, Vec<WatchResponse>> {
     for id in [42, -1, 1, 1, -5] {
         s.cancel(id).await.expect("cancel");
     }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    // The put below must come after both cancels took effect, on either server: a cancel
+    // and a put sent at once race (etcd answered -5's cancel after the put in one CI run).
+    let mut answered = Vec::new();
+    while answered.len() < 2 {
+        let r = next_within(&mut s, deadline).await;
+        if r.canceled && !r.created {
+            answered.push(r.watch_id);
+        }
+        file(&mut by_id, r);
+    }
+    answered.sort();
+    assert_eq!(answered, [-5, 1], "the cancels answered");
     c.put_str("f", "after cancel").await.expect("put");
     let rev = c
         .put_str(MARKER, "2")
