@@ -16,7 +16,9 @@
 #   * put throughput without watchers (`put-none`: the same 8 writers, one connection, one key,
 #     16-byte values, through `raftkv-bench put`), against which the put rates of `max-one-1000`
 #     (1,000 watchers of the written key) and `max-distinct-1000` (1,000 watchers of 1,000
-#     written keys) are compared (issue 13: with 1,000 watchers at least 80 % of it);
+#     written keys) are compared (issue 13: with 1,000 watchers at least 80 % of it), and
+#     those of `max-prefix-1000` / `max-prefix-10000` (each watcher on its own prefix, a
+#     range watch: what finding the matching ranges costs the member per put);
 #   * the CPU the member and the benchmark client used during each watch case (from /proc),
 #     to show which of them was the bottleneck on the shared cores.
 # Writes bench/results/watch.md (the table, the ratios, the load average before and after)
@@ -114,6 +116,9 @@ for n in 1 1000 10000; do
     CASES+=("rate-distinct-$n|--conns $conns --clients 1 --rate $RATE --duration $DURATION|--watchers $n --streams $streams --distinct-keys")
     for w in "${WRITER_COUNTS[@]}"; do
       CASES+=("max-distinct-$n$(wsuffix "$w")|--conns $conns --clients $w --duration $DURATION|--watchers $n --streams $streams --distinct-keys")
+      # Range watchers: each watches its key as a prefix (the member has to find, per put,
+      # the one range of thousands that holds the key).
+      CASES+=("max-prefix-$n$(wsuffix "$w")|--conns $conns --clients $w --duration $DURATION|--watchers $n --streams $streams --distinct-keys --prefix-watches")
     done
   fi
 done
@@ -191,7 +196,8 @@ for name, field, label in [("mem-watchers", "rss_bytes_per_watcher", "bytes per 
     lines.append(f"| {label} | {ev:.0f} | {rv:.0f} | {ratio(rv, ev)} |" if ev is not None and rv is not None else f"| {label} | - | - | - |")
 lines += ["", "## Events", "",
           f"`rate-*`: one writer at the fixed rate; `max-*`: {os.environ.get('FIRST_WRITERS', '8')} writers as fast as they can (`-wN`: N writers). `one`: every watcher on one key;",
-          "`distinct`: one key per watcher, the writers cycling through them. Events/s counts delivered events from the first",
+          "`distinct`: one key per watcher, the writers cycling through them; `prefix`: the same, each watcher watching its key",
+          "as a prefix (a range watch). Events/s counts delivered events from the first",
           "put to the last event; `delivered` is of those the acknowledged puts should produce (the rest had not arrived 10 s",
           "after the writers stopped). CPU: of the member and of the benchmark client, from the first put until the events",
           "were drained, in % of one core (the machine has 2, shared with whatever else runs).", "",
@@ -213,25 +219,37 @@ for name in names:
                      f"{cpu('member_cpu_pct')} / {cpu('client_cpu_pct')} {extra}")
 # One table per writer count: the first count's cases have no suffix, the others `-wN`.
 suffixes = [""] + sorted({n[len(base_name(n)):] for n in names if n != base_name(n)}, key=lambda s: int(s[2:]))
-for sfx in suffixes:
-    base = [(label, load(label, "put-none" + sfx), load(label, "max-one-1000" + sfx), load(label, "max-distinct-1000" + sfx)) for label in ("etcd", "raftkv")]
-    if not any(a and (b or c) for _, a, b, c in base):
-        continue
-    writers = next((d.get("writers") or d.get("clients") for _, _, b, c in base for d in (b, c) if d), "the")
-    lines += ["", f"## Put throughput with 1,000 active watchers{' (' + sfx[2:] + ' writers)' if sfx else ''}", "",
-              f"{writers} writers as fast as they can on one connection: `put-none{sfx}` without any watcher (`raftkv-bench put`, one key),",
-              f"`max-one-1000{sfx}` with 1,000 watchers of the written key over 10 streams (each put is 1,000 events),",
-              f"`max-distinct-1000{sfx}` with 1,000 watchers on 1,000 distinct keys that the writers cycle through (each put is one",
-              "event). Target (issue 13): with >= 80 % of without.", "",
-              "| system | puts/s without watchers | with 1,000 on one key | ratio | with 1,000 on distinct keys | ratio |",
-              "|---|---|---|---|---|---|"]
-    for label, a, b, c in base:
+def put_rows(rows):
+    """One line per system: puts/s without watchers, then with each case and its ratio."""
+    out = []
+    for label, a, *cases in rows:
         if not a:
-            lines.append(f"| {label} | failed | | | | |")
+            out.append(f"| {label} | failed |" + " | |" * len(cases))
             continue
         pr = lambda d: f"{d['put_throughput']:.0f}" if d else "-"
-        lines.append(f"| {label} | {a['throughput']:.0f} | {pr(b)} | {ratio(b and b['put_throughput'], a['throughput'])} | "
-                     f"{pr(c)} | {ratio(c and c['put_throughput'], a['throughput'])} |")
+        out.append(f"| {label} | {a['throughput']:.0f} | " +
+                   " | ".join(f"{pr(d)} | {ratio(d and d['put_throughput'], a['throughput'])}" for d in cases) + " |")
+    return out
+for sfx in suffixes:
+    base = [(label, load(label, "put-none" + sfx), load(label, "max-one-1000" + sfx), load(label, "max-distinct-1000" + sfx)) for label in ("etcd", "raftkv")]
+    prefix = [(label, load(label, "put-none" + sfx), load(label, "max-prefix-1000" + sfx), load(label, "max-prefix-10000" + sfx)) for label in ("etcd", "raftkv")]
+    heading = f"## Put throughput with active watchers{' (' + sfx[2:] + ' writers)' if sfx else ''}"
+    shown = [rows for rows in (base, prefix) if any(a and (b or c) for _, a, b, c in rows)]
+    if not shown:
+        continue
+    lines += ["", heading, "",
+              "Writers as fast as they can on one connection; `put-none" + sfx + "`: the same writers without any watcher",
+              "(`raftkv-bench put`, one key). Target (issue 13): with 1,000 watchers >= 80 % of without."]
+    if base in shown:
+        lines += ["", f"`max-one-1000{sfx}`: 1,000 watchers of the written key over 10 streams (each put is 1,000 events);",
+                  f"`max-distinct-1000{sfx}`: 1,000 watchers on 1,000 distinct keys that the writers cycle through (each put is one event).", "",
+                  "| system | puts/s without watchers | with 1,000 on one key | ratio | with 1,000 on distinct keys | ratio |",
+                  "|---|---|---|---|---|---|"] + put_rows(base)
+    if prefix in shown:
+        lines += ["", f"Range watchers: `max-prefix-N{sfx}`, N watchers each on its own prefix (N/100 streams), the writers cycling",
+                  "through one key under each (each put is one event).", "",
+                  "| system | puts/s without watchers | with 1,000 prefixes | ratio | with 10,000 prefixes | ratio |",
+                  "|---|---|---|---|---|---|"] + put_rows(prefix)
 iso = [(label, load(label, "iso-stalled0-10000"), load(label, "iso-stalled1-10000")) for label in ("etcd", "raftkv")]
 if any(a and b for _, a, b in iso):
     lines += ["", "## Isolation: one stream that never reads", "",

@@ -204,6 +204,9 @@ pub struct WatchArgs {
     /// One key per watcher (the writers cycle through them) instead of one key for all.
     #[arg(long)]
     pub distinct_keys: bool,
+    /// Each watcher watches its key as a prefix (a range watch) instead of the key alone.
+    #[arg(long)]
+    pub prefix_watches: bool,
     /// Size of each value in bytes (at least 8: the send time).
     #[arg(long, default_value_t = 16)]
     pub val_size: usize,

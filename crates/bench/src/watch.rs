@@ -53,6 +53,8 @@ pub struct WatchReport {
     pub watchers: usize,
     pub streams: usize,
     pub distinct_keys: bool,
+    /// Each watcher watched its key as a prefix (a range) instead of the key alone.
+    pub prefix_watches: bool,
     pub writers: usize,
     /// `--rate` (0: as fast as the writers can).
     pub rate: f64,
@@ -380,7 +382,13 @@ pub async fn run(args: &BenchArgs, w: &WatchArgs) -> Result<WatchReport> {
     // Watchers round-robin over streams; every stream's creates go out concurrently.
     let mut per_stream: Vec<Vec<(Bytes, Bytes)>> = vec![Vec::new(); w.streams];
     for i in 0..w.watchers {
-        per_stream[i % w.streams].push((watch_key(w, i), Bytes::new()));
+        let key = watch_key(w, i);
+        let end = if w.prefix_watches {
+            Bytes::from(raftkv_client::client::prefix_range_end(&key))
+        } else {
+            Bytes::new()
+        };
+        per_stream[i % w.streams].push((key, end));
     }
     let mut opening = Vec::new();
     for (i, keys) in per_stream.into_iter().enumerate() {
@@ -507,6 +515,7 @@ pub async fn run(args: &BenchArgs, w: &WatchArgs) -> Result<WatchReport> {
         watchers: w.watchers,
         streams: w.streams,
         distinct_keys: w.distinct_keys,
+        prefix_watches: w.prefix_watches,
         writers: args.clients,
         rate: args.rate,
         elapsed_s: write_phase.as_secs_f64(),
@@ -543,10 +552,11 @@ impl WatchReport {
              put->event:   p50 {:.3} ms  p90 {:.3} ms  p99 {:.3} ms  max {:.3} ms\n  \
              Canceled:     {}\n",
             self.watchers,
-            if self.distinct_keys {
-                "distinct keys"
-            } else {
-                "one key"
+            match (self.distinct_keys, self.prefix_watches) {
+                (true, true) => "distinct prefixes",
+                (true, false) => "distinct keys",
+                (false, true) => "one prefix",
+                (false, false) => "one key",
             },
             self.streams,
             self.writers,
@@ -642,6 +652,7 @@ mod tests {
             watchers: 3,
             streams: 1,
             distinct_keys: false,
+            prefix_watches: false,
             val_size: 16,
             key_prefix: "w/".into(),
             member_pid: None,

@@ -6,6 +6,10 @@
 //! event, with `try_send` on that stream's bounded queue: the node thread never waits for a
 //! stream, never allocates per watcher and never does I/O.
 //!
+//! The hub finds those streams through an index of every distinct range watched: single keys
+//! in a hash map, real ranges in an interval tree ([`SpanIndex`]). A revision costs a lookup
+//! per event plus the streams it reaches, not a walk over every stream or every range.
+//!
 //! A stream whose queue is full is set aside as a *victim*: the hub records the first
 //! revision it missed and stops offering it batches. The stream task notices, drains what
 //! it was given, and catches up from the MVCC history (`Store::events_between`) in bounded
@@ -29,6 +33,7 @@ use tokio::sync::Notify;
 
 use super::encode::SharedEvents;
 use super::queue;
+use super::span_index::SpanIndex;
 
 /// Batches a stream's queue holds before the stream becomes a victim.
 pub const STREAM_QUEUE: usize = 128;
@@ -173,9 +178,110 @@ impl VictimMark {
 struct Slot {
     tx: queue::Sender<Arc<RevBatch>>,
     /// The distinct ranges of the stream's watchers (synced or not: the stream filters),
-    /// each with the number of watchers on it.
+    /// each with the number of watchers on it. Each one is also in the hub's index, once.
     ranges: Ranges,
     victim: Arc<VictimMark>,
+}
+
+/// The streams that watch one single key (each once, however many of its watchers do).
+/// Most keys are watched by one stream, held inline.
+enum KeyStreams {
+    One(StreamId),
+    Many(Vec<StreamId>),
+}
+
+impl KeyStreams {
+    fn add(&mut self, stream: StreamId) {
+        match self {
+            KeyStreams::One(first) => *self = KeyStreams::Many(vec![*first, stream]),
+            KeyStreams::Many(ids) => ids.push(stream),
+        }
+    }
+
+    /// Drop `stream`; returns whether no stream is left.
+    fn remove(&mut self, stream: StreamId) -> bool {
+        match self {
+            KeyStreams::One(id) => *id == stream,
+            KeyStreams::Many(ids) => {
+                if let Some(i) = ids.iter().position(|id| *id == stream) {
+                    ids.swap_remove(i);
+                }
+                match ids[..] {
+                    [] => true,
+                    [last] => {
+                        *self = KeyStreams::One(last);
+                        false
+                    }
+                    _ => false,
+                }
+            }
+        }
+    }
+
+    fn as_slice(&self) -> &[StreamId] {
+        match self {
+            KeyStreams::One(id) => std::slice::from_ref(id),
+            KeyStreams::Many(ids) => ids,
+        }
+    }
+}
+
+/// Every distinct range watched, with the streams watching it.
+#[derive(Default)]
+struct RangeIndex {
+    keys: HashMap<WatchRange, KeyStreams>,
+    spans: SpanIndex,
+}
+
+impl RangeIndex {
+    fn insert(&mut self, range: WatchRange, stream: StreamId) {
+        if !range.is_single_key() {
+            self.spans.insert(range, stream);
+            return;
+        }
+        match self.keys.get_mut(&range) {
+            Some(streams) => streams.add(stream),
+            None => {
+                self.keys.insert(range, KeyStreams::One(stream));
+            }
+        }
+    }
+
+    fn remove(&mut self, range: &WatchRange, stream: StreamId) {
+        if !range.is_single_key() {
+            self.spans.remove(range, stream);
+            return;
+        }
+        if self.keys.get_mut(range).is_some_and(|s| s.remove(stream)) {
+            self.keys.remove(range);
+        }
+    }
+
+    /// Push onto `out` the streams watching a range that holds one of `events`' keys, each
+    /// once. `probe` is scratch space for the single-key lookups.
+    fn streams_for(&self, events: &[Event], probe: &mut Vec<u8>, out: &mut Vec<StreamId>) {
+        out.clear();
+        // Lists that were pushed whole: one list is free of repeats (a key's streams are
+        // distinct), two or more may share streams.
+        let mut lists = 0;
+        for kv in events.iter().filter_map(|e| e.kv.as_ref()) {
+            WatchRange::probe(&kv.key, probe);
+            if let Some(streams) = self.keys.get(probe.as_slice()) {
+                out.extend_from_slice(streams.as_slice());
+                lists += 1;
+            }
+            if !self.spans.is_empty() {
+                let before = out.len();
+                self.spans.streams_holding(&kv.key, &mut |s| out.push(s));
+                // A stream may hold several spans that contain the key.
+                lists += out.len() - before;
+            }
+        }
+        if lists > 1 {
+            out.sort_unstable();
+            out.dedup();
+        }
+    }
 }
 
 /// A stream's distinct ranges. Most streams watch one range (one watch per stream is the
@@ -207,16 +313,17 @@ impl RangeMaps {
 
 impl Ranges {
     /// One more watcher on `range`; returns the copy of the range the stream keeps (the one
-    /// already there if another watcher has the same range).
-    fn add(&mut self, range: WatchRange) -> WatchRange {
+    /// already there if another watcher has the same range) and whether the range is new to
+    /// the stream.
+    fn add(&mut self, range: WatchRange) -> (WatchRange, bool) {
         match self {
             Ranges::None => {
                 *self = Ranges::One(range.clone(), 1);
-                range
+                (range, true)
             }
             Ranges::One(held, n) if *held == range => {
                 *n += 1;
-                held.clone()
+                (held.clone(), false)
             }
             Ranges::One(..) => {
                 let Ranges::One(held, n) = std::mem::replace(self, Ranges::None) else {
@@ -226,7 +333,7 @@ impl Ranges {
                 maps.of(&held).insert(held, n);
                 maps.of(&range).insert(range.clone(), 1);
                 *self = Ranges::Many(maps);
-                range
+                (range, true)
             }
             Ranges::Many(maps) => {
                 let ranges = maps.of(&range);
@@ -234,37 +341,45 @@ impl Ranges {
                     Some((shared, _)) => {
                         let shared = shared.clone();
                         *ranges.get_mut(&shared).expect("just found") += 1;
-                        shared
+                        (shared, false)
                     }
                     None => {
                         ranges.insert(range.clone(), 1);
-                        range
+                        (range, true)
                     }
                 }
             }
         }
     }
 
-    /// One watcher on `range` less. Maps left with one range go back inline, so that a
-    /// stream's memory follows what it watches now.
-    fn remove(&mut self, range: &WatchRange) {
+    /// One watcher on `range` less; returns whether that was the stream's last watcher on
+    /// it. Maps left with one range go back inline, so that a stream's memory follows what
+    /// it watches now.
+    fn remove(&mut self, range: &WatchRange) -> bool {
         match self {
-            Ranges::None => {}
+            Ranges::None => false,
             Ranges::One(held, n) => {
-                if held == range {
-                    *n -= 1;
-                    if *n == 0 {
-                        *self = Ranges::None;
-                    }
+                if held != range {
+                    return false;
                 }
+                *n -= 1;
+                let gone = *n == 0;
+                if gone {
+                    *self = Ranges::None;
+                }
+                gone
             }
             Ranges::Many(maps) => {
                 let ranges = maps.of(range);
-                if let Some(n) = ranges.get_mut(range) {
-                    *n -= 1;
-                    if *n == 0 {
-                        ranges.remove(range);
+                let gone = match ranges.get_mut(range) {
+                    Some(n) => {
+                        *n -= 1;
+                        *n == 0
                     }
+                    None => false,
+                };
+                if gone {
+                    ranges.remove(range);
                 }
                 if maps.keys.len() + maps.spans.len() <= 1 {
                     let last = maps.keys.drain().chain(maps.spans.drain()).next();
@@ -273,28 +388,17 @@ impl Ranges {
                         None => Ranges::None,
                     };
                 }
+                gone
             }
         }
     }
-}
 
-impl Slot {
-    /// Whether a watcher of the stream may want one of `events` (`probes`: their keys as
-    /// [`WatchRange::probe`]s).
-    fn interested(&self, events: &[Event], probes: &[Vec<u8>]) -> bool {
-        let in_range = |r: &WatchRange| {
-            events
-                .iter()
-                .any(|e| e.kv.as_ref().is_some_and(|kv| r.contains(&kv.key)))
-        };
-        match &self.ranges {
-            Ranges::None => false,
-            Ranges::One(r, _) if r.is_single_key() => probes.iter().any(|p| **p == *r.0),
-            Ranges::One(r, _) => in_range(r),
-            Ranges::Many(maps) => {
-                probes.iter().any(|p| maps.keys.contains_key(p.as_slice()))
-                    || maps.spans.keys().any(in_range)
-            }
+    /// The stream's distinct ranges.
+    fn distinct(&self) -> Vec<WatchRange> {
+        match self {
+            Ranges::None => Vec::new(),
+            Ranges::One(r, _) => vec![r.clone()],
+            Ranges::Many(maps) => maps.keys.keys().chain(maps.spans.keys()).cloned().collect(),
         }
     }
 }
@@ -302,6 +406,10 @@ impl Slot {
 #[derive(Default)]
 struct Inner {
     streams: HashMap<StreamId, Slot>,
+    index: RangeIndex,
+    /// Scratch buffers of [`WatchHub::publish`], kept so that it does not allocate.
+    probe: Vec<u8>,
+    targets: Vec<StreamId>,
     next_id: StreamId,
     /// Live [`HeldWakes`] guards: while any is, [`WatchHub::publish`] leaves the streams it
     /// fed asleep and keeps their wakers in `deferred`.
@@ -381,22 +489,39 @@ impl WatchHub {
     }
 
     pub fn unregister(&self, stream: StreamId) {
-        self.lock().streams.remove(&stream);
+        let mut inner = self.lock();
+        if let Some(slot) = inner.streams.remove(&stream) {
+            for range in slot.ranges.distinct() {
+                inner.index.remove(&range, stream);
+            }
+        }
     }
 
     /// One more watcher of `stream` on `range`; returns the stream's copy of the range for
     /// the watcher to keep (the one already there if another watcher has the same range).
     pub fn add_range(&self, stream: StreamId, range: WatchRange) -> WatchRange {
-        match self.lock().streams.get_mut(&stream) {
-            Some(slot) => slot.ranges.add(range),
+        let mut inner = self.lock();
+        let Inner { streams, index, .. } = &mut *inner;
+        match streams.get_mut(&stream) {
+            Some(slot) => {
+                let (kept, new) = slot.ranges.add(range);
+                if new {
+                    index.insert(kept.clone(), stream);
+                }
+                kept
+            }
             None => range,
         }
     }
 
     /// One watcher of `stream` on `range` less.
     pub fn remove_range(&self, stream: StreamId, range: &WatchRange) {
-        if let Some(slot) = self.lock().streams.get_mut(&stream) {
-            slot.ranges.remove(range);
+        let mut inner = self.lock();
+        let Inner { streams, index, .. } = &mut *inner;
+        if let Some(slot) = streams.get_mut(&stream) {
+            if slot.ranges.remove(range) {
+                index.remove(range, stream);
+            }
         }
     }
 
@@ -417,23 +542,22 @@ impl WatchHub {
         }
         let Inner {
             streams,
+            index,
+            probe,
+            targets,
             held,
             deferred,
             held_revs,
             ..
         } = &mut *inner;
-        let probes: Vec<Vec<u8>> = events
-            .iter()
-            .filter_map(|e| e.kv.as_ref())
-            .map(|kv| {
-                let mut p = Vec::new();
-                WatchRange::probe(&kv.key, &mut p);
-                p
-            })
-            .collect();
+        index.streams_for(events, probe, targets);
         let mut batch: Option<Arc<RevBatch>> = None;
-        for slot in streams.values() {
-            if slot.victim.missed_from().is_some() || !slot.interested(events, &probes) {
+        for id in targets.iter() {
+            let Some(slot) = streams.get(id) else {
+                debug_assert!(false, "stream {id} is indexed but not registered");
+                continue;
+            };
+            if slot.victim.missed_from().is_some() {
                 continue;
             }
             let b = batch
@@ -657,6 +781,117 @@ mod tests {
         hub.publish(8, &[put(b"k", 8), put(b"o", 8)]);
         hub.publish(9, &[put(b"p", 9)]);
         assert_eq!(got(&mut s.rx), vec![8]);
+    }
+
+    #[test]
+    fn a_stream_that_leaves_is_dropped_from_the_index() {
+        let hub = WatchHub::default();
+        let a = hub.register();
+        let mut b = hub.register();
+        for s in [a.id, b.id] {
+            hub.add_range(s, range(b"k", b""));
+            hub.add_range(s, range(b"p/", b"p0"));
+        }
+        hub.add_range(a.id, range(b"\0", b"\0"));
+        hub.unregister(a.id);
+        {
+            let inner = hub.lock();
+            assert_eq!(inner.index.spans.len(), 1, "b's span only");
+            assert_eq!(inner.index.keys.len(), 1);
+            assert_eq!(inner.index.keys.values().next().unwrap().as_slice(), [b.id]);
+        }
+        hub.publish(2, &[put(b"p/x", 2)]);
+        assert_eq!(b.rx.try_recv().unwrap().rev, 2);
+        hub.unregister(b.id);
+        let inner = hub.lock();
+        assert!(inner.index.spans.is_empty() && inner.index.keys.is_empty());
+    }
+
+    mod model {
+        use super::*;
+        use proptest::prelude::*;
+
+        #[derive(Debug, Clone)]
+        enum Op {
+            Register,
+            Add(usize, &'static [u8], &'static [u8]),
+            Remove(usize, usize),
+            Unregister(usize),
+            Publish(Vec<&'static [u8]>),
+        }
+
+        fn key() -> impl Strategy<Value = &'static [u8]> {
+            prop::sample::select(vec![&b"a"[..], b"a/", b"a/1", b"ab", b"b", b"\0"])
+        }
+
+        fn op() -> impl Strategy<Value = Op> {
+            let end = prop::sample::select(vec![&b""[..], b"\0", b"a0", b"b", b"c"]);
+            prop_oneof![
+                1 => Just(Op::Register),
+                4 => (any::<usize>(), key(), end).prop_map(|(s, k, e)| Op::Add(s, k, e)),
+                2 => (any::<usize>(), any::<usize>()).prop_map(|(s, r)| Op::Remove(s, r)),
+                1 => any::<usize>().prop_map(Op::Unregister),
+                4 => prop::collection::vec(key(), 1..3).prop_map(Op::Publish),
+            ]
+        }
+
+        proptest! {
+            /// Against a list of every stream's watched ranges: each revision reaches exactly
+            /// the streams with a range that holds one of its keys, once, whatever sequence of
+            /// creates, cancels and departures came before.
+            #[test]
+            fn a_revision_reaches_exactly_the_streams_watching_its_keys(
+                ops in prop::collection::vec(op(), 1..80)
+            ) {
+                let hub = WatchHub::default();
+                // Per live stream: its registration and the ranges its watchers hold.
+                let mut live: Vec<(Registration, Vec<WatchRange>)> = Vec::new();
+                let mut rev = 1;
+                for op in ops {
+                    match op {
+                        Op::Register => live.push((hub.register(), Vec::new())),
+                        Op::Add(s, k, e) if !live.is_empty() => {
+                            let i = s % live.len();
+                            let kept = hub.add_range(live[i].0.id, WatchRange::new(k, e));
+                            live[i].1.push(kept);
+                        }
+                        Op::Remove(s, r) if !live.is_empty() => {
+                            let i = s % live.len();
+                            if !live[i].1.is_empty() {
+                                let n = live[i].1.len();
+                                let range = live[i].1.swap_remove(r % n);
+                                hub.remove_range(live[i].0.id, &range);
+                            }
+                        }
+                        Op::Unregister(s) if !live.is_empty() => {
+                            let (reg, _) = live.swap_remove(s % live.len());
+                            hub.unregister(reg.id);
+                        }
+                        Op::Publish(keys) => {
+                            rev += 1;
+                            let events: Vec<Event> = keys.iter().map(|k| put(k, rev)).collect();
+                            hub.publish(rev, &events);
+                            for (reg, ranges) in &mut live {
+                                let wants = ranges
+                                    .iter()
+                                    .any(|r| keys.iter().any(|k| r.contains(k)));
+                                let got: Vec<i64> =
+                                    std::iter::from_fn(|| reg.rx.try_recv().ok().map(|b| b.rev))
+                                        .collect();
+                                let want = if wants { vec![rev] } else { vec![] };
+                                prop_assert_eq!(got, want, "stream {} with {:?}", reg.id, ranges);
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                for (reg, _) in live {
+                    hub.unregister(reg.id);
+                }
+                let inner = hub.lock();
+                prop_assert!(inner.index.spans.is_empty() && inner.index.keys.is_empty());
+            }
+        }
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //!   codec that writes them.
 //! * [`queue`]: the small bounded queues into and out of a stream's task.
 //! * [`watchers`]: a stream's watchers by id (one inline, a map for more).
+//! * [`span_index`]: the hub's interval tree of watched ranges.
 //!
 //! docs/watch.md describes the design and the etcd behaviours reproduced.
 
@@ -18,6 +19,7 @@ pub mod queue;
 #[cfg(test)]
 mod replay_tests;
 mod response;
+mod span_index;
 pub mod stream;
 mod watchers;
 
