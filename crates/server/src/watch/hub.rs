@@ -249,12 +249,38 @@ impl RangeIndex {
 
     fn remove(&mut self, range: &WatchRange, stream: StreamId) {
         if !range.is_single_key() {
-            self.spans.remove(range, stream);
+            let held = self.spans.remove(range, stream);
+            debug_assert!(held, "stream {stream}'s {range:?} was not indexed");
             return;
         }
-        if self.keys.get_mut(range).is_some_and(|s| s.remove(stream)) {
+        let streams = self.keys.get_mut(range);
+        debug_assert!(
+            streams
+                .as_ref()
+                .is_some_and(|s| s.as_slice().contains(&stream)),
+            "stream {stream}'s {range:?} was not indexed"
+        );
+        if streams.is_some_and(|s| s.remove(stream)) {
             self.keys.remove(range);
         }
+    }
+
+    /// Every (range, stream) pair held, sorted (for tests).
+    #[cfg(test)]
+    fn pairs(&self) -> Vec<(Vec<u8>, StreamId)> {
+        let mut out: Vec<(Vec<u8>, StreamId)> = self
+            .keys
+            .iter()
+            .flat_map(|(r, s)| s.as_slice().iter().map(|id| (r.0.to_vec(), *id)))
+            .chain(
+                self.spans
+                    .pairs()
+                    .into_iter()
+                    .map(|(r, id)| (r.0.to_vec(), id)),
+            )
+            .collect();
+        out.sort();
+        out
     }
 
     /// Push onto `out` the streams watching a range that holds one of `events`' keys, each
@@ -455,8 +481,9 @@ pub struct Registration {
 
 impl WatchHub {
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        // Nothing under this lock can leave the map inconsistent, so a panic elsewhere
-        // while it was held does not make it unusable.
+        // Nothing under this lock panics in a release build (the index's consistency checks
+        // are debug assertions), so a panic elsewhere while it was held does not leave the
+        // streams or the index half-updated.
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -807,6 +834,26 @@ mod tests {
         assert!(inner.index.spans.is_empty() && inner.index.keys.is_empty());
     }
 
+    #[test]
+    fn a_key_of_three_streams_keeps_the_two_left_when_the_middle_one_goes() {
+        let hub = WatchHub::default();
+        let mut regs: Vec<Registration> = (0..3).map(|_| hub.register()).collect();
+        for r in &regs {
+            hub.add_range(r.id, range(b"k", b""));
+        }
+        hub.remove_range(regs[1].id, &WatchRange::new(b"k", b""));
+        hub.publish(2, &[put(b"k", 2)]);
+        let got: Vec<bool> = regs.iter_mut().map(|r| r.rx.try_recv().is_ok()).collect();
+        assert_eq!(got, [true, false, true]);
+        hub.unregister(regs[0].id);
+        assert!(matches!(
+            hub.lock().index.keys.values().next(),
+            Some(KeyStreams::One(id)) if *id == regs[2].id
+        ));
+        hub.publish(3, &[put(b"k", 3)]);
+        assert_eq!(regs[2].rx.try_recv().unwrap().rev, 3);
+    }
+
     mod model {
         use super::*;
         use proptest::prelude::*;
@@ -821,11 +868,11 @@ mod tests {
         }
 
         fn key() -> impl Strategy<Value = &'static [u8]> {
-            prop::sample::select(vec![&b"a"[..], b"a/", b"a/1", b"ab", b"b", b"\0"])
+            prop::sample::select(vec![&b"a"[..], b"a/", b"a/1", b"ab", b"b", b"\0", b""])
         }
 
         fn op() -> impl Strategy<Value = Op> {
-            let end = prop::sample::select(vec![&b""[..], b"\0", b"a0", b"b", b"c"]);
+            let end = prop::sample::select(vec![&b""[..], b"\0", b"\0a", b"a0", b"b", b"c"]);
             prop_oneof![
                 1 => Just(Op::Register),
                 4 => (any::<usize>(), key(), end).prop_map(|(s, k, e)| Op::Add(s, k, e)),
@@ -860,6 +907,13 @@ mod tests {
                             if !live[i].1.is_empty() {
                                 let n = live[i].1.len();
                                 let range = live[i].1.swap_remove(r % n);
+                                // An equal range in a copy of its own, every other time: the
+                                // hub must find its entry by value.
+                                let range = if r % 2 == 0 {
+                                    range
+                                } else {
+                                    WatchRange::new(range.key(), range.end())
+                                };
                                 hub.remove_range(live[i].0.id, &range);
                             }
                         }
@@ -884,6 +938,14 @@ mod tests {
                         }
                         _ => {}
                     }
+                    // The index holds each stream's distinct ranges, once, and nothing else.
+                    let mut want: Vec<(Vec<u8>, StreamId)> = live
+                        .iter()
+                        .flat_map(|(reg, ranges)| ranges.iter().map(|r| (r.0.to_vec(), reg.id)))
+                        .collect();
+                    want.sort();
+                    want.dedup();
+                    prop_assert_eq!(hub.lock().index.pairs(), want);
                 }
                 for (reg, _) in live {
                     hub.unregister(reg.id);

@@ -7,8 +7,11 @@
 //! ordered by the span's start, each node also holding the greatest end in its subtree, so
 //! a query visits O(log n) nodes plus the ones that match.
 //!
-//! Priorities come from a fixed-seed generator, so the tree's shape (and the order in which
-//! a query reports matches) depends only on the sequence of inserts and removals.
+//! Priorities come from a generator seeded at random per index: the ranges are chosen by
+//! clients, and with priorities a client could predict it could insert its ranges so that
+//! the tree degenerates into a chain (O(n) per query, and recursion as deep as the chain).
+//! The order in which a query reports matches follows the tree's shape; callers that care
+//! sort them.
 
 use std::cmp::Ordering;
 
@@ -71,7 +74,6 @@ impl Node {
 
 /// The spans watched, each with the stream that watches it. A stream adds a span once,
 /// however many of its watchers share it (the hub counts those).
-#[derive(Default)]
 pub struct SpanIndex {
     root: Option<Box<Node>>,
     len: usize,
@@ -79,7 +81,23 @@ pub struct SpanIndex {
     seed: u64,
 }
 
+impl Default for SpanIndex {
+    fn default() -> Self {
+        use std::hash::BuildHasher;
+        // The standard library seeds `RandomState` from the operating system's randomness.
+        SpanIndex::with_seed(std::collections::hash_map::RandomState::new().hash_one(0u8))
+    }
+}
+
 impl SpanIndex {
+    pub fn with_seed(seed: u64) -> Self {
+        SpanIndex {
+            root: None,
+            len: 0,
+            seed,
+        }
+    }
+
     #[cfg(test)]
     pub fn len(&self) -> usize {
         self.len
@@ -87,6 +105,21 @@ impl SpanIndex {
 
     pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+
+    /// Every (range, stream) held, in the tree's order.
+    #[cfg(test)]
+    pub fn pairs(&self) -> Vec<(WatchRange, StreamId)> {
+        fn walk(node: Option<&Node>, out: &mut Vec<(WatchRange, StreamId)>) {
+            if let Some(n) = node {
+                walk(n.left.as_deref(), out);
+                out.push((n.range.clone(), n.stream));
+                walk(n.right.as_deref(), out);
+            }
+        }
+        let mut out = Vec::new();
+        walk(self.root.as_deref(), &mut out);
+        out
     }
 
     fn next_priority(&mut self) -> u64 {
@@ -301,6 +334,59 @@ mod tests {
         assert_eq!(holding(&index, b"k1"), [7, 8]);
         assert!(index.remove(&span(b"k", b"l"), 7));
         assert_eq!(holding(&index, b"k1"), [8]);
+    }
+
+    fn depth(node: Option<&Node>) -> usize {
+        node.map_or(0, |n| {
+            1 + depth(n.left.as_deref()).max(depth(n.right.as_deref()))
+        })
+    }
+
+    /// Spans inserted in key order (as a client creating watches one after another would)
+    /// and in an order matched to the priorities of a fixed seed, which turns an index with
+    /// that seed into a chain: with the index's own random seed both stay shallow. A treap's
+    /// expected depth is about 1.4 log2 n; 4 log2 n is far out in its tail.
+    #[test]
+    fn the_tree_stays_shallow_whatever_order_the_spans_come_in() {
+        let n = 20_000usize;
+        let bound = 4 * (usize::BITS - n.leading_zeros()) as usize;
+        let key = |i: usize| format!("k{i:06}").into_bytes();
+        let mut sorted = SpanIndex::default();
+        for i in 0..n {
+            sorted.insert(span(&key(i), b"\0"), 0);
+        }
+        assert!(
+            depth(sorted.root.as_deref()) <= bound,
+            "sorted: {}",
+            depth(sorted.root.as_deref())
+        );
+        // The priorities seed 7 gives, in order; a span is given the rank of its priority
+        // among them, so with seed 7 every new node lands below the last: a chain.
+        let mut probe = SpanIndex::with_seed(7);
+        let priorities: Vec<u64> = (0..n).map(|_| probe.next_priority()).collect();
+        let mut by_priority: Vec<usize> = (0..n).collect();
+        by_priority.sort_by_key(|&i| std::cmp::Reverse(priorities[i]));
+        let mut rank = vec![0; n];
+        for (r, &i) in by_priority.iter().enumerate() {
+            rank[i] = r;
+        }
+        let mut chained = SpanIndex::with_seed(7);
+        for &r in &rank[..2_000] {
+            chained.insert(span(&key(r), b"\0"), 0);
+        }
+        assert!(
+            depth(chained.root.as_deref()) > 1_000,
+            "the adversarial order works on seed 7"
+        );
+        let mut random = SpanIndex::default();
+        for &r in &rank {
+            random.insert(span(&key(r), b"\0"), 0);
+        }
+        assert!(
+            depth(random.root.as_deref()) <= bound,
+            "adversarial: {}",
+            depth(random.root.as_deref())
+        );
     }
 
     #[derive(Debug, Clone)]
