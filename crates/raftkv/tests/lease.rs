@@ -505,6 +505,7 @@ fn concurrent_keep_alives_on_one_member_share_log_entries() {
                 let (tx, mut rx) = conn.lease_keep_alive().await.expect("stream");
                 let mut answers = Vec::new();
                 for _ in 0..BATCH_ROUNDS {
+                    let sent = Instant::now();
                     tx.send(proto::etcdserverpb::LeaseKeepAliveRequest { id })
                         .await
                         .expect("send keep-alive");
@@ -513,17 +514,19 @@ fn concurrent_keep_alives_on_one_member_share_log_entries() {
                         .unwrap_or_else(|_| panic!("stream {n}: no answer within 10 s"))
                         .expect("keep-alive stream")
                         .expect("stream open");
-                    answers.push((answer.id, answer.ttl));
+                    answers.push((answer.id, answer.ttl, sent.elapsed()));
                 }
                 (id, answers)
             }));
         }
         for s in streams {
             let (id, answers) = s.await.expect("stream task");
-            let ttl = if id == unknown { 0 } else { BATCH_TTL };
+            let known = id != unknown;
             assert!(
-                answers.iter().all(|&a| a == (id, ttl)),
-                "lease {id:x}: answers {answers:?}, expected ({id:x}, {ttl}) each"
+                answers.iter().all(
+                    |&(got, ttl, rtt)| got == id && promised_ttl_ok(known, BATCH_TTL, ttl, rtt)
+                ),
+                "lease {id:x}: answers (id, ttl, round trip) {answers:?}"
             );
         }
         let keep_alives = (BATCH_STREAMS * BATCH_ROUNDS) as u64;
@@ -620,10 +623,11 @@ fn keep_alives_do_not_wait_behind_a_burst_of_big_writes() {
         // Waiting behind the writes would put the median near the lag (over a second). The
         // tail is the machine's: three members and this test share two cores, often with
         // builds besides; seen at 74-250 ms under a load average of 9-10, under 1 ms alone.
+        // So the tail may grow with the lag on a slower machine, up to half of it.
         let p50 = percentile(&round_trips, 0.5);
         assert!(
             p50 < (typical_wait / 10).min(Duration::from_millis(20))
-                && p99 < Duration::from_millis(300),
+                && p99 < (typical_wait / 2).max(Duration::from_millis(300)),
             "keep-alives waited behind the writes: p50 {p50:?} p99 {p99:?} (writes waited p50 \
              {typical_wait:?})"
         );
@@ -788,4 +792,16 @@ fn leases_running_out_together_are_revoked_within_seconds() {
         );
     });
     cluster.stop_all(Duration::from_secs(5)).ok();
+}
+
+/// Whether a keep-alive answer's TTL is what docs/lease.md ("What an answer promises") allows:
+/// 0 for a lease that does not exist; else the granted TTL, less for an answer given more
+/// than the expiry grace (0.5 s) after the call, `floor(TTL + 0.5 s - lag)`, where the lag is
+/// at most the round trip the client saw.
+fn promised_ttl_ok(known: bool, granted: i64, ttl: i64, round_trip: Duration) -> bool {
+    if !known {
+        return ttl == 0;
+    }
+    let least = (granted as f64 + 0.5 - round_trip.as_secs_f64()).floor() as i64;
+    ttl <= granted && ttl >= least.min(granted)
 }

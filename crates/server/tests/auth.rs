@@ -212,8 +212,10 @@ async fn users_roles_tokens_and_refusals_across_members() {
 
     // An unused simple token expires after --auth-token-ttl. Waiting is the point here:
     // the token must not be used meanwhile, since every use extends it.
-    let issued = Instant::now();
+    // Its lifetime starts on the member before the answer reaches us: counting from the
+    // answer waits at least TOKEN_TTL + 0.5 s however long the authentication took.
     let short_lived = authenticate(&mut auth0, "root", ROOT_PASSWORD).await;
+    let issued = Instant::now();
     tokio::time::sleep_until((issued + TOKEN_TTL + Duration::from_millis(500)).into()).await;
     let err = kv0
         .range(with_token(get("app/x"), &short_lived))

@@ -129,8 +129,11 @@ def put_later():
     client.put("/once/key", "v")
 
 
+# The watch starts at the revision after the marker's, so the put is seen even when it lands
+# before the watch is created (a slow machine).
+marker = client.put("/once/marker", "m").header.revision
 threading.Timer(0.3, put_later).start()
-record("watch_once", event(client.watch_once("/once/key", timeout=WAIT)))
+record("watch_once", event(client.watch_once("/once/key", timeout=WAIT, start_revision=marker + 1)))
 try:
     client.watch_once("/once/quiet", timeout=0.5)
     record("watch_once_quiet", "no timeout")
