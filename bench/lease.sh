@@ -11,11 +11,14 @@
 #     members answer: keep-alives/s, p50/p99, and the leader's CPU per keep-alive (from /proc);
 #     then grant/s and revoke/s of those 10,000 (100 concurrent callers);
 #   * keepalive-rate: the same 10,000 leases at a fixed RATE (5,000 keep-alives/s, i.e. each
-#     lease renewed every 2 s): p50/p99 at a load both sustain.
+#     lease renewed every 2 s): p50/p99 at a load both sustain;
+#   * keepalive-pipelined: the same 10,000 leases over 10 streams (one connection each) of
+#     PIPE_WINDOW (100) requests in flight, as fast as the members answer: the shape of etcd's
+#     Go client, which sends all of a client's keep-alives on one stream without waiting.
 # Writes bench/results/$REPORT_NAME.md (tables, ratios, load average before and after) and keeps
 # the raw JSON in bench/out/<time>-lease/. One run takes about 6 minutes.
 #
-# Knobs (environment): DURATION (s per keep-alive case, 10), ROUNDS (2), RATE (5000),
+# Knobs (environment): DURATION (s per keep-alive case, 10), ROUNDS (2), RATE (5000), PIPE_WINDOW (100),
 # MEM_LEASES (100000; 0 skips), SKIP_BUILD=1 with RAFTKV and BENCH (prebuilt binaries), ETCD,
 # RAFTKV_FLAGS (extra flags for the raftkv members, e.g. --lease-keepalive-before-log),
 # REPORT_NAME (lease), SNAPSHOT_COUNT (100000, both systems: with 1000 the grants' log entries are
@@ -29,6 +32,7 @@ export ETCDCTL_API=3
 DURATION=${DURATION:-10}
 ROUNDS=${ROUNDS:-2}
 RATE=${RATE:-5000}
+PIPE_WINDOW=${PIPE_WINDOW:-100}
 MEM_LEASES=${MEM_LEASES:-100000}
 RAFTKV_FLAGS=${RAFTKV_FLAGS:-}
 REPORT_NAME=${REPORT_NAME:-lease}
@@ -90,10 +94,13 @@ for round in $(seq 1 "$ROUNDS"); do
   for sys in etcd raftkv; do
     run_case "$sys" "keepalive-rate-r$round" "--conns 10 --clients 100 --duration $DURATION --rate $RATE" "--leases 10000 --ttl 300 --streams 100"
   done
+  for sys in etcd raftkv; do
+    run_case "$sys" "keepalive-pipelined-r$round" "--conns 10 --clients 100 --duration $DURATION" "--leases 10000 --ttl 300 --streams 10 --window $PIPE_WINDOW"
+  done
 done
 echo "Load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)." >>"$OUT/notes.md"
 
-python3 - "$OUT" "$ROOT/bench/results/$REPORT_NAME.md" "$SNAPSHOT_COUNT" "DURATION=$DURATION ROUNDS=$ROUNDS RATE=$RATE MEM_LEASES=$MEM_LEASES SNAPSHOT_COUNT=$SNAPSHOT_COUNT${RAFTKV_FLAGS:+ RAFTKV_FLAGS=\"$RAFTKV_FLAGS\"} bench/lease.sh; raw results in bench/out/$(basename "$OUT")" <<'PY'
+python3 - "$OUT" "$ROOT/bench/results/$REPORT_NAME.md" "$SNAPSHOT_COUNT" "DURATION=$DURATION ROUNDS=$ROUNDS RATE=$RATE PIPE_WINDOW=$PIPE_WINDOW MEM_LEASES=$MEM_LEASES SNAPSHOT_COUNT=$SNAPSHOT_COUNT${RAFTKV_FLAGS:+ RAFTKV_FLAGS=\"$RAFTKV_FLAGS\"} bench/lease.sh; raw results in bench/out/$(basename "$OUT")" <<'PY'
 import json, os, sys
 out, md, snapshot_count, command = sys.argv[1:5]
 def load(sys_, name):
@@ -109,7 +116,8 @@ lines = ["# Lease benchmark: raftkv vs etcd 3.4", "", open(os.path.join(out, "no
          f"Command: `{command}`.", "",
          f"Both: 3 members on 127.0.0.1, fsync on, --heartbeat-interval 100 --election-timeout 1000 --snapshot-count {snapshot_count}.",
          "Client: `raftkv-bench lease` (the same binary against both) at the leader's endpoint; 10 connections,",
-         "100 concurrent granters/revokers, keep-alives over 100 streams of one request in flight each.",
+         "100 concurrent granters/revokers, keep-alives over 100 streams of one request in flight each",
+         "(`pipelined`: 10 streams, each with a window of requests in flight).",
          "CPU per request: the member's user+system time over the phase (from /proc) / requests answered.", ""]
 mem = [(s, load(s, "memory")) for s in ("etcd", "raftkv")]
 if any(d for _, d in mem):

@@ -10,6 +10,7 @@
 //! * a leader frozen (SIGSTOP) for twice the TTL, while clients keep their leases alive
 //!   through the other members, revokes nothing when it wakes;
 //! * many keep-alives taken together by one member share log entries, each answered right;
+//!   so do the keep-alives one stream sends without waiting, answered in their order;
 //! * keep-alives sent to the leader are answered at once while a burst of big writes keeps
 //!   its node thread busy (a write sent meanwhile waits over a second; etcd#18100);
 //! * 20,000 leases, each with a key, that run out together are all revoked within a few
@@ -541,6 +542,74 @@ fn concurrent_keep_alives_on_one_member_share_log_entries() {
         assert!(
             entries > 0 && entries <= keep_alives / 2,
             "{keep_alives} keep-alives took {entries} log entries: not batched"
+        );
+    });
+    cluster.stop_all(Duration::from_secs(5)).ok();
+}
+
+/// Keep-alives one stream sends without waiting for answers (etcd's Go client sends all of
+/// its leases' keep-alives on one stream so).
+const PIPELINED: usize = 2_000;
+
+/// A stream's keep-alives sent without waiting are renewed together and answered in the
+/// order they were sent, each with its own lease's answer (the TTL, 0 for an unknown
+/// lease). Sent to a follower, so the batches are forwarded to the leader. Renewed one at a
+/// time, as before, each keep-alive was its own entry: the test asks for at most a tenth.
+#[test]
+fn keep_alives_sent_without_waiting_on_one_stream_share_log_entries_and_keep_their_order() {
+    let mut cluster = start("ka-pipe");
+    common::multi_thread_runtime().block_on(async {
+        let c = client(&cluster.endpoints());
+        ready(&c, &cluster).await;
+        let leader = poll_leader(&cluster).await;
+        let follower = vec![cluster.endpoints()[(leader + 1) % 3].clone()];
+        let member = client(&follower);
+        let mut leases = Vec::new();
+        for _ in 0..20 {
+            leases.push(member.lease_grant(BATCH_TTL, 0).await.expect("grant").id);
+        }
+        let unknown = 0x7e57_0000_0000_0002;
+        leases.push(unknown);
+        let ids: Vec<i64> = (0..PIPELINED).map(|n| leases[n % leases.len()]).collect();
+        let before = applied_index(&follower).await;
+        let (tx, mut rx) = member.lease_keep_alive().await.expect("stream");
+        let sent_at = Instant::now();
+        let sending = ids.clone();
+        let sender = tokio::spawn(async move {
+            for id in sending {
+                tx.send(proto::etcdserverpb::LeaseKeepAliveRequest { id })
+                    .await
+                    .expect("send keep-alive");
+            }
+            tx
+        });
+        let mut answers = Vec::with_capacity(PIPELINED);
+        while answers.len() < PIPELINED {
+            let answer = tokio::time::timeout(Duration::from_secs(10), rx.message())
+                .await
+                .unwrap_or_else(|_| panic!("no answer {} within 10 s", answers.len()))
+                .expect("keep-alive stream")
+                .expect("stream open");
+            answers.push((answer.id, answer.ttl));
+        }
+        let took = sent_at.elapsed();
+        drop(sender.await.expect("sender"));
+        for (n, (&id, &(got, ttl))) in ids.iter().zip(&answers).enumerate() {
+            assert_eq!(got, id, "answer {n} is for another request: out of order");
+            assert!(
+                promised_ttl_ok(id != unknown, BATCH_TTL, ttl, took),
+                "answer {n} for lease {id:x}: TTL {ttl} after {took:?}"
+            );
+        }
+        let entries = applied_index(&follower).await - before;
+        println!(
+            "{PIPELINED} keep-alives sent without waiting on one stream: {entries} log \
+             entries, answered in {took:?}"
+        );
+        assert!(
+            entries > 0 && entries <= (PIPELINED / 10) as u64,
+            "{PIPELINED} keep-alives on one stream took {entries} log entries: renewed one \
+             at a time"
         );
     });
     cluster.stop_all(Duration::from_secs(5)).ok();

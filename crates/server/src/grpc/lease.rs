@@ -22,6 +22,7 @@ use proto::raftkvpb::{internal_request::Request as Internal, InternalRequest};
 use tonic::codegen::BoxStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::keep_alive_stream::KeepAliveStream;
 use super::{keep_alive_batch, Context};
 
 /// Tries at a fresh random ID when the one picked for a grant with ID 0 is taken.
@@ -252,34 +253,27 @@ impl Lease for LeaseService {
         }
     }
 
-    /// Each stream renews the leases asked for, in order, each through the log (or from
-    /// the leader's clock with `--lease-keepalive-before-log`). An unknown or expired lease
-    /// answers TTL 0; any other failure ends the stream with its error, as etcd's does.
+    /// Each stream renews the leases asked for, each through the log (or from the
+    /// leader's clock with `--lease-keepalive-before-log`), and answers in request order.
+    /// An unknown or expired lease answers TTL 0; any other failure ends the stream with its
+    /// error, as etcd's does.
     ///
-    /// The renewals run inside the response stream itself, as the transport reads it: the
-    /// next request is read once the previous answer was taken. No task or queue of its
-    /// own, so an answer costs no hand-off between tasks. The stream ends when the client
+    /// The requests a client sends without waiting for answers (etcd's Go client sends all
+    /// of its leases' keep-alives on one stream so) are renewed together, up to a window
+    /// (`keep_alive_stream`). The renewals run inside the response stream itself, as the
+    /// transport reads it: no task or queue of its own. The stream ends when the client
     /// closes its side; a client that stops reading stops it (the transport no longer
     /// polls it once the stream's flow-control window is full), and a closed connection
-    /// drops it, with whatever renewal it was waiting for.
+    /// drops it, with whatever renewals it was waiting for.
     async fn lease_keep_alive(
         &self,
         request: Request<Streaming<LeaseKeepAliveRequest>>,
     ) -> Result<Response<BoxStream<LeaseKeepAliveResponse>>, Status> {
         self.0.require_leader(request.metadata())?;
-        let incoming = request.into_inner();
-        let ctx = self.0.clone();
-        let out = futures_util::stream::unfold(Some((incoming, ctx)), |state| async move {
-            let (mut incoming, ctx) = state?;
-            let req = match incoming.message().await {
-                Ok(Some(req)) => req,
-                Ok(None) => return None,
-                Err(status) => return Some((Err(status), None)),
-            };
-            match keep_alive(&ctx, req.id).await {
-                Ok(answer) => Some((Ok(answer), Some((incoming, ctx)))),
-                Err(status) => Some((Err(status), None)),
-            }
+        let ctx = std::sync::Arc::new(self.0.clone());
+        let out = KeepAliveStream::new(request.into_inner(), move |id| {
+            let ctx = ctx.clone();
+            Box::pin(async move { keep_alive(&ctx, id).await })
         });
         Ok(Response::new(Box::pin(out)))
     }

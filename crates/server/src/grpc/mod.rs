@@ -19,6 +19,7 @@
 mod concurrency;
 mod edge;
 mod keep_alive_batch;
+mod keep_alive_stream;
 mod kv;
 mod lease;
 mod maintenance;
