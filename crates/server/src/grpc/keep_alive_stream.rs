@@ -17,29 +17,55 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context as TaskContext, Poll};
+use std::time::Duration;
 
 use futures_util::stream::FuturesOrdered;
-use futures_util::{Stream, StreamExt};
-use proto::etcdserverpb::{LeaseKeepAliveRequest, LeaseKeepAliveResponse};
+use futures_util::{FutureExt, Stream, StreamExt};
+use proto::etcdserverpb::{LeaseKeepAliveRequest, LeaseKeepAliveResponse, ResponseHeader};
 use tonic::Status;
 
 /// Keep-alives of one stream renewed at the same time, at most. Bounds what a client that
 /// floods the stream (or stops reading its answers) holds on this member.
 pub(super) const WINDOW: usize = 256;
 
-/// One renewal: the answer, or the error that ends the stream.
-pub(super) type Renewal =
-    Pin<Box<dyn Future<Output = Result<LeaseKeepAliveResponse, Status>> + Send>>;
+/// Renewals of one request, at most, before a keep-alive whose answer would come too late
+/// to promise a whole second is answered TTL 0.
+pub(super) const LATE_RENEWAL_TRIES: u32 = 3;
+
+/// A renewal done: what its answer is made of once it is its turn to leave.
+#[derive(Debug)]
+pub(super) struct Renewed {
+    pub header: Option<ResponseHeader>,
+    /// The granted TTL; zero for an unknown or expired lease.
+    pub granted: Duration,
+    /// On the member's lease clock, when the promise starts to count: every leader's
+    /// deadline for the lease is at least this plus `granted` (the leader's own renewal, or
+    /// when this member took the keep-alive into the log).
+    pub since: Duration,
+}
+
+/// One renewal: done, or the error that ends the stream.
+pub(super) type Renewal = Pin<Box<dyn Future<Output = Result<Renewed, Status>> + Send>>;
+
+/// A renewal in flight: the lease ID, how many times it was started, and its outcome.
+type InFlight = Pin<Box<dyn Future<Output = (i64, u32, Result<Renewed, Status>)> + Send>>;
 
 /// One keep-alive stream's answers, as a stream for tonic to send: `incoming` is the
-/// client's requests, `renew` starts the renewal of one lease ID.
-pub(super) struct KeepAliveStream<In, F> {
+/// client's requests, `renew` starts the renewal of one lease ID, `now` reads the member's
+/// lease clock.
+///
+/// An answer's TTL is worked out when the answer leaves, not when its renewal is done: an
+/// answer that waited behind an earlier, slower one promises the granted TTL less that
+/// wait (`node::promised_ttl`, as for any late answer; docs/lease.md, "What an answer
+/// promises"). One too late to promise a whole second renews again, in its place.
+pub(super) struct KeepAliveStream<In, F, N> {
     incoming: In,
     renew: F,
+    now: N,
     /// Renewals in request order. Each is polled as soon as it is pushed (so it joins its
-    /// batch now, not when it reaches the front) and then only when woken; answers leave
+    /// batch now, not when it reaches the front) and then only when woken; outcomes leave
     /// in request order.
-    in_flight: FuturesOrdered<Renewal>,
+    in_flight: FuturesOrdered<InFlight>,
     /// The client closed its side, or sent what could not be decoded (`failed`).
     input_done: bool,
     /// The decoding error, given once the answers before it are out.
@@ -48,15 +74,17 @@ pub(super) struct KeepAliveStream<In, F> {
     ended: bool,
 }
 
-impl<In, F> KeepAliveStream<In, F>
+impl<In, F, N> KeepAliveStream<In, F, N>
 where
     In: Stream<Item = Result<LeaseKeepAliveRequest, Status>> + Unpin,
     F: FnMut(i64) -> Renewal,
+    N: Fn() -> Duration,
 {
-    pub(super) fn new(incoming: In, renew: F) -> KeepAliveStream<In, F> {
+    pub(super) fn new(incoming: In, renew: F, now: N) -> KeepAliveStream<In, F, N> {
         KeepAliveStream {
             incoming,
             renew,
+            now,
             in_flight: FuturesOrdered::new(),
             input_done: false,
             failed: None,
@@ -64,12 +92,16 @@ where
         }
     }
 
+    fn start(&mut self, id: i64, tries: u32) -> InFlight {
+        Box::pin((self.renew)(id).map(move |r| (id, tries, r)))
+    }
+
     /// Starts a renewal for every request received so far, up to [`WINDOW`] in flight.
     fn read_requests(&mut self, cx: &mut TaskContext<'_>) {
         while !self.input_done && self.in_flight.len() < WINDOW {
             match Pin::new(&mut self.incoming).poll_next(cx) {
                 Poll::Ready(Some(Ok(req))) => {
-                    let renewal = (self.renew)(req.id);
+                    let renewal = self.start(req.id, 1);
                     self.in_flight.push_back(renewal);
                 }
                 Poll::Ready(Some(Err(status))) => {
@@ -81,12 +113,33 @@ where
             }
         }
     }
+
+    /// The answer to a renewal of `id` leaving now: `None` if it is too late to promise a
+    /// whole second and the lease was live (renew it again).
+    fn answer(&self, id: i64, done: Renewed, last_try: bool) -> Option<LeaseKeepAliveResponse> {
+        let ttl = if done.granted.is_zero() {
+            0
+        } else {
+            let lag = (self.now)().saturating_sub(done.since);
+            let promised = node::promised_ttl(done.granted, node::EXPIRY_GRACE, lag).as_secs();
+            if promised == 0 && !last_try {
+                return None;
+            }
+            promised as i64
+        };
+        Some(LeaseKeepAliveResponse {
+            header: done.header,
+            id,
+            ttl,
+        })
+    }
 }
 
-impl<In, F> Stream for KeepAliveStream<In, F>
+impl<In, F, N> Stream for KeepAliveStream<In, F, N>
 where
     In: Stream<Item = Result<LeaseKeepAliveRequest, Status>> + Unpin,
     F: FnMut(i64) -> Renewal + Unpin,
+    N: Fn() -> Duration + Unpin,
 {
     type Item = Result<LeaseKeepAliveResponse, Status>;
 
@@ -96,15 +149,25 @@ where
             return Poll::Ready(None);
         }
         this.read_requests(cx);
-        if !this.in_flight.is_empty() {
-            let Poll::Ready(Some(answer)) = this.in_flight.poll_next_unpin(cx) else {
+        while !this.in_flight.is_empty() {
+            let Poll::Ready(Some((id, tries, outcome))) = this.in_flight.poll_next_unpin(cx) else {
                 return Poll::Pending;
             };
-            if answer.is_err() {
-                this.ended = true;
-                this.in_flight = FuturesOrdered::new();
+            match outcome {
+                Ok(done) => match this.answer(id, done, tries >= LATE_RENEWAL_TRIES) {
+                    Some(answer) => return Poll::Ready(Some(Ok(answer))),
+                    None => {
+                        // Too late to promise anything: renew again, still first in line.
+                        let again = this.start(id, tries + 1);
+                        this.in_flight.push_front(again);
+                    }
+                },
+                Err(status) => {
+                    this.ended = true;
+                    this.in_flight = FuturesOrdered::new();
+                    return Poll::Ready(Some(Err(status)));
+                }
             }
-            return Poll::Ready(Some(answer));
         }
         if let Some(status) = this.failed.take() {
             this.ended = true;
@@ -120,167 +183,268 @@ where
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::{Arc, Mutex};
 
-    use futures_util::FutureExt;
     use tokio::sync::{mpsc, oneshot};
 
     use super::*;
 
+    type Outcome = Result<Renewed, Status>;
+    /// The renewals begun so far (recorded when first polled, not when created), each
+    /// finished when the test sends its outcome.
+    type Started = Arc<Mutex<Vec<(i64, Option<oneshot::Sender<Outcome>>)>>>;
     type Answer = Result<LeaseKeepAliveResponse, Status>;
-    /// The renewals started so far, each finished when the test sends its answer.
-    type Started = Arc<Mutex<Vec<(i64, Option<oneshot::Sender<Answer>>)>>>;
 
-    fn ok(id: i64) -> Answer {
-        Ok(LeaseKeepAliveResponse {
+    /// The test's lease clock, in milliseconds.
+    #[derive(Clone, Default)]
+    struct Clock(Arc<AtomicU64>);
+
+    impl Clock {
+        fn now(&self) -> Duration {
+            Duration::from_millis(self.0.load(Ordering::SeqCst))
+        }
+        fn advance(&self, ms: u64) {
+            self.0.fetch_add(ms, Ordering::SeqCst);
+        }
+    }
+
+    /// A renewal granted `secs` whose promise starts now.
+    fn renewed(clock: &Clock, secs: u64) -> Outcome {
+        Ok(Renewed {
             header: None,
-            id,
-            ttl: 60,
+            granted: Duration::from_secs(secs),
+            since: clock.now(),
         })
     }
 
+    struct UnderTest {
+        tx: mpsc::UnboundedSender<Result<LeaseKeepAliveRequest, Status>>,
+        started: Started,
+        clock: Clock,
+        stream: Pin<Box<dyn Stream<Item = Answer>>>,
+    }
+
     /// A stream whose requests the test sends, and whose renewals it finishes by hand.
-    fn stream_under_test() -> (
-        mpsc::UnboundedSender<Result<LeaseKeepAliveRequest, Status>>,
-        Started,
-        impl Stream<Item = Answer> + Unpin,
-    ) {
+    fn stream_under_test() -> UnderTest {
         let (tx, mut rx) = mpsc::unbounded_channel();
         let incoming = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
         let started: Started = Arc::default();
         let renewals = started.clone();
         let renew = move |id| -> Renewal {
-            let (done, answer) = oneshot::channel();
-            renewals.lock().unwrap().push((id, Some(done)));
-            Box::pin(async move { answer.await.unwrap_or_else(|_| Err(Status::cancelled("x"))) })
+            let renewals = renewals.clone();
+            Box::pin(async move {
+                let (done, outcome) = oneshot::channel();
+                renewals.lock().unwrap().push((id, Some(done)));
+                outcome
+                    .await
+                    .unwrap_or_else(|_| Err(Status::cancelled("x")))
+            })
         };
-        (tx, started, KeepAliveStream::new(incoming, renew))
+        let clock = Clock::default();
+        let reading = clock.clone();
+        let stream = KeepAliveStream::new(incoming, renew, move || reading.now());
+        UnderTest {
+            tx,
+            started,
+            clock,
+            stream: Box::pin(stream),
+        }
     }
 
-    fn send(tx: &mpsc::UnboundedSender<Result<LeaseKeepAliveRequest, Status>>, id: i64) {
-        tx.send(Ok(LeaseKeepAliveRequest { id })).unwrap();
-    }
+    impl UnderTest {
+        fn send(&self, id: i64) {
+            self.tx.send(Ok(LeaseKeepAliveRequest { id })).unwrap();
+        }
 
-    /// Finishes the renewal started `n`-th with `answer`.
-    fn finish(started: &Started, n: usize, answer: Answer) {
-        let done = started.lock().unwrap()[n].1.take();
-        done.expect("finished twice").send(answer).unwrap();
-    }
+        /// Finishes the renewal begun `n`-th.
+        fn finish(&self, n: usize, outcome: Outcome) {
+            let done = self.started.lock().unwrap()[n].1.take();
+            done.expect("finished twice").send(outcome).unwrap();
+        }
 
-    fn started_ids(started: &Started) -> Vec<i64> {
-        started.lock().unwrap().iter().map(|(id, _)| *id).collect()
-    }
+        fn started(&self) -> Vec<i64> {
+            self.started
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|(id, _)| *id)
+                .collect()
+        }
 
-    /// The next item if one is ready now; `None` while the stream waits.
-    fn poll_now(s: &mut (impl Stream<Item = Answer> + Unpin)) -> Option<Option<Answer>> {
-        s.next().now_or_never()
-    }
+        /// The next item if one is ready now; `None` while the stream waits.
+        fn poll_now(&mut self) -> Option<Option<Answer>> {
+            self.stream.next().now_or_never()
+        }
 
-    fn id_of(item: Option<Option<Answer>>) -> i64 {
-        match item {
-            Some(Some(Ok(r))) => r.id,
-            other => panic!("expected an answer, got {other:?}"),
+        /// The next answer, which must be ready: (id, TTL).
+        fn answer(&mut self) -> (i64, i64) {
+            match self.poll_now() {
+                Some(Some(Ok(r))) => (r.id, r.ttl),
+                other => panic!("expected an answer, got {other:?}"),
+            }
         }
     }
 
     #[test]
     fn every_received_request_starts_before_the_first_answer_and_answers_keep_their_order() {
-        let (tx, started, mut s) = stream_under_test();
+        let mut t = stream_under_test();
         for id in 1..=5 {
-            send(&tx, id);
+            t.send(id);
         }
-        assert!(poll_now(&mut s).is_none(), "nothing is renewed yet");
-        assert_eq!(
-            started_ids(&started),
-            vec![1, 2, 3, 4, 5],
-            "all five renew at once"
-        );
+        assert!(t.poll_now().is_none(), "nothing is renewed yet");
+        assert_eq!(t.started(), vec![1, 2, 3, 4, 5], "all five renew at once");
         for n in (1..5).rev() {
-            finish(&started, n, ok(n as i64 + 1));
+            t.finish(n, renewed(&t.clock, 60));
             assert!(
-                poll_now(&mut s).is_none(),
+                t.poll_now().is_none(),
                 "the first request is not answered yet"
             );
         }
-        finish(&started, 0, ok(1));
-        let order: Vec<i64> = (0..5).map(|_| id_of(poll_now(&mut s))).collect();
-        assert_eq!(order, vec![1, 2, 3, 4, 5]);
+        t.finish(0, renewed(&t.clock, 60));
+        let order: Vec<(i64, i64)> = (0..5).map(|_| t.answer()).collect();
+        assert_eq!(order, (1..=5).map(|id| (id, 60)).collect::<Vec<_>>());
+        assert!(t.poll_now().is_none(), "the client's side is still open");
+    }
+
+    #[test]
+    fn the_stream_ends_when_the_client_closes_and_the_answers_are_out() {
+        let mut t = stream_under_test();
+        t.send(1);
+        assert!(t.poll_now().is_none());
+        let (closed, _) = mpsc::unbounded_channel();
+        drop(std::mem::replace(&mut t.tx, closed));
+        assert!(t.poll_now().is_none(), "the answer to 1 is still due");
+        t.finish(0, renewed(&t.clock, 60));
+        assert_eq!(t.answer(), (1, 60));
         assert!(
-            poll_now(&mut s).is_none(),
-            "the client's side is still open"
+            matches!(t.poll_now(), Some(None)),
+            "closed and answered: ends"
         );
-        drop(tx);
-        assert!(
-            matches!(poll_now(&mut s), Some(None)),
-            "closed by the client: ends"
-        );
+    }
+
+    #[test]
+    fn an_unknown_lease_answers_ttl_zero_and_the_stream_goes_on() {
+        let mut t = stream_under_test();
+        t.send(7);
+        t.send(8);
+        assert!(t.poll_now().is_none());
+        t.finish(0, renewed(&t.clock, 0));
+        t.finish(1, renewed(&t.clock, 30));
+        assert_eq!(t.answer(), (7, 0));
+        assert_eq!(t.answer(), (8, 30));
+    }
+
+    #[test]
+    fn an_answer_held_behind_a_slower_one_promises_the_ttl_less_its_wait() {
+        let mut t = stream_under_test();
+        t.send(1);
+        t.send(2);
+        assert!(t.poll_now().is_none());
+        t.finish(1, renewed(&t.clock, 60));
+        t.clock.advance(10_600);
+        assert!(t.poll_now().is_none());
+        t.finish(0, renewed(&t.clock, 60));
+        assert_eq!(t.answer(), (1, 60));
+        // Renewed 10.6 s before it leaves: 60 + 0.5 (the leader's grace) - 10.6 = 49.9.
+        assert_eq!(t.answer(), (2, 49));
+    }
+
+    #[test]
+    fn an_answer_too_late_to_promise_a_second_renews_again_in_its_place() {
+        let mut t = stream_under_test();
+        t.send(1);
+        t.send(2);
+        t.send(3);
+        assert!(t.poll_now().is_none());
+        t.finish(1, renewed(&t.clock, 2));
+        t.finish(2, renewed(&t.clock, 60));
+        t.clock.advance(2_600);
+        t.finish(0, renewed(&t.clock, 60));
+        assert_eq!(t.answer(), (1, 60));
+        // Lease 2 (TTL 2 s) was renewed 2.6 s ago: nothing left to promise. It renews again
+        // before anything after it is answered.
+        assert!(t.poll_now().is_none());
+        assert_eq!(t.started(), vec![1, 2, 3, 2]);
+        t.finish(3, renewed(&t.clock, 2));
+        assert_eq!(t.answer(), (2, 2));
+        assert_eq!(t.answer(), (3, 57));
+    }
+
+    #[test]
+    fn a_keep_alive_still_too_late_after_its_last_try_answers_ttl_zero() {
+        let mut t = stream_under_test();
+        t.send(1);
+        assert!(t.poll_now().is_none());
+        for n in 0..LATE_RENEWAL_TRIES as usize {
+            let late = Ok(Renewed {
+                header: None,
+                granted: Duration::from_secs(2),
+                since: t.clock.now(),
+            });
+            t.clock.advance(3_000);
+            t.finish(n, late);
+            if n + 1 < LATE_RENEWAL_TRIES as usize {
+                assert!(t.poll_now().is_none(), "try {n} renews again");
+            }
+        }
+        assert_eq!(t.answer(), (1, 0));
+        assert_eq!(t.started().len(), LATE_RENEWAL_TRIES as usize);
     }
 
     #[test]
     fn a_failed_renewal_ends_the_stream_after_the_answers_before_it() {
-        let (tx, started, mut s) = stream_under_test();
+        let mut t = stream_under_test();
         for id in 1..=3 {
-            send(&tx, id);
+            t.send(id);
         }
-        assert!(poll_now(&mut s).is_none());
-        finish(&started, 2, ok(3));
-        finish(
-            &started,
-            1,
-            Err(Status::unavailable("etcdserver: no leader")),
-        );
-        finish(&started, 0, ok(1));
-        assert_eq!(id_of(poll_now(&mut s)), 1);
-        match poll_now(&mut s) {
+        assert!(t.poll_now().is_none());
+        t.finish(2, renewed(&t.clock, 60));
+        t.finish(1, Err(Status::unavailable("etcdserver: no leader")));
+        t.finish(0, renewed(&t.clock, 60));
+        assert_eq!(t.answer(), (1, 60));
+        match t.poll_now() {
             Some(Some(Err(e))) => assert_eq!(e.message(), "etcdserver: no leader"),
             other => panic!("expected the error, got {other:?}"),
         }
-        send(&tx, 4);
+        t.send(4);
         assert!(
-            matches!(poll_now(&mut s), Some(None)),
+            matches!(t.poll_now(), Some(None)),
             "nothing after the error"
         );
-        assert_eq!(
-            started_ids(&started),
-            vec![1, 2, 3],
-            "nothing read after the error"
-        );
+        assert_eq!(t.started(), vec![1, 2, 3], "nothing read after the error");
     }
 
     #[test]
     fn an_undecodable_request_ends_the_stream_after_the_answers_to_those_before_it() {
-        let (tx, started, mut s) = stream_under_test();
-        send(&tx, 1);
-        tx.send(Err(Status::internal("bad frame"))).unwrap();
-        send(&tx, 2);
-        assert!(poll_now(&mut s).is_none());
-        assert_eq!(
-            started_ids(&started),
-            vec![1],
-            "nothing is read past the bad request"
-        );
-        finish(&started, 0, ok(1));
-        assert_eq!(id_of(poll_now(&mut s)), 1);
-        match poll_now(&mut s) {
+        let mut t = stream_under_test();
+        t.send(1);
+        t.tx.send(Err(Status::internal("bad frame"))).unwrap();
+        t.send(2);
+        assert!(t.poll_now().is_none());
+        assert_eq!(t.started(), vec![1], "nothing is read past the bad request");
+        t.finish(0, renewed(&t.clock, 60));
+        assert_eq!(t.answer(), (1, 60));
+        match t.poll_now() {
             Some(Some(Err(e))) => assert_eq!(e.message(), "bad frame"),
             other => panic!("expected the decoding error, got {other:?}"),
         }
-        assert!(matches!(poll_now(&mut s), Some(None)));
+        assert!(matches!(t.poll_now(), Some(None)));
     }
 
     #[test]
     fn at_most_a_window_of_renewals_is_in_flight() {
-        let (tx, started, mut s) = stream_under_test();
+        let mut t = stream_under_test();
         for id in 0..(WINDOW + 10) as i64 {
-            send(&tx, id);
+            t.send(id);
         }
-        assert!(poll_now(&mut s).is_none());
-        assert_eq!(started_ids(&started).len(), WINDOW);
-        finish(&started, 0, ok(0));
-        assert_eq!(id_of(poll_now(&mut s)), 0);
-        assert!(poll_now(&mut s).is_none());
+        assert!(t.poll_now().is_none());
+        assert_eq!(t.started().len(), WINDOW);
+        t.finish(0, renewed(&t.clock, 60));
+        assert_eq!(t.answer(), (0, 60));
+        assert!(t.poll_now().is_none());
         assert_eq!(
-            started_ids(&started).len(),
+            t.started().len(),
             WINDOW + 1,
             "one answer out, one more request in"
         );

@@ -9,6 +9,8 @@
 //! waits behind a slow apply (etcd#18100).
 //! Time-to-live and the list are linearizable reads of the local store and lease clock.
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use mvcc::{MvccError, Response as Applied};
 use prost::Message as _;
@@ -22,7 +24,7 @@ use proto::raftkvpb::{internal_request::Request as Internal, InternalRequest};
 use tonic::codegen::BoxStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::keep_alive_stream::KeepAliveStream;
+use super::keep_alive_stream::{KeepAliveStream, Renewed};
 use super::{keep_alive_batch, Context};
 
 /// Tries at a fresh random ID when the one picked for a grant with ID 0 is taken.
@@ -85,64 +87,51 @@ impl RenewalLog {
     }
 }
 
-/// The leader's answer to a keep-alive of `id` without the log: the granted TTL in
-/// seconds, if `--lease-keepalive-before-log` is on, this member leads (its node thread
-/// said so within half an election timeout) and its clock knows the lease as live.
-/// `None`: renew through the log.
-fn renew_as_leader(ctx: &Context, id: i64) -> Option<i64> {
+/// The leader's renewal of `id` without the log: the granted TTL, if
+/// `--lease-keepalive-before-log` is on, this member leads (its node thread said so within
+/// half an election timeout) and its clock knows the lease as live. `None`: renew through
+/// the log.
+fn renew_as_leader(ctx: &Context, id: i64) -> Option<Duration> {
     if !ctx.keepalive_before_log || !ctx.node.status.leads_within(ctx.election_timeout / 2) {
         return None;
     }
     let ttl = ctx.lease_clock.renew_unlogged(id)?;
     RenewalLog::global().log(ctx, id);
-    Some(ttl.as_secs() as i64)
+    Some(ttl)
 }
 
-/// Tries at renewing through the log before a keep-alive answered too late to promise a
-/// whole second is answered TTL 0.
-const LATE_RENEWAL_TRIES: usize = 3;
-
-/// A keep-alive of `id` through the log: the TTL in whole seconds that this member may
-/// promise counted from its answer (`node::promised_ttl`), or 0 for an unknown or expired
-/// lease (not an error, as etcd answers).
+/// A keep-alive of `id` through the log: the granted TTL once this member applied the
+/// renewal (zero for an unknown or expired lease: etcd answers TTL 0, not an error), with
+/// when this member took the keep-alive.
 ///
-/// Why not simply the granted TTL: this member answers once it applied the renewal, which
-/// may be long after the leader did (a member catching up after a restart); the leader's
-/// deadline counts from its own apply, which came after this member proposed the renewal.
-/// So the answer may promise the TTL less how long ago the renewal was proposed, plus the
-/// leader's expiry grace (`node::EXPIRY_GRACE`): the granted TTL whenever the answer came
-/// within the grace (the normal case, the same answer as etcd's), less after a longer lag.
-/// An answer too late to promise a whole second renews again (the lease is alive).
-async fn renew_through_log(ctx: &Context, id: i64) -> Result<i64, Status> {
-    for _ in 0..LATE_RENEWAL_TRIES {
-        let took = ctx.lease_clock.now();
-        // 0: the lease is unknown or expired (etcd answers TTL 0, not an error).
-        let granted = match keep_alive_batch::renew(ctx, id).await? {
-            0 => return Ok(0),
-            ttl => ttl,
-        };
-        let lag = ctx.lease_clock.now().saturating_sub(took);
-        let granted = std::time::Duration::from_secs(granted.max(0) as u64);
-        let promised = node::promised_ttl(granted, node::EXPIRY_GRACE, lag).as_secs() as i64;
-        if promised > 0 {
-            return Ok(promised);
-        }
-    }
-    Ok(0)
+/// The answer may not simply promise the granted TTL: this member answers once it applied
+/// the renewal, which may be long after the leader did (a member catching up after a
+/// restart), and the leader's deadline counts from its own apply, which came after this
+/// member proposed the renewal. So the answer may promise the TTL less how long ago the
+/// renewal was proposed, plus the leader's expiry grace (`node::promised_ttl`), worked out
+/// when the answer leaves (`keep_alive_stream`).
+async fn renew_through_log(ctx: &Context, id: i64) -> Result<(Duration, Duration), Status> {
+    let took = ctx.lease_clock.now();
+    let granted = keep_alive_batch::renew(ctx, id).await?;
+    Ok((Duration::from_secs(granted.max(0) as u64), took))
 }
 
 /// One keep-alive of `id`: from the leader's clock if it may answer so
 /// ([`renew_as_leader`]), else through the log.
-async fn keep_alive(ctx: &Context, id: i64) -> Result<LeaseKeepAliveResponse, Status> {
+async fn keep_alive(ctx: &Context, id: i64) -> Result<Renewed, Status> {
     // etcd fills the header before the renewal. The revision as of the last apply: reading
     // the store's would take the state machine's lock, which an apply holds for a whole
     // batch, and block this worker thread meanwhile.
     let header = Some(ctx.header(ctx.lease_clock.revision()));
-    let ttl = match renew_as_leader(ctx, id) {
-        Some(ttl) => ttl,
+    let (granted, since) = match renew_as_leader(ctx, id) {
+        Some(ttl) => (ttl, ctx.lease_clock.now()),
         None => renew_through_log(ctx, id).await?,
     };
-    Ok(LeaseKeepAliveResponse { header, id, ttl })
+    Ok(Renewed {
+        header,
+        granted,
+        since,
+    })
 }
 
 impl LeaseService {
@@ -271,10 +260,15 @@ impl Lease for LeaseService {
     ) -> Result<Response<BoxStream<LeaseKeepAliveResponse>>, Status> {
         self.0.require_leader(request.metadata())?;
         let ctx = std::sync::Arc::new(self.0.clone());
-        let out = KeepAliveStream::new(request.into_inner(), move |id| {
-            let ctx = ctx.clone();
-            Box::pin(async move { keep_alive(&ctx, id).await })
-        });
+        let clock = self.0.lease_clock.clone();
+        let out = KeepAliveStream::new(
+            request.into_inner(),
+            move |id| {
+                let ctx = ctx.clone();
+                Box::pin(async move { keep_alive(&ctx, id).await })
+            },
+            move || clock.now(),
+        );
         Ok(Response::new(Box::pin(out)))
     }
 
