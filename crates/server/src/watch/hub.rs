@@ -23,7 +23,9 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, MutexGuard};
 use std::task::Waker;
 
 use bytes::Bytes;
@@ -466,11 +468,8 @@ pub struct Registration {
 }
 
 impl WatchHub {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        // Nothing under this lock panics in a release build (the index's consistency checks
-        // are debug assertions), so a panic elsewhere while it was held does not leave the
-        // streams or the index half-updated.
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock()
     }
 
     /// A new stream with no watchers yet.
@@ -502,7 +501,7 @@ impl WatchHub {
     }
 
     /// The stream is gone: no batch is offered to it from now on, and its ranges leave the
-    /// index [`UNREGISTER_CHUNK`] at a time, the lock released between chunks, so that a
+    /// index [`UNREGISTER_CHUNK`] at a time, the lock handed over between chunks, so that a
     /// stream with very many range watches does not hold up the node thread's
     /// [`WatchHub::publish`] for all of their removals at once. Meanwhile the index may
     /// still name the stream; `publish` skips a stream that is not registered.
@@ -517,6 +516,9 @@ impl WatchHub {
             for range in chunk {
                 inner.index.remove(range, stream);
             }
+            // To a waiting `publish`, if there is one: a plain unlock lets this thread take
+            // the lock straight back, before the waiter has woken.
+            MutexGuard::unlock_fair(inner);
         }
     }
 
