@@ -604,6 +604,7 @@ fn a_watcher_on_a_restarted_member_rewatches_from_last_plus_one_and_misses_nothi
 fn watchers_on_a_member_that_installs_snapshots_get_every_event_or_a_compaction_cancel() {
     let seed = common::seed_from_env("RAFTKV_WATCH_FAULTS_SEED");
     let cluster = start("wfsnap", 3, &["--snapshot-count=50"]);
+    let _logs = common::LogsOnPanic(&cluster);
     let rt = runtime();
     let _in_runtime = rt.enter();
     let all = client(&cluster.endpoints());
@@ -724,6 +725,7 @@ fn watchers_on_a_member_that_installs_snapshots_get_every_event_or_a_compaction_
 fn a_slow_consumer_whose_next_revision_is_compacted_is_canceled() {
     let seed = common::seed_from_env("RAFTKV_WATCH_FAULTS_SEED");
     let cluster = start("wfslow", 1, &[]);
+    let _logs = common::LogsOnPanic(&cluster);
     let rt = runtime();
     let _in_runtime = rt.enter();
     let endpoints = cluster.endpoints();

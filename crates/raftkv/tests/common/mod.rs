@@ -435,3 +435,16 @@ pub fn assert_same_transcripts(ours: &[String], theirs: &[String]) {
         "transcript lengths differ:\nraftkv: {ours:#?}\netcd: {theirs:#?}"
     );
 }
+
+/// Prints the tail of every member's log if the test panics while this is held: a member
+/// that died or closed a client connection says why in its log, which the temporary data
+/// directory takes with it once the test ends.
+pub struct LogsOnPanic<'a>(pub &'a LocalCluster);
+
+impl Drop for LogsOnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("member logs at the failure:\n{}", self.0.log_tails(60));
+        }
+    }
+}
