@@ -26,11 +26,11 @@ use tonic::Status;
 
 /// Keep-alives of one stream renewed at the same time, at most. Bounds what a client that
 /// floods the stream (or stops reading its answers) holds on this member.
-pub(super) const WINDOW: usize = 256;
+const WINDOW: usize = 256;
 
 /// Renewals of one request, at most, before a keep-alive whose answer would come too late
 /// to promise a whole second is answered TTL 0.
-pub(super) const LATE_RENEWAL_TRIES: u32 = 3;
+const LATE_RENEWAL_TRIES: u32 = 3;
 
 /// A renewal done: what its answer is made of once it is its turn to leave.
 #[derive(Debug)]
@@ -377,11 +377,7 @@ mod tests {
         t.send(1);
         assert!(t.poll_now().is_none());
         for n in 0..LATE_RENEWAL_TRIES as usize {
-            let late = Ok(Renewed {
-                header: None,
-                granted: Duration::from_secs(2),
-                since: t.clock.now(),
-            });
+            let late = renewed(&t.clock, 2);
             t.clock.advance(3_000);
             t.finish(n, late);
             if n + 1 < LATE_RENEWAL_TRIES as usize {
