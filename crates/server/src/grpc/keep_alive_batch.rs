@@ -16,6 +16,10 @@
 //! its own ID's answer; a failure of the proposal (no leader, timeout, overload) is each
 //! waiter's error.
 //!
+//! The entry is proposed ahead of the writes waiting for room (`NodeHandle::propose_ahead`):
+//! a keep-alive that waited in that line behind a burst of big writes could arrive after
+//! its lease ran out, although the client sent it in time (etcd#18100's symptom).
+//!
 //! An ID queued twice in one batch (two streams renewing the same lease) stays twice in
 //! the entry: each occurrence is a renewal, as two separate entries would have been, and
 //! each waiter gets its own answer.
@@ -35,7 +39,7 @@ use proto::raftkvpb::{internal_request::Request as Internal, LeaseKeepAlives};
 use tokio::sync::oneshot;
 use tonic::Status;
 
-use super::lease::{propose, LeaseService};
+use super::lease::{propose_renewals, LeaseService};
 use super::Context;
 use crate::errors::ServerError;
 
@@ -128,13 +132,7 @@ async fn propose_batch(ctx: Context) {
 
 /// The batch as one `LeaseKeepAlives` entry: each ID's answer, in order.
 async fn renew_together(ctx: &Context, ids: Vec<i64>, waiters: usize) -> Vec<Answer> {
-    match propose(
-        ctx,
-        Internal::LeaseKeepAlives(LeaseKeepAlives { ids }),
-        None,
-    )
-    .await
-    {
+    match propose_renewals(ctx, Internal::LeaseKeepAlives(LeaseKeepAlives { ids })).await {
         Ok(Applied::LeaseKeepAlives(ttls)) if ttls.len() == waiters => {
             ttls.into_iter().map(Ok).collect()
         }
@@ -161,13 +159,7 @@ async fn renew_one_by_one(ctx: &Context, ids: Vec<i64>) -> Vec<Answer> {
 /// One keep-alive as its own `LeaseKeepAliveRequest` entry; an unknown lease answers 0, as
 /// in a batch.
 async fn renew_alone(ctx: Context, id: i64) -> Answer {
-    match propose(
-        &ctx,
-        Internal::LeaseKeepAlive(LeaseKeepAliveRequest { id }),
-        None,
-    )
-    .await
-    {
+    match propose_renewals(&ctx, Internal::LeaseKeepAlive(LeaseKeepAliveRequest { id })).await {
         Ok(Applied::LeaseKeepAlive(r)) => Ok(r.ttl),
         Ok(_) => Err(unexpected()),
         // `etcdserver: requested lease not found`, the only NotFound a keep-alive applies.

@@ -159,7 +159,25 @@ pub(super) async fn propose(
         request: Some(request),
     }
     .encode_to_vec();
-    match ctx.node.propose(Bytes::from(data)).await {
+    answer(ctx.node.propose(Bytes::from(data)).await)
+}
+
+/// A keep-alive entry (no identity needed): proposed ahead of the writes waiting for
+/// room (`NodeHandle::propose_ahead`), so a burst of big writes does not hold back the
+/// renewals that keep leases alive.
+pub(super) async fn propose_renewals(ctx: &Context, request: Internal) -> Result<Applied, Status> {
+    let data = InternalRequest {
+        auth: None,
+        request: Some(request),
+    }
+    .encode_to_vec();
+    answer(ctx.node.propose_ahead(Bytes::from(data)).await)
+}
+
+fn answer(
+    proposed: crate::node::ProposeResult<Result<Applied, MvccError>>,
+) -> Result<Applied, Status> {
+    match proposed {
         Ok(Ok(applied)) => Ok(applied),
         Ok(Err(e)) => Err(Status::from(e)),
         Err(e) => Err(e.into()),

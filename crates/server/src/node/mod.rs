@@ -37,6 +37,10 @@ pub type ProposeResult<O> = Result<O, ServerError>;
 /// retransmits): a member that cannot keep up must push back, not queue without bound.
 pub const INPUT_QUEUE: usize = 32 * 1024;
 
+/// The largest proposal [`NodeHandle::propose_ahead`] takes ahead of the line: a full batch
+/// of keep-alives is under 45 KiB (`grpc::keep_alive_batch::MAX_BATCH`).
+pub const AHEAD_MAX_BYTES: usize = 64 << 10;
+
 /// Work for the node thread, stamped with when it arrived (the driver ticks to that time
 /// before taking it).
 pub struct Stamped<O>(pub Instant, pub Input<O>);
@@ -45,6 +49,9 @@ pub struct Stamped<O>(pub Instant, pub Input<O>);
 pub enum Input<O> {
     Peer(PeerEvent),
     Propose(Bytes, oneshot::Sender<ProposeResult<O>>),
+    /// A small proposal taken ahead of the bulk ones queued before it
+    /// ([`NodeHandle::propose_ahead`]); otherwise handled as `Propose`.
+    ProposeAhead(Bytes, oneshot::Sender<ProposeResult<O>>),
     /// Answer once a linearizable read may be served from the local state machine.
     Read(oneshot::Sender<Result<(), ServerError>>),
     /// Compact storage now (Maintenance/Defragment): snapshot everything applied and drop
@@ -191,6 +198,32 @@ impl<S: StateMachine> NodeHandle<S> {
         probe::mark("rpc_in", 0);
         let (tx, rx) = oneshot::channel();
         self.submit(Input::Propose(data, tx))?;
+        self.proposal_answer(rx).await
+    }
+
+    /// Replicate a small proposal that must not wait behind bulk writes: lease renewals,
+    /// which a client sends to keep its lease, and which waiting in line behind megabytes
+    /// of writes would let expire although the client kept sending them (etcd#18100).
+    /// It skips the admission line and goes to the node thread's control queue, which the
+    /// thread empties before each bulk input, so it is placed in the log in the next round,
+    /// behind only the proposals already admitted (`admission.rs` bounds those). Concurrent
+    /// proposals have no order to keep, so taking one ahead of others is no reordering a
+    /// client can tell. A proposal over [`AHEAD_MAX_BYTES`] takes the admission line as
+    /// any other.
+    pub async fn propose_ahead(&self, data: Bytes) -> ProposeResult<S::Output> {
+        if data.len() > AHEAD_MAX_BYTES {
+            return self.propose(data).await;
+        }
+        let (tx, rx) = oneshot::channel();
+        self.submit(Input::ProposeAhead(data, tx))?;
+        self.proposal_answer(rx).await
+    }
+
+    /// The answer to a submitted proposal, within the request timeout.
+    async fn proposal_answer(
+        &self,
+        rx: oneshot::Receiver<ProposeResult<S::Output>>,
+    ) -> ProposeResult<S::Output> {
         let r = match tokio::time::timeout(self.timeout, rx).await {
             Ok(Ok(r)) => r,
             Ok(Err(_)) => Err(ServerError::Stopped),
@@ -356,5 +389,46 @@ mod tests {
         let second_answer = queued(&rx).expect("admitted once the first was answered");
         second_answer.send(Ok(2)).unwrap();
         assert_eq!(second.now_or_never(), Some(Ok(2)));
+    }
+
+    #[tokio::test]
+    async fn a_proposal_ahead_passes_the_writes_waiting_for_room_and_the_bulk_queue() {
+        let state = Arc::new(RwLock::new(Nothing));
+        let (handle, rx) = channel(1, 1, state, Duration::from_secs(3600));
+        let full = Bytes::from(vec![7u8; admission::ADMITTED_BYTES]);
+        let mut first = Box::pin(handle.propose(full));
+        assert!((&mut first).now_or_never().is_none());
+        let mut waiting = Box::pin(handle.propose(Bytes::from_static(b"small write")));
+        assert!((&mut waiting).now_or_never().is_none());
+        let mut ahead = Box::pin(handle.propose_ahead(Bytes::from_static(b"renewals")));
+        assert!(
+            (&mut ahead).now_or_never().is_none(),
+            "waits for its answer"
+        );
+
+        let mut control = handle.control.take_all();
+        assert_eq!(control.len(), 1, "the renewals are on the control queue");
+        let Some(Stamped(_, Input::ProposeAhead(data, answer))) = control.pop_front() else {
+            panic!("not a proposal ahead");
+        };
+        assert_eq!(&data[..], b"renewals");
+        answer.send(Ok(3)).unwrap();
+        assert_eq!(ahead.now_or_never(), Some(Ok(3)));
+        assert!(
+            queued(&rx).is_some(),
+            "the admitted write is on the bulk queue"
+        );
+        assert!(
+            queued(&rx).is_none(),
+            "the small write still waits for room"
+        );
+
+        let big = Bytes::from(vec![1u8; AHEAD_MAX_BYTES + 1]);
+        let mut too_big = Box::pin(handle.propose_ahead(big));
+        assert!((&mut too_big).now_or_never().is_none());
+        assert!(
+            handle.control.take_all().is_empty(),
+            "a proposal over the limit takes the admission line"
+        );
     }
 }

@@ -38,6 +38,7 @@ pub fn is_control<O>(input: &Input<O>) -> bool {
         },
         Input::Peer(_) | Input::Propose(..) | Input::SnapshotWritten(_) | Input::Wake => false,
         Input::Read(_)
+        | Input::ProposeAhead(..)
         | Input::Compact(_)
         | Input::TransferLeader(..)
         | Input::Change(..)

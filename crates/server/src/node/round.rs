@@ -25,7 +25,7 @@ pub const MAX_ROUND_BYTES: usize = 4 << 20;
 /// The payload bytes an input brings into the round (0 for control traffic).
 pub fn payload_bytes<O>(input: &Input<O>) -> usize {
     match input {
-        Input::Propose(data, _) => data.len(),
+        Input::Propose(data, _) | Input::ProposeAhead(data, _) => data.len(),
         Input::Peer(PeerEvent::Frame { frame, .. }) => match frame {
             Frame::Forward { data, .. } => data.len(),
             Frame::Raft(m) => match &m.body {

@@ -379,7 +379,7 @@ impl<S: StateMachine> Shell<S> {
                     return Ok(false);
                 }
             }
-            Input::Propose(data, resp) => {
+            Input::Propose(data, resp) | Input::ProposeAhead(data, resp) => {
                 probe::mark("node_in", 0);
                 let req = self.new_request();
                 self.proposals.insert(req, resp);
