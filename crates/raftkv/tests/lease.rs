@@ -661,7 +661,8 @@ fn keep_alives_do_not_wait_behind_a_burst_of_big_writes() {
 /// The default path: every keep-alive goes through the log, but ahead of the writes that
 /// wait for room (`NodeHandle::propose_ahead`), so it waits for the log's proposals already
 /// admitted, not for every write queued before it. The build before waited as long as the
-/// writes (p50 0.56 s against their 0.49-0.55 s on an idle machine).
+/// writes (keep-alives p50 160 and 441 ms against the writes' 227 and 441 ms, on an idle
+/// machine).
 #[test]
 fn keep_alives_through_the_log_do_not_wait_for_the_writes_queued_before_them() {
     let (round_trips, waits) = keep_alives_beside_a_burst("ka-burst-log", &[], |n, ttl, took| {
@@ -670,21 +671,26 @@ fn keep_alives_through_the_log_do_not_wait_for_the_writes_queued_before_them() {
             "keep-alive {n} answered ttl {ttl} after {took:?}: the lease was lost"
         );
     });
-    assert_writes_waited(&waits);
-    let (typical_wait, worst_wait) = (percentile(&waits, 0.5), waits[waits.len() - 1]);
+    // Held to the writes' worst wait, the steadier figure (463-556 ms in eight runs, where
+    // their median ranged 131-467 ms).
+    let worst_wait = waits[waits.len() - 1];
+    assert!(
+        worst_wait > Duration::from_millis(300),
+        "the burst did not make writes wait (worst {worst_wait:?}): the test proves nothing"
+    );
     let (p50, p99) = (
         percentile(&round_trips, 0.5),
         percentile(&round_trips, 0.99),
     );
-    // Seen on an idle machine: keep-alives p50 23-44 ms, p99 66-93 ms, against writes'
-    // p50 131-418 ms and worst 463-495 ms (six runs, two of them beside the other burst
-    // test, as the default run has it); the build before waited as long as the writes
-    // (p50 0.7-1.0 of theirs, p99 their worst).
+    // Seen on an idle machine: keep-alives p50 23-46 ms, p99 66-93 ms (eight runs, four of
+    // them beside the other burst test, as the default run has it); the build before
+    // waited as long as the writes (p50 160 and 441 ms, p99 477 and 484 ms, against their
+    // worst of 471-472 ms).
     assert!(
-        p50 < typical_wait / 3 && p99 < worst_wait / 2,
-        "keep-alives waited behind the queued writes: p50 {p50:?} p99 {p99:?} (writes waited \
-         p50 {typical_wait:?}, worst {worst_wait:?}; a keep-alive may wait a third of the \
-         median and half the worst)"
+        p50 < worst_wait / 4 && p99 < worst_wait / 2,
+        "keep-alives waited behind the queued writes: p50 {p50:?} p99 {p99:?} (the writes' \
+         worst wait {worst_wait:?}; a keep-alive may wait a quarter of it at the median and \
+         half of it at p99)"
     );
 }
 

@@ -41,6 +41,15 @@ pub const INPUT_QUEUE: usize = 32 * 1024;
 /// of keep-alives is under 45 KiB (`grpc::keep_alive_batch::MAX_BATCH`).
 pub const AHEAD_MAX_BYTES: usize = 64 << 10;
 
+/// Bytes of proposals ahead of the line a member has in flight at most, each charged at
+/// least [`AHEAD_MIN_CHARGE`]: so they can neither fill the control queue that heartbeats
+/// and votes need (at most 1,024 of them are queued or in flight) nor make a round take
+/// more than 1 MiB beyond its budget.
+pub const AHEAD_ADMITTED_BYTES: usize = 1 << 20;
+
+/// What a proposal ahead of the line holds of [`AHEAD_ADMITTED_BYTES`] at least.
+pub const AHEAD_MIN_CHARGE: usize = 1 << 10;
+
 /// Work for the node thread, stamped with when it arrived (the driver ticks to that time
 /// before taking it).
 pub struct Stamped<O>(pub Instant, pub Input<O>);
@@ -171,6 +180,8 @@ pub struct NodeHandle<S: StateMachine> {
     timeout: Duration,
     /// Room for proposals in flight through this member (`admission.rs`).
     admission: admission::Admission,
+    /// Room for proposals ahead of the line ([`NodeHandle::propose_ahead`]).
+    ahead: admission::Admission,
 }
 
 impl<S: StateMachine> Clone for NodeHandle<S> {
@@ -184,6 +195,7 @@ impl<S: StateMachine> Clone for NodeHandle<S> {
             state: self.state.clone(),
             timeout: self.timeout,
             admission: self.admission.clone(),
+            ahead: self.ahead.clone(),
         }
     }
 }
@@ -206,17 +218,23 @@ impl<S: StateMachine> NodeHandle<S> {
     /// of writes would let expire although the client kept sending them (etcd#18100).
     /// It skips the admission line and goes to the node thread's control queue, which the
     /// thread empties before each bulk input, so it is placed in the log in the next round,
-    /// behind only the proposals already admitted (`admission.rs` bounds those). Concurrent
-    /// proposals have no order to keep, so taking one ahead of others is no reordering a
-    /// client can tell. A proposal over [`AHEAD_MAX_BYTES`] takes the admission line as
-    /// any other.
+    /// behind the proposals already admitted (`admission.rs` bounds those), the other
+    /// proposals ahead of the line and, on the leader, the followers' forwards queued
+    /// before it. Concurrent proposals have no order to keep, so taking one ahead of others
+    /// is no reordering a client can tell. Proposals ahead of the line have a small line of
+    /// their own ([`AHEAD_ADMITTED_BYTES`]). One over [`AHEAD_MAX_BYTES`], or one that
+    /// finds the control queue full, takes the admission line as any other.
     pub async fn propose_ahead(&self, data: Bytes) -> ProposeResult<S::Output> {
         if data.len() > AHEAD_MAX_BYTES {
             return self.propose(data).await;
         }
+        let _admitted = self.ahead.admit(data.len().max(AHEAD_MIN_CHARGE)).await;
         let (tx, rx) = oneshot::channel();
-        self.submit(Input::ProposeAhead(data, tx))?;
-        self.proposal_answer(rx).await
+        match self.submit(Input::ProposeAhead(data.clone(), tx)) {
+            Ok(()) => self.proposal_answer(rx).await,
+            Err(ServerError::TooManyRequests) => self.propose(data).await,
+            Err(e) => Err(e),
+        }
     }
 
     /// The answer to a submitted proposal, within the request timeout.
@@ -430,5 +448,54 @@ mod tests {
             handle.control.take_all().is_empty(),
             "a proposal over the limit takes the admission line"
         );
+    }
+
+    #[tokio::test]
+    async fn proposals_ahead_of_the_line_have_a_bounded_line_of_their_own() {
+        let state = Arc::new(RwLock::new(Nothing));
+        let (handle, _rx) = channel(1, 1, state, Duration::from_secs(3600));
+        let small = Bytes::from_static(b"renewal");
+        let room = AHEAD_ADMITTED_BYTES / AHEAD_MIN_CHARGE;
+        let mut in_flight = Vec::new();
+        for _ in 0..room {
+            // Unconstrained: polled all in one task, tokio's per-task budget would make the
+            // 129th wait for room it has.
+            let mut p = Box::pin(tokio::task::unconstrained(
+                handle.propose_ahead(small.clone()),
+            ));
+            assert!((&mut p).now_or_never().is_none());
+            in_flight.push(p);
+        }
+        assert_eq!(handle.control.take_all().len(), room);
+        let mut next = Box::pin(handle.propose_ahead(small.clone()));
+        assert!((&mut next).now_or_never().is_none());
+        assert!(
+            handle.control.take_all().is_empty(),
+            "each small proposal holds {AHEAD_MIN_CHARGE} bytes: no room for one more"
+        );
+        drop(in_flight.pop());
+        assert!((&mut next).now_or_never().is_none());
+        assert_eq!(
+            handle.control.take_all().len(),
+            1,
+            "queued once one in flight was done"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_proposal_ahead_that_finds_the_control_queue_full_takes_the_admission_line() {
+        let state = Arc::new(RwLock::new(Nothing));
+        let (handle, rx) = channel(1, 1, state, Duration::from_secs(3600));
+        for _ in 0..queue::CONTROL_QUEUE {
+            handle
+                .control
+                .push(Input::Wake, false, &handle.tx)
+                .expect("room in the control queue");
+        }
+        let mut p = Box::pin(handle.propose_ahead(Bytes::from_static(b"renewal")));
+        assert!((&mut p).now_or_never().is_none());
+        let answer = queued(&rx).expect("on the bulk queue, through admission");
+        answer.send(Ok(5)).unwrap();
+        assert_eq!(p.now_or_never(), Some(Ok(5)));
     }
 }

@@ -20,12 +20,16 @@ use super::{Input, Stamped};
 use crate::transport::{Frame, PeerEvent};
 
 /// Control inputs the queue holds at most; past that, a control frame is dropped (Raft
-/// retransmits) and a client's control call is refused as busy, as with the bulk queue.
+/// retransmits) and a client's control call is refused as busy, as with the bulk queue (a
+/// proposal ahead of the line then takes the admission line instead). Client calls can
+/// hold only part of it: proposals ahead of the line at most 1,024
+/// (`node::AHEAD_ADMITTED_BYTES`).
 pub const CONTROL_QUEUE: usize = 32 * 1024;
 
-/// Whether `input` is control traffic (small, and what keeps leadership) rather than bulk
-/// data (proposals, entries, snapshots) or a connection event (kept in order with the
-/// frames of that connection).
+/// Whether `input` is control traffic (small: what keeps leadership, the small client
+/// calls, and proposals that must not wait behind bulk writes) rather than bulk data
+/// (proposals, entries, snapshots) or a connection event (kept in order with the frames of
+/// that connection).
 pub fn is_control<O>(input: &Input<O>) -> bool {
     match input {
         Input::Peer(PeerEvent::Frame { frame, .. }) => match frame {

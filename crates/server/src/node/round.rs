@@ -22,10 +22,12 @@ use crate::transport::{Frame, PeerEvent};
 /// fsync keep the group commit's gain without letting one round run long.
 pub const MAX_ROUND_BYTES: usize = 4 << 20;
 
-/// The payload bytes an input brings into the round (0 for control traffic).
+/// The payload bytes a bulk input brings into the round (0 for control traffic, which the
+/// budget does not count: proposals ahead of the line, the only control input with a
+/// payload, are bounded by their own line, `node::AHEAD_ADMITTED_BYTES`).
 pub fn payload_bytes<O>(input: &Input<O>) -> usize {
     match input {
-        Input::Propose(data, _) | Input::ProposeAhead(data, _) => data.len(),
+        Input::Propose(data, _) => data.len(),
         Input::Peer(PeerEvent::Frame { frame, .. }) => match frame {
             Frame::Forward { data, .. } => data.len(),
             Frame::Raft(m) => match &m.body {

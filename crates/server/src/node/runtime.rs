@@ -83,6 +83,7 @@ pub fn channel<S: StateMachine>(
         state,
         timeout: request_timeout,
         admission: super::admission::Admission::new(super::admission::ADMITTED_BYTES),
+        ahead: super::admission::Admission::new(super::AHEAD_ADMITTED_BYTES),
     };
     (handle, rx)
 }

@@ -261,8 +261,10 @@ impl KeyStreams {
             KeyStreams::Many(indexed) => {
                 indexed.remove(stream);
                 if indexed.ids.len() <= SCAN_LIMIT / 2 {
-                    // Few enough to scan again: the index is given back.
-                    let ids = std::mem::take(&mut indexed.ids);
+                    // Few enough to scan again: the index is given back, and the list's
+                    // room for thousands with it.
+                    let mut ids = std::mem::take(&mut indexed.ids);
+                    ids.shrink_to_fit();
                     *self = KeyStreams::Few(ids);
                 }
             }
@@ -274,6 +276,14 @@ impl KeyStreams {
                 false
             }
             _ => false,
+        }
+    }
+
+    /// Whether `stream` is one of them (by the index where there is one).
+    fn contains(&self, stream: StreamId) -> bool {
+        match self {
+            KeyStreams::Many(indexed) => indexed.at.contains_key(&stream),
+            _ => self.as_slice().contains(&stream),
         }
     }
 
@@ -315,9 +325,7 @@ impl RangeIndex {
         }
         let streams = self.keys.get_mut(range);
         debug_assert!(
-            streams
-                .as_ref()
-                .is_some_and(|s| s.as_slice().contains(&stream)),
+            streams.as_ref().is_some_and(|s| s.contains(stream)),
             "stream {stream}'s {range:?} was not indexed"
         );
         if streams.is_some_and(|s| s.remove(stream)) {
@@ -993,22 +1001,31 @@ mod tests {
                 model.insert(next_new);
                 next_new += 1;
             }
-            if n % 50 == 0 || model.len() <= SCAN_LIMIT + 2 {
+            if n % 50 == 0 {
                 assert_eq!(key_streams_checked(&streams), model, "after {n} removals");
             }
-            match model.len() {
-                1 => assert!(matches!(streams, KeyStreams::One(_))),
-                l if l <= SCAN_LIMIT / 2 => assert!(matches!(streams, KeyStreams::Few(_))),
-                _ => {}
-            }
         }
+        assert!(
+            model.len() > SCAN_LIMIT && matches!(streams, KeyStreams::Many(_)),
+            "the streams that joined on the way are still indexed"
+        );
         // The streams that joined on the way leave last.
         let joined: Vec<StreamId> = model.iter().copied().collect();
         for id in joined {
             model.remove(&id);
             assert_eq!(streams.remove(id), model.is_empty());
-            if !model.is_empty() {
-                assert_eq!(key_streams_checked(&streams), model);
+            if model.is_empty() {
+                break;
+            }
+            assert_eq!(key_streams_checked(&streams), model);
+            match model.len() {
+                1 => assert!(matches!(streams, KeyStreams::One(_))),
+                l if l <= SCAN_LIMIT / 2 => assert!(matches!(streams, KeyStreams::Few(_))),
+                _ => assert!(
+                    matches!(streams, KeyStreams::Many(_)),
+                    "{} left",
+                    model.len()
+                ),
             }
         }
     }
@@ -1023,6 +1040,17 @@ mod tests {
         for r in regs.iter().step_by(3) {
             hub.unregister(r.id);
         }
+        let left: Vec<(Vec<u8>, StreamId)> = regs
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| i % 3 != 0)
+            .map(|(_, r)| (range(b"k", b"").0.to_vec(), r.id))
+            .collect();
+        assert_eq!(
+            hub.lock().index.pairs(),
+            left,
+            "the index holds exactly those left"
+        );
         hub.publish(2, &[put(b"k", 2)]);
         for (i, r) in regs.iter_mut().enumerate() {
             assert_eq!(r.rx.try_recv().is_ok(), i % 3 != 0, "stream {i}");
