@@ -154,26 +154,26 @@ pub(super) async fn propose(
     request: Internal,
     who: Option<proto::raftkvpb::RequestAuth>,
 ) -> Result<Applied, Status> {
-    let data = InternalRequest {
-        auth: who,
-        request: Some(request),
-    }
-    .encode_to_vec();
-    answer(ctx.node.propose(Bytes::from(data)).await)
+    answer(ctx.node.propose(entry(request, who)).await)
 }
 
 /// A keep-alive entry (no identity needed): proposed ahead of the writes waiting for
 /// room (`NodeHandle::propose_ahead`), so a burst of big writes does not hold back the
 /// renewals that keep leases alive.
 pub(super) async fn propose_renewals(ctx: &Context, request: Internal) -> Result<Applied, Status> {
-    let data = InternalRequest {
-        auth: None,
-        request: Some(request),
-    }
-    .encode_to_vec();
-    answer(ctx.node.propose_ahead(Bytes::from(data)).await)
+    answer(ctx.node.propose_ahead(entry(request, None)).await)
 }
 
+/// The log entry of a lease request sent by `who`.
+fn entry(request: Internal, who: Option<proto::raftkvpb::RequestAuth>) -> Bytes {
+    let data = InternalRequest {
+        auth: who,
+        request: Some(request),
+    };
+    Bytes::from(data.encode_to_vec())
+}
+
+/// A proposal's outcome as the gRPC answer.
 fn answer(
     proposed: crate::node::ProposeResult<Result<Applied, MvccError>>,
 ) -> Result<Applied, Status> {

@@ -16,9 +16,9 @@
 //! the call, which leaves the line. The leader holds at most the members' admitted bytes
 //! at once (its own and the followers' forwards), a few rounds of work
 //! (`round::MAX_ROUND_BYTES`), plus at most 1 MiB per member of keep-alive entries, which
-//! have a line of their own (`NodeHandle::propose_ahead`), so an admitted proposal is applied well within its timeout
-//! even on a starved machine. Small values never wait: 1,000 clients writing 1 KiB values
-//! have 1 MiB in flight.
+//! have a line of their own (`NodeHandle::propose_ahead`), so an admitted proposal is
+//! applied well within its timeout even on a starved machine. Small values never wait:
+//! 1,000 clients writing 1 KiB values have 1 MiB in flight.
 
 use std::sync::Arc;
 

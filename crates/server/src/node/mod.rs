@@ -384,10 +384,15 @@ mod tests {
     }
     type Responder = oneshot::Sender<ProposeResult<u64>>;
 
+    /// A handle and the node's bulk queue, with no thread behind it: the test plays it.
+    fn idle_node() -> (NodeHandle<Nothing>, mpsc::Receiver<Stamped<u64>>) {
+        let state = Arc::new(RwLock::new(Nothing));
+        channel(1, 1, state, Duration::from_secs(3600))
+    }
+
     #[tokio::test]
     async fn a_proposal_reaches_the_node_only_once_there_is_room_for_it() {
-        let state = Arc::new(RwLock::new(Nothing));
-        let (handle, rx) = channel(1, 1, state, Duration::from_secs(3600));
+        let (handle, rx) = idle_node();
         let full = Bytes::from(vec![7u8; admission::ADMITTED_BYTES]);
         let mut first = Box::pin(handle.propose(full.clone()));
         assert!(
@@ -411,8 +416,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_proposal_ahead_passes_the_writes_waiting_for_room_and_the_bulk_queue() {
-        let state = Arc::new(RwLock::new(Nothing));
-        let (handle, rx) = channel(1, 1, state, Duration::from_secs(3600));
+        let (handle, rx) = idle_node();
         let full = Bytes::from(vec![7u8; admission::ADMITTED_BYTES]);
         let mut first = Box::pin(handle.propose(full));
         assert!((&mut first).now_or_never().is_none());
@@ -452,8 +456,7 @@ mod tests {
 
     #[tokio::test]
     async fn proposals_ahead_of_the_line_have_a_bounded_line_of_their_own() {
-        let state = Arc::new(RwLock::new(Nothing));
-        let (handle, _rx) = channel(1, 1, state, Duration::from_secs(3600));
+        let (handle, _rx) = idle_node();
         let small = Bytes::from_static(b"renewal");
         let room = AHEAD_ADMITTED_BYTES / AHEAD_MIN_CHARGE;
         let mut in_flight = Vec::new();
@@ -484,8 +487,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_proposal_ahead_that_finds_the_control_queue_full_takes_the_admission_line() {
-        let state = Arc::new(RwLock::new(Nothing));
-        let (handle, rx) = channel(1, 1, state, Duration::from_secs(3600));
+        let (handle, rx) = idle_node();
         for _ in 0..queue::CONTROL_QUEUE {
             handle
                 .control
