@@ -6,15 +6,23 @@
 //! every member. Many streams renewing at once (a fleet of sessions) spent most of the
 //! cluster's CPU on that per-entry cost (docs/lease.md, "Keep-alives").
 //!
-//! How: a keep-alive joins its member's queue (`Context::keep_alives`). The first one to find the queue empty
-//! spawns a proposer task, which first yields once (so that the keep-alives whose
+//! How: a keep-alive joins its member's queue (`Context::keep_alives`). One that finds no
+//! proposer scheduled spawns one, which first yields once (so that the keep-alives whose
 //! requests are already readable on other streams run and join the queue: no timer, so a
 //! keep-alive alone is proposed at once), then takes everything queued (at most
 //! [`MAX_BATCH`]) and proposes it as one entry. It takes the queue *before* it proposes, so
-//! the next keep-alive starts the next batch at once: batches do not wait for each other
-//! (the node thread already group-commits whatever proposals it finds). Each waiter gets
-//! its own ID's answer; a failure of the proposal (no leader, timeout, overload) is each
-//! waiter's error.
+//! the next keep-alive can start the next batch while this one commits; but at most
+//! [`MAX_IN_FLIGHT`] batches are in flight per member, and the keep-alives that arrive
+//! while they are wait for the first of them to be answered and then go together.
+//!
+//! Why the bound: without it, how many keep-alives share an entry depended on how the
+//! scheduler interleaved the streams and the proposers. On a busy machine the proposer ran
+//! at once on the other core and found one or two keep-alives each time (2,000 pipelined
+//! keep-alives took 288 entries in one CI run, 7 each), so the per-entry cost grew exactly
+//! when the machine had least to spare. With the bound, the busier the member, the fuller
+//! each entry; a keep-alive that finds nothing in flight is still proposed at once. Each
+//! waiter gets its own ID's answer; a failure of the proposal (no leader, timeout,
+//! overload) is each waiter's error.
 //!
 //! The entry is proposed ahead of the writes waiting for room (`NodeHandle::propose_ahead`):
 //! a keep-alive that waited in that line behind a burst of big writes could arrive after
@@ -47,21 +55,79 @@ use crate::errors::ServerError;
 /// stays below 45 KiB, far under any request size limit, and one apply stays short.
 pub(super) const MAX_BATCH: usize = 4096;
 
+/// Most batches proposed and not yet answered, per member: one committing while the next
+/// is proposed, so a member's batches overlap without splintering (module doc).
+pub(super) const MAX_IN_FLIGHT: usize = 2;
+
 /// What a waiter learns: the lease's granted TTL in seconds, 0 for an unknown or expired
 /// lease, or the error of the whole proposal.
 type Answer = Result<i64, Status>;
 
-type Waiting = Vec<(i64, oneshot::Sender<Answer>)>;
+type Waiter = (i64, oneshot::Sender<Answer>);
 
 /// One member's keep-alives waiting for a proposer (the member's `Context` holds it).
-/// `Some` exactly while a proposer task is scheduled, so that the next keep-alive knows
-/// whether to start one.
 #[derive(Debug, Default)]
-pub struct KeepAliveQueue(Mutex<Option<Waiting>>);
+pub struct KeepAliveQueue(Mutex<Batches<Waiter>>);
 
 impl KeepAliveQueue {
-    fn lock(&self) -> MutexGuard<'_, Option<Waiting>> {
+    fn lock(&self) -> MutexGuard<'_, Batches<Waiter>> {
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// When a batch is proposed: the queue, whether a proposer is scheduled to take it, and
+/// how many batches are in flight. Pure, so the rules are unit-tested without a member;
+/// each method that answers `true` tells its caller to start a proposer.
+#[derive(Debug)]
+struct Batches<T> {
+    waiting: Vec<T>,
+    scheduled: bool,
+    in_flight: usize,
+}
+
+impl<T> Default for Batches<T> {
+    fn default() -> Self {
+        Self {
+            waiting: Vec::new(),
+            scheduled: false,
+            in_flight: 0,
+        }
+    }
+}
+
+impl<T> Batches<T> {
+    /// Queues one; a proposer starts unless one is scheduled or the member has
+    /// [`MAX_IN_FLIGHT`] batches in flight (then the first to be answered starts it).
+    fn push(&mut self, item: T) -> bool {
+        self.waiting.push(item);
+        self.schedule_if_due()
+    }
+
+    /// The scheduled proposer takes its batch: the first `max` queued, in order. It counts
+    /// as in flight until [`Batches::answered`]; a remainder gets a proposer of its own if
+    /// the bound allows.
+    fn take(&mut self, max: usize) -> (Vec<T>, bool) {
+        self.scheduled = false;
+        let rest = self.waiting.split_off(max.min(self.waiting.len()));
+        let batch = std::mem::replace(&mut self.waiting, rest);
+        if !batch.is_empty() {
+            self.in_flight += 1;
+        }
+        (batch, self.schedule_if_due())
+    }
+
+    /// A batch's proposal was answered: what queued meanwhile gets its proposer.
+    fn answered(&mut self) -> bool {
+        self.in_flight = self.in_flight.saturating_sub(1);
+        self.schedule_if_due()
+    }
+
+    fn schedule_if_due(&mut self) -> bool {
+        let due = !self.scheduled && !self.waiting.is_empty() && self.in_flight < MAX_IN_FLIGHT;
+        if due {
+            self.scheduled = true;
+        }
+        due
     }
 }
 
@@ -70,20 +136,8 @@ impl KeepAliveQueue {
 /// entry, 0 if the lease does not exist (then), or the proposal's error.
 pub(super) async fn renew(ctx: &Context, id: i64) -> Answer {
     let (tx, rx) = oneshot::channel();
-    let first = {
-        let mut queue = ctx.keep_alives.lock();
-        match queue.as_mut() {
-            Some(waiting) => {
-                waiting.push((id, tx));
-                false
-            }
-            None => {
-                *queue = Some(vec![(id, tx)]);
-                true
-            }
-        }
-    };
-    if first {
+    let start = ctx.keep_alives.lock().push((id, tx));
+    if start {
         schedule(ctx.clone());
     }
     // Dropped unanswered only if the proposer task was dropped: the runtime is stopping.
@@ -98,23 +152,17 @@ fn schedule(ctx: Context) {
 }
 
 /// Takes up to [`MAX_BATCH`] queued keep-alives (after letting the ready ones join) and
-/// proposes them as one entry; a remainder gets its own proposer at once.
+/// proposes them as one entry; once answered, starts the proposer for what queued
+/// meanwhile.
 async fn propose_batch(ctx: Context) {
     tokio::task::yield_now().await;
-    let batch = {
-        let mut queue = ctx.keep_alives.lock();
-        let Some(waiting) = queue.as_mut() else {
-            return;
-        };
-        if waiting.len() > MAX_BATCH {
-            let rest = waiting.split_off(MAX_BATCH);
-            let batch = std::mem::replace(waiting, rest);
-            schedule(ctx.clone());
-            batch
-        } else {
-            queue.take().unwrap_or_default()
-        }
-    };
+    let (batch, another) = ctx.keep_alives.lock().take(MAX_BATCH);
+    if another {
+        schedule(ctx.clone());
+    }
+    if batch.is_empty() {
+        return;
+    }
     let (ids, waiters): (Vec<i64>, Vec<_>) = batch.into_iter().unzip();
     let answers = if ctx
         .transport
@@ -124,6 +172,11 @@ async fn propose_batch(ctx: Context) {
     } else {
         renew_one_by_one(&ctx, ids).await
     };
+    // Before the answers go out, so that the keep-alives they release find the next
+    // proposer already counted.
+    if ctx.keep_alives.lock().answered() {
+        schedule(ctx.clone());
+    }
     for (waiter, answer) in waiters.into_iter().zip(answers) {
         // A waiter whose stream was closed meanwhile is gone; nothing to tell it.
         let _ = waiter.send(answer);
@@ -170,4 +223,69 @@ async fn renew_alone(ctx: Context, id: i64) -> Answer {
 
 fn unexpected() -> Status {
     LeaseService::unexpected("lease keep-alive")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Batches, MAX_IN_FLIGHT};
+
+    #[test]
+    fn a_keep_alive_alone_is_proposed_at_once() {
+        let mut b = Batches::default();
+        assert!(b.push(1), "the first keep-alive starts a proposer");
+        assert!(
+            !b.push(2),
+            "the second joins the scheduled proposer's batch"
+        );
+        assert_eq!(b.take(10), (vec![1, 2], false));
+        assert!(
+            b.push(3),
+            "with one batch in flight the next starts its own"
+        );
+    }
+
+    #[test]
+    fn what_arrives_while_the_bound_is_reached_waits_for_the_first_answer_and_goes_together() {
+        let mut b = Batches::default();
+        for n in 0..MAX_IN_FLIGHT {
+            assert!(b.push(n));
+            assert_eq!(b.take(10), (vec![n], false));
+        }
+        for n in 0..50 {
+            assert!(
+                !b.push(100 + n),
+                "no proposer while {MAX_IN_FLIGHT} are in flight"
+            );
+        }
+        assert!(
+            b.answered(),
+            "the first answer starts the waiting batch's proposer"
+        );
+        assert!(!b.answered(), "one proposer is enough for one batch");
+        let (batch, another) = b.take(1000);
+        assert_eq!(batch, (100..150).collect::<Vec<_>>());
+        assert!(!another);
+        assert!(!b.answered(), "nothing queued: no proposer");
+        assert!(!b.answered());
+        assert_eq!(b.in_flight, 0);
+    }
+
+    #[test]
+    fn a_batch_over_the_limit_leaves_the_rest_to_the_next_proposer() {
+        let mut b = Batches::default();
+        assert!(b.push(0));
+        for n in 1..10 {
+            assert!(!b.push(n));
+        }
+        assert_eq!(
+            b.take(4),
+            (vec![0, 1, 2, 3], true),
+            "the rest gets its proposer"
+        );
+        let (second, another) = b.take(4);
+        assert_eq!(second, vec![4, 5, 6, 7]);
+        assert!(!another, "two in flight: the remainder waits for an answer");
+        assert!(b.answered());
+        assert_eq!(b.take(4), (vec![8, 9], false));
+    }
 }
