@@ -12,7 +12,14 @@
 //! Copying beats sharing here: an event is typically tens of bytes, and sharing it by
 //! reference count (as `Bytes`) costs an atomic increment and decrement per watcher on a
 //! counter every stream touches, from both cores, plus a list of pieces per response. A
-//! copied response is one slice of a buffer of the stream's own, handed to tonic as is.
+//! copied response is one slice of a buffer of the stream's own.
+//!
+//! Each response is written already framed for gRPC (its 5-byte length prefix in front),
+//! so the responses a stream hands over are sent as the buffer they were written in: runs
+//! of responses cut one after the other from one chunk are joined back without copying
+//! ([`framed`]) and go to HTTP/2 as one data frame each. Before, each response was copied
+//! a second time, into one buffer per batch, after being cut from the first (the watch
+//! profile in `bench/RESULTS.md`, "Watch fan-out on a quiet hour").
 
 use std::pin::Pin;
 use std::sync::OnceLock;
@@ -116,7 +123,7 @@ impl EventWriter {
             self.buf.put_slice(e);
             n += 1;
         }
-        (n > 0).then(|| (Outgoing(self.buf.split().freeze()), n))
+        (n > 0).then(|| (self.finish(), n))
     }
 
     /// The response to watcher `watch_id` carrying `fields`: encoded `events` fields one
@@ -124,42 +131,66 @@ impl EventWriter {
     pub fn response_with_fields(&mut self, watch_id: i64, fields: &[u8]) -> Outgoing {
         self.start(watch_id);
         self.buf.put_slice(fields);
-        Outgoing(self.buf.split().freeze())
+        self.finish()
     }
 
-    /// Begins a response: the header and the watch id.
+    /// Begins a response: its gRPC prefix (the length filled in by [`EventWriter::finish`]),
+    /// the header and the watch id.
     fn start(&mut self, watch_id: i64) {
         if self.buf.capacity() < CHUNK_MIN_LEFT {
             self.buf.reserve(CHUNK);
         }
+        self.buf.put_slice(&[0; GRPC_PREFIX]);
         self.buf.put_slice(&self.header);
         // proto3 leaves a zero scalar out, as prost's generated code does.
         if watch_id != 0 {
             int64::encode(WATCH_ID_FIELD, &watch_id, &mut self.buf);
         }
     }
+
+    /// Cuts the response begun by [`EventWriter::start`] from the buffer, its length set.
+    fn finish(&mut self) -> Outgoing {
+        let len = self.buf.len() - GRPC_PREFIX;
+        self.buf[1..GRPC_PREFIX].copy_from_slice(&prefix_len(len).to_be_bytes());
+        Outgoing(self.buf.split())
+    }
 }
 
-/// One response on its way to the client, encoded.
-#[derive(Debug, Clone)]
-pub struct Outgoing(Bytes);
+/// A message's length as gRPC's prefix carries it. None comes near `u32::MAX`: catch-up
+/// steps and coalesced revisions are bounded to about a MiB, and a request is far smaller.
+fn prefix_len(len: usize) -> u32 {
+    u32::try_from(len).unwrap_or(u32::MAX)
+}
+
+/// One response on its way to the client, encoded and framed: gRPC's 5-byte prefix (no
+/// compression, the length), then the message.
+#[derive(Debug)]
+pub struct Outgoing(BytesMut);
 
 impl Outgoing {
     pub fn message(resp: &WatchResponse) -> Outgoing {
-        Outgoing(resp.encode_to_vec().into())
+        let len = resp.encoded_len();
+        let mut buf = BytesMut::with_capacity(GRPC_PREFIX + len);
+        buf.put_u8(0);
+        buf.put_u32(prefix_len(len));
+        // Cannot fail: the buffer has room for the whole message.
+        let _ = resp.encode(&mut buf);
+        Outgoing(buf)
     }
 
+    /// The message's encoded length (without the prefix).
     pub fn encoded_len(&self) -> usize {
-        self.0.len()
+        self.0.len() - GRPC_PREFIX
     }
 
-    fn write(&self, buf: &mut impl BufMut) {
-        buf.put_slice(&self.0);
+    /// The encoded message.
+    fn message_bytes(&self) -> &[u8] {
+        &self.0[GRPC_PREFIX..]
     }
 
     /// The response as a message (for the JSON gateway, which re-encodes it as JSON).
     pub fn decode(&self) -> Result<WatchResponse, prost::DecodeError> {
-        WatchResponse::decode(self.0.as_ref())
+        WatchResponse::decode(self.message_bytes())
     }
 }
 
@@ -203,7 +234,7 @@ impl Encoder for OutgoingEncoder {
 
     fn encode(&mut self, item: Outgoing, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
         dst.reserve(item.encoded_len());
-        item.write(dst);
+        dst.put_slice(item.message_bytes());
         Ok(())
     }
 
@@ -232,37 +263,52 @@ impl Decoder for RequestDecoder {
 /// gRPC's length prefix of a message: a compression flag (0: none) and the length.
 const GRPC_PREFIX: usize = 5;
 
-/// Writes `responses` as gRPC messages (each behind its length prefix) into one buffer.
-fn framed(responses: &[Outgoing]) -> Bytes {
-    let len = responses
-        .iter()
-        .map(|r| GRPC_PREFIX + r.encoded_len())
-        .sum();
-    let mut buf = BytesMut::with_capacity(len);
-    for r in responses {
-        buf.put_u8(0);
-        // A response longer than gRPC's u32 length cannot be sent; none comes near it
-        // (catch-up steps and coalesced revisions are bounded to about a MiB).
-        buf.put_u32(u32::try_from(r.encoded_len()).unwrap_or(u32::MAX));
-        r.write(&mut buf);
+/// `responses` (each already framed) as the runs of bytes to send, in order: responses
+/// cut one after the other from one chunk are joined back into one run without copying;
+/// a new run starts where a response lies elsewhere (the writer took a new chunk, or the
+/// response was encoded on its own).
+fn framed(responses: Vec<Outgoing>) -> Vec<Bytes> {
+    let mut runs = Vec::new();
+    let mut run: Option<BytesMut> = None;
+    for Outgoing(r) in responses {
+        run = Some(match run {
+            Some(mut joined) if joined.as_ptr_range().end == r.as_ptr() => {
+                // Contiguous in one allocation, so `unsplit` only moves an index.
+                joined.unsplit(r);
+                joined
+            }
+            Some(joined) => {
+                runs.push(joined.freeze());
+                r
+            }
+            None => r,
+        });
     }
-    buf.freeze()
+    runs.extend(run.map(BytesMut::freeze));
+    runs
 }
 
 /// The Watch call's HTTP response body, in place of tonic's encoder: each batch of
-/// responses the stream task hands over becomes one data chunk of gRPC-framed messages,
-/// written in one pass, and the stream's end (or the error that ended it) becomes the
-/// trailers. tonic's encoder would take the responses one at a time through a stream of
+/// responses the stream task hands over becomes a few data chunks of gRPC-framed messages,
+/// as they were written ([`framed`]), and the stream's end (or the error that ended it)
+/// becomes the trailers. tonic's encoder would take the responses one at a time through a stream of
 /// them, each with its own poll and its own trip through the encoder, a cost paid for every
 /// watcher of every revision.
 pub struct ResponseBody {
     rx: Receiver<OutBatch>,
+    /// The rest of the batch being sent (emptied before the next is received, so an idle
+    /// stream holds no response's memory).
+    runs: std::vec::IntoIter<Bytes>,
     ended: bool,
 }
 
 impl ResponseBody {
     pub fn new(rx: Receiver<OutBatch>) -> ResponseBody {
-        ResponseBody { rx, ended: false }
+        ResponseBody {
+            rx,
+            runs: Vec::new().into_iter(),
+            ended: false,
+        }
     }
 }
 
@@ -278,9 +324,11 @@ impl http_body::Body for ResponseBody {
             return Poll::Ready(None);
         }
         let status = loop {
+            if let Some(run) = self.runs.next() {
+                return Poll::Ready(Some(Ok(Frame::data(run))));
+            }
             match ready!(self.rx.poll_recv(cx)) {
-                Some(Ok(batch)) if batch.is_empty() => continue,
-                Some(Ok(batch)) => return Poll::Ready(Some(Ok(Frame::data(framed(&batch))))),
+                Some(Ok(batch)) => self.runs = framed(batch).into_iter(),
                 Some(Err(status)) => break status,
                 None => break Status::ok(""),
             }
@@ -351,14 +399,14 @@ mod tests {
                 events,
                 ..Default::default()
             };
-            let mut bytes = Vec::new();
-            out.write(&mut bytes);
+            let bytes = expected.encode_to_vec();
             assert_eq!(
+                out.message_bytes(),
                 bytes,
-                expected.encode_to_vec(),
                 "id {watch_id} prev_kv {prev_kv}"
             );
             assert_eq!(out.encoded_len(), bytes.len());
+            assert_eq!(out.0[..GRPC_PREFIX], grpc_prefix(bytes.len()));
             assert_eq!(out.decode().unwrap(), expected);
         }
         assert!(writer.response(1, std::iter::empty()).is_none());
@@ -379,5 +427,68 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(Outgoing::message(&whole).decode().unwrap(), whole);
+    }
+
+    fn grpc_prefix(len: usize) -> [u8; GRPC_PREFIX] {
+        let mut p = [0; GRPC_PREFIX];
+        p[1..].copy_from_slice(&(len as u32).to_be_bytes());
+        p
+    }
+
+    /// What a gRPC client reads from `runs`: each message behind its prefix, decoded.
+    fn read_framed(runs: &[Bytes]) -> Vec<WatchResponse> {
+        let all: Vec<u8> = runs.iter().flat_map(|r| r.iter().copied()).collect();
+        let mut rest = &all[..];
+        let mut out = Vec::new();
+        while !rest.is_empty() {
+            assert_eq!(rest[0], 0, "compression flag");
+            let len = u32::from_be_bytes(rest[1..GRPC_PREFIX].try_into().unwrap()) as usize;
+            out.push(WatchResponse::decode(&rest[GRPC_PREFIX..GRPC_PREFIX + len]).unwrap());
+            rest = &rest[GRPC_PREFIX + len..];
+        }
+        out
+    }
+
+    #[test]
+    fn a_batch_goes_out_as_the_runs_it_was_written_in() {
+        let shared = SharedEvents::new(vec![Event {
+            r#type: 0,
+            kv: Some(kv(b"key", 9)),
+            prev_kv: None,
+        }]);
+        let mut writer = EventWriter::new(&ResponseHeader {
+            revision: 9,
+            ..Default::default()
+        });
+        // 1,000 responses of ~40 bytes: about three chunks, with a response encoded on its
+        // own (a create) in the middle.
+        let mut batch: Vec<Outgoing> = (0..1000)
+            .map(|id| writer.response(id, [shared.field(0, false)]).unwrap().0)
+            .collect();
+        let created = WatchResponse {
+            watch_id: 77,
+            created: true,
+            ..Default::default()
+        };
+        batch.insert(500, Outgoing::message(&created));
+        let expected: Vec<WatchResponse> = batch.iter().map(|o| o.decode().unwrap()).collect();
+        let chunks = batch
+            .iter()
+            .map(|o| o.0.len())
+            .sum::<usize>()
+            .div_ceil(CHUNK);
+        let runs = framed(batch);
+        assert_eq!(read_framed(&runs), expected, "every response, in order");
+        assert!(
+            runs.len() <= chunks + 3,
+            "{} runs for {chunks} chunks and one separate response: responses of one chunk \
+             were not joined",
+            runs.len()
+        );
+        assert!(
+            runs.len() >= 3,
+            "the separate response starts and ends a run"
+        );
+        assert!(framed(Vec::new()).is_empty());
     }
 }
