@@ -7,13 +7,18 @@
 //! cluster's CPU on that per-entry cost (docs/lease.md, "Keep-alives").
 //!
 //! How: a keep-alive joins its member's queue (`Context::keep_alives`). One that finds no
-//! proposer scheduled spawns one, which first yields once (so that the keep-alives whose
+//! proposer scheduled and fewer than [`MAX_IN_FLIGHT`] batches in flight spawns one (else
+//! the first batch to be answered does), which first yields once (so that the keep-alives whose
 //! requests are already readable on other streams run and join the queue: no timer, so a
 //! keep-alive alone is proposed at once), then takes everything queued (at most
 //! [`MAX_BATCH`]) and proposes it as one entry. It takes the queue *before* it proposes, so
 //! the next keep-alive can start the next batch while this one commits; but at most
 //! [`MAX_IN_FLIGHT`] batches are in flight per member, and the keep-alives that arrive
-//! while they are wait for the first of them to be answered and then go together.
+//! while they are wait for the first of them to be answered and then go together (up to
+//! [`MAX_BATCH`]; the rest waits for the next free place). A batch unanswered after
+//! [`HOLDS_PLACE_FOR`] gives its place up while it goes on waiting, so one stuck proposal
+//! (a forward whose answer was lost waits for the request timeout) cannot hold up the
+//! keep-alives after it for longer than that.
 //!
 //! Why the bound: without it, how many keep-alives share an entry depended on how the
 //! scheduler interleaved the streams and the proposers. On a busy machine the proposer ran
@@ -40,6 +45,7 @@
 //! every build applies), all proposed at once.
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
 use mvcc::Response as Applied;
 use proto::etcdserverpb::LeaseKeepAliveRequest;
@@ -58,6 +64,10 @@ pub(super) const MAX_BATCH: usize = 4096;
 /// Most batches proposed and not yet answered, per member: one committing while the next
 /// is proposed, so a member's batches overlap without splintering (module doc).
 pub(super) const MAX_IN_FLIGHT: usize = 2;
+
+/// How long a batch counts against [`MAX_IN_FLIGHT`]: far longer than a commit round on a
+/// working member, far shorter than the shortest TTL (2 s with etcd's defaults).
+const HOLDS_PLACE_FOR: Duration = Duration::from_millis(100);
 
 /// What a waiter learns: the lease's granted TTL in seconds, 0 for an unknown or expired
 /// lease, or the error of the whole proposal.
@@ -116,8 +126,10 @@ impl<T> Batches<T> {
         (batch, self.schedule_if_due())
     }
 
-    /// A batch's proposal was answered: what queued meanwhile gets its proposer.
+    /// A batch's proposal was answered (or gave its place up): what queued meanwhile gets
+    /// its proposer.
     fn answered(&mut self) -> bool {
+        debug_assert!(self.in_flight > 0, "a batch answered twice");
         self.in_flight = self.in_flight.saturating_sub(1);
         self.schedule_if_due()
     }
@@ -151,6 +163,31 @@ fn schedule(ctx: Context) {
     tokio::spawn(propose_batch(ctx));
 }
 
+/// A batch's place among the [`MAX_IN_FLIGHT`], given back when dropped: after the
+/// answer, after [`HOLDS_PLACE_FOR`], or if the proposer task ends any other way (a panic,
+/// the runtime stopping), so that no place is ever lost.
+struct Place(Option<Context>);
+
+impl Place {
+    fn give_up(&mut self) {
+        let Some(ctx) = self.0.take() else {
+            return;
+        };
+        if ctx.keep_alives.lock().answered() {
+            // No runtime only while the process exits; nothing is waiting then.
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(propose_batch(ctx));
+            }
+        }
+    }
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        self.give_up();
+    }
+}
+
 /// Takes up to [`MAX_BATCH`] queued keep-alives (after letting the ready ones join) and
 /// proposes them as one entry; once answered, starts the proposer for what queued
 /// meanwhile.
@@ -163,20 +200,30 @@ async fn propose_batch(ctx: Context) {
     if batch.is_empty() {
         return;
     }
+    let mut place = Place(Some(ctx.clone()));
     let (ids, waiters): (Vec<i64>, Vec<_>) = batch.into_iter().unzip();
-    let answers = if ctx
-        .transport
-        .every_peer_advertises(crate::transport::codec::FEATURE_LEASE_KEEP_ALIVES)
-    {
-        renew_together(&ctx, ids, waiters.len()).await
-    } else {
-        renew_one_by_one(&ctx, ids).await
+    let count = waiters.len();
+    let proposal = async {
+        if ctx
+            .transport
+            .every_peer_advertises(crate::transport::codec::FEATURE_LEASE_KEEP_ALIVES)
+        {
+            renew_together(&ctx, ids, count).await
+        } else {
+            renew_one_by_one(&ctx, ids).await
+        }
+    };
+    tokio::pin!(proposal);
+    let answers = match tokio::time::timeout(HOLDS_PLACE_FOR, &mut proposal).await {
+        Ok(answers) => answers,
+        Err(_) => {
+            place.give_up();
+            proposal.await
+        }
     };
     // Before the answers go out, so that the keep-alives they release find the next
     // proposer already counted.
-    if ctx.keep_alives.lock().answered() {
-        schedule(ctx.clone());
-    }
+    drop(place);
     for (waiter, answer) in waiters.into_iter().zip(answers) {
         // A waiter whose stream was closed meanwhile is gone; nothing to tell it.
         let _ = waiter.send(answer);
@@ -266,7 +313,6 @@ mod tests {
         assert_eq!(batch, (100..150).collect::<Vec<_>>());
         assert!(!another);
         assert!(!b.answered(), "nothing queued: no proposer");
-        assert!(!b.answered());
         assert_eq!(b.in_flight, 0);
     }
 

@@ -3,8 +3,9 @@
 //! stops that task (and only it) once the queue and the HTTP/2 window are full.
 //!
 //! The gRPC call is served by [`WatchGrpc`]: requests are decoded by [`WatchCodec`]; the
-//! task hands over responses already encoded, many at a time, and [`ResponseBody`] writes
-//! each batch as one chunk of gRPC messages (`crate::watch::encode`). The JSON gateway
+//! task hands over responses already encoded and framed, many at a time, and
+//! [`ResponseBody`] sends each batch as the few runs of bytes it was written in
+//! (`crate::watch::encode`). The JSON gateway
 //! calls the same stream through the generated [`Watch`] trait and gets messages.
 
 use std::convert::Infallible;

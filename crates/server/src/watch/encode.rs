@@ -17,7 +17,7 @@
 //! Each response is written already framed for gRPC (its 5-byte length prefix in front),
 //! so the responses a stream hands over are sent as the buffer they were written in: runs
 //! of responses cut one after the other from one chunk are joined back without copying
-//! ([`framed`]) and go to HTTP/2 as one data frame each. Before, each response was copied
+//! ([`framed`]) and each run is handed to HTTP/2 as one piece of the body. Before, each response was copied
 //! a second time, into one buffer per batch, after being cut from the first (the watch
 //! profile in `bench/RESULTS.md`, "Watch fan-out on a quiet hour").
 
@@ -86,8 +86,8 @@ impl SharedEvents {
 }
 
 /// Bytes a stream task's response buffer is allocated with: responses are cut from it one
-/// after the other (each keeps the chunk alive until tonic has copied it into its send
-/// buffer), and a new chunk is taken when less than [`CHUNK_MIN_LEFT`] remains.
+/// after the other (each keeps the chunk alive until HTTP/2 has written it out: a client
+/// that stops reading holds its stream's last chunks), and a new chunk is taken when less than [`CHUNK_MIN_LEFT`] remains.
 const CHUNK: usize = 16 * 1024;
 const CHUNK_MIN_LEFT: usize = 512;
 
@@ -273,7 +273,8 @@ fn framed(responses: Vec<Outgoing>) -> Vec<Bytes> {
     for Outgoing(r) in responses {
         run = Some(match run {
             Some(mut joined) if joined.as_ptr_range().end == r.as_ptr() => {
-                // Contiguous in one allocation, so `unsplit` only moves an index.
+                // Adjacent: if cut from one chunk (almost always), `unsplit` only moves an
+                // index; two allocations that merely touch are copied, still correct.
                 joined.unsplit(r);
                 joined
             }
