@@ -158,9 +158,13 @@ pub(super) async fn renew(ctx: &Context, id: i64) -> Answer {
 }
 
 /// Starts a proposer for the member's queue. (A plain function, so that a proposer may
-/// start the next without its future's type depending on itself.)
+/// start the next without its future's type depending on itself.) Without a runtime,
+/// which happens only while the process exits and a [`Place`] is dropped, nothing is
+/// waiting and nothing starts.
 fn schedule(ctx: Context) {
-    tokio::spawn(propose_batch(ctx));
+    if let Ok(rt) = tokio::runtime::Handle::try_current() {
+        rt.spawn(propose_batch(ctx));
+    }
 }
 
 /// A batch's place among the [`MAX_IN_FLIGHT`], given back when dropped: after the
@@ -174,10 +178,7 @@ impl Place {
             return;
         };
         if ctx.keep_alives.lock().answered() {
-            // No runtime only while the process exits; nothing is waiting then.
-            if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                rt.spawn(propose_batch(ctx));
-            }
+            schedule(ctx);
         }
     }
 }
