@@ -119,7 +119,7 @@ impl FaultArgs {
     }
 }
 
-/// Real files whose appended bytes stay in process memory until `sync_data`.
+/// Real files whose written bytes stay in process memory until `sync_data`.
 ///
 /// The real-process counterpart of the storage crate's `LazyFs` (which lives in memory and
 /// cannot outlive a crash). Unlike `LazyFs` it does not defer directory entries: create,
@@ -129,7 +129,9 @@ pub struct DeferredSyncFs;
 
 struct DeferredFile {
     inner: Box<dyn FsFile>,
-    /// Bytes appended after the last sync, not yet handed to the kernel.
+    /// Bytes written after the last sync, not yet handed to the kernel (they go to the
+    /// kernel file's write position, which zeros written ahead with `extend_zeroed` do not
+    /// move).
     pending: Vec<u8>,
 }
 
@@ -160,6 +162,12 @@ impl FsFile for DeferredFile {
         // lose less, never keeps something a real kernel would lose.
         self.hand_over_pending()?;
         self.inner.set_len(len)
+    }
+
+    fn extend_zeroed(&mut self, len: u64) -> io::Result<()> {
+        // The zeros reach the kernel at once: a crash then leaves zeros where the held-back
+        // records would have been, as a real power cut after the zeros' writeback does.
+        self.inner.extend_zeroed(len)
     }
 
     fn len(&self) -> io::Result<u64> {

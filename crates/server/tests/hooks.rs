@@ -47,6 +47,9 @@ impl FsFile for ObservedFile {
     fn set_len(&mut self, len: u64) -> io::Result<()> {
         self.inner.set_len(len)
     }
+    fn extend_zeroed(&mut self, len: u64) -> io::Result<()> {
+        self.inner.extend_zeroed(len)
+    }
     fn len(&self) -> io::Result<u64> {
         self.inner.len()
     }

@@ -28,6 +28,7 @@ pub(crate) const TYPE_SEGMENT_HEADER: u8 = 1;
 pub(crate) const TYPE_ENTRY: u8 = 2;
 pub(crate) const TYPE_HARD_STATE: u8 = 3;
 pub(crate) const TYPE_SNAPSHOT: u8 = 4;
+pub(crate) const TYPE_BATCH_END: u8 = 5;
 
 /// A decoded WAL record.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -40,6 +41,10 @@ pub(crate) enum Record {
     HardState(HardState),
     /// A snapshot at `meta.index` is durable: entries up to it are no longer needed.
     Snapshot(SnapshotMeta),
+    /// WAL format 2: the end of a synced batch. `start` is the segment offset where the
+    /// records it closes begin: where the previous batch end (or the segment's head) ends.
+    /// Written only after everything before `start` was fsynced, so a valid one proves that.
+    BatchEnd { start: u64 },
 }
 
 /// Appends one frame to `buf`, with `body` writing the type byte and payload.
@@ -85,6 +90,13 @@ pub(crate) fn encode_snapshot_marker(buf: &mut Vec<u8>, meta: &SnapshotMeta) {
     frame(buf, |b| {
         b.push(TYPE_SNAPSHOT);
         encode_snapshot_meta(b, meta);
+    })
+}
+
+pub(crate) fn encode_batch_end(buf: &mut Vec<u8>, start: u64) {
+    frame(buf, |b| {
+        b.push(TYPE_BATCH_END);
+        b.extend_from_slice(&start.to_le_bytes());
     })
 }
 
@@ -262,6 +274,7 @@ pub(crate) fn decode_body(
             })
         }
         TYPE_SNAPSHOT => Record::Snapshot(decode_snapshot_meta_from(&mut c)?),
+        TYPE_BATCH_END => Record::BatchEnd { start: c.u64()? },
         other => return Err(format!("unknown record type {other}")),
     };
     c.finish()?;
@@ -335,6 +348,7 @@ mod tests {
         encode_hard_state(&mut buf, &hs);
         encode_hard_state(&mut buf, &HardState::default());
         encode_snapshot_marker(&mut buf, &meta);
+        encode_batch_end(&mut buf, 1 << 40);
         assert_eq!(
             decode_all(buf),
             vec![
@@ -343,6 +357,7 @@ mod tests {
                 Record::HardState(hs),
                 Record::HardState(HardState::default()),
                 Record::Snapshot(meta),
+                Record::BatchEnd { start: 1 << 40 },
             ]
         );
     }

@@ -12,7 +12,10 @@
 //!   durable content, the namespace to its durable state, open handles become invalid.
 //!   With [`LossMode::KeepTornPrefix`] a random prefix of each file's not-yet-synced
 //!   appended bytes survives instead, as after a real crash in the middle of writeback:
-//!   that produces torn records at the tail.
+//!   that produces torn records at the tail. With [`LossMode::TornPages`] every page
+//!   that changed since the last sync independently keeps its new or its old content, and
+//!   the file its new or its old size: what writeback in any order leaves of writes into
+//!   the middle of a file (the WAL writes its records over zeros written ahead of them).
 //! * [`LazyFs::crash_after_ops`] arms a crash: after that many more mutating calls, the
 //!   next one fails and every call after it fails too, until `power_loss` "reboots". That
 //!   puts the power loss *between any two system calls* of the code under test (between a
@@ -37,6 +40,13 @@ pub enum LossMode {
     /// the appended bytes survives (seeded; same seed ⇒ same outcome). Other unsynced
     /// changes are dropped.
     KeepTornPrefix { seed: u64 },
+    /// Each `page`-byte piece of a file that differs between its synced and its current
+    /// content survives with its current or its synced bytes, at random and independently
+    /// of the others; the file's length is its synced or its current one (bytes beyond a
+    /// content's length count as zeros). Seeded like `KeepTornPrefix`. The page cache
+    /// writes 4 KiB pages back, a disk may tear them into 512 B sectors; tests use smaller
+    /// pieces still, to tear records at many more places.
+    TornPages { seed: u64, page: usize },
 }
 
 #[derive(Debug, Default)]
@@ -159,13 +169,24 @@ impl LazyFs {
         let mut st = self.lock();
         let mut rng = match mode {
             LossMode::DropUnsynced => None,
-            LossMode::KeepTornPrefix { seed } => Some(SplitMix(seed)),
+            LossMode::KeepTornPrefix { seed } | LossMode::TornPages { seed, .. } => {
+                Some(SplitMix(seed))
+            }
+        };
+        let page = match mode {
+            LossMode::TornPages { page, .. } => Some(page.max(1)),
+            _ => None,
         };
         // Visit inodes in a fixed order so a seed always gives the same outcome.
         let mut ids: Vec<u64> = st.inodes.keys().copied().collect();
         ids.sort_unstable();
         for id in ids {
             let inode = st.inodes.get_mut(&id).expect("listed above");
+            if let (Some(page), Some(rng)) = (page, &mut rng) {
+                inode.durable = torn_pages(&inode.durable, &inode.current, page, rng);
+                inode.current = inode.durable.clone();
+                continue;
+            }
             let appended_only = inode.current.len() > inode.durable.len()
                 && inode.current.starts_with(&inode.durable);
             let keep_extra = match (&mut rng, appended_only) {
@@ -202,13 +223,20 @@ impl LazyFs {
         self.lock().syncs
     }
 
-    /// Bytes of `path` that are written but not yet durable (0 if the file is unknown).
+    /// Bytes of `path` whose current content differs from its durable one, counting the
+    /// bytes by which one is longer than the other (0 if the file is unknown).
     pub fn unsynced_bytes(&self, path: &Path) -> usize {
         let st = self.lock();
         st.names
             .get(path)
             .and_then(|id| st.inodes.get(id))
-            .map(|i| i.current.len().saturating_sub(i.durable.len()))
+            .map(|i| {
+                let common = i.current.len().min(i.durable.len());
+                let changed = (0..common)
+                    .filter(|&k| i.current[k] != i.durable[k])
+                    .count();
+                changed + i.current.len().max(i.durable.len()) - common
+            })
             .unwrap_or(0)
     }
 
@@ -222,6 +250,31 @@ impl LazyFs {
         inode.durable = inode.current.clone();
         Ok(())
     }
+}
+
+/// What [`LossMode::TornPages`] leaves of a file whose synced content is `durable` and
+/// whose current content is `current`.
+fn torn_pages(durable: &[u8], current: &[u8], page: usize, rng: &mut SplitMix) -> Vec<u8> {
+    let len = if rng.next().is_multiple_of(2) {
+        durable.len()
+    } else {
+        current.len()
+    };
+    let byte = |v: &[u8], k: usize| v.get(k).copied().unwrap_or(0);
+    let mut out = vec![0u8; len];
+    for start in (0..len).step_by(page) {
+        let end = (start + page).min(len);
+        let changed = (start..end).any(|k| byte(durable, k) != byte(current, k));
+        let from = if changed && rng.next().is_multiple_of(2) {
+            current
+        } else {
+            durable
+        };
+        for (k, b) in out[start..end].iter_mut().enumerate() {
+            *b = byte(from, start + k);
+        }
+    }
+    out
 }
 
 /// A tiny deterministic RNG (SplitMix64) so the library needs no `rand` dependency.
@@ -257,6 +310,8 @@ struct LazyFile {
     fs: LazyFs,
     inode: u64,
     epoch: u64,
+    /// The write position (see [`FsFile`]).
+    pos: usize,
 }
 
 impl LazyFile {
@@ -286,14 +341,39 @@ impl LazyFile {
 
 impl FsFile for LazyFile {
     fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
-        self.with_inode(true, |inode, _, room| {
-            let fits = room.min(buf.len());
-            inode.current.extend_from_slice(&buf[..fits]);
-            if fits < buf.len() {
-                Err(io::Error::from_raw_os_error(28)) // ENOSPC
-            } else {
-                Ok(())
+        let pos = self.pos;
+        let written = self.with_inode(true, |inode, _, room| {
+            // Overwriting takes no room; only the bytes past the end do.
+            let overwrite = inode.current.len().saturating_sub(pos).min(buf.len());
+            let fits = overwrite + room.min(buf.len() - overwrite);
+            if inode.current.len() < pos {
+                inode.current.resize(pos, 0);
             }
+            let end = pos + fits;
+            if inode.current.len() < end {
+                inode.current.resize(end, 0);
+            }
+            inode.current[pos..end].copy_from_slice(&buf[..fits]);
+            (fits, fits < buf.len())
+        })?;
+        self.pos += written.0;
+        if written.1 {
+            Err(io::Error::from_raw_os_error(28)) // ENOSPC
+        } else {
+            Ok(())
+        }
+    }
+
+    fn extend_zeroed(&mut self, len: u64) -> io::Result<()> {
+        self.with_inode(true, |inode, _, room| {
+            let grow = (len as usize).saturating_sub(inode.current.len());
+            if grow > room {
+                return Err(io::Error::from_raw_os_error(28));
+            }
+            if grow > 0 {
+                inode.current.resize(len as usize, 0);
+            }
+            Ok(())
         })?
     }
 
@@ -312,7 +392,9 @@ impl FsFile for LazyFile {
             }
             inode.current.resize(len as usize, 0);
             Ok(())
-        })?
+        })??;
+        self.pos = len as usize;
+        Ok(())
     }
 
     fn len(&self) -> io::Result<u64> {
@@ -379,6 +461,7 @@ impl FileSystem for LazyFs {
             fs: self.clone(),
             inode: id,
             epoch,
+            pos: 0,
         }))
     }
 
@@ -387,10 +470,12 @@ impl FileSystem for LazyFs {
         st.check_power()?;
         let id = *st.names.get(path).ok_or_else(|| not_found(path))?;
         let epoch = st.epoch;
+        let pos = st.inodes[&id].current.len();
         Ok(Box::new(LazyFile {
             fs: self.clone(),
             inode: id,
             epoch,
+            pos,
         }))
     }
 
@@ -521,6 +606,57 @@ mod tests {
         f.set_len(2).unwrap();
         fs.power_loss(LossMode::KeepTornPrefix { seed: 1 });
         assert_eq!(fs.read(Path::new("/d/a")).unwrap(), b"0123");
+    }
+
+    #[test]
+    fn writes_go_to_the_write_position_over_zeros_written_ahead() {
+        let fs = LazyFs::new();
+        fs.create_dir_all(Path::new("/d")).unwrap();
+        let mut f = write(&fs, "/d/a", b"ab", false);
+        f.extend_zeroed(6).unwrap();
+        f.write_all(b"cd").unwrap();
+        assert_eq!(fs.read(Path::new("/d/a")).unwrap(), b"abcd\0\0");
+        f.write_all(b"efgh").unwrap();
+        assert_eq!(fs.read(Path::new("/d/a")).unwrap(), b"abcdefgh");
+        f.set_len(3).unwrap();
+        f.write_all(b"X").unwrap();
+        assert_eq!(fs.read(Path::new("/d/a")).unwrap(), b"abcX");
+        assert_eq!(fs.unsynced_bytes(Path::new("/d/a")), 4);
+        f.sync_data().unwrap();
+        assert_eq!(fs.unsynced_bytes(Path::new("/d/a")), 0);
+    }
+
+    /// Writes over synced bytes may persist page by page in any order, and the length may
+    /// be the old or the new one: every combination shows up over enough seeds.
+    #[test]
+    fn torn_pages_mode_keeps_any_subset_of_the_changed_pages() {
+        let mut seen = BTreeSet::new();
+        for seed in 0..200 {
+            let fs = LazyFs::new();
+            fs.create_dir_all(Path::new("/d")).unwrap();
+            let mut f = write(&fs, "/d/a", b"AAAA", true);
+            fs.sync_dir(Path::new("/d")).unwrap();
+            f.extend_zeroed(12).unwrap();
+            f.write_all(b"bbbbcccc").unwrap();
+            fs.power_loss(LossMode::TornPages { seed, page: 4 });
+            let got = fs.read(Path::new("/d/a")).unwrap();
+            assert!(got.starts_with(b"AAAA"), "synced bytes stay: {got:?}");
+            for (k, piece) in got.chunks(4).enumerate().skip(1) {
+                let new: &[u8] = [b"bbbb", b"cccc"][k - 1];
+                assert!(piece == new || piece == b"\0\0\0\0", "{got:?}");
+            }
+            seen.insert(got);
+        }
+        let second_only = b"AAAA\0\0\0\0cccc".to_vec();
+        assert!(seen.contains(&second_only), "a later page alone: {seen:?}");
+        assert!(
+            seen.contains(b"AAAA".as_slice()),
+            "the old length: {seen:?}"
+        );
+        assert!(
+            seen.contains(b"AAAAbbbbcccc".as_slice()),
+            "everything: {seen:?}"
+        );
     }
 
     #[test]

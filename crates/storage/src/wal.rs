@@ -11,12 +11,18 @@
 //! append-only batch (one fsync, no window in which the log is shorter than both) and never
 //! cuts through a hard-state record written after the conflicting entries.
 //!
-//! Recovery (`Wal::open`) replays every record in order. A record that fails its checks is a
-//! *torn tail* only if it is in the last segment and no valid record follows it; it is cut
-//! off with a warning. That is what a crash during an append leaves (such a batch was never
-//! acknowledged: acknowledgement comes after the fsync of the whole batch), but damage to
-//! the final records of fsynced data looks the same, so the warning does not claim to know
-//! which it was. Anything else is corruption and stops the member.
+//! Recovery (`Wal::open`) replays every record in order, up to the first that fails its
+//! checks. What may follow that point depends on the segment. In a sealed segment nothing
+//! (it was synced before its successor existed): corruption. In the newest segment of
+//! format 2, records are written over zeros and a power cut can keep any subset of the
+//! pages of the write it interrupted, so intact records may follow a broken one; every
+//! synced batch ends in a batch end naming where its records began, written only after
+//! everything before that was synced. So the bad bytes are *torn* (cut off with a
+//! warning) unless a valid batch end after them begins beyond them, which proves they were
+//! synced: corruption, which stops the member. In the newest segment of format 1
+//! (appended, which leaves a prefix of an interrupted write) they are torn only if no valid
+//! record follows them. Damage to the final synced batch looks like a torn write either
+//! way, so the warning does not claim to know which it was.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -28,10 +34,18 @@ use crate::codec::{self, Frame, Record};
 use crate::error::{Result, StorageError};
 use crate::fs::{join, FileSystem, FsFile};
 
-/// The WAL format this code writes and the newest it can read.
-pub(crate) const WAL_FORMAT: u32 = 1;
+/// The WAL format this code writes and the newest it can read. Format 2 ends every synced
+/// batch with a batch-end record and writes records over zeros written ahead of them;
+/// format 1 (no batch ends, appends only) is still read, and a member that opens a format-1
+/// active segment starts a format-2 one before it writes.
+pub(crate) const WAL_FORMAT: u32 = 2;
+/// The first format whose segments carry batch ends and may end in zeros.
+const FORMAT_WITH_BATCH_ENDS: u32 = 2;
 /// Default segment size (64 MiB, like etcd).
 pub const DEFAULT_SEGMENT_SIZE: u64 = 64 << 20;
+/// How far ahead of its last record the active segment is filled with zeros
+/// (`FsFile::extend_zeroed`): one extension, and one larger fsync, per this many bytes of log.
+const PREALLOC_STEP: u64 = 1 << 20;
 
 /// A segment that exists on disk.
 #[derive(Debug)]
@@ -79,6 +93,8 @@ impl Replayed {
             }
             Record::HardState(hs) => self.hard_state = hs,
             Record::Snapshot(meta) => self.apply_snapshot(meta),
+            // Changes no state: replay checks where it says its batch began.
+            Record::BatchEnd { .. } => {}
             Record::Entry(e) => {
                 match self.entries.first().map(|f| f.index) {
                     None => {}
@@ -132,7 +148,13 @@ pub(crate) struct Wal {
     segment_size: u64,
     segments: Vec<Segment>,
     active: Box<dyn FsFile>,
+    /// Where the active segment's records end (the next one is written here).
     active_len: u64,
+    /// How far the active segment's file reaches: zeros from `active_len` up to here.
+    prealloc_end: u64,
+    /// Where the records the next batch end closes begin in the active segment: the end of
+    /// the last batch end, or 0 in a segment that has none yet.
+    batch_start: u64,
     /// What a new segment starts with, so old segments can go.
     hard_state: HardState,
     snapshot: Option<SnapshotMeta>,
@@ -156,6 +178,8 @@ enum Item<'a> {
     Snapshot(&'a SnapshotMeta),
     Entry(&'a Entry),
     HardState(&'a HardState),
+    /// The batch's last record (`Record::BatchEnd`).
+    End,
 }
 
 impl Wal {
@@ -173,6 +197,8 @@ impl Wal {
             segments: vec![seg],
             active,
             active_len,
+            prealloc_end: active_len,
+            batch_start: 0,
             hard_state: HardState::default(),
             snapshot: None,
             failed: None,
@@ -229,6 +255,9 @@ impl Wal {
         let mut replayed = Replayed::default();
         let mut segments = Vec::with_capacity(seqs.len());
         let mut active_len = 0;
+        let mut active_format = WAL_FORMAT;
+        let mut batch_start = 0;
+        let mut zero_tail = false;
         for (i, &seq) in seqs.iter().enumerate() {
             let path = join(dir, &segment_name(seq));
             let is_last = i + 1 == seqs.len();
@@ -236,14 +265,14 @@ impl Wal {
                 fs.read(&path)
                     .map_err(|e| StorageError::io("read", &path, e))?,
             );
-            let (valid_len, max_index, torn) =
-                replay_segment(&data, seq, &path, is_last, &mut replayed)?;
-            if let Some(why) = torn {
+            let found = replay_segment(&data, seq, &path, is_last, &mut replayed)?;
+            let (valid_len, max_index) = (found.valid_len, found.max_index);
+            if let Tail::Torn(why) = &found.tail {
                 let tail = TornTail {
                     path: &path,
                     offset: valid_len,
                     dropped_bytes: data.len() as u64 - valid_len,
-                    why: &why,
+                    why,
                     last_index: replayed
                         .entries
                         .last()
@@ -263,6 +292,9 @@ impl Wal {
             }
             if is_last {
                 active_len = valid_len;
+                active_format = found.format;
+                batch_start = found.batch_start;
+                zero_tail = matches!(found.tail, Tail::Zeros);
             }
             segments.push(Segment {
                 seq,
@@ -276,6 +308,14 @@ impl Wal {
         let mut active = fs
             .open_append(&last.path)
             .map_err(|e| StorageError::io("open", &last.path, e))?;
+        if zero_tail {
+            // Zeros written ahead of records that never came: the clean end of a format-2
+            // segment. Cut them so the next record is written where the records end; the
+            // cut need not be durable (zeros there are read as the end either way).
+            active
+                .set_len(active_len)
+                .map_err(|e| StorageError::io("truncate", &last.path, e))?;
+        }
         if active_len == 0 {
             // The crash came before the segment header was durable: write it again.
             let mut head = Vec::new();
@@ -289,6 +329,27 @@ impl Wal {
                 .map_err(|e| StorageError::io("write", &last.path, e))?;
             sync(&mut active, &last.path)?;
             active_len = head.len() as u64;
+            active_format = WAL_FORMAT;
+            batch_start = 0;
+        }
+        if active_format < FORMAT_WITH_BATCH_ENDS {
+            // A data dir written by an older raftkv: its newest segment is append-only and
+            // has no batch ends, so it is sealed as it is and the writes go to a new segment.
+            let seq = last.seq + 1;
+            let (mut file, len, seg) = new_segment(
+                &*fs,
+                dir,
+                seq,
+                &replayed.hard_state,
+                replayed.snapshot.as_ref(),
+            )?;
+            sync(&mut file, &seg.path)?;
+            fs.sync_dir(dir)
+                .map_err(|e| StorageError::io("fsync dir", dir, e))?;
+            segments.push(seg);
+            active = file;
+            active_len = len;
+            batch_start = 0;
         }
         let wal = Wal {
             fs,
@@ -297,6 +358,8 @@ impl Wal {
             segments,
             active,
             active_len,
+            prealloc_end: active_len,
+            batch_start,
             hard_state: replayed.hard_state,
             snapshot: replayed.snapshot.clone(),
             failed: None,
@@ -321,9 +384,11 @@ impl Wal {
             .map(Item::Snapshot)
             .into_iter()
             .chain(entries.iter().map(Item::Entry))
-            .chain(hard_state.map(Item::HardState));
+            .chain(hard_state.map(Item::HardState))
+            .chain([Item::End]);
 
         let start_len = self.active_len;
+        let start_batch = self.batch_start;
         let start_segments = self.segments.len();
         let start_max = self.segments.last().map(|s| s.max_index).unwrap_or(0);
         let mut sealed: Vec<(Box<dyn FsFile>, PathBuf)> = Vec::new();
@@ -338,21 +403,37 @@ impl Wal {
                     Item::Snapshot(m) => codec::encode_snapshot_marker(&mut self.buf, m),
                     Item::Entry(e) => codec::encode_entry(&mut self.buf, e),
                     Item::HardState(h) => codec::encode_hard_state(&mut self.buf, h),
+                    Item::End => codec::encode_batch_end(&mut self.buf, self.batch_start),
                 }
                 let full = self.active_len + self.buf.len() as u64 > self.segment_size;
                 if full && self.active_len + before as u64 > self.header_len_hint() {
                     // Seal the active segment with the records before this one, start a new
                     // segment and carry this record over.
-                    let carried = self.buf.split_off(before);
+                    let mut carried = self.buf.split_off(before);
                     self.write_active(&self.buf.clone())?;
                     self.buf = Vec::new();
+                    // A sealed segment ends at its last record and is durable before the
+                    // next one exists: zeros, or a torn record, in a segment that has a
+                    // successor are damage, never a crash's leftovers.
+                    let sealed_path = self.segments.last().expect("active").path.clone();
+                    self.active
+                        .set_len(self.active_len)
+                        .map_err(|e| StorageError::io("truncate", &sealed_path, e))?;
+                    sync(&mut self.active, &sealed_path)?;
                     let seq = self.segments.last().expect("active").seq + 1;
                     let (file, len, seg) =
                         new_segment(&*self.fs, &self.dir, seq, &hs_now, snap_now.as_ref())?;
                     let old = std::mem::replace(&mut self.active, file);
-                    sealed.push((old, self.segments.last().expect("active").path.clone()));
+                    sealed.push((old, sealed_path));
                     self.segments.push(seg);
                     self.active_len = len;
+                    self.prealloc_end = len;
+                    self.batch_start = 0;
+                    if matches!(item, Item::End) {
+                        // It closes what this batch writes into the new segment.
+                        carried.clear();
+                        codec::encode_batch_end(&mut carried, 0);
+                    }
                     self.buf = carried;
                 }
                 match item {
@@ -362,6 +443,7 @@ impl Wal {
                         seg.max_index = seg.max_index.max(e.index);
                     }
                     Item::HardState(h) => hs_now = *h,
+                    Item::End => {}
                 }
             }
             let tail = std::mem::take(&mut self.buf);
@@ -372,6 +454,7 @@ impl Wal {
 
         if let Err(e) = result {
             self.rollback(start_len, start_segments, start_max, sealed, &e);
+            self.batch_start = start_batch;
             return Err(e);
         }
 
@@ -398,6 +481,7 @@ impl Wal {
         }
         self.hard_state = hs_now;
         self.snapshot = snap_now;
+        self.batch_start = self.active_len;
         Ok(())
     }
 
@@ -444,6 +528,15 @@ impl Wal {
             return Ok(());
         }
         let path = &self.segments.last().expect("active").path;
+        let needed = self.active_len + bytes.len() as u64;
+        if needed > self.prealloc_end {
+            let target = needed.max((self.active_len + PREALLOC_STEP).min(self.segment_size));
+            // Best effort: on a full disk the record may still fit where the zeros did not
+            // (it is then appended, as in format 1).
+            if self.active.extend_zeroed(target).is_ok() {
+                self.prealloc_end = target;
+            }
+        }
         self.active
             .write_all(bytes)
             .map_err(|e| StorageError::io("write", path, e))?;
@@ -468,6 +561,8 @@ impl Wal {
                 self.active = first_file;
             }
             self.active.set_len(start_len)?;
+            // Durably: sealing a segment syncs the records this batch wrote into it.
+            self.active.sync_data()?;
             if !created.is_empty() {
                 for seg in created.iter().rev() {
                     self.fs.remove_file(&seg.path)?;
@@ -477,6 +572,8 @@ impl Wal {
             Ok(())
         })();
         self.active_len = start_len;
+        // Zeros may or may not follow now; the next write extends them again if needed.
+        self.prealloc_end = start_len;
         if let Some(seg) = self.segments.last_mut() {
             seg.max_index = start_max;
         }
@@ -572,8 +669,6 @@ fn cut_tail(fs: &dyn FileSystem, path: &Path, len: u64) -> Result<()> {
     sync(&mut f, path)
 }
 
-/// Replays one segment into `replayed`. Returns the length of its valid prefix and the
-/// highest entry index in it.
 /// What start-up cut off the end of the newest segment, for the warning it logs.
 struct TornTail<'a> {
     path: &'a Path,
@@ -611,44 +706,81 @@ impl TornTail<'_> {
     }
 }
 
-/// Replays one segment into `replayed`. Returns where its intact records end, the highest
-/// entry index in it and, if the newest segment ends in a torn tail, what is wrong with
-/// the first record cut off.
+/// What follows the intact records of a segment.
+enum Tail {
+    /// Nothing: the records end with the file.
+    None,
+    /// Zeros only (format 2: written ahead of records that never came): the clean end.
+    Zeros,
+    /// Bytes that are not a valid record, left by a write that did not complete (or by
+    /// damage that looks the same): cut off with a warning saying why.
+    Torn(String),
+}
+
+/// What replaying one segment found.
+struct SegmentReplay {
+    /// Where its intact records end.
+    valid_len: u64,
+    /// The highest entry index in it.
+    max_index: Index,
+    /// The WAL format its header names.
+    format: u32,
+    /// Format 2: where its last batch end ends (0 if it has none).
+    batch_start: u64,
+    tail: Tail,
+}
+
+/// Replays one segment into `replayed`: every intact record in order, up to the first
+/// that is not. What may follow it depends on the segment's format and place (module
+/// docs; docs/storage.md, "Recovery rules").
 fn replay_segment(
     data: &Bytes,
     seq: u64,
     path: &Path,
     is_last: bool,
     replayed: &mut Replayed,
-) -> Result<(u64, Index, Option<String>)> {
+) -> Result<SegmentReplay> {
     let corrupt = |offset: usize, reason: String| StorageError::CorruptWal {
         path: path.to_path_buf(),
         offset: offset as u64,
         reason,
     };
     let mut at = 0usize;
-    let mut max_index = 0;
+    let mut found = SegmentReplay {
+        valid_len: 0,
+        max_index: 0,
+        format: WAL_FORMAT,
+        batch_start: 0,
+        tail: Tail::None,
+    };
     loop {
-        match codec::read_frame(data, at) {
+        let why = match codec::read_frame(data, at) {
             Frame::End if at == 0 && !is_last => {
                 return Err(corrupt(
                     0,
                     "sealed (not the newest) segment is empty".into(),
                 ));
             }
-            Frame::End => return Ok((at as u64, max_index, None)),
+            Frame::End => {
+                found.valid_len = at as u64;
+                return Ok(found);
+            }
             Frame::Valid { body_start, end } => {
                 let record =
                     codec::decode_body(data, body_start, end).map_err(|r| corrupt(at, r))?;
                 if at == 0 {
                     match record {
-                        Record::SegmentHeader { format, seq: found } => {
+                        Record::SegmentHeader {
+                            format,
+                            seq: found_seq,
+                        } => {
                             if format > WAL_FORMAT {
                                 return Err(corrupt(0, format!("segment has WAL format {format}, newer than the supported {WAL_FORMAT}; run a newer raftkv")));
                             }
-                            if found != seq {
-                                return Err(corrupt(0, format!("segment header says sequence {found}, file name says {seq}")));
+                            if found_seq != seq {
+                                return Err(corrupt(0, format!("segment header says sequence {found_seq}, file name says {seq}")));
                             }
+                            found.format = format;
                         }
                         other => {
                             return Err(corrupt(
@@ -658,38 +790,87 @@ fn replay_segment(
                         }
                     }
                 } else {
-                    if let Record::Entry(e) = &record {
-                        max_index = max_index.max(e.index);
+                    match &record {
+                        Record::Entry(e) => found.max_index = found.max_index.max(e.index),
+                        Record::BatchEnd { start } => {
+                            if found.format < FORMAT_WITH_BATCH_ENDS {
+                                return Err(corrupt(
+                                    at,
+                                    format!(
+                                        "batch end in a segment of WAL format {}, which has none",
+                                        found.format
+                                    ),
+                                ));
+                            }
+                            if *start != found.batch_start {
+                                return Err(corrupt(at, format!("batch end says its batch began at offset {start}, but the batch before it ended at {}", found.batch_start)));
+                            }
+                            found.batch_start = end as u64;
+                        }
+                        _ => {}
                     }
                     replayed.apply(record).map_err(|r| corrupt(at, r))?;
                 }
                 at = end;
+                continue;
             }
-            Frame::Truncated if is_last && !valid_frame_after(data, at + 1) => {
-                let why = "the record runs past the end of the file".to_string();
-                return Ok((at as u64, max_index, Some(why)));
-            }
-            Frame::Bad(reason) if is_last && !valid_frame_after(data, at + 1) => {
-                return Ok((at as u64, max_index, Some(reason)));
-            }
-            Frame::Truncated => {
-                let why = if is_last {
-                    "incomplete record followed by valid records"
-                } else {
-                    "incomplete record in a sealed (not the newest) segment"
-                };
-                return Err(corrupt(at, why.into()));
-            }
-            Frame::Bad(reason) => {
-                let why = if is_last {
-                    "followed by valid records, so this is damage, not a torn write"
-                } else {
-                    "in a sealed (not the newest) segment"
-                };
-                return Err(corrupt(at, format!("{reason}, {why}")));
-            }
+            Frame::Truncated => "the record runs past the end of the file".to_string(),
+            Frame::Bad(reason) => reason,
+        };
+        // `at` is where the intact records end and something else begins.
+        found.valid_len = at as u64;
+        if !is_last {
+            return Err(corrupt(
+                at,
+                format!("{why}, in a sealed (not the newest) segment"),
+            ));
         }
+        if found.format < FORMAT_WITH_BATCH_ENDS {
+            // Appends only: a crash leaves a prefix of the last write, never a valid record
+            // after a broken one.
+            if valid_frame_after(data, at + 1) {
+                return Err(corrupt(
+                    at,
+                    format!(
+                        "{why}, followed by valid records, so this is damage, not a torn write"
+                    ),
+                ));
+            }
+            found.tail = Tail::Torn(why);
+            return Ok(found);
+        }
+        // Format 2: records are written over zeros, and writeback may persist the pages
+        // of an unfinished write in any order, so intact records may follow a broken one.
+        // Only a batch end that begins after this point proves it was synced: it is
+        // written after the fsync of everything before its start.
+        if data[at..].iter().all(|&b| b == 0) {
+            found.tail = Tail::Zeros;
+            return Ok(found);
+        }
+        if let Some((end_at, start)) = synced_past(data, at) {
+            return Err(corrupt(
+                at,
+                format!(
+                    "{why}; the batch end at offset {end_at} shows that everything before \
+                     offset {start} was synced, so this is damage, not a torn write"
+                ),
+            ));
+        }
+        found.tail = Tail::Torn(why);
+        return Ok(found);
     }
+}
+
+/// Format 2: the first valid batch end after `from` whose batch begins after `from`, as
+/// (its offset, where its batch begins). Used only on the error path.
+fn synced_past(data: &Bytes, from: usize) -> Option<(usize, u64)> {
+    (from + 1..data.len()).find_map(|at| match codec::read_frame(data, at) {
+        Frame::Valid { body_start, end } => match codec::decode_body(data, body_start, end) {
+            Ok(Record::BatchEnd { start }) if start > from as u64 => Some((at, start)),
+            _ => None,
+        },
+        _ => None,
+    })
 }
 
 /// Is there a checksum-valid, decodable frame anywhere at or after `from`? Used only on
