@@ -304,18 +304,28 @@ impl Wal {
         }
         check_replayed(dir, &replayed)?;
 
+        // Everything replayed is from here on treated as synced (a batch end written next
+        // says so, and the member acts on the state it recovered), but a process that was
+        // killed before its fsync leaves its last writes in the page cache only: sync every
+        // segment before anything is written (pages already clean cost nothing).
+        for seg in &segments[..segments.len() - 1] {
+            let mut file = fs
+                .open_append(&seg.path)
+                .map_err(|e| StorageError::io("open", &seg.path, e))?;
+            sync(&mut file, &seg.path)?;
+        }
         let last = segments.last().expect("at least one segment");
         let mut active = fs
             .open_append(&last.path)
             .map_err(|e| StorageError::io("open", &last.path, e))?;
         if zero_tail {
             // Zeros written ahead of records that never came: the clean end of a format-2
-            // segment. Cut them so the next record is written where the records end; the
-            // cut need not be durable (zeros there are read as the end either way).
+            // segment. Cut them so the next record is written where the records end.
             active
                 .set_len(active_len)
                 .map_err(|e| StorageError::io("truncate", &last.path, e))?;
         }
+        sync(&mut active, &last.path)?;
         if active_len == 0 {
             // The crash came before the segment header was durable: write it again.
             let mut head = Vec::new();
