@@ -25,6 +25,9 @@ use storage::{
     FileSystem, FsFile, LazyFs, LogStore, LossMode, MemLogStore, Storage, StorageOptions,
 };
 
+mod common;
+use common::{as_format_1, frame};
+
 const DIR: &str = "/data";
 
 fn opts(expect_existing: bool) -> StorageOptions {
@@ -670,29 +673,6 @@ fn a_start_syncs_what_a_killed_process_left_in_the_page_cache() {
     }
 }
 
-/// The frames of a WAL segment ([len u32][crc u32][type ‖ payload]) up to where its records end.
-fn frames(bytes: &[u8]) -> Vec<Vec<u8>> {
-    let mut out = Vec::new();
-    let mut at = 0usize;
-    while at + 8 <= bytes.len() {
-        let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
-        if len == 0 || at + 8 + len > bytes.len() {
-            break;
-        }
-        out.push(bytes[at..at + 8 + len].to_vec());
-        at += 8 + len;
-    }
-    out
-}
-
-/// A frame as the WAL writes it.
-fn frame(body: &[u8]) -> Vec<u8> {
-    let mut f = (body.len() as u32).to_le_bytes().to_vec();
-    f.extend_from_slice(&crc32c::crc32c(body).to_le_bytes());
-    f.extend_from_slice(body);
-    f
-}
-
 /// A data dir of WAL format 1 whose newest segment ends in a record its raftkv wrote
 /// without an fsync (a commit-only hard state) before it stopped. The new raftkv seals
 /// that segment and writes on in a new one, so the segment must be synced first: a power
@@ -710,23 +690,8 @@ fn an_older_newest_segment_is_synced_before_a_start_seals_it() {
         store.save(Some(&hs), &[plain(1), plain(2)], None).unwrap();
         let seg = store.wal_dir().join("0000000000000001.wal");
         drop(store);
-        fs.corrupt_durably(&seg, |bytes| {
-            let mut v1 = Vec::new();
-            for mut f in frames(bytes) {
-                match f[8] {
-                    5 => continue, // batch ends are format 2's
-                    1 => {
-                        f[13..17].copy_from_slice(&1u32.to_le_bytes());
-                        let crc = crc32c::crc32c(&f[8..]);
-                        f[4..8].copy_from_slice(&crc.to_le_bytes());
-                    }
-                    _ => {}
-                }
-                v1.extend_from_slice(&f);
-            }
-            *bytes = v1;
-        })
-        .unwrap();
+        fs.corrupt_durably(&seg, |bytes| *bytes = as_format_1(bytes))
+            .unwrap();
         let mut commit = vec![3u8]; // a hard state: term 1, vote 1, commit 2
         for v in [1u64, 1, 2] {
             commit.extend_from_slice(&v.to_le_bytes());

@@ -9,6 +9,9 @@ use bytes::Bytes;
 use raft::{ConfState, Entry, EntryKind, HardState, SnapshotMeta};
 use storage::{RealFs, Storage, StorageError, StorageOptions};
 
+mod common;
+use common::{as_format_1, frames, BATCH_END, BATCH_END_LEN};
+
 fn opts() -> StorageOptions {
     let mut o = StorageOptions::new(1, 0xabc);
     o.segment_size = 4096;
@@ -45,34 +48,12 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-/// The frames of a segment's file ([len u32][crc u32][body], body = type ‖ payload) up to
-/// where its records end (zeros written ahead of them, or the end of the file), as
-/// (offset, frame bytes).
-fn frames(bytes: &[u8]) -> Vec<(usize, Vec<u8>)> {
-    let mut out = Vec::new();
-    let mut at = 0usize;
-    while at + 8 <= bytes.len() {
-        let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
-        if len == 0 || at + 8 + len > bytes.len() {
-            break;
-        }
-        out.push((at, bytes[at..at + 8 + len].to_vec()));
-        at += 8 + len;
-    }
-    out
-}
-
 /// Where the records of a segment end (the WAL keeps zeros written ahead of them).
 fn records_end(seg: &Path) -> u64 {
     frames(&fs::read(seg).unwrap())
         .last()
         .map_or(0, |(at, f)| (at + f.len()) as u64)
 }
-
-/// The type byte of a WAL record: a batch end (WAL format 2) closes every synced batch.
-const BATCH_END: u8 = 5;
-/// A batch end's frame: 8 bytes of frame header, the type, an 8-byte offset.
-const BATCH_END_LEN: u64 = 17;
 
 /// A data dir with 3+ segments: entries 1..=n-1 with a hard state, then entry `n` alone as
 /// the final record. Returns (dir, n, final record offset, last segment).
@@ -356,20 +337,7 @@ fn a_data_dir_in_wal_format_1_opens_and_writes_on_in_format_2() {
     let dir = root.path().join("v1");
     copy_dir(&orig, &dir);
     for seg in segments(&dir) {
-        let mut v1 = Vec::new();
-        for (_, mut frame) in frames(&fs::read(&seg).unwrap()) {
-            match frame[8] {
-                BATCH_END => continue,
-                1 => {
-                    // The segment header: "RKVW", then the format.
-                    frame[13..17].copy_from_slice(&1u32.to_le_bytes());
-                    let crc = crc32c::crc32c(&frame[8..]);
-                    frame[4..8].copy_from_slice(&crc.to_le_bytes());
-                }
-                _ => {}
-            }
-            v1.extend_from_slice(&frame);
-        }
+        let v1 = as_format_1(&fs::read(&seg).unwrap());
         fs::write(&seg, v1).unwrap();
     }
     let before = segments(&dir).len();
