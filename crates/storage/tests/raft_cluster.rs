@@ -160,12 +160,16 @@ impl Cluster {
         let m = self.members.get_mut(&id).unwrap();
         m.live = None;
         m.down_until = self.step + down_for;
-        let mode = if self.rng.gen_bool(0.5) {
-            LossMode::DropUnsynced
-        } else {
-            LossMode::KeepTornPrefix {
+        let mode = match self.rng.gen_range(0..3) {
+            0 => LossMode::DropUnsynced,
+            1 => LossMode::KeepTornPrefix {
                 seed: self.rng.gen(),
-            }
+            },
+            // Writes over zeros persisted page by page in any order (WAL format 2).
+            _ => LossMode::TornPages {
+                seed: self.rng.gen(),
+                page: 64,
+            },
         };
         m.fs.power_loss(mode);
     }
