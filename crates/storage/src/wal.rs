@@ -838,7 +838,7 @@ fn replay_segment(
         if found.format < FORMAT_WITH_BATCH_ENDS {
             // Appends only: a crash leaves a prefix of the last write, never a valid record
             // after a broken one.
-            if valid_frame_after(data, at + 1) {
+            if record_after(data, at, Some).is_some() {
                 return Err(corrupt(
                     at,
                     format!(
@@ -857,7 +857,11 @@ fn replay_segment(
             found.tail = Tail::Zeros;
             return Ok(found);
         }
-        if let Some((end_at, start)) = synced_past(data, at) {
+        let synced_past = |r| match r {
+            Record::BatchEnd { start } if start > at as u64 => Some(start),
+            _ => None,
+        };
+        if let Some((end_at, start)) = record_after(data, at, synced_past) {
             return Err(corrupt(
                 at,
                 format!(
@@ -871,24 +875,20 @@ fn replay_segment(
     }
 }
 
-/// Format 2: the first valid batch end after `from` whose batch begins after `from`, as
-/// (its offset, where its batch begins). Used only on the error path.
-fn synced_past(data: &Bytes, from: usize) -> Option<(usize, u64)> {
+/// The first checksum-valid, decodable record that starts after `from` and that `pick`
+/// accepts, as (its offset, what `pick` made of it). Used only on the error path, to tell
+/// a torn tail from damage (it tries every offset).
+fn record_after<T>(
+    data: &Bytes,
+    from: usize,
+    pick: impl Fn(Record) -> Option<T>,
+) -> Option<(usize, T)> {
     (from + 1..data.len()).find_map(|at| match codec::read_frame(data, at) {
-        Frame::Valid { body_start, end } => match codec::decode_body(data, body_start, end) {
-            Ok(Record::BatchEnd { start }) if start > from as u64 => Some((at, start)),
-            _ => None,
-        },
+        Frame::Valid { body_start, end } => codec::decode_body(data, body_start, end)
+            .ok()
+            .and_then(&pick)
+            .map(|t| (at, t)),
         _ => None,
-    })
-}
-
-/// Is there a checksum-valid, decodable frame anywhere at or after `from`? Used only on
-/// the error path, to tell a torn tail (nothing valid after it) from damage.
-fn valid_frame_after(data: &Bytes, from: usize) -> bool {
-    (from..data.len()).any(|at| match codec::read_frame(data, at) {
-        Frame::Valid { body_start, end } => codec::decode_body(data, body_start, end).is_ok(),
-        _ => false,
     })
 }
 
