@@ -73,6 +73,8 @@ struct State {
     locks: BTreeMap<PathBuf, u64>,
     /// Simulated volume size: writes past it fail with ENOSPC (after writing what fits).
     capacity: Option<u64>,
+    /// Syncs do nothing (see [`LazyFs::hold_syncs`]).
+    syncs_held: bool,
 }
 
 /// The LazyFS-like test filesystem. Cheap to clone: clones share one state.
@@ -210,6 +212,14 @@ impl LazyFs {
         st.locks.clear(); // A reboot ends every process, and with them their locks.
         st.crashed = false;
         st.crash_countdown = None;
+    }
+
+    /// While `held`, file and directory syncs succeed and make nothing durable: what is
+    /// written stays in the page cache, as when the process is killed before its syncs
+    /// complete, and the next process reads it from there (a later `power_loss` still
+    /// throws it away).
+    pub fn hold_syncs(&self, held: bool) {
+        self.lock().syncs_held = held;
     }
 
     /// Limit the volume to `bytes` (None: unlimited). Writes that do not fit write what
@@ -378,6 +388,9 @@ impl FsFile for LazyFile {
     }
 
     fn sync_data(&mut self) -> io::Result<()> {
+        if self.fs.lock().syncs_held {
+            return Ok(());
+        }
         self.with_inode(true, |inode, syncs, _| {
             *syncs += 1;
             inode.durable = inode.current.clone();
@@ -515,6 +528,9 @@ impl FileSystem for LazyFs {
 
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         let mut st = self.lock();
+        if st.syncs_held {
+            return Ok(());
+        }
         st.mutating_call()?;
         st.syncs += 1;
         let st = &mut *st;

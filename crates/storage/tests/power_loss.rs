@@ -12,18 +12,13 @@
 //!
 //! The model is `MemLogStore`, the reference store the conformance suite validates.
 
-use std::io;
-use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
 use raft::{ConfState, Entry, EntryKind, HardState, Snapshot, SnapshotMeta};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use storage::{
-    FileSystem, FsFile, LazyFs, LogStore, LossMode, MemLogStore, Storage, StorageOptions,
-};
+use storage::{FileSystem, LazyFs, LogStore, LossMode, MemLogStore, Storage, StorageOptions};
 
 mod common;
 use common::{as_format_1, frame};
@@ -537,89 +532,6 @@ fn save_commit_refuses_a_commit_past_the_log_or_behind_the_saved_one() {
     assert_eq!(rec.entries.len(), 4);
 }
 
-/// `LazyFs` whose syncs (of files and directories) can be switched off: with them off, a
-/// store's writes stay in the page cache (LazyFs's current content) as when its process is killed between a
-/// write and its fsync, and the next process reads them from there.
-#[derive(Debug)]
-struct SyncSwitch {
-    fs: LazyFs,
-    off: Arc<AtomicBool>,
-}
-
-struct SwitchedFile {
-    file: Box<dyn FsFile>,
-    off: Arc<AtomicBool>,
-}
-
-impl FsFile for SwitchedFile {
-    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
-        self.file.write_all(buf)
-    }
-    fn extend_zeroed(&mut self, len: u64) -> io::Result<()> {
-        self.file.extend_zeroed(len)
-    }
-    fn sync_data(&mut self) -> io::Result<()> {
-        if self.off.load(Ordering::SeqCst) {
-            return Ok(());
-        }
-        self.file.sync_data()
-    }
-    fn set_len(&mut self, len: u64) -> io::Result<()> {
-        self.file.set_len(len)
-    }
-    fn len(&self) -> io::Result<u64> {
-        self.file.len()
-    }
-}
-
-impl SyncSwitch {
-    fn switched(&self, file: Box<dyn FsFile>) -> Box<dyn FsFile> {
-        Box::new(SwitchedFile {
-            file,
-            off: self.off.clone(),
-        })
-    }
-}
-
-impl FileSystem for SyncSwitch {
-    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
-        self.fs.create_dir_all(dir)
-    }
-    fn list_dir(&self, dir: &Path) -> io::Result<Vec<String>> {
-        self.fs.list_dir(dir)
-    }
-    fn exists(&self, path: &Path) -> io::Result<bool> {
-        self.fs.exists(path)
-    }
-    fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
-        self.fs.read(path)
-    }
-    fn open_read(&self, path: &Path) -> io::Result<Box<dyn io::Read + Send>> {
-        self.fs.open_read(path)
-    }
-    fn create(&self, path: &Path) -> io::Result<Box<dyn FsFile>> {
-        Ok(self.switched(self.fs.create(path)?))
-    }
-    fn open_append(&self, path: &Path) -> io::Result<Box<dyn FsFile>> {
-        Ok(self.switched(self.fs.open_append(path)?))
-    }
-    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        self.fs.rename(from, to)
-    }
-    fn remove_file(&self, path: &Path) -> io::Result<()> {
-        self.fs.remove_file(path)
-    }
-    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        if self.off.load(Ordering::SeqCst) {
-            return Ok(());
-        }
-        self.fs.sync_dir(dir)
-    }
-    fn lock(&self, path: &Path) -> io::Result<Box<dyn std::any::Any + Send + Sync>> {
-        self.fs.lock(path)
-    }
-}
-
 fn plain(index: u64) -> Entry {
     Entry {
         term: 1,
@@ -638,12 +550,8 @@ fn plain(index: u64) -> Entry {
 #[test]
 fn a_start_syncs_what_a_killed_process_left_in_the_page_cache() {
     for seed in 0..200 {
-        let off = Arc::new(AtomicBool::new(false));
         let lazy = LazyFs::new();
-        let fs = Arc::new(SyncSwitch {
-            fs: lazy.clone(),
-            off: off.clone(),
-        });
+        let fs = Arc::new(lazy.clone());
         let hs = HardState {
             term: 1,
             vote: Some(1),
@@ -651,16 +559,16 @@ fn a_start_syncs_what_a_killed_process_left_in_the_page_cache() {
         };
         let (mut store, _) = Storage::open(fs.clone(), DIR, &opts(false)).unwrap();
         store.save(Some(&hs), &[plain(1), plain(2)], None).unwrap();
-        off.store(true, Ordering::SeqCst);
+        lazy.hold_syncs(true);
         store.save(None, &[plain(3), plain(4)], None).unwrap();
         drop(store); // killed before that fsync: the page cache keeps the batch
-        off.store(false, Ordering::SeqCst);
+        lazy.hold_syncs(false);
         let (mut store, rec) = Storage::open(fs.clone(), DIR, &opts(true)).unwrap();
         assert_eq!(rec.entries.len(), 4, "seed {seed}: the batch is read back");
-        off.store(true, Ordering::SeqCst);
+        lazy.hold_syncs(true);
         store.save(None, &[plain(5), plain(6)], None).unwrap();
         drop(store); // the power goes before that fsync
-        off.store(false, Ordering::SeqCst);
+        lazy.hold_syncs(false);
         lazy.power_loss(LossMode::TornPages { seed, page: 64 });
         let (_, rec) = Storage::open(fs.clone(), DIR, &opts(true))
             .unwrap_or_else(|e| panic!("seed {seed}: a power cut read as damage: {e}"));
