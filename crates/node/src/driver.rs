@@ -42,9 +42,10 @@ pub struct DriverConfig {
     pub snapshot_size_floor: u64,
     /// Refuse proposals while applying lags committing by more than this.
     pub max_apply_gap: u64,
-    /// First id of the forwarded proposals this incarnation sends. Give each incarnation
-    /// a different (random) one: a leader's answer to a previous incarnation's forward
-    /// must never be taken for an answer to a new one.
+    /// First id of the forwarded proposals, and first context of the read rounds, this
+    /// incarnation sends. Give each incarnation a different (random) one: a leader's answer
+    /// to a previous incarnation's forward or read must never be taken for an answer to a
+    /// new one.
     pub forward_id_base: u64,
     /// How often a leader looks for learners to promote (driver time; see
     /// `crate::promotion`). The server looks every 100 ms.
@@ -177,7 +178,7 @@ impl Driver {
             acks_seen: false,
             acked: BTreeMap::new(),
             routing,
-            reads: Reads::default(),
+            reads: Reads::starting_at(cfg.forward_id_base),
             leases: LeaseKeeper::new(cfg.lease.clone(), now),
             replies: Vec::new(),
             frames: Vec::new(),

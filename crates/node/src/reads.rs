@@ -18,7 +18,6 @@ use crate::effects::{NodeError, Outcome, Reply, RequestId};
 /// test hands to the core directly.
 const CTX_TAG: u8 = b'R';
 
-#[derive(Default)]
 pub(crate) struct Reads {
     /// Reads not yet handed to the core (with when they arrived).
     unsent: Vec<(RequestId, Duration)>,
@@ -26,10 +25,24 @@ pub(crate) struct Reads {
     inflight: BTreeMap<u64, (Vec<(RequestId, Duration)>, Duration)>,
     /// Confirmed reads waiting for the apply index to reach theirs.
     confirmed: BTreeMap<Index, Vec<(RequestId, Duration)>>,
+    /// The next read round's context. Starts at the incarnation's random base
+    /// ([`crate::DriverConfig::forward_id_base`]): a follower's contexts go to the leader and
+    /// back, and an answer sent to a previous incarnation that arrives after a restart must
+    /// not be taken for the answer to a new round with the same context. It would name an
+    /// index from before the new read was asked: a stale read (raftkv-sim seed 63186).
     next_ctx: u64,
 }
 
 impl Reads {
+    pub(crate) fn starting_at(ctx_base: u64) -> Reads {
+        Reads {
+            unsent: Vec::new(),
+            inflight: BTreeMap::new(),
+            confirmed: BTreeMap::new(),
+            next_ctx: ctx_base,
+        }
+    }
+
     pub(crate) fn queue(&mut self, req: RequestId, now: Duration) {
         self.unsent.push((req, now));
     }
@@ -104,7 +117,7 @@ impl Driver {
             return;
         }
         let ctx = self.reads.next_ctx;
-        self.reads.next_ctx += 1;
+        self.reads.next_ctx = ctx.wrapping_add(1);
         // On error (no leader after all) the reads stay queued until one appears or they
         // expire.
         if self.raft.read_index(encode_ctx(ctx)).is_ok() {

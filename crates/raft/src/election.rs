@@ -55,6 +55,9 @@ impl RaftNode {
         }
         if self.heartbeat_elapsed >= self.config.heartbeat_tick {
             self.heartbeat_elapsed = 0;
+            for pr in self.progress.values_mut() {
+                pr.heartbeat_may_resend = true;
+            }
             self.broadcast_heartbeat();
         }
     }

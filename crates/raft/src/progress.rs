@@ -96,9 +96,18 @@ pub(crate) struct Progress {
     pub(crate) read_ack: u64,
     /// Ticks spent in the Snapshot state (to resend a snapshot presumed lost).
     pub(crate) snapshot_ticks: u32,
-    /// `match_index` when the previous heartbeat answer arrived: if a whole heartbeat round
-    /// passes without progress while entries are outstanding, they are presumed lost.
+    /// `match_index` when the previous resending heartbeat answer arrived: if a whole
+    /// heartbeat round passes without progress while entries are outstanding, they are
+    /// presumed lost.
     pub(crate) match_at_last_heartbeat: Index,
+    /// A periodic heartbeat went out since the last heartbeat answer that was allowed to
+    /// resend (un-pause a probe, free an inflight slot, re-probe a stalled follower).
+    /// Why: read rounds send heartbeats too, as often as clients read, and if every answer
+    /// resent, a leader would build an Append of up to `max_size_per_msg` per answer to a
+    /// follower behind its log: thousands per second, tens of seconds of CPU in one round
+    /// after a partition healed (Jepsen `short_runs`). Recovery from lost messages keeps
+    /// the pace of the periodic heartbeat, whatever the read load.
+    pub(crate) heartbeat_may_resend: bool,
 }
 
 impl Progress {
@@ -113,6 +122,7 @@ impl Progress {
             read_ack: 0,
             snapshot_ticks: 0,
             match_at_last_heartbeat: 0,
+            heartbeat_may_resend: false,
         }
     }
 

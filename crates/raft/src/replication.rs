@@ -250,6 +250,12 @@ impl RaftNode {
             return;
         };
         pr.recent_active = true;
+        if !std::mem::take(&mut pr.heartbeat_may_resend) {
+            // An answer to a read round's heartbeat, or a second answer in one heartbeat
+            // interval: it confirms reads, and resends nothing (`heartbeat_may_resend`).
+            self.on_read_ack(from, read_seq);
+            return;
+        }
         // The follower is alive: a lost probe or lost Appends must not stall it forever.
         pr.probe_sent = false;
         match pr.state {

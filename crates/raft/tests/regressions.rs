@@ -3,6 +3,7 @@
 
 mod common;
 
+use bytes::Bytes;
 use common::*;
 use raft::*;
 
@@ -123,11 +124,20 @@ fn heartbeat_answers_do_not_duplicate_a_healthy_pipeline() {
     flush(&mut l);
     l.propose(vec!["a".into()]).unwrap();
     flush(&mut l); // Append of index 2 in flight to 2
+    let periodic_heartbeat = |l: &mut RaftNode| {
+        for _ in 0..config(1).heartbeat_tick {
+            l.tick();
+        }
+        flush(l);
+    };
+    periodic_heartbeat(&mut l);
     l.step(msg(2, 1, 1, MessageBody::HeartbeatResponse { read_seq: 0 }))
         .unwrap();
     let rd = flush(&mut l);
     assert!(rd.messages.is_empty(), "{:?}", rd.messages);
-    // A second answer without progress: the Append is presumed lost and re-probed.
+    // A second answer without progress, to the next periodic heartbeat: the Append is
+    // presumed lost and re-probed.
+    periodic_heartbeat(&mut l);
     l.step(msg(2, 1, 1, MessageBody::HeartbeatResponse { read_seq: 0 }))
         .unwrap();
     let rd = flush(&mut l);
@@ -136,6 +146,56 @@ fn heartbeat_answers_do_not_duplicate_a_healthy_pipeline() {
         rd.messages[0].body,
         MessageBody::Append { prev_index: 2, .. }
     ));
+}
+
+/// Jepsen `short_runs` "partitions" (CI run of 743b9a7): after a partition healed, a
+/// leader took 7,504 heartbeat answers from a follower behind its log in one round and
+/// spent 41 s of CPU in it. Every answer un-paused the follower's probe, and each probe
+/// carried up to `max_size_per_msg` of entries: 7,504 Appends of up to 1 MiB, built,
+/// encoded and mostly dropped, while no tick ran. Read rounds send a heartbeat each, so
+/// answers come as fast as clients read, not once per heartbeat interval. Now only the
+/// first answer after each periodic heartbeat may resend.
+#[test]
+fn a_flood_of_heartbeat_answers_resends_to_a_probed_follower_once_per_heartbeat_interval() {
+    let mut l = scripted(1, V3, false);
+    make_leader(&mut l, V3);
+    for _ in 0..50 {
+        l.propose(vec!["x".repeat(100).into()]).unwrap();
+    }
+    flush(&mut l); // the probes to 2 and 3 (they stay unanswered: lost)
+    let appends_to_2 = |rd: &Ready| {
+        all_messages(rd)
+            .into_iter()
+            .filter(|m| m.to == 2 && matches!(m.body, MessageBody::Append { .. }))
+            .count()
+    };
+    let answer = |l: &mut RaftNode, seq| {
+        l.step(msg(
+            2,
+            1,
+            1,
+            MessageBody::HeartbeatResponse { read_seq: seq },
+        ))
+        .unwrap();
+        appends_to_2(&flush(l))
+    };
+    // Read rounds: each one a heartbeat, each answered, no tick in between.
+    let mut sent = 0;
+    for seq in 1..=1000 {
+        l.read_index(Bytes::from(format!("r{seq}"))).unwrap();
+        flush(&mut l);
+        sent += answer(&mut l, seq);
+    }
+    assert_eq!(
+        sent, 0,
+        "answers to read rounds resent to the probed follower {sent} times"
+    );
+    for _ in 0..config(1).heartbeat_tick {
+        l.tick();
+    }
+    flush(&mut l); // the periodic heartbeat
+    assert_eq!(answer(&mut l, 1000), 1, "its answer probes again, once");
+    assert_eq!(answer(&mut l, 1000), 0);
 }
 
 /// raftkv-sim seed 108686 (fault ticks 2000): a long-delayed rejection of an old probe arrived
