@@ -358,16 +358,22 @@ impl Cluster {
         let id = idx as NodeId + 1;
         let store = &self.nodes[idx].store;
         let first = entries[0].index;
+        // The leader that sent them leads this term or a later one.
+        let writer_term = entries.iter().map(|e| e.term).max().unwrap_or(0);
         let mut result = Ok(());
         for index in first.max(store.snapshot_index() + 1)..=store.last_index() {
             let old = store.entry(index).expect("within the log");
             let new = entries
                 .get((index - first) as usize)
                 .map(|e| (e.term, &e.data));
-            result = self
-                .checks
-                .committed
-                .check_replaced(id, index, old.term, &old.data, new);
+            result = self.checks.committed.check_replaced(
+                id,
+                index,
+                old.term,
+                &old.data,
+                new,
+                writer_term,
+            );
             if result.is_err() {
                 break;
             }
@@ -434,7 +440,8 @@ impl Cluster {
             result = self
                 .checks
                 .committed
-                .check_replaced(id, index, old.term, &old.data, None);
+                // Kept strict: no stale snapshot has been seen to need the allowance.
+                .check_replaced(id, index, old.term, &old.data, None, Term::MAX);
             if result.is_err() {
                 break;
             }

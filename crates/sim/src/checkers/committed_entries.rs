@@ -92,10 +92,18 @@ impl CommittedLedger {
     }
 
     /// `node` replaces (or truncates away, `new` = `None`) its durable entry `old` at
-    /// `index`. A durable copy of a committed entry must never go: the leader of any later
-    /// term holds that very entry, so no legitimate conflict can reach it. (A stale member
-    /// writing something else at a committed index it never held is fine: its entry is
-    /// uncommitted and will be overwritten.)
+    /// `index`, by a write from a leader of term `writer_term` or later (the highest term
+    /// among the entries written; `Term::MAX` when nothing bounds it). A durable copy of a
+    /// committed entry must never go to a write from a leader of the term in which the entry
+    /// was known committed or later: such a leader holds that very entry
+    /// ([`Self::known_committed_in`]; `leader_completeness` checks that), so no legitimate
+    /// conflict can reach it. A leader of an older term may never have had the entry: a
+    /// member that still follows it (its Append was delayed, or the member was stalled) may
+    /// take that leader's suffix, as Raft allows; the copies the commit counted are elsewhere,
+    /// and the member is set right by a current leader (raftkv-sim seed 238202: a leader of
+    /// term 8 stalled, resumed and took a term-12 Append over entries committed in term 13).
+    /// (A stale member writing something else at a committed index it never held is fine:
+    /// its entry is uncommitted and will be overwritten.)
     pub fn check_replaced(
         &self,
         node: NodeId,
@@ -103,13 +111,14 @@ impl CommittedLedger {
         old_term: Term,
         old_data: &Bytes,
         new: Option<(Term, &Bytes)>,
+        writer_term: Term,
     ) -> Result<(), Violation> {
-        let Some(c) = self.get(index) else {
+        let (Some(c), Some(known_in)) = (self.get(index), self.known_committed_in(index)) else {
             return Ok(());
         };
         let old_is_committed = c.term == old_term && c.data == *old_data;
         let new_is_committed = new.is_some_and(|(t, d)| c.term == t && c.data == *d);
-        if old_is_committed && !new_is_committed {
+        if old_is_committed && !new_is_committed && writer_term >= known_in {
             return Err(Violation::new(
                 "committed-entries",
                 format!(
@@ -166,12 +175,31 @@ mod tests {
         let (x, y) = (Bytes::from_static(b"x"), Bytes::from_static(b"y"));
         l.record(1, 3, c(2, "x"), 2).unwrap();
         // Rewriting the same entry, or replacing an uncommitted one, is fine.
-        l.check_replaced(2, 3, 2, &x, Some((2, &x))).unwrap();
-        l.check_replaced(2, 3, 1, &y, Some((3, &y))).unwrap();
-        l.check_replaced(2, 4, 9, &y, None).unwrap();
-        // Replacing or truncating the committed copy is not.
-        assert!(l.check_replaced(2, 3, 2, &x, Some((3, &x))).is_err());
-        assert!(l.check_replaced(2, 3, 2, &x, None).is_err());
+        l.check_replaced(2, 3, 2, &x, Some((2, &x)), 2).unwrap();
+        l.check_replaced(2, 3, 1, &y, Some((3, &y)), 3).unwrap();
+        l.check_replaced(2, 4, 9, &y, None, 9).unwrap();
+        // Replacing or truncating the committed copy is not, by a leader of the term it was
+        // known committed in or later.
+        assert!(l.check_replaced(2, 3, 2, &x, Some((3, &x)), 3).is_err());
+        assert!(l.check_replaced(2, 3, 2, &x, Some((2, &y)), 2).is_err());
+        assert!(l.check_replaced(2, 3, 2, &x, None, 2).is_err());
+        assert!(l.check_replaced(2, 3, 2, &x, None, Term::MAX).is_err());
+    }
+
+    #[test]
+    fn a_leader_older_than_the_commit_may_replace_a_followers_copy() {
+        let mut l = CommittedLedger::default();
+        let x = Bytes::from_static(b"x");
+        // Entry 71 of term 8, first known committed by a member in term 13.
+        l.record(2, 71, c(8, "x"), 13).unwrap();
+        // A member that still follows the leader of term 12, which never had it.
+        l.check_replaced(3, 71, 8, &x, Some((12, &Bytes::new())), 12)
+            .unwrap();
+        l.check_replaced(3, 72, 8, &x, None, 12).unwrap();
+        // The leader of term 13 holds it: a write from it (or later) must not drop it.
+        assert!(l
+            .check_replaced(3, 71, 8, &x, Some((13, &Bytes::new())), 13)
+            .is_err());
     }
 
     #[test]
