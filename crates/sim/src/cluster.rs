@@ -492,6 +492,16 @@ impl Cluster {
         self.nodes[idx].stalled_until = Some(self.now + units.max(1));
     }
 
+    /// End every stall now (the liveness phase: every fault is over). What queued up is
+    /// handed over as when a stall ends by itself.
+    pub fn end_stalls(&mut self) {
+        for idx in 0..self.nodes.len() {
+            if self.nodes[idx].driver.is_some() && self.nodes[idx].stalled_until.is_some() {
+                self.end_stall(idx);
+            }
+        }
+    }
+
     /// The stall is over: hand over what arrived, each after ticking to its arrival time.
     fn end_stall(&mut self, idx: usize) {
         self.nodes[idx].stalled_until = None;

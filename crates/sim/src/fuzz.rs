@@ -612,6 +612,11 @@ fn liveness_phase(
     c.heal();
     c.set_net(NetConfig::reliable());
     c.disarm_crashes();
+    // A stall drawn late in the fault phase may last five election timeouts: ended here,
+    // or the bounds below (lease expiry's, counted from the leader seen) would run while
+    // the leader cannot act (seed 126294: a single member stalled from before healing
+    // until 8 ticks past its lease's bound).
+    c.end_stalls();
     holders.stop();
     let election = plan.election_tick as u64;
     c.start_lease_liveness(
