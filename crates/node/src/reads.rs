@@ -18,6 +18,7 @@ use crate::effects::{NodeError, Outcome, Reply, RequestId};
 /// test hands to the core directly.
 const CTX_TAG: u8 = b'R';
 
+#[derive(Default)]
 pub(crate) struct Reads {
     /// Reads not yet handed to the core (with when they arrived).
     unsent: Vec<(RequestId, Duration)>,
@@ -36,10 +37,8 @@ pub(crate) struct Reads {
 impl Reads {
     pub(crate) fn starting_at(ctx_base: u64) -> Reads {
         Reads {
-            unsent: Vec::new(),
-            inflight: BTreeMap::new(),
-            confirmed: BTreeMap::new(),
             next_ctx: ctx_base,
+            ..Reads::default()
         }
     }
 
