@@ -9,8 +9,10 @@ use std::fmt::Write as _;
 use base64::Engine as _;
 use clap::ValueEnum;
 use proto::etcdserverpb::{
-    response_op::Response, CompactionResponse, DeleteRangeResponse, HashKvResponse, Member,
-    PutResponse, RangeResponse, ResponseHeader, StatusResponse, TxnResponse, WatchResponse,
+    response_op::Response, CompactionResponse, DeleteRangeResponse, HashKvResponse,
+    LeaseGrantResponse, LeaseKeepAliveResponse, LeaseLeasesResponse, LeaseRevokeResponse,
+    LeaseTimeToLiveResponse, Member, PutResponse, RangeResponse, ResponseHeader, StatusResponse,
+    TxnResponse, WatchResponse,
 };
 use proto::mvccpb::{event::EventType, Event, KeyValue};
 use serde_json::{json, Map, Value};
@@ -151,6 +153,80 @@ pub fn member_json(m: &Member) -> Value {
     put_nonzero(&mut map, "clientURLs", json!(m.client_ur_ls));
     put_nonzero(&mut map, "isLearner", json!(m.is_learner));
     Value::Object(map)
+}
+
+/// A JSON object from already-encoded values, its fields in the order given. The lease lines
+/// are built this way because etcdctl prints Go struct fields in declaration order while
+/// `serde_json::Map` sorts its keys (its `preserve_order` feature is off), and a script may
+/// compare the raw lines of the two tools.
+fn ordered_object(fields: &[(&str, String)]) -> String {
+    let body: Vec<String> = fields
+        .iter()
+        .map(|(name, value)| format!("\"{name}\":{value}"))
+        .collect();
+    format!("{{{}}}", body.join(","))
+}
+
+/// The header's fields in etcd's order, the zero ones left out (Go's `omitempty`).
+fn header_fields(header: Option<&ResponseHeader>) -> Vec<(&'static str, String)> {
+    let h = header.cloned().unwrap_or_default();
+    [
+        ("cluster_id", h.cluster_id.to_string()),
+        ("member_id", h.member_id.to_string()),
+        ("revision", h.revision.to_string()),
+        ("raft_term", h.raft_term.to_string()),
+    ]
+    .into_iter()
+    .filter(|(_, value)| value != "0")
+    .collect()
+}
+
+/// `etcdctl -w json lease grant`: clientv3's `LeaseGrantResponse`, which embeds the header
+/// (so its fields sit at the top level) and always carries `Error`.
+pub fn lease_grant_json(r: &LeaseGrantResponse) -> String {
+    let mut fields = header_fields(r.header.as_ref());
+    fields.push(("ID", r.id.to_string()));
+    fields.push(("TTL", r.ttl.to_string()));
+    fields.push(("Error", Value::from(r.error.as_str()).to_string()));
+    ordered_object(&fields)
+}
+
+/// `etcdctl -w json lease revoke`: the protobuf response itself, so the header is nested.
+pub fn lease_revoke_json(r: &LeaseRevokeResponse) -> String {
+    ordered_object(&[("header", ordered_object(&header_fields(r.header.as_ref())))])
+}
+
+/// `etcdctl -w json lease timetolive`: clientv3's `LeaseTimeToLiveResponse`; `keys` is
+/// `null` (a nil slice in Go) when the lease has none or they were not asked for.
+pub fn lease_time_to_live_json(r: &LeaseTimeToLiveResponse) -> String {
+    let keys = if r.keys.is_empty() {
+        "null".to_string()
+    } else {
+        Value::from(r.keys.iter().map(|k| b64(k)).collect::<Vec<_>>()).to_string()
+    };
+    let mut fields = header_fields(r.header.as_ref());
+    fields.push(("id", r.id.to_string()));
+    fields.push(("ttl", r.ttl.to_string()));
+    fields.push(("granted-ttl", r.granted_ttl.to_string()));
+    fields.push(("keys", keys));
+    ordered_object(&fields)
+}
+
+/// `etcdctl -w json lease list`: clientv3's `LeaseLeasesResponse`; `leases` is `[]`, never
+/// `null`, when there are none.
+pub fn lease_leases_json(r: &LeaseLeasesResponse) -> String {
+    let leases: Vec<Value> = r.leases.iter().map(|l| json!({ "id": l.id })).collect();
+    let mut fields = header_fields(r.header.as_ref());
+    fields.push(("leases", Value::Array(leases).to_string()));
+    ordered_object(&fields)
+}
+
+/// `etcdctl -w json lease keep-alive`: clientv3's `LeaseKeepAliveResponse`, one per answer.
+pub fn lease_keep_alive_json(r: &LeaseKeepAliveResponse) -> String {
+    let mut fields = header_fields(r.header.as_ref());
+    fields.push(("ID", r.id.to_string()));
+    fields.push(("TTL", r.ttl.to_string()));
+    ordered_object(&fields)
 }
 
 /// An ASCII table in etcdctl's style.
@@ -613,6 +689,104 @@ mod tests {
             "false is omitted like Go's omitempty"
         );
         assert!(v["kvs"][0].get("lease").is_none());
+    }
+
+    /// A header as etcd sends it, but with `raft_term` zero: Go's `omitempty` leaves it out.
+    fn lease_header() -> Option<ResponseHeader> {
+        Some(ResponseHeader {
+            cluster_id: 14841639068965178418,
+            member_id: 10276657743932975437,
+            revision: 3,
+            raft_term: 0,
+        })
+    }
+
+    const HEADER: &str =
+        r#""cluster_id":14841639068965178418,"member_id":10276657743932975437,"revision":3"#;
+
+    #[test]
+    fn lease_grant_and_keep_alive_json_flatten_the_header_as_etcdctl() {
+        let grant = LeaseGrantResponse {
+            header: lease_header(),
+            id: 7587899420675806213,
+            ttl: 100,
+            error: String::new(),
+        };
+        assert_eq!(
+            lease_grant_json(&grant),
+            format!(r#"{{{HEADER},"ID":7587899420675806213,"TTL":100,"Error":""}}"#)
+        );
+        let keep_alive = LeaseKeepAliveResponse {
+            header: lease_header(),
+            id: 7587899420675806223,
+            ttl: 100,
+        };
+        assert_eq!(
+            lease_keep_alive_json(&keep_alive),
+            format!(r#"{{{HEADER},"ID":7587899420675806223,"TTL":100}}"#)
+        );
+        // No header at all: only the lease's own fields, which are never omitted.
+        assert_eq!(
+            lease_keep_alive_json(&LeaseKeepAliveResponse::default()),
+            r#"{"ID":0,"TTL":0}"#
+        );
+    }
+
+    #[test]
+    fn lease_revoke_json_nests_the_header() {
+        let r = LeaseRevokeResponse {
+            header: lease_header(),
+        };
+        assert_eq!(
+            lease_revoke_json(&r),
+            format!(r#"{{"header":{{{HEADER}}}}}"#)
+        );
+    }
+
+    #[test]
+    fn lease_time_to_live_json_has_null_keys_when_there_are_none() {
+        let mut r = LeaseTimeToLiveResponse {
+            header: lease_header(),
+            id: 4660,
+            ttl: -1,
+            granted_ttl: 0,
+            keys: Vec::new(),
+        };
+        assert_eq!(
+            lease_time_to_live_json(&r),
+            format!(r#"{{{HEADER},"id":4660,"ttl":-1,"granted-ttl":0,"keys":null}}"#)
+        );
+        r.ttl = 99;
+        r.granted_ttl = 100;
+        r.keys = vec![
+            "k".as_bytes().to_vec().into(),
+            "a/b".as_bytes().to_vec().into(),
+        ];
+        assert_eq!(
+            lease_time_to_live_json(&r),
+            format!(r#"{{{HEADER},"id":4660,"ttl":99,"granted-ttl":100,"keys":["aw==","YS9i"]}}"#)
+        );
+    }
+
+    #[test]
+    fn lease_leases_json_lists_ids_and_is_an_empty_array_when_none() {
+        let mut r = LeaseLeasesResponse {
+            header: lease_header(),
+            leases: Vec::new(),
+        };
+        assert_eq!(
+            lease_leases_json(&r),
+            format!(r#"{{{HEADER},"leases":[]}}"#)
+        );
+        r.leases = [7587899420675806213, 7587899420675806215]
+            .map(|id| proto::etcdserverpb::LeaseStatus { id })
+            .to_vec();
+        assert_eq!(
+            lease_leases_json(&r),
+            format!(
+                r#"{{{HEADER},"leases":[{{"id":7587899420675806213}},{{"id":7587899420675806215}}]}}"#
+            )
+        );
     }
 
     #[test]
