@@ -335,10 +335,14 @@ impl Store {
     /// Deletes every key attached to `ids` in one revision (one DELETE event per key) and
     /// forgets the leases. Returns the revision current afterwards.
     fn revoke_leases(&mut self, ids: &[i64]) -> i64 {
+        // The doomed leases' key sets leave the table first: deleting a key would detach it
+        // from its lease's set (a copy-on-write edit per key) only for the set to be
+        // dropped with the lease below (~5 % of a revoke in the store,
+        // `examples/lease_expiry.rs`).
         let mut doomed: BTreeSet<Bytes> = BTreeSet::new();
         for id in ids {
-            if let Some(l) = self.leases.get(*id) {
-                doomed.extend(l.keys.iter().cloned());
+            if let Some(keys) = self.leases.keys.remove(id) {
+                doomed.extend(keys);
             }
         }
         let mut writer = Writer::begin(self);

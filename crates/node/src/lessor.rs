@@ -368,6 +368,23 @@ impl Lessor {
             .map(|slot| Duration::from_nanos(self.at(slot).end.saturating_sub(nanos(now))))
     }
 
+    /// Whether some lease's end is at or before `now`. Stops at the first one: the leader
+    /// asks this every scan, and with a million leases run out a full scan per ask was a
+    /// good part of a mass expiry's time.
+    pub fn any_expired(&self, now: Duration) -> bool {
+        let now = nanos(now);
+        self.block_min.iter().enumerate().any(|(b, &min)| {
+            min <= now
+                && (b * BLOCK..((b + 1) * BLOCK).min(self.len)).any(|s| self.at(s).end <= now)
+        })
+    }
+
+    /// The renewals seen of lease `id` (what a decision about it names), or `None` if
+    /// this member does not know it.
+    pub fn renewals(&self, id: i64) -> Option<u64> {
+        self.slot_of(id).map(|slot| self.at(slot).renewals)
+    }
+
     /// Up to `max` leases whose end is at or before `now`, earliest first (ties by ID).
     pub fn expired(&self, now: Duration, max: usize) -> Vec<LeaseAt> {
         let now = nanos(now);
@@ -708,12 +725,18 @@ mod tests {
                     for max in [1, 7, 100, usize::MAX] {
                         assert_eq!(l.expired(by, max), m.expired(by, max), "step {step}");
                     }
+                    assert_eq!(
+                        l.any_expired(by),
+                        !m.expired(by, 1).is_empty(),
+                        "step {step}"
+                    );
                     let interval = ms(next(2_000));
                     let mut due = m.due_checkpoints(by, interval);
                     due.truncate(50);
                     assert_eq!(l.due_checkpoints(by, interval, 50), due);
                     assert_eq!(l.len(), m.leases.len());
                     let probe = next(ids) as i64 - 10;
+                    assert_eq!(l.renewals(probe), m.leases.get(&probe).map(|t| t.3));
                     assert_eq!(
                         l.remaining(probe, by),
                         m.end(probe)

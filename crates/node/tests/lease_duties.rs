@@ -196,3 +196,67 @@ fn checkpoints_come_at_their_cadence_without_a_barrier() {
     assert_eq!(leases[0].0.renewals, 3);
     assert_eq!(leases[0].1, granted + Duration::from_secs(60) - *at);
 }
+
+/// With more leases run out than one decision takes, the next barrier waits until the last
+/// decision's leases left the lease clock (its entry applied here): a barrier confirmed
+/// before that finds the same leases run out and decides them again, an entry that
+/// revokes nothing (every other decision of a mass expiry was such a duplicate).
+#[test]
+fn a_leader_decides_again_only_once_its_last_expiry_is_applied() {
+    let (mut d, mut now) = leader();
+    let max = LeaseConfig::default().max_batch;
+    let mut lessor = Lessor::new();
+    let total = max as i64 + max as i64 / 2;
+    for id in 1..=total {
+        lessor.renewed(id, 0, ms(1000), now);
+    }
+    now += ms(1100);
+    let mut decided_ids: Vec<i64> = Vec::new();
+    let mut rounds_waiting = 0;
+    for _ in 0..200 {
+        now += TICK;
+        d.tick(now);
+        if d.lease_duties_due() {
+            for decision in d.lease_duties(&lessor, now, encode) {
+                let LeaseDecision::Expire { leases, .. } = decision else {
+                    continue;
+                };
+                for at in &leases {
+                    assert!(
+                        !decided_ids.contains(&at.id),
+                        "lease {} decided twice: once its first decision was placed, no \
+                         barrier may be asked until that decision is applied",
+                        at.id
+                    );
+                    decided_ids.push(at.id);
+                }
+                // The decision is in the log but not applied yet: a few rounds pass with
+                // the lease clock unchanged, and nothing more may be decided.
+                for _ in 0..5 {
+                    now += TICK;
+                    d.tick(now);
+                    drain(&mut d);
+                    if d.lease_duties_due() {
+                        assert!(d.lease_duties(&lessor, now, encode).is_empty());
+                    }
+                    rounds_waiting += 1;
+                }
+                // Applied: the leases leave the clock.
+                for at in &leases {
+                    lessor.removed(at.id);
+                }
+            }
+        }
+        drain(&mut d);
+        if lessor.is_empty() {
+            break;
+        }
+    }
+    assert!(
+        lessor.is_empty(),
+        "every lease decided: {} left",
+        lessor.len()
+    );
+    assert_eq!(decided_ids.len(), total as usize);
+    assert!(rounds_waiting >= 10, "two decisions, each waited for");
+}
