@@ -1,5 +1,11 @@
 #!/usr/bin/env python3
-"""Join RAFTKV_LATENCY_PROBE files (one per member process) into per-request hop timings."""
+"""Join RAFTKV_LATENCY_PROBE files (one per member process) into per-request hop timings.
+
+Marks (crates/server/src/node/probe.rs callers): leader rpc_in, node_in, placed (its own
+WAL write starts, after the Appends left), tx_append, saved, rx_ack, ack_step, commit,
+answered, rpc_out; follower rx_append, f_node, sent (its WAL write starts), saved, ack_sent,
+tx_ack. A request is dropped only when one of these is missing for its index.
+"""
 import sys, glob, os, bisect, statistics
 d = sys.argv[1]
 procs = []
@@ -33,7 +39,7 @@ for t_placed, i in sorted(L[2]['placed'])[skip:]:
     ko = bisect.bisect_left(rpc_out, ans)
     if ko >= len(rpc_out): continue
     r = {'node_in': node_in[kn], 'placed': t_placed}
-    for e in ['sent', 'tx_append', 'saved', 'ack_step', 'commit', 'answered']:
+    for e in ['tx_append', 'saved', 'ack_step', 'commit', 'answered']:
         r['L.' + e] = ev.get((e, i))
     acks = sorted(t for t, j in L[2].get('rx_ack', []) if j == i)
     steps = sorted(t for t, j in L[2].get('ack_step', []) if j == i)
@@ -41,7 +47,7 @@ for t_placed, i in sorted(L[2]['placed'])[skip:]:
     r['L.ack_step1'] = steps[0] if steps else None
     fts = []
     for f in fol:
-        fr = {e: f[1].get((e, i)) for e in ['rx_append', 'f_node', 'saved', 'ack_sent', 'tx_ack']}
+        fr = {e: f[1].get((e, i)) for e in ['rx_append', 'f_node', 'sent', 'saved', 'ack_sent', 'tx_ack']}
         fts.append(fr)
     # the follower whose ack came first
     fts = [x for x in fts if x['tx_ack']]
@@ -51,15 +57,17 @@ for t_placed, i in sorted(L[2]['placed'])[skip:]:
     r['rpc_out'] = rpc_out[ko]
     if any(v is None for v in r.values()): continue
     rows.append({k: (v - t0) / 1000 for k, v in r.items()})
-order = ['node_in', 'placed', 'L.tx_append', 'L.sent', 'F.rx_append', 'F.f_node', 'F.saved', 'F.tx_ack', 'F.ack_sent',
+order = ['node_in', 'L.tx_append', 'F.rx_append', 'F.f_node', 'F.sent', 'F.saved', 'F.ack_sent', 'F.tx_ack',
          'L.rx_ack1', 'L.ack_step1', 'L.commit', 'L.answered', 'rpc_out']
 def pct(xs, q):
     xs = sorted(xs); return xs[min(len(xs) - 1, int(q * len(xs)))]
 print(f"{len(rows)} requests; times in µs since NodeHandle::propose was called on the leader")
 print(f"{'stage':14} {'p50 cum':>8} {'p50 hop':>8} {'p90 hop':>8} {'p99 hop':>8} {'p99 cum':>8}")
 prev = None
-ls = [r['L.saved'] - r['L.sent'] for r in rows]
-print(f"(leader's own WAL write+fsync, sent -> L.saved: p50 {pct(ls,.5):.0f} p90 {pct(ls,.9):.0f} p99 {pct(ls,.99):.0f}; runs in parallel)")
+if not rows:
+    sys.exit("no request had every mark; are all three members' probe files in " + d + "?")
+ls = [r['L.saved'] - r['placed'] for r in rows]
+print(f"(leader's own WAL write+fsync, placed -> L.saved: p50 {pct(ls,.5):.0f} p90 {pct(ls,.9):.0f} p99 {pct(ls,.99):.0f}; runs in parallel)")
 for s in order:
     cum = [r[s] for r in rows]
     hop = [r[s] - (r[prev] if prev else 0) for r in rows]
