@@ -17,7 +17,8 @@
 //!   that term and it applied everything committed before the barrier (every renewal that
 //!   got into the log first), it expires the leases whose deadline had passed by its clock
 //!   *when it asked*: each expiry is backed by a barrier started after the lease ran out.
-//!   The next barrier waits until that decision's leases left the lease clock (applied);
+//!   The next barrier waits until that decision's leases left the lease clock (applied)
+//!   or were renewed since, for no longer than an election timeout or a change of term;
 //! * every `checkpoint_scan`, a leader records the remaining time of the leases whose
 //!   remaining time the log last recorded `checkpoint_interval` or longer ago. A
 //!   checkpoint only ever brings a deadline forward, and apply skips one for a lease
@@ -65,10 +66,11 @@ pub struct LeaseConfig {
     /// ago (docs/lease.md: the bound on expiry after a restart).
     pub checkpoint_interval: Duration,
     /// Leases per expiry or checkpoint entry. 10,000: a decision costs a barrier, a
-    /// commit and an apply on every member whatever its size, so with a million leases run
-    /// out together 1,000 per entry revoked ~45,000 a second on this project's 2-core
-    /// machine with the members' node threads mostly idle; an entry of 10,000 is ~140 KB
-    /// and applies in well under a heartbeat interval.
+    /// commit and an apply on every member whatever its size, and with a million leases
+    /// run out together 1,000 per entry revoked about 20,000 a second on this project's
+    /// 2-core machine (bench/RESULTS.md, "A million leases running out together"). An
+    /// expiry entry of 10,000 is ~140 KB, a checkpoint entry ~220 KB; either applies in
+    /// well under a heartbeat interval.
     pub max_batch: usize,
     /// A lease is expired once its deadline passed by this much ([`EXPIRY_GRACE`]).
     pub expiry_grace: Duration,
@@ -302,9 +304,15 @@ impl Driver {
         if pending_term != term || now >= pending_since + self.cfg.election_timeout {
             self.leases.pending.clear();
         }
-        self.leases
+        // Stops at the first lease still waiting: called every round while it waits.
+        if !self
+            .leases
             .pending
-            .retain(|at| lessor.renewals(at.id) == Some(at.renewals));
+            .iter()
+            .any(|at| lessor.renewals(at.id) == Some(at.renewals))
+        {
+            self.leases.pending.clear();
+        }
         if self.leases.state == State::Idle
             && self.leases.pending.is_empty()
             && now >= self.leases.next_scan

@@ -22,11 +22,18 @@ fn driver(voters: Vec<u64>) -> Driver {
 }
 
 fn driver_with_grace(voters: Vec<u64>, expiry_grace: Duration) -> Driver {
-    let cfg = DriverConfig {
-        lease: LeaseConfig {
+    driver_with(
+        voters,
+        LeaseConfig {
             expiry_grace,
             ..LeaseConfig::default()
         },
+    )
+}
+
+fn driver_with(voters: Vec<u64>, lease: LeaseConfig) -> Driver {
+    let cfg = DriverConfig {
+        lease,
         ..common::config()
     };
     Driver::new(common::member(1, voters), cfg, (0, 0), Duration::ZERO)
@@ -56,7 +63,14 @@ fn leader() -> (Driver, Duration) {
 }
 
 fn leader_with_grace(grace: Duration) -> (Driver, Duration) {
-    let mut d = driver_with_grace(vec![1], grace);
+    leader_with(LeaseConfig {
+        expiry_grace: grace,
+        ..LeaseConfig::default()
+    })
+}
+
+fn leader_with(lease: LeaseConfig) -> (Driver, Duration) {
+    let mut d = driver_with(vec![1], lease);
     let mut now = Duration::ZERO;
     while d.status().core.leader != Some(1) {
         now += TICK;
@@ -259,4 +273,87 @@ fn a_leader_decides_again_only_once_its_last_expiry_is_applied() {
     );
     assert_eq!(decided_ids.len(), total as usize);
     assert!(rounds_waiting >= 10, "two decisions, each waited for");
+}
+
+/// Ticks from `now`, calling the lease duties whenever they are due and carrying out every
+/// batch, until an expiry is decided (or `limit` passes); the lease clock is left as it is.
+fn next_expiry(
+    d: &mut Driver,
+    lessor: &Lessor,
+    now: &mut Duration,
+    limit: Duration,
+) -> Option<Vec<i64>> {
+    let until = *now + limit;
+    while *now < until {
+        *now += TICK;
+        d.tick(*now);
+        if d.lease_duties_due() {
+            for decision in d.lease_duties(lessor, *now, encode) {
+                if let LeaseDecision::Expire { leases, .. } = decision {
+                    drain(d);
+                    return Some(leases.iter().map(|l| l.id).collect());
+                }
+            }
+        }
+        drain(d);
+    }
+    None
+}
+
+/// The wait for the last decision's apply has an end: a decision whose entry never changes
+/// the lease clock here (lost: a leadership transfer drops queued proposals) holds the next
+/// one up for an election timeout, no longer.
+#[test]
+fn a_decision_that_never_applies_holds_the_next_for_an_election_timeout_at_most() {
+    let election_timeout = common::config().election_timeout;
+    let (mut d, mut now) = leader_with(LeaseConfig {
+        expiry_grace: Duration::ZERO,
+        scan_interval: 2 * TICK,
+        ..LeaseConfig::default()
+    });
+    let mut lessor = Lessor::new();
+    lessor.renewed(1, 0, ms(1000), now);
+    now += ms(1000);
+    let first = next_expiry(&mut d, &lessor, &mut now, ms(500)).expect("first decision");
+    assert_eq!(first, [1]);
+    let decided_at = now;
+    // The lease clock never hears of it: the same lease is decided again, once the wait
+    // was given up.
+    let again = next_expiry(&mut d, &lessor, &mut now, ms(1000)).expect("decided again");
+    assert_eq!(again, [1]);
+    let waited = now - decided_at;
+    assert!(
+        waited >= election_timeout && waited <= election_timeout + ms(100),
+        "decided again after {waited:?} (election timeout {election_timeout:?})"
+    );
+}
+
+/// A lease of the last decision renewed before it applied (the decision is stale for it)
+/// ends the wait at once, as one that left the clock does.
+#[test]
+fn a_lease_renewed_since_the_last_decision_ends_the_wait() {
+    let election_timeout = common::config().election_timeout;
+    let (mut d, mut now) = leader_with(LeaseConfig {
+        expiry_grace: Duration::ZERO,
+        scan_interval: 2 * TICK,
+        ..LeaseConfig::default()
+    });
+    let mut lessor = Lessor::new();
+    lessor.renewed(1, 0, ms(1000), now);
+    lessor.renewed(2, 0, ms(1000), now);
+    lessor.renewed(3, 0, ms(1030), now);
+    now += ms(1000);
+    let first = next_expiry(&mut d, &lessor, &mut now, ms(25)).expect("first decision");
+    assert_eq!(first, [1, 2]);
+    let decided_at = now;
+    // Applied: lease 2 revoked, lease 1 renewed meanwhile (the decision's guard keeps it).
+    lessor.removed(2);
+    lessor.renewed(1, 1, ms(10_000), now);
+    let next = next_expiry(&mut d, &lessor, &mut now, ms(1000)).expect("lease 3 decided");
+    assert_eq!(next, [3]);
+    assert!(
+        now - decided_at < election_timeout,
+        "lease 3 waited {:?}: the renewal should have ended the wait",
+        now - decided_at
+    );
 }
