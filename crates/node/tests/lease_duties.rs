@@ -300,17 +300,23 @@ fn next_expiry(
     None
 }
 
+/// A single member that leads, scanning every two ticks with no expiry grace: the waits
+/// below are then told apart from the scan interval.
+fn fast_scanning_leader() -> (Driver, Duration) {
+    leader_with(LeaseConfig {
+        expiry_grace: Duration::ZERO,
+        scan_interval: 2 * TICK,
+        ..LeaseConfig::default()
+    })
+}
+
 /// The wait for the last decision's apply has an end: a decision whose entry never changes
 /// the lease clock here (lost: a leadership transfer drops queued proposals) holds the next
 /// one up for an election timeout, no longer.
 #[test]
 fn a_decision_that_never_applies_holds_the_next_for_an_election_timeout_at_most() {
     let election_timeout = common::config().election_timeout;
-    let (mut d, mut now) = leader_with(LeaseConfig {
-        expiry_grace: Duration::ZERO,
-        scan_interval: 2 * TICK,
-        ..LeaseConfig::default()
-    });
+    let (mut d, mut now) = fast_scanning_leader();
     let mut lessor = Lessor::new();
     lessor.renewed(1, 0, ms(1000), now);
     now += ms(1000);
@@ -333,11 +339,7 @@ fn a_decision_that_never_applies_holds_the_next_for_an_election_timeout_at_most(
 #[test]
 fn a_lease_renewed_since_the_last_decision_ends_the_wait() {
     let election_timeout = common::config().election_timeout;
-    let (mut d, mut now) = leader_with(LeaseConfig {
-        expiry_grace: Duration::ZERO,
-        scan_interval: 2 * TICK,
-        ..LeaseConfig::default()
-    });
+    let (mut d, mut now) = fast_scanning_leader();
     let mut lessor = Lessor::new();
     lessor.renewed(1, 0, ms(1000), now);
     lessor.renewed(2, 0, ms(1000), now);
