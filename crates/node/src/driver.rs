@@ -104,6 +104,9 @@ pub struct Driver {
 
     pub(crate) applied: Index,
     applied_term: Term,
+    /// Entries handed to the caller for applying that its apply stage has not applied
+    /// yet ([`Driver::set_apply_lag`]); counted with the gap between commit and `applied`.
+    apply_lag: u64,
     /// The hard state as of the last fsynced write (the durability rule compares to it).
     durable: HardState,
 
@@ -167,6 +170,7 @@ impl Driver {
             connected: BTreeSet::new(),
             applied: applied.0,
             applied_term: applied.1,
+            apply_lag: 0,
             durable: status.hard_state,
             last_snapshot: applied.0,
             last_image_bytes: 0,
@@ -265,6 +269,16 @@ impl Driver {
             return;
         }
         self.routing.queue_local(req, data, self.now);
+    }
+
+    /// The caller's apply stage is `entries` behind what the driver handed it: a caller
+    /// that applies on a thread of its own (the server's, docs/node-driver.md "Applying
+    /// on a stage of its own") counts an entry applied here once it hands it over, so the
+    /// backpressure rule (refuse proposals while applying lags committing by more than
+    /// `max_apply_gap`) must be told how far behind the stage really is. A caller that
+    /// applies as it is told never calls this (the lag stays 0).
+    pub fn set_apply_lag(&mut self, entries: u64) {
+        self.apply_lag = entries;
     }
 
     /// A linearizable read: answered with [`Outcome::ReadReady`] once the local state
@@ -539,7 +553,8 @@ impl Driver {
     }
 
     pub(crate) fn apply_lags(&self) -> bool {
-        self.raft.commit_index().saturating_sub(self.applied) > self.cfg.max_apply_gap
+        let gap = self.raft.commit_index().saturating_sub(self.applied);
+        gap.saturating_add(self.apply_lag) > self.cfg.max_apply_gap
     }
 
     pub(crate) fn reply(&mut self, req: RequestId, outcome: Outcome) {

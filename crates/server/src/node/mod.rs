@@ -8,12 +8,15 @@
 //! batches, so many proposals share one `Ready` and one fsync (group commit).
 
 pub mod admission;
+mod apply_stage;
 pub(crate) mod priority;
 pub mod probe;
 mod queue;
 mod round;
 mod runtime;
 pub use runtime::members_added_in;
+#[cfg(test)]
+mod stage_tests;
 pub mod state_machine;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
@@ -75,6 +78,10 @@ pub enum Input<O> {
     Change(raft::ConfChange, oneshot::Sender<Result<(), ChangeRefusal>>),
     /// The background snapshot writer finished.
     SnapshotWritten(Result<(storage::WrittenSnapshot, raft::Snapshot), String>),
+    /// The apply stage applied a batch the node thread must act on (`apply_stage.rs`).
+    Applied(Box<apply_stage::Applied>),
+    /// The apply stage could not apply (the node stops).
+    ApplyFailed(String),
     Shutdown,
     /// Control inputs are waiting in their own queue (`queue.rs`); nothing else to do.
     Wake,

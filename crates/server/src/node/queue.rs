@@ -46,6 +46,8 @@ pub fn is_control<O>(input: &Input<O>) -> bool {
         | Input::Compact(_)
         | Input::TransferLeader(..)
         | Input::Change(..)
+        | Input::Applied(_)
+        | Input::ApplyFailed(_)
         | Input::Shutdown => true,
     }
 }

@@ -9,16 +9,15 @@ use std::sync::{mpsc, Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use node::{Driver, DriverConfig, Effects, NodeError, Outcome, PeerFrame, RequestId};
-use raft::{RaftNode, Role, Snapshot, SnapshotMeta};
+use raft::{RaftNode, Role, Snapshot};
 use storage::Storage;
 use tokio::sync::oneshot;
 use tracing::{debug, error, info, warn};
 
+use super::apply_stage::{self, Job, StageHandle};
 use super::queue::ControlQueue;
 use super::round::{RoundBudget, RoundTimes};
-use super::{
-    probe, ChangeRefusal, Input, NodeHandle, ProposeResult, SharedStatus, Stamped, StateMachine,
-};
+use super::{probe, ChangeRefusal, Input, NodeHandle, SharedStatus, Stamped, StateMachine};
 use crate::errors::ServerError;
 use crate::metrics::metrics;
 use crate::transport::{Frame, PeerEvent, Transport};
@@ -128,7 +127,17 @@ pub fn spawn<S: StateMachine>(
         driver.set_promotion_candidates(sm.promotion_candidates());
     }
     let lease_clock = state.read().ok().and_then(|sm| sm.lease_clock());
+    let stage = apply_stage::spawn(
+        id,
+        applied,
+        state.clone(),
+        handle.status.clone(),
+        handle.control.clone(),
+        handle.tx.clone(),
+    )?;
     let shell = Shell {
+        stage,
+        conf_in_stage: 0,
         lease_clock,
         id,
         changes: HashMap::new(),
@@ -146,7 +155,6 @@ pub fn spawn<S: StateMachine>(
         reads: HashMap::new(),
         compact_waiters: Vec::new(),
         next_req: 1,
-        inbox_tx: handle.tx.clone(),
         control: handle.control.clone(),
         shared: handle.status.clone(),
         transport,
@@ -174,8 +182,7 @@ fn random_u64() -> u64 {
     h.finish()
 }
 
-type Responder<O> = oneshot::Sender<ProposeResult<O>>;
-type ReadWaiter = oneshot::Sender<Result<(), ServerError>>;
+use apply_stage::{ReadWaiter, Responder};
 type ChangeWaiter = oneshot::Sender<Result<(), ChangeRefusal>>;
 
 /// Who waits for a membership change this leader placed.
@@ -261,6 +268,12 @@ struct Shell<S: StateMachine> {
     /// When replication progress was last published ([`PROGRESS_PUBLISH`]).
     progress_published: Instant,
     driver: Driver,
+    /// Where committed entries are applied (`apply_stage.rs`): the node thread hands them
+    /// over and goes on.
+    stage: StageHandle<S::Output>,
+    /// Index of the last membership change handed to the stage: the next change is
+    /// checked against the member list only once the stage applied this one.
+    conf_in_stage: u64,
     /// The lease clock applies keep, lent to the driver's lease duties.
     lease_clock: Option<crate::lease_clock::LeaseClock>,
     storage: Storage,
@@ -275,7 +288,6 @@ struct Shell<S: StateMachine> {
     compact_waiters: Vec<oneshot::Sender<Result<(), String>>>,
     next_req: RequestId,
     inbox: mpsc::Receiver<Stamped<S::Output>>,
-    inbox_tx: mpsc::SyncSender<Stamped<S::Output>>,
     /// Control inputs, taken ahead of the bulk ones in `inbox` (`queue.rs`).
     control: Arc<ControlQueue<S::Output>>,
     transport: Transport,
@@ -293,6 +305,8 @@ impl<S: StateMachine> Shell<S> {
             error!(error = %format!("{e:#}"), "node stopped on an error");
             self.shared.failed.store(true, Ordering::Relaxed);
         }
+        // What was handed over is applied and answered before the rest is failed.
+        self.stage.stop();
         for (_, r) in self.proposals.drain() {
             let _ = r.send(Err(ServerError::Stopped));
         }
@@ -362,6 +376,7 @@ impl<S: StateMachine> Shell<S> {
             let now = Instant::now();
             self.clock.resample(now);
             self.driver.tick(self.clock.at(now));
+            self.driver.set_apply_lag(self.stage.lag(&self.shared));
             self.lease_duties();
             while let Some(fx) = self.driver.poll() {
                 self.carry_out(fx)?;
@@ -382,6 +397,7 @@ impl<S: StateMachine> Shell<S> {
             }
             Input::Propose(data, resp) | Input::ProposeAhead(data, resp) => {
                 probe::mark("node_in", 0);
+                self.driver.set_apply_lag(self.stage.lag(&self.shared));
                 let req = self.new_request();
                 self.proposals.insert(req, resp);
                 self.driver.propose(req, data);
@@ -407,6 +423,8 @@ impl<S: StateMachine> Shell<S> {
             }
             Input::Change(cc, w) => self.on_change(cc, ChangeOrigin::Local(w)),
             Input::SnapshotWritten(r) => self.on_snapshot_written(r)?,
+            Input::Applied(news) => self.on_applied(*news),
+            Input::ApplyFailed(e) => anyhow::bail!("cannot apply committed entries: {e}"),
             Input::Shutdown => return Ok(false),
             Input::Wake => {}
         }
@@ -529,6 +547,10 @@ impl<S: StateMachine> Shell<S> {
                 }
             }
             return;
+        }
+        if !self.stage.has_applied(&self.shared, self.conf_in_stage) {
+            // The member list the check reads must include the change before this one.
+            return self.answer_change(origin, Err(retry_later("etcdserver: request timed out")));
         }
         let checked = match self.state.read() {
             Ok(sm) => sm.check_conf_change(&cc),
@@ -690,21 +712,20 @@ impl<S: StateMachine> Shell<S> {
                     .save_commit(&hs)
                     .map_err(|e| anyhow::anyhow!("cannot persist the raft log: {e}"))?;
             }
-            self.apply_and_answer(&mut fx)?;
+            self.hand_over(&mut fx)?;
             self.persist(&fx)?;
         } else {
             self.persist(&fx)?;
-            if let Some(snap) = &fx.install_snapshot {
-                self.install_snapshot(snap)?;
-            }
-            self.apply_and_answer(&mut fx)?;
+            self.hand_over(&mut fx)?;
         }
         self.driver.advance();
         if fx.install_snapshot.is_some() {
             self.keep_installed_image_mapped();
         }
         if let Some(meta) = fx.start_snapshot {
-            self.start_snapshot(meta);
+            let mut job = Job::new();
+            job.snapshot = Some((meta, self.storage.snapshot_writer()));
+            self.stage.hand_over(job, None)?;
         }
         Ok(())
     }
@@ -754,17 +775,64 @@ impl<S: StateMachine> Shell<S> {
         Ok(())
     }
 
-    /// Apply the batch's committed entries, then deliver its answers.
-    fn apply_and_answer(&mut self, fx: &mut Effects) -> anyhow::Result<()> {
-        if !fx.apply.is_empty() {
-            let apply_started = Instant::now();
-            self.apply(&fx.apply)?;
-            self.round.apply += apply_started.elapsed();
+    /// Hand the batch's state-machine work to the apply stage, in the contract's order
+    /// (install, apply and answer, then release the reads), and answer at once what needs
+    /// no apply: failures, and a read that is no longer waited for.
+    fn hand_over(&mut self, fx: &mut Effects) -> anyhow::Result<()> {
+        let mut job = Job::new();
+        let mut last = None;
+        if let Some(snap) = &fx.install_snapshot {
+            last = Some(snap.meta.index);
+            job.install = Some(snap.clone());
+        }
+        let apply = std::mem::take(&mut fx.apply);
+        if let Some(item) = apply.last() {
+            last = Some(item.entry.index);
+        }
+        job.items.reserve(apply.len());
+        for item in apply {
+            if item.entry.kind == raft::EntryKind::ConfChange {
+                self.conf_in_stage = item.entry.index;
+            }
+            let responder = item.answers.and_then(|req| self.proposals.remove(&req));
+            job.items.push((item, responder));
         }
         for r in std::mem::take(&mut fx.replies) {
+            if matches!(r.outcome, Outcome::ReadReady) {
+                if let Some(w) = self.reads.remove(&r.req) {
+                    job.reads.push(w);
+                    continue;
+                }
+            }
             self.answer(r.req, r.outcome);
         }
+        if !job.is_empty() {
+            self.stage.hand_over(job, last)?;
+        }
         Ok(())
+    }
+
+    /// What an applied batch means for the node thread: promotion candidates, peer URLs,
+    /// membership changes (answered now that they are applied) and removals.
+    fn on_applied(&mut self, news: apply_stage::Applied) {
+        if let Some(candidates) = news.candidates {
+            self.driver.set_promotion_candidates(candidates);
+        }
+        for (id, urls) in news.peer_urls {
+            self.transport.set_peer_urls(id, &urls);
+        }
+        if let Some(index) = news.removed_by_snapshot {
+            if self.removed_at.is_none() {
+                info!(index, "the snapshot says this member was removed");
+                self.removed_at = Some(Instant::now());
+            }
+        }
+        for (entry, answers) in news.changes {
+            self.follow_removal(&entry);
+            if let Some(origin) = answers.and_then(|req| self.changes.remove(&req)) {
+                self.answer_change(origin, Ok(()));
+            }
+        }
     }
 
     fn answer(&mut self, req: RequestId, outcome: Outcome) {
@@ -827,43 +895,6 @@ impl<S: StateMachine> Shell<S> {
         self.role = role;
     }
 
-    fn install_snapshot(&mut self, snap: &Snapshot) -> anyhow::Result<()> {
-        info!(
-            index = snap.meta.index,
-            term = snap.meta.term,
-            bytes = snap.data.len(),
-            "installing snapshot from the leader"
-        );
-        let mut sm = self
-            .state
-            .write()
-            .map_err(|_| anyhow::anyhow!("state machine lock poisoned"))?;
-        sm.restore(&snap.data)?;
-        // The snapshot's configuration replaces whatever the log said.
-        let conf = &snap.meta.conf_state;
-        let members: Vec<u64> = conf.voters.iter().chain(&conf.learners).copied().collect();
-        let urls: Vec<(u64, Vec<String>)> =
-            members.iter().map(|&id| (id, sm.peer_urls(id))).collect();
-        // Only a removal recorded in the snapshot's member list stops this member: a member
-        // joining a running cluster may be sent a snapshot taken before it was added (the
-        // log after it adds it).
-        let removed = sm.is_removed(self.id);
-        let candidates = sm.promotion_candidates();
-        drop(sm);
-        self.driver.set_promotion_candidates(candidates);
-        for (id, urls) in urls {
-            self.transport.set_peer_urls(id, &urls);
-        }
-        if removed && self.removed_at.is_none() {
-            info!(
-                index = snap.meta.index,
-                "the snapshot says this member was removed"
-            );
-            self.removed_at = Some(Instant::now());
-        }
-        Ok(())
-    }
-
     /// A snapshot received from the leader is durable and installed: let the core keep it
     /// as the file's pages rather than the heap copy it arrived as (that copy is freed once
     /// this batch's effects are dropped). Where nothing can be mapped, the copy stays.
@@ -878,66 +909,6 @@ impl<S: StateMachine> Shell<S> {
             Ok(None) => {}
             Err(e) => warn!(error = %e, "cannot map the installed snapshot; keeping its copy"),
         }
-    }
-
-    /// Apply committed entries in order and answer their proposers. A poisoned lock means
-    /// a reader or an earlier apply panicked: stopping is the only safe answer
-    /// (acknowledging entries we did not apply would silently diverge this replica).
-    fn apply(&mut self, items: &[node::ApplyItem]) -> anyhow::Result<()> {
-        let last = items.last().map_or(0, |i| i.entry.index);
-        probe::mark("commit", last);
-        let mut outputs = Vec::new();
-        let mut changes_applied = Vec::new();
-        let (peer_url_changes, candidates, reader_wakes) = {
-            let mut sm = self
-                .state
-                .write()
-                .map_err(|_| anyhow::anyhow!("state machine lock poisoned; cannot apply"))?;
-            let reader_wakes = sm.hold_reader_wakes();
-            for item in items {
-                let started = Instant::now();
-                let out = sm.apply(&item.entry);
-                if item.entry.kind == raft::EntryKind::ConfChange {
-                    changes_applied.push((item.entry.clone(), item.answers));
-                }
-                if started.elapsed() > crate::metrics::SLOW_APPLY {
-                    metrics().slow_apply.inc();
-                }
-                if let Some(req) = item.answers {
-                    outputs.push((req, out));
-                }
-            }
-            let candidates = (!changes_applied.is_empty()).then(|| sm.promotion_candidates());
-            (sm.take_peer_url_changes(), candidates, reader_wakes)
-        };
-        if let Some(candidates) = candidates {
-            self.driver.set_promotion_candidates(candidates);
-        }
-        self.shared.applied.store(last, Ordering::Relaxed);
-        for (id, urls) in peer_url_changes {
-            // Our own URLs are what we listen on (flags); the others redial us there.
-            if id != self.id {
-                self.transport.set_peer_urls(id, &urls);
-            }
-        }
-        for (entry, answers) in changes_applied {
-            self.follow_removal(&entry);
-            if let Some(origin) = answers.and_then(|req| self.changes.remove(&req)) {
-                self.answer_change(origin, Ok(()));
-            }
-        }
-        let answered = !outputs.is_empty();
-        for (req, out) in outputs {
-            if let Some(r) = self.proposals.remove(&req) {
-                let _ = r.send(out.ok_or(ServerError::LeaderChanged));
-            }
-        }
-        if answered {
-            probe::mark("answered", last);
-        }
-        // Only now the watch streams this round fed (`StateMachine::hold_reader_wakes`).
-        drop(reader_wakes);
-        Ok(())
     }
 
     fn publish(&mut self) {
@@ -959,7 +930,6 @@ impl<S: StateMachine> Shell<S> {
             .store(st.core.leader.unwrap_or(0), Ordering::Relaxed);
         s.term.store(st.core.hard_state.term, Ordering::Relaxed);
         s.commit.store(st.core.hard_state.commit, Ordering::Relaxed);
-        s.applied.store(st.applied, Ordering::Relaxed);
         let role = match st.core.role {
             Role::Follower => 0,
             Role::PreCandidate => 1,
@@ -971,67 +941,6 @@ impl<S: StateMachine> Shell<S> {
             *at = (st.core.role == Role::Leader).then(Instant::now);
         }
         metrics().proposals_pending.set(self.proposals.len() as i64);
-    }
-
-    /// Take a view of the state machine now (it is at `meta.index`): O(1) under the read
-    /// lock, so applies and reads wait for nothing more. The snapshot writer's thread
-    /// serialises the view and writes the file; the log is compacted when it is durable.
-    fn start_snapshot(&mut self, meta: SnapshotMeta) {
-        let started = Instant::now();
-        let view = match self.state.read() {
-            Ok(sm) => sm.view(),
-            Err(_) => {
-                self.driver.snapshot_written(Err(()));
-                return;
-            }
-        };
-        let writer = self.storage.snapshot_writer();
-        let tx = self.inbox_tx.clone();
-        info!(
-            index = meta.index,
-            term = meta.term,
-            view_us = started.elapsed().as_micros() as u64,
-            "snapshot started"
-        );
-        let spawned = std::thread::Builder::new()
-            .name("snapshot-writer".into())
-            .spawn(move || {
-                super::priority::lower_snapshot_writer();
-                let encoding = Instant::now();
-                // Streamed into the file: the store is never held twice in memory.
-                let r = writer
-                    .write_with(&meta, &mut |sink| S::encode_to(&view, sink))
-                    .and_then(|w| {
-                        info!(
-                            index = meta.index,
-                            bytes = w.file_size,
-                            took_ms = encoding.elapsed().as_millis() as u64,
-                            "snapshot encoded and written"
-                        );
-                        // The core keeps the image for followers behind the log: keep it
-                        // as the file's pages, not as a copy of the store on the heap
-                        // (`SnapshotWriter::map_image`); read it back only where nothing
-                        // can be mapped.
-                        let data = match writer.map_image(&w) {
-                            Ok(Some(mapped)) => mapped,
-                            Ok(None) => writer.read_image(&w)?,
-                            Err(e) => {
-                                warn!(error = %e, "cannot map the snapshot just written; reading it into memory");
-                                writer.read_image(&w)?
-                            }
-                        };
-                        Ok((w, Snapshot { meta, data }))
-                    })
-                    .map_err(|e| e.to_string());
-                // A blocking send: the result must reach the node even if its queue is full.
-                let _ = tx.send(Stamped(Instant::now(), Input::SnapshotWritten(r)));
-                // This thread's encoding buffers (and the image, unless kept) are freed now.
-                crate::memory::release_freed();
-            });
-        if let Err(e) = spawned {
-            warn!(error = %e, "cannot start the snapshot writer");
-            self.driver.snapshot_written(Err(()));
-        }
     }
 
     fn on_snapshot_written(
