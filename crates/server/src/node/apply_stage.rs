@@ -4,8 +4,8 @@
 //!
 //! Why not the node thread: applying takes the state machine's write lock and as long as
 //! the entries need (one DeleteRange of 500,000 keys held every member's node thread for
-//! 1–1.6 s), and while the node thread applies it neither ticks, nor steps heartbeats, nor
-//! writes the next batch, nor learns commits. Here, the node thread hands a batch's work
+//! 1–2 s and changed the leader), and while the node thread applies it neither ticks, nor
+//! steps heartbeats, nor writes the next batch, nor learns commits. Here, the node thread hands a batch's work
 //! over and goes on at once: a slow apply delays the answers that wait for it (and the
 //! reads after it), never Raft's clock, the WAL or replication, and a leader's apply runs
 //! beside its fsync instead of before it.
