@@ -19,6 +19,7 @@ use raft::{
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use crate::apply_stage::{ApplyStage, ApplyStageConfig};
 use crate::checkers::{Checkers, Violation};
 use crate::network::{NetConfig, NetStats, Network, Packet};
 use crate::runtime::describe;
@@ -71,6 +72,11 @@ pub enum Sabotage {
     /// (raftkv before issue 14's fix: the answer ignored how long ago the member took the
     /// call, while every leader's clock counts from its own, earlier, apply).
     LeaseAckIgnoresLag,
+    /// The apply stage releases a linearizable read when it is handed over, not after the
+    /// applies queued before it: the read may miss entries the driver counts applied.
+    ReleaseReadsAtHandOver,
+    /// The apply stage runs the newest due job first instead of the oldest.
+    StageJobsOutOfOrder,
 }
 
 /// The outcome of a client call made through a member's driver.
@@ -155,6 +161,10 @@ pub struct SimConfig {
     pub initial_members: Option<usize>,
     /// The leaders' lease duties, at the simulator's scale (`sim_lease_config`).
     pub lease: node::LeaseConfig,
+    /// Apply on a stage of its own, as the server does (`apply_stage`): each batch's
+    /// state-machine work runs later, in order, behind the node thread. `None`: apply as
+    /// the driver hands out, before `advance` (the contract as the driver defines it).
+    pub apply_stage: Option<ApplyStageConfig>,
 }
 
 /// The lease duties at the simulator's time scale (a tick is 10 ms, elections take tens
@@ -195,6 +205,7 @@ impl SimConfig {
             staggered_ticks: false,
             initial_members: None,
             lease: sim_lease_config(),
+            apply_stage: None,
             max_catch_up_ticks: defaults.heartbeat_tick,
             request_timeout_ticks: 8 * defaults.election_tick as u64,
         }
@@ -243,6 +254,18 @@ pub struct ClusterStats {
     pub lease_expiries_refused: u64,
     /// Lease checkpoints recorded.
     pub lease_checkpoints: u64,
+    /// Apply-stage jobs run, reads they released, jobs a crash dropped; the most entries
+    /// and jobs one member's stage held at once.
+    pub stage_jobs: u64,
+    pub stage_reads_released: u64,
+    pub stage_jobs_dropped: u64,
+    pub stage_max_lag: u64,
+    pub stage_max_jobs: u64,
+    /// Lease expiries decided while the deciding member's stage had not yet applied the
+    /// barrier's index (its lease clock lagged what the driver counts applied).
+    pub lease_decisions_ahead_of_stage: u64,
+    /// Client calls refused with *too many requests* (the backpressure rule).
+    pub too_many_requests: u64,
 }
 
 /// One member: its driver and core (absent while crashed), its disk and its state machine.
@@ -269,6 +292,11 @@ pub struct SimNode {
     pub(crate) max_applied: Index,
     /// This incarnation's lease clock, fed by its applies at virtual time.
     pub(crate) lessor: node::Lessor,
+    /// The apply stage's jobs not yet run (volatile; empty without a stage).
+    pub(crate) stage: ApplyStage,
+    /// The highest index this incarnation handed out to apply (what the driver counts
+    /// applied); without a stage, also what the state machine applied.
+    pub(crate) handed_over: Index,
 }
 
 pub struct Cluster {
@@ -381,6 +409,8 @@ impl Cluster {
                 stall_queue: Vec::new(),
                 max_applied: 0,
                 lessor: node::Lessor::new(),
+                stage: ApplyStage::default(),
+                handed_over: 0,
             });
             if let Some(m) = cluster.config.initial_members {
                 if id as usize <= m {
@@ -423,6 +453,7 @@ impl Cluster {
                 self.after_input(idx);
             }
         }
+        self.run_stages();
         self.complete_snapshots();
         while let Some(packet) = self.net.pop_due(self.now) {
             let Some(idx) = self.index_of(packet.to()) else {
@@ -605,6 +636,9 @@ impl Cluster {
         node.links.clear();
         node.stalled_until = None;
         node.stall_queue.clear();
+        // The stage's work was volatile: a restart re-applies from the durable state.
+        let dropped = std::mem::take(&mut node.stage).len() as u64;
+        self.stats.stage_jobs_dropped += dropped;
         self.snapshots_in_progress.remove(&idx);
         let lost: Vec<RequestId> = self
             .calls
@@ -675,6 +709,7 @@ impl Cluster {
         self.nodes[idx].sm.restore(records);
         self.reset_lessor(idx);
         let (commit, applied) = (initial.hard_state.commit, initial.applied);
+        self.nodes[idx].handed_over = applied;
         let r = crate::checkers::recovery::check_restart(id, commit, applied);
         if !self.check(r) {
             return;
@@ -726,7 +761,10 @@ impl Cluster {
             // The count alone: `compact_every` already varies when snapshots happen, and
             // the simulator's images are far below the server's floor anyway.
             snapshot_size_floor: u64::MAX,
-            max_apply_gap: node::MAX_APPLY_GAP,
+            max_apply_gap: self
+                .config
+                .apply_stage
+                .map_or(node::MAX_APPLY_GAP, |s| s.max_apply_gap),
             forward_id_base: self.rng.gen(),
             // Every tick (the server: every heartbeat interval, 100 ms).
             promote_check_interval: tick,

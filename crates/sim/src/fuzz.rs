@@ -52,6 +52,12 @@ pub struct FuzzOptions {
     /// learners and removes members (the leader too). A different seed space from the
     /// fixed-membership one.
     pub membership: bool,
+    /// Apply on a stage of its own (`SimConfig::apply_stage`), as the server does:
+    /// `None` decides per seed (on for [`APPLY_STAGE_SHARE`] of them), `Some` forces it on
+    /// or off. The choice and the stage's shape come from a stream of their own, so a seed
+    /// run without a stage replays exactly as before the stage existed, and forcing the
+    /// stage on for a seed that draws it gives the same run.
+    pub apply_stage: Option<bool>,
 }
 
 impl Default for FuzzOptions {
@@ -63,6 +69,7 @@ impl Default for FuzzOptions {
             intense: false,
             election_jitter_percent: None,
             membership: false,
+            apply_stage: None,
         }
     }
 }
@@ -71,6 +78,18 @@ impl Default for FuzzOptions {
 /// single possible timeout, members that lost their leader together campaign together
 /// forever.
 pub const MIN_NARROW_JITTER_TICKS: u32 = 3;
+
+/// The share of seeds that apply on a stage when `FuzzOptions::apply_stage` leaves it to
+/// the seed. Half: the server runs the stage, and the synchronous order is the driver's
+/// contract itself; both keep 10,000 seeds in the default test sweep.
+pub const APPLY_STAGE_SHARE: f64 = 0.5;
+
+/// Stage jobs run within this many ticks of their hand-over (bounded, so the liveness
+/// phase ends).
+pub const APPLY_STAGE_MAX_DELAY_TICKS: u64 = 2;
+
+/// Mixed into the seed for the stage's own random stream.
+const APPLY_STAGE_STREAM: u64 = 0x5354_4147_4553_5452;
 
 /// After healing: a leader within this many election timeouts…
 pub const LEADER_BOUND_ELECTIONS: u64 = 10;
@@ -111,6 +130,8 @@ pub struct Plan {
     pub lease_holders: usize,
     pub lease_ttl_ticks: u64,
     pub p_abandon_lease: f64,
+    /// Apply on a stage of its own, and its shape (see [`draw_apply_stage`]).
+    pub apply_stage: Option<crate::ApplyStageConfig>,
 }
 
 impl Plan {
@@ -156,6 +177,7 @@ impl Plan {
             lease_holders: 0,
             lease_ttl_ticks: 0,
             p_abandon_lease: 0.0,
+            apply_stage: None,
         }
         .intensified(intense, rng)
     }
@@ -235,9 +257,34 @@ pub fn replay_command(seed: u64, options: &FuzzOptions) -> String {
     } else {
         ticks
     };
+    let ticks = match options.apply_stage {
+        Some(true) => format!("{ticks}RAFTKV_SIM_APPLY_STAGE=on "),
+        Some(false) => format!("{ticks}RAFTKV_SIM_APPLY_STAGE=off "),
+        None => ticks,
+    };
     format!(
         "RAFTKV_SIM_SEED={seed} {ticks}RAFTKV_SIM_TRACE=1 cargo test -p raftkv-sim --release --test sweep replay_one_seed -- --nocapture"
     )
+}
+
+/// Whether seed `seed` applies on a stage, and how: drawn from a stream of its own (not
+/// the run's RNG, so runs without a stage keep their draws). A stage's jobs wait up to
+/// 1 unit to [`APPLY_STAGE_MAX_DELAY_TICKS`] ticks; in half the stage seeds the drivers'
+/// backpressure threshold is 4–32 entries instead of 5,000, so the lag the stage
+/// reports (`Driver::set_apply_lag`) really refuses proposals now and then.
+pub fn draw_apply_stage(seed: u64, forced: Option<bool>) -> Option<crate::ApplyStageConfig> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ APPLY_STAGE_STREAM);
+    let drawn = rng.gen_bool(APPLY_STAGE_SHARE);
+    let max_delay_units = rng.gen_range(1..=APPLY_STAGE_MAX_DELAY_TICKS * crate::UNITS_PER_TICK);
+    let max_apply_gap = if rng.gen_bool(0.5) {
+        rng.gen_range(4..=32)
+    } else {
+        node::MAX_APPLY_GAP
+    };
+    forced.unwrap_or(drawn).then_some(crate::ApplyStageConfig {
+        max_delay_units,
+        max_apply_gap,
+    })
 }
 
 /// One client: at most one operation outstanding, like a real client waiting for its
@@ -381,6 +428,13 @@ pub fn run_seed(seed: u64, options: &FuzzOptions) -> FuzzReport {
         plan.lease_holders = plan.lease_holders.max(2);
         plan.p_abandon_lease = plan.p_abandon_lease.max(0.3);
     }
+    // The stage sabotages need a stage.
+    let stage_sabotage = matches!(
+        options.sabotage,
+        Some(Sabotage::ReleaseReadsAtHandOver | Sabotage::StageJobsOutOfOrder)
+    );
+    plan.apply_stage =
+        draw_apply_stage(seed, options.apply_stage.or(stage_sabotage.then_some(true)));
     plan.election_jitter_tick = options
         .election_jitter_percent
         .map(|percent| (plan.election_tick * percent / 100).max(MIN_NARROW_JITTER_TICKS));
@@ -401,6 +455,7 @@ pub fn run_seed(seed: u64, options: &FuzzOptions) -> FuzzReport {
     config.replay = replay_command(seed, options);
     config.panic_on_violation = false;
     config.sabotage = options.sabotage;
+    config.apply_stage = plan.apply_stage;
     let mut c = Cluster::with_rng(config, rng);
     let mut clients = Clients::new(plan.clients, plan.election_tick as u64);
     let mut holders = LeaseHolders::new(&plan);

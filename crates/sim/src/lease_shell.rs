@@ -73,7 +73,12 @@ impl Cluster {
             crate::leases::decision_entry(d, id, n)
         });
         self.lease_seq = seq.get();
+        // What the driver counts applied: with an apply stage, what it handed over. The
+        // lease clock it just read is the stage's, which may not have applied that yet
+        // (counted below); the apply-side guard keeps such a decision from revoking a
+        // lease renewed before it (`lease_timing` checks the outcome).
         let applied = driver.status().applied;
+        let stage_applied = node.sm.applied_index();
         for (n, d) in (first_seq..).zip(&decided) {
             let payload = crate::leases::decision_entry(d, id, n);
             trace!(self, "node {id} decides {d:?}");
@@ -83,6 +88,9 @@ impl Cluster {
                 barrier,
             } = d
             {
+                if barrier.is_some_and(|b| b.index > stage_applied) {
+                    self.stats.lease_decisions_ahead_of_stage += 1;
+                }
                 let lessor = &self.nodes[idx].lessor;
                 let ran_out_by_barrier = leases
                     .iter()

@@ -10,6 +10,7 @@
 //! One seeded ChaCha RNG drives every choice, so `RAFTKV_SIM_SEED=<n>` replays a failure bit
 //! for bit. See `docs/simulator.md` for how to run sweeps and replays.
 
+mod apply_stage;
 pub mod checkers;
 pub mod cluster;
 pub mod fuzz;
@@ -21,6 +22,7 @@ pub mod state_machine;
 pub mod store;
 pub mod sweep;
 
+pub use apply_stage::ApplyStageConfig;
 pub use checkers::Violation;
 pub use cluster::{
     seed_from_env_or, sim_lease_config, CallResult, Cluster, CrashPoint, Sabotage, SimConfig,

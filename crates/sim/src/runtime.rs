@@ -6,8 +6,8 @@
 //! view (what was handed out to persist, apply or answer) lives here; the pure invariants
 //! live in `checkers`.
 
-use node::{Effects, Outcome, PeerFrame, PersistBatch, Reply};
-use raft::{Entry, Index, Message, NodeId, Role, Snapshot, Term};
+use node::{ApplyItem, Effects, Outcome, PeerFrame, PersistBatch, Reply};
+use raft::{Entry, Index, Message, NodeId, ReadState, Role, Snapshot, Term};
 use rand::Rng;
 
 use crate::checkers::promotion::{LeaderView, LearnerLog};
@@ -83,66 +83,12 @@ impl Cluster {
             for (to, frame) in &fx.frames {
                 self.send_frame(id, *to, frame);
             }
-            let mut fx = fx;
-            if fx.apply_first {
-                self.stats.applied_first += 1;
-                // A leader's batch: the commit index first (no fsync), then apply and
-                // answer, then the entries (docs/node-driver.md).
-                if let Some(hs) = fx.persist.as_mut().and_then(|b| b.take_commit()) {
-                    let commit_only = PersistBatch {
-                        hard_state: Some(hs),
-                        ..PersistBatch::default()
-                    };
-                    if !self.persist(idx, &commit_only) {
-                        return;
-                    }
-                }
-                if !self.apply_and_answer(idx, &fx) {
-                    return;
-                }
-                if !self.persist_and_acknowledge(idx, &fx) {
-                    return;
-                }
+            let done = if self.stage_enabled() {
+                self.carry_out_with_stage(idx, fx)
             } else {
-                if !self.persist_and_acknowledge(idx, &fx) {
-                    return;
-                }
-                if !self.apply_and_answer(idx, &fx) {
-                    return;
-                }
-            }
-            // Which learners await promotion is the applied state's to say: tell the
-            // driver again whenever this batch may have changed it (the server does the same).
-            let changed = fx.install_snapshot.is_some()
-                || fx
-                    .apply
-                    .iter()
-                    .any(|i| i.entry.kind == raft::EntryKind::ConfChange);
-            let node = &mut self.nodes[idx];
-            let driver = node.driver.as_mut().expect("alive");
-            driver.advance();
-            if changed {
-                driver.set_promotion_candidates(node.sm.promotion_candidates());
-            }
-            // The server hands the core an installed snapshot's image again, mapped from
-            // its file; the store's copy (the same bytes) stands in for that here.
-            if fx.install_snapshot.is_some() {
-                let kept = node
-                    .store
-                    .snapshot()
-                    .is_some_and(|s| driver.keep_snapshot_image(s.clone()));
-                if !kept {
-                    self.violate(
-                        "ready-contract",
-                        format!("node {id}: the core refused the snapshot it just installed"),
-                    );
-                    return;
-                }
-            }
-            if let Some(meta) = fx.start_snapshot {
-                self.start_snapshot(idx, meta);
-            }
-            if self.violation.is_some() {
+                self.carry_out(idx, fx)
+            };
+            if !done {
                 return;
             }
         }
@@ -150,6 +96,118 @@ impl Cluster {
             "ready-contract",
             format!("node {id} still has work after 10000 batches"),
         );
+    }
+
+    /// One batch after its early messages, applied on the node thread as the contract
+    /// defines it: persist, acknowledge, install, apply, answer, `advance`, then start the
+    /// snapshot asked for (a leader's `apply_first` batch applies before its entry write).
+    /// False if the node crashed or a check failed.
+    fn carry_out(&mut self, idx: usize, mut fx: Effects) -> bool {
+        if fx.apply_first {
+            self.stats.applied_first += 1;
+            // A leader's batch: the commit index first (no fsync), then apply and
+            // answer, then the entries (docs/node-driver.md).
+            if !self.persist_commit_first(idx, &mut fx) {
+                return false;
+            }
+            if !self.apply_and_answer(idx, &fx) || !self.persist_and_acknowledge(idx, &fx) {
+                return false;
+            }
+        } else if !self.persist_and_acknowledge(idx, &fx) || !self.apply_and_answer(idx, &fx) {
+            return false;
+        }
+        // Which learners await promotion is the applied state's to say: tell the
+        // driver again whenever this batch may have changed it (the server does the same).
+        let changed = fx.install_snapshot.is_some()
+            || fx
+                .apply
+                .iter()
+                .any(|i| i.entry.kind == raft::EntryKind::ConfChange);
+        let node = &mut self.nodes[idx];
+        let driver = node.driver.as_mut().expect("alive");
+        driver.advance();
+        if changed {
+            driver.set_promotion_candidates(node.sm.promotion_candidates());
+        }
+        if !self.keep_installed_image(idx, &fx) {
+            return false;
+        }
+        if let Some(meta) = fx.start_snapshot {
+            self.start_snapshot(idx, meta);
+        }
+        self.violation.is_none()
+    }
+
+    /// One batch after its early messages, as the server's node thread carries it out with
+    /// an apply stage: persist and acknowledge as before, but hand the state-machine work to
+    /// the member's stage (in the contract's place: a leader's `apply_first` batch hands
+    /// over between its commit and its entry write), tell the driver how far behind the
+    /// stage is, and `advance` at once. False if the node crashed or a check failed.
+    fn carry_out_with_stage(&mut self, idx: usize, mut fx: Effects) -> bool {
+        if fx.apply_first {
+            self.stats.applied_first += 1;
+            if !self.persist_commit_first(idx, &mut fx) {
+                return false;
+            }
+            if !self.check_and_hand_over(idx, &mut fx) || !self.persist_and_acknowledge(idx, &fx) {
+                return false;
+            }
+        } else if !self.persist_and_acknowledge(idx, &fx) || !self.check_and_hand_over(idx, &mut fx)
+        {
+            return false;
+        }
+        let node = &mut self.nodes[idx];
+        let lag = node.stage.queued_entries();
+        let driver = node.driver.as_mut().expect("alive");
+        driver.set_apply_lag(lag);
+        driver.advance();
+        self.keep_installed_image(idx, &fx) && self.violation.is_none()
+    }
+
+    /// The node-thread checks of what a batch hands out to apply (the same as without a
+    /// stage), its read states and promotions, then the hand-over itself.
+    fn check_and_hand_over(&mut self, idx: usize, fx: &mut Effects) -> bool {
+        self.check_hand_over(idx, fx.install_snapshot.as_ref(), &fx.apply)
+            && self.observe_read_states(idx, &fx.read_states)
+            && self.check_promotions(idx, &fx.promotions)
+            && self.hand_over(idx, fx)
+    }
+
+    /// An `apply_first` batch's commit index, written on its own without an fsync.
+    fn persist_commit_first(&mut self, idx: usize, fx: &mut Effects) -> bool {
+        let Some(hs) = fx.persist.as_mut().and_then(|b| b.take_commit()) else {
+            return true;
+        };
+        let commit_only = PersistBatch {
+            hard_state: Some(hs),
+            ..PersistBatch::default()
+        };
+        self.persist(idx, &commit_only)
+    }
+
+    /// The server hands the core an installed snapshot's image again, mapped from its
+    /// file; the store's copy (the same bytes) stands in for that here. Call after
+    /// `advance`.
+    fn keep_installed_image(&mut self, idx: usize, fx: &Effects) -> bool {
+        if fx.install_snapshot.is_none() {
+            return true;
+        }
+        let node = &mut self.nodes[idx];
+        let driver = node.driver.as_mut().expect("alive");
+        let kept = node
+            .store
+            .snapshot()
+            .is_some_and(|s| driver.keep_snapshot_image(s.clone()));
+        if !kept {
+            self.violate(
+                "ready-contract",
+                format!(
+                    "node {}: the core refused the snapshot it just installed",
+                    idx + 1
+                ),
+            );
+        }
+        kept
     }
 
     /// The batch's durable write and the messages that wait for it, with the crash points
@@ -384,7 +442,8 @@ impl Cluster {
     /// `as_of` is the member's term once this write is durable.
     pub(crate) fn persist_snapshot(&mut self, idx: usize, snap: &Snapshot, as_of: Term) -> bool {
         let id = idx as NodeId + 1;
-        let applied = self.nodes[idx].sm.applied_index();
+        // What was handed out to apply (a stage may not have applied it yet).
+        let applied = self.nodes[idx].handed_over;
         trace!(
             self,
             "node {id} installs snapshot {}/{} (applied {applied})",
@@ -456,22 +515,28 @@ impl Cluster {
     }
 
     /// Loads a received snapshot, then applies committed entries, checking each and
-    /// answering the client call it carries.
+    /// answering the client call it carries (without an apply stage: all at once).
     pub(crate) fn apply(&mut self, idx: usize, rd: &Effects) -> bool {
+        let install = rd.install_snapshot.as_ref();
+        self.check_hand_over(idx, install, &rd.apply)
+            && self.apply_to_state_machine(idx, install, &rd.apply)
+            && self.observe_read_states(idx, &rd.read_states)
+    }
+
+    /// What a batch hands out to apply, checked when it is handed out: nothing beyond the
+    /// durable commit index, and each entry is the one the durable log holds (later
+    /// writes may replace the log with a snapshot before a stage applies it).
+    pub(crate) fn check_hand_over(
+        &mut self,
+        idx: usize,
+        install: Option<&Snapshot>,
+        items: &[ApplyItem],
+    ) -> bool {
         let id = idx as NodeId + 1;
-        if let Some(snap) = &rd.install_snapshot {
-            let records = StateMachine::decode(&snap.data).expect("decoded at persist");
-            for r in &records {
-                let res = self.checks.state_machine.observe_apply(id, r.index - 1, r);
-                if !self.observe_first_apply(res, r) {
-                    return false;
-                }
-            }
-            self.nodes[idx].sm.restore(records);
-            self.reset_lessor(idx);
-            self.stats.snapshots_installed += 1;
+        if let Some(snap) = install {
+            self.note_handed_over(idx, snap.meta.index);
         }
-        for item in &rd.apply {
+        for item in items {
             let e = &item.entry;
             let durable_commit = self.nodes[idx].store.hard_state().commit;
             let r = applied_within_commit::check(id, e.index, durable_commit);
@@ -489,6 +554,41 @@ impl Cluster {
                 );
                 return false;
             }
+            self.note_handed_over(idx, e.index);
+        }
+        true
+    }
+
+    /// Loads `install` into the state machine, then applies `items`, checking each and
+    /// answering the client call it carries.
+    pub(crate) fn apply_to_state_machine(
+        &mut self,
+        idx: usize,
+        install: Option<&Snapshot>,
+        items: &[ApplyItem],
+    ) -> bool {
+        let id = idx as NodeId + 1;
+        if let Some(snap) = install {
+            let records = StateMachine::decode(&snap.data).expect("decoded at persist");
+            for r in &records {
+                let res = self.checks.state_machine.observe_apply(id, r.index - 1, r);
+                if !self.observe_first_apply(res, r) {
+                    return false;
+                }
+            }
+            self.nodes[idx].sm.restore(records);
+            self.reset_lessor(idx);
+            self.stats.snapshots_installed += 1;
+        }
+        for item in items {
+            let e = &item.entry;
+            // Again when applied: a stage applies after later writes (the durable commit
+            // only goes back at a crash, which empties the stage).
+            let durable_commit = self.nodes[idx].store.hard_state().commit;
+            let r = applied_within_commit::check(id, e.index, durable_commit);
+            if !self.check(r) {
+                return false;
+            }
             let rec = AppliedRecord::from(e);
             let before = self.nodes[idx].sm.applied_index();
             let res = self.checks.state_machine.observe_apply(id, before, &rec);
@@ -503,20 +603,7 @@ impl Cluster {
                 }
             }
             if e.kind == raft::EntryKind::ConfChange {
-                if let Ok(cc) = raft::ConfChange::decode(&e.data) {
-                    if cc.kind == raft::ConfChangeKind::Remove && self.removed.insert(cc.node) {
-                        self.stats.removals_applied += 1;
-                        trace!(self, "node {id} applied the removal of {}", cc.node);
-                    }
-                    let auto = self.promotion_entries.get(&(e.index, e.term)) == Some(&cc.node);
-                    if cc.kind == raft::ConfChangeKind::AddVoter
-                        && auto
-                        && self.auto_promoted.insert(cc.node)
-                    {
-                        self.stats.auto_promotions_applied += 1;
-                        trace!(self, "node {id} applied the promotion of {}", cc.node);
-                    }
-                }
+                self.observe_conf_change_apply(idx, e);
             }
             let r = self.checks.clients.observe_apply(id, e.index, &e.data);
             if !self.check(r) {
@@ -532,7 +619,31 @@ impl Cluster {
                 }
             }
         }
-        for rs in &rd.read_states {
+        true
+    }
+
+    /// Member `idx` applied the membership change `e`: removals and automatic
+    /// promotions are counted (and the network drops a removed member's messages).
+    fn observe_conf_change_apply(&mut self, idx: usize, e: &Entry) {
+        let id = idx as NodeId + 1;
+        let Ok(cc) = raft::ConfChange::decode(&e.data) else {
+            return;
+        };
+        if cc.kind == raft::ConfChangeKind::Remove && self.removed.insert(cc.node) {
+            self.stats.removals_applied += 1;
+            trace!(self, "node {id} applied the removal of {}", cc.node);
+        }
+        let auto = self.promotion_entries.get(&(e.index, e.term)) == Some(&cc.node);
+        if cc.kind == raft::ConfChangeKind::AddVoter && auto && self.auto_promoted.insert(cc.node) {
+            self.stats.auto_promotions_applied += 1;
+            trace!(self, "node {id} applied the promotion of {}", cc.node);
+        }
+    }
+
+    /// Read points the core confirmed for contexts the driver did not ask for, checked.
+    fn observe_read_states(&mut self, idx: usize, read_states: &[ReadState]) -> bool {
+        let id = idx as NodeId + 1;
+        for rs in read_states {
             trace!(self, "node {id} read state {rs:?}");
             let r = self.checks.reads.observe_read_state(id, rs);
             if !self.check(r) {
@@ -755,7 +866,7 @@ impl Cluster {
     }
 
     /// A reply from the driver: a read served, or a call failed.
-    fn answer(&mut self, idx: usize, reply: &Reply) -> bool {
+    pub(crate) fn answer(&mut self, idx: usize, reply: &Reply) -> bool {
         let id = idx as NodeId + 1;
         let Some(call) = self.calls.remove(&reply.req) else {
             if self.config.sabotage == Some(Sabotage::AckForwardedWriteEarly) {
@@ -796,7 +907,12 @@ impl Cluster {
                 }
                 CallResult::Read(applied)
             }
-            Outcome::Failed(e) => CallResult::Failed(e),
+            Outcome::Failed(e) => {
+                if e == node::NodeError::TooManyRequests {
+                    self.stats.too_many_requests += 1;
+                }
+                CallResult::Failed(e)
+            }
         };
         trace!(self, "node {id} answers call {}: {result:?}", reply.req);
         self.results.insert(reply.req, result);
@@ -865,20 +981,20 @@ impl Cluster {
                 store.last_index()
             ));
         }
-        if s.applied != node.sm.applied_index() {
+        if s.applied != node.handed_over {
             problems.push(format!(
                 "node {id} reports applied {} but handed out {} to apply",
-                s.applied,
-                node.sm.applied_index()
+                s.applied, node.handed_over
             ));
         }
-        if driver.status().applied != node.sm.applied_index() {
+        if driver.status().applied != node.handed_over {
             problems.push(format!(
                 "node {id}'s driver counts applied {} but handed out {} to apply",
                 driver.status().applied,
-                node.sm.applied_index()
+                node.handed_over
             ));
         }
+        problems.extend(self.stage_problem(idx));
         if let Some(p) = problems.into_iter().next() {
             self.violate("ready-contract", p);
             return;

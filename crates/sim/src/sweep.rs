@@ -53,6 +53,33 @@ pub struct Totals {
     pub leases_expired: u64,
     pub lease_expiries_refused: u64,
     pub lease_checkpoints: u64,
+    /// Seeds that applied on a stage (`Plan::apply_stage`), the jobs their stages ran,
+    /// the reads those released, the jobs crashes dropped, the largest lag (entries) and
+    /// queue (jobs) any stage reached, the lease expiries decided on a lease clock behind
+    /// the barrier, and the calls refused with *too many requests*.
+    pub stage_seeds: u64,
+    pub stage_jobs: u64,
+    pub stage_reads_released: u64,
+    pub stage_jobs_dropped: u64,
+    pub stage_max_lag: u64,
+    pub stage_max_jobs: u64,
+    pub lease_decisions_ahead_of_stage: u64,
+    pub too_many_requests: u64,
+}
+
+impl Totals {
+    /// The apply stage's share of one seed's report.
+    fn add_stage(&mut self, report: &FuzzReport) {
+        let s = &report.stats;
+        self.stage_seeds += u64::from(report.plan.apply_stage.is_some());
+        self.stage_jobs += s.stage_jobs;
+        self.stage_reads_released += s.stage_reads_released;
+        self.stage_jobs_dropped += s.stage_jobs_dropped;
+        self.stage_max_lag = self.stage_max_lag.max(s.stage_max_lag);
+        self.stage_max_jobs = self.stage_max_jobs.max(s.stage_max_jobs);
+        self.lease_decisions_ahead_of_stage += s.lease_decisions_ahead_of_stage;
+        self.too_many_requests += s.too_many_requests;
+    }
 }
 
 impl SweepSummary {
@@ -96,6 +123,16 @@ impl SweepSummary {
             t.leases_expired,
             t.lease_expiries_refused,
             t.lease_checkpoints
+        ) + &format!(
+            "; apply stage in {} seeds: {} jobs run, {} reads released by them, {} jobs dropped by crashes, lag up to {} entries / {} jobs, {} lease expiries decided ahead of the stage, {} calls refused as too many requests",
+            t.stage_seeds,
+            t.stage_jobs,
+            t.stage_reads_released,
+            t.stage_jobs_dropped,
+            t.stage_max_lag,
+            t.stage_max_jobs,
+            t.lease_decisions_ahead_of_stage,
+            t.too_many_requests
         ) + &if t.conf_changes > 0 {
             format!(
                 ", {} membership changes accepted, {} removals applied, {} automatic promotions proposed ({} applied)",
@@ -151,6 +188,7 @@ pub fn sweep(start: u64, count: u64, threads: usize, options: &FuzzOptions) -> S
                     t.leases_expired += report.stats.leases_expired;
                     t.lease_expiries_refused += report.stats.lease_expiries_refused;
                     t.lease_checkpoints += report.stats.lease_checkpoints;
+                    t.add_stage(&report);
                 }
                 if report.failure.is_some() {
                     failures

@@ -5,13 +5,21 @@ use sim::fuzz::{run_seed, FuzzOptions};
 
 #[test]
 fn one_seed_run_twice_gives_identical_traces() {
-    let options = FuzzOptions {
-        trace: true,
-        ..FuzzOptions::default()
-    };
+    for apply_stage in [Some(false), Some(true)] {
+        let options = FuzzOptions {
+            trace: true,
+            apply_stage,
+            ..FuzzOptions::default()
+        };
+        same_traces(&options);
+    }
+}
+
+/// Runs a few seeds twice with `options` and compares their traces event by event.
+fn same_traces(options: &FuzzOptions) {
     for seed in [3u64, 17, 12_345] {
-        let first = run_seed(seed, &options);
-        let second = run_seed(seed, &options);
+        let first = run_seed(seed, options);
+        let second = run_seed(seed, options);
         assert!(
             first.trace.len() > 100,
             "seed {seed}: trace too short to mean anything"

@@ -118,6 +118,11 @@ fn replay_one_seed() {
         election_jitter_percent: std::env::var_os("RAFTKV_SIM_JITTER_PERCENT")
             .map(|_| env_u64("RAFTKV_SIM_JITTER_PERCENT", 0) as u32),
         membership: std::env::var_os("RAFTKV_SIM_MEMBERSHIP").is_some(),
+        apply_stage: match std::env::var("RAFTKV_SIM_APPLY_STAGE").as_deref() {
+            Ok("on" | "1") => Some(true),
+            Ok("off" | "0") => Some(false),
+            _ => None,
+        },
     };
     let report = run_seed(seed, &options);
     println!("seed {seed}: plan {:?}", report.plan);

@@ -2,8 +2,11 @@
 //!
 //! ```text
 //! sim-sweep --start 0 --count 100000 [--threads 2] [--fault-ticks 400] [--intense] [--membership]
+//!           [--apply-stage on|off|seed]
 //! sim-sweep --seed 1234 [--trace]       # replay one seed, print its trace on failure
 //! ```
+//! `--apply-stage` (default: `RAFTKV_SIM_APPLY_STAGE`, else `seed`) forces the apply
+//! stage on or off for every seed, or lets each seed draw it.
 //! Exits 1 if any seed fails, after printing each failure with its replay command.
 
 use std::process::ExitCode;
@@ -25,7 +28,13 @@ fn parse() -> Result<Args, String> {
         count: 100_000,
         threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
         seed: None,
-        options: FuzzOptions::default(),
+        options: FuzzOptions {
+            apply_stage: match std::env::var("RAFTKV_SIM_APPLY_STAGE") {
+                Ok(v) => apply_stage(&v)?,
+                Err(_) => None,
+            },
+            ..FuzzOptions::default()
+        },
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -44,10 +53,24 @@ fn parse() -> Result<Args, String> {
             "--trace" => args.options.trace = true,
             "--intense" => args.options.intense = true,
             "--membership" => args.options.membership = true,
+            "--apply-stage" => {
+                let v = it.next().ok_or("--apply-stage needs on, off or seed")?;
+                args.options.apply_stage = apply_stage(&v)?;
+            }
             other => return Err(format!("unknown argument {other}")),
         }
     }
     Ok(args)
+}
+
+/// `on` / `off`: the stage for every seed or none; `seed`: each seed draws it.
+fn apply_stage(v: &str) -> Result<Option<bool>, String> {
+    match v {
+        "on" | "1" => Ok(Some(true)),
+        "off" | "0" => Ok(Some(false)),
+        "seed" | "" => Ok(None),
+        other => Err(format!("--apply-stage: {other:?} is not on, off or seed")),
+    }
 }
 
 fn main() -> ExitCode {

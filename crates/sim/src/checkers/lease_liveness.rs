@@ -61,12 +61,19 @@ impl LeaseLiveness {
     }
 
     /// Lease `id` was granted or renewed (first applied) at `at` for `ttl`.
+    ///
+    /// The log now records `ttl` as its remaining time, so a leader that applies the
+    /// renewal only after its election (one elected after the member that applied it
+    /// first removed itself: membership seeds 18738 and 8916) counts the full `ttl` from
+    /// its own apply: the election bound `E + ttl` holds for it as `E + R` does for a
+    /// renewal recorded before healing.
     pub fn observe_renewed(&mut self, id: i64, ttl: u64, at: u64) {
         let p = self.pending.entry(id).or_insert(Pending {
             after_leader: 0,
             not_before: 0,
         });
         p.not_before = p.not_before.max(at + ttl);
+        p.after_leader = p.after_leader.max(ttl);
     }
 
     pub fn observe_revoked(&mut self, id: i64) {
@@ -120,6 +127,18 @@ mod tests {
         c.check(1411).unwrap_err();
         c.observe_revoked(2);
         assert!(c.done());
+    }
+
+    #[test]
+    fn a_renewal_applied_after_healing_counts_its_full_ttl_from_a_later_election() {
+        // Recorded remaining 100 at healing, renewed for 300 at 1100; a leader elected at
+        // 2000 (after the member that applied the renewal first left) counts 300 from there.
+        let mut c = LeaseLiveness::start([(1, 100)], 10);
+        c.observe_leader_change(1000);
+        c.observe_renewed(1, 300, 1100);
+        c.observe_leader_change(2000);
+        c.check(2310).unwrap();
+        c.check(2311).unwrap_err();
     }
 
     #[test]
