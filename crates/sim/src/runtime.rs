@@ -538,9 +538,7 @@ impl Cluster {
         }
         for item in items {
             let e = &item.entry;
-            let durable_commit = self.nodes[idx].store.hard_state().commit;
-            let r = applied_within_commit::check(id, e.index, durable_commit);
-            if !self.check(r) {
+            if !self.check_within_durable_commit(idx, e.index) {
                 return false;
             }
             let durable_term = self.nodes[idx].store.term_at(e.index);
@@ -557,6 +555,13 @@ impl Cluster {
             self.note_handed_over(idx, e.index);
         }
         true
+    }
+
+    /// `applied_within_commit` for entry `index` on member `idx`, against its durable commit.
+    fn check_within_durable_commit(&mut self, idx: usize, index: raft::Index) -> bool {
+        let durable_commit = self.nodes[idx].store.hard_state().commit;
+        let r = applied_within_commit::check(idx as NodeId + 1, index, durable_commit);
+        self.check(r)
     }
 
     /// Loads `install` into the state machine, then applies `items`, checking each and
@@ -584,9 +589,7 @@ impl Cluster {
             let e = &item.entry;
             // Again when applied: a stage applies after later writes (the durable commit
             // only goes back at a crash, which empties the stage).
-            let durable_commit = self.nodes[idx].store.hard_state().commit;
-            let r = applied_within_commit::check(id, e.index, durable_commit);
-            if !self.check(r) {
+            if !self.check_within_durable_commit(idx, e.index) {
                 return false;
             }
             let rec = AppliedRecord::from(e);
